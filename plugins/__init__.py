@@ -1,0 +1,1 @@
+"""First-party qres plugins, registered through the same hooks a third party uses."""

@@ -1,0 +1,1 @@
+"""Bundled TOML profiles (package data)."""

@@ -1,0 +1,5 @@
+"""Run the qres CLI with ``python -m qres``."""
+
+from qres.cli import main
+
+main()

@@ -1,0 +1,3 @@
+"""The qres command line."""
+def main():
+    pass

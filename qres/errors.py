@@ -1,0 +1,41 @@
+"""The project's error types: each carries a one-line message and the exit code the CLI uses.
+
+Exit codes (stable, scripts rely on them):
+
+* 0 success
+* 1 bad input or a failed operation (:class:`QresError`)
+* 2 command-line usage error (raised by click/typer)
+* 3 bad profile or plugin configuration (:class:`ProfileError`)
+* 4 plugin loading or registration problem (:class:`PluginError`)
+* 5 data failed an integrity check: corrupt, truncated or foreign file (:class:`IntegrityError`)
+"""
+
+from __future__ import annotations
+
+
+class QresError(Exception):
+    """Base of every error qres reports to a user: one line, what, where and what to do."""
+
+    exit_code = 1
+
+
+class ProfileError(QresError):
+    """A profile or plugin setting is wrong: names the file, key path, value and what is allowed."""
+
+    exit_code = 3
+
+
+class PluginError(QresError):
+    """A plugin could not be loaded, is unknown, or clashes with another plugin."""
+
+    exit_code = 4
+
+
+class IntegrityError(QresError):
+    """Bytes failed a check: truncated, corrupted, foreign or out-of-bounds data."""
+
+    exit_code = 5
+
+
+class FixedPointError(QresError, ValueError):
+    """A value cannot be represented in Q16.16 (out of range, not finite)."""

@@ -1,0 +1,1 @@
+"""Q16.16 fixed-point arithmetic: the compiled core and its thin Python face."""

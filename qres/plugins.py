@@ -1,0 +1,219 @@
+"""The plugin manager: loads built-in plugins and the ``qres`` entry-point group once.
+
+Every plugin kind has a registry by name. Built-in plugins (the modules under ``qres.builtin_plugins``, from the ``plugins/`` folder)
+are registered through the same hooks as third-party packages. ``QRES_PLUGINS=a,b`` limits which
+external plugins load (matched against the entry-point name or the distribution name); set but
+empty, it loads none. A plugin that fails to import is recorded and reported by name; the others
+keep working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import pkgutil
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import attrs
+import pluggy
+
+from qres import __version__, hookspecs
+from qres.config import Location, NoSettings, build_config, config_to_dict
+from qres.errors import PluginError, ProfileError
+
+#: Plugin kinds, each with the hook that registers it.
+KINDS: dict[str, str] = {
+    "predictor": "register_predictors",
+    "coder": "register_coders",
+    "aggregator": "register_aggregators",
+    "transport": "register_transports",
+    "hardware": "register_hardware",
+    "llm_backend": "register_llm_backends",
+    "lora_layer": "register_lora_layers",
+}
+
+ENTRY_POINT_GROUP = "qres"
+BUILTIN_PACKAGE = "qres.builtin_plugins"
+
+pm = pluggy.PluginManager("qres")
+pm.add_hookspecs(hookspecs)
+
+_lock = threading.Lock()
+_loaded = False
+#: Plugins that failed to load: (name, "ExceptionType: message").
+load_failures: list[tuple[str, str]] = []
+#: Where each registered pluggy plugin came from: pluggy name -> (package, version).
+_origins: dict[str, tuple[str, str]] = {}
+
+
+class Plugin:
+    """Base for plugin classes: a ``name``, an attrs ``Config`` and a memory declaration.
+
+    Like a numcodecs codec, a plugin is built from plain data (a profile table minus ``use``)
+    and gives it back with :meth:`get_config`, so configs round-trip through TOML and JSON.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoSettings
+
+    def __init__(self, config: Any = None):
+        self.config = self.Config() if config is None else config
+
+    @classmethod
+    def from_config(cls, table: Mapping[str, Any], where: Location | None = None) -> Plugin:
+        """Build the plugin from a profile table; ``use`` is ignored, other keys are settings."""
+        where = where or Location(f"<{cls.name}>")
+        settings = {k: v for k, v in table.items() if k != "use"}
+        return cls(build_config(cls.Config, settings, where))
+
+    def get_config(self) -> dict[str, Any]:
+        """The plain-data settings, with ``use`` naming this plugin."""
+        return {"use": self.name, **config_to_dict(self.config)}
+
+    @classmethod
+    def memory_bytes(cls, config: Any) -> int:
+        """Bytes of RAM this plugin needs on the device with these settings."""
+        return 0
+
+
+@attrs.frozen
+class PluginInfo:
+    """One registered plugin class: its name, kind, class and where it came from."""
+
+    name: str
+    kind: str
+    cls: type
+    package: str
+    version: str
+    source: str
+
+
+def _builtin_modules() -> Iterator[str]:
+    """Every module under ``qres.builtin_plugins``, in a stable order."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    for info in sorted(
+        pkgutil.walk_packages(package.__path__, BUILTIN_PACKAGE + "."), key=lambda i: i.name
+    ):
+        if not info.ispkg and not info.name.rsplit(".", 1)[-1].startswith("_"):
+            yield info.name
+
+
+def _has_hooks(module: Any) -> bool:
+    return any(hasattr(getattr(module, attr, None), "qres_impl") for attr in dir(module))
+
+
+def _allowed_external() -> set[str] | None:
+    raw = os.environ.get("QRES_PLUGINS")
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def load_plugins() -> None:
+    """Register built-ins and entry points, once per process."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        for module_name in _builtin_modules():
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:  # a broken plugin must not take the others down
+                load_failures.append((module_name, f"{type(exc).__name__}: {exc}"))
+                continue
+            if _has_hooks(module) and pm.get_plugin(module_name) is None:
+                pm.register(module, name=module_name)
+                _origins[module_name] = ("qres", __version__)
+        allowed = _allowed_external()
+        for ep in sorted(
+            importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
+        ):
+            dist = ep.dist.name if ep.dist else "?"
+            if allowed is not None and ep.name not in allowed and dist not in allowed:
+                continue
+            if pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
+            except Exception as exc:
+                load_failures.append((ep.name, f"{type(exc).__name__}: {exc}"))
+                continue
+            _origins[ep.name] = (dist, ep.dist.version if ep.dist else "?")
+
+
+def _origin(plugin_name: str) -> tuple[str, str]:
+    # Plugins registered by hand (tests, embedding applications) have no recorded origin.
+    return _origins.get(plugin_name, (plugin_name, "?"))
+
+
+_registry_cache: tuple[tuple, dict[str, dict[str, PluginInfo]]] | None = None
+
+
+def registry() -> dict[str, dict[str, PluginInfo]]:
+    """Every registered plugin class, by kind and name; rebuilt when plugins change."""
+    global _registry_cache
+    load_plugins()
+    key = tuple(sorted((pm.get_name(p) or "", id(p)) for p in pm.get_plugins()))
+    if _registry_cache is not None and _registry_cache[0] == key:
+        return _registry_cache[1]
+    result: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
+    for kind, hook_name in KINDS.items():
+        hook = getattr(pm.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            source = impl.plugin_name
+            package, version = _origin(source)
+
+            def register(cls, _kind=kind, _source=source, _package=package, _version=version):
+                _add(result, _kind, cls, _source, _package, _version)
+
+            impl.function(register=register)
+    _registry_cache = (key, result)
+    return result
+
+
+def _add(result, kind: str, cls: type, source: str, package: str, version: str) -> None:
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"plugin {source!r} registered a {kind} class without a name; fix it")
+    existing = result[kind].get(name)
+    if existing is not None:
+        raise PluginError(
+            f"{kind} {name!r} is registered twice: by {existing.source!r} and by {source!r}; "
+            "uninstall one or exclude it with QRES_PLUGINS"
+        )
+    result[kind][name] = PluginInfo(name, kind, cls, package, version, source)
+
+
+def list_plugins() -> list[PluginInfo]:
+    """All registered plugin classes, sorted by kind then name."""
+    return [info for kind in KINDS for _, info in sorted(registry()[kind].items())]
+
+
+def get_plugin(kind: str, name: str) -> type:
+    """The class registered as ``name`` in ``kind``, or a :class:`PluginError` listing choices."""
+    if kind not in KINDS:
+        raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+    found = registry()[kind].get(name)
+    if found is None:
+        available = ", ".join(sorted(registry()[kind])) or "none installed"
+        raise PluginError(f"unknown {kind} {name!r}; available: {available}")
+    return found.cls
+
+
+def create(kind: str, table: Any, where: Location) -> Plugin:
+    """Build a plugin from a profile table ``{use = "name", ...settings}``."""
+    if not isinstance(table, Mapping):
+        raise ProfileError(f"{where}: expected a table with use = \"<{kind} plugin>\"")
+    use = table.get("use")
+    if not isinstance(use, str):
+        raise ProfileError(f"{where.child('use')}: missing or not a string; name a {kind} plugin")
+    try:
+        cls = get_plugin(kind, use)
+    except PluginError as exc:
+        raise ProfileError(f"{where.child('use')}: {exc}") from exc
+    return cls.from_config(table, where)
