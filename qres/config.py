@@ -124,7 +124,9 @@ def build_config(config_cls: type, table: Mapping[str, Any], where: Location) ->
             )
     for name, field in fields.items():
         if field.default is attrs.NOTHING and name not in table:
-            raise ProfileError(f"{where.child(name)}: required setting is missing; add {name} = ...")
+            raise ProfileError(
+                f"{where.child(name)}: required setting is missing; add {name} = <value>"
+            )
     try:
         return config_cls(**table)
     except InvalidSetting as exc:

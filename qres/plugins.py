@@ -1,7 +1,8 @@
 """The plugin manager: loads built-in plugins and the ``qres`` entry-point group once.
 
-Every plugin kind has a registry by name. Built-in plugins (the modules under ``qres.builtin_plugins``, from the ``plugins/`` folder)
-are registered through the same hooks as third-party packages. ``QRES_PLUGINS=a,b`` limits which
+Every plugin kind has a registry by name. Built-in plugins (the modules of the ``plugins/`` folder,
+installed as ``qres.builtin_plugins``) are registered through the same hooks as third-party
+packages. ``QRES_PLUGINS=a,b`` limits which
 external plugins load (matched against the entry-point name or the distribution name); set but
 empty, it loads none. A plugin that fails to import is recorded and reported by name; the others
 keep working.
@@ -208,7 +209,7 @@ def get_plugin(kind: str, name: str) -> type:
 def create(kind: str, table: Any, where: Location) -> Plugin:
     """Build a plugin from a profile table ``{use = "name", ...settings}``."""
     if not isinstance(table, Mapping):
-        raise ProfileError(f"{where}: expected a table with use = \"<{kind} plugin>\"")
+        raise ProfileError(f'{where}: expected a table with use = "<{kind} plugin>"')
     use = table.get("use")
     if not isinstance(use, str):
         raise ProfileError(f"{where.child('use')}: missing or not a string; name a {kind} plugin")

@@ -1,3 +1,91 @@
-"""The qres command line."""
-def main():
-    pass
+"""The ``qres`` command line: a typer app, one module per command group.
+
+Errors reach the user as one line on stderr (``qres: error: ...``) with the exit code of the
+error type (see :mod:`qres.errors`); ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from qres import __version__
+from qres.errors import QresError
+
+app = typer.Typer(
+    name="qres",
+    help="Deterministic, learned compression of sensor streams, and swarms that learn it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"qres {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    """Deterministic, learned compression of sensor streams, and swarms that learn it."""
+    # --debug is read by main() before parsing, so that errors while parsing also show a
+    # traceback; declaring it here documents it in --help.
+
+
+def _build() -> None:
+    from qres.cli import plugins_cmd, profiles_cmd
+
+    app.add_typer(plugins_cmd.app, name="plugins")
+    app.add_typer(profiles_cmd.app, name="profiles")
+    from qres import plugins
+
+    plugins.pm.hook.register_commands(app=app)
+    for name, reason in plugins.load_failures:
+        warn(
+            f"plugin {name!r} failed to load ({reason}); the others work. "
+            "Fix or uninstall it, or exclude it with QRES_PLUGINS"
+        )
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning to stderr."""
+    print(f"qres: warning: {message}", file=sys.stderr)
+
+
+def fail(error: BaseException) -> int:
+    """Report an error as one line and return the exit code for it."""
+    code = getattr(error, "exit_code", 1)
+    print(f"qres: error: {error}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``qres`` console script."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv) or bool(
+        os.environ.get("QRES_DEBUG")
+    )
+    try:
+        _build()
+        app(args=argv, prog_name="qres")
+    except QresError as exc:
+        if debug:
+            raise
+        sys.exit(fail(exc))
+    except OSError as exc:
+        if debug:
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        sys.exit(fail(QresError(f"{where}{exc.strerror or exc}")))
+    except KeyboardInterrupt:
+        print("qres: interrupted", file=sys.stderr)
+        sys.exit(130)

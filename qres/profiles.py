@@ -1,0 +1,326 @@
+"""TOML profiles: find them, resolve ``extends`` inheritance, and validate every plugin table.
+
+A profile names, for each part of a pipeline, the plugin to use and its settings::
+
+    [profile]
+    name = "esp32"
+    extends = "edge"
+    [hardware]
+    use = "esp32-c6"
+
+Resolution merges a child over its parent table by table; a plugin table whose ``use`` differs
+from the parent's replaces it whole (the parent's settings belong to another plugin). Every
+resolved value remembers the file that set it, so an error names the file that must change.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from qres.config import Location, build_config, integer, one_of, text
+from qres.errors import ProfileError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+#: Profiles larger than this are refused unread: a profile is a short hand-written file.
+MAX_PROFILE_BYTES = 1 << 20
+#: Longest ``extends`` chain accepted.
+MAX_EXTENDS_DEPTH = 16
+
+#: Sample types a codec profile may name as its default.
+SAMPLE_DTYPES = (
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "float32",
+    "float64",
+)
+
+
+@attrs.frozen
+class ProfileMeta:
+    """The ``[profile]`` table: the profile's name, its parent and a description."""
+
+    name: str = attrs.field(default="", validator=text(200))
+    extends: str = attrs.field(default="", validator=text(4096))
+    description: str = attrs.field(default="", validator=text(2000))
+
+
+@attrs.frozen
+class CodecSettings:
+    """The ``[codec]`` table's own settings (its plugin tables are slots, below)."""
+
+    block_samples: int = attrs.field(default=65536, validator=integer(16, 1 << 24))
+    dtype: str = attrs.field(default="int16", validator=one_of(*SAMPLE_DTYPES))
+
+
+@attrs.frozen
+class Section:
+    """How one top-level table of a profile is validated.
+
+    ``settings`` is an attrs class for the table's plain keys; ``slots`` maps the keys that
+    hold plugin tables to their plugin kind; ``many`` slots hold an array of plugin tables;
+    ``is_plugin`` marks a table that is itself a plugin table (``[hardware]``).
+    """
+
+    settings: type | None = None
+    slots: Mapping[str, str] = attrs.field(factory=dict)
+    many: frozenset = frozenset()
+    is_plugin: str | None = None
+
+
+SECTIONS: dict[str, Section] = {
+    "profile": Section(settings=ProfileMeta),
+    "hardware": Section(is_plugin="hardware"),
+    "codec": Section(settings=CodecSettings, slots={"predictor": "predictor", "coder": "coder"}),
+    "swarm": Section(slots={"aggregator": "aggregator", "transport": "transport"}),
+    "llm": Section(slots={"backend": "llm_backend"}),
+    "lora": Section(slots={"layers": "lora_layer"}, many=frozenset({"layers"})),
+}
+
+
+def bundled_dir() -> Path:
+    """The folder of profiles shipped with qres."""
+    import qres.bundled_profiles as bundled
+
+    return Path(next(iter(bundled.__path__)))
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for a profile by name: ``$QRES_PROFILE_PATH`` entries, then bundled."""
+    extra = os.environ.get("QRES_PROFILE_PATH", "")
+    return [Path(p) for p in extra.split(os.pathsep) if p] + [bundled_dir()]
+
+
+def available() -> dict[str, Path]:
+    """Every profile found by name, first folder wins."""
+    found: dict[str, Path] = {}
+    for folder in search_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob("*.toml")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def locate(name: str, relative_to: Path | None = None) -> Path:
+    """The file of profile ``name``: a path if it looks like one, else a search by name."""
+    if name.endswith(".toml") or os.sep in name or "/" in name:
+        path = Path(name)
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to.parent / path
+        if not path.is_file():
+            raise ProfileError(f"{name}: profile file not found; check the path")
+        return path
+    found = available().get(name)
+    if found is None:
+        names = ", ".join(sorted(available())) or "none"
+        raise ProfileError(
+            f"unknown profile {name!r}; available: {names} (or give a path to a .toml file)"
+        )
+    return found
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file, refusing oversize, non-UTF-8 or malformed input with one line."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise ProfileError(f"{path}: {size} bytes is too large for a profile (max 1 MiB)")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.strerror or exc}") from exc
+    return parse_toml(raw, str(path))
+
+
+def parse_toml(raw: bytes, source: str) -> dict[str, Any]:
+    """Parse TOML bytes from ``source`` into a dict, or raise :class:`ProfileError`."""
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise ProfileError(f"{source}: {len(raw)} bytes is too large for a profile (max 1 MiB)")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{source}: not UTF-8 text at byte {exc.start}; save as UTF-8") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"{source}: invalid TOML: {exc}; fix the syntax") from exc
+    except RecursionError as exc:
+        raise ProfileError(f"{source}: TOML nested too deeply; flatten it") from exc
+
+
+@attrs.frozen
+class Profile:
+    """A resolved profile: merged data, the files it came from, and the file of each value."""
+
+    name: str
+    path: Path
+    chain: tuple[Path, ...]
+    data: dict[str, Any]
+    origins: dict[tuple, str]
+
+    def where(self, *keys: str | int) -> Location:
+        """The location (file and key path) of a value, for error messages."""
+        loc = Location(self.origins.get(tuple(keys), str(self.path)))
+        for key in keys:
+            loc = loc.child(key)
+        return loc
+
+    @property
+    def description(self) -> str:
+        """The description from the ``[profile]`` table (inherited if not set)."""
+        return self.data.get("profile", {}).get("description", "")
+
+    def plugin_tables(self) -> list[tuple[tuple, str, dict[str, Any]]]:
+        """Every plugin table in the profile: (key path, plugin kind, table)."""
+        out: list[tuple[tuple, str, dict[str, Any]]] = []
+        for section_name, section in SECTIONS.items():
+            table = self.data.get(section_name)
+            if not isinstance(table, dict):
+                continue
+            if section.is_plugin:
+                out.append(((section_name,), section.is_plugin, table))
+            for slot, kind in section.slots.items():
+                value = table.get(slot)
+                if value is None:
+                    continue
+                if slot in section.many:
+                    for i, item in enumerate(value):
+                        out.append(((section_name, slot, i), kind, item))
+                else:
+                    out.append(((section_name, slot), kind, value))
+        return out
+
+    def build(self, *keys: str | int) -> Any:
+        """Instantiate the plugin configured at a key path (e.g. ``"codec", "predictor"``)."""
+        from qres import plugins
+
+        table: Any = self.data
+        for key in keys:
+            table = table[key]
+        kind = next(k for path, k, _ in self.plugin_tables() if path == tuple(keys))
+        return plugins.create(kind, table, self.where(*keys))
+
+
+def _merge(parent: dict, child: dict, origins: dict, child_source: str, prefix: tuple) -> dict:
+    merged = dict(parent)
+    for key, value in child.items():
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and old.get("use") == value.get("use"):
+            merged[key] = _merge(old, value, origins, child_source, prefix + (key,))
+        else:
+            merged[key] = value
+            _drop_origins(origins, prefix + (key,))
+            _set_origins(origins, value, child_source, prefix + (key,))
+    return merged
+
+
+def _drop_origins(origins: dict, prefix: tuple) -> None:
+    for path in [p for p in origins if p[: len(prefix)] == prefix]:
+        del origins[path]
+
+
+def _set_origins(origins: dict, value: Any, source: str, path: tuple) -> None:
+    origins[path] = source
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _set_origins(origins, item, source, path + (key,))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _set_origins(origins, item, source, path + (i,))
+
+
+def _resolve_raw(path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict, tuple[Path, ...]]:
+    real = path.resolve()
+    if real in stack:
+        cycle = " -> ".join(p.name for p in (*stack, real))
+        raise ProfileError(f"{path}: profile.extends forms a cycle ({cycle}); break the cycle")
+    if len(stack) >= MAX_EXTENDS_DEPTH:
+        raise ProfileError(f"{path}: profile.extends chain deeper than {MAX_EXTENDS_DEPTH}")
+    data = read_toml(path)
+    meta = data.get("profile", {})
+    if not isinstance(meta, dict):
+        raise ProfileError(f"{path}: profile: expected a table [profile]")
+    parent_name = meta.get("extends")
+    origins: dict[tuple, str] = {}
+    if parent_name:
+        if not isinstance(parent_name, str):
+            raise ProfileError(
+                f"{path}: profile.extends: bad value {parent_name!r}; allowed: a profile name"
+            )
+        try:
+            parent_path = locate(parent_name, relative_to=path)
+        except ProfileError as exc:
+            raise ProfileError(f"{path}: profile.extends: {exc}") from exc
+        parent, origins, chain = _resolve_raw(parent_path, (*stack, real))
+    else:
+        parent, chain = {}, ()
+    merged = _merge(parent, data, origins, str(path), ())
+    # The child's own name and description are not inherited as its identity.
+    merged.setdefault("profile", {})
+    merged["profile"] = {**merged["profile"], "extends": parent_name or ""}
+    merged["profile"]["name"] = meta.get("name") or path.stem
+    if "description" in meta:
+        merged["profile"]["description"] = meta["description"]
+    return merged, origins, (*chain, path)
+
+
+def load(name: str) -> Profile:
+    """Find, resolve and validate the profile ``name`` (a name or a path to a .toml file)."""
+    path = locate(name)
+    data, origins, chain = _resolve_raw(path, ())
+    profile = Profile(data["profile"]["name"], path, chain, data, origins)
+    validate(profile)
+    return profile
+
+
+def validate(profile: Profile) -> None:
+    """Check every section, setting and plugin table; raise :class:`ProfileError` on the first."""
+    from qres import plugins
+
+    for section_name, table in profile.data.items():
+        section = SECTIONS.get(section_name)
+        where = profile.where(section_name)
+        if section is None:
+            allowed = ", ".join(SECTIONS)
+            raise ProfileError(f"{where}: unknown section; allowed sections: {allowed}")
+        if not isinstance(table, dict):
+            raise ProfileError(f"{where}: expected a table [{section_name}]")
+        if section.is_plugin:
+            continue
+        plain = {k: v for k, v in table.items() if k not in section.slots}
+        if section.settings is not None:
+            for key in plain:
+                build_config(section.settings, {key: plain[key]}, profile.where(section_name))
+        elif plain:
+            key = next(iter(plain))
+            allowed = ", ".join(section.slots) or "none"
+            raise ProfileError(
+                f"{profile.where(section_name, key)}: unknown key; allowed keys: {allowed}"
+            )
+        for slot in section.many:
+            value = table.get(slot)
+            if value is not None and not isinstance(value, list):
+                raise ProfileError(
+                    f"{profile.where(section_name, slot)}: expected an array of tables "
+                    f"[[{section_name}.{slot}]]"
+                )
+    for keys, kind, table in profile.plugin_tables():
+        plugins.create(kind, table, profile.where(*keys))
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Render resolved profile data as TOML text."""
+    import tomli_w
+
+    return tomli_w.dumps(data)
