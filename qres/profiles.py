@@ -116,7 +116,11 @@ def available() -> dict[str, Path]:
 
 
 def locate(name: str, relative_to: Path | None = None) -> Path:
-    """The file of profile ``name``: a path if it looks like one, else a search by name."""
+    """The file of profile ``name``: a path if it looks like one, else a search by name.
+
+    With ``relative_to`` (the file that names ``name`` in ``extends``), relative paths and bare
+    names are first resolved in that file's folder.
+    """
     if name.endswith(".toml") or os.sep in name or "/" in name:
         path = Path(name)
         if not path.is_absolute() and relative_to is not None:
@@ -124,7 +128,10 @@ def locate(name: str, relative_to: Path | None = None) -> Path:
         if not path.is_file():
             raise ProfileError(f"{name}: profile file not found; check the path")
         return path
-    found = available().get(name)
+    # A parent named in ``extends`` is looked for beside the child first, so a folder of
+    # profiles that extend each other works wherever it is.
+    sibling = relative_to.parent / f"{name}.toml" if relative_to is not None else None
+    found = sibling if sibling is not None and sibling.is_file() else available().get(name)
     if found is None:
         names = ", ".join(sorted(available())) or "none"
         raise ProfileError(

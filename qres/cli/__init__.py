@@ -14,15 +14,6 @@ import typer
 from qres import __version__
 from qres.errors import QresError
 
-app = typer.Typer(
-    name="qres",
-    help="Deterministic, learned compression of sensor streams, and swarms that learn it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
 
 def _version(value: bool) -> None:
     if value:
@@ -30,7 +21,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -42,19 +32,29 @@ def _root(
     # traceback; declaring it here documents it in --help.
 
 
-def _build() -> None:
+def make_app() -> typer.Typer:
+    """Build the CLI: the built-in command groups plus every plugin's ``register_commands``."""
+    from qres import plugins
     from qres.cli import plugins_cmd, profiles_cmd
 
+    app = typer.Typer(
+        name="qres",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(profiles_cmd.app, name="profiles")
-    from qres import plugins
-
+    plugins.load_plugins()
     plugins.pm.hook.register_commands(app=app)
     for name, reason in plugins.load_failures:
         warn(
             f"plugin {name!r} failed to load ({reason}); the others work. "
             "Fix or uninstall it, or exclude it with QRES_PLUGINS"
         )
+    return app
 
 
 def warn(message: str) -> None:
@@ -71,12 +71,10 @@ def fail(error: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``qres`` console script."""
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv) or bool(
-        os.environ.get("QRES_DEBUG")
-    )
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or bool(os.environ.get("QRES_DEBUG"))
     try:
-        _build()
-        app(args=argv, prog_name="qres")
+        make_app()(args=args, prog_name="qres")
     except QresError as exc:
         if debug:
             raise
