@@ -89,7 +89,9 @@ class _ConfigChecks:
             )
         if self.cpu_sleep_mw > self.cpu_active_mw:
             raise InvalidSetting(
-                "cpu_sleep_mw", self.cpu_sleep_mw, f"a number <= cpu_active_mw ({self.cpu_active_mw})"
+                "cpu_sleep_mw",
+                self.cpu_sleep_mw,
+                f"a number <= cpu_active_mw ({self.cpu_active_mw})",
             )
         if self.radio_sleep_mw > self.radio_active_mw:
             raise InvalidSetting(
@@ -126,9 +128,7 @@ def hardware_config(
     if missing or unknown:
         raise TypeError(f"{class_name}: missing defaults {missing}, unknown settings {unknown}")
     checks = {**_field_validators(), **(validators or {})}
-    fields = {
-        name: attrs.field(default=defaults[name], validator=checks[name]) for name in FIELDS
-    }
+    fields = {name: attrs.field(default=defaults[name], validator=checks[name]) for name in FIELDS}
     return attrs.make_class(class_name, fields, bases=(_ConfigChecks,), frozen=True)
 
 

@@ -8,7 +8,7 @@ estimates were derived. Powers are per component (CPU, radio) in mW.
 from __future__ import annotations
 
 from qres.config import one_of
-from qres.hardware import GiB, KiB, MiB, Hardware, hardware_config
+from qres.hardware import GiB, Hardware, KiB, MiB, hardware_config
 from qres.hookspecs import hookimpl
 
 
