@@ -1,0 +1,419 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Hot loops of the predictors: fixed polynomial, sign-error NLMS cascade, TAAF fusion.
+
+All arithmetic is integer. The one rounding rule for a right shift by k of a product or sum is
+``rsr(a, k) = (a + 2**(k-1)) >> k`` (round to nearest, ties toward +infinity, arithmetic shift).
+Integer divisions (only in step normalisation and softmax) truncate toward zero, as C does.
+Residual arithmetic wraps modulo 2**64 so any int64 input round-trips. docs/predictors.md holds
+the full specification; the plain-Python reference in tests/test_predictors.py follows it.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy, memmove
+
+cdef enum:
+    # History values entering an adaptive stage are clamped to +-VLIM and weights to +-WLIM, so
+    # a dot product of MAX_TAPS terms stays below 2**62 and never overflows int64.
+    VLIM = 1073741823          # 2**30 - 1
+    WLIM = 8388608             # 2**23 (128.0 in Q16.16)
+    MAX_TAPS = 512
+    MAX_CROSS = 32
+    LEVEL_SHIFT = 4            # running mean |input| forgets with weight 2**-4
+    TLIM = 1048575             # 2**20 - 1: clamp of innovations fed to the TAAF trackers
+    SCORE_MAX = 4096           # attention scores saturate at variance ratio 16 (Q8)
+    MIN_SLIDE = 16             # history buffers slide (memmove) at most every 16 samples
+
+
+cdef inline int64_t rsr(int64_t a, int k) noexcept nogil:
+    """Round-to-nearest (ties toward +inf) arithmetic right shift by k >= 1."""
+    return (a + ((<int64_t>1) << (k - 1))) >> k
+
+
+cdef inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) noexcept nogil:
+    if v < lo:
+        return lo
+    if v > hi:
+        return hi
+    return v
+
+
+cdef inline int64_t iabs64(int64_t v) noexcept nogil:
+    return -v if v < 0 else v
+
+
+cdef inline int64_t wsub(int64_t a, int64_t b) noexcept nogil:
+    """a - b modulo 2**64 (no signed-overflow undefined behaviour)."""
+    return <int64_t>(<uint64_t>a - <uint64_t>b)
+
+
+cdef inline int64_t wadd(int64_t a, int64_t b) noexcept nogil:
+    return <int64_t>(<uint64_t>a + <uint64_t>b)
+
+
+cdef inline int64_t fixed_pred(int64_t* xh, int order) noexcept nogil:
+    """FLAC fixed predictor of the given order from xh[0]=x[t-1], xh[1]=x[t-2], ... (wrapping)."""
+    cdef uint64_t a = <uint64_t>xh[0]
+    cdef uint64_t b = <uint64_t>xh[1]
+    cdef uint64_t c = <uint64_t>xh[2]
+    cdef uint64_t d = <uint64_t>xh[3]
+    if order == 0:
+        return 0
+    if order == 1:
+        return <int64_t>a
+    if order == 2:
+        return <int64_t>(2 * a - b)
+    if order == 3:
+        return <int64_t>(3 * a - 3 * b + c)
+    return <int64_t>(4 * a - 6 * b + 4 * c - d)
+
+
+cdef inline void push_x(int64_t* xh, int64_t x) noexcept nogil:
+    xh[3] = xh[2]
+    xh[2] = xh[1]
+    xh[1] = xh[0]
+    xh[0] = x
+
+
+cdef inline int64_t quantise(int64_t x, int64_t pc, int64_t e, int64_t lo, int64_t hi,
+                             int64_t* q_out) noexcept nogil:
+    """Bounded-error step of the encoder: q = round((x - pc) / (2e+1)); returns x'.
+
+    pc is already inside [lo, hi]. (2e+1) is odd, so a quotient is never exactly half-way and
+    rounding to nearest is unambiguous. x' = pc + q*(2e+1), clamped to [lo, hi]: as x lies in
+    [lo, hi], the clamp moves x' toward x and never breaks |x - x'| <= e.
+    """
+    cdef uint64_t m = <uint64_t>(2 * e + 1)
+    cdef uint64_t d, q, room
+    if x >= pc:
+        d = <uint64_t>x - <uint64_t>pc
+        q = d / m
+        if d - q * m > <uint64_t>e:
+            q += 1
+        q_out[0] = <int64_t>q
+        room = <uint64_t>hi - <uint64_t>pc
+        if q > room / m:
+            return hi
+        return <int64_t>(<uint64_t>pc + q * m)
+    d = <uint64_t>pc - <uint64_t>x
+    q = d / m
+    if d - q * m > <uint64_t>e:
+        q += 1
+    q_out[0] = -<int64_t>q
+    room = <uint64_t>pc - <uint64_t>lo
+    if q > room / m:
+        return lo
+    return <int64_t>(<uint64_t>pc - q * m)
+
+
+cdef inline int64_t dequantise(int64_t q, int64_t pc, int64_t e, int64_t lo,
+                               int64_t hi) noexcept nogil:
+    """Decoder side of :func:`quantise`: x' from q (any int64, even a corrupted one)."""
+    cdef uint64_t m = <uint64_t>(2 * e + 1)
+    cdef uint64_t qa, room
+    if q >= 0:
+        qa = <uint64_t>q
+        room = <uint64_t>hi - <uint64_t>pc
+        if qa > room / m:
+            return hi
+        return <int64_t>(<uint64_t>pc + qa * m)
+    qa = <uint64_t>(-(q + 1)) + 1
+    room = <uint64_t>pc - <uint64_t>lo
+    if qa > room / m:
+        return lo
+    return <int64_t>(<uint64_t>pc - qa * m)
+
+
+cdef inline int64_t code_sample(int64_t v, int64_t pc, bint decode, int64_t e, int64_t lo,
+                                int64_t hi, int64_t* out) noexcept nogil:
+    """One sample through the residual map; returns the value the predictor continues on.
+
+    Encoding, ``v`` is the sample and ``out`` receives the residual; decoding, ``v`` is the
+    residual and ``out`` receives the sample. Lossless (e == 0): residual = v - pc modulo 2**64.
+    """
+    cdef int64_t q, xr
+    if e == 0:
+        if decode:
+            xr = wadd(v, pc)
+            out[0] = xr
+            return xr
+        out[0] = wsub(v, pc)
+        return v
+    if decode:
+        xr = dequantise(v, pc, e, lo, hi)
+        out[0] = xr
+        return xr
+    xr = quantise(v, pc, e, lo, hi, &q)
+    out[0] = q
+    return xr
+
+
+def polynomial(const int64_t[:, ::1] src, int64_t[:, ::1] dst, int order, bint decode,
+               int64_t max_error, int64_t lo, int64_t hi):
+    """Fixed polynomial predictor of ``order`` (0..4); sample t uses order min(order, t)."""
+    cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], c, t
+    cdef int64_t xh[4]
+    cdef int64_t pc, xr
+    with nogil:
+        for c in range(channels):
+            xh[0] = 0
+            xh[1] = 0
+            xh[2] = 0
+            xh[3] = 0
+            for t in range(n):
+                pc = clamp64(fixed_pred(xh, order if t >= order else <int>t), lo, hi)
+                xr = code_sample(src[c, t], pc, decode, max_error, lo, hi, &dst[c, t])
+                push_x(xh, xr)
+
+
+# ----------------------------------------------------------------------------- LMS stages
+
+cdef struct Stage:
+    int32_t n           # taps
+    int32_t shift       # step shift: an input at the running level moves a weight 2**-shift
+    int32_t pos         # next write index; the window is [pos - n, pos)
+    int32_t cap         # buffer length
+    int32_t* w          # n weights, Q16.16
+    int32_t* hist       # cap clamped past inputs
+    int32_t* dirs       # cap normalised update directions, Q16.16
+    int64_t level       # running mean of |input|, Q16
+    int64_t pred        # last prediction (integer)
+
+
+cdef inline int32_t direction(int64_t v, int64_t level, int shift) noexcept nogil:
+    """Normalised step of one input: v / (level + 1) * 2**(16 - shift), clamped to 4x."""
+    cdef int64_t lim = (<int64_t>4) << (16 - shift)
+    cdef int64_t d = (v * ((<int64_t>1) << (32 - shift))) // (level + 65536)
+    return <int32_t>clamp64(d, -lim, lim)
+
+
+cdef inline int64_t stage_predict(Stage* s) noexcept nogil:
+    cdef int64_t acc = 0
+    cdef const int32_t* h = s.hist + s.pos - s.n
+    cdef const int32_t* w = s.w
+    cdef int i, n = s.n
+    for i in range(n):
+        acc += <int64_t>w[i] * h[i]
+    s.pred = rsr(acc, 16)
+    return s.pred
+
+
+cdef inline void stage_update(Stage* s, int64_t e_in, int64_t e_out) noexcept nogil:
+    """Sign-error normalised LMS step, then push e_in into the history."""
+    cdef int32_t* w = s.w
+    cdef const int32_t* d = s.dirs + s.pos - s.n
+    cdef int i, n = s.n
+    cdef int32_t v
+    cdef int64_t vc
+    if e_out > 0:
+        for i in range(n):
+            v = w[i] + d[i]
+            w[i] = WLIM if v > WLIM else (-WLIM if v < -WLIM else v)
+    elif e_out < 0:
+        for i in range(n):
+            v = w[i] - d[i]
+            w[i] = WLIM if v > WLIM else (-WLIM if v < -WLIM else v)
+    if s.pos == s.cap:
+        memmove(s.hist, s.hist + s.cap - n, n * sizeof(int32_t))
+        memmove(s.dirs, s.dirs + s.cap - n, n * sizeof(int32_t))
+        s.pos = n
+    vc = clamp64(e_in, -VLIM, VLIM)
+    s.hist[s.pos] = <int32_t>vc
+    s.dirs[s.pos] = direction(vc, s.level, s.shift)
+    s.pos += 1
+    s.level += rsr(iabs64(vc) * 65536 - s.level, LEVEL_SHIFT)
+
+
+cdef inline int32_t stage_cap(int32_t n) noexcept nogil:
+    return n + (n if n > MIN_SLIDE else MIN_SLIDE)
+
+
+# ----------------------------------------------------------------------------- TAAF
+
+cdef struct Tracker:
+    # Exponentially weighted Welford trackers of a channel's innovation (Q8 mean and variance)
+    int64_t mean_s
+    int64_t var_s
+    int64_t mean_l
+    int64_t var_l
+    int64_t level       # running mean |innovation|, Q16
+    int64_t latest      # latest innovation, clamped to +-VLIM
+
+
+cdef inline void welford(int64_t* mean, int64_t* var, int64_t u8, int k) noexcept nogil:
+    cdef int64_t old = mean[0]
+    mean[0] += rsr(u8 - old, k)
+    var[0] += rsr(rsr((u8 - old) * (u8 - mean[0]), 8) - var[0], k)
+
+
+cdef inline int64_t exp2_neg_q16(int64_t y) noexcept nogil:
+    """2**(-y/256) in Q16 for y >= 0 (Q8): a quadratic on the fraction, a shift for the rest."""
+    cdef int64_t ip = y >> 8, f = y & 255
+    if ip >= 17:
+        return 0
+    return (65536 - rsr(43025 * f, 8) + rsr(10257 * f * f, 16)) >> ip
+
+
+cdef inline int64_t fused_signal(Tracker* tr, int channels, int c, int64_t spike_q8,
+                                 int64_t* att) noexcept nogil:
+    """Attention-weighted sum of the other channels' latest innovations, in channel c's scale."""
+    cdef int j
+    cdef int64_t ratio, best = -1, total = 0, f = 0, u, scale_c, scale_j
+    for j in range(channels):
+        att[j] = -1
+        if j == c:
+            continue
+        ratio = ((tr[j].var_s) << 8) // (tr[j].var_l + 1)
+        if ratio > spike_q8:
+            att[j] = ratio if ratio < SCORE_MAX else SCORE_MAX
+            if att[j] > best:
+                best = att[j]
+    if best < 0:
+        return 0
+    for j in range(channels):
+        if att[j] >= 0:
+            att[j] = exp2_neg_q16(best - att[j])
+            total += att[j]
+    scale_c = tr[c].level >> 8
+    for j in range(channels):
+        if att[j] >= 0:
+            scale_j = (tr[j].level >> 8) + 1
+            u = clamp64(tr[j].latest, -TLIM, TLIM) * scale_c // scale_j
+            u = clamp64(u, -VLIM, VLIM)
+            f += ((att[j] << 16) + total // 2) // total * u
+    return clamp64(rsr(f, 16), -VLIM, VLIM)
+
+
+cdef struct Channel:
+    int64_t xh[4]
+    int64_t t
+    int64_t bias        # Q16 running mean of the bias stage input
+    int32_t* tw         # TAAF weights: cross inputs then the fused input, Q16.16
+    int64_t* tu         # TAAF inputs of the current sample
+    int32_t* td         # their update directions
+    int64_t flevel      # running mean |fused|, Q16
+    int64_t tpred
+
+
+def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode, int fixed_order,
+            const int32_t[::1] taps, const int32_t[::1] shifts, const int32_t[::1] weights,
+            int bias_shift, bint taaf, int cross, int taaf_shift, int short_shift,
+            int long_shift, int64_t spike_q8, int64_t max_error, int64_t lo, int64_t hi):
+    """Run the NLMS cascade (and the TAAF stage if ``taaf``) over a block; see the docs."""
+    cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], t
+    cdef int nst = taps.shape[0], k, c, i, j, m, nin
+    cdef Py_ssize_t wtotal = 0, buf_len = 0
+    for k in range(nst):
+        if taps[k] < 1 or taps[k] > MAX_TAPS or shifts[k] < 1 or shifts[k] > 16:
+            raise ValueError("stage taps must be in [1, 512] and shifts in [1, 16]")
+        wtotal += taps[k]
+        buf_len += taps[k] + 2 * stage_cap(taps[k])
+    if cross < 0 or cross > MAX_CROSS:
+        raise ValueError("cross must be in [0, 32]")
+    if weights.shape[0] != wtotal + (cross + 1 if taaf else 0):
+        raise ValueError("initial weights have the wrong length")
+    if channels == 0 or n == 0:
+        return
+    cdef Stage* stages = <Stage*>calloc(channels * max(nst, 1), sizeof(Stage))
+    cdef Channel* chans = <Channel*>calloc(channels, sizeof(Channel))
+    cdef Tracker* tr = <Tracker*>calloc(channels, sizeof(Tracker))
+    cdef int64_t* att = <int64_t*>calloc(channels, sizeof(int64_t))
+    cdef int32_t* pool = <int32_t*>calloc(channels * (buf_len + 2 * (cross + 1)) + 1,
+                                          sizeof(int32_t))
+    cdef int64_t* upool = <int64_t*>calloc(channels * (cross + 1) + 1, sizeof(int64_t))
+    if not stages or not chans or not tr or not att or not pool or not upool:
+        free(stages); free(chans); free(tr); free(att); free(pool); free(upool)
+        raise MemoryError()
+    cdef int32_t* p = pool
+    cdef Stage* s
+    cdef Channel* ch
+    cdef Py_ssize_t woff
+    for c in range(channels):
+        woff = 0
+        for k in range(nst):
+            s = &stages[c * nst + k]
+            s.n = taps[k]
+            s.shift = shifts[k]
+            s.cap = stage_cap(s.n)
+            s.pos = s.n
+            s.w = p
+            p += s.n
+            memcpy(s.w, &weights[woff], s.n * sizeof(int32_t))
+            woff += s.n
+            s.hist = p
+            p += s.cap
+            s.dirs = p
+            p += s.cap
+        ch = &chans[c]
+        ch.tw = p
+        p += cross + 1
+        ch.td = p
+        p += cross + 1
+        ch.tu = upool + c * (cross + 1)
+        if taaf:
+            memcpy(ch.tw, &weights[wtotal], (cross + 1) * sizeof(int32_t))
+
+    cdef int64_t fp, pred, pc, e, e_out, xr, acc, inno
+    with nogil:
+        for t in range(n):
+            for c in range(channels):
+                ch = &chans[c]
+                s = &stages[c * nst]
+                # 1. predictions of every stage, from history only
+                fp = fixed_pred(ch.xh, fixed_order if t >= fixed_order else <int>t)
+                pred = fp
+                for k in range(nst):
+                    pred = wadd(pred, stage_predict(&s[k]))
+                m = c if c < cross else cross
+                nin = 0
+                if taaf:
+                    for i in range(m):
+                        j = c - 1 - i
+                        ch.tu[i] = tr[j].latest
+                        ch.td[i] = direction(tr[j].latest, tr[j].level, taaf_shift)
+                    ch.tu[m] = fused_signal(tr, <int>channels, c, spike_q8, att)
+                    ch.td[m] = direction(ch.tu[m], ch.flevel, taaf_shift)
+                    acc = 0
+                    for i in range(m):
+                        acc += <int64_t>ch.tw[i] * ch.tu[i]
+                    acc += <int64_t>ch.tw[cross] * ch.tu[m]
+                    ch.tpred = rsr(acc, 16)
+                    pred = wadd(pred, ch.tpred)
+                if bias_shift:
+                    pred = wadd(pred, rsr(ch.bias, 16))
+                pc = clamp64(pred, lo, hi)
+                # 2. the residual map; xr is the value every stage learns from
+                xr = code_sample(src[c, t], pc, decode, max_error, lo, hi, &dst[c, t])
+                # 3. updates, in stage order, each on its own input and output
+                e = wsub(xr, fp)
+                for k in range(nst):
+                    e_out = wsub(e, s[k].pred)
+                    stage_update(&s[k], e, e_out)
+                    e = e_out
+                if taaf:
+                    inno = clamp64(e, -VLIM, VLIM)
+                    e_out = wsub(e, ch.tpred)
+                    if e_out != 0:
+                        for i in range(m):
+                            ch.tw[i] = <int32_t>clamp64(
+                                ch.tw[i] + (ch.td[i] if e_out > 0 else -ch.td[i]), -WLIM, WLIM)
+                        ch.tw[cross] = <int32_t>clamp64(
+                            ch.tw[cross] + (ch.td[m] if e_out > 0 else -ch.td[m]), -WLIM, WLIM)
+                    ch.flevel += rsr(iabs64(ch.tu[m]) * 65536 - ch.flevel, LEVEL_SHIFT)
+                    tr[c].latest = inno
+                    tr[c].level += rsr(iabs64(inno) * 65536 - tr[c].level, LEVEL_SHIFT)
+                    welford(&tr[c].mean_s, &tr[c].var_s, clamp64(inno, -TLIM, TLIM) * 256,
+                            short_shift)
+                    welford(&tr[c].mean_l, &tr[c].var_l, clamp64(inno, -TLIM, TLIM) * 256,
+                            long_shift)
+                    e = e_out
+                if bias_shift:
+                    ch.bias += rsr(clamp64(e, -VLIM, VLIM) * 65536 - ch.bias, bias_shift)
+                push_x(ch.xh, xr)
+    free(stages)
+    free(chans)
+    free(tr)
+    free(att)
+    free(pool)
+    free(upool)

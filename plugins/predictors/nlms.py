@@ -1,0 +1,115 @@
+"""The NLMS cascade predictor (``use = "nlms"``), after the strongest lossless audio coders.
+
+Per channel: a fixed polynomial stage (order ``fixed``), then adaptive stages of the given
+lengths, each a sign-error normalised LMS filter that predicts its input (the previous stage's
+output) from that input's own past and passes on what it could not predict, then a
+bias-cancelling stage (a running mean of what is left). All arithmetic is integer Q16.16;
+docs/predictors.md specifies it bit for bit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+from qres.config import InvalidSetting, integer
+from qres.hookspecs import hookimpl
+from qres.predictor import Predictor, int_list
+
+#: Most taps one adaptive stage may have (keeps every dot product inside int64).
+MAX_TAPS = 512
+#: The stages used when neither ``order`` nor ``stages`` is set: chosen by measurement on the
+#: shared corpus (benchmarks/predictor_entropy.py) for ratio at >= 20 MB/s per core.
+DEFAULT_STAGES = (32, 16)
+
+
+def default_shift(taps: int) -> int:
+    """Step shift for a stage of ``taps`` taps when ``shifts`` is not given: longer, slower."""
+    return 7 + max(0, taps.bit_length() - 4) // 2
+
+
+@attrs.frozen
+class NlmsConfig:
+    """Settings of the NLMS cascade.
+
+    ``order`` is shorthand for one adaptive stage of that many taps; ``stages`` lists several.
+    ``shifts`` gives each stage's step as a power of two (bigger is slower and steadier); by
+    default it follows the stage length. ``fixed`` is the order of the polynomial first stage.
+    ``bias_shift`` sets how fast the bias stage forgets (0 turns it off).
+    """
+
+    order: int | None = attrs.field(default=None, validator=attrs.validators.optional(
+        integer(1, MAX_TAPS)))
+    stages: list[int] | None = attrs.field(default=None, validator=int_list(1, MAX_TAPS, 1, 8))
+    shifts: list[int] | None = attrs.field(default=None, validator=int_list(1, 16, 1, 8))
+    fixed: int = attrs.field(default=1, validator=integer(0, 4))
+    bias_shift: int = attrs.field(default=5, validator=integer(0, 16))
+
+    def __attrs_post_init__(self):
+        if self.order is not None and self.stages is not None:
+            raise InvalidSetting("order", self.order, "either order or stages, not both")
+        if self.shifts is not None and len(self.shifts) != len(self.taps()):
+            raise InvalidSetting(
+                "shifts", self.shifts, f"one shift per stage ({len(self.taps())} values)"
+            )
+
+    def taps(self) -> tuple[int, ...]:
+        """The adaptive stages' lengths in order."""
+        if self.order is not None:
+            return (self.order,)
+        if self.stages is not None:
+            return tuple(self.stages)
+        return DEFAULT_STAGES
+
+    def step_shifts(self) -> tuple[int, ...]:
+        """Each stage's step shift."""
+        if self.shifts is not None:
+            return tuple(self.shifts)
+        return tuple(default_shift(n) for n in self.taps())
+
+
+def stage_bytes(taps: int) -> int:
+    """RAM of one adaptive stage: weights, history and directions (sliding buffers), state."""
+    cap = taps + max(taps, 16)
+    return 4 * taps + 8 * cap + 32
+
+
+class NlmsPredictor(Predictor):
+    """Fixed stage, then sign-error NLMS stages of decreasing length, then bias cancelling."""
+
+    name: ClassVar[str] = "nlms"
+    Config: ClassVar[type] = NlmsConfig
+
+    @classmethod
+    def memory_bytes(cls, config: NlmsConfig) -> int:
+        """State of one channel: the stages plus the fixed stage's history and the bias."""
+        return sum(stage_bytes(n) for n in config.taps()) + 8 * 4 + 16
+
+    def weight_count(self) -> int:
+        """One Q16.16 weight per tap of every adaptive stage, stage after stage."""
+        return sum(self.config.taps())
+
+    def _taaf_args(self) -> tuple[Any, ...]:
+        # (taaf, cross, taaf_shift, short_shift, long_shift, spike_q8): off for plain NLMS
+        return (False, 0, 1, 1, 1, 0)
+
+    def _run(self, block, decode, max_error, lo, hi):
+        import numpy as np
+        from qres.builtin_plugins.predictors import _kernels
+
+        cfg = self.config
+        out = np.empty_like(block)
+        _kernels.cascade(
+            block, out, decode, cfg.fixed,
+            np.asarray(cfg.taps(), dtype=np.int32),
+            np.asarray(cfg.step_shifts(), dtype=np.int32),
+            self._weights, cfg.bias_shift, *self._taaf_args(), max_error, lo, hi,
+        )
+        return out
+
+
+@hookimpl
+def register_predictors(register):
+    """Register the NLMS cascade predictor."""
+    register(NlmsPredictor)
