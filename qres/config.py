@@ -17,16 +17,30 @@ from qres.errors import ProfileError
 
 @attrs.frozen
 class Location:
-    """Where a setting comes from: a file (or other source) and a dotted key path."""
+    """Where a setting comes from: a file (or other source) and a dotted key path.
+
+    With ``origins`` (key path tuple -> file, as recorded by profile resolution), a child
+    location names the file that set that very key, which may be a parent profile's or the
+    child's.
+    """
 
     source: str = "<settings>"
     key: str = ""
+    path: tuple = ()
+    origins: Any = attrs.field(default=None, eq=False, repr=False)
 
     def child(self, key: str | int) -> Location:
         """The location of ``key`` inside this table (or index inside this array)."""
-        if isinstance(key, int):
-            return Location(self.source, f"{self.key}[{key}]")
-        return Location(self.source, f"{self.key}.{key}" if self.key else key)
+        path = (*self.path, key)
+        source = self.source
+        if self.origins is not None:
+            source = self.origins.get(path, self.source)
+        name = (
+            f"{self.key}[{key}]"
+            if isinstance(key, int)
+            else (f"{self.key}.{key}" if self.key else key)
+        )
+        return Location(source, name, path, self.origins)
 
     def __str__(self) -> str:
         return f"{self.source}: {self.key}" if self.key else self.source

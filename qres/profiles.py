@@ -178,7 +178,7 @@ class Profile:
 
     def where(self, *keys: str | int) -> Location:
         """The location (file and key path) of a value, for error messages."""
-        loc = Location(self.origins.get(tuple(keys), str(self.path)))
+        loc = Location(str(self.path), origins=self.origins)
         for key in keys:
             loc = loc.child(key)
         return loc

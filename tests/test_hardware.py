@@ -201,7 +201,8 @@ def test_wake_times_are_exact_and_end_exclusive():
 )
 def test_duty_cycle_is_bounded_by_the_state_powers(interval, share, twt):
     hw = make("esp32-c6")
-    awake = (interval - hw.config.wake_latency_us / 1e6) * share
+    # Shrink a hair so float rounding of the sum cannot exceed the interval in exact maths.
+    awake = (interval - hw.config.wake_latency_us / 1e6) * share * (1 - 1e-9)
     if awake < 0:
         return
     dc = hw.duty_cycle(interval, awake, twt=twt)
