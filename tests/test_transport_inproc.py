@@ -249,7 +249,7 @@ def test_config_round_trips():
     ("settings", "key", "allowed"),
     [
         ({"loss": 1.0}, "loss", "[0, 1)"),
-        ({"loss": -0.1}, "loss", "[0.0, 1.0]"),
+        ({"loss": -0.1}, "loss", "[0, 1)"),
         ({"loss": "a lot"}, "loss", "number"),
         ({"delay_min": 5, "delay_max": 2}, "delay_max", ">= delay_min (5)"),
         ({"delay_min": -1}, "delay_min", "integer"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from qres.config import InvalidSetting, integer, number, one_of
+from qres.config import InvalidSetting, integer, one_of
 from qres.errors import QresError
 from qres.hookspecs import hookimpl
 from qres.lora import Q16_ONE, ROLES, LoRALayer, from_q16, to_q16
@@ -29,15 +29,17 @@ def _rank_fits(inst, attribute, value):
         )
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _positive_alpha(inst, attribute, value):
-    number(0.0, MAX_ALPHA)(inst, attribute, value)
-    if value <= 0:
+    if not (_is_number(value) and 0 < value <= MAX_ALPHA):
         raise InvalidSetting(attribute.name, value, f"a number in (0, {MAX_ALPHA:g}]")
 
 
 def _inertia(inst, attribute, value):
-    number(0.0, 1.0)(inst, attribute, value)
-    if value >= 1:
+    if not (_is_number(value) and 0 <= value < 1):
         raise InvalidSetting(attribute.name, value, "a number in [0, 1)")
 
 

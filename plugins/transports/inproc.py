@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections import deque
 
 import attrs
 
-from qres.config import InvalidSetting, integer, number
+from qres.config import InvalidSetting, integer
 from qres.errors import QresError
 from qres.hookspecs import hookimpl
 from qres.transport import (
@@ -29,9 +30,9 @@ MAX_DELAY_TICKS = 1 << 30
 
 
 def _loss_probability(_inst, attribute, value):
-    # number() checks type, finiteness and [0, 1]; a loss of exactly 1 would drop everything.
-    number(0.0, 1.0)(_inst, attribute, value)
-    if value >= 1:
+    # A loss of exactly 1 would drop everything: the interval is half-open.
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(value) and 0 <= value < 1):
         raise InvalidSetting(attribute.name, value, "a number in [0, 1)")
 
 
