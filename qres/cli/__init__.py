@@ -35,7 +35,7 @@ def _root(
 def make_app() -> typer.Typer:
     """Build the CLI: the built-in command groups plus every plugin's ``register_commands``."""
     from qres import plugins
-    from qres.cli import plugins_cmd, profiles_cmd
+    from qres.cli import codec_cmd, plugins_cmd, profiles_cmd
 
     app = typer.Typer(
         name="qres",
@@ -45,6 +45,7 @@ def make_app() -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
+    codec_cmd.register(app)
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(profiles_cmd.app, name="profiles")
     plugins.load_plugins()

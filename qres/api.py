@@ -1,0 +1,273 @@
+"""The public Python API: compress and decompress files, streams and bytes.
+
+Outputs are written to a temporary file beside the target and renamed into place only when
+everything succeeded, so a failure never leaves a half-written or corrupted output behind.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from qres import codec, profiles
+from qres.codec import CodecSettings, Stats
+from qres.container import Header
+from qres.errors import ProfileError, QresError
+from qres.samples import SampleSource, StreamSpec, npy_spec, open_input, parse_dtype, spool
+
+DEFAULT_PROFILE = "server"
+
+
+def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettings, str]:
+    """The codec settings of a profile and its default sample type."""
+    profile = profiles.load(profile_name)
+    table = profile.data.get("codec")
+    if not isinstance(table, dict) or "predictor" not in table or "coder" not in table:
+        raise ProfileError(
+            f"{profile.path}: codec: profile {profile.name!r} names no predictor and coder; "
+            "use a profile with a [codec] table (see `qres profiles list`)"
+        )
+    profile.build("codec", "predictor")  # validates the tables before any work starts
+    profile.build("codec", "coder")
+    settings = CodecSettings(
+        predictor=dict(table["predictor"]),
+        coder=dict(table["coder"]),
+        block_frames=int(table.get("block_samples", 65536)),
+        max_error=max_error,
+    )
+    return settings, str(table.get("dtype", "int16"))
+
+
+@contextmanager
+def atomic_output(target: str, force: bool) -> Iterator[BinaryIO]:
+    """A binary stream that becomes ``target`` only if the block succeeds (``-``: stdout)."""
+    if target == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    path = Path(target)
+    if path.exists() and not force:
+        raise QresError(f"{target}: already exists; pass --force to overwrite it")
+    if path.is_dir():
+        raise QresError(f"{target}: is a directory; give a file name with -o")
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def open_samples(
+    path: str,
+    *,
+    dtype: str | None,
+    channels: int | None,
+    layout: str | None,
+    byte_order: str | None,
+    default_dtype: str,
+) -> tuple[SampleSource, BinaryIO]:
+    """Open an input as a sample source: ``.npy`` files describe themselves, raw files use the
+    options (or the profile's default type), ``-`` reads stdin."""
+    stream = open_input(path)
+    head = stream.peek(6)[:6] if hasattr(stream, "peek") else b""
+    if path.endswith(".npy") or head == b"\x93NUMPY":
+        if stream is sys.stdin.buffer or not stream.seekable():
+            stream = spool(stream)
+        if dtype or channels or layout or byte_order:
+            raise QresError(
+                f"{path}: .npy files describe their own type and shape; drop --dtype, "
+                "--channels, --layout and --byte-order"
+            )
+        spec, prefix, _ = npy_spec(stream, path)
+        return SampleSource(stream, spec, prefix), stream
+    spec = StreamSpec(
+        parse_dtype(dtype or default_dtype),
+        channels or 1,
+        layout or "interleaved",
+        byte_order or "little",
+    )
+    if spec.layout == "planar" and spec.channels > 1 and not _seekable(stream):
+        stream = spool(stream)
+    return SampleSource(stream, spec), stream
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return stream.seekable()
+    except (OSError, ValueError):
+        return False
+
+
+def compress_file(
+    path: str,
+    output: str,
+    *,
+    profile: str = DEFAULT_PROFILE,
+    dtype: str | None = None,
+    channels: int | None = None,
+    layout: str | None = None,
+    byte_order: str | None = None,
+    max_error: float = 0,
+    threads: int = 1,
+    force: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Stats:
+    """Compress the file (or ``-``) at ``path`` into ``output`` (or ``-``)."""
+    if max_error < 0 or max_error != max_error:
+        raise QresError(f"--max-error {max_error}: must be a number >= 0")
+    settings, default_dtype = codec_settings(profile, max_error)
+    source, stream = open_samples(
+        path,
+        dtype=dtype,
+        channels=channels,
+        layout=layout,
+        byte_order=byte_order,
+        default_dtype=default_dtype,
+    )
+    if max_error and not source.spec.dtype.startswith("float") and max_error != int(max_error):
+        raise QresError(
+            f"--max-error {max_error}: integer samples need a whole-number bound; use "
+            f"{int(max_error)}"
+        )
+    try:
+        with atomic_output(output, force) as out:
+            return codec.compress(source, out, settings, threads=threads, progress=progress)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def compress_bytes(
+    data: bytes,
+    spec: StreamSpec,
+    profile: str = DEFAULT_PROFILE,
+    max_error: float = 0,
+    threads: int = 1,
+) -> bytes:
+    """Compress raw sample bytes described by ``spec``; return the container bytes."""
+    settings, _ = codec_settings(profile, max_error)
+    out = io.BytesIO()
+    codec.compress(SampleSource(io.BytesIO(data), spec), out, settings, threads=threads)
+    return out.getvalue()
+
+
+class _Sink:
+    """Writes decoded blocks to the output in the stream's original layout."""
+
+    def __init__(self, out: BinaryIO, header: Header):
+        self.out = out
+        self.header = header
+        self.planar = header.layout == "planar" and header.channels > 1
+
+    def __call__(self, first_frame: int, raw: bytes) -> None:
+        if not self.planar:
+            self.out.write(raw)
+            return
+        import numpy as np
+
+        h = self.header
+        spec = StreamSpec(h.dtype, h.channels, h.layout, h.byte_order)
+        block = np.frombuffer(raw, dtype=spec.numpy_dtype()).reshape(-1, h.channels)
+        start = len(h.prefix)
+        for c in range(h.channels):
+            self.out.seek(start + (c * h.frames + first_frame) * h.itemsize)
+            self.out.write(np.ascontiguousarray(block[:, c]).tobytes())
+
+
+def decompress_stream(
+    stream: BinaryIO,
+    out: BinaryIO | None,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Header, Stats]:
+    """Decode the container on ``stream`` into ``out`` (``None``: verify only).
+
+    Planar streams are written channel by channel at their offsets; when ``out`` cannot seek
+    (a pipe), they are assembled in a temporary file first.
+    """
+    state: dict = {}
+
+    def on_header(header: Header) -> None:
+        if out is None:
+            return
+        target = out
+        if header.layout == "planar" and header.channels > 1:
+            if header.frames is None:
+                raise QresError("planar stream without a frame count; the file is corrupted")
+            if not _seekable(out):
+                target = state["spool"] = tempfile.TemporaryFile()
+        target.write(header.prefix)
+        state["target"] = target
+        state["sink"] = _Sink(target, header)
+
+    def sink(first_frame: int, raw: bytes) -> None:
+        state["sink"](first_frame, raw)
+
+    try:
+        header, stats, tail = codec.decompress(
+            stream,
+            sink if out is not None else None,
+            threads=threads,
+            progress=progress,
+            on_header=on_header,
+        )
+        if out is not None:
+            target = state["target"]
+            if header.layout == "planar" and header.channels > 1:
+                target.seek(len(header.prefix) + header.frames * header.channels * header.itemsize)
+            target.write(tail)
+            if "spool" in state:
+                state["spool"].seek(0)
+                shutil.copyfileobj(state["spool"], out, 1 << 20)
+        return header, stats
+    finally:
+        if "spool" in state:
+            state["spool"].close()
+
+
+def decompress_file(
+    path: str,
+    output: str,
+    *,
+    force: bool = False,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Header, Stats]:
+    """Decompress the container at ``path`` (or ``-``) into ``output`` (or ``-``)."""
+    stream = open_input(path)
+    try:
+        with atomic_output(output, force) as out:
+            return decompress_stream(stream, out, threads, progress)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def decompress_bytes(data: bytes, threads: int = 1) -> bytes:
+    """Decode container bytes back to the original bytes."""
+    out = io.BytesIO()
+    decompress_stream(io.BytesIO(data), out, threads)
+    return out.getvalue()
+
+
+def verify_file(
+    path: str, threads: int = 1, progress: Callable[[int], None] | None = None
+) -> tuple[Header, Stats]:
+    """Check every block, the index and the stream checksum of a container; write nothing."""
+    stream = open_input(path)
+    try:
+        return decompress_stream(stream, None, threads, progress)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()

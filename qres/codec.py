@@ -1,0 +1,547 @@
+"""The codec pipeline: samples -> integers -> predictor residuals -> entropy-coded blocks.
+
+``compress`` reads a sample stream block by block, turns each block into integers (floats
+through an exact decimal scaling or a lossless view of their bits), runs the profile's
+predictor and coder on it, and writes a ``.qres`` container. Blocks are independent, so they
+are coded in parallel threads (the Cython loops release the GIL) while memory stays bounded by a
+window of blocks; the bytes written never depend on the thread count. A block that prediction
+does not shrink is stored deflated or raw, so no input grows by more than a few bytes per block.
+
+The payload of a predicted block is specified in ``docs/format.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO
+
+import attrs
+
+from qres import container
+from qres.config import Location
+from qres.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
+from qres.errors import IntegrityError, ProfileError, QresError
+from qres.samples import SampleSource, StreamSpec
+
+#: Per-channel integer mappings of a predicted block.
+KIND_INTEGER = 0  # integer samples, widened to int64
+KIND_DECIMAL = 1  # floats that are decimals: k = round(x * 10**d), exceptions kept verbatim
+KIND_FLOAT_BITS = 2  # floats as order-preserving integers of their IEEE-754 bits
+KIND_FLOAT_GRID = 3  # bounded-error floats: k = round(x / step), exceptions kept verbatim
+
+#: Bit 0 of a block's flags: this block was coded lossless although the stream has a bound.
+FLAG_LOSSLESS = 1
+
+#: A channel is coded as decimals when at most this share of its samples are exceptions.
+MAX_EXCEPTION_SHARE = 0.01
+#: Largest decimal scale tried (10**d must be exact in float64, and k must stay below 2**53).
+MAX_DECIMALS = {"float32": 10, "float64": 15}
+#: In bounded-error mode floats go on a grid of step E / GRID_DIVISIONS; the predictor then
+#: quantises with integer bound GRID_DIVISIONS - 1, so the total error is below E.
+GRID_DIVISIONS = 8
+
+_CHANNEL_HEAD = struct.Struct("<BBI")  # kind, decimals, exception count
+
+
+@attrs.frozen
+class CodecSettings:
+    """The resolved settings of a compression: plugin tables, block size and error bound."""
+
+    predictor: dict[str, Any]
+    coder: dict[str, Any]
+    block_frames: int = 65536
+    max_error: float = 0
+
+    def to_header(self) -> dict[str, Any]:
+        """Plain data stored in the container header."""
+        return {"predictor": self.predictor, "coder": self.coder, "max_error": self.max_error}
+
+
+@attrs.frozen
+class Stats:
+    """What a compression or decompression did: sizes, blocks by method, time."""
+
+    raw_bytes: int  # the uncompressed stream, as a file
+    packed_bytes: int  # the .qres container
+    frames: int
+    blocks: int
+    methods: dict[str, int]
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """Uncompressed size over compressed size."""
+        return self.raw_bytes / self.packed_bytes if self.packed_bytes else 0.0
+
+
+# -- integer mappings --------------------------------------------------------------------------
+
+
+def _monotonic_bits(values, dtype: str):
+    """Order-preserving signed integers of float bit patterns (an involution on the bits)."""
+    import numpy as np
+
+    signed = np.int32 if dtype == "float32" else np.int64
+    bits = values.astype(dtype, copy=False).view(signed)
+    mask = np.array(np.iinfo(signed).max, dtype=signed)
+    return (bits ^ ((bits >> (bits.dtype.itemsize * 8 - 1)) & mask)).astype(np.int64)
+
+
+def _from_monotonic_bits(ints, dtype: str):
+    import numpy as np
+
+    signed = np.int32 if dtype == "float32" else np.int64
+    bits = ints.astype(signed)
+    mask = np.array(np.iinfo(signed).max, dtype=signed)
+    return (bits ^ ((bits >> (bits.dtype.itemsize * 8 - 1)) & mask)).view(dtype)
+
+
+def _forward_fill(values, bad):
+    """Replace ``values[bad]`` by the previous good value (0 before the first) in place."""
+    import numpy as np
+
+    if not bad.any():
+        return values
+    idx = np.where(~bad, np.arange(len(values)), -1)
+    np.maximum.accumulate(idx, out=idx)
+    filled = np.where(idx >= 0, values[np.maximum(idx, 0)], 0)
+    return filled
+
+
+def _decimal_ints(x, dtype: str):
+    """Try exact decimal scaling of one channel: (decimals, ints, exception mask) or None."""
+    import numpy as np
+
+    wide = x.astype(np.float64)
+    finite = np.isfinite(wide)
+    if finite.mean() < 1 - MAX_EXCEPTION_SHARE:
+        return None
+    bits = x.view(np.uint32 if dtype == "float32" else np.uint64)
+    magnitude = float(np.abs(wide[finite]).max()) if finite.any() else 0.0
+    safe = np.where(finite, wide, 0.0)
+    for d in range(MAX_DECIMALS[dtype] + 1):
+        scale = 10.0**d
+        if magnitude * scale >= 2.0**53:
+            return None
+        k = np.rint(safe * scale)
+        back = (k / scale).astype(dtype)
+        ok = (back.view(bits.dtype) == bits) & finite
+        bad = ~ok
+        if bad.mean() <= MAX_EXCEPTION_SHARE:
+            ints = _forward_fill(k.astype(np.int64), bad)
+            return d, ints, bad
+    return None
+
+
+@attrs.frozen
+class ChannelMap:
+    """How one channel of a block became integers."""
+
+    kind: int
+    decimals: int = 0
+    exception_index: Any = None  # uint32 array of positions kept verbatim
+    exception_raw: bytes = b""
+
+
+def to_integers(block, spec: StreamSpec, grid_step: float | None):
+    """Map a (frames, channels) block to int64 (channels, frames) and the per-channel maps."""
+    import numpy as np
+
+    native = block.astype(block.dtype.newbyteorder("="), copy=False)
+    if not spec.dtype.startswith("float"):
+        ints = native.T.astype(np.int64)
+        return ints, [ChannelMap(KIND_INTEGER)] * spec.channels
+    out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
+    maps = []
+    for c in range(spec.channels):
+        x = np.ascontiguousarray(native[:, c])
+        if grid_step is not None:
+            wide = x.astype(np.float64)
+            ok = np.isfinite(wide)
+            k = np.rint(np.where(ok, wide, 0.0) / grid_step)
+            if np.abs(k).max(initial=0) >= 2.0**62:
+                return None, None  # the bound is too fine for these values: code lossless
+            bad = ~ok
+            out[c] = _forward_fill(k.astype(np.int64), bad)
+            maps.append(_exceptions(KIND_FLOAT_GRID, 0, x, bad))
+            continue
+        found = _decimal_ints(x, spec.dtype)
+        if found is None:
+            out[c] = _monotonic_bits(x, spec.dtype)
+            maps.append(ChannelMap(KIND_FLOAT_BITS))
+        else:
+            d, ints, bad = found
+            out[c] = ints
+            maps.append(_exceptions(KIND_DECIMAL, d, x, bad))
+    return out, maps
+
+
+def _exceptions(kind: int, decimals: int, x, bad) -> ChannelMap:
+    import numpy as np
+
+    index = np.flatnonzero(bad).astype("<u4")
+    raw = x[index].astype(x.dtype.newbyteorder("<")).tobytes()
+    return ChannelMap(kind, decimals, index, raw)
+
+
+def from_integers(ints, maps: list[ChannelMap], spec: StreamSpec, grid_step: float | None):
+    """Inverse of :func:`to_integers`: int64 (channels, frames) to a (frames, channels) block."""
+    import numpy as np
+
+    frames = ints.shape[1]
+    out = np.empty((frames, spec.channels), dtype=spec.numpy_dtype())
+    for c, cmap in enumerate(maps):
+        k = ints[c]
+        if cmap.kind == KIND_INTEGER:
+            info = np.iinfo(spec.dtype)
+            if k.size and (k.min() < info.min or k.max() > info.max):
+                raise IntegrityError("decoded samples out of the type's range; corrupted")
+            values = k.astype(spec.dtype)
+        elif cmap.kind == KIND_FLOAT_BITS:
+            values = _from_monotonic_bits(k, spec.dtype)
+        elif cmap.kind == KIND_DECIMAL:
+            values = (k.astype(np.float64) / 10.0**cmap.decimals).astype(spec.dtype)
+        else:
+            values = (k.astype(np.float64) * grid_step).astype(spec.dtype)
+        if cmap.exception_index is not None and len(cmap.exception_index):
+            raw = np.frombuffer(cmap.exception_raw, dtype=np.dtype(spec.dtype).newbyteorder("<"))
+            values = values.copy()
+            values[cmap.exception_index] = raw
+        out[:, c] = values
+    return out
+
+
+# -- block payloads ----------------------------------------------------------------------------
+
+
+class BlockCoder:
+    """Codes blocks with one predictor and one coder; one instance per worker thread."""
+
+    def __init__(self, settings: CodecSettings, spec: StreamSpec, weights=None):
+        from qres import plugins
+
+        where = Location("<codec settings>", "codec")
+        self.predictor = plugins.create("predictor", settings.predictor, where.child("predictor"))
+        self.coder = plugins.create("coder", settings.coder, where.child("coder"))
+        import numpy as np
+
+        if weights is not None and len(weights):
+            self.predictor.set_initial_weights(np.asarray(weights, dtype=np.int32))
+        self.spec = spec
+        self.settings = settings
+        # Integer samples keep predictions and bounded-error reconstructions inside their type.
+        self.bounds = None
+        if not spec.dtype.startswith("float"):
+            info = np.iinfo(spec.dtype)
+            self.bounds = (int(info.min), int(info.max))
+        self.grid_step = None
+        self.int_bound = 0
+        if settings.max_error:
+            if spec.dtype.startswith("float"):
+                self.grid_step = float(settings.max_error) / GRID_DIVISIONS
+                self.int_bound = GRID_DIVISIONS - 1
+            else:
+                self.int_bound = int(settings.max_error)
+
+    # encode ------------------------------------------------------------------------------
+
+    def encode(self, raw: bytes) -> Block:
+        """Code one block's bytes (frame order) into a block record."""
+        import numpy as np
+
+        spec = self.spec
+        block = np.frombuffer(raw, dtype=spec.numpy_dtype()).reshape(-1, spec.channels)
+        frames = block.shape[0]
+        raw_crc = zlib.crc32(raw)
+        flags = 0
+        payload = self._predicted(block, self.grid_step, self.int_bound)
+        if payload is not None and self.int_bound and self.grid_step is not None:
+            # Float rounding (the cast back to float32, say) could in principle push a value
+            # past the bound: check the block, and code it lossless if it does.
+            decoded = self._decode_predicted(payload, frames, lossless=False)
+            if not _within(block, decoded, float(self.settings.max_error)):
+                payload = None
+        if payload is None and self.int_bound:
+            payload = self._predicted(block, None, 0)
+            flags |= FLAG_LOSSLESS
+        best = Block(frames, METHOD_STORED, flags, raw_crc, bytes(raw))
+        if payload is not None and len(payload) < len(best.payload):
+            best = Block(frames, METHOD_PREDICTED, flags, raw_crc, payload)
+        if best.method == METHOD_STORED or len(best.payload) > len(raw) // 2:
+            deflated = zlib.compress(raw, 6)
+            if len(deflated) < len(best.payload):
+                best = Block(frames, METHOD_DEFLATE, 0, raw_crc, deflated)
+        return best
+
+    def _predicted(self, block, grid_step, bound) -> bytes | None:
+        ints, maps = to_integers(block, self.spec, grid_step)
+        if ints is None:
+            return None
+        bounds = self.bounds if grid_step is None else None
+        residuals = self.predictor.encode(ints, max_error=bound, bounds=bounds)
+        parts = []
+        for cmap in maps:
+            count = 0 if cmap.exception_index is None else len(cmap.exception_index)
+            parts.append(_CHANNEL_HEAD.pack(cmap.kind, cmap.decimals, count))
+            if count:
+                parts.append(cmap.exception_index.tobytes())
+                parts.append(cmap.exception_raw)
+        for c in range(self.spec.channels):
+            coded = self.coder.encode(residuals[c])
+            parts.append(struct.pack("<I", len(coded)))
+            parts.append(coded)
+        return b"".join(parts)
+
+    # decode ------------------------------------------------------------------------------
+
+    def decode(self, number: int, block: Block) -> bytes:
+        """The raw bytes (frame order) of one block record, checked against its CRC."""
+        try:
+            if block.method == METHOD_STORED:
+                raw = block.payload
+            elif block.method == METHOD_DEFLATE:
+                raw = _inflate(block.payload, block.frames * self.spec.frame_bytes)
+            else:
+                lossless = bool(block.flags & FLAG_LOSSLESS) or not self.int_bound
+                decoded = self._decode_predicted(block.payload, block.frames, lossless)
+                raw = decoded.tobytes()
+        except IntegrityError as exc:
+            raise IntegrityError(f"block {number}: {exc}") from exc
+        if len(raw) != block.frames * self.spec.frame_bytes:
+            raise IntegrityError(f"block {number}: decoded size is wrong; the block is corrupted")
+        if block.raw_crc != zlib.crc32(raw):
+            raise IntegrityError(f"block {number}: decoded data fails its checksum; corrupted")
+        return raw
+
+    def _decode_predicted(self, payload: bytes, frames: int, lossless) -> Any:
+        import numpy as np
+
+        spec = self.spec
+        view = memoryview(payload)
+        pos = 0
+        maps = []
+        item = spec.itemsize
+        for _ in range(spec.channels):
+            if pos + _CHANNEL_HEAD.size > len(view):
+                raise IntegrityError("channel table truncated")
+            kind, decimals, count = _CHANNEL_HEAD.unpack_from(view, pos)
+            pos += _CHANNEL_HEAD.size
+            if kind > KIND_FLOAT_GRID or count > frames or decimals > 22:
+                raise IntegrityError("bad channel table")
+            if pos + count * (4 + item) > len(view):
+                raise IntegrityError("exception list truncated")
+            index = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
+            pos += 4 * count
+            raw = bytes(view[pos : pos + count * item])
+            pos += count * item
+            if count and int(index.max()) >= frames:
+                raise IntegrityError("exception index out of range")
+            maps.append(ChannelMap(kind, decimals, index, raw))
+        residuals = np.empty((spec.channels, frames), dtype=np.int64)
+        for c in range(spec.channels):
+            if pos + 4 > len(view):
+                raise IntegrityError("channel data truncated")
+            (length,) = struct.unpack_from("<I", view, pos)
+            pos += 4
+            if pos + length > len(view):
+                raise IntegrityError("channel data truncated")
+            residuals[c] = self.coder.decode(bytes(view[pos : pos + length]), frames)
+            pos += length
+        if pos != len(view):
+            raise IntegrityError("unexpected bytes after the channel data")
+        bound = 0 if lossless else self.int_bound
+        grid = None if lossless else self.grid_step
+        bounds = self.bounds if grid is None else None
+        ints = self.predictor.decode(residuals, max_error=bound, bounds=bounds)
+        return from_integers(ints, maps, spec, grid)
+
+
+def _within(block, decoded, bound: float) -> bool:
+    import numpy as np
+
+    a = block.astype(np.float64)
+    b = decoded.astype(np.float64)
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    return bool(np.all(same | (np.abs(a - b) <= bound)))
+
+
+def _inflate(payload: bytes, expected: int) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(payload, expected + 1)
+    except zlib.error as exc:
+        raise IntegrityError(f"deflate data is corrupted ({exc})") from exc
+    if len(raw) != expected or not inflater.eof:
+        raise IntegrityError("deflate data has the wrong length")
+    return raw
+
+
+# -- streams -----------------------------------------------------------------------------------
+
+
+def _ordered_map(fn: Callable, items: Iterator, threads: int) -> Iterator:
+    """``map`` over a thread pool with at most ``2 * threads`` items in flight, in order."""
+    if threads <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        window: deque = deque()
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * threads:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def _per_thread(factory: Callable[[], BlockCoder]) -> Callable[[], BlockCoder]:
+    local = threading.local()
+
+    def get() -> BlockCoder:
+        coder = getattr(local, "coder", None)
+        if coder is None:
+            coder = local.coder = factory()
+        return coder
+
+    return get
+
+
+def compress(
+    source: SampleSource,
+    out: BinaryIO,
+    settings: CodecSettings,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> Stats:
+    """Compress ``source`` into a container on ``out``; return what was done."""
+    started = time.perf_counter()
+    spec = source.spec
+    first = BlockCoder(settings, spec)
+    weights = tuple(int(w) for w in first.predictor.initial_weights())
+    header = Header(
+        dtype=spec.dtype,
+        channels=spec.channels,
+        layout=spec.layout,
+        byte_order=spec.byte_order,
+        block_frames=settings.block_frames,
+        frames=source.frames,
+        codec=settings.to_header(),
+        prefix=source.prefix,
+        weights=weights,
+    )
+    writer = container.Writer(out, header)
+    coders = _per_thread(lambda: BlockCoder(settings, spec, weights))
+    methods = {name: 0 for name in container.METHOD_NAMES.values()}
+    raws: deque = deque()
+
+    def job(raw: bytes) -> Block:
+        return coders().encode(raw)
+
+    def blocks() -> Iterator[bytes]:
+        for raw in source.blocks(settings.block_frames):
+            raws.append(raw)
+            yield raw
+
+    raw_bytes = len(source.prefix)
+    for block in _ordered_map(job, blocks(), threads):
+        raw = raws.popleft()
+        writer.add(block, raw)
+        methods[container.METHOD_NAMES[block.method]] += 1
+        raw_bytes += len(raw)
+        if progress is not None:
+            progress(len(raw))
+    trailer = writer.finish(source.tail)
+    return Stats(
+        raw_bytes=raw_bytes + len(source.tail),
+        packed_bytes=writer.offset,
+        frames=trailer.total_frames,
+        blocks=len(writer.offsets),
+        methods=methods,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def settings_from_header(header: Header) -> CodecSettings:
+    """The codec settings recorded in a container header (checked, never trusted)."""
+    codec = header.codec
+    predictor, coder = codec.get("predictor"), codec.get("coder")
+    max_error = codec.get("max_error", 0)
+    if not isinstance(predictor, dict) or not isinstance(coder, dict):
+        raise IntegrityError("header: codec settings are missing; corrupted or foreign file")
+    if not isinstance(max_error, (int, float)) or isinstance(max_error, bool) or max_error < 0:
+        raise IntegrityError("header: bad max_error; corrupted")
+    return CodecSettings(predictor, coder, header.block_frames, max_error)
+
+
+def open_decoder(header: Header) -> Callable[[], BlockCoder]:
+    """A per-thread factory of block decoders for the stream described by ``header``."""
+    spec = StreamSpec(header.dtype, header.channels, header.layout, header.byte_order)
+    settings = settings_from_header(header)
+    try:
+        BlockCoder(settings, spec, header.weights)
+    except ProfileError as exc:
+        raise QresError(
+            f"header names a codec this qres cannot build ({exc}); install the plugin it needs"
+        ) from exc
+    return _per_thread(lambda: BlockCoder(settings, spec, header.weights))
+
+
+def decompress(
+    stream: BinaryIO,
+    sink: Callable[[int, bytes], None] | None,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+    on_header: Callable[[Header], None] | None = None,
+) -> tuple[Header, Stats, bytes]:
+    """Decode every block of the container on ``stream`` and pass ``(first_frame, raw)`` to
+    ``sink`` in order (``None`` only verifies); ``on_header`` sees the header first. Checks
+    every block, the index, the trailer and the whole-stream SHA-256, and raises
+    :class:`IntegrityError` naming the first damage. Returns the header, the statistics and
+    the stream's trailing bytes (kept verbatim)."""
+    import hashlib
+
+    started = time.perf_counter()
+    reader = container.Reader(stream)
+    header = reader.header
+    decoders = open_decoder(header)
+    if on_header is not None:
+        on_header(header)
+    sha = hashlib.sha256(header.prefix)
+    methods = {name: 0 for name in container.METHOD_NAMES.values()}
+    first_frame = 0
+    output = len(header.prefix)
+
+    def job(item):
+        number, block = item
+        return decoders().decode(number, block), block.method
+
+    for raw, method in _ordered_map(job, reader.blocks(), threads):
+        sha.update(raw)
+        methods[container.METHOD_NAMES[method]] += 1
+        if sink is not None:
+            sink(first_frame, raw)
+        first_frame += len(raw) // (header.channels * header.itemsize)
+        output += len(raw)
+        if progress is not None:
+            progress(len(raw))
+    trailer, index = reader.trailer, reader.index
+    sha.update(index.tail)
+    output += len(index.tail)
+    if sha.digest() != trailer.sha256:
+        raise IntegrityError("stream checksum mismatch; the file is corrupted")
+    stats = Stats(
+        raw_bytes=output,
+        packed_bytes=reader.offset,
+        frames=trailer.total_frames,
+        blocks=len(index.offsets),
+        methods=methods,
+        seconds=time.perf_counter() - started,
+    )
+    return header, stats, index.tail
