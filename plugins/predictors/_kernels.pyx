@@ -13,6 +13,12 @@ from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memmove
 
+
+cdef extern from "_lms_simd.h" nogil:
+    int64_t qres_dot(const int32_t* w, const int32_t* h, int n)
+    void qres_sign_step(int32_t* w, const int32_t* d, int n, int32_t sgn, int32_t lim)
+    void qres_nlms_step(int32_t* w, const int32_t* d, int n, int32_t g, int32_t lim)
+
 cdef enum:
     # History values entering an adaptive stage are clamped to +-VLIM and weights to +-WLIM, so
     # a dot product of MAX_TAPS terms stays below 2**62 and never overflows int64.
@@ -23,6 +29,10 @@ cdef enum:
     LEVEL_SHIFT = 4            # running mean |input| forgets with weight 2**-4
     TLIM = 1048575             # 2**20 - 1: clamp of innovations fed to the TAAF trackers
     SCORE_MAX = 4096           # attention scores saturate at variance ratio 16 (Q8)
+    GLIM = 4096                # normalised error clamp in the NLMS update: 16.0 in Q8
+    WARM1 = 64                 # warm-up schedule of the step size, see warm_shift
+    WARM2 = 256
+    WARM3 = 1024
     MIN_SLIDE = 16             # history buffers slide (memmove) at most every 16 samples
 
 
@@ -174,11 +184,13 @@ cdef struct Stage:
     int32_t shift       # step shift: an input at the running level moves a weight 2**-shift
     int32_t pos         # next write index; the window is [pos - n, pos)
     int32_t cap         # buffer length
+    int32_t nlms        # 1: step scales with the normalised error; 0: with its sign only
     int32_t* w          # n weights, Q16.16
     int32_t* hist       # cap clamped past inputs
     int32_t* dirs       # cap normalised update directions, Q16.16
     int64_t level       # running mean of |input|, Q16
     int64_t pred        # last prediction (integer)
+    int64_t count       # samples seen in this block
 
 
 cdef inline int32_t direction(int64_t v, int64_t level, int shift) noexcept nogil:
@@ -188,40 +200,46 @@ cdef inline int32_t direction(int64_t v, int64_t level, int shift) noexcept nogi
     return <int32_t>clamp64(d, -lim, lim)
 
 
+cdef inline int warm_shift(int shift, int64_t count) noexcept nogil:
+    """Step shift during warm-up: 8x larger steps for 64 samples, 4x to 256, 2x to 1024."""
+    cdef int boost = 0
+    if count < WARM1:
+        boost = 3
+    elif count < WARM2:
+        boost = 2
+    elif count < WARM3:
+        boost = 1
+    return shift - boost if shift - boost >= 1 else 1
+
+
 cdef inline int64_t stage_predict(Stage* s) noexcept nogil:
-    cdef int64_t acc = 0
-    cdef const int32_t* h = s.hist + s.pos - s.n
-    cdef const int32_t* w = s.w
-    cdef int i, n = s.n
-    for i in range(n):
-        acc += <int64_t>w[i] * h[i]
-    s.pred = rsr(acc, 16)
+    s.pred = rsr(qres_dot(s.w, s.hist + s.pos - s.n, s.n), 16)
     return s.pred
 
 
 cdef inline void stage_update(Stage* s, int64_t e_in, int64_t e_out) noexcept nogil:
-    """Sign-error normalised LMS step, then push e_in into the history."""
-    cdef int32_t* w = s.w
+    """LMS step on the window just used for prediction, then push e_in into the history."""
     cdef const int32_t* d = s.dirs + s.pos - s.n
-    cdef int i, n = s.n
-    cdef int32_t v
-    cdef int64_t vc
-    if e_out > 0:
-        for i in range(n):
-            v = w[i] + d[i]
-            w[i] = WLIM if v > WLIM else (-WLIM if v < -WLIM else v)
+    cdef int n = s.n
+    cdef int64_t vc, g
+    if s.nlms:
+        # normalised error: e / (mean |input| + 1), Q8, clamped to +-16
+        g = clamp64(clamp64(e_out, -VLIM, VLIM) * 16777216 // (s.level + 65536), -GLIM, GLIM)
+        if g != 0:
+            qres_nlms_step(s.w, d, n, <int32_t>g, WLIM)
+    elif e_out > 0:
+        qres_sign_step(s.w, d, n, 1, WLIM)
     elif e_out < 0:
-        for i in range(n):
-            v = w[i] - d[i]
-            w[i] = WLIM if v > WLIM else (-WLIM if v < -WLIM else v)
+        qres_sign_step(s.w, d, n, -1, WLIM)
     if s.pos == s.cap:
         memmove(s.hist, s.hist + s.cap - n, n * sizeof(int32_t))
         memmove(s.dirs, s.dirs + s.cap - n, n * sizeof(int32_t))
         s.pos = n
     vc = clamp64(e_in, -VLIM, VLIM)
     s.hist[s.pos] = <int32_t>vc
-    s.dirs[s.pos] = direction(vc, s.level, s.shift)
+    s.dirs[s.pos] = direction(vc, s.level, warm_shift(s.shift, s.count))
     s.pos += 1
+    s.count += 1
     s.level += rsr(iabs64(vc) * 65536 - s.level, LEVEL_SHIFT)
 
 
@@ -298,6 +316,7 @@ cdef struct Channel:
 
 def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode, int fixed_order,
             const int32_t[::1] taps, const int32_t[::1] shifts, const int32_t[::1] weights,
+            bint nlms,
             int bias_shift, bint taaf, int cross, int taaf_shift, int short_shift,
             int long_shift, int64_t spike_q8, int64_t max_error, int64_t lo, int64_t hi):
     """Run the NLMS cascade (and the TAAF stage if ``taaf``) over a block; see the docs."""
@@ -335,6 +354,7 @@ def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode, int fix
             s = &stages[c * nst + k]
             s.n = taps[k]
             s.shift = shifts[k]
+            s.nlms = nlms
             s.cap = stage_cap(s.n)
             s.pos = s.n
             s.w = p
