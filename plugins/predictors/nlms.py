@@ -108,7 +108,8 @@ class NlmsPredictor(Predictor):
             block, out, decode, cfg.fixed,
             np.asarray(cfg.taps(), dtype=np.int32),
             np.asarray(cfg.step_shifts(), dtype=np.int32),
-            self._weights, cfg.update == "nlms", cfg.bias_shift, *self._taaf_args(), max_error, lo, hi,
+            self._weights, cfg.update == "nlms", cfg.bias_shift, *self._taaf_args(),
+            max_error, lo, hi,
         )
         return out
 
