@@ -23,30 +23,14 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from qres import container
+from qres import container, mapping
 from qres.config import Location
 from qres.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
 from qres.errors import IntegrityError, ProfileError, QresError
 from qres.samples import SampleSource, StreamSpec
 
-#: Per-channel integer mappings of a predicted block.
-KIND_INTEGER = 0  # integer samples, widened to int64
-KIND_DECIMAL = 1  # floats that are decimals: k = round(x * 10**d), exceptions kept verbatim
-KIND_FLOAT_BITS = 2  # floats as order-preserving integers of their IEEE-754 bits
-KIND_FLOAT_GRID = 3  # bounded-error floats: k = round(x / step), exceptions kept verbatim
-
 #: Bit 0 of a block's flags: this block was coded lossless although the stream has a bound.
 FLAG_LOSSLESS = 1
-
-#: A channel is coded as decimals when at most this share of its samples are exceptions.
-MAX_EXCEPTION_SHARE = 0.01
-#: Largest decimal scale tried (10**d must be exact in float64, and k must stay below 2**53).
-MAX_DECIMALS = {"float32": 10, "float64": 15}
-#: In bounded-error mode floats go on a grid of step E / GRID_DIVISIONS; the predictor then
-#: quantises with integer bound GRID_DIVISIONS - 1, so the total error is below E.
-GRID_DIVISIONS = 8
-
-_CHANNEL_HEAD = struct.Struct("<BBI")  # kind, decimals, exception count
 
 
 @attrs.frozen
@@ -80,143 +64,6 @@ class Stats:
         return self.raw_bytes / self.packed_bytes if self.packed_bytes else 0.0
 
 
-# -- integer mappings --------------------------------------------------------------------------
-
-
-def _monotonic_bits(values, dtype: str):
-    """Order-preserving signed integers of float bit patterns (an involution on the bits)."""
-    import numpy as np
-
-    signed = np.int32 if dtype == "float32" else np.int64
-    bits = values.astype(dtype, copy=False).view(signed)
-    mask = np.array(np.iinfo(signed).max, dtype=signed)
-    return (bits ^ ((bits >> (bits.dtype.itemsize * 8 - 1)) & mask)).astype(np.int64)
-
-
-def _from_monotonic_bits(ints, dtype: str):
-    import numpy as np
-
-    signed = np.int32 if dtype == "float32" else np.int64
-    bits = ints.astype(signed)
-    mask = np.array(np.iinfo(signed).max, dtype=signed)
-    return (bits ^ ((bits >> (bits.dtype.itemsize * 8 - 1)) & mask)).view(dtype)
-
-
-def _forward_fill(values, bad):
-    """Replace ``values[bad]`` by the previous good value (0 before the first) in place."""
-    import numpy as np
-
-    if not bad.any():
-        return values
-    idx = np.where(~bad, np.arange(len(values)), -1)
-    np.maximum.accumulate(idx, out=idx)
-    filled = np.where(idx >= 0, values[np.maximum(idx, 0)], 0)
-    return filled
-
-
-def _decimal_ints(x, dtype: str):
-    """Try exact decimal scaling of one channel: (decimals, ints, exception mask) or None."""
-    import numpy as np
-
-    wide = x.astype(np.float64)
-    finite = np.isfinite(wide)
-    if finite.mean() < 1 - MAX_EXCEPTION_SHARE:
-        return None
-    bits = x.view(np.uint32 if dtype == "float32" else np.uint64)
-    magnitude = float(np.abs(wide[finite]).max()) if finite.any() else 0.0
-    safe = np.where(finite, wide, 0.0)
-    for d in range(MAX_DECIMALS[dtype] + 1):
-        scale = 10.0**d
-        if magnitude * scale >= 2.0**53:
-            return None
-        k = np.rint(safe * scale)
-        back = (k / scale).astype(dtype)
-        ok = (back.view(bits.dtype) == bits) & finite
-        bad = ~ok
-        if bad.mean() <= MAX_EXCEPTION_SHARE:
-            ints = _forward_fill(k.astype(np.int64), bad)
-            return d, ints, bad
-    return None
-
-
-@attrs.frozen
-class ChannelMap:
-    """How one channel of a block became integers."""
-
-    kind: int
-    decimals: int = 0
-    exception_index: Any = None  # uint32 array of positions kept verbatim
-    exception_raw: bytes = b""
-
-
-def to_integers(block, spec: StreamSpec, grid_step: float | None):
-    """Map a (frames, channels) block to int64 (channels, frames) and the per-channel maps."""
-    import numpy as np
-
-    native = block.astype(block.dtype.newbyteorder("="), copy=False)
-    if not spec.dtype.startswith("float"):
-        ints = native.T.astype(np.int64)
-        return ints, [ChannelMap(KIND_INTEGER)] * spec.channels
-    out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
-    maps = []
-    for c in range(spec.channels):
-        x = np.ascontiguousarray(native[:, c])
-        if grid_step is not None:
-            wide = x.astype(np.float64)
-            ok = np.isfinite(wide)
-            k = np.rint(np.where(ok, wide, 0.0) / grid_step)
-            if np.abs(k).max(initial=0) >= 2.0**62:
-                return None, None  # the bound is too fine for these values: code lossless
-            bad = ~ok
-            out[c] = _forward_fill(k.astype(np.int64), bad)
-            maps.append(_exceptions(KIND_FLOAT_GRID, 0, x, bad))
-            continue
-        found = _decimal_ints(x, spec.dtype)
-        if found is None:
-            out[c] = _monotonic_bits(x, spec.dtype)
-            maps.append(ChannelMap(KIND_FLOAT_BITS))
-        else:
-            d, ints, bad = found
-            out[c] = ints
-            maps.append(_exceptions(KIND_DECIMAL, d, x, bad))
-    return out, maps
-
-
-def _exceptions(kind: int, decimals: int, x, bad) -> ChannelMap:
-    import numpy as np
-
-    index = np.flatnonzero(bad).astype("<u4")
-    raw = x[index].astype(x.dtype.newbyteorder("<")).tobytes()
-    return ChannelMap(kind, decimals, index, raw)
-
-
-def from_integers(ints, maps: list[ChannelMap], spec: StreamSpec, grid_step: float | None):
-    """Inverse of :func:`to_integers`: int64 (channels, frames) to a (frames, channels) block."""
-    import numpy as np
-
-    frames = ints.shape[1]
-    out = np.empty((frames, spec.channels), dtype=spec.numpy_dtype())
-    for c, cmap in enumerate(maps):
-        k = ints[c]
-        if cmap.kind == KIND_INTEGER:
-            info = np.iinfo(spec.dtype)
-            if k.size and (k.min() < info.min or k.max() > info.max):
-                raise IntegrityError("decoded samples out of the type's range; corrupted")
-            values = k.astype(spec.dtype)
-        elif cmap.kind == KIND_FLOAT_BITS:
-            values = _from_monotonic_bits(k, spec.dtype)
-        elif cmap.kind == KIND_DECIMAL:
-            values = (k.astype(np.float64) / 10.0**cmap.decimals).astype(spec.dtype)
-        else:
-            values = (k.astype(np.float64) * grid_step).astype(spec.dtype)
-        if cmap.exception_index is not None and len(cmap.exception_index):
-            raw = np.frombuffer(cmap.exception_raw, dtype=np.dtype(spec.dtype).newbyteorder("<"))
-            values = values.copy()
-            values[cmap.exception_index] = raw
-        out[:, c] = values
-    return out
-
-
 # -- block payloads ----------------------------------------------------------------------------
 
 
@@ -244,8 +91,8 @@ class BlockCoder:
         self.int_bound = 0
         if settings.max_error:
             if spec.dtype.startswith("float"):
-                self.grid_step = float(settings.max_error) / GRID_DIVISIONS
-                self.int_bound = GRID_DIVISIONS - 1
+                self.grid_step = float(settings.max_error) / mapping.GRID_DIVISIONS
+                self.int_bound = mapping.GRID_DIVISIONS - 1
             else:
                 self.int_bound = int(settings.max_error)
 
@@ -280,20 +127,14 @@ class BlockCoder:
         return best
 
     def _predicted(self, block, grid_step, bound) -> bytes | None:
-        ints, maps = to_integers(block, self.spec, grid_step)
-        if ints is None:
+        mapped = mapping.to_integers(block, self.spec, grid_step)
+        if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
-        residuals = self.predictor.encode(ints, max_error=bound, bounds=bounds)
-        parts = []
-        for cmap in maps:
-            count = 0 if cmap.exception_index is None else len(cmap.exception_index)
-            parts.append(_CHANNEL_HEAD.pack(cmap.kind, cmap.decimals, count))
-            if count:
-                parts.append(cmap.exception_index.tobytes())
-                parts.append(cmap.exception_raw)
-        for c in range(self.spec.channels):
-            coded = self.coder.encode(residuals[c])
+        residuals = self.predictor.encode(mapped.ints, max_error=bound, bounds=bounds)
+        parts = [mapped.side]
+        for stream in (*residuals, *mapped.extras):
+            coded = self.coder.encode(stream)
             parts.append(struct.pack("<I", len(coded)))
             parts.append(coded)
         return b"".join(parts)
@@ -319,47 +160,31 @@ class BlockCoder:
             raise IntegrityError(f"block {number}: decoded data fails its checksum; corrupted")
         return raw
 
-    def _decode_predicted(self, payload: bytes, frames: int, lossless) -> Any:
+    def _decode_predicted(self, payload: bytes, frames: int, lossless: bool) -> Any:
         import numpy as np
 
         spec = self.spec
         view = memoryview(payload)
-        pos = 0
-        maps = []
-        item = spec.itemsize
-        for _ in range(spec.channels):
-            if pos + _CHANNEL_HEAD.size > len(view):
-                raise IntegrityError("channel table truncated")
-            kind, decimals, count = _CHANNEL_HEAD.unpack_from(view, pos)
-            pos += _CHANNEL_HEAD.size
-            if kind > KIND_FLOAT_GRID or count > frames or decimals > 22:
-                raise IntegrityError("bad channel table")
-            if pos + count * (4 + item) > len(view):
-                raise IntegrityError("exception list truncated")
-            index = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
-            pos += 4 * count
-            raw = bytes(view[pos : pos + count * item])
-            pos += count * item
-            if count and int(index.max()) >= frames:
-                raise IntegrityError("exception index out of range")
-            maps.append(ChannelMap(kind, decimals, index, raw))
-        residuals = np.empty((spec.channels, frames), dtype=np.int64)
-        for c in range(spec.channels):
+        side, pos = mapping.read_side(view, 0, spec, frames)
+        lengths = (frames,) * spec.channels + side.extra_lengths
+        streams = []
+        for n in lengths:
             if pos + 4 > len(view):
                 raise IntegrityError("channel data truncated")
             (length,) = struct.unpack_from("<I", view, pos)
             pos += 4
             if pos + length > len(view):
                 raise IntegrityError("channel data truncated")
-            residuals[c] = self.coder.decode(bytes(view[pos : pos + length]), frames)
+            streams.append(self.coder.decode(bytes(view[pos : pos + length]), n))
             pos += length
         if pos != len(view):
             raise IntegrityError("unexpected bytes after the channel data")
+        residuals = np.stack(streams[: spec.channels]) if spec.channels else None
         bound = 0 if lossless else self.int_bound
         grid = None if lossless else self.grid_step
         bounds = self.bounds if grid is None else None
         ints = self.predictor.decode(residuals, max_error=bound, bounds=bounds)
-        return from_integers(ints, maps, spec, grid)
+        return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
 
 
 def _within(block, decoded, bound: float) -> bool:
