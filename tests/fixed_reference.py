@@ -164,20 +164,25 @@ def softmax(x: list[int]) -> list[int]:
 
 
 class Welford:
-    """Reference Welford tracker with the documented rounding."""
+    """Reference Welford tracker with the documented rounding (mean kept in Q16.40)."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.mean = 0
+        self.mean_fine = 0  # Q16.40
         self.m2 = 0
+
+    @property
+    def mean(self) -> int:
+        """Running mean rounded to Q16.16."""
+        return round_rule(self.mean_fine, 1 << 24)
 
     def update(self, x: int) -> None:
         """Add one Q16.16 sample."""
         self.count += 1
-        delta = x - self.mean
-        self.mean += round_rule(delta, self.count)
-        delta2 = x - self.mean
-        self.m2 = min(I64_MAX, self.m2 + round_rule(abs(delta * delta2), ONE))
+        d1 = x - self.mean
+        self.mean_fine += round_rule(x * (1 << 24) - self.mean_fine, self.count)
+        d2 = x - self.mean
+        self.m2 = min(I64_MAX, self.m2 + round_rule(abs(d1 * d2), ONE))
 
     @property
     def variance(self) -> int:

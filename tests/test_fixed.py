@@ -195,6 +195,18 @@ def test_softmax_matches_reference_and_sums_to_one(xs):
     assert (got >= 0).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([-3 * ONE, -ONE, -7, 0, 5, ONE // 3, 2 * ONE]), min_size=1, max_size=400
+    )
+)
+def test_softmax_leftover_units_on_long_vectors_with_ties(xs):
+    # many equal remainders and hundreds of leftover units: exercises the selection by
+    # (remainder, index) that hands them out
+    assert fixed.softmax(arr(xs)).tolist() == ref.softmax(xs)
+
+
 @SLOW
 @given(st.lists(st.integers(-8 * ONE, 8 * ONE), min_size=1, max_size=16))
 def test_softmax_is_close_to_float_softmax(xs):

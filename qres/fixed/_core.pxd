@@ -26,7 +26,7 @@ cdef enum:
 cdef struct fx_welford:
     # Running count, mean and sum of squared deviations (Welford's algorithm).
     int64_t count
-    int64_t mean  # Q16.16; always within the int32 range
+    int64_t mean  # Q16.40 (24 bits finer than Q16.16 so rounding cannot pile up)
     int64_t m2    # Q16.16; saturates at INT64_MAX instead of wrapping
 
 
@@ -220,10 +220,8 @@ cdef inline void fx_sign_sign_lms_update(int32_t* w, const int32_t* x, Py_ssize_
         return
     step = mu if err > 0 else -(<int64_t>mu)
     for i in range(n):
-        if x[i] > 0:
-            w[i] = fx_sat32(<int64_t>w[i] + step)
-        elif x[i] < 0:
-            w[i] = fx_sat32(<int64_t>w[i] - step)
+        # branch-free: the signs of sensor data are unpredictable
+        w[i] = fx_sat32(<int64_t>w[i] + ((x[i] > 0) - (x[i] < 0)) * step)
 
 
 cdef inline void fx_welford_reset(fx_welford* s) noexcept nogil:
@@ -234,24 +232,29 @@ cdef inline void fx_welford_reset(fx_welford* s) noexcept nogil:
 
 
 cdef inline void fx_welford_push(fx_welford* s, int32_t x) noexcept nogil:
-    """Add one Q16.16 sample: mean += round(delta / n); m2 += round(|delta * delta2| / 2**16).
+    """Add one Q16.16 sample (the rounding steps are in docs/fixed-point.md).
 
-    delta = x - old mean and delta2 = x - new mean never differ in sign, so the product is
-    taken on magnitudes in uint64 (each below 2**32, the product below 2**64).
+    mean += round((x - mean) / n) in Q16.40; then m2 += round(d1 * d2 / 2**16) with
+    d1 = x - mean_old and d2 = x - mean_new, both means rounded to Q16.16. d1 and d2 never
+    differ in sign, so the product is taken on magnitudes in uint64 (each below 2**32).
     """
-    cdef int64_t delta, delta2
+    cdef int64_t d1, d2
     cdef uint64_t prod, term
     s.count += 1
-    delta = <int64_t>x - s.mean
-    s.mean += fx_round_div(delta, s.count)
-    delta2 = <int64_t>x - s.mean
-    prod = (<uint64_t>(delta if delta >= 0 else -delta)) * (
-        <uint64_t>(delta2 if delta2 >= 0 else -delta2))
+    d1 = <int64_t>x - fx_round_shift(s.mean, 24)
+    s.mean += fx_round_div(<int64_t>x * 16777216 - s.mean, s.count)
+    d2 = <int64_t>x - fx_round_shift(s.mean, 24)
+    prod = (<uint64_t>(d1 if d1 >= 0 else -d1)) * (<uint64_t>(d2 if d2 >= 0 else -d2))
     term = (prod >> 16) + ((prod >> 15) & 1)
     if s.m2 > INT64_MAX - <int64_t>term:
         s.m2 = INT64_MAX
     else:
         s.m2 += <int64_t>term
+
+
+cdef inline int32_t fx_welford_mean(const fx_welford* s) noexcept nogil:
+    """Running mean rounded to Q16.16 (0 when empty)."""
+    return <int32_t>fx_round_shift(s.mean, 24)
 
 
 cdef inline int64_t fx_welford_variance(const fx_welford* s) noexcept nogil:

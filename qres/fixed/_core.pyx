@@ -17,7 +17,7 @@ import operator
 import numpy as np
 
 from libc.math cimport floor
-from libc.stdlib cimport free, malloc, qsort
+from libc.stdlib cimport free, malloc
 
 from qres.errors import FixedPointError
 
@@ -385,16 +385,36 @@ cdef struct _Rem:
     Py_ssize_t index
 
 
-cdef int _rem_order(const void* pa, const void* pb) noexcept nogil:
-    # larger remainder first; equal remainders by lower index (a total order: qsort's
-    # instability cannot change the result)
-    cdef const _Rem* a = <const _Rem*>pa
-    cdef const _Rem* b = <const _Rem*>pb
-    if a.rem != b.rem:
-        return -1 if a.rem > b.rem else 1
-    if a.index != b.index:
-        return -1 if a.index < b.index else 1
-    return 0
+cdef inline bint _before(const _Rem* a, const _Rem* b) noexcept nogil:
+    # larger remainder first; equal remainders by lower index. This is a total order, so the
+    # first k elements are the same set whatever algorithm selects them.
+    return a.rem > b.rem or (a.rem == b.rem and a.index < b.index)
+
+
+cdef void _select_first(_Rem* a, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    """Reorder a[0:n] so that a[0:k] are its k first elements in _before order (quickselect)."""
+    cdef Py_ssize_t lo = 0, hi = n - 1, i, store
+    cdef _Rem pivot, tmp
+    while lo < hi:
+        i = lo + (hi - lo) // 2
+        pivot = a[i]
+        a[i] = a[hi]
+        a[hi] = pivot
+        store = lo
+        for i in range(lo, hi):
+            if _before(&a[i], &pivot):
+                tmp = a[i]
+                a[i] = a[store]
+                a[store] = tmp
+                store += 1
+        a[hi] = a[store]
+        a[store] = pivot
+        if store == k:
+            return
+        if store < k:
+            lo = store + 1
+        else:
+            hi = store - 1
 
 
 cdef int fx_softmax(const int32_t* x, int32_t* out, Py_ssize_t n) noexcept nogil:
@@ -406,8 +426,8 @@ cdef int fx_softmax(const int32_t* x, int32_t* out, Py_ssize_t n) noexcept nogil
     runs out (out is then unspecified).
     """
     cdef int32_t m
-    cdef int64_t s = 0, total = 0, e, left
-    cdef Py_ssize_t i
+    cdef int64_t s = 0, total = 0, num, q
+    cdef Py_ssize_t i, left
     cdef _Rem* rems
     if n < 1:
         return -1
@@ -419,23 +439,21 @@ cdef int fx_softmax(const int32_t* x, int32_t* out, Py_ssize_t n) noexcept nogil
         out[i] = fx_exp(fx_sat32(<int64_t>x[i] - m))
         s += out[i]
     # s >= 65536 because the maximum contributes exp(0) == 65536 exactly
-    for i in range(n):
-        out[i] = <int32_t>((<int64_t>out[i] * FX_ONE) // s)
-        total += out[i]
-    left = FX_ONE - total
-    if left == 0:
-        return 0
     rems = <_Rem*>malloc(n * sizeof(_Rem))
     if rems == NULL:
         return -1
-    # recover e[i] * 65536 mod s from the quotient: e[i] was exact, so recompute it
     for i in range(n):
-        e = fx_exp(fx_sat32(<int64_t>x[i] - m))
-        rems[i].rem = (e * FX_ONE) % s
+        num = <int64_t>out[i] * FX_ONE
+        q = num // s
+        rems[i].rem = num - q * s
         rems[i].index = i
-    qsort(rems, n, sizeof(_Rem), _rem_order)
-    for i in range(left):
-        out[rems[i].index] += 1
+        out[i] = <int32_t>q
+        total += q
+    left = <Py_ssize_t>(FX_ONE - total)
+    if left > 0:
+        _select_first(rems, n, left)
+        for i in range(left):
+            out[rems[i].index] += 1
     free(rems)
     return 0
 
@@ -469,9 +487,11 @@ def softmax(x):
 cdef class Welford:
     """Online mean and variance of Q16.16 samples (Welford's algorithm), integer-only.
 
-    Each update: n += 1; mean += round(delta / n) with delta = x - mean; then
-    m2 += round(|delta * (x - mean)| / 2**16), where round is the project's rule (nearest, ties
-    toward +infinity). ``mean`` is Q16.16 (int32 range); ``variance`` = round(m2 / n) and
+    Each update: n += 1; mean += round((x - mean) / n), the mean kept in Q16.40 so that the
+    rounding of small steps does not accumulate; then m2 += round(d1 * d2 / 2**16) with d1, d2
+    the distances of x from the old and new mean rounded to Q16.16. round is the project's rule
+    (nearest, ties toward +infinity). ``mean`` is Q16.16 (int32 range); ``variance`` =
+    round(m2 / n) and
     ``sample_variance`` = round(m2 / (n - 1)) are Q16.16 but may exceed the int32 range.
     m2 saturates at 2**63 - 1. Cython code can push samples without the GIL through
     ``fx_welford_push(&w.state, x)``.
@@ -505,7 +525,7 @@ cdef class Welford:
     @property
     def mean(self):
         """Running mean, Q16.16 (0 before any sample)."""
-        return self.state.mean
+        return fx_welford_mean(&self.state)
 
     @property
     def m2(self):
@@ -523,7 +543,7 @@ cdef class Welford:
         return fx_welford_sample_variance(&self.state)
 
     def __repr__(self):
-        return (f"Welford(count={self.state.count}, mean={self.state.mean}, "
+        return (f"Welford(count={self.state.count}, mean={fx_welford_mean(&self.state)}, "
                 f"variance={fx_welford_variance(&self.state)})")
 
 
