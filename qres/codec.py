@@ -98,33 +98,43 @@ class BlockCoder:
 
     # encode ------------------------------------------------------------------------------
 
-    def encode(self, raw: bytes) -> Block:
-        """Code one block's bytes (frame order) into a block record."""
+    def encode(self, raw: bytes) -> tuple[Block, bytes]:
+        """Code one block's bytes (frame order) into a block record.
+
+        Returns the record and the bytes a decoder will restore: ``raw`` itself, or in
+        bounded-error mode the reconstruction, whose CRC the record carries.
+        """
         import numpy as np
 
         spec = self.spec
         block = np.frombuffer(raw, dtype=spec.numpy_dtype()).reshape(-1, spec.channels)
         frames = block.shape[0]
-        raw_crc = zlib.crc32(raw)
         flags = 0
+        restored = raw
         payload = self._predicted(block, self.grid_step, self.int_bound)
-        if payload is not None and self.int_bound and self.grid_step is not None:
-            # Float rounding (the cast back to float32, say) could in principle push a value
-            # past the bound: check the block, and code it lossless if it does.
+        if payload is not None and self.int_bound:
+            # The decoder's view of a bounded-error block is its reconstruction: compute it,
+            # check the bound (float rounding could in principle break it), and fall back to
+            # lossless coding of the block if it does not hold.
             decoded = self._decode_predicted(payload, frames, lossless=False)
-            if not _within(block, decoded, float(self.settings.max_error)):
+            if _within(block, decoded, float(self.settings.max_error)):
+                restored = decoded.tobytes()
+            else:
                 payload = None
         if payload is None and self.int_bound:
             payload = self._predicted(block, None, 0)
             flags |= FLAG_LOSSLESS
-        best = Block(frames, METHOD_STORED, flags, raw_crc, bytes(raw))
-        if payload is not None and len(payload) < len(best.payload):
+        raw_crc = zlib.crc32(restored)
+        if payload is not None and len(payload) < 0.9 * len(raw):
+            return Block(frames, METHOD_PREDICTED, flags, raw_crc, payload), restored
+        # Prediction did not help: the raw bytes, deflated if that is smaller, are exact.
+        best = Block(frames, METHOD_STORED, 0, zlib.crc32(raw), bytes(raw))
+        if payload is not None and len(payload) < len(raw):
             best = Block(frames, METHOD_PREDICTED, flags, raw_crc, payload)
-        if best.method == METHOD_STORED or len(best.payload) > len(raw) // 2:
-            deflated = zlib.compress(raw, 6)
-            if len(deflated) < len(best.payload):
-                best = Block(frames, METHOD_DEFLATE, 0, raw_crc, deflated)
-        return best
+        deflated = zlib.compress(raw, 6)
+        if len(deflated) < len(best.payload):
+            best = Block(frames, METHOD_DEFLATE, 0, zlib.crc32(raw), deflated)
+        return best, (restored if best.method == METHOD_PREDICTED else raw)
 
     def _predicted(self, block, grid_step, bound) -> bytes | None:
         mapped = mapping.to_integers(block, self.spec, grid_step)
@@ -249,7 +259,13 @@ def compress(
     started = time.perf_counter()
     spec = source.spec
     first = BlockCoder(settings, spec)
-    weights = tuple(int(w) for w in first.predictor.initial_weights())
+    # Weights equal to the predictor's defaults are implied by its settings: store none.
+    initial = first.predictor.initial_weights()
+    default = first.predictor.default_weights()
+    same = len(initial) == len(default) and all(
+        int(a) == int(b) for a, b in zip(initial, default, strict=True)
+    )
+    weights = () if same else tuple(int(w) for w in initial)
     header = Header(
         dtype=spec.dtype,
         channels=spec.channels,
@@ -266,7 +282,7 @@ def compress(
     methods = {name: 0 for name in container.METHOD_NAMES.values()}
     raws: deque = deque()
 
-    def job(raw: bytes) -> Block:
+    def job(raw: bytes) -> tuple[Block, bytes]:
         return coders().encode(raw)
 
     def blocks() -> Iterator[bytes]:
@@ -275,9 +291,9 @@ def compress(
             yield raw
 
     raw_bytes = len(source.prefix)
-    for block in _ordered_map(job, blocks(), threads):
+    for block, restored in _ordered_map(job, blocks(), threads):
         raw = raws.popleft()
-        writer.add(block, raw)
+        writer.add(block, restored)
         methods[container.METHOD_NAMES[block.method]] += 1
         raw_bytes += len(raw)
         if progress is not None:

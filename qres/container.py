@@ -414,8 +414,10 @@ def read_index(stream: BinaryIO, header_end: int) -> tuple[Index, Trailer, int]:
     listed = [_INDEX_ENTRY.unpack_from(entries, i * _INDEX_ENTRY.size) for i in range(count)]
     offsets = tuple(o for o, _ in listed)
     frames = tuple(f for _, f in listed)
-    bounds = (header_end, *offsets, trailer.index_offset)
-    if any(b <= a for a, b in zip(bounds[:-1], bounds[1:], strict=True)) and count:
+    # Blocks start right after the header and each one ends before the next (or the index).
+    ends = (*offsets, trailer.index_offset)
+    in_order = all(b > a for a, b in zip(ends[:-1], ends[1:], strict=True))
+    if ends[0] != header_end or not in_order:
         raise IntegrityError("index: block offsets out of order; the index is corrupted")
     if sum(frames) != trailer.total_frames:
         raise IntegrityError("index: frame counts do not add up to the trailer's; corrupted")

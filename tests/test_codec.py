@@ -1,0 +1,131 @@
+"""The codec end to end: lossless round trips on the real corpus, bounded error, threads,
+every dtype and shape, and determinism."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from corpus import DATA, FILES, spec_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from qres import api, codec, container
+from qres.samples import SampleSource, StreamSpec
+
+PROFILES = ("server", "fast", "esp32", "arduino-mega")
+
+
+@pytest.mark.parametrize("row", FILES)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_corpus_round_trip_is_exact(row, profile):
+    raw = (DATA / row["file"]).read_bytes()
+    packed = api.compress_bytes(raw, spec_of(row), profile=profile)
+    assert api.decompress_bytes(packed) == raw
+    assert len(packed) < len(raw)
+
+
+def _bound_checked(raw: bytes, spec: StreamSpec, bound: float, profile: str = "server"):
+    packed = api.compress_bytes(raw, spec, profile=profile, max_error=bound)
+    back = api.decompress_bytes(packed)
+    dtype = spec.numpy_dtype()
+    x = np.frombuffer(raw, dtype=dtype).astype(np.float64)
+    y = np.frombuffer(back, dtype=dtype).astype(np.float64)
+    finite = np.isfinite(x)
+    assert np.array_equal(np.isfinite(y), finite)
+    err = np.abs(x[finite] - y[finite])
+    assert err.max(initial=0) <= bound, (bound, err.max())
+    return len(packed)
+
+
+@pytest.mark.parametrize("row", FILES)
+def test_corpus_bounded_error_holds(row):
+    raw = (DATA / row["file"]).read_bytes()
+    spec = spec_of(row)
+    x = np.frombuffer(raw, dtype=spec.numpy_dtype()).astype(np.float64)
+    spread = float(np.nanmax(x) - np.nanmin(x))
+    sizes = []
+    if spec.dtype.startswith("float"):
+        bounds = [spread * 1e-5, spread * 1e-3, spread * 1e-2]
+    else:
+        bounds = [1, 4, 32]
+    for bound in bounds:
+        sizes.append(_bound_checked(raw, spec, bound))
+    assert sizes == sorted(sizes, reverse=True), "a larger bound must not cost more"
+
+
+def test_threads_do_not_change_the_bytes():
+    from qres.demo import make_sample
+
+    raw = make_sample(frames=40_000)
+    spec = StreamSpec("int16", 4)
+    settings_, _ = api.codec_settings("server")
+    settings_ = codec.CodecSettings(settings_.predictor, settings_.coder, 4096)
+    outputs = []
+    for threads in (1, 2, 3):
+        out = io.BytesIO()
+        codec.compress(SampleSource(io.BytesIO(raw), spec), out, settings_, threads=threads)
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert api.decompress_bytes(outputs[0], threads=2) == raw
+
+
+DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float32", "float64"]
+
+
+@st.composite
+def streams(draw):
+    dtype = draw(st.sampled_from(DTYPES))
+    channels = draw(st.integers(1, 4))
+    frames = draw(st.integers(0, 300))
+    layout = draw(st.sampled_from(["interleaved", "planar"]))
+    order = draw(st.sampled_from(["little", "big"]))
+    spec = StreamSpec(dtype, channels, layout, order)
+    smooth = draw(st.booleans())
+    if smooth and not dtype.startswith("float"):
+        info = np.iinfo(dtype)
+        seed = draw(st.integers(0, 2**32 - 1))
+        walk = np.cumsum(np.random.default_rng(seed).integers(-3, 4, frames * channels))
+        values = np.clip(walk + (int(info.min) + int(info.max)) // 2, info.min, info.max)
+        data = values.astype(spec.numpy_dtype()).tobytes()
+    else:
+        arr = draw(hnp.arrays(spec.numpy_dtype(), frames * channels))
+        data = arr.tobytes()
+    tail = draw(st.binary(max_size=spec.frame_bytes - 1)) if spec.frame_bytes > 1 else b""
+    return spec, data + tail
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from(PROFILES))
+def test_any_stream_round_trips(stream, profile):
+    spec, data = stream
+    packed = api.compress_bytes(data, spec, profile=profile)
+    assert api.decompress_bytes(packed) == data
+    # Never grows by more than the header and a few bytes per block.
+    header = len(container.encode_header(container.read_header(io.BytesIO(packed))[0]))
+    assert len(packed) <= len(data) + header + 200 + 40 * (len(data) // 256 + 1)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.integers(1, 1000))
+def test_any_integer_stream_respects_the_bound(stream, bound):
+    spec, data = stream
+    usable = len(data) - len(data) % spec.frame_bytes
+    if spec.dtype.startswith("float") or spec.layout == "planar":
+        return
+    _bound_checked(data[:usable], spec, bound)
+
+
+def test_empty_and_single_sample():
+    for raw in (b"", b"\x01\x02"):
+        packed = api.compress_bytes(raw, StreamSpec("int16"))
+        assert api.decompress_bytes(packed) == raw
+
+
+def test_incompressible_bytes_are_stored_with_small_overhead():
+    raw = np.random.default_rng(7).bytes(1 << 18)
+    packed = api.compress_bytes(raw, StreamSpec("uint8"), profile="server")
+    assert api.decompress_bytes(packed) == raw
+    assert len(packed) <= len(raw) + 700 + 40 * 4
