@@ -41,11 +41,9 @@ DTYPES = {"int16": "<i2", "int32": "<i4", "int64": "<i8", "uint16": "<u2", "uint
 
 #: Predictor tables measured by default: name -> profile table.
 PREDICTORS = {
-    "poly1": {"use": "polynomial", "order": 1},
     "poly2": {"use": "polynomial", "order": 2},
-    "poly3": {"use": "polynomial", "order": 3},
     "nlms8": {"use": "nlms", "order": 8},
-    "nlms32+16": {"use": "nlms", "stages": [32, 16]},
+    "nlms": {"use": "nlms"},
     "nlms256+32+16": {"use": "nlms", "stages": [256, 32, 16]},
     "taaf": {"use": "taaf"},
 }
