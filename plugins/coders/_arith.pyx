@@ -1,0 +1,471 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Compiled hot loops of the context-modelling binary range coder (``use = "arith"``).
+
+The bitstream and the model are specified in docs/coders.md. Only :func:`encode` and
+:func:`decode` are public; both run without the GIL and touch no Python object per sample.
+"""
+
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+import numpy as np
+
+include "_bits.pxi"
+
+cdef enum:
+    # Magnitude-bucket contexts: two per octave of the running mean (2 * 65).
+    NB = 130
+    # Contexts from the class of the previous magnitude relative to the expected class.
+    LB = 4
+    # Class-coding nodes per context: slots 0..63 for the unary steps, 64 for "c >= e".
+    NODES = 65
+    # Bypass bits are sent in chunks of at most this many.
+    CHUNK = 16
+    # Counter states with their own adaptation rate before the rate settles at its floor.
+    NSTATES = 255
+    TOP = 1 << 24
+    # Error codes returned from the nogil loops.
+    OK = 0
+    E_MEMORY = 1
+    E_BYPASS = 2
+    E_RANGE = 3
+    E_TAIL = 4
+
+# Slack kept free in the output buffer before each sample: every decision emits at most
+# 2 bytes (16 bits of information plus renormalisation), a sample makes at most
+# 1 + 1 + 65 + 2 decisions and 4 bypass chunks.
+cdef Py_ssize_t SAMPLE_SLACK = 2 * (1 + 1 + NODES + 2 + 4) + 16
+
+
+cdef struct Bit:
+    uint16_t p   # probability of a 0, out of 65536 (always in [1, 65535])
+    uint16_t n   # observations so far, capped; selects the adaptation rate
+
+
+cdef struct Model:
+    uint16_t rate[NSTATES + 1]
+    Bit zero[NB][3]
+    Bit sign[3]
+    Bit cls[NB][LB][NODES]
+    Bit man1[64][3]
+    Bit man2[64][2]
+
+
+cdef void model_init(Model* m, int rate_shift) noexcept nogil:
+    # Counters start at p = 1/2 and adapt at rate 1/(n + 1.5) (close to the KT estimator)
+    # until that falls to 2**-rate_shift.
+    cdef int i
+    cdef uint32_t r, floor_ = <uint32_t>65536 >> rate_shift
+    cdef Bit* flat
+    cdef Py_ssize_t count, j
+    for i in range(NSTATES + 1):
+        r = <uint32_t>((<uint64_t>2 * 65536) // <uint64_t>(2 * i + 3))
+        m.rate[i] = <uint16_t>(r if r > floor_ else floor_)
+    flat = &m.zero[0][0]
+    count = (sizeof(Model) - (<char*>flat - <char*>m)) // sizeof(Bit)
+    for j in range(count):
+        flat[j].p = 32768
+        flat[j].n = 0
+
+
+cdef inline void adapt_bit(Bit* b, int bit, const uint16_t* rate) noexcept nogil:
+    cdef uint32_t r = rate[b.n]
+    if bit:
+        b.p = <uint16_t>(b.p - ((<uint32_t>b.p * r) >> 16))
+    else:
+        b.p = <uint16_t>(b.p + (((<uint32_t>65536 - b.p) * r) >> 16))
+    if b.n < NSTATES:
+        b.n += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Range encoder: 32-bit range, 64-bit low with a cached byte and a count of pending 0xFF bytes
+# for carry propagation.
+
+cdef struct Encoder:
+    uint8_t* buf
+    Py_ssize_t pos
+    Py_ssize_t cap
+    uint64_t low
+    uint32_t range_
+    uint32_t cache
+    uint64_t pending   # bytes waiting for a possible carry: the cache byte and 0xFF bytes
+
+
+cdef inline void shift_low(Encoder* e) noexcept nogil:
+    cdef uint32_t carry
+    if e.low < <uint64_t>0xFF000000 or e.low >= (<uint64_t>1 << 32):
+        carry = <uint32_t>(e.low >> 32)
+        e.buf[e.pos] = <uint8_t>(e.cache + carry)
+        e.pos += 1
+        while e.pending > 1:
+            e.buf[e.pos] = <uint8_t>(0xFF + carry)
+            e.pos += 1
+            e.pending -= 1
+        e.pending = 0
+        e.cache = <uint32_t>((e.low >> 24) & 0xFF)
+    e.pending += 1
+    e.low = (e.low & <uint64_t>0x00FFFFFF) << 8
+
+
+cdef inline void enc_bit(Encoder* e, Bit* b, int bit, const uint16_t* rate) noexcept nogil:
+    cdef uint32_t bound = (e.range_ >> 16) * b.p
+    if bit:
+        e.low += bound
+        e.range_ -= bound
+    else:
+        e.range_ = bound
+    while e.range_ < TOP:
+        e.range_ <<= 8
+        shift_low(e)
+    adapt_bit(b, bit, rate)
+
+
+cdef inline void enc_direct(Encoder* e, uint64_t v, int nb) noexcept nogil:
+    # nb <= CHUNK equiprobable bits.
+    e.range_ >>= nb
+    e.low += v * e.range_
+    while e.range_ < TOP:
+        e.range_ <<= 8
+        shift_low(e)
+
+
+cdef inline int reserve(Encoder* e, Py_ssize_t need) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef uint8_t* grown
+    if e.pos + e.pending + need <= e.cap:
+        return OK
+    cap = 2 * e.cap + need + e.pending
+    grown = <uint8_t*>realloc(e.buf, cap)
+    if grown == NULL:
+        return E_MEMORY
+    e.buf = grown
+    e.cap = cap
+    return OK
+
+
+cdef int enc_finish(Encoder* e) noexcept nogil:
+    # Pick the value in [low, low + range) with the most trailing zero bits, flush it, and
+    # drop trailing zero bytes: the decoder reads zeros past the end.
+    cdef int bits
+    cdef uint64_t mask, v
+    bits = 32
+    while bits >= 0:
+        mask = (<uint64_t>1 << bits) - 1
+        v = (e.low + mask) & ~mask
+        if v < e.low + e.range_:
+            e.low = v
+            break
+        bits -= 8
+    if reserve(e, 8):
+        return E_MEMORY
+    for bits in range(5):
+        shift_low(e)
+    while e.pos > 0 and e.buf[e.pos - 1] == 0:
+        e.pos -= 1
+    return OK
+
+
+# ---------------------------------------------------------------------------------------------
+# Range decoder.
+
+cdef struct Decoder:
+    const uint8_t* buf
+    Py_ssize_t pos
+    Py_ssize_t size
+    uint32_t range_
+    uint32_t code
+
+
+cdef inline uint32_t next_byte(Decoder* d) noexcept nogil:
+    cdef uint32_t v = 0
+    if d.pos < d.size:
+        v = d.buf[d.pos]
+    d.pos += 1
+    return v
+
+
+cdef inline int dec_bit(Decoder* d, Bit* b, const uint16_t* rate) noexcept nogil:
+    cdef uint32_t bound = (d.range_ >> 16) * b.p
+    cdef int bit
+    if d.code < bound:
+        d.range_ = bound
+        bit = 0
+    else:
+        d.code -= bound
+        d.range_ -= bound
+        bit = 1
+    while d.range_ < TOP:
+        d.range_ <<= 8
+        d.code = (d.code << 8) | next_byte(d)
+    adapt_bit(b, bit, rate)
+    return bit
+
+
+cdef inline int dec_direct(Decoder* d, int nb, uint64_t* out) noexcept nogil:
+    cdef uint32_t v
+    d.range_ >>= nb
+    v = d.code // d.range_
+    if v >> nb:
+        return E_BYPASS
+    d.code -= v * d.range_
+    while d.range_ < TOP:
+        d.range_ <<= 8
+        d.code = (d.code << 8) | next_byte(d)
+    out[0] = v
+    return OK
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's state between samples.
+
+cdef struct State:
+    uint64_t mean_acc   # running mean of |r|, times 2**shift
+    int lg              # bit length of mean_acc
+    int kb              # magnitude bucket: 2 * lg + the bit below the leading one
+    int e               # expected class: floor(log2(mean)) clamped to [0, 63]
+    int last_cls        # class of the previous magnitude, -1 for a zero
+    int zeros           # zeros among the previous two residuals (0..2)
+    int last_sign       # 0: previous residual zero, 1: positive, 2: negative
+
+
+cdef inline void state_init(State* s, int shift) noexcept nogil:
+    s.mean_acc = 0
+    s.last_cls = -1
+    s.zeros = 0
+    s.last_sign = 0
+    state_derive(s, shift)
+
+
+cdef inline void state_derive(State* s, int shift) noexcept nogil:
+    cdef int lg = qres_bitlen64(s.mean_acc)
+    s.lg = lg
+    s.kb = 2 * lg + (<int>(s.mean_acc >> (lg - 2)) & 1 if lg >= 2 else 0)
+    s.e = lg - shift - 1
+    if s.e < 0:
+        s.e = 0
+    elif s.e > 63:
+        s.e = 63
+
+
+cdef inline int last_bin(const State* s) noexcept nogil:
+    if s.last_cls < 0:
+        return 0
+    if s.last_cls < s.e:
+        return 1
+    if s.last_cls == s.e:
+        return 2
+    return 3
+
+
+cdef inline void state_update(State* s, uint64_t mag, int cls, int sign, int shift) noexcept nogil:
+    cdef uint64_t clamp = <uint64_t>1 << (63 - shift)
+    s.mean_acc = s.mean_acc - (s.mean_acc >> shift) + (mag if mag < clamp else clamp)
+    s.zeros = (s.zeros >> 1) + (2 if mag == 0 else 0)
+    s.last_cls = cls
+    s.last_sign = sign
+    state_derive(s, shift)
+
+
+cdef inline int zero_ctx(const State* s) noexcept nogil:
+    # 0, 1 or 2 zeros among the previous two residuals.
+    return (s.zeros >> 1) + (s.zeros & 1)
+
+
+# ---------------------------------------------------------------------------------------------
+
+cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) noexcept nogil:
+    cdef Py_ssize_t n = res.shape[0], i
+    cdef State s
+    cdef int64_t r
+    cdef uint64_t mag, low
+    cdef int c, j, lb, sign, nb
+    cdef Bit* node
+    cdef const uint16_t* rate = m.rate
+    state_init(&s, shift)
+    for i in range(n):
+        if reserve(e, SAMPLE_SLACK):
+            return E_MEMORY
+        r = res[i]
+        if r == 0:
+            enc_bit(e, &m.zero[s.kb][zero_ctx(&s)], 0, rate)
+            state_update(&s, 0, -1, 0, shift)
+            continue
+        enc_bit(e, &m.zero[s.kb][zero_ctx(&s)], 1, rate)
+        sign = 2 if r < 0 else 1
+        enc_bit(e, &m.sign[s.last_sign], sign - 1, rate)
+        mag = <uint64_t>0 - <uint64_t>r if r < 0 else <uint64_t>r
+        c = qres_bitlen64(mag) - 1
+        # Class: first "c >= e", then unary steps away from e.
+        lb = last_bin(&s)
+        node = &m.cls[s.kb][lb][0]
+        if c >= s.e:
+            enc_bit(e, &node[64], 1, rate)
+            j = s.e
+            while j < 63:
+                enc_bit(e, &node[j], c > j, rate)
+                if c == j:
+                    break
+                j += 1
+        else:
+            enc_bit(e, &node[64], 0, rate)
+            j = s.e - 1
+            while j > 0:
+                enc_bit(e, &node[j], c < j, rate)
+                if c == j:
+                    break
+                j -= 1
+        # Mantissa: the two bits below the leading one are modelled, the rest sent as is.
+        if c >= 1:
+            enc_bit(e, &m.man1[c][lb if lb < 3 else 2], <int>(mag >> (c - 1)) & 1, rate)
+        if c >= 2:
+            enc_bit(e, &m.man2[c][<int>(mag >> (c - 1)) & 1], <int>(mag >> (c - 2)) & 1, rate)
+            nb = c - 2
+            low = mag & ((<uint64_t>1 << nb) - 1)
+            while nb > CHUNK:
+                nb -= CHUNK
+                enc_direct(e, (low >> nb) & ((1 << CHUNK) - 1), CHUNK)
+            if nb:
+                enc_direct(e, low & ((<uint64_t>1 << nb) - 1), nb)
+        state_update(&s, mag, c, sign, shift)
+    return enc_finish(e)
+
+
+def encode(const int64_t[::1] res, int shift, int rate_shift):
+    """Range-code ``res``; ``shift`` sets the running-mean speed, ``rate_shift`` the counters'."""
+    cdef Py_ssize_t n = res.shape[0]
+    cdef Encoder e
+    cdef Model* m = <Model*>malloc(sizeof(Model))
+    cdef int err = OK
+    e.cap = n // 2 + 4096
+    e.buf = <uint8_t*>malloc(e.cap)
+    if m == NULL or e.buf == NULL:
+        free(m)
+        free(e.buf)
+        raise MemoryError("arith coder: cannot allocate the model and output buffer")
+    e.pos = 0
+    e.low = 0
+    e.range_ = 0xFFFFFFFF
+    e.cache = 0
+    e.pending = 1
+    try:
+        with nogil:
+            model_init(m, rate_shift)
+            err = encode_loop(res, &e, m, shift)
+        if err:
+            raise MemoryError("arith coder: cannot grow the output buffer")
+        # The first byte is the integer part of the code value, always 0: not stored.
+        if e.pos == 0:
+            return b""
+        if e.buf[0] != 0:
+            raise AssertionError("arith coder: carry into the leading byte")
+        return (<char*>e.buf)[1:e.pos]
+    finally:
+        free(m)
+        free(e.buf)
+
+
+cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift) noexcept nogil:
+    cdef Py_ssize_t n = out.shape[0], i
+    cdef State s
+    cdef uint64_t mag, chunk
+    cdef int c, j, lb, sign, nb, bit, err
+    cdef Bit* node
+    cdef const uint16_t* rate = m.rate
+    state_init(&s, shift)
+    for i in range(n):
+        if not dec_bit(d, &m.zero[s.kb][zero_ctx(&s)], rate):
+            out[i] = 0
+            state_update(&s, 0, -1, 0, shift)
+            continue
+        sign = dec_bit(d, &m.sign[s.last_sign], rate) + 1
+        lb = last_bin(&s)
+        node = &m.cls[s.kb][lb][0]
+        if dec_bit(d, &node[64], rate):
+            c = s.e
+            while c < 63:
+                if not dec_bit(d, &node[c], rate):
+                    break
+                c += 1
+        else:
+            c = s.e - 1
+            while c > 0:
+                if not dec_bit(d, &node[c], rate):
+                    break
+                c -= 1
+            if c < 0:
+                return E_RANGE  # "c < e" decoded while e == 0
+        mag = <uint64_t>1 << c
+        if c >= 1:
+            bit = dec_bit(d, &m.man1[c][lb if lb < 3 else 2], rate)
+            mag |= <uint64_t>bit << (c - 1)
+        if c >= 2:
+            mag |= <uint64_t>dec_bit(d, &m.man2[c][bit], rate) << (c - 2)
+            nb = c - 2
+            while nb > CHUNK:
+                nb -= CHUNK
+                err = dec_direct(d, CHUNK, &chunk)
+                if err:
+                    return err
+                mag |= chunk << nb
+            if nb:
+                err = dec_direct(d, nb, &chunk)
+                if err:
+                    return err
+                mag |= chunk
+        # |r| <= 2**63, and 2**63 only as INT64_MIN.
+        if c == 63 and (mag != (<uint64_t>1 << 63) or sign == 1):
+            return E_RANGE
+        out[i] = <int64_t>(<uint64_t>0 - mag) if sign == 2 else <int64_t>mag
+        state_update(&s, mag, c, sign, shift)
+    return OK
+
+
+#: Bytes of the context model (counters and rate table) and of the coder and model state.
+MODEL_BYTES = sizeof(Model)
+STATE_BYTES = sizeof(Encoder) + sizeof(State)
+
+
+_ERRORS = {
+    E_MEMORY: "out of memory",
+    E_BYPASS: "a raw bit field decodes out of range",
+    E_RANGE: "a decoded value is out of the int64 range",
+    E_TAIL: "bytes are left over after the last sample",
+}
+
+
+def decode(const uint8_t[::1] data, Py_ssize_t n, int shift, int rate_shift):
+    """Decode ``n`` residuals; ``(array, None)`` or ``(None, reason)`` when the data is bad."""
+    cdef Decoder d
+    cdef Model* m
+    cdef int err = OK, k
+    out = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] view = out
+    if data.shape[0] and data[data.shape[0] - 1] == 0:
+        return None, "the stream ends in a zero byte, which the encoder never writes"
+    m = <Model*>malloc(sizeof(Model))
+    if m == NULL:
+        raise MemoryError("arith coder: cannot allocate the model")
+    d.buf = &data[0] if data.shape[0] else NULL
+    d.size = data.shape[0]
+    d.pos = 0
+    d.range_ = 0xFFFFFFFF
+    d.code = 0
+    try:
+        with nogil:
+            for k in range(4):
+                d.code = (d.code << 8) | next_byte(&d)
+            if d.code == <uint32_t>0xFFFFFFFF:
+                err = E_RANGE
+            else:
+                model_init(m, rate_shift)
+                err = decode_loop(&d, view, m, shift)
+            if not err and d.pos < d.size:
+                err = E_TAIL
+    finally:
+        free(m)
+    if err:
+        return None, _ERRORS[err]
+    return out, None
