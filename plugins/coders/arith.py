@@ -50,7 +50,6 @@ class ArithCoder(Coder):
     def decode(self, data: bytes, n: int) -> Any:
         """Decode ``n`` int64 residuals; IntegrityError if ``data`` is not a valid stream."""
         import numpy as np
-
         from qres.builtin_plugins.coders import _arith
 
         cfg = self.config

@@ -45,7 +45,6 @@ class RiceCoder(Coder):
     def decode(self, data: bytes, n: int) -> Any:
         """Decode ``n`` int64 residuals; IntegrityError if ``data`` is not a valid stream."""
         import numpy as np
-
         from qres.builtin_plugins.coders import _rice
 
         n = check_count(n, self.name)
