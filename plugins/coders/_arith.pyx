@@ -428,11 +428,31 @@ MODEL_BYTES = sizeof(Model)
 STATE_BYTES = sizeof(Encoder) + sizeof(State)
 
 
+cdef int canonical_end(Decoder* d) noexcept nogil:
+    # The encoder ends on the value of the final interval with the most trailing zero bits
+    # (enc_finish); any other tail is damage. The last four bytes read are the window that
+    # lines up with the encoder's low register, so low = window - code there.
+    cdef uint32_t window = 0, low, off
+    cdef Py_ssize_t t
+    cdef int bits = 32
+    cdef uint64_t mask
+    for t in range(d.pos - 4, d.pos):
+        window = (window << 8) | (d.buf[t] if t < d.size else 0)
+    low = window - d.code
+    while bits >= 0:
+        mask = (<uint64_t>1 << bits) - 1
+        off = <uint32_t>((<uint64_t>0 - low) & mask)
+        if off < d.range_:
+            return off == d.code
+        bits -= 8
+    return 0
+
+
 _ERRORS = {
     E_MEMORY: "out of memory",
     E_BYPASS: "a raw bit field decodes out of range",
     E_RANGE: "a decoded value is out of the int64 range",
-    E_TAIL: "bytes are left over after the last sample",
+    E_TAIL: "the stream does not end where its last sample does",
 }
 
 
@@ -462,7 +482,7 @@ def decode(const uint8_t[::1] data, Py_ssize_t n, int shift, int rate_shift):
             else:
                 model_init(m, rate_shift)
                 err = decode_loop(&d, view, m, shift)
-            if not err and d.pos < d.size:
+            if not err and (d.pos < d.size or not canonical_end(&d)):
                 err = E_TAIL
     finally:
         free(m)
