@@ -19,8 +19,18 @@ cdef enum:
     NB = 130
     # Contexts from the class of the previous magnitude relative to the expected class.
     LB = 4
-    # Class-coding nodes per context: slots 0..63 for the unary steps, 64 for "c >= e".
-    NODES = 65
+    # Scale groups of the class model: two per octave of the running mean for means below
+    # 2**(GLEV - 1); larger means share two groups (the shape is scale-invariant there).
+    GLEV = 10
+    NG = 2 * GLEV + 2
+    # Unary class steps are modelled relative to the expected class e; steps further than
+    # TAIL from e share the outermost node.
+    TAIL = 12
+    # Class-coding nodes per context: 2 * TAIL + 1 steps, then the "c >= e" node.
+    NODES = 2 * TAIL + 2
+    GE = 2 * TAIL + 1
+    # Confidence of the initial class probabilities, in observations.
+    PRIOR_N = 6
     # Bypass bits are sent in chunks of at most this many.
     CHUNK = 16
     # Counter states with their own adaptation rate before the rate settles at its floor.
@@ -36,7 +46,7 @@ cdef enum:
 # Slack kept free in the output buffer before each sample: every decision emits at most
 # 2 bytes (16 bits of information plus renormalisation), a sample makes at most
 # 1 + 1 + 65 + 2 decisions and 4 bypass chunks.
-cdef Py_ssize_t SAMPLE_SLACK = 2 * (1 + 1 + NODES + 2 + 4) + 16
+cdef Py_ssize_t SAMPLE_SLACK = 2 * (1 + 1 + 65 + 2 + 4) + 16
 
 
 cdef struct Bit:
@@ -48,9 +58,22 @@ cdef struct Model:
     uint16_t rate[NSTATES + 1]
     Bit zero[NB][3]
     Bit sign[3]
-    Bit cls[NB][LB][NODES]
+    Bit cls[NG][LB][NODES]
     Bit man1[64][3]
     Bit man2[64][2]
+
+
+# Initial P(0) of the class nodes, by the bit below the leading one of the running mean
+# (f) and node (steps -12..12 from e, then "c >= e"): what an exponential magnitude density
+# with mean 1.25 * 2**e (f = 0) or 1.75 * 2**e (f = 1) gives, clamped to [0.01, 0.99].
+# Starting there instead of at 1/2 saves most of the learning cost of a short block.
+cdef uint16_t CLASS_PRIOR[2][NODES]
+CLASS_PRIOR[0][:] = [
+    32765, 32762, 32755, 32742, 32717, 32666, 32563, 32358, 31949, 31131, 29502, 26300, 36089,
+    52305, 62865, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 36089]
+CLASS_PRIOR[1][:] = [
+    32766, 32763, 32759, 32750, 32731, 32695, 32622, 32475, 32183, 31598, 30431, 28118, 28527,
+    44636, 58871, 64858, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 64881, 28527]
 
 
 cdef void model_init(Model* m, int rate_shift) noexcept nogil:
@@ -68,6 +91,12 @@ cdef void model_init(Model* m, int rate_shift) noexcept nogil:
     for j in range(count):
         flat[j].p = 32768
         flat[j].n = 0
+    cdef int g, lb, t
+    for g in range(NG):
+        for lb in range(LB):
+            for t in range(NODES):
+                m.cls[g][lb][t].p = CLASS_PRIOR[g & 1][t]
+                m.cls[g][lb][t].n = PRIOR_N
 
 
 cdef inline void adapt_bit(Bit* b, int bit, const uint16_t* rate) noexcept nogil:
@@ -226,6 +255,7 @@ cdef struct State:
     int lg              # bit length of mean_acc
     int kb              # magnitude bucket: 2 * lg + the bit below the leading one
     int e               # expected class: floor(log2(mean)) clamped to [0, 63]
+    int g               # scale group of the class model
     int last_cls        # class of the previous magnitude, -1 for a zero
     int zeros           # zeros among the previous two residuals (0..2)
     int last_sign       # 0: previous residual zero, 1: positive, 2: negative
@@ -248,6 +278,12 @@ cdef inline void state_derive(State* s, int shift) noexcept nogil:
         s.e = 0
     elif s.e > 63:
         s.e = 63
+    # g = 2 * (floor(log2(mean)) + 2) + f: means below 1/4 share group 0 (f = 0 there).
+    s.g = s.kb - 2 * (shift - 1)
+    if s.g < 0:
+        s.g = 0
+    elif s.g >= 2 * GLEV:
+        s.g = 2 * GLEV + (s.kb & 1)
 
 
 cdef inline int last_bin(const State* s) noexcept nogil:
@@ -267,6 +303,16 @@ cdef inline void state_update(State* s, uint64_t mag, int cls, int sign, int shi
     s.last_cls = cls
     s.last_sign = sign
     state_derive(s, shift)
+
+
+cdef inline int step(int j, int e) noexcept nogil:
+    # Node of the unary step at class j, relative to the expected class e.
+    j -= e
+    if j < -TAIL:
+        j = -TAIL
+    elif j > TAIL:
+        j = TAIL
+    return j + TAIL
 
 
 cdef inline int zero_ctx(const State* s) noexcept nogil:
@@ -300,20 +346,20 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) no
         c = qres_bitlen64(mag) - 1
         # Class: first "c >= e", then unary steps away from e.
         lb = last_bin(&s)
-        node = &m.cls[s.kb][lb][0]
+        node = &m.cls[s.g][lb][0]
         if c >= s.e:
-            enc_bit(e, &node[64], 1, rate)
+            enc_bit(e, &node[GE], 1, rate)
             j = s.e
             while j < 63:
-                enc_bit(e, &node[j], c > j, rate)
+                enc_bit(e, &node[step(j, s.e)], c > j, rate)
                 if c == j:
                     break
                 j += 1
         else:
-            enc_bit(e, &node[64], 0, rate)
+            enc_bit(e, &node[GE], 0, rate)
             j = s.e - 1
             while j > 0:
-                enc_bit(e, &node[j], c < j, rate)
+                enc_bit(e, &node[step(j, s.e)], c < j, rate)
                 if c == j:
                     break
                 j -= 1
@@ -382,17 +428,17 @@ cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift) noexcept
             continue
         sign = dec_bit(d, &m.sign[s.last_sign], rate) + 1
         lb = last_bin(&s)
-        node = &m.cls[s.kb][lb][0]
-        if dec_bit(d, &node[64], rate):
+        node = &m.cls[s.g][lb][0]
+        if dec_bit(d, &node[GE], rate):
             c = s.e
             while c < 63:
-                if not dec_bit(d, &node[c], rate):
+                if not dec_bit(d, &node[step(c, s.e)], rate):
                     break
                 c += 1
         else:
             c = s.e - 1
             while c > 0:
-                if not dec_bit(d, &node[c], rate):
+                if not dec_bit(d, &node[step(c, s.e)], rate):
                     break
                 c -= 1
             if c < 0:
