@@ -104,13 +104,16 @@ def test_unknown_kind():
         plugins.get_plugin("teleporter", "x")
 
 
-def test_loading_plugins_does_not_import_numpy():
+def test_loading_plugins_does_not_import_numpy(tmp_path):
     code = (
         "import sys; from qres import plugins; plugins.registry(); "
-        "import qres.cli; "
+        "import qres.cli; qres.cli.make_app(); "
         "print('numpy' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Run outside the source tree so the installed package is the one imported.
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert out.stdout.strip() == "False", out.stderr
 
 
