@@ -122,32 +122,40 @@ def sign_sign_lms_update(w: list[int], x: list[int], mu: int, err: int) -> list[
     return [sat32(wi + mu * _sign(err) * _sign(xi)) for wi, xi in zip(w, x, strict=True)]
 
 
-def _ln2_q48() -> int:
+def _exact_constants() -> tuple[int, list[int]]:
     with localcontext() as ctx:
-        ctx.prec = 50
-        return round_rule(Fraction(Decimal(2).ln()) * (1 << 48))
+        ctx.prec = 60
+        ln2_32 = round_rule(Fraction(Decimal(2).ln()) * (1 << 43))  # ln2 / 32 in Q48
+        table = [
+            round_rule(Fraction(Decimal(2) ** (Decimal(j) / 32)) * (1 << 32)) for j in range(32)
+        ]
+    return ln2_32, table
 
 
-LN2_Q48 = _ln2_q48()
-#: exp coefficients round(2**31 / i!) for i = 0..11.
-EXP_COEFFS = [round_rule(Fraction(1 << 31, math.factorial(i))) for i in range(12)]
+#: ln 2 / 32 in Q48 and the table round(2**(j/32) * 2**32), from 60-digit decimal arithmetic.
+LN2_32_Q48, EXP2_TABLE = _exact_constants()
+#: exp coefficients round(2**33 / i!) for i = 0..4.
+EXP_COEFFS = [round_rule(Fraction(1 << 33, math.factorial(i))) for i in range(5)]
 
 
 def exp(x: int) -> int:
-    """Q16.16 exp as the documented integer algorithm (range reduction by ln 2, Horner in Q31)."""
+    """Q16.16 exp as the documented integer algorithm (reduction by ln2/32, table, Horner)."""
     if x >= 16 * ONE:
         return Q_MAX
-    if x <= -16 * ONE:
+    if x <= -12 * ONE:
         return 0
     big_x = x << 32
-    k = big_x // LN2_Q48
+    k32 = big_x // LN2_32_Q48
+    k, j = divmod(k32, 32)
     if k >= 15:
         return Q_MAX
-    r = round_rule(big_x - k * LN2_Q48, 1 << 17)
-    p = EXP_COEFFS[11]
-    for c in reversed(EXP_COEFFS[:11]):
-        p = c + round_rule(p * r, 1 << 31)
-    return sat32(round_rule(p, 1 << (15 - k)))
+    r = round_rule(big_x - k32 * LN2_32_Q48, 1 << 15)
+    p = EXP_COEFFS[4]
+    for c in reversed(EXP_COEFFS[:4]):
+        p = c + round_rule(p * r, 1 << 33)
+    # table * exp(r) in Q62: the Q65 product rounded once to Q62
+    e = EXP2_TABLE[j] * (1 << 30) + round_rule(EXP2_TABLE[j] * (p - (1 << 33)), 1 << 3)
+    return sat32(round_rule(e, 1 << (46 - k)))
 
 
 def softmax(x: list[int]) -> list[int]:

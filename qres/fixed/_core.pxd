@@ -130,39 +130,56 @@ cdef inline int32_t fx_sqrt(int32_t a) noexcept nogil:
     return <int32_t>r
 
 
+cdef extern from *:
+    """
+    /* round(2**(j/32) * 2**32) for j = 0..31: the table of fx_exp (all below 2**33) */
+    static const uint64_t qres_fx_exp2_32[32] = {
+        4294967296ull, 4389014833ull, 4485121744ull, 4583333121ull,
+        4683695048ull, 4786254615ull, 4891059943ull, 4998160210ull,
+        5107605667ull, 5219447668ull, 5333738689ull, 5450532358ull,
+        5569883475ull, 5691848042ull, 5816483285ull, 5943847684ull,
+        6074001000ull, 6207004303ull, 6342919999ull, 6481811861ull,
+        6623745059ull, 6768786189ull, 6917003306ull, 7068465956ull,
+        7223245206ull, 7381413680ull, 7543045592ull, 7708216783ull,
+        7877004752ull, 8049488696ull, 8225749546ull, 8405870007ull,
+    };
+    """
+    const uint64_t* FX_EXP2_32 "qres_fx_exp2_32"
+
+
 cdef inline int32_t fx_exp(int32_t x) noexcept nogil:
     """Q16.16 exp(x), saturating at INT32_MAX; at most 1 unit from the correctly rounded value.
 
-    x = k*ln2 + r with 0 <= r < ln2 (ln2 in Q48, so the reduction error is ~2**-44), exp(r)
-    by Horner on the degree-11 Taylor polynomial in Q31, then scaled by 2**k with the rule.
+    x = (32k + j) * ln2/32 + r with 0 <= r < ln2/32 (ln2/32 in Q48: the reduction error is
+    below 2**-39), and exp(x) = 2**k * 2**(j/32) * exp(r): 2**(j/32) from a Q32 table, exp(r)
+    by Horner on the degree-4 Taylor polynomial in Q33 (truncation error below 2**-34).
     """
-    cdef int64_t big_x, k, rem, r, p
+    cdef int64_t big_x, k32, k, r, p
+    cdef uint64_t t, e
     if x >= 16 * FX_ONE:
         return INT32_MAX
-    if x <= -16 * FX_ONE:
-        return 0
+    if x <= -12 * FX_ONE:
+        return 0  # exp(-12) * 2**16 = 0.4 rounds to 0; this also keeps k >= -18
     big_x = <int64_t>x * 4294967296LL  # Q48; |x| < 2**20 so this stays below 2**52
-    k = fx_floor_div(big_x, 195103586505167LL)  # round(ln2 * 2**48)
+    k32 = fx_floor_div(big_x, 6096987078286LL)  # round(ln2 / 32 * 2**48)
+    k = k32 >> 5
     if k >= 15:
         return INT32_MAX  # exp(x) >= 2**15, beyond Q16.16
-    rem = big_x - k * 195103586505167LL
-    r = fx_round_shift(rem, 17)  # Q31, in [0, ln2 * 2**31]
-    # Horner with coefficients round(2**31 / i!); every partial value stays below 2**32,
-    # and p * r below 2**63.
-    p = 54
-    p = 592 + fx_round_shift(p * r, 31)
-    p = 5918 + fx_round_shift(p * r, 31)
-    p = 53261 + fx_round_shift(p * r, 31)
-    p = 426088 + fx_round_shift(p * r, 31)
-    p = 2982616 + fx_round_shift(p * r, 31)
-    p = 17895697 + fx_round_shift(p * r, 31)
-    p = 89478485 + fx_round_shift(p * r, 31)
-    p = 357913941 + fx_round_shift(p * r, 31)
-    p = 1073741824 + fx_round_shift(p * r, 31)
-    p = 2147483648LL + fx_round_shift(p * r, 31)
-    p = 2147483648LL + fx_round_shift(p * r, 31)
-    # p is exp(r) in Q31; exp(x) in Q16.16 is p * 2**k / 2**15, and -24 <= k <= 14
-    return fx_sat32(fx_round_shift(p, <int>(15 - k)))
+    r = fx_round_shift(big_x - k32 * 6096987078286LL, 15)  # Q33, below 2**28
+    # coefficients round(2**33 / i!); p stays below 1.03 * 2**33 and p * r below 2**62
+    p = 357913941
+    p = 1431655765 + fx_round_shift(p * r, 33)
+    p = 4294967296LL + fx_round_shift(p * r, 33)
+    p = 8589934592LL + fx_round_shift(p * r, 33)
+    p = 8589934592LL + fx_round_shift(p * r, 33)
+    # e = table * exp(r) in Q62, split as t * 2**33 + t * (p - 2**33) so that the partial
+    # products fit: t << 30 < 2**63 and t * (p - 2**33) < 2**61; e stays below 2**63 + 2**59
+    t = FX_EXP2_32[k32 & 31]
+    e = t * (<uint64_t>(p - 8589934592LL))
+    e = (t << 30) + (((e >> 2) + 1) >> 1)  # round(e / 2**3): Q65 -> Q62
+    # exp(x) in Q16.16 is e * 2**k / 2**46, rounded by the rule: ((e >> (s-1)) + 1) >> 1
+    # equals floor(e / 2**s + 1/2), here with s - 1 = 45 - k in [31, 63]
+    return fx_sat32(<int64_t>(((e >> (45 - k)) + 1) >> 1))
 
 
 cdef inline int64_t fx_dot_acc(const int32_t* x, const int32_t* w, Py_ssize_t n) noexcept nogil:

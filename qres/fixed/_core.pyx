@@ -112,8 +112,8 @@ def q_div(a, b):
 def q_exp(x):
     """Q16.16 exp(x): saturates at Q_MAX for x >= ln(32768), 0 for very negative x.
 
-    All-integer (range reduction by ln2, degree-11 polynomial in Q31); at most one unit
-    (2**-16) away from the correctly rounded result.
+    All-integer (reduction by ln2/32, a 32-entry table of 2**(j/32), a degree-4 polynomial);
+    at most one unit (2**-16) away from the correctly rounded result, and monotonic.
     """
     return fx_exp(<int32_t>_q(x, "q_exp", "x"))
 
@@ -218,7 +218,8 @@ def to_fixed(values):
 def to_float(q):
     """The exact float64 values q / 2**16 of a Q16.16 int32 array (any shape)."""
     arr = _array(q, "to_float", "q", one_d=False)
-    return arr.astype(np.float64) / 65536.0
+    # int32 -> float64 is exact and so is dividing by a power of two: one numpy pass
+    return np.true_divide(arr, 65536.0, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
