@@ -423,3 +423,81 @@ def test_welford_m2_saturates_instead_of_wrapping():
     assert w.m2 == r.m2 == 2**63 - 1
     assert w.variance == r.variance
     assert w.mean == r.mean
+
+
+# --- the C-level API ----------------------------------------------------------------------
+
+CIMPORT_USER = """
+# cython: language_level=3
+from libc.stdint cimport int32_t
+from qres.fixed._core cimport (
+    Welford, fx_dot, fx_exp, fx_mul, fx_softmax, fx_welford, fx_welford_mean, fx_welford_push,
+    fx_welford_reset, fx_welford_variance,
+)
+
+def run(int32_t a, int32_t b):
+    cdef fx_welford s
+    cdef Welford w = Welford()
+    cdef int32_t x[3]
+    cdef int32_t o[3]
+    cdef int status
+    x[0] = a
+    x[1] = b
+    x[2] = 0
+    fx_welford_reset(&s)
+    with nogil:
+        fx_welford_push(&s, a)
+        fx_welford_push(&s, b)
+        fx_welford_push(&w.state, b)
+        status = fx_softmax(x, o, 3)
+    return (fx_mul(a, b), fx_dot(x, x, 3), fx_exp(a), fx_welford_mean(&s),
+            fx_welford_variance(&s), w.mean, status, [o[0], o[1], o[2]])
+"""
+
+
+def test_primitives_can_be_cimported_from_another_cython_module(tmp_path):
+    """The .pxd is the API the predictors' Cython loops use: compile a module against it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("Cython")
+    repo = Path(fixed.__file__).resolve().parents[2]
+    (tmp_path / "fx_user.pyx").write_text(CIMPORT_USER)
+    setup = (
+        "from setuptools import setup\n"
+        "from Cython.Build import cythonize\n"
+        f"setup(ext_modules=cythonize('fx_user.pyx', include_path=[{str(repo)!r}], quiet=True))\n"
+    )
+    (tmp_path / "setup.py").write_text(setup)
+    build = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    check = subprocess.run(
+        [sys.executable, "-c", f"import fx_user; print(fx_user.run({3 * ONE}, {ONE // 2}))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    a, b = 3 * ONE, ONE // 2
+    w = ref.Welford()
+    w.update(a)
+    w.update(b)
+    expected = (
+        ref.mul(a, b),
+        ref.dot([a, b, 0], [a, b, 0]),
+        ref.exp(a),
+        w.mean,
+        w.variance,
+        b,
+        0,
+        ref.softmax([a, b, 0]),
+    )
+    assert check.stdout.strip() == str(expected)
