@@ -5,10 +5,11 @@ As pytest-benchmark cases (encode/decode speed on 1M Laplacian residuals)::
     .venv/bin/pytest benchmarks/bench_coders.py --benchmark-only
 
 As a script, bits per sample of both coders on the residuals of a second-order difference
-predictor over every file of a corpus with a MANIFEST.tsv, next to the order-0 entropy of
-those residuals and the anchor codecs' figures::
+(or of a predictor plugin) over every file of a corpus with a MANIFEST.tsv, next to the
+order-0 entropy of those residuals and the anchor codecs' figures::
 
     .venv/bin/python benchmarks/bench_coders.py [--data ../shared/data] [--block 4096]
+        [--predictor diff2|<predictor plugin, e.g. nlms>]
 """
 
 from __future__ import annotations
@@ -71,10 +72,18 @@ def load_channels(folder: Path, row: dict[str, str]) -> list[np.ndarray]:
     return list(x.astype(np.int64).reshape(channels, -1))
 
 
-def residuals(channel: np.ndarray) -> np.ndarray:
+def diff2(channel: np.ndarray) -> np.ndarray:
     """Second-order difference with wrap-around, the first two samples against zero."""
     with np.errstate(over="ignore"):
         return np.diff(channel, 2, prepend=[0, 0])
+
+
+def file_residuals(channels: list[np.ndarray], predictor: str) -> list[np.ndarray]:
+    """Per-channel residuals of the whole file: ``diff2`` or a predictor plugin by name."""
+    if predictor == "diff2":
+        return [diff2(c) for c in channels]
+    plugin = plugins.create("predictor", {"use": predictor}, Location("bench"))
+    return list(plugin.encode(np.stack(channels)))
 
 
 def entropy_bits(values: np.ndarray) -> float:
@@ -96,25 +105,26 @@ def anchors(folder: Path) -> dict[tuple[str, str], float]:
     return out
 
 
-def report(folder: Path, block: int) -> None:
+def report(folder: Path, block: int, predictor: str = "diff2", floats: bool = True) -> None:
     """Print bits per sample and speed of both coders for every file of the corpus."""
     with (folder / "MANIFEST.tsv").open() as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     known = anchors(folder)
     coders = {"rice": coder("rice"), "arith": coder("arith")}
-    print(f"block = {block} samples per channel; residuals = 2nd difference; bits per sample")
+    print(f"block = {block} samples per channel; residuals of {predictor}; bits per sample")
     head = f"{'file':34s} {'samples':>8s} {'H0':>7s} {'rice':>7s} {'arith':>7s}"
     print(head + f" {'arith/H0':>8s} {'flac-8':>7s} {'pcodec8':>7s}")
     logs = {"H0": 0.0, "rice": 0.0, "arith": 0.0}
     speed = {name: [0, 0.0, 0.0] for name in coders}  # samples, encode s, decode s
+    if not floats:
+        rows = [row for row in rows if not row["dtype"].startswith("float")]
     for row in rows:
+        res = file_residuals(load_channels(folder, row), predictor)
         blocks = [
-            np.ascontiguousarray(r[i : i + block])
-            for r in map(residuals, load_channels(folder, row))
-            for i in range(0, r.size, block)
+            np.ascontiguousarray(r[i : i + block]) for r in res for i in range(0, r.size, block)
         ]
         n = sum(b.size for b in blocks)
-        h0 = sum(entropy_bits(r) for r in map(residuals, load_channels(folder, row))) / n
+        h0 = sum(entropy_bits(r) for r in res) / n
         bits = {"H0": h0}
         for name, c in coders.items():
             t0 = time.perf_counter()
@@ -154,8 +164,14 @@ def main() -> None:
     default = Path(__file__).resolve().parents[2] / "shared" / "data"
     parser.add_argument("--data", type=Path, default=default, help="folder with MANIFEST.tsv")
     parser.add_argument("--block", type=int, default=4096, help="samples per channel block")
+    parser.add_argument(
+        "--predictor", default="diff2", help="diff2 (default) or a predictor plugin name"
+    )
+    parser.add_argument(
+        "--no-floats", action="store_true", help="skip float files (coded as raw bit patterns)"
+    )
     args = parser.parse_args()
-    report(args.data, args.block)
+    report(args.data, args.block, args.predictor, not args.no_floats)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ cdef struct Bit:
 cdef struct Model:
     uint16_t rate[NSTATES + 1]
     Bit zero[NB][3]
+    Bit sign[27]
     Bit cls[NG][LB][NODES]
     Bit man1[64][3]
     Bit man2[64][2]
@@ -257,12 +258,14 @@ cdef struct State:
     int g               # scale group of the class model
     int last_cls        # class of the previous magnitude, -1 for a zero
     int zeros           # zeros among the previous two residuals (0..2)
+    int signs           # signs of the previous three residuals, base 3 (0 zero, 1 +, 2 -)
 
 
 cdef inline void state_init(State* s, int shift) noexcept nogil:
     s.mean_acc = 0
     s.last_cls = -1
     s.zeros = 0
+    s.signs = 0
     state_derive(s, shift)
 
 
@@ -293,11 +296,12 @@ cdef inline int last_bin(const State* s) noexcept nogil:
     return 3
 
 
-cdef inline void state_update(State* s, uint64_t mag, int cls, int shift) noexcept nogil:
+cdef inline void state_update(State* s, uint64_t mag, int cls, int sign, int shift) noexcept nogil:
     cdef uint64_t clamp = <uint64_t>1 << (63 - shift)
     s.mean_acc = s.mean_acc - (s.mean_acc >> shift) + (mag if mag < clamp else clamp)
     s.zeros = (s.zeros >> 1) + (2 if mag == 0 else 0)
     s.last_cls = cls
+    s.signs = (s.signs * 3 + sign) % 27
     state_derive(s, shift)
 
 
@@ -323,7 +327,7 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) no
     cdef State s
     cdef int64_t r
     cdef uint64_t mag, low
-    cdef int c, j, lb, nb
+    cdef int c, j, lb, sign, nb
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
     state_init(&s, shift)
@@ -333,9 +337,11 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) no
         r = res[i]
         if r == 0:
             enc_bit(e, &m.zero[s.kb][zero_ctx(&s)], 0, rate)
-            state_update(&s, 0, -1, shift)
+            state_update(&s, 0, -1, 0, shift)
             continue
         enc_bit(e, &m.zero[s.kb][zero_ctx(&s)], 1, rate)
+        sign = 2 if r < 0 else 1
+        enc_bit(e, &m.sign[s.signs], sign - 1, rate)
         mag = <uint64_t>0 - <uint64_t>r if r < 0 else <uint64_t>r
         c = qres_bitlen64(mag) - 1
         # Class: first "c >= e", then unary steps away from e.
@@ -357,21 +363,19 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) no
                 if c == j:
                     break
                 j -= 1
-        # Mantissa: the two bits below the leading one are modelled; the sign (nearly
-        # equiprobable after prediction) and the bits below are sent as direct bits.
-        nb = 0
+        # Mantissa: the two bits below the leading one are modelled, the rest sent as is.
         if c >= 1:
             enc_bit(e, &m.man1[c][lb if lb < 3 else 2], <int>(mag >> (c - 1)) & 1, rate)
         if c >= 2:
             enc_bit(e, &m.man2[c][<int>(mag >> (c - 1)) & 1], <int>(mag >> (c - 2)) & 1, rate)
             nb = c - 2
-        low = (<uint64_t>(r < 0) << nb) | (mag & ((<uint64_t>1 << nb) - 1))
-        nb += 1
-        while nb > CHUNK:
-            nb -= CHUNK
-            enc_direct(e, (low >> nb) & ((1 << CHUNK) - 1), CHUNK)
-        enc_direct(e, low & ((<uint64_t>1 << nb) - 1), nb)
-        state_update(&s, mag, c, shift)
+            low = mag & ((<uint64_t>1 << nb) - 1)
+            while nb > CHUNK:
+                nb -= CHUNK
+                enc_direct(e, (low >> nb) & ((1 << CHUNK) - 1), CHUNK)
+            if nb:
+                enc_direct(e, low & ((<uint64_t>1 << nb) - 1), nb)
+        state_update(&s, mag, c, sign, shift)
     return enc_finish(e)
 
 
@@ -412,7 +416,7 @@ def encode(const int64_t[::1] res, int shift, int rate_shift):
 cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift) noexcept nogil:
     cdef Py_ssize_t n = out.shape[0], i
     cdef State s
-    cdef uint64_t mag, chunk, low
+    cdef uint64_t mag, chunk
     cdef int c, j, lb, sign, nb, bit, err
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
@@ -420,8 +424,9 @@ cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift) noexcept
     for i in range(n):
         if not dec_bit(d, &m.zero[s.kb][zero_ctx(&s)], rate):
             out[i] = 0
-            state_update(&s, 0, -1, shift)
+            state_update(&s, 0, -1, 0, shift)
             continue
+        sign = dec_bit(d, &m.sign[s.signs], rate) + 1
         lb = last_bin(&s)
         node = &m.cls[s.g][lb][0]
         if dec_bit(d, &node[GE], rate):
@@ -442,31 +447,25 @@ cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift) noexcept
         if c >= 1:
             bit = dec_bit(d, &m.man1[c][lb if lb < 3 else 2], rate)
             mag |= <uint64_t>bit << (c - 1)
-        nb = 0
         if c >= 2:
             mag |= <uint64_t>dec_bit(d, &m.man2[c][bit], rate) << (c - 2)
             nb = c - 2
-        # Sign and low mantissa bits: nb + 1 direct bits, sign first.
-        nb += 1
-        low = 0
-        while nb > CHUNK:
-            nb -= CHUNK
-            err = dec_direct(d, CHUNK, &chunk)
-            if err:
-                return err
-            low |= chunk << nb
-        err = dec_direct(d, nb, &chunk)
-        if err:
-            return err
-        low |= chunk
-        nb = c - 2 if c >= 2 else 0
-        sign = <int>(low >> nb)
-        mag |= low & ((<uint64_t>1 << nb) - 1)
+            while nb > CHUNK:
+                nb -= CHUNK
+                err = dec_direct(d, CHUNK, &chunk)
+                if err:
+                    return err
+                mag |= chunk << nb
+            if nb:
+                err = dec_direct(d, nb, &chunk)
+                if err:
+                    return err
+                mag |= chunk
         # |r| <= 2**63, and 2**63 only as INT64_MIN.
-        if c == 63 and (mag != (<uint64_t>1 << 63) or not sign):
+        if c == 63 and (mag != (<uint64_t>1 << 63) or sign == 1):
             return E_RANGE
-        out[i] = <int64_t>(<uint64_t>0 - mag) if sign else <int64_t>mag
-        state_update(&s, mag, c, shift)
+        out[i] = <int64_t>(<uint64_t>0 - mag) if sign == 2 else <int64_t>mag
+        state_update(&s, mag, c, sign, shift)
     return OK
 
 
