@@ -8,7 +8,6 @@ The bitstream and the model are specified in docs/coders.md. Only :func:`encode`
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
 
 import numpy as np
 
@@ -20,7 +19,7 @@ cdef enum:
     # Contexts from the class of the previous magnitude relative to the expected class.
     LB = 4
     # Scale groups of the class model: two per octave of the running mean for means below
-    # 2**(GLEV - 1); larger means share two groups (the shape is scale-invariant there).
+    # 2**(GLEV - 2); larger means share two groups (the shape is scale-invariant there).
     GLEV = 10
     NG = 2 * GLEV + 2
     # Unary class steps are modelled relative to the expected class e; steps further than
