@@ -1,14 +1,27 @@
 """Integer mappings: how each channel of a block of samples becomes int64 for the predictor.
 
-Integer samples are widened. Floats become integers losslessly: decimal readings through an
-exact scaling by 10**d (samples that do not fit are kept verbatim as exceptions), anything else
-through an order-preserving view of their IEEE-754 bits. In bounded-error mode floats go on a
-grid of step ``E / GRID_DIVISIONS``.
+Integer samples are widened. Floats become integers losslessly through a *decimal lattice*:
 
-A mapping produces the predictor's input (``ints``), a self-delimiting *side* record (the
-per-channel table, serialised into the block payload before the coded residuals), and *extra*
-int64 streams that the block's entropy coder codes after the channels. The layout of the side
-record is specified in ``docs/format.md``.
+* ``k = round(x * 10**d)``: the sample as a decimal integer (``d`` decimals, one per channel);
+* ``k ~ round_P(a + b*n)``: the decimal integers lie on an affine lattice of step ``b``, and ``n``
+  (the lattice index) is what the predictor sees. ``round_P`` rounds to ``P`` significant
+  digits, as readings printed with ``%.8g`` are. The lattice is piecewise: each *segment* of
+  the channel has its own ``(a, b)``, found from the data (series with their own scale, a
+  change of resolution). ``a = 0, b = 1`` is plain decimal scaling;
+* two correction streams make it exact: ``c = k - round_P(a + b*n)`` (decimal units; zero when
+  the lattice holds) and ``u = bits(x) - bits(k / 10**d)`` (order-preserving IEEE-754 bits, in
+  ulps; zero unless the sample is not the correctly rounded float of its decimal, as with
+  float-repr noise like ``-6.5600000000000005``, NaN, infinities, -0.0 or values with more
+  digits). Both are *extra* streams, coded after the channels only when not all zero.
+
+A channel whose decimal view would cost more than its raw bits (random floats) is mapped through
+an order-preserving integer view of its IEEE-754 bits instead. In bounded-error mode floats go
+on a grid of step ``E / GRID_DIVISIONS`` (non-finite samples are kept verbatim).
+
+The encoder's choices (decimals, precision, segments) are all made with exact or IEEE-754
+elementwise arithmetic and sequential sums, so the same block gives the same bytes on every
+machine; the decoder only evaluates ``round_P(a + b*n)`` elementwise. The layout of the side
+record is specified in ``docs/mapping.md``.
 """
 
 from __future__ import annotations
@@ -22,30 +35,63 @@ from qres.errors import IntegrityError
 from qres.samples import StreamSpec
 
 KIND_INTEGER = 0  # integer samples, widened to int64
-KIND_DECIMAL = 1  # floats that are decimals: k = round(x * 10**d), exceptions kept verbatim
+KIND_DECIMAL = 1  # floats on a piecewise decimal lattice, with correction streams
 KIND_FLOAT_BITS = 2  # floats as order-preserving integers of their IEEE-754 bits
 KIND_FLOAT_GRID = 3  # bounded-error floats: k = round(x / step), exceptions kept verbatim
 KINDS = (KIND_INTEGER, KIND_DECIMAL, KIND_FLOAT_BITS, KIND_FLOAT_GRID)
 
-#: A channel is coded as decimals when at most this share of its samples are exceptions.
-MAX_EXCEPTION_SHARE = 0.01
-#: Largest decimal scale tried (10**d must be exact in float64, and k must stay below 2**53).
+#: Largest decimal scale tried (10**d must be exact in float64 and k must stay below 2**53).
 MAX_DECIMALS = {"float32": 10, "float64": 15}
+#: ``P`` meaning "no rounding to significant digits" (k never has more than 16 digits).
+NO_ROUNDING = 16
 #: In bounded-error mode floats go on a grid of step E / GRID_DIVISIONS; the predictor then
 #: quantises with integer bound GRID_DIVISIONS - 1, so the total error is below E.
 GRID_DIVISIONS = 8
 
-_CHANNEL_HEAD = struct.Struct("<BBI")  # kind, decimals, exception count
+#: Flags of a decimal channel: which correction streams follow the channels.
+FLAG_DECIMAL_CORRECTION = 1  # the stream c (decimal units)
+FLAG_ULP_CORRECTION = 2  # the stream u (ulps of the sample type)
+
+_KIND = struct.Struct("<B")
+_DECIMAL_HEAD = struct.Struct("<BBBI")  # decimals, precision, flags, segment count
+_COUNT = struct.Struct("<I")
+
+#: Lattice windows tried at a segment start, then the fallback integer-gcd window.
+_WINDOWS = (256, 1024)
+#: A lattice must hold for this many samples (or the rest of the block) to open a segment.
+_MIN_SEGMENT = 64
+#: A lattice is kept when its step is at least this many rounding quanta.
+_MIN_STEP_QUANTA = 4.0
+#: Share of window gaps allowed to contradict a lattice (outliers become corrections).
+_MAX_CONFLICTS = 0.02
+#: Samples used to choose the decimals and the precision of a channel.
+_PROBE = 4096
+_K_LIMIT = 2.0**52
 
 
 @attrs.frozen
 class ChannelMap:
-    """How one channel of a block became integers."""
+    """How one channel of a block became integers.
+
+    Decimal channels carry ``decimals``, ``precision`` (significant digits ``P``), ``flags``
+    and their lattice segments (``starts`` uint32, ``offsets`` and ``steps`` float64); grid
+    channels carry the positions and raw bytes of the samples kept verbatim.
+    """
 
     kind: int
     decimals: int = 0
-    exception_index: Any = None  # uint32 array of positions kept verbatim
+    precision: int = NO_ROUNDING
+    flags: int = 0
+    starts: Any = None
+    offsets: Any = None
+    steps: Any = None
+    exception_index: Any = None
     exception_raw: bytes = b""
+
+    @property
+    def extra_count(self) -> int:
+        """How many extra streams this channel adds after the channels."""
+        return bin(self.flags).count("1") if self.kind == KIND_DECIMAL else 0
 
 
 @attrs.frozen
@@ -63,6 +109,9 @@ class Side:
 
     maps: tuple[ChannelMap, ...]
     extra_lengths: tuple[int, ...] = ()
+
+
+# -- float bit views ---------------------------------------------------------------------------
 
 
 def _monotonic_bits(values, dtype: str):
@@ -95,45 +144,511 @@ def _forward_fill(values, bad):
     return np.where(idx >= 0, values[np.maximum(idx, 0)], 0)
 
 
-def _decimal_ints(x, dtype: str):
-    """Try exact decimal scaling of one channel: (decimals, ints, exception mask) or None."""
+# -- decimal arithmetic ------------------------------------------------------------------------
+
+
+def _pow10():
+    import numpy as np
+
+    return np.array([10.0**j for j in range(23)])  # exact in float64 up to 10**22
+
+
+def _round_significant(t, precision: int):
+    """``t`` (float64 decimal units) rounded half-even to ``precision`` significant digits."""
+    import numpy as np
+
+    if precision >= NO_ROUNDING:
+        return np.rint(t)
+    pow10 = _pow10()
+    digits = np.searchsorted(pow10[:17], np.abs(t), side="right")
+    quantum = pow10[np.clip(digits - precision, 0, 16)]
+    return np.rint(t / quantum) * quantum
+
+
+def _quantum(magnitude: float, precision: int) -> float:
+    """The rounding quantum of ``round_P`` at a magnitude (1 without rounding)."""
+    if precision >= NO_ROUNDING:
+        return 1.0
+    digits = len(str(int(magnitude))) if magnitude >= 1 else 0
+    return 10.0 ** max(0, digits - precision)
+
+
+def _total(values) -> float:
+    """A sum in a fixed left-to-right order (numpy's pairwise ``sum`` may change between
+    builds; the encoder's choices must not)."""
+    import numpy as np
+
+    return float(np.add.accumulate(values)[-1]) if len(values) else 0.0
+
+
+def _decimal_view(x, dtype: str, d: int):
+    """``k = round(x * 10**d)`` (float64) and the mask of samples exactly ``k / 10**d``."""
     import numpy as np
 
     wide = x.astype(np.float64)
-    finite = np.isfinite(wide)
-    if finite.mean() < 1 - MAX_EXCEPTION_SHARE:
-        return None
-    bits = x.view(np.uint32 if dtype == "float32" else np.uint64)
-    magnitude = float(np.abs(wide[finite]).max()) if finite.any() else 0.0
-    safe = np.where(finite, wide, 0.0)
+    scale = 10.0**d
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = np.rint(wide * scale) + 0.0  # + 0.0: the decoder's integer k has no -0
+        fits = np.abs(k) < _K_LIMIT  # False for NaN and infinities too
+        back = (np.where(fits, k, 0.0) / scale).astype(dtype)
+    signed = np.int32 if dtype == "float32" else np.int64
+    exact = fits & (back.view(signed) == x.view(signed))
+    return k, fits, exact
+
+
+def _choose_decimals(x, dtype: str) -> list[int]:
+    """Candidate decimals of a channel, judged on an evenly spaced probe: the count that
+    minimises a size estimate of the plain decimal view (digits cost bits in every sample,
+    inexact samples cost their ulp corrections), and the fewest that leave (almost) no more
+    samples inexact than the most tried (best when a lattice absorbs the extra digits).
+    Empty when too few samples are decimals at all."""
+    import numpy as np
+
+    probe = x if len(x) <= _PROBE else x[:: len(x) // _PROBE]
+    bits = _monotonic_bits(probe, dtype)
+    counts = []
+    costs = []
     for d in range(MAX_DECIMALS[dtype] + 1):
-        scale = 10.0**d
-        if magnitude * scale >= 2.0**53:
-            return None
-        k = np.rint(safe * scale)
-        back = (k / scale).astype(dtype)
-        bad = ~((back.view(bits.dtype) == bits) & finite)
-        if bad.mean() <= MAX_EXCEPTION_SHARE:
-            return d, _forward_fill(k.astype(np.int64), bad), bad
+        k, fits, exact = _decimal_view(probe, dtype, d)
+        counts.append(int(len(probe) - np.count_nonzero(exact)))
+        k = np.where(fits, k, 0.0)
+        back = _monotonic_bits((k / 10.0**d).astype(dtype), dtype)
+        costs.append(_bit_cost(np.diff(k)) + _bit_cost(bits - back))
+        if counts[-1] == 0:
+            break
+    best = min(counts)
+    if best > len(probe) // 2:
+        return []
+    slack = max(1, len(probe) // 1024)
+    fewest = next(d for d, n in enumerate(counts) if n <= best + slack)
+    cheapest = min(range(len(costs)), key=costs.__getitem__)
+    return sorted({fewest, cheapest})
+
+
+def _choose_precision(k, exact) -> int:
+    """Significant digits ``P`` of the decimal integers, or NO_ROUNDING for fixed decimals.
+
+    Readings printed to ``P`` significant digits have more trailing zeros the larger they
+    are (one more per digit of magnitude); readings with fixed decimals do not. The two most
+    common magnitudes decide; ``P`` is then the 99.5th percentile of the significant digits.
+    """
+    import numpy as np
+
+    probe = np.abs(k[exact])
+    if len(probe) > _PROBE:
+        probe = probe[:: len(probe) // _PROBE]
+    probe = probe[probe >= 1].astype(np.int64)
+    if not len(probe):
+        return NO_ROUNDING
+    digits = np.searchsorted(_pow10()[:17], probe.astype(np.float64), side="right")
+    zeros = np.zeros(len(probe), dtype=np.int64)
+    for j in range(1, 16):
+        zeros += (probe % (10**j)) == 0
+    zeros = np.minimum(zeros, digits - 1)
+    classes = np.bincount(digits, minlength=17)
+    big, small = (int(c) for c in np.argsort(-classes, kind="stable")[:2])
+    if classes[small] < max(8, len(probe) // 50):
+        return NO_ROUNDING
+    if small > big:
+        big, small = small, big
+    mean_zeros = [_total(zeros[digits == c]) / classes[c] for c in (small, big)]
+    if (mean_zeros[1] - mean_zeros[0]) / (big - small) < 0.5:
+        return NO_ROUNDING
+    significant = np.sort(digits - zeros)
+    return min(NO_ROUNDING, int(significant[(len(significant) * 995) // 1000]))
+
+
+# -- lattice search ----------------------------------------------------------------------------
+
+
+def _approx_gcd(x: float, y: float, tol: float) -> float:
+    """Euclid's algorithm on reals: the largest step that both are (nearly) multiples of."""
+    x, y = max(x, y), min(x, y)
+    for _ in range(64):
+        if y <= tol:
+            break
+        x, y = y, abs(x - y * round(x / y))
+    return x
+
+
+def _refine_step(gaps, tol, step: float):
+    """Improve ``step`` from the gaps it explains (``tol``: each gap's rounding noise). Sums
+    over chains of consecutive gaps are exact up to the noise at the chain's ends, so the step
+    gets sharper as longer gaps become trustworthy. Returns the step, its uncertainty and the
+    mask of gaps that contradict it."""
+    import numpy as np
+
+    err = float(tol.max())
+    for _ in range(16):
+        m = np.rint(gaps / step)
+        trusted_m = max(1.0, 0.25 * step / err)
+        fits = (m >= 1) & (np.abs(gaps - m * step) <= tol + m * err)
+        use = fits & (m <= trusted_m)
+        total_m = _total(m[use])
+        if total_m <= 0:
+            return step, err, ~fits
+        heads = use.copy()
+        heads[1:] &= ~use[:-1]
+        new = _total(gaps[use]) / total_m
+        err = max(_total(tol[heads]) / total_m, abs(new) * 1e-15)
+        done = abs(new - step) <= 1e-13 * step and trusted_m >= float(m.max())
+        step = new
+        if done:
+            break
+    m = np.rint(gaps / step)
+    return step, err, ~((m >= 1) & (np.abs(gaps - m * step) <= tol + m * err))
+
+
+def _lattice_step(values, precision: int) -> tuple[float, float] | None:
+    """The coarsest lattice step that the distinct values of a window sit on (up to rounding
+    to ``precision`` digits and a few outliers) and its uncertainty, or None."""
+    import numpy as np
+
+    u = np.unique(values)
+    if len(u) < 3:
+        return None
+    quanta = _quanta(u, precision)
+    tol = np.maximum(quanta[1:], quanta[:-1])
+    gaps = np.diff(u)
+    # Distinct values on a lattice of step >= 4 quanta are at least 2 quanta apart: if too
+    # many are closer, no such lattice exists.
+    if np.count_nonzero(gaps < 2 * tol) > _MAX_CONFLICTS * len(gaps):
+        return None
+    seeds = np.unique(gaps[gaps >= _MIN_STEP_QUANTA * tol])[:3]
+    for seed in seeds:
+        step = float(seed)
+        for _ in range(8):
+            step, err, conflicts = _refine_step(gaps, tol, step)
+            bad = np.flatnonzero(conflicts)
+            if step < _MIN_STEP_QUANTA * float(tol.min()):
+                break
+            if len(bad) <= _MAX_CONFLICTS * len(gaps):
+                return step, err
+            g = float(gaps[bad[0]])
+            floor = _MIN_STEP_QUANTA * float(tol[bad[0]])
+            step = _approx_gcd(step, abs(g - step * round(g / step)), floor / 2)
+            if step < floor:
+                break
     return None
 
 
-def _exceptions(kind: int, decimals: int, x, bad) -> ChannelMap:
+def _integer_step(values) -> tuple[float, float] | None:
+    """The exact gcd of the gaps between integer-valued decimals (1: the decimal grid)."""
     import numpy as np
 
+    u = np.unique(values)
+    if len(u) < 2:
+        return None
+    step = int(np.gcd.reduce(np.diff(u).astype(np.int64)))
+    return (float(step), 0.0) if step >= 1 else None
+
+
+def _quanta(values, precision: int):
+    """The rounding quantum of ``round_P`` at each value (1 without rounding)."""
+    import numpy as np
+
+    if precision >= NO_ROUNDING:
+        return np.ones(len(values))
+    pow10 = _pow10()
+    digits = np.searchsorted(pow10[:17], np.abs(values), side="right")
+    return pow10[np.clip(digits - precision, 0, 16)]
+
+
+def _fit(values, step: float, err: float, precision: int):
+    """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
+    step, with the origin moved next to zero (so ``n ~ value / b`` and segments of one scale
+    line up). The fit starts at the median sample; values farther away join only
+    once the step is sharp enough to count the lattice steps to them without doubt. Each
+    value weighs by its rounding quantum (coarser roundings say less about the lattice)."""
+    import numpy as np
+
+    u = np.unique(values)
+    if step <= 0 or not len(u):
+        return None
+    quanta = _quanta(u, precision)
+    ref = float(np.sort(values)[len(values) // 2])  # the median sample: the densest part
+    if step == int(step) and precision >= NO_ROUNDING and err == 0:
+        # An exact integer lattice: keep it exact (the phase of the middle value).
+        return ref % step, step, 0.0
+    du = u - ref
+    weight = 1.0 / (quanta * quanta)
+    a = 0.0
+    used = -1
+    for _ in range(16):
+        reach = 0.25 * step * step / max(err, step * 1e-15)
+        near = np.abs(du) <= reach
+        n = np.rint((du[near] - a) / step)
+        slack = 2 * quanta[near] + 2 * np.abs(n) * err
+        keep = np.abs(du[near] - a - n * step) <= slack
+        n, y, w = n[keep], du[near][keep], weight[near][keep]
+        if len(n) < 2 or n.min() == n.max() or len(n) == used:
+            break
+        used = len(n)
+        total_w = _total(w)
+        n_mean = np.rint(_total(w * n) / total_w)
+        dn = n - n_mean
+        dn_mean = _total(w * dn) / total_w
+        y_mean = _total(w * y) / total_w
+        spread = _total(w * (dn - dn_mean) ** 2)
+        slope = _total(w * (dn - dn_mean) * (y - y_mean)) / spread
+        if not (np.isfinite(slope) and slope > 0):
+            return None
+        a = y_mean - slope * (dn_mean + n_mean)
+        err = max(0.5 / np.sqrt(spread), step * 1e-15)
+        step = slope
+    if precision < NO_ROUNDING or step != int(step):
+        a, step = _center(du, quanta, a, step, ref, precision)
+    a += ref
+    a -= step * round(a / step)
+    if precision >= NO_ROUNDING and abs(step - round(step)) <= 1e-9 * step:
+        step = float(round(step))
+        a = float(round(a)) % step
+    return float(a), float(step), float(err)
+
+
+def _center(du, quanta, a: float, step: float, ref: float, precision: int):
+    """Move ``(a, step)`` into the middle of the region where every value's rounding interval
+    holds its lattice point (least squares only gets close; values that sit near a rounding
+    boundary need the exact middle). Falls back to the input when that reproduces more."""
+    import numpy as np
+
+    n = np.rint((du - a) / step)
+    near = np.abs(du - a - n * step) <= quanta
+    n, y, half = n[near], du[near], quanta[near] / 2
+    if len(n) < 2:
+        return a, step
+    best = (a, step)
+    wanted = np.count_nonzero(_reproduced(du + ref, a + ref, step, precision))
+    a_new, step_new = a, step
+    for _ in range(8):
+        lo = y - half - step_new * n
+        hi = y + half - step_new * n
+        j, i = int(np.argmax(lo)), int(np.argmin(hi))
+        if lo[j] <= hi[i]:
+            a_new = 0.5 * (lo[j] + hi[i])
+            break
+        if n[j] == n[i]:
+            return best
+        # The step that makes the two tightest constraints meet.
+        step_new = (y[j] - half[j] - y[i] - half[i]) / (n[j] - n[i])
+        if not (np.isfinite(step_new) and step_new > 0):
+            return best
+    got = np.count_nonzero(_reproduced(du + ref, a_new + ref, step_new, precision))
+    return (a_new, step_new) if got >= wanted else best
+
+
+def _reproduced(k, a: float, b: float, precision: int):
+    """Which decimals the lattice reproduces exactly."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = a + b * np.rint((k - a) / b)
+    return _round_significant(t, precision) == k
+
+
+def _segment_end(k, start: int, a: float, b: float, precision: int) -> int:
+    """Where the lattice stops holding: the first failure that starts a run of three or more
+    failures among four samples (isolated outliers stay in the segment as corrections)."""
+    import numpy as np
+
+    size = 4096
+    pos = start
+    while pos < len(k):
+        stop = min(len(k), pos + size)
+        bad = ~_reproduced(k[pos : min(len(k), stop + 3)], a, b, precision)
+        runs = np.convolve(bad.astype(np.int8), np.ones(4, dtype=np.int8))[3:]
+        hits = np.flatnonzero(bad[: stop - pos] & (runs[: stop - pos] >= 3))
+        if len(hits):
+            return pos + int(hits[0])
+        pos = stop
+        size *= 2
+    return len(k)
+
+
+def _candidate(k, usable, pos: int, size: int, finder, precision: int):
+    """A lattice fitted to the window of ``size`` samples at ``pos`` and where it stops
+    holding: (end, (a, b, uncertainty)) or None."""
+    window = k[pos : pos + size][usable[pos : pos + size]]
+    if len(window) < 8:
+        return None
+    step = _integer_step(window) if finder is None else finder(window, precision)
+    fit = None if step is None else _fit(window, *step, precision)
+    if fit is None:
+        return None
+    end = _segment_end(k, pos, fit[0], fit[1], precision)
+    if end - pos < min(_MIN_SEGMENT, len(k) - pos):
+        return None
+    return end, fit
+
+
+def _best_lattice(k, usable, pos: int, precision: int):
+    """The lattice to open a segment at ``pos`` with: the coarsest one found in the windows
+    that holds long enough. A small window sees one series; a large one fits more precisely
+    but may straddle a change of series, where only a common fine lattice fits."""
+    best = None
+    for size in _WINDOWS:
+        if best is not None and best[0] >= pos + size:
+            break  # the larger window lies inside the segment found: same lattice
+        found = _candidate(k, usable, pos, size, _lattice_step, precision)
+        if found is not None and (best is None or found[1][1] > best[1][1] * 1.001):
+            best = found
+    if best is None:
+        # Only a fine common lattice (such as the decimal grid itself) fits: use it for one
+        # window, then look for a coarser one again.
+        best = _candidate(k, usable, pos, _WINDOWS[-1], None, precision)
+        if best is not None:
+            best = min(best[0], pos + _WINDOWS[-1]), best[1]
+    return best
+
+
+def _segments(k, usable, precision: int):
+    """Split a channel's decimals into lattice segments: lists of starts, offsets, steps."""
+    import numpy as np
+
+    frames = len(k)
+    starts: list[int] = []
+    offsets: list[float] = []
+    steps: list[float] = []
+    pos = 0
+    while pos < frames:
+        found = _best_lattice(k, usable, pos, precision)
+        if found is None:
+            # No lattice here: the stretch joins the previous segment (its corrections are
+            # cheaper than a jump of scale), or starts a plain decimal one.
+            end = min(frames, pos + 64)
+            if not starts:
+                starts, offsets, steps = [0], [0.0], [1.0]
+            pos = end
+            continue
+        end, (a, b, err) = found
+        inside = k[pos:end][usable[pos:end]]
+        refit = _fit(inside, b, err, precision) if len(inside) else None
+        if refit is not None and np.count_nonzero(
+            _reproduced(inside, refit[0], refit[1], precision)
+        ) >= np.count_nonzero(_reproduced(inside, a, b, precision)):
+            a, b = refit[:2]
+        if starts and offsets[-1] == a and steps[-1] == b:
+            pos = end
+            continue
+        starts.append(pos)
+        offsets.append(a)
+        steps.append(b)
+        pos = end
+    if not starts:
+        starts, offsets, steps = [0], [0.0], [1.0]
+    return (
+        np.array(starts, dtype="<u4"),
+        np.array(offsets, dtype="<f8"),
+        np.array(steps, dtype="<f8"),
+    )
+
+
+def _per_sample(starts, values, frames: int):
+    import numpy as np
+
+    lengths = np.diff(np.append(starts.astype(np.int64), frames))
+    return np.repeat(values, lengths)
+
+
+def _lattice_view(k, cmap: ChannelMap, frames: int):
+    """``round_P(a + b*n)`` for lattice indices ``n`` (float64, or int64 ``n`` itself when the
+    channel is plain decimal)."""
+    import numpy as np
+
+    a = _per_sample(cmap.starts, cmap.offsets, frames)
+    b = _per_sample(cmap.starts, cmap.steps, frames)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _round_significant(a + b * k, cmap.precision)
+
+
+def _is_plain(cmap: ChannelMap) -> bool:
+    return (
+        cmap.precision >= NO_ROUNDING
+        and len(cmap.starts) == 1
+        and cmap.offsets[0] == 0.0
+        and cmap.steps[0] == 1.0
+    )
+
+
+def _bit_cost(stream) -> int:
+    """A cheap estimate of a stream's coded size in bits (bit lengths, exact integer maths)."""
+    import numpy as np
+
+    mags = np.abs(stream.astype(np.float64))
+    return int(np.frexp(mags)[1].astype(np.int64).sum()) + len(stream) // 8
+
+
+def _decimal_channel(x, dtype: str):
+    """Map one float channel through a decimal lattice: (ints, ChannelMap, extras, estimated
+    bits), trying each candidate count of decimals; None when it is not decimal at all."""
+    best = None
+    for d in _choose_decimals(x, dtype):
+        found = _decimal_lattice(x, dtype, d)
+        if best is None or found[3] < best[3]:
+            best = found
+    return best
+
+
+def _decimal_lattice(x, dtype: str, d: int):
+    import numpy as np
+
+    k, fits, exact = _decimal_view(x, dtype, d)
+    k = _forward_fill(np.where(fits, k, 0.0), ~fits)
+    precision = _choose_precision(k, exact)
+    starts, offsets, steps = _segments(k, exact, precision)
+    cmap = ChannelMap(KIND_DECIMAL, d, precision, 0, starts, offsets, steps)
+    frames = len(x)
+    if _is_plain(cmap):
+        n = k.astype(np.int64)
+        correction = np.zeros(frames, dtype=np.int64)
+    else:
+        a = _per_sample(starts, offsets, frames)
+        b = _per_sample(starts, steps, frames)
+        n_float = np.rint((k - a) / b)
+        n = n_float.astype(np.int64)
+        correction = (k - _round_significant(a + b * n_float, precision)).astype(np.int64)
+    back = (k / 10.0**d).astype(dtype)
+    ulps = _monotonic_bits(x, dtype) - _monotonic_bits(back, dtype)
+    extras = []
+    flags = 0
+    if correction.any():
+        flags |= FLAG_DECIMAL_CORRECTION
+        extras.append(correction)
+    if ulps.any():
+        flags |= FLAG_ULP_CORRECTION
+        extras.append(ulps)
+    cost = _bit_cost(np.diff(n)) + sum(_bit_cost(s) for s in extras) + 160 * len(starts)
+    return n, attrs.evolve(cmap, flags=flags), extras, cost
+
+
+def _grid_channel(x, grid_step: float):
+    import numpy as np
+
+    wide = x.astype(np.float64)
+    ok = np.isfinite(wide)
+    k = np.rint(np.where(ok, wide, 0.0) / grid_step)
+    if np.abs(k).max(initial=0) >= 2.0**62:
+        return None
+    bad = ~ok
     index = np.flatnonzero(bad).astype("<u4")
     raw = x[index].astype(x.dtype.newbyteorder("<")).tobytes()
-    return ChannelMap(kind, decimals, index, raw)
+    return _forward_fill(k.astype(np.int64), bad), ChannelMap(
+        KIND_FLOAT_GRID, exception_index=index, exception_raw=raw
+    )
 
 
 def _side_bytes(maps: list[ChannelMap]) -> bytes:
     parts = []
     for cmap in maps:
-        count = 0 if cmap.exception_index is None else len(cmap.exception_index)
-        parts.append(_CHANNEL_HEAD.pack(cmap.kind, cmap.decimals, count))
-        if count:
-            parts.append(cmap.exception_index.tobytes())
-            parts.append(cmap.exception_raw)
+        parts.append(_KIND.pack(cmap.kind))
+        if cmap.kind == KIND_DECIMAL:
+            parts.append(
+                _DECIMAL_HEAD.pack(cmap.decimals, cmap.precision, cmap.flags, len(cmap.starts))
+            )
+            parts += [cmap.starts.tobytes(), cmap.offsets.tobytes(), cmap.steps.tobytes()]
+        elif cmap.kind == KIND_FLOAT_GRID:
+            parts.append(_COUNT.pack(len(cmap.exception_index)))
+            parts += [cmap.exception_index.tobytes(), cmap.exception_raw]
     return b"".join(parts)
 
 
@@ -148,27 +663,62 @@ def to_integers(block, spec: StreamSpec, grid_step: float | None) -> Mapped | No
         return Mapped(native.T.astype(np.int64), _side_bytes(maps))
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
     maps = []
+    extras: list = []
     for c in range(spec.channels):
         x = np.ascontiguousarray(native[:, c])
         if grid_step is not None:
-            wide = x.astype(np.float64)
-            ok = np.isfinite(wide)
-            k = np.rint(np.where(ok, wide, 0.0) / grid_step)
-            if np.abs(k).max(initial=0) >= 2.0**62:
+            found = _grid_channel(x, grid_step)
+            if found is None:
                 return None
-            bad = ~ok
-            out[c] = _forward_fill(k.astype(np.int64), bad)
-            maps.append(_exceptions(KIND_FLOAT_GRID, 0, x, bad))
+            out[c], cmap = found
+            maps.append(cmap)
             continue
-        found = _decimal_ints(x, spec.dtype)
-        if found is None:
-            out[c] = _monotonic_bits(x, spec.dtype)
-            maps.append(ChannelMap(KIND_FLOAT_BITS))
-        else:
-            d, ints, bad = found
-            out[c] = ints
-            maps.append(_exceptions(KIND_DECIMAL, d, x, bad))
-    return Mapped(out, _side_bytes(maps))
+        bits = _monotonic_bits(x, spec.dtype)
+        found = _decimal_channel(x, spec.dtype) if len(x) else None
+        if found is not None:
+            n, cmap, streams, cost = found
+            if cost <= _bit_cost(np.diff(bits)):
+                out[c] = n
+                maps.append(cmap)
+                extras += streams
+                continue
+        out[c] = bits
+        maps.append(ChannelMap(KIND_FLOAT_BITS))
+    return Mapped(out, _side_bytes(maps), tuple(extras))
+
+
+# -- decoding ----------------------------------------------------------------------------------
+
+
+def _take(view: memoryview, pos: int, size: int, what: str) -> int:
+    if pos + size > len(view):
+        raise IntegrityError(f"side record truncated in the {what}")
+    return pos + size
+
+
+def _read_decimal(view: memoryview, pos: int, spec: StreamSpec, frames: int):
+    import numpy as np
+
+    end = _take(view, pos, _DECIMAL_HEAD.size, "decimal channel head")
+    decimals, precision, flags, count = _DECIMAL_HEAD.unpack_from(view, pos)
+    if decimals > MAX_DECIMALS[spec.dtype] or not 1 <= precision <= NO_ROUNDING or flags > 3:
+        raise IntegrityError("bad decimal channel head")
+    if not 1 <= count <= frames:
+        raise IntegrityError("bad lattice segment count")
+    pos = end
+    end = _take(view, pos, count * 20, "lattice segments")
+    starts = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
+    offsets = np.frombuffer(view, dtype="<f8", count=count, offset=pos + 4 * count)
+    steps = np.frombuffer(view, dtype="<f8", count=count, offset=pos + 12 * count)
+    if count:
+        if starts[0] != 0 or int(starts[-1]) >= frames or np.any(np.diff(starts) <= 0):
+            raise IntegrityError("lattice segment starts out of order")
+        if not (np.all(np.isfinite(offsets)) and np.all(np.isfinite(steps))):
+            raise IntegrityError("lattice segment is not finite")
+        if np.any(steps <= 0) or np.any(steps > _K_LIMIT) or np.any(np.abs(offsets) > _K_LIMIT):
+            raise IntegrityError("lattice segment out of range")
+    cmap = ChannelMap(KIND_DECIMAL, decimals, precision, flags, starts, offsets, steps)
+    return cmap, end
 
 
 def read_side(view: memoryview, pos: int, spec: StreamSpec, frames: int) -> tuple[Side, int]:
@@ -176,26 +726,53 @@ def read_side(view: memoryview, pos: int, spec: StreamSpec, frames: int) -> tupl
     import numpy as np
 
     maps = []
-    item = spec.itemsize
+    lengths: list[int] = []
+    is_float = spec.dtype.startswith("float")
     for _ in range(spec.channels):
-        if pos + _CHANNEL_HEAD.size > len(view):
-            raise IntegrityError("channel table truncated")
-        kind, decimals, count = _CHANNEL_HEAD.unpack_from(view, pos)
-        pos += _CHANNEL_HEAD.size
-        if kind not in KINDS or count > frames or decimals > 22:
-            raise IntegrityError("bad channel table")
-        if (kind == KIND_INTEGER) == spec.dtype.startswith("float"):
+        pos = _take(view, pos, _KIND.size, "channel kind")
+        (kind,) = _KIND.unpack_from(view, pos - _KIND.size)
+        if kind not in KINDS:
+            raise IntegrityError(f"unknown channel kind {kind}")
+        if (kind == KIND_INTEGER) == is_float:
             raise IntegrityError("channel kind does not match the sample type")
-        if pos + count * (4 + item) > len(view):
-            raise IntegrityError("exception list truncated")
-        index = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
-        pos += 4 * count
-        raw = bytes(view[pos : pos + count * item])
-        pos += count * item
-        if count and int(index.max()) >= frames:
-            raise IntegrityError("exception index out of range")
-        maps.append(ChannelMap(kind, decimals, index, raw))
-    return Side(tuple(maps)), pos
+        if kind == KIND_DECIMAL:
+            cmap, pos = _read_decimal(view, pos, spec, frames)
+            lengths += [frames] * cmap.extra_count
+        elif kind == KIND_FLOAT_GRID:
+            pos = _take(view, pos, _COUNT.size, "exception count")
+            (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
+            if count > frames:
+                raise IntegrityError("exception count out of range")
+            end = _take(view, pos, count * (4 + spec.itemsize), "exception list")
+            index = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
+            raw = bytes(view[pos + 4 * count : end])
+            if count and int(index.max()) >= frames:
+                raise IntegrityError("exception index out of range")
+            cmap = ChannelMap(KIND_FLOAT_GRID, exception_index=index, exception_raw=raw)
+            pos = end
+        else:
+            cmap = ChannelMap(kind)
+        maps.append(cmap)
+    return Side(tuple(maps), tuple(lengths)), pos
+
+
+def _decimal_values(n, cmap: ChannelMap, streams: list, spec: StreamSpec):
+    import numpy as np
+
+    frames = len(n)
+    if _is_plain(cmap):
+        k = n.copy()
+    else:
+        with np.errstate(invalid="ignore", over="ignore"):
+            t = np.clip(_lattice_view(n.astype(np.float64), cmap, frames), -2.0**62, 2.0**62)
+        k = np.nan_to_num(t).astype(np.int64)
+    if cmap.flags & FLAG_DECIMAL_CORRECTION:
+        k += streams.pop(0)
+    values = (k.astype(np.float64) / 10.0**cmap.decimals).astype(spec.dtype)
+    if cmap.flags & FLAG_ULP_CORRECTION:
+        values = _from_monotonic_bits(_monotonic_bits(values, spec.dtype) + streams.pop(0),
+                                      spec.dtype)
+    return values
 
 
 def from_integers(ints, side: Side, extras, spec: StreamSpec, grid_step: float | None):
@@ -204,6 +781,9 @@ def from_integers(ints, side: Side, extras, spec: StreamSpec, grid_step: float |
 
     frames = ints.shape[1]
     out = np.empty((frames, spec.channels), dtype=spec.numpy_dtype())
+    streams = list(extras)
+    if len(streams) != len(side.extra_lengths):
+        raise IntegrityError("wrong number of correction streams; corrupted")
     for c, cmap in enumerate(side.maps):
         k = ints[c]
         if cmap.kind == KIND_INTEGER:
@@ -214,14 +794,13 @@ def from_integers(ints, side: Side, extras, spec: StreamSpec, grid_step: float |
         elif cmap.kind == KIND_FLOAT_BITS:
             values = _from_monotonic_bits(k, spec.dtype)
         elif cmap.kind == KIND_DECIMAL:
-            values = (k.astype(np.float64) / 10.0**cmap.decimals).astype(spec.dtype)
+            values = _decimal_values(k, cmap, streams, spec)
         else:
             if grid_step is None:
                 raise IntegrityError("grid channel in a lossless block; corrupted")
             values = (k.astype(np.float64) * grid_step).astype(spec.dtype)
-        if cmap.exception_index is not None and len(cmap.exception_index):
-            raw = np.frombuffer(cmap.exception_raw, dtype=np.dtype(spec.dtype).newbyteorder("<"))
-            values = values.copy()
-            values[cmap.exception_index] = raw
+            if len(cmap.exception_index):
+                little = np.dtype(spec.dtype).newbyteorder("<")
+                values[cmap.exception_index] = np.frombuffer(cmap.exception_raw, dtype=little)
         out[:, c] = values
     return out
