@@ -64,6 +64,10 @@ _MIN_SEGMENT = 64
 _MIN_STEP_QUANTA = 4.0
 #: Share of window gaps allowed to contradict a lattice (outliers become corrections).
 _MAX_CONFLICTS = 0.02
+#: A segment is refitted on all its samples when its window's fit misses more than this share.
+_REFIT_FAILURES = 0.002
+#: Most samples (evenly spaced) a segment's refit looks at.
+_REFIT_SAMPLES = 8192
 #: Samples used to choose the decimals and the precision of a channel.
 _PROBE = 4096
 _K_LIMIT = 2.0**52
@@ -147,10 +151,16 @@ def _forward_fill(values, bad):
 # -- decimal arithmetic ------------------------------------------------------------------------
 
 
-def _pow10():
-    import numpy as np
+_POW10: list = []
 
-    return np.array([10.0**j for j in range(23)])  # exact in float64 up to 10**22
+
+def _pow10():
+    """Powers of ten 10**0 .. 10**22, all exact in float64 (built once, on first use)."""
+    if not _POW10:
+        import numpy as np
+
+        _POW10.append(np.array([10.0**j for j in range(23)]))
+    return _POW10[0]
 
 
 def _round_significant(t, precision: int):
@@ -161,7 +171,7 @@ def _round_significant(t, precision: int):
         return np.rint(t)
     pow10 = _pow10()
     digits = np.searchsorted(pow10[:17], np.abs(t), side="right")
-    quantum = pow10[np.clip(digits - precision, 0, 16)]
+    quantum = pow10[np.maximum(digits - precision, 0)]
     return np.rint(t / quantum) * quantum
 
 
@@ -197,7 +207,8 @@ def _decimal_view(x, dtype: str, d: int):
 
 
 def _choose_decimals(x, dtype: str) -> list[int]:
-    """Candidate decimals of a channel, judged on an evenly spaced probe: the count that
+    """Candidate decimals of a channel, judged on an evenly spaced probe, most first: the count
+    that
     minimises a size estimate of the plain decimal view (digits cost bits in every sample,
     inexact samples cost their ulp corrections), and the fewest that leave (almost) no more
     samples inexact than the most tried (best when a lattice absorbs the extra digits).
@@ -222,7 +233,7 @@ def _choose_decimals(x, dtype: str) -> list[int]:
     slack = max(1, len(probe) // 1024)
     fewest = next(d for d, n in enumerate(counts) if n <= best + slack)
     cheapest = min(range(len(costs)), key=costs.__getitem__)
-    return sorted({fewest, cheapest})
+    return sorted({fewest, cheapest}, reverse=True)
 
 
 def _choose_precision(k, exact) -> int:
@@ -351,7 +362,7 @@ def _quanta(values, precision: int):
         return np.ones(len(values))
     pow10 = _pow10()
     digits = np.searchsorted(pow10[:17], np.abs(values), side="right")
-    return pow10[np.clip(digits - precision, 0, 16)]
+    return pow10[np.maximum(digits - precision, 0)]
 
 
 def _fit(values, step: float, err: float, precision: int):
@@ -366,7 +377,7 @@ def _fit(values, step: float, err: float, precision: int):
     if step <= 0 or not len(u):
         return None
     quanta = _quanta(u, precision)
-    ref = float(np.sort(values)[len(values) // 2])  # the median sample: the densest part
+    ref = float(np.partition(values, len(values) // 2)[len(values) // 2])  # the median
     if step == int(step) and precision >= NO_ROUNDING and err == 0:
         # An exact integer lattice: keep it exact (the phase of the middle value).
         return ref % step, step, 0.0
@@ -419,6 +430,8 @@ def _center(du, quanta, a: float, step: float, ref: float, precision: int):
         return a, step
     best = (a, step)
     wanted = np.count_nonzero(_reproduced(du + ref, a + ref, step, precision))
+    if wanted == len(du):
+        return best
     a_new, step_new = a, step
     for _ in range(8):
         lo = y - half - step_new * n
@@ -446,28 +459,32 @@ def _reproduced(k, a: float, b: float, precision: int):
     return _round_significant(t, precision) == k
 
 
-def _segment_end(k, start: int, a: float, b: float, precision: int) -> int:
+def _segment_end(k, start: int, a: float, b: float, precision: int) -> tuple[int, int]:
     """Where the lattice stops holding: the first failure that starts a run of three or more
-    failures among four samples (isolated outliers stay in the segment as corrections)."""
+    failures among four samples (isolated outliers stay in the segment as corrections).
+    Returns the end and the number of failures before it."""
     import numpy as np
 
     size = 4096
     pos = start
+    failures = 0
     while pos < len(k):
         stop = min(len(k), pos + size)
         bad = ~_reproduced(k[pos : min(len(k), stop + 3)], a, b, precision)
         runs = np.convolve(bad.astype(np.int8), np.ones(4, dtype=np.int8))[3:]
         hits = np.flatnonzero(bad[: stop - pos] & (runs[: stop - pos] >= 3))
         if len(hits):
-            return pos + int(hits[0])
+            end = pos + int(hits[0])
+            return end, failures + int(np.count_nonzero(bad[: end - pos]))
+        failures += int(np.count_nonzero(bad[: stop - pos]))
         pos = stop
         size *= 2
-    return len(k)
+    return len(k), failures
 
 
 def _candidate(k, usable, pos: int, size: int, finder, precision: int):
     """A lattice fitted to the window of ``size`` samples at ``pos`` and where it stops
-    holding: (end, (a, b, uncertainty)) or None."""
+    holding: (end, (a, b, uncertainty), failures before the end) or None."""
     window = k[pos : pos + size][usable[pos : pos + size]]
     if len(window) < 8:
         return None
@@ -475,29 +492,33 @@ def _candidate(k, usable, pos: int, size: int, finder, precision: int):
     fit = None if step is None else _fit(window, *step, precision)
     if fit is None:
         return None
-    end = _segment_end(k, pos, fit[0], fit[1], precision)
+    end, failures = _segment_end(k, pos, fit[0], fit[1], precision)
     if end - pos < min(_MIN_SEGMENT, len(k) - pos):
         return None
-    return end, fit
+    return end, fit, failures
 
 
-def _best_lattice(k, usable, pos: int, precision: int):
+def _best_lattice(k, usable, pos: int, precision: int, fallback_reach: int):
     """The lattice to open a segment at ``pos`` with: the coarsest one found in the windows
     that holds long enough. A small window sees one series; a large one fits more precisely
-    but may straddle a change of series, where only a common fine lattice fits."""
+    but may straddle a change of series, where only a common fine lattice fits. Returns
+    (end, fit, failures, is_fallback) or None."""
     best = None
     for size in _WINDOWS:
         if best is not None and best[0] >= pos + size:
             break  # the larger window lies inside the segment found: same lattice
         found = _candidate(k, usable, pos, size, _lattice_step, precision)
         if found is not None and (best is None or found[1][1] > best[1][1] * 1.001):
-            best = found
+            best = (*found, False)
     if best is None:
-        # Only a fine common lattice (such as the decimal grid itself) fits: use it for one
-        # window, then look for a coarser one again.
-        best = _candidate(k, usable, pos, _WINDOWS[-1], None, precision)
-        if best is not None:
-            best = min(best[0], pos + _WINDOWS[-1]), best[1]
+        # Only a fine common lattice (such as the decimal grid itself) fits: use it for a
+        # while, then look for a coarser one again.
+        found = _candidate(k, usable, pos, _WINDOWS[-1], None, precision)
+        if found is not None:
+            end, fit, failures = found
+            if end > pos + fallback_reach:
+                end, failures = pos + fallback_reach, 0
+            best = end, fit, failures, True
     return best
 
 
@@ -510,8 +531,10 @@ def _segments(k, usable, precision: int):
     offsets: list[float] = []
     steps: list[float] = []
     pos = 0
+    reach = _WINDOWS[-1]  # how far a fallback lattice goes: doubles while nothing better fits
     while pos < frames:
-        found = _best_lattice(k, usable, pos, precision)
+        found = _best_lattice(k, usable, pos, precision, reach)
+        reach = reach * 2 if found is not None and found[3] else _WINDOWS[-1]
         if found is None:
             # No lattice here: the stretch joins the previous segment (its corrections are
             # cheaper than a jump of scale), or starts a plain decimal one.
@@ -520,13 +543,17 @@ def _segments(k, usable, precision: int):
                 starts, offsets, steps = [0], [0.0], [1.0]
             pos = end
             continue
-        end, (a, b, err) = found
+        end, (a, b, err), failures, _ = found
         inside = k[pos:end][usable[pos:end]]
-        refit = _fit(inside, b, err, precision) if len(inside) else None
-        if refit is not None and np.count_nonzero(
-            _reproduced(inside, refit[0], refit[1], precision)
-        ) >= np.count_nonzero(_reproduced(inside, a, b, precision)):
-            a, b = refit[:2]
+        if len(inside) > _REFIT_SAMPLES:
+            inside = inside[:: len(inside) // _REFIT_SAMPLES]
+        if failures > _REFIT_FAILURES * (end - pos) and len(inside):
+            # The window's fit misses some samples of the segment: fit all of them.
+            refit = _fit(inside, b, err, precision)
+            if refit is not None and np.count_nonzero(
+                _reproduced(inside, refit[0], refit[1], precision)
+            ) >= np.count_nonzero(_reproduced(inside, a, b, precision)):
+                a, b = refit[:2]
         if starts and offsets[-1] == a and steps[-1] == b:
             pos = end
             continue
@@ -583,6 +610,8 @@ def _decimal_channel(x, dtype: str):
     bits), trying each candidate count of decimals; None when it is not decimal at all."""
     best = None
     for d in _choose_decimals(x, dtype):
+        if best is not None and float(best[1].steps.min()) >= 10.0 ** (best[1].decimals - d):
+            break  # the lattice steps absorb the extra decimals already
         found = _decimal_lattice(x, dtype, d)
         if best is None or found[3] < best[3]:
             best = found
