@@ -740,7 +740,8 @@ def _read_decimal(view: memoryview, pos: int, spec: StreamSpec, frames: int):
     offsets = np.frombuffer(view, dtype="<f8", count=count, offset=pos + 4 * count)
     steps = np.frombuffer(view, dtype="<f8", count=count, offset=pos + 12 * count)
     if count:
-        if starts[0] != 0 or int(starts[-1]) >= frames or np.any(np.diff(starts) <= 0):
+        wide = starts.astype(np.int64)  # uint32 differences would wrap around
+        if wide[0] != 0 or int(wide[-1]) >= frames or np.any(np.diff(wide) <= 0):
             raise IntegrityError("lattice segment starts out of order")
         if not (np.all(np.isfinite(offsets)) and np.all(np.isfinite(steps))):
             raise IntegrityError("lattice segment is not finite")
