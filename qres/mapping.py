@@ -65,7 +65,7 @@ _MIN_STEP_QUANTA = 4.0
 #: Share of window gaps allowed to contradict a lattice (outliers become corrections).
 _MAX_CONFLICTS = 0.02
 #: A segment is refitted on all its samples when its window's fit misses more than this share.
-_REFIT_FAILURES = 0.002
+_REFIT_FAILURES = 0.005
 #: Most samples (evenly spaced) a segment's refit looks at.
 _REFIT_SAMPLES = 8192
 #: Samples used to choose the decimals and the precision of a channel.
@@ -465,7 +465,7 @@ def _segment_end(k, start: int, a: float, b: float, precision: int) -> tuple[int
     Returns the end and the number of failures before it."""
     import numpy as np
 
-    size = 4096
+    size = 1024
     pos = start
     failures = 0
     while pos < len(k):
