@@ -85,8 +85,20 @@ def test_threads_give_identical_files(sample, tmp_path):
     outs = []
     for threads in ("1", "2"):
         target = tmp_path / f"t{threads}.qres"
-        r = run_qres("compress", str(big), "--dtype", "int16", "--channels", "4", "--threads",
-                     threads, "-o", str(target), "--profile", "esp32")
+        r = run_qres(
+            "compress",
+            str(big),
+            "--dtype",
+            "int16",
+            "--channels",
+            "4",
+            "--threads",
+            threads,
+            "-o",
+            str(target),
+            "--profile",
+            "esp32",
+        )
         assert r.returncode == 0, r.stderr
         outs.append(target.read_bytes())
     assert outs[0] == outs[1]
@@ -131,8 +143,7 @@ def test_corrupted_block_is_named_and_no_output_is_left(sample, tmp_path):
 
 
 def test_truncated_and_foreign_files(sample, tmp_path):
-    packed = _damaged(tmp_path, sample, lambda data: data.__delitem__(slice(len(data) - 100,
-                                                                            None)))
+    packed = _damaged(tmp_path, sample, lambda data: data.__delitem__(slice(len(data) - 100, None)))
     out = run_qres("decompress", str(packed))
     assert out.returncode == 5 and b"truncated" in out.stderr
     assert not sample.exists()
@@ -161,8 +172,17 @@ def test_bad_options_are_one_line_errors(sample, tmp_path):
 @needs_corpus
 def test_max_error_on_a_corpus_file(tmp_path):
     src = DATA / "ecg_mitdb208_360hz_int16.bin"
-    out = run_qres("compress", str(src), "--dtype", "int16", "--max-error", "3", "-o",
-                   str(tmp_path / "e.qres"), "--json")
+    out = run_qres(
+        "compress",
+        str(src),
+        "--dtype",
+        "int16",
+        "--max-error",
+        "3",
+        "-o",
+        str(tmp_path / "e.qres"),
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     lossy = json.loads(out.stdout)["ratio"]
     back = run_qres("decompress", str(tmp_path / "e.qres"), "-o", str(tmp_path / "e.bin"))

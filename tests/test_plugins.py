@@ -166,12 +166,19 @@ def test_entry_point_plugin_is_listed_and_usable(third_party, tmp_path):
     listed = json.loads(out.stdout)
     pigeon = [p for p in listed if p["name"] == "pigeon"]
     assert pigeon == [
-        {"name": "pigeon", "kind": "transport", "package": "qres-example-plugin",
-         "version": "1.2.3", "source": "example"}
+        {
+            "name": "pigeon",
+            "kind": "transport",
+            "package": "qres-example-plugin",
+            "version": "1.2.3",
+            "source": "example",
+        }
     ]
     assert all({"name", "kind", "package", "version"} <= set(p) for p in listed)
     profile = tmp_path / "birds.toml"
-    profile.write_text('[profile]\nname = "birds"\n[swarm]\ntransport = { use = "pigeon", birds = 3 }\n')
+    profile.write_text(
+        '[profile]\nname = "birds"\n[swarm]\ntransport = { use = "pigeon", birds = 3 }\n'
+    )
     shown = run_qres("profiles", "show", str(profile), "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["swarm"]["transport"] == {"use": "pigeon", "birds": 3}
@@ -180,8 +187,12 @@ def test_entry_point_plugin_is_listed_and_usable(third_party, tmp_path):
 def test_qres_plugins_env_limits_external_plugins(third_party, tmp_path):
     profile = tmp_path / "birds.toml"
     profile.write_text('[swarm]\ntransport = { use = "pigeon" }\n')
-    for allow, expected in (("", False), ("something-else", False), ("example", True),
-                            ("qres-example-plugin", True)):
+    for allow, expected in (
+        ("", False),
+        ("something-else", False),
+        ("example", True),
+        ("qres-example-plugin", True),
+    ):
         env = {"PYTHONPATH": str(third_party), "QRES_PLUGINS": allow}
         out = run_qres("plugins", "list", "--json", env=env)
         names = {p["name"] for p in json.loads(out.stdout)}

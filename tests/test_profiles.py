@@ -58,11 +58,19 @@ def write(folder, name, text):
 
 
 def test_extends_merges_tables_and_records_origins(tmp_path, queues):
-    write(tmp_path, "base", '[profile]\ndescription = "base"\n'
-          '[codec]\nblock_samples = 1024\ndtype = "int32"\n'
-          '[swarm]\ntransport = { use = "test-queue", depth = 4, mode = "lifo" }\n')
-    child = write(tmp_path, "child", '[profile]\nextends = "base"\n'
-                  '[codec]\nblock_samples = 2048\n[swarm]\ntransport = { use = "test-queue", depth = 16 }\n')
+    write(
+        tmp_path,
+        "base",
+        '[profile]\ndescription = "base"\n'
+        '[codec]\nblock_samples = 1024\ndtype = "int32"\n'
+        '[swarm]\ntransport = { use = "test-queue", depth = 4, mode = "lifo" }\n',
+    )
+    child = write(
+        tmp_path,
+        "child",
+        '[profile]\nextends = "base"\n'
+        '[codec]\nblock_samples = 2048\n[swarm]\ntransport = { use = "test-queue", depth = 16 }\n',
+    )
     profile = profiles.load(str(child))
     assert profile.name == "child"
     assert profile.data["codec"] == {"block_samples": 2048, "dtype": "int32"}
@@ -76,8 +84,11 @@ def test_extends_merges_tables_and_records_origins(tmp_path, queues):
 
 def test_different_plugin_replaces_the_parent_table(tmp_path, queues):
     write(tmp_path, "base", '[swarm]\ntransport = { use = "test-queue", depth = 4 }\n')
-    child = write(tmp_path, "child", '[profile]\nextends = "base"\n'
-                  '[swarm]\ntransport = { use = "test-stack", height = 3 }\n')
+    child = write(
+        tmp_path,
+        "child",
+        '[profile]\nextends = "base"\n[swarm]\ntransport = { use = "test-stack", height = 3 }\n',
+    )
     profile = profiles.load(str(child))
     assert profile.data["swarm"]["transport"] == {"use": "test-stack", "height": 3}
 
@@ -98,21 +109,30 @@ def test_missing_parent_is_an_error(tmp_path):
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ('[codec]\nblock_samples = "big"\n', r"bad.toml: codec.block_samples: bad value 'big'; "
-         r"allowed: an integer in \[16, 16777216\]"),
+        (
+            '[codec]\nblock_samples = "big"\n',
+            r"bad.toml: codec.block_samples: bad value 'big'; "
+            r"allowed: an integer in \[16, 16777216\]",
+        ),
         ('[codec]\ndtype = "int12"\n', r"codec.dtype: bad value 'int12'; allowed: one of"),
-        ('[codec]\nblocksize = 4\n', r"codec.blocksize: unknown setting 'blocksize'"),
-        ('[warp]\nspeed = 9\n', r"bad.toml: warp: unknown section; allowed sections: profile"),
-        ('[swarm]\ntransport = { use = "no-such" }\n',
-         r"swarm.transport.use: unknown transport 'no-such'"),
-        ('[swarm]\ntransport = { use = "test-queue", depth = 0 }\n',
-         r"swarm.transport.depth: bad value 0; allowed: an integer in \[1, 1024\]"),
-        ('[swarm]\ntransport = { use = "test-queue", mode = "random" }\n',
-         r"swarm.transport.mode: bad value 'random'; allowed: one of 'fifo', 'lifo'"),
+        ("[codec]\nblocksize = 4\n", r"codec.blocksize: unknown setting 'blocksize'"),
+        ("[warp]\nspeed = 9\n", r"bad.toml: warp: unknown section; allowed sections: profile"),
+        (
+            '[swarm]\ntransport = { use = "no-such" }\n',
+            r"swarm.transport.use: unknown transport 'no-such'",
+        ),
+        (
+            '[swarm]\ntransport = { use = "test-queue", depth = 0 }\n',
+            r"swarm.transport.depth: bad value 0; allowed: an integer in \[1, 1024\]",
+        ),
+        (
+            '[swarm]\ntransport = { use = "test-queue", mode = "random" }\n',
+            r"swarm.transport.mode: bad value 'random'; allowed: one of 'fifo', 'lifo'",
+        ),
         ('[swarm]\ntransport = "test-queue"\n', r"swarm.transport: expected a table"),
-        ('[swarm]\nfrobs = 1\n', r"swarm.frobs: unknown key; allowed keys: aggregator, transport"),
+        ("[swarm]\nfrobs = 1\n", r"swarm.frobs: unknown key; allowed keys: aggregator, transport"),
         ('[lora]\nlayers = { use = "x" }\n', r"lora.layers: expected an array of tables"),
-        ('[profile\n', r"bad.toml: invalid TOML"),
+        ("[profile\n", r"bad.toml: invalid TOML"),
     ],
 )
 def test_bad_profiles_name_file_key_value_and_allowed(tmp_path, queues, text, pattern):
@@ -122,7 +142,7 @@ def test_bad_profiles_name_file_key_value_and_allowed(tmp_path, queues, text, pa
 
 
 def test_error_in_parent_names_the_parent_file(tmp_path):
-    write(tmp_path, "parent", '[codec]\nblock_samples = -5\n')
+    write(tmp_path, "parent", "[codec]\nblock_samples = -5\n")
     child = write(tmp_path, "kid", '[profile]\nextends = "parent"\n')
     with pytest.raises(ProfileError) as info:
         profiles.load(str(child))
@@ -171,7 +191,7 @@ def test_fuzz_profile_text_raises_only_profile_error(tmp_path_factory, text):
 
 def test_cli_bad_profile_is_one_line_exit_3(tmp_path):
     cases = {
-        "unknown-key": '[codec]\nblocksize = 4\n',
+        "unknown-key": "[codec]\nblocksize = 4\n",
         "wrong-type": '[codec]\nblock_samples = "x"\n',
         "unknown-plugin": '[swarm]\ntransport = { use = "no-such" }\n',
         "cycle": '[profile]\nextends = "cycle.toml"\n',
@@ -195,3 +215,46 @@ def test_cli_show_json_of_a_path(tmp_path):
     data = json.loads(out.stdout)
     assert data["codec"] == {"block_samples": 512}
     assert data["profile"]["name"] == "plain"
+
+
+def test_every_bundled_profile_resolves_and_fits_its_hardware():
+    from qres import budget
+
+    names = sorted(profiles.bundled_dir().glob("*.toml"))
+    assert {p.stem for p in names} >= {
+        "edge",
+        "esp32",
+        "arduino-mega",
+        "cortex-a55",
+        "rpi4",
+        "server",
+        "fast",
+    }
+    for path in names:
+        report = budget.check(profiles.load(path.stem))
+        assert report.fits, report.summary()
+    small = budget.check(profiles.load("arduino-mega"))
+    assert small.budget_bytes is not None and small.budget_bytes <= 8192
+
+
+def test_child_key_error_names_the_child_file(tmp_path, queues):
+    write(tmp_path, "base", '[swarm]\ntransport = { use = "test-queue", depth = 4 }\n')
+    child = write(
+        tmp_path,
+        "kid",
+        '[profile]\nextends = "base"\n[swarm]\ntransport = { use = "test-queue", depth = 0 }\n',
+    )
+    with pytest.raises(ProfileError) as info:
+        profiles.load(str(child))
+    assert str(info.value).startswith(f"{child}: swarm.transport.depth: bad value 0")
+
+
+def test_cli_check_exit_code_when_the_pipeline_does_not_fit(tmp_path):
+    path = write(
+        tmp_path, "tiny", '[profile]\nextends = "arduino-mega"\n[codec]\nblock_samples = 65536\n'
+    )
+    out = run_qres("profiles", "check", str(path))
+    assert out.returncode == 1
+    assert b"DOES NOT FIT" in out.stdout
+    ok = run_qres("profiles", "check", "esp32", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["fits"] is True

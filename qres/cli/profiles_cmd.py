@@ -77,6 +77,6 @@ def check(
         rows = [[item.path, item.kind, item.plugin, f"{item.bytes:,}"] for item in report.items]
         out = console()
         out.print(table(f"Memory of {report.profile}", ["part", "kind", "plugin", "bytes"], rows))
-        out.print(report.summary(), markup=False)
+        print(report.summary())
     if not report.fits:
         raise typer.Exit(1)
