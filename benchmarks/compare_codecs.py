@@ -1,0 +1,908 @@
+"""Side by side: qres profiles against FLAC, pcodec, xz and zstd (lossless), and against SZ3 and
+zfp at the same absolute error bound (``--max-error``), over a folder of sample files.
+
+Runs as one process over a folder holding raw little-endian sample files and a MANIFEST.tsv
+(columns ``file``, ``dtype``, ``channels``, ``layout``; ``name`` and ``sha256`` are used when
+present). For every file and codec it measures the ratio (original bytes / compressed bytes)
+and compress / decompress MB/s of original bytes (best of ``--repeats`` runs,
+``time.perf_counter``, one thread), and checks every round trip: bit-exact for lossless codecs,
+``max |x - x'| <= E`` for bounded-error ones. A codec that cannot be imported, or cannot take a
+file's sample type, is reported as skipped with the reason; it never stops the run.
+
+Codecs, measured as ``/work/shared/tools/anchor_bench.py`` measures them:
+
+- ``qres-<profile>``: ``qres.api.compress_bytes`` with the file's StreamSpec (dtype, channels,
+  planar layout for multichannel files); profiles from ``--profiles``.
+- ``flac-8``: libFLAC through ``soundfile`` at compression_level 1.0 (= ``flac -8``), integer
+  samples that fit 24 bits only (other widths are shifted into PCM_24, which FLAC's wasted-bits
+  detection makes free); files of up to 8 channels are given as channels, wider ones as one
+  mono stream in file order.
+- ``pcodec-8`` / ``pcodec-12``: ``pcodec.standalone`` at compression levels 8 and 12.
+- ``xz-9`` (``lzma``, preset 9) and ``zstd-19`` (``zstandard``, level 19, one thread).
+- with ``--max-error``: ``qres-<profile>`` in bounded-error mode, ``sz3`` (``pysz``, ABS
+  mode; int16/int8 samples widened to int32) and ``zfp`` (``zfpy`` fixed-accuracy mode with
+  tolerance E; integers given as float32 when exact, else float64, and rounded back).
+
+Usage::
+
+    .venv/bin/python benchmarks/compare_codecs.py [DATA] [--repeats 3] [--profiles server,fast]
+        [--max-error 1,4,16 [--rel-error] [--lossy-only]] [--files 'seis_*,ecg*'] [--only int]
+        [--codecs qres-server,flac-8,...] [--csv out.csv] [--json out.json] [--png out.png]
+
+The exit status is 1 when any round trip failed or any bound was exceeded, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import hashlib
+import io
+import json
+import lzma
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_PROFILES = ("server", "fast", "esp32")
+#: The codecs the lossless target is measured against (issue 3, Targets).
+ANCHORS = ("flac-8", "pcodec-8", "pcodec-12", "xz-9")
+LITTLE = {
+    "int8": "i1",
+    "uint8": "u1",
+    "int16": "<i2",
+    "uint16": "<u2",
+    "int32": "<i4",
+    "uint32": "<u4",
+    "int64": "<i8",
+    "float32": "<f4",
+    "float64": "<f8",
+}
+
+
+class Skip(Exception):
+    """A codec cannot take this file (or is not installed); the message says why."""
+
+
+@dataclass
+class Item:
+    """One corpus file: its bytes, samples in file order and what they are."""
+
+    name: str
+    file: str
+    dtype: str
+    channels: int
+    planar: bool
+    raw: bytes
+    array: np.ndarray
+
+    @property
+    def is_int(self) -> bool:
+        """True for integer sample types."""
+        return self.array.dtype.kind in "iu"
+
+    def value_range(self) -> float:
+        """max - min over the finite samples (0 when there are none)."""
+        a = self.array
+        if not self.is_int:
+            a = a[np.isfinite(a)]
+        if a.size == 0:
+            return 0.0
+        return float(a.max()) - float(a.min())
+
+
+@dataclass
+class Row:
+    """One measurement: a codec on a file (lossless, or lossy at one bound)."""
+
+    file: str
+    dtype: str
+    channels: int
+    n_samples: int
+    orig_bytes: int
+    codec: str
+    mode: str  # "lossless" or "lossy"
+    bound: float | None = None
+    status: str = "ok"  # ok | skipped | failed | mismatch | bound-exceeded
+    comp_bytes: int | None = None
+    ratio: float | None = None
+    comp_MBps: float | None = None
+    decomp_MBps: float | None = None
+    max_abs_error: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Codec:
+    """A lossless codec: ``compress(item) -> bytes``, ``decompress(blob, item) -> samples``
+    (an array in file order, or the raw bytes). Either may raise Skip."""
+
+    name: str
+    compress: Callable
+    decompress: Callable
+    note: str = ""
+    unavailable: str = ""  # why the codec cannot run at all (import failed)
+
+
+@dataclass
+class LossyCodec:
+    """A bounded-error codec: ``compress(item, bound)``, ``decompress(blob, item, bound)``."""
+
+    name: str
+    compress: Callable
+    decompress: Callable
+    note: str = ""
+    unavailable: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------- codecs
+def _qres_spec(item: Item):
+    from qres.samples import StreamSpec
+
+    layout = "planar" if item.planar and item.channels > 1 else "interleaved"
+    return StreamSpec(item.dtype, item.channels, layout, "little")
+
+
+def qres_codec(profile: str) -> Codec:
+    """A qres profile through the public bytes API."""
+    try:
+        from qres.api import compress_bytes, decompress_bytes
+    except ImportError as exc:  # the script lives in the repo, but say so rather than crash
+        return Codec(f"qres-{profile}", None, None, unavailable=f"import qres failed: {exc}")
+    return Codec(
+        f"qres-{profile}",
+        lambda it: compress_bytes(it.raw, _qres_spec(it), profile),
+        lambda blob, it: decompress_bytes(blob),
+        note=f"qres.api.compress_bytes, profile {profile}",
+    )
+
+
+def qres_lossy(profile: str) -> LossyCodec:
+    """A qres profile in bounded-error mode."""
+    try:
+        from qres.api import compress_bytes, decompress_bytes
+    except ImportError as exc:
+        return LossyCodec(f"qres-{profile}", None, None, unavailable=f"import qres failed: {exc}")
+
+    def comp(it: Item, bound: float) -> bytes:
+        return compress_bytes(it.raw, _qres_spec(it), profile, max_error=bound)
+
+    def decomp(blob: bytes, it: Item, bound: float) -> np.ndarray:
+        return np.frombuffer(decompress_bytes(blob), dtype=it.array.dtype)
+
+    return LossyCodec(f"qres-{profile}", comp, decomp, note=f"qres --max-error, profile {profile}")
+
+
+def flac_codec() -> Codec:
+    """libFLAC -8 via soundfile, integers within 24 bits."""
+    try:
+        import soundfile as sf
+    except (ImportError, OSError) as exc:  # OSError: libsndfile itself missing
+        return Codec("flac-8", None, None, unavailable=f"import soundfile failed: {exc}")
+
+    def frames(it: Item) -> np.ndarray:
+        a = it.array
+        if it.channels == 1 or it.channels > 8:
+            return a  # FLAC takes at most 8 channels: wider files go as one mono stream
+        if it.planar:
+            return np.ascontiguousarray(a.reshape(it.channels, -1).T)
+        return a.reshape(-1, it.channels)
+
+    def comp(it: Item) -> bytes:
+        if not it.is_int or it.array.itemsize > 4:
+            raise Skip(f"FLAC takes integer samples of at most 24 bits, not {it.dtype}")
+        buf = io.BytesIO()
+        x = frames(it)
+        if it.dtype == "int16":
+            sf.write(buf, x, 48000, format="FLAC", subtype="PCM_16", compression_level=1.0)
+            return buf.getvalue()
+        wide = x.astype(np.int64)
+        if wide.size and (wide.min() < -(1 << 23) or wide.max() >= (1 << 23)):
+            raise Skip("FLAC: samples do not fit 24 bits")
+        # libsndfile maps int32 full scale onto 24 bits: pre-shift so that no bit is lost
+        # (FLAC's wasted-bits detection removes the 8 zero bits again).
+        sf.write(
+            buf,
+            (wide << 8).astype(np.int32),
+            48000,
+            format="FLAC",
+            subtype="PCM_24",
+            compression_level=1.0,
+        )
+        return buf.getvalue()
+
+    def decomp(blob: bytes, it: Item) -> np.ndarray:
+        if it.dtype == "int16":
+            out, _ = sf.read(io.BytesIO(blob), dtype="int16", always_2d=False)
+        else:
+            out, _ = sf.read(io.BytesIO(blob), dtype="int32", always_2d=False)
+            out = (out >> 8).astype(it.array.dtype)
+        if out.ndim == 2 and it.planar:
+            out = out.T
+        return np.ascontiguousarray(out).reshape(-1)
+
+    return Codec("flac-8", comp, decomp, note="libFLAC via soundfile, compression_level=1.0 (-8)")
+
+
+def pcodec_codec(level: int) -> Codec:
+    """pcodec standalone at one compression level."""
+    try:
+        from pcodec import ChunkConfig, standalone
+    except ImportError as exc:
+        return Codec(f"pcodec-{level}", None, None, unavailable=f"import pcodec failed: {exc}")
+    cfg = ChunkConfig(compression_level=level)
+
+    def comp(it: Item) -> bytes:
+        if it.array.itemsize == 1:
+            raise Skip("pcodec refuses 8-bit samples by default")
+        return standalone.simple_compress(it.array.astype(it.array.dtype.newbyteorder("=")), cfg)
+
+    return Codec(
+        f"pcodec-{level}",
+        comp,
+        lambda blob, it: standalone.simple_decompress(blob),
+        note=f"pcodec.standalone, level {level}, samples in file order",
+    )
+
+
+def xz_codec() -> Codec:
+    """xz -9 over the raw bytes."""
+    return Codec(
+        "xz-9",
+        lambda it: lzma.compress(it.raw, format=lzma.FORMAT_XZ, preset=9),
+        lambda blob, it: lzma.decompress(blob),
+        note="lzma FORMAT_XZ preset 9",
+    )
+
+
+def zstd_codec() -> Codec:
+    """zstd -19 over the raw bytes, one thread."""
+    try:
+        import zstandard
+    except ImportError as exc:
+        return Codec("zstd-19", None, None, unavailable=f"import zstandard failed: {exc}")
+    c = zstandard.ZstdCompressor(level=19, threads=0)
+    d = zstandard.ZstdDecompressor()
+    return Codec(
+        "zstd-19",
+        lambda it: c.compress(it.raw),
+        lambda blob, it: d.decompress(blob),
+        note="zstandard level 19, one thread",
+    )
+
+
+def sz3_codec() -> LossyCodec:
+    """SZ3 through pysz, absolute error bound."""
+    try:
+        from pysz import sz, szConfig, szErrorBoundMode
+    except ImportError as exc:
+        return LossyCodec("sz3", None, None, unavailable=f"import pysz failed: {exc}")
+
+    def as_input(it: Item) -> np.ndarray:
+        a = it.array
+        if a.dtype in (np.float32, np.float64, np.int32, np.int64):
+            return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("=")))
+        if a.dtype.kind in "iu" and a.itemsize <= 2:
+            return a.astype(np.int32)  # SZ3 takes 32/64-bit integers only
+        if a.dtype == np.uint32:
+            return a.astype(np.int64)
+        raise Skip(f"SZ3 takes float32/64 and int32/64, not {it.dtype}")
+
+    def comp(it: Item, bound: float) -> bytes:
+        x = as_input(it)
+        conf = szConfig(x.size)
+        conf.errorBoundMode = szErrorBoundMode.ABS
+        conf.absErrorBound = float(bound)
+        blob, _ = sz.compress(x, conf)
+        return blob.tobytes()
+
+    def decomp(blob: bytes, it: Item, bound: float) -> np.ndarray:
+        x = as_input(it)  # only its type and size
+        out, _ = sz.decompress(np.frombuffer(blob, dtype=np.uint8), x.dtype, (x.size,))
+        return out.astype(it.array.dtype)
+
+    return LossyCodec("sz3", comp, decomp, note="pysz ABS mode, 1-D; 8/16-bit ints as int32")
+
+
+def zfp_codec() -> LossyCodec:
+    """zfp through zfpy, fixed-accuracy mode (tolerance = the bound)."""
+    try:
+        import zfpy
+    except ImportError as exc:
+        return LossyCodec("zfp", None, None, unavailable=f"import zfpy failed: {exc}")
+
+    def as_input(it: Item) -> np.ndarray:
+        a = it.array
+        if not it.is_int:
+            return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("=")))
+        # zfp's fixed-accuracy mode is for floats only: give it the integers exactly.
+        if a.size == 0 or int(np.abs(a.astype(np.int64)).max()) < (1 << 24):
+            return a.astype(np.float32)
+        if int(np.abs(a.astype(np.int64)).max()) < (1 << 53):
+            return a.astype(np.float64)
+        raise Skip("zfp: integers beyond 2**53 have no exact float")
+
+    def comp(it: Item, bound: float) -> bytes:
+        return zfpy.compress_numpy(as_input(it), tolerance=float(bound))
+
+    def decomp(blob: bytes, it: Item, bound: float) -> np.ndarray:
+        out = zfpy.decompress_numpy(blob)
+        if it.is_int:
+            # Rounding to the nearest integer keeps an integer bound: x - E and x + E are
+            # integers, so the nearest integer to a value between them lies between them too.
+            info = np.iinfo(it.array.dtype)
+            return np.clip(np.rint(out.astype(np.float64)), info.min, info.max).astype(
+                it.array.dtype
+            )
+        return out.astype(it.array.dtype)
+
+    return LossyCodec("zfp", comp, decomp, note="zfpy fixed-accuracy, 1-D; ints as exact floats")
+
+
+# --------------------------------------------------------------------------------- running
+def read_corpus(folder: Path, patterns: list[str], only: str, console: Console) -> list[Item]:
+    """The manifest's files (those matching ``patterns`` and ``only``), loaded."""
+    manifest = folder / "MANIFEST.tsv"
+    if not manifest.is_file():
+        raise SystemExit(f"{manifest}: no MANIFEST.tsv in the data folder; pass the folder")
+    items = []
+    with open(manifest, newline="") as fh:
+        for rec in csv.DictReader(fh, delimiter="\t"):
+            name = rec.get("name") or Path(rec["file"]).stem
+            if patterns and not any(
+                fnmatch.fnmatch(name, p) or fnmatch.fnmatch(rec["file"], p) for p in patterns
+            ):
+                continue
+            dtype = rec["dtype"].strip()
+            if dtype not in LITTLE:
+                console.print(f"[yellow]{rec['file']}: dtype {dtype!r} not handled; skipped")
+                continue
+            if (rec.get("byteorder") or "little").strip() != "little":
+                console.print(f"[yellow]{rec['file']}: only little-endian files; skipped")
+                continue
+            kind = "int" if np.dtype(LITTLE[dtype]).kind in "iu" else "float"
+            if only not in ("all", kind):
+                continue
+            raw = (folder / rec["file"]).read_bytes()
+            sha = (rec.get("sha256") or "").strip()
+            if sha and hashlib.sha256(raw).hexdigest() != sha:
+                console.print(f"[yellow]{rec['file']}: sha256 differs from the manifest")
+            channels = int(rec.get("channels") or 1)
+            planar = (rec.get("layout") or "").strip().lower().startswith("planar")
+            array = np.frombuffer(raw, dtype=LITTLE[dtype])
+            items.append(Item(name, rec["file"], dtype, channels, planar, raw, array))
+    return items
+
+
+def best_time(fn: Callable, repeats: int):
+    """The result of the last call and the shortest wall time of ``repeats`` calls."""
+    best, result = math.inf, None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return result, best
+
+
+def _as_bytes(decoded, item: Item) -> bytes:
+    if isinstance(decoded, bytes | bytearray | memoryview):
+        return bytes(decoded)
+    arr = np.asarray(decoded)
+    return arr.astype(item.array.dtype, copy=False).reshape(-1).tobytes()
+
+
+def _base(item: Item, codec: str, mode: str, bound: float | None = None) -> Row:
+    return Row(
+        item.file, item.dtype, item.channels, item.array.size, len(item.raw), codec, mode, bound
+    )
+
+
+def _speeds(row: Row, item: Item, blob: bytes, tc: float, td: float) -> None:
+    row.comp_bytes = len(blob)
+    row.ratio = len(item.raw) / len(blob) if blob else math.inf
+    row.comp_MBps = len(item.raw) / tc / 1e6 if tc > 0 else math.inf
+    row.decomp_MBps = len(item.raw) / td / 1e6 if td > 0 else math.inf
+
+
+def run_lossless(item: Item, codec: Codec, repeats: int) -> Row:
+    """Measure one lossless codec on one file; never raises."""
+    row = _base(item, codec.name, "lossless")
+    row.note = codec.note
+    if codec.unavailable:
+        row.status, row.note = "skipped", codec.unavailable
+        return row
+    try:
+        blob, tc = best_time(lambda: codec.compress(item), repeats)
+        decoded, td = best_time(lambda: codec.decompress(blob, item), repeats)
+    except Skip as exc:
+        row.status, row.note = "skipped", str(exc)
+        return row
+    except Exception as exc:  # a codec's own failure is a result, not a crash of the run
+        row.status, row.note = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return row
+    _speeds(row, item, bytes(blob), tc, td)
+    if _as_bytes(decoded, item) != item.raw:
+        row.status, row.note = "mismatch", "round trip is not bit-exact"
+    return row
+
+
+def max_abs_error(item: Item, decoded: np.ndarray) -> float:
+    """max |x - x'| (exact for integers; float64 arithmetic for floats, where non-finite
+    samples must come back identical or count as infinite error)."""
+    x = item.array
+    y = np.asarray(decoded).reshape(-1)
+    if y.size != x.size:
+        return math.inf
+    if x.size == 0:
+        return 0.0
+    if item.is_int:
+        return float(np.abs(x.astype(np.int64) - y.astype(np.int64)).max())
+    xf, yf = x.astype(np.float64), y.astype(np.float64)
+    finite = np.isfinite(xf)
+    same_special = (xf[~finite] == yf[~finite]) | (np.isnan(xf[~finite]) & np.isnan(yf[~finite]))
+    if not same_special.all():
+        return math.inf
+    if not finite.any():
+        return 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(xf[finite] - yf[finite])
+    return float(np.nan_to_num(err, nan=math.inf).max())
+
+
+def run_lossy(item: Item, codec: LossyCodec, bound: float, repeats: int, note: str) -> Row:
+    """Measure one bounded-error codec on one file at one absolute bound; never raises."""
+    row = _base(item, codec.name, "lossy", bound)
+    row.note = "; ".join(n for n in (codec.note, note) if n)
+    if codec.unavailable:
+        row.status, row.note = "skipped", codec.unavailable
+        return row
+    try:
+        blob, tc = best_time(lambda: codec.compress(item, bound), repeats)
+        decoded, td = best_time(lambda: codec.decompress(blob, item, bound), repeats)
+    except Skip as exc:
+        row.status, row.note = "skipped", str(exc)
+        return row
+    except Exception as exc:
+        row.status, row.note = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return row
+    _speeds(row, item, bytes(blob), tc, td)
+    row.max_abs_error = max_abs_error(item, decoded)
+    if not row.max_abs_error <= bound:
+        row.status = "bound-exceeded"
+    return row
+
+
+def file_bound(item: Item, value: float, relative: bool) -> tuple[float | None, str]:
+    """The absolute bound for a file (None: none usable) and a note on how it was made."""
+    bound = value * item.value_range() if relative else value
+    note = f"{value:g} x range" if relative else ""
+    if item.is_int:
+        # qres takes whole-number bounds on integer samples; every codec gets the same one.
+        whole = float(math.floor(bound))
+        if whole < 1:
+            return None, f"bound {bound:g} is below one count"
+        if whole != bound:
+            note = "; ".join(n for n in (note, f"{bound:g} floored to {whole:g}") if n)
+        bound = whole
+    elif not bound > 0:
+        return None, f"bound {bound:g} is not positive"
+    return bound, note
+
+
+# --------------------------------------------------------------------------------- reporting
+def geomean(values: list[float]) -> float | None:
+    """Geometric mean of positive finite values (None if there are none)."""
+    vals = [v for v in values if v and math.isfinite(v) and v > 0]
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else None
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if not math.isfinite(v):
+        return "inf"
+    return f"{v:.{digits}f}" if digits else f"{v:.0f}"
+
+
+STATUS_STYLE = {
+    "ok": "",
+    "skipped": "dim",
+    "failed": "red",
+    "mismatch": "bold red",
+    "bound-exceeded": "bold red",
+}
+
+
+def print_rows(console: Console, rows: list[Row], title: str, lossy: bool) -> None:
+    """The per-file, per-codec table."""
+    table = Table(title=title, show_lines=False)
+    for col, just in (("file", "left"), ("dtype", "left"), ("ch", "right"), ("codec", "left")):
+        table.add_column(col, justify=just)
+    if lossy:
+        table.add_column("bound", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("comp MB/s", justify="right")
+    table.add_column("decomp MB/s", justify="right")
+    if lossy:
+        table.add_column("max err", justify="right")
+    table.add_column("status / note")
+    last = None
+    for r in rows:
+        if last is not None and r.file != last:
+            table.add_section()
+        last = r.file
+        cells = [r.file.removesuffix(".bin"), r.dtype, str(r.channels), r.codec]
+        if lossy:
+            cells.append(f"{r.bound:g}" if r.bound is not None else "-")
+        cells += [_fmt(r.ratio), _fmt(r.comp_MBps, 1), _fmt(r.decomp_MBps, 1)]
+        if lossy:
+            cells.append(_fmt(r.max_abs_error, 4) if r.max_abs_error is not None else "-")
+        note = r.status if r.status == "ok" else f"{r.status}: {r.note}"
+        cells.append("ok" if r.status == "ok" else note)
+        table.add_row(*cells, style=STATUS_STYLE.get(r.status, ""))
+    console.print(table)
+
+
+def codec_summary(rows: list[Row]) -> list[dict]:
+    """Per codec: geomean ratio over the files it took, and corpus-wide MB/s (total bytes over
+    total best time)."""
+    out = []
+    for name in dict.fromkeys(r.codec for r in rows):
+        ok = [r for r in rows if r.codec == name and r.status == "ok"]
+        total = sum(r.orig_bytes for r in ok)
+        tc = sum(r.orig_bytes / r.comp_MBps / 1e6 for r in ok if r.comp_MBps)
+        td = sum(r.orig_bytes / r.decomp_MBps / 1e6 for r in ok if r.decomp_MBps)
+        out.append(
+            {
+                "codec": name,
+                "files": len(ok),
+                "of": len({r.file for r in rows}),
+                "geomean_ratio": geomean([r.ratio for r in ok]),
+                "comp_MBps": total / tc / 1e6 if tc else None,
+                "decomp_MBps": total / td / 1e6 if td else None,
+            }
+        )
+    return out
+
+
+def print_summary(console: Console, summary: list[dict], title: str) -> None:
+    """Geometric means by codec."""
+    table = Table(title=title)
+    for col in ("codec", "files", "geomean ratio", "comp MB/s (corpus)", "decomp MB/s (corpus)"):
+        table.add_column(col, justify="left" if col == "codec" else "right")
+    for s in summary:
+        table.add_row(
+            s["codec"],
+            f"{s['files']}/{s['of']}",
+            _fmt(s["geomean_ratio"]),
+            _fmt(s["comp_MBps"], 1),
+            _fmt(s["decomp_MBps"], 1),
+        )
+    console.print(table)
+
+
+def verdicts(rows: list[Row], reference: str) -> dict:
+    """Per file: the reference profile's ratio against the best of FLAC -8, pcodec and xz."""
+    by_file: dict[str, dict[str, Row]] = {}
+    for r in rows:
+        by_file.setdefault(r.file, {})[r.codec] = r
+    files, quotients = [], []
+    for file, codecs in by_file.items():
+        ref = codecs.get(reference)
+        anchors = [codecs[a] for a in ANCHORS if a in codecs and codecs[a].status == "ok"]
+        best = max(anchors, key=lambda r: r.ratio, default=None)
+        entry = {
+            "file": file,
+            "qres": ref.ratio if ref and ref.status == "ok" else None,
+            "best_codec": best.codec if best else None,
+            "best_ratio": best.ratio if best else None,
+            "quotient": None,
+            "pass": None,
+        }
+        if entry["qres"] is not None and best is not None:
+            entry["quotient"] = entry["qres"] / best.ratio
+            entry["pass"] = entry["qres"] >= best.ratio
+            quotients.append(entry["quotient"])
+        files.append(entry)
+    gq = geomean(quotients)
+    return {
+        "reference": reference,
+        "files": files,
+        "geomean_quotient": gq,
+        "all_pass": bool(files) and all(f["pass"] for f in files),
+        "geomean_pass": gq is not None and gq >= 1.05,
+    }
+
+
+def print_verdicts(console: Console, v: dict) -> None:
+    """The lossless target: reference profile >= best of FLAC/pcodec/xz on every file."""
+    table = Table(title=f"{v['reference']} against the best of {', '.join(ANCHORS)}")
+    for col in ("file", v["reference"], "best anchor", "anchor ratio", "qres / best", ">= best"):
+        table.add_column(col, justify="left" if col in ("file", "best anchor") else "right")
+    for f in v["files"]:
+        mark = "-" if f["pass"] is None else ("[green]yes" if f["pass"] else "[red]NO")
+        table.add_row(
+            f["file"].removesuffix(".bin"),
+            _fmt(f["qres"]),
+            f["best_codec"] or "-",
+            _fmt(f["best_ratio"]),
+            _fmt(f["quotient"]),
+            mark,
+        )
+    console.print(table)
+    gq = v["geomean_quotient"]
+    console.print(
+        f"geomean({v['reference']} / per-file best) = {_fmt(gq, 4)} (target >= 1.05: "
+        f"{'met' if v['geomean_pass'] else 'NOT met'}); >= best on every file: "
+        f"{'yes' if v['all_pass'] else 'NO'}"
+    )
+
+
+def print_lossy_verdicts(console: Console, rows: list[Row], profile: str) -> dict:
+    """Bounded-error target: the qres profile's ratio >= SZ3's and zfp's at every bound."""
+    name = f"qres-{profile}"
+    keyed: dict[tuple, dict[str, Row]] = {}
+    for r in rows:
+        keyed.setdefault((r.file, r.bound), {})[r.codec] = r
+    table = Table(title=f"bounded error: {name} against SZ3 and zfp at the same absolute bound")
+    for col in ("file", "bound", name, "sz3", "zfp", ">= both", "bound held"):
+        table.add_column(col, justify="left" if col == "file" else "right")
+    results = []
+    for (file, bound), codecs in keyed.items():
+        if bound is None:
+            continue
+        q = codecs.get(name)
+        others = [codecs.get(c) for c in ("sz3", "zfp")]
+        q_ratio = q.ratio if q and q.status in ("ok", "bound-exceeded") else None
+        rivals = [o.ratio for o in others if o and o.status == "ok"]
+        wins = None if q_ratio is None or not rivals else all(q_ratio >= x for x in rivals)
+        held = q is not None and q.status == "ok"
+        results.append(
+            {"file": file, "bound": bound, "qres": q_ratio, "wins": wins, "bound_held": held}
+        )
+        table.add_row(
+            file.removesuffix(".bin"),
+            f"{bound:g}",
+            _fmt(q_ratio),
+            *[
+                _fmt(o.ratio) if o and o.status == "ok" else (o.status if o else "-")
+                for o in others
+            ],
+            "-" if wins is None else ("[green]yes" if wins else "[red]NO"),
+            "[green]yes" if held else f"[red]{q.status if q else 'missing'}",
+        )
+    console.print(table)
+    return {"profile": name, "results": results}
+
+
+def write_png(path: str, lossless: list[Row], lossy: list[Row]) -> None:
+    """Bar chart of ratio by file and codec (a second panel for bounded error)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    panels = [("lossless", lossless)] + ([("bounded error", lossy)] if lossy else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(14, 5.5 * len(panels)), squeeze=False)
+    for ax, (title, rows) in zip(axes[:, 0], panels, strict=True):
+
+        def group(r: Row) -> str:
+            stem = r.file.removesuffix(".bin")
+            return stem if r.bound is None else f"{stem}\nE={r.bound:g}"
+
+        groups = list(dict.fromkeys(group(r) for r in rows))
+        codecs = list(dict.fromkeys(r.codec for r in rows))
+        width = 0.8 / max(1, len(codecs))
+        for k, codec in enumerate(codecs):
+            ratios = {group(r): r.ratio for r in rows if r.codec == codec and r.status == "ok"}
+            xs = [i + (k - (len(codecs) - 1) / 2) * width for i in range(len(groups))]
+            ax.bar(xs, [ratios.get(g, 0.0) for g in groups], width, label=codec)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("compression ratio (log)")
+        ax.set_title(f"{title}: ratio by file and codec (higher is better; missing = skipped)")
+        ax.grid(axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8, ncol=min(6, len(codecs)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def package_versions() -> dict:
+    """Versions of the measured packages (``missing`` when not installed)."""
+    out = {}
+    for pkg in ("qres", "numpy", "soundfile", "pcodec", "zstandard", "pysz", "zfpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "missing"
+    try:
+        import soundfile
+
+        out["libsndfile"] = soundfile.__libsndfile_version__
+    except (ImportError, OSError):
+        pass
+    return out
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas") from None
+    if not vals or any(not v > 0 or not math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"{text!r}: bounds must be finite numbers > 0")
+    return vals
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the comparison; return the exit status."""
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "data",
+        nargs="?",
+        default=str(DEFAULT_DATA),
+        help=f"folder with the files and MANIFEST.tsv (default {DEFAULT_DATA})",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; best wins")
+    ap.add_argument(
+        "--profiles",
+        default=",".join(DEFAULT_PROFILES),
+        help="qres profiles, comma-separated (default server,fast,esp32)",
+    )
+    ap.add_argument(
+        "--codecs",
+        default="",
+        help="keep only these codec names, comma-separated (e.g. qres-server,flac-8)",
+    )
+    ap.add_argument(
+        "--files", default="", help="keep only manifest files matching these globs, comma-separated"
+    )
+    ap.add_argument(
+        "--only",
+        choices=("all", "int", "float"),
+        default="all",
+        help="keep only integer or float files",
+    )
+    ap.add_argument(
+        "--max-error",
+        type=_floats,
+        default=None,
+        metavar="E1,E2,...",
+        help="also run bounded-error codecs at these absolute bounds",
+    )
+    ap.add_argument(
+        "--rel-error",
+        action="store_true",
+        help="--max-error values are fractions of each file's value range",
+    )
+    ap.add_argument("--lossy-only", action="store_true", help="skip the lossless comparison")
+    ap.add_argument("--csv", help="write every measurement as CSV")
+    ap.add_argument("--json", help="write measurements, summaries and environment as JSON")
+    ap.add_argument("--png", help="write a bar chart of ratio by file and codec")
+    args = ap.parse_args(argv)
+
+    # In a pipe or a log, rich would assume 80 columns and cut the tables: use a wide page.
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    keep = {c.strip() for c in args.codecs.split(",") if c.strip()}
+    patterns = [p.strip() for p in args.files.split(",") if p.strip()]
+    items = read_corpus(Path(args.data), patterns, args.only, console)
+    if not items:
+        console.print("[red]no files selected; check the folder, --files and --only")
+        return 1
+    load_start = os.getloadavg()
+
+    lossless_codecs = [qres_codec(p) for p in profiles] + [
+        flac_codec(),
+        pcodec_codec(8),
+        pcodec_codec(12),
+        xz_codec(),
+        zstd_codec(),
+    ]
+    lossy_codecs = [qres_lossy(p) for p in profiles] + [sz3_codec(), zfp_codec()]
+    if keep:
+        lossless_codecs = [c for c in lossless_codecs if c.name in keep]
+        lossy_codecs = [c for c in lossy_codecs if c.name in keep]
+
+    lossless: list[Row] = []
+    lossy: list[Row] = []
+    for item in items:
+        if not args.lossy_only:
+            for codec in lossless_codecs:
+                lossless.append(run_lossless(item, codec, args.repeats))
+        for value in args.max_error or []:
+            bound, note = file_bound(item, value, args.rel_error)
+            for codec in lossy_codecs:
+                if bound is None:
+                    row = _base(item, codec.name, "lossy", None)
+                    row.status, row.note = "skipped", note
+                    lossy.append(row)
+                    continue
+                lossy.append(run_lossy(item, codec, bound, args.repeats, note))
+        console.print(f"[dim]measured {item.file}", highlight=False)
+
+    report: dict = {}
+    if lossless:
+        print_rows(console, lossless, f"lossless (best of {args.repeats})", lossy=False)
+        report["lossless_summary"] = codec_summary(lossless)
+        print_summary(console, report["lossless_summary"], "lossless: geometric means")
+        ref = f"qres-{'server' if 'server' in profiles else profiles[0]}" if profiles else ""
+        if ref in {r.codec for r in lossless}:
+            report["lossless_verdict"] = verdicts(lossless, ref)
+            print_verdicts(console, report["lossless_verdict"])
+    if lossy:
+        kind = "relative to each file's range" if args.rel_error else "absolute"
+        print_rows(
+            console, lossy, f"bounded error ({kind} bounds, best of {args.repeats})", lossy=True
+        )
+        report["lossy_summary"] = codec_summary(lossy)
+        print_summary(console, report["lossy_summary"], "bounded error: geometric means")
+        if profiles:
+            ref = "server" if "server" in profiles else profiles[0]
+            report["lossy_verdict"] = print_lossy_verdicts(console, lossy, ref)
+
+    load_end = os.getloadavg()
+    env = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "repeats": args.repeats,
+        "versions": package_versions(),
+    }
+    console.print(
+        f"[dim]load average (1/5/15 min): start {load_start[0]:.2f}/{load_start[1]:.2f}/"
+        f"{load_start[2]:.2f}, end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f}; "
+        f"{os.cpu_count()} CPUs; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+        highlight=False,
+    )
+
+    rows = lossless + lossy
+    if args.csv:
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(asdict(rows[0])))
+            writer.writeheader()
+            writer.writerows(asdict(r) for r in rows)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(
+                {"environment": env, "rows": [asdict(r) for r in rows], **report},
+                fh,
+                indent=1,
+                default=str,
+            )
+    if args.png:
+        write_png(args.png, lossless, lossy)
+    broken = [r for r in rows if r.status in ("mismatch", "bound-exceeded")]
+    if broken:
+        console.print(
+            "[bold red]failed checks: "
+            + ", ".join(f"{r.codec} on {r.file} ({r.status})" for r in broken)
+        )
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
