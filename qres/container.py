@@ -109,19 +109,6 @@ def encode_header(header: Header) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-SAMPLE_DTYPES = (
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "float32",
-    "float64",
-)
-
-
 def read_header(stream: BinaryIO) -> tuple[Header, int]:
     """Read and check the header at the start of ``stream``; return it and its length."""
     pre = stream.read(_PREAMBLE.size)

@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from qres.config import Location, build_config, integer, one_of, text
+from qres.container import SAMPLE_DTYPES
 from qres.errors import ProfileError
 
 if sys.version_info >= (3, 11):
@@ -35,19 +36,6 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 MAX_PROFILE_BYTES = 1 << 20
 #: Longest ``extends`` chain accepted.
 MAX_EXTENDS_DEPTH = 16
-
-#: Sample types a codec profile may name as its default.
-SAMPLE_DTYPES = (
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "float32",
-    "float64",
-)
 
 
 @attrs.frozen
