@@ -29,6 +29,11 @@ def register_aggregators(register):
 
 
 @hookspec
+def register_attacks(register):
+    """Register attack classes: forgers of Byzantine model updates from the honest ones."""
+
+
+@hookspec
 def register_transports(register):
     """Register transport classes: carriers of messages between nodes."""
 

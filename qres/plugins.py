@@ -30,6 +30,7 @@ KINDS: dict[str, str] = {
     "predictor": "register_predictors",
     "coder": "register_coders",
     "aggregator": "register_aggregators",
+    "attack": "register_attacks",
     "transport": "register_transports",
     "hardware": "register_hardware",
     "llm_backend": "register_llm_backends",

@@ -60,6 +60,10 @@ def test_hook_register_aggregators(register_plugin):
     _check_kind_hook(register_plugin, "aggregator", "register_aggregators")
 
 
+def test_hook_register_attacks(register_plugin):
+    _check_kind_hook(register_plugin, "attack", "register_attacks")
+
+
 def test_hook_register_transports(register_plugin):
     _check_kind_hook(register_plugin, "transport", "register_transports")
 
