@@ -557,23 +557,32 @@ def print_rows(console: Console, rows: list[Row], title: str, lossy: bool) -> No
     console.print(table)
 
 
+def corpus_speed(rows: list[Row]) -> tuple[float | None, float | None]:
+    """Compress and decompress MB/s over a set of measurements: total bytes over total time
+    (so that large files weigh by their size, as a user's throughput would)."""
+    total = sum(r.orig_bytes for r in rows)
+    tc = sum(r.orig_bytes / r.comp_MBps / 1e6 for r in rows if r.comp_MBps)
+    td = sum(r.orig_bytes / r.decomp_MBps / 1e6 for r in rows if r.decomp_MBps)
+    return (total / tc / 1e6 if tc else None), (total / td / 1e6 if td else None)
+
+
 def codec_summary(rows: list[Row]) -> list[dict]:
-    """Per codec: geomean ratio over the files it took, and corpus-wide MB/s (total bytes over
-    total best time)."""
+    """Per codec (and bound, for bounded error): geomean ratio over the files it took, and
+    corpus-wide MB/s."""
     out = []
-    for name in dict.fromkeys(r.codec for r in rows):
-        ok = [r for r in rows if r.codec == name and r.status == "ok"]
-        total = sum(r.orig_bytes for r in ok)
-        tc = sum(r.orig_bytes / r.comp_MBps / 1e6 for r in ok if r.comp_MBps)
-        td = sum(r.orig_bytes / r.decomp_MBps / 1e6 for r in ok if r.decomp_MBps)
+    for name, bound in dict.fromkeys((r.codec, r.bound) for r in rows):
+        mine = [r for r in rows if r.codec == name and r.bound == bound]
+        ok = [r for r in mine if r.status == "ok"]
+        comp, decomp = corpus_speed(ok)
         out.append(
             {
                 "codec": name,
+                "bound": bound,
                 "files": len(ok),
-                "of": len({r.file for r in rows}),
+                "of": len(mine),
                 "geomean_ratio": geomean([r.ratio for r in ok]),
-                "comp_MBps": total / tc / 1e6 if tc else None,
-                "decomp_MBps": total / td / 1e6 if td else None,
+                "comp_MBps": comp,
+                "decomp_MBps": decomp,
             }
         )
     return out
@@ -582,11 +591,15 @@ def codec_summary(rows: list[Row]) -> list[dict]:
 def print_summary(console: Console, summary: list[dict], title: str) -> None:
     """Geometric means by codec."""
     table = Table(title=title)
-    for col in ("codec", "files", "geomean ratio", "comp MB/s (corpus)", "decomp MB/s (corpus)"):
+    bounds = any(s["bound"] is not None for s in summary)
+    cols = ("codec", "bound") if bounds else ("codec",)
+    cols += ("files", "geomean ratio", "comp MB/s (corpus)", "decomp MB/s (corpus)")
+    for col in cols:
         table.add_column(col, justify="left" if col == "codec" else "right")
-    for s in summary:
+    for s in sorted(summary, key=lambda s: s["bound"] or 0) if bounds else summary:
         table.add_row(
             s["codec"],
+            *([f"{s['bound']:g}" if s["bound"] is not None else "-"] if bounds else []),
             f"{s['files']}/{s['of']}",
             _fmt(s["geomean_ratio"]),
             _fmt(s["comp_MBps"], 1),
@@ -652,6 +665,70 @@ def print_verdicts(console: Console, v: dict) -> None:
     )
 
 
+def speed_targets(rows: list[Row]) -> list[dict]:
+    """The one-thread speed targets of issue 3 that one lossless run can check: qres-server at
+    >= 20 MB/s both ways; qres-fast compressing at least as fast as FLAC -8 (on the files FLAC
+    takes) with a geomean ratio at least pcodec level 8's (on all files)."""
+    ok = {(r.codec, r.file): r for r in rows if r.status == "ok"}
+    out = []
+    server = [r for (c, _), r in ok.items() if c == "qres-server"]
+    if server:
+        comp, decomp = corpus_speed(server)
+        for what, v in (("compress", comp), ("decompress", decomp)):
+            out.append(
+                {
+                    "target": f"qres-server {what} MB/s >= 20",
+                    "value": v,
+                    "against": 20.0,
+                    "met": v is not None and v >= 20,
+                }
+            )
+    flac_files = [f for (c, f) in ok if c == "flac-8"]
+    fast = [ok[("qres-fast", f)] for f in flac_files if ("qres-fast", f) in ok]
+    if fast and len(fast) == len(flac_files):
+        v = corpus_speed(fast)[0]
+        ref = corpus_speed([ok[("flac-8", f)] for f in flac_files])[0]
+        out.append(
+            {
+                "target": "qres-fast compress MB/s >= flac-8's (FLAC's files)",
+                "value": v,
+                "against": ref,
+                "met": v is not None and ref is not None and v >= ref,
+            }
+        )
+    files = {f for (_, f) in ok}
+    fast_all = [ok[("qres-fast", f)].ratio for f in files if ("qres-fast", f) in ok]
+    pco = [ok[("pcodec-8", f)].ratio for f in files if ("pcodec-8", f) in ok]
+    if fast_all and len(fast_all) == len(pco):
+        v, ref = geomean(fast_all), geomean(pco)
+        out.append(
+            {
+                "target": "qres-fast geomean ratio >= pcodec-8's",
+                "value": v,
+                "against": ref,
+                "met": v is not None and ref is not None and v >= ref,
+            }
+        )
+    return out
+
+
+def print_targets(console: Console, targets: list[dict]) -> None:
+    """The speed targets, measured on this run (one thread)."""
+    if not targets:
+        return
+    table = Table(title="speed targets (one thread, this run)")
+    for col in ("target", "measured", "against", "met"):
+        table.add_column(col, justify="left" if col == "target" else "right")
+    for t in targets:
+        table.add_row(
+            t["target"],
+            _fmt(t["value"], 2),
+            _fmt(t["against"], 2),
+            "[green]yes" if t["met"] else "[red]NO",
+        )
+    console.print(table)
+
+
 def print_lossy_verdicts(console: Console, rows: list[Row], profile: str) -> dict:
     """Bounded-error target: the qres profile's ratio >= SZ3's and zfp's at every bound."""
     name = f"qres-{profile}"
@@ -696,7 +773,7 @@ def write_png(path: str, lossless: list[Row], lossy: list[Row]) -> None:
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    panels = [("lossless", lossless)] + ([("bounded error", lossy)] if lossy else [])
+    panels = [(t, rows) for t, rows in (("lossless", lossless), ("bounded error", lossy)) if rows]
     fig, axes = plt.subplots(len(panels), 1, figsize=(14, 5.5 * len(panels)), squeeze=False)
     for ax, (title, rows) in zip(axes[:, 0], panels, strict=True):
 
@@ -849,6 +926,8 @@ def main(argv: list[str] | None = None) -> int:
         if ref in {r.codec for r in lossless}:
             report["lossless_verdict"] = verdicts(lossless, ref)
             print_verdicts(console, report["lossless_verdict"])
+        report["speed_targets"] = speed_targets(lossless)
+        print_targets(console, report["speed_targets"])
     if lossy:
         kind = "relative to each file's range" if args.rel_error else "absolute"
         print_rows(
