@@ -772,6 +772,7 @@ def write_png(path: str, lossless: list[Row], lossy: list[Row]) -> None:
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     panels = [(t, rows) for t, rows in (("lossless", lossless), ("bounded error", lossy)) if rows]
     fig, axes = plt.subplots(len(panels), 1, figsize=(14, 5.5 * len(panels)), squeeze=False)
@@ -791,6 +792,9 @@ def write_png(path: str, lossless: list[Row], lossy: list[Row]) -> None:
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
         ax.set_yscale("log")
+        # Plain numbers on the log axis ("6", not "6 x 10^0"): ratios are read, not exponents.
+        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_ylabel("compression ratio (log)")
         ax.set_title(f"{title}: ratio by file and codec (higher is better; missing = skipped)")
         ax.grid(axis="y", which="both", alpha=0.3)
@@ -910,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
             bound, note = file_bound(item, value, args.rel_error)
             for codec in lossy_codecs:
                 if bound is None:
-                    row = _base(item, codec.name, "lossy", None)
+                    row = _base(item, codec.name, "lossy", value)  # the bound as asked
                     row.status, row.note = "skipped", note
                     lossy.append(row)
                     continue
