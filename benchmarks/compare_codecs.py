@@ -29,7 +29,8 @@ Usage::
         [--max-error 1,4,16 [--rel-error] [--lossy-only]] [--files 'seis_*,ecg*'] [--only int]
         [--codecs qres-server,flac-8,...] [--csv out.csv] [--json out.json] [--png out.png]
 
-The exit status is 1 when any round trip failed or any bound was exceeded, else 0.
+The exit status is 1 when a qres round trip was not exact or a qres bound was exceeded, else 0
+(other codecs' failures are shown in the tables, in red).
 """
 
 from __future__ import annotations
@@ -205,6 +206,8 @@ def flac_codec() -> Codec:
     def comp(it: Item) -> bytes:
         if not it.is_int or it.array.itemsize > 4:
             raise Skip(f"FLAC takes integer samples of at most 24 bits, not {it.dtype}")
+        if it.array.size == 0:  # libsndfile cannot read back a FLAC file without frames
+            raise Skip("FLAC: empty input")
         buf = io.BytesIO()
         x = frames(it)
         if it.dtype == "int16":
@@ -294,6 +297,8 @@ def sz3_codec() -> LossyCodec:
 
     def as_input(it: Item) -> np.ndarray:
         a = it.array
+        if a.size == 0:  # an SZ3 configuration needs at least one sample
+            raise Skip("SZ3: empty input")
         if a.dtype in (np.float32, np.float64, np.int32, np.int64):
             return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("=")))
         if a.dtype.kind in "iu" and a.itemsize <= 2:
@@ -327,10 +332,12 @@ def zfp_codec() -> LossyCodec:
 
     def as_input(it: Item) -> np.ndarray:
         a = it.array
+        if a.size == 0:  # zfpy crashes the process (SIGBUS) on an empty array
+            raise Skip("zfp: empty input")
         if not it.is_int:
             return np.ascontiguousarray(a.astype(a.dtype.newbyteorder("=")))
         # zfp's fixed-accuracy mode is for floats only: give it the integers exactly.
-        if a.size == 0 or int(np.abs(a.astype(np.int64)).max()) < (1 << 24):
+        if int(np.abs(a.astype(np.int64)).max()) < (1 << 24):
             return a.astype(np.float32)
         if int(np.abs(a.astype(np.int64)).max()) < (1 << 53):
             return a.astype(np.float64)
@@ -417,10 +424,15 @@ def best_time(fn: Callable, repeats: int):
     return result, best
 
 
-def _as_bytes(decoded, item: Item) -> bytes:
+def _as_bytes(decoded, item: Item) -> bytes | None:
+    """The decoded samples as the file's bytes (None: nothing usable came back)."""
     if isinstance(decoded, bytes | bytearray | memoryview):
         return bytes(decoded)
+    if decoded is None:  # pcodec gives None for an empty input
+        return b"" if not item.raw else None
     arr = np.asarray(decoded)
+    if arr.dtype.kind not in "iuf":
+        return None
     return arr.astype(item.array.dtype, copy=False).reshape(-1).tobytes()
 
 
@@ -454,7 +466,11 @@ def run_lossless(item: Item, codec: Codec, repeats: int) -> Row:
         row.status, row.note = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
         return row
     _speeds(row, item, bytes(blob), tc, td)
-    if _as_bytes(decoded, item) != item.raw:
+    try:
+        same = _as_bytes(decoded, item) == item.raw
+    except (TypeError, ValueError):  # a decoder returned something that is not samples
+        same = False
+    if not same:
         row.status, row.note = "mismatch", "round trip is not bit-exact"
     return row
 
@@ -463,6 +479,8 @@ def max_abs_error(item: Item, decoded: np.ndarray) -> float:
     """max |x - x'| (exact for integers; float64 arithmetic for floats, where non-finite
     samples must come back identical or count as infinite error)."""
     x = item.array
+    if decoded is None:
+        return 0.0 if x.size == 0 else math.inf
     y = np.asarray(decoded).reshape(-1)
     if y.size != x.size:
         return math.inf
@@ -645,7 +663,8 @@ def verdicts(rows: list[Row], reference: str) -> dict:
             "quotient": None,
             "pass": None,
         }
-        if entry["qres"] is not None and best is not None:
+        # An empty file has ratio 0 for everyone: nothing to compare.
+        if entry["qres"] is not None and best is not None and best.ratio > 0:
             entry["quotient"] = entry["qres"] / best.ratio
             entry["pass"] = entry["qres"] >= best.ratio
             quotients.append(entry["quotient"])
@@ -1004,7 +1023,9 @@ def main(argv: list[str] | None = None) -> int:
             "[bold red]failed checks: "
             + ", ".join(f"{r.codec} on {r.file} ({r.status})" for r in broken)
         )
-    return 1 if broken else 0
+    # Only qres's own failures fail the run: a rival missing its bound (zfp on NaN, say) is a
+    # finding about that rival, shown in the tables.
+    return 1 if any(r.codec.startswith("qres-") for r in broken) else 0
 
 
 if __name__ == "__main__":
