@@ -158,12 +158,27 @@ def _qres_spec(item: Item):
     return StreamSpec(item.dtype, item.channels, layout, "little")
 
 
+def _profile_problem(profile: str) -> str:
+    """Why a qres profile cannot run ('' when it can): import failure or a bad profile."""
+    try:
+        from qres.api import codec_settings
+        from qres.errors import QresError
+    except ImportError as exc:  # the script lives in the repo, but say so rather than crash
+        return f"import qres failed: {exc}"
+    try:
+        codec_settings(profile)
+    except QresError as exc:
+        return str(exc)
+    return ""
+
+
 def qres_codec(profile: str) -> Codec:
     """A qres profile through the public bytes API."""
-    try:
-        from qres.api import compress_bytes, decompress_bytes
-    except ImportError as exc:  # the script lives in the repo, but say so rather than crash
-        return Codec(f"qres-{profile}", None, None, unavailable=f"import qres failed: {exc}")
+    problem = _profile_problem(profile)
+    if problem:
+        return Codec(f"qres-{profile}", None, None, unavailable=problem)
+    from qres.api import compress_bytes, decompress_bytes
+
     return Codec(
         f"qres-{profile}",
         lambda it: compress_bytes(it.raw, _qres_spec(it), profile),
@@ -174,10 +189,10 @@ def qres_codec(profile: str) -> Codec:
 
 def qres_lossy(profile: str) -> LossyCodec:
     """A qres profile in bounded-error mode."""
-    try:
-        from qres.api import compress_bytes, decompress_bytes
-    except ImportError as exc:
-        return LossyCodec(f"qres-{profile}", None, None, unavailable=f"import qres failed: {exc}")
+    problem = _profile_problem(profile)
+    if problem:
+        return LossyCodec(f"qres-{profile}", None, None, unavailable=problem)
+    from qres.api import compress_bytes, decompress_bytes
 
     def comp(it: Item, bound: float) -> bytes:
         return compress_bytes(it.raw, _qres_spec(it), profile, max_error=bound)
