@@ -846,7 +846,8 @@ def write_png(path: str, lossless: list[Row], lossy: list[Row]) -> None:
         ax.set_xticklabels(groups, rotation=30, ha="right", fontsize=8)
         ax.set_yscale("log")
         # Plain numbers on the log axis ("6", not "6 x 10^0"): ratios are read, not exponents.
-        ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+        ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+        ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_ylabel("compression ratio (log)")
         ax.set_title(f"{title}: ratio by file and codec (higher is better; missing = skipped)")
