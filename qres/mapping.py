@@ -272,75 +272,18 @@ def _choose_precision(k, exact) -> int:
 # -- lattice search ----------------------------------------------------------------------------
 
 
-def _approx_gcd(x: float, y: float, tol: float) -> float:
-    """Euclid's algorithm on reals: the largest step that both are (nearly) multiples of."""
-    x, y = max(x, y), min(x, y)
-    for _ in range(64):
-        if y <= tol:
-            break
-        x, y = y, abs(x - y * round(x / y))
-    return x
-
-
-def _refine_step(gaps, tol, step: float):
-    """Improve ``step`` from the gaps it explains (``tol``: each gap's rounding noise). Sums
-    over chains of consecutive gaps are exact up to the noise at the chain's ends, so the step
-    gets sharper as longer gaps become trustworthy. Returns the step, its uncertainty and the
-    mask of gaps that contradict it."""
-    import numpy as np
-
-    err = float(tol.max())
-    for _ in range(16):
-        m = np.rint(gaps / step)
-        trusted_m = max(1.0, 0.25 * step / err)
-        fits = (m >= 1) & (np.abs(gaps - m * step) <= tol + m * err)
-        use = fits & (m <= trusted_m)
-        total_m = _total(m[use])
-        if total_m <= 0:
-            return step, err, ~fits
-        heads = use.copy()
-        heads[1:] &= ~use[:-1]
-        new = _total(gaps[use]) / total_m
-        err = max(_total(tol[heads]) / total_m, abs(new) * 1e-15)
-        done = abs(new - step) <= 1e-13 * step and trusted_m >= float(m.max())
-        step = new
-        if done:
-            break
-    m = np.rint(gaps / step)
-    return step, err, ~((m >= 1) & (np.abs(gaps - m * step) <= tol + m * err))
-
-
 def _lattice_step(values, precision: int) -> tuple[float, float] | None:
     """The coarsest lattice step that the distinct values of a window sit on (up to rounding
-    to ``precision`` digits and a few outliers) and its uncertainty, or None."""
-    import numpy as np
+    to ``precision`` digits and a few outliers) and its uncertainty, or None.
 
-    u = np.unique(values)
-    if len(u) < 3:
-        return None
-    quanta = _quanta(u, precision)
-    tol = np.maximum(quanta[1:], quanta[:-1])
-    gaps = np.diff(u)
-    # Distinct values on a lattice of step >= 4 quanta are at least 2 quanta apart: if too
-    # many are closer, no such lattice exists.
-    if np.count_nonzero(gaps < 2 * tol) > _MAX_CONFLICTS * len(gaps):
-        return None
-    seeds = np.unique(gaps[gaps >= _MIN_STEP_QUANTA * tol])[:3]
-    for seed in seeds:
-        step = float(seed)
-        for _ in range(8):
-            step, err, conflicts = _refine_step(gaps, tol, step)
-            bad = np.flatnonzero(conflicts)
-            if step < _MIN_STEP_QUANTA * float(tol.min()):
-                break
-            if len(bad) <= _MAX_CONFLICTS * len(gaps):
-                return step, err
-            g = float(gaps[bad[0]])
-            floor = _MIN_STEP_QUANTA * float(tol[bad[0]])
-            step = _approx_gcd(step, abs(g - step * round(g / step)), floor / 2)
-            if step < floor:
-                break
-    return None
+    Seeds are the smallest distinct gaps of at least four rounding quanta; each is refined on
+    the gaps it explains (sums over chains of consecutive gaps are exact up to the noise at the
+    chain's ends, so the step sharpens as longer gaps become trustworthy) and, when too many
+    gaps contradict it, replaced by its approximate gcd with the first contradicting gap. The
+    loops run compiled (``qres._mapping_kernels``; the numpy reference is in the tests)."""
+    from qres._mapping_kernels import lattice_step
+
+    return lattice_step(values, precision)
 
 
 def _integer_step(values) -> tuple[float, float] | None:
@@ -354,132 +297,35 @@ def _integer_step(values) -> tuple[float, float] | None:
     return (float(step), 0.0) if step >= 1 else None
 
 
-def _quanta(values, precision: int):
-    """The rounding quantum of ``round_P`` at each value (1 without rounding)."""
-    import numpy as np
-
-    if precision >= NO_ROUNDING:
-        return np.ones(len(values))
-    pow10 = _pow10()
-    digits = np.searchsorted(pow10[:17], np.abs(values), side="right")
-    return pow10[np.maximum(digits - precision, 0)]
-
-
 def _fit(values, step: float, err: float, precision: int):
     """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
-    step, with the origin moved next to zero (so ``n ~ value / b`` and segments of one scale
-    line up). The fit starts at the median sample; values farther away join only
+    step, or None, with the origin moved next to zero (so ``n ~ value / b`` and segments of one
+    scale line up). The fit starts at the median sample; values farther away join only
     once the step is sharp enough to count the lattice steps to them without doubt. Each
-    value weighs by its rounding quantum (coarser roundings say less about the lattice)."""
-    import numpy as np
+    value weighs by its rounding quantum (coarser roundings say less about the lattice). The
+    result is then moved into the middle of the region where every value's rounding interval
+    holds its lattice point (least squares only gets close; values near a rounding boundary
+    need the exact middle). Compiled, as :func:`_lattice_step`."""
+    from qres._mapping_kernels import fit
 
-    u = np.unique(values)
-    if step <= 0 or not len(u):
-        return None
-    quanta = _quanta(u, precision)
-    ref = float(np.partition(values, len(values) // 2)[len(values) // 2])  # the median
-    if step == int(step) and precision >= NO_ROUNDING and err == 0:
-        # An exact integer lattice: keep it exact (the phase of the middle value).
-        return ref % step, step, 0.0
-    du = u - ref
-    weight = 1.0 / (quanta * quanta)
-    a = 0.0
-    used = -1
-    for _ in range(16):
-        reach = 0.25 * step * step / max(err, step * 1e-15)
-        near = np.abs(du) <= reach
-        n = np.rint((du[near] - a) / step)
-        slack = 2 * quanta[near] + 2 * np.abs(n) * err
-        keep = np.abs(du[near] - a - n * step) <= slack
-        n, y, w = n[keep], du[near][keep], weight[near][keep]
-        if len(n) < 2 or n.min() == n.max() or len(n) == used:
-            break
-        used = len(n)
-        total_w = _total(w)
-        n_mean = np.rint(_total(w * n) / total_w)
-        dn = n - n_mean
-        dn_mean = _total(w * dn) / total_w
-        y_mean = _total(w * y) / total_w
-        spread = _total(w * (dn - dn_mean) ** 2)
-        slope = _total(w * (dn - dn_mean) * (y - y_mean)) / spread
-        if not (np.isfinite(slope) and slope > 0):
-            return None
-        a = y_mean - slope * (dn_mean + n_mean)
-        err = max(0.5 / np.sqrt(spread), step * 1e-15)
-        step = slope
-    if precision < NO_ROUNDING or step != int(step):
-        a, step = _center(du, quanta, a, step, ref, precision)
-    a += ref
-    a -= step * round(a / step)
-    if precision >= NO_ROUNDING and abs(step - round(step)) <= 1e-9 * step:
-        step = float(round(step))
-        a = float(round(a)) % step
-    return float(a), float(step), float(err)
+    return fit(values, step, err, precision)
 
 
-def _center(du, quanta, a: float, step: float, ref: float, precision: int):
-    """Move ``(a, step)`` into the middle of the region where every value's rounding interval
-    holds its lattice point (least squares only gets close; values that sit near a rounding
-    boundary need the exact middle). Falls back to the input when that reproduces more."""
-    import numpy as np
+def _count_reproduced(k, a: float, b: float, precision: int) -> int:
+    """How many decimals ``k`` the lattice reproduces exactly: ``round_P(a + b*n) == k`` with
+    ``n = rint((k - a) / b)``."""
+    from qres._mapping_kernels import count_reproduced
 
-    n = np.rint((du - a) / step)
-    near = np.abs(du - a - n * step) <= quanta
-    n, y, half = n[near], du[near], quanta[near] / 2
-    if len(n) < 2:
-        return a, step
-    best = (a, step)
-    wanted = np.count_nonzero(_reproduced(du + ref, a + ref, step, precision))
-    if wanted == len(du):
-        return best
-    a_new, step_new = a, step
-    for _ in range(8):
-        lo = y - half - step_new * n
-        hi = y + half - step_new * n
-        j, i = int(np.argmax(lo)), int(np.argmin(hi))
-        if lo[j] <= hi[i]:
-            a_new = 0.5 * (lo[j] + hi[i])
-            break
-        if n[j] == n[i]:
-            return best
-        # The step that makes the two tightest constraints meet.
-        step_new = (y[j] - half[j] - y[i] - half[i]) / (n[j] - n[i])
-        if not (np.isfinite(step_new) and step_new > 0):
-            return best
-    got = np.count_nonzero(_reproduced(du + ref, a_new + ref, step_new, precision))
-    return (a_new, step_new) if got >= wanted else best
-
-
-def _reproduced(k, a: float, b: float, precision: int):
-    """Which decimals the lattice reproduces exactly."""
-    import numpy as np
-
-    with np.errstate(invalid="ignore", over="ignore"):
-        t = a + b * np.rint((k - a) / b)
-    return _round_significant(t, precision) == k
+    return count_reproduced(k, a, b, precision)
 
 
 def _segment_end(k, start: int, a: float, b: float, precision: int) -> tuple[int, int]:
     """Where the lattice stops holding: the first failure that starts a run of three or more
     failures among four samples (isolated outliers stay in the segment as corrections).
     Returns the end and the number of failures before it."""
-    import numpy as np
+    from qres._mapping_kernels import segment_end
 
-    size = 1024
-    pos = start
-    failures = 0
-    while pos < len(k):
-        stop = min(len(k), pos + size)
-        bad = ~_reproduced(k[pos : min(len(k), stop + 3)], a, b, precision)
-        runs = np.convolve(bad.astype(np.int8), np.ones(4, dtype=np.int8))[3:]
-        hits = np.flatnonzero(bad[: stop - pos] & (runs[: stop - pos] >= 3))
-        if len(hits):
-            end = pos + int(hits[0])
-            return end, failures + int(np.count_nonzero(bad[: end - pos]))
-        failures += int(np.count_nonzero(bad[: stop - pos]))
-        pos = stop
-        size *= 2
-    return len(k), failures
+    return segment_end(k, start, a, b, precision)
 
 
 def _candidate(k, usable, pos: int, size: int, finder, precision: int):
@@ -550,9 +396,9 @@ def _segments(k, usable, precision: int):
         if failures > _REFIT_FAILURES * (end - pos) and len(inside):
             # The window's fit misses some samples of the segment: fit all of them.
             refit = _fit(inside, b, err, precision)
-            if refit is not None and np.count_nonzero(
-                _reproduced(inside, refit[0], refit[1], precision)
-            ) >= np.count_nonzero(_reproduced(inside, a, b, precision)):
+            if refit is not None and _count_reproduced(
+                inside, refit[0], refit[1], precision
+            ) >= _count_reproduced(inside, a, b, precision):
                 a, b = refit[:2]
         if starts and offsets[-1] == a and steps[-1] == b:
             pos = end

@@ -1,0 +1,448 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Compiled lattice search of the float mapping (see qres/mapping.py and docs/mapping.md).
+
+The encoder looks for ~200 lattice segments per block; each look is a handful of short
+loops over a window of samples, where numpy spent its time in per-call overhead. These loops do
+the same IEEE-754 double operations as the numpy formulation they replace, in the same order
+(elementwise ops, left-to-right sums, ``rint`` = round half to even), so the segments found and
+the codec's bytes are the same on every machine. The module must be compiled without fused
+multiply-add contraction (``-ffp-contract=off``) and without ``-ffast-math``: either would
+change float results. The numpy reference in tests/test_mapping.py checks them bit for bit.
+"""
+
+from libc.math cimport copysign, fabs, fmod, isfinite, rint, sqrt, trunc
+from libc.stdlib cimport free, malloc, qsort
+
+cdef enum:
+    NO_ROUNDING = 16  # precision meaning "no rounding to significant digits"
+    MAX_DIGITS = 17   # round_P counts digits against 10**0 .. 10**16
+
+# The lattice search thresholds, as in qres/mapping.py (which passes none of them: they are
+# part of the format's encoder behaviour and must match the numpy reference).
+cdef double MIN_STEP_QUANTA = 4.0
+cdef double MAX_CONFLICTS = 0.02
+
+cdef double POW10[23]
+for _j in range(23):
+    POW10[_j] = 10.0 ** _j  # all exact in float64
+
+
+# -- scalar helpers ------------------------------------------------------------------------------
+
+
+cdef inline double quantum(double v, int precision) noexcept nogil:
+    """The rounding quantum of round_P at ``v``: 10**max(digits - P, 0), where digits counts
+    the powers 10**0..10**16 not above |v| (NaN counts as above all, as numpy sorts it)."""
+    cdef double m = fabs(v)
+    cdef int digits = 0
+    if precision >= NO_ROUNDING:
+        return 1.0
+    if m != m:
+        digits = MAX_DIGITS
+    else:
+        while digits < MAX_DIGITS and POW10[digits] <= m:
+            digits += 1
+    digits -= precision
+    return POW10[digits if digits > 0 else 0]
+
+
+cdef inline double round_significant(double t, int precision) noexcept nogil:
+    """``t`` rounded half-even to ``precision`` significant digits."""
+    cdef double q
+    if precision >= NO_ROUNDING:
+        return rint(t)
+    q = quantum(t, precision)
+    return rint(t / q) * q
+
+
+cdef inline bint reproduced(double k, double a, double b, int precision) noexcept nogil:
+    """Whether the lattice ``(a, b)`` reproduces the decimal ``k`` exactly."""
+    return round_significant(a + b * rint((k - a) / b), precision) == k
+
+
+cdef inline double py_max(double x, double y) noexcept nogil:
+    """Python's ``max(x, y)`` (the first unless the second is larger)."""
+    return y if y > x else x
+
+
+cdef inline double py_mod(double x, double y) noexcept nogil:
+    """Python's float ``x % y`` (the sign of the divisor)."""
+    cdef double r = fmod(x, y)
+    if r != 0:
+        if (y < 0) != (r < 0):
+            r += y
+    else:
+        r = copysign(0.0, y)
+    return r
+
+
+cdef int compare_doubles(const void* p, const void* q) noexcept nogil:
+    cdef double x = (<const double*>p)[0]
+    cdef double y = (<const double*>q)[0]
+    return (x > y) - (x < y)
+
+
+cdef Py_ssize_t sorted_unique(double* buf, Py_ssize_t n) noexcept nogil:
+    """Sort ``buf`` in place and move its distinct values to the front; return their count.
+    The values are finite (decimal integers), so the order is total."""
+    cdef Py_ssize_t i, count = 0
+    if n == 0:
+        return 0
+    qsort(buf, n, sizeof(double), compare_doubles)
+    count = 1
+    for i in range(1, n):
+        if buf[i] != buf[count - 1]:
+            buf[count] = buf[i]
+            count += 1
+    return count
+
+
+cdef double approx_gcd(double x, double y, double tol) noexcept nogil:
+    """Euclid's algorithm on reals: the largest step both are (nearly) multiples of."""
+    cdef double hi = py_max(x, y)
+    cdef double lo = y if y < x else x
+    cdef int it
+    for it in range(64):
+        if lo <= tol:
+            break
+        hi, lo = lo, fabs(hi - lo * rint(hi / lo))
+    return hi
+
+
+# -- step refinement -----------------------------------------------------------------------------
+
+
+cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, double step,
+                        double* err_out, char* conflicts) noexcept nogil:
+    """Improve ``step`` from the gaps it explains; see qres.mapping._refine_step. Writes the
+    step's uncertainty to ``err_out`` and marks the gaps that contradict it in ``conflicts``."""
+    cdef double err = tol[0], trusted_m, total_m, total_gaps, total_tol, new, m, m_max
+    cdef bint fits, use, prev_use, m_nan, done
+    cdef Py_ssize_t i
+    cdef int it
+    for i in range(1, n):
+        if tol[i] > err:
+            err = tol[i]
+    for it in range(16):
+        trusted_m = py_max(1.0, 0.25 * step / err)
+        total_m = 0.0
+        total_gaps = 0.0
+        total_tol = 0.0
+        prev_use = False
+        m_max = 0.0
+        m_nan = False
+        for i in range(n):
+            m = rint(gaps[i] / step)
+            if m != m:
+                m_nan = True
+            elif i == 0 or m > m_max:
+                m_max = m
+            fits = m >= 1 and fabs(gaps[i] - m * step) <= tol[i] + m * err
+            conflicts[i] = not fits
+            use = fits and m <= trusted_m
+            if use:
+                total_m += m
+                total_gaps += gaps[i]
+                if not prev_use:
+                    total_tol += tol[i]
+            prev_use = use
+        if total_m <= 0:
+            err_out[0] = err
+            return step
+        new = total_gaps / total_m
+        err = py_max(total_tol / total_m, fabs(new) * 1e-15)
+        done = fabs(new - step) <= 1e-13 * step and not m_nan and trusted_m >= m_max
+        step = new
+        if done:
+            break
+    for i in range(n):
+        m = rint(gaps[i] / step)
+        conflicts[i] = not (m >= 1 and fabs(gaps[i] - m * step) <= tol[i] + m * err)
+    err_out[0] = err
+    return step
+
+
+def lattice_step(const double[:] values, int precision):
+    """The coarsest lattice step the distinct ``values`` sit on (up to rounding to
+    ``precision`` digits and a few outliers) and its uncertainty, or None; the compiled
+    ``qres.mapping._lattice_step``."""
+    cdef Py_ssize_t n = values.shape[0], count, gap_count, i, seed_count, bad_count, first_bad
+    cdef double* u = <double*>malloc((4 * n + 1) * sizeof(double))
+    cdef double* gaps = u + n
+    cdef double* tol = gaps + n
+    cdef double* seeds = tol + n
+    cdef char* conflicts = <char*>malloc(n + 1)
+    cdef double step, err, tol_min, g, floor_, q_prev, q
+    cdef Py_ssize_t close, s
+    cdef int it
+    cdef bint found = False
+    if u == NULL or conflicts == NULL:
+        free(u)
+        free(conflicts)
+        raise MemoryError("lattice search: out of memory")
+    try:
+        with nogil:
+            for i in range(n):
+                u[i] = values[i]
+            count = sorted_unique(u, n)
+        if count < 3:
+            return None
+        with nogil:
+            gap_count = count - 1
+            close = 0
+            q_prev = quantum(u[0], precision)
+            tol_min = 0.0
+            for i in range(gap_count):
+                q = quantum(u[i + 1], precision)
+                tol[i] = py_max(q, q_prev)
+                q_prev = q
+                gaps[i] = u[i + 1] - u[i]
+                if gaps[i] < 2 * tol[i]:
+                    close += 1
+                if i == 0 or tol[i] < tol_min:
+                    tol_min = tol[i]
+            seed_count = 0
+            for i in range(gap_count):
+                if gaps[i] >= MIN_STEP_QUANTA * tol[i]:
+                    seeds[seed_count] = gaps[i]
+                    seed_count += 1
+            seed_count = sorted_unique(seeds, seed_count)
+        if close > MAX_CONFLICTS * gap_count:
+            return None
+        with nogil:
+            for s in range(seed_count if seed_count < 3 else 3):
+                step = seeds[s]
+                for it in range(8):
+                    step = refine_step(gaps, tol, gap_count, step, &err, conflicts)
+                    bad_count = 0
+                    first_bad = -1
+                    for i in range(gap_count):
+                        if conflicts[i]:
+                            if first_bad < 0:
+                                first_bad = i
+                            bad_count += 1
+                    if step < MIN_STEP_QUANTA * tol_min:
+                        break
+                    if bad_count <= MAX_CONFLICTS * gap_count:
+                        found = True
+                        break
+                    g = gaps[first_bad]
+                    floor_ = MIN_STEP_QUANTA * tol[first_bad]
+                    step = approx_gcd(step, fabs(g - step * rint(g / step)), floor_ / 2)
+                    if step < floor_:
+                        break
+                if found:
+                    break
+        return (step, err) if found else None
+    finally:
+        free(u)
+        free(conflicts)
+
+
+# -- least-squares fit ---------------------------------------------------------------------------
+
+
+cdef Py_ssize_t count_shifted(const double* du, Py_ssize_t n, double ref, double a, double b,
+                              int precision) noexcept nogil:
+    """How many of the decimals ``du[i] + ref`` the lattice ``(a + ref, b)`` reproduces."""
+    cdef Py_ssize_t i, got = 0
+    cdef double shifted = a + ref
+    for i in range(n):
+        got += reproduced(du[i] + ref, shifted, b, precision)
+    return got
+
+
+cdef void center(const double* du, const double* quanta, Py_ssize_t count, double* a_io,
+                 double* step_io, double ref, int precision, double* scratch) noexcept nogil:
+    """Move ``(a, step)`` into the middle of the region where every value's rounding interval
+    holds its lattice point; see qres.mapping._center. ``scratch`` holds 3 * count doubles."""
+    cdef double a = a_io[0], step = step_io[0], a_new, step_new, lo_j, hi_i, v, m
+    cdef double* ns = scratch
+    cdef double* ys = scratch + count
+    cdef double* half = scratch + 2 * count
+    cdef Py_ssize_t i, j, k, size = 0, wanted, got
+    cdef int it
+    for i in range(count):
+        m = rint((du[i] - a) / step)
+        if fabs(du[i] - a - m * step) <= quanta[i]:
+            ns[size] = m
+            ys[size] = du[i]
+            half[size] = quanta[i] / 2
+            size += 1
+    if size < 2:
+        return
+    wanted = count_shifted(du, count, ref, a, step, precision)
+    if wanted == count:
+        return
+    a_new = a
+    step_new = step
+    for it in range(8):
+        # j: the first largest lower bound, i: the first smallest upper bound.
+        j = 0
+        i = 0
+        lo_j = ys[0] - half[0] - step_new * ns[0]
+        hi_i = ys[0] + half[0] - step_new * ns[0]
+        for k in range(1, size):
+            v = ys[k] - half[k] - step_new * ns[k]
+            if v > lo_j:
+                lo_j = v
+                j = k
+            v = ys[k] + half[k] - step_new * ns[k]
+            if v < hi_i:
+                hi_i = v
+                i = k
+        if lo_j <= hi_i:
+            a_new = 0.5 * (lo_j + hi_i)
+            break
+        if ns[j] == ns[i]:
+            return
+        # The step that makes the two tightest constraints meet.
+        step_new = (ys[j] - half[j] - ys[i] - half[i]) / (ns[j] - ns[i])
+        if not (isfinite(step_new) and step_new > 0):
+            return
+    got = count_shifted(du, count, ref, a_new, step_new, precision)
+    if got >= wanted:
+        a_io[0] = a_new
+        step_io[0] = step_new
+
+
+def fit(const double[:] values, double step, double err, int precision):
+    """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
+    step, or None; the compiled ``qres.mapping._fit``."""
+    cdef Py_ssize_t n = values.shape[0], count, i, size, used = -1
+    cdef double* u = <double*>malloc((7 * n + 1) * sizeof(double))
+    cdef double* quanta = u + n
+    cdef double* ns = quanta + n
+    cdef double* ys = ns + n
+    cdef double* ws = ys + n
+    cdef double* scratch = ws + n
+    cdef double ref = 0.0, a = 0.0, reach, m, slack, total_w, n_mean, dn, dn_mean, y_mean, spread
+    cdef double covar, slope, n_min, n_max, t
+    cdef bint failed = False
+    cdef int it
+    if u == NULL:
+        raise MemoryError("lattice fit: out of memory")
+    try:
+        with nogil:
+            for i in range(n):
+                u[i] = values[i]
+            qsort(u, n, sizeof(double), compare_doubles)
+            if n:
+                ref = u[n // 2]  # the median sample
+            count = sorted_unique(u, n)
+        if step <= 0 or count == 0:
+            return None
+        if step == trunc(step) and precision >= NO_ROUNDING and err == 0:
+            # An exact integer lattice: keep it exact (the phase of the middle value).
+            return py_mod(ref, step), step, 0.0
+        with nogil:
+            for i in range(count):
+                quanta[i] = quantum(u[i], precision)
+                u[i] = u[i] - ref  # du
+                ws[i] = 1.0 / (quanta[i] * quanta[i])
+            for it in range(16):
+                reach = 0.25 * step * step / py_max(err, step * 1e-15)
+                size = 0
+                for i in range(count):
+                    if fabs(u[i]) <= reach:
+                        m = rint((u[i] - a) / step)
+                        slack = 2 * quanta[i] + 2 * fabs(m) * err
+                        if fabs(u[i] - a - m * step) <= slack:
+                            ns[size] = m
+                            ys[size] = u[i]
+                            scratch[size] = ws[i]
+                            size += 1
+                if size < 2 or size == used:
+                    break
+                n_min = ns[0]
+                n_max = ns[0]
+                for i in range(1, size):
+                    if ns[i] < n_min:
+                        n_min = ns[i]
+                    if ns[i] > n_max:
+                        n_max = ns[i]
+                if n_min == n_max:
+                    break
+                used = size
+                # Sums left to right, each term as numpy forms it: w*n, w*dn, w*y, w*dn**2...
+                total_w = 0.0
+                t = 0.0
+                for i in range(size):
+                    total_w += scratch[i]
+                    t += scratch[i] * ns[i]
+                n_mean = rint(t / total_w)
+                t = 0.0
+                for i in range(size):
+                    t += scratch[i] * (ns[i] - n_mean)
+                dn_mean = t / total_w
+                t = 0.0
+                for i in range(size):
+                    t += scratch[i] * ys[i]
+                y_mean = t / total_w
+                spread = 0.0
+                covar = 0.0
+                for i in range(size):
+                    dn = (ns[i] - n_mean) - dn_mean
+                    spread += scratch[i] * (dn * dn)
+                    covar += scratch[i] * dn * (ys[i] - y_mean)
+                slope = covar / spread
+                if not (isfinite(slope) and slope > 0):
+                    failed = True
+                    break
+                a = y_mean - slope * (dn_mean + n_mean)
+                err = py_max(0.5 / sqrt(spread), step * 1e-15)
+                step = slope
+            if not failed and (precision < NO_ROUNDING or step != trunc(step)):
+                center(u, quanta, count, &a, &step, ref, precision, ns)
+        if failed:
+            return None
+        a += ref
+        a -= step * rint(a / step)
+        if precision >= NO_ROUNDING and fabs(step - rint(step)) <= 1e-9 * step:
+            step = rint(step)
+            a = py_mod(rint(a), step)
+        return a, step, err
+    finally:
+        free(u)
+
+
+# -- segment ends --------------------------------------------------------------------------------
+
+
+def count_reproduced(const double[:] k, double a, double b, int precision):
+    """How many decimals of ``k`` the lattice ``(a, b)`` reproduces exactly."""
+    cdef Py_ssize_t i, got = 0
+    with nogil:
+        for i in range(k.shape[0]):
+            got += reproduced(k[i], a, b, precision)
+    return got
+
+
+def segment_end(const double[:] k, Py_ssize_t start, double a, double b, int precision):
+    """Where the lattice stops holding from ``start``: the first failure that starts a run of
+    three or more failures among four samples. Returns (end, failures before the end)."""
+    cdef Py_ssize_t n = k.shape[0], i, j, done = start, failures = 0, end = n, run
+    cdef char* bad
+    if start >= n:
+        return n, 0
+    bad = <char*>malloc(n - start)
+    if bad == NULL:
+        raise MemoryError("lattice segment end: out of memory")
+    with nogil:
+        # Failures are evaluated only as far as the scan has looked (segments are short
+        # compared with the block).
+        for i in range(start, n):
+            while done < n and done < i + 4:
+                bad[done - start] = not reproduced(k[done], a, b, precision)
+                done += 1
+            if bad[i - start]:
+                run = 0
+                for j in range(i, done if done < i + 4 else i + 4):
+                    run += bad[j - start]
+                if run >= 3:
+                    end = i
+                    break
+                failures += 1
+    free(bad)
+    return end, failures
