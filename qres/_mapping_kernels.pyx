@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
+# distutils: language = c++
 """Compiled lattice search of the float mapping (see qres/mapping.py and docs/mapping.md).
 
 The encoder looks for ~200 lattice segments per block; each look is a handful of short
@@ -11,8 +12,9 @@ multiply-add contraction (``-ffp-contract=off``) and without ``-ffast-math``: ei
 change float results. The numpy reference in tests/test_mapping.py checks them bit for bit.
 """
 
-from libc.math cimport copysign, fabs, fmod, isfinite, rint, sqrt, trunc
-from libc.stdlib cimport free, malloc, qsort
+from libc.math cimport copysign, fabs, fmod, frexp, isfinite, rint, sqrt, trunc
+from libc.stdlib cimport free, malloc
+from libcpp.algorithm cimport sort
 
 cdef enum:
     NO_ROUNDING = 16  # precision meaning "no rounding to significant digits"
@@ -35,14 +37,19 @@ cdef inline double quantum(double v, int precision) noexcept nogil:
     """The rounding quantum of round_P at ``v``: 10**max(digits - P, 0), where digits counts
     the powers 10**0..10**16 not above |v| (NaN counts as above all, as numpy sorts it)."""
     cdef double m = fabs(v)
-    cdef int digits = 0
+    cdef int digits, e, d
     if precision >= NO_ROUNDING:
         return 1.0
-    if m != m:
+    if m < 1.0:
+        digits = 0
+    elif m >= 1e16 or m != m:
         digits = MAX_DIGITS
     else:
-        while digits < MAX_DIGITS and POW10[digits] <= m:
-            digits += 1
+        # m in [2**(e-1), 2**e) with 1 <= e <= 54; d = floor((e-1) * log10(2)) (exact in this
+        # range), so 10**d <= m < 10**(d+2): one comparison settles the digit count.
+        frexp(m, &e)
+        d = ((e - 1) * 1233) >> 12
+        digits = d + 1 + (POW10[d + 1] <= m)
     digits -= precision
     return POW10[digits if digits > 0 else 0]
 
@@ -77,19 +84,14 @@ cdef inline double py_mod(double x, double y) noexcept nogil:
     return r
 
 
-cdef int compare_doubles(const void* p, const void* q) noexcept nogil:
-    cdef double x = (<const double*>p)[0]
-    cdef double y = (<const double*>q)[0]
-    return (x > y) - (x < y)
-
-
 cdef Py_ssize_t sorted_unique(double* buf, Py_ssize_t n) noexcept nogil:
     """Sort ``buf`` in place and move its distinct values to the front; return their count.
-    The values are finite (decimal integers), so the order is total."""
+    The values are finite decimal integers without -0.0, so the order is total and the sorted
+    array is the same whatever the sort algorithm (std::sort, which inlines the comparisons)."""
     cdef Py_ssize_t i, count = 0
     if n == 0:
         return 0
-    qsort(buf, n, sizeof(double), compare_doubles)
+    sort(buf, buf + n)
     count = 1
     for i in range(1, n):
         if buf[i] != buf[count - 1]:
@@ -327,7 +329,7 @@ def fit(const double[:] values, double step, double err, int precision):
         with nogil:
             for i in range(n):
                 u[i] = values[i]
-            qsort(u, n, sizeof(double), compare_doubles)
+            sort(u, u + n)
             if n:
                 ref = u[n // 2]  # the median sample
             count = sorted_unique(u, n)
@@ -405,6 +407,23 @@ def fit(const double[:] values, double step, double err, int precision):
         return a, step, err
     finally:
         free(u)
+
+
+# -- whole arrays --------------------------------------------------------------------------------
+
+
+def round_significant_array(const double[:] t, int precision):
+    """``t`` rounded half-even to ``precision`` significant digits, as a new float64 array
+    (NaN and infinities pass through)."""
+    import numpy as np
+
+    out = np.empty(t.shape[0], dtype=np.float64)
+    cdef double[:] view = out
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(t.shape[0]):
+            view[i] = round_significant(t[i], precision)
+    return out
 
 
 # -- segment ends --------------------------------------------------------------------------------

@@ -164,15 +164,16 @@ def _pow10():
 
 
 def _round_significant(t, precision: int):
-    """``t`` (float64 decimal units) rounded half-even to ``precision`` significant digits."""
+    """``t`` (float64 decimal units) rounded half-even to ``precision`` significant digits:
+    ``rint(t / q) * q`` with ``q = 10**max(digits - precision, 0)``, where ``digits`` counts the
+    powers ``10**0 .. 10**16`` not above ``|t|`` (one compiled pass)."""
     import numpy as np
 
     if precision >= NO_ROUNDING:
         return np.rint(t)
-    pow10 = _pow10()
-    digits = np.searchsorted(pow10[:17], np.abs(t), side="right")
-    quantum = pow10[np.maximum(digits - precision, 0)]
-    return np.rint(t / quantum) * quantum
+    from qres._mapping_kernels import round_significant_array
+
+    return round_significant_array(np.ascontiguousarray(t, dtype=np.float64), precision)
 
 
 def _quantum(magnitude: float, precision: int) -> float:
