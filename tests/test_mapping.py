@@ -281,3 +281,331 @@ def test_bounded_error_holds_through_the_codec(seed, dtype, bound):
     assert np.array_equal(np.isfinite(y), finite)
     assert np.all(np.abs(wide[finite] - y[finite]) <= bound)
     assert np.array_equal(np.isnan(y), np.isnan(wide))
+
+
+# -- the numpy reference of the compiled lattice search ------------------------------------------
+# The encoder's lattice search runs in qres/_mapping_kernels.pyx. This is the numpy formulation
+# it was written from (elementwise IEEE-754 operations, left-to-right sums): the kernels must
+# give the same floats bit for bit, or the codec's bytes would change.
+
+
+def ref_round_significant(t, precision: int):
+    """``t`` rounded half-even to ``precision`` significant digits (numpy reference)."""
+    if precision >= mapping.NO_ROUNDING:
+        return np.rint(t)
+    pow10 = mapping._pow10()
+    digits = np.searchsorted(pow10[:17], np.abs(t), side="right")
+    quantum = pow10[np.maximum(digits - precision, 0)]
+    return np.rint(t / quantum) * quantum
+
+
+def ref_approx_gcd(x: float, y: float, tol: float) -> float:
+    """Euclid's algorithm on reals: the largest step that both are (nearly) multiples of."""
+    x, y = max(x, y), min(x, y)
+    for _ in range(64):
+        if y <= tol:
+            break
+        x, y = y, abs(x - y * round(x / y))
+    return x
+
+
+def ref_refine_step(gaps, tol, step: float):
+    """Improve ``step`` from the gaps it explains (``tol``: each gap's rounding noise). Sums
+    over chains of consecutive gaps are exact up to the noise at the chain's ends, so the step
+    gets sharper as longer gaps become trustworthy. Returns the step, its uncertainty and the
+    mask of gaps that contradict it."""
+    err = float(tol.max())
+    for _ in range(16):
+        m = np.rint(gaps / step)
+        trusted_m = max(1.0, 0.25 * step / err)
+        fits = (m >= 1) & (np.abs(gaps - m * step) <= tol + m * err)
+        use = fits & (m <= trusted_m)
+        total_m = mapping._total(m[use])
+        if total_m <= 0:
+            return step, err, ~fits
+        heads = use.copy()
+        heads[1:] &= ~use[:-1]
+        new = mapping._total(gaps[use]) / total_m
+        err = max(mapping._total(tol[heads]) / total_m, abs(new) * 1e-15)
+        done = abs(new - step) <= 1e-13 * step and trusted_m >= float(m.max())
+        step = new
+        if done:
+            break
+    m = np.rint(gaps / step)
+    return step, err, ~((m >= 1) & (np.abs(gaps - m * step) <= tol + m * err))
+
+
+def ref_lattice_step(values, precision: int) -> tuple[float, float] | None:
+    """The coarsest lattice step that the distinct values of a window sit on (up to rounding
+    to ``precision`` digits and a few outliers) and its uncertainty, or None."""
+    u = np.unique(values)
+    if len(u) < 3:
+        return None
+    quanta = ref_quanta(u, precision)
+    tol = np.maximum(quanta[1:], quanta[:-1])
+    gaps = np.diff(u)
+    # Distinct values on a lattice of step >= 4 quanta are at least 2 quanta apart: if too
+    # many are closer, no such lattice exists.
+    if np.count_nonzero(gaps < 2 * tol) > mapping._MAX_CONFLICTS * len(gaps):
+        return None
+    seeds = np.unique(gaps[gaps >= mapping._MIN_STEP_QUANTA * tol])[:3]
+    for seed in seeds:
+        step = float(seed)
+        for _ in range(8):
+            step, err, conflicts = ref_refine_step(gaps, tol, step)
+            bad = np.flatnonzero(conflicts)
+            if step < mapping._MIN_STEP_QUANTA * float(tol.min()):
+                break
+            if len(bad) <= mapping._MAX_CONFLICTS * len(gaps):
+                return step, err
+            g = float(gaps[bad[0]])
+            floor = mapping._MIN_STEP_QUANTA * float(tol[bad[0]])
+            step = ref_approx_gcd(step, abs(g - step * round(g / step)), floor / 2)
+            if step < floor:
+                break
+    return None
+
+
+
+
+def ref_quanta(values, precision: int):
+    """The rounding quantum of ``round_P`` at each value (1 without rounding)."""
+    if precision >= mapping.NO_ROUNDING:
+        return np.ones(len(values))
+    pow10 = mapping._pow10()
+    digits = np.searchsorted(pow10[:17], np.abs(values), side="right")
+    return pow10[np.maximum(digits - precision, 0)]
+
+
+def ref_fit(values, step: float, err: float, precision: int):
+    """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
+    step, with the origin moved next to zero (so ``n ~ value / b`` and segments of one scale
+    line up). The fit starts at the median sample; values farther away join only
+    once the step is sharp enough to count the lattice steps to them without doubt. Each
+    value weighs by its rounding quantum (coarser roundings say less about the lattice)."""
+    u = np.unique(values)
+    if step <= 0 or not len(u):
+        return None
+    quanta = ref_quanta(u, precision)
+    ref = float(np.partition(values, len(values) // 2)[len(values) // 2])  # the median
+    if step == int(step) and precision >= mapping.NO_ROUNDING and err == 0:
+        # An exact integer lattice: keep it exact (the phase of the middle value).
+        return ref % step, step, 0.0
+    du = u - ref
+    weight = 1.0 / (quanta * quanta)
+    a = 0.0
+    used = -1
+    for _ in range(16):
+        reach = 0.25 * step * step / max(err, step * 1e-15)
+        near = np.abs(du) <= reach
+        n = np.rint((du[near] - a) / step)
+        slack = 2 * quanta[near] + 2 * np.abs(n) * err
+        keep = np.abs(du[near] - a - n * step) <= slack
+        n, y, w = n[keep], du[near][keep], weight[near][keep]
+        if len(n) < 2 or n.min() == n.max() or len(n) == used:
+            break
+        used = len(n)
+        total_w = mapping._total(w)
+        n_mean = np.rint(mapping._total(w * n) / total_w)
+        dn = n - n_mean
+        dn_mean = mapping._total(w * dn) / total_w
+        y_mean = mapping._total(w * y) / total_w
+        spread = mapping._total(w * (dn - dn_mean) ** 2)
+        slope = mapping._total(w * (dn - dn_mean) * (y - y_mean)) / spread
+        if not (np.isfinite(slope) and slope > 0):
+            return None
+        a = y_mean - slope * (dn_mean + n_mean)
+        err = max(0.5 / np.sqrt(spread), step * 1e-15)
+        step = slope
+    if precision < mapping.NO_ROUNDING or step != int(step):
+        a, step = ref_center(du, quanta, a, step, ref, precision)
+    a += ref
+    a -= step * round(a / step)
+    if precision >= mapping.NO_ROUNDING and abs(step - round(step)) <= 1e-9 * step:
+        step = float(round(step))
+        a = float(round(a)) % step
+    return float(a), float(step), float(err)
+
+
+def ref_center(du, quanta, a: float, step: float, ref: float, precision: int):
+    """Move ``(a, step)`` into the middle of the region where every value's rounding interval
+    holds its lattice point (least squares only gets close; values that sit near a rounding
+    boundary need the exact middle). Falls back to the input when that reproduces more."""
+    n = np.rint((du - a) / step)
+    near = np.abs(du - a - n * step) <= quanta
+    n, y, half = n[near], du[near], quanta[near] / 2
+    if len(n) < 2:
+        return a, step
+    best = (a, step)
+    wanted = np.count_nonzero(ref_reproduced(du + ref, a + ref, step, precision))
+    if wanted == len(du):
+        return best
+    a_new, step_new = a, step
+    for _ in range(8):
+        lo = y - half - step_new * n
+        hi = y + half - step_new * n
+        j, i = int(np.argmax(lo)), int(np.argmin(hi))
+        if lo[j] <= hi[i]:
+            a_new = 0.5 * (lo[j] + hi[i])
+            break
+        if n[j] == n[i]:
+            return best
+        # The step that makes the two tightest constraints meet.
+        step_new = (y[j] - half[j] - y[i] - half[i]) / (n[j] - n[i])
+        if not (np.isfinite(step_new) and step_new > 0):
+            return best
+    got = np.count_nonzero(ref_reproduced(du + ref, a_new + ref, step_new, precision))
+    return (a_new, step_new) if got >= wanted else best
+
+
+def ref_reproduced(k, a: float, b: float, precision: int):
+    """Which decimals the lattice reproduces exactly."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        t = a + b * np.rint((k - a) / b)
+    return ref_round_significant(t, precision) == k
+
+
+def ref_segment_end(k, start: int, a: float, b: float, precision: int) -> tuple[int, int]:
+    """Where the lattice stops holding: the first failure that starts a run of three or more
+    failures among four samples (isolated outliers stay in the segment as corrections).
+    Returns the end and the number of failures before it."""
+    size = 1024
+    pos = start
+    failures = 0
+    while pos < len(k):
+        stop = min(len(k), pos + size)
+        bad = ~ref_reproduced(k[pos : min(len(k), stop + 3)], a, b, precision)
+        runs = np.convolve(bad.astype(np.int8), np.ones(4, dtype=np.int8))[3:]
+        hits = np.flatnonzero(bad[: stop - pos] & (runs[: stop - pos] >= 3))
+        if len(hits):
+            end = pos + int(hits[0])
+            return end, failures + int(np.count_nonzero(bad[: end - pos]))
+        failures += int(np.count_nonzero(bad[: stop - pos]))
+        pos = stop
+        size *= 2
+    return len(k), failures
+
+
+
+
+def _same_floats(got, want) -> bool:
+    """Whether two results (None or tuples of numbers) are equal bit for bit."""
+    if got is None or want is None:
+        return got is None and want is None
+    return len(got) == len(want) and all(
+        np.float64(g).tobytes() == np.float64(w).tobytes() for g, w in zip(got, want, strict=True)
+    )
+
+
+def test_round_significant_matches_the_reference_at_digit_boundaries():
+    edges = [0.0, 0.5, np.nan, np.inf, 1e300, 5e-324]
+    for j in range(23):
+        ten = 10.0**j
+        edges += [np.nextafter(ten, 0), ten, np.nextafter(ten, np.inf)]
+    for e in range(60):
+        two = 2.0**e
+        edges += [np.nextafter(two, 0), two, np.nextafter(two, np.inf)]
+    rng = np.random.default_rng(11)
+    t = np.concatenate([edges, np.exp(rng.uniform(0, 40, 2000))])
+    t = np.concatenate([t, -t])
+    for precision in range(1, mapping.NO_ROUNDING + 1):
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = ref_round_significant(t, precision)
+        got = mapping._round_significant(t, precision)
+        assert got.tobytes() == want.tobytes(), precision
+
+
+@st.composite
+def lattice_windows(draw):
+    """Decimal integers on an affine lattice rounded to P digits, with outliers, or not."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    size = draw(st.integers(3, 1500))
+    precision = draw(st.sampled_from([5, 6, 8, 10, 16]))
+    rng = np.random.default_rng(seed)
+    style = draw(st.sampled_from(["lattice", "integer", "two", "random"]))
+    counts = np.cumsum(rng.integers(-20, 21, size)) + int(rng.integers(-(10**6), 10**6))
+    step = float(10.0 ** rng.uniform(-1, 4))
+    if style == "integer":
+        step = float(rng.integers(1, 50))
+    values = float(rng.uniform(-1e5, 1e5)) + step * counts
+    if style == "two":  # a change of scale half-way
+        values[size // 2 :] = values[size // 2] + (step * 1.37) * (counts[size // 2 :] - counts[0])
+    if style == "random":
+        values = rng.uniform(-1e9, 1e9, size)
+    outliers = rng.integers(0, size, int(rng.integers(0, 1 + size // 50)))
+    values[outliers] += rng.uniform(-3 * step, 3 * step, len(outliers))
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = ref_round_significant(values, precision) + 0.0
+    return k, precision, step, rng
+
+
+@settings(max_examples=80, deadline=None)
+@given(lattice_windows())
+def test_lattice_kernels_match_the_numpy_reference(window):
+    from qres import _mapping_kernels as kernels
+
+    k, precision, step, rng = window
+    with np.errstate(all="ignore"):  # the reference divides by a zero step in some draws
+        _check_kernels(kernels, k, precision, step, rng)
+
+
+def _check_kernels(kernels, k, precision: int, step: float, rng) -> None:
+    found = ref_lattice_step(k, precision)
+    assert _same_floats(kernels.lattice_step(k, precision), found)
+    err = found[1] if found is not None else step * 1e-9
+    for seed_step in {found[0] if found is not None else step, step, float(np.rint(step))}:
+        want = ref_fit(k, seed_step, err, precision)
+        assert _same_floats(kernels.fit(k, seed_step, err, precision), want)
+        assert _same_floats(kernels.fit(k[::3], seed_step, 0.0, precision),
+                            ref_fit(k[::3], seed_step, 0.0, precision))
+        a, b = want[:2] if want is not None else (0.0, seed_step)
+        start = int(rng.integers(0, len(k)))
+        assert kernels.segment_end(k, start, a, b, precision) == ref_segment_end(
+            k, start, a, b, precision
+        )
+        reproduced = int(np.count_nonzero(ref_reproduced(k, a, b, precision)))
+        assert kernels.count_reproduced(k, a, b, precision) == reproduced
+
+
+def _reference_search(monkeypatch):
+    """Make the mapping's lattice search run on the numpy reference."""
+
+    def count(k, a, b, precision):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return int(np.count_nonzero(ref_reproduced(k, a, b, precision)))
+
+    monkeypatch.setattr(mapping, "_lattice_step", ref_lattice_step)
+    monkeypatch.setattr(mapping, "_fit", ref_fit)
+    monkeypatch.setattr(mapping, "_segment_end", ref_segment_end)
+    monkeypatch.setattr(mapping, "_count_reproduced", count)
+    monkeypatch.setattr(mapping, "_round_significant", ref_round_significant)
+
+
+def _study_channels():
+    """Channels shaped like the corpus floats: z-normalised %.8g series, scaled ADC counts in
+    float32, mixed two and three decimals with repr noise."""
+    rng = np.random.default_rng(12)
+    series = []
+    for _ in range(3):
+        v = np.abs(np.cumsum(rng.integers(-40, 41, 1460)))
+        z = (v - v.mean()) / v.std()
+        series.append([float(f"{t:.8g}") for t in z])
+    acsf = np.array(np.concatenate(series)).reshape(-1, 1)
+    counts = 3000 + np.cumsum(rng.integers(-6, 7, 6000))
+    pig = np.round(counts * (500 / 131072), 6).astype(np.float32).reshape(-1, 1)
+    mixed = np.concatenate([np.round(np.cumsum(rng.integers(-9, 10, 2000)) * s, d)
+                            for s, d in ((0.01, 2), (0.001, 3), (0.01, 2))])
+    mixed[::97] += 1e-15
+    return [acsf, pig, mixed.reshape(-1, 1)]
+
+
+def test_compiled_search_maps_like_the_numpy_reference(monkeypatch):
+    blocks = _study_channels()
+    compiled = [mapping.to_integers(b, StreamSpec(b.dtype.name), None) for b in blocks]
+    _reference_search(monkeypatch)
+    for block, got in zip(blocks, compiled, strict=True):
+        want = mapping.to_integers(block, StreamSpec(block.dtype.name), None)
+        assert got.side == want.side
+        assert np.array_equal(got.ints, want.ints)
+        assert len(got.extras) == len(want.extras)
+        assert all(np.array_equal(g, w) for g, w in zip(got.extras, want.extras, strict=True))
