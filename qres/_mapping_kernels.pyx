@@ -12,8 +12,10 @@ multiply-add contraction (``-ffp-contract=off``) and without ``-ffast-math``: ei
 change float results. The numpy reference in tests/test_mapping.py checks them bit for bit.
 """
 
-from libc.math cimport copysign, fabs, fmod, frexp, isfinite, rint, sqrt, trunc
+from libc.math cimport copysign, fabs, fmod, isfinite, rint, sqrt, trunc
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from libcpp.algorithm cimport sort
 
 cdef enum:
@@ -38,6 +40,7 @@ cdef inline double quantum(double v, int precision) noexcept nogil:
     the powers 10**0..10**16 not above |v| (NaN counts as above all, as numpy sorts it)."""
     cdef double m = fabs(v)
     cdef int digits, e, d
+    cdef uint64_t bits
     if precision >= NO_ROUNDING:
         return 1.0
     if m < 1.0:
@@ -45,10 +48,12 @@ cdef inline double quantum(double v, int precision) noexcept nogil:
     elif m >= 1e16 or m != m:
         digits = MAX_DIGITS
     else:
-        # m in [2**(e-1), 2**e) with 1 <= e <= 54; d = floor((e-1) * log10(2)) (exact in this
-        # range), so 10**d <= m < 10**(d+2): one comparison settles the digit count.
-        frexp(m, &e)
-        d = ((e - 1) * 1233) >> 12
+        # m in [2**e, 2**(e+1)) with 0 <= e <= 53 (read from the exponent bits: m is normal);
+        # d = floor(e * log10(2)) (exact in this range), so 10**d <= m < 10**(d+2): one
+        # comparison settles the digit count.
+        memcpy(&bits, &m, sizeof(double))
+        e = <int>((bits >> 52) & 0x7FF) - 1023
+        d = (e * 1233) >> 12
         digits = d + 1 + (POW10[d + 1] <= m)
     digits -= precision
     return POW10[digits if digits > 0 else 0]
