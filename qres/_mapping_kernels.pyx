@@ -13,7 +13,7 @@ change float results. The numpy reference in tests/test_mapping.py checks them b
 """
 
 from libc.math cimport copysign, fabs, fmod, isfinite, rint, sqrt, trunc
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from libcpp.algorithm cimport sort
@@ -470,3 +470,77 @@ def segment_end(const double[:] k, Py_ssize_t start, double a, double b, int pre
                 failures += 1
     free(bad)
     return end, failures
+
+
+cdef inline int64_t to_int64(double v) noexcept nogil:
+    """``v`` truncated to int64; NaN and values outside int64 give INT64_MIN (numpy's astype
+    on x86-64 does the same, and C leaves it undefined)."""
+    if v >= -9223372036854775808.0 and v < 9223372036854775808.0:
+        return <int64_t>v
+    return <int64_t>(-9223372036854775807 - 1)
+
+
+cdef check_starts(const uint32_t[:] starts, Py_ssize_t frames):
+    """Segment starts must be 0, increasing and below ``frames`` (else samples would be left
+    unwritten or written out of bounds)."""
+    cdef Py_ssize_t s
+    if starts.shape[0] == 0 or starts[0] != 0:
+        raise ValueError("lattice segments must start at sample 0")
+    for s in range(1, starts.shape[0]):
+        if starts[s] <= starts[s - 1] or starts[s] >= frames:
+            raise ValueError("lattice segment starts out of order")
+
+
+def lattice_encode(const double[:] k, const uint32_t[:] starts, const double[:] offsets,
+                   const double[:] steps, int precision):
+    """Lattice indices ``n = rint((k - a) / b)`` of the decimals ``k`` and their corrections
+    ``c = k - round_P(a + b*n)``, with ``(a, b)`` the segment's (segment ``s`` runs from
+    ``starts[s]`` to the next start): two int64 arrays, in one pass."""
+    import numpy as np
+
+    cdef Py_ssize_t frames = k.shape[0], count = starts.shape[0], s, i, end
+    n_out = np.empty(frames, dtype=np.int64)
+    c_out = np.empty(frames, dtype=np.int64)
+    cdef int64_t[:] n_view = n_out
+    cdef int64_t[:] c_view = c_out
+    cdef double a, b, m
+    check_starts(starts, frames)
+    with nogil:
+        for s in range(count):
+            a = offsets[s]
+            b = steps[s]
+            end = starts[s + 1] if s + 1 < count else frames
+            for i in range(starts[s], end):
+                m = rint((k[i] - a) / b)
+                n_view[i] = to_int64(m)
+                c_view[i] = to_int64(k[i] - round_significant(a + b * m, precision))
+    return n_out, c_out
+
+
+def lattice_decode(const int64_t[:] n, const uint32_t[:] starts, const double[:] offsets,
+                   const double[:] steps, int precision):
+    """The decimals ``round_P(a + b*n)`` of lattice indices ``n`` as int64, clipped to
+    +-2**62 (NaN, from a corrupted record, becomes 0): the inverse of :func:`lattice_encode`
+    before corrections."""
+    import numpy as np
+
+    cdef Py_ssize_t frames = n.shape[0], count = starts.shape[0], s, i, end
+    out = np.empty(frames, dtype=np.int64)
+    cdef int64_t[:] view = out
+    cdef double a, b, t, limit = 4611686018427387904.0  # 2**62
+    check_starts(starts, frames)
+    with nogil:
+        for s in range(count):
+            a = offsets[s]
+            b = steps[s]
+            end = starts[s + 1] if s + 1 < count else frames
+            for i in range(starts[s], end):
+                t = round_significant(a + b * <double>n[i], precision)
+                if t != t:
+                    t = 0.0
+                elif t < -limit:
+                    t = -limit
+                elif t > limit:
+                    t = limit
+                view[i] = <int64_t>t
+    return out

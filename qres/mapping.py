@@ -417,24 +417,6 @@ def _segments(k, usable, precision: int):
     )
 
 
-def _per_sample(starts, values, frames: int):
-    import numpy as np
-
-    lengths = np.diff(np.append(starts.astype(np.int64), frames))
-    return np.repeat(values, lengths)
-
-
-def _lattice_view(k, cmap: ChannelMap, frames: int):
-    """``round_P(a + b*n)`` for lattice indices ``n`` (float64, or int64 ``n`` itself when the
-    channel is plain decimal)."""
-    import numpy as np
-
-    a = _per_sample(cmap.starts, cmap.offsets, frames)
-    b = _per_sample(cmap.starts, cmap.steps, frames)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return _round_significant(a + b * k, cmap.precision)
-
-
 def _is_plain(cmap: ChannelMap) -> bool:
     return (
         cmap.precision >= NO_ROUNDING
@@ -478,11 +460,10 @@ def _decimal_lattice(x, dtype: str, d: int):
         n = k.astype(np.int64)
         correction = np.zeros(frames, dtype=np.int64)
     else:
-        a = _per_sample(starts, offsets, frames)
-        b = _per_sample(starts, steps, frames)
-        n_float = np.rint((k - a) / b)
-        n = n_float.astype(np.int64)
-        correction = (k - _round_significant(a + b * n_float, precision)).astype(np.int64)
+        from qres._mapping_kernels import lattice_encode
+
+        # n = rint((k - a) / b) and c = k - round_P(a + b*n), per segment, in one pass.
+        n, correction = lattice_encode(k, starts, offsets, steps, precision)
     back = (k / 10.0**d).astype(dtype)
     ulps = _monotonic_bits(x, dtype) - _monotonic_bits(back, dtype)
     extras = []
@@ -636,13 +617,20 @@ def read_side(view: memoryview, pos: int, spec: StreamSpec, frames: int) -> tupl
 def _decimal_values(n, cmap: ChannelMap, streams: list, spec: StreamSpec):
     import numpy as np
 
-    frames = len(n)
     if _is_plain(cmap):
         k = n.copy()
     else:
-        with np.errstate(invalid="ignore", over="ignore"):
-            t = np.clip(_lattice_view(n.astype(np.float64), cmap, frames), -2.0**62, 2.0**62)
-        k = np.nan_to_num(t).astype(np.int64)
+        from qres._mapping_kernels import lattice_decode
+
+        # k = round_P(a + b*n) per segment, clipped to +-2**62 (a damaged block must not
+        # overflow); the side record's segment starts were checked by read_side.
+        k = lattice_decode(
+            np.ascontiguousarray(n),
+            np.asarray(cmap.starts, dtype=np.uint32),  # native order (the record is little)
+            np.asarray(cmap.offsets, dtype=np.float64),
+            np.asarray(cmap.steps, dtype=np.float64),
+            cmap.precision,
+        )
     if cmap.flags & FLAG_DECIMAL_CORRECTION:
         k += streams.pop(0)
     values = (k.astype(np.float64) / 10.0**cmap.decimals).astype(spec.dtype)

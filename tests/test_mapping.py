@@ -609,3 +609,40 @@ def test_compiled_search_maps_like_the_numpy_reference(monkeypatch):
         assert np.array_equal(got.ints, want.ints)
         assert len(got.extras) == len(want.extras)
         assert all(np.array_equal(g, w) for g, w in zip(got.extras, want.extras, strict=True))
+
+
+def _ref_lattice_values(n, starts, offsets, steps, precision):
+    """``round_P(a + b*n)`` per segment (numpy reference of the decoder's lattice view)."""
+    lengths = np.diff(np.append(starts.astype(np.int64), len(n)))
+    a, b = np.repeat(offsets, lengths), np.repeat(steps, lengths)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return ref_round_significant(a + b * n, precision)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([4, 8, 12, 16]))
+def test_lattice_encode_and_decode_match_the_numpy_reference(seed, precision):
+    from qres import _mapping_kernels as kernels
+
+    rng = np.random.default_rng(seed)
+    frames = int(rng.integers(1, 3000))
+    starts = np.unique(np.append(0, rng.integers(1, frames + 1, 4)))
+    starts = starts[starts < frames].astype("<u4")
+    offsets = rng.uniform(-1e6, 1e6, len(starts))
+    steps = 10.0 ** rng.uniform(0, 5, len(starts))
+    k = np.rint(rng.uniform(-1e12, 1e12, frames)) + 0.0
+    n, correction = kernels.lattice_encode(k, starts, offsets, steps, precision)
+    lengths = np.diff(np.append(starts.astype(np.int64), frames))
+    a, b = np.repeat(offsets, lengths), np.repeat(steps, lengths)
+    n_float = np.rint((k - a) / b)
+    assert np.array_equal(n, n_float.astype(np.int64))
+    want = (k - _ref_lattice_values(n_float, starts, offsets, steps, precision)).astype(np.int64)
+    assert np.array_equal(correction, want)
+    # The decoder, on these indices and on damaged ones (huge, so the lattice overflows).
+    n[rng.integers(0, frames, 3)] = [2**63 - 1, -(2**63), 2**62]
+    t = np.clip(_ref_lattice_values(n.astype(np.float64), starts, offsets, steps, precision),
+                -(2.0**62), 2.0**62)
+    assert np.array_equal(kernels.lattice_decode(n, starts, offsets, steps, precision),
+                          np.nan_to_num(t).astype(np.int64))
+    with pytest.raises(ValueError):
+        kernels.lattice_decode(n, np.array([1], dtype="<u4"), offsets, steps, precision)
