@@ -1,0 +1,155 @@
+"""Distance-based selection rules: Krum, multi-Krum and Bulyan.
+
+Scores come from exact squared distances (:func:`qres.aggregator.distance_blocks`, blocked so
+memory stays O(512 n) for Krum and multi-Krum). Rows are put in canonical order (by their
+bytes) first, and selections sort by (score, canonical position), so equal scores are broken
+by row content and the output is the same for every permutation of the input.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from qres.aggregator import (
+    Aggregator,
+    canonical_rows,
+    closest_to_median_mean,
+    distance_blocks,
+    krum_scores,
+    mean_rows,
+    smallest_sums,
+)
+from qres.config import integer
+from qres.errors import QresError
+from qres.hookspecs import hookimpl
+
+
+def _check_krum(rule: str, n: int, f: int) -> None:
+    if n < 2 * f + 3:
+        raise QresError(
+            f"aggregator {rule!r}: f={f} needs n >= 2f + 3, got n={n}; lower f or add nodes"
+        )
+
+
+def _lowest(scores: list[int], m: int) -> list[int]:
+    """Indices of the ``m`` lowest scores, ties by index (= canonical row order)."""
+    return sorted(range(len(scores)), key=lambda i: (scores[i], i))[:m]
+
+
+class Krum(Aggregator):
+    """Krum: the update whose ``n - f - 2`` nearest neighbours are closest (sum of squared
+    distances).
+
+    Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with Adversaries: Byzantine
+    Tolerant Gradient Descent", NeurIPS 2017. Needs ``n >= 2 f + 3``.
+    """
+
+    name = "krum"
+
+    def check_f(self, n, f):
+        """Krum's theory needs ``n >= 2 f + 3``."""
+        _check_krum(self.name, n, f)
+
+    def _aggregate(self, x, f, weights, rng):
+        rows = canonical_rows(x)
+        best = _lowest(krum_scores(rows, f), 1)[0]
+        return rows[best].copy()
+
+
+@attrs.frozen
+class MultiKrumConfig:
+    """Settings of multi-Krum."""
+
+    #: Rows averaged: the ``m`` best by Krum score; 0 means ``n - f``.
+    m: int = attrs.field(default=0, validator=integer(0, 1 << 24))
+
+
+class MultiKrum(Aggregator):
+    """Multi-Krum: the mean of the ``m`` updates with the best Krum scores (``m = n - f`` by
+    default).
+
+    Blanchard, El Mhamdi, Guerraoui, Stainer, "Machine Learning with Adversaries: Byzantine
+    Tolerant Gradient Descent", NeurIPS 2017 (multi-Krum variant). Needs ``n >= 2 f + 3``.
+    """
+
+    name = "multi-krum"
+    Config = MultiKrumConfig
+
+    def check_f(self, n, f):
+        """Krum's theory needs ``n >= 2 f + 3``; ``m`` must not exceed ``n``."""
+        _check_krum(self.name, n, f)
+        if self.config.m > n:
+            raise QresError(
+                f"aggregator 'multi-krum': m={self.config.m} exceeds n={n}; set m <= n or m = 0"
+            )
+
+    def _aggregate(self, x, f, weights, rng):
+        n = x.shape[0]
+        m = self.config.m or n - f
+        rows = canonical_rows(x)
+        chosen = sorted(_lowest(krum_scores(rows, f), m))
+        return mean_rows(rows[chosen])
+
+
+def _full_distances(rows):
+    """The whole ``n x n`` exact distance matrix: int64, or an (hi, lo) pair (see
+    :func:`distance_blocks`)."""
+    import numpy as np
+
+    blocks = list(distance_blocks(rows))
+    if any(isinstance(b, tuple) for _, b in blocks):
+        parts = [b if isinstance(b, tuple) else (b >> 32, b & 0xFFFFFFFF) for _, b in blocks]
+        return (np.vstack([p[0] for p in parts]), np.vstack([p[1] for p in parts]))
+    return np.vstack([b for _, b in blocks])
+
+
+def _sub(dist, idx):
+    import numpy as np
+
+    sel = np.ix_(idx, idx)
+    if isinstance(dist, tuple):
+        return (dist[0][sel], dist[1][sel])
+    return dist[sel]
+
+
+class Bulyan(Aggregator):
+    """Bulyan: pick ``n - 2f`` updates by repeated Krum, then per coordinate average the
+    ``n - 4f`` selected values closest to their median.
+
+    El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of Distributed Learning in
+    Byzantium", ICML 2018. Needs ``n >= 4 f + 3``. Holds the full ``n x n`` distance matrix
+    (O(n**2) memory) because each Krum round re-scores the remaining rows.
+    """
+
+    name = "bulyan"
+
+    def check_f(self, n, f):
+        """Bulyan's theory needs ``n >= 4 f + 3``."""
+        if n < 4 * f + 3:
+            raise QresError(
+                f"aggregator 'bulyan': f={f} needs n >= 4f + 3 = {4 * f + 3}, got n={n}; "
+                "lower f, add nodes, or use 'krum' or 'trimmed-mean'"
+            )
+
+    def _aggregate(self, x, f, weights, rng):
+        n = x.shape[0]
+        rows = canonical_rows(x)
+        dist = _full_distances(rows)
+        remaining = list(range(n))
+        selected: list[int] = []
+        for _ in range(n - 2 * f):
+            m = len(remaining)
+            # Krum on the remaining rows; with fewer than 2f + 3 left (only in the last
+            # rounds) it keeps at least one neighbour.
+            k = max(m - f - 1, 1)
+            scores = smallest_sums(_sub(dist, remaining), k)
+            pick = _lowest(scores, 1)[0]
+            selected.append(remaining.pop(pick))
+        return closest_to_median_mean(rows[sorted(selected)], n - 4 * f)
+
+
+@hookimpl
+def register_aggregators(register):
+    """Register Krum, multi-Krum and Bulyan."""
+    for cls in (Krum, MultiKrum, Bulyan):
+        register(cls)

@@ -1,0 +1,358 @@
+"""The aggregator kind: Byzantine-robust rules that combine n Q16.16 model updates into one.
+
+An aggregator takes an ``(n, d)`` int32 array of Q16.16 updates (one row per node) and the
+number ``f`` of Byzantine rows it must tolerate, and returns a ``(d,)`` int32 Q16.16 vector.
+
+Determinism (docs/aggregators.md has the details):
+
+* All arithmetic on the updates is integer: sums in int64 (or Python ints when they could
+  overflow) and exact division rounded by the one rule of :mod:`qres.fixed`, round to nearest
+  with ties toward +infinity: ``floor(num / den + 1/2)`` (:func:`div_round`).
+* The result is bit-identical under any permutation of the rows: coordinate-wise rules are
+  symmetric by construction, and rules that select rows (Krum, multi-Krum, Bulyan) first put
+  the rows in canonical order (by their bytes, :func:`canonical_rows`) so that ties between
+  equal scores are broken by the row's content, never by its input position.
+* Pairwise squared distances are exact (:func:`distance_blocks`): float64 Gram matrices are
+  used only where every partial sum is an integer below 2**53, so BLAS summation order cannot
+  change a bit.
+* The input is never modified: rules receive a read-only view.
+
+This module imports numpy lazily (inside functions) so that loading plugins stays light.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from qres.errors import QresError
+from qres.plugins import Plugin
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: Largest update dimension accepted: keeps every exact int64 partial sum below 2**63.
+MAX_DIM = 1 << 24
+#: Largest row count accepted (scores are summed in int64 halves of 31 bits).
+MAX_ROWS = 1 << 24
+#: Per-update weights are integers (sample counts) whose total is at most this, so that
+#: sum(w * x) fits int64 with room for the rounding term.
+MAX_WEIGHT_TOTAL = 1 << 30
+
+Q_MIN = -(1 << 31)
+Q_MAX = (1 << 31) - 1
+
+
+class Aggregator(Plugin):
+    """Base class of aggregation rules (plugin kind ``aggregator``).
+
+    Subclasses set ``name``, ``Config``, ``takes_weights`` (whether per-update weights are
+    meaningful for the rule) and implement :meth:`_aggregate`, and may override
+    :meth:`check_f` with the rule's own bound on ``f``.
+    """
+
+    #: Whether the rule accepts per-update weights (sample counts).
+    takes_weights: bool = False
+
+    def aggregate(self, updates: Any, *, f: int, weights: Any = None, rng: Any = None):
+        """Combine ``(n, d)`` int32 Q16.16 ``updates`` into a ``(d,)`` int32 Q16.16 vector.
+
+        ``f`` is the number of Byzantine rows to tolerate, ``weights`` optional non-negative
+        integer weights per row (only for rules with ``takes_weights``), ``rng`` a seeded
+        ``numpy.random.Generator`` for rules that need randomness. Raises :class:`QresError`
+        on malformed input; never modifies ``updates``.
+        """
+        x = check_updates(updates, self.name)
+        n = x.shape[0]
+        f = check_f_basic(f, n, self.name)
+        self.check_f(n, f)
+        w = None
+        if weights is not None:
+            if not self.takes_weights:
+                raise QresError(
+                    f"aggregator {self.name!r}: this rule does not take per-update weights; "
+                    "pass weights=None or use 'mean' or 'geometric-median'"
+                )
+            w = check_weights(weights, n, self.name)
+        out = self._aggregate(x, f, w, rng)
+        return out
+
+    def check_f(self, n: int, f: int) -> None:
+        """Raise :class:`QresError` if the rule cannot tolerate ``f`` of ``n`` rows."""
+
+    def _aggregate(self, x: np.ndarray, f: int, weights: Any, rng: Any) -> np.ndarray:
+        raise NotImplementedError(f"aggregator {self.name!r} does not implement _aggregate")
+
+
+def check_updates(updates: Any, rule: str) -> np.ndarray:
+    """``updates`` as a read-only view of a 2-D int32 array, or a :class:`QresError`."""
+    import numpy as np
+
+    if not isinstance(updates, np.ndarray):
+        raise QresError(
+            f"aggregator {rule!r}: updates must be a numpy array, got {type(updates).__name__}; "
+            "pass an (n, d) int32 Q16.16 array"
+        )
+    if updates.ndim != 2:
+        raise QresError(
+            f"aggregator {rule!r}: updates must be 2-D (n, d), got shape {updates.shape}; "
+            "stack one row per node"
+        )
+    if updates.dtype != np.int32:
+        raise QresError(
+            f"aggregator {rule!r}: updates must be int32 Q16.16, got dtype {updates.dtype}; "
+            "convert with qres.fixed.to_fixed"
+        )
+    n, d = updates.shape
+    if n < 1 or d < 1:
+        raise QresError(
+            f"aggregator {rule!r}: updates must have n >= 1 rows and d >= 1 columns, "
+            f"got shape {updates.shape}; pass at least one non-empty update"
+        )
+    if n > MAX_ROWS or d > MAX_DIM:
+        raise QresError(
+            f"aggregator {rule!r}: shape {updates.shape} exceeds the limits "
+            f"n <= {MAX_ROWS}, d <= {MAX_DIM}; split the update into chunks"
+        )
+    view = updates.view()
+    view.flags.writeable = False  # a rule that tried to write would fail loudly
+    return view
+
+
+def check_f_basic(f: Any, n: int, rule: str) -> int:
+    """``f`` as an int in [0, n - 1], or a :class:`QresError`."""
+    try:
+        if isinstance(f, bool):
+            raise TypeError
+        value = operator.index(f)
+    except TypeError:
+        raise QresError(
+            f"aggregator {rule!r}: f must be an integer, got {f!r}; pass the Byzantine count"
+        ) from None
+    if not 0 <= value < n:
+        raise QresError(
+            f"aggregator {rule!r}: f={value} is out of range for n={n}; need 0 <= f < n"
+        )
+    return value
+
+
+def check_weights(weights: Any, n: int, rule: str) -> np.ndarray:
+    """Per-row weights as int64 (non-negative integers, positive total), or a QresError."""
+    import numpy as np
+
+    w = np.asarray(weights)
+    if w.shape != (n,) or (w.size and w.dtype.kind not in "iu"):
+        raise QresError(
+            f"aggregator {rule!r}: weights must be {n} integers (one per row), got "
+            f"shape {w.shape} dtype {w.dtype}; pass sample counts"
+        )
+    w64 = w.astype(np.int64)
+    if (w64 < 0).any() or (w.dtype.kind == "u" and (w > MAX_WEIGHT_TOTAL).any()):
+        raise QresError(f"aggregator {rule!r}: weights must be >= 0; fix the sample counts")
+    total = int(w64.sum(dtype=np.int64)) if not (w64 > MAX_WEIGHT_TOTAL).any() else None
+    if total is None or total > MAX_WEIGHT_TOTAL or total == 0:
+        raise QresError(
+            f"aggregator {rule!r}: weights must sum to between 1 and {MAX_WEIGHT_TOTAL}; "
+            "scale the sample counts down"
+        )
+    return w64
+
+
+def div_round(num: Any, den: Any) -> Any:
+    """``floor(num / den + 1/2)`` exactly, for ``den > 0`` (ints or int64 arrays).
+
+    The one rounding rule of qres: to nearest, ties toward +infinity. Callers keep
+    ``2 * |num| + den`` below 2**63 for arrays.
+    """
+    return (2 * num + den) // (2 * den)
+
+
+def to_q(values: np.ndarray) -> np.ndarray:
+    """int64 values saturated into Q16.16 and returned as int32."""
+    import numpy as np
+
+    return np.clip(values, Q_MIN, Q_MAX).astype(np.int32)
+
+
+def canonical_rows(x: np.ndarray) -> np.ndarray:
+    """The rows of ``x`` sorted by their bytes (a fixed, content-only order)."""
+    import numpy as np
+
+    c = np.ascontiguousarray(x)
+    keys = c.view(np.dtype((np.void, c.shape[1] * c.itemsize))).ravel()
+    return c[np.argsort(keys, kind="stable")]
+
+
+def column_sum(x: np.ndarray, weights: Any = None) -> np.ndarray:
+    """Exact int64 column sums of int32 rows (optionally weighted, weights per MAX_WEIGHT_TOTAL)."""
+    import numpy as np
+
+    if weights is None:
+        return x.sum(axis=0, dtype=np.int64)
+    return weights @ x.astype(np.int64)
+
+
+def mean_rows(x: np.ndarray, weights: Any = None) -> np.ndarray:
+    """The (weighted) mean of int32 rows, rounded by the rule, as int32."""
+    total = x.shape[0] if weights is None else int(weights.sum())
+    return to_q(div_round(column_sum(x, weights), total))
+
+
+def median_columns(x: np.ndarray) -> np.ndarray:
+    """Coordinate-wise median as int32; for even n the mean of the two middle values, rounded."""
+    import numpy as np
+
+    n = x.shape[0]
+    t = x.T.copy()  # C order, and ours to sort in place
+    if n % 2:
+        t.partition(n // 2, axis=1)
+        return t[:, n // 2].copy()
+    t.partition([n // 2 - 1, n // 2], axis=1)
+    pair = t[:, n // 2 - 1].astype(np.int64) + t[:, n // 2]
+    return to_q(div_round(pair, 2))
+
+
+def closest_to_median_mean(x: np.ndarray, keep: int) -> np.ndarray:
+    """Per coordinate, the mean of the ``keep`` values closest to the median (MeaMed core).
+
+    Ties in distance are broken toward the smaller value (key ``2 * |x - med| - (x < med)``),
+    so the selected multiset, and the result, depend only on the values.
+    """
+    import numpy as np
+
+    n = x.shape[0]
+    med = median_columns(x).astype(np.int64)
+    t = np.ascontiguousarray(x.T).astype(np.int64)
+    diff = t - med[:, None]
+    key = 2 * np.abs(diff) - (diff < 0)
+    if keep < n:
+        idx = np.argpartition(key, keep - 1, axis=1)[:, :keep]
+        t = np.take_along_axis(t, idx, axis=1)
+    return to_q(div_round(t.sum(axis=1), keep))
+
+
+# --- exact pairwise squared distances -------------------------------------------------------
+
+_ROW_BLOCK = 512
+_MASK32 = (1 << 32) - 1
+
+
+def _center(x: np.ndarray) -> np.ndarray:
+    """Rows minus their coordinate-wise median (int64, |y| < 2**32): distances are unchanged
+    and the magnitudes small, so the cheap exact path applies more often."""
+    import numpy as np
+
+    return x.astype(np.int64) - median_columns(x).astype(np.int64)
+
+
+def distance_blocks(x: np.ndarray, block: int = _ROW_BLOCK) -> Iterator[tuple[int, Any]]:
+    """Exact squared Euclidean distances from each row to every row, one row block at a time.
+
+    Yields ``(start, dist)`` where ``dist`` covers rows ``start:start + b``: either an int64
+    ``(b, n)`` array, or, when a distance may exceed int64, a pair ``(hi, lo)`` of int64 arrays
+    with ``dist = hi * 2**32 + lo`` and ``0 <= lo < 2**32``. Memory is O(block * n).
+
+    Exactness: with ``M = max |y|`` over the centred rows, if ``d * M**2 < 2**52`` every
+    partial sum of the float64 Gram product is an integer below 2**53 and so exact whatever
+    order BLAS adds in. Otherwise each value is split as ``y = a * 2**16 + b`` (``|a| <= 2**17``,
+    ``0 <= b < 2**16``); products are below 2**34 and columns are taken in chunks of 2**18,
+    keeping each chunk's float64 sums exact, and the chunks are added in int64.
+    """
+    import numpy as np
+
+    y = _center(x)
+    n, d = y.shape
+    m = int(np.abs(y).max()) if y.size else 0
+    if d * m * m < (1 << 52):
+        yf = y.astype(np.float64)
+        norms = (y * y).sum(axis=1)
+        for s in range(0, n, block):
+            g = (yf[s : s + block] @ yf.T).astype(np.int64)
+            yield s, norms[s : s + block, None] + norms[None, :] - 2 * g
+        return
+    a = y >> 16
+    b = y & 0xFFFF
+    naa = (a * a).sum(axis=1)
+    nab = (a * b).sum(axis=1)
+    nbb = (b * b).sum(axis=1)
+    chunk = 1 << 18
+    cols = [(c, min(c + chunk, d)) for c in range(0, d, chunk)]
+    af = a.astype(np.float64)
+    bf = b.astype(np.float64)
+    for s in range(0, n, block):
+        e = min(s + block, n)
+        gaa = np.zeros((e - s, n), np.int64)
+        gab = np.zeros((e - s, n), np.int64)
+        gba = np.zeros((e - s, n), np.int64)
+        gbb = np.zeros((e - s, n), np.int64)
+        for c0, c1 in cols:
+            gaa += (af[s:e, c0:c1] @ af[:, c0:c1].T).astype(np.int64)
+            gab += (af[s:e, c0:c1] @ bf[:, c0:c1].T).astype(np.int64)
+            gba += (bf[s:e, c0:c1] @ af[:, c0:c1].T).astype(np.int64)
+            gbb += (bf[s:e, c0:c1] @ bf[:, c0:c1].T).astype(np.int64)
+        # dist = p32 * 2**32 + p17 * 2**17 + p0, with p32, p0 >= 0 and p17 signed.
+        p32 = naa[s:e, None] + naa[None, :] - 2 * gaa
+        p17 = nab[s:e, None] + nab[None, :] - gab - gba
+        p0 = nbb[s:e, None] + nbb[None, :] - 2 * gbb
+        low = p0 + ((p17 & 0x7FFF) << 17)
+        hi = p32 + (p17 >> 15) + (low >> 32)
+        lo = low & _MASK32
+        if int(hi.max()) < (1 << 30):
+            yield s, (hi << 32) | lo
+        else:
+            yield s, (hi, lo)
+
+
+def smallest_sums(dist: Any, k: int) -> list[int]:
+    """Per row of a distance block, the exact sum of its ``k`` smallest entries (Python ints)."""
+    import numpy as np
+
+    if isinstance(dist, tuple):
+        hi, lo = dist
+        order = np.lexsort((lo, hi), axis=1)[:, :k]
+        sh = np.take_along_axis(hi, order, axis=1).sum(axis=1)
+        sl = np.take_along_axis(lo, order, axis=1).sum(axis=1)
+        return [(int(h) << 32) + int(v) for h, v in zip(sh, sl, strict=True)]
+    part = np.partition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else dist
+    # Halves of 31 bits so that k terms cannot overflow int64.
+    sh = (part >> 31).sum(axis=1)
+    sl = (part & 0x7FFFFFFF).sum(axis=1)
+    return [(int(h) << 31) + int(v) for h, v in zip(sh, sl, strict=True)]
+
+
+def krum_scores(x: np.ndarray, f: int) -> list[int]:
+    """Krum score of every row: the sum of squared distances to its ``n - f - 2`` nearest others.
+
+    The row's zero distance to itself is counted among the ``n - f - 1`` smallest, which adds 0.
+    """
+    n = x.shape[0]
+    k = n - f - 1
+    scores: list[int] = []
+    for _start, dist in distance_blocks(x):
+        scores.extend(smallest_sums(dist, k))
+    return scores
+
+
+def sq_dists_to(x: np.ndarray, z: np.ndarray, block: int = 1024) -> list[int]:
+    """Exact squared distance from each row of ``x`` to the int32 vector ``z`` (Python ints).
+
+    Each difference (``|diff| <= 2**32``) is split as ``a * 2**16 + b`` with ``0 <= b < 2**16``;
+    the sums of ``a*a``, ``a*b`` and ``b*b`` stay below 2**57 in int64 for ``d <= MAX_DIM`` and
+    are combined exactly as ``Saa * 2**32 + Sab * 2**17 + Sbb``. Memory is O(block * d).
+    """
+    import numpy as np
+
+    z64 = z.astype(np.int64)
+    out: list[int] = []
+    for s in range(0, x.shape[0], block):
+        diff = x[s : s + block].astype(np.int64) - z64
+        a = diff >> 16
+        b = diff & 0xFFFF
+        saa = (a * a).sum(axis=1)
+        sab = (a * b).sum(axis=1)
+        sbb = (b * b).sum(axis=1)
+        out.extend(
+            (int(p) << 32) + (int(q) << 17) + int(r) for p, q, r in zip(saa, sab, sbb, strict=True)
+        )
+    return out

@@ -1,0 +1,319 @@
+"""Aggregator plugins: permutation invariance, no mutation, float references, robustness,
+exact distances and clear errors on malformed input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qres import aggregator as agg
+from qres import plugins
+from qres.config import Location
+from qres.errors import ProfileError, QresError
+
+PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+RULES = [
+    "mean",
+    "median",
+    "trimmed-mean",
+    "meamed",
+    "krum",
+    "multi-krum",
+    "bulyan",
+    "geometric-median",
+    "centered-clipping",
+]
+Q_MIN, Q_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def make(name: str, **cfg):
+    return plugins.create("aggregator", {"use": name, **cfg}, Location("<test>"))
+
+
+def max_f(rule: str, n: int) -> int:
+    """The largest f each rule accepts for n rows (-1: none)."""
+    if rule in ("median", "trimmed-mean", "meamed"):
+        return (n - 1) // 2
+    if rule in ("krum", "multi-krum"):
+        return (n - 3) // 2
+    if rule == "bulyan":
+        return (n - 3) // 4
+    return n - 1
+
+
+@st.composite
+def updates(draw, min_n=1, max_n=11, max_d=6):
+    n = draw(st.integers(min_n, max_n))
+    d = draw(st.integers(1, max_d))
+    big = draw(st.booleans())
+    lo, hi = (Q_MIN, Q_MAX) if big else (-(1 << 18), 1 << 18)
+    # Few distinct values make ties (equal scores, equal distances) common.
+    pool = draw(st.lists(st.integers(lo, hi), min_size=1, max_size=6))
+    vals = draw(
+        st.lists(st.sampled_from(pool) | st.integers(lo, hi), min_size=n * d, max_size=n * d)
+    )
+    return np.array(vals, dtype=np.int32).reshape(n, d)
+
+
+def test_all_rules_registered():
+    names = set(plugins.registry()["aggregator"])
+    assert set(RULES) <= names
+
+
+@pytest.mark.parametrize("rule", RULES)
+@PROPS
+@given(x=updates(), data=st.data())
+def test_permutation_invariant_and_no_mutation(rule, x, data):
+    n = x.shape[0]
+    top = max_f(rule, n)
+    if top < 0:
+        with pytest.raises(QresError, match="needs"):
+            make(rule).aggregate(x, f=0)
+        return
+    f = data.draw(st.integers(0, top))
+    before = x.copy()
+    out = make(rule).aggregate(x, f=f)
+    assert out.dtype == np.int32 and out.shape == (x.shape[1],)
+    np.testing.assert_array_equal(x, before)
+    assert x.flags.writeable
+    perm = data.draw(st.permutations(range(n)))
+    again = make(rule).aggregate(np.ascontiguousarray(x[list(perm)]), f=f)
+    assert out.tobytes() == again.tobytes()
+
+
+def ref_round(v: float) -> int:
+    return math.floor(v + 0.5)
+
+
+@PROPS
+@given(x=updates(), data=st.data())
+def test_coordinatewise_match_float_reference(x, data):
+    n = x.shape[0]
+    f = data.draw(st.integers(0, (n - 1) // 2))
+    xf = x.astype(np.float64)
+    srt = np.sort(xf, axis=0)
+    ref = {
+        "mean": xf.mean(axis=0),
+        "median": np.median(xf, axis=0),
+        "trimmed-mean": srt[f : n - f].mean(axis=0),
+    }
+    for rule, expect in ref.items():
+        got = make(rule).aggregate(x, f=f).astype(np.float64)
+        # float64 means of large int32 values can be off by far less than one unit
+        assert np.all(np.abs(got - expect) <= 0.5 + 1e-6 * np.abs(expect) + 1e-9), rule
+    med = np.median(xf, axis=0)
+    got = make("meamed").aggregate(x, f=f)
+    for j in range(x.shape[1]):
+        # any tie-break choice of the n - f closest values gives a mean between these two
+        dists = sorted(abs(v - med[j]) for v in xf[:, j])
+        cut = dists[n - f - 1]
+        inner = [v for v in xf[:, j] if abs(v - med[j]) < cut]
+        edge = sorted(v for v in xf[:, j] if abs(v - med[j]) == cut)
+        need = n - f - len(inner)
+        lo = (sum(inner) + sum(edge[:need])) / (n - f)
+        hi = (sum(inner) + sum(edge[len(edge) - need :])) / (n - f)
+        assert ref_round(lo) - 1 <= got[j] <= ref_round(hi) + 1
+
+
+def exact_scores(x: np.ndarray, f: int) -> list[int]:
+    rows = [[int(v) for v in r] for r in x]
+    n = len(rows)
+    out = []
+    for i in range(n):
+        ds = sorted(
+            sum((a - b) ** 2 for a, b in zip(rows[i], rows[j], strict=True))
+            for j in range(n)
+            if j != i
+        )
+        out.append(sum(ds[: n - f - 2]))
+    return out
+
+
+@PROPS
+@given(x=updates(min_n=3), data=st.data())
+def test_krum_and_multikrum_match_exact_reference(x, data):
+    n = x.shape[0]
+    f = data.draw(st.integers(0, (n - 3) // 2))
+    scores = exact_scores(x, f)
+    got = make("krum").aggregate(x, f=f)
+    best = min(scores)
+    assert any(scores[i] == best and (x[i] == got).all() for i in range(n))
+    m = data.draw(st.integers(1, n))
+    multi = make("multi-krum", m=m).aggregate(x, f=f)
+    order = sorted(range(n), key=lambda i: scores[i])
+    if m == n or scores[order[m - 1]] != scores[order[m]]:  # the chosen set is unambiguous
+        expect = x[order[:m]].astype(np.float64).mean(axis=0)
+        assert np.all(np.abs(multi - expect) <= 0.5 + 1e-6 * np.abs(expect))
+
+
+@PROPS
+@given(x=updates(min_n=2, max_n=9, max_d=5), block=st.integers(1, 4))
+def test_distance_blocks_are_exact(x, block):
+    n = x.shape[0]
+    rows = [[int(v) for v in r] for r in x]
+    for start, dist in agg.distance_blocks(x, block=block):
+        if isinstance(dist, tuple):
+            full = [
+                [(int(h) << 32) + int(lo) for h, lo in zip(hr, lr, strict=True)]
+                for hr, lr in zip(*dist, strict=True)
+            ]
+        else:
+            full = dist.tolist()
+        for i, row in enumerate(full):
+            for j in range(n):
+                want = sum((a - b) ** 2 for a, b in zip(rows[start + i], rows[j], strict=True))
+                assert row[j] == want
+    z = x[0]
+    assert agg.sq_dists_to(x, z, block=block) == [
+        sum((a - int(b)) ** 2 for a, b in zip(r, z, strict=True)) for r in rows
+    ]
+
+
+def float_weiszfeld(x: np.ndarray, iters: int = 200) -> np.ndarray:
+    z = x.mean(axis=0)
+    for _ in range(iters):
+        w = 1.0 / np.maximum(np.linalg.norm(x - z, axis=1), 1e-4)
+        z = (w[:, None] * x).sum(axis=0) / w.sum()
+    return z
+
+
+def objective(x: np.ndarray, z: np.ndarray) -> float:
+    return float(np.linalg.norm(x - z, axis=1).sum())
+
+
+def test_geometric_median_close_to_float_reference():
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1, (40, 8))
+    x[:10] += 50.0  # a cluster of outliers
+    q = np.floor(x * 65536 + 0.5).astype(np.int32)
+    got = make("geometric-median", iterations=60, tolerance=0).aggregate(q, f=10) / 65536
+    ref = float_weiszfeld(x)
+    assert objective(x, got) <= objective(x, ref) * 1.001
+    assert np.abs(got - ref).max() < 0.05
+    # the mean is dragged toward the outliers; the geometric median is not
+    assert objective(x, got) < objective(x, x.mean(axis=0))
+
+
+def test_weights_mean_and_geometric_median():
+    x = np.array([[0, 10], [65536, 20], [65536, 31]], dtype=np.int32)
+    out = make("mean").aggregate(x, f=0, weights=[1, 0, 1])
+    assert out.tolist() == [32768, 21]  # (10 + 31) / 2 = 20.5 rounds up
+    dup = make("geometric-median").aggregate(np.repeat(x, [3, 1, 2], axis=0), f=0)
+    w = make("geometric-median").aggregate(x, f=0, weights=np.array([3, 1, 2]))
+    assert np.abs(dup.astype(np.int64) - w).max() <= 2
+
+
+def test_rounding_rule_ties_toward_plus_infinity():
+    x = np.array([[1], [2]], dtype=np.int32)
+    assert make("mean").aggregate(x, f=0).tolist() == [2]
+    assert make("median").aggregate(-x, f=0).tolist() == [-1]
+    assert agg.div_round(-3, 2) == -1 and agg.div_round(3, 2) == 2 and agg.div_round(5, 3) == 2
+
+
+ROBUST = ["median", "trimmed-mean", "meamed", "krum", "multi-krum", "bulyan"]
+
+
+@pytest.mark.parametrize("rule", ROBUST)
+@PROPS
+@given(
+    honest=st.integers(7, 14).flatmap(
+        lambda n: st.lists(
+            st.lists(st.integers(-(1 << 16), 1 << 16), min_size=4, max_size=4),
+            min_size=n,
+            max_size=n,
+        )
+    ),
+    data=st.data(),
+)
+def test_extreme_rows_stay_outside_the_result(rule, honest, data):
+    h = np.array(honest, dtype=np.int32)
+    n_total_max = len(honest) * 2
+    f = data.draw(st.integers(1, 3))
+    n = len(honest) + f
+    if max_f(rule, n) < f:
+        return
+    assert n <= n_total_max
+    signs = data.draw(st.lists(st.sampled_from([Q_MIN, Q_MAX]), min_size=f, max_size=f))
+    bad = np.array([[s] * 4 for s in signs], dtype=np.int32)
+    x = np.vstack([h, bad])
+    out = make(rule).aggregate(x, f=f)
+    assert (out >= h.min(axis=0)).all() and (out <= h.max(axis=0)).all()
+
+
+def test_krum_picks_honest_row_under_saturation():
+    rng = np.random.default_rng(1)
+    h = rng.integers(-(1 << 16), 1 << 16, (20, 50), dtype=np.int32)
+    bad = np.full((8, 50), Q_MAX, dtype=np.int32)
+    bad[::2] = Q_MIN
+    out = make("krum").aggregate(np.vstack([bad, h]), f=8)
+    assert any((out == r).all() for r in h)
+
+
+@pytest.mark.parametrize(
+    ("updates_", "f", "match"),
+    [
+        ([[1, 2]], 0, "numpy array"),
+        (np.zeros(3, np.int32), 0, "2-D"),
+        (np.zeros((2, 2, 2), np.int32), 0, "2-D"),
+        (np.zeros((3, 2), np.float64), 0, "int32"),
+        (np.zeros((3, 2), np.int64), 0, "int32"),
+        (np.zeros((0, 2), np.int32), 0, "n >= 1"),
+        (np.zeros((3, 0), np.int32), 0, "d >= 1"),
+        (np.zeros((3, 2), np.int32), 3, "out of range"),
+        (np.zeros((3, 2), np.int32), -1, "out of range"),
+        (np.zeros((3, 2), np.int32), 1.0, "must be an integer"),
+        (np.zeros((3, 2), np.int32), True, "must be an integer"),
+    ],
+)
+@pytest.mark.parametrize("rule", RULES)
+def test_malformed_input_is_a_clear_error(rule, updates_, f, match):
+    with pytest.raises(QresError, match=match) as info:
+        make(rule).aggregate(updates_, f=f)
+    assert "\n" not in str(info.value) and rule in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rule", "n", "f"),
+    [
+        ("bulyan", 10, 2),
+        ("bulyan", 6, 1),
+        ("krum", 6, 2),
+        ("multi-krum", 4, 1),
+        ("median", 4, 2),
+        ("trimmed-mean", 5, 3),
+        ("meamed", 2, 1),
+    ],
+)
+def test_rule_specific_f_bounds(rule, n, f):
+    with pytest.raises(QresError, match="needs") as info:
+        make(rule).aggregate(np.zeros((n, 3), np.int32), f=f)
+    if rule == "bulyan":
+        assert "4f + 3" in str(info.value)
+
+
+def test_bulyan_accepts_its_smallest_setting():
+    x = np.arange(33, dtype=np.int32).reshape(11, 3)
+    assert make("bulyan").aggregate(x, f=2).shape == (3,)
+
+
+def test_weights_errors():
+    x = np.zeros((3, 2), np.int32)
+    with pytest.raises(QresError, match="does not take"):
+        make("median").aggregate(x, f=0, weights=[1, 1, 1])
+    for bad in ([1, 1], [1, -1, 1], [0, 0, 0], [1.5, 1, 1], [1 << 30, 1, 0]):
+        with pytest.raises(QresError, match="weights"):
+            make("mean").aggregate(x, f=0, weights=bad)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ProfileError, match="tau"):
+        make("centered-clipping", tau=0)
+    with pytest.raises(ProfileError, match="iterations"):
+        make("geometric-median", iterations=0)
+    with pytest.raises(QresError, match="m=9 exceeds"):
+        make("multi-krum", m=9).aggregate(np.zeros((5, 2), np.int32), f=1)
