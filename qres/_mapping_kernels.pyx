@@ -13,7 +13,8 @@ change float results. The numpy reference in tests/test_mapping.py checks them b
 """
 
 from libc.math cimport copysign, fabs, fmod, isfinite, rint, sqrt, trunc
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from cython cimport floating
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 from libcpp.algorithm cimport sort
@@ -544,3 +545,109 @@ def lattice_decode(const int64_t[:] n, const uint32_t[:] starts, const double[:]
                     t = limit
                 view[i] = <int64_t>t
     return out
+
+
+# -- decimal views, ulp streams, cost estimates ---------------------------------------------------
+
+
+cdef inline uint64_t float_bits(double v) noexcept nogil:
+    cdef uint64_t bits
+    memcpy(&bits, &v, sizeof(double))
+    return bits
+
+
+cdef inline uint32_t single_bits(float v) noexcept nogil:
+    cdef uint32_t bits
+    memcpy(&bits, &v, sizeof(float))
+    return bits
+
+
+cdef inline int64_t monotonic64(uint64_t bits) noexcept nogil:
+    """The order-preserving signed integer of a binary64 bit pattern."""
+    cdef int64_t b = <int64_t>bits
+    return b ^ ((b >> 63) & <int64_t>0x7FFFFFFFFFFFFFFF)
+
+
+cdef inline int64_t monotonic32(uint32_t bits) noexcept nogil:
+    """The order-preserving signed integer of a binary32 bit pattern."""
+    cdef int32_t b = <int32_t>bits
+    return b ^ ((b >> 31) & <int32_t>0x7FFFFFFF)
+
+
+def decimal_view(const floating[:] x, int decimals):
+    """The decimal integers ``k = rint(x * 10**d) + 0.0`` of a channel, with samples that are
+    not finite or not below 2**52 replaced by the previous such k (0 before the first), and
+    the mask of samples that are exactly ``k / 10**d`` in the sample type: (float64, bool)."""
+    import numpy as np
+
+    cdef Py_ssize_t frames = x.shape[0], i
+    cdef double scale = POW10[decimals], k, last = 0.0, limit = 4503599627370496.0  # 2**52
+    cdef bint fits
+    k_out = np.empty(frames, dtype=np.float64)
+    exact_out = np.empty(frames, dtype=np.bool_)
+    cdef double[:] k_view = k_out
+    cdef unsigned char[:] exact_view = exact_out.view(np.uint8)
+    if not 0 <= decimals <= 22:
+        raise ValueError("decimals must be in [0, 22]")
+    with nogil:
+        for i in range(frames):
+            k = rint(<double>x[i] * scale) + 0.0  # + 0.0: the decoder's integer k has no -0
+            fits = fabs(k) < limit  # False for NaN and infinities too
+            if fits:
+                last = k
+                if floating is float:
+                    exact_view[i] = single_bits(<float>(k / scale)) == single_bits(x[i])
+                else:
+                    exact_view[i] = float_bits(k / scale) == float_bits(x[i])
+            else:
+                exact_view[i] = 0
+            k_view[i] = last
+    return k_out, exact_out
+
+
+def ulp_stream(const floating[:] x, const double[:] k, int decimals):
+    """``u = to_order(x) - to_order(k / 10**d)`` in the sample type's order-preserving
+    integers (int64, wrapping like numpy's int64 subtraction)."""
+    import numpy as np
+
+    cdef Py_ssize_t frames = x.shape[0], i
+    cdef double scale = POW10[decimals]
+    out = np.empty(frames, dtype=np.int64)
+    cdef int64_t[:] view = out
+    if k.shape[0] != frames or not 0 <= decimals <= 22:
+        raise ValueError("ulp stream: k must match x and decimals be in [0, 22]")
+    with nogil:
+        for i in range(frames):
+            if floating is float:
+                view[i] = monotonic32(single_bits(x[i])) - monotonic32(
+                    single_bits(<float>(k[i] / scale)))
+            else:
+                view[i] = <int64_t>(<uint64_t>monotonic64(float_bits(x[i]))
+                                    - <uint64_t>monotonic64(float_bits(k[i] / scale)))
+    return out
+
+
+cdef inline int64_t bit_length(int64_t v) noexcept nogil:
+    """The binary exponent frexp gives |binary64(v)| (0 for 0): its bit length, after the
+    conversion's rounding to 53 bits."""
+    cdef double m = fabs(<double>v)
+    if m == 0:
+        return 0
+    return <int64_t>((float_bits(m) >> 52) & 0x7FF) - 1022
+
+
+def bit_cost(const int64_t[:] stream, bint differences):
+    """The mapping's size estimate of a stream (of its first differences, wrapping like
+    numpy's ``diff``, when ``differences``): the sum of the values' bit lengths plus one bit
+    per 8 values."""
+    cdef Py_ssize_t n = stream.shape[0], i
+    cdef int64_t total = 0, count
+    with nogil:
+        if differences:
+            for i in range(1, n):
+                total += bit_length(<int64_t>(<uint64_t>stream[i] - <uint64_t>stream[i - 1]))
+        else:
+            for i in range(n):
+                total += bit_length(stream[i])
+    count = n - 1 if differences and n > 0 else n
+    return total + count // 8

@@ -448,33 +448,34 @@ def _decimal_channel(x, dtype: str):
 
 
 def _decimal_lattice(x, dtype: str, d: int):
+    """Map a channel through decimal lattices at ``d`` decimals: (n, ChannelMap, extras,
+    estimated bits). The whole-channel passes are compiled (one pass each, no temporaries);
+    they compute what ``_decimal_view``, ``_forward_fill`` and ``_bit_cost`` do in numpy."""
     import numpy as np
 
-    k, fits, exact = _decimal_view(x, dtype, d)
-    k = _forward_fill(np.where(fits, k, 0.0), ~fits)
+    from qres._mapping_kernels import bit_cost, decimal_view, lattice_encode, ulp_stream
+
+    # k = rint(x * 10**d), forward-filled where it does not fit; exact: x == k / 10**d.
+    k, exact = decimal_view(x, d)
     precision = _choose_precision(k, exact)
     starts, offsets, steps = _segments(k, exact, precision)
     cmap = ChannelMap(KIND_DECIMAL, d, precision, 0, starts, offsets, steps)
-    frames = len(x)
     if _is_plain(cmap):
         n = k.astype(np.int64)
-        correction = np.zeros(frames, dtype=np.int64)
+        correction = None
     else:
-        from qres._mapping_kernels import lattice_encode
-
         # n = rint((k - a) / b) and c = k - round_P(a + b*n), per segment, in one pass.
         n, correction = lattice_encode(k, starts, offsets, steps, precision)
-    back = (k / 10.0**d).astype(dtype)
-    ulps = _monotonic_bits(x, dtype) - _monotonic_bits(back, dtype)
+    ulps = ulp_stream(x, k, d)
     extras = []
     flags = 0
-    if correction.any():
+    if correction is not None and correction.any():
         flags |= FLAG_DECIMAL_CORRECTION
         extras.append(correction)
     if ulps.any():
         flags |= FLAG_ULP_CORRECTION
         extras.append(ulps)
-    cost = _bit_cost(np.diff(n)) + sum(_bit_cost(s) for s in extras) + 160 * len(starts)
+    cost = bit_cost(n, True) + sum(bit_cost(s, False) for s in extras) + 160 * len(starts)
     return n, attrs.evolve(cmap, flags=flags), extras, cost
 
 
@@ -518,6 +519,8 @@ def to_integers(block, spec: StreamSpec, grid_step: float | None) -> Mapped | No
     if not spec.dtype.startswith("float"):
         maps = [ChannelMap(KIND_INTEGER)] * spec.channels
         return Mapped(native.T.astype(np.int64), _side_bytes(maps))
+    from qres._mapping_kernels import bit_cost
+
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
     maps = []
     extras: list = []
@@ -534,7 +537,7 @@ def to_integers(block, spec: StreamSpec, grid_step: float | None) -> Mapped | No
         found = _decimal_channel(x, spec.dtype) if len(x) else None
         if found is not None:
             n, cmap, streams, cost = found
-            if cost <= _bit_cost(np.diff(bits)):
+            if cost <= bit_cost(bits, True):  # _bit_cost(np.diff(bits)), compiled
                 out[c] = n
                 maps.append(cmap)
                 extras += streams

@@ -646,3 +646,38 @@ def test_lattice_encode_and_decode_match_the_numpy_reference(seed, precision):
                           np.nan_to_num(t).astype(np.int64))
     with pytest.raises(ValueError):
         kernels.lattice_decode(n, np.array([1], dtype="<u4"), offsets, steps, precision)
+
+
+@settings(max_examples=40, deadline=None)
+@given(float_blocks())
+def test_channel_passes_match_the_numpy_reference(block):
+    """The compiled decimal view, ulp stream and cost estimate against their numpy formulas,
+    on any bit patterns (NaN, infinities, -0.0, values beyond 2**52, decimals with noise)."""
+    from qres import _mapping_kernels as kernels
+
+    dtype = block.dtype.name
+    x = np.ascontiguousarray(block[:, 0])
+    for d in (0, 3, mapping.MAX_DECIMALS[dtype]):
+        with np.errstate(all="ignore"):
+            k, fits, exact = mapping._decimal_view(x, dtype, d)
+            k = mapping._forward_fill(np.where(fits, k, 0.0), ~fits)
+            back = (k / 10.0**d).astype(dtype)
+            ulps = mapping._monotonic_bits(x, dtype) - mapping._monotonic_bits(back, dtype)
+        got_k, got_exact = kernels.decimal_view(x, d)
+        assert got_k.tobytes() == np.asarray(k, dtype=np.float64).tobytes()
+        assert np.array_equal(got_exact, exact)
+        got_ulps = kernels.ulp_stream(x, got_k, d)
+        assert np.array_equal(got_ulps, ulps)
+        with np.errstate(all="ignore"):
+            assert kernels.bit_cost(got_ulps, False) == mapping._bit_cost(ulps)
+            assert kernels.bit_cost(got_ulps, True) == mapping._bit_cost(np.diff(ulps))
+
+
+def test_bit_cost_at_the_int64_extremes():
+    from qres import _mapping_kernels as kernels
+
+    s = np.array([0, -(2**63), 2**63 - 1, 2**53 + 1, 2**53 - 1, -1, 1, 7, -8], dtype=np.int64)
+    with np.errstate(all="ignore"):
+        assert kernels.bit_cost(s, False) == mapping._bit_cost(s)
+        assert kernels.bit_cost(s, True) == mapping._bit_cost(np.diff(s))  # wraps like numpy
+    assert kernels.bit_cost(s[:0], True) == 0 and kernels.bit_cost(s[:1], True) == 0
