@@ -20,8 +20,10 @@ on a grid of step ``E / GRID_DIVISIONS`` (non-finite samples are kept verbatim).
 
 The encoder's choices (decimals, precision, segments) are all made with exact or IEEE-754
 elementwise arithmetic and sequential sums, so the same block gives the same bytes on every
-machine; the decoder only evaluates ``round_P(a + b*n)`` elementwise. The layout of the side
-record is specified in ``docs/mapping.md``.
+machine; the decoder only evaluates ``round_P(a + b*n)`` elementwise. The lattice search and
+the whole-channel passes run compiled in ``qres/_mapping_kernels.pyx`` (the same binary64
+operations in the same order; the numpy reference lives in ``tests/test_mapping.py``). The
+layout of the side record is specified in ``docs/mapping.md``.
 """
 
 from __future__ import annotations
