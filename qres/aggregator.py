@@ -253,23 +253,29 @@ def distance_blocks(x: np.ndarray, block: int = _ROW_BLOCK) -> Iterator[tuple[in
     ``(b, n)`` array, or, when a distance may exceed int64, a pair ``(hi, lo)`` of int64 arrays
     with ``dist = hi * 2**32 + lo`` and ``0 <= lo < 2**32``. Memory is O(block * n).
 
-    Exactness: with ``M = max |y|`` over the centred rows, if ``d * M**2 < 2**52`` every
-    partial sum of the float64 Gram product is an integer below 2**53 and so exact whatever
-    order BLAS adds in. Otherwise each value is split as ``y = a * 2**16 + b`` (``|a| <= 2**17``,
-    ``0 <= b < 2**16``); products are below 2**34 and columns are taken in chunks of 2**18,
-    keeping each chunk's float64 sums exact, and the chunks are added in int64.
+    Exactness: with ``M = max |y|`` over the centred rows, if ``d * M**2 < 2**50`` every
+    partial sum of the float64 Gram product, and every distance, is an integer below 2**52 and
+    so exact whatever order BLAS adds in. Otherwise each value is split as
+    ``y = a * 2**16 + b`` (``|a| <= 2**16``, ``0 <= b < 2**16``); products are at most 2**32
+    and columns are taken in chunks of 2**18, keeping each chunk's float64 sums exact, and the
+    chunks are added in int64.
     """
     import numpy as np
 
     y = _center(x)
     n, d = y.shape
     m = int(np.abs(y).max()) if y.size else 0
-    if d * m * m < (1 << 52):
+    if d * m * m < (1 << 50):
         yf = y.astype(np.float64)
-        norms = (y * y).sum(axis=1)
+        norms = (y * y).sum(axis=1).astype(np.float64)
         for s in range(0, n, block):
-            g = (yf[s : s + block] @ yf.T).astype(np.int64)
-            yield s, norms[s : s + block, None] + norms[None, :] - 2 * g
+            # In place in float64: every intermediate is an integer of magnitude below
+            # 4 * d * M**2 < 2**52, hence exact.
+            g = yf[s : s + block] @ yf.T
+            g *= -2.0
+            g += norms[s : s + block, None]
+            g += norms[None, :]
+            yield s, g.astype(np.int64)
         return
     a = y >> 16
     b = y & 0xFFFF
@@ -314,7 +320,9 @@ def smallest_sums(dist: Any, k: int) -> list[int]:
         sh = np.take_along_axis(hi, order, axis=1).sum(axis=1)
         sl = np.take_along_axis(lo, order, axis=1).sum(axis=1)
         return [(int(h) << 32) + int(v) for h, v in zip(sh, sl, strict=True)]
-    part = np.partition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else dist
+    if k < dist.shape[1]:
+        dist.partition(k - 1, axis=1)  # the blocks are ours: partition in place
+    part = dist[:, :k]
     # Halves of 31 bits so that k terms cannot overflow int64.
     sh = (part >> 31).sum(axis=1)
     sl = (part & 0x7FFFFFFF).sum(axis=1)
