@@ -317,3 +317,103 @@ def test_config_errors_name_the_key():
         make("geometric-median", iterations=0)
     with pytest.raises(QresError, match="m=9 exceeds"):
         make("multi-krum", m=9).aggregate(np.zeros((5, 2), np.int32), f=1)
+
+
+WRAPPED = [
+    {"use": "nnm", "inner": {"use": "median"}},
+    {"use": "nnm", "inner": {"use": "krum"}},
+    {"use": "bucketing", "bucket": 2, "inner": {"use": "mean"}},
+    {"use": "bucketing", "bucket": 3, "inner": {"use": "geometric-median"}},
+    {"use": "clipping", "tau": 1.5, "inner": {"use": "trimmed-mean"}},
+    {"use": "arc", "inner": {"use": "multi-krum"}},
+]
+
+
+def make_table(table):
+    return plugins.create("aggregator", table, Location("<test>"))
+
+
+@pytest.mark.parametrize("table", WRAPPED, ids=lambda t: f"{t['use']}-{t['inner']['use']}")
+@PROPS
+@given(x=updates(), data=st.data())
+def test_preaggregation_permutation_invariant(table, x, data):
+    n = x.shape[0]
+    inner = table["inner"]["use"]
+    top = (n - 1) // 2
+    if inner in ("krum", "multi-krum"):
+        top = (n - 3) // 2
+    if table["use"] == "bucketing":
+        top = min(top, -(-n // table["bucket"]) - 1)
+    if top < 0:
+        return
+    f = data.draw(st.integers(0, top))
+    before = x.copy()
+    out = make_table(table).aggregate(x, f=f)
+    np.testing.assert_array_equal(x, before)
+    perm = list(data.draw(st.permutations(range(n))))
+    assert out.tobytes() == make_table(table).aggregate(x[perm], f=f).tobytes()
+
+
+def ref_nnm_mean(x: np.ndarray, f: int) -> list[int]:
+    rows = sorted(([int(v) for v in r] for r in x), key=lambda r: np.array(r, np.int32).tobytes())
+    n, k = len(rows), len(rows) - f
+    mixed = []
+    for r in rows:
+        near = sorted(
+            range(n), key=lambda j: sum((a - b) ** 2 for a, b in zip(r, rows[j], strict=True))
+        )[:k]
+        mixed.append([(2 * sum(rows[j][c] for j in near) + k) // (2 * k) for c in range(len(r))])
+    return [(2 * sum(m[c] for m in mixed) + n) // (2 * n) for c in range(len(rows[0]))]
+
+
+@PROPS
+@given(x=updates(), data=st.data())
+def test_nnm_matches_exact_reference(x, data):
+    f = data.draw(st.integers(0, x.shape[0] - 1))
+    got = make_table({"use": "nnm", "inner": {"use": "mean"}}).aggregate(x, f=f)
+    assert got.tolist() == ref_nnm_mean(x, f)
+
+
+@PROPS
+@given(x=updates(max_n=1), tau=st.floats(0.01, 100.0))
+def test_clipping_bounds_the_norm(x, tau):
+    out = make_table({"use": "clipping", "tau": tau}).aggregate(x, f=0).astype(np.float64)
+    norm_in = float(np.linalg.norm(x[0].astype(np.float64)))
+    limit = math.floor(tau * 65536 + 0.5)
+    assert np.linalg.norm(out) <= max(min(norm_in, limit), 0) + math.sqrt(x.shape[1])
+    if norm_in <= limit:
+        assert out.tolist() == x[0].tolist()
+
+
+def test_arc_clips_the_largest_rows_to_the_next_norm():
+    x = np.array(
+        [[3 << 16, 0], [0, 1 << 16], [40 << 16, 0], [0, -(30 << 16)], [2 << 16, 0]], dtype=np.int32
+    )
+    # n = 5, f = 1: floor(2 * 1 * 4 / 5) = 1 row clipped, to the second largest norm (30.0)
+    got = make_table({"use": "arc"}).aggregate(x, f=1)
+    expect = (np.array([3 + 30 + 2, 1 - 30]) * 65536 / 5).round()
+    assert got.tolist() == expect.astype(int).tolist()
+    assert make_table({"use": "arc"}).aggregate(x, f=0).tolist() == (
+        make("mean").aggregate(x, f=0).tolist()
+    )
+
+
+def test_bucketing_seeded_and_size_one_is_the_mean():
+    x = np.arange(40, dtype=np.int32).reshape(10, 4) * 7919
+    one = make_table({"use": "bucketing", "bucket": 1}).aggregate(x, f=0)
+    assert one.tolist() == make("mean").aggregate(x, f=0).tolist()
+    t = {"use": "bucketing", "bucket": 3, "inner": {"use": "median"}}
+    a = make_table(t).aggregate(x, f=1, rng=np.random.default_rng(5))
+    b = make_table(t).aggregate(x[::-1].copy(), f=1, rng=np.random.default_rng(5))
+    assert a.tolist() == b.tolist()
+
+
+def test_preaggregation_config_errors():
+    with pytest.raises(QresError, match="needs f < 2 buckets"):
+        make_table({"use": "bucketing", "bucket": 3}).aggregate(np.zeros((6, 2), np.int32), f=2)
+    with pytest.raises(ProfileError, match="inner"):
+        make_table({"use": "nnm", "inner": "krum"})
+    with pytest.raises(ProfileError, match="inner.use"):
+        make_table({"use": "nnm", "inner": {"use": "nope"}})
+    with pytest.raises(ProfileError, match="inner.tau"):
+        make_table({"use": "arc", "inner": {"use": "centered-clipping", "tau": -1}})
