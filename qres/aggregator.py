@@ -49,7 +49,8 @@ class Aggregator(Plugin):
 
     Subclasses set ``name``, ``Config``, ``takes_weights`` (whether per-update weights are
     meaningful for the rule) and implement :meth:`_aggregate`, and may override
-    :meth:`check_f` with the rule's own bound on ``f``.
+    :meth:`check_f` with the rule's own bound on ``f`` and :meth:`prepare_weights` when their
+    weights mean something other than sample counts (e.g. reputations).
     """
 
     #: Whether the rule accepts per-update weights (sample counts).
@@ -72,11 +73,14 @@ class Aggregator(Plugin):
             if not self.takes_weights:
                 raise QresError(
                     f"aggregator {self.name!r}: this rule does not take per-update weights; "
-                    "pass weights=None or use 'mean' or 'geometric-median'"
+                    "pass weights=None or use a rule that takes them"
                 )
-            w = check_weights(weights, n, self.name)
-        out = self._aggregate(x, f, w, rng)
-        return out
+            w = self.prepare_weights(weights, n)
+        return self._aggregate(x, f, w, rng)
+
+    def prepare_weights(self, weights: Any, n: int) -> Any:
+        """Validate the per-row weights; by default sample counts (:func:`check_weights`)."""
+        return check_weights(weights, n, self.name)
 
     def check_f(self, n: int, f: int) -> None:
         """Raise :class:`QresError` if the rule cannot tolerate ``f`` of ``n`` rows."""
@@ -364,3 +368,26 @@ def sq_dists_to(x: np.ndarray, z: np.ndarray, block: int = 1024) -> list[int]:
             (int(p) << 32) + (int(q) << 17) + int(r) for p, q, r in zip(saa, sab, sbb, strict=True)
         )
     return out
+
+
+#: Reputations are Q16.16 values in [0, 1]: integers in [0, REP_ONE].
+REP_ONE = 1 << 16
+
+
+def check_reputations(reputations: Any, n: int, rule: str) -> list[int]:
+    """Per-row reputations as Python ints in [0, 65536] (Q16.16 in [0, 1]), or a QresError."""
+    import numpy as np
+
+    r = np.asarray(reputations)
+    if r.shape != (n,) or (r.size and r.dtype.kind not in "iu"):
+        raise QresError(
+            f"aggregator {rule!r}: reputations must be {n} integers (one per row), got "
+            f"shape {r.shape} dtype {r.dtype}; pass Q16.16 values in [0, 65536]"
+        )
+    values = [int(v) for v in r]
+    if any(v < 0 or v > REP_ONE for v in values):
+        raise QresError(
+            f"aggregator {rule!r}: reputations must lie in [0, {REP_ONE}] (Q16.16 0.0 to 1.0); "
+            "clamp them"
+        )
+    return values

@@ -27,6 +27,12 @@ RULES = [
     "bulyan",
     "geometric-median",
     "centered-clipping",
+    "reputation-weighted",
+    "adaptive",
+    "nnm",
+    "bucketing",
+    "clipping",
+    "arc",
 ]
 Q_MIN, Q_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -37,8 +43,10 @@ def make(name: str, **cfg):
 
 def max_f(rule: str, n: int) -> int:
     """The largest f each rule accepts for n rows (-1: none)."""
-    if rule in ("median", "trimmed-mean", "meamed"):
+    if rule in ("median", "trimmed-mean", "meamed", "adaptive"):
         return (n - 1) // 2
+    if rule == "bucketing":  # default buckets of 2
+        return -(-n // 2) - 1
     if rule in ("krum", "multi-krum"):
         return (n - 3) // 2
     if rule == "bulyan":
@@ -417,3 +425,80 @@ def test_preaggregation_config_errors():
         make_table({"use": "nnm", "inner": {"use": "nope"}})
     with pytest.raises(ProfileError, match="inner.tau"):
         make_table({"use": "arc", "inner": {"use": "centered-clipping", "tau": -1}})
+
+
+@pytest.mark.parametrize("rule", ["reputation-weighted", "adaptive"])
+@PROPS
+@given(x=updates(), data=st.data())
+def test_reputation_rules_invariant_with_their_weights(rule, x, data):
+    n = x.shape[0]
+    f = data.draw(st.integers(0, (n - 1) // 2))
+    reps = np.array(
+        data.draw(
+            st.lists(
+                st.sampled_from([0, 1000, 6554, 32768, 65536]) | st.integers(0, 65536),
+                min_size=n,
+                max_size=n,
+            )
+        )
+    )
+    if rule == "reputation-weighted" and not any(r >= 4096 for r in reps):
+        reps[0] = 65536  # keep at least one weight clearly above zero
+    before = x.copy()
+    out = make(rule).aggregate(x, f=f, weights=reps)
+    np.testing.assert_array_equal(x, before)
+    perm = list(data.draw(st.permutations(range(n))))
+    again = make(rule).aggregate(x[perm], f=f, weights=reps[perm])
+    assert out.tobytes() == again.tobytes()
+
+
+def test_reputation_weighted_exponent_and_cap():
+    from fractions import Fraction
+
+    from qres.builtin_plugins.aggregators.reputation import capped_shares, exponent_for
+
+    assert [exponent_for(n) for n in (19, 20, 50, 51)] == [2, 3, 3, Fraction(7, 2)]
+    x = np.array([[0], [5 * 65536]], np.int32)
+    reps = [65536, 32768]  # n < 20: weights 1 : 0.25
+    assert make("reputation-weighted", cap=1.0).aggregate(x, f=0, weights=reps).tolist() == [65536]
+    # no reputations: the plain mean
+    y = np.arange(60, dtype=np.int32).reshape(30, 2) * 4099
+    assert make("reputation-weighted").aggregate(y, f=0).tolist() == (
+        make("mean").aggregate(y, f=0).tolist()
+    )
+    shares = capped_shares([1000, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 0], Fraction(1, 10))
+    assert max(shares) <= (1 << 30) // 10 and sum(shares) <= 1 << 30
+    assert shares[0] == max(shares) and shares[-1] == 0
+    assert sum(shares) > (1 << 30) - 20  # the capped share is redistributed
+    few = capped_shares([5, 1, 0], Fraction(1, 10))  # 2 nodes cannot both stay under 10 %
+    assert few == [1 << 29, 1 << 29, 0]
+
+
+def test_adaptive_switches_on_identified_attackers():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(1 << 16), 1 << 16, (12, 4), dtype=np.int32)
+    x[:3] = Q_MAX
+    trimmed = make("trimmed-mean").aggregate(x, f=3)
+    assert make("adaptive").aggregate(x, f=3).tolist() == trimmed.tolist()
+    suspicious = np.full(12, 65536)
+    suspicious[:2] = 0  # only 2 of 3 attackers marked: still the trimmed mean
+    assert make("adaptive").aggregate(x, f=3, weights=suspicious).tolist() == trimmed.tolist()
+    cleared = suspicious.copy()
+    cleared[2] = 0
+    out = make("adaptive").aggregate(x, f=3, weights=cleared)
+    assert out.tolist() == make("reputation-weighted").aggregate(x, f=3, weights=cleared).tolist()
+    honest = x[3:]
+    assert (out >= honest.min(axis=0)).all() and (out <= honest.max(axis=0)).all()
+
+
+def test_reputation_errors():
+    x = np.zeros((3, 2), np.int32)
+    for rule in ("reputation-weighted", "adaptive"):
+        with pytest.raises(QresError, match="reputations"):
+            make(rule).aggregate(x, f=0, weights=[0, 70000, 1])
+        with pytest.raises(QresError, match="reputations"):
+            make(rule).aggregate(x, f=0, weights=[1, 1])
+    with pytest.raises(QresError, match="zero"):
+        make("reputation-weighted").aggregate(x, f=0, weights=[0, 0, 0])
+    with pytest.raises(QresError, match="n > 2f"):
+        make("adaptive").aggregate(x, f=2)
