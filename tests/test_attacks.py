@@ -3,6 +3,8 @@ no mutation of the honest rows, clear errors."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +15,18 @@ from qres.config import Location
 from qres.errors import ProfileError, QresError
 
 PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ATTACKS = ["sign-flip", "ipm", "alie", "gaussian", "mimic", "extreme"]
+ATTACKS = [
+    "sign-flip",
+    "ipm",
+    "alie",
+    "gaussian",
+    "mimic",
+    "extreme",
+    "optimal-ipm",
+    "optimal-alie",
+    "minmax",
+    "drift",
+]
 Q_MIN, Q_MAX = -(1 << 31), (1 << 31) - 1
 
 
@@ -135,3 +148,53 @@ def test_config_errors():
         make("extreme", mode="up")
     with pytest.raises(ProfileError, match="sigma"):
         make("gaussian", sigma=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "plain", "key"), [("optimal-ipm", "ipm", "epsilon"), ("optimal-alie", "alie", "z")]
+)
+def test_optimal_attacks_displace_at_least_as_much_as_any_grid_point(name, plain, key):
+    honest = honest_rows(seed=4, h=14, d=6)
+    table = {"use": "trimmed-mean"}
+    rule = plugins.create("aggregator", table, Location("<test>"))
+    mean = honest.astype(np.float64).mean(axis=0)
+
+    def gap(bad):
+        out = rule.aggregate(np.vstack([honest, bad]), f=4).astype(np.float64)
+        return float(np.linalg.norm(out - mean))
+
+    best = gap(
+        make(name, aggregator=table, max_scale=8.0, steps=5).forge(
+            honest, 4, rng=np.random.default_rng(0)
+        )
+    )
+    for scale in (0.5, 1.0, 2.0, 4.0, 8.0):
+        fixed = make(plain, **{key: scale}).forge(honest, 4, rng=np.random.default_rng(0))
+        assert best >= gap(fixed) - 1e-9
+
+
+def test_minmax_stays_within_the_honest_diameter():
+    honest = honest_rows(seed=5, h=10, d=7)
+    h = honest.astype(np.float64)
+    diam = max(np.linalg.norm(a - b) for a in h for b in h)
+    for direction in ("std", "unit", "sign"):
+        bad = make("minmax", direction=direction).forge(honest, 3, rng=np.random.default_rng(0))
+        reach = max(np.linalg.norm(h - bad[0].astype(np.float64), axis=1))
+        assert reach <= diam + 2 * math.sqrt(7)  # rounding to Q16.16 units
+        assert reach >= 0.99 * diam  # gamma is the largest that fits
+    with pytest.raises(ProfileError, match="direction"):
+        make("minmax", direction="up")
+
+
+def test_drift_direction_is_fixed_across_rounds():
+    a = make("drift").forge(honest_rows(seed=1), 3, rng=np.random.default_rng(1))
+    b = make("drift").forge(honest_rows(seed=2), 3, rng=np.random.default_rng(2))
+    ma = honest_rows(seed=1).astype(np.float64).mean(axis=0)
+    mb = honest_rows(seed=2).astype(np.float64).mean(axis=0)
+    assert (np.sign(a - ma) == np.sign(b - mb)).all()
+    other = make("drift", direction_seed=9).forge(
+        honest_rows(seed=1), 3, rng=np.random.default_rng(1)
+    )
+    assert not (np.sign(other - ma) == np.sign(a - ma)).all()
+    std = honest_rows(seed=1).astype(np.float64).std(axis=0)
+    assert (np.abs(a - ma) <= 0.55 * std + 1).all()
