@@ -106,11 +106,18 @@ class Nnm(_Wrapper):
         for start, dist in distance_blocks(rows):
             if isinstance(dist, tuple):
                 order = np.lexsort((dist[1], dist[0]), axis=1)  # stable: ties by index
+                b = order.shape[0]
+                mask = np.zeros((b, n), np.float64)
+                np.put_along_axis(mask, order[:, :k], 1.0, axis=1)
             else:
-                order = np.argsort(dist, axis=1, kind="stable")
-            b = order.shape[0]
-            mask = np.zeros((b, n), np.float64)
-            np.put_along_axis(mask, order[:, :k], 1.0, axis=1)
+                # Everything nearer than the k-th distance, then the first (in canonical
+                # order) of the rows exactly at it: the k nearest with ties by index, in O(n).
+                b = dist.shape[0]
+                kth = np.partition(dist, k - 1, axis=1)[:, k - 1 : k]
+                nearer = dist < kth
+                at = dist == kth
+                need = k - nearer.sum(axis=1, keepdims=True)
+                mask = (nearer | (at & (np.cumsum(at, axis=1) <= need))).astype(np.float64)
             sums = (mask @ rows_f).astype(np.int64)
             out[start : start + b] = to_q(div_round(sums, k))
         return out
