@@ -35,7 +35,7 @@ def _root(
 def make_app() -> typer.Typer:
     """Build the CLI: the built-in command groups plus every plugin's ``register_commands``."""
     from qres import plugins
-    from qres.cli import codec_cmd, plugins_cmd, profiles_cmd
+    from qres.cli import aggregate_cmd, codec_cmd, plugins_cmd, profiles_cmd
 
     app = typer.Typer(
         name="qres",
@@ -46,6 +46,7 @@ def make_app() -> typer.Typer:
     )
     app.callback()(_root)
     codec_cmd.register(app)
+    aggregate_cmd.register(app)
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(profiles_cmd.app, name="profiles")
     plugins.load_plugins()
