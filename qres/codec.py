@@ -238,8 +238,12 @@ def _ordered_map(fn: Callable, items: Iterator, threads: int) -> Iterator:
             yield window.popleft().result()
 
 
-def _per_thread(factory: Callable[[], BlockCoder]) -> Callable[[], BlockCoder]:
+def _per_thread(
+    factory: Callable[[], BlockCoder], first: BlockCoder | None = None
+) -> Callable[[], BlockCoder]:
+    """One BlockCoder per thread; ``first``, already built, serves the calling thread."""
     local = threading.local()
+    local.coder = first
 
     def get() -> BlockCoder:
         coder = getattr(local, "coder", None)
@@ -280,7 +284,7 @@ def compress(
         weights=weights,
     )
     writer = container.Writer(out, header)
-    coders = _per_thread(lambda: BlockCoder(settings, spec, weights))
+    coders = _per_thread(lambda: BlockCoder(settings, spec, weights), first)
     methods = {name: 0 for name in container.METHOD_NAMES.values()}
     raws: deque = deque()
 
@@ -328,12 +332,12 @@ def open_decoder(header: Header) -> Callable[[], BlockCoder]:
     spec = StreamSpec(header.dtype, header.channels, header.layout, header.byte_order)
     settings = settings_from_header(header)
     try:
-        BlockCoder(settings, spec, header.weights)
+        first = BlockCoder(settings, spec, header.weights)
     except ProfileError as exc:
         raise QresError(
             f"header names a codec this qres cannot build ({exc}); install the plugin it needs"
         ) from exc
-    return _per_thread(lambda: BlockCoder(settings, spec, header.weights))
+    return _per_thread(lambda: BlockCoder(settings, spec, header.weights), first)
 
 
 def decompress(
