@@ -1,0 +1,1 @@
+"""The swarm simulator: nodes that learn predictors together by gossip, under attack."""

@@ -1,0 +1,1 @@
+"""Trust between nodes: identities, signed update packets and verifiable weight transitions."""
