@@ -45,9 +45,8 @@ AUDIT_MAGIC = b"QRAR"
 _AUDIT_HEAD = struct.Struct("<4sBBHI32sQ16s32sI")
 #: Bytes of an audit response before its weights.
 AUDIT_HEADER_BYTES = _AUDIT_HEAD.size
-#: Opened weights are exact integers: int64 on the wire, |w| below this bound.
-MAX_OPEN_WEIGHT = 1 << 62
-MAX_AUDIT_BYTES = AUDIT_HEADER_BYTES + 8 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE_BYTES
+#: Largest valid audit response (the opened weights are Q16.16 int32 like the model's).
+MAX_AUDIT_BYTES = AUDIT_HEADER_BYTES + 4 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE_BYTES
 
 STREAM_MAGIC = b"QRPS"
 STREAM_VERSION = 1
@@ -228,7 +227,7 @@ def decode(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> UpdatePacket:
 @attrs.frozen
 class AuditResponse:
     """A node's answer to an audit of one of its packets: the opening of the packet's base
-    commitment (exact integer weights and blinding) and the transition proof, signed."""
+    commitment (its Q16.16 int32 weights and the blinding) and the transition proof, signed."""
 
     sender: bytes
     round: int
@@ -243,17 +242,16 @@ class AuditResponse:
         d = len(self.weights)
         if not 1 <= d <= MAX_WEIGHTS or len(self.proof) != PROOF_BYTES:
             raise PacketError(Reason.MALFORMED, "audit response: 1..65536 weights and a proof")
-        if any(abs(w) >= MAX_OPEN_WEIGHT for w in self.weights):
-            raise PacketError(Reason.MALFORMED, "audit response: a weight exceeds 2^62")
-        total = AUDIT_HEADER_BYTES + 8 * d + PROOF_BYTES + SIGNATURE_BYTES
+        total = AUDIT_HEADER_BYTES + 4 * d + PROOF_BYTES + SIGNATURE_BYTES
         try:
             head = _AUDIT_HEAD.pack(
                 AUDIT_MAGIC, VERSION, 0, 0, total, self.sender, self.round, self.nonce,
                 self.blinding, d,
             )
+            values = struct.pack(f"<{d}i", *self.weights)
         except struct.error as exc:
             raise PacketError(Reason.MALFORMED, f"audit response: bad field ({exc})") from exc
-        return head + struct.pack(f"<{d}q", *self.weights) + self.proof
+        return head + values + self.proof
 
     def encode(self) -> bytes:
         """The canonical bytes."""
@@ -263,6 +261,8 @@ class AuditResponse:
 
     def signed(self, identity) -> AuditResponse:
         """Signed by ``identity`` (the packet's sender)."""
+        if identity.public_key != self.sender:
+            raise PacketError(Reason.MALFORMED, "audit response: signer is not the sender")
         return attrs.evolve(self, signature=identity.sign(self.body()))
 
     def verify_signature(self) -> bool:
@@ -275,7 +275,7 @@ def decode_audit(data: bytes) -> AuditResponse:
     data = bytes(data)
     if len(data) > MAX_AUDIT_BYTES:
         raise PacketError(Reason.OVERSIZE, f"audit response of {len(data)} bytes: too large")
-    if len(data) < AUDIT_HEADER_BYTES + 8 + PROOF_BYTES + SIGNATURE_BYTES:
+    if len(data) < AUDIT_HEADER_BYTES + 4 + PROOF_BYTES + SIGNATURE_BYTES:
         raise PacketError(Reason.MALFORMED, f"audit response of {len(data)} bytes: too short")
     magic, version, flags, reserved, total, sender, round_, nonce, blinding, d = (
         _AUDIT_HEAD.unpack_from(data)
@@ -286,13 +286,11 @@ def decode_audit(data: bytes) -> AuditResponse:
         raise PacketError(Reason.BAD_VERSION, f"audit response: version {version}, expected 1")
     if flags or reserved or not 1 <= d <= MAX_WEIGHTS:
         raise PacketError(Reason.MALFORMED, "audit response: bad flags or weight count")
-    expected = AUDIT_HEADER_BYTES + 8 * d + PROOF_BYTES + SIGNATURE_BYTES
+    expected = AUDIT_HEADER_BYTES + 4 * d + PROOF_BYTES + SIGNATURE_BYTES
     if total != expected or len(data) != expected:
         raise PacketError(Reason.MALFORMED, "audit response: length does not match its layout")
-    weights = struct.unpack_from(f"<{d}q", data, AUDIT_HEADER_BYTES)
-    if any(abs(w) >= MAX_OPEN_WEIGHT for w in weights):
-        raise PacketError(Reason.MALFORMED, "audit response: a weight exceeds 2^62")
-    end = AUDIT_HEADER_BYTES + 8 * d
+    weights = struct.unpack_from(f"<{d}i", data, AUDIT_HEADER_BYTES)
+    end = AUDIT_HEADER_BYTES + 4 * d
     return AuditResponse(
         sender, round_, nonce, blinding, weights, data[end : end + PROOF_BYTES],
         data[-SIGNATURE_BYTES:],

@@ -1,0 +1,187 @@
+"""Audits of weight transitions: open the base commitment, check the proof, re-run training.
+
+A node's round, as the swarm runs it: from its current Q16.16 weights ``w`` and its shard, the
+packet nonce picks a training window (:func:`qres.learning.nonce_start`), and
+:func:`qres.learning.local_update` gives the update. The node commits to ``w`` (the packet's
+base), to ``w + update`` (the new commitment), proves the transition (:mod:`qres.trust.proof`)
+and keeps the proof with the opening of the base for an auditor (:func:`prepare`).
+
+An auditor holding the node's shard checks an audit response against the signed packet
+(:func:`audit`): the opening, the proof, and that re-running the training from the opened
+weights on the nonce's window gives exactly the claimed update, residual error and accuracy
+delta. All of it is integer arithmetic (or correctly rounded IEEE operations on integers), so
+an honest node matches bit for bit and is never flagged. docs/trust.md section 8.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from qres.trust import commitment as cm
+from qres.trust import packet as pk
+from qres.trust.identity import verify_signature
+from qres.trust.proof import CommittedModel
+from qres.trust.proof import verify as verify_proof
+
+ONE = 1 << 16
+
+
+class Finding(enum.Enum):
+    """The outcome of one audit; anything but OK is a failed audit."""
+
+    OK = "ok"
+    BAD_PACKET = "bad-packet"
+    NO_RESPONSE = "no-response"
+    BAD_RESPONSE = "bad-response"
+    BAD_OPENING = "bad-opening"
+    BAD_PROOF = "bad-proof"
+    WRONG_UPDATE = "wrong-update"
+    WRONG_ACCURACY = "wrong-accuracy"
+
+
+@attrs.frozen
+class AuditResult:
+    """What an audit found about one packet."""
+
+    finding: Finding
+    did: str
+    round: int
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the transition checked out."""
+        return self.finding is Finding.OK
+
+
+@attrs.frozen
+class Claim:
+    """What a node claims for one round: its update and the metrics the packet carries."""
+
+    update: tuple[int, ...]
+    residual_error: int
+    accuracy_delta: int
+
+
+def to_q16(value: float) -> int:
+    """A non-negative-range float as Q16.16, rounded to nearest (ties up), clamped to int32."""
+    q = math.floor(value * ONE + 0.5)
+    return max(-(1 << 31), min((1 << 31) - 1, q))
+
+
+def training_window(shard: Any, nonce: bytes, settings: Any) -> Any:
+    """The ``(1, order + window)`` window of ``shard`` that ``nonce`` selects."""
+    import numpy as np
+
+    from qres import learning
+
+    row = np.asarray(shard, dtype=np.int32).reshape(1, -1)
+    start = learning.nonce_start(nonce, row.shape[1], settings)
+    return learning.windows_at(row, [start], settings)
+
+
+def honest_claim(weights: Any, shard: Any, nonce: bytes, settings: Any) -> Claim:
+    """The claim an honest node makes: the update of :func:`qres.learning.local_update` on the
+    nonce's window, the residual error of ``weights`` there and how much training improved it
+    (both Q16.16, relative to the data range)."""
+    import numpy as np
+
+    from qres import learning
+
+    w = np.asarray(weights, dtype=np.int32).reshape(1, -1)
+    window = training_window(shard, nonce, settings)
+    update = learning.local_update(w, window, settings)[0]
+    new = learning.train(w, window, settings)
+    before = to_q16(float(learning.prediction_error(w, window, settings.order)[0]))
+    after = to_q16(float(learning.prediction_error(new, window, settings.order)[0]))
+    return Claim(tuple(update.tolist()), before, before - after)
+
+
+def prepare(
+    identity: Any,
+    round_: int,
+    nonce: bytes,
+    weights: Sequence[int],
+    claim: Claim,
+    *,
+    randbytes=os.urandom,
+    inline_proof: bool = False,
+) -> tuple[pk.UpdatePacket, pk.AuditResponse]:
+    """The signed packet for ``claim`` (committing to ``weights`` and ``weights + update``) and
+    the audit response the node keeps until asked. ``inline_proof`` puts the proof in the
+    packet too (for recordings; gossip leaves it out, docs/trust.md section 6)."""
+    base = CommittedModel.create(weights, randbytes)
+    new, proof = base.advance(identity.did, round_, claim.update, randbytes)
+    packet = pk.make_packet(
+        identity, round_, nonce, claim.update, base=base.commitment, commitment=new.commitment,
+        residual_error=claim.residual_error, accuracy_delta=claim.accuracy_delta,
+        proof=proof if inline_proof else None,
+    )
+    response = pk.AuditResponse(
+        identity.public_key, round_, nonce, cm.scalar_bytes(base.blinding), base.weights, proof
+    ).signed(identity)
+    return packet, response
+
+
+def check_response(packet: pk.UpdatePacket, response: bytes | None) -> AuditResult:
+    """The cryptographic half of an audit: packet signature, response form and signature, the
+    opening of the base commitment and the transition proof. OK means only these passed."""
+    did, r = packet.did, packet.round
+    try:
+        body = packet.body()
+    except pk.PacketError as exc:
+        return AuditResult(Finding.BAD_PACKET, did, r, str(exc))
+    if not verify_signature(packet.sender, packet.signature, body):
+        return AuditResult(Finding.BAD_PACKET, did, r, "packet signature does not verify")
+    if response is None:
+        return AuditResult(Finding.NO_RESPONSE, did, r, "the node did not answer the audit")
+    try:
+        answer = pk.decode_audit(response)
+        blinding = cm.parse_scalar(answer.blinding, "audit response: blinding")
+    except pk.IntegrityError as exc:
+        return AuditResult(Finding.BAD_RESPONSE, did, r, str(exc))
+    if (answer.sender, answer.round, answer.nonce) != (packet.sender, r, packet.nonce):
+        return AuditResult(Finding.BAD_RESPONSE, did, r, "response is for another packet")
+    if not answer.verify_signature():
+        return AuditResult(Finding.BAD_RESPONSE, did, r, "response signature does not verify")
+    if len(answer.weights) != len(packet.update):
+        return AuditResult(Finding.BAD_OPENING, did, r, "opened weights differ in number")
+    if not cm.verify_opening(packet.base, answer.weights, blinding):
+        return AuditResult(Finding.BAD_OPENING, did, r, "weights do not open the base commitment")
+    if not verify_proof(did, r, packet.base, packet.update, packet.commitment, answer.proof):
+        return AuditResult(Finding.BAD_PROOF, did, r, "new commitment is not base + update")
+    return AuditResult(Finding.OK, did, r)
+
+
+def audit(
+    packet: pk.UpdatePacket, response: bytes | None, shard: Any, settings: Any
+) -> AuditResult:
+    """A full audit of one packet: :func:`check_response`, then re-run the node's training from
+    the opened weights on the window its nonce picks and compare update and metrics exactly."""
+    result = check_response(packet, response)
+    if not result.ok:
+        return result
+    answer = pk.decode_audit(response)
+    if len(answer.weights) != settings.order:
+        return AuditResult(Finding.WRONG_UPDATE, result.did, result.round,
+                           f"{len(answer.weights)} weights, the model has {settings.order}")
+    expected = honest_claim(answer.weights, shard, packet.nonce, settings)
+    if expected.update != packet.update:
+        wrong = sum(a != b for a, b in zip(expected.update, packet.update, strict=True))
+        return AuditResult(Finding.WRONG_UPDATE, result.did, result.round,
+                           f"{wrong} of {len(packet.update)} update values differ from training")
+    if (expected.residual_error, expected.accuracy_delta) != (
+        packet.residual_error, packet.accuracy_delta
+    ):
+        return AuditResult(
+            Finding.WRONG_ACCURACY, result.did, result.round,
+            f"claimed error {packet.residual_error} / delta {packet.accuracy_delta}, training "
+            f"gives {expected.residual_error} / {expected.accuracy_delta} (Q16.16)",
+        )
+    return result
