@@ -35,7 +35,14 @@ def _root(
 def make_app() -> typer.Typer:
     """Build the CLI: the built-in command groups plus every plugin's ``register_commands``."""
     from qres import plugins
-    from qres.cli import aggregate_cmd, codec_cmd, keys_cmd, plugins_cmd, profiles_cmd
+    from qres.cli import (
+        aggregate_cmd,
+        audit_cmd,
+        codec_cmd,
+        keys_cmd,
+        plugins_cmd,
+        profiles_cmd,
+    )
 
     app = typer.Typer(
         name="qres",
@@ -47,6 +54,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     codec_cmd.register(app)
     aggregate_cmd.register(app)
+    audit_cmd.register(app)
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(profiles_cmd.app, name="profiles")
     app.add_typer(keys_cmd.app, name="keys")

@@ -185,3 +185,169 @@ def audit(
             f"gives {expected.residual_error} / {expected.accuracy_delta} (Q16.16)",
         )
     return result
+
+
+@attrs.frozen
+class StreamFailure:
+    """One failed check in a recorded stream: where, whose, which round, what and why."""
+
+    record: int
+    did: str
+    round: int | None
+    check: str
+    detail: str
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON."""
+        return attrs.asdict(self)
+
+
+@attrs.define
+class SenderSummary:
+    """Per-sender counts over a recorded stream."""
+
+    did: str
+    packets: int = 0
+    proofs_verified: int = 0
+    audits_passed: int = 0
+    linked: int = 0
+    rebased: int = 0
+    failures: int = 0
+    rounds: set = attrs.field(factory=set)
+    last_commitment: bytes | None = None
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON (rounds as a count and range)."""
+        return {
+            "did": self.did,
+            "packets": self.packets,
+            "rounds": len(self.rounds),
+            "first_round": min(self.rounds) if self.rounds else None,
+            "last_round": max(self.rounds) if self.rounds else None,
+            "proofs_verified": self.proofs_verified,
+            "audits_passed": self.audits_passed,
+            "linked": self.linked,
+            "rebased": self.rebased,
+            "failures": self.failures,
+        }
+
+
+@attrs.define
+class StreamReport:
+    """The outcome of :func:`audit_stream`."""
+
+    records: int = 0
+    packets: int = 0
+    audit_responses: int = 0
+    senders: dict = attrs.field(factory=dict)
+    failures: list = attrs.field(factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        """Plain data for JSON, senders in DID order."""
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "packets": self.packets,
+            "audit_responses": self.audit_responses,
+            "senders": [self.senders[k].as_dict() for k in sorted(self.senders)],
+            "failures": [f.as_dict() for f in self.failures],
+        }
+
+
+def audit_stream(stream: Any, where: str = "stream", window: int | None = None) -> StreamReport:
+    """Verify a recorded packet stream (docs/trust.md section 9).
+
+    Per packet: decoding, signature, replays (same sender, round and nonce), staleness (older
+    than ``window`` rounds behind the newest round seen, when given), equivocation (two
+    different packets from one sender for one round), commitment points and, when the packet
+    carries one, its proof. Per audit response: the matching packet exists and
+    :func:`check_response` passes (opening and proof). Each sender's commitment chain is
+    counted as linked (base = its previous new commitment) or rebased.
+    """
+    report = StreamReport()
+    packets: dict[tuple[bytes, int, bytes], pk.UpdatePacket] = {}
+    by_round: dict[tuple[bytes, int], pk.UpdatePacket] = {}
+    newest = None
+
+    def fail(record: int, did: str, round_: int | None, check: str, detail: str) -> None:
+        report.failures.append(StreamFailure(record, did, round_, check, detail))
+        if did in report.senders:
+            report.senders[did].failures += 1
+
+    number = 0
+    try:
+        for kind, data in pk.read_stream(stream, where):
+            number += 1
+            report.records = number
+            if kind == pk.RECORD_AUDIT:
+                report.audit_responses += 1
+                _audit_record(number, data, packets, report, fail)
+                continue
+            report.packets += 1
+            try:
+                packet = pk.decode(data)
+            except pk.PacketError as exc:
+                fail(number, "?", None, exc.reason.name.lower().replace("_", "-"), str(exc))
+                continue
+            did, r = packet.did, packet.round
+            summary = report.senders.setdefault(did, SenderSummary(did))
+            summary.packets += 1
+            if not verify_signature(packet.sender, packet.signature, data[: -pk.SIGNATURE_BYTES]):
+                fail(number, did, r, "bad-signature", "signature does not verify")
+                continue
+            key = (packet.sender, r, packet.nonce)
+            if key in packets:
+                fail(number, did, r, "replay", "same sender, round and nonce as an earlier packet")
+                continue
+            packets[key] = packet
+            if window is not None and newest is not None and r < newest - window:
+                fail(number, did, r, "stale-round", f"{newest - r} rounds behind round {newest}")
+            newest = r if newest is None else max(newest, r)
+            earlier = by_round.get((packet.sender, r))
+            if earlier is not None and earlier.encode() != packet.encode():
+                fail(number, did, r, "equivocation", "a second, different update for this round")
+            by_round.setdefault((packet.sender, r), packet)
+            summary.rounds.add(r)
+            if not (cm.is_valid_point(packet.base) and cm.is_valid_point(packet.commitment)):
+                fail(number, did, r, "bad-point", "a commitment is not a prime-order point")
+                continue
+            if summary.last_commitment is not None:
+                if packet.base == summary.last_commitment:
+                    summary.linked += 1
+                else:
+                    summary.rebased += 1
+            summary.last_commitment = packet.commitment
+            if packet.proof is not None:
+                if verify_proof(did, r, packet.base, packet.update, packet.commitment,
+                                packet.proof):
+                    summary.proofs_verified += 1
+                else:
+                    fail(number, did, r, "bad-proof", "new commitment is not base + update")
+    except pk.PacketError as exc:
+        fail(number + 1, "?", None, "bad-stream", str(exc))
+    return report
+
+
+def _audit_record(number: int, data: bytes, packets: dict, report: StreamReport, fail) -> None:
+    try:
+        answer = pk.decode_audit(data)
+    except pk.PacketError as exc:
+        fail(number, "?", None, "bad-response", str(exc))
+        return
+    from qres.trust.identity import did_of
+
+    did = did_of(answer.sender)
+    packet = packets.get((answer.sender, answer.round, answer.nonce))
+    if packet is None:
+        fail(number, did, answer.round, "orphan-response", "no earlier packet with this nonce")
+        return
+    result = check_response(packet, data)
+    if result.ok:
+        report.senders[did].audits_passed += 1
+    else:
+        fail(number, did, answer.round, result.finding.value, result.detail)
