@@ -32,6 +32,16 @@ from qres.samples import SampleSource, StreamSpec
 
 #: Bit 0 of a block's flags: this block was coded lossless although the stream has a bound.
 FLAG_LOSSLESS = 1
+#: Bits 1-2 of a block's flags: which predictor coded the block (docs/format.md).
+PREDICTOR_SHIFT = 1
+PREDICTOR_MASK = 3 << PREDICTOR_SHIFT
+#: Block predictor codes: 0 is the header's predictor; the others are fixed by the format, so
+#: a decoder needs nothing but the flags to rebuild them.
+BLOCK_PREDICTORS: dict[int, dict[str, Any]] = {
+    1: {"use": "interp", "kind": "linear", "anchor": 1024},
+    2: {"use": "interp", "kind": "cubic", "anchor": 1024},
+}
+KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK
 
 
 @attrs.frozen
@@ -83,6 +93,7 @@ class BlockCoder:
             self.predictor.set_initial_weights(np.asarray(weights, dtype=np.int32))
         self.spec = spec
         self.settings = settings
+        self._predictors = {0: self.predictor}
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
         self.bounds = None
         if not spec.dtype.startswith("float"):
@@ -112,19 +123,29 @@ class BlockCoder:
         frames = block.shape[0]
         flags = 0
         restored = raw
-        payload = self._predicted(block, self.grid_step, self.int_bound)
-        if payload is not None and self.int_bound:
-            # The decoder's view of a bounded-error block is its reconstruction: compute it,
-            # check the bound (float rounding could in principle break it), and fall back to
-            # lossless coding of the block if it does not hold.
-            decoded = self._decode_predicted(payload, frames, lossless=False)
-            if _within(block, decoded, float(self.settings.max_error)):
-                restored = decoded.tobytes()
-            else:
-                payload = None
-        if payload is None and self.int_bound:
-            payload = self._predicted(block, None, 0)
-            flags |= FLAG_LOSSLESS
+        payload = None
+        if self.int_bound:
+            # Bounded error: the header's predictor and the interpolation predictors each code
+            # the block, and the smallest wins (a choice the data makes, recorded in the flags).
+            chosen = self._predicted(
+                block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS)
+            )
+            if chosen is not None:
+                payload, code = chosen
+                # The decoder's view of a bounded-error block is its reconstruction: compute
+                # it, check the bound (float rounding could in principle break it), and fall
+                # back to lossless coding of the block if it does not hold.
+                decoded = self._decode_predicted(payload, frames, False, code)
+                if _within(block, decoded, float(self.settings.max_error)):
+                    restored = decoded.tobytes()
+                    flags |= code << PREDICTOR_SHIFT
+                else:
+                    payload = None
+            if payload is None:
+                flags |= FLAG_LOSSLESS
+        if payload is None:
+            chosen = self._predicted(block, None, 0, (0,))
+            payload = None if chosen is None else chosen[0]
         raw_crc = zlib.crc32(restored)
         if payload is not None and len(payload) < 0.9 * len(raw):
             return Block(frames, METHOD_PREDICTED, flags, raw_crc, payload), restored
@@ -137,18 +158,39 @@ class BlockCoder:
             best = Block(frames, METHOD_DEFLATE, 0, zlib.crc32(raw), deflated)
         return best, (restored if best.method == METHOD_PREDICTED else raw)
 
-    def _predicted(self, block, grid_step, bound) -> bytes | None:
+    def block_predictor(self, code: int):
+        """The predictor of block predictor ``code`` (0: the header's), built once."""
+        pred = self._predictors.get(code)
+        if pred is None:
+            from qres import plugins
+
+            table = BLOCK_PREDICTORS[code]
+            pred = plugins.create("predictor", table, Location("<block flags>", "predictor"))
+            self._predictors[code] = pred
+        return pred
+
+    def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int] | None:
+        """The smallest payload over the block predictors ``codes``, and its code (the first
+        one wins ties), or None if the block has no integer mapping."""
         mapped = mapping.to_integers(block, self.spec, grid_step)
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
-        residuals = self.predictor.encode(mapped.ints, max_error=bound, bounds=bounds)
+        best: tuple[int, int, list[bytes]] | None = None
+        for code in codes:
+            residuals = self.block_predictor(code).encode(
+                mapped.ints, max_error=bound, bounds=bounds
+            )
+            coded = [self.coder.encode(stream) for stream in residuals]
+            size = sum(len(c) for c in coded)
+            if best is None or size < best[0]:
+                best = (size, code, coded)
+        assert best is not None
         parts = [mapped.side]
-        for stream in (*residuals, *mapped.extras):
-            coded = self.coder.encode(stream)
+        for coded in (*best[2], *(self.coder.encode(s) for s in mapped.extras)):
             parts.append(struct.pack("<I", len(coded)))
             parts.append(coded)
-        return b"".join(parts)
+        return b"".join(parts), best[1]
 
     # decode ------------------------------------------------------------------------------
 
@@ -160,8 +202,15 @@ class BlockCoder:
             elif block.method == METHOD_DEFLATE:
                 raw = _inflate(block.payload, block.frames * self.spec.frame_bytes)
             else:
+                if block.flags & ~KNOWN_FLAGS or (
+                    block.flags >> PREDICTOR_SHIFT & 3
+                ) not in (0, *BLOCK_PREDICTORS):
+                    raise IntegrityError(
+                        f"unknown flags {block.flags:#04x}; corrupted, or written by a newer qres"
+                    )
                 lossless = bool(block.flags & FLAG_LOSSLESS) or not self.int_bound
-                decoded = self._decode_predicted(block.payload, block.frames, lossless)
+                code = (block.flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
+                decoded = self._decode_predicted(block.payload, block.frames, lossless, code)
                 raw = decoded.tobytes()
         except IntegrityError as exc:
             raise IntegrityError(f"block {number}: {exc}") from exc
@@ -171,7 +220,7 @@ class BlockCoder:
             raise IntegrityError(f"block {number}: decoded data fails its checksum; corrupted")
         return raw
 
-    def _decode_predicted(self, payload: bytes, frames: int, lossless: bool) -> Any:
+    def _decode_predicted(self, payload: bytes, frames: int, lossless: bool, code: int) -> Any:
         import numpy as np
 
         spec = self.spec
@@ -194,7 +243,7 @@ class BlockCoder:
         bound = 0 if lossless else self.int_bound
         grid = None if lossless else self.grid_step
         bounds = self.bounds if grid is None else None
-        ints = self.predictor.decode(residuals, max_error=bound, bounds=bounds)
+        ints = self.block_predictor(code).decode(residuals, max_error=bound, bounds=bounds)
         return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
 
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from qres import api, codec, container
+from qres.errors import IntegrityError
 from qres.samples import SampleSource, StreamSpec
 
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
@@ -50,7 +51,7 @@ def test_corpus_bounded_error_holds(row):
     if spec.dtype.startswith("float"):
         bounds = [spread * 1e-5, spread * 1e-3, spread * 1e-2]
     else:
-        bounds = [1, 4, 32]
+        bounds = [1, 4, 32, 256]
     for bound in bounds:
         sizes.append(_bound_checked(raw, spec, bound))
     assert sizes == sorted(sizes, reverse=True), "a larger bound must not cost more"
@@ -129,3 +130,42 @@ def test_incompressible_bytes_are_stored_with_small_overhead():
     packed = api.compress_bytes(raw, StreamSpec("uint8"), profile="server")
     assert api.decompress_bytes(packed) == raw
     assert len(packed) <= len(raw) + 700 + 40 * 4
+
+
+def _block_flags(packed: bytes) -> list[int]:
+    reader = container.Reader(io.BytesIO(packed))
+    return [block.flags for _, block in reader.blocks()]
+
+
+def test_bounded_blocks_choose_their_predictor_from_the_data():
+    """Coarse bounds on a smooth signal pick an interpolation predictor (flag bits 1-2); a
+    lossless stream never sets them; every choice decodes within the bound."""
+    rng = np.random.default_rng(3)
+    walk = np.cumsum(np.convolve(rng.integers(-50, 51, 40000), np.ones(16, int), "same")) // 8
+    raw = np.clip(walk, -32768, 32767).astype("<i2").tobytes()
+    spec = StreamSpec("int16")
+    codes = set()
+    for bound in (2, 64, 500):
+        packed = api.compress_bytes(raw, spec, profile="server", max_error=bound)
+        _bound_checked(raw, spec, bound)
+        codes |= {(f & codec.PREDICTOR_MASK) >> codec.PREDICTOR_SHIFT for f in _block_flags(packed)}
+        # the chosen block is never bigger than the header's predictor alone would give
+        alone = codec.BlockCoder(
+            api.codec_settings("server", bound)[0], spec
+        )._predicted(np.frombuffer(raw, "<i2").reshape(-1, 1), None, bound, (0,))
+        assert len(packed) < len(alone[0]) + 400
+    assert codes & set(codec.BLOCK_PREDICTORS)
+    assert all(f == 0 for f in _block_flags(api.compress_bytes(raw, spec, profile="server")))
+
+
+def test_unknown_block_flags_are_refused():
+    spec = StreamSpec("int16")
+    raw = np.arange(1000, dtype="<i2").tobytes()
+    packed = api.compress_bytes(raw, spec, profile="fast", max_error=3)
+    reader = container.Reader(io.BytesIO(packed))
+    (_, block), *_ = list(reader.blocks())
+    decoder = codec.open_decoder(reader.header)()
+    for flags in (1 << 3, 3 << codec.PREDICTOR_SHIFT):
+        bad = container.Block(block.frames, block.method, flags, block.raw_crc, block.payload)
+        with pytest.raises(IntegrityError, match="block 4: unknown flags"):
+            decoder.decode(4, bad)

@@ -24,6 +24,8 @@ TABLES = [
     {"use": "nlms", "order": 4, "update": "sign", "bias_shift": 3, "fixed": 3},
     {"use": "taaf"},
     {"use": "taaf", "cross": 1, "spike_ratio": 1.0, "stages": [4], "bias_shift": 2},
+    {"use": "interp"},
+    {"use": "interp", "kind": "linear", "anchor": 4},
 ]
 
 
@@ -225,6 +227,77 @@ def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp
     assert pred.encode(x).tolist() == want
 
 
+def interp_ref(x, cubic, anchor, e=0, lo=I64_MIN, hi=I64_MAX):
+    """Plain-Python multilevel interpolation for one channel, per docs/predictors.md: the
+    residuals in coding order and the reconstruction."""
+    n = len(x)
+    xr = [0] * n
+    out = []
+
+    def code(t, p):
+        pc = clamp(p, lo, hi)
+        if e == 0:
+            out.append(wrap(x[t] - pc))
+            xr[t] = x[t]
+            return
+        m = 2 * e + 1
+        d = abs(x[t] - pc)
+        q = d // m + (1 if d % m > e else 0)
+        q = q if x[t] >= pc else -q
+        xr[t] = clamp(pc + q * m, lo, hi)
+        out.append(q)
+
+    prev = 0
+    for t in range(0, n, anchor):
+        code(t, prev)
+        prev = xr[t]
+    s = anchor // 2
+    while s >= 1:
+        for t in range(s, n, 2 * s):
+            left = xr[t - s]
+            if t + s >= n:
+                p = left
+            elif cubic and t >= 3 * s and t + 3 * s < n:
+                p = wrap(9 * (left + xr[t + s]) - xr[t - 3 * s] - xr[t + 3 * s] + 8) >> 4
+            else:
+                p = wrap(left + xr[t + s] + 1) >> 1
+            code(t, p)
+        s //= 2
+    return out, xr
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), cubic=st.booleans(),
+       anchor=st.sampled_from([1, 2, 8, 64, 1024]), e=st.sampled_from([0, 1, 5, 300]),
+       style=st.sampled_from(["walk", "wide", "int16"]))
+def test_interp_matches_reference(seed, n, cubic, anchor, e, style):
+    rng = np.random.default_rng(seed)
+    lo, hi = (-32768, 32767) if style == "int16" else (I64_MIN, I64_MAX)
+    if style == "wide":
+        x = rng.integers(I64_MIN, I64_MAX, n, dtype=np.int64, endpoint=True)
+    elif style == "int16":
+        x = np.clip(np.cumsum(rng.integers(-4000, 4001, n)), lo, hi)
+    else:
+        x = np.cumsum(rng.integers(-1000, 1001, n))
+    pred = make({"use": "interp", "kind": "cubic" if cubic else "linear", "anchor": anchor})
+    want, xr = interp_ref(x.tolist(), cubic, anchor, e, lo, hi)
+    got = pred.encode(x, e, bounds=(lo, hi))
+    assert got.tolist() == want
+    assert pred.decode(got, e, bounds=(lo, hi)).tolist() == xr
+
+
+def test_interp_beats_extrapolation_at_coarse_bounds():
+    """At a bound far above the noise, interpolating from both sides leaves more zeros than the
+    adaptive cascade, whose reconstructed history is a staircase (a smoothed random walk)."""
+    rng = np.random.default_rng(8)
+    x = np.cumsum(np.convolve(rng.integers(-50, 51, 20000), np.ones(16, int), "same")) // 8
+    zeros = {}
+    for table in ({"use": "nlms"}, {"use": "interp"}, {"use": "interp", "kind": "linear"}):
+        res = make(table).encode(x, 64)
+        zeros[table.get("kind", table["use"])] = (res == 0).mean()
+    assert zeros["interp"] > zeros["nlms"] and zeros["linear"] > zeros["nlms"]
+
+
 # ----------------------------------------------------------------------------- determinism
 
 
@@ -245,6 +318,21 @@ def test_residuals_are_pinned():
 
 
 GOLDEN = "18f0b42245ae2847"
+
+
+def test_interp_residuals_are_pinned():
+    """The interpolation predictor's residuals, both kinds, lossless and bounded, pinned."""
+    t = np.arange(3001)
+    x = np.stack([np.abs((t * 37) % 4000 - 2000) * 9, (t * t) % 7919 - 3000])
+    digest = hashlib.sha256()
+    for kind in ("linear", "cubic"):
+        for e in (0, 3, 200):
+            res = make({"use": "interp", "kind": kind, "anchor": 256}).encode(x, e)
+            digest.update(res.astype("<i8").tobytes())
+    assert digest.hexdigest()[:16] == INTERP_GOLDEN
+
+
+INTERP_GOLDEN = "0d8ebeb33f5b31c3"
 
 
 def test_repeatable_and_blocks_independent():
@@ -317,6 +405,9 @@ def test_initial_weights_export_import():
     ({"use": "nlms", "taps": 8}, "taps"),
     ({"use": "taaf", "spike_ratio": 0.5}, "spike_ratio"),
     ({"use": "taaf", "cross": 33}, "cross"),
+    ({"use": "interp", "kind": "spline"}, "kind"),
+    ({"use": "interp", "anchor": 48}, "anchor"),
+    ({"use": "interp", "anchor": 0}, "anchor"),
 ])
 def test_bad_settings_are_profile_errors(table, key):
     with pytest.raises(ProfileError, match=f"codec.predictor.{key}"):
@@ -330,7 +421,7 @@ def test_taaf_channel_limit():
 
 
 def test_registered_and_memory_declared():
-    for name in ("polynomial", "nlms", "taaf"):
+    for name in ("polynomial", "nlms", "taaf", "interp"):
         assert get_plugin("predictor", name).name == name
     nlms = get_plugin("predictor", "nlms")
     small = nlms.memory_bytes(make({"use": "nlms", "order": 8}).config)

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
-"""Hot loops of the predictors: fixed polynomial, sign-error NLMS cascade, TAAF fusion.
+"""Hot loops of the predictors: fixed polynomial, interpolation, NLMS cascade, TAAF fusion.
 
 All arithmetic is integer. The one rounding rule for a right shift by k of a product or sum is
 ``rsr(a, k) = (a + 2**(k-1)) >> k`` (round to nearest, ties toward +infinity, arithmetic shift).
@@ -10,7 +10,7 @@ the full specification; the plain-Python reference in tests/test_predictors.py f
 """
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove
 
 
@@ -175,6 +175,67 @@ def polynomial(const int64_t[:, ::1] src, int64_t[:, ::1] dst, int order, bint d
                 pc = clamp64(fixed_pred(xh, order if t >= order else <int>t), lo, hi)
                 xr = code_sample(src[c, t], pc, decode, max_error, lo, hi, &dst[c, t])
                 push_x(xh, xr)
+
+
+# ----------------------------------------------------------------------------- interpolation
+
+cdef inline int64_t interp_pred(const int64_t* xr, Py_ssize_t t, Py_ssize_t s, Py_ssize_t n,
+                                bint cubic) noexcept nogil:
+    """Prediction of x[t] (t an odd multiple of s) from reconstructions at t +- s, t +- 3s.
+
+    Linear: rsr(L + R, 1); cubic (when t - 3s and t + 3s exist): rsr(9(L + R) - LL - RR, 4);
+    without a right neighbour: L. Sums wrap modulo 2**64 (only int64-extreme data wraps).
+    """
+    cdef uint64_t left = <uint64_t>xr[t - s], right, acc
+    if t + s >= n:
+        return <int64_t>left
+    right = <uint64_t>xr[t + s]
+    if cubic and t >= 3 * s and t + 3 * s < n:
+        acc = 9 * (left + right) - <uint64_t>xr[t - 3 * s] - <uint64_t>xr[t + 3 * s]
+        return rsr(<int64_t>acc, 4)
+    return rsr(<int64_t>(left + right), 1)
+
+
+def interpolate(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint cubic, int anchor_shift,
+                bint decode, int64_t max_error, int64_t lo, int64_t hi):
+    """Multilevel interpolation: anchors every 2**anchor_shift samples (each predicted by the
+    previous one), then the odd multiples of each stride 2**(anchor_shift-1), ..., 1, predicted
+    from reconstructed neighbours on both sides. Residuals are stored in that coding order."""
+    cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], c, t, k, s
+    cdef Py_ssize_t stride = (<Py_ssize_t>1) << anchor_shift
+    cdef int64_t pc, prev, v
+    if anchor_shift < 0 or anchor_shift > 30:
+        raise ValueError("anchor_shift must be in [0, 30]")
+    if channels == 0 or n == 0:
+        return
+    cdef int64_t* xr = <int64_t*>malloc(n * sizeof(int64_t))
+    if xr == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(channels):
+            k = 0
+            prev = 0
+            t = 0
+            while t < n:
+                pc = clamp64(prev, lo, hi)
+                v = src[c, k] if decode else src[c, t]
+                prev = code_sample(v, pc, decode, max_error, lo, hi, &dst[c, k])
+                xr[t] = prev
+                k += 1
+                t += stride
+            s = stride >> 1
+            while s >= 1:
+                t = s
+                while t < n:
+                    pc = clamp64(interp_pred(xr, t, s, n, cubic), lo, hi)
+                    v = src[c, k] if decode else src[c, t]
+                    xr[t] = code_sample(v, pc, decode, max_error, lo, hi, &dst[c, k])
+                    k += 1
+                    t += 2 * s
+                s >>= 1
+            if decode:
+                memcpy(&dst[c, 0], xr, n * sizeof(int64_t))
+    free(xr)
 
 
 # ----------------------------------------------------------------------------- LMS stages

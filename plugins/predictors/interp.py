@@ -1,0 +1,68 @@
+"""The multilevel interpolation predictor (``use = "interp"``): neighbours on both sides.
+
+Instead of extrapolating from the past, each sample is predicted from already-coded samples on
+both sides of it: first an anchor every ``anchor`` samples (each predicted by the previous
+anchor), then the midpoints of the anchors, then the midpoints of those, down to stride 1. Each
+level is linear (mean of the two neighbours) or cubic (four neighbours, weights -1, 9, 9, -1
+over 16). Residuals come out in that coding order, coarse levels first.
+
+In bounded-error mode the neighbours are reconstructions, so the quantisation noise of a coarse
+level averages out in the finer ones instead of feeding an adaptive filter: at coarse bounds this
+predicts far better than an extrapolating cascade (the codec tries it per block, see
+docs/format.md). No weights, no state but the block itself. docs/predictors.md specifies it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+from qres.config import InvalidSetting, one_of
+from qres.hookspecs import hookimpl
+from qres.predictor import Predictor
+
+#: Largest anchor stride (the largest block the container allows).
+MAX_ANCHOR = 1 << 24
+
+
+def _power_of_two(_inst, attribute, value):
+    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ANCHOR
+    if not ok or value & (value - 1):
+        raise InvalidSetting(attribute.name, value, f"a power of two in [1, {MAX_ANCHOR}]")
+
+
+@attrs.frozen
+class InterpConfig:
+    """Settings of the interpolation predictor: the kind of each level and the anchor stride."""
+
+    kind: str = attrs.field(default="cubic", validator=one_of("linear", "cubic"))
+    anchor: int = attrs.field(default=1024, validator=_power_of_two)
+
+
+class InterpPredictor(Predictor):
+    """Anchors, then linear or cubic interpolation at halving strides, from both sides."""
+
+    name: ClassVar[str] = "interp"
+    Config: ClassVar[type] = InterpConfig
+
+    @classmethod
+    def memory_bytes(cls, config: InterpConfig) -> int:
+        """A few words of loop state: the predictor works in place in the block's buffer."""
+        return 64
+
+    def _run(self, block, decode, max_error, lo, hi):
+        import numpy as np
+        from qres.builtin_plugins.predictors import _kernels
+
+        cfg = self.config
+        out = np.empty_like(block)
+        shift = cfg.anchor.bit_length() - 1
+        _kernels.interpolate(block, out, cfg.kind == "cubic", shift, decode, max_error, lo, hi)
+        return out
+
+
+@hookimpl
+def register_predictors(register):
+    """Register the interpolation predictor."""
+    register(InterpPredictor)
