@@ -26,6 +26,7 @@ import attrs
 from qres.config import Location, build_config, integer, one_of, text
 from qres.container import SAMPLE_DTYPES
 from qres.errors import ProfileError
+from qres.swarm.settings import SwarmSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,13 +69,19 @@ class Section:
     slots: Mapping[str, str] = attrs.field(factory=dict)
     many: frozenset = frozenset()
     is_plugin: str | None = None
+    #: Unknown keys are reported with every allowed key, plugin slots first (``[swarm]``).
+    list_all_keys: bool = False
 
 
 SECTIONS: dict[str, Section] = {
     "profile": Section(settings=ProfileMeta),
     "hardware": Section(is_plugin="hardware"),
     "codec": Section(settings=CodecSettings, slots={"predictor": "predictor", "coder": "coder"}),
-    "swarm": Section(slots={"aggregator": "aggregator", "transport": "transport"}),
+    "swarm": Section(
+        settings=SwarmSettings,
+        slots={"aggregator": "aggregator", "transport": "transport", "attack": "attack"},
+        list_all_keys=True,
+    ),
     "llm": Section(slots={"backend": "llm_backend"}),
     "lora": Section(slots={"layers": "lora_layer"}, many=frozenset({"layers"})),
 }
@@ -294,6 +301,14 @@ def validate(profile: Profile) -> None:
         if section.is_plugin:
             continue
         plain = {k: v for k, v in table.items() if k not in section.slots}
+        if section.list_all_keys:
+            known = [*section.slots, *attrs.fields_dict(section.settings)]
+            for key in plain:
+                if key not in known:
+                    raise ProfileError(
+                        f"{profile.where(section_name, key)}: unknown key; "
+                        f"allowed keys: {', '.join(known)}"
+                    )
         if section.settings is not None:
             for key in plain:
                 build_config(section.settings, {key: plain[key]}, profile.where(section_name))

@@ -92,6 +92,8 @@ class InProcessTransport(Transport):
         self._in_flight: list[tuple[int, int, Message]] = []  # heap by (deliver_at, seq)
         self._queues: dict[NodeId, deque[Message]] = {}
         self._counts = dict.fromkeys(attrs.fields_dict(TransportStats), 0)
+        self._batch_rng = None  # numpy stream of batch sends, made on first use
+        self._batches: list[tuple] = []  # in-flight batch messages, arrays per send_batch
 
     @classmethod
     def memory_bytes(cls, config: InProcessConfig) -> int:
@@ -179,6 +181,99 @@ class InProcessTransport(Transport):
         while self._in_flight and self._in_flight[0][0] <= self._now:
             _, _, message = heapq.heappop(self._in_flight)
             self._arrive(message)
+
+    # --- batch mode: the swarm simulator's vectorised gossip --------------------------------
+    #
+    # At thousands of nodes one Python object per message is too slow, so the simulator sends
+    # whole arrays of (src, dst, size, tag) at once. Batch messages carry no payload bytes (the
+    # caller keeps what ``tag`` refers to); they share the counters with single sends, have
+    # their own seeded numpy stream (so batch and single sends do not disturb each other's
+    # draws) and their own in-flight store. Loss and delay follow the same settings.
+
+    def send_batch(self, src, dst, sizes, tags):
+        """Send a batch of messages ``src[i] -> dst[i]`` of ``sizes[i]`` bytes with ``tags[i]``.
+
+        For every message, in order, one uniform draw decides loss and one integer draw its
+        delay (both drawn for all messages, from the batch stream seeded by ``seed``). Returns
+        the boolean mask of messages not lost in transit. Sizes above ``max_payload`` raise.
+        """
+        import numpy as np
+
+        src = np.asarray(src, dtype=np.int64).reshape(-1)
+        dst = np.asarray(dst, dtype=np.int64).reshape(-1)
+        sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+        tags = np.asarray(tags, dtype=np.int64).reshape(-1)
+        m = src.shape[0]
+        if not dst.shape[0] == sizes.shape[0] == tags.shape[0] == m:
+            raise QresError(
+                "transport inproc, send_batch: src, dst, sizes and tags differ in length; "
+                "pass one entry per message"
+            )
+        if m and (sizes.min() < 0 or sizes.max() > self.config.max_payload):
+            raise QresError(
+                f"transport inproc, send_batch: a message of {int(sizes.max())} bytes exceeds "
+                f"max_payload={self.config.max_payload}; raise max_payload in the settings"
+            )
+        if self._batch_rng is None:
+            self._batch_rng = np.random.default_rng([self.config.seed, 0xBA7C4])
+        cfg = self.config
+        u = self._batch_rng.random(m)
+        delay = cfg.delay_min + self._batch_rng.integers(0, cfg.delay_max - cfg.delay_min + 1, m)
+        kept = u >= cfg.loss
+        total = int(sizes.sum())
+        lost = ~kept
+        self._counts["sent_messages"] += m
+        self._counts["sent_bytes"] += total
+        n_lost = int(np.count_nonzero(lost))
+        self._counts["dropped_messages"] += n_lost
+        self._counts["dropped_bytes"] += int(sizes[lost].sum())
+        self._counts["dropped_loss"] += n_lost
+        seq = self._seq + np.arange(m, dtype=np.int64)
+        self._seq += m
+        self._batches.append(
+            (self._now + delay[kept], seq[kept], src[kept], dst[kept], sizes[kept], tags[kept])
+        )
+        return kept
+
+    def receive_batch(self):
+        """Deliver every batch message due by now; returns arrays ``(src, dst, sizes, tags,
+        sent_seq)`` in delivery order (due tick, then send order).
+
+        Each destination takes at most ``queue_limit`` messages per call; the rest are dropped
+        (tail drop, counted in ``dropped_queue_full``), as a full receive queue would.
+        """
+        import numpy as np
+
+        if not self._batches:
+            empty = np.zeros(0, np.int64)
+            return empty, empty, empty, empty, empty
+        columns = zip(*self._batches, strict=True)
+        due, seq, src, dst, sizes, tags = (np.concatenate(a) for a in columns)
+        ready = due <= self._now
+        self._batches = (
+            [tuple(a[~ready] for a in (due, seq, src, dst, sizes, tags))] if (~ready).any() else []
+        )
+        order = np.lexsort((seq[ready], due[ready]))
+        seq, src, dst, sizes, tags = (a[ready][order] for a in (seq, src, dst, sizes, tags))
+        # rank of each message among those for the same destination, in delivery order
+        by_dst = np.argsort(dst, kind="stable")
+        d_sorted = dst[by_dst]
+        first = np.searchsorted(d_sorted, d_sorted, side="left")
+        rank = np.empty_like(by_dst)
+        rank[by_dst] = np.arange(d_sorted.shape[0]) - first
+        fits = rank < self.config.queue_limit
+        n_drop = int(np.count_nonzero(~fits))
+        self._counts["dropped_messages"] += n_drop
+        self._counts["dropped_bytes"] += int(sizes[~fits].sum())
+        self._counts["dropped_queue_full"] += n_drop
+        self._counts["delivered_messages"] += int(np.count_nonzero(fits))
+        self._counts["delivered_bytes"] += int(sizes[fits].sum())
+        return src[fits], dst[fits], sizes[fits], tags[fits], seq[fits]
+
+    @property
+    def batch_in_flight(self) -> int:
+        """Batch messages sent but not yet delivered or dropped."""
+        return sum(int(b[0].shape[0]) for b in self._batches)
 
     def _arrive(self, message: Message) -> None:
         queue = self._queues.setdefault(message.dst, deque())

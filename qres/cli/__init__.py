@@ -42,6 +42,7 @@ def make_app() -> typer.Typer:
         keys_cmd,
         plugins_cmd,
         profiles_cmd,
+        swarm_cmd,
     )
 
     app = typer.Typer(
@@ -57,6 +58,7 @@ def make_app() -> typer.Typer:
     audit_cmd.register(app)
     app.add_typer(plugins_cmd.app, name="plugins")
     app.add_typer(profiles_cmd.app, name="profiles")
+    swarm_cmd.register(app)
     app.add_typer(keys_cmd.app, name="keys")
     plugins.load_plugins()
     plugins.pm.hook.register_commands(app=app)

@@ -1,0 +1,121 @@
+"""``qres swarm simulate``: a deterministic simulation of a swarm learning under attack."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    help="Simulate swarms of nodes that learn predictors together.", no_args_is_help=True
+)
+
+
+@app.command()
+def simulate(
+    profile: str = typer.Option("swarm-100", "--profile", "-p", help="Profile name or .toml path."),
+    attack: str = typer.Option(
+        None, "--attack", help="Attack plugin the Byzantine nodes run (see `qres plugins list`)."
+    ),
+    byzantine: float = typer.Option(
+        None, "--byzantine", help="Fraction of Byzantine nodes, in [0, 0.49]."
+    ),
+    rounds: int = typer.Option(None, "--rounds", help="Rounds to simulate."),
+    seed: int = typer.Option(None, "--seed", help="Seed of every random choice of the run."),
+    nodes: int = typer.Option(None, "--nodes", help="Override the profile's node count."),
+    data: str = typer.Option(
+        None, "--data", help='A MANIFEST folder of recordings (default: the generated set).'
+    ),
+    partition: str = typer.Option(None, "--partition", help="iid or non-iid."),
+    report: str = typer.Option(None, "--report", help="Write the JSON report here."),
+    plot: str = typer.Option(None, "--plot", help="Write the PNG plots here."),
+    baseline: bool = typer.Option(
+        None,
+        "--baseline/--no-baseline",
+        help="Also run the attack-free swarm to compare (default: on when there is an attack).",
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+) -> None:
+    """Run the swarm of a profile round by round and report error, bans, bytes and energy."""
+    import sys
+    import time
+    from pathlib import Path
+
+    from qres import profiles
+    from qres.api import atomic_output
+    from qres.cli.output import console, table
+    from qres.errors import QresError
+    from qres.swarm.engine import Simulation, settings_from_profile
+    from qres.swarm.report import plot as draw
+    from qres.swarm.report import summary_rows, to_json
+
+    for target in (report, plot):
+        if target and target != "-" and Path(target).exists() and not force:
+            raise QresError(f"{target}: already exists; pass --force to overwrite it")
+    if data is not None and not Path(data).is_dir():
+        raise QresError(f"--data {data}: not a folder; give a folder with a MANIFEST.tsv")
+    loaded = profiles.load(profile)
+    settings = settings_from_profile(
+        loaded, byzantine=byzantine, rounds=rounds, seed=seed, nodes=nodes, data=data,
+        partition=partition,
+    )
+    sim = Simulation(loaded, settings, attack=attack)
+    live = sys.stderr.isatty() and not as_json
+    started = time.perf_counter()
+    result = _run(sim, live, "swarm")
+    if baseline is None:
+        baseline = sim.attack is not None
+    if baseline:
+        free = Simulation(loaded, settings, attack_free=True)
+        free_report = _run(free, live, "attack-free")
+        a, b = result["final_honest_error"], free_report["final_honest_error"]
+        result["attack_free"] = {
+            "honest_error": free_report["honest_error"],
+            "final_honest_error": b,
+            "banned_honest": free_report["banned_honest"],
+            "error_ratio": round(a / b, 6) if a is not None and b else None,
+        }
+    body = to_json(result)
+    if report:
+        with atomic_output(report, force) as out:
+            out.write(body)
+    if plot:
+        with atomic_output(plot, force) as out:
+            draw(result, out)
+    if as_json:
+        sys.stdout.write(body.decode())
+        return
+    out = console()
+    out.print(table(f"qres swarm simulate --profile {loaded.name}", ["", ""],
+                    summary_rows(result)))
+    out.print(f"{time.perf_counter() - started:.1f} s")
+
+
+def _run(sim, live: bool, label: str) -> dict:
+    """Run a simulation, with a rich live table on a terminal."""
+    if not live:
+        return sim.run()
+    from rich.live import Live
+
+    from qres.cli.output import console, table
+
+    def view(st) -> object:
+        regimes = ", ".join(f"{k} {v}" for k, v in st.regimes.items())
+        rows = [
+            ["round", f"{st.round + 1} / {sim.s.rounds}"],
+            ["honest error", f"{st.honest_error:.5f}"],
+            ["awake / sending", f"{st.active} / {st.senders}"],
+            ["banned honest / Byzantine", f"{st.banned_honest} / {st.banned_byzantine}"],
+            ["regimes", regimes],
+            ["bytes sent", f"{st.bytes_sent:,}"],
+            ["reputation honest / Byzantine", f"{st.rep_honest:.3f} / {st.rep_byzantine:.3f}"],
+            ["energy level", f"{st.energy_level:.3f}"],
+        ]
+        return table(f"{label}: {sim.profile.name}", ["", ""], rows)
+
+    with Live(console=console(stderr=True), refresh_per_second=4, transient=True) as screen:
+        return sim.run(on_round=lambda st: screen.update(view(st)))
+
+
+def register(app_: typer.Typer) -> None:
+    """Add the ``swarm`` command group to the app."""
+    app_.add_typer(app, name="swarm")
