@@ -15,7 +15,8 @@ Data (:func:`load_streams`, :func:`make_shards`):
   errors are reported relative to that range.
 * :func:`make_shards(streams, n_nodes, shard_len, iid=..., rng=...)` gives an
   ``(n_nodes, shard_len)`` int32 array. Non-IID: each node reads one contiguous piece of one
-  stream, nodes spread over the streams in blocks (neighbouring node ids share a source).
+  channel of one file, nodes spread over the files in blocks (neighbouring node ids share a
+  recording).
   IID: each node's shard is :data:`IID_PIECES` pieces from streams drawn uniformly.
 
 Training (pure functions of their arguments; no hidden state, no global randomness):
@@ -30,6 +31,7 @@ Training (pure functions of their arguments; no hidden state, no global randomne
   ``settings.steps`` steps of normalised batch gradient descent on the squared prediction
   error produce from ``weights`` (``(n, k)`` or one ``(k,)`` vector shared by all nodes).
   :func:`train` is the same and returns the new weights.
+* :func:`persistence_weights` / :func:`zero_weights` -- starting models.
 * :func:`prediction_error(weights, windows, order)` -- each node's mean absolute prediction
   error divided by :data:`SPAN` (float64, ``(n,)``).
 
@@ -108,6 +110,8 @@ class Stream:
 
     name: str
     values: Any = attrs.field(eq=False, repr=False)
+    #: The file (manifest entry) the channel comes from: non-IID shards are split by file.
+    group: str = ""
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -155,7 +159,7 @@ def load_streams(
             if q is None or q.shape[0] < max(min_length, 2):
                 continue
             name = entry.name if data.shape[0] == 1 else f"{entry.name}[{c}]"
-            streams.append(Stream(name, q))
+            streams.append(Stream(name, q, entry.name))
     if not streams:
         raise QresError(
             f"{folder or 'the shared corpus'}: no usable channel of at least {min_length} "
@@ -169,10 +173,11 @@ def make_shards(
 ) -> tuple[Any, Any]:
     """Shards ``(n_nodes, shard_len)`` int32 and each node's source stream index ``(n_nodes,)``.
 
-    Non-IID: node ``i`` reads a contiguous piece of stream ``i * S // n_nodes`` (S usable
-    streams) at an offset drawn from ``rng``. IID: a shard is :data:`IID_PIECES` pieces from
-    streams drawn uniformly, and the source index is the first piece's. Streams shorter than
-    a piece are not used.
+    Non-IID: node ``i`` reads a contiguous piece of one channel of file ``i * F // n_nodes``
+    (F files with a usable channel, in manifest order; the channel and the offset are drawn
+    from ``rng``), so every recording gets about the same number of nodes whatever its
+    channel count. IID: a shard is :data:`IID_PIECES` pieces from streams drawn uniformly,
+    and the source index is the first piece's. Streams shorter than a piece are not used.
     """
     import numpy as np
 
@@ -182,24 +187,28 @@ def make_shards(
         )
     pieces = IID_PIECES if iid else 1
     piece = -(-shard_len // pieces)
-    usable = [s for s in streams if len(s) >= piece]
+    usable = [i for i, s in enumerate(streams) if len(s) >= piece]
     if not usable:
         raise QresError(f"make_shards: no stream holds {piece} samples; use a shorter shard_len")
+    groups: dict[str, list[int]] = {}
+    for i in usable:
+        groups.setdefault(streams[i].group or streams[i].name, []).append(i)
+    members = list(groups.values())
     shards = np.empty((n_nodes, shard_len), np.int32)
     source = np.empty(n_nodes, np.int64)
-    n_src = len(usable)
-    for i in range(n_nodes):
+    for node in range(n_nodes):
         if iid:
-            picks = rng.integers(0, n_src, size=pieces)
+            picks = [usable[int(p)] for p in rng.integers(0, len(usable), size=pieces)]
         else:
-            picks = [i * n_src // n_nodes]
+            group = members[node * len(members) // n_nodes]
+            picks = [group[int(rng.integers(0, len(group)))]]
         parts = []
         for p in picks:
-            values = usable[int(p)].values
+            values = streams[p].values
             off = int(rng.integers(0, len(values) - piece + 1))
             parts.append(values[off : off + piece])
-        shards[i] = np.concatenate(parts)[:shard_len]
-        source[i] = int(picks[0])
+        shards[node] = np.concatenate(parts)[:shard_len]
+        source[node] = picks[0]
     return shards, source
 
 
@@ -361,6 +370,14 @@ def prediction_error(weights: Any, windows: Any, order: int) -> Any:
     e = np.abs((x[:, order:] << FRAC_BITS) - _predict(w, x, order))
     total = e.sum(axis=1)  # below 2**29 * MAX_WINDOW
     return total.astype(np.float64) / (float(e.shape[1]) * SPAN * ONE)
+
+
+def persistence_weights(order: int, n: int | None = None) -> Any:
+    """Weights that predict the previous sample (``w[0] = 1.0``): the usual starting model,
+    already a fair predictor of smooth sensor data."""
+    w = zero_weights(order, n)
+    w[..., 0] = ONE
+    return w
 
 
 def zero_weights(order: int, n: int | None = None) -> Any:

@@ -481,7 +481,8 @@ def test_adaptive_switches_on_identified_attackers():
     trimmed = make("trimmed-mean").aggregate(x, f=3)
     assert make("adaptive").aggregate(x, f=3).tolist() == trimmed.tolist()
     suspicious = np.full(12, 65536)
-    suspicious[:2] = 0  # only 2 of 3 attackers marked: still the trimmed mean
+    suspicious[:2] = 0
+    suspicious[2] = 32768  # a suspect: neither trusted nor distrusted, still the trimmed mean
     assert make("adaptive").aggregate(x, f=3, weights=suspicious).tolist() == trimmed.tolist()
     cleared = suspicious.copy()
     cleared[2] = 0
@@ -489,6 +490,17 @@ def test_adaptive_switches_on_identified_attackers():
     assert out.tolist() == make("reputation-weighted").aggregate(x, f=3, weights=cleared).tolist()
     honest = x[3:]
     assert (out >= honest.min(axis=0)).all() and (out <= honest.max(axis=0)).all()
+    # no suspect and no attacker seen: the (cheaper, unbiased) reputation-weighted mean
+    calm = x[3:]
+    assert make("adaptive").aggregate(calm, f=3, weights=np.full(9, 65536)).tolist() == (
+        make("mean").aggregate(calm, f=0).tolist()
+    )
+    # everybody distrusted: nothing to weigh, the trimmed mean
+    assert make("adaptive").aggregate(x, f=3, weights=np.zeros(12, int)).tolist() == (
+        trimmed.tolist()
+    )
+    with pytest.raises(ProfileError, match="trust"):
+        make_table({"use": "adaptive", "distrust": 0.5, "trust": 0.4})
 
 
 def test_reputation_errors():
@@ -502,3 +514,45 @@ def test_reputation_errors():
         make("reputation-weighted").aggregate(x, f=0, weights=[0, 0, 0])
     with pytest.raises(QresError, match="n > 2f"):
         make("adaptive").aggregate(x, f=2)
+
+
+def test_reputation_tracker_flags_groups_and_far_rows():
+    from qres.aggregator import ReputationTracker
+
+    rng = np.random.default_rng(5)
+    honest = rng.integers(-(1 << 16), 1 << 16, (20, 8), dtype=np.int32)
+    cartel = np.repeat(honest.mean(axis=0, dtype=np.int64)[None, :] - 30000, 6, axis=0)
+    far = np.full((1, 8), 1 << 28, np.int32)
+    x = np.vstack([honest, cartel.astype(np.int32), far])
+    ref = make("trimmed-mean").aggregate(x, f=7)
+    tracker = ReputationTracker(27)
+    flags = tracker.observe(x, ref)
+    assert not flags[:20].any() and flags[20:].all()
+    assert tracker.reputations[:20].tolist() == [65536] * 20  # reward clamped at 1.0
+    assert tracker.reputations[20:].tolist() == [65536 - 16384] * 7
+    for _ in range(4):
+        tracker.observe(x, ref)
+    assert tracker.reputations[20:].tolist() == [0] * 7
+    # flags travel with their rows: any order gives the same flags per row
+    perm = rng.permutation(27)
+    assert np.array_equal(ReputationTracker(27).flags(x[perm], ref), flags[perm])
+    # a cartel smaller than the group size is not a group
+    small = np.vstack([honest, cartel[:4].astype(np.int32)])
+    assert not ReputationTracker(24).flags(small, ref).any()
+
+
+def test_reputation_tracker_active_nodes_and_errors():
+    from qres.aggregator import ReputationTracker
+
+    x = np.arange(12, dtype=np.int32).reshape(6, 2) * 1000
+    tracker = ReputationTracker(8, start=0.5)
+    active = np.array([1, 1, 0, 1, 1, 1, 0, 1], bool)
+    tracker.observe(x, np.zeros(2, np.int32), active=active)
+    reps = tracker.as_weights()
+    assert reps[2] == reps[6] == 32768 and (reps[active] == 32768 + 3277).all()
+    with pytest.raises(QresError, match="active"):
+        tracker.observe(x[:5], np.zeros(2, np.int32), active=active)
+    with pytest.raises(QresError, match="reference"):
+        tracker.observe(x, np.zeros(3, np.int32), active=active)
+    with pytest.raises(QresError, match="penalty"):
+        ReputationTracker(3, penalty=2.0)

@@ -18,7 +18,7 @@ from qres.aggregator import (
     div_round,
     to_q,
 )
-from qres.config import number
+from qres.config import InvalidSetting, number
 from qres.errors import QresError
 from qres.hookspecs import hookimpl
 
@@ -127,19 +127,31 @@ class AdaptiveConfig:
 
     #: A node with reputation at or below this (0..1) counts as an identified attacker.
     distrust: float = attrs.field(default=0.1, validator=number(0.0, 1.0))
+    #: A node with reputation at or above this (0..1) is trusted; between the two it is a
+    #: suspect, and while there is one the swarm is under suspicion.
+    trust: float = attrs.field(default=0.9, validator=number(0.0, 1.0))
     #: The share cap of the reputation-weighted mean.
     cap: float = attrs.field(default=0.1, validator=number(2.0**-20, 1.0))
+
+    def __attrs_post_init__(self):
+        if self.trust < self.distrust:
+            raise InvalidSetting("trust", self.trust, f"a value >= distrust ({self.distrust})")
 
 
 class Adaptive(Aggregator):
     """Adaptive: trimmed mean while the swarm is under suspicion, the cheaper
     reputation-weighted mean once the attackers are identified.
 
-    The swarm counts as cleared when reputations are given and at least ``f`` nodes have
-    reputation at or below ``distrust`` (every tolerated attacker is marked); otherwise it is
-    under suspicion and the coordinate-wise trimmed mean with ``f`` runs (Yin et al., ICML
-    2018). Combines the trimmed mean with reputation weighting as in Rodríguez-Barroso et
-    al., FGCS 2022. Needs ``n > 2 f`` (the trimmed mean's bound).
+    With reputations (from a :class:`qres.aggregator.ReputationTracker`, say) every node is
+    *trusted* (reputation >= ``trust``), *distrusted* (<= ``distrust``: an identified
+    attacker) or a *suspect* in between. While any node is a suspect, or without reputations,
+    the swarm is under suspicion and the coordinate-wise trimmed mean with ``f`` runs (Yin et
+    al., ICML 2018). Once every node is trusted or distrusted (attackers identified, or none
+    seen) and some node is trusted, the reputation-weighted mean runs, in which distrusted
+    nodes weigh (almost) nothing (Rodríguez-Barroso et al., FGCS 2022). ``f`` is a bound,
+    not a count, so the switch does not wait for ``f`` nodes to be caught. The rule trusts
+    the reputations: an attacker that keeps a trusted reputation is averaged in. Needs
+    ``n > 2 f`` (the trimmed mean's bound).
     """
 
     name = "adaptive"
@@ -158,12 +170,14 @@ class Adaptive(Aggregator):
         return check_reputations(weights, n, self.name)
 
     def identified(self, reputations, f: int) -> bool:
-        """Whether the attackers count as identified: at least ``f`` distrusted nodes."""
+        """Whether the swarm is cleared: no suspect, and at least one trusted node."""
         if reputations is None:
             return False
-        limit = math.floor(self.config.distrust * 65536 + 0.5)
-        distrusted = sum(1 for r in reputations if r <= limit)
-        return distrusted >= f and distrusted < len(reputations)
+        low = math.floor(self.config.distrust * 65536 + 0.5)
+        high = math.floor(self.config.trust * 65536 + 0.5)
+        suspects = sum(1 for r in reputations if low < r < high)
+        trusted = sum(1 for r in reputations if r >= high and r > low)
+        return suspects == 0 and trusted > 0
 
     def _aggregate(self, x, f, weights, rng):
         from qres.plugins import get_plugin
