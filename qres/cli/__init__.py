@@ -38,6 +38,7 @@ def make_app() -> typer.Typer:
     from qres.cli import (
         aggregate_cmd,
         audit_cmd,
+        bench_cmd,
         codec_cmd,
         keys_cmd,
         plugins_cmd,
@@ -60,6 +61,7 @@ def make_app() -> typer.Typer:
     app.add_typer(profiles_cmd.app, name="profiles")
     swarm_cmd.register(app)
     app.add_typer(keys_cmd.app, name="keys")
+    bench_cmd.register(app)
     plugins.load_plugins()
     plugins.pm.hook.register_commands(app=app)
     for name, reason in plugins.load_failures:

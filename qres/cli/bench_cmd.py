@@ -1,0 +1,164 @@
+"""``qres bench``: measured benchmarks; ``qres bench aggregators`` (logic in qres.aggbench)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Run the measured benchmarks.", no_args_is_help=True)
+
+
+def _fmt_ratio(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def _fmt_s(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def _print(report: dict) -> None:
+    from rich.console import Console
+
+    from qres.cli.output import table
+
+    # The grid has a dozen columns: never squeeze it below 160 characters.
+    out = Console(highlight=False)
+    if out.width < 160:
+        out = Console(highlight=False, width=160)
+    grid = report.get("grid")
+    if grid:
+        s = grid["settings"]
+        attacks = grid["attacks"]
+        rows = [
+            [r["name"], *(_fmt_ratio(r["cells"][a]) for a in attacks), _fmt_ratio(r["worst"])]
+            for r in grid["rules"]
+        ]
+        title = (
+            f"Robustness: honest error / mean without attack ({grid['baseline_error']:.5f}); "
+            f"n={s['n']}, f={s['f']}, {s['rounds']} rounds, "
+            f"{'IID' if s['iid'] else 'non-IID'}, seed {s['seed']}"
+        )
+        out.print(table(title, ["rule", *attacks, "worst"], rows))
+        for r in grid["rules"]:
+            if r["refused"]:
+                out.print(f"{r['name']}: n/a, {r['refused']}")
+        for r in grid["rules"]:
+            if r.get("distrusted"):
+                parts = ", ".join(f"{a} {h}/{b}" for a, (h, b) in r["distrusted"].items())
+                out.print(f"{r['name']} distrusted at the end (honest/byzantine): {parts}")
+        verdict = "holds" if grid["target_holds"] else "does NOT hold"
+        out.print(
+            f"target: {grid['default_rule']} worst case {_fmt_ratio(grid['default_worst'])} "
+            f"<= {grid['target']:.2f}: {verdict}"
+        )
+    speed = report.get("speed")
+    if speed:
+        st = speed["settings"]
+        flower = f"Flower {speed['flower_version']}" if speed["flower_version"] else "Flower"
+        rows = []
+        for r in speed["rows"]:
+            fl = _fmt_s(r["flower_s"])
+            if r.get("flower_scaled"):
+                fl += f" (scaled from n={r['flower_n']})"
+            target = (
+                ""
+                if r["target_s"] is None
+                else (f"< {r['target_s']} s: {'yes' if r['target_holds'] else 'NO'}")
+            )
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.1f}"
+            rows.append([r["rule"], r["n"], r["f"], _fmt_s(r["qres_s"]), fl, ratio, target])
+        out.print(
+            table(
+                f"Speed, d={st['d']} (N(0,1) in Q16.16; {flower} on the same values as float64)",
+                ["rule", "n", "f", "qres", flower, "Flower / qres", "target"],
+                rows,
+            )
+        )
+
+
+@app.command("aggregators")
+def aggregators(
+    quick: bool = typer.Option(
+        False, "--quick", help="A small run in seconds: n=20, f=4, 5 rounds, speed at 500x50."
+    ),
+    n: int = typer.Option(None, "--n", min=4, help="Grid: nodes (default 100)."),
+    f: int = typer.Option(None, "--f", min=0, help="Grid: Byzantine nodes (default 30)."),
+    rounds: int = typer.Option(None, "--rounds", min=1, help="Grid: training rounds (30)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of shards, windows and attacks."),
+    iid: bool = typer.Option(False, "--iid", help="Grid: IID shards instead of non-IID."),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Grid: a folder of recordings with a MANIFEST.tsv (default: ../shared/data).",
+    ),
+    speed_n: int = typer.Option(None, "--speed-n", min=8, help="Speed: updates (10000)."),
+    d: int = typer.Option(None, "--d", min=1, help="Speed: weights per update (1000)."),
+    flower_krum_n: int = typer.Option(
+        None, "--flower-krum-n", min=8, help="Speed: rows Flower's Krum is timed on (1000)."
+    ),
+    no_flower: bool = typer.Option(False, "--no-flower", help="Speed: do not time Flower."),
+    skip_grid: bool = typer.Option(False, "--no-grid", help="Skip the robustness grid."),
+    skip_speed: bool = typer.Option(False, "--no-speed", help="Skip the speed table."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object for scripts."),
+    png: str = typer.Option(None, "--png", help="Also draw the grid and the table to this PNG."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing PNG."),
+) -> None:
+    """The aggregators' robustness grid (every rule x attack on the learning task) and speed
+    table (side by side with Flower in this process), with the issue's targets."""
+    import sys
+    from pathlib import Path
+
+    from qres import aggbench
+    from qres.cli.output import print_json
+    from qres.config import InvalidSetting
+    from qres.errors import QresError
+
+    if png and Path(png).exists() and not force:
+        raise QresError(f"{png}: already exists; pass --force to overwrite it")
+    if skip_grid and skip_speed:
+        raise QresError("--no-grid and --no-speed leave nothing to run; drop one of them")
+    small = {"n": 20, "f": 4, "rounds": 5, "shard_len": 1024, "eval_len": 256, "window": 128}
+    grid_args = dict(small) if quick else {}
+    for key, value in (("n", n), ("f", f), ("rounds", rounds)):
+        if value is not None:
+            grid_args[key] = value
+    if n is not None and f is None and not quick:
+        grid_args["f"] = (3 * n) // 10
+    grid_args.update(seed=seed, iid=iid, data=data)
+    speed_args = {"n": 500, "d": 50, "flower_krum_n": 200, "bulyan_n": 23} if quick else {}
+    for key, value in (("n", speed_n), ("d", d), ("flower_krum_n", flower_krum_n)):
+        if value is not None:
+            speed_args[key] = value
+    speed_args.update(seed=seed, flower=not no_flower)
+    try:
+        grid = None if skip_grid else aggbench.GridSettings(**grid_args)
+        speed = None if skip_speed else aggbench.SpeedSettings(**speed_args)
+    except InvalidSetting as exc:
+        raise QresError(f"qres bench aggregators: {exc}; adjust the option") from exc
+
+    def progress(message: str) -> None:
+        if not as_json and sys.stderr.isatty():
+            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+
+    report = aggbench.run(grid, speed, progress=progress)
+    if not as_json and sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    if png:
+        from qres.api import atomic_output
+
+        with atomic_output(png, force) as out:
+            aggbench.write_png(report, out)
+    if as_json:
+        print_json(report)
+    else:
+        _print(report)
+        if png:
+            print(f"wrote {png}")
+
+
+def register(app_: typer.Typer) -> None:
+    """Add the ``bench`` group to the app."""
+    app_.add_typer(app, name="bench")
