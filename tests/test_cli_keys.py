@@ -124,3 +124,12 @@ def test_library_round_trip_and_foreign_keys(tmp_path):
     for bad in ["did:qres:zz", "did:web:" + "0" * 64, "did:qres:" + "A" * 64, 5]:
         with pytest.raises(QresError):
             idn.public_key_of(bad)
+
+
+def test_special_files_are_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(QresError, match="not a regular file"):
+        idn.load_identity(fifo)
+    with pytest.raises(OSError):
+        idn.load_identity(tmp_path)

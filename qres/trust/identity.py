@@ -160,9 +160,9 @@ def parse_private_key(data: bytes, where: str) -> Identity:
     return Identity(key)
 
 
-def check_permissions(path: Path) -> None:
+def check_permissions(path: Path, mode: int | None = None) -> None:
     """Refuse a key file that group or others may read or write (QresError)."""
-    mode = path.stat().st_mode
+    mode = path.stat().st_mode if mode is None else mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise QresError(
             f"{path}: key file is accessible by others (mode {stat.S_IMODE(mode):o}); "
@@ -175,10 +175,14 @@ def load_identity(path: Path | str) -> Identity:
     path = Path(path)
     if not path.exists():
         raise QresError(f"{path}: no key file; create one with `qres keys new`")
-    if not path.is_file():
-        raise QresError(f"{path}: not a regular file; give the path of a key file")
-    check_permissions(path)
-    with open(path, "rb") as handle:
+    # O_NONBLOCK: a FIFO planted at the path must not hang the open.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        # Check the file that was opened, not the path again: no swap in between.
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise QresError(f"{path}: not a regular file; give the path of a key file")
+        check_permissions(path, info.st_mode)
         data = handle.read(MAX_KEY_FILE_BYTES + 1)
     return parse_private_key(data, str(path))
 

@@ -191,9 +191,9 @@ def decode(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> UpdatePacket:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PacketError(Reason.MALFORMED, "packet: not bytes")
-    data = bytes(data)
-    if len(data) > min(max_bytes, MAX_PACKET_BYTES):
+    if len(data) > min(max_bytes, MAX_PACKET_BYTES):  # before any copy is made
         raise PacketError(Reason.OVERSIZE, f"packet of {len(data)} bytes: limit {max_bytes}")
+    data = bytes(data)
     if len(data) < HEADER_BYTES + 4 + SIGNATURE_BYTES:
         raise PacketError(Reason.MALFORMED, f"packet of {len(data)} bytes: too short")
     (magic, version, flags, reserved, total, sender, round_, nonce, residual, accuracy, d,
@@ -272,9 +272,9 @@ class AuditResponse:
 
 def decode_audit(data: bytes) -> AuditResponse:
     """Parse an audit response (bounds-checked like :func:`decode`); PacketError on faults."""
-    data = bytes(data)
     if len(data) > MAX_AUDIT_BYTES:
         raise PacketError(Reason.OVERSIZE, f"audit response of {len(data)} bytes: too large")
+    data = bytes(data)
     if len(data) < AUDIT_HEADER_BYTES + 4 + PROOF_BYTES + SIGNATURE_BYTES:
         raise PacketError(Reason.MALFORMED, f"audit response of {len(data)} bytes: too short")
     magic, version, flags, reserved, total, sender, round_, nonce, blinding, d = (
