@@ -6,6 +6,7 @@ Prints one JSON report: audited forged transitions caught, honest ones flagged, 
 findings, and the bytes that proofs and audit responses add to the packets sent.
 
 Run: .venv/bin/python benchmarks/trust_audit_sim.py [--rounds 60] [--seed 0] [--audit-rate 0.03]
+     [--record sim.qrps]    (then: qres audit sim.qrps)
 """
 
 from __future__ import annotations
@@ -28,13 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help="A MANIFEST folder (default: shared corpus).")
+    parser.add_argument("--record", default=None,
+                        help="Record packets and audit responses here (for `qres audit`).")
     args = parser.parse_args(argv)
     settings = auditsim.SimSettings(
         nodes=args.nodes, byzantine=args.byzantine, rounds=args.rounds,
         audit_rate=args.audit_rate, order=args.order, seed=args.seed,
     )
     start = time.perf_counter()
-    report = auditsim.run(settings, args.data)
+    if args.record:
+        with open(args.record, "wb") as out:
+            report = auditsim.run(settings, args.data, record=out)
+    else:
+        report = auditsim.run(settings, args.data)
     report["seconds"] = round(time.perf_counter() - start, 1)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -30,3 +30,21 @@ def test_every_kind_of_forgery_meets_its_finding():
 def test_same_seed_same_report():
     small = auditsim.SimSettings(nodes=12, byzantine=4, rounds=2, audit_rate=0.5, seed=3)
     assert auditsim.run(small) == auditsim.run(small)
+
+
+def test_recording_is_audited_offline():
+    import io
+
+    from qres.trust import audit as au
+    buf = io.BytesIO()
+    report = auditsim.run(auditsim.SimSettings(nodes=30, byzantine=10, rounds=2,
+                                               audit_rate=0.5, seed=4), record=buf)
+    stream = au.audit_stream(io.BytesIO(buf.getvalue()))
+    assert stream.packets == report["packets"]
+    checks = {f.check for f in stream.failures}
+    # The cryptographic half of the audits is visible offline: forged openings and proofs,
+    # all from Byzantine senders.
+    assert checks and checks <= {"bad-proof", "bad-opening"}, checks
+    assert {f.did for f in stream.failures} <= set(report["byzantine"])
+    passed = sum(s.audits_passed for s in stream.senders.values())
+    assert passed + len(stream.failures) == stream.audit_responses

@@ -121,8 +121,12 @@ def _forge(kind: str, node: Identity, round_: int, nonce: bytes, weights: Any, c
     raise ValueError(f"unknown forgery {kind!r}")
 
 
-def run(settings: SimSettings = SimSettings(), data: Any = None) -> dict:
-    """Run the simulation; returns plain data (counts, per forgery kind, bytes)."""
+def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = None) -> dict:
+    """Run the simulation; returns plain data (counts, per forgery kind, bytes).
+
+    ``record``: a binary stream to record every packet and every audit response given to an
+    auditor to, in the format ``qres audit`` reads (docs/trust.md section 9).
+    """
     import numpy as np
 
     from qres import learning
@@ -139,6 +143,7 @@ def run(settings: SimSettings = SimSettings(), data: Any = None) -> dict:
     verifier = pk.Verifier(known=[n.public_key for n in nodes], window=2, future=0,
                            dimension=settings.order)
     consensus = learning.zero_weights(settings.order)
+    writer = pk.StreamWriter(record) if record is not None else None
 
     def randbytes(n: int) -> bytes:
         return rng.bytes(n)
@@ -176,6 +181,8 @@ def run(settings: SimSettings = SimSettings(), data: Any = None) -> dict:
                 response = answer.encode()
                 last_honest_response = response
             data_bytes = packet.encode()
+            if writer is not None:
+                writer.write(data_bytes, pk.RECORD_PACKET)
             counts["packets"] += 1
             counts["packet_bytes"] += len(data_bytes)
             verdict = verifier.check(data_bytes)
@@ -186,6 +193,8 @@ def run(settings: SimSettings = SimSettings(), data: Any = None) -> dict:
             if not audited[i]:
                 continue
             counts["audited"] += 1
+            if writer is not None and response is not None:
+                writer.write(response, pk.RECORD_AUDIT)
             counts["proof_bytes_on_audit"] += pk.PROOF_BYTES
             counts["audit_response_bytes"] += len(response or b"")
             result = au.audit(packet, response, shards[i], train)
@@ -215,5 +224,6 @@ def run(settings: SimSettings = SimSettings(), data: Any = None) -> dict:
         "proof_share_of_gossip": counts["proof_bytes_on_audit"] / packet_bytes,
         "audit_response_share_of_gossip": counts["audit_response_bytes"] / packet_bytes,
         "forgeries": by_kind,
+        "byzantine": {nodes[i].did: kind for i, kind in sorted(byzantine.items())},
         "errors": errors[:20],
     }
