@@ -199,6 +199,9 @@ class Simulation:
         flagged_totals = {"grubbs_honest": 0, "grubbs_byzantine": 0,
                           "suspect_honest": 0, "suspect_byzantine": 0}
         false_alarm = {"calm_node_rounds": 0, "alarm_node_rounds": 0}
+        screened = {"received": 0, "rejected_honest": 0, "rejected_byzantine": 0}
+        ban_causes = dict.fromkeys(("group_honest", "group_byzantine", "reputation_honest",
+                                    "reputation_byzantine"), 0)
         detect_delay: list[int] = []
         storm_onset_seen = np.full(n, -1, np.int64)
         isolated_round = None
@@ -343,8 +346,15 @@ class Simulation:
             waiting = ~active[in_dst]
             pending_dst, pending_tag = in_dst[waiting], in_tag[waiting]
             in_dst, in_tag = in_dst[~waiting], in_tag[~waiting]
-            # 4. consensus
-            self._aggregate_all(W, A, pos, delta, in_dst, in_tag, store, n, rep_f)
+            # 4. consensus: each node screens what it received on its own data, then
+            # aggregates
+            in_dst, in_tag, in_rows, in_prio = self._inbox(in_dst, in_tag, store, n, rep_f)
+            kept = self._screen(W, X, pos, in_dst, in_rows)
+            screened["received"] += int(in_dst.shape[0])
+            screened["rejected_honest"] += int(np.count_nonzero(~kept & honest[in_tag % n]))
+            screened["rejected_byzantine"] += int(np.count_nonzero(~kept & byz[in_tag % n]))
+            self._aggregate_all(W, A, delta, in_dst[kept], in_tag[kept], in_rows[kept],
+                                in_prio[kept], n, rep_f)
             # 5. defence, on the updates sent this round by senders not known to be banned
             s_ok = senders_pos[~known_banned[senders]]
             new_bans = []
@@ -358,9 +368,13 @@ class Simulation:
                 ledger.adjust(out, -ledger.pen_outlier)
                 flagged_totals["grubbs_honest"] += int(np.count_nonzero(honest[out]))
                 flagged_totals["grubbs_byzantine"] += int(np.count_nonzero(byz[out]))
-                k = min(s.suspect_group_size - 1, len(ids) - 1)
-                tight = tightness(rows, max(k, 1), rng_tight) < s.suspect_tightness
-                flagged[ids[tight]] = True
+                # Coordination is judged against every packet seen this round, those of
+                # banned senders included: a cartel member still matches its banned fellows.
+                all_rows = sent[senders_pos]
+                k = min(s.suspect_group_size - 1, all_rows.shape[0] - 1)
+                tight_all = tightness(all_rows, max(k, 1), rng_tight) < s.suspect_tightness
+                flagged[senders[tight_all]] = True
+                tight = flagged[ids]
                 ledger.adjust(ids[tight], -ledger.pen_suspect)
                 flagged_totals["suspect_honest"] += int(np.count_nonzero(honest[ids[tight]]))
                 flagged_totals["suspect_byzantine"] += int(np.count_nonzero(byz[ids[tight]]))
@@ -392,8 +406,12 @@ class Simulation:
                 useful[out] = False
                 useful[ids[tight]] = False
                 ledger.adjust(np.flatnonzero(useful & ~ledger.banned()), ledger.reward)
-            new_bans.append(ledger.suspects(flagged, audited_ok, r))
-            new_bans.append(ledger.ban_low(r))
+            group_bans = ledger.suspects(flagged, audited_ok, r)
+            low_bans = ledger.ban_low(r)
+            for cause, ids_ in (("group", group_bans), ("reputation", low_bans)):
+                ban_causes[cause + "_honest"] += int(np.count_nonzero(honest[ids_]))
+                ban_causes[cause + "_byzantine"] += int(np.count_nonzero(byz[ids_]))
+            new_bans += [group_bans, low_bans]
             banned_now = np.concatenate(new_bans)
             if banned_now.shape[0]:
                 # one ban notice per round, flooded: every alive node forwards it once
@@ -427,56 +445,86 @@ class Simulation:
 
         return self._report(rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
                             flagged_totals, false_alarm, detect_delay, isolated_round,
-                            regime_node_rounds, pkt, audit_bytes, n_byz, n_join, data)
+                            regime_node_rounds, pkt, audit_bytes, n_byz, n_join, data,
+                            ban_causes, screened)
 
     # --- pieces of a round ------------------------------------------------------------------
 
-    def _aggregate_all(self, W, A, pos, delta, in_dst, in_tag, store, n, rep_f) -> None:
-        """Each awake node aggregates its own update with its inbox and applies the result."""
+    def _inbox(self, in_dst, in_tag, store, n, rep_f):
+        """One row per (node, update): the received updates' rows and claimed priorities,
+        sorted by node then tag; updates from the node itself or no longer stored dropped."""
+        import numpy as np
+
+        d = self.s.order
+        order = np.lexsort((in_tag, in_dst))
+        in_dst, in_tag = in_dst[order], in_tag[order]
+        if in_dst.shape[0]:
+            dup = np.zeros(in_dst.shape[0], bool)
+            dup[1:] = (in_dst[1:] == in_dst[:-1]) & (in_tag[1:] == in_tag[:-1])
+            keep = ~dup & (in_tag % n != in_dst)
+            in_dst, in_tag = in_dst[keep], in_tag[keep]
+        rows = np.zeros((in_dst.shape[0], d), np.int32)
+        prio = np.full(in_dst.shape[0], -1.0)
+        found = np.zeros(in_dst.shape[0], bool)
+        rounds = in_tag // n
+        for rr in np.unique(rounds).tolist():
+            entry = store.get(rr)
+            if entry is None:
+                continue
+            ids, sent, residual, gain = entry
+            sel = np.flatnonzero(rounds == rr)
+            p = np.searchsorted(ids, in_tag[sel] % n)
+            rows[sel] = sent[p]
+            prio[sel] = (residual[p] / 65536.0) * (gain[p] / 65536.0) * rep_f[in_tag[sel] % n]
+            found[sel] = True
+        return in_dst[found], in_tag[found], rows[found], prio[found]
+
+    def _screen(self, W, X, pos, in_dst, rows):
+        """Each receiver's own test of what it received: an update is kept unless applying it
+        makes the receiver's error on its newest ``eval_samples`` more than
+        ``1 + accept_tolerance`` times worse. Returns the mask of kept updates."""
+        import numpy as np
+
+        from qres.swarm import gossip
+
+        s = self.s
+        if in_dst.shape[0] == 0:
+            return np.zeros(0, bool)
+        base = W[in_dst].astype(np.int64)
+        xw = X[pos[in_dst]]
+        before = gossip.window_errors(base, xw, s.order, s.eval_samples)
+        tried = np.clip(base + rows, -(1 << 31), (1 << 31) - 1)
+        after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
+        return after <= before * (1.0 + s.accept_tolerance) + 1.0
+
+    def _aggregate_all(self, W, A, delta, in_dst, in_tag, rows, prio, n, rep_f) -> None:
+        """Each awake node aggregates its own update with its inbox (at most ``max_inbox``
+        updates, highest claimed priority first) and applies the result."""
         import numpy as np
 
         from qres.swarm.reputation import REP_ONE
 
         s = self.s
-        order = np.lexsort((in_tag, in_dst))
-        in_dst, in_tag = in_dst[order], in_tag[order]
-        # one message per (node, update)
-        if in_dst.shape[0]:
-            dup = np.zeros(in_dst.shape[0], bool)
-            dup[1:] = (in_dst[1:] == in_dst[:-1]) & (in_tag[1:] == in_tag[:-1])
-            in_dst, in_tag = in_dst[~dup], in_tag[~dup]
         starts = np.searchsorted(in_dst, A, side="left")
         ends = np.searchsorted(in_dst, A, side="right")
         rep_q = np.floor(rep_f * REP_ONE + 0.5).astype(np.int64)
         agg = self.aggregator
         for j in range(A.shape[0]):
             i = int(A[j])
-            tags = in_tag[starts[j] : ends[j]]
-            tags = tags[(tags % n) != i]
-            if tags.shape[0] > s.max_inbox:
-                # highest claimed priority first: residual x gain x reputation of the origin
-                prio = np.array([self._priority(t, store, n, rep_f) for t in tags.tolist()])
-                keep = np.lexsort((tags, -prio))[: s.max_inbox]
-                tags = np.sort(tags[keep])
-            rows = [delta[j][None, :]]
-            origins = [i]
-            for t in tags.tolist():
-                entry = store.get(t // n)
-                if entry is None:
-                    continue
-                ids, sent, _, _ = entry
-                p = int(np.searchsorted(ids, t % n))
-                rows.append(sent[p][None, :])
-                origins.append(t % n)
-            if len(rows) == 1:
+            a, b = int(starts[j]), int(ends[j])
+            if a == b:
                 update = delta[j]
             else:
-                x = np.concatenate(rows).astype(np.int32)
-                m = x.shape[0]
-                weights = rep_q[np.array(origins)] if self.pass_reputation else None
-                if weights is not None and not weights.any():
-                    weights = None
-                update = self._robust(agg, x, m, weights)
+                idx = np.arange(a, b)
+                if b - a > s.max_inbox:
+                    idx = np.sort(idx[np.lexsort((in_tag[idx], -prio[idx]))[: s.max_inbox]])
+                x = np.concatenate([delta[j][None, :], rows[idx]])
+                weights = None
+                if self.pass_reputation:
+                    weights = rep_q[np.concatenate([[i], in_tag[idx] % n])]
+                    if not weights.any():
+                        weights = None
+                update = self._robust(agg, x, x.shape[0], weights)
             W[i] = np.clip(W[i].astype(np.int64) + update, -(1 << 31), (1 << 31) - 1)
 
     def _robust(self, agg, x, m, weights):
@@ -489,17 +537,6 @@ class Simulation:
                 if f == 0:
                     return x[0]
                 f -= 1
-
-    @staticmethod
-    def _priority(tag, store, n, rep_f):
-        entry = store.get(tag // n)
-        if entry is None:
-            return -1.0
-        ids, _, residual, gain = entry
-        import numpy as np
-
-        p = int(np.searchsorted(ids, tag % n))
-        return (residual[p] / 65536.0) * (gain[p] / 65536.0) * float(rep_f[tag % n])
 
     def _audit(self, a_pos, W0, X, sent, residual, gain_claim, reg_a, calm, storm, to_q16):
         """Re-run the claimed training of the audited updates from the weights the node
@@ -582,7 +619,8 @@ class Simulation:
 
     def _report(self, rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
                 flagged_totals, false_alarm, detect_delay, isolated_round, regime_node_rounds,
-                pkt, audit_bytes, n_byz, n_join, data) -> dict:
+                pkt, audit_bytes, n_byz, n_join, data, ban_causes,
+                screened) -> dict:
         import numpy as np
 
         s = self.s
@@ -644,6 +682,8 @@ class Simulation:
                 "byzantine": rec["banned_byzantine"],
             },
             "audits": audits,
+            "bans_by_cause": ban_causes,
+            "screened_updates": screened,
             "flags": flagged_totals,
             "regime_detection": {
                 "false_alarm_rate": _r(false_alarm["alarm_node_rounds"]

@@ -215,15 +215,19 @@ class Ledger:
 
     def suspects(self, flagged: Any, audited_ok: Any, r: int) -> Any:
         """Update the suspect list with this round's coordinated-group flags (bool ``(n,)``,
-        only meaningful for nodes that sent an update) and audit passes; returns the nodes
-        banned as a coordinated group."""
+        for every node that sent, banned or not) and audit passes; returns the nodes banned
+        as a coordinated group."""
         import numpy as np
 
         self.suspect_streak = np.where(flagged, self.suspect_streak + 1, 0).astype(np.int32)
         self.cleared = np.where(flagged, self.cleared | audited_ok, False)
+        # The group's size counts members already banned (they keep sending alike); those
+        # banned now are the unbanned members suspect for long enough and never cleared.
+        if np.count_nonzero(flagged & ~self.cleared) < self.s.suspect_group_size:
+            return np.zeros(0, np.int64)
         group = flagged & (self.suspect_streak >= self.s.suspect_rounds) & ~self.cleared
         group &= self.banned_at < 0
-        if np.count_nonzero(group) >= self.s.suspect_group_size:
+        if group.any():
             return self.ban(np.flatnonzero(group), r)
         return np.zeros(0, np.int64)
 
