@@ -40,7 +40,13 @@ PREDICTOR_MASK = 3 << PREDICTOR_SHIFT
 BLOCK_PREDICTORS: dict[int, dict[str, Any]] = {
     1: {"use": "interp", "kind": "linear", "anchor": 1024},
     2: {"use": "interp", "kind": "cubic", "anchor": 1024},
+    3: {"use": "interp", "anchor": 1024},  # each level's kind chosen by the encoder
 }
+#: Code 3's payload starts with this many bytes: the mask of cubic levels (bit k: stride 2**k).
+LEVELS = 3
+_LEVELS = struct.Struct("<H")
+#: Levels of an anchor of 1024: strides 2**0 .. 2**9.
+LEVELS_MASK = (1 << 10) - 1
 KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK
 
 
@@ -127,9 +133,7 @@ class BlockCoder:
         if self.int_bound:
             # Bounded error: the header's predictor and the interpolation predictors each code
             # the block, and the smallest wins (a choice the data makes, recorded in the flags).
-            chosen = self._predicted(
-                block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS)
-            )
+            chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
             if chosen is not None:
                 payload, code = chosen
                 # The decoder's view of a bounded-error block is its reconstruction: compute
@@ -158,15 +162,19 @@ class BlockCoder:
             best = Block(frames, METHOD_DEFLATE, 0, zlib.crc32(raw), deflated)
         return best, (restored if best.method == METHOD_PREDICTED else raw)
 
-    def block_predictor(self, code: int):
-        """The predictor of block predictor ``code`` (0: the header's), built once."""
-        pred = self._predictors.get(code)
+    def block_predictor(self, code: int, levels: int | None = None):
+        """The predictor of block predictor ``code`` (0: the header's; for code 3 with the
+        cubic-levels mask ``levels``), built once."""
+        key = code if levels is None else (code, levels)
+        pred = self._predictors.get(key)
         if pred is None:
             from qres import plugins
 
-            table = BLOCK_PREDICTORS[code]
+            table = dict(BLOCK_PREDICTORS[code])
+            if levels is not None:
+                table["cubic_levels"] = levels
             pred = plugins.create("predictor", table, Location("<block flags>", "predictor"))
-            self._predictors[code] = pred
+            self._predictors[key] = pred
         return pred
 
     def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int] | None:
@@ -176,21 +184,35 @@ class BlockCoder:
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
-        best: tuple[int, int, list[bytes]] | None = None
+        best: tuple[int, int, bytes, list[bytes]] | None = None
         for code in codes:
-            residuals = self.block_predictor(code).encode(
-                mapped.ints, max_error=bound, bounds=bounds
-            )
-            coded = [self.coder.encode(stream) for stream in residuals]
-            size = sum(len(c) for c in coded)
+            pred = self.block_predictor(code)
+            head = b""
+            if code == LEVELS:
+                residuals, levels = pred.encode_choosing(
+                    mapped.ints, max_error=bound, bounds=bounds
+                )
+                head = _LEVELS.pack(levels & LEVELS_MASK)
+            else:
+                residuals = pred.encode(mapped.ints, max_error=bound, bounds=bounds)
+            segments = self._segments(pred, residuals.shape[1])
+            if segments is None:
+                coded = [self.coder.encode(stream) for stream in residuals]
+            else:
+                coded = [self.coder.encode(stream, segments=segments) for stream in residuals]
+            size = len(head) + sum(len(c) for c in coded)
             if best is None or size < best[0]:
-                best = (size, code, coded)
+                best = (size, code, head, coded)
         assert best is not None
-        parts = [mapped.side]
-        for coded in (*best[2], *(self.coder.encode(s) for s in mapped.extras)):
+        parts = [best[2], mapped.side]
+        for coded in (*best[3], *(self.coder.encode(s) for s in mapped.extras)):
             parts.append(struct.pack("<I", len(coded)))
             parts.append(coded)
         return b"".join(parts), best[1]
+
+    def _segments(self, pred, n: int) -> tuple[int, ...] | None:
+        """The predictor's residual segments, if this coder models segments apart."""
+        return pred.segments(n) if self.coder.uses_segments else None
 
     # decode ------------------------------------------------------------------------------
 
@@ -202,9 +224,7 @@ class BlockCoder:
             elif block.method == METHOD_DEFLATE:
                 raw = _inflate(block.payload, block.frames * self.spec.frame_bytes)
             else:
-                if block.flags & ~KNOWN_FLAGS or (
-                    block.flags >> PREDICTOR_SHIFT & 3
-                ) not in (0, *BLOCK_PREDICTORS):
+                if block.flags & ~KNOWN_FLAGS:
                     raise IntegrityError(
                         f"unknown flags {block.flags:#04x}; corrupted, or written by a newer qres"
                     )
@@ -225,17 +245,32 @@ class BlockCoder:
 
         spec = self.spec
         view = memoryview(payload)
-        side, pos = mapping.read_side(view, 0, spec, frames)
+        pos = 0
+        levels = None
+        if code == LEVELS:
+            if len(view) < _LEVELS.size:
+                raise IntegrityError("interpolation levels truncated")
+            (levels,) = _LEVELS.unpack_from(view, 0)
+            if levels & ~LEVELS_MASK:
+                raise IntegrityError(f"bad interpolation levels {levels:#06x}")
+            pos = _LEVELS.size
+        side, pos = mapping.read_side(view, pos, spec, frames)
         lengths = (frames,) * spec.channels + side.extra_lengths
+        pred = self.block_predictor(code, levels)
+        segments = self._segments(pred, frames)
         streams = []
-        for n in lengths:
+        for i, n in enumerate(lengths):
             if pos + 4 > len(view):
                 raise IntegrityError("channel data truncated")
             (length,) = struct.unpack_from("<I", view, pos)
             pos += 4
             if pos + length > len(view):
                 raise IntegrityError("channel data truncated")
-            streams.append(self.coder.decode(bytes(view[pos : pos + length]), n))
+            data = bytes(view[pos : pos + length])
+            if i < spec.channels and segments is not None:
+                streams.append(self.coder.decode(data, n, segments=segments))
+            else:
+                streams.append(self.coder.decode(data, n))
             pos += length
         if pos != len(view):
             raise IntegrityError("unexpected bytes after the channel data")
@@ -243,7 +278,7 @@ class BlockCoder:
         bound = 0 if lossless else self.int_bound
         grid = None if lossless else self.grid_step
         bounds = self.bounds if grid is None else None
-        ints = self.block_predictor(code).decode(residuals, max_error=bound, bounds=bounds)
+        ints = pred.decode(residuals, max_error=bound, bounds=bounds)
         return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
 
 

@@ -10,6 +10,11 @@ Decoding trusts nothing: truncated, corrupted or foreign bytes raise
 :class:`~qres.errors.IntegrityError`, never read out of bounds, never loop without bound and
 never allocate more than O(n + len(data)).
 
+A coder whose ``uses_segments`` is true also accepts ``segments``: the lengths of consecutive
+runs of the residuals that a predictor produced with different statistics (the levels of the
+interpolation predictor, coarse to fine). It may model each run apart; its decoder must be
+given the same lengths. Other coders are never passed segments.
+
 The optional integrity trailer (:func:`seal` / :func:`unseal`) is shared by the built-in
 coders: a CRC-32 (ISO-HDLC, as :func:`zlib.crc32`) of the sample count and the payload,
 stored as 4 little-endian bytes after the payload. It makes every truncation and every short
@@ -41,6 +46,9 @@ class Coder(Plugin):
 
     Subclasses set ``name`` and ``Config`` and implement :meth:`encode` and :meth:`decode`.
     """
+
+    #: True if :meth:`encode` and :meth:`decode` take ``segments`` (see the module docstring).
+    uses_segments: bool = False
 
     def encode(self, residuals: Any) -> bytes:
         """Code a 1-D array of int64 residuals into bytes, from the fresh initial state."""
@@ -74,6 +82,21 @@ def as_residuals(residuals: Any, coder: str) -> np.ndarray:
             )
         arr = arr.astype(np.int64)
     return np.ascontiguousarray(arr)
+
+
+def as_segments(segments: Any, n: int, coder: str) -> np.ndarray:
+    """Segment lengths as an int64 array (empty for None), checked to add up to ``n``."""
+    import numpy as np
+
+    if segments is None:
+        return np.zeros(0, dtype=np.int64)
+    arr = np.ascontiguousarray(segments, dtype=np.int64)
+    if arr.ndim != 1 or (arr.size and int(arr.min()) < 0) or int(arr.sum()) != n:
+        raise QresError(
+            f"coder {coder!r}: segments must be lengths >= 0 adding up to {n} samples; "
+            "pass the predictor's segments for this block"
+        )
+    return arr
 
 
 def check_count(n: Any, coder: str) -> int:

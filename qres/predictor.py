@@ -125,6 +125,11 @@ class Predictor(Plugin):
         out = self._run(arr, True, e, lo, hi)
         return out.reshape(-1) if flat else out
 
+    def segments(self, n: int) -> tuple[int, ...] | None:
+        """Lengths of the runs of a channel's residuals (``n`` samples) that differ in
+        statistics, in order, for a coder that models them apart; None: one run."""
+        return None
+
     # -- weights ------------------------------------------------------------------------------
     def weight_count(self) -> int:
         """How many Q16.16 initial weights this predictor has with its settings."""

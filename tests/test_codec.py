@@ -165,7 +165,13 @@ def test_unknown_block_flags_are_refused():
     reader = container.Reader(io.BytesIO(packed))
     (_, block), *_ = list(reader.blocks())
     decoder = codec.open_decoder(reader.header)()
-    for flags in (1 << 3, 3 << codec.PREDICTOR_SHIFT):
+    for flags in (1 << 3, 1 << 7):
         bad = container.Block(block.frames, block.method, flags, block.raw_crc, block.payload)
         with pytest.raises(IntegrityError, match="block 4: unknown flags"):
+            decoder.decode(4, bad)
+    # code 3 carries its level mask first; bits above the 10 levels are refused
+    levels = codec.LEVELS << codec.PREDICTOR_SHIFT
+    for head in (b"\x00\x04", b"\x01"):
+        bad = container.Block(block.frames, block.method, levels, block.raw_crc, head)
+        with pytest.raises(IntegrityError, match="block 4: .*interpolation levels"):
             decoder.decode(4, bad)

@@ -227,63 +227,100 @@ def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp
     assert pred.encode(x).tolist() == want
 
 
-def interp_ref(x, cubic, anchor, e=0, lo=I64_MIN, hi=I64_MAX):
-    """Plain-Python multilevel interpolation for one channel, per docs/predictors.md: the
-    residuals in coding order and the reconstruction."""
-    n = len(x)
-    xr = [0] * n
-    out = []
+def interp_ref(xs, mask, anchor, e=0, lo=I64_MIN, hi=I64_MAX, choose=False):
+    """Plain-Python multilevel interpolation per docs/predictors.md, for a list of channels:
+    the residuals of each channel in coding order, the reconstructions and the cubic mask
+    used (with ``choose``, picked per level by the cost estimate summed over channels)."""
+    n = len(xs[0]) if xs else 0
+    xr = [[0] * n for _ in xs]
+    out = [[] for _ in xs]
 
-    def code(t, p):
+    def quant(x, p):
         pc = clamp(p, lo, hi)
         if e == 0:
-            out.append(wrap(x[t] - pc))
-            xr[t] = x[t]
-            return
+            return wrap(x - pc), x
         m = 2 * e + 1
-        d = abs(x[t] - pc)
+        d = abs(x - pc)
         q = d // m + (1 if d % m > e else 0)
-        q = q if x[t] >= pc else -q
-        xr[t] = clamp(pc + q * m, lo, hi)
-        out.append(q)
+        q = q if x >= pc else -q
+        return q, clamp(pc + q * m, lo, hi)
 
-    prev = 0
-    for t in range(0, n, anchor):
-        code(t, prev)
-        prev = xr[t]
-    s = anchor // 2
+    def pred(c, t, s, cubic):
+        left = xr[c][t - s]
+        if t + s >= n:
+            return left
+        if cubic and t >= 3 * s and t + 3 * s < n:
+            return wrap(9 * (left + xr[c][t + s]) - xr[c][t - 3 * s] - xr[c][t + 3 * s] + 8) >> 4
+        return wrap(left + xr[c][t + s] + 1) >> 1
+
+    def proxy(s, cubic):
+        total = 0
+        for c, x in enumerate(xs):
+            for t in range(s, n, 2 * s):
+                q, _ = quant(x[t], pred(c, t, s, cubic))
+                total += 2 + 2 * abs(q).bit_length() if q else 0
+        return total
+
+    if n == 0:  # nothing to code: nothing chosen
+        return out, xr, 0 if choose else mask
+    for c, x in enumerate(xs):
+        prev = 0
+        for t in range(0, n, anchor):
+            q, prev = quant(x[t], prev)
+            out[c].append(q)
+            xr[c][t] = prev
+    used = 0
+    s, level = anchor // 2, anchor.bit_length() - 2
     while s >= 1:
-        for t in range(s, n, 2 * s):
-            left = xr[t - s]
-            if t + s >= n:
-                p = left
-            elif cubic and t >= 3 * s and t + 3 * s < n:
-                p = wrap(9 * (left + xr[t + s]) - xr[t - 3 * s] - xr[t + 3 * s] + 8) >> 4
-            else:
-                p = wrap(left + xr[t + s] + 1) >> 1
-            code(t, p)
+        cubic = proxy(s, True) <= proxy(s, False) if choose else bool(mask >> level & 1)
+        used |= cubic << level
+        for c, x in enumerate(xs):
+            for t in range(s, n, 2 * s):
+                q, xr[c][t] = quant(x[t], pred(c, t, s, cubic))
+                out[c].append(q)
         s //= 2
-    return out, xr
+        level -= 1
+    return out, xr, (used if choose else mask)
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), cubic=st.booleans(),
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), channels=st.integers(1, 3),
+       mask=st.sampled_from([0, 2**24 - 1, 0b1010, None]),
        anchor=st.sampled_from([1, 2, 8, 64, 1024]), e=st.sampled_from([0, 1, 5, 300]),
        style=st.sampled_from(["walk", "wide", "int16"]))
-def test_interp_matches_reference(seed, n, cubic, anchor, e, style):
+def test_interp_matches_reference(seed, n, channels, mask, anchor, e, style):
+    """The Cython kernel against the reference, fixed masks and the per-level choice."""
     rng = np.random.default_rng(seed)
     lo, hi = (-32768, 32767) if style == "int16" else (I64_MIN, I64_MAX)
     if style == "wide":
-        x = rng.integers(I64_MIN, I64_MAX, n, dtype=np.int64, endpoint=True)
+        x = rng.integers(I64_MIN, I64_MAX, (channels, n), dtype=np.int64, endpoint=True)
     elif style == "int16":
-        x = np.clip(np.cumsum(rng.integers(-4000, 4001, n)), lo, hi)
+        x = np.clip(np.cumsum(rng.integers(-4000, 4001, (channels, n)), axis=1), lo, hi)
     else:
-        x = np.cumsum(rng.integers(-1000, 1001, n))
-    pred = make({"use": "interp", "kind": "cubic" if cubic else "linear", "anchor": anchor})
-    want, xr = interp_ref(x.tolist(), cubic, anchor, e, lo, hi)
-    got = pred.encode(x, e, bounds=(lo, hi))
+        x = np.cumsum(rng.integers(-1000, 1001, (channels, n)), axis=1)
+    if mask is None:  # the encoder chooses
+        pred = make({"use": "interp", "anchor": anchor})
+        want, xr, chosen = interp_ref(x.tolist(), 0, anchor, e, lo, hi, choose=True)
+        got, mask = pred.encode_choosing(x, e, bounds=(lo, hi))
+        assert mask == chosen
+        pred = make({"use": "interp", "anchor": anchor, "cubic_levels": mask})
+    else:
+        pred = make({"use": "interp", "anchor": anchor, "cubic_levels": mask})
+        want, xr, _ = interp_ref(x.tolist(), mask, anchor, e, lo, hi)
+        got = pred.encode(x, e, bounds=(lo, hi))
     assert got.tolist() == want
     assert pred.decode(got, e, bounds=(lo, hi)).tolist() == xr
+
+
+def test_interp_kinds_are_masks():
+    x = np.cumsum(np.random.default_rng(4).integers(-99, 100, (2, 3000)), axis=1)
+    for kind, mask in (("linear", 0), ("cubic", 2**24 - 1)):
+        a = make({"use": "interp", "kind": kind}).encode(x, 7)
+        b = make({"use": "interp", "kind": "linear" if mask else "cubic",
+                  "cubic_levels": mask}).encode(x, 7)
+        assert np.array_equal(a, b)
+    with pytest.raises(QresError, match="outside bounds"):
+        make({"use": "interp"}).encode_choosing(x, 1, bounds=(0, 10))
 
 
 def test_interp_beats_extrapolation_at_coarse_bounds():
@@ -408,6 +445,7 @@ def test_initial_weights_export_import():
     ({"use": "interp", "kind": "spline"}, "kind"),
     ({"use": "interp", "anchor": 48}, "anchor"),
     ({"use": "interp", "anchor": 0}, "anchor"),
+    ({"use": "interp", "cubic_levels": -1}, "cubic_levels"),
 ])
 def test_bad_settings_are_profile_errors(table, key):
     with pytest.raises(ProfileError, match=f"codec.predictor.{key}"):

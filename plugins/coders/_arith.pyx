@@ -16,6 +16,9 @@ include "_bits.pxi"
 cdef enum:
     # Magnitude-bucket contexts: two per octave of the running mean (2 * 65).
     NB = 130
+    # Segment classes of the zero flag: 0 when the caller gives no segments, else 1 for the
+    # last segment, 2 for the one before, ..., LV - 1 for it and all earlier ones.
+    LV = 8
     # Contexts from the class of the previous magnitude relative to the expected class.
     LB = 4
     # Scale groups of the class model: two per octave of the running mean for means below
@@ -55,7 +58,7 @@ cdef struct Bit:
 
 cdef struct Model:
     uint16_t rate[NSTATES + 1]
-    Bit zero[NB][3]
+    Bit zero[LV][NB][3]
     Bit sign[27]
     Bit cls[NG][LB][NODES]
     Bit man1[64][3]
@@ -85,7 +88,7 @@ cdef void model_init(Model* m, int rate_shift) noexcept nogil:
     for i in range(NSTATES + 1):
         r = <uint32_t>((<uint64_t>2 * 65536) // <uint64_t>(2 * i + 3))
         m.rate[i] = <uint16_t>(r if r > floor_ else floor_)
-    flat = &m.zero[0][0]
+    flat = &m.zero[0][0][0]
     count = (sizeof(Model) - (<char*>flat - <char*>m)) // sizeof(Bit)
     for j in range(count):
         flat[j].p = 32768
@@ -321,24 +324,56 @@ cdef inline int zero_ctx(const State* s) noexcept nogil:
 
 # ---------------------------------------------------------------------------------------------
 
-cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) noexcept nogil:
+cdef struct Segments:
+    # Walks the caller's segment lengths: the class of the current sample's zero flag.
+    const int64_t* len_
+    Py_ssize_t count
+    Py_ssize_t next
+    int64_t left
+    int lvl
+
+
+cdef inline void seg_init(Segments* g, const int64_t[::1] seg) noexcept nogil:
+    g.count = seg.shape[0]
+    g.len_ = &seg[0] if g.count else NULL
+    g.next = 0
+    g.left = -1 if g.count == 0 else 0   # no segments: class 0 forever
+    g.lvl = 0
+
+
+cdef inline int seg_step(Segments* g) noexcept nogil:
+    # Class of the next sample; the lengths were checked to add up to the sample count.
+    while g.left == 0 and g.next < g.count:
+        g.left = g.len_[g.next]
+        g.lvl = <int>(g.count - g.next) if g.count - g.next < LV - 1 else LV - 1
+        g.next += 1
+    if g.left > 0:
+        g.left -= 1
+    return g.lvl
+
+
+cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift,
+                     const int64_t[::1] seg) noexcept nogil:
     cdef Py_ssize_t n = res.shape[0], i
     cdef State s
+    cdef Segments g
     cdef int64_t r
     cdef uint64_t mag, low
-    cdef int c, j, lb, sign, nb
+    cdef int c, j, lb, sign, nb, lv
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
     state_init(&s, shift)
+    seg_init(&g, seg)
     for i in range(n):
         if reserve(e, SAMPLE_SLACK):
             return E_MEMORY
         r = res[i]
+        lv = seg_step(&g)
         if r == 0:
-            enc_bit(e, &m.zero[s.kb][zero_ctx(&s)], 0, rate)
+            enc_bit(e, &m.zero[lv][s.kb][zero_ctx(&s)], 0, rate)
             state_update(&s, 0, -1, 0, shift)
             continue
-        enc_bit(e, &m.zero[s.kb][zero_ctx(&s)], 1, rate)
+        enc_bit(e, &m.zero[lv][s.kb][zero_ctx(&s)], 1, rate)
         sign = 2 if r < 0 else 1
         enc_bit(e, &m.sign[s.signs], sign - 1, rate)
         mag = <uint64_t>0 - <uint64_t>r if r < 0 else <uint64_t>r
@@ -378,8 +413,11 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift) no
     return enc_finish(e)
 
 
-def encode(const int64_t[::1] res, int shift, int rate_shift):
-    """Range-code ``res``; ``shift`` sets the running-mean speed, ``rate_shift`` the counters'."""
+def encode(const int64_t[::1] res, int shift, int rate_shift, const int64_t[::1] seg):
+    """Range-code ``res``; ``shift`` sets the running-mean speed, ``rate_shift`` the counters'.
+
+    ``seg`` holds the lengths of consecutive segments of ``res`` (adding up to its length) whose
+    zero flags get their own contexts, or is empty."""
     cdef Py_ssize_t n = res.shape[0]
     cdef Encoder e
     cdef Model* m = <Model*>malloc(sizeof(Model))
@@ -398,7 +436,7 @@ def encode(const int64_t[::1] res, int shift, int rate_shift):
     try:
         with nogil:
             model_init(m, rate_shift)
-            err = encode_loop(res, &e, m, shift)
+            err = encode_loop(res, &e, m, shift, seg)
         if err:
             raise MemoryError("arith coder: cannot grow the output buffer")
         # The first byte is the integer part of the code value, always 0: not stored.
@@ -412,16 +450,19 @@ def encode(const int64_t[::1] res, int shift, int rate_shift):
         free(e.buf)
 
 
-cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift) noexcept nogil:
+cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift,
+                     const int64_t[::1] seg) noexcept nogil:
     cdef Py_ssize_t n = out.shape[0], i
     cdef State s
+    cdef Segments g
     cdef uint64_t mag, chunk
     cdef int c, j, lb, sign, nb, bit, err
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
     state_init(&s, shift)
+    seg_init(&g, seg)
     for i in range(n):
-        if not dec_bit(d, &m.zero[s.kb][zero_ctx(&s)], rate):
+        if not dec_bit(d, &m.zero[seg_step(&g)][s.kb][zero_ctx(&s)], rate):
             out[i] = 0
             state_update(&s, 0, -1, 0, shift)
             continue
@@ -501,8 +542,11 @@ _ERRORS = {
 }
 
 
-def decode(const uint8_t[::1] data, Py_ssize_t n, int shift, int rate_shift):
-    """Decode ``n`` residuals; ``(array, None)`` or ``(None, reason)`` when the data is bad."""
+def decode(const uint8_t[::1] data, Py_ssize_t n, int shift, int rate_shift,
+           const int64_t[::1] seg):
+    """Decode ``n`` residuals; ``(array, None)`` or ``(None, reason)`` when the data is bad.
+
+    ``seg``: the segment lengths the encoder was given (checked by the caller)."""
     cdef Decoder d
     cdef Model* m
     cdef int err = OK, k
@@ -526,7 +570,7 @@ def decode(const uint8_t[::1] data, Py_ssize_t n, int shift, int rate_shift):
                 err = E_RANGE
             else:
                 model_init(m, rate_shift)
-                err = decode_loop(&d, view, m, shift)
+                err = decode_loop(&d, view, m, shift, seg)
             if not err and (d.pos < d.size or not canonical_end(&d)):
                 err = E_TAIL
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from qres.coder import Coder, as_residuals, check_count, seal, unseal
+from qres.coder import Coder, as_residuals, as_segments, check_count, seal, unseal
 from qres.config import boolean, integer
 from qres.errors import IntegrityError
 from qres.hookspecs import hookimpl
@@ -37,26 +37,30 @@ class ArithCoder(Coder):
 
     name = "arith"
     Config = ArithConfig
+    #: Segments give the zero flag its own contexts per segment (docs/coders.md).
+    uses_segments = True
 
-    def encode(self, residuals: Any) -> bytes:
+    def encode(self, residuals: Any, segments: Any = None) -> bytes:
         """Code int64 residuals into bytes (fresh model every call)."""
         from qres.builtin_plugins.coders import _arith
 
         res = as_residuals(residuals, self.name)
+        seg = as_segments(segments, res.size, self.name)
         cfg = self.config
-        payload = _arith.encode(res, cfg.adapt_shift, cfg.rate_shift)
+        payload = _arith.encode(res, cfg.adapt_shift, cfg.rate_shift, seg)
         return seal(payload, res.size) if cfg.checksum else payload
 
-    def decode(self, data: bytes, n: int) -> Any:
+    def decode(self, data: bytes, n: int, segments: Any = None) -> Any:
         """Decode ``n`` int64 residuals; IntegrityError if ``data`` is not a valid stream."""
         import numpy as np
         from qres.builtin_plugins.coders import _arith
 
         cfg = self.config
         n = check_count(n, self.name)
+        seg = as_segments(segments, n, self.name)
         view = unseal(data, n, self.name) if cfg.checksum else memoryview(data).cast("B")
         out, reason = _arith.decode(
-            np.frombuffer(view, dtype=np.uint8), n, cfg.adapt_shift, cfg.rate_shift
+            np.frombuffer(view, dtype=np.uint8), n, cfg.adapt_shift, cfg.rate_shift, seg
         )
         if out is None:
             raise IntegrityError(

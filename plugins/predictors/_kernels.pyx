@@ -196,22 +196,60 @@ cdef inline int64_t interp_pred(const int64_t* xr, Py_ssize_t t, Py_ssize_t s, P
     return rsr(<int64_t>(left + right), 1)
 
 
-def interpolate(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint cubic, int anchor_shift,
-                bint decode, int64_t max_error, int64_t lo, int64_t hi):
+cdef inline int64_t level_proxy(const int64_t[:, ::1] src, const int64_t* xr, Py_ssize_t channels,
+                                Py_ssize_t n, Py_ssize_t s, bint cubic, int64_t e, int64_t lo,
+                                int64_t hi) noexcept nogil:
+    """Cost estimate of coding one level with one interpolator: per residual q, 0 for a zero,
+    else 2 + 2 * bitlen(|q|) (a stand-in for the coder's bits, compared between kinds)."""
+    cdef Py_ssize_t c, t
+    cdef int64_t pc, q, total = 0
+    cdef uint64_t mag
+    for c in range(channels):
+        t = s
+        while t < n:
+            pc = clamp64(interp_pred(xr + c * n, t, s, n, cubic), lo, hi)
+            if e == 0:
+                q = wsub(src[c, t], pc)
+            else:
+                quantise(src[c, t], pc, e, lo, hi, &q)
+            if q != 0:
+                mag = <uint64_t>0 - <uint64_t>q if q < 0 else <uint64_t>q
+                total += 2
+                while mag:
+                    total += 2
+                    mag >>= 1
+            t += 2 * s
+    return total
+
+
+def interpolate(const int64_t[:, ::1] src, int64_t[:, ::1] dst, int64_t cubic_levels,
+                int anchor_shift, bint decode, int64_t max_error, int64_t lo, int64_t hi,
+                bint choose=False):
     """Multilevel interpolation: anchors every 2**anchor_shift samples (each predicted by the
     previous one), then the odd multiples of each stride 2**(anchor_shift-1), ..., 1, predicted
-    from reconstructed neighbours on both sides. Residuals are stored in that coding order."""
-    cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], c, t, k, s
-    cdef Py_ssize_t stride = (<Py_ssize_t>1) << anchor_shift
-    cdef int64_t pc, prev, v
+    from reconstructed neighbours on both sides; the level of stride 2**k is cubic if bit k of
+    ``cubic_levels`` is set, else linear. Residuals are stored in that coding order.
+
+    With ``choose`` (encoding only) each level's kind is instead the one with the smaller
+    :func:`level_proxy` summed over the channels (cubic on a tie), and the function returns
+    the bitmask of cubic levels it chose; otherwise it returns ``cubic_levels``."""
+    cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], c, t, k, k0, s
+    cdef Py_ssize_t stride
+    cdef int64_t pc, prev, v, used = 0
+    cdef int level
+    cdef bint cubic
     if anchor_shift < 0 or anchor_shift > 30:
         raise ValueError("anchor_shift must be in [0, 30]")
+    if choose and decode:
+        raise ValueError("choose is for encoding only")
+    stride = (<Py_ssize_t>1) << anchor_shift
     if channels == 0 or n == 0:
-        return
-    cdef int64_t* xr = <int64_t*>malloc(n * sizeof(int64_t))
+        return 0 if choose else cubic_levels
+    cdef int64_t* xr = <int64_t*>malloc(channels * n * sizeof(int64_t))
     if xr == NULL:
         raise MemoryError()
     with nogil:
+        k0 = 0
         for c in range(channels):
             k = 0
             prev = 0
@@ -220,22 +258,37 @@ def interpolate(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint cubic, int 
                 pc = clamp64(prev, lo, hi)
                 v = src[c, k] if decode else src[c, t]
                 prev = code_sample(v, pc, decode, max_error, lo, hi, &dst[c, k])
-                xr[t] = prev
+                xr[c * n + t] = prev
                 k += 1
                 t += stride
-            s = stride >> 1
-            while s >= 1:
+            k0 = k
+        s = stride >> 1
+        level = anchor_shift - 1
+        while s >= 1:
+            if choose:
+                cubic = level_proxy(src, xr, channels, n, s, True, max_error, lo, hi) <= \
+                    level_proxy(src, xr, channels, n, s, False, max_error, lo, hi)
+            else:
+                cubic = (cubic_levels >> level) & 1
+            if cubic:
+                used |= (<int64_t>1) << level
+            for c in range(channels):
+                k = k0
                 t = s
                 while t < n:
-                    pc = clamp64(interp_pred(xr, t, s, n, cubic), lo, hi)
+                    pc = clamp64(interp_pred(xr + c * n, t, s, n, cubic), lo, hi)
                     v = src[c, k] if decode else src[c, t]
-                    xr[t] = code_sample(v, pc, decode, max_error, lo, hi, &dst[c, k])
+                    xr[c * n + t] = code_sample(v, pc, decode, max_error, lo, hi, &dst[c, k])
                     k += 1
                     t += 2 * s
-                s >>= 1
-            if decode:
-                memcpy(&dst[c, 0], xr, n * sizeof(int64_t))
+            k0 = k
+            s >>= 1
+            level -= 1
+        if decode:
+            for c in range(channels):
+                memcpy(&dst[c, 0], xr + c * n, n * sizeof(int64_t))
     free(xr)
+    return used if choose else cubic_levels
 
 
 # ----------------------------------------------------------------------------- LMS stages
