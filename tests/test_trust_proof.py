@@ -203,3 +203,67 @@ def test_audit_catches_each_forgery(audited):
     # A packet whose signature does not verify is not the node's claim at all.
     unsigned = attrs.evolve(packet, signature=bytes(64))
     assert run(unsigned, response.encode()) is find.BAD_PACKET
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = random.Random(11)
+    statements, openings = [], []
+    for k in range(6):
+        did = f"did:qres:{k:064x}"
+        model = pf.CommittedModel.create([rng.randint(-9999, 9999) for _ in range(5)],
+                                         rng.randbytes)
+        update = [rng.randint(-500, 500) for _ in range(5)]
+        new, proof = model.advance(did, k, update, rng.randbytes)
+        statements.append((did, k, model.commitment, update, new.commitment, proof))
+        openings.append((model.commitment, model.weights, model.blinding))
+    return statements, openings
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sets(st.integers(0, 5), max_size=3), st.integers(0, 3))
+def test_batch_proof_check_names_exactly_the_bad_ones(batch, bad, how):
+    statements = list(batch[0])
+    for i in bad:
+        did, k, base, update, new, proof = statements[i]
+        if how == 0:
+            update = [update[0] + 1, *update[1:]]
+        elif how == 1:
+            k += 1
+        elif how == 2:
+            proof = proof[:40] + bytes([proof[40] ^ 1]) + proof[41:]
+        else:
+            proof = b"short"
+        statements[i] = (did, k, base, update, new, proof)
+    ok = pf.verify_many(statements, _rand(len(bad) + how))
+    assert ok == [i not in bad for i in range(6)]
+    assert ok == [pf.verify(*s) for s in statements]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.sets(st.integers(0, 5), max_size=3))
+def test_batch_opening_check_names_exactly_the_bad_ones(batch, bad):
+    openings = [(c, (w[0] + 1, *w[1:]) if i in bad else w, r)
+                for i, (c, w, r) in enumerate(batch[1])]
+    assert cm.verify_openings(openings, _rand(len(bad))) == [i not in bad for i in range(6)]
+    assert cm.verify_openings([], _rand(0)) == []
+
+
+def test_audit_many_agrees_with_audit(audited):
+    weights, nonce, claim, packet, response = audited
+    fake = au.Claim(tuple(-u for u in claim.update), claim.residual_error, claim.accuracy_delta)
+    boast = au.Claim(claim.update, claim.residual_error, claim.accuracy_delta + 1)
+    items = [(packet, response.encode(), SHARD), (packet, None, SHARD)]
+    for seed, c in enumerate([fake, boast, claim]):
+        p, r = au.prepare(ALICE, 3, nonce, weights.tolist(), c, randbytes=_rand(20 + seed))
+        items.append((p, r.encode(), SHARD))
+    lie = pk.AuditResponse(ALICE.public_key, 3, nonce, response.blinding,
+                           [w + 1 for w in response.weights], response.proof).signed(ALICE)
+    items.append((packet, lie.encode(), SHARD))
+    tampered = attrs.evolve(packet, update=tuple(2 * u for u in packet.update)).signed(ALICE)
+    items.append((tampered, response.encode(), SHARD))
+    many = au.audit_many(items, SETTINGS, _rand(99))
+    one = [au.audit(p, r, s, SETTINGS) for p, r, s in items]
+    assert many == one
+    assert [x.finding.value for x in many] == [
+        "ok", "no-response", "wrong-update", "wrong-accuracy", "ok", "bad-opening", "bad-proof"]

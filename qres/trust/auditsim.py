@@ -169,6 +169,7 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
         after = learning.prediction_error(trained, windows, settings.order)
         audited = rng.random(settings.nodes) < settings.audit_rate
         last_honest_response = None
+        picked = []
         for i, node in enumerate(nodes):
             b, a = au.to_q16(float(before[i])), au.to_q16(float(after[i]))
             claim = au.Claim(tuple(updates[i].tolist()), b, b - a)
@@ -197,7 +198,10 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
                 writer.write(response, pk.RECORD_AUDIT)
             counts["proof_bytes_on_audit"] += pk.PROOF_BYTES
             counts["audit_response_bytes"] += len(response or b"")
-            result = au.audit(packet, response, shards[i], train)
+            picked.append((i, (packet, response, shards[i])))
+        # The round's audits in one batch: two group checks and one training pass for all.
+        results = au.audit_many([item for _, item in picked], train, randbytes)
+        for (i, _), result in zip(picked, results, strict=True):
             if i in byzantine:
                 stats = by_kind[byzantine[i]]
                 counts["audited_forged"] += 1
