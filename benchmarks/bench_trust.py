@@ -90,3 +90,30 @@ def test_check_packet(benchmark, d):
         return pk.Verifier(known=[NODE.public_key], current_round=7).check(data)
 
     assert benchmark(check).ok
+
+
+def _many(count: int, d: int):
+    rng = random.Random(count + d)
+    out = []
+    for k in range(count):
+        model = pf.CommittedModel.create([rng.randint(-(1 << 18), 1 << 18) for _ in range(d)],
+                                         rng.randbytes)
+        update = [rng.randint(-(1 << 12), 1 << 12) for _ in range(d)]
+        new, proof = model.advance(NODE.did, k, update, rng.randbytes)
+        out.append((NODE.did, k, model.commitment, update, new.commitment, proof))
+    return out
+
+
+MANY = _many(100, 64)
+
+
+@pytest.mark.parametrize("how", ["one-by-one", "batch"])
+def test_verify_100_proofs(benchmark, how):
+    """100 proofs at d = 64 (one round's audits in a large swarm): alone or in one batch."""
+    benchmark.group = "verify 100 proofs d=64"
+    rng = random.Random(5)
+    if how == "batch":
+        result = benchmark.pedantic(pf.verify_many, (MANY, rng.randbytes), rounds=3)
+    else:
+        result = benchmark.pedantic(lambda: [pf.verify(*s) for s in MANY], rounds=3)
+    assert all(result)
