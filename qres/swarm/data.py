@@ -22,14 +22,14 @@ from typing import Any
 
 #: Sources of the generated set: (period in samples, amplitude, overtone ratio).
 SOURCES: tuple[tuple[int, int, int], ...] = (
-    (24, 700, 3),
-    (32, 820, 2),
-    (40, 600, 3),
-    (50, 760, 2),
-    (64, 680, 5),
-    (80, 900, 3),
-    (100, 640, 2),
-    (128, 780, 4),
+    (24, 520, 3),
+    (32, 610, 2),
+    (40, 450, 3),
+    (50, 570, 2),
+    (64, 510, 5),
+    (80, 670, 3),
+    (100, 480, 2),
+    (128, 580, 4),
 )
 
 _TABLE_BITS = 12

@@ -77,7 +77,8 @@ class EnergyModel:
         can = alive & (self.pool >= self.wake_energy_j())
         due = can & (nxt < end)
         count = np.zeros(self.pool.shape[0], np.int64)
-        count[due] = np.floor((end - nxt[due]) / interval[due]).astype(np.int64) + 1
+        # wakes at nxt, nxt + interval, ... strictly before the end of the round
+        count[due] = np.ceil((end - nxt[due]) / interval[due]).astype(np.int64)
         # Never more wakes than fit in the round back to back.
         per_wake = max(self.s.awake_s + self.latency_s, 1e-9)
         count = np.minimum(count, int(T // per_wake) + 1)

@@ -73,10 +73,15 @@ def settings_from_profile(profile: Any, **overrides: Any) -> SwarmSettings:
     plain = {k: v for k, v in table.items() if k not in ("aggregator", "transport", "attack")}
     settings = build_config(SwarmSettings, plain, profile.where("swarm"))
     changes = {k: v for k, v in overrides.items() if v is not None}
+    from qres.config import InvalidSetting
+
     try:
         return attrs.evolve(settings, **changes)
-    except (ValueError, TypeError) as exc:
-        raise QresError(f"swarm settings: {exc}; check the command-line values") from exc
+    except InvalidSetting as exc:
+        raise QresError(
+            f"swarm settings: --{exc.name.replace('_', '-')}: bad value {exc.value!r}; "
+            f"allowed: {exc.allowed}"
+        ) from exc
 
 
 class Simulation:
