@@ -325,31 +325,36 @@ cdef inline int zero_ctx(const State* s) noexcept nogil:
 # ---------------------------------------------------------------------------------------------
 
 cdef struct Segments:
-    # Walks the caller's segment lengths: the class of the current sample's zero flag.
+    # Walks the caller's segment lengths. ``start`` is the index of the sample where the zero
+    # flag's context set changes next (never reached without segments), so the per-sample
+    # cost is one comparison; ``zb`` points at the current set.
     const int64_t* len_
     Py_ssize_t count
     Py_ssize_t next
-    int64_t left
-    int lvl
+    Py_ssize_t start
+    Bit* zb
 
 
-cdef inline void seg_init(Segments* g, const int64_t[::1] seg) noexcept nogil:
+cdef inline void seg_init(Segments* g, const int64_t[::1] seg, Model* m) noexcept nogil:
     g.count = seg.shape[0]
     g.len_ = &seg[0] if g.count else NULL
     g.next = 0
-    g.left = -1 if g.count == 0 else 0   # no segments: class 0 forever
-    g.lvl = 0
+    g.start = 0 if g.count else -1
+    g.zb = &m.zero[0][0][0]
 
 
-cdef inline int seg_step(Segments* g) noexcept nogil:
-    # Class of the next sample; the lengths were checked to add up to the sample count.
-    while g.left == 0 and g.next < g.count:
-        g.left = g.len_[g.next]
-        g.lvl = <int>(g.count - g.next) if g.count - g.next < LV - 1 else LV - 1
+cdef inline void seg_enter(Segments* g, Model* m, Py_ssize_t i) noexcept nogil:
+    # Sample i starts the next non-empty segment (the lengths add up to the sample count).
+    cdef int lvl
+    while g.next < g.count and g.len_[g.next] == 0:
         g.next += 1
-    if g.left > 0:
-        g.left -= 1
-    return g.lvl
+    if g.next >= g.count:
+        g.start = -1
+        return
+    lvl = <int>(g.count - g.next) if g.count - g.next < LV - 1 else LV - 1
+    g.zb = &m.zero[lvl][0][0]
+    g.start = i + <Py_ssize_t>g.len_[g.next]
+    g.next += 1
 
 
 cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift,
@@ -359,21 +364,22 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift,
     cdef Segments g
     cdef int64_t r
     cdef uint64_t mag, low
-    cdef int c, j, lb, sign, nb, lv
+    cdef int c, j, lb, sign, nb
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
     state_init(&s, shift)
-    seg_init(&g, seg)
+    seg_init(&g, seg, m)
     for i in range(n):
         if reserve(e, SAMPLE_SLACK):
             return E_MEMORY
         r = res[i]
-        lv = seg_step(&g)
+        if i == g.start:
+            seg_enter(&g, m, i)
         if r == 0:
-            enc_bit(e, &m.zero[lv][s.kb][zero_ctx(&s)], 0, rate)
+            enc_bit(e, &g.zb[3 * s.kb + zero_ctx(&s)], 0, rate)
             state_update(&s, 0, -1, 0, shift)
             continue
-        enc_bit(e, &m.zero[lv][s.kb][zero_ctx(&s)], 1, rate)
+        enc_bit(e, &g.zb[3 * s.kb + zero_ctx(&s)], 1, rate)
         sign = 2 if r < 0 else 1
         enc_bit(e, &m.sign[s.signs], sign - 1, rate)
         mag = <uint64_t>0 - <uint64_t>r if r < 0 else <uint64_t>r
@@ -460,9 +466,11 @@ cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift,
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
     state_init(&s, shift)
-    seg_init(&g, seg)
+    seg_init(&g, seg, m)
     for i in range(n):
-        if not dec_bit(d, &m.zero[seg_step(&g)][s.kb][zero_ctx(&s)], rate):
+        if i == g.start:
+            seg_enter(&g, m, i)
+        if not dec_bit(d, &g.zb[3 * s.kb + zero_ctx(&s)], rate):
             out[i] = 0
             state_update(&s, 0, -1, 0, shift)
             continue
