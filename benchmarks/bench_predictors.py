@@ -20,6 +20,8 @@ TABLES = {
     "nlms-default": {"use": "nlms"},
     "nlms-256+32+16": {"use": "nlms", "stages": [256, 32, 16]},
     "taaf-default": {"use": "taaf"},
+    "interp-linear": {"use": "interp", "kind": "linear"},
+    "interp-cubic": {"use": "interp"},
 }
 
 
@@ -42,3 +44,13 @@ def test_predictor_speed(benchmark, name, direction):
     else:
         out = benchmark(pred.decode, res)
         assert np.array_equal(out, x)
+
+
+@pytest.mark.parametrize("bound", [0, 64])
+def test_interp_choosing_speed(benchmark, bound):
+    """The encoder's per-level choice (block code 3): three passes over each level."""
+    pred = create("predictor", {"use": "interp"}, Location("bench", "interp"))
+    x = signal(1)
+    res, mask = benchmark(pred.encode_choosing, x, bound)
+    back = create("predictor", {"use": "interp", "cubic_levels": mask}, Location("bench", "i"))
+    assert np.abs(back.decode(res, bound) - x).max() <= bound
