@@ -172,7 +172,7 @@ def test_key_file_on_disk_is_read_with_a_bound(tmp_path):
     assert peak < 1 << 20
 
 
-PROFILE = (Path(profiles.__file__).parent.parent / "profiles" / "esp32.toml")
+PROFILE = profiles.bundled_dir() / "esp32.toml"
 TOML_VALUES = st.sampled_from([
     "1", "-1", "0", "99999999999999999999", "1.5", "nan", "inf", "true", '"x"', '""',
     "[]", "[1, 2]", '[[1], ["a"]]', "{}", '{ use = "nope" }', '{ use = "rice", x = 1 }',
