@@ -377,15 +377,18 @@ class Simulation:
                 # banned senders included: a cartel member still matches its banned fellows.
                 all_rows = sent[senders_pos]
                 k = min(s.suspect_group_size - 1, all_rows.shape[0] - 1)
-                tight_all = tightness(all_rows, max(k, 1), rng_tight) < s.suspect_tightness
-                flagged[senders[tight_all]] = True
+                t_all = tightness(all_rows, max(k, 1), rng_tight)
+                flagged[senders[t_all < s.suspect_tightness]] = True
                 tight = flagged[ids]
+                # a looser closeness only draws audits: audits, not statistics, convict
+                watched = np.zeros(n, bool)
+                watched[senders[t_all < s.audit_tightness]] = True
                 ledger.adjust(ids[tight], -ledger.pen_suspect)
                 flagged_totals["suspect_honest"] += int(np.count_nonzero(honest[ids[tight]]))
                 flagged_totals["suspect_byzantine"] += int(np.count_nonzero(byz[ids[tight]]))
                 # audits: stochastic, storm rate for storm senders, raised for suspects
                 p = np.where(reg_a[s_ok] == STORM, s.audit_rate_storm, s.audit_rate)
-                p = np.where(tight, np.maximum(p, s.audit_suspect_rate), p)
+                p = np.where(watched[ids], np.maximum(p, s.audit_suspect_rate), p)
                 picked = rng_audit.random(s_ok.shape[0]) < p
                 a_pos = s_ok[picked]
                 if a_pos.shape[0]:
@@ -641,7 +644,6 @@ class Simulation:
         spent = float(energy.spent_j.sum())
         always_on_j = energy.always_on_mw * total_s / 1000.0 * n
         per_node_day = sent_total / n / days
-        rounds_per_day = DAY_S / s.round_seconds
         calm = regime_node_rounds
         report = {
             "profile": self.profile.name,
@@ -703,7 +705,9 @@ class Simulation:
             "traffic_per_node_per_day": {
                 "gossip_bytes": _r(per_node_day),
                 "raw_data_bytes": _r(s.sample_rate_hz * s.sample_bytes * DAY_S),
-                "float32_fl_bytes": _r(rounds_per_day * 2 * 4 * s.order),
+                # federated learning at the same cadence: every time a node takes part, it
+                # uploads its update and downloads the global model, d float32 each
+                "float32_fl_bytes": _r(sum(rec["active"]) / n / days * 2 * 4 * s.order),
             },
             "active_per_round": rec["active"],
             "senders_per_round": rec["senders"],
