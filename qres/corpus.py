@@ -18,6 +18,7 @@ the functions that need it.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,17 @@ _DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "floa
 
 
 def default_data_dir() -> Path:
-    """The shared corpus: ``shared/data`` beside the project checkout (``../shared/data``)."""
+    """The shared corpus: ``$QRES_DATA``, else ``../shared/data`` from the working directory.
+
+    Falls back to ``shared/data`` beside the source checkout (an editable install run from
+    elsewhere); an installed package has no checkout, so the working directory comes first.
+    """
+    env = os.environ.get("QRES_DATA")
+    if env:
+        return Path(env)
+    here = Path.cwd().parent / "shared" / "data"
+    if here.is_dir():
+        return here
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
