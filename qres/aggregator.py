@@ -253,68 +253,103 @@ def _center(x: np.ndarray) -> np.ndarray:
     return x.astype(np.int64) - median_columns(x).astype(np.int64)
 
 
-def distance_blocks(x: np.ndarray, block: int = _ROW_BLOCK) -> Iterator[tuple[int, Any]]:
-    """Exact squared Euclidean distances from each row to every row, one row block at a time.
+def distance_blocks(
+    x: np.ndarray, block: int = _ROW_BLOCK, rows: Any = None, cols: Any = None
+) -> Iterator[tuple[int, Any]]:
+    """Exact squared Euclidean distances from rows of ``x`` to rows of ``x``, one row block at
+    a time (:meth:`DistancePlan.blocks`; build a :class:`DistancePlan` once to ask many times).
 
-    Yields ``(start, dist)`` where ``dist`` covers rows ``start:start + b``: either an int64
-    ``(b, n)`` array, or, when a distance may exceed int64, a pair ``(hi, lo)`` of int64 arrays
-    with ``dist = hi * 2**32 + lo`` and ``0 <= lo < 2**32``. Memory is O(block * n).
-
-    Exactness: with ``M = max |y|`` over the centred rows, if ``d * M**2 < 2**50`` every
-    partial sum of the float64 Gram product, and every distance, is an integer below 2**52 and
-    so exact whatever order BLAS adds in. Otherwise each value is split as
-    ``y = a * 2**16 + b`` (``|a| <= 2**16``, ``0 <= b < 2**16``); products are at most 2**32
-    and columns are taken in chunks of 2**18, keeping each chunk's float64 sums exact, and the
-    chunks are added in int64.
+    By default every row to every row; ``rows`` and ``cols`` (index arrays) restrict the
+    sources and the targets. Yields ``(start, dist)`` where ``dist`` covers the sources
+    ``start:start + b`` (positions in ``rows``) against every target, in target order: either
+    an int64 ``(b, m)`` array, or, when a distance may exceed int64, a pair ``(hi, lo)`` of
+    int64 arrays with ``dist = hi * 2**32 + lo`` and ``0 <= lo < 2**32``. Memory is
+    O(block * m).
     """
-    import numpy as np
+    return DistancePlan(x).blocks(block, rows, cols)
 
-    y = _center(x)
-    n, d = y.shape
-    m = int(np.abs(y).max()) if y.size else 0
-    if d * m * m < (1 << 50):
-        yf = y.astype(np.float64)
-        norms = (y * y).sum(axis=1).astype(np.float64)
-        for s in range(0, n, block):
-            # In place in float64: every intermediate is an integer of magnitude below
-            # 4 * d * M**2 < 2**52, hence exact.
-            g = yf[s : s + block] @ yf.T
-            g *= -2.0
-            g += norms[s : s + block, None]
-            g += norms[None, :]
-            yield s, g.astype(np.int64)
-        return
-    a = y >> 16
-    b = y & 0xFFFF
-    naa = (a * a).sum(axis=1)
-    nab = (a * b).sum(axis=1)
-    nbb = (b * b).sum(axis=1)
-    chunk = 1 << 18
-    cols = [(c, min(c + chunk, d)) for c in range(0, d, chunk)]
-    af = a.astype(np.float64)
-    bf = b.astype(np.float64)
-    for s in range(0, n, block):
-        e = min(s + block, n)
-        gaa = np.zeros((e - s, n), np.int64)
-        gab = np.zeros((e - s, n), np.int64)
-        gba = np.zeros((e - s, n), np.int64)
-        gbb = np.zeros((e - s, n), np.int64)
-        for c0, c1 in cols:
-            gaa += (af[s:e, c0:c1] @ af[:, c0:c1].T).astype(np.int64)
-            gab += (af[s:e, c0:c1] @ bf[:, c0:c1].T).astype(np.int64)
-            gba += (bf[s:e, c0:c1] @ af[:, c0:c1].T).astype(np.int64)
-            gbb += (bf[s:e, c0:c1] @ bf[:, c0:c1].T).astype(np.int64)
-        # dist = p32 * 2**32 + p17 * 2**17 + p0, with p32, p0 >= 0 and p17 signed.
-        p32 = naa[s:e, None] + naa[None, :] - 2 * gaa
-        p17 = nab[s:e, None] + nab[None, :] - gab - gba
-        p0 = nbb[s:e, None] + nbb[None, :] - 2 * gbb
-        low = p0 + ((p17 & 0x7FFF) << 17)
-        hi = p32 + (p17 >> 15) + (low >> 32)
-        lo = low & _MASK32
-        if int(hi.max()) < (1 << 30):
-            yield s, (hi << 32) | lo
-        else:
-            yield s, (hi, lo)
+
+class DistancePlan:
+    """The rows of ``x`` prepared once for exact distance blocks between any of them.
+
+    Exactness: with ``M = max |y|`` over the rows centred on the coordinate-wise median of
+    ``x`` (distances unchanged, magnitudes smaller), if ``d * M**2 < 2**50`` every partial
+    sum of the float64 Gram product, and every distance, is an integer below 2**52 and so
+    exact whatever order BLAS adds in. Otherwise each value is split as
+    ``y = a * 2**16 + b`` (``|a| <= 2**16``, ``0 <= b < 2**16``); products are at most 2**32
+    and columns are taken in chunks of 2**18, keeping each chunk's float64 sums exact, and
+    the chunks are added in int64.
+    """
+
+    def __init__(self, x: np.ndarray):
+        import numpy as np
+
+        y = _center(x)
+        self.n, self.d = y.shape
+        m = int(np.abs(y).max()) if y.size else 0
+        self.simple = self.d * m * m < (1 << 50)
+        if self.simple:
+            self.yf = y.astype(np.float64)
+            self.norms = (y * y).sum(axis=1).astype(np.float64)
+            return
+        a = y >> 16
+        b = y & 0xFFFF
+        self.naa = (a * a).sum(axis=1)
+        self.nab = (a * b).sum(axis=1)
+        self.nbb = (b * b).sum(axis=1)
+        self.af = a.astype(np.float64)
+        self.bf = b.astype(np.float64)
+
+    def blocks(
+        self, block: int = _ROW_BLOCK, rows: Any = None, cols: Any = None
+    ) -> Iterator[tuple[int, Any]]:
+        """Distance blocks as :func:`distance_blocks` describes."""
+        import numpy as np
+
+        src = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
+        dst = None if cols is None else np.asarray(cols, dtype=np.int64)
+        if self.simple:
+            tf = self.yf if dst is None else self.yf[dst]
+            tn = self.norms if dst is None else self.norms[dst]
+            for s in range(0, src.size, block):
+                part = src[s : s + block] if rows is not None else slice(s, s + block)
+                # In place in float64: every intermediate is an integer of magnitude below
+                # 4 * d * M**2 < 2**52, hence exact.
+                g = self.yf[part] @ tf.T
+                g *= -2.0
+                g += self.norms[part, None]
+                g += tn[None, :]
+                yield s, g.astype(np.int64)
+            return
+        d = self.d
+        chunk = 1 << 18
+        chunks = [(c, min(c + chunk, d)) for c in range(0, d, chunk)]
+        dsel = slice(None) if dst is None else dst
+        at, bt = self.af[dsel], self.bf[dsel]
+        for s in range(0, src.size, block):
+            part = src[s : s + block]
+            shape = (part.size, at.shape[0])
+            gaa = np.zeros(shape, np.int64)
+            gab = np.zeros(shape, np.int64)
+            gba = np.zeros(shape, np.int64)
+            gbb = np.zeros(shape, np.int64)
+            for c0, c1 in chunks:
+                ap, bp = self.af[part, c0:c1], self.bf[part, c0:c1]
+                gaa += (ap @ at[:, c0:c1].T).astype(np.int64)
+                gab += (ap @ bt[:, c0:c1].T).astype(np.int64)
+                gba += (bp @ at[:, c0:c1].T).astype(np.int64)
+                gbb += (bp @ bt[:, c0:c1].T).astype(np.int64)
+            # dist = p32 * 2**32 + p17 * 2**17 + p0, with p32, p0 >= 0 and p17 signed.
+            p32 = self.naa[part, None] + self.naa[None, dsel] - 2 * gaa
+            p17 = self.nab[part, None] + self.nab[None, dsel] - gab - gba
+            p0 = self.nbb[part, None] + self.nbb[None, dsel] - 2 * gbb
+            low = p0 + ((p17 & 0x7FFF) << 17)
+            hi = p32 + (p17 >> 15) + (low >> 32)
+            lo = low & _MASK32
+            if int(hi.max()) < (1 << 30):
+                yield s, (hi << 32) | lo
+            else:
+                yield s, (hi, lo)
 
 
 def smallest_sums(dist: Any, k: int) -> list[int]:

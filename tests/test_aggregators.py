@@ -556,3 +556,37 @@ def test_reputation_tracker_active_nodes_and_errors():
         tracker.observe(x, np.zeros(3, np.int32), active=active)
     with pytest.raises(QresError, match="penalty"):
         ReputationTracker(3, penalty=2.0)
+
+
+def test_bulyan_blocked_selection_matches_the_full_matrix():
+    from qres.builtin_plugins.aggregators.krum import _select_blocked, _select_full
+
+    from qres.aggregator import canonical_rows
+
+    rng = np.random.default_rng(11)
+    for n, f, d, scale in [(23, 5, 4, 1 << 16), (47, 11, 6, 1 << 16), (40, 0, 3, 100),
+                           (31, 7, 5, 1 << 30)]:  # fmt: skip
+        x = np.clip(rng.standard_normal((n, d)) * scale, -(2**31), 2**31 - 1).astype(np.int32)
+        x[:4] = x[4]  # equal rows: ties broken by canonical position
+        rows = canonical_rows(x)
+        assert _select_blocked(rows, f, n - 2 * f, block=5) == _select_full(rows, f, n - 2 * f)
+
+
+def test_bulyan_memory_is_bounded_blocks():
+    import tracemalloc
+
+    from qres.builtin_plugins.aggregators.krum import _select_blocked
+
+    from qres.aggregator import canonical_rows
+
+    rng = np.random.default_rng(2)
+    n = 1200
+    rows = canonical_rows(rng.integers(-(1 << 16), 1 << 16, (n, 3), dtype=np.int32))
+    tracemalloc.start()
+    try:
+        _select_blocked(rows, 299, n - 598, block=32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # the n x n int64 matrix would be 11.5 MB; a few 32 x n blocks and O(n) state are far less
+    assert peak < 8 * n * n // 4
