@@ -51,3 +51,15 @@ def test_simulate_errors_are_one_line_and_leave_nothing(tmp_path):
     nodata = run_qres("swarm", "simulate", "--profile", profile(tmp_path), "--data",
                       str(tmp_path / "missing"))
     assert nodata.returncode == 1 and b"not a folder" in nodata.stderr
+
+
+def test_record_is_a_stream_qres_audit_verifies(tmp_path):
+    rec = tmp_path / "s.qrps"
+    out = run_qres("swarm", "simulate", "--profile", profile(tmp_path), "--nodes", "12",
+                   "--rounds", "3", "--record", str(rec), "--json")
+    assert out.returncode == 0, out.stderr
+    assert rec.read_bytes()[:4] == b"QRPS"
+    audit = run_qres("audit", str(rec), "--json")
+    assert audit.returncode == 0, audit.stderr
+    data = json.loads(audit.stdout)
+    assert data["packets"] == 36

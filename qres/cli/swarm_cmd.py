@@ -32,6 +32,11 @@ def simulate(
         "--baseline/--no-baseline",
         help="Also run the attack-free swarm to compare (default: on when there is an attack).",
     ),
+    record: str = typer.Option(
+        None, "--record",
+        help="Record every packet, really signed with proofs, as a QRPS stream (small swarms; "
+        "check it with `qres audit`).",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
 ) -> None:
@@ -48,7 +53,7 @@ def simulate(
     from qres.swarm.report import plot as draw
     from qres.swarm.report import summary_rows, to_json
 
-    for target in (report, plot):
+    for target in (report, plot, record):
         if target and target != "-" and Path(target).exists() and not force:
             raise QresError(f"{target}: already exists; pass --force to overwrite it")
     if data is not None and not Path(data).is_dir():
@@ -58,10 +63,15 @@ def simulate(
         loaded, byzantine=byzantine, rounds=rounds, seed=seed, nodes=nodes, data=data,
         partition=partition,
     )
-    sim = Simulation(loaded, settings, attack=attack)
     live = sys.stderr.isatty() and not as_json
     started = time.perf_counter()
-    result = _run(sim, live, "swarm")
+    if record:
+        with atomic_output(record, force) as stream:
+            sim = Simulation(loaded, settings, attack=attack, record=stream)
+            result = _run(sim, live, "swarm")
+    else:
+        sim = Simulation(loaded, settings, attack=attack)
+        result = _run(sim, live, "swarm")
     if baseline is None:
         baseline = sim.attack is not None
     if baseline:

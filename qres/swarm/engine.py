@@ -48,6 +48,10 @@ def _r(value: float, digits: int = 9) -> float:
     return float(f"{value:.{digits}g}")
 
 
+#: Largest swarm ``record`` accepts: every packet is really signed, committed and proved.
+MAX_RECORD_NODES = 1000
+
+
 @attrs.frozen
 class RoundStats:
     """What one round looked like (the live view shows it; the report keeps it)."""
@@ -94,12 +98,19 @@ class Simulation:
         *,
         attack: str | None = None,
         attack_free: bool = False,
+        record: Any = None,
     ):
         from qres import plugins
         from qres.config import Location
 
         self.profile = profile
         self.s = settings
+        if record is not None and settings.nodes > MAX_RECORD_NODES:
+            raise QresError(
+                f"--record signs and commits every packet: at most {MAX_RECORD_NODES} nodes, "
+                f"got {settings.nodes}; record a smaller swarm"
+            )
+        self.record = record
         swarm = profile.data.get("swarm", {})
         if "aggregator" in swarm:
             self.aggregator = profile.build("swarm", "aggregator")
@@ -220,6 +231,8 @@ class Simulation:
             bytes_by_kind[kind] += int(size) * int(src.shape[0])
             return kept
 
+        recorder = _Recorder(self.record, n, seed) if self.record is not None else None
+
         for r in range(s.rounds):
             tx[:] = 0
             rx[:] = 0
@@ -287,6 +300,8 @@ class Simulation:
             pos = np.full(n, -1, np.int64)
             pos[A] = np.arange(A.shape[0])
             store[r] = (A, sent, residual, gain_claim)
+            if recorder is not None:
+                recorder.packets(r, senders, senders_pos, W0, sent, residual, gain_claim)
             for old in [k for k in store if k < r - s.max_age]:
                 del store[old]
             alive_ids = np.flatnonzero(alive)
@@ -402,6 +417,8 @@ class Simulation:
                     audits["failed_byzantine"] += int(np.count_nonzero(byz[failed]))
                     ledger.adjust(failed, -ledger.pen_audit)
                     audited_ok[a_ids[ok_rows]] = True
+                    if recorder is not None:
+                        recorder.audits(a_ids)
                     # request to the sender, response back (to one auditor: a random peer)
                     a_src, a_dst = gossip.random_peers(a_ids, alive_ids, 1, rng_peers)
                     send(a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, np.full(a_ids.shape[0], -1),
@@ -714,3 +731,51 @@ class Simulation:
             "bytes_per_round": rec["bytes"],
         }
         return report
+
+
+class _Recorder:
+    """Writes the round's update packets, really signed, committed and proved (inline
+    proofs, for offline audit with ``qres audit``), and the audit responses auditors got, to
+    a QRPS stream (:mod:`qres.trust.packet`). Keys come from the seed and the node id, the
+    blindings and nonces from a generator seeded by the seed: a recording is reproducible."""
+
+    def __init__(self, out: Any, n: int, seed: int):
+        import hashlib
+
+        import numpy as np
+
+        from qres.trust import packet as pk
+        from qres.trust.identity import Identity
+
+        self.writer = pk.StreamWriter(out)
+        self.ids = [
+            Identity.from_seed(hashlib.blake2b(f"qres-swarm/{seed}/{i}".encode(),
+                                               digest_size=32).digest())
+            for i in range(n)
+        ]
+        self.rng = np.random.default_rng([seed, 0x4EC0])
+        self.responses: dict[int, Any] = {}
+
+    def randbytes(self, k: int) -> bytes:
+        """Deterministic random bytes for blindings and proof nonces."""
+        return self.rng.bytes(k)
+
+    def packets(self, r, senders, senders_pos, W0, sent, residual, gain) -> None:
+        """Sign, commit and record every update sent in round ``r``."""
+        from qres.trust import audit
+
+        self.responses = {}
+        for node, p in zip(senders.tolist(), senders_pos.tolist(), strict=True):
+            claim = audit.Claim(tuple(sent[p].tolist()), int(residual[p]), int(gain[p]))
+            packet, response = audit.prepare(
+                self.ids[node], r, self.randbytes(16), W0[p].tolist(), claim,
+                randbytes=self.randbytes, inline_proof=True,
+            )
+            self.writer.write_packet(packet)
+            self.responses[node] = response
+
+    def audits(self, nodes) -> None:
+        """Record the audit responses of the audited senders of this round."""
+        for node in nodes.tolist():
+            if node in self.responses:
+                self.writer.write_audit(self.responses[node])
