@@ -468,12 +468,54 @@ class Simulation:
             if on_round is not None:
                 on_round(self._round_stats(stats_round, rec, regimes, ledger, byz))
 
-        return self._report(rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
+        codec = self._codec_check(W, data, honest, rng_setup)
+        report = self._report(rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
                             flagged_totals, false_alarm, detect_delay, isolated_round,
                             regime_node_rounds, pkt, audit_bytes, n_byz, n_join, data,
                             ban_causes, screened)
+        report["codec"] = codec
+        return report
 
     # --- pieces of a round ------------------------------------------------------------------
+
+    def _codec_check(self, W, data, honest, rng) -> dict:
+        """What the learned models buy the nodes' codec: up to 64 honest nodes (seeded pick)
+        code the residuals of their final model on the last round's window with the
+        profile's coder, against the same samples coded with no predictor."""
+        import numpy as np
+
+        from qres import plugins
+        from qres.config import Location
+
+        s = self.s
+        codec = self.profile.data.get("codec", {})
+        table = codec.get("coder", {"use": "rice"})
+        where = (self.profile.where("codec", "coder") if "coder" in codec
+                 else Location("<swarm codec check>"))
+        coder = plugins.create("coder", table, where)
+        ids = np.flatnonzero(honest)
+        ids = np.sort(rng.choice(ids, min(64, ids.shape[0]), replace=False))
+        x = data.windows(s.rounds - 1, ids).astype(np.int64)
+        d = s.order
+        w = W[ids].astype(np.int64)
+        t = x.shape[1] - d
+        pred = np.zeros((ids.shape[0], t), np.int64)
+        for j in range(d):
+            pred += w[:, j, None] * x[:, d - 1 - j : d - 1 - j + t]
+        np.clip(pred, -(1 << 28), 1 << 28, out=pred)
+        # Q16.16 prediction to a sample, rounded by the rule (to nearest, ties up)
+        residual = x[:, d:] - ((pred + (1 << 15)) >> 16)
+        learned = sum(len(coder.encode(row)) for row in residual)
+        plain = sum(len(coder.encode(row)) for row in x[:, d:])
+        samples = int(residual.size)
+        return {
+            "coder": coder.name,
+            "nodes": int(ids.shape[0]),
+            "samples": samples,
+            "bits_per_sample_learned": _r(8.0 * learned / samples),
+            "bits_per_sample_no_predictor": _r(8.0 * plain / samples),
+            "ratio_vs_16_bit": _r(16.0 * samples / (8.0 * learned)),
+        }
 
     def _inbox(self, in_dst, in_tag, store, n, rep_f):
         """One row per (node, update): the received updates' rows and claimed priorities,
