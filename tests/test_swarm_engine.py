@@ -39,8 +39,18 @@ def test_report_has_the_issue_keys(tmp_path):
     assert len(report["honest_error"]) == s.rounds
     assert report["bytes_sent"] == sum(report["bytes_by_kind"].values())
     assert report["bytes_sent"] == report["transport"]["sent_bytes"]
-    # learning works: the error falls
+    # learning works: the error falls, and the learned models help the nodes' coder
     assert report["honest_error"][-1] < 0.6 * report["honest_error"][0]
+    codec = report["codec"]
+    assert codec["coder"] == "rice"
+    assert codec["bits_per_sample_learned"] < codec["bits_per_sample_no_predictor"] - 1
+
+
+def test_iid_partition_runs_and_differs(tmp_path):
+    prof, s = small(tmp_path)
+    iid = Simulation(prof, attrs.evolve(s, partition="iid")).run()
+    non = Simulation(prof, s).run()
+    assert iid["partition"] == "iid" and iid["honest_error"] != non["honest_error"]
 
 
 def test_attackers_banned_and_honest_spared(tmp_path):
