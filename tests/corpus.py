@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from qres.corpus import MANIFEST, default_data_dir, read_manifest
+
+DATA = default_data_dir()
 
 
 def manifest() -> list[dict[str, str]]:
     """Rows of ``MANIFEST.tsv`` (empty if the corpus is not beside the project)."""
-    path = DATA / "MANIFEST.tsv"
-    if not path.is_file():
+    if not (DATA / MANIFEST).is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    return [entry.row for entry in read_manifest(DATA)]
 
 
 def spec_of(row: dict[str, str]):
