@@ -33,6 +33,19 @@ INPUTS = {
     ),
 }
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
+#: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice
+#: (flag bits 1-2: the int16 block keeps the profile's predictor, the float blocks pick the
+#: per-level interpolation, code 3) and the arith coder's segments.
+BOUNDED = (
+    ("sensors-4ch-int16", "server", 16),
+    ("readings-2ch-float64", "server", 0.05),
+    ("readings-2ch-float64", "esp32", 0.05),
+)
+
+
+def bounded_name(name: str, profile: str, bound: float) -> str:
+    """File name of a bounded-error golden."""
+    return f"{name}.{profile}.e{bound}.qres"
 
 
 def main() -> None:
@@ -44,6 +57,10 @@ def main() -> None:
             (GOLDEN / f"{name}.{profile}.qres").write_bytes(
                 api.compress_bytes(raw, spec, profile=profile)
             )
+    for name, profile, bound in BOUNDED:
+        raw = INPUTS[name][0]()
+        packed = api.compress_bytes(raw, INPUTS[name][1], profile=profile, max_error=bound)
+        (GOLDEN / bounded_name(name, profile, bound)).write_bytes(packed)
 
 
 if __name__ == "__main__":

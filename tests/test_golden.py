@@ -3,10 +3,13 @@ stored containers decode to the stored inputs."""
 
 from __future__ import annotations
 
-import pytest
-from make_golden import GOLDEN, INPUTS, PROFILES
+import io
 
-from qres import api
+import numpy as np
+import pytest
+from make_golden import BOUNDED, GOLDEN, INPUTS, PROFILES, bounded_name
+
+from qres import api, codec, container
 
 CASES = [(name, profile) for name in INPUTS for profile in PROFILES]
 
@@ -25,3 +28,26 @@ def test_golden_bytes_are_reproduced(name, profile):
 def test_golden_inputs_are_what_the_makers_produce():
     for name, (make, _) in INPUTS.items():
         assert (GOLDEN / f"{name}.bin").read_bytes() == make()
+
+
+@pytest.mark.parametrize(("name", "profile", "bound"), BOUNDED)
+def test_bounded_golden_bytes_are_reproduced(name, profile, bound):
+    raw = (GOLDEN / f"{name}.bin").read_bytes()
+    golden = (GOLDEN / bounded_name(name, profile, bound)).read_bytes()
+    spec = INPUTS[name][1]
+    dtype = spec.numpy_dtype()
+    back = np.frombuffer(api.decompress_bytes(golden), dtype=dtype).astype(np.float64)
+    assert np.abs(back - np.frombuffer(raw, dtype=dtype)).max() <= bound
+    assert api.compress_bytes(raw, spec, profile=profile, max_error=bound) == golden, (
+        "the bounded-error format changed: if on purpose, bump it and run tests/make_golden.py"
+    )
+
+
+def test_bounded_goldens_cover_the_block_predictors():
+    codes = set()
+    for name, profile, bound in BOUNDED:
+        reader = container.Reader(io.BytesIO((GOLDEN / bounded_name(name, profile, bound))
+                                             .read_bytes()))
+        codes |= {(b.flags & codec.PREDICTOR_MASK) >> codec.PREDICTOR_SHIFT
+                  for _, b in reader.blocks()}
+    assert {0, codec.LEVELS} <= codes
