@@ -71,6 +71,15 @@ def test_threads_do_not_change_the_bytes():
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1] == outputs[2]
     assert api.decompress_bytes(outputs[0], threads=2) == raw
+    # bounded error: each block's predictor choice is the same whichever thread makes it
+    bounded = codec.CodecSettings(settings_.predictor, settings_.coder, 4096, 20)
+    outputs = []
+    for threads in (1, 2):
+        out = io.BytesIO()
+        codec.compress(SampleSource(io.BytesIO(raw), spec), out, bounded, threads=threads)
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1]
+    assert api.decompress_bytes(outputs[0], threads=2) == api.decompress_bytes(outputs[0])
 
 
 DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "float32", "float64"]
