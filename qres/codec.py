@@ -6,6 +6,8 @@ predictor and coder on it, and writes a ``.qres`` container. Blocks are independ
 are coded in parallel threads (the Cython loops release the GIL) while memory stays bounded by a
 window of blocks; the bytes written never depend on the thread count. A block that prediction
 does not shrink is stored deflated or raw, so no input grows by more than a few bytes per block.
+In bounded-error mode each block is coded with the profile's predictor and with the
+interpolation predictors, and the smallest payload wins; the block's flags say which.
 
 The payload of a predicted block is specified in ``docs/format.md``; its side record (the
 integer mapping of each channel) in ``docs/mapping.md``.
@@ -42,7 +44,8 @@ BLOCK_PREDICTORS: dict[int, dict[str, Any]] = {
     2: {"use": "interp", "kind": "cubic", "anchor": 1024},
     3: {"use": "interp", "anchor": 1024},  # each level's kind chosen by the encoder
 }
-#: Code 3's payload starts with this many bytes: the mask of cubic levels (bit k: stride 2**k).
+#: The block predictor code whose payload starts with the mask of cubic levels (2 bytes,
+#: bit k: the level of stride 2**k), which the encoder chose level by level.
 LEVELS = 3
 _LEVELS = struct.Struct("<H")
 #: Levels of an anchor of 1024: strides 2**0 .. 2**9.
