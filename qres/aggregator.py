@@ -272,8 +272,9 @@ def distance_blocks(
 class DistancePlan:
     """The rows of ``x`` prepared once for exact distance blocks between any of them.
 
-    Exactness: with ``M = max |y|`` over the rows centred on the coordinate-wise median of
-    ``x`` (distances unchanged, magnitudes smaller), if ``d * M**2 < 2**50`` every partial
+    Exactness: with ``M = max |y|`` over the rows as given or, when those are too large,
+    centred on the coordinate-wise median of ``x`` (distances unchanged, magnitudes
+    smaller), if ``d * M**2 < 2**50`` every partial
     sum of the float64 Gram product, and every distance, is an integer below 2**52 and so
     exact whatever order BLAS adds in. Otherwise each value is split as
     ``y = a * 2**16 + b`` (``|a| <= 2**16``, ``0 <= b < 2**16``); products are at most 2**32
@@ -284,8 +285,15 @@ class DistancePlan:
     def __init__(self, x: np.ndarray):
         import numpy as np
 
+        self.n, self.d = x.shape
+        raw = max(-int(x.min()), int(x.max())) if x.size else 0
+        if self.d * raw * raw < (1 << 50):
+            # Small enough as given: centring would not change a distance, so skip it.
+            self.simple = True
+            self.yf = x.astype(np.float64)
+            self.norms = np.einsum("ij,ij->i", self.yf, self.yf)  # integers below 2**50
+            return
         y = _center(x)
-        self.n, self.d = y.shape
         m = int(np.abs(y).max()) if y.size else 0
         self.simple = self.d * m * m < (1 << 50)
         if self.simple:
