@@ -110,6 +110,7 @@ def _run(sim, live: bool, label: str) -> dict:
 
     def view(st) -> object:
         regimes = ", ".join(f"{k} {v}" for k, v in st.regimes.items())
+        byz_rep = "-" if st.rep_byzantine != st.rep_byzantine else f"{st.rep_byzantine:.3f}"
         rows = [
             ["round", f"{st.round + 1} / {sim.s.rounds}"],
             ["honest error", f"{st.honest_error:.5f}"],
@@ -117,7 +118,7 @@ def _run(sim, live: bool, label: str) -> dict:
             ["banned honest / Byzantine", f"{st.banned_honest} / {st.banned_byzantine}"],
             ["regimes", regimes],
             ["bytes sent", f"{st.bytes_sent:,}"],
-            ["reputation honest / Byzantine", f"{st.rep_honest:.3f} / {st.rep_byzantine:.3f}"],
+            ["reputation honest / Byzantine", f"{st.rep_honest:.3f} / {byz_rep}"],
             ["energy level", f"{st.energy_level:.3f}"],
         ]
         return table(f"{label}: {sim.profile.name}", ["", ""], rows)
