@@ -143,7 +143,14 @@ def tightness(updates: Any, k: int, rng: Any, sample: int = 1024) -> Any:
     n = updates.shape[0]
     if n <= k:
         return np.ones(n)
-    x = updates.astype(np.float64)
+    # Shift the integers down so that every partial sum of the float64 products below is an
+    # integer under 2**53: the matrix product is then exact whatever order BLAS adds in, and
+    # the flags the same on every machine.
+    xi = updates.astype(np.int64)
+    top = int(np.abs(xi).max()) if xi.size else 0
+    bits = max(1, (51 - max(updates.shape[1], 1).bit_length()) // 2)
+    shift = max(0, top.bit_length() - bits)
+    x = (xi >> shift).astype(np.float64)
     ref = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
     r = x[ref]
     rn = (r * r).sum(axis=1)
