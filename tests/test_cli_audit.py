@@ -120,7 +120,9 @@ def test_truncated_and_foreign_files(tmp_path, recording):
     assert json.loads(out.stdout)["failures"][-1]["check"] == "bad-stream"
     foreign = tmp_path / "f.bin"
     foreign.write_bytes(b"hello world")
-    assert run_qres("audit", str(foreign)).returncode == 5
+    bad = run_qres("audit", str(foreign))
+    assert bad.returncode == 5 and bad.stdout == b""
+    assert bad.stderr.count(b"\n") == 1 and b"not a qres packet stream" in bad.stderr
     missing = run_qres("audit", str(tmp_path / "none"))
     assert missing.returncode == 1 and b"no such file" in missing.stderr
     stdin = run_qres("audit", "-", "--json", input=data)

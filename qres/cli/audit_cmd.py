@@ -19,7 +19,7 @@ def audit(
     import sys
 
     from qres.cli.output import console, print_json, table
-    from qres.errors import QresError
+    from qres.errors import IntegrityError, QresError
     from qres.trust.audit import audit_stream
 
     if path == "-":
@@ -31,6 +31,9 @@ def audit(
             raise QresError(f"{path}: no such file; give a recorded packet stream") from exc
         with handle:
             report = audit_stream(handle, path, window)
+    if report.records == 0 and [f.check for f in report.failures] == ["bad-stream"]:
+        # Not a packet stream at all (foreign or empty file): one error line, no empty tables.
+        raise IntegrityError(report.failures[0].detail + "; give a stream recorded by qres")
     if as_json:
         print_json({"file": path, **report.as_dict()})
     else:
