@@ -290,6 +290,7 @@ class DistancePlan:
         if self.d * raw * raw < (1 << 50):
             # Small enough as given: centring would not change a distance, so skip it.
             self.simple = True
+            self.y = x.astype(np.int64)
             self.yf = x.astype(np.float64)
             self.norms = np.einsum("ij,ij->i", self.yf, self.yf)  # integers below 2**50
             return
@@ -297,6 +298,7 @@ class DistancePlan:
         m = int(np.abs(y).max()) if y.size else 0
         self.simple = self.d * m * m < (1 << 50)
         if self.simple:
+            self.y = y
             self.yf = y.astype(np.float64)
             self.norms = (y * y).sum(axis=1).astype(np.float64)
             return
@@ -386,9 +388,51 @@ def krum_scores(x: np.ndarray, f: int) -> list[int]:
     """
     n = x.shape[0]
     k = n - f - 1
+    plan = DistancePlan(x)
+    if plan.simple:
+        return _krum_scores_simple(plan, k)
     scores: list[int] = []
-    for _start, dist in distance_blocks(x):
+    for _start, dist in plan.blocks():
         scores.extend(smallest_sums(dist, k))
+    return scores
+
+
+def _krum_scores_simple(plan: DistancePlan, k: int) -> list[int]:
+    """Krum scores on the exact float64 path: each row's total distance (exact, from norms
+    and the column sums) minus the sum of its ``n - k`` largest distances.
+
+    Distances stay float64 (exact integers below 2**52): one selection per row finds the
+    ``n - k`` largest, whose sum is taken exactly as two float64 sums of 26-bit halves
+    (each below 2**53). Saves converting and summing the whole distance matrix.
+    """
+    import numpy as np
+
+    n = plan.n
+    y = plan.y
+    norms = [int(v) for v in (y * y).sum(axis=1)]  # below 2**50 each: int64 is exact
+    col = y.sum(axis=0)  # |col| <= n * M: int64
+    lo_part = col & ((1 << 22) - 1)
+    hi_part = col >> 22
+    # y . col exactly: both int64 matrix-vector products stay below 2**63 (see DistancePlan)
+    dot = [(int(h) << 22) + int(lo) for h, lo in zip(y @ hi_part, y @ lo_part, strict=True)]
+    all_norms = sum(norms)
+    totals = [n * nv + all_norms - 2 * dv for nv, dv in zip(norms, dot, strict=True)]
+    scale = float(1 << 26)
+    tf2 = plan.yf * -2.0  # exact: a power of two
+    fnorms = plan.norms
+    scores: list[int] = []
+    for s in range(0, n, _ROW_BLOCK):
+        g = plan.yf[s : s + _ROW_BLOCK] @ tf2.T
+        g += fnorms[s : s + _ROW_BLOCK, None]
+        g += fnorms[None, :]
+        if k < n:
+            g.partition(k, axis=1)
+        top = g[:, k:]
+        hi = np.floor(top / scale)
+        lo = top - hi * scale
+        sh, sl = hi.sum(axis=1), lo.sum(axis=1)
+        for i, (a, b) in enumerate(zip(sh, sl, strict=True)):
+            scores.append(totals[s + i] - ((int(a) << 26) + int(b)))
     return scores
 
 

@@ -590,3 +590,16 @@ def test_bulyan_memory_is_bounded_blocks():
         tracemalloc.stop()
     # the n x n int64 matrix would be 11.5 MB; a few 32 x n blocks and O(n) state are far less
     assert peak < 8 * n * n // 4
+
+
+def test_krum_scores_fast_path_equals_the_distance_blocks():
+    from qres.aggregator import distance_blocks, krum_scores, smallest_sums
+
+    rng = np.random.default_rng(8)
+    for n, d, f in [(50, 7, 10), (300, 30, 0), (301, 20, 149)]:
+        x = np.floor(rng.standard_normal((n, d)) * 65536).astype(np.int32)
+        x[:5] = x[5]  # ties
+        slow = []
+        for _start, dist in distance_blocks(x):
+            slow.extend(smallest_sums(dist, n - f - 1))
+        assert krum_scores(x, f) == slow
