@@ -90,6 +90,14 @@ def test_tightness_marks_a_copying_group():
     assert (t[50:] < 0.2).all() and (t[:50] > 0.2).all()
 
 
+def test_tightness_keeps_resolution_next_to_saturated_rows():
+    rng = np.random.default_rng(4)
+    x = rng.integers(-300, 300, (70, 64)).astype(np.int32)
+    x = np.vstack([x, np.full((30, 64), np.iinfo(np.int32).max, np.int32)])
+    t = tightness(x, 4, np.random.default_rng(0))
+    assert (t[:70] > 0.2).all() and (t[70:] < 0.2).all()
+
+
 def test_ledger_bans_low_reputation_and_groups():
     s = SwarmSettings(suspect_group_size=3, suspect_rounds=2, ban_propagation_rounds=2)
     led = Ledger(10, s)
@@ -104,7 +112,8 @@ def test_ledger_bans_low_reputation_and_groups():
     assert led.suspects(flagged, ok, 2).size == 0  # two left: smaller than the group size
     led2 = Ledger(10, s)
     led2.suspects(flagged, np.zeros(10, bool), 1)
-    assert led2.suspects(flagged, np.zeros(10, bool), 2).tolist() == [3, 4, 5]
+    assert led2.suspects(flagged, np.zeros(10, bool), 2, senders=6).tolist() == []  # half
+    assert led2.suspects(flagged, np.zeros(10, bool), 3, senders=10).tolist() == [3, 4, 5]
 
 
 def test_energy_schedule_and_pool():

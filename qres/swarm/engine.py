@@ -431,7 +431,7 @@ class Simulation:
                 useful[out] = False
                 useful[ids[tight]] = False
                 ledger.adjust(np.flatnonzero(useful & ~ledger.banned()), ledger.reward)
-            group_bans = ledger.suspects(flagged, audited_ok, r)
+            group_bans = ledger.suspects(flagged, audited_ok, r, int(senders.shape[0]))
             low_bans = ledger.ban_low(r)
             for cause, ids_ in (("group", group_bans), ("reputation", low_bans)):
                 ban_causes[cause + "_honest"] += int(np.count_nonzero(honest[ids_]))

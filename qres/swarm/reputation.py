@@ -143,14 +143,16 @@ def tightness(updates: Any, k: int, rng: Any, sample: int = 1024) -> Any:
     n = updates.shape[0]
     if n <= k:
         return np.ones(n)
-    # Shift the integers down so that every partial sum of the float64 products below is an
-    # integer under 2**53: the matrix product is then exact whatever order BLAS adds in, and
-    # the flags the same on every machine.
-    xi = updates.astype(np.int64)
-    top = int(np.abs(xi).max()) if xi.size else 0
+    # Centre the integers on the coordinate-wise median and clip them to +-2**bits so that
+    # every partial sum of the float64 products below is an integer under 2**53: the matrix
+    # product is then exact whatever order BLAS adds in, and the flags the same on every
+    # machine. Clipping only shortens distances between rows that are far apart anyway.
+    from qres.aggregator import median_columns
+
     bits = max(1, (51 - max(updates.shape[1], 1).bit_length()) // 2)
-    shift = max(0, top.bit_length() - bits)
-    x = (xi >> shift).astype(np.float64)
+    lim = (1 << bits) - 1
+    xi = updates.astype(np.int64) - median_columns(updates).astype(np.int64)
+    x = np.clip(xi, -lim, lim).astype(np.float64)
     ref = np.arange(n) if n <= sample else np.sort(rng.choice(n, sample, replace=False))
     r = x[ref]
     rn = (r * r).sum(axis=1)
@@ -220,17 +222,19 @@ class Ledger:
         self.rep[new] = 0
         return new
 
-    def suspects(self, flagged: Any, audited_ok: Any, r: int) -> Any:
+    def suspects(self, flagged: Any, audited_ok: Any, r: int, senders: int | None = None) -> Any:
         """Update the suspect list with this round's coordinated-group flags (bool ``(n,)``,
         for every node that sent, banned or not) and audit passes; returns the nodes banned
-        as a coordinated group."""
+        as a coordinated group. A "group" holding half of the round's ``senders`` or more
+        is the swarm agreeing, not a cartel (attackers are a minority): nobody is banned."""
         import numpy as np
 
         self.suspect_streak = np.where(flagged, self.suspect_streak + 1, 0).astype(np.int32)
         self.cleared = np.where(flagged, self.cleared | audited_ok, False)
         # The group's size counts members already banned (they keep sending alike); those
         # banned now are the unbanned members suspect for long enough and never cleared.
-        if np.count_nonzero(flagged & ~self.cleared) < self.s.suspect_group_size:
+        size = np.count_nonzero(flagged & ~self.cleared)
+        if size < self.s.suspect_group_size or (senders is not None and 2 * size >= senders):
             return np.zeros(0, np.int64)
         group = flagged & (self.suspect_streak >= self.s.suspect_rounds) & ~self.cleared
         group &= self.banned_at < 0
