@@ -248,7 +248,6 @@ class Simulation:
             A = np.flatnonzero(active)
             known_banned = ledger.banned_known(r)
             truth = data.storm_truth(r)
-            stats_round = r
             if A.shape[0] == 0:
                 radio_on = energy.spend(wakes, tx, rx)
                 self._record(rec, r, np.nan, np.nan, 0, 0, ledger, byz, regimes, energy,
@@ -312,7 +311,6 @@ class Simulation:
             seen_keys = np.zeros(0, np.int64)
             gain_sum = np.zeros(n)
             gain_cnt = np.zeros(n, np.int64)
-            x_eval = X
             for hop in range(s.hops + 1):
                 m_src, m_dst, m_size, m_tag, _ = transport.receive_batch()
                 np.add.at(rx, m_dst, m_size)
@@ -338,7 +336,7 @@ class Simulation:
                 base_w = W[c_dst].astype(np.int64)
                 upd = sent[pos[c_org]].astype(np.int64)
                 tried = np.clip(base_w + upd, -(1 << 31), (1 << 31) - 1)
-                xw = x_eval[pos[c_dst]]
+                xw = X[pos[c_dst]]
                 before = gossip.window_errors(base_w, xw, d, s.eval_samples)
                 after = gossip.window_errors(tried, xw, d, s.eval_samples)
                 gain = (before - after) / learning.SPAN
@@ -466,7 +464,7 @@ class Simulation:
             if n_byz and isolated_round is None and known[byz].all():
                 isolated_round = r + 1
             if on_round is not None:
-                on_round(self._round_stats(stats_round, rec, regimes, ledger, byz))
+                on_round(self._round_stats(r, rec, regimes, ledger, byz))
 
         codec = self._codec_check(W, data, honest, rng_setup)
         report = self._report(rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
