@@ -499,5 +499,5 @@ def write_png(report: dict, out: Any) -> None:
         ax.set_title(f"speed, d={st['d']}")
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out, format="png", dpi=100)
+    fig.savefig(out, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
