@@ -200,15 +200,20 @@ def _row_sums(block):
     return hi * (1 << 31) + lo
 
 
+#: Up to this many rows Bulyan keeps the whole distance matrix (1.6 MB), which is faster
+#: there; above it the blocked selection is faster as well as bounded (measured crossover).
+FULL_MATRIX_ROWS = 448
+
+
 class Bulyan(Aggregator):
     """Bulyan: pick ``n - 2f`` updates by repeated Krum, then per coordinate average the
     ``n - 4f`` selected values closest to their median.
 
     El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of Distributed Learning in
-    Byzantium", ICML 2018. Needs ``n >= 4 f + 3``. The selection runs in bounded row blocks
-    (:func:`_select_blocked`, memory O(512 n), never the n x n matrix) and picks exactly
-    what re-scoring the remaining rows from the whole matrix would (:func:`_select_full`,
-    the plain reference the tests compare with).
+    Byzantium", ICML 2018. Needs ``n >= 4 f + 3``. Up to :data:`FULL_MATRIX_ROWS` rows the
+    whole distance matrix is kept (:func:`_select_full`); above, the selection runs in
+    bounded row blocks (:func:`_select_blocked`, memory O(512 n), never the n x n matrix),
+    picking exactly the same rows (the tests compare both).
     """
 
     name = "bulyan"
@@ -224,13 +229,16 @@ class Bulyan(Aggregator):
     def _aggregate(self, x, f, weights, rng):
         n = x.shape[0]
         rows = canonical_rows(x)
-        selected = _select_blocked(rows, f, n - 2 * f)
+        if n <= FULL_MATRIX_ROWS:
+            selected = _select_full(rows, f, n - 2 * f)
+        else:
+            selected = _select_blocked(rows, f, n - 2 * f)
         return closest_to_median_mean(rows[sorted(selected)], n - 4 * f)
 
 
 def _select_full(rows, f: int, picks: int) -> list[int]:
-    """Bulyan's repeated Krum selection from the whole n x n distance matrix: the plain
-    reference for :func:`_select_blocked` (O(n**2) memory; not used by the rule)."""
+    """Bulyan's repeated Krum selection from the whole n x n distance matrix (O(n**2)
+    memory: only for n up to :data:`FULL_MATRIX_ROWS`)."""
     n = rows.shape[0]
     dist = _full_distances(rows)
     remaining = list(range(n))
