@@ -91,6 +91,17 @@ def _check_mode(max_error: Any, bounds: Any, what: str) -> tuple[int, int, int]:
     return max_error, lo, hi
 
 
+
+def _encode_args(block: Any, max_error: Any, bounds: Any, what: str):
+    """``(arr, flat, e, lo, hi)`` of an encode call, samples checked against the bounds."""
+    arr, flat = _as_block(block, what)
+    e, lo, hi = _check_mode(max_error, bounds, what)
+    if arr.size and bounds is not None and (arr.min() < lo or arr.max() > hi):
+        raise QresError(
+            f"{what}: samples outside bounds ({lo}, {hi}); widen the bounds to the dtype range"
+        )
+    return arr, flat, e, lo, hi
+
 class Predictor(Plugin):
     """Base of predictor plugins: block in, residuals out, and back, from a fixed initial state.
 
@@ -108,12 +119,7 @@ class Predictor(Plugin):
     def encode(self, block: Any, max_error: int = 0, *, bounds: tuple[int, int] | None = None):
         """Residuals (int64, same shape as ``block``) of a block of integer samples."""
         what = f"predictor {self.name!r} encode"
-        arr, flat = _as_block(block, what)
-        e, lo, hi = _check_mode(max_error, bounds, what)
-        if arr.size and bounds is not None and (arr.min() < lo or arr.max() > hi):
-            raise QresError(
-                f"{what}: samples outside bounds ({lo}, {hi}); widen the bounds to the dtype range"
-            )
+        arr, flat, e, lo, hi = _encode_args(block, max_error, bounds, what)
         out = self._run(arr, False, e, lo, hi)
         return out.reshape(-1) if flat else out
 

@@ -20,9 +20,8 @@ from typing import ClassVar
 import attrs
 
 from qres.config import InvalidSetting, integer, one_of
-from qres.errors import QresError
 from qres.hookspecs import hookimpl
-from qres.predictor import Predictor, _as_block, _check_mode
+from qres.predictor import Predictor, _encode_args
 
 #: Largest anchor stride (the largest block the container allows).
 MAX_ANCHOR = 1 << 24
@@ -84,12 +83,7 @@ class InterpPredictor(Predictor):
         from qres.builtin_plugins.predictors import _kernels
 
         what = f"predictor {self.name!r} encode"
-        arr, flat = _as_block(block, what)
-        e, lo, hi = _check_mode(max_error, bounds, what)
-        if arr.size and bounds is not None and (arr.min() < lo or arr.max() > hi):
-            raise QresError(
-                f"{what}: samples outside bounds ({lo}, {hi}); widen the bounds to the dtype range"
-            )
+        arr, flat, e, lo, hi = _encode_args(block, max_error, bounds, what)
         out = np.empty_like(arr)
         shift = self.config.anchor.bit_length() - 1
         mask = _kernels.interpolate(arr, out, 0, shift, False, e, lo, hi, True)
