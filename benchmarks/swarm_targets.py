@@ -120,8 +120,8 @@ def esp32() -> dict:
     out = {}
     print("\n## 24 simulated hours, calm-dominated (swarm-esp32, 100 ESP32-C6 nodes)")
     print("| radio_sleep_mw | radio asleep | mean power | always-on | saving | gossip B/node/day "
-          "| raw data B/node/day | float32 FL B/node/day |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| raw data B/node/day | coded data B/node/day | float32 FL B/node/day |")
+    print("|---|---|---|---|---|---|---|---|---|")
     prof = profiles.load("swarm-esp32")
     for label, radio_sleep in (("0 (light sleep, profile)", None), ("35 (part default)", 35.0)):
         if radio_sleep is None:
@@ -139,7 +139,8 @@ def esp32() -> dict:
         out[label] = row
         print(f"| {label} | {100 * rep['sleep_fraction']:.3f}% | {e['average_mw_per_node']:.4f} "
               f"mW | 350 mW | {e['saving_vs_always_on']:.1f}x | {t['gossip_bytes']:.0f} | "
-              f"{t['raw_data_bytes']:.0f} | {t['float32_fl_bytes']:.0f} |")
+              f"{t['raw_data_bytes']:.0f} | {t.get('compressed_data_bytes', 0):.0f} | "
+              f"{t['float32_fl_bytes']:.0f} |")
     return out
 
 

@@ -215,3 +215,24 @@ def test_batch_is_reproducible(seed, n):
 def test_settings_are_validated():
     with pytest.raises(ValueError):
         attrs.evolve(SwarmSettings(), byzantine=0.6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_coding_residuals_match_a_plain_reference(data):
+    from qres.swarm.coding import residuals
+
+    order = data.draw(st.integers(1, 6))
+    m = data.draw(st.integers(1, 4))
+    t = data.draw(st.integers(1, 12))
+    w = np.array(data.draw(st.lists(st.integers(-(1 << 31), (1 << 31) - 1),
+                                    min_size=m * order, max_size=m * order)), np.int64)
+    x = np.array(data.draw(st.lists(st.integers(-2048, 2047),
+                                    min_size=m * (order + t), max_size=m * (order + t))), np.int64)
+    w, x = w.reshape(m, order).astype(np.int32), x.reshape(m, order + t)
+    got = residuals(w, x, order)
+    for i in range(m):
+        for k in range(t):
+            pred = sum(int(w[i, j]) * int(x[i, order + k - 1 - j]) for j in range(order))
+            pred = max(-(1 << 28), min(1 << 28, pred))
+            assert got[i, k] == int(x[i, order + k]) - ((pred + (1 << 15)) >> 16)

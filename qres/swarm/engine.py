@@ -150,6 +150,7 @@ class Simulation:
         from qres import learning
         from qres.aggregator import median_columns
         from qres.swarm import gossip
+        from qres.swarm.coding import CodecMeter
         from qres.swarm.data import open_data
         from qres.swarm.energy import EnergyModel
         from qres.swarm.regimes import RegimeTracker
@@ -232,6 +233,7 @@ class Simulation:
             return kept
 
         recorder = _Recorder(self.record, n, seed) if self.record is not None else None
+        meter = CodecMeter(s, self.profile)
 
         for r in range(s.rounds):
             tx[:] = 0
@@ -280,6 +282,8 @@ class Simulation:
             sent = delta.copy()
             byz_a = byz[A]
             hon_a = ~byz_a
+            # each honest node codes what it observed with the model it held (its codec)
+            meter.add(A[hon_a], W0[hon_a], X[hon_a])
             if self.attack is not None and byz_a.any() and hon_a.any():
                 sent[byz_a] = self.attack.forge(delta[hon_a], int(byz_a.sum()), rng=rng_attack)
                 residual_b = residual.copy()
@@ -466,54 +470,21 @@ class Simulation:
             if on_round is not None:
                 on_round(self._round_stats(r, rec, regimes, ledger, byz))
 
-        codec = self._codec_check(W, data, honest, rng_setup)
         report = self._report(rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
                             flagged_totals, false_alarm, detect_delay, isolated_round,
                             regime_node_rounds, pkt, audit_bytes, n_byz, n_join, data,
                             ban_causes, screened)
-        report["codec"] = codec
+        report["codec"] = codec = meter.report()
+        if codec["samples"]:
+            # what shipping each node's coded stream upstream costs, beside the raw stream
+            traffic = report["traffic_per_node_per_day"]
+            traffic["compressed_data_bytes"] = _r(
+                traffic["raw_data_bytes"] * codec["bits_per_sample_learned"]
+                / (8.0 * s.sample_bytes)
+            )
         return report
 
     # --- pieces of a round ------------------------------------------------------------------
-
-    def _codec_check(self, W, data, honest, rng) -> dict:
-        """What the learned models buy the nodes' codec: up to 64 honest nodes (seeded pick)
-        code the residuals of their final model on the last round's window with the
-        profile's coder, against the same samples coded with no predictor."""
-        import numpy as np
-
-        from qres import plugins
-        from qres.config import Location
-
-        s = self.s
-        codec = self.profile.data.get("codec", {})
-        table = codec.get("coder", {"use": "rice"})
-        where = (self.profile.where("codec", "coder") if "coder" in codec
-                 else Location("<swarm codec check>"))
-        coder = plugins.create("coder", table, where)
-        ids = np.flatnonzero(honest)
-        ids = np.sort(rng.choice(ids, min(64, ids.shape[0]), replace=False))
-        x = data.windows(s.rounds - 1, ids).astype(np.int64)
-        d = s.order
-        w = W[ids].astype(np.int64)
-        t = x.shape[1] - d
-        pred = np.zeros((ids.shape[0], t), np.int64)
-        for j in range(d):
-            pred += w[:, j, None] * x[:, d - 1 - j : d - 1 - j + t]
-        np.clip(pred, -(1 << 28), 1 << 28, out=pred)
-        # Q16.16 prediction to a sample, rounded by the rule (to nearest, ties up)
-        residual = x[:, d:] - ((pred + (1 << 15)) >> 16)
-        learned = sum(len(coder.encode(row)) for row in residual)
-        plain = sum(len(coder.encode(row)) for row in x[:, d:])
-        samples = int(residual.size)
-        return {
-            "coder": coder.name,
-            "nodes": int(ids.shape[0]),
-            "samples": samples,
-            "bits_per_sample_learned": _r(8.0 * learned / samples),
-            "bits_per_sample_no_predictor": _r(8.0 * plain / samples),
-            "ratio_vs_16_bit": _r(16.0 * samples / (8.0 * learned)),
-        }
 
     def _inbox(self, in_dst, in_tag, store, n, rep_f):
         """One row per (node, update): the received updates' rows and claimed priorities,
