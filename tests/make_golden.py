@@ -1,6 +1,10 @@
 """Regenerate the golden files in tests/golden (run only when the format changes on purpose).
 
 python tests/make_golden.py
+
+``format-v1.sensors-4ch-int16.esp32.qres`` is not made here: it is the last version-1 file (JSON
+header settings), kept so a test checks that old files get the "unsupported format version"
+error.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ error), never a crash, a hang or an unbounded allocation; random access agrees w
 from __future__ import annotations
 
 import io
+import math
+from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +19,7 @@ from qres.samples import SampleSource, StreamSpec
 
 SPEC = StreamSpec("int16", 4)
 RAW = make_sample(frames=6000)
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +99,192 @@ def test_random_access_matches_streaming(packed):
         container.read_block_at(stream, header, index, 6)
 
 
-def test_header_round_trips():
+HEADERS = [
+    container.Header(
+        "float32", 3, "planar", "big", 512, 1234,
+        {"predictor": {"use": "x"}, "coder": {"use": "rice", "checksum": False}, "max_error": 0.05},
+        b"pre", (1, -2),
+    ),
+    container.Header(
+        "int16", 4, "interleaved", "little", 256, None,
+        {"predictor": {"use": "polynomial", "order": 2}, "coder": {"use": "arith"},
+         "max_error": 16},
+    ),
+    container.Header(
+        "uint8", 4096, "interleaved", "little", 1 << 24, 0,
+        {"predictor": {"use": "nlms", "stages": [16, 8], "fixed": 1},
+         "coder": {"use": "\u00e9", "": None, "k": [1.5, -3, "s", {"a": True}]},
+         "max_error": 2.0 ** 60},
+    ),
+]
+
+
+@pytest.mark.parametrize("header", HEADERS)
+def test_header_round_trips(header):
+    encoded = container.encode_header(header)
+    parsed, length = container.read_header(io.BytesIO(encoded + b"rest"))
+    assert parsed == header and length == len(encoded)
+    assert container.encode_header(parsed) == encoded
+
+
+def test_header_is_compact():
+    """The server profile's header: preamble, fixed fields and both tables in under 50 bytes."""
+    settings_, _ = api.codec_settings("server", 4)
     header = container.Header(
-        "float32", 3, "planar", "big", 512, 1234, {"predictor": {"use": "x"}}, b"pre", (1, -2)
+        "int16", 1, "interleaved", "little", settings_.block_frames, None, settings_.to_header()
     )
-    parsed, length = container.read_header(io.BytesIO(container.encode_header(header)))
-    assert parsed == header and length == len(container.encode_header(header))
+    assert len(container.encode_header(header)) < 50
+    # An integral error bound is a varint, not 8 bytes of float64.
+    floaty = attrs.evolve(header, codec=dict(header.codec, max_error=4.5))
+    assert len(container.encode_header(floaty)) == len(container.encode_header(header)) + 7
+
+
+def test_empty_stream_costs_about_a_hundred_bytes():
+    packed = api.compress_bytes(b"", SPEC, profile="server")
+    assert len(packed) <= 110
+    assert api.decompress_bytes(packed) == b""
+    info = container.describe(io.BytesIO(packed))
+    assert info["frames"] == 0 and info["blocks"] == [] and info["format_version"] == 2
+
+
+@pytest.mark.parametrize(
+    ("codec", "match"),
+    [
+        ({"predictor": {"use": "x", "f": {1, 2}}, "coder": {"use": "y"}}, "plain data"),
+        ({"predictor": {"use": "x", "n": 1 << 64}, "coder": {"use": "y"}}, "64 bits"),
+        ({"predictor": {"use": "x", 3: 1}, "coder": {"use": "y"}}, "non-text key"),
+        ({"predictor": {"order": 2}, "coder": {"use": "y"}}, "no plugin name"),
+        ({"predictor": {"use": "x"}, "coder": {"use": "y"}, "max_error": -1}, "max_error"),
+        ({"predictor": {"use": "x"}, "coder": {"use": "y"}, "max_error": True}, "max_error"),
+        ({"predictor": {"use": "x"}, "coder": {"use": "y"}, "transform": {}}, "no place"),
+    ],
+)
+def test_settings_the_format_cannot_hold_are_refused(codec, match):
+    header = container.Header("int16", 1, "interleaved", "little", 256, None, codec)
+    with pytest.raises(QresError, match=match):
+        container.encode_header(header)
 
 
 def test_a_newer_format_version_is_refused(packed):
     data = bytearray(packed)
-    data[8] = 2
-    with pytest.raises(IntegrityError, match="format version 2 is not supported"):
+    data[8] = 3
+    with pytest.raises(IntegrityError, match="format version 3 is not supported.*upgrade qres"):
         api.decompress_bytes(bytes(data))
+
+
+def test_a_version_1_file_is_refused():
+    """Version 1 (JSON settings) was never released: it is refused with a clear message."""
+    old = (GOLDEN / "format-v1.sensors-4ch-int16.esp32.qres").read_bytes()
+    for call in (api.decompress_bytes, lambda d: container.describe(io.BytesIO(d))):
+        with pytest.raises(IntegrityError, match="format version 1 is not supported") as err:
+            call(old)
+        assert "\n" not in str(err.value) and "compress the original again" in str(err.value)
+
+
+# --------------------------------------------------------------------------- plugin settings
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 63), (1 << 63) - 1)
+    | st.integers(-100, 100)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+_TABLES = st.builds(
+    lambda use, rest: {"use": use, **{k: v for k, v in rest.items() if k != "use"}},
+    st.text(min_size=1, max_size=12),
+    st.dictionaries(st.text(max_size=10), _VALUES, max_size=5),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_TABLES)
+def test_plugin_tables_round_trip_canonically(table):
+    encoded = container.encode_table(table)
+    decoded = container.decode_table(encoded)
+    assert decoded == table
+    assert list(decoded) == ["use", *sorted(k for k in table if k != "use")]
+    assert container.encode_table(decoded) == encoded
+
+
+def test_plugin_table_special_values():
+    assert container.encode_table({"use": "arith"}) == b"\x05arith\x00"  # empty table: 1 byte
+    nan = container.decode_table(container.encode_table({"use": "u", "x": float("nan")}))["x"]
+    assert math.isnan(nan)
+    neg = container.decode_table(container.encode_table({"use": "u", "z": -0.0}))["z"]
+    assert math.copysign(1, neg) == -1
+    as_list = container.decode_table(container.encode_table({"use": "u", "t": (1, 2)}))
+    assert as_list == {"use": "u", "t": [1, 2]}
+    # Small integers are one byte; the boundary values take the varint forms.
+    assert len(container.encode_table({"use": "u", "n": 63})) + 1 == len(
+        container.encode_table({"use": "u", "n": 64}))
+
+
+@pytest.mark.parametrize(
+    ("blob", "match"),
+    [
+        (b"\x01u\x01\x01k\x03\x05", "shortest form"),  # 5 as a varint, not the 1-byte form
+        (b"\x01u\x01\x01k\x43\x00", "extra bytes"),
+        (b"\x01u\x02\x01k\x40\x01a\x40", "out of order"),
+        (b"\x01u\x02\x01a\x40\x01a\x40", "out of order"),
+        (b"\x01u\x01\x03use\x40", "'use' repeated"),
+        (b"\x00\x00", "empty plugin name"),
+        (b"\x01u\x01\x01k\x09", "unknown value tag"),
+        (b"\x01u\x01\x01k\x07\xff\xff\x03", "exceeds"),  # list count beyond the bytes
+        (b"\x01u\x01\x01k\x06\x02\xff\xfe", "not UTF-8"),
+        (b"\x01u\x01\x01k\x05\x01\x00\x00\x00\x00\x00\xf8\x7f", "canonical form"),
+        (b"\x01u\x01\x01k" + b"\x07\x01" * 40 + b"\x40", "nest too deep"),
+        (b"\x01u\x81\x00", "shortest form"),
+    ],
+)
+def test_bad_plugin_tables_name_the_damage(blob, match):
+    with pytest.raises(IntegrityError, match=match):
+        container.decode_table(blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=60))
+def test_settings_decoder_is_canonical_on_any_bytes(blob):
+    """Any bytes either fail with an IntegrityError or are the one encoding of their value."""
+    try:
+        table = container.decode_table(blob)
+    except IntegrityError:
+        return
+    assert container.encode_table(table) == blob
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(HEADERS), st.data())
+def test_damaged_header_bodies_fail_cleanly_or_are_canonical(header, data):
+    body = bytearray(container.encode_header_body(header))
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(body) - 1))
+        body[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        cut = data.draw(st.integers(0, len(body)))
+        body = body[:cut] + data.draw(st.binary(max_size=4))
+    try:
+        parsed = container.parse_header_body(bytes(body))
+    except IntegrityError:
+        return
+    assert container.encode_header_body(parsed) == bytes(body)
+
+
+def test_lying_index_counts_are_refused(packed):
+    """An index claiming more blocks than fit before it is refused before it is read."""
+    stream = io.BytesIO(packed)
+    _, end = container.read_header(stream)
+    index, trailer, _ = container.read_index(stream, end)
+    damaged = bytearray(packed)
+    damaged[trailer.index_offset + 4 : trailer.index_offset + 9] = b"\xff\xff\xff\xff\x0f"
+    with pytest.raises(IntegrityError, match="index: block count"):
+        container.read_index(io.BytesIO(bytes(damaged)), end)
+    with pytest.raises(IntegrityError):
+        api.decompress_bytes(bytes(damaged))
