@@ -125,16 +125,19 @@ def get_varint(buf: bytes, pos: int, what: str, limit: int) -> tuple[int, int]:
 
 def _read_varint(stream: BinaryIO, what: str, limit: int) -> tuple[int, bytes]:
     """A canonical varint read from a stream one byte at a time; the value and its bytes."""
-    raw = bytearray()
-    while True:
+    raw = stream.read(1)
+    if not raw:
+        raise IntegrityError(f"{what}: file ends early; the file is truncated")
+    if raw[0] < 0x80 and raw[0] <= limit:
+        return raw[0], raw  # the common one-byte case
+    while raw[-1] >= 0x80 and len(raw) <= 10:
         byte = stream.read(1)
         if not byte:
             raise IntegrityError(f"{what}: file ends early; the file is truncated")
         raw += byte
-        if byte[0] < 0x80 or len(raw) > 10:
-            break
-    value, _ = get_varint(bytes(raw), 0, what, limit)
-    return value, bytes(raw)
+    # get_varint refuses what is too long, over-long or above the limit.
+    value, _ = get_varint(raw, 0, what, limit)
+    return value, raw
 
 
 # --------------------------------------------------------------------------- plugin settings
@@ -640,35 +643,44 @@ class Reader:
         self._read_index_and_trailer(start, offsets, frames)
 
     def _read_index_and_trailer(self, start: int, offsets: list[int], frames: list[int]):
-        body = bytearray(INDEX_MAGIC)
-
-        def varint(what: str, limit: int) -> int:
-            value, raw = _read_varint(self.stream, what, limit)
-            body.extend(raw)
-            return value
-
-        count = varint("index: block count", MAX_BLOCKS)
+        count, raw_count = _read_varint(self.stream, "index: block count", MAX_BLOCKS)
         if count != len(offsets):
             raise IntegrityError(
                 f"index: lists {count} blocks but the file has {len(offsets)}; corrupted"
             )
+        # The rest of the file is the index entries, the tail and the trailer: bounded by the
+        # blocks already read, so read it in one go (a pipe ends where the file does) and parse
+        # it from memory rather than byte by byte.
+        most = count * _MAX_ENTRY + 3 + MAX_TAIL_BYTES + TRAILER_SIZE + 1
+        chunks, got = [], 0
+        while got < most:
+            chunk = self.stream.read(min(1 << 16, most - got))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        rest = b"".join(chunks)
+        pos = 0
         ends = (*offsets[1:], start) if offsets else ()
         for number, (first, stop, n) in enumerate(zip(offsets, ends, frames, strict=True)):
-            if varint("index", stop - first) != stop - first or varint("index", n) != n:
+            length, pos = get_varint(rest, pos, "index", stop - first)
+            listed, pos = get_varint(rest, pos, "index", MAX_BLOCK_FRAMES)
+            if length != stop - first or listed != n:
                 raise IntegrityError(f"index: entry {number} does not match block {number}")
-        tail_len = varint("index: tail length", MAX_TAIL_BYTES)
-        tail = _read_exact(self.stream, tail_len, "index")
-        body += tail
-        trailer = _read_exact(self.stream, TRAILER_SIZE, "trailer")
-        index_offset, sha = _parse_trailer(trailer, body)
+        tail_len, pos = get_varint(rest, pos, "index: tail length", MAX_TAIL_BYTES)
+        if len(rest) < pos + tail_len + TRAILER_SIZE:
+            raise IntegrityError("index: file ends early; the file is truncated")
+        if len(rest) > pos + tail_len + TRAILER_SIZE:
+            raise IntegrityError("trailer: unexpected bytes after the end; corrupted")
+        tail = rest[pos : pos + tail_len]
+        body = INDEX_MAGIC + raw_count + rest[: pos + tail_len]
+        index_offset, sha = _parse_trailer(rest[pos + tail_len :], body)
         self.index = Index(tuple(offsets), tuple(frames), tail)
         if index_offset != start:
             raise IntegrityError("trailer: does not match the index; the file is corrupted")
         total = sum(frames)
         if self.header.frames is not None and self.header.frames != total:
             raise IntegrityError("index: frame count differs from the header; corrupted")
-        if self.stream.read(1):
-            raise IntegrityError("trailer: unexpected bytes after the end; corrupted")
         self.offset = start + len(body) + TRAILER_SIZE
         self.trailer = Trailer(index_offset, total, sha)
 

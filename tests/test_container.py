@@ -288,3 +288,24 @@ def test_lying_index_counts_are_refused(packed):
         container.read_index(io.BytesIO(bytes(damaged)), end)
     with pytest.raises(IntegrityError):
         api.decompress_bytes(bytes(damaged))
+
+
+def test_bytes_after_the_end_are_refused(packed):
+    with pytest.raises(IntegrityError, match="unexpected bytes after the end"):
+        api.decompress_bytes(packed + b"\0")
+    with pytest.raises(IntegrityError, match="end marker"):
+        container.describe(io.BytesIO(packed + b"\0"))
+
+
+def test_block_records_are_compact(packed):
+    """Each 1000-frame block costs its payload plus a 12..20-byte record and a short entry."""
+    stream = io.BytesIO(packed)
+    _, end = container.read_header(stream)
+    index, trailer, size = container.read_index(stream, end)
+    for number, offset in enumerate(index.offsets):
+        block = container.read_block_at(stream, container.read_header(io.BytesIO(packed))[0],
+                                        index, number)
+        stop = (*index.offsets[1:], trailer.index_offset)[number]
+        # tag, method byte, 2-byte varints of frames and length, two CRC-32s
+        assert stop - offset == len(block.payload) + 14
+    assert size - trailer.index_offset <= 4 + 1 + 6 * 4 + 1 + container.TRAILER_SIZE

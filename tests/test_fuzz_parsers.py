@@ -256,6 +256,9 @@ def test_lying_lengths_do_not_allocate(packed):
     cases.append(lambda: pk.decode_audit(bytes(response)))
     header = bytearray(packed[:64])
     cases.append(lambda: api.decompress_bytes(bytes(header[:12]) + b"\xff" * 52))
+    # A header body length (varint after the version) claiming 2**28 bytes.
+    long_header = bytes(header[:10]) + b"\xff\xff\xff\x7f" + b"\0" * 60
+    cases.append(lambda: api.decompress_bytes(long_header))
     for case in cases:
         tracemalloc.start()
         with pytest.raises(IntegrityError):
