@@ -51,6 +51,17 @@ _LEVELS = struct.Struct("<H")
 #: Levels of an anchor of 1024: strides 2**0 .. 2**9.
 LEVELS_MASK = (1 << 10) - 1
 KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK
+_BLOCK_PREDICTOR_NAMES = {1: "interp linear", 2: "interp cubic", 3: "interp per level"}
+
+
+def block_predictor(method: str, flags: int, codec: dict[str, Any]) -> str:
+    """What coded a block, from its method and flags (for ``qres info``): the header's
+    predictor by name, one of the format's interpolation predictors, or the method itself."""
+    if method != "predicted":
+        return method
+    code = (flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
+    name = _BLOCK_PREDICTOR_NAMES.get(code) or codec.get("predictor", {}).get("use", "?")
+    return name + (" (lossless)" if flags & FLAG_LOSSLESS and codec.get("max_error") else "")
 
 
 @attrs.frozen

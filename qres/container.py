@@ -782,6 +782,7 @@ def describe(stream: BinaryIO) -> dict[str, Any]:
                 "offset": offset,
                 "frames": frames,
                 "method": METHOD_NAMES[kind & 3],
+                "flags": kind >> 2,
                 "payload_bytes": length,
             }
         )

@@ -112,11 +112,32 @@ def test_info_and_verify(sample, tmp_path):
     summary = json.loads(info.stdout)
     assert summary["header"]["channels"] == 4 and summary["frames"] == 30_000
     assert summary["blocks"]
+    # lossless blocks name the header's predictor (the server profile's nlms)
+    assert {b["predictor"] for b in summary["blocks"]} == {"nlms"}
     ok = run_qres("verify", str(packed))
     assert ok.returncode == 0 and b"OK" in ok.stdout
     before = set(tmp_path.iterdir())
     run_qres("verify", str(packed), "--json")
     assert set(tmp_path.iterdir()) == before  # verify writes nothing
+
+
+def test_info_names_each_bounded_blocks_predictor(tmp_path):
+    import numpy as np
+
+    smooth = tmp_path / "slow.bin"
+    t = np.arange(40_000)
+    (np.sin(t / 700.0) * 20_000).astype("<i2").tofile(smooth)
+    out = run_qres("compress", str(smooth), "--dtype", "int16", "--max-error", "64",
+                   "--profile", "esp32")
+    assert out.returncode == 0, out.stderr
+    info = run_qres("info", str(tmp_path / "slow.bin.qres"), "--json")
+    blocks = json.loads(info.stdout)["blocks"]
+    allowed = {"nlms", "interp linear", "interp cubic", "interp per level"}
+    assert blocks and {b["predictor"] for b in blocks} <= allowed
+    # at a coarse bound on a slow sine, interpolation wins blocks
+    assert any(b["predictor"].startswith("interp") for b in blocks)
+    text = run_qres("info", str(tmp_path / "slow.bin.qres"))
+    assert b"predictor" in text.stdout
 
 
 def _damaged(tmp_path, sample, mutate):

@@ -222,10 +222,15 @@ def info(
 ) -> None:
     """Show a container's header, settings and block table (reads the index at the end)."""
     from qres import container
+    from qres.codec import block_predictor
     from qres.samples import open_input
 
     with open_input(file) as stream:
         summary = container.describe(stream)
+    for block in summary["blocks"]:
+        block["predictor"] = block_predictor(
+            block["method"], block["flags"], summary["header"]["codec"]
+        )
     if as_json:
         print_json(summary)
         return
@@ -244,10 +249,12 @@ def info(
     out.print(f"  codec: {head['codec']}", markup=False)
     out.print(f"  sha256: {summary['sha256']}")
     rows = [
-        [b["number"], b["offset"], b["frames"], b["method"], b["payload_bytes"]]
+        [b["number"], b["offset"], b["frames"], b["method"], b["predictor"], b["payload_bytes"]]
         for b in summary["blocks"]
     ]
-    out.print(table("Blocks", ["block", "offset", "frames", "method", "payload bytes"], rows))
+    out.print(table(
+        "Blocks", ["block", "offset", "frames", "method", "predictor", "payload bytes"], rows
+    ))
 
 
 def demo(
