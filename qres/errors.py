@@ -4,7 +4,8 @@ Exit codes (stable, scripts rely on them):
 
 * 0 success
 * 1 bad input or a failed operation (:class:`QresError`)
-* 2 command-line usage error (raised by click/typer)
+* 2 command-line usage error (raised by click/typer, or :class:`UsageError` for option
+  combinations and values the parser cannot check)
 * 3 bad profile or plugin configuration (:class:`ProfileError`)
 * 4 plugin loading or registration problem (:class:`PluginError`)
 * 5 data failed an integrity check: corrupt, truncated or foreign file (:class:`IntegrityError`)
@@ -17,6 +18,12 @@ class QresError(Exception):
     """Base of every error qres reports to a user: one line, what, where and what to do."""
 
     exit_code = 1
+
+
+class UsageError(QresError):
+    """The command line asks for something impossible: a bad option value or combination."""
+
+    exit_code = 2
 
 
 class ProfileError(QresError):

@@ -38,7 +38,7 @@ def test_table_and_png(tmp_path):
 
 def test_errors_are_one_line(tmp_path):
     out = run_qres("bench", "aggregators", "--no-grid", "--no-speed")
-    assert out.returncode == 1 and out.stderr.count(b"\n") == 1
+    assert out.returncode == 2 and out.stderr.count(b"\n") == 1
     out = run_qres("bench", "aggregators", "--n", "10", "--f", "5", "--no-speed")
     assert out.returncode == 1 and b"n > 2f" in out.stderr and b"Traceback" not in out.stderr
     out = run_qres("bench", "aggregators", "--quick", "--data", str(tmp_path))

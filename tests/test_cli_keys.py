@@ -92,7 +92,7 @@ def test_errors_are_one_line(tmp_path):
     assert out.returncode == 5 and len(out.stderr.strip().splitlines()) == 1
     assert b"not base64" not in out.stderr
     bad_format = run_qres("keys", "export-public", "--key", str(garbage), "--format", "xml")
-    assert bad_format.returncode == 1
+    assert bad_format.returncode == 2 and b"use pem, hex or did" in bad_format.stderr
 
 
 def test_library_round_trip_and_foreign_keys(tmp_path):

@@ -117,12 +117,12 @@ def aggregators(
     from qres import aggbench
     from qres.cli.output import print_json
     from qres.config import InvalidSetting
-    from qres.errors import QresError
+    from qres.errors import QresError, UsageError
 
     if png and Path(png).exists() and not force:
         raise QresError(f"{png}: already exists; pass --force to overwrite it")
     if skip_grid and skip_speed:
-        raise QresError("--no-grid and --no-speed leave nothing to run; drop one of them")
+        raise UsageError("--no-grid and --no-speed leave nothing to run; drop one of them")
     small = {"n": 20, "f": 4, "rounds": 5, "shard_len": 1024, "eval_len": 256, "window": 128}
     grid_args = dict(small) if quick else {}
     for key, value in (("n", n), ("f", f), ("rounds", rounds)):

@@ -76,11 +76,11 @@ def export_public(
 ) -> None:
     """Export the public key (PEM by default) for peers to add to their known senders."""
     from qres.api import atomic_output
-    from qres.errors import QresError
+    from qres.errors import UsageError
     from qres.trust.identity import load_identity
 
     if fmt not in ("pem", "hex", "did"):
-        raise QresError(f"--format {fmt!r}: use pem, hex or did")
+        raise UsageError(f"--format {fmt!r}: use pem, hex or did")
     identity = load_identity(_key_path(key))
     if fmt == "pem":
         data = identity.public_pem()
