@@ -445,10 +445,9 @@ def run(grid: GridSettings | None, speed: SpeedSettings | None, progress=None) -
 def write_png(report: dict, out: Any) -> None:
     """Draw the grid (heat map of error ratios) and the speed table (qres vs Flower, log
     seconds) into the binary stream ``out`` as one PNG."""
-    import matplotlib
+    from qres.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     grid, speed = report.get("grid"), report.get("speed")

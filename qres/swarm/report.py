@@ -57,10 +57,9 @@ def plot(report: dict, target: Any) -> None:
     """Four panels: honest error (with the attack-free run), reputation of honest and
     Byzantine nodes, the regime timeline, and the mean energy level. ``target`` is a path or
     a binary file object; PNG."""
-    import matplotlib
+    from qres.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rounds = list(range(len(report["honest_error"])))
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
