@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -60,12 +61,25 @@ def atomic_output(target: str, force: bool) -> Iterator[BinaryIO]:
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
     try:
+        # mkstemp makes the file 0600; the output gets the mode a plain open() would give it
+        # (or keeps the mode of the file it replaces), not a private one.
+        os.fchmod(fd, _output_mode(path))
         with os.fdopen(fd, "wb") as out:
             yield out
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _output_mode(path: Path) -> int:
+    """The permission bits for a new output: the replaced file's, else 0666 minus the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def open_samples(

@@ -4,6 +4,8 @@ damaged files that must fail cleanly without leaving partial output."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -122,8 +124,6 @@ def test_info_and_verify(sample, tmp_path):
 
 
 def test_info_names_each_bounded_blocks_predictor(tmp_path):
-    import numpy as np
-
     smooth = tmp_path / "slow.bin"
     t = np.arange(40_000)
     (np.sin(t / 700.0) * 20_000).astype("<i2").tofile(smooth)
@@ -220,3 +220,21 @@ def test_demo_runs_and_restores(tmp_path):
     result = json.loads(out.stdout)
     assert result["ok"] and all(r["identical"] for r in result["results"])
     assert all(r["ratio"] > 2 for r in result["results"])
+
+
+def test_outputs_get_the_usual_mode_not_a_private_one(sample, tmp_path):
+    # the temporary file behind an atomic output is private; the result must not stay so
+    mask = os.umask(0o022)
+    try:
+        assert compress(sample).returncode == 0
+        packed = tmp_path / "readings.bin.qres"
+        assert stat.S_IMODE(packed.stat().st_mode) == 0o644
+        # replacing a file keeps that file's mode
+        packed.chmod(0o640)
+        assert compress(sample, "--force").returncode == 0
+        assert stat.S_IMODE(packed.stat().st_mode) == 0o640
+        restored = tmp_path / "restored.bin"
+        assert run_qres("decompress", str(packed), "-o", str(restored)).returncode == 0
+        assert stat.S_IMODE(restored.stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)
