@@ -372,6 +372,14 @@ def prediction_error(weights: Any, windows: Any, order: int) -> Any:
     return total.astype(np.float64) / (float(e.shape[1]) * SPAN * ONE)
 
 
+def residuals(weights: Any, windows: Any, order: int) -> Any:
+    """Integer residuals ``(n, T)`` (int64) of each window's targets: the sample minus the
+    Q16.16 prediction rounded to nearest, ties up (the codec's predictors' rule)."""
+    w, x = _prepare(weights, windows, order)
+    half = 1 << (FRAC_BITS - 1)
+    return x[:, order:] - ((_predict(w, x, order) + half) >> FRAC_BITS)
+
+
 def persistence_weights(order: int, n: int | None = None) -> Any:
     """Weights that predict the previous sample (``w[0] = 1.0``): the usual starting model,
     already a fair predictor of smooth sensor data."""

@@ -219,8 +219,8 @@ def test_settings_are_validated():
 
 @settings(max_examples=40, deadline=None)
 @given(st.data())
-def test_coding_residuals_match_a_plain_reference(data):
-    from qres.swarm.coding import residuals
+def test_learning_residuals_match_a_plain_reference(data):
+    from qres.learning import PRED_LIMIT, residuals
 
     order = data.draw(st.integers(1, 6))
     m = data.draw(st.integers(1, 4))
@@ -234,5 +234,5 @@ def test_coding_residuals_match_a_plain_reference(data):
     for i in range(m):
         for k in range(t):
             pred = sum(int(w[i, j]) * int(x[i, order + k - 1 - j]) for j in range(order))
-            pred = max(-(1 << 28), min(1 << 28, pred))
+            pred = max(-PRED_LIMIT, min(PRED_LIMIT, pred))
             assert got[i, k] == int(x[i, order + k]) - ((pred + (1 << 15)) >> 16)

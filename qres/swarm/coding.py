@@ -1,10 +1,10 @@
 """What each node's sensor stream costs through its profile's coder, round by round.
 
 Every round, every awake honest node predicts the window it just observed with the model it
-held at the start of the round (Q16.16 weights, the same integer prediction as
-:mod:`qres.learning`) and codes the residuals with the profile's coder plugin; the same samples
-coded with no predictor give the baseline. The byte counts are real coder output, so the report
-says what the swarm's learning buys the data each node ships upstream.
+held at the start of the round (:func:`qres.learning.residuals`) and codes the residuals with
+the profile's coder plugin; the same samples coded with no predictor give the baseline. The
+byte counts are real coder output, so the report says what the swarm's learning buys the data
+each node ships upstream.
 """
 
 from __future__ import annotations
@@ -12,26 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from qres.swarm.settings import SwarmSettings
-
-
-def residuals(weights: Any, windows: Any, order: int) -> Any:
-    """Integer residuals ``x[t] - round(sum w_j x[t-1-j])`` of each row's targets (int64).
-
-    ``weights`` is (m, order) Q16.16, ``windows`` (m, order + targets) samples; the prediction
-    is rounded to nearest with ties up, as the codec's predictors round.
-    """
-    import numpy as np
-
-    x = windows.astype(np.int64)
-    w = weights.astype(np.int64)
-    t = x.shape[1] - order
-    pred = np.zeros((x.shape[0], t), np.int64)
-    for j in range(order):
-        pred += w[:, j, None] * x[:, order - 1 - j : order - 1 - j + t]
-    # Samples live in [-2048, 2047] (qres.learning's scale): a prediction beyond twice that is
-    # a wild model's; clipping it keeps the residuals within the coder's cheap range.
-    np.clip(pred, -(1 << 28), 1 << 28, out=pred)
-    return x[:, order:] - ((pred + (1 << 15)) >> 16)
 
 
 class CodecMeter:
@@ -57,6 +37,8 @@ class CodecMeter:
         """Code the residuals of these nodes' windows under their weights, and the raw targets."""
         if ids.shape[0] == 0:
             return
+        from qres.learning import residuals
+
         res = residuals(weights, windows, self.s.order)
         raw = windows[:, self.s.order:].astype("int64")
         encode = self.coder.encode
