@@ -99,6 +99,21 @@ def parse_proof(raw: bytes) -> tuple[bytes, int]:
     return nonce_point, cm.parse_scalar(raw[32:], "proof: s")
 
 
+def _parse_statement(
+    did: str, round_: int, base: bytes, update: Sequence[int], new: bytes, proof: bytes
+) -> tuple[bytes, int, int] | None:
+    """``(R, s, e)`` of a proof with its points checked and its challenge computed, or None
+    when anything in it is malformed (which verifies as False)."""
+    try:
+        nonce_point, s = parse_proof(proof)
+        cm.check_point(base, "base commitment")
+        cm.check_point(new, "new commitment")
+        prefix = transcript(did, round_, cm.commitment_hash(base), update, new)
+    except IntegrityError:
+        return None
+    return nonce_point, s, _challenge(prefix, nonce_point)
+
+
 def verify(
     did: str,
     round_: int,
@@ -109,14 +124,10 @@ def verify(
 ) -> bool:
     """True when ``proof`` shows ``new_commitment = base + commit(update)`` (up to blinding on
     H) for this DID and round. Invalid points, scalars or lengths verify as False."""
-    try:
-        nonce_point, s = parse_proof(proof)
-        cm.check_point(base, "base commitment")
-        cm.check_point(new_commitment, "new commitment")
-        prefix = transcript(did, round_, cm.commitment_hash(base), update, new_commitment)
-    except IntegrityError:
+    parsed = _parse_statement(did, round_, base, update, new_commitment, proof)
+    if parsed is None:
         return False
-    e = _challenge(prefix, nonce_point)
+    nonce_point, s, e = parsed
     target = statement_point(base, update, new_commitment)
     return cm.mul(s, cm.generator_h()) == cm.add(nonce_point, cm.mul(e, target))
 
@@ -167,17 +178,7 @@ def verify_many(
     ``d + 2k + 1`` scalar multiplications instead of ``k(d + 3)``. A batch that fails is
     verified proof by proof, so the result names exactly the bad ones.
     """
-    parsed: list = []
-    for did, round_, base, update, new, proof in statements:
-        try:
-            nonce_point, s = parse_proof(proof)
-            cm.check_point(base, "base commitment")
-            cm.check_point(new, "new commitment")
-            prefix = transcript(did, round_, cm.commitment_hash(base), update, new)
-        except IntegrityError:
-            parsed.append(None)
-            continue
-        parsed.append((nonce_point, s, _challenge(prefix, nonce_point)))
+    parsed = [_parse_statement(*statement) for statement in statements]
     result = [p is not None for p in parsed]
     live = [i for i, p in enumerate(parsed) if p is not None]
     if not live:
