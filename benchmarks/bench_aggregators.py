@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qres import plugins
-from qres.config import Location
+from qres.kernel import plugins
+from qres.kernel.config import Location
 
 N, D, F = 10_000, 1_000, 3_000
 RULES = ["mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median"]

@@ -1,5 +1,5 @@
 """pytest-benchmark cases of the whole qres pipeline (container, blocks, predictor, coder):
-compress and decompress a 4 MB int16 stream through ``qres.api`` with the server and fast
+compress and decompress a 4 MB int16 stream through ``qres.codec.files`` with the server and fast
 profiles, on one thread and on two.
 
 Run: .venv/bin/pytest benchmarks/bench_codec.py --benchmark-only -q
@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qres.api import compress_bytes, decompress_bytes
-from qres.samples import StreamSpec
+from qres.codec.files import compress_bytes, decompress_bytes
+from qres.codec.samples import StreamSpec
 
 N = 2 * 1024 * 1024  # int16 samples: 4 MB
 SPEC = StreamSpec("int16")

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qres import plugins
-from qres.config import Location
+from qres.kernel import plugins
+from qres.kernel.config import Location
 
 N = 1_000_000
 SCALE = 30.0  # about 6.5 bits per residual, typical of predicted sensor streams

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qres.config import Location
-from qres.plugins import create
+from qres.kernel.config import Location
+from qres.kernel.plugins import create
 
 N = 65536
 TABLES = {

@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qres import learning, plugins, profiles
-from qres.config import Location
+from qres.kernel import plugins, profiles
+from qres.kernel.config import Location
+from qres.learning import task as learning
 from qres.swarm import gossip
 from qres.swarm.data import GeneratedData
 from qres.swarm.engine import Simulation, settings_from_profile
@@ -55,8 +56,11 @@ def test_receiver_test_40k_pairs(benchmark, windows):
 
 def test_transport_batch_40k(benchmark):
     def go():
-        t = plugins.create("transport", {"use": "inproc", "loss": 0.02, "delay_max": 1,
-                                         "queue_limit": 100}, Location("bench"))
+        t = plugins.create(
+            "transport",
+            {"use": "inproc", "loss": 0.02, "delay_max": 1, "queue_limit": 100},
+            Location("bench"),
+        )
         src = np.arange(40_000) % BIG.nodes
         t.send_batch(src, (src * 7 + 1) % BIG.nodes, np.full(40_000, 464), np.arange(40_000))
         t.advance(1)

@@ -96,8 +96,9 @@ def _many(count: int, d: int):
     rng = random.Random(count + d)
     out = []
     for k in range(count):
-        model = pf.CommittedModel.create([rng.randint(-(1 << 18), 1 << 18) for _ in range(d)],
-                                         rng.randbytes)
+        model = pf.CommittedModel.create(
+            [rng.randint(-(1 << 18), 1 << 18) for _ in range(d)], rng.randbytes
+        )
         update = [rng.randint(-(1 << 12), 1 << 12) for _ in range(d)]
         new, proof = model.advance(NODE.did, k, update, rng.randbytes)
         out.append((NODE.did, k, model.commitment, update, new.commitment, proof))

@@ -11,8 +11,8 @@ file's sample type, is reported as skipped with the reason; it never stops the r
 
 Codecs, measured as ``/work/shared/tools/anchor_bench.py`` measures them:
 
-- ``qres-<profile>``: ``qres.api.compress_bytes`` with the file's StreamSpec (dtype, channels,
-  planar layout for multichannel files); profiles from ``--profiles``.
+- ``qres-<profile>``: ``qres.codec.files.compress_bytes`` with the file's StreamSpec (dtype,
+  channels, planar layout for multichannel files); profiles from ``--profiles``.
 - ``flac-8``: libFLAC through ``soundfile`` at compression_level 1.0 (= ``flac -8``), integer
   samples that fit 24 bits only (other widths are shifted into PCM_24, which FLAC's wasted-bits
   detection makes free); files of up to 8 channels are given as channels, wider ones as one
@@ -152,7 +152,7 @@ class LossyCodec:
 
 # --------------------------------------------------------------------------------- codecs
 def _qres_spec(item: Item):
-    from qres.samples import StreamSpec
+    from qres.codec.samples import StreamSpec
 
     layout = "planar" if item.planar and item.channels > 1 else "interleaved"
     return StreamSpec(item.dtype, item.channels, layout, "little")
@@ -161,8 +161,8 @@ def _qres_spec(item: Item):
 def _profile_problem(profile: str) -> str:
     """Why a qres profile cannot run ('' when it can): import failure or a bad profile."""
     try:
-        from qres.api import codec_settings
-        from qres.errors import QresError
+        from qres.codec.files import codec_settings
+        from qres.kernel.errors import QresError
     except ImportError as exc:  # the script lives in the repo, but say so rather than crash
         return f"import qres failed: {exc}"
     try:
@@ -177,13 +177,13 @@ def qres_codec(profile: str) -> Codec:
     problem = _profile_problem(profile)
     if problem:
         return Codec(f"qres-{profile}", None, None, unavailable=problem)
-    from qres.api import compress_bytes, decompress_bytes
+    from qres.codec.files import compress_bytes, decompress_bytes
 
     return Codec(
         f"qres-{profile}",
         lambda it: compress_bytes(it.raw, _qres_spec(it), profile),
         lambda blob, it: decompress_bytes(blob),
-        note=f"qres.api.compress_bytes, profile {profile}",
+        note=f"qres.codec.files.compress_bytes, profile {profile}",
     )
 
 
@@ -192,7 +192,7 @@ def qres_lossy(profile: str) -> LossyCodec:
     problem = _profile_problem(profile)
     if problem:
         return LossyCodec(f"qres-{profile}", None, None, unavailable=problem)
-    from qres.api import compress_bytes, decompress_bytes
+    from qres.codec.files import compress_bytes, decompress_bytes
 
     def comp(it: Item, bound: float) -> bytes:
         return compress_bytes(it.raw, _qres_spec(it), profile, max_error=bound)

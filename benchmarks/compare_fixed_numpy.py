@@ -117,9 +117,7 @@ def make_cases(size: int = 1_000_000, seed: int = 7) -> list[Case]:
             "array_mul",
             size,
             lambda: fixed.array_mul(x, b),
-            lambda: np.clip((x.astype(np.int64) * b + 32768) >> 16, Q_MIN, Q_MAX).astype(
-                np.int32
-            ),
+            lambda: np.clip((x.astype(np.int64) * b + 32768) >> 16, Q_MIN, Q_MAX).astype(np.int32),
             _equal,
         )
     )
@@ -131,9 +129,7 @@ def make_cases(size: int = 1_000_000, seed: int = 7) -> list[Case]:
         return np.floor(y + 0.5).astype(np.int32)
 
     cases.append(Case("to_fixed", size, lambda: fixed.to_fixed(f), np_to_fixed, _equal))
-    cases.append(
-        Case("to_float", size, lambda: fixed.to_float(x), lambda: x / 65536.0, _equal)
-    )
+    cases.append(Case("to_float", size, lambda: fixed.to_float(x), lambda: x / 65536.0, _equal))
 
     def np_welford():
         v = x / 65536.0

@@ -15,7 +15,7 @@ anchors' bits/sample (best of FLAC -8, pcodec, xz -9 from ``tools/anchor_results
   exact, the others stored verbatim (64 bits + a 32-bit index each): the original mapping;
 * ``decimal+ulp``: the same ``d`` chosen by cost, with an ulp correction stream instead of
   verbatim exceptions;
-* ``lattice``: what ``qres.mapping.to_integers`` does (piecewise decimal lattices with decimal
+* ``lattice``: what ``qres.codec.mapping.to_integers`` does (piecewise decimal lattices with decimal
   and ulp correction streams, or the bit view when that is cheaper), side record included.
 
 Usage: python benchmarks/float_mapping_study.py [DATA_DIR] [--profile server] [--only NAME,...]
@@ -31,10 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from qres import api, mapping
-from qres.config import Location
-from qres.plugins import create
-from qres.samples import StreamSpec
+from qres.codec import files as api
+from qres.codec import mapping
+from qres.codec.samples import StreamSpec
+from qres.kernel.config import Location
+from qres.kernel.plugins import create
 
 MAPPINGS = ("bits", "xor", "split", "decimal", "decimal+ulp", "lattice")
 ANCHORS = ("flac-8", "pcodec-8", "pcodec-12", "xz-9")
@@ -140,8 +141,9 @@ def anchors(data: Path) -> dict[tuple[str, str], float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", nargs="?", default=str(Path(__file__).resolve().parents[2]
-                                                        / "shared" / "data"))
+    parser.add_argument(
+        "data", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    )
     parser.add_argument("--profile", default="server")
     parser.add_argument("--only", default="", help="comma-separated MANIFEST names")
     args = parser.parse_args(argv)
@@ -153,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     pipe = Pipeline(args.profile)
     known = anchors(data)
     print(f"profile {args.profile}, block {pipe.block} frames; bits/sample (lower is better)")
-    print(f"{'file':36s}" + "".join(f"{m:>12s}" for m in MAPPINGS) + f"{'map MB/s':>10s}"
-          + f"{'best anchor':>20s}")
+    print(
+        f"{'file':36s}"
+        + "".join(f"{m:>12s}" for m in MAPPINGS)
+        + f"{'map MB/s':>10s}"
+        + f"{'best anchor':>20s}"
+    )
     for row in rows:
         channels = int(row["channels"])
         spec = StreamSpec(row["dtype"], channels)
@@ -168,12 +174,17 @@ def main(argv: list[str] | None = None) -> int:
                 totals[m][0] += size
                 totals[m][1] += secs
         samples = x.size
-        best = min(((known[(row["file"], a)], a) for a in ANCHORS if (row["file"], a) in known),
-                   default=(float("nan"), "-"))
+        best = min(
+            ((known[(row["file"], a)], a) for a in ANCHORS if (row["file"], a) in known),
+            default=(float("nan"), "-"),
+        )
         speed = x.nbytes / totals["lattice"][1] / 1e6 if totals["lattice"][1] else float("inf")
-        print(f"{row['name']:36s}"
-              + "".join(f"{8 * totals[m][0] / samples:12.3f}" for m in MAPPINGS)
-              + f"{speed:10.1f}" + f"{best[0]:10.3f} {best[1]:>9s}")
+        print(
+            f"{row['name']:36s}"
+            + "".join(f"{8 * totals[m][0] / samples:12.3f}" for m in MAPPINGS)
+            + f"{speed:10.1f}"
+            + f"{best[0]:10.3f} {best[1]:>9s}"
+        )
     return 0
 
 

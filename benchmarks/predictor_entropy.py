@@ -33,11 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from qres.config import Location
-from qres.plugins import create
+from qres.kernel.config import Location
+from qres.kernel.plugins import create
 
-DTYPES = {"int16": "<i2", "int32": "<i4", "int64": "<i8", "uint16": "<u2", "uint32": "<u4",
-          "float32": "<f4", "float64": "<f8"}
+DTYPES = {
+    "int16": "<i2",
+    "int32": "<i4",
+    "int64": "<i8",
+    "uint16": "<u2",
+    "uint32": "<u4",
+    "float32": "<f4",
+    "float64": "<f8",
+}
 
 #: Predictor tables measured by default: name -> profile table.
 PREDICTORS = {
@@ -83,8 +90,11 @@ def h0(r: np.ndarray) -> float:
 
 def hbucket(r: np.ndarray) -> float:
     """Bits to code r as (bit-length class, order-0) + raw bits under the leading one."""
-    z = np.where(r >= 0, r.astype(np.uint64) << np.uint64(1),
-                 ((-(r + 1)).astype(np.uint64) << np.uint64(1)) | np.uint64(1))
+    z = np.where(
+        r >= 0,
+        r.astype(np.uint64) << np.uint64(1),
+        ((-(r + 1)).astype(np.uint64) << np.uint64(1)) | np.uint64(1),
+    )
     lengths = np.zeros(z.shape, dtype=np.int64)
     nz = z > 0
     lengths[nz] = np.floor(np.log2(z[nz].astype(np.float64))).astype(np.int64) + 1
@@ -96,15 +106,15 @@ def hbucket(r: np.ndarray) -> float:
 
 def measure(pred, x: np.ndarray, block: int, repeats: int) -> dict:
     """Entropy figures and speeds of one predictor on one file."""
-    blocks = [x[:, i:i + block] for i in range(0, x.shape[1], block)]
+    blocks = [x[:, i : i + block] for i in range(0, x.shape[1], block)]
     res = [pred.encode(b) for b in blocks]
     back = [pred.decode(r) for r in res]
     ok = all(np.array_equal(a, b) for a, b in zip(blocks, back, strict=True))
     allres = np.concatenate(res, axis=1).reshape(-1) if res else np.zeros(0, np.int64)
     n = allres.size
     chunk = 65536
-    bits0 = sum(h0(allres[i:i + chunk]) for i in range(0, n, chunk))
-    bitsb = sum(hbucket(allres[i:i + chunk]) for i in range(0, n, chunk))
+    bits0 = sum(h0(allres[i : i + chunk]) for i in range(0, n, chunk))
+    bitsb = sum(hbucket(allres[i : i + chunk]) for i in range(0, n, chunk))
     enc, dec = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -115,8 +125,13 @@ def measure(pred, x: np.ndarray, block: int, repeats: int) -> dict:
         for r in res:
             pred.decode(r)
         dec.append(time.perf_counter() - t0)
-    return {"H0": bits0 / n, "Hb": bitsb / n, "ok": ok,
-            "enc": n / statistics.median(enc) / 1e6, "dec": n / statistics.median(dec) / 1e6}
+    return {
+        "H0": bits0 / n,
+        "Hb": bitsb / n,
+        "ok": ok,
+        "enc": n / statistics.median(enc) / 1e6,
+        "dec": n / statistics.median(dec) / 1e6,
+    }
 
 
 def anchors(path: Path) -> dict[str, dict[str, float]]:
@@ -139,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--predictors", default=",".join(PREDICTORS))
     ap.add_argument("--block", type=int, default=65536, help="samples per channel per block")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--set", action="append", default=[],
-                    help="extra predictor NAME=python-dict, e.g. x={'use':'nlms','order':16}")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="extra predictor NAME=python-dict, e.g. x={'use':'nlms','order':16}",
+    )
     args = ap.parse_args(argv)
     data = Path(args.data)
     tables = dict(PREDICTORS)
@@ -152,28 +171,36 @@ def main(argv: list[str] | None = None) -> int:
     with (data / "MANIFEST.tsv").open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
     only = [s for s in args.only.split(",") if s]
-    print(f"{'file':34} {'predictor':16} {'H0':>6} {'Hb':>6} {'enc':>6} {'dec':>6} "
-          f"{'flac8':>6} {'pco12':>6} {'xz9':>6}  note")
+    print(
+        f"{'file':34} {'predictor':16} {'H0':>6} {'Hb':>6} {'enc':>6} {'dec':>6} "
+        f"{'flac8':>6} {'pco12':>6} {'xz9':>6}  note"
+    )
     best_ratio: dict[str, list[float]] = {}
     for row in rows:
         if only and not any(s in row["name"] for s in only):
             continue
         x, note = load(data, row)
         a = ref.get(row["file"], {})
-        anchor_best = min([a[c] for c in ("flac-8", "pcodec-12", "pcodec-8", "xz-9") if c in a]
-                          or [math.nan])
+        anchor_best = min(
+            [a[c] for c in ("flac-8", "pcodec-12", "pcodec-8", "xz-9") if c in a] or [math.nan]
+        )
         for name in names:
             pred = create("predictor", tables[name], Location("bench", name))
             m = measure(pred, x, args.block, args.repeats)
             best_ratio.setdefault(name, []).append(anchor_best / m["Hb"])
-            print(f"{row['name'][:34]:34} {name:16} {m['H0']:6.3f} {m['Hb']:6.3f} "
-                  f"{m['enc']:6.2f} {m['dec']:6.2f} {a.get('flac-8', math.nan):6.3f} "
-                  f"{a.get('pcodec-12', math.nan):6.3f} {a.get('xz-9', math.nan):6.3f}  "
-                  f"{note}{'' if m['ok'] else '  ROUND TRIP FAILED'}", flush=True)
+            print(
+                f"{row['name'][:34]:34} {name:16} {m['H0']:6.3f} {m['Hb']:6.3f} "
+                f"{m['enc']:6.2f} {m['dec']:6.2f} {a.get('flac-8', math.nan):6.3f} "
+                f"{a.get('pcodec-12', math.nan):6.3f} {a.get('xz-9', math.nan):6.3f}  "
+                f"{note}{'' if m['ok'] else '  ROUND TRIP FAILED'}",
+                flush=True,
+            )
     print("\ngeometric mean of (best anchor bits / Hb) per predictor (> 1 beats the anchors):")
     for name, vals in best_ratio.items():
-        print(f"  {name:16} {math.exp(sum(math.log(v) for v in vals) / len(vals)):.4f}"
-              f"  (min {min(vals):.3f})")
+        print(
+            f"  {name:16} {math.exp(sum(math.log(v) for v in vals) / len(vals)):.4f}"
+            f"  (min {min(vals):.3f})"
+        )
     return 0
 
 

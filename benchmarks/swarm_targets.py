@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from qres import plugins, profiles  # noqa: E402
+from qres.kernel import plugins, profiles  # noqa: E402
 from qres.swarm.engine import Simulation, settings_from_profile  # noqa: E402
 
 
@@ -49,24 +49,30 @@ def attacks(seed: int) -> dict:
     for name in sorted(plugins.registry()["attack"]):
         rep = run("swarm-100", attack=name, byzantine=0.3, seed=seed)
         ratio = rep["final_honest_error"] / free["final_honest_error"]
-        rows.append({
-            "attack": name,
-            "final_honest_error": rep["final_honest_error"],
-            "attack_free_error": free["final_honest_error"],
-            "ratio": round(ratio, 4),
-            "banned_honest": rep["banned_honest"],
-            "banned_byzantine": rep["banned_byzantine"],
-            "isolated_round": rep["byzantine_isolated_round"],
-            "holds": ratio <= 1.10 and rep["banned_honest"] == 0,
-        })
+        rows.append(
+            {
+                "attack": name,
+                "final_honest_error": rep["final_honest_error"],
+                "attack_free_error": free["final_honest_error"],
+                "ratio": round(ratio, 4),
+                "banned_honest": rep["banned_honest"],
+                "banned_byzantine": rep["banned_byzantine"],
+                "isolated_round": rep["byzantine_isolated_round"],
+                "holds": ratio <= 1.10 and rep["banned_honest"] == 0,
+            }
+        )
     print("\n## n = 100, f = 30, every attack (swarm-100, adaptive aggregator, seed", seed, ")")
-    print("| attack | final honest error | attack-free | ratio | honest banned | Byzantine "
-          "banned | all isolated by round | holds |")
+    print(
+        "| attack | final honest error | attack-free | ratio | honest banned | Byzantine "
+        "banned | all isolated by round | holds |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['attack']} | {r['final_honest_error']:.5f} | {r['attack_free_error']:.5f} "
-              f"| {r['ratio']:.3f} | {r['banned_honest']} | {r['banned_byzantine']}/30 | "
-              f"{r['isolated_round']} | {'yes' if r['holds'] else 'NO'} |")
+        print(
+            f"| {r['attack']} | {r['final_honest_error']:.5f} | {r['attack_free_error']:.5f} "
+            f"| {r['ratio']:.3f} | {r['banned_honest']} | {r['banned_byzantine']}/30 | "
+            f"{r['isolated_round']} | {'yes' if r['holds'] else 'NO'} |"
+        )
     return {"rows": rows, "holds": all(r["holds"] for r in rows)}
 
 
@@ -78,23 +84,29 @@ def cartel() -> dict:
         # floor(byzantine * nodes + 0.5) == size
         rep = run("swarm-cartel", seed=seed, nodes=nodes, byzantine=size / nodes)
         assert rep["byzantine_nodes"] == size
-        rows.append({
-            "seed": seed,
-            "cartel": size,
-            "banned_byzantine": rep["banned_byzantine"],
-            "banned_honest": rep["banned_honest"],
-            "isolated_round": rep["byzantine_isolated_round"],
-            "holds": rep["banned_byzantine"] == size and rep["banned_honest"] == 0,
-        })
+        rows.append(
+            {
+                "seed": seed,
+                "cartel": size,
+                "banned_byzantine": rep["banned_byzantine"],
+                "banned_honest": rep["banned_honest"],
+                "isolated_round": rep["byzantine_isolated_round"],
+                "holds": rep["banned_byzantine"] == size and rep["banned_honest"] == 0,
+            }
+        )
     print("\n## slow-drift cartel, 390 honest nodes (swarm-cartel)")
     print("| seed | cartel | members banned | honest banned | isolated by round | holds |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['seed']} | {r['cartel']} | {r['banned_byzantine']} | {r['banned_honest']} "
-              f"| {r['isolated_round']} | {'yes' if r['holds'] else 'NO'} |")
+        print(
+            f"| {r['seed']} | {r['cartel']} | {r['banned_byzantine']} | {r['banned_honest']} "
+            f"| {r['isolated_round']} | {'yes' if r['holds'] else 'NO'} |"
+        )
     iso = [r["isolated_round"] for r in rows if r["isolated_round"] is not None]
-    print(f"rounds to isolation: max {max(iso) if iso else None}, "
-          f"mean {sum(iso) / len(iso) if iso else None}")
+    print(
+        f"rounds to isolation: max {max(iso) if iso else None}, "
+        f"mean {sum(iso) / len(iso) if iso else None}"
+    )
     return {"rows": rows, "holds": all(r["holds"] for r in rows)}
 
 
@@ -102,25 +114,34 @@ def storm(seeds: int = 5) -> dict:
     rows = []
     for seed in range(seeds):
         det = run("swarm-storm", seed=seed)["regime_detection"]
-        rows.append({"seed": seed, **det,
-                     "holds": det["false_alarm_rate"] <= 0.03
-                     and det["detected_nodes"] == det["storm_nodes"]
-                     and det["detection_delay_max"] <= 5})
+        rows.append(
+            {
+                "seed": seed,
+                **det,
+                "holds": det["false_alarm_rate"] <= 0.03
+                and det["detected_nodes"] == det["storm_nodes"]
+                and det["detection_delay_max"] <= 5,
+            }
+        )
     print("\n## scripted storm (swarm-storm: 50 of 100 nodes, rounds 40-99)")
     print("| seed | false alarms | storm nodes detected | max delay | mean delay | holds |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['seed']} | {100 * r['false_alarm_rate']:.2f}% | {r['detected_nodes']}/"
-              f"{r['storm_nodes']} | {r['detection_delay_max']} | "
-              f"{r['detection_delay_mean']} | {'yes' if r['holds'] else 'NO'} |")
+        print(
+            f"| {r['seed']} | {100 * r['false_alarm_rate']:.2f}% | {r['detected_nodes']}/"
+            f"{r['storm_nodes']} | {r['detection_delay_max']} | "
+            f"{r['detection_delay_mean']} | {'yes' if r['holds'] else 'NO'} |"
+        )
     return {"rows": rows, "holds": all(r["holds"] for r in rows)}
 
 
 def esp32() -> dict:
     out = {}
     print("\n## 24 simulated hours, calm-dominated (swarm-esp32, 100 ESP32-C6 nodes)")
-    print("| radio_sleep_mw | radio asleep | mean power | always-on | saving | gossip B/node/day "
-          "| raw data B/node/day | coded data B/node/day | float32 FL B/node/day |")
+    print(
+        "| radio_sleep_mw | radio asleep | mean power | always-on | saving | gossip B/node/day "
+        "| raw data B/node/day | coded data B/node/day | float32 FL B/node/day |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     prof = profiles.load("swarm-esp32")
     for label, radio_sleep in (("0 (light sleep, profile)", None), ("35 (part default)", 35.0)):
@@ -132,24 +153,37 @@ def esp32() -> dict:
             p = profiles.Profile(prof.name, prof.path, prof.chain, data, prof.origins)
         rep = run("swarm-esp32", profile=p)
         e, t = rep["energy"], rep["traffic_per_node_per_day"]
-        row = {"radio_sleep_mw": label, "sleep_fraction": rep["sleep_fraction"],
-               "average_mw": e["average_mw_per_node"], "always_on_mw": 350.0,
-               "saving": e["saving_vs_always_on"], **t,
-               "holds": rep["sleep_fraction"] >= 0.82 and e["saving_vs_always_on"] >= 20}
+        row = {
+            "radio_sleep_mw": label,
+            "sleep_fraction": rep["sleep_fraction"],
+            "average_mw": e["average_mw_per_node"],
+            "always_on_mw": 350.0,
+            "saving": e["saving_vs_always_on"],
+            **t,
+            "holds": rep["sleep_fraction"] >= 0.82 and e["saving_vs_always_on"] >= 20,
+        }
         out[label] = row
-        print(f"| {label} | {100 * rep['sleep_fraction']:.3f}% | {e['average_mw_per_node']:.4f} "
-              f"mW | 350 mW | {e['saving_vs_always_on']:.1f}x | {t['gossip_bytes']:.0f} | "
-              f"{t['raw_data_bytes']:.0f} | {t.get('compressed_data_bytes', 0):.0f} | "
-              f"{t['float32_fl_bytes']:.0f} |")
+        print(
+            f"| {label} | {100 * rep['sleep_fraction']:.3f}% | {e['average_mw_per_node']:.4f} "
+            f"mW | 350 mW | {e['saving_vs_always_on']:.1f}x | {t['gossip_bytes']:.0f} | "
+            f"{t['raw_data_bytes']:.0f} | {t.get('compressed_data_bytes', 0):.0f} | "
+            f"{t['float32_fl_bytes']:.0f} |"
+        )
     return out
 
 
 def scale() -> dict:
     rep = run("swarm-10k", attack="alie", byzantine=0.3)
-    row = {"nodes": rep["nodes"], "rounds": rep["rounds"], "weights": rep["weights"],
-           "seconds": round(rep["_seconds"], 1), "final_honest_error": rep["final_honest_error"],
-           "banned_honest": rep["banned_honest"], "banned_byzantine": rep["banned_byzantine"],
-           "holds": rep["_seconds"] < 600}
+    row = {
+        "nodes": rep["nodes"],
+        "rounds": rep["rounds"],
+        "weights": rep["weights"],
+        "seconds": round(rep["_seconds"], 1),
+        "final_honest_error": rep["final_honest_error"],
+        "banned_honest": rep["banned_honest"],
+        "banned_byzantine": rep["banned_byzantine"],
+        "holds": rep["_seconds"] < 600,
+    }
     print("\n## scale (swarm-10k, ALIE on 30%)")
     print(json.dumps(row))
     return row

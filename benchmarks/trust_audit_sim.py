@@ -1,7 +1,7 @@
 """100 nodes, 30 Byzantine forging their weight transitions, 3% of updates audited.
 
-Honest nodes train with qres.learning on shards of the shared corpus (synthetic sines when it is
-absent); each Byzantine node forges with one of the kinds in qres.trust.auditsim.FORGERIES.
+Honest nodes train with qres.learning.task on shards of the shared corpus (synthetic sines when
+it is absent); each Byzantine node forges with one of the kinds in qres.trust.auditsim.FORGERIES.
 Prints one JSON report: audited forged transitions caught, honest ones flagged, per-kind
 findings, and the bytes that proofs and audit responses add to the packets sent.
 
@@ -29,12 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=None, help="A MANIFEST folder (default: shared corpus).")
-    parser.add_argument("--record", default=None,
-                        help="Record packets and audit responses here (for `qres audit`).")
+    parser.add_argument(
+        "--record", default=None, help="Record packets and audit responses here (for `qres audit`)."
+    )
     args = parser.parse_args(argv)
     settings = auditsim.SimSettings(
-        nodes=args.nodes, byzantine=args.byzantine, rounds=args.rounds,
-        audit_rate=args.audit_rate, order=args.order, seed=args.seed,
+        nodes=args.nodes,
+        byzantine=args.byzantine,
+        rounds=args.rounds,
+        audit_rate=args.audit_rate,
+        order=args.order,
+        seed=args.seed,
     )
     start = time.perf_counter()
     if args.record:
@@ -45,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.perf_counter() - start, 1)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
-    met = (report["honest_flagged"] == 0 and report["forged_caught"] == report["audited_forged"]
-           and report["proof_share_of_gossip"] <= 0.02)
+    met = (
+        report["honest_flagged"] == 0
+        and report["forged_caught"] == report["audited_forged"]
+        and report["proof_share_of_gossip"] <= 0.02
+    )
     return 0 if met else 1
 
 

@@ -16,7 +16,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture
 def register_plugin():
     """Register plugin objects with the qres plugin manager; unregister them after the test."""
-    from qres import plugins
+    from qres.kernel import plugins
 
     plugins.load_plugins()
     names = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qres.corpus import MANIFEST, default_data_dir, read_manifest
+from qres.learning.corpus import MANIFEST, default_data_dir, read_manifest
 
 DATA = default_data_dir()
 
@@ -18,7 +18,7 @@ def manifest() -> list[dict[str, str]]:
 
 def spec_of(row: dict[str, str]):
     """The qres stream spec of a corpus file."""
-    from qres.samples import StreamSpec
+    from qres.codec.samples import StreamSpec
 
     channels = int(row["channels"])
     layout = "planar" if channels > 1 else "interleaved"

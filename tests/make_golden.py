@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from qres import api
-from qres.demo import make_sample
-from qres.samples import StreamSpec
+from qres.codec import files as api
+from qres.codec.demo import make_sample
+from qres.codec.samples import StreamSpec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

@@ -7,8 +7,8 @@ import io
 import numpy as np
 import pytest
 
-from qres import aggbench
-from qres.errors import QresError
+from qres.kernel.errors import QresError
+from qres.robust import bench as aggbench
 
 
 def folder(tmp_path):
@@ -100,8 +100,8 @@ def test_speed_table_side_by_side_with_flower():
 def test_same_values_for_flower_and_qres():
     """Flower's median on the float copy equals the Q16.16 median (to one unit)."""
     fl = pytest.importorskip("flwr.server.strategy.aggregate")
-    from qres.config import Location
-    from qres.plugins import create
+    from qres.kernel.config import Location
+    from qres.kernel.plugins import create
 
     rng = np.random.default_rng(0)
     x = np.floor(rng.standard_normal((50, 6)) * 65536 + 0.5).astype(np.int32)

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qres import plugins
-from qres.config import Location
-from qres.errors import ProfileError, QresError
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import ProfileError, QresError
 
 PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ATTACKS = [

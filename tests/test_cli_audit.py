@@ -25,8 +25,15 @@ def _rand(seed):
 
 def _round(identity, r, weights, seed):
     claim = au.Claim(tuple((i * 37 + r) % 200 - 100 for i in range(len(weights))), 1000 + r, 7)
-    return au.prepare(identity, r, bytes([r, seed]) * 8, weights, claim,
-                      randbytes=_rand(seed * 100 + r), inline_proof=True)
+    return au.prepare(
+        identity,
+        r,
+        bytes([r, seed]) * 8,
+        weights,
+        claim,
+        randbytes=_rand(seed * 100 + r),
+        inline_proof=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,5 +140,7 @@ def test_stale_rounds_with_window(tmp_path, recording):
     old = _round(NODES[0], 0, [7] * 6, 50)[0]
     path = _write(tmp_path, [*recording, (1, old.encode())])
     report = au.audit_stream(open(path, "rb"), window=1)
-    assert [(f.check, f.round) for f in report.failures] == [("stale-round", 0),
-                                                             ("equivocation", 0)]
+    assert [(f.check, f.round) for f in report.failures] == [
+        ("stale-round", 0),
+        ("equivocation", 0),
+    ]

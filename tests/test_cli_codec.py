@@ -12,7 +12,7 @@ import pytest
 from conftest import run_qres
 from corpus import DATA, needs_corpus
 
-from qres.demo import make_sample
+from qres.codec.demo import make_sample
 
 
 @pytest.fixture
@@ -127,8 +127,9 @@ def test_info_names_each_bounded_blocks_predictor(tmp_path):
     smooth = tmp_path / "slow.bin"
     t = np.arange(40_000)
     (np.sin(t / 700.0) * 20_000).astype("<i2").tofile(smooth)
-    out = run_qres("compress", str(smooth), "--dtype", "int16", "--max-error", "64",
-                   "--profile", "esp32")
+    out = run_qres(
+        "compress", str(smooth), "--dtype", "int16", "--max-error", "64", "--profile", "esp32"
+    )
     assert out.returncode == 0, out.stderr
     info = run_qres("info", str(tmp_path / "slow.bin.qres"), "--json")
     blocks = json.loads(info.stdout)["blocks"]

@@ -9,7 +9,7 @@ import stat
 import pytest
 from conftest import run_qres
 
-from qres.errors import IntegrityError, QresError
+from qres.kernel.errors import IntegrityError, QresError
 from qres.trust import identity as idn
 
 
@@ -114,7 +114,8 @@ def test_library_round_trip_and_foreign_keys(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
 
     other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     with pytest.raises(IntegrityError, match="not an Ed25519 key"):

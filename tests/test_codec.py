@@ -12,9 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qres import api, codec, container
-from qres.errors import IntegrityError
-from qres.samples import SampleSource, StreamSpec
+from qres.codec import container
+from qres.codec import files as api
+from qres.codec import pipeline as codec
+from qres.codec.samples import SampleSource, StreamSpec
+from qres.kernel.errors import IntegrityError
 
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 
@@ -58,7 +60,7 @@ def test_corpus_bounded_error_holds(row):
 
 
 def test_threads_do_not_change_the_bytes():
-    from qres.demo import make_sample
+    from qres.codec.demo import make_sample
 
     raw = make_sample(frames=40_000)
     spec = StreamSpec("int16", 4)
@@ -160,9 +162,9 @@ def test_bounded_blocks_choose_their_predictor_from_the_data():
         _bound_checked(raw, spec, bound)
         codes |= {(f & codec.PREDICTOR_MASK) >> codec.PREDICTOR_SHIFT for f in _block_flags(packed)}
         # the chosen block is never bigger than the header's predictor alone would give
-        alone = codec.BlockCoder(
-            api.codec_settings("server", bound)[0], spec
-        )._predicted(np.frombuffer(raw, "<i2").reshape(-1, 1), None, bound, (0,))
+        alone = codec.BlockCoder(api.codec_settings("server", bound)[0], spec)._predicted(
+            np.frombuffer(raw, "<i2").reshape(-1, 1), None, bound, (0,)
+        )
         assert len(packed) < len(alone[0]) + 400
     assert codes & set(codec.BLOCK_PREDICTORS)
     assert all(f == 0 for f in _block_flags(api.compress_bytes(raw, spec, profile="server")))

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qres import plugins
-from qres.coder import Coder, seal
-from qres.config import Location
-from qres.errors import IntegrityError, ProfileError, QresError
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import IntegrityError, ProfileError, QresError
+from qres.kinds.coder import Coder, seal
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 NAMES = ("rice", "arith")

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qres import api, container
-from qres.demo import make_sample
-from qres.errors import IntegrityError, QresError
-from qres.samples import SampleSource, StreamSpec
+from qres.codec import container
+from qres.codec import files as api
+from qres.codec.demo import make_sample
+from qres.codec.samples import SampleSource, StreamSpec
+from qres.kernel.errors import IntegrityError, QresError
 
 SPEC = StreamSpec("int16", 4)
 RAW = make_sample(frames=6000)
@@ -24,7 +25,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 
 @pytest.fixture(scope="module")
 def packed():
-    from qres import codec
+    from qres.codec import pipeline as codec
 
     settings_, _ = api.codec_settings("esp32")
     out = io.BytesIO()
@@ -101,20 +102,41 @@ def test_random_access_matches_streaming(packed):
 
 HEADERS = [
     container.Header(
-        "float32", 3, "planar", "big", 512, 1234,
+        "float32",
+        3,
+        "planar",
+        "big",
+        512,
+        1234,
         {"predictor": {"use": "x"}, "coder": {"use": "rice", "checksum": False}, "max_error": 0.05},
-        b"pre", (1, -2),
+        b"pre",
+        (1, -2),
     ),
     container.Header(
-        "int16", 4, "interleaved", "little", 256, None,
-        {"predictor": {"use": "polynomial", "order": 2}, "coder": {"use": "arith"},
-         "max_error": 16},
+        "int16",
+        4,
+        "interleaved",
+        "little",
+        256,
+        None,
+        {
+            "predictor": {"use": "polynomial", "order": 2},
+            "coder": {"use": "arith"},
+            "max_error": 16,
+        },
     ),
     container.Header(
-        "uint8", 4096, "interleaved", "little", 1 << 24, 0,
-        {"predictor": {"use": "nlms", "stages": [16, 8], "fixed": 1},
-         "coder": {"use": "\u00e9", "": None, "k": [1.5, -3, "s", {"a": True}]},
-         "max_error": 2.0 ** 60},
+        "uint8",
+        4096,
+        "interleaved",
+        "little",
+        1 << 24,
+        0,
+        {
+            "predictor": {"use": "nlms", "stages": [16, 8], "fixed": 1},
+            "coder": {"use": "\u00e9", "": None, "k": [1.5, -3, "s", {"a": True}]},
+            "max_error": 2.0**60,
+        },
     ),
 ]
 
@@ -193,8 +215,9 @@ _SCALARS = (
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 _TABLES = st.builds(
@@ -224,7 +247,8 @@ def test_plugin_table_special_values():
     assert as_list == {"use": "u", "t": [1, 2]}
     # Small integers are one byte; the boundary values take the varint forms.
     assert len(container.encode_table({"use": "u", "n": 63})) + 1 == len(
-        container.encode_table({"use": "u", "n": 64}))
+        container.encode_table({"use": "u", "n": 64})
+    )
 
 
 @pytest.mark.parametrize(
@@ -303,8 +327,9 @@ def test_block_records_are_compact(packed):
     _, end = container.read_header(stream)
     index, trailer, size = container.read_index(stream, end)
     for number, offset in enumerate(index.offsets):
-        block = container.read_block_at(stream, container.read_header(io.BytesIO(packed))[0],
-                                        index, number)
+        block = container.read_block_at(
+            stream, container.read_header(io.BytesIO(packed))[0], index, number
+        )
         stop = (*index.offsets[1:], trailer.index_offset)[number]
         # tag, method byte, 2-byte varints of frames and length, two CRC-32s
         assert stop - offset == len(block.payload) + 14

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qres import fixed
-from qres.errors import FixedPointError, QresError
+from qres.kernel.errors import FixedPointError, QresError
 
 ONE, Q_MIN, Q_MAX = ref.ONE, ref.Q_MIN, ref.Q_MAX
 EDGES = [Q_MIN, Q_MIN + 1, -ONE, -(ONE // 2), -1, 0, 1, ONE // 2, ONE, Q_MAX - 1, Q_MAX]

@@ -22,8 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qres import api, container, profiles
-from qres.errors import IntegrityError, QresError
+from qres.codec import container
+from qres.codec import files as api
+from qres.kernel import profiles
+from qres.kernel.errors import IntegrityError, QresError
 from qres.trust import audit as au
 from qres.trust import commitment as cm
 from qres.trust import packet as pk
@@ -43,8 +45,9 @@ def _rand(seed):
 
 def _make_valid():
     claim = au.Claim(tuple(range(-4, 4)), 5000, 300)
-    packet, response = au.prepare(ALICE, 9, b"fuzz-nonce-00001", [10] * 8, claim,
-                                  randbytes=_rand(1), inline_proof=True)
+    packet, response = au.prepare(
+        ALICE, 9, b"fuzz-nonce-00001", [10] * 8, claim, randbytes=_rand(1), inline_proof=True
+    )
     buf = io.BytesIO()
     writer = pk.StreamWriter(buf)
     writer.write_packet(packet)
@@ -89,8 +92,13 @@ def _only_own_errors(fn, *args):
 
 
 @FUZZ
-@given(st.one_of(mutated(PACKET), st.binary(max_size=400), st.binary(max_size=200).map(
-    lambda b: pk.MAGIC + bytes([1]) + b)))
+@given(
+    st.one_of(
+        mutated(PACKET),
+        st.binary(max_size=400),
+        st.binary(max_size=200).map(lambda b: pk.MAGIC + bytes([1]) + b),
+    )
+)
 def test_update_packets(data):
     packet = _only_own_errors(pk.decode, data)
     if packet is not None:
@@ -110,8 +118,13 @@ def test_audit_responses(data):
 
 
 @FUZZ
-@given(st.one_of(mutated(STREAM), st.binary(max_size=400), st.binary(max_size=100).map(
-    lambda b: pk.STREAM_HEADER + b)))
+@given(
+    st.one_of(
+        mutated(STREAM),
+        st.binary(max_size=400),
+        st.binary(max_size=100).map(lambda b: pk.STREAM_HEADER + b),
+    )
+)
 def test_packet_streams(data):
     def read_all():
         return list(pk.read_stream(io.BytesIO(data)))
@@ -145,8 +158,13 @@ def _pem() -> bytes:
 
 
 @FUZZ
-@given(st.one_of(mutated(_pem()), st.binary(max_size=300),
-                 st.binary(max_size=200).map(lambda b: b"-----BEGIN PRIVATE KEY-----\n" + b)))
+@given(
+    st.one_of(
+        mutated(_pem()),
+        st.binary(max_size=300),
+        st.binary(max_size=200).map(lambda b: b"-----BEGIN PRIVATE KEY-----\n" + b),
+    )
+)
 def test_key_files(data):
     identity = _only_own_errors(parse_private_key, data, "fuzz.key")
     if identity is not None:
@@ -173,16 +191,48 @@ def test_key_file_on_disk_is_read_with_a_bound(tmp_path):
 
 
 PROFILE = profiles.bundled_dir() / "esp32.toml"
-TOML_VALUES = st.sampled_from([
-    "1", "-1", "0", "99999999999999999999", "1.5", "nan", "inf", "true", '"x"', '""',
-    "[]", "[1, 2]", '[[1], ["a"]]', "{}", '{ use = "nope" }', '{ use = "rice", x = 1 }',
-    "1979-05-27T07:32:00Z", '"' + "a" * 5000 + '"', "[" * 50 + "]" * 50, '"esp32"', '"edge"',
-])
-TOML_KEYS = st.sampled_from([
-    "codec.block_samples", "codec.predictor", "codec.coder", "codec.dtype", "hardware.use",
-    "profile.extends", "profile.name", "swarm.aggregator", "lora.layers", "llm.backend",
-    "profile.description", "codec.predictor.stages", "nothing.here",
-])
+TOML_VALUES = st.sampled_from(
+    [
+        "1",
+        "-1",
+        "0",
+        "99999999999999999999",
+        "1.5",
+        "nan",
+        "inf",
+        "true",
+        '"x"',
+        '""',
+        "[]",
+        "[1, 2]",
+        '[[1], ["a"]]',
+        "{}",
+        '{ use = "nope" }',
+        '{ use = "rice", x = 1 }',
+        "1979-05-27T07:32:00Z",
+        '"' + "a" * 5000 + '"',
+        "[" * 50 + "]" * 50,
+        '"esp32"',
+        '"edge"',
+    ]
+)
+TOML_KEYS = st.sampled_from(
+    [
+        "codec.block_samples",
+        "codec.predictor",
+        "codec.coder",
+        "codec.dtype",
+        "hardware.use",
+        "profile.extends",
+        "profile.name",
+        "swarm.aggregator",
+        "lora.layers",
+        "llm.backend",
+        "profile.description",
+        "codec.predictor.stages",
+        "nothing.here",
+    ]
+)
 
 
 def _profile_text() -> str:
@@ -199,15 +249,21 @@ def _load_profile(tmp_path: Path, raw: bytes):
     assert sorted(os.listdir(folder)) == before  # nothing written beside it
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.one_of(mutated(PROFILE.read_bytes()), st.binary(max_size=300)))
 def test_profiles_bytes(tmp_path, raw):
     _load_profile(tmp_path, raw)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.lists(st.tuples(TOML_KEYS, TOML_VALUES), min_size=1, max_size=4))
 def test_profiles_values(tmp_path, edits):
     lines = ['[profile]\nname = "fuzz"\nextends = "esp32"\n']
@@ -223,14 +279,17 @@ def test_profiles_values(tmp_path, edits):
 
 @pytest.fixture(scope="module")
 def packed():
-    from qres.demo import make_sample
-    from qres.samples import StreamSpec
+    from qres.codec.demo import make_sample
+    from qres.codec.samples import StreamSpec
 
     return api.compress_bytes(make_sample(frames=6000), StreamSpec("int16", 4), "esp32")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.data())
 def test_container_info_and_verify(packed, tmp_path, data):
     damaged = data.draw(mutated(packed))

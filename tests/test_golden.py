@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from make_golden import BOUNDED, GOLDEN, INPUTS, PROFILES, bounded_name
 
-from qres import api, codec, container
+from qres.codec import container
+from qres.codec import files as api
+from qres.codec import pipeline as codec
 
 CASES = [(name, profile) for name in INPUTS for profile in PROFILES]
 
@@ -46,8 +48,10 @@ def test_bounded_golden_bytes_are_reproduced(name, profile, bound):
 def test_bounded_goldens_cover_the_block_predictors():
     codes = set()
     for name, profile, bound in BOUNDED:
-        reader = container.Reader(io.BytesIO((GOLDEN / bounded_name(name, profile, bound))
-                                             .read_bytes()))
-        codes |= {(b.flags & codec.PREDICTOR_MASK) >> codec.PREDICTOR_SHIFT
-                  for _, b in reader.blocks()}
+        reader = container.Reader(
+            io.BytesIO((GOLDEN / bounded_name(name, profile, bound)).read_bytes())
+        )
+        codes |= {
+            (b.flags & codec.PREDICTOR_MASK) >> codec.PREDICTOR_SHIFT for _, b in reader.blocks()
+        }
     assert {0, codec.LEVELS} <= codes

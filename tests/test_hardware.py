@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres import plugins
-from qres.config import Location
-from qres.errors import ProfileError, QresError
-from qres.hardware import FIELDS, MAX_WAKES, STATES, GiB, Hardware
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import ProfileError, QresError
+from qres.kinds.hardware import FIELDS, MAX_WAKES, STATES, GiB, Hardware
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import typer
 
-from qres import hookspecs, plugins
 from qres.cli import main
-from qres.hookspecs import hookimpl
+from qres.kernel import hookspecs, plugins
+from qres.kernel.hookspecs import hookimpl
 
 REPO = Path(__file__).resolve().parent.parent
 HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("register_"))

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from corpus import needs_corpus
 
-from qres import corpus, learning
-from qres.errors import QresError
+from qres.kernel.errors import QresError
+from qres.learning import corpus
+from qres.learning import task as learning
 
 
 def write_folder(tmp_path, series: dict[str, np.ndarray], synthetic=()):

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres import plugins
-from qres.config import Location
-from qres.errors import ProfileError, QresError
-from qres.llm import Completion, LLMBackend, check_request, cut_at_stop
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import ProfileError, QresError
+from qres.kinds.llm import Completion, LLMBackend, check_request, cut_at_stop
 
 
 def make(**settings) -> LLMBackend:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres import plugins
-from qres.config import Location
-from qres.errors import FixedPointError, ProfileError, QresError
-from qres.lora import ROLES, LoRALayer, LoRAStack, from_q16, to_q16
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import FixedPointError, ProfileError, QresError
+from qres.kinds.lora import ROLES, LoRALayer, LoRAStack, from_q16, to_q16
 
 
 def make(**settings):

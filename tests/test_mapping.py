@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qres import api, mapping
-from qres.errors import IntegrityError
-from qres.samples import StreamSpec
+from qres.codec import files as api
+from qres.codec import mapping
+from qres.codec.samples import StreamSpec
+from qres.kernel.errors import IntegrityError
 
 FAST = settings(max_examples=60, deadline=None)
 
@@ -179,8 +180,8 @@ def test_series_with_their_own_scale_and_significant_digits():
 
 
 def test_lattice_beats_the_plain_decimal_view_through_the_coder():
-    from qres.config import Location
-    from qres.plugins import create
+    from qres.kernel.config import Location
+    from qres.kernel.plugins import create
 
     coder = create("coder", {"use": "rice"}, Location("t", "coder"))
     rng = np.random.default_rng(7)
@@ -284,9 +285,9 @@ def test_bounded_error_holds_through_the_codec(seed, dtype, bound):
 
 
 # -- the numpy reference of the compiled lattice search ------------------------------------------
-# The encoder's lattice search runs in qres/_mapping_kernels.pyx. This is the numpy formulation
-# it was written from (elementwise IEEE-754 operations, left-to-right sums): the kernels must
-# give the same floats bit for bit, or the codec's bytes would change.
+# The encoder's lattice search runs in qres/codec/_mapping_kernels.pyx. This is the numpy
+# formulation it was written from (elementwise IEEE-754 operations, left-to-right sums): the
+# kernels must give the same floats bit for bit, or the codec's bytes would change.
 
 
 def ref_round_significant(t, precision: int):
@@ -364,8 +365,6 @@ def ref_lattice_step(values, precision: int) -> tuple[float, float] | None:
             if step < floor:
                 break
     return None
-
-
 
 
 def ref_quanta(values, precision: int):
@@ -486,8 +485,6 @@ def ref_segment_end(k, start: int, a: float, b: float, precision: int) -> tuple[
     return len(k), failures
 
 
-
-
 def _same_floats(got, want) -> bool:
     """Whether two results (None or tuples of numbers) are equal bit for bit."""
     if got is None or want is None:
@@ -542,7 +539,7 @@ def lattice_windows(draw):
 @settings(max_examples=80, deadline=None)
 @given(lattice_windows())
 def test_lattice_kernels_match_the_numpy_reference(window):
-    from qres import _mapping_kernels as kernels
+    from qres.codec import _mapping_kernels as kernels
 
     k, precision, step, rng = window
     with np.errstate(all="ignore"):  # the reference divides by a zero step in some draws
@@ -556,8 +553,10 @@ def _check_kernels(kernels, k, precision: int, step: float, rng) -> None:
     for seed_step in {found[0] if found is not None else step, step, float(np.rint(step))}:
         want = ref_fit(k, seed_step, err, precision)
         assert _same_floats(kernels.fit(k, seed_step, err, precision), want)
-        assert _same_floats(kernels.fit(k[::3], seed_step, 0.0, precision),
-                            ref_fit(k[::3], seed_step, 0.0, precision))
+        assert _same_floats(
+            kernels.fit(k[::3], seed_step, 0.0, precision),
+            ref_fit(k[::3], seed_step, 0.0, precision),
+        )
         a, b = want[:2] if want is not None else (0.0, seed_step)
         start = int(rng.integers(0, len(k)))
         assert kernels.segment_end(k, start, a, b, precision) == ref_segment_end(
@@ -593,8 +592,12 @@ def _study_channels():
     acsf = np.array(np.concatenate(series)).reshape(-1, 1)
     counts = 3000 + np.cumsum(rng.integers(-6, 7, 6000))
     pig = np.round(counts * (500 / 131072), 6).astype(np.float32).reshape(-1, 1)
-    mixed = np.concatenate([np.round(np.cumsum(rng.integers(-9, 10, 2000)) * s, d)
-                            for s, d in ((0.01, 2), (0.001, 3), (0.01, 2))])
+    mixed = np.concatenate(
+        [
+            np.round(np.cumsum(rng.integers(-9, 10, 2000)) * s, d)
+            for s, d in ((0.01, 2), (0.001, 3), (0.01, 2))
+        ]
+    )
     mixed[::97] += 1e-15
     return [acsf, pig, mixed.reshape(-1, 1)]
 
@@ -622,7 +625,7 @@ def _ref_lattice_values(n, starts, offsets, steps, precision):
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([4, 8, 12, 16]))
 def test_lattice_encode_and_decode_match_the_numpy_reference(seed, precision):
-    from qres import _mapping_kernels as kernels
+    from qres.codec import _mapping_kernels as kernels
 
     rng = np.random.default_rng(seed)
     frames = int(rng.integers(1, 3000))
@@ -640,10 +643,15 @@ def test_lattice_encode_and_decode_match_the_numpy_reference(seed, precision):
     assert np.array_equal(correction, want)
     # The decoder, on these indices and on damaged ones (huge, so the lattice overflows).
     n[rng.integers(0, frames, 3)] = [2**63 - 1, -(2**63), 2**62]
-    t = np.clip(_ref_lattice_values(n.astype(np.float64), starts, offsets, steps, precision),
-                -(2.0**62), 2.0**62)
-    assert np.array_equal(kernels.lattice_decode(n, starts, offsets, steps, precision),
-                          np.nan_to_num(t).astype(np.int64))
+    t = np.clip(
+        _ref_lattice_values(n.astype(np.float64), starts, offsets, steps, precision),
+        -(2.0**62),
+        2.0**62,
+    )
+    assert np.array_equal(
+        kernels.lattice_decode(n, starts, offsets, steps, precision),
+        np.nan_to_num(t).astype(np.int64),
+    )
     with pytest.raises(ValueError):
         kernels.lattice_decode(n, np.array([1], dtype="<u4"), offsets, steps, precision)
 
@@ -653,7 +661,7 @@ def test_lattice_encode_and_decode_match_the_numpy_reference(seed, precision):
 def test_channel_passes_match_the_numpy_reference(block):
     """The compiled decimal view, ulp stream and cost estimate against their numpy formulas,
     on any bit patterns (NaN, infinities, -0.0, values beyond 2**52, decimals with noise)."""
-    from qres import _mapping_kernels as kernels
+    from qres.codec import _mapping_kernels as kernels
 
     dtype = block.dtype.name
     x = np.ascontiguousarray(block[:, 0])
@@ -674,7 +682,7 @@ def test_channel_passes_match_the_numpy_reference(block):
 
 
 def test_bit_cost_at_the_int64_extremes():
-    from qres import _mapping_kernels as kernels
+    from qres.codec import _mapping_kernels as kernels
 
     s = np.array([0, -(2**63), 2**63 - 1, 2**53 + 1, 2**53 - 1, -1, 1, 7, -8], dtype=np.int64)
     with np.errstate(all="ignore"):

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from qres.errors import QresError
-from qres.plotting import pyplot
+from qres.kernel.errors import QresError
+from qres.kernel.plotting import pyplot
 
 
 def test_pyplot_uses_the_headless_backend():

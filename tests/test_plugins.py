@@ -11,10 +11,10 @@ import attrs
 import pytest
 from conftest import run_qres
 
-from qres import plugins
-from qres.config import Location, integer
-from qres.errors import PluginError, ProfileError
-from qres.hookspecs import hookimpl
+from qres.kernel import plugins
+from qres.kernel.config import Location, integer
+from qres.kernel.errors import PluginError, ProfileError
+from qres.kernel.hookspecs import hookimpl
 
 
 class _Widget(plugins.Plugin):
@@ -106,7 +106,7 @@ def test_unknown_kind():
 
 def test_loading_plugins_does_not_import_numpy(tmp_path):
     code = (
-        "import sys; from qres import plugins; plugins.registry(); "
+        "import sys; from qres.kernel import plugins; plugins.registry(); "
         "import qres.cli; qres.cli.make_app(); "
         "print('numpy' in sys.modules)"
     )
@@ -124,9 +124,9 @@ def _write_dist(root, *, broken: bool = False):
     body = textwrap.dedent(
         '''
         import attrs
-        from qres.config import integer
-        from qres.hookspecs import hookimpl
-        from qres.plugins import Plugin
+        from qres.kernel.config import integer
+        from qres.kernel.hookspecs import hookimpl
+        from qres.kernel.plugins import Plugin
 
         class Pigeon(Plugin):
             """A carrier-pigeon transport (for the entry-point test)."""

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qres.config import Location
-from qres.errors import ProfileError, QresError
-from qres.plugins import create, get_plugin
+from qres.kernel.config import Location
+from qres.kernel.errors import ProfileError, QresError
+from qres.kernel.plugins import create, get_plugin
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 MASK = 2**64 - 1
@@ -150,8 +150,18 @@ def cascade_ref(x, taps, shifts, fixed, update, bias_shift, weights):
     stages = []
     off = 0
     for n, s in zip(taps, shifts, strict=True):
-        stages.append({"n": n, "s": s, "w": list(weights[off:off + n]), "h": [0] * n,
-                       "d": [0] * n, "level": 0, "count": 0, "pred": 0})
+        stages.append(
+            {
+                "n": n,
+                "s": s,
+                "w": list(weights[off : off + n]),
+                "h": [0] * n,
+                "d": [0] * n,
+                "level": 0,
+                "count": 0,
+                "pred": 0,
+            }
+        )
         off += n
     bias = 0
     xh: list[int] = []
@@ -169,14 +179,18 @@ def cascade_ref(x, taps, shifts, fixed, update, bias_shift, weights):
         for st_ in stages:
             e_out = wrap(e - st_["pred"])
             if update == "nlms":
-                g = clamp(tdiv(clamp(e_out, -vlim, vlim) * 2**24, st_["level"] + 65536),
-                          -4096, 4096)
-                st_["w"] = [clamp(w + rsr(g * d, 8), -wlim, wlim)
-                            for w, d in zip(st_["w"], st_["d"], strict=True)]
+                g = clamp(
+                    tdiv(clamp(e_out, -vlim, vlim) * 2**24, st_["level"] + 65536), -4096, 4096
+                )
+                st_["w"] = [
+                    clamp(w + rsr(g * d, 8), -wlim, wlim)
+                    for w, d in zip(st_["w"], st_["d"], strict=True)
+                ]
             elif e_out:
                 sg = 1 if e_out > 0 else -1
-                st_["w"] = [clamp(w + sg * d, -wlim, wlim)
-                            for w, d in zip(st_["w"], st_["d"], strict=True)]
+                st_["w"] = [
+                    clamp(w + sg * d, -wlim, wlim) for w, d in zip(st_["w"], st_["d"], strict=True)
+                ]
             vc = clamp(e, -vlim, vlim)
             c = st_["count"]
             boost = 3 if c < 64 else 2 if c < 256 else 1 if c < 1024 else 0
@@ -195,8 +209,12 @@ def cascade_ref(x, taps, shifts, fixed, update, bias_shift, weights):
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), order=st.integers(0, 4), n=st.integers(0, 300),
-       wide=st.booleans())
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    order=st.integers(0, 4),
+    n=st.integers(0, 300),
+    wide=st.booleans(),
+)
 def test_polynomial_matches_reference(seed, order, n, wide):
     rng = np.random.default_rng(seed)
     if wide:
@@ -208,22 +226,33 @@ def test_polynomial_matches_reference(seed, order, n, wide):
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 1300),
-       update=st.sampled_from(["sign", "nlms"]), taps=st.sampled_from([[1], [3], [8, 2]]),
-       fixed=st.integers(0, 2), bias_shift=st.sampled_from([0, 4]),
-       amp=st.sampled_from([3, 3000, 2**29, 2**40]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 1300),
+    update=st.sampled_from(["sign", "nlms"]),
+    taps=st.sampled_from([[1], [3], [8, 2]]),
+    fixed=st.integers(0, 2),
+    bias_shift=st.sampled_from([0, 4]),
+    amp=st.sampled_from([3, 3000, 2**29, 2**40]),
+)
 def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp):
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     x = (amp * np.sin(t / 7.0)).astype(np.int64) + rng.integers(-amp // 3 - 1, amp // 3 + 1, n)
-    table = {"use": "nlms", "stages": taps, "update": update, "fixed": fixed,
-             "bias_shift": bias_shift}
+    table = {
+        "use": "nlms",
+        "stages": taps,
+        "update": update,
+        "fixed": fixed,
+        "bias_shift": bias_shift,
+    }
     pred = make(table)
     weights = rng.integers(-70000, 70000, pred.weight_count()).astype(np.int32)
     pred.set_initial_weights(weights)
     cfg = pred.config
-    want = cascade_ref(x.tolist(), cfg.taps(), cfg.step_shifts(), fixed, update, bias_shift,
-                       weights.tolist())
+    want = cascade_ref(
+        x.tolist(), cfg.taps(), cfg.step_shifts(), fixed, update, bias_shift, weights.tolist()
+    )
     assert pred.encode(x).tolist() == want
 
 
@@ -284,10 +313,15 @@ def interp_ref(xs, mask, anchor, e=0, lo=I64_MIN, hi=I64_MAX, choose=False):
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 300), channels=st.integers(1, 3),
-       mask=st.sampled_from([0, 2**24 - 1, 0b1010, None]),
-       anchor=st.sampled_from([1, 2, 8, 64, 1024]), e=st.sampled_from([0, 1, 5, 300]),
-       style=st.sampled_from(["walk", "wide", "int16"]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 300),
+    channels=st.integers(1, 3),
+    mask=st.sampled_from([0, 2**24 - 1, 0b1010, None]),
+    anchor=st.sampled_from([1, 2, 8, 64, 1024]),
+    e=st.sampled_from([0, 1, 5, 300]),
+    style=st.sampled_from(["walk", "wide", "int16"]),
+)
 def test_interp_matches_reference(seed, n, channels, mask, anchor, e, style):
     """The Cython kernel against the reference, fixed masks and the per-level choice."""
     rng = np.random.default_rng(seed)
@@ -316,8 +350,9 @@ def test_interp_kinds_are_masks():
     x = np.cumsum(np.random.default_rng(4).integers(-99, 100, (2, 3000)), axis=1)
     for kind, mask in (("linear", 0), ("cubic", 2**24 - 1)):
         a = make({"use": "interp", "kind": kind}).encode(x, 7)
-        b = make({"use": "interp", "kind": "linear" if mask else "cubic",
-                  "cubic_levels": mask}).encode(x, 7)
+        b = make(
+            {"use": "interp", "kind": "linear" if mask else "cubic", "cubic_levels": mask}
+        ).encode(x, 7)
         assert np.array_equal(a, b)
     with pytest.raises(QresError, match="outside bounds"):
         make({"use": "interp"}).encode_choosing(x, 1, bounds=(0, 10))
@@ -344,8 +379,9 @@ def test_residuals_are_pinned():
     rng = np.random.default_rng(20240601)
     t = np.arange(3000)
     tri = np.abs((t * 37) % 4000 - 2000) * 9
-    x = np.stack([tri + rng.integers(-40, 41, 3000),
-                  np.cumsum(rng.integers(-60, 61, 3000)) + tri // 3])
+    x = np.stack(
+        [tri + rng.integers(-40, 41, 3000), np.cumsum(rng.integers(-60, 61, 3000)) + tri // 3]
+    )
     digest = hashlib.sha256()
     for table in ({"use": "polynomial", "order": 3}, {"use": "nlms"}, {"use": "taaf"}):
         for e in (0, 3):
@@ -429,24 +465,27 @@ def test_initial_weights_export_import():
 # ----------------------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize("table, key", [
-    ({"use": "polynomial", "order": 5}, "order"),
-    ({"use": "polynomial", "order": "2"}, "order"),
-    ({"use": "nlms", "order": 0}, "order"),
-    ({"use": "nlms", "order": 8, "stages": [8]}, "order"),
-    ({"use": "nlms", "stages": []}, "stages"),
-    ({"use": "nlms", "stages": [1024]}, "stages"),
-    ({"use": "nlms", "stages": [8, 4], "shifts": [3]}, "shifts"),
-    ({"use": "nlms", "shifts": [0, 8, 8]}, "shifts"),
-    ({"use": "nlms", "update": "rls"}, "update"),
-    ({"use": "nlms", "taps": 8}, "taps"),
-    ({"use": "taaf", "spike_ratio": 0.5}, "spike_ratio"),
-    ({"use": "taaf", "cross": 33}, "cross"),
-    ({"use": "interp", "kind": "spline"}, "kind"),
-    ({"use": "interp", "anchor": 48}, "anchor"),
-    ({"use": "interp", "anchor": 0}, "anchor"),
-    ({"use": "interp", "cubic_levels": -1}, "cubic_levels"),
-])
+@pytest.mark.parametrize(
+    "table, key",
+    [
+        ({"use": "polynomial", "order": 5}, "order"),
+        ({"use": "polynomial", "order": "2"}, "order"),
+        ({"use": "nlms", "order": 0}, "order"),
+        ({"use": "nlms", "order": 8, "stages": [8]}, "order"),
+        ({"use": "nlms", "stages": []}, "stages"),
+        ({"use": "nlms", "stages": [1024]}, "stages"),
+        ({"use": "nlms", "stages": [8, 4], "shifts": [3]}, "shifts"),
+        ({"use": "nlms", "shifts": [0, 8, 8]}, "shifts"),
+        ({"use": "nlms", "update": "rls"}, "update"),
+        ({"use": "nlms", "taps": 8}, "taps"),
+        ({"use": "taaf", "spike_ratio": 0.5}, "spike_ratio"),
+        ({"use": "taaf", "cross": 33}, "cross"),
+        ({"use": "interp", "kind": "spline"}, "kind"),
+        ({"use": "interp", "anchor": 48}, "anchor"),
+        ({"use": "interp", "anchor": 0}, "anchor"),
+        ({"use": "interp", "cubic_levels": -1}, "cubic_levels"),
+    ],
+)
 def test_bad_settings_are_profile_errors(table, key):
     with pytest.raises(ProfileError, match=f"codec.predictor.{key}"):
         make(table)
@@ -468,5 +507,6 @@ def test_registered_and_memory_declared():
     poly = get_plugin("predictor", "polynomial")
     assert poly.memory_bytes(make({"use": "polynomial", "order": 4}).config) == 32
     taaf = get_plugin("predictor", "taaf")
-    assert taaf.memory_bytes(make({"use": "taaf", "max_channels": 4}).config) * 2 == \
-        taaf.memory_bytes(make({"use": "taaf", "max_channels": 8}).config)
+    assert taaf.memory_bytes(
+        make({"use": "taaf", "max_channels": 4}).config
+    ) * 2 == taaf.memory_bytes(make({"use": "taaf", "max_channels": 8}).config)

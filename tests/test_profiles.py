@@ -10,10 +10,10 @@ from conftest import run_qres
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres import plugins, profiles
-from qres.config import integer, one_of
-from qres.errors import ProfileError
-from qres.hookspecs import hookimpl
+from qres.kernel import plugins, profiles
+from qres.kernel.config import integer, one_of
+from qres.kernel.errors import ProfileError
+from qres.kernel.hookspecs import hookimpl
 
 
 class _Queue(plugins.Plugin):
@@ -218,7 +218,7 @@ def test_cli_show_json_of_a_path(tmp_path):
 
 
 def test_every_bundled_profile_resolves_and_fits_its_hardware():
-    from qres import budget
+    from qres.kernel import budget
 
     names = sorted(profiles.bundled_dir().glob("*.toml"))
     assert {p.stem for p in names} >= {

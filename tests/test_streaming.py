@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qres.demo import make_sample
+from qres.codec.demo import make_sample
 
 INPUT_MB = 384
 

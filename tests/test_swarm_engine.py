@@ -6,17 +6,15 @@ import attrs
 import numpy as np
 import pytest
 
-from qres import profiles
-from qres.errors import ProfileError
+from qres.kernel import profiles
+from qres.kernel.errors import ProfileError
 from qres.swarm.engine import Simulation, settings_from_profile
 from qres.swarm.report import to_json
 
 
 def small(tmp_path, text: str = "", **overrides):
     path = tmp_path / "small.toml"
-    path.write_text(
-        '[profile]\nextends = "swarm-100"\n[swarm]\nnodes = 40\nrounds = 14\n' + text
-    )
+    path.write_text('[profile]\nextends = "swarm-100"\n[swarm]\nnodes = 40\nrounds = 14\n' + text)
     prof = profiles.load(str(path))
     return prof, settings_from_profile(prof, **overrides)
 
@@ -33,8 +31,15 @@ def test_same_seed_same_report_bytes(tmp_path):
 def test_report_has_the_issue_keys(tmp_path):
     prof, s = small(tmp_path)
     report = Simulation(prof, s).run()
-    for key in ("honest_error", "final_honest_error", "banned_honest", "banned_byzantine",
-                "bytes_sent", "regime_rounds", "sleep_fraction"):
+    for key in (
+        "honest_error",
+        "final_honest_error",
+        "banned_honest",
+        "banned_byzantine",
+        "bytes_sent",
+        "regime_rounds",
+        "sleep_fraction",
+    ):
         assert key in report
     assert len(report["honest_error"]) == s.rounds
     assert report["bytes_sent"] == sum(report["bytes_by_kind"].values())
@@ -48,7 +53,8 @@ def test_report_has_the_issue_keys(tmp_path):
     assert codec["bits_per_sample_learned"] < codec["bits_per_sample_no_predictor"]
     assert codec["bits_per_sample_last_round"] < codec["bits_per_sample_no_predictor"] - 1
     assert codec["coded_bytes"] * 8 / codec["samples"] == pytest.approx(
-        codec["bits_per_sample_learned"])
+        codec["bits_per_sample_learned"]
+    )
     traffic = report["traffic_per_node_per_day"]
     assert traffic["compressed_data_bytes"] < traffic["raw_data_bytes"]
 
@@ -112,7 +118,7 @@ def test_manifest_data(tmp_path):
     sig = (800 * np.sin(2 * np.pi * t / 50) + rng.normal(0, 20, t.size)).astype("<i2")
     sig.tofile(folder / "tone.bin")
     (folder / "MANIFEST.tsv").write_text(
-        "name\tfile\tdtype\tbyteorder\tchannels\n" "tone\ttone.bin\tint16\tlittle\t1\n"
+        "name\tfile\tdtype\tbyteorder\tchannels\ntone\ttone.bin\tint16\tlittle\t1\n"
     )
     prof, s = small(tmp_path, data=str(folder), shard_samples=2048)
     report = Simulation(prof, s).run()

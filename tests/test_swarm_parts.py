@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres import learning, plugins
-from qres.config import Location
-from qres.errors import QresError
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import QresError
+from qres.learning import task as learning
 from qres.swarm import gossip
 from qres.swarm.data import GeneratedData
 from qres.swarm.energy import EnergyModel
@@ -220,15 +221,23 @@ def test_settings_are_validated():
 @settings(max_examples=40, deadline=None)
 @given(st.data())
 def test_learning_residuals_match_a_plain_reference(data):
-    from qres.learning import PRED_LIMIT, residuals
+    from qres.learning.task import PRED_LIMIT, residuals
 
     order = data.draw(st.integers(1, 6))
     m = data.draw(st.integers(1, 4))
     t = data.draw(st.integers(1, 12))
-    w = np.array(data.draw(st.lists(st.integers(-(1 << 31), (1 << 31) - 1),
-                                    min_size=m * order, max_size=m * order)), np.int64)
-    x = np.array(data.draw(st.lists(st.integers(-2048, 2047),
-                                    min_size=m * (order + t), max_size=m * (order + t))), np.int64)
+    w = np.array(
+        data.draw(
+            st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=m * order, max_size=m * order)
+        ),
+        np.int64,
+    )
+    x = np.array(
+        data.draw(
+            st.lists(st.integers(-2048, 2047), min_size=m * (order + t), max_size=m * (order + t))
+        ),
+        np.int64,
+    )
     w, x = w.reshape(m, order).astype(np.int32), x.reshape(m, order + t)
     got = residuals(w, x, order)
     for i in range(m):

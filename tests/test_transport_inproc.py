@@ -8,10 +8,10 @@ import random
 import attrs
 import pytest
 
-from qres import plugins
-from qres.config import Location
-from qres.errors import ProfileError, QresError
-from qres.transport import Message, Transport, TransportStats
+from qres.kernel import plugins
+from qres.kernel.config import Location
+from qres.kernel.errors import ProfileError, QresError
+from qres.kinds.transport import Message, Transport, TransportStats
 
 
 def make(**settings) -> Transport:

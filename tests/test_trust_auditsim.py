@@ -7,8 +7,9 @@ from qres.trust import auditsim
 
 
 def test_three_percent_audits_catch_every_audited_forgery():
-    report = auditsim.run(auditsim.SimSettings(nodes=100, byzantine=30, rounds=10,
-                                               audit_rate=0.03, seed=1))
+    report = auditsim.run(
+        auditsim.SimSettings(nodes=100, byzantine=30, rounds=10, audit_rate=0.03, seed=1)
+    )
     assert report["packets"] == 1000 and report["rejected_by_verifier"] == 0
     assert report["audited_forged"] >= 3, report
     assert report["forged_caught"] == report["audited_forged"]
@@ -18,8 +19,9 @@ def test_three_percent_audits_catch_every_audited_forgery():
 
 
 def test_every_kind_of_forgery_meets_its_finding():
-    report = auditsim.run(auditsim.SimSettings(nodes=60, byzantine=21, rounds=3,
-                                               audit_rate=0.5, seed=2))
+    report = auditsim.run(
+        auditsim.SimSettings(nodes=60, byzantine=21, rounds=3, audit_rate=0.5, seed=2)
+    )
     assert report["honest_flagged"] == 0, report["errors"]
     for kind, stats in report["forgeries"].items():
         assert stats["audited"] >= 1, kind
@@ -36,9 +38,11 @@ def test_recording_is_audited_offline():
     import io
 
     from qres.trust import audit as au
+
     buf = io.BytesIO()
-    report = auditsim.run(auditsim.SimSettings(nodes=30, byzantine=10, rounds=2,
-                                               audit_rate=0.5, seed=4), record=buf)
+    report = auditsim.run(
+        auditsim.SimSettings(nodes=30, byzantine=10, rounds=2, audit_rate=0.5, seed=4), record=buf
+    )
     stream = au.audit_stream(io.BytesIO(buf.getvalue()))
     assert stream.packets == report["packets"]
     checks = {f.check for f in stream.failures}

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from qres.errors import IntegrityError
+from qres.kernel.errors import IntegrityError
 from qres.trust import commitment as cm
 from qres.trust import packet as pk
 from qres.trust.identity import Identity
@@ -36,8 +36,15 @@ def transition():
 def _packet(transition, round_=5, nonce=b"n" * 16, proof=False, identity=ALICE):
     model, new, update, p = transition
     return pk.make_packet(
-        identity, round_, nonce, update, base=model.commitment, commitment=new.commitment,
-        residual_error=3 << 14, accuracy_delta=-(1 << 10), proof=p if proof else None,
+        identity,
+        round_,
+        nonce,
+        update,
+        base=model.commitment,
+        commitment=new.commitment,
+        residual_error=3 << 14,
+        accuracy_delta=-(1 << 10),
+        proof=p if proof else None,
     )
 
 
@@ -143,16 +150,21 @@ def test_verifier_checks_points_and_proofs(transition):
     model, new, update, proof = transition
     v = _verifier()
     not_a_point = b"\xff" * 32
-    bad = pk.make_packet(ALICE, 5, b"a" * 16, update, base=not_a_point,
-                         commitment=new.commitment)
+    bad = pk.make_packet(ALICE, 5, b"a" * 16, update, base=not_a_point, commitment=new.commitment)
     assert v.check(bad.encode()).reason is pk.Reason.BAD_POINT
     small_order = cm.IDENTITY
-    bad = pk.make_packet(ALICE, 5, b"b" * 16, update, base=model.commitment,
-                         commitment=small_order)
+    bad = pk.make_packet(ALICE, 5, b"b" * 16, update, base=model.commitment, commitment=small_order)
     assert v.check(bad.encode()).reason is pk.Reason.BAD_POINT
     assert v.check(_packet(transition, proof=True).encode()).ok
-    lying = pk.make_packet(ALICE, 5, b"c" * 16, [u + 1 for u in update], base=model.commitment,
-                           commitment=new.commitment, proof=proof)
+    lying = pk.make_packet(
+        ALICE,
+        5,
+        b"c" * 16,
+        [u + 1 for u in update],
+        base=model.commitment,
+        commitment=new.commitment,
+        proof=proof,
+    )
     verdict = v.check(lying.encode())
     assert verdict.reason is pk.Reason.BAD_PROOF and verdict.reason.attributable
     assert not pk.Reason.BAD_SIGNATURE.attributable
@@ -181,8 +193,9 @@ def test_stream_roundtrip_and_damage(transition):
     packets = [_packet(transition, nonce=bytes([i]) * 16) for i in range(3)]
     for p in packets:
         writer.write_packet(p)
-    response = pk.AuditResponse(ALICE.public_key, 5, b"n" * 16, cm.scalar_bytes(model.blinding),
-                                model.weights, proof).signed(ALICE)
+    response = pk.AuditResponse(
+        ALICE.public_key, 5, b"n" * 16, cm.scalar_bytes(model.blinding), model.weights, proof
+    ).signed(ALICE)
     writer.write_audit(response)
     data = out.getvalue()
     assert writer.bytes_written == len(data)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres import learning
-from qres.errors import IntegrityError
+from qres.kernel.errors import IntegrityError
+from qres.learning import task as learning
 from qres.trust import audit as au
 from qres.trust import commitment as cm
 from qres.trust import packet as pk
@@ -95,8 +95,9 @@ def test_honest_transition_verifies(honest):
 
 def test_proofs_are_deterministic(honest):
     model, new, update, proof = honest
-    again = pf.prove(ALICE.did, 7, model.commitment, update, new.commitment,
-                     new.blinding - model.blinding)
+    again = pf.prove(
+        ALICE.did, 7, model.commitment, update, new.commitment, new.blinding - model.blinding
+    )
     assert again == proof
 
 
@@ -122,25 +123,33 @@ def test_replay_for_another_node_or_round_fails(honest):
 
 def test_wrong_key_fails(honest):
     model, new, update, _ = honest
-    wrong = pf.prove(ALICE.did, 7, model.commitment, update, new.commitment,
-                     new.blinding - model.blinding + 1)
+    wrong = pf.prove(
+        ALICE.did, 7, model.commitment, update, new.commitment, new.blinding - model.blinding + 1
+    )
     assert not pf.verify(ALICE.did, 7, model.commitment, update, new.commitment, wrong)
 
 
 def test_commitment_to_other_weights_cannot_be_proven(honest):
     model, _, update, _ = honest
     # The node commits to weights that are not base + update and tries the best it can.
-    lie = pf.CommittedModel.create([w + u + 1 for w, u in zip(model.weights, update,
-                                                              strict=True)], _rand(5))
-    proof = pf.prove(ALICE.did, 7, model.commitment, update, lie.commitment,
-                     lie.blinding - model.blinding)
+    lie = pf.CommittedModel.create(
+        [w + u + 1 for w, u in zip(model.weights, update, strict=True)], _rand(5)
+    )
+    proof = pf.prove(
+        ALICE.did, 7, model.commitment, update, lie.commitment, lie.blinding - model.blinding
+    )
     assert not pf.verify(ALICE.did, 7, model.commitment, update, lie.commitment, proof)
 
 
 def test_malformed_proofs_verify_false(honest):
     model, new, update, proof = honest
-    for bad in [b"", proof[:63], proof + b"\0", cm.IDENTITY + proof[32:],
-                proof[:32] + cm.L.to_bytes(32, "little")]:
+    for bad in [
+        b"",
+        proof[:63],
+        proof + b"\0",
+        cm.IDENTITY + proof[32:],
+        proof[:32] + cm.L.to_bytes(32, "little"),
+    ]:
         assert not pf.verify(ALICE.did, 7, model.commitment, update, new.commitment, bad)
     with pytest.raises(IntegrityError):
         pf.parse_proof(proof[:10])
@@ -183,14 +192,26 @@ def test_audit_catches_each_forgery(audited):
     forged_sig[-1] ^= 1
     assert run(packet, bytes(forged_sig)) is find.BAD_RESPONSE
     # Opening other weights than the base commits to.
-    lie = pk.AuditResponse(ALICE.public_key, 3, nonce, response.blinding,
-                           [w + 1 for w in response.weights], response.proof).signed(ALICE)
+    lie = pk.AuditResponse(
+        ALICE.public_key,
+        3,
+        nonce,
+        response.blinding,
+        [w + 1 for w in response.weights],
+        response.proof,
+    ).signed(ALICE)
     assert run(packet, lie.encode()) is find.BAD_OPENING
     # Publishing a tampered update beside a commitment and proof for the real one.
-    tampered = pk.make_packet(ALICE, 3, nonce, [u * 2 for u in claim.update],
-                              base=packet.base, commitment=packet.commitment,
-                              residual_error=claim.residual_error,
-                              accuracy_delta=claim.accuracy_delta)
+    tampered = pk.make_packet(
+        ALICE,
+        3,
+        nonce,
+        [u * 2 for u in claim.update],
+        base=packet.base,
+        commitment=packet.commitment,
+        residual_error=claim.residual_error,
+        accuracy_delta=claim.accuracy_delta,
+    )
     assert run(tampered, response.encode()) is find.BAD_PROOF
     # A made-up update, honestly committed and proven: only re-running training catches it.
     fake = au.Claim(tuple(-u for u in claim.update), claim.residual_error, claim.accuracy_delta)
@@ -211,8 +232,9 @@ def batch():
     statements, openings = [], []
     for k in range(6):
         did = f"did:qres:{k:064x}"
-        model = pf.CommittedModel.create([rng.randint(-9999, 9999) for _ in range(5)],
-                                         rng.randbytes)
+        model = pf.CommittedModel.create(
+            [rng.randint(-9999, 9999) for _ in range(5)], rng.randbytes
+        )
         update = [rng.randint(-500, 500) for _ in range(5)]
         new, proof = model.advance(did, k, update, rng.randbytes)
         statements.append((did, k, model.commitment, update, new.commitment, proof))
@@ -243,8 +265,9 @@ def test_batch_proof_check_names_exactly_the_bad_ones(batch, bad, how):
 @settings(max_examples=15, deadline=None)
 @given(st.sets(st.integers(0, 5), max_size=3))
 def test_batch_opening_check_names_exactly_the_bad_ones(batch, bad):
-    openings = [(c, (w[0] + 1, *w[1:]) if i in bad else w, r)
-                for i, (c, w, r) in enumerate(batch[1])]
+    openings = [
+        (c, (w[0] + 1, *w[1:]) if i in bad else w, r) for i, (c, w, r) in enumerate(batch[1])
+    ]
     assert cm.verify_openings(openings, _rand(len(bad))) == [i not in bad for i in range(6)]
     assert cm.verify_openings([], _rand(0)) == []
 
@@ -257,8 +280,14 @@ def test_audit_many_agrees_with_audit(audited):
     for seed, c in enumerate([fake, boast, claim]):
         p, r = au.prepare(ALICE, 3, nonce, weights.tolist(), c, randbytes=_rand(20 + seed))
         items.append((p, r.encode(), SHARD))
-    lie = pk.AuditResponse(ALICE.public_key, 3, nonce, response.blinding,
-                           [w + 1 for w in response.weights], response.proof).signed(ALICE)
+    lie = pk.AuditResponse(
+        ALICE.public_key,
+        3,
+        nonce,
+        response.blinding,
+        [w + 1 for w in response.weights],
+        response.proof,
+    ).signed(ALICE)
     items.append((packet, lie.encode(), SHARD))
     tampered = attrs.evolve(packet, update=tuple(2 * u for u in packet.update)).signed(ALICE)
     items.append((tampered, response.encode(), SHARD))
@@ -266,4 +295,11 @@ def test_audit_many_agrees_with_audit(audited):
     one = [au.audit(p, r, s, SETTINGS) for p, r, s in items]
     assert many == one
     assert [x.finding.value for x in many] == [
-        "ok", "no-response", "wrong-update", "wrong-accuracy", "ok", "bad-opening", "bad-proof"]
+        "ok",
+        "no-response",
+        "wrong-update",
+        "wrong-accuracy",
+        "ok",
+        "bad-opening",
+        "bad-proof",
+    ]

@@ -2,12 +2,14 @@
 
 Each works column by column, so any permutation of the rows gives the same multiset per
 column and the same bits. Sums are exact in int64 and rounded once by the rule of
-:func:`qres.aggregator.div_round` (nearest, ties toward +infinity).
+:func:`qres.kinds.aggregator.div_round` (nearest, ties toward +infinity).
 """
 
 from __future__ import annotations
 
-from qres.aggregator import (
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.aggregator import (
     Aggregator,
     closest_to_median_mean,
     div_round,
@@ -15,8 +17,6 @@ from qres.aggregator import (
     median_columns,
     to_q,
 )
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
 
 
 class Mean(Aggregator):

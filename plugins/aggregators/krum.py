@@ -1,6 +1,6 @@
 """Distance-based selection rules: Krum, multi-Krum and Bulyan.
 
-Scores come from exact squared distances (:func:`qres.aggregator.distance_blocks`, blocked so
+Scores come from exact squared distances (:func:`qres.kinds.aggregator.distance_blocks`, blocked so
 memory stays O(512 n) for Krum and multi-Krum). Rows are put in canonical order (by their
 bytes) first, and selections sort by (score, canonical position), so equal scores are broken
 by row content and the output is the same for every permutation of the input.
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import attrs
 
-from qres.aggregator import (
+from qres.kernel.config import integer
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.aggregator import (
     Aggregator,
     DistancePlan,
     canonical_rows,
@@ -20,9 +23,6 @@ from qres.aggregator import (
     mean_rows,
     smallest_sums,
 )
-from qres.config import integer
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
 
 
 def _check_krum(rule: str, n: int, f: int) -> None:

@@ -15,7 +15,10 @@ from collections.abc import Mapping
 
 import attrs
 
-from qres.aggregator import (
+from qres.kernel.config import InvalidSetting, Location, integer, number
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.aggregator import (
     Aggregator,
     canonical_rows,
     distance_blocks,
@@ -23,9 +26,6 @@ from qres.aggregator import (
     sq_dists_to,
     to_q,
 )
-from qres.config import InvalidSetting, Location, integer, number
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
 
 #: Scale of clipping factors (1.0 = 2**29): ``|x| * s <= 2**60`` fits int64 with rounding.
 _S_BITS = 29
@@ -53,7 +53,7 @@ class _Wrapper(Aggregator):
     """An aggregator that transforms the rows, then runs the ``inner`` rule on them."""
 
     def __init__(self, config=None):
-        from qres import plugins
+        from qres.kernel import plugins
 
         super().__init__(config)
         self.inner = plugins.create(

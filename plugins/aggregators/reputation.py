@@ -12,15 +12,15 @@ from fractions import Fraction
 
 import attrs
 
-from qres.aggregator import (
+from qres.kernel.config import InvalidSetting, number
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.aggregator import (
     Aggregator,
     check_reputations,
     div_round,
     to_q,
 )
-from qres.config import InvalidSetting, number
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
 
 #: Final weights are integers summing to at most 2**30 (so sum(w x) < 2**61 in int64).
 _W_BITS = 30
@@ -142,7 +142,7 @@ class Adaptive(Aggregator):
     """Adaptive: trimmed mean while the swarm is under suspicion, the cheaper
     reputation-weighted mean once the attackers are identified.
 
-    With reputations (from a :class:`qres.aggregator.ReputationTracker`, say) every node is
+    With reputations (from a :class:`qres.kinds.aggregator.ReputationTracker`, say) every node is
     *trusted* (reputation >= ``trust``), *distrusted* (<= ``distrust``: an identified
     attacker) or a *suspect* in between. While any node is a suspect, or without reputations,
     the swarm is under suspicion and the coordinate-wise trimmed mean with ``f`` runs (Yin et
@@ -180,7 +180,7 @@ class Adaptive(Aggregator):
         return suspects == 0 and trusted > 0
 
     def _aggregate(self, x, f, weights, rng):
-        from qres.plugins import get_plugin
+        from qres.kernel.plugins import get_plugin
 
         if self.identified(weights, f):
             rule = get_plugin("aggregator", "reputation-weighted")(

@@ -1,16 +1,16 @@
 """Classic attacks on robust aggregation: sign flip, IPM, ALIE, Gaussian, mimic, extreme.
 
 Every attack forges the Byzantine rows from the honest updates it is shown; randomness comes
-only from the generator passed to :meth:`qres.attack.Attack.forge`.
+only from the generator passed to :meth:`qres.kinds.attack.Attack.forge`.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from qres.attack import Q_MAX, Q_MIN, Attack, from_real, honest_stats
-from qres.config import integer, number, one_of
-from qres.hookspecs import hookimpl
+from qres.kernel.config import integer, number, one_of
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.attack import Q_MAX, Q_MIN, Attack, from_real, honest_stats
 
 
 @attrs.frozen

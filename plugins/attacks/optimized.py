@@ -2,7 +2,7 @@
 aggregator), MinMax, and a slow coordinated drift.
 
 Statistics and searches run in float64 on the honest rows; the forged rows are rounded to
-Q16.16 by the rule and saturated (:func:`qres.attack.from_real`).
+Q16.16 by the rule and saturated (:func:`qres.kinds.attack.from_real`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from qres.attack import Attack, from_real, honest_stats
-from qres.config import InvalidSetting, Location, integer, number
-from qres.hookspecs import hookimpl
+from qres.kernel.config import InvalidSetting, Location, integer, number
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.attack import Attack, from_real, honest_stats
 
 
 def _aggregator_table(_inst, attribute, value):
@@ -46,7 +46,7 @@ class _Optimal(Attack):
     Config = OptimalConfig
 
     def __init__(self, config=None):
-        from qres import plugins
+        from qres.kernel import plugins
 
         super().__init__(config)
         self.aggregator = plugins.create(
@@ -59,7 +59,7 @@ class _Optimal(Attack):
     def _forge(self, honest, f, rng):
         import numpy as np
 
-        from qres.errors import QresError
+        from qres.kernel.errors import QresError
 
         mean, std = honest_stats(honest)
         steps = self.config.steps

@@ -14,10 +14,10 @@ from typing import Any
 
 import attrs
 
-from qres.coder import Coder, as_residuals, as_segments, check_count, seal, unseal
-from qres.config import boolean, integer
-from qres.errors import IntegrityError
-from qres.hookspecs import hookimpl
+from qres.kernel.config import boolean, integer
+from qres.kernel.errors import IntegrityError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.coder import Coder, as_residuals, as_segments, check_count, seal, unseal
 
 
 @attrs.frozen

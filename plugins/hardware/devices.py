@@ -7,9 +7,9 @@ estimates were derived. Powers are per component (CPU, radio) in mW.
 
 from __future__ import annotations
 
-from qres.config import one_of
-from qres.hardware import GiB, Hardware, KiB, MiB, hardware_config
-from qres.hookspecs import hookimpl
+from qres.kernel.config import one_of
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.hardware import GiB, Hardware, KiB, MiB, hardware_config
 
 
 class Esp32C6(Hardware):

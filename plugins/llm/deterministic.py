@@ -7,10 +7,10 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from qres.config import integer
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
-from qres.llm import Completion, LLMBackend, check_request
+from qres.kernel.config import integer
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.llm import Completion, LLMBackend, check_request
 
 #: The 64 words the backend speaks, indexed 0..63 (the order is part of the documented output).
 VOCABULARY: tuple[str, ...] = (

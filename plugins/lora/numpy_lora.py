@@ -8,10 +8,10 @@ from typing import Any
 
 import attrs
 
-from qres.config import InvalidSetting, integer, one_of
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
-from qres.lora import Q16_ONE, ROLES, LoRALayer, from_q16, to_q16
+from qres.kernel.config import InvalidSetting, integer, one_of
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.lora import Q16_ONE, ROLES, LoRALayer, from_q16, to_q16
 
 #: Bytes of one float32 parameter.
 FLOAT32_BYTES = 4

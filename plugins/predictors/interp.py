@@ -19,9 +19,9 @@ from typing import ClassVar
 
 import attrs
 
-from qres.config import InvalidSetting, integer, one_of
-from qres.hookspecs import hookimpl
-from qres.predictor import Predictor, _encode_args
+from qres.kernel.config import InvalidSetting, integer, one_of
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.predictor import Predictor, _encode_args
 
 #: Largest anchor stride (the largest block the container allows).
 MAX_ANCHOR = 1 << 24

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import attrs
 
-from qres.config import InvalidSetting, integer, one_of
-from qres.hookspecs import hookimpl
-from qres.predictor import Predictor, int_list
+from qres.kernel.config import InvalidSetting, integer, one_of
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.predictor import Predictor, int_list
 
 #: Most taps one adaptive stage may have (keeps every dot product inside int64).
 MAX_TAPS = 512
@@ -42,8 +42,9 @@ class NlmsConfig:
     ``bias_shift`` sets how fast the bias stage forgets (0 turns it off).
     """
 
-    order: int | None = attrs.field(default=None, validator=attrs.validators.optional(
-        integer(1, MAX_TAPS)))
+    order: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(integer(1, MAX_TAPS))
+    )
     stages: list[int] | None = attrs.field(default=None, validator=int_list(1, MAX_TAPS, 1, 8))
     shifts: list[int] | None = attrs.field(default=None, validator=int_list(1, 16, 1, 8))
     fixed: int = attrs.field(default=1, validator=integer(0, 4))
@@ -105,11 +106,19 @@ class NlmsPredictor(Predictor):
         cfg = self.config
         out = np.empty_like(block)
         _kernels.cascade(
-            block, out, decode, cfg.fixed,
+            block,
+            out,
+            decode,
+            cfg.fixed,
             np.asarray(cfg.taps(), dtype=np.int32),
             np.asarray(cfg.step_shifts(), dtype=np.int32),
-            self._weights, cfg.update == "nlms", cfg.bias_shift, *self._taaf_args(),
-            max_error, lo, hi,
+            self._weights,
+            cfg.update == "nlms",
+            cfg.bias_shift,
+            *self._taaf_args(),
+            max_error,
+            lo,
+            hi,
         )
         return out
 

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import attrs
 
-from qres.config import integer
-from qres.hookspecs import hookimpl
-from qres.predictor import Predictor
+from qres.kernel.config import integer
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.predictor import Predictor
 
 
 @attrs.frozen

@@ -17,9 +17,9 @@ from typing import Any, ClassVar
 import attrs
 from qres.builtin_plugins.predictors.nlms import NlmsConfig, NlmsPredictor
 
-from qres.config import integer, number
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
+from qres.kernel.config import integer, number
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
 
 
 @attrs.frozen

@@ -9,10 +9,10 @@ from collections import deque
 
 import attrs
 
-from qres.config import InvalidSetting, integer
-from qres.errors import QresError
-from qres.hookspecs import hookimpl
-from qres.transport import (
+from qres.kernel.config import InvalidSetting, integer
+from qres.kernel.errors import QresError
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.transport import (
     Message,
     NodeId,
     Transport,

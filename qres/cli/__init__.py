@@ -1,7 +1,7 @@
 """The ``qres`` command line: a typer app, one module per command group.
 
 Errors reach the user as one line on stderr (``qres: error: ...``) with the exit code of the
-error type (see :mod:`qres.errors`); ``--debug`` shows the traceback instead.
+error type (see :mod:`qres.kernel.errors`); ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import typer
 
 from qres import __version__
-from qres.errors import QresError
+from qres.kernel.errors import QresError
 
 
 def _version(value: bool) -> None:
@@ -34,7 +34,6 @@ def _root(
 
 def make_app() -> typer.Typer:
     """Build the CLI: the built-in command groups plus every plugin's ``register_commands``."""
-    from qres import plugins
     from qres.cli import (
         aggregate_cmd,
         audit_cmd,
@@ -45,6 +44,7 @@ def make_app() -> typer.Typer:
         profiles_cmd,
         swarm_cmd,
     )
+    from qres.kernel import plugins
 
     app = typer.Typer(
         name="qres",

@@ -24,11 +24,11 @@ def aggregate(
     """Aggregate n model updates into one with a robust rule; deterministic in any row order."""
     import numpy as np
 
-    from qres import plugins
-    from qres.api import atomic_output
     from qres.cli.output import print_json
-    from qres.config import Location
-    from qres.errors import QresError
+    from qres.codec.files import atomic_output
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+    from qres.kernel.errors import QresError
 
     try:
         data = np.load(updates, allow_pickle=False)

@@ -19,7 +19,7 @@ def audit(
     import sys
 
     from qres.cli.output import console, print_json, table
-    from qres.errors import IntegrityError, QresError
+    from qres.kernel.errors import IntegrityError, QresError
     from qres.trust.audit import audit_stream
 
     if path == "-":
@@ -39,26 +39,51 @@ def audit(
     else:
         out = console()
         rows = [
-            [_short(s.did), s.packets, len(s.rounds), s.proofs_verified, s.audits_passed,
-             f"{s.linked}/{s.rebased}", s.failures]
+            [
+                _short(s.did),
+                s.packets,
+                len(s.rounds),
+                s.proofs_verified,
+                s.audits_passed,
+                f"{s.linked}/{s.rebased}",
+                s.failures,
+            ]
             for s in (report.senders[k] for k in sorted(report.senders))
         ]
-        out.print(_fit(table(
-            f"{path}: {report.packets} packets, {report.audit_responses} audit responses",
-            ["sender", "packets", "rounds", "proofs", "audits", "chain", "fails"],
-            rows,
-        )))
+        out.print(
+            _fit(
+                table(
+                    f"{path}: {report.packets} packets, {report.audit_responses} audit responses",
+                    ["sender", "packets", "rounds", "proofs", "audits", "chain", "fails"],
+                    rows,
+                )
+            )
+        )
         if report.failures:
-            out.print(_fit(table(
-                "Failures",
-                ["record", "sender", "round", "check", "why"],
-                [[f.record, _short(f.did), "-" if f.round is None else f.round, f.check, f.detail]
-                 for f in report.failures],
-            )))
+            out.print(
+                _fit(
+                    table(
+                        "Failures",
+                        ["record", "sender", "round", "check", "why"],
+                        [
+                            [
+                                f.record,
+                                _short(f.did),
+                                "-" if f.round is None else f.round,
+                                f.check,
+                                f.detail,
+                            ]
+                            for f in report.failures
+                        ],
+                    )
+                )
+            )
     if not report.ok:
         senders = len({f.did for f in report.failures})
-        print(f"qres: audit failed: {len(report.failures)} failures from {senders} senders",
-              file=sys.stderr)
+        print(
+            f"qres: audit failed: {len(report.failures)} failures from {senders} senders",
+            file=sys.stderr,
+        )
         raise typer.Exit(5)
 
 

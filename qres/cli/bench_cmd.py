@@ -1,4 +1,4 @@
-"""``qres bench``: measured benchmarks; ``qres bench aggregators`` (logic in qres.aggbench)."""
+"""``qres bench``: measured benchmarks; ``qres bench aggregators`` (logic in qres.robust.bench)."""
 
 from __future__ import annotations
 
@@ -114,10 +114,10 @@ def aggregators(
     import sys
     from pathlib import Path
 
-    from qres import aggbench
     from qres.cli.output import print_json
-    from qres.config import InvalidSetting
-    from qres.errors import QresError, UsageError
+    from qres.kernel.config import InvalidSetting
+    from qres.kernel.errors import QresError, UsageError
+    from qres.robust import bench as aggbench
 
     if png and Path(png).exists() and not force:
         raise QresError(f"{png}: already exists; pass --force to overwrite it")
@@ -150,7 +150,7 @@ def aggregators(
     if not as_json and sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     if png:
-        from qres.api import atomic_output
+        from qres.codec.files import atomic_output
 
         with atomic_output(png, force) as out:
             aggbench.write_png(report, out)

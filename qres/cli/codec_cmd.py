@@ -115,7 +115,7 @@ def compress(
     force: bool = FORCE,
 ) -> None:
     """Compress sensor samples into a .qres container."""
-    from qres import api
+    from qres.codec import files as api
 
     output = output or ("-" if file == "-" else f"{file}.qres")
     profile = profile or os.environ.get("QRES_PROFILE") or api.DEFAULT_PROFILE
@@ -158,8 +158,8 @@ def decompress(
     force: bool = FORCE,
 ) -> None:
     """Restore the exact original bytes from a .qres container."""
-    from qres import api
-    from qres.errors import QresError
+    from qres.codec import files as api
+    from qres.kernel.errors import QresError
 
     if output is None:
         if file == "-":
@@ -192,7 +192,7 @@ def verify(
     as_json: bool = JSON,
 ) -> None:
     """Decode and check every block and the stream checksum without writing anything."""
-    from qres import api
+    from qres.codec import files as api
 
     with _progress(_size(file), "verify", as_json) as progress:
         _, stats = api.verify_file(file, threads=threads, progress=progress)
@@ -221,9 +221,9 @@ def info(
     as_json: bool = JSON,
 ) -> None:
     """Show a container's header, settings and block table (reads the index at the end)."""
-    from qres import container
-    from qres.codec import block_predictor
-    from qres.samples import open_input
+    from qres.codec import container
+    from qres.codec.pipeline import block_predictor
+    from qres.codec.samples import open_input
 
     with open_input(file) as stream:
         summary = container.describe(stream)
@@ -252,9 +252,9 @@ def info(
         [b["number"], b["offset"], b["frames"], b["method"], b["predictor"], b["payload_bytes"]]
         for b in summary["blocks"]
     ]
-    out.print(table(
-        "Blocks", ["block", "offset", "frames", "method", "predictor", "payload bytes"], rows
-    ))
+    out.print(
+        table("Blocks", ["block", "offset", "frames", "method", "predictor", "payload bytes"], rows)
+    )
 
 
 def demo(
@@ -272,7 +272,7 @@ def demo(
     as_json: bool = JSON,
 ) -> None:
     """Compress, decompress and verify a sample the project generates itself; show the result."""
-    from qres import demo as demo_mod
+    from qres.codec import demo as demo_mod
 
     results = demo_mod.run(folder, [profile] if profile else None)
     if as_json:

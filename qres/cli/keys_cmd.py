@@ -75,8 +75,8 @@ def export_public(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Export the public key (PEM by default) for peers to add to their known senders."""
-    from qres.api import atomic_output
-    from qres.errors import UsageError
+    from qres.codec.files import atomic_output
+    from qres.kernel.errors import UsageError
     from qres.trust.identity import load_identity
 
     if fmt not in ("pem", "hex", "did"):

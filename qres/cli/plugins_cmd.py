@@ -14,7 +14,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list for scripts."),
 ) -> None:
     """List every registered plugin with its kind, package and version."""
-    from qres import plugins
+    from qres.kernel import plugins
 
     infos = plugins.list_plugins()
     if as_json:

@@ -16,7 +16,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list for scripts."),
 ) -> None:
     """List the profiles found on the search path."""
-    from qres import profiles
+    from qres.kernel import profiles
 
     found = profiles.available()
     rows = []
@@ -48,7 +48,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print the resolved profile as JSON."),
 ) -> None:
     """Print the fully resolved profile (inheritance applied, every table validated)."""
-    from qres import profiles
+    from qres.kernel import profiles
 
     profile = profiles.load(name)
     if as_json:
@@ -68,7 +68,7 @@ def check(
     as_json: bool = typer.Option(False, "--json", help="Print the budget check as JSON."),
 ) -> None:
     """Check that the profile's pipeline fits its hardware's memory budget (exit 1 if not)."""
-    from qres import budget, profiles
+    from qres.kernel import budget, profiles
 
     report = budget.check(profiles.load(name))
     if as_json:

@@ -22,7 +22,7 @@ def simulate(
     seed: int = typer.Option(None, "--seed", help="Seed of every random choice of the run."),
     nodes: int = typer.Option(None, "--nodes", help="Override the profile's node count."),
     data: str = typer.Option(
-        None, "--data", help='A MANIFEST folder of recordings (default: the generated set).'
+        None, "--data", help="A MANIFEST folder of recordings (default: the generated set)."
     ),
     partition: str = typer.Option(None, "--partition", help="iid or non-iid."),
     report: str = typer.Option(None, "--report", help="Write the JSON report here."),
@@ -33,7 +33,8 @@ def simulate(
         help="Also run the attack-free swarm to compare (default: on when there is an attack).",
     ),
     record: str = typer.Option(
-        None, "--record",
+        None,
+        "--record",
         help="Record every packet, really signed with proofs, as a QRPS stream (small swarms; "
         "check it with `qres audit`).",
     ),
@@ -45,10 +46,10 @@ def simulate(
     import time
     from pathlib import Path
 
-    from qres import profiles
-    from qres.api import atomic_output
     from qres.cli.output import console, table
-    from qres.errors import QresError
+    from qres.codec.files import atomic_output
+    from qres.kernel import profiles
+    from qres.kernel.errors import QresError
     from qres.swarm.engine import Simulation, settings_from_profile
     from qres.swarm.report import plot as draw
     from qres.swarm.report import summary_rows, to_json
@@ -60,7 +61,12 @@ def simulate(
         raise QresError(f"--data {data}: not a folder; give a folder with a MANIFEST.tsv")
     loaded = profiles.load(profile)
     settings = settings_from_profile(
-        loaded, byzantine=byzantine, rounds=rounds, seed=seed, nodes=nodes, data=data,
+        loaded,
+        byzantine=byzantine,
+        rounds=rounds,
+        seed=seed,
+        nodes=nodes,
+        data=data,
         partition=partition,
     )
     live = sys.stderr.isatty() and not as_json
@@ -95,8 +101,7 @@ def simulate(
         sys.stdout.write(body.decode())
         return
     out = console()
-    out.print(table(f"qres swarm simulate --profile {loaded.name}", ["", ""],
-                    summary_rows(result)))
+    out.print(table(f"qres swarm simulate --profile {loaded.name}", ["", ""], summary_rows(result)))
     out.print(f"{time.perf_counter() - started:.1f} s")
 
 

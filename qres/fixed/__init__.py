@@ -12,9 +12,9 @@ The rules (docs/fixed-point.md has the full contract):
 * **int64 accumulation**: products are exact in int64 (Q32.32) and rounded once.
 * **Errors**: a bad argument (not an int, outside int32, wrong array dtype or shape), a float
   that is out of range or not finite, or a division by zero raises
-  :class:`qres.errors.FixedPointError`. The element-wise :func:`array_div` and the Cython-level
-  primitives in ``_core.pxd`` never raise: a zero divisor gives Q_MAX, Q_MIN or 0 by the sign of
-  the dividend.
+  :class:`qres.kernel.errors.FixedPointError`. The element-wise :func:`array_div` and the
+  Cython-level primitives in ``_core.pxd`` never raise: a zero divisor gives Q_MAX, Q_MIN or 0
+  by the sign of the dividend.
 
 Array functions take 1-D numpy int32 arrays (element-wise ones and conversions take any shape)
 and release the GIL in their loops. Cython modules can ``cimport`` the inline primitives

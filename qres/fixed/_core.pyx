@@ -19,7 +19,7 @@ import numpy as np
 from libc.math cimport floor
 from libc.stdlib cimport free, malloc
 
-from qres.errors import FixedPointError
+from qres.kernel.errors import FixedPointError
 
 #: Q16.16 one (1.0).
 ONE = FX_ONE

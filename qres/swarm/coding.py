@@ -1,7 +1,7 @@
 """What each node's sensor stream costs through its profile's coder, round by round.
 
 Every round, every awake honest node predicts the window it just observed with the model it
-held at the start of the round (:func:`qres.learning.residuals`) and codes the residuals with
+held at the start of the round (:func:`qres.learning.task.residuals`) and codes the residuals with
 the profile's coder plugin; the same samples coded with no predictor give the baseline. The
 byte counts are real coder output, so the report says what the swarm's learning buys the data
 each node ships upstream.
@@ -18,14 +18,13 @@ class CodecMeter:
     """Counts the coded bytes of the nodes' streams over a run (see the module docstring)."""
 
     def __init__(self, settings: SwarmSettings, profile: Any):
-        from qres import plugins
-        from qres.config import Location
+        from qres.kernel import plugins
+        from qres.kernel.config import Location
 
         self.s = settings
         codec = profile.data.get("codec", {}) if profile is not None else {}
         table = codec.get("coder", {"use": "rice"})
-        where = (profile.where("codec", "coder") if "coder" in codec
-                 else Location("<swarm codec>"))
+        where = profile.where("codec", "coder") if "coder" in codec else Location("<swarm codec>")
         self.coder = plugins.create("coder", table, where)
         self.nodes: set[int] = set()
         self.samples = 0
@@ -37,10 +36,10 @@ class CodecMeter:
         """Code the residuals of these nodes' windows under their weights, and the raw targets."""
         if ids.shape[0] == 0:
             return
-        from qres.learning import residuals
+        from qres.learning.task import residuals
 
         res = residuals(weights, windows, self.s.order)
-        raw = windows[:, self.s.order:].astype("int64")
+        raw = windows[:, self.s.order :].astype("int64")
         encode = self.coder.encode
         learned = sum(len(encode(row)) for row in res)
         self.learned_bytes += learned

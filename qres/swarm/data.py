@@ -3,7 +3,7 @@ MANIFEST folder of real recordings.
 
 Both sources hand out, for a round ``r`` and a set of nodes, the ``(len(nodes), order +
 window)`` int32 window each node trains on that round (``order`` samples of history, then
-``window`` targets), in the integer range of :mod:`qres.learning` ([-2048, 2047]). A window
+``window`` targets), in the integer range of :mod:`qres.learning.task` ([-2048, 2047]). A window
 is a pure function of (seed, node, round): an auditor can rebuild it.
 
 The generated set (:class:`GeneratedData`) is the project's own: every node watches one of
@@ -123,7 +123,7 @@ class GeneratedData:
 
 
 class ShardData:
-    """Shards of a MANIFEST folder (via :mod:`qres.learning`): each node streams its shard
+    """Shards of a MANIFEST folder (via :mod:`qres.learning.task`): each node streams its shard
     window after window, wrapping around at its end."""
 
     kind = "manifest"
@@ -131,8 +131,8 @@ class ShardData:
     def __init__(self, settings: Any, seed: int, folder: str):
         import numpy as np
 
-        from qres import learning
-        from qres.errors import QresError
+        from qres.kernel.errors import QresError
+        from qres.learning import task as learning
 
         self.s = settings
         self.span = settings.order + settings.window
@@ -144,8 +144,11 @@ class ShardData:
         streams = learning.load_streams(folder, min_length=self.span)
         rng = np.random.default_rng([seed, 0x5AAD])
         self.shards, self.source = learning.make_shards(
-            streams, settings.nodes, settings.shard_samples,
-            iid=settings.partition == "iid", rng=rng,
+            streams,
+            settings.nodes,
+            settings.shard_samples,
+            iid=settings.partition == "iid",
+            rng=rng,
         )
         self.names = [s.name for s in streams]
         self.settings = learning.TrainSettings(order=settings.order, window=settings.window)
@@ -160,7 +163,7 @@ class ShardData:
         """Each node's window of round ``r``: offset ``r * window`` wrapped into its shard."""
         import numpy as np
 
-        from qres import learning
+        from qres.learning import task as learning
 
         nodes = np.asarray(nodes, dtype=np.int64)
         positions = self.shards.shape[1] - self.span + 1

@@ -7,7 +7,7 @@ Calm 4 h, PreStorm 10 min, Storm 30 s by default) and takes part in a round if i
 once in it. Each wake costs ``wake_latency`` of CPU alone, then ``awake_s`` with CPU and radio
 on; the bytes a node sends and receives add radio airtime at ``link_bps``. The rest of the
 round both components sleep. Power per state comes from the profile's hardware plugin
-(:meth:`qres.hardware.Hardware.power_mw`); without a ``[hardware]`` table every power is 0 and
+(:meth:`qres.kinds.hardware.Hardware.power_mw`); without a ``[hardware]`` table every power is 0 and
 only the schedule is simulated.
 
 The pool (joules, capped at ``energy_capacity_j``) gains ``harvest_mw`` and pays the round's

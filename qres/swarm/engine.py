@@ -7,7 +7,7 @@ A round (``docs/swarm.md`` has the whole story):
    says whether it is awake this round.
 2. *Observe and learn.* Each awake node reads its window (:mod:`qres.swarm.data`), measures
    its prediction error (the round's *entropy*, which drives its regime,
-   :mod:`qres.swarm.regimes`) and computes its Q16.16 update with :mod:`qres.learning`
+   :mod:`qres.swarm.regimes`) and computes its Q16.16 update with :mod:`qres.learning.task`
    (Storm uses ``storm_lr``), with the residual error and accuracy delta it claims.
    Byzantine nodes replace their update with the attack plugin's forgery (omniscient: it sees
    every honest update of the round) and claim the round's highest priority.
@@ -36,7 +36,7 @@ from typing import Any
 
 import attrs
 
-from qres.errors import QresError
+from qres.kernel.errors import QresError
 from qres.swarm.regimes import NAMES, STORM
 from qres.swarm.settings import DAY_S, SwarmSettings
 
@@ -71,13 +71,13 @@ class RoundStats:
 
 def settings_from_profile(profile: Any, **overrides: Any) -> SwarmSettings:
     """The ``[swarm]`` settings of a resolved profile, with command-line overrides."""
-    from qres.config import build_config
+    from qres.kernel.config import build_config
 
     table = profile.data.get("swarm", {})
     plain = {k: v for k, v in table.items() if k not in ("aggregator", "transport", "attack")}
     settings = build_config(SwarmSettings, plain, profile.where("swarm"))
     changes = {k: v for k, v in overrides.items() if v is not None}
-    from qres.config import InvalidSetting
+    from qres.kernel.config import InvalidSetting
 
     try:
         return attrs.evolve(settings, **changes)
@@ -100,8 +100,8 @@ class Simulation:
         attack_free: bool = False,
         record: Any = None,
     ):
-        from qres import plugins
-        from qres.config import Location
+        from qres.kernel import plugins
+        from qres.kernel.config import Location
 
         self.profile = profile
         self.s = settings
@@ -136,7 +136,7 @@ class Simulation:
                 self.attack = profile.build("swarm", "attack")
         self.hardware = profile.build("hardware") if "hardware" in profile.data else None
         # Reputation-type rules read the weights argument as reputations (Q16.16 in [0, 1]).
-        from qres.aggregator import Aggregator
+        from qres.kinds.aggregator import Aggregator
 
         agg_cls = type(self.aggregator)
         self.pass_reputation = (
@@ -147,8 +147,8 @@ class Simulation:
         """Run every round; returns the report (plain data, see :mod:`qres.swarm.report`)."""
         import numpy as np
 
-        from qres import learning
-        from qres.aggregator import median_columns
+        from qres.kinds.aggregator import median_columns
+        from qres.learning import task as learning
         from qres.swarm import gossip
         from qres.swarm.coding import CodecMeter
         from qres.swarm.data import open_data
@@ -206,19 +206,34 @@ class Simulation:
         rec: dict[str, list] = {
             k: []
             for k in (
-                "honest_error", "byzantine_error", "active", "senders", "bytes",
-                "rep_honest", "rep_byzantine", "energy_level", "radio_sleep", "regimes",
-                "storm_truth", "banned_honest", "banned_byzantine",
+                "honest_error",
+                "byzantine_error",
+                "active",
+                "senders",
+                "bytes",
+                "rep_honest",
+                "rep_byzantine",
+                "energy_level",
+                "radio_sleep",
+                "regimes",
+                "storm_truth",
+                "banned_honest",
+                "banned_byzantine",
             )
         }
         bytes_by_kind = {"updates": 0, "forwards": 0, "audits": 0, "bans": 0}
         audits = {"audited": 0, "failed": 0, "failed_honest": 0, "failed_byzantine": 0}
-        flagged_totals = {"grubbs_honest": 0, "grubbs_byzantine": 0,
-                          "suspect_honest": 0, "suspect_byzantine": 0}
+        flagged_totals = {
+            "grubbs_honest": 0,
+            "grubbs_byzantine": 0,
+            "suspect_honest": 0,
+            "suspect_byzantine": 0,
+        }
         false_alarm = {"calm_node_rounds": 0, "alarm_node_rounds": 0}
         screened = {"received": 0, "rejected_honest": 0, "rejected_byzantine": 0}
-        ban_causes = dict.fromkeys(("group_honest", "group_byzantine", "reputation_honest",
-                                    "reputation_byzantine"), 0)
+        ban_causes = dict.fromkeys(
+            ("group_honest", "group_byzantine", "reputation_honest", "reputation_byzantine"), 0
+        )
         detect_delay: list[int] = []
         storm_onset_seen = np.full(n, -1, np.int64)
         isolated_round = None
@@ -252,8 +267,9 @@ class Simulation:
             truth = data.storm_truth(r)
             if A.shape[0] == 0:
                 radio_on = energy.spend(wakes, tx, rx)
-                self._record(rec, r, np.nan, np.nan, 0, 0, ledger, byz, regimes, energy,
-                             radio_on, truth, 0)
+                self._record(
+                    rec, r, np.nan, np.nan, 0, 0, ledger, byz, regimes, energy, radio_on, truth, 0
+                )
                 transport.advance(1)
                 continue
             # 2. observe and learn
@@ -275,7 +291,8 @@ class Simulation:
                     delta[mask] = learning.local_update(W0[mask], X[mask], ts)
             err1 = learning.prediction_error(
                 np.clip(W0.astype(np.int64) + delta, -(1 << 31), (1 << 31) - 1).astype(np.int32),
-                X, d,
+                X,
+                d,
             )
             residual = np.array([to_q16(v) for v in err0.tolist()], np.int64)
             gain_claim = residual - np.array([to_q16(v) for v in err1.tolist()], np.int64)
@@ -296,9 +313,7 @@ class Simulation:
             wants = entropy * rep_a > cost * bias[reg_a]
             # Byzantine nodes ignore the energy rule; honest nodes that know they are banned
             # stay quiet.
-            senders_pos = np.flatnonzero(
-                (wants | byz_a) & ~(known_banned[A] & hon_a)
-            )
+            senders_pos = np.flatnonzero((wants | byz_a) & ~(known_banned[A] & hon_a))
             senders = A[senders_pos]
             pos = np.full(n, -1, np.int64)
             pos[A] = np.arange(A.shape[0])
@@ -375,8 +390,9 @@ class Simulation:
             screened["received"] += int(in_dst.shape[0])
             screened["rejected_honest"] += int(np.count_nonzero(~kept & honest[in_tag % n]))
             screened["rejected_byzantine"] += int(np.count_nonzero(~kept & byz[in_tag % n]))
-            self._aggregate_all(W, A, delta, in_dst[kept], in_tag[kept], in_rows[kept],
-                                in_prio[kept], n, rep_f)
+            self._aggregate_all(
+                W, A, delta, in_dst[kept], in_tag[kept], in_rows[kept], in_prio[kept], n, rep_f
+            )
             # 5. defence, on the updates sent this round by senders not known to be banned
             s_ok = senders_pos[~known_banned[senders]]
             new_bans = []
@@ -409,8 +425,18 @@ class Simulation:
                 picked = rng_audit.random(s_ok.shape[0]) < p
                 a_pos = s_ok[picked]
                 if a_pos.shape[0]:
-                    ok_rows = self._audit(a_pos, W0, X, sent, residual, gain_claim, reg_a,
-                                          calm_train, storm_train, to_q16)
+                    ok_rows = self._audit(
+                        a_pos,
+                        W0,
+                        X,
+                        sent,
+                        residual,
+                        gain_claim,
+                        reg_a,
+                        calm_train,
+                        storm_train,
+                        to_q16,
+                    )
                     a_ids = A[a_pos]
                     audits["audited"] += int(a_ids.shape[0])
                     failed = a_ids[~ok_rows]
@@ -423,8 +449,13 @@ class Simulation:
                         recorder.audits(a_ids)
                     # request to the sender, response back (to one auditor: a random peer)
                     a_src, a_dst = gossip.random_peers(a_ids, alive_ids, 1, rng_peers)
-                    send(a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, np.full(a_ids.shape[0], -1),
-                         "audits")
+                    send(
+                        a_dst,
+                        a_src,
+                        gossip.AUDIT_REQUEST_BYTES,
+                        np.full(a_ids.shape[0], -1),
+                        "audits",
+                    )
                     send(a_src, a_dst, audit_bytes, np.full(a_ids.shape[0], -1), "audits")
                 # rewards: inliers not suspected whose receivers measured a gain
                 useful = np.zeros(n, bool)
@@ -456,30 +487,61 @@ class Simulation:
             # records
             hon_err = float(err0[hon_a].mean()) if hon_a.any() else float("nan")
             byz_err = float(err0[byz_a].mean()) if byz_a.any() else float("nan")
-            self._record(rec, r, hon_err, byz_err, int(A.shape[0]), int(senders.shape[0]),
-                         ledger, byz, regimes, energy, radio_on, truth, int(tx.sum()))
+            self._record(
+                rec,
+                r,
+                hon_err,
+                byz_err,
+                int(A.shape[0]),
+                int(senders.shape[0]),
+                ledger,
+                byz,
+                regimes,
+                energy,
+                radio_on,
+                truth,
+                int(tx.sum()),
+            )
             for i, name in enumerate(NAMES):
                 regime_node_rounds[name] += int(np.count_nonzero(reg_a == i))
             # regime detection against the scripted storm
             if truth.any() or data.kind == "generated":
-                self._score_regimes(r, A, reg_a, truth, false_alarm, detect_delay,
-                                    storm_onset_seen)
+                self._score_regimes(r, A, reg_a, truth, false_alarm, detect_delay, storm_onset_seen)
             known = ledger.banned_known(r + 1)
             if n_byz and isolated_round is None and known[byz].all():
                 isolated_round = r + 1
             if on_round is not None:
                 on_round(self._round_stats(r, rec, regimes, ledger, byz))
 
-        report = self._report(rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
-                            flagged_totals, false_alarm, detect_delay, isolated_round,
-                            regime_node_rounds, pkt, audit_bytes, n_byz, n_join, data,
-                            ban_causes, screened)
+        report = self._report(
+            rec,
+            ledger,
+            byz,
+            honest,
+            energy,
+            transport,
+            bytes_by_kind,
+            audits,
+            flagged_totals,
+            false_alarm,
+            detect_delay,
+            isolated_round,
+            regime_node_rounds,
+            pkt,
+            audit_bytes,
+            n_byz,
+            n_join,
+            data,
+            ban_causes,
+            screened,
+        )
         report["codec"] = codec = meter.report()
         if codec["samples"]:
             # what shipping each node's coded stream upstream costs, beside the raw stream
             traffic = report["traffic_per_node_per_day"]
             traffic["compressed_data_bytes"] = _r(
-                traffic["raw_data_bytes"] * codec["bits_per_sample_learned"]
+                traffic["raw_data_bytes"]
+                * codec["bits_per_sample_learned"]
                 / (8.0 * s.sample_bytes)
             )
         return report
@@ -579,7 +641,7 @@ class Simulation:
         committed to, on the same window; True where update, residual and gain all match."""
         import numpy as np
 
-        from qres import learning
+        from qres.learning import task as learning
 
         d = self.s.order
         ok = np.zeros(a_pos.shape[0], bool)
@@ -618,8 +680,22 @@ class Simulation:
             onset_seen[hit] = r
             detect_delay.extend([r - s.storm_start] * int(hit.shape[0]))
 
-    def _record(self, rec, r, hon_err, byz_err, active, senders, ledger, byz, regimes, energy,
-                radio_on, truth, sent_bytes) -> None:
+    def _record(
+        self,
+        rec,
+        r,
+        hon_err,
+        byz_err,
+        active,
+        senders,
+        ledger,
+        byz,
+        regimes,
+        energy,
+        radio_on,
+        truth,
+        sent_bytes,
+    ) -> None:
         import numpy as np
 
         banned = ledger.banned()
@@ -653,10 +729,29 @@ class Simulation:
             energy_level=rec["energy_level"][-1],
         )
 
-    def _report(self, rec, ledger, byz, honest, energy, transport, bytes_by_kind, audits,
-                flagged_totals, false_alarm, detect_delay, isolated_round, regime_node_rounds,
-                pkt, audit_bytes, n_byz, n_join, data, ban_causes,
-                screened) -> dict:
+    def _report(
+        self,
+        rec,
+        ledger,
+        byz,
+        honest,
+        energy,
+        transport,
+        bytes_by_kind,
+        audits,
+        flagged_totals,
+        false_alarm,
+        detect_delay,
+        isolated_round,
+        regime_node_rounds,
+        pkt,
+        audit_bytes,
+        n_byz,
+        n_join,
+        data,
+        ban_causes,
+        screened,
+    ) -> dict:
         import numpy as np
 
         s = self.s
@@ -721,14 +816,16 @@ class Simulation:
             "screened_updates": screened,
             "flags": flagged_totals,
             "regime_detection": {
-                "false_alarm_rate": _r(false_alarm["alarm_node_rounds"]
-                                       / max(false_alarm["calm_node_rounds"], 1)),
+                "false_alarm_rate": _r(
+                    false_alarm["alarm_node_rounds"] / max(false_alarm["calm_node_rounds"], 1)
+                ),
                 "calm_node_rounds": false_alarm["calm_node_rounds"],
                 "detected_nodes": len(detect_delay),
                 "storm_nodes": int(np.count_nonzero(getattr(data, "stormed", np.zeros(1)))),
                 "detection_delay_max": max(detect_delay) if detect_delay else None,
                 "detection_delay_mean": _r(sum(detect_delay) / len(detect_delay))
-                if detect_delay else None,
+                if detect_delay
+                else None,
             },
             "traffic_per_node_per_day": {
                 "gossip_bytes": _r(per_node_day),
@@ -760,8 +857,9 @@ class _Recorder:
 
         self.writer = pk.StreamWriter(out)
         self.ids = [
-            Identity.from_seed(hashlib.blake2b(f"qres-swarm/{seed}/{i}".encode(),
-                                               digest_size=32).digest())
+            Identity.from_seed(
+                hashlib.blake2b(f"qres-swarm/{seed}/{i}".encode(), digest_size=32).digest()
+            )
             for i in range(n)
         ]
         self.rng = np.random.default_rng([seed, 0x4EC0])
@@ -779,8 +877,13 @@ class _Recorder:
         for node, p in zip(senders.tolist(), senders_pos.tolist(), strict=True):
             claim = audit.Claim(tuple(sent[p].tolist()), int(residual[p]), int(gain[p]))
             packet, response = audit.prepare(
-                self.ids[node], r, self.randbytes(16), W0[p].tolist(), claim,
-                randbytes=self.randbytes, inline_proof=True,
+                self.ids[node],
+                r,
+                self.randbytes(16),
+                W0[p].tolist(),
+                claim,
+                randbytes=self.randbytes,
+                inline_proof=True,
             )
             self.writer.write_packet(packet)
             self.responses[node] = response

@@ -40,8 +40,7 @@ def summary_rows(report: dict) -> list[list[str]]:
         rows.append(["attack-free final error", str(free["final_honest_error"])])
         rows.append(["error ratio (attack / free)", str(free["error_ratio"])])
     rows += [
-        ["banned honest / Byzantine",
-         f"{report['banned_honest']} / {report['banned_byzantine']}"],
+        ["banned honest / Byzantine", f"{report['banned_honest']} / {report['banned_byzantine']}"],
         ["Byzantine isolated at round", str(report["byzantine_isolated_round"])],
         ["bytes sent", f"{report['bytes_sent']:,}"],
         ["regime node-rounds", ", ".join(f"{k} {v}" for k, v in report["regime_rounds"].items())],
@@ -57,7 +56,7 @@ def plot(report: dict, target: Any) -> None:
     """Four panels: honest error (with the attack-free run), reputation of honest and
     Byzantine nodes, the regime timeline, and the mean energy level. ``target`` is a path or
     a binary file object; PNG."""
-    from qres.plotting import pyplot
+    from qres.kernel.plotting import pyplot
 
     plt = pyplot()
 
@@ -67,8 +66,13 @@ def plot(report: dict, target: Any) -> None:
     label = f"attack: {report['attack']}" if report["attack"] else "honest error"
     ax.plot(rounds, _nan(report["honest_error"]), label=label, color="tab:red")
     if "attack_free" in report:
-        ax.plot(rounds, _nan(report["attack_free"]["honest_error"]), label="attack-free",
-                color="tab:blue", linestyle="--")
+        ax.plot(
+            rounds,
+            _nan(report["attack_free"]["honest_error"]),
+            label="attack-free",
+            color="tab:blue",
+            linestyle="--",
+        )
     ax.set_yscale("log")
     ax.set_title("honest prediction error (relative to range)")
     ax.set_xlabel("round")
@@ -86,8 +90,7 @@ def plot(report: dict, target: Any) -> None:
     timeline = report["regime_timeline"]
     names = ("calm", "prestorm", "storm")
     colours = ("tab:green", "tab:orange", "tab:purple")
-    ax.stackplot(rounds, *[[t[k] for t in timeline] for k in names], labels=names,
-                 colors=colours)
+    ax.stackplot(rounds, *[[t[k] for t in timeline] for k in names], labels=names, colors=colours)
     ax.set_title("regimes (nodes)")
     ax.set_xlabel("round")
     ax.legend(loc="upper right")

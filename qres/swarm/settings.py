@@ -1,7 +1,7 @@
 """The ``[swarm]`` table of a profile: every setting of the swarm simulator, validated.
 
 Plugin tables of the section (``aggregator``, ``transport``, ``attack``) are slots handled by
-:mod:`qres.profiles`; the plain keys below are checked one by one with the same one-line
+:mod:`qres.kernel.profiles`; the plain keys below are checked one by one with the same one-line
 errors as every other profile setting (file, key, bad value, what is allowed). Imports only
 attrs and light qres modules: profiles load without numpy.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import attrs
 
-from qres.config import InvalidSetting, integer, number, one_of, text
+from qres.kernel.config import InvalidSetting, integer, number, one_of, text
 
 DAY_S = 86_400
 

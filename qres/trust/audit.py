@@ -1,8 +1,8 @@
 """Audits of weight transitions: open the base commitment, check the proof, re-run training.
 
 A node's round, as the swarm runs it: from its current Q16.16 weights ``w`` and its shard, the
-packet nonce picks a training window (:func:`qres.learning.nonce_start`), and
-:func:`qres.learning.local_update` gives the update. The node commits to ``w`` (the packet's
+packet nonce picks a training window (:func:`qres.learning.task.nonce_start`), and
+:func:`qres.learning.task.local_update` gives the update. The node commits to ``w`` (the packet's
 base), to ``w + update`` (the new commitment), proves the transition (:mod:`qres.trust.proof`)
 and keeps the proof with the opening of the base for an auditor (:func:`prepare`).
 
@@ -79,7 +79,7 @@ def training_window(shard: Any, nonce: bytes, settings: Any) -> Any:
     """The ``(1, order + window)`` window of ``shard`` that ``nonce`` selects."""
     import numpy as np
 
-    from qres import learning
+    from qres.learning import task as learning
 
     row = np.asarray(shard, dtype=np.int32).reshape(1, -1)
     start = learning.nonce_start(nonce, row.shape[1], settings)
@@ -87,12 +87,12 @@ def training_window(shard: Any, nonce: bytes, settings: Any) -> Any:
 
 
 def honest_claim(weights: Any, shard: Any, nonce: bytes, settings: Any) -> Claim:
-    """The claim an honest node makes: the update of :func:`qres.learning.local_update` on the
+    """The claim an honest node makes: the update of :func:`qres.learning.task.local_update` on the
     nonce's window, the residual error of ``weights`` there and how much training improved it
     (both Q16.16, relative to the data range)."""
     import numpy as np
 
-    from qres import learning
+    from qres.learning import task as learning
 
     w = np.asarray(weights, dtype=np.int32).reshape(1, -1)
     window = training_window(shard, nonce, settings)
@@ -119,8 +119,14 @@ def prepare(
     base = CommittedModel.create(weights, randbytes)
     new, proof = base.advance(identity.did, round_, claim.update, randbytes)
     packet = pk.make_packet(
-        identity, round_, nonce, claim.update, base=base.commitment, commitment=new.commitment,
-        residual_error=claim.residual_error, accuracy_delta=claim.accuracy_delta,
+        identity,
+        round_,
+        nonce,
+        claim.update,
+        base=base.commitment,
+        commitment=new.commitment,
+        residual_error=claim.residual_error,
+        accuracy_delta=claim.accuracy_delta,
         proof=proof if inline_proof else None,
     )
     response = pk.AuditResponse(
@@ -188,8 +194,12 @@ def audit(
         return result
     answer = pk.decode_audit(response)
     if len(answer.weights) != settings.order:
-        return AuditResult(Finding.WRONG_UPDATE, result.did, result.round,
-                           f"{len(answer.weights)} weights, the model has {settings.order}")
+        return AuditResult(
+            Finding.WRONG_UPDATE,
+            result.did,
+            result.round,
+            f"{len(answer.weights)} weights, the model has {settings.order}",
+        )
     expected = honest_claim(answer.weights, shard, packet.nonce, settings)
     return _compare(packet, expected)
 
@@ -199,7 +209,7 @@ def _claims(weights: Any, shards: Sequence[Any], nonces: Sequence[bytes], settin
     each equals the single-node result bit for bit)."""
     import numpy as np
 
-    from qres import learning
+    from qres.learning import task as learning
 
     w = np.asarray(weights, dtype=np.int32).reshape(len(nonces), -1)
     lengths = {int(np.asarray(sh).shape[-1]) for sh in shards}
@@ -228,7 +238,7 @@ def audit_many(
 
     Openings and proofs are checked as two random linear combinations
     (:func:`qres.trust.commitment.verify_openings`, :func:`qres.trust.proof.verify_many`),
-    and the training of every node is re-run in one vectorised :mod:`qres.learning` call.
+    and the training of every node is re-run in one vectorised :mod:`qres.learning.task` call.
     ``randbytes`` must be unpredictable to the audited nodes (the default is the OS's).
     """
     from qres.trust.proof import verify_many
@@ -249,8 +259,17 @@ def audit_many(
             results[i] = AuditResult(Finding.BAD_OPENING, packet.did, packet.round, _BAD_OPENING)
     keys = [i for i in keys if results[i] is None]
     proofs = verify_many(
-        [(items[i][0].did, items[i][0].round, items[i][0].base, items[i][0].update,
-          items[i][0].commitment, opened[i][0].proof) for i in keys],
+        [
+            (
+                items[i][0].did,
+                items[i][0].round,
+                items[i][0].base,
+                items[i][0].update,
+                items[i][0].commitment,
+                opened[i][0].proof,
+            )
+            for i in keys
+        ],
         randbytes,
     )
     for i, ok in zip(keys, proofs, strict=True):
@@ -260,12 +279,20 @@ def audit_many(
     keys = [i for i in keys if results[i] is None]
     for i in [i for i in keys if len(opened[i][0].weights) != settings.order]:
         packet = items[i][0]
-        results[i] = AuditResult(Finding.WRONG_UPDATE, packet.did, packet.round,
-                                 f"{len(packet.update)} weights, the model has {settings.order}")
+        results[i] = AuditResult(
+            Finding.WRONG_UPDATE,
+            packet.did,
+            packet.round,
+            f"{len(packet.update)} weights, the model has {settings.order}",
+        )
     keys = [i for i in keys if results[i] is None]
     if keys:
-        claims = _claims([opened[i][0].weights for i in keys], [items[i][2] for i in keys],
-                         [items[i][0].nonce for i in keys], settings)
+        claims = _claims(
+            [opened[i][0].weights for i in keys],
+            [items[i][2] for i in keys],
+            [items[i][0].nonce for i in keys],
+            settings,
+        )
         for i, expected in zip(keys, claims, strict=True):
             results[i] = _compare(items[i][0], expected)
     return results
@@ -276,13 +303,20 @@ def _compare(packet: pk.UpdatePacket, expected: Claim) -> AuditResult:
     did, r = packet.did, packet.round
     if expected.update != packet.update:
         wrong = sum(a != b for a, b in zip(expected.update, packet.update, strict=True))
-        return AuditResult(Finding.WRONG_UPDATE, did, r,
-                           f"{wrong} of {len(packet.update)} update values differ from training")
+        return AuditResult(
+            Finding.WRONG_UPDATE,
+            did,
+            r,
+            f"{wrong} of {len(packet.update)} update values differ from training",
+        )
     if (expected.residual_error, expected.accuracy_delta) != (
-        packet.residual_error, packet.accuracy_delta
+        packet.residual_error,
+        packet.accuracy_delta,
     ):
         return AuditResult(
-            Finding.WRONG_ACCURACY, did, r,
+            Finding.WRONG_ACCURACY,
+            did,
+            r,
             f"claimed error {packet.residual_error} / delta {packet.accuracy_delta}, training "
             f"gives {expected.residual_error} / {expected.accuracy_delta} (Q16.16)",
         )
@@ -425,8 +459,9 @@ def audit_stream(stream: Any, where: str = "stream", window: int | None = None) 
                     summary.rebased += 1
             summary.last_commitment = packet.commitment
             if packet.proof is not None:
-                if verify_proof(did, r, packet.base, packet.update, packet.commitment,
-                                packet.proof):
+                if verify_proof(
+                    did, r, packet.base, packet.update, packet.commitment, packet.proof
+                ):
                     summary.proofs_verified += 1
                 else:
                     fail(number, did, r, "bad-proof", "new commitment is not base + update")

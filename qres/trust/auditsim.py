@@ -1,6 +1,6 @@
 """A swarm-round simulation of verifiable weight transitions under forgery, with stochastic audits.
 
-``n`` nodes train linear predictors on their own shards with :mod:`qres.learning` (vectorised:
+``n`` nodes train linear predictors on their own shards with :mod:`qres.learning.task` (vectorised:
 all honest updates of a round in one call), commit to their weights, sign their packets and keep
 audit responses (:func:`qres.trust.audit.prepare`). ``f`` Byzantine nodes forge their transitions,
 each with one of :data:`FORGERIES`. Every packet passes the receiver's :class:`Verifier` (the
@@ -60,13 +60,14 @@ class SimSettings:
 def _shards(settings: SimSettings, data: Any, rng: Any) -> Any:
     import numpy as np
 
-    from qres import learning
-    from qres.errors import QresError
+    from qres.kernel.errors import QresError
+    from qres.learning import task as learning
 
     try:
         streams = learning.load_streams(data, min_length=settings.shard_len)
-        shards, _ = learning.make_shards(streams, settings.nodes, settings.shard_len, iid=False,
-                                         rng=rng)
+        shards, _ = learning.make_shards(
+            streams, settings.nodes, settings.shard_len, iid=False, rng=rng
+        )
         return shards, "corpus"
     except QresError:
         if data is not None:
@@ -80,8 +81,18 @@ def _shards(settings: SimSettings, data: Any, rng: Any) -> Any:
     return np.clip(np.round(x * 600), -2048, 2047).astype(np.int32), "synthetic"
 
 
-def _forge(kind: str, node: Identity, round_: int, nonce: bytes, weights: Any, claim: au.Claim,
-           shard: Any, train: Any, randbytes, honest_response: bytes | None):
+def _forge(
+    kind: str,
+    node: Identity,
+    round_: int,
+    nonce: bytes,
+    weights: Any,
+    claim: au.Claim,
+    shard: Any,
+    train: Any,
+    randbytes,
+    honest_response: bytes | None,
+):
     """(packet, audit response bytes or None) of one forged transition of ``kind``."""
     import numpy as np
 
@@ -91,8 +102,9 @@ def _forge(kind: str, node: Identity, round_: int, nonce: bytes, weights: Any, c
         lie = tuple(-4 * u for u in claim.update)
         return attrs.evolve(packet, update=lie).signed(node), response.encode()
     if kind == "fake-training":
-        fake = au.Claim(tuple(-4 * u for u in claim.update), claim.residual_error,
-                        claim.accuracy_delta)
+        fake = au.Claim(
+            tuple(-4 * u for u in claim.update), claim.residual_error, claim.accuracy_delta
+        )
         packet, response = au.prepare(node, round_, nonce, w, fake, randbytes=randbytes)
         return packet, response.encode()
     if kind == "boasted-accuracy":
@@ -129,19 +141,26 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
     """
     import numpy as np
 
-    from qres import learning
+    from qres.learning import task as learning
 
     rng = np.random.default_rng(settings.seed)
     shards, source = _shards(settings, data, rng)
     train = learning.TrainSettings(order=settings.order, window=settings.window)
     seed_bytes = hashlib.sha256(b"qres-audit-sim" + settings.seed.to_bytes(8, "little"))
-    nodes = [Identity.from_seed(hashlib.sha256(seed_bytes.digest() + i.to_bytes(4, "little"))
-                                .digest()) for i in range(settings.nodes)]
+    nodes = [
+        Identity.from_seed(hashlib.sha256(seed_bytes.digest() + i.to_bytes(4, "little")).digest())
+        for i in range(settings.nodes)
+    ]
     kinds = list(FORGERIES)
-    byzantine = {int(i): kinds[j % len(kinds)] for j, i in enumerate(
-        sorted(rng.choice(settings.nodes, size=settings.byzantine, replace=False)))}
-    verifier = pk.Verifier(known=[n.public_key for n in nodes], window=2, future=0,
-                           dimension=settings.order)
+    byzantine = {
+        int(i): kinds[j % len(kinds)]
+        for j, i in enumerate(
+            sorted(rng.choice(settings.nodes, size=settings.byzantine, replace=False))
+        )
+    }
+    verifier = pk.Verifier(
+        known=[n.public_key for n in nodes], window=2, future=0, dimension=settings.order
+    )
     consensus = learning.zero_weights(settings.order)
     writer = pk.StreamWriter(record) if record is not None else None
 
@@ -149,9 +168,16 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
         return rng.bytes(n)
 
     counts = {
-        "packets": 0, "rejected_by_verifier": 0, "audited": 0, "audited_honest": 0,
-        "honest_flagged": 0, "audited_forged": 0, "forged_caught": 0, "packet_bytes": 0,
-        "proof_bytes_on_audit": 0, "audit_response_bytes": 0,
+        "packets": 0,
+        "rejected_by_verifier": 0,
+        "audited": 0,
+        "audited_honest": 0,
+        "honest_flagged": 0,
+        "audited_forged": 0,
+        "forged_caught": 0,
+        "packet_bytes": 0,
+        "proof_bytes_on_audit": 0,
+        "audit_response_bytes": 0,
     }
     by_kind = {k: {"nodes": 0, "audited": 0, "caught": 0, "findings": {}} for k in kinds}
     for kind in byzantine.values():
@@ -174,11 +200,22 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
             b, a = au.to_q16(float(before[i])), au.to_q16(float(after[i]))
             claim = au.Claim(tuple(updates[i].tolist()), b, b - a)
             if i in byzantine:
-                packet, response = _forge(byzantine[i], node, r, nonces[i], weights[i], claim,
-                                          shards[i], train, randbytes, last_honest_response)
+                packet, response = _forge(
+                    byzantine[i],
+                    node,
+                    r,
+                    nonces[i],
+                    weights[i],
+                    claim,
+                    shards[i],
+                    train,
+                    randbytes,
+                    last_honest_response,
+                )
             else:
-                packet, answer = au.prepare(node, r, nonces[i], weights[i].tolist(), claim,
-                                            randbytes=randbytes)
+                packet, answer = au.prepare(
+                    node, r, nonces[i], weights[i].tolist(), claim, randbytes=randbytes
+                )
                 response = answer.encode()
                 last_honest_response = response
             data_bytes = packet.encode()
@@ -223,8 +260,9 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
         "settings": attrs.asdict(settings),
         "data": source,
         **counts,
-        "forged_catch_rate": (counts["forged_caught"] / counts["audited_forged"]
-                              if counts["audited_forged"] else None),
+        "forged_catch_rate": (
+            counts["forged_caught"] / counts["audited_forged"] if counts["audited_forged"] else None
+        ),
         "proof_share_of_gossip": counts["proof_bytes_on_audit"] / packet_bytes,
         "audit_response_share_of_gossip": counts["audit_response_bytes"] / packet_bytes,
         "forgeries": by_kind,

@@ -19,7 +19,7 @@ import os
 import struct
 from collections.abc import Sequence
 
-from qres.errors import IntegrityError, QresError
+from qres.kernel.errors import IntegrityError, QresError
 
 #: Order of the prime-order subgroup of Ed25519.
 L = 2**252 + 27742317777372353535851937790883648493

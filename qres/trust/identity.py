@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from qres.errors import IntegrityError, QresError
+from qres.kernel.errors import IntegrityError, QresError
 
 DID_PREFIX = "did:qres:"
 PUBLIC_KEY_BYTES = 32

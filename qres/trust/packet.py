@@ -4,7 +4,7 @@ One canonical binary encoding per message (layouts in docs/trust.md): a versione
 total length checked against the maximum before anything is allocated, fixed-width
 little-endian fields each bounds-checked on decode, and an Ed25519 signature over every byte
 before it. Decoding never trusts a length it has not checked; every failure is a
-:class:`PacketError` (an :class:`~qres.errors.IntegrityError`) carrying a :class:`Reason`.
+:class:`PacketError` (an :class:`~qres.kernel.errors.IntegrityError`) carrying a :class:`Reason`.
 
 The :class:`Verifier` is a receiver's state: known and banned senders, a bounded replay cache
 of (sender, round, nonce) and a staleness window. It rejects each kind of bad packet with a
@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import attrs
 
-from qres.errors import IntegrityError
+from qres.kernel.errors import IntegrityError
 from qres.trust import commitment as cm
 from qres.trust.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, did_of, verify_signature
 
@@ -78,8 +78,12 @@ class Reason(enum.IntEnum):
         """True when the fault is provably the signer's: the packet carries a valid signature,
         so nobody else could have made it. Bytes that fail before the signature check (or a
         replay, which anyone can resend) say nothing about the claimed sender."""
-        return self in (Reason.FUTURE_ROUND, Reason.BAD_POINT, Reason.BAD_PROOF,
-                        Reason.BAD_DIMENSION)
+        return self in (
+            Reason.FUTURE_ROUND,
+            Reason.BAD_POINT,
+            Reason.BAD_PROOF,
+            Reason.BAD_DIMENSION,
+        )
 
 
 class PacketError(IntegrityError):
@@ -139,8 +143,19 @@ class UpdatePacket:
         total = HEADER_BYTES + 4 * d + (PROOF_BYTES if self.proof else 0) + SIGNATURE_BYTES
         try:
             head = _HEAD.pack(
-                MAGIC, VERSION, flags, 0, total, self.sender, self.round, self.nonce,
-                self.residual_error, self.accuracy_delta, d, self.base, self.commitment,
+                MAGIC,
+                VERSION,
+                flags,
+                0,
+                total,
+                self.sender,
+                self.round,
+                self.nonce,
+                self.residual_error,
+                self.accuracy_delta,
+                d,
+                self.base,
+                self.commitment,
             )
             values = struct.pack(f"<{d}i", *self.update)
         except struct.error as exc:
@@ -178,8 +193,15 @@ def make_packet(
 ) -> UpdatePacket:
     """A signed update packet from ``identity``."""
     packet = UpdatePacket(
-        identity.public_key, round_, nonce, residual_error, accuracy_delta, base, commitment,
-        update, proof,
+        identity.public_key,
+        round_,
+        nonce,
+        residual_error,
+        accuracy_delta,
+        base,
+        commitment,
+        update,
+        proof,
     )
     return packet.signed(identity)
 
@@ -196,8 +218,21 @@ def decode(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> UpdatePacket:
     data = bytes(data)
     if len(data) < HEADER_BYTES + 4 + SIGNATURE_BYTES:
         raise PacketError(Reason.MALFORMED, f"packet of {len(data)} bytes: too short")
-    (magic, version, flags, reserved, total, sender, round_, nonce, residual, accuracy, d,
-     base, commitment) = _HEAD.unpack_from(data)
+    (
+        magic,
+        version,
+        flags,
+        reserved,
+        total,
+        sender,
+        round_,
+        nonce,
+        residual,
+        accuracy,
+        d,
+        base,
+        commitment,
+    ) = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise PacketError(Reason.MALFORMED, "packet: bad magic; not a qres update packet")
     if version != VERSION:
@@ -219,7 +254,15 @@ def decode(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> UpdatePacket:
     update = struct.unpack_from(f"<{d}i", data, HEADER_BYTES)
     proof = data[end : end + PROOF_BYTES] if has_proof else None
     return UpdatePacket(
-        sender, round_, nonce, residual, accuracy, base, commitment, update, proof,
+        sender,
+        round_,
+        nonce,
+        residual,
+        accuracy,
+        base,
+        commitment,
+        update,
+        proof,
         data[-SIGNATURE_BYTES:],
     )
 
@@ -245,8 +288,16 @@ class AuditResponse:
         total = AUDIT_HEADER_BYTES + 4 * d + PROOF_BYTES + SIGNATURE_BYTES
         try:
             head = _AUDIT_HEAD.pack(
-                AUDIT_MAGIC, VERSION, 0, 0, total, self.sender, self.round, self.nonce,
-                self.blinding, d,
+                AUDIT_MAGIC,
+                VERSION,
+                0,
+                0,
+                total,
+                self.sender,
+                self.round,
+                self.nonce,
+                self.blinding,
+                d,
             )
             values = struct.pack(f"<{d}i", *self.weights)
         except struct.error as exc:
@@ -292,7 +343,12 @@ def decode_audit(data: bytes) -> AuditResponse:
     weights = struct.unpack_from(f"<{d}i", data, AUDIT_HEADER_BYTES)
     end = AUDIT_HEADER_BYTES + 4 * d
     return AuditResponse(
-        sender, round_, nonce, blinding, weights, data[end : end + PROOF_BYTES],
+        sender,
+        round_,
+        nonce,
+        blinding,
+        weights,
+        data[end : end + PROOF_BYTES],
         data[-SIGNATURE_BYTES:],
     )
 
@@ -395,8 +451,9 @@ class Verifier:
         if packet.proof is not None and self.verify_proofs:
             from qres.trust import proof as pf
 
-            if not pf.verify(packet.did, r, packet.base, packet.update, packet.commitment,
-                             packet.proof):
+            if not pf.verify(
+                packet.did, r, packet.base, packet.update, packet.commitment, packet.proof
+            ):
                 return Verdict(Reason.BAD_PROOF, packet, f"{packet.did}: round {r} bad proof")
         self._remember(r, entry)
         return Verdict(Reason.OK, packet)
@@ -405,8 +462,9 @@ class Verifier:
         """The packet if :meth:`check` accepts it, else PacketError with the reason."""
         verdict = self.check(data)
         if not verdict.ok:
-            raise PacketError(verdict.reason, f"packet rejected ({verdict.reason.name}): "
-                              f"{verdict.message}")
+            raise PacketError(
+                verdict.reason, f"packet rejected ({verdict.reason.name}): {verdict.message}"
+            )
         return verdict.packet
 
     def _remember(self, round_: int, entry: tuple[bytes, bytes]) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from qres.errors import IntegrityError
+from qres.kernel.errors import IntegrityError
 from qres.trust import commitment as cm
 
 #: Bytes of a proof: the nonce point R and the response scalar s.

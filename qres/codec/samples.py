@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import attrs
 
-from qres.container import ITEMSIZE, MAX_CHANNELS
-from qres.errors import QresError
+from qres.codec.container import ITEMSIZE, MAX_CHANNELS
+from qres.kernel.errors import QresError
 
 #: Accepted spellings of each sample type. Short forms give the width in bits (``u8`` is one
 #: unsigned byte, as in ``--dtype u8`` for arbitrary bytes).

@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 
 import attrs
 
-from qres.config import InvalidSetting, boolean, integer, number, one_of
-from qres.errors import QresError
-from qres.plugins import Plugin
+from qres.kernel.config import InvalidSetting, boolean, integer, number, one_of
+from qres.kernel.errors import QresError
+from qres.kernel.plugins import Plugin
 
 KiB = 1024
 MiB = 1024 * KiB

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import attrs
 
-from qres.errors import QresError
-from qres.plugins import Plugin
+from qres.kernel.errors import QresError
+from qres.kernel.plugins import Plugin
 
 #: Why a completion ended: a stop sequence was produced, or ``max_tokens`` was reached.
 FINISH_REASONS = ("stop", "length")

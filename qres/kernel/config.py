@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from qres.errors import ProfileError
+from qres.kernel.errors import ProfileError
 
 
 @attrs.frozen

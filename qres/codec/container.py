@@ -3,7 +3,7 @@ trailer with the whole-stream checksum. The byte layout is specified in ``docs/f
 
 Every length and count read from a file is checked against hard limits and against the bytes
 actually present before anything is allocated or sliced; every failure is an
-:class:`~qres.errors.IntegrityError` naming what is wrong and where (the block number for a
+:class:`~qres.kernel.errors.IntegrityError` naming what is wrong and where (the block number for a
 damaged block). Encodings are canonical: each header has exactly one byte form, and a reader
 refuses any other (over-long varints, unsorted keys, non-minimal number forms).
 """
@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from qres.errors import IntegrityError, QresError
+from qres.kernel.errors import IntegrityError, QresError
 
 MAGIC = b"\x89QRS\r\n\x1a\n"
 FORMAT_VERSION = 2

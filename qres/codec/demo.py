@@ -46,7 +46,7 @@ def make_sample(frames: int = DEMO_FRAMES, seed: int = DEMO_SEED) -> bytes:
 
 def run(folder: str | None = None, profiles: list[str] | None = None) -> dict[str, Any]:
     """Write the sample, compress it with each profile, decompress, compare; return results."""
-    from qres import api
+    from qres.codec import files as api
 
     with tempfile.TemporaryDirectory(prefix="qres-demo-") as tmp:
         where = Path(folder) if folder else Path(tmp)

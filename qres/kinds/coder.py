@@ -7,7 +7,7 @@ container) and returns the residuals. Every call starts from the coder's fresh i
 so blocks are independent and decode in any order.
 
 Decoding trusts nothing: truncated, corrupted or foreign bytes raise
-:class:`~qres.errors.IntegrityError`, never read out of bounds, never loop without bound and
+:class:`~qres.kernel.errors.IntegrityError`, never read out of bounds, never loop without bound and
 never allocate more than O(n + len(data)).
 
 A coder whose ``uses_segments`` is true also accepts ``segments``: the lengths of consecutive
@@ -18,7 +18,7 @@ given the same lengths. Other coders are never passed segments.
 The optional integrity trailer (:func:`seal` / :func:`unseal`) is shared by the built-in
 coders: a CRC-32 (ISO-HDLC, as :func:`zlib.crc32`) of the sample count and the payload,
 stored as 4 little-endian bytes after the payload. It makes every truncation and every short
-burst of flipped bits an :class:`~qres.errors.IntegrityError` even when the coder is used
+burst of flipped bits an :class:`~qres.kernel.errors.IntegrityError` even when the coder is used
 outside a container that has its own block checksums.
 """
 
@@ -29,8 +29,8 @@ import struct
 import zlib
 from typing import TYPE_CHECKING, Any
 
-from qres.errors import IntegrityError, QresError
-from qres.plugins import Plugin
+from qres.kernel.errors import IntegrityError, QresError
+from qres.kernel.plugins import Plugin
 
 if TYPE_CHECKING:  # numpy is imported lazily so that loading plugins stays light
     import numpy as np

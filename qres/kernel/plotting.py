@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qres.errors import QresError
+from qres.kernel.errors import QresError
 
 
 def pyplot() -> Any:

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from qres.config import InvalidSetting
-from qres.errors import QresError
-from qres.plugins import Plugin
+from qres.kernel.config import InvalidSetting
+from qres.kernel.errors import QresError
+from qres.kernel.plugins import Plugin
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -91,7 +91,6 @@ def _check_mode(max_error: Any, bounds: Any, what: str) -> tuple[int, int, int]:
     return max_error, lo, hi
 
 
-
 def _encode_args(block: Any, max_error: Any, bounds: Any, what: str):
     """``(arr, flat, e, lo, hi)`` of an encode call, samples checked against the bounds."""
     arr, flat = _as_block(block, what)
@@ -101,6 +100,7 @@ def _encode_args(block: Any, max_error: Any, bounds: Any, what: str):
             f"{what}: samples outside bounds ({lo}, {hi}); widen the bounds to the dtype range"
         )
     return arr, flat, e, lo, hi
+
 
 class Predictor(Plugin):
     """Base of predictor plugins: block in, residuals out, and back, from a fixed initial state.

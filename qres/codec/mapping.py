@@ -21,7 +21,7 @@ on a grid of step ``E / GRID_DIVISIONS`` (non-finite samples are kept verbatim).
 The encoder's choices (decimals, precision, segments) are all made with exact or IEEE-754
 elementwise arithmetic and sequential sums, so the same block gives the same bytes on every
 machine; the decoder only evaluates ``round_P(a + b*n)`` elementwise. The lattice search and
-the whole-channel passes run compiled in ``qres/_mapping_kernels.pyx`` (the same binary64
+the whole-channel passes run compiled in ``qres/codec/_mapping_kernels.pyx`` (the same binary64
 operations in the same order; the numpy reference lives in ``tests/test_mapping.py``). The
 layout of the side record is specified in ``docs/mapping.md``.
 """
@@ -33,8 +33,8 @@ from typing import Any
 
 import attrs
 
-from qres.errors import IntegrityError
-from qres.samples import StreamSpec
+from qres.codec.samples import StreamSpec
+from qres.kernel.errors import IntegrityError
 
 KIND_INTEGER = 0  # integer samples, widened to int64
 KIND_DECIMAL = 1  # floats on a piecewise decimal lattice, with correction streams
@@ -173,7 +173,7 @@ def _round_significant(t, precision: int):
 
     if precision >= NO_ROUNDING:
         return np.rint(t)
-    from qres._mapping_kernels import round_significant_array
+    from qres.codec._mapping_kernels import round_significant_array
 
     return round_significant_array(np.ascontiguousarray(t, dtype=np.float64), precision)
 
@@ -283,8 +283,8 @@ def _lattice_step(values, precision: int) -> tuple[float, float] | None:
     the gaps it explains (sums over chains of consecutive gaps are exact up to the noise at the
     chain's ends, so the step sharpens as longer gaps become trustworthy) and, when too many
     gaps contradict it, replaced by its approximate gcd with the first contradicting gap. The
-    loops run compiled (``qres._mapping_kernels``; the numpy reference is in the tests)."""
-    from qres._mapping_kernels import lattice_step
+    loops run compiled (``qres.codec._mapping_kernels``; the numpy reference is in the tests)."""
+    from qres.codec._mapping_kernels import lattice_step
 
     return lattice_step(values, precision)
 
@@ -309,7 +309,7 @@ def _fit(values, step: float, err: float, precision: int):
     result is then moved into the middle of the region where every value's rounding interval
     holds its lattice point (least squares only gets close; values near a rounding boundary
     need the exact middle). Compiled, as :func:`_lattice_step`."""
-    from qres._mapping_kernels import fit
+    from qres.codec._mapping_kernels import fit
 
     return fit(values, step, err, precision)
 
@@ -317,7 +317,7 @@ def _fit(values, step: float, err: float, precision: int):
 def _count_reproduced(k, a: float, b: float, precision: int) -> int:
     """How many decimals ``k`` the lattice reproduces exactly: ``round_P(a + b*n) == k`` with
     ``n = rint((k - a) / b)``."""
-    from qres._mapping_kernels import count_reproduced
+    from qres.codec._mapping_kernels import count_reproduced
 
     return count_reproduced(k, a, b, precision)
 
@@ -326,7 +326,7 @@ def _segment_end(k, start: int, a: float, b: float, precision: int) -> tuple[int
     """Where the lattice stops holding: the first failure that starts a run of three or more
     failures among four samples (isolated outliers stay in the segment as corrections).
     Returns the end and the number of failures before it."""
-    from qres._mapping_kernels import segment_end
+    from qres.codec._mapping_kernels import segment_end
 
     return segment_end(k, start, a, b, precision)
 
@@ -455,7 +455,7 @@ def _decimal_lattice(x, dtype: str, d: int):
     they compute what ``_decimal_view``, ``_forward_fill`` and ``_bit_cost`` do in numpy."""
     import numpy as np
 
-    from qres._mapping_kernels import bit_cost, decimal_view, lattice_encode, ulp_stream
+    from qres.codec._mapping_kernels import bit_cost, decimal_view, lattice_encode, ulp_stream
 
     # k = rint(x * 10**d), forward-filled where it does not fit; exact: x == k / 10**d.
     k, exact = decimal_view(x, d)
@@ -521,7 +521,7 @@ def to_integers(block, spec: StreamSpec, grid_step: float | None) -> Mapped | No
     if not spec.dtype.startswith("float"):
         maps = [ChannelMap(KIND_INTEGER)] * spec.channels
         return Mapped(native.T.astype(np.int64), _side_bytes(maps))
-    from qres._mapping_kernels import bit_cost
+    from qres.codec._mapping_kernels import bit_cost
 
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
     maps = []
@@ -625,7 +625,7 @@ def _decimal_values(n, cmap: ChannelMap, streams: list, spec: StreamSpec):
     if _is_plain(cmap):
         k = n.copy()
     else:
-        from qres._mapping_kernels import lattice_decode
+        from qres.codec._mapping_kernels import lattice_decode
 
         # k = round_P(a + b*n) per segment, clipped to +-2**62 (a damaged block must not
         # overflow); the side record's segment starts were checked by read_side.
@@ -640,8 +640,9 @@ def _decimal_values(n, cmap: ChannelMap, streams: list, spec: StreamSpec):
         k += streams.pop(0)
     values = (k.astype(np.float64) / 10.0**cmap.decimals).astype(spec.dtype)
     if cmap.flags & FLAG_ULP_CORRECTION:
-        values = _from_monotonic_bits(_monotonic_bits(values, spec.dtype) + streams.pop(0),
-                                      spec.dtype)
+        values = _from_monotonic_bits(
+            _monotonic_bits(values, spec.dtype) + streams.pop(0), spec.dtype
+        )
     return values
 
 

@@ -17,11 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from qres import codec, profiles
-from qres.codec import CodecSettings, Stats
-from qres.container import Header
-from qres.errors import ProfileError, QresError
-from qres.samples import SampleSource, StreamSpec, npy_spec, open_input, parse_dtype, spool
+from qres.codec import pipeline as codec
+from qres.codec.container import Header
+from qres.codec.pipeline import CodecSettings, Stats
+from qres.codec.samples import SampleSource, StreamSpec, npy_spec, open_input, parse_dtype, spool
+from qres.kernel import profiles
+from qres.kernel.errors import ProfileError, QresError
 
 DEFAULT_PROFILE = "server"
 

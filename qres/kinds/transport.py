@@ -16,8 +16,8 @@ from typing import Any
 
 import attrs
 
-from qres.errors import QresError
-from qres.plugins import Plugin
+from qres.kernel.errors import QresError
+from qres.kernel.plugins import Plugin
 
 #: What may name a node: a small int or a short string.
 NodeId = int | str

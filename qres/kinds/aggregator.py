@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from qres.errors import QresError
-from qres.plugins import Plugin
+from qres.kernel.errors import QresError
+from qres.kernel.plugins import Plugin
 
 if TYPE_CHECKING:
     import numpy as np

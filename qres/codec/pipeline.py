@@ -26,11 +26,11 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from qres import container, mapping
-from qres.config import Location
-from qres.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
-from qres.errors import IntegrityError, ProfileError, QresError
-from qres.samples import SampleSource, StreamSpec
+from qres.codec import container, mapping
+from qres.codec.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
+from qres.codec.samples import SampleSource, StreamSpec
+from qres.kernel.config import Location
+from qres.kernel.errors import IntegrityError, ProfileError, QresError
 
 #: Bit 0 of a block's flags: this block was coded lossless although the stream has a bound.
 FLAG_LOSSLESS = 1
@@ -102,7 +102,7 @@ class BlockCoder:
     """Codes blocks with one predictor and one coder; one instance per worker thread."""
 
     def __init__(self, settings: CodecSettings, spec: StreamSpec, weights=None):
-        from qres import plugins
+        from qres.kernel import plugins
 
         where = Location("<codec settings>", "codec")
         self.predictor = plugins.create("predictor", settings.predictor, where.child("predictor"))
@@ -182,7 +182,7 @@ class BlockCoder:
         key = code if levels is None else (code, levels)
         pred = self._predictors.get(key)
         if pred is None:
-            from qres import plugins
+            from qres.kernel import plugins
 
             table = dict(BLOCK_PREDICTORS[code])
             if levels is not None:

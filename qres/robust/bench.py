@@ -1,10 +1,10 @@
 """``qres bench aggregators``: the robustness grid and the speed table of the aggregators.
 
-**Robustness grid** (:func:`run_grid`). The learning task of :mod:`qres.learning`: ``n``
+**Robustness grid** (:func:`run_grid`). The learning task of :mod:`qres.learning.task`: ``n``
 nodes (100) on non-IID shards of a MANIFEST folder (the shared corpus by default), ``f`` of
 them (30, chosen by the seed) Byzantine. A global Q16.16 linear predictor of order 16 starts
 as the persistence predictor; each round every node computes its local update from the
-global weights on a window of its shard (:func:`qres.learning.local_update`), the attack
+global weights on a window of its shard (:func:`qres.learning.task.local_update`), the attack
 replaces the Byzantine nodes' rows with rows forged from the honest ones, the aggregator
 combines the ``n`` rows with ``f``, and the result is added to the global weights. After the
 rounds, the *honest error* is the mean over honest nodes of the prediction error on a
@@ -14,7 +14,7 @@ divided by the error of plain ``mean`` with no attack (where the ``f`` nodes tra
 All cells share the data, the window offsets of each round and the attack generators (one
 seed per round), so they differ only by rule and attack. The optimal attacks search their
 scale against the rule under test. The reputation rules (``reputation-weighted``,
-``adaptive``) get reputations from a :class:`qres.aggregator.ReputationTracker` that
+``adaptive``) get reputations from a :class:`qres.kinds.aggregator.ReputationTracker` that
 observes every round's rows against the trimmed mean before the rule runs. A rule whose
 theory refuses ``n`` and ``f`` (Bulyan needs ``n >= 4f + 3``) gets no cell and the reason.
 
@@ -39,8 +39,8 @@ from typing import Any
 
 import attrs
 
-from qres.config import integer, number
-from qres.errors import QresError
+from qres.kernel.config import integer, number
+from qres.kernel.errors import QresError
 
 #: Rules of the grid (plugin tables) with their display names.
 GRID_RULES: list[tuple[str, dict]] = [
@@ -113,7 +113,7 @@ class _Task:
     def __init__(self, s: GridSettings):
         import numpy as np
 
-        from qres import learning
+        from qres.learning import task as learning
 
         self.s = s
         self.train = learning.TrainSettings(order=s.order, window=s.window, lr=s.lr)
@@ -156,9 +156,10 @@ def _run_cell(task: _Task, rule_table: dict, attack: str) -> dict:
     reputation rules, how many honest and Byzantine nodes ended distrusted."""
     import numpy as np
 
-    from qres import learning, plugins
-    from qres.aggregator import ReputationTracker
-    from qres.config import Location
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+    from qres.kinds.aggregator import ReputationTracker
+    from qres.learning import task as learning
 
     s = task.s
     where = Location("<bench>")
@@ -213,8 +214,8 @@ def run_grid(
     reputation rules ``distrusted`` {attack: [honest, byzantine]}), ``default_rule``,
     ``default_worst`` and ``target_holds``.
     """
-    from qres import plugins
-    from qres.config import Location
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
 
     rules = GRID_RULES if rules is None else rules
     attacks = GRID_ATTACKS if attacks is None else attacks
@@ -345,8 +346,8 @@ def run_speed(settings: SpeedSettings, progress: Callable[[str], None] | None = 
     ``target_holds``)."""
     import numpy as np
 
-    from qres import plugins
-    from qres.config import Location
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
 
     s = settings
     rng = np.random.default_rng(s.seed)
@@ -445,7 +446,7 @@ def run(grid: GridSettings | None, speed: SpeedSettings | None, progress=None) -
 def write_png(report: dict, out: Any) -> None:
     """Draw the grid (heat map of error ratios) and the speed table (qres vs Flower, log
     seconds) into the binary stream ``out`` as one PNG."""
-    from qres.plotting import pyplot
+    from qres.kernel.plotting import pyplot
 
     plt = pyplot()
     import numpy as np

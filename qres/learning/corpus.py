@@ -11,7 +11,7 @@ API:
 * :func:`read_entry(folder, entry)` -- one file as a ``(channels, frames)`` numpy array in
   its own dtype (native byte order).
 
-Errors are :class:`qres.errors.QresError` with one-line messages. numpy is imported inside
+Errors are :class:`qres.kernel.errors.QresError` with one-line messages. numpy is imported inside
 the functions that need it.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from qres.errors import QresError
+from qres.kernel.errors import QresError
 
 MANIFEST = "MANIFEST.tsv"
 #: Columns every manifest must have.

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qres.config import Location
-from qres.errors import FixedPointError, ProfileError, QresError
-from qres.plugins import Plugin
+from qres.kernel.config import Location
+from qres.kernel.errors import FixedPointError, ProfileError, QresError
+from qres.kernel.plugins import Plugin
 
 if TYPE_CHECKING:
     import numpy as np
@@ -193,7 +193,7 @@ class LoRAStack:
     @classmethod
     def from_tables(cls, tables: Sequence[Mapping[str, Any]], where: Location) -> LoRAStack:
         """Build a stack from a profile's ``[[lora.layers]]`` tables; errors name the table."""
-        from qres import plugins
+        from qres.kernel import plugins
 
         if isinstance(tables, (str, bytes)) or not isinstance(tables, Sequence):
             raise ProfileError(f"{where}: expected an array of LoRA layer tables")

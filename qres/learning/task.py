@@ -9,9 +9,9 @@ works on all nodes at once: arrays have one row per node.
 Data (:func:`load_streams`, :func:`make_shards`):
 
 * :func:`load_streams(folder)` reads every channel of every file of a MANIFEST folder
-  (:mod:`qres.corpus`; the shared corpus by default, generated files skipped unless asked) and
-  maps each onto integers in ``[-2048, 2047]`` (:data:`SPAN` = 4096 levels between its 0.1 and
-  99.9 percentiles, outliers clipped): streams of different scale become comparable, and
+  (:mod:`qres.learning.corpus`; the shared corpus by default, generated files skipped unless
+  asked) and maps each onto integers in ``[-2048, 2047]`` (:data:`SPAN` = 4096 levels between
+  its 0.1 and 99.9 percentiles, outliers clipped): streams of different scale become comparable, and
   errors are reported relative to that range.
 * :func:`make_shards(streams, n_nodes, shard_len, iid=..., rng=...)` gives an
   ``(n_nodes, shard_len)`` int32 array. Non-IID: each node reads one contiguous piece of one
@@ -36,7 +36,7 @@ Training (pure functions of their arguments; no hidden state, no global randomne
   error divided by :data:`SPAN` (float64, ``(n,)``).
 
 One gradient step, for each node (integers; ``>> 16`` rounds by the rule of
-:func:`qres.aggregator.div_round`)::
+:func:`qres.kinds.aggregator.div_round`)::
 
     p_t  = clip(sum_j w_j x_{t-1-j}, +-2**28)        # Q16.16 prediction
     e_t  = (x_t << 16) - p_t                         # Q16.16 error
@@ -58,8 +58,8 @@ from typing import Any
 
 import attrs
 
-from qres.config import integer, number
-from qres.errors import QresError
+from qres.kernel.config import integer, number
+from qres.kernel.errors import QresError
 
 #: Samples are mapped onto this many integer levels, centred on zero: [-2048, 2047].
 SPAN = 4096
@@ -147,7 +147,7 @@ def load_streams(
     """Every usable channel of the files in a MANIFEST folder, normalised (see
     :func:`normalise`), in manifest then channel order; channels shorter than ``min_length``
     and constant ones are left out, and generated files unless ``synthetic``."""
-    from qres.corpus import read_entry, read_manifest
+    from qres.learning.corpus import read_entry, read_manifest
 
     streams = []
     for entry in read_manifest(folder):

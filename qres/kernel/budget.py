@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from qres.profiles import Profile
+from qres.kernel.profiles import Profile
 
 #: Bytes per sample of each codec buffer on a device: samples and residuals are held as int32
 #: on microcontrollers (int64 only on hosts), and a block keeps both at once.

@@ -2,7 +2,7 @@
 
 A plugin implements a hook with ``@qres.hookimpl`` and calls ``register(SomeClass)`` once per
 class it provides. The class needs a ``name`` (the value of ``use = "..."`` in a profile) and may
-define an attrs ``Config`` class for its settings; see :class:`qres.plugins.Plugin`.
+define an attrs ``Config`` class for its settings; see :class:`qres.kernel.plugins.Plugin`.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from __future__ import annotations
 import operator
 from typing import TYPE_CHECKING, Any
 
-from qres.errors import QresError
-from qres.plugins import Plugin
+from qres.kernel.errors import QresError
+from qres.kernel.plugins import Plugin
 
 if TYPE_CHECKING:
     import numpy as np

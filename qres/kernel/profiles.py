@@ -23,9 +23,9 @@ from typing import Any
 
 import attrs
 
-from qres.config import Location, build_config, integer, one_of, text
-from qres.container import SAMPLE_DTYPES
-from qres.errors import ProfileError
+from qres.codec.container import SAMPLE_DTYPES
+from qres.kernel.config import Location, build_config, integer, one_of, text
+from qres.kernel.errors import ProfileError
 from qres.swarm.settings import SwarmSettings
 
 if sys.version_info >= (3, 11):
@@ -205,7 +205,7 @@ class Profile:
 
     def build(self, *keys: str | int) -> Any:
         """Instantiate the plugin configured at a key path (e.g. ``"codec", "predictor"``)."""
-        from qres import plugins
+        from qres.kernel import plugins
 
         table: Any = self.data
         for key in keys:
@@ -288,7 +288,7 @@ def load(name: str) -> Profile:
 
 def validate(profile: Profile) -> None:
     """Check every section, setting and plugin table; raise :class:`ProfileError` on the first."""
-    from qres import plugins
+    from qres.kernel import plugins
 
     for section_name, table in profile.data.items():
         section = SECTIONS.get(section_name)

@@ -21,9 +21,10 @@ from typing import Any, ClassVar
 import attrs
 import pluggy
 
-from qres import __version__, hookspecs
-from qres.config import Location, NoSettings, build_config, config_to_dict
-from qres.errors import PluginError, ProfileError
+from qres import __version__
+from qres.kernel import hookspecs
+from qres.kernel.config import Location, NoSettings, build_config, config_to_dict
+from qres.kernel.errors import PluginError, ProfileError
 
 #: Plugin kinds, each with the hook that registers it.
 KINDS: dict[str, str] = {

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
 # distutils: language = c++
-"""Compiled lattice search of the float mapping (see qres/mapping.py and docs/mapping.md).
+"""Compiled lattice search of the float mapping (see qres/codec/mapping.py and docs/mapping.md).
 
 The encoder looks for ~200 lattice segments per block; each look is a handful of short
 loops over a window of samples, where numpy spent its time in per-call overhead. These loops do
@@ -23,7 +23,7 @@ cdef enum:
     NO_ROUNDING = 16  # precision meaning "no rounding to significant digits"
     MAX_DIGITS = 17   # round_P counts digits against 10**0 .. 10**16
 
-# The lattice search thresholds, as in qres/mapping.py (which passes none of them: they are
+# The lattice search thresholds, as in qres/codec/mapping.py (which passes none of them: they are
 # part of the format's encoder behaviour and must match the numpy reference).
 cdef double MIN_STEP_QUANTA = 4.0
 cdef double MAX_CONFLICTS = 0.02
@@ -123,7 +123,7 @@ cdef double approx_gcd(double x, double y, double tol) noexcept nogil:
 
 cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, double step,
                         double* err_out, char* conflicts) noexcept nogil:
-    """Improve ``step`` from the gaps it explains; see qres.mapping._refine_step. Writes the
+    """Improve ``step`` from the gaps it explains; see qres.codec.mapping._refine_step. Writes the
     step's uncertainty to ``err_out`` and marks the gaps that contradict it in ``conflicts``."""
     cdef double err = tol[0], trusted_m, total_m, total_gaps, total_tol, new, m, m_max
     cdef bint fits, use, prev_use, m_nan, done
@@ -174,7 +174,7 @@ cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, dou
 def lattice_step(const double[:] values, int precision):
     """The coarsest lattice step the distinct ``values`` sit on (up to rounding to
     ``precision`` digits and a few outliers) and its uncertainty, or None; the compiled
-    ``qres.mapping._lattice_step``."""
+    ``qres.codec.mapping._lattice_step``."""
     cdef Py_ssize_t n = values.shape[0], count, gap_count, i, seed_count, bad_count, first_bad
     cdef double* u = <double*>malloc((4 * n + 1) * sizeof(double))
     cdef double* gaps = u + n
@@ -264,7 +264,7 @@ cdef Py_ssize_t count_shifted(const double* du, Py_ssize_t n, double ref, double
 cdef void center(const double* du, const double* quanta, Py_ssize_t count, double* a_io,
                  double* step_io, double ref, int precision, double* scratch) noexcept nogil:
     """Move ``(a, step)`` into the middle of the region where every value's rounding interval
-    holds its lattice point; see qres.mapping._center. ``scratch`` holds 3 * count doubles."""
+    holds its lattice point; see qres.codec.mapping._center. ``scratch`` holds 3 * count doubles."""
     cdef double a = a_io[0], step = step_io[0], a_new, step_new, lo_j, hi_i, v, m
     cdef double* ns = scratch
     cdef double* ys = scratch + count
@@ -317,7 +317,7 @@ cdef void center(const double* du, const double* quanta, Py_ssize_t count, doubl
 
 def fit(const double[:] values, double step, double err, int precision):
     """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
-    step, or None; the compiled ``qres.mapping._fit``."""
+    step, or None; the compiled ``qres.codec.mapping._fit``."""
     cdef Py_ssize_t n = values.shape[0], count, i, size, used = -1
     cdef double* u = <double*>malloc((7 * n + 1) * sizeof(double))
     cdef double* quanta = u + n
