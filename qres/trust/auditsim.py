@@ -81,6 +81,17 @@ def _shards(settings: SimSettings, data: Any, rng: Any) -> Any:
     return np.clip(np.round(x * 600), -2048, 2047).astype(np.int32), "synthetic"
 
 
+def _flipped(update: tuple[int, ...]) -> tuple[int, ...]:
+    """A made-up update: the true one sign-flipped and amplified.
+
+    On a flat window honest training moves nothing, and flipping zeros would forge nothing: the
+    made-up update is then 1/16 in every weight, so that a counted forgery always is one.
+    """
+    if any(update):
+        return tuple(-4 * u for u in update)
+    return tuple(1 << 12 for _ in update)
+
+
 def _forge(
     kind: str,
     node: Identity,
@@ -99,12 +110,9 @@ def _forge(
     w = [int(v) for v in weights]
     if kind == "tampered-update":
         packet, response = au.prepare(node, round_, nonce, w, claim, randbytes=randbytes)
-        lie = tuple(-4 * u for u in claim.update)
-        return attrs.evolve(packet, update=lie).signed(node), response.encode()
+        return attrs.evolve(packet, update=_flipped(claim.update)).signed(node), response.encode()
     if kind == "fake-training":
-        fake = au.Claim(
-            tuple(-4 * u for u in claim.update), claim.residual_error, claim.accuracy_delta
-        )
+        fake = au.Claim(_flipped(claim.update), claim.residual_error, claim.accuracy_delta)
         packet, response = au.prepare(node, round_, nonce, w, fake, randbytes=randbytes)
         return packet, response.encode()
     if kind == "boasted-accuracy":
