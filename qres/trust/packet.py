@@ -72,6 +72,10 @@ class Reason(enum.IntEnum):
     BAD_POINT = 10
     BAD_PROOF = 11
     BAD_DIMENSION = 12
+    #: A transport connection failed its authenticated handshake (qres.node.wire).
+    HANDSHAKE_FAILED = 13
+    #: A peer sent more than the transport's rate limit allows.
+    RATE_LIMITED = 14
 
     @property
     def attributable(self) -> bool:

@@ -1,0 +1,1 @@
+"""The real node: transports, state, sources, the node process and its HTTP API."""
