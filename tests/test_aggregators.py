@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from qres.kernel import plugins
 from qres.kernel.config import Location
 from qres.kernel.errors import ProfileError, QresError
-from qres.kinds import aggregator as agg
+from qres.robust import aggregate as agg
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -517,7 +517,7 @@ def test_reputation_errors():
 
 
 def test_reputation_tracker_flags_groups_and_far_rows():
-    from qres.kinds.aggregator import ReputationTracker
+    from qres.robust.reputation import ReputationTracker
 
     rng = np.random.default_rng(5)
     honest = rng.integers(-(1 << 16), 1 << 16, (20, 8), dtype=np.int32)
@@ -542,7 +542,7 @@ def test_reputation_tracker_flags_groups_and_far_rows():
 
 
 def test_reputation_tracker_active_nodes_and_errors():
-    from qres.kinds.aggregator import ReputationTracker
+    from qres.robust.reputation import ReputationTracker
 
     x = np.arange(12, dtype=np.int32).reshape(6, 2) * 1000
     tracker = ReputationTracker(8, start=0.5)
@@ -561,7 +561,7 @@ def test_reputation_tracker_active_nodes_and_errors():
 def test_bulyan_blocked_selection_matches_the_full_matrix():
     from qres.builtin_plugins.aggregators.krum import _select_blocked, _select_full
 
-    from qres.kinds.aggregator import canonical_rows
+    from qres.robust.aggregate import canonical_rows
 
     rng = np.random.default_rng(11)
     for n, f, d, scale in [(23, 5, 4, 1 << 16), (47, 11, 6, 1 << 16), (40, 0, 3, 100),
@@ -577,7 +577,7 @@ def test_bulyan_memory_is_bounded_blocks():
 
     from qres.builtin_plugins.aggregators.krum import _select_blocked
 
-    from qres.kinds.aggregator import canonical_rows
+    from qres.robust.aggregate import canonical_rows
 
     rng = np.random.default_rng(2)
     n = 1200
@@ -593,7 +593,7 @@ def test_bulyan_memory_is_bounded_blocks():
 
 
 def test_krum_scores_fast_path_equals_the_distance_blocks():
-    from qres.kinds.aggregator import distance_blocks, krum_scores, smallest_sums
+    from qres.robust.aggregate import distance_blocks, krum_scores, smallest_sums
 
     rng = np.random.default_rng(8)
     for n, d, f in [(50, 7, 10), (300, 30, 0), (301, 20, 149)]:

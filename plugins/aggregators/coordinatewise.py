@@ -2,15 +2,15 @@
 
 Each works column by column, so any permutation of the rows gives the same multiset per
 column and the same bits. Sums are exact in int64 and rounded once by the rule of
-:func:`qres.kinds.aggregator.div_round` (nearest, ties toward +infinity).
+:func:`qres.robust.aggregate.div_round` (nearest, ties toward +infinity).
 """
 
 from __future__ import annotations
 
 from qres.kernel.errors import QresError
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.aggregator import (
-    Aggregator,
+from qres.kinds.aggregator import Aggregator
+from qres.robust.aggregate import (
     closest_to_median_mean,
     div_round,
     mean_rows,

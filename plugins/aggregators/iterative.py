@@ -1,7 +1,7 @@
 """Iterative rules: geometric median (Weiszfeld) and centered clipping, in integer arithmetic.
 
 Both iterate from an order-independent start (coordinate-wise mean or median), use exact
-squared distances (:func:`qres.kinds.aggregator.sq_dists_to`) and integer square roots, and add
+squared distances (:func:`qres.robust.aggregate.sq_dists_to`) and integer square roots, and add
 rows up with exact integer sums, so the result is bit-identical for any row order.
 """
 
@@ -13,14 +13,8 @@ import attrs
 
 from qres.kernel.config import integer, number
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.aggregator import (
-    Aggregator,
-    div_round,
-    mean_rows,
-    median_columns,
-    sq_dists_to,
-    to_q,
-)
+from qres.kinds.aggregator import Aggregator
+from qres.robust.aggregate import div_round, mean_rows, median_columns, sq_dists_to, to_q
 
 #: Fixed-point scale of the per-row weights: they are normalised to sum to at most 2**30,
 #: so ``sum(w_i * x_i)`` stays below 2**61 in int64.

@@ -1,6 +1,6 @@
 """Distance-based selection rules: Krum, multi-Krum and Bulyan.
 
-Scores come from exact squared distances (:func:`qres.kinds.aggregator.distance_blocks`, blocked so
+Scores come from exact squared distances (:func:`qres.robust.aggregate.distance_blocks`, blocked so
 memory stays O(512 n) for Krum and multi-Krum). Rows are put in canonical order (by their
 bytes) first, and selections sort by (score, canonical position), so equal scores are broken
 by row content and the output is the same for every permutation of the input.
@@ -13,8 +13,8 @@ import attrs
 from qres.kernel.config import integer
 from qres.kernel.errors import QresError
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.aggregator import (
-    Aggregator,
+from qres.kinds.aggregator import Aggregator
+from qres.robust.aggregate import (
     DistancePlan,
     canonical_rows,
     closest_to_median_mean,

@@ -18,14 +18,8 @@ import attrs
 from qres.kernel.config import InvalidSetting, Location, integer, number
 from qres.kernel.errors import QresError
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.aggregator import (
-    Aggregator,
-    canonical_rows,
-    distance_blocks,
-    div_round,
-    sq_dists_to,
-    to_q,
-)
+from qres.kinds.aggregator import Aggregator
+from qres.robust.aggregate import canonical_rows, distance_blocks, div_round, sq_dists_to, to_q
 
 #: Scale of clipping factors (1.0 = 2**29): ``|x| * s <= 2**60`` fits int64 with rounding.
 _S_BITS = 29

@@ -15,12 +15,8 @@ import attrs
 from qres.kernel.config import InvalidSetting, number
 from qres.kernel.errors import QresError
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.aggregator import (
-    Aggregator,
-    check_reputations,
-    div_round,
-    to_q,
-)
+from qres.kinds.aggregator import Aggregator, check_reputations
+from qres.robust.aggregate import div_round, to_q
 
 #: Final weights are integers summing to at most 2**30 (so sum(w x) < 2**61 in int64).
 _W_BITS = 30
@@ -142,7 +138,7 @@ class Adaptive(Aggregator):
     """Adaptive: trimmed mean while the swarm is under suspicion, the cheaper
     reputation-weighted mean once the attackers are identified.
 
-    With reputations (from a :class:`qres.kinds.aggregator.ReputationTracker`, say) every node is
+    With reputations (from a :class:`qres.robust.reputation.ReputationTracker`, say) every node is
     *trusted* (reputation >= ``trust``), *distrusted* (<= ``distrust``: an identified
     attacker) or a *suspect* in between. While any node is a suspect, or without reputations,
     the swarm is under suspicion and the coordinate-wise trimmed mean with ``f`` runs (Yin et

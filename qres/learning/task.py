@@ -36,7 +36,7 @@ Training (pure functions of their arguments; no hidden state, no global randomne
   error divided by :data:`SPAN` (float64, ``(n,)``).
 
 One gradient step, for each node (integers; ``>> 16`` rounds by the rule of
-:func:`qres.kinds.aggregator.div_round`)::
+:func:`qres.robust.aggregate.div_round`)::
 
     p_t  = clip(sum_j w_j x_{t-1-j}, +-2**28)        # Q16.16 prediction
     e_t  = (x_t << 16) - p_t                         # Q16.16 error

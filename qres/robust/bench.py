@@ -14,7 +14,7 @@ divided by the error of plain ``mean`` with no attack (where the ``f`` nodes tra
 All cells share the data, the window offsets of each round and the attack generators (one
 seed per round), so they differ only by rule and attack. The optimal attacks search their
 scale against the rule under test. The reputation rules (``reputation-weighted``,
-``adaptive``) get reputations from a :class:`qres.kinds.aggregator.ReputationTracker` that
+``adaptive``) get reputations from a :class:`qres.robust.reputation.ReputationTracker` that
 observes every round's rows against the trimmed mean before the rule runs. A rule whose
 theory refuses ``n`` and ``f`` (Bulyan needs ``n >= 4f + 3``) gets no cell and the reason.
 
@@ -158,8 +158,8 @@ def _run_cell(task: _Task, rule_table: dict, attack: str) -> dict:
 
     from qres.kernel import plugins
     from qres.kernel.config import Location
-    from qres.kinds.aggregator import ReputationTracker
     from qres.learning import task as learning
+    from qres.robust.reputation import ReputationTracker
 
     s = task.s
     where = Location("<bench>")

@@ -147,8 +147,8 @@ class Simulation:
         """Run every round; returns the report (plain data, see :mod:`qres.swarm.report`)."""
         import numpy as np
 
-        from qres.kinds.aggregator import median_columns
         from qres.learning import task as learning
+        from qres.robust.aggregate import median_columns
         from qres.swarm import gossip
         from qres.swarm.coding import CodecMeter
         from qres.swarm.data import open_data

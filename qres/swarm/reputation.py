@@ -147,7 +147,7 @@ def tightness(updates: Any, k: int, rng: Any, sample: int = 1024) -> Any:
     # every partial sum of the float64 products below is an integer under 2**53: the matrix
     # product is then exact whatever order BLAS adds in, and the flags the same on every
     # machine. Clipping only shortens distances between rows that are far apart anyway.
-    from qres.kinds.aggregator import median_columns
+    from qres.robust.aggregate import median_columns
 
     bits = max(1, (51 - max(updates.shape[1], 1).bit_length()) // 2)
     lim = (1 << bits) - 1
