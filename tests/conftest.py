@@ -39,3 +39,20 @@ def run_qres(*args: str, env: dict | None = None, input: bytes | None = None, cw
     return subprocess.run(
         [str(exe), *args], capture_output=True, env=full_env, input=input, cwd=cwd, timeout=120
     )
+
+
+@pytest.fixture(scope="session")
+def llama_backend():
+    """The llama-cpp backend on the bundled SmolLM2 model, loaded once for the whole session
+    (one thread: a second thread collapses throughput whenever the other core is busy)."""
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+
+    backend = plugins.create(
+        "llm_backend",
+        {"use": "llama-cpp", "n_threads": 1, "n_ctx": 1024, "max_tokens": 128},
+        Location("tests"),
+    )
+    backend.load()
+    yield backend
+    backend.close()

@@ -98,10 +98,18 @@ class DeterministicBackend(LLMBackend):
         max_tokens: int | None = None,
         temperature: float = 0.0,
         stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """The documented completion of ``prompt`` (see the class docstring)."""
+        """The documented completion of ``prompt`` (see the class docstring); ``seed``, when
+        given, replaces the configured seed for this request."""
         limit = self.config.max_tokens if max_tokens is None else max_tokens
         stops = check_request(self.name, prompt, limit, temperature, stop)
+        if seed is None:
+            seed = self.config.seed
+        elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
+            raise QresError(
+                f"llm backend 'deterministic': seed={seed!r}; give an int in [0, 2**64)"
+            )
         if limit > self.config.max_tokens:
             raise QresError(
                 f"llm backend 'deterministic': max_tokens={limit} is above the configured "
@@ -114,7 +122,7 @@ class DeterministicBackend(LLMBackend):
                 f"context_tokens={self.config.context_tokens}; shorten it or raise the setting"
             )
         text = ""
-        indices = _word_indices(prompt, self.config.seed)
+        indices = _word_indices(prompt, seed)
         for k in range(1, limit + 1):
             before = len(text)
             text = VOCABULARY[next(indices)] if k == 1 else f"{text} {VOCABULARY[next(indices)]}"
@@ -124,8 +132,8 @@ class DeterministicBackend(LLMBackend):
                 p for p in (text.find(s, max(0, before - len(s) + 1)) for s in stops) if p >= 0
             ]
             if found:
-                return Completion(text[: min(found)], k, "stop")
-        return Completion(text, limit, "length")
+                return Completion(text[: min(found)], k, "stop", prompt_tokens=used)
+        return Completion(text, limit, "length", prompt_tokens=used)
 
 
 @hookimpl

@@ -9,7 +9,7 @@ shared rules they apply to a request and to generated text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
 
@@ -34,10 +34,51 @@ class Completion:
     text: str
     tokens: int
     finish_reason: str = attrs.field(validator=attrs.validators.in_(FINISH_REASONS))
+    #: Tokens of the prompt as the backend saw it (None: the backend did not say).
+    prompt_tokens: int | None = attrs.field(default=None, eq=False, kw_only=True)
 
     def to_dict(self) -> dict[str, object]:
         """Plain data for ``--json`` output."""
         return attrs.asdict(self)
+
+
+@attrs.frozen
+class Chunk:
+    """One piece of a streamed completion: new ``text``, the ``tokens`` it took, and on the
+    last piece only, the ``finish_reason`` (None before)."""
+
+    text: str
+    tokens: int
+    finish_reason: str | None = None
+
+
+#: Roles a chat message may have.
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def check_messages(backend: str, messages: object) -> tuple[dict[str, str], ...]:
+    """Validate chat ``messages`` (a non-empty list of ``{"role", "content"}``); return them."""
+    where = f"llm backend {backend!r}"
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise QresError(f"{where}: messages must be a non-empty list of {{role, content}}")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise QresError(f"{where}: messages[{i}] is not an object with role and content")
+        role, content = message.get("role"), message.get("content")
+        if role not in CHAT_ROLES:
+            raise QresError(f"{where}: messages[{i}].role={role!r}; give one of {CHAT_ROLES}")
+        if not isinstance(content, str):
+            raise QresError(f"{where}: messages[{i}].content is not a string")
+        out.append({"role": role, "content": content})
+    return tuple(out)
+
+
+def render_plain_chat(messages: Sequence[Mapping[str, str]]) -> str:
+    """A model-neutral transcript for backends without a chat template of their own:
+    ``role: content`` lines, then ``assistant:`` for the reply."""
+    lines = [f"{m['role']}: {m['content']}" for m in messages]
+    return "\n".join([*lines, "assistant:"])
 
 
 def check_request(
@@ -77,6 +118,11 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
     return text[: min(positions)] if positions else None
 
 
+def _seed(seed: int | None) -> dict[str, int]:
+    # Backends written before seeds existed take no seed argument: pass one only when given.
+    return {} if seed is None else {"seed": seed}
+
+
 class LLMBackend(Plugin):
     """Base of LLM backend plugins.
 
@@ -103,6 +149,60 @@ class LLMBackend(Plugin):
     def count_tokens(self, text: str) -> int:
         """How many tokens this backend's tokenizer makes of ``text``."""
         raise NotImplementedError(f"llm backend {self.name!r} does not implement count_tokens")
+
+    def stream(
+        self,
+        prompt: str,
+        *,
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+    ) -> Iterator[Chunk]:
+        """The completion of ``prompt`` piece by piece; the default yields it whole."""
+        done = self.complete(
+            prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, **_seed(seed)
+        )
+        yield Chunk(done.text, done.tokens, done.finish_reason)
+
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+    ) -> Completion:
+        """The assistant's reply to ``messages``; the default completes a plain transcript
+        (:func:`render_plain_chat`), backends with a chat template use their own."""
+        prompt = render_plain_chat(check_messages(self.name, messages))
+        return self.complete(
+            prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, **_seed(seed)
+        )
+
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        max_tokens: int | None = None,
+        temperature: float = 0.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+    ) -> Iterator[Chunk]:
+        """The reply to ``messages`` piece by piece; the default yields :meth:`chat` whole."""
+        done = self.chat(
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, seed=seed
+        )
+        yield Chunk(done.text, done.tokens, done.finish_reason)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One embedding vector per text (unit length), computed as one batch where possible."""
+        raise NotImplementedError(f"llm backend {self.name!r} does not compute embeddings")
+
+    def model_id(self) -> str:
+        """The name clients use for this backend's model (``/v1/models``)."""
+        return self.name
 
     def close(self) -> None:
         """Release the model, connection or other resources."""
