@@ -7,8 +7,8 @@ import threading
 
 import pytest
 from llm_server import ServerThread
-
 from qres.builtin_plugins.llm.deterministic import DeterministicBackend
+
 from qres.kernel.errors import QresError
 from qres.llm.cache import ResponseCache
 from qres.llm.engine import Engine, Request, TooManyRequests, Unavailable, parse_request

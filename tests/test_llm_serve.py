@@ -11,8 +11,6 @@ openai = pytest.importorskip("openai")
 
 from llm_server import ServerThread  # noqa: E402
 
-from qres.kernel import plugins  # noqa: E402
-from qres.kernel.config import Location  # noqa: E402
 from qres.llm.engine import Engine  # noqa: E402
 from qres.llm.settings import EngineSettings  # noqa: E402
 
