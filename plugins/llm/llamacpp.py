@@ -7,6 +7,7 @@ use, so validating or budgeting a profile never loads it.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib.metadata
 import math
@@ -109,7 +110,11 @@ def pick_threads(configured: int, hardware_cores: int | None = None) -> int:
     return max(1, min(cores, idle_cores()))
 
 
+_quiet_callback: Any = None
+
+
 def _import_llama() -> Any:
+    global _quiet_callback
     try:
         import llama_cpp
     except ImportError as exc:
@@ -117,6 +122,11 @@ def _import_llama() -> Any:
             "llm backend 'llama-cpp': llama-cpp-python is not installed; "
             "run pip install 'qres[llm]'"
         ) from exc
+    if _quiet_callback is None and not os.environ.get("QRES_DEBUG"):
+        # llama.cpp logs its loading chatter to stderr; qres reports failures itself as one
+        # line, so the log is silenced unless QRES_DEBUG asks for everything.
+        _quiet_callback = llama_cpp.llama_log_callback(lambda level, text, data: None)
+        llama_cpp.llama_log_set(_quiet_callback, ctypes.c_void_p(0))
     return llama_cpp
 
 

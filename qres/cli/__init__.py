@@ -40,6 +40,7 @@ def make_app() -> typer.Typer:
         bench_cmd,
         codec_cmd,
         keys_cmd,
+        llm_cmd,
         plugins_cmd,
         profiles_cmd,
         swarm_cmd,
@@ -62,6 +63,7 @@ def make_app() -> typer.Typer:
     swarm_cmd.register(app)
     app.add_typer(keys_cmd.app, name="keys")
     bench_cmd.register(app)
+    llm_cmd.register(app)
     plugins.load_plugins()
     plugins.pm.hook.register_commands(app=app)
     for name, reason in plugins.load_failures:

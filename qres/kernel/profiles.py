@@ -26,6 +26,7 @@ import attrs
 from qres.codec.container import SAMPLE_DTYPES
 from qres.kernel.config import Location, build_config, integer, one_of, text
 from qres.kernel.errors import ProfileError
+from qres.llm.settings import EngineSettings
 from qres.swarm.settings import SwarmSettings
 
 if sys.version_info >= (3, 11):
@@ -82,7 +83,7 @@ SECTIONS: dict[str, Section] = {
         slots={"aggregator": "aggregator", "transport": "transport", "attack": "attack"},
         list_all_keys=True,
     ),
-    "llm": Section(slots={"backend": "llm_backend"}),
+    "llm": Section(settings=EngineSettings, slots={"backend": "llm_backend"}),
     "lora": Section(slots={"layers": "lora_layer"}, many=frozenset({"layers"})),
 }
 

@@ -53,6 +53,10 @@ class Request:
         return self.temperature == 0
 
 
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _number(body: Mapping, key: str, default: Any, lo: float, hi: float, kind=float) -> Any:
     value = body.get(key, default)
     if value is None:
@@ -61,8 +65,8 @@ def _number(body: Mapping, key: str, default: Any, lo: float, hi: float, kind=fl
     if kind is int:
         ok = ok and float(value).is_integer()
     if not ok or not lo <= value <= hi:
-        raise QresError(f"{key}={value!r}: give a{'n integer' if kind is int else ' number'} "
-                        f"in [{lo:g}, {hi:g}]")  # fmt: skip
+        what = "an integer" if kind is int else "a number"
+        raise QresError(f"{key}={value!r}: give {what} in [{_num(lo)}, {_num(hi)}]")
     return kind(value)
 
 

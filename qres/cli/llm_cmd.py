@@ -1,0 +1,183 @@
+"""``qres llm``: complete, chat, embed and serve with the profile's LLM backend and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import typer
+
+from qres.cli.output import print_json
+from qres.kernel.errors import ProfileError, QresError, UsageError
+
+app = typer.Typer(help="Run an LLM backend: complete, chat, embed, serve.", no_args_is_help=True)
+
+PROFILE = typer.Option("llm-edge", "--profile", "-p", help="Profile with an [llm.backend] table.")
+JSON = typer.Option(False, "--json", help="Print one JSON object for scripts.")
+TEXTS = typer.Argument(..., help="Texts to embed; '-' reads one per stdin line.")
+
+
+def open_engine(profile_name: str):
+    """The engine and backend the profile configures (backend threads from [hardware])."""
+    from qres.kernel import profiles
+    from qres.kernel.config import build_config
+    from qres.llm.engine import Engine
+    from qres.llm.settings import EngineSettings
+
+    profile = profiles.load(profile_name)
+    table = profile.data.get("llm", {})
+    if "backend" not in table:
+        raise ProfileError(
+            f"{profile.where('llm')}: no [llm.backend] table; this profile runs no model "
+            "(pick a profile such as llm-edge or llm-gateway)"
+        )
+    backend = profile.build("llm", "backend")
+    if "hardware" in profile.data and hasattr(backend, "hardware_cores"):
+        backend.hardware_cores = profile.build("hardware").config.cores
+    plain = {k: v for k, v in table.items() if k != "backend"}
+    settings = build_config(EngineSettings, plain, profile.where("llm"))
+    return Engine(backend, settings)
+
+
+def _prompt(text: str) -> str:
+    if text == "-":
+        return sys.stdin.read()
+    return text
+
+
+@app.command("complete")
+def complete(
+    prompt: str = typer.Argument(..., help="The prompt; '-' reads it from stdin."),
+    profile: str = PROFILE,
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 is greedy and cached."),
+    stream: bool = typer.Option(False, "--stream", help="Print tokens as they come."),
+    as_json: bool = JSON,
+) -> None:
+    """Complete PROMPT with the profile's backend (raw completion, no chat template)."""
+    from qres.llm.engine import Request
+
+    if stream and as_json:
+        raise UsageError("--stream and --json do not go together; pick one")
+    engine = open_engine(profile)
+    request = Request(prompt=_prompt(prompt), max_tokens=max_tokens, temperature=temperature)
+    _check(engine, request)
+    try:
+        _answer(engine, request, stream, as_json)
+    finally:
+        engine.close()
+
+
+def _check(engine, request) -> None:
+    from qres.llm.engine import parse_request
+
+    body = {"prompt": request.prompt, "temperature": request.temperature}
+    if request.messages is not None:
+        body = {"messages": list(request.messages), "temperature": request.temperature}
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    parse_request(body, engine.settings, chat=request.messages is not None)
+
+
+def _answer(engine, request, stream: bool, as_json: bool) -> str:
+    if stream:
+
+        async def pieces() -> str:
+            out = []
+            async for chunk in engine.stream(request, "cli"):
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+                out.append(chunk.text)
+            sys.stdout.write("\n")
+            return "".join(out)
+
+        return asyncio.run(pieces())
+    done, hit = asyncio.run(engine.complete(request, "cli"))
+    if as_json:
+        print_json({**done.to_dict(), "cached": hit, "model": engine.backend.model_id()})
+    else:
+        typer.echo(done.text)
+    return done.text
+
+
+@app.command("chat")
+def chat(
+    profile: str = PROFILE,
+    system: str = typer.Option("", "--system", help="A system message opening the chat."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Most tokens per reply."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Sampling temperature."),
+) -> None:
+    """A terminal chat with history: one line per message; an empty line or EOF ends it."""
+    from qres.llm.engine import Request
+
+    engine = open_engine(profile)
+    history = [{"role": "system", "content": system}] if system else []
+    interactive = sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                sys.stdout.write("> ")
+                sys.stdout.flush()
+            line = sys.stdin.readline()
+            if not line.strip():
+                break
+            history.append({"role": "user", "content": line.rstrip("\n")})
+            request = Request(
+                messages=tuple(history), max_tokens=max_tokens, temperature=temperature
+            )
+            _check(engine, request)
+            reply = _answer(engine, request, stream=True, as_json=False)
+            history.append({"role": "assistant", "content": reply})
+    finally:
+        engine.close()
+
+
+@app.command("embed")
+def embed(
+    texts: list[str] = TEXTS,
+    profile: str = PROFILE,
+) -> None:
+    """Print one JSON array (a unit vector) per text, one per line."""
+    if texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    engine = open_engine(profile)
+    try:
+        for vector in asyncio.run(engine.embed(list(texts), "cli")):
+            sys.stdout.write(json.dumps(vector) + "\n")
+    finally:
+        engine.close()
+
+
+@app.command("serve")
+def serve(
+    profile: str = PROFILE,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to bind (loopback only by default)."
+    ),
+    port: int = typer.Option(8080, "--port", help="TCP port."),
+) -> None:
+    """Serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/embeddings,
+    /v1/models, /health, /metrics."""
+    from aiohttp import web
+
+    from qres.llm.server import make_app
+
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port}: give a port in [1, 65535]")
+    engine = open_engine(profile)
+    engine.backend.load() if hasattr(engine.backend, "load") else None
+    print(
+        f"qres llm serve: {engine.backend.model_id()} on http://{host}:{port}/v1", file=sys.stderr
+    )
+    try:
+        web.run_app(make_app(engine), host=host, port=port, print=None)
+    except OSError as exc:
+        raise QresError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    finally:
+        engine.close()
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``llm`` group to the root app."""
+    root.add_typer(app, name="llm")
