@@ -93,7 +93,7 @@ class QresStrategy(FedAvg):
         rng = np.random.default_rng([server_round])
         if self.rule.name not in _REPUTATION_RULES:
             return self.rule.aggregate(q, f=f, rng=rng)
-        from qres.kinds.aggregator import ReputationTracker
+        from qres.robust.reputation import ReputationTracker
 
         tracker = ReputationTracker(len(nodes))
         tracker.reputations[:] = [self._reputation.get(n, _ONE) for n in nodes]
