@@ -12,19 +12,13 @@ from qres.kernel import plugins
 from qres.kernel.config import Location
 from qres.kernel.errors import QresError
 from qres.learning import task as learning
+from qres.robust.evidence import grubbs_critical, grubbs_outliers, t_quantile_upper, tightness
+from qres.robust.reputation import REP_ONE, Ledger
 from qres.swarm import gossip
 from qres.swarm.data import GeneratedData
 from qres.swarm.energy import EnergyModel
 from qres.swarm.regimes import CALM, PRESTORM, STORM, RegimeTracker
-from qres.swarm.reputation import (
-    REP_ONE,
-    Ledger,
-    grubbs_critical,
-    grubbs_outliers,
-    t_quantile_upper,
-    tightness,
-)
-from qres.swarm.settings import SwarmSettings
+from qres.swarm.settings import SwarmSettings, reputation_rules
 
 
 def feed(tracker, values):
@@ -101,7 +95,7 @@ def test_tightness_keeps_resolution_next_to_saturated_rows():
 
 def test_ledger_bans_low_reputation_and_groups():
     s = SwarmSettings(suspect_group_size=3, suspect_rounds=2, ban_propagation_rounds=2)
-    led = Ledger(10, s)
+    led = Ledger(10, reputation_rules(s, 10))
     led.adjust(np.array([0]), -REP_ONE)
     assert led.ban_low(4).tolist() == [0]
     assert not led.banned_known(5)[0] and led.banned_known(6)[0]
@@ -111,7 +105,7 @@ def test_ledger_bans_low_reputation_and_groups():
     assert led.suspects(flagged, ok, 1).size == 0  # one round of suspicion is not enough
     ok[4] = True  # passed an audit: cleared
     assert led.suspects(flagged, ok, 2).size == 0  # two left: smaller than the group size
-    led2 = Ledger(10, s)
+    led2 = Ledger(10, reputation_rules(s, 10))
     led2.suspects(flagged, np.zeros(10, bool), 1)
     assert led2.suspects(flagged, np.zeros(10, bool), 2, senders=6).tolist() == []  # half
     assert led2.suspects(flagged, np.zeros(10, bool), 3, senders=10).tolist() == [3, 4, 5]

@@ -1,40 +1,168 @@
-"""Reputations kept from round to round."""
+"""Reputations: the one mechanism by which qres weighs and excludes peers.
+
+The aggregators' reputation rules (``reputation-weighted``, ``adaptive``), the aggregator
+bench, the swarm simulator and a real node keep reputations the same way: a :class:`Ledger`
+applies one set of :class:`ReputationRules` to the evidence its owner gathers. What counts as
+evidence differs by owner (the tests are in :mod:`qres.robust.evidence`); what evidence does
+to a reputation does not. The rules (docs/aggregators.md, "Reputations"):
+
+* A reputation is a Q16.16 integer in [0, 1] (``0..REP_ONE``) per node, starting at
+  ``initial``. Every setting is a fraction of 1 rounded once to Q16.16, ``floor(v * 2**16 +
+  1/2)``, so the arithmetic is integer and the same on every machine and in any node order.
+* Evidence moves it: ``reward`` for a clean, useful update; ``penalty_outlier``,
+  ``penalty_suspect`` or ``penalty_audit`` for a statistical outlier, a member of a suspected
+  coordinated group, a failed audit. Each change is clamped to [0, 1].
+* Bans: a node whose reputation falls below ``ban_threshold`` is banned (0 never bans); so is
+  a coordinated group once its members have been suspects for ``suspect_rounds`` consecutive
+  rounds and at least ``suspect_group_size`` of them were never cleared by a passed audit
+  (unless the "group" holds half of the round's senders: that is the swarm agreeing). A
+  banned node's reputation is 0; everyone knows of a ban ``ban_delay`` rounds after it was
+  decided (the evidence travels with the gossip).
+
+:class:`ReputationTracker` is the ledger with the aggregators' evidence built in: each round
+it flags far and coordinated rows against a robust reference and rewards the rest.
+"""
 
 from __future__ import annotations
 
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from qres.kernel.config import integer, number
 from qres.kernel.errors import QresError
 from qres.kinds.aggregator import REP_ONE, check_updates
-from qres.robust.aggregate import close_counts, sq_dists_to
 
 if TYPE_CHECKING:
     import numpy as np
 
+__all__ = ["REP_ONE", "Ledger", "ReputationRules", "ReputationTracker", "to_rep"]
+
+
+def to_rep(fraction: float) -> int:
+    """A fraction of 1 as a Q16.16 reputation integer, rounded half up (fractions >= 0)."""
+    return int(fraction * REP_ONE + 0.5)
+
+
+@attrs.frozen
+class ReputationRules:
+    """The settings of the reputation rules (fractions of 1; see the module docstring)."""
+
+    #: Reputation of a node never seen before.
+    initial: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
+    #: Gain for a clean, useful update.
+    reward: float = attrs.field(default=0.05, validator=number(0.0, 1.0))
+    #: Loss for a statistical outlier.
+    penalty_outlier: float = attrs.field(default=0.25, validator=number(0.0, 1.0))
+    #: Loss for a member of a suspected coordinated group.
+    penalty_suspect: float = attrs.field(default=0.25, validator=number(0.0, 1.0))
+    #: Loss for a failed audit (a signed false claim).
+    penalty_audit: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
+    #: Below this reputation a node is banned; 0 never bans.
+    ban_threshold: float = attrs.field(default=0.0, validator=number(0.0, 1.0))
+    #: Fewest uncleared suspects that make a group worth banning.
+    suspect_group_size: int = attrs.field(default=5, validator=integer(2, 1 << 30))
+    #: Consecutive rounds of suspicion before a group is banned.
+    suspect_rounds: int = attrs.field(default=3, validator=integer(1, 1 << 30))
+    #: Rounds from a ban's decision until every node knows it.
+    ban_delay: int = attrs.field(default=0, validator=integer(0, 1 << 30))
+
+
+class Ledger:
+    """Reputations, bans and the suspect list of ``n`` nodes (arrays indexed by node id),
+    under one set of :class:`ReputationRules`."""
+
+    def __init__(self, n: int, rules: ReputationRules | None = None):
+        import numpy as np
+
+        if n < 1:
+            raise QresError(f"reputation ledger: n={n}; track at least one node")
+        self.rules = rules = ReputationRules() if rules is None else rules
+        self.reward = to_rep(rules.reward)
+        self.pen_outlier = to_rep(rules.penalty_outlier)
+        self.pen_suspect = to_rep(rules.penalty_suspect)
+        self.pen_audit = to_rep(rules.penalty_audit)
+        self.ban_level = to_rep(rules.ban_threshold)
+        self.delay = rules.ban_delay
+        self.rep = np.full(n, to_rep(rules.initial), np.int64)
+        self.banned_at = np.full(n, -1, np.int64)  # round the ban was decided, -1: never
+        self.effective_at = np.full(n, -1, np.int64)  # round from which everyone knows it
+        self.suspect_streak = np.zeros(n, np.int32)
+        self.cleared = np.zeros(n, bool)  # passed an audit during the current suspicion
+
+    def fraction(self) -> Any:
+        """Reputations as floats in [0, 1]."""
+        return self.rep / REP_ONE
+
+    def as_weights(self) -> np.ndarray:
+        """The reputations as the ``weights`` argument of the reputation rules (int64)."""
+        return self.rep.copy()
+
+    def adjust(self, nodes: Any, delta: int) -> None:
+        """Add ``delta`` (Q16.16) to the reputation of ``nodes``, clamped to [0, 1]."""
+        import numpy as np
+
+        if len(nodes):
+            self.rep[nodes] = np.clip(self.rep[nodes] + delta, 0, REP_ONE)
+
+    def banned(self) -> Any:
+        """Nodes banned (decided), whether or not the ban has reached everyone yet."""
+        return self.banned_at >= 0
+
+    def banned_known(self, r: int) -> Any:
+        """Nodes whose ban every node knows by round ``r``."""
+        return (self.effective_at >= 0) & (self.effective_at <= r)
+
+    def ban(self, nodes: Any, r: int) -> Any:
+        """Ban ``nodes`` (not already banned) in round ``r``; returns the newly banned."""
+        import numpy as np
+
+        nodes = np.asarray(nodes, dtype=np.int64)
+        new = nodes[self.banned_at[nodes] < 0]
+        self.banned_at[new] = r
+        self.effective_at[new] = r + self.delay
+        self.rep[new] = 0
+        return new
+
+    def ban_low(self, r: int) -> Any:
+        """Ban every node whose reputation fell below the threshold; returns them."""
+        import numpy as np
+
+        low = np.flatnonzero((self.rep < self.ban_level) & (self.banned_at < 0))
+        return self.ban(low, r)
+
+    def suspects(self, flagged: Any, audited_ok: Any, r: int, senders: int | None = None) -> Any:
+        """Update the suspect list with this round's coordinated-group flags (bool ``(n,)``,
+        for every node that sent, banned or not) and audit passes; returns the nodes banned
+        as a coordinated group. A "group" holding half of the round's ``senders`` or more
+        is the swarm agreeing, not a cartel (attackers are a minority): nobody is banned."""
+        import numpy as np
+
+        self.suspect_streak = np.where(flagged, self.suspect_streak + 1, 0).astype(np.int32)
+        self.cleared = np.where(flagged, self.cleared | audited_ok, False)
+        # The group's size counts members already banned (they keep sending alike); those
+        # banned now are the unbanned members suspect for long enough and never cleared.
+        size = np.count_nonzero(flagged & ~self.cleared)
+        too_small = size < self.rules.suspect_group_size
+        if too_small or (senders is not None and 2 * size >= senders):
+            return np.zeros(0, np.int64)
+        group = flagged & (self.suspect_streak >= self.rules.suspect_rounds) & ~self.cleared
+        group &= self.banned_at < 0
+        if group.any():
+            return self.ban(np.flatnonzero(group), r)
+        return np.zeros(0, np.int64)
+
 
 class ReputationTracker:
-    """Per-node reputations (Q16.16 integers in [0, 65536]) kept from round to round, from how
-    each node's update sits among the others; the input of ``reputation-weighted`` and
-    ``adaptive``.
+    """Per-node reputations for the reputation rules (``reputation-weighted``, ``adaptive``),
+    kept from round to round from how each node's update sits among the others.
 
-    Each round (:meth:`observe`) a node's update is *flagged* when it is
-
-    * **far**: its squared distance to a robust reference aggregate (e.g. the trimmed mean)
-      exceeds ``far**2`` times the median of those squared distances (the outlier rule of
-      reputation defences, e.g. Rodríguez-Barroso et al., FGCS 2022); or
-    * **one of a coordinated group**: at least ``group`` updates (itself included) lie within
-      ``2**-near_bits`` of its own distance to the reference. Nodes training on their own
-      data do not send the same vector in numbers; a cartel that copies one forged vector
-      does (the similarity signal of FoolsGold, Fung, Yoon, Beschastnikh, RAID 2020). Rows
-      equal to the reference are not tested (nothing to tell apart).
-
-    Flagged nodes lose ``penalty``, the others gain ``reward``, clamped to [0, 1]. Every
-    comparison is exact integer arithmetic on exact squared distances, so reputations are the
-    same on every machine and for any order of the nodes. Nodes absent from a round
-    (``active`` False) keep their value. A cartel that adds independent noise large enough to
-    look like separate nodes is not caught by the group test; the robust rule it feeds
-    (``adaptive``'s trimmed mean) is then the defence.
+    A :class:`Ledger` whose evidence is :func:`qres.robust.evidence.far_or_grouped`: each
+    round (:meth:`observe`) the rows that are far from a robust reference aggregate or members
+    of a coordinated group are outliers and lose ``penalty``; the others gain ``reward``
+    (docs/aggregators.md, "Reputations"). Nodes absent from a round (``active`` False) keep
+    their value. The tracker never bans: the rule it feeds weighs distrusted nodes down.
     """
 
     def __init__(
@@ -48,8 +176,6 @@ class ReputationTracker:
         near_bits: int = 10,
         start: float = 1.0,
     ):
-        import numpy as np
-
         if n < 1:
             raise QresError(f"ReputationTracker: n={n}; track at least one node")
         for name, value in (("reward", reward), ("penalty", penalty), ("start", start)):
@@ -60,12 +186,16 @@ class ReputationTracker:
                 f"ReputationTracker: need far > 0, group >= 2, near_bits in [0, 30]; got "
                 f"{far}, {group}, {near_bits}"
             )
-        self.reward = int(reward * REP_ONE + 0.5)
-        self.penalty = int(penalty * REP_ONE + 0.5)
+        rules = ReputationRules(initial=start, reward=reward, penalty_outlier=penalty)
+        self.ledger = Ledger(n, rules)
         self.group = group
         self.near_bits = near_bits
         self._far2 = Fraction(far) ** 2
-        self.reputations = np.full(n, int(start * REP_ONE + 0.5), np.int64)
+
+    @property
+    def reputations(self) -> np.ndarray:
+        """The reputations (int64 Q16.16, indexed by node; the ledger's own array)."""
+        return self.ledger.rep
 
     def observe(self, updates: Any, reference: Any, active: Any = None) -> np.ndarray:
         """Update the reputations from one round: ``updates`` ``(m, d)`` int32 rows of the
@@ -74,7 +204,7 @@ class ReputationTracker:
         import numpy as np
 
         x = check_updates(updates, "reputation tracker")
-        n = self.reputations.shape[0]
+        n = self.ledger.rep.shape[0]
         act = np.ones(n, bool) if active is None else np.asarray(active, bool).reshape(-1)
         if act.shape[0] != n or int(act.sum()) != x.shape[0]:
             raise QresError(
@@ -88,31 +218,17 @@ class ReputationTracker:
                 f"{ref.shape} {ref.dtype}"
             )
         flags = self.flags(x, ref)
-        delta = np.where(flags, -self.penalty, self.reward)
         idx = np.flatnonzero(act)
-        self.reputations[idx] = np.clip(self.reputations[idx] + delta, 0, REP_ONE)
+        self.ledger.adjust(idx[flags], -self.ledger.pen_outlier)
+        self.ledger.adjust(idx[~flags], self.ledger.reward)
         return flags
 
     def flags(self, x: Any, reference: Any) -> Any:
         """Which rows are far from ``reference`` or members of a coordinated group (bool)."""
-        import numpy as np
+        from qres.robust.evidence import far_or_grouped
 
-        m = x.shape[0]
-        dref = sq_dists_to(x, reference)
-        grouped = [False] * m
-        if m >= self.group:
-            # within 2**-near_bits of the row's own distance: squared, shift by 2 * near_bits
-            counts = close_counts(x, [d >> (2 * self.near_bits) for d in dref])
-            grouped = [d > 0 and c + 1 >= self.group for d, c in zip(dref, counts, strict=True)]
-        # The scale of "far" comes from the rows not already in a group, so that a cartel
-        # parked next to the reference cannot shrink it and push honest rows past the limit.
-        scale = sorted(d for d, g in zip(dref, grouped, strict=True) if not g) or sorted(dref)
-        med = max(scale[(len(scale) - 1) // 2], 1)
-        num, den = self._far2.numerator, self._far2.denominator
-        return np.array(
-            [g or d * den > num * med for d, g in zip(dref, grouped, strict=True)], bool
-        )
+        return far_or_grouped(x, reference, self._far2, self.group, self.near_bits)
 
     def as_weights(self) -> np.ndarray:
         """The reputations as the ``weights`` argument of the reputation rules (int64)."""
-        return self.reputations.copy()
+        return self.ledger.as_weights()

@@ -149,17 +149,14 @@ class Simulation:
 
         from qres.learning import task as learning
         from qres.robust.aggregate import median_columns
+        from qres.robust.evidence import grubbs_outliers, tightness, update_statistic
+        from qres.robust.reputation import Ledger
         from qres.swarm import gossip
         from qres.swarm.coding import CodecMeter
         from qres.swarm.data import open_data
         from qres.swarm.energy import EnergyModel
         from qres.swarm.regimes import RegimeTracker
-        from qres.swarm.reputation import (
-            Ledger,
-            grubbs_outliers,
-            tightness,
-            update_statistic,
-        )
+        from qres.swarm.settings import reputation_rules
         from qres.trust.audit import to_q16
 
         s = self.s
@@ -185,7 +182,7 @@ class Simulation:
 
         W = np.zeros((n, d), np.int32)
         span_range = np.zeros(n)  # peak-to-peak of each node's first window
-        ledger = Ledger(n, s)
+        ledger = Ledger(n, reputation_rules(s, n))
         regimes = RegimeTracker(n, s)
         energy = EnergyModel(n, s, self.hardware)
         calm_train = learning.TrainSettings(order=d, window=s.window, lr=s.lr)
@@ -600,7 +597,7 @@ class Simulation:
         updates, highest claimed priority first) and applies the result."""
         import numpy as np
 
-        from qres.swarm.reputation import REP_ONE
+        from qres.robust.reputation import REP_ONE
 
         s = self.s
         starts = np.searchsorted(in_dst, A, side="left")

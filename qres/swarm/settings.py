@@ -8,9 +8,14 @@ attrs and light qres modules: profiles load without numpy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from qres.kernel.config import InvalidSetting, integer, number, one_of, text
+
+if TYPE_CHECKING:
+    from qres.robust.reputation import ReputationRules
 
 DAY_S = 86_400
 
@@ -106,3 +111,28 @@ class SwarmSettings:
     storm_noise: int = attrs.field(default=2047, validator=integer(0, 2047))
     calm_noise: int = attrs.field(default=6, validator=integer(0, 2047))
     label: str = attrs.field(default="", validator=text(200))
+
+
+def reputation_rules(settings: SwarmSettings, n: int) -> ReputationRules:
+    """The swarm's reputation rules (:mod:`qres.robust.reputation`) from its settings.
+
+    A ban reaches every node ``ban_propagation_rounds`` after it is decided; 0 means the
+    rounds an epidemic with the profile's fan-out needs to reach ``n`` nodes,
+    ``ceil(log(n) / log(fanout + 1))``.
+    """
+    import math
+
+    from qres.robust.reputation import ReputationRules
+
+    auto = max(1, math.ceil(math.log(max(n, 2)) / math.log(settings.fanout + 1)))
+    return ReputationRules(
+        initial=settings.rep_initial,
+        reward=settings.rep_reward,
+        penalty_outlier=settings.rep_penalty_outlier,
+        penalty_suspect=settings.rep_penalty_suspect,
+        penalty_audit=settings.rep_penalty_audit,
+        ban_threshold=settings.ban_threshold,
+        suspect_group_size=settings.suspect_group_size,
+        suspect_rounds=settings.suspect_rounds,
+        ban_delay=settings.ban_propagation_rounds or auto,
+    )

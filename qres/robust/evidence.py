@@ -1,33 +1,26 @@
-"""Reputation and defence: per-peer reputation with rewards, penalties and bans; the Grubbs
-outlier test; the suspect list of coordinated groups.
+"""The evidence reputations act on: tests that single out updates in a round.
 
-Reputation is one Q16.16 integer in [0, 65536] per node, the swarm's shared ledger of each
-peer: the evidence behind it (outlier flags, audit results, bans) travels with the gossip, so
-every honest node holds the same value once the evidence has reached it. Bans take effect
-``ban_propagation_rounds`` after they are decided (default: the rounds an epidemic with the
-profile's fan-out needs to reach every node, ``ceil(log(n) / log(fanout + 1))``).
+* :func:`grubbs_outliers` on :func:`update_statistic`: the iterated two-sided Grubbs test
+  (significance ``alpha``) on the log of each update's Euclidean distance to the
+  coordinate-wise median. Critical values use Student's t quantile, computed here from the
+  regularised incomplete beta function (continued fraction) and bisection; pure Python
+  floats, so the same on every machine. It catches lone outliers (a group sending alike
+  inflates the standard deviation and masks itself).
+* :func:`tightness`: each update's distance to its ``k``-th nearest other over the round's
+  median of that distance; near 0 for members of a group sending (almost) the same vector.
+* :func:`far_or_grouped`: the exact integer test of the aggregators' reputation tracker, far
+  from a robust reference, or one of at least ``group`` rows at (almost) the same distance
+  from it.
 
-* Rewards: an update that passed the round's outlier tests and helped (its accuracy gain,
-  measured by its receivers on their own data, was positive) earns ``rep_reward``.
-* Penalties: a Grubbs outlier loses ``rep_penalty_outlier``; a member of a suspected
-  coordinated group ``rep_penalty_suspect``; a failed audit ``rep_penalty_audit``.
-* A node whose reputation falls below ``ban_threshold`` is banned, and so is a coordinated
-  group once it has stayed suspect for ``suspect_rounds`` rounds and numbers at least
-  ``suspect_group_size`` members (a member that passed an audit while suspect is cleared).
-
-The Grubbs test (two-sided, significance ``grubbs_alpha``) runs on one statistic per update:
-the log of its Euclidean distance to the coordinate-wise median of the round's updates.
-Critical values use Student's t quantile, computed here from the regularised incomplete beta
-function (continued fraction) and bisection; pure Python floats, so the same on every machine.
+What a flag costs is decided by the rules of :mod:`qres.robust.reputation`, not here.
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
-
-REP_ONE = 1 << 16
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -170,81 +163,36 @@ def tightness(updates: Any, k: int, rng: Any, sample: int = 1024) -> Any:
     return out / med if med > 0 else np.ones(n)
 
 
-class Ledger:
-    """Reputations, bans and the suspect list of every node (arrays of length ``n``)."""
+def far_or_grouped(x: Any, reference: Any, far2: Fraction, group: int, near_bits: int) -> Any:
+    """Which rows of ``x`` are far from ``reference`` or members of a coordinated group (bool).
 
-    def __init__(self, n: int, settings: Any):
-        import numpy as np
+    * **far**: the row's squared distance to ``reference`` exceeds ``far2`` times the median
+      squared distance of the rows not already in a group (the outlier rule of reputation
+      defences, e.g. Rodríguez-Barroso et al., FGCS 2022); the scale comes from those rows so
+      that a cartel parked next to the reference cannot shrink it and push honest rows past
+      the limit;
+    * **grouped**: at least ``group`` rows (itself included) lie within ``2**-near_bits`` of
+      its own distance to the reference. Nodes training on their own data do not send the
+      same vector in numbers; a cartel that copies one forged vector does (the similarity
+      signal of FoolsGold, Fung, Yoon, Beschastnikh, RAID 2020). Rows equal to the reference
+      are not tested (nothing to tell apart).
 
-        self.s = settings
-        q = lambda v: int(math.floor(v * REP_ONE + 0.5))  # noqa: E731 - tiny local helper
-        self.reward = q(settings.rep_reward)
-        self.pen_outlier = q(settings.rep_penalty_outlier)
-        self.pen_suspect = q(settings.rep_penalty_suspect)
-        self.pen_audit = q(settings.rep_penalty_audit)
-        self.ban_level = q(settings.ban_threshold)
-        self.rep = np.full(n, q(settings.rep_initial), np.int64)
-        self.banned_at = np.full(n, -1, np.int64)  # round the ban was decided, -1: never
-        self.effective_at = np.full(n, -1, np.int64)  # round from which everyone knows it
-        self.suspect_streak = np.zeros(n, np.int32)
-        self.cleared = np.zeros(n, bool)  # passed an audit during the current suspicion
-        fan = settings.fanout + 1
-        auto = max(1, math.ceil(math.log(max(n, 2)) / math.log(fan)))
-        self.delay = settings.ban_propagation_rounds or auto
+    Every comparison is exact integer arithmetic on exact squared distances, so the flags are
+    the same on every machine and follow the rows in any order. A cartel that adds
+    independent noise large enough to look like separate nodes is not grouped.
+    """
+    import numpy as np
 
-    def fraction(self) -> Any:
-        """Reputations as floats in [0, 1]."""
-        return self.rep / REP_ONE
+    from qres.robust.aggregate import close_counts, sq_dists_to
 
-    def banned_known(self, r: int) -> Any:
-        """Nodes whose ban every node knows by round ``r``."""
-        return (self.effective_at >= 0) & (self.effective_at <= r)
-
-    def banned(self) -> Any:
-        """Nodes banned (decided), whether or not the ban has reached everyone yet."""
-        return self.banned_at >= 0
-
-    def adjust(self, nodes: Any, delta: int) -> None:
-        """Add ``delta`` (Q16.16) to the reputation of ``nodes``, clamped to [0, 1]."""
-        import numpy as np
-
-        if len(nodes):
-            self.rep[nodes] = np.clip(self.rep[nodes] + delta, 0, REP_ONE)
-
-    def ban(self, nodes: Any, r: int) -> Any:
-        """Ban ``nodes`` (not already banned) in round ``r``; returns the newly banned."""
-        import numpy as np
-
-        nodes = np.asarray(nodes, dtype=np.int64)
-        new = nodes[self.banned_at[nodes] < 0]
-        self.banned_at[new] = r
-        self.effective_at[new] = r + self.delay
-        self.rep[new] = 0
-        return new
-
-    def suspects(self, flagged: Any, audited_ok: Any, r: int, senders: int | None = None) -> Any:
-        """Update the suspect list with this round's coordinated-group flags (bool ``(n,)``,
-        for every node that sent, banned or not) and audit passes; returns the nodes banned
-        as a coordinated group. A "group" holding half of the round's ``senders`` or more
-        is the swarm agreeing, not a cartel (attackers are a minority): nobody is banned."""
-        import numpy as np
-
-        self.suspect_streak = np.where(flagged, self.suspect_streak + 1, 0).astype(np.int32)
-        self.cleared = np.where(flagged, self.cleared | audited_ok, False)
-        # The group's size counts members already banned (they keep sending alike); those
-        # banned now are the unbanned members suspect for long enough and never cleared.
-        size = np.count_nonzero(flagged & ~self.cleared)
-        if size < self.s.suspect_group_size or (senders is not None and 2 * size >= senders):
-            return np.zeros(0, np.int64)
-        group = flagged & (self.suspect_streak >= self.s.suspect_rounds) & ~self.cleared
-        group &= self.banned_at < 0
-        if group.any():
-            return self.ban(np.flatnonzero(group), r)
-        return np.zeros(0, np.int64)
-
-    def ban_low(self, r: int) -> Any:
-        """Ban every node whose reputation fell below the threshold; returns them."""
-        import numpy as np
-
-        low = np.flatnonzero((self.rep < self.ban_level) & (self.banned_at < 0))
-        return self.ban(low, r)
+    m = x.shape[0]
+    dref = sq_dists_to(x, reference)
+    grouped = [False] * m
+    if m >= group:
+        # within 2**-near_bits of the row's own distance: squared, shift by 2 * near_bits
+        counts = close_counts(x, [d >> (2 * near_bits) for d in dref])
+        grouped = [d > 0 and c + 1 >= group for d, c in zip(dref, counts, strict=True)]
+    scale = sorted(d for d, g in zip(dref, grouped, strict=True) if not g) or sorted(dref)
+    med = max(scale[(len(scale) - 1) // 2], 1)
+    num, den = far2.numerator, far2.denominator
+    return np.array([g or d * den > num * med for d, g in zip(dref, grouped, strict=True)], bool)
