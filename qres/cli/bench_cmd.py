@@ -20,63 +20,74 @@ def _fmt_s(value) -> str:
 
 
 def _print(report: dict) -> None:
+    """The grid and the speed table, as rich tables on stdout."""
     from rich.console import Console
-
-    from qres.cli.output import table
 
     # The grid has a dozen columns: never squeeze it below 160 characters.
     out = Console(highlight=False)
     if out.width < 160:
         out = Console(highlight=False, width=160)
-    grid = report.get("grid")
-    if grid:
-        s = grid["settings"]
-        attacks = grid["attacks"]
-        rows = [
-            [r["name"], *(_fmt_ratio(r["cells"][a]) for a in attacks), _fmt_ratio(r["worst"])]
-            for r in grid["rules"]
-        ]
-        title = (
-            f"Robustness: honest error / mean without attack ({grid['baseline_error']:.5f}); "
-            f"n={s['n']}, f={s['f']}, {s['rounds']} rounds, "
-            f"{'IID' if s['iid'] else 'non-IID'}, seed {s['seed']}"
+    if report.get("grid"):
+        _print_grid(out, report["grid"])
+    if report.get("speed"):
+        _print_speed(out, report["speed"])
+
+
+def _print_grid(out, grid: dict) -> None:
+    """The robustness grid, the refusals, the distrusted counts and the target."""
+    from qres.cli.output import table
+
+    s = grid["settings"]
+    attacks = grid["attacks"]
+    rows = [
+        [r["name"], *(_fmt_ratio(r["cells"][a]) for a in attacks), _fmt_ratio(r["worst"])]
+        for r in grid["rules"]
+    ]
+    title = (
+        f"Robustness: honest error / mean without attack ({grid['baseline_error']:.5f}); "
+        f"n={s['n']}, f={s['f']}, {s['rounds']} rounds, "
+        f"{'IID' if s['iid'] else 'non-IID'}, seed {s['seed']}"
+    )
+    out.print(table(title, ["rule", *attacks, "worst"], rows))
+    for r in grid["rules"]:
+        if r["refused"]:
+            out.print(f"{r['name']}: n/a, {r['refused']}")
+    for r in grid["rules"]:
+        if r.get("distrusted"):
+            parts = ", ".join(f"{a} {h}/{b}" for a, (h, b) in r["distrusted"].items())
+            out.print(f"{r['name']} distrusted at the end (honest/byzantine): {parts}")
+    verdict = "holds" if grid["target_holds"] else "does NOT hold"
+    out.print(
+        f"target: {grid['default_rule']} worst case {_fmt_ratio(grid['default_worst'])} "
+        f"<= {grid['target']:.2f}: {verdict}"
+    )
+
+
+def _print_speed(out, speed: dict) -> None:
+    """The speed table, qres beside Flower."""
+    from qres.cli.output import table
+
+    st = speed["settings"]
+    flower = f"Flower {speed['flower_version']}" if speed["flower_version"] else "Flower"
+    rows = []
+    for r in speed["rows"]:
+        fl = _fmt_s(r["flower_s"])
+        if r.get("flower_scaled"):
+            fl += f" (scaled from n={r['flower_n']})"
+        target = (
+            ""
+            if r["target_s"] is None
+            else (f"< {r['target_s']} s: {'yes' if r['target_holds'] else 'NO'}")
         )
-        out.print(table(title, ["rule", *attacks, "worst"], rows))
-        for r in grid["rules"]:
-            if r["refused"]:
-                out.print(f"{r['name']}: n/a, {r['refused']}")
-        for r in grid["rules"]:
-            if r.get("distrusted"):
-                parts = ", ".join(f"{a} {h}/{b}" for a, (h, b) in r["distrusted"].items())
-                out.print(f"{r['name']} distrusted at the end (honest/byzantine): {parts}")
-        verdict = "holds" if grid["target_holds"] else "does NOT hold"
-        out.print(
-            f"target: {grid['default_rule']} worst case {_fmt_ratio(grid['default_worst'])} "
-            f"<= {grid['target']:.2f}: {verdict}"
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.1f}"
+        rows.append([r["rule"], r["n"], r["f"], _fmt_s(r["qres_s"]), fl, ratio, target])
+    out.print(
+        table(
+            f"Speed, d={st['d']} (N(0,1) in Q16.16; {flower} on the same values as float64)",
+            ["rule", "n", "f", "qres", flower, "Flower / qres", "target"],
+            rows,
         )
-    speed = report.get("speed")
-    if speed:
-        st = speed["settings"]
-        flower = f"Flower {speed['flower_version']}" if speed["flower_version"] else "Flower"
-        rows = []
-        for r in speed["rows"]:
-            fl = _fmt_s(r["flower_s"])
-            if r.get("flower_scaled"):
-                fl += f" (scaled from n={r['flower_n']})"
-            target = (
-                ""
-                if r["target_s"] is None
-                else (f"< {r['target_s']} s: {'yes' if r['target_holds'] else 'NO'}")
-            )
-            ratio = "" if r["ratio"] is None else f"{r['ratio']:.1f}"
-            rows.append([r["rule"], r["n"], r["f"], _fmt_s(r["qres_s"]), fl, ratio, target])
-        out.print(
-            table(
-                f"Speed, d={st['d']} (N(0,1) in Q16.16; {flower} on the same values as float64)",
-                ["rule", "n", "f", "qres", flower, "Flower / qres", "target"],
-                rows,
-            )
-        )
+    )
 
 
 @app.command("aggregators")
@@ -123,31 +134,16 @@ def aggregators(
         raise QresError(f"{png}: already exists; pass --force to overwrite it")
     if skip_grid and skip_speed:
         raise UsageError("--no-grid and --no-speed leave nothing to run; drop one of them")
-    small = {"n": 20, "f": 4, "rounds": 5, "shard_len": 1024, "eval_len": 256, "window": 128}
-    grid_args = dict(small) if quick else {}
-    for key, value in (("n", n), ("f", f), ("rounds", rounds)):
-        if value is not None:
-            grid_args[key] = value
-    if n is not None and f is None and not quick:
-        grid_args["f"] = (3 * n) // 10
-    grid_args.update(seed=seed, iid=iid, data=data)
-    speed_args = {"n": 500, "d": 50, "flower_krum_n": 200, "bulyan_n": 23} if quick else {}
-    for key, value in (("n", speed_n), ("d", d), ("flower_krum_n", flower_krum_n)):
-        if value is not None:
-            speed_args[key] = value
-    speed_args.update(seed=seed, flower=not no_flower)
+    grid_args = _grid_args(quick, n, f, rounds, seed=seed, iid=iid, data=data)
+    speed_args = _speed_args(quick, speed_n, d, flower_krum_n, seed=seed, flower=not no_flower)
     try:
         grid = None if skip_grid else aggbench.GridSettings(**grid_args)
         speed = None if skip_speed else aggbench.SpeedSettings(**speed_args)
     except InvalidSetting as exc:
         raise QresError(f"qres bench aggregators: {exc}; adjust the option") from exc
-
-    def progress(message: str) -> None:
-        if not as_json and sys.stderr.isatty():
-            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
-
-    report = aggbench.run(grid, speed, progress=progress)
-    if not as_json and sys.stderr.isatty():
+    on_terminal = not as_json and sys.stderr.isatty()
+    report = aggbench.run(grid, speed, progress=_progress if on_terminal else None)
+    if on_terminal:
         print("\r\033[K", end="", file=sys.stderr, flush=True)
     if png:
         from qres.codec.files import atomic_output
@@ -160,6 +156,39 @@ def aggregators(
         _print(report)
         if png:
             print(f"wrote {png}")
+
+
+#: What --quick shrinks the grid and the speed table to.
+QUICK_GRID = {"n": 20, "f": 4, "rounds": 5, "shard_len": 1024, "eval_len": 256, "window": 128}
+QUICK_SPEED = {"n": 500, "d": 50, "flower_krum_n": 200, "bulyan_n": 23}
+
+
+def _grid_args(quick: bool, n, f, rounds, **fixed) -> dict:
+    """The grid's settings from the options: --quick's, then the explicit ones (an explicit
+    --n without --f takes f = 30% of n)."""
+    args = dict(QUICK_GRID) if quick else {}
+    for key, value in (("n", n), ("f", f), ("rounds", rounds)):
+        if value is not None:
+            args[key] = value
+    if n is not None and f is None and not quick:
+        args["f"] = (3 * n) // 10
+    return {**args, **fixed}
+
+
+def _speed_args(quick: bool, speed_n, d, flower_krum_n, **fixed) -> dict:
+    """The speed table's settings from the options: --quick's, then the explicit ones."""
+    args = dict(QUICK_SPEED) if quick else {}
+    for key, value in (("n", speed_n), ("d", d), ("flower_krum_n", flower_krum_n)):
+        if value is not None:
+            args[key] = value
+    return {**args, **fixed}
+
+
+def _progress(message: str) -> None:
+    """One status line on the terminal, overwritten by the next."""
+    import sys
+
+    print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
 
 
 def register(app_: typer.Typer) -> None:

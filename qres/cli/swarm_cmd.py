@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import typer
 
 app = typer.Typer(
@@ -44,21 +45,12 @@ def simulate(
     """Run the swarm of a profile round by round and report error, bans, bytes and energy."""
     import sys
     import time
-    from pathlib import Path
 
-    from qres.cli.output import console, table
-    from qres.codec.files import atomic_output
     from qres.kernel import profiles
-    from qres.kernel.errors import QresError
-    from qres.swarm.engine import Simulation, settings_from_profile
-    from qres.swarm.report import plot as draw
-    from qres.swarm.report import summary_rows, to_json
+    from qres.swarm.engine import settings_from_profile
 
-    for target in (report, plot, record):
-        if target and target != "-" and Path(target).exists() and not force:
-            raise QresError(f"{target}: already exists; pass --force to overwrite it")
-    if data is not None and not Path(data).is_dir():
-        raise QresError(f"--data {data}: not a folder; give a folder with a MANIFEST.tsv")
+    outputs = _Outputs(report, plot, record, force, as_json)
+    outputs.check(data)
     loaded = profiles.load(profile)
     settings = settings_from_profile(
         loaded,
@@ -71,38 +63,88 @@ def simulate(
     )
     live = sys.stderr.isatty() and not as_json
     started = time.perf_counter()
-    if record:
-        with atomic_output(record, force) as stream:
-            sim = Simulation(loaded, settings, attack=attack, record=stream)
-            result = _run(sim, live, "swarm")
-    else:
-        sim = Simulation(loaded, settings, attack=attack)
-        result = _run(sim, live, "swarm")
+    sim, result = _simulate(loaded, settings, attack, outputs, live)
     if baseline is None:
         baseline = sim.attack is not None
     if baseline:
-        free = Simulation(loaded, settings, attack_free=True)
-        free_report = _run(free, live, "attack-free")
-        a, b = result["final_honest_error"], free_report["final_honest_error"]
-        result["attack_free"] = {
-            "honest_error": free_report["honest_error"],
-            "final_honest_error": b,
-            "banned_honest": free_report["banned_honest"],
-            "error_ratio": round(a / b, 6) if a is not None and b else None,
-        }
-    body = to_json(result)
-    if report:
-        with atomic_output(report, force) as out:
-            out.write(body)
-    if plot:
-        with atomic_output(plot, force) as out:
-            draw(result, out)
-    if as_json:
-        sys.stdout.write(body.decode())
-        return
-    out = console()
-    out.print(table(f"qres swarm simulate --profile {loaded.name}", ["", ""], summary_rows(result)))
-    out.print(f"{time.perf_counter() - started:.1f} s")
+        result["attack_free"] = _attack_free(loaded, settings, result, live)
+    outputs.write(result, loaded.name, started)
+
+
+@attrs.frozen
+class _Outputs:
+    """Where ``simulate`` writes: the report, the plot, the packet recording, stdout."""
+
+    report: str | None
+    plot: str | None
+    record: str | None
+    force: bool
+    as_json: bool
+
+    def check(self, data: str | None) -> None:
+        """Refuse existing outputs (without --force) and a --data that is not a folder, before
+        anything runs."""
+        from pathlib import Path
+
+        from qres.kernel.errors import QresError
+
+        for target in (self.report, self.plot, self.record):
+            if target and target != "-" and Path(target).exists() and not self.force:
+                raise QresError(f"{target}: already exists; pass --force to overwrite it")
+        if data is not None and not Path(data).is_dir():
+            raise QresError(f"--data {data}: not a folder; give a folder with a MANIFEST.tsv")
+
+    def write(self, result: dict, profile_name: str, started: float) -> None:
+        """Write the report and the plot (atomically), then print the JSON or the summary."""
+        import sys
+        import time
+
+        from qres.cli.output import console, table
+        from qres.codec.files import atomic_output
+        from qres.swarm.report import plot as draw
+        from qres.swarm.report import summary_rows, to_json
+
+        body = to_json(result)
+        if self.report:
+            with atomic_output(self.report, self.force) as out:
+                out.write(body)
+        if self.plot:
+            with atomic_output(self.plot, self.force) as out:
+                draw(result, out)
+        if self.as_json:
+            sys.stdout.write(body.decode())
+            return
+        out = console()
+        title = f"qres swarm simulate --profile {profile_name}"
+        out.print(table(title, ["", ""], summary_rows(result)))
+        out.print(f"{time.perf_counter() - started:.1f} s")
+
+
+def _simulate(loaded, settings, attack, outputs: _Outputs, live: bool):
+    """The attacked (or plain) run, recording its packets if asked; (simulation, report)."""
+    from qres.codec.files import atomic_output
+    from qres.swarm.engine import Simulation
+
+    if outputs.record:
+        with atomic_output(outputs.record, outputs.force) as stream:
+            sim = Simulation(loaded, settings, attack=attack, record=stream)
+            return sim, _run(sim, live, "swarm")
+    sim = Simulation(loaded, settings, attack=attack)
+    return sim, _run(sim, live, "swarm")
+
+
+def _attack_free(loaded, settings, result: dict, live: bool) -> dict:
+    """The same swarm without the attack, and how the attacked run compares."""
+    from qres.swarm.engine import Simulation
+
+    free = _run(Simulation(loaded, settings, attack_free=True), live, "attack-free")
+    a, b = result["final_honest_error"], free["final_honest_error"]
+    return {
+        "honest_error": free["honest_error"],
+        "final_honest_error": b,
+        "banned_honest": free["banned_honest"],
+        "error_ratio": round(a / b, 6) if a is not None and b else None,
+    }
 
 
 def _run(sim, live: bool, label: str) -> dict:

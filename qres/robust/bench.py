@@ -344,95 +344,125 @@ def run_speed(settings: SpeedSettings, progress: Callable[[str], None] | None = 
     Flower is not installed or not asked for), ``rows`` (``rule``, ``n``, ``f``, ``qres_s``,
     ``flower_s``, ``flower_scaled``, ``ratio`` = Flower / qres, ``target_s``,
     ``target_holds``)."""
-    import numpy as np
-
-    from qres.kernel import plugins
-    from qres.kernel.config import Location
-
     s = settings
-    rng = np.random.default_rng(s.seed)
-    real = rng.standard_normal((s.n, s.d))
-    x = np.floor(real * 65536.0 + 0.5).astype(np.int32)
-    as_float = x.astype(np.float64) / 65536.0  # Flower gets exactly the same values
-    fl = _flower_module() if s.flower else None
-    version = None
-    if fl is not None:
-        from importlib.metadata import version as pkg_version
+    bench = _SpeedBench.create(s, progress)
+    rows = [bench.rule_row(name, table) for name, table in SPEED_RULES]
+    rows.append(bench.bulyan_row())
+    return {"settings": attrs.asdict(s), "flower_version": bench.version, "rows": rows}
 
-        version = pkg_version("flwr")
-    f = int(s.f_share * s.n)
-    where = Location("<bench>")
-    rows = []
 
-    def flower_results(values):
-        return [([row], 1) for row in values]
+def _flower_results(values: Any) -> list:
+    """Rows as Flower's ``(parameters, num_examples)`` results."""
+    return [([row], 1) for row in values]
 
-    flower_calls: dict[str, Callable[[], Any]] = {}
-    if fl is not None:
-        full = flower_results(as_float)
-        flower_calls = {
-            "mean": lambda: fl.aggregate(full),
-            "median": lambda: fl.aggregate_median(full),
-            "trimmed-mean": lambda: fl.aggregate_trimmed_avg(full, f / s.n),
-        }
-    kn = min(s.flower_krum_n, s.n)
-    fk = int(s.f_share * kn)
-    for name, table in SPEED_RULES:
-        rule = plugins.create("aggregator", table, where)
+
+def _speed_row(name: str, n: int, f: int, qres_s: float) -> dict:
+    """A row of the speed table before Flower's figures and the target are added."""
+    return {
+        "rule": name,
+        "n": n,
+        "f": f,
+        "qres_s": qres_s,
+        "flower_s": None,
+        "flower_scaled": False,
+        "ratio": None,
+    }
+
+
+@attrs.define(eq=False)
+class _SpeedBench:
+    """The inputs of the speed table, shared by every rule: the same values as Q16.16 for
+    qres and as float64 for Flower (``fl`` is Flower's aggregate module, or None)."""
+
+    s: SpeedSettings
+    x: Any
+    as_float: Any
+    fl: Any
+    version: str | None
+    progress: Callable[[str], None] | None
+
+    @classmethod
+    def create(cls, s: SpeedSettings, progress: Callable[[str], None] | None) -> _SpeedBench:
+        """Draw the updates (N(0, 1) in Q16.16) and find Flower."""
+        import numpy as np
+
+        real = np.random.default_rng(s.seed).standard_normal((s.n, s.d))
+        x = np.floor(real * 65536.0 + 0.5).astype(np.int32)
+        as_float = x.astype(np.float64) / 65536.0  # Flower gets exactly the same values
+        fl = _flower_module() if s.flower else None
+        version = None
+        if fl is not None:
+            from importlib.metadata import version as pkg_version
+
+            version = pkg_version("flwr")
+        return cls(s, x, as_float, fl, version, progress)
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            self.progress(message)
+
+    def rule_row(self, name: str, table: dict) -> dict:
+        """Time one qres rule on every row, and Flower's same rule where it has one."""
+        from qres.kernel import plugins
+        from qres.kernel.config import Location
+
+        s = self.s
+        f = int(s.f_share * s.n)
+        rule = plugins.create("aggregator", table, Location("<bench>"))
         rf = (2 * f) // 3 if table["use"] == "bucketing" else f
-        if progress:
-            progress(f"speed: {name}")
-        qs, _ = _timed(lambda rule=rule, rf=rf: rule.aggregate(x, f=rf, rng=_gen(0)), s.repeats)
-        row = {
-            "rule": name,
-            "n": s.n,
-            "f": rf,
-            "qres_s": qs,
-            "flower_s": None,
-            "flower_scaled": False,
-            "ratio": None,
-        }
-        if name in flower_calls:
-            row["flower_s"], _ = _timed(flower_calls[name], s.repeats)
-        elif fl is not None and name in ("krum", "multi-krum"):
-            small = flower_results(as_float[:kn])
-            keep = 0 if name == "krum" else kn - fk
-            t, _ = _timed(lambda small=small, keep=keep: fl.aggregate_krum(small, fk, keep))
-            row["flower_s"] = t * (s.n / kn) ** 2
-            row["flower_scaled"] = kn < s.n
-            row["flower_n"] = kn
+        self._say(f"speed: {name}")
+        qs, _ = _timed(lambda: rule.aggregate(self.x, f=rf, rng=_gen(0)), s.repeats)
+        row = _speed_row(name, s.n, rf, qs)
+        if self.fl is not None:
+            self._time_flower(name, f, row)
         if row["flower_s"] is not None:
             row["ratio"] = row["flower_s"] / qs
         target = SPEED_TARGETS.get(name) if (s.n, s.d) == (10_000, 1_000) else None
         row["target_s"] = target
         row["target_holds"] = None if target is None else qs < target
-        rows.append(row)
-    # Bulyan at a size both can run: n >= 4f + 3.
-    bn = min(s.bulyan_n, s.n)
-    bf = (bn - 3) // 4
-    if progress:
-        progress("speed: bulyan")
-    bulyan = plugins.create("aggregator", {"use": "bulyan"}, where)
-    qs, _ = _timed(lambda: bulyan.aggregate(x[:bn], f=bf), s.repeats)
-    row = {
-        "rule": "bulyan",
-        "n": bn,
-        "f": bf,
-        "qres_s": qs,
-        "flower_s": None,
-        "flower_scaled": False,
-        "ratio": None,
-        "target_s": None,
-        "target_holds": None,
-    }
-    if fl is not None:
-        small = flower_results(as_float[:bn])
-        row["flower_s"], _ = _timed(
-            lambda: fl.aggregate_bulyan(small, bf, fl.aggregate_krum, to_keep=0)
-        )
-        row["ratio"] = row["flower_s"] / qs
-    rows.append(row)
-    return {"settings": attrs.asdict(s), "flower_version": version, "rows": rows}
+        return row
+
+    def _time_flower(self, name: str, f: int, row: dict) -> None:
+        """Flower's time for the rule ``name`` into ``row`` (Krum timed on the first
+        ``flower_krum_n`` rows and scaled by the square of the row ratio)."""
+        s, fl = self.s, self.fl
+        full = _flower_results(self.as_float)
+        calls = {
+            "mean": lambda: fl.aggregate(full),
+            "median": lambda: fl.aggregate_median(full),
+            "trimmed-mean": lambda: fl.aggregate_trimmed_avg(full, f / s.n),
+        }
+        if name in calls:
+            row["flower_s"], _ = _timed(calls[name], s.repeats)
+        elif name in ("krum", "multi-krum"):
+            kn = min(s.flower_krum_n, s.n)
+            fk = int(s.f_share * kn)
+            small = _flower_results(self.as_float[:kn])
+            keep = 0 if name == "krum" else kn - fk
+            t, _ = _timed(lambda: fl.aggregate_krum(small, fk, keep))
+            row["flower_s"] = t * (s.n / kn) ** 2
+            row["flower_scaled"] = kn < s.n
+            row["flower_n"] = kn
+
+    def bulyan_row(self) -> dict:
+        """Bulyan at a size both can run: ``n >= 4f + 3``."""
+        from qres.kernel import plugins
+        from qres.kernel.config import Location
+
+        s, fl = self.s, self.fl
+        bn = min(s.bulyan_n, s.n)
+        bf = (bn - 3) // 4
+        self._say("speed: bulyan")
+        bulyan = plugins.create("aggregator", {"use": "bulyan"}, Location("<bench>"))
+        qs, _ = _timed(lambda: bulyan.aggregate(self.x[:bn], f=bf), s.repeats)
+        row = {**_speed_row("bulyan", bn, bf, qs), "target_s": None, "target_holds": None}
+        if fl is not None:
+            small = _flower_results(self.as_float[:bn])
+            row["flower_s"], _ = _timed(
+                lambda: fl.aggregate_bulyan(small, bf, fl.aggregate_krum, to_keep=0)
+            )
+            row["ratio"] = row["flower_s"] / qs
+        return row
 
 
 def run(grid: GridSettings | None, speed: SpeedSettings | None, progress=None) -> dict:

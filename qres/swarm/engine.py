@@ -19,9 +19,15 @@ A round (``docs/swarm.md`` has the whole story):
 4. *Consensus.* Each awake node aggregates its own update and up to ``max_inbox`` received
    ones (highest priority first) with the profile's aggregator, ``f`` = ``assumed_byzantine``
    of the rows, and applies the result.
-5. *Defence* (:mod:`qres.swarm.reputation`): Grubbs outliers, coordinated groups, stochastic
-   audits that re-run the claimed training, rewards, penalties and bans.
+5. *Defence*: Grubbs outliers and coordinated groups (:mod:`qres.robust.evidence`),
+   stochastic audits that re-run the claimed training; rewards, penalties and bans follow
+   the rules of :mod:`qres.robust.reputation`.
 6. *Energy.* Each node pays for its wakes and airtime and harvests.
+
+Each phase is one method of :class:`Simulation` (``_join_and_wake``, ``_observe_and_learn``,
+``_gossip``, ``_consensus``, ``_defend``, ``_spend_energy_and_record``) working on two state
+objects: :class:`SwarmState` (what lives from round to round, with the run's
+:class:`qres.swarm.history.History`) and :class:`RoundState` (one round's working set).
 
 Determinism: one seed feeds named numpy generators (data, peers, attack, audits, transport);
 nodes are visited in id order; every model update is integer arithmetic. The same seed and
@@ -37,36 +43,15 @@ from typing import Any
 import attrs
 
 from qres.kernel.errors import QresError
+from qres.swarm import gossip
+from qres.swarm.history import History, RoundRecord, RoundStats, _r, build_report
 from qres.swarm.regimes import NAMES, STORM
-from qres.swarm.settings import DAY_S, SwarmSettings
+from qres.swarm.settings import SwarmSettings
 
-
-def _r(value: float, digits: int = 9) -> float:
-    """A float rounded to ``digits`` significant digits, for a stable report."""
-    if value == 0 or not math.isfinite(value):
-        return float(value) if math.isfinite(value) else None  # type: ignore[return-value]
-    return float(f"{value:.{digits}g}")
-
+__all__ = ["MAX_RECORD_NODES", "RoundStats", "Simulation", "settings_from_profile"]
 
 #: Largest swarm ``record`` accepts: every packet is really signed, committed and proved.
 MAX_RECORD_NODES = 1000
-
-
-@attrs.frozen
-class RoundStats:
-    """What one round looked like (the live view shows it; the report keeps it)."""
-
-    round: int
-    honest_error: float
-    active: int
-    senders: int
-    banned_honest: int
-    banned_byzantine: int
-    regimes: dict
-    bytes_sent: int
-    rep_honest: float
-    rep_byzantine: float
-    energy_level: float
 
 
 def settings_from_profile(profile: Any, **overrides: Any) -> SwarmSettings:
@@ -86,6 +71,75 @@ def settings_from_profile(profile: Any, **overrides: Any) -> SwarmSettings:
             f"swarm settings: --{exc.name.replace('_', '-')}: bad value {exc.value!r}; "
             f"allowed: {exc.allowed}"
         ) from exc
+
+
+@attrs.define(eq=False)
+class SwarmState:
+    """Everything that lives from round to round: who is who, the models, the ledger, the
+    regimes, the energy pools, the messages in flight, and the run's :class:`History`."""
+
+    n: int
+    byz: Any  # bool (n,): Byzantine nodes
+    honest: Any
+    joining: Any  # bool (n,): honest nodes that join at ``join_round``
+    n_byz: int
+    n_join: int
+    join_round: int
+    alive: Any  # bool (n,): nodes in the swarm (joined)
+    W: Any  # int32 (n, d): every node's model
+    span_range: Any  # peak-to-peak of each node's first window
+    ledger: Any  # qres.robust.reputation.Ledger
+    regimes: Any
+    energy: Any
+    data: Any
+    rng: dict  # named generators: setup, peers, attack, audit, tight
+    calm_train: Any
+    storm_train: Any
+    pkt: int  # bytes of one update packet
+    audit_bytes: int
+    bias: Any  # gossip bias per regime
+    cost: float  # radio energy of one send over the energy of one wake
+    history: History
+    meter: Any
+    recorder: Any
+    # Updates sent in recent rounds, by round: (origins, rows, residual, claimed gain).
+    store: dict = attrs.field(factory=dict)
+    pending_dst: Any = None  # messages waiting for a sleeping node
+    pending_tag: Any = None
+    tx: Any = None  # bytes sent and received this round, per node
+    rx: Any = None
+
+
+@attrs.define(eq=False)
+class RoundState:
+    """One round's working set, filled phase by phase (positions index the awake nodes)."""
+
+    r: int
+    wakes: Any
+    active: Any  # bool (n,)
+    A: Any  # ids of the awake nodes
+    known_banned: Any  # bool (n,): bans every node knows by now
+    truth: Any  # bool (n,): the scripted storm
+    rep_f: Any  # reputations at the start of the round, floats in [0, 1]
+    # 2. observe and learn
+    X: Any = None  # windows of the awake nodes
+    W0: Any = None  # their models before the round
+    err0: Any = None
+    entropy: Any = None
+    reg_a: Any = None
+    delta: Any = None  # honest updates
+    sent: Any = None  # what each awake node sends (forgeries for Byzantine nodes)
+    residual: Any = None
+    gain_claim: Any = None
+    byz_a: Any = None
+    hon_a: Any = None
+    # 3. gossip
+    senders_pos: Any = None
+    senders: Any = None
+    pos: Any = None  # node id -> position among the awake, -1 if asleep
+    alive_ids: Any = None
+    gain_sum: Any = None  # per origin: accuracy gain its receivers measured
+    gain_cnt: Any = None
 
 
 class Simulation:
@@ -144,12 +198,35 @@ class Simulation:
         )
 
     def run(self, on_round: Callable[[RoundStats], None] | None = None) -> dict:
-        """Run every round; returns the report (plain data, see :mod:`qres.swarm.report`)."""
+        """Run every round, phase by phase as the module docstring numbers them; returns the
+        report (plain data, see :mod:`qres.swarm.report` and :func:`build_report`)."""
+        import numpy as np
+
+        sw = self._setup()
+        for r in range(self.s.rounds):
+            rd = self._join_and_wake(sw, r)
+            if rd.A.shape[0] == 0:
+                radio_on = sw.energy.spend(rd.wakes, sw.tx, sw.rx)
+                record = RoundRecord(np.nan, np.nan, 0, 0, 0, radio_on)
+                sw.history.record(record, sw, rd.truth, self.s.round_seconds)
+                self.transport.advance(1)
+                continue
+            self._observe_and_learn(sw, rd)
+            in_dst, in_tag = self._gossip(sw, rd)
+            self._consensus(sw, rd, in_dst, in_tag)
+            self._defend(sw, rd)
+            self._spend_energy_and_record(sw, rd)
+            if on_round is not None:
+                on_round(sw.history.round_stats(r))
+        return self._report(sw)
+
+    # --- the phases of a round --------------------------------------------------------------
+
+    def _setup(self) -> SwarmState:
+        """Who is Byzantine, who joins late, and the state every round starts from."""
         import numpy as np
 
         from qres.learning import task as learning
-        from qres.robust.aggregate import median_columns
-        from qres.robust.evidence import grubbs_outliers, tightness, update_statistic
         from qres.robust.reputation import Ledger
         from qres.swarm import gossip
         from qres.swarm.coding import CodecMeter
@@ -157,389 +234,402 @@ class Simulation:
         from qres.swarm.energy import EnergyModel
         from qres.swarm.regimes import RegimeTracker
         from qres.swarm.settings import reputation_rules
-        from qres.trust.audit import to_q16
 
         s = self.s
-        n, d = s.nodes, s.order
-        seed = s.seed
+        n, seed = s.nodes, s.seed
         data = open_data(s, seed)
-        rng_setup = np.random.default_rng([seed, 0x5E7])
-        rng_peers = np.random.default_rng([seed, 0x9EE2])
-        rng_attack = np.random.default_rng([seed, 0xA77A])
-        rng_audit = np.random.default_rng([seed, 0xA0D1])
-        rng_tight = np.random.default_rng([seed, 0x71687])
-
+        rng = {
+            name: np.random.default_rng([seed, key])
+            for name, key in (
+                ("setup", 0x5E7),
+                ("peers", 0x9EE2),
+                ("attack", 0xA77A),
+                ("audit", 0xA0D1),
+                ("tight", 0x71687),
+            )
+        }
         n_byz = int(math.floor(s.byzantine * n + 0.5))
         byz = np.zeros(n, bool)
-        byz[np.sort(rng_setup.permutation(n)[:n_byz])] = True
-        honest = ~byz
+        byz[np.sort(rng["setup"].permutation(n)[:n_byz])] = True
         joining = np.zeros(n, bool)
-        n_join = int(math.floor(s.join_fraction * np.count_nonzero(honest)))
+        n_join = int(math.floor(s.join_fraction * np.count_nonzero(~byz)))
         if n_join:
-            joining[rng_setup.choice(np.flatnonzero(honest), n_join, replace=False)] = True
-        join_round = s.join_round or s.rounds // 2
-        alive = ~joining
-
-        W = np.zeros((n, d), np.int32)
-        span_range = np.zeros(n)  # peak-to-peak of each node's first window
-        ledger = Ledger(n, reputation_rules(s, n))
-        regimes = RegimeTracker(n, s)
+            joining[rng["setup"].choice(np.flatnonzero(~byz), n_join, replace=False)] = True
         energy = EnergyModel(n, s, self.hardware)
-        calm_train = learning.TrainSettings(order=d, window=s.window, lr=s.lr)
-        storm_train = learning.TrainSettings(order=d, window=s.window, lr=s.storm_lr)
-        pkt = gossip.packet_bytes(d)
-        audit_bytes = gossip.audit_response_bytes(d)
-        bias = np.array([s.gossip_bias_calm, s.gossip_bias_prestorm, s.gossip_bias_storm])
-        transport = self.transport
+        pkt = gossip.packet_bytes(s.order)
         wake_j = energy.wake_energy_j()
         gossip_j = pkt * s.fanout * 8.0 / s.link_bps * energy.radio_active / 1000.0
-        cost = gossip_j / wake_j if wake_j > 0 else 0.0
-
-        # Updates sent in recent rounds, by round: (origins, rows, residual, claimed gain).
-        store: dict[int, tuple[Any, Any, Any, Any]] = {}
-        pending_dst = np.zeros(0, np.int64)  # messages waiting for a sleeping node
-        pending_tag = np.zeros(0, np.int64)
-
-        rec: dict[str, list] = {
-            k: []
-            for k in (
-                "honest_error",
-                "byzantine_error",
-                "active",
-                "senders",
-                "bytes",
-                "rep_honest",
-                "rep_byzantine",
-                "energy_level",
-                "radio_sleep",
-                "regimes",
-                "storm_truth",
-                "banned_honest",
-                "banned_byzantine",
-            )
-        }
-        bytes_by_kind = {"updates": 0, "forwards": 0, "audits": 0, "bans": 0}
-        audits = {"audited": 0, "failed": 0, "failed_honest": 0, "failed_byzantine": 0}
-        flagged_totals = {
-            "grubbs_honest": 0,
-            "grubbs_byzantine": 0,
-            "suspect_honest": 0,
-            "suspect_byzantine": 0,
-        }
-        false_alarm = {"calm_node_rounds": 0, "alarm_node_rounds": 0}
-        screened = {"received": 0, "rejected_honest": 0, "rejected_byzantine": 0}
-        ban_causes = dict.fromkeys(
-            ("group_honest", "group_byzantine", "reputation_honest", "reputation_byzantine"), 0
+        return SwarmState(
+            n=n,
+            byz=byz,
+            honest=~byz,
+            joining=joining,
+            n_byz=n_byz,
+            n_join=n_join,
+            join_round=s.join_round or s.rounds // 2,
+            alive=~joining,
+            W=np.zeros((n, s.order), np.int32),
+            span_range=np.zeros(n),
+            ledger=Ledger(n, reputation_rules(s, n)),
+            regimes=RegimeTracker(n, s),
+            energy=energy,
+            data=data,
+            rng=rng,
+            calm_train=learning.TrainSettings(order=s.order, window=s.window, lr=s.lr),
+            storm_train=learning.TrainSettings(order=s.order, window=s.window, lr=s.storm_lr),
+            pkt=pkt,
+            audit_bytes=gossip.audit_response_bytes(s.order),
+            bias=np.array([s.gossip_bias_calm, s.gossip_bias_prestorm, s.gossip_bias_storm]),
+            cost=gossip_j / wake_j if wake_j > 0 else 0.0,
+            history=History(n),
+            recorder=_Recorder(self.record, n, seed) if self.record is not None else None,
+            meter=CodecMeter(s, self.profile),
+            pending_dst=np.zeros(0, np.int64),
+            pending_tag=np.zeros(0, np.int64),
+            tx=np.zeros(n, np.int64),
+            rx=np.zeros(n, np.int64),
         )
-        detect_delay: list[int] = []
-        storm_onset_seen = np.full(n, -1, np.int64)
-        isolated_round = None
-        regime_node_rounds = dict.fromkeys(NAMES, 0)
-        tx = np.zeros(n, np.int64)
-        rx = np.zeros(n, np.int64)
 
-        def send(src, dst, size, tags, kind):
-            kept = transport.send_batch(src, dst, np.full(src.shape[0], size, np.int64), tags)
-            np.add.at(tx, src, size)
-            bytes_by_kind[kind] += int(size) * int(src.shape[0])
-            return kept
+    def _send(self, sw: SwarmState, src, dst, size, tags, kind: str):
+        """Hand a batch of messages to the transport and count their bytes."""
+        import numpy as np
 
-        recorder = _Recorder(self.record, n, seed) if self.record is not None else None
-        meter = CodecMeter(s, self.profile)
+        kept = self.transport.send_batch(src, dst, np.full(src.shape[0], size, np.int64), tags)
+        np.add.at(sw.tx, src, size)
+        sw.history.bytes_by_kind[kind] += int(size) * int(src.shape[0])
+        return kept
 
-        for r in range(s.rounds):
-            tx[:] = 0
-            rx[:] = 0
-            # 1. join and wake
-            if n_join and r == join_round:
-                base = alive & ~ledger.banned()
-                consensus = median_columns(W[base]) if base.any() else np.zeros(d, np.int32)
-                W[joining] = consensus
-                alive = alive | joining
-            rep_f = ledger.fraction()
-            wakes = energy.wakes(r, regimes.regime, rep_f, alive)
-            active = wakes > 0
-            A = np.flatnonzero(active)
-            known_banned = ledger.banned_known(r)
-            truth = data.storm_truth(r)
-            if A.shape[0] == 0:
-                radio_on = energy.spend(wakes, tx, rx)
-                self._record(
-                    rec, r, np.nan, np.nan, 0, 0, ledger, byz, regimes, energy, radio_on, truth, 0
-                )
-                transport.advance(1)
-                continue
-            # 2. observe and learn
-            X = data.windows(r, A)
-            fresh = span_range[A] == 0
-            if fresh.any():
-                ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
-                span_range[A[fresh]] = np.maximum(ptp, 1.0)
-            W0 = W[A]
-            err0 = learning.prediction_error(W0, X, d)
-            entropy = np.minimum(err0 * learning.SPAN / span_range[A], 1.0)
-            regimes.observe(A, entropy)
-            regimes.force_calm(energy.low() & active)
-            reg_a = regimes.regime[A]
-            in_storm = reg_a == STORM
-            delta = np.empty((A.shape[0], d), np.int32)
-            for mask, ts in ((~in_storm, calm_train), (in_storm, storm_train)):
-                if mask.any():
-                    delta[mask] = learning.local_update(W0[mask], X[mask], ts)
-            err1 = learning.prediction_error(
-                np.clip(W0.astype(np.int64) + delta, -(1 << 31), (1 << 31) - 1).astype(np.int32),
-                X,
-                d,
-            )
-            residual = np.array([to_q16(v) for v in err0.tolist()], np.int64)
-            gain_claim = residual - np.array([to_q16(v) for v in err1.tolist()], np.int64)
-            sent = delta.copy()
-            byz_a = byz[A]
-            hon_a = ~byz_a
-            # each honest node codes what it observed with the model it held (its codec)
-            meter.add(A[hon_a], W0[hon_a], X[hon_a])
-            if self.attack is not None and byz_a.any() and hon_a.any():
-                sent[byz_a] = self.attack.forge(delta[hon_a], int(byz_a.sum()), rng=rng_attack)
-                residual_b = residual.copy()
-                residual_b[byz_a] = residual[hon_a].max()
-                gain_b = gain_claim.copy()
-                gain_b[byz_a] = max(int(gain_claim[hon_a].max()), 1)
-                residual, gain_claim = residual_b, gain_b
-            # 3. gossip
-            rep_a = rep_f[A]
-            wants = entropy * rep_a > cost * bias[reg_a]
-            # Byzantine nodes ignore the energy rule; honest nodes that know they are banned
-            # stay quiet.
-            senders_pos = np.flatnonzero((wants | byz_a) & ~(known_banned[A] & hon_a))
-            senders = A[senders_pos]
-            pos = np.full(n, -1, np.int64)
-            pos[A] = np.arange(A.shape[0])
-            store[r] = (A, sent, residual, gain_claim)
-            if recorder is not None:
-                recorder.packets(r, senders, senders_pos, W0, sent, residual, gain_claim)
-            for old in [k for k in store if k < r - s.max_age]:
-                del store[old]
-            alive_ids = np.flatnonzero(alive)
-            src, dst = gossip.random_peers(senders, alive_ids, s.fanout, rng_peers)
-            send(src, dst, pkt, r * n + src, "updates")
-            got_dst: list[Any] = []
-            got_tag: list[Any] = []
-            seen_keys = np.zeros(0, np.int64)
-            gain_sum = np.zeros(n)
-            gain_cnt = np.zeros(n, np.int64)
-            for hop in range(s.hops + 1):
-                m_src, m_dst, m_size, m_tag, _ = transport.receive_batch()
-                np.add.at(rx, m_dst, m_size)
-                # control messages (tag -1) delayed from earlier rounds carry no update
-                origin = m_tag % n
-                ok = (m_tag >= 0) & ~known_banned[origin]  # verifier drops known-banned senders
-                m_dst, m_tag, origin = m_dst[ok], m_tag[ok], origin[ok]
-                got_dst.append(m_dst)
-                got_tag.append(m_tag)
-                if hop == s.hops or s.forward_budget == 0:
-                    break
-                # forwarding: fresh updates received by awake nodes, once per (node, update)
-                cand = active[m_dst] & (m_tag // n == r)
-                key = m_dst * (n * (r + 1)) + m_tag
-                cand &= ~np.isin(key, seen_keys)
-                c_dst, c_tag, c_org = m_dst[cand], m_tag[cand], origin[cand]
-                c_key = key[cand]
-                c_key, first = np.unique(c_key, return_index=True)
-                c_dst, c_tag, c_org = c_dst[first], c_tag[first], c_org[first]
-                seen_keys = np.union1d(seen_keys, c_key)
-                if c_dst.shape[0] == 0:
-                    break
-                base_w = W[c_dst].astype(np.int64)
-                upd = sent[pos[c_org]].astype(np.int64)
-                tried = np.clip(base_w + upd, -(1 << 31), (1 << 31) - 1)
-                xw = X[pos[c_dst]]
-                before = gossip.window_errors(base_w, xw, d, s.eval_samples)
-                after = gossip.window_errors(tried, xw, d, s.eval_samples)
-                gain = (before - after) / learning.SPAN
-                np.add.at(gain_sum, c_org, gain)
-                np.add.at(gain_cnt, c_org, 1)
-                prio = (residual[pos[c_org]] / 65536.0) * gain * rep_f[c_org]
-                fwd = gain > s.forward_threshold
-                f_dst, f_tag, f_prio = c_dst[fwd], c_tag[fwd], prio[fwd]
-                # top forward_budget per node by priority (ties: lower tag first)
-                order = np.lexsort((f_tag, -f_prio, f_dst))
-                f_dst, f_tag = f_dst[order], f_tag[order]
-                first_of = np.searchsorted(f_dst, f_dst, side="left")
-                keep = (np.arange(f_dst.shape[0]) - first_of) < s.forward_budget
-                f_dst, f_tag = f_dst[keep], f_tag[keep]
-                if f_dst.shape[0] == 0:
-                    break
-                fsrc, fdst = gossip.random_peers(f_dst, alive_ids, s.fanout, rng_peers)
-                ftag = np.repeat(f_tag, s.fanout)
-                send(fsrc, fdst, pkt, ftag, "forwards")
-            in_dst = np.concatenate([pending_dst, *got_dst])
-            in_tag = np.concatenate([pending_tag, *got_tag])
-            # stale or banned-origin messages are discarded; sleeping nodes keep theirs
-            fresh_msg = (in_tag // n >= r - s.max_age) & ~known_banned[in_tag % n]
-            in_dst, in_tag = in_dst[fresh_msg], in_tag[fresh_msg]
-            waiting = ~active[in_dst]
-            pending_dst, pending_tag = in_dst[waiting], in_tag[waiting]
-            in_dst, in_tag = in_dst[~waiting], in_tag[~waiting]
-            # 4. consensus: each node screens what it received on its own data, then
-            # aggregates
-            in_dst, in_tag, in_rows, in_prio = self._inbox(in_dst, in_tag, store, n, rep_f)
-            kept = self._screen(W, X, pos, in_dst, in_rows)
-            screened["received"] += int(in_dst.shape[0])
-            screened["rejected_honest"] += int(np.count_nonzero(~kept & honest[in_tag % n]))
-            screened["rejected_byzantine"] += int(np.count_nonzero(~kept & byz[in_tag % n]))
-            self._aggregate_all(
-                W, A, delta, in_dst[kept], in_tag[kept], in_rows[kept], in_prio[kept], n, rep_f
-            )
-            # 5. defence, on the updates sent this round by senders not known to be banned
-            s_ok = senders_pos[~known_banned[senders]]
-            new_bans = []
-            audited_ok = np.zeros(n, bool)
-            flagged = np.zeros(n, bool)
-            if s_ok.shape[0] >= 3:
-                rows = sent[s_ok]
-                ids = A[s_ok]
-                stat = update_statistic(rows)
-                out = ids[grubbs_outliers(stat, s.grubbs_alpha, max_outliers=len(ids) // 2)]
-                ledger.adjust(out, -ledger.pen_outlier)
-                flagged_totals["grubbs_honest"] += int(np.count_nonzero(honest[out]))
-                flagged_totals["grubbs_byzantine"] += int(np.count_nonzero(byz[out]))
-                # Coordination is judged against every packet seen this round, those of
-                # banned senders included: a cartel member still matches its banned fellows.
-                all_rows = sent[senders_pos]
-                k = min(s.suspect_group_size - 1, all_rows.shape[0] - 1)
-                t_all = tightness(all_rows, max(k, 1), rng_tight)
-                flagged[senders[t_all < s.suspect_tightness]] = True
-                tight = flagged[ids]
-                # a looser closeness only draws audits: audits, not statistics, convict
-                watched = np.zeros(n, bool)
-                watched[senders[t_all < s.audit_tightness]] = True
-                ledger.adjust(ids[tight], -ledger.pen_suspect)
-                flagged_totals["suspect_honest"] += int(np.count_nonzero(honest[ids[tight]]))
-                flagged_totals["suspect_byzantine"] += int(np.count_nonzero(byz[ids[tight]]))
-                # audits: stochastic, storm rate for storm senders, raised for suspects
-                p = np.where(reg_a[s_ok] == STORM, s.audit_rate_storm, s.audit_rate)
-                p = np.where(watched[ids], np.maximum(p, s.audit_suspect_rate), p)
-                picked = rng_audit.random(s_ok.shape[0]) < p
-                a_pos = s_ok[picked]
-                if a_pos.shape[0]:
-                    ok_rows = self._audit(
-                        a_pos,
-                        W0,
-                        X,
-                        sent,
-                        residual,
-                        gain_claim,
-                        reg_a,
-                        calm_train,
-                        storm_train,
-                        to_q16,
-                    )
-                    a_ids = A[a_pos]
-                    audits["audited"] += int(a_ids.shape[0])
-                    failed = a_ids[~ok_rows]
-                    audits["failed"] += int(failed.shape[0])
-                    audits["failed_honest"] += int(np.count_nonzero(honest[failed]))
-                    audits["failed_byzantine"] += int(np.count_nonzero(byz[failed]))
-                    ledger.adjust(failed, -ledger.pen_audit)
-                    audited_ok[a_ids[ok_rows]] = True
-                    if recorder is not None:
-                        recorder.audits(a_ids)
-                    # request to the sender, response back (to one auditor: a random peer)
-                    a_src, a_dst = gossip.random_peers(a_ids, alive_ids, 1, rng_peers)
-                    send(
-                        a_dst,
-                        a_src,
-                        gossip.AUDIT_REQUEST_BYTES,
-                        np.full(a_ids.shape[0], -1),
-                        "audits",
-                    )
-                    send(a_src, a_dst, audit_bytes, np.full(a_ids.shape[0], -1), "audits")
-                # rewards: inliers not suspected whose receivers measured a gain
-                useful = np.zeros(n, bool)
-                measured = gain_cnt[ids] > 0
-                useful[ids[measured & (gain_sum[ids] > 0)]] = True
-                useful[out] = False
-                useful[ids[tight]] = False
-                ledger.adjust(np.flatnonzero(useful & ~ledger.banned()), ledger.reward)
-            group_bans = ledger.suspects(flagged, audited_ok, r, int(senders.shape[0]))
-            low_bans = ledger.ban_low(r)
-            for cause, ids_ in (("group", group_bans), ("reputation", low_bans)):
-                ban_causes[cause + "_honest"] += int(np.count_nonzero(honest[ids_]))
-                ban_causes[cause + "_byzantine"] += int(np.count_nonzero(byz[ids_]))
-            new_bans += [group_bans, low_bans]
-            banned_now = np.concatenate(new_bans)
-            if banned_now.shape[0]:
-                # one ban notice per round, flooded: every alive node forwards it once
-                size = gossip.BAN_NOTICE_BASE_BYTES + gossip.BAN_NOTICE_PER_NODE_BYTES * int(
-                    banned_now.shape[0]
-                )
-                b_src, b_dst = gossip.random_peers(alive_ids, alive_ids, s.fanout, rng_peers)
-                send(b_src, b_dst, size, np.full(b_src.shape[0], -1), "bans")
-            # the control messages (audits, bans) arrive like the rest; nothing aggregates them
-            c_src, c_dst, c_size, _, _ = transport.receive_batch()
-            np.add.at(rx, c_dst, c_size)
-            # 6. energy
-            radio_on = energy.spend(wakes, tx, rx)
-            transport.advance(1)
-            # records
-            hon_err = float(err0[hon_a].mean()) if hon_a.any() else float("nan")
-            byz_err = float(err0[byz_a].mean()) if byz_a.any() else float("nan")
-            self._record(
-                rec,
-                r,
-                hon_err,
-                byz_err,
-                int(A.shape[0]),
-                int(senders.shape[0]),
-                ledger,
-                byz,
-                regimes,
-                energy,
-                radio_on,
-                truth,
-                int(tx.sum()),
-            )
-            for i, name in enumerate(NAMES):
-                regime_node_rounds[name] += int(np.count_nonzero(reg_a == i))
-            # regime detection against the scripted storm
-            if truth.any() or data.kind == "generated":
-                self._score_regimes(r, A, reg_a, truth, false_alarm, detect_delay, storm_onset_seen)
-            known = ledger.banned_known(r + 1)
-            if n_byz and isolated_round is None and known[byz].all():
-                isolated_round = r + 1
-            if on_round is not None:
-                on_round(self._round_stats(r, rec, regimes, ledger, byz))
+    def _join_and_wake(self, sw: SwarmState, r: int) -> RoundState:
+        """1. Joiners get the consensus model; each node's schedule says if it is awake."""
+        import numpy as np
 
-        report = self._report(
-            rec,
-            ledger,
-            byz,
-            honest,
-            energy,
-            transport,
-            bytes_by_kind,
-            audits,
-            flagged_totals,
-            false_alarm,
-            detect_delay,
-            isolated_round,
-            regime_node_rounds,
-            pkt,
-            audit_bytes,
-            n_byz,
-            n_join,
-            data,
-            ban_causes,
-            screened,
+        from qres.robust.aggregate import median_columns
+
+        sw.tx[:] = 0
+        sw.rx[:] = 0
+        if sw.n_join and r == sw.join_round:
+            base = sw.alive & ~sw.ledger.banned()
+            d = self.s.order
+            consensus = median_columns(sw.W[base]) if base.any() else np.zeros(d, np.int32)
+            sw.W[sw.joining] = consensus
+            sw.alive = sw.alive | sw.joining
+        rep_f = sw.ledger.fraction()
+        wakes = sw.energy.wakes(r, sw.regimes.regime, rep_f, sw.alive)
+        active = wakes > 0
+        return RoundState(
+            r=r,
+            wakes=wakes,
+            active=active,
+            A=np.flatnonzero(active),
+            known_banned=sw.ledger.banned_known(r),
+            truth=sw.data.storm_truth(r),
+            rep_f=rep_f,
         )
-        report["codec"] = codec = meter.report()
+
+    def _observe_and_learn(self, sw: SwarmState, rd: RoundState) -> None:
+        """2. Read the windows, measure the error (entropy, regime), train; the Byzantine
+        nodes forge their updates and claims."""
+        import numpy as np
+
+        from qres.learning import task as learning
+
+        A, d = rd.A, self.s.order
+        X = sw.data.windows(rd.r, A)
+        fresh = sw.span_range[A] == 0
+        if fresh.any():
+            ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
+            sw.span_range[A[fresh]] = np.maximum(ptp, 1.0)
+        W0 = sw.W[A]
+        err0 = learning.prediction_error(W0, X, d)
+        rd.entropy = np.minimum(err0 * learning.SPAN / sw.span_range[A], 1.0)
+        sw.regimes.observe(A, rd.entropy)
+        sw.regimes.force_calm(sw.energy.low() & rd.active)
+        rd.reg_a = sw.regimes.regime[A]
+        in_storm = rd.reg_a == STORM
+        delta = np.empty((A.shape[0], d), np.int32)
+        for mask, ts in ((~in_storm, sw.calm_train), (in_storm, sw.storm_train)):
+            if mask.any():
+                delta[mask] = learning.local_update(W0[mask], X[mask], ts)
+        rd.X, rd.W0, rd.err0, rd.delta = X, W0, err0, delta
+        rd.residual, rd.gain_claim = _claims(W0, X, delta, err0, d)
+        rd.sent = delta.copy()
+        rd.byz_a = sw.byz[A]
+        rd.hon_a = ~rd.byz_a
+        # each honest node codes what it observed with the model it held (its codec)
+        sw.meter.add(A[rd.hon_a], W0[rd.hon_a], X[rd.hon_a])
+        if self.attack is not None and rd.byz_a.any() and rd.hon_a.any():
+            self._forge(sw, rd)
+
+    def _forge(self, sw: SwarmState, rd: RoundState) -> None:
+        """Byzantine rows: the attack's forgery of this round's honest updates, claiming the
+        round's highest residual and gain (the highest priority)."""
+        byz_a, hon_a = rd.byz_a, rd.hon_a
+        forged = self.attack.forge(rd.delta[hon_a], int(byz_a.sum()), rng=sw.rng["attack"])
+        rd.sent[byz_a] = forged
+        residual_b = rd.residual.copy()
+        residual_b[byz_a] = rd.residual[hon_a].max()
+        gain_b = rd.gain_claim.copy()
+        gain_b[byz_a] = max(int(rd.gain_claim[hon_a].max()), 1)
+        rd.residual, rd.gain_claim = residual_b, gain_b
+
+    def _gossip(self, sw: SwarmState, rd: RoundState) -> tuple[Any, Any]:
+        """3. Senders gossip to random peers, receivers forward for ``hops`` hops; returns
+        the (destination, tag) of the messages the awake nodes hold now."""
+        import numpy as np
+
+        s, n, A = self.s, sw.n, rd.A
+        wants = rd.entropy * rd.rep_f[A] > sw.cost * sw.bias[rd.reg_a]
+        # Byzantine nodes ignore the energy rule; honest nodes that know they are banned
+        # stay quiet.
+        quiet = rd.known_banned[A] & rd.hon_a
+        rd.senders_pos = np.flatnonzero((wants | rd.byz_a) & ~quiet)
+        rd.senders = A[rd.senders_pos]
+        rd.pos = np.full(n, -1, np.int64)
+        rd.pos[A] = np.arange(A.shape[0])
+        sw.store[rd.r] = (A, rd.sent, rd.residual, rd.gain_claim)
+        if sw.recorder is not None:
+            sw.recorder.packets(
+                rd.r, rd.senders, rd.senders_pos, rd.W0, rd.sent, rd.residual, rd.gain_claim
+            )
+        for old in [k for k in sw.store if k < rd.r - s.max_age]:
+            del sw.store[old]
+        rd.alive_ids = np.flatnonzero(sw.alive)
+        src, dst = gossip.random_peers(rd.senders, rd.alive_ids, s.fanout, sw.rng["peers"])
+        self._send(sw, src, dst, sw.pkt, rd.r * n + src, "updates")
+        got_dst, got_tag = self._hops(sw, rd)
+        in_dst = np.concatenate([sw.pending_dst, *got_dst])
+        in_tag = np.concatenate([sw.pending_tag, *got_tag])
+        # stale or banned-origin messages are discarded; sleeping nodes keep theirs
+        fresh_msg = (in_tag // n >= rd.r - s.max_age) & ~rd.known_banned[in_tag % n]
+        in_dst, in_tag = in_dst[fresh_msg], in_tag[fresh_msg]
+        waiting = ~rd.active[in_dst]
+        sw.pending_dst, sw.pending_tag = in_dst[waiting], in_tag[waiting]
+        return in_dst[~waiting], in_tag[~waiting]
+
+    def _hops(self, sw: SwarmState, rd: RoundState) -> tuple[list, list]:
+        """Deliver, then forward the fresh updates worth it, hop by hop."""
+        import numpy as np
+
+        s, n = self.s, sw.n
+        got_dst: list[Any] = []
+        got_tag: list[Any] = []
+        seen_keys = np.zeros(0, np.int64)
+        rd.gain_sum = np.zeros(n)
+        rd.gain_cnt = np.zeros(n, np.int64)
+        for hop in range(s.hops + 1):
+            _, m_dst, m_size, m_tag, _ = self.transport.receive_batch()
+            np.add.at(sw.rx, m_dst, m_size)
+            # control messages (tag -1) delayed from earlier rounds carry no update
+            origin = m_tag % n
+            ok = (m_tag >= 0) & ~rd.known_banned[origin]  # verifier drops known-banned senders
+            m_dst, m_tag, origin = m_dst[ok], m_tag[ok], origin[ok]
+            got_dst.append(m_dst)
+            got_tag.append(m_tag)
+            if hop == s.hops or s.forward_budget == 0:
+                break
+            seen_keys, more = self._forward(sw, rd, m_dst, m_tag, origin, seen_keys)
+            if not more:
+                break
+        return got_dst, got_tag
+
+    def _forward(self, sw, rd, m_dst, m_tag, origin, seen_keys) -> tuple[Any, bool]:
+        """Forwarding: fresh updates received by awake nodes, once per (node, update), those
+        that improve the receiver's error, its ``forward_budget`` best by priority. Returns
+        the (node, update) keys seen so far and whether anything was forwarded."""
+        import numpy as np
+
+        from qres.learning import task as learning
+
+        s, n, r = self.s, sw.n, rd.r
+        cand = rd.active[m_dst] & (m_tag // n == r)
+        key = m_dst * (n * (r + 1)) + m_tag
+        cand &= ~np.isin(key, seen_keys)
+        c_dst, c_tag, c_org = m_dst[cand], m_tag[cand], origin[cand]
+        c_key, first = np.unique(key[cand], return_index=True)
+        c_dst, c_tag, c_org = c_dst[first], c_tag[first], c_org[first]
+        seen_keys = np.union1d(seen_keys, c_key)
+        if c_dst.shape[0] == 0:
+            return seen_keys, False
+        base_w = sw.W[c_dst].astype(np.int64)
+        upd = rd.sent[rd.pos[c_org]].astype(np.int64)
+        tried = np.clip(base_w + upd, -(1 << 31), (1 << 31) - 1)
+        xw = rd.X[rd.pos[c_dst]]
+        before = gossip.window_errors(base_w, xw, s.order, s.eval_samples)
+        after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
+        gain = (before - after) / learning.SPAN
+        np.add.at(rd.gain_sum, c_org, gain)
+        np.add.at(rd.gain_cnt, c_org, 1)
+        prio = (rd.residual[rd.pos[c_org]] / 65536.0) * gain * rd.rep_f[c_org]
+        fwd = gain > s.forward_threshold
+        f_dst, f_tag, f_prio = c_dst[fwd], c_tag[fwd], prio[fwd]
+        # top forward_budget per node by priority (ties: lower tag first)
+        order = np.lexsort((f_tag, -f_prio, f_dst))
+        f_dst, f_tag = f_dst[order], f_tag[order]
+        first_of = np.searchsorted(f_dst, f_dst, side="left")
+        keep = (np.arange(f_dst.shape[0]) - first_of) < s.forward_budget
+        f_dst, f_tag = f_dst[keep], f_tag[keep]
+        if f_dst.shape[0] == 0:
+            return seen_keys, False
+        fsrc, fdst = gossip.random_peers(f_dst, rd.alive_ids, s.fanout, sw.rng["peers"])
+        self._send(sw, fsrc, fdst, sw.pkt, np.repeat(f_tag, s.fanout), "forwards")
+        return seen_keys, True
+
+    def _consensus(self, sw: SwarmState, rd: RoundState, in_dst, in_tag) -> None:
+        """4. Each awake node screens what it received on its own data, then aggregates."""
+        import numpy as np
+
+        n = sw.n
+        in_dst, in_tag, in_rows, in_prio = self._inbox(in_dst, in_tag, sw.store, n, rd.rep_f)
+        kept = self._screen(sw.W, rd.X, rd.pos, in_dst, in_rows)
+        screened = sw.history.screened
+        screened["received"] += int(in_dst.shape[0])
+        screened["rejected_honest"] += int(np.count_nonzero(~kept & sw.honest[in_tag % n]))
+        screened["rejected_byzantine"] += int(np.count_nonzero(~kept & sw.byz[in_tag % n]))
+        self._aggregate_all(
+            sw.W,
+            rd.A,
+            rd.delta,
+            in_dst[kept],
+            in_tag[kept],
+            in_rows[kept],
+            in_prio[kept],
+            n,
+            rd.rep_f,
+        )
+
+    def _defend(self, sw: SwarmState, rd: RoundState) -> None:
+        """5. Judge the updates sent this round by senders not known to be banned (Grubbs,
+        coordinated groups, audits, rewards), then ban and flood the ban notices."""
+        import numpy as np
+
+        from qres.swarm import gossip
+
+        n, ledger, history = sw.n, sw.ledger, sw.history
+        s_ok = rd.senders_pos[~rd.known_banned[rd.senders]]
+        audited_ok = np.zeros(n, bool)
+        flagged = np.zeros(n, bool)
+        if s_ok.shape[0] >= 3:
+            self._judge(sw, rd, s_ok, flagged, audited_ok)
+        group_bans = ledger.suspects(flagged, audited_ok, rd.r, int(rd.senders.shape[0]))
+        low_bans = ledger.ban_low(rd.r)
+        history.count(history.ban_causes, "group", group_bans, sw.byz)
+        history.count(history.ban_causes, "reputation", low_bans, sw.byz)
+        banned_now = np.concatenate([group_bans, low_bans])
+        if banned_now.shape[0]:
+            # one ban notice per round, flooded: every alive node forwards it once
+            size = gossip.BAN_NOTICE_BASE_BYTES + gossip.BAN_NOTICE_PER_NODE_BYTES * int(
+                banned_now.shape[0]
+            )
+            alive = rd.alive_ids
+            b_src, b_dst = gossip.random_peers(alive, alive, self.s.fanout, sw.rng["peers"])
+            self._send(sw, b_src, b_dst, size, np.full(b_src.shape[0], -1), "bans")
+        # the control messages (audits, bans) arrive like the rest; nothing aggregates them
+        _, c_dst, c_size, _, _ = self.transport.receive_batch()
+        np.add.at(sw.rx, c_dst, c_size)
+
+    def _judge(self, sw: SwarmState, rd: RoundState, s_ok, flagged, audited_ok) -> None:
+        """Penalise Grubbs outliers and coordinated groups, audit, reward the useful rest
+        (rules: :mod:`qres.robust.reputation`; tests: :mod:`qres.robust.evidence`)."""
+        import numpy as np
+
+        from qres.robust.evidence import grubbs_outliers, tightness, update_statistic
+
+        s, n, ledger, history = self.s, sw.n, sw.ledger, sw.history
+        ids = rd.A[s_ok]
+        stat = update_statistic(rd.sent[s_ok])
+        out = ids[grubbs_outliers(stat, s.grubbs_alpha, max_outliers=len(ids) // 2)]
+        ledger.adjust(out, -ledger.pen_outlier)
+        history.count(history.flags, "grubbs", out, sw.byz)
+        # Coordination is judged against every packet seen this round, those of banned
+        # senders included: a cartel member still matches its banned fellows.
+        all_rows = rd.sent[rd.senders_pos]
+        k = min(s.suspect_group_size - 1, all_rows.shape[0] - 1)
+        t_all = tightness(all_rows, max(k, 1), sw.rng["tight"])
+        flagged[rd.senders[t_all < s.suspect_tightness]] = True
+        tight = flagged[ids]
+        # a looser closeness only draws audits: audits, not statistics, convict
+        watched = np.zeros(n, bool)
+        watched[rd.senders[t_all < s.audit_tightness]] = True
+        ledger.adjust(ids[tight], -ledger.pen_suspect)
+        history.count(history.flags, "suspect", ids[tight], sw.byz)
+        self._audits(sw, rd, s_ok, watched[ids], audited_ok)
+        # rewards: inliers not suspected whose receivers measured a gain
+        useful = np.zeros(n, bool)
+        measured = rd.gain_cnt[ids] > 0
+        useful[ids[measured & (rd.gain_sum[ids] > 0)]] = True
+        useful[out] = False
+        useful[ids[tight]] = False
+        ledger.adjust(np.flatnonzero(useful & ~ledger.banned()), ledger.reward)
+
+    def _audits(self, sw: SwarmState, rd: RoundState, s_ok, watched, audited_ok) -> None:
+        """Stochastic audits (storm rate for Storm senders, raised for watched ones) that
+        re-run the claimed training; a failure costs ``rep_penalty_audit``."""
+        import numpy as np
+
+        from qres.swarm import gossip
+        from qres.trust.audit import to_q16
+
+        s, ledger, audits = self.s, sw.ledger, sw.history.audits
+        p = np.where(rd.reg_a[s_ok] == STORM, s.audit_rate_storm, s.audit_rate)
+        p = np.where(watched, np.maximum(p, s.audit_suspect_rate), p)
+        picked = sw.rng["audit"].random(s_ok.shape[0]) < p
+        a_pos = s_ok[picked]
+        if not a_pos.shape[0]:
+            return
+        args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
+        ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
+        a_ids = rd.A[a_pos]
+        audits["audited"] += int(a_ids.shape[0])
+        failed = a_ids[~ok_rows]
+        audits["failed"] += int(failed.shape[0])
+        sw.history.count(audits, "failed", failed, sw.byz)
+        ledger.adjust(failed, -ledger.pen_audit)
+        audited_ok[a_ids[ok_rows]] = True
+        if sw.recorder is not None:
+            sw.recorder.audits(a_ids)
+        # request to the sender, response back (to one auditor: a random peer)
+        a_src, a_dst = gossip.random_peers(a_ids, rd.alive_ids, 1, sw.rng["peers"])
+        control = np.full(a_ids.shape[0], -1)
+        self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
+        self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
+
+    def _spend_energy_and_record(self, sw: SwarmState, rd: RoundState) -> None:
+        """6. Pay for wakes and airtime, harvest; then record the round."""
+        import numpy as np
+
+        s, history = self.s, sw.history
+        radio_on = sw.energy.spend(rd.wakes, sw.tx, sw.rx)
+        self.transport.advance(1)
+        hon_a, byz_a, err0 = rd.hon_a, rd.byz_a, rd.err0
+        record = RoundRecord(
+            honest_error=float(err0[hon_a].mean()) if hon_a.any() else float("nan"),
+            byzantine_error=float(err0[byz_a].mean()) if byz_a.any() else float("nan"),
+            active=int(rd.A.shape[0]),
+            senders=int(rd.senders.shape[0]),
+            bytes=int(sw.tx.sum()),
+            radio_on=radio_on,
+        )
+        history.record(record, sw, rd.truth, s.round_seconds)
+        for i, name in enumerate(NAMES):
+            history.regime_node_rounds[name] += int(np.count_nonzero(rd.reg_a == i))
+        # regime detection against the scripted storm
+        if rd.truth.any() or sw.data.kind == "generated":
+            history.score_regimes(s, rd.r, rd.A, rd.reg_a, rd.truth)
+        known = sw.ledger.banned_known(rd.r + 1)
+        if sw.n_byz and history.isolated_round is None and known[sw.byz].all():
+            history.isolated_round = rd.r + 1
+
+    def _report(self, sw: SwarmState) -> dict:
+        """The report, with what the nodes' codecs achieved."""
+        report = build_report(self, sw, sw.history)
+        report["codec"] = codec = sw.meter.report()
         if codec["samples"]:
             # what shipping each node's coded stream upstream costs, beside the raw stream
             traffic = report["traffic_per_node_per_day"]
             traffic["compressed_data_bytes"] = _r(
                 traffic["raw_data_bytes"]
                 * codec["bits_per_sample_learned"]
-                / (8.0 * s.sample_bytes)
+                / (8.0 * self.s.sample_bytes)
             )
         return report
 
@@ -657,185 +747,19 @@ class Simulation:
             ok[np.flatnonzero(mask)] = same
         return ok
 
-    def _score_regimes(self, r, A, reg_a, truth, false_alarm, detect_delay, onset_seen):
-        """False alarms (non-Calm while the truth is calm, outside the recovery tail) and the
-        delay from storm onset to Storm."""
-        import numpy as np
 
-        s = self.s
-        t_a = truth[A]
-        # After the scripted storm ends, the detector is allowed its hysteresis: the rest of
-        # the minimum storm and the recovery confirmations (plus the moving average's lag).
-        end = s.storm_start + s.storm_rounds
-        tail = max(s.storm_min_rounds - s.storm_rounds, 0) + s.confirm_calm + 3
-        in_tail = s.storm_rounds > 0 and end <= r < end + tail
-        calm_truth = ~t_a & ~in_tail
-        false_alarm["calm_node_rounds"] += int(np.count_nonzero(calm_truth))
-        false_alarm["alarm_node_rounds"] += int(np.count_nonzero(calm_truth & (reg_a != 0)))
-        if s.storm_rounds and s.storm_start <= r < end:
-            hit = A[t_a & (reg_a == STORM) & (onset_seen[A] < 0)]
-            onset_seen[hit] = r
-            detect_delay.extend([r - s.storm_start] * int(hit.shape[0]))
+def _claims(W0: Any, X: Any, delta: Any, err0: Any, d: int) -> tuple[Any, Any]:
+    """The residual error and accuracy gain a node claims for its update (Q16.16 int64)."""
+    import numpy as np
 
-    def _record(
-        self,
-        rec,
-        r,
-        hon_err,
-        byz_err,
-        active,
-        senders,
-        ledger,
-        byz,
-        regimes,
-        energy,
-        radio_on,
-        truth,
-        sent_bytes,
-    ) -> None:
-        import numpy as np
+    from qres.learning import task as learning
+    from qres.trust.audit import to_q16
 
-        banned = ledger.banned()
-        rep = ledger.fraction()
-        rec["honest_error"].append(hon_err)
-        rec["byzantine_error"].append(byz_err)
-        rec["active"].append(active)
-        rec["senders"].append(senders)
-        rec["bytes"].append(sent_bytes)
-        rec["rep_honest"].append(float(rep[~byz].mean()))
-        rec["rep_byzantine"].append(float(rep[byz].mean()) if byz.any() else float("nan"))
-        rec["energy_level"].append(float(energy.level().mean()))
-        rec["radio_sleep"].append(1.0 - float(radio_on.mean()) / self.s.round_seconds)
-        rec["regimes"].append(regimes.counts())
-        rec["storm_truth"].append(int(np.count_nonzero(truth)))
-        rec["banned_honest"].append(int(np.count_nonzero(banned & ~byz)))
-        rec["banned_byzantine"].append(int(np.count_nonzero(banned & byz)))
-
-    def _round_stats(self, r, rec, regimes, ledger, byz) -> RoundStats:
-        return RoundStats(
-            round=r,
-            honest_error=rec["honest_error"][-1],
-            active=rec["active"][-1],
-            senders=rec["senders"][-1],
-            banned_honest=rec["banned_honest"][-1],
-            banned_byzantine=rec["banned_byzantine"][-1],
-            regimes=rec["regimes"][-1],
-            bytes_sent=int(sum(rec["bytes"])),
-            rep_honest=rec["rep_honest"][-1],
-            rep_byzantine=rec["rep_byzantine"][-1],
-            energy_level=rec["energy_level"][-1],
-        )
-
-    def _report(
-        self,
-        rec,
-        ledger,
-        byz,
-        honest,
-        energy,
-        transport,
-        bytes_by_kind,
-        audits,
-        flagged_totals,
-        false_alarm,
-        detect_delay,
-        isolated_round,
-        regime_node_rounds,
-        pkt,
-        audit_bytes,
-        n_byz,
-        n_join,
-        data,
-        ban_causes,
-        screened,
-    ) -> dict:
-        import numpy as np
-
-        s = self.s
-        n = s.nodes
-        banned = ledger.banned()
-        errs = [_r(v) for v in rec["honest_error"]]
-        finite = [v for v in errs if v is not None]
-        total_s = s.rounds * s.round_seconds
-        days = total_s / DAY_S
-        sent_total = int(sum(rec["bytes"]))
-        radio_on_total = float(energy.radio_on_s.sum())
-        sleep_fraction = 1.0 - radio_on_total / (n * total_s)
-        spent = float(energy.spent_j.sum())
-        always_on_j = energy.always_on_mw * total_s / 1000.0 * n
-        per_node_day = sent_total / n / days
-        calm = regime_node_rounds
-        report = {
-            "profile": self.profile.name,
-            "seed": s.seed,
-            "nodes": n,
-            "byzantine_nodes": n_byz,
-            "joined_mid_run": n_join,
-            "attack": self.attack.name if self.attack is not None else None,
-            "aggregator": self.aggregator.name,
-            "rounds": s.rounds,
-            "round_seconds": s.round_seconds,
-            "weights": s.order,
-            "data": data.kind if data.kind == "generated" else s.data,
-            "partition": s.partition,
-            "honest_error": errs,
-            "final_honest_error": finite[-1] if finite else None,
-            "banned_honest": int(np.count_nonzero(banned & honest)),
-            "banned_byzantine": int(np.count_nonzero(banned & byz)),
-            "byzantine_isolated_round": isolated_round,
-            "bytes_sent": sent_total,
-            "bytes_by_kind": bytes_by_kind,
-            "packet_bytes": pkt,
-            "audit_response_bytes": audit_bytes,
-            "transport": transport.stats.to_dict(),
-            "regime_rounds": calm,
-            "regime_timeline": rec["regimes"],
-            "sleep_fraction": _r(sleep_fraction),
-            "energy": {
-                "hardware": self.hardware.name if self.hardware is not None else None,
-                "spent_j_per_node": _r(spent / n),
-                "always_on_j_per_node": _r(always_on_j / n),
-                "saving_vs_always_on": _r(always_on_j / spent) if spent > 0 else None,
-                "average_mw_per_node": _r(spent / n / total_s * 1000.0),
-                "final_level_mean": _r(float(energy.level().mean())),
-                "level": [_r(v) for v in rec["energy_level"]],
-            },
-            "reputation": {
-                "honest_mean": [_r(v) for v in rec["rep_honest"]],
-                "byzantine_mean": [_r(v) for v in rec["rep_byzantine"]],
-            },
-            "banned_per_round": {
-                "honest": rec["banned_honest"],
-                "byzantine": rec["banned_byzantine"],
-            },
-            "audits": audits,
-            "bans_by_cause": ban_causes,
-            "screened_updates": screened,
-            "flags": flagged_totals,
-            "regime_detection": {
-                "false_alarm_rate": _r(
-                    false_alarm["alarm_node_rounds"] / max(false_alarm["calm_node_rounds"], 1)
-                ),
-                "calm_node_rounds": false_alarm["calm_node_rounds"],
-                "detected_nodes": len(detect_delay),
-                "storm_nodes": int(np.count_nonzero(getattr(data, "stormed", np.zeros(1)))),
-                "detection_delay_max": max(detect_delay) if detect_delay else None,
-                "detection_delay_mean": _r(sum(detect_delay) / len(detect_delay))
-                if detect_delay
-                else None,
-            },
-            "traffic_per_node_per_day": {
-                "gossip_bytes": _r(per_node_day),
-                "raw_data_bytes": _r(s.sample_rate_hz * s.sample_bytes * DAY_S),
-                # federated learning at the same cadence: every time a node takes part, it
-                # uploads its update and downloads the global model, d float32 each
-                "float32_fl_bytes": _r(sum(rec["active"]) / n / days * 2 * 4 * s.order),
-            },
-            "active_per_round": rec["active"],
-            "senders_per_round": rec["senders"],
-            "bytes_per_round": rec["bytes"],
-        }
-        return report
+    new = np.clip(W0.astype(np.int64) + delta, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+    err1 = learning.prediction_error(new, X, d)
+    residual = np.array([to_q16(v) for v in err0.tolist()], np.int64)
+    gain = residual - np.array([to_q16(v) for v in err1.tolist()], np.int64)
+    return residual, gain
 
 
 class _Recorder:

@@ -141,12 +141,59 @@ def _forge(
     raise ValueError(f"unknown forgery {kind!r}")
 
 
+@attrs.define(eq=False)
+class _AuditRun:
+    """The state of one audit simulation: who is who, the verifier, the counters."""
+
+    settings: SimSettings
+    rng: Any
+    shards: Any
+    source: str
+    train: Any
+    nodes: list
+    byzantine: dict  # node index -> forgery kind
+    verifier: Any
+    writer: Any
+    counts: dict = attrs.field(factory=lambda: dict.fromkeys(_COUNTS, 0))
+    by_kind: dict = attrs.field(factory=dict)
+    errors: list = attrs.field(factory=list)
+
+    def randbytes(self, n: int) -> bytes:
+        """Blindings and nonces, from the run's one generator."""
+        return self.rng.bytes(n)
+
+
+_COUNTS = (
+    "packets",
+    "rejected_by_verifier",
+    "audited",
+    "audited_honest",
+    "honest_flagged",
+    "audited_forged",
+    "forged_caught",
+    "packet_bytes",
+    "proof_bytes_on_audit",
+    "audit_response_bytes",
+)
+
+
 def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = None) -> dict:
     """Run the simulation; returns plain data (counts, per forgery kind, bytes).
 
     ``record``: a binary stream to record every packet and every audit response given to an
     auditor to, in the format ``qres audit`` reads (docs/trust.md section 9).
     """
+    from qres.learning import task as learning
+
+    st = _start(settings, data, record)
+    consensus = learning.zero_weights(settings.order)
+    for r in range(settings.rounds):
+        consensus = _round(st, r, consensus)
+    return _summary(st)
+
+
+def _start(settings: SimSettings, data: Any, record: Any) -> _AuditRun:
+    """Shards, identities, the Byzantine nodes and their forgeries, the verifier."""
     import numpy as np
 
     from qres.learning import task as learning
@@ -160,120 +207,127 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
         for i in range(settings.nodes)
     ]
     kinds = list(FORGERIES)
-    byzantine = {
-        int(i): kinds[j % len(kinds)]
-        for j, i in enumerate(
-            sorted(rng.choice(settings.nodes, size=settings.byzantine, replace=False))
-        )
-    }
+    chosen = sorted(rng.choice(settings.nodes, size=settings.byzantine, replace=False))
+    byzantine = {int(i): kinds[j % len(kinds)] for j, i in enumerate(chosen)}
     verifier = pk.Verifier(
         known=[n.public_key for n in nodes], window=2, future=0, dimension=settings.order
     )
-    consensus = learning.zero_weights(settings.order)
-    writer = pk.StreamWriter(record) if record is not None else None
-
-    def randbytes(n: int) -> bytes:
-        return rng.bytes(n)
-
-    counts = {
-        "packets": 0,
-        "rejected_by_verifier": 0,
-        "audited": 0,
-        "audited_honest": 0,
-        "honest_flagged": 0,
-        "audited_forged": 0,
-        "forged_caught": 0,
-        "packet_bytes": 0,
-        "proof_bytes_on_audit": 0,
-        "audit_response_bytes": 0,
-    }
-    by_kind = {k: {"nodes": 0, "audited": 0, "caught": 0, "findings": {}} for k in kinds}
+    st = _AuditRun(
+        settings=settings,
+        rng=rng,
+        shards=shards,
+        source=source,
+        train=train,
+        nodes=nodes,
+        byzantine=byzantine,
+        verifier=verifier,
+        writer=pk.StreamWriter(record) if record is not None else None,
+    )
+    st.by_kind = {k: {"nodes": 0, "audited": 0, "caught": 0, "findings": {}} for k in kinds}
     for kind in byzantine.values():
-        by_kind[kind]["nodes"] += 1
-    errors = []
-    for r in range(settings.rounds):
-        verifier.advance(r)
-        nonces = [rng.bytes(16) for _ in range(settings.nodes)]
-        starts = [learning.nonce_start(nc, settings.shard_len, train) for nc in nonces]
-        windows = learning.windows_at(shards, starts, train)
-        weights = np.broadcast_to(consensus, (settings.nodes, settings.order)).copy()
-        updates = learning.local_update(weights, windows, train)
-        trained = learning.train(weights, windows, train)
-        before = learning.prediction_error(weights, windows, settings.order)
-        after = learning.prediction_error(trained, windows, settings.order)
-        audited = rng.random(settings.nodes) < settings.audit_rate
-        last_honest_response = None
-        picked = []
-        for i, node in enumerate(nodes):
-            b, a = au.to_q16(float(before[i])), au.to_q16(float(after[i]))
-            claim = au.Claim(tuple(updates[i].tolist()), b, b - a)
-            if i in byzantine:
-                packet, response = _forge(
-                    byzantine[i],
-                    node,
-                    r,
-                    nonces[i],
-                    weights[i],
-                    claim,
-                    shards[i],
-                    train,
-                    randbytes,
-                    last_honest_response,
-                )
-            else:
-                packet, answer = au.prepare(
-                    node, r, nonces[i], weights[i].tolist(), claim, randbytes=randbytes
-                )
-                response = answer.encode()
-                last_honest_response = response
-            data_bytes = packet.encode()
-            if writer is not None:
-                writer.write(data_bytes, pk.RECORD_PACKET)
-            counts["packets"] += 1
-            counts["packet_bytes"] += len(data_bytes)
-            verdict = verifier.check(data_bytes)
-            if not verdict.ok:
-                counts["rejected_by_verifier"] += 1
-                errors.append(f"round {r} node {i}: verifier {verdict.reason.name}")
-                continue
-            if not audited[i]:
-                continue
-            counts["audited"] += 1
-            if writer is not None and response is not None:
-                writer.write(response, pk.RECORD_AUDIT)
-            counts["proof_bytes_on_audit"] += pk.PROOF_BYTES
-            counts["audit_response_bytes"] += len(response or b"")
-            picked.append((i, (packet, response, shards[i])))
-        # The round's audits in one batch: two group checks and one training pass for all.
-        results = au.audit_many([item for _, item in picked], train, randbytes)
-        for (i, _), result in zip(picked, results, strict=True):
-            if i in byzantine:
-                stats = by_kind[byzantine[i]]
-                counts["audited_forged"] += 1
-                stats["audited"] += 1
-                stats["findings"][result.finding.value] = (
-                    stats["findings"].get(result.finding.value, 0) + 1
-                )
-                if not result.ok:
-                    counts["forged_caught"] += 1
-                    stats["caught"] += 1
-            else:
-                counts["audited_honest"] += 1
-                if not result.ok:
-                    counts["honest_flagged"] += 1
-                    errors.append(f"round {r} honest node {i}: {result.finding.value}")
-        consensus = np.floor(np.median(trained, axis=0)).astype(np.int32)
+        st.by_kind[kind]["nodes"] += 1
+    return st
+
+
+def _round(st: _AuditRun, r: int, consensus: Any) -> Any:
+    """One round: every node trains from the consensus and sends its packet; the audited
+    ones are checked in one batch. Returns the next consensus (the median of the trained)."""
+    import numpy as np
+
+    from qres.learning import task as learning
+
+    s, train = st.settings, st.train
+    st.verifier.advance(r)
+    nonces = [st.rng.bytes(16) for _ in range(s.nodes)]
+    starts = [learning.nonce_start(nc, s.shard_len, train) for nc in nonces]
+    windows = learning.windows_at(st.shards, starts, train)
+    weights = np.broadcast_to(consensus, (s.nodes, s.order)).copy()
+    updates = learning.local_update(weights, windows, train)
+    trained = learning.train(weights, windows, train)
+    before = learning.prediction_error(weights, windows, s.order)
+    after = learning.prediction_error(trained, windows, s.order)
+    audited = st.rng.random(s.nodes) < s.audit_rate
+    last_honest_response = None
+    picked = []
+    for i, node in enumerate(st.nodes):
+        b, a = au.to_q16(float(before[i])), au.to_q16(float(after[i]))
+        claim = au.Claim(tuple(updates[i].tolist()), b, b - a)
+        if i in st.byzantine:
+            packet, response = _forge(
+                st.byzantine[i], node, r, nonces[i], weights[i], claim, st.shards[i], train,
+                st.randbytes, last_honest_response,
+            )  # fmt: skip
+        else:
+            packet, answer = au.prepare(
+                node, r, nonces[i], weights[i].tolist(), claim, randbytes=st.randbytes
+            )
+            response = last_honest_response = answer.encode()
+        if _deliver(st, r, i, packet, response) and audited[i]:
+            picked.append((i, _audit_item(st, i, packet, response)))
+    # The round's audits in one batch: two group checks and one training pass for all.
+    results = au.audit_many([item for _, item in picked], train, st.randbytes)
+    _score(st, r, picked, results)
+    return np.floor(np.median(trained, axis=0)).astype(np.int32)
+
+
+def _deliver(st: _AuditRun, r: int, i: int, packet: Any, response: Any) -> bool:
+    """Record and verify node ``i``'s packet; whether the verifier accepted it."""
+    data_bytes = packet.encode()
+    if st.writer is not None:
+        st.writer.write(data_bytes, pk.RECORD_PACKET)
+    st.counts["packets"] += 1
+    st.counts["packet_bytes"] += len(data_bytes)
+    verdict = st.verifier.check(data_bytes)
+    if not verdict.ok:
+        st.counts["rejected_by_verifier"] += 1
+        st.errors.append(f"round {r} node {i}: verifier {verdict.reason.name}")
+    return verdict.ok
+
+
+def _audit_item(st: _AuditRun, i: int, packet: Any, response: Any) -> tuple:
+    """Count (and record) the audit of node ``i``'s packet; the item to check."""
+    st.counts["audited"] += 1
+    if st.writer is not None and response is not None:
+        st.writer.write(response, pk.RECORD_AUDIT)
+    st.counts["proof_bytes_on_audit"] += pk.PROOF_BYTES
+    st.counts["audit_response_bytes"] += len(response or b"")
+    return (packet, response, st.shards[i])
+
+
+def _score(st: _AuditRun, r: int, picked: list, results: list) -> None:
+    """Count the audit results: forged transitions caught, honest ones flagged."""
+    counts = st.counts
+    for (i, _), result in zip(picked, results, strict=True):
+        if i in st.byzantine:
+            stats = st.by_kind[st.byzantine[i]]
+            counts["audited_forged"] += 1
+            stats["audited"] += 1
+            finding = result.finding.value
+            stats["findings"][finding] = stats["findings"].get(finding, 0) + 1
+            if not result.ok:
+                counts["forged_caught"] += 1
+                stats["caught"] += 1
+        else:
+            counts["audited_honest"] += 1
+            if not result.ok:
+                counts["honest_flagged"] += 1
+                st.errors.append(f"round {r} honest node {i}: {result.finding.value}")
+
+
+def _summary(st: _AuditRun) -> dict:
+    """The run's plain-data result."""
+    counts = st.counts
     packet_bytes = counts["packet_bytes"]
     return {
-        "settings": attrs.asdict(settings),
-        "data": source,
+        "settings": attrs.asdict(st.settings),
+        "data": st.source,
         **counts,
         "forged_catch_rate": (
             counts["forged_caught"] / counts["audited_forged"] if counts["audited_forged"] else None
         ),
         "proof_share_of_gossip": counts["proof_bytes_on_audit"] / packet_bytes,
         "audit_response_share_of_gossip": counts["audit_response_bytes"] / packet_bytes,
-        "forgeries": by_kind,
-        "byzantine": {nodes[i].did: kind for i, kind in sorted(byzantine.items())},
-        "errors": errors[:20],
+        "forgeries": st.by_kind,
+        "byzantine": {st.nodes[i].did: kind for i, kind in sorted(st.byzantine.items())},
+        "errors": st.errors[:20],
     }
