@@ -116,6 +116,7 @@ def test_info_and_verify(sample, tmp_path):
     assert summary["blocks"]
     # lossless blocks name the header's predictor (the server profile's nlms)
     assert {b["predictor"] for b in summary["blocks"]} == {"nlms"}
+    assert all(isinstance(b["polynomial_channels"], bool) for b in summary["blocks"])
     ok = run_qres("verify", str(packed))
     assert ok.returncode == 0 and b"OK" in ok.stdout
     before = set(tmp_path.iterdir())

@@ -167,7 +167,8 @@ def test_bounded_blocks_choose_their_predictor_from_the_data():
         )
         assert len(packed) < len(alone[0]) + 400
     assert codes & set(codec.BLOCK_PREDICTORS)
-    assert all(f == 0 for f in _block_flags(api.compress_bytes(raw, spec, profile="server")))
+    lossless = _block_flags(api.compress_bytes(raw, spec, profile="server"))
+    assert all(f & (codec.PREDICTOR_MASK | codec.FLAG_LOSSLESS) == 0 for f in lossless)
 
 
 def test_unknown_block_flags_are_refused():
@@ -177,7 +178,7 @@ def test_unknown_block_flags_are_refused():
     reader = container.Reader(io.BytesIO(packed))
     (_, block), *_ = list(reader.blocks())
     decoder = codec.open_decoder(reader.header)()
-    for flags in (1 << 3, 1 << 7):
+    for flags in (1 << 4, 1 << 7):
         bad = container.Block(block.frames, block.method, flags, block.raw_crc, block.payload)
         with pytest.raises(IntegrityError, match="block 4: unknown flags"):
             decoder.decode(4, bad)
@@ -187,3 +188,74 @@ def test_unknown_block_flags_are_refused():
         bad = container.Block(block.frames, block.method, levels, block.raw_crc, head)
         with pytest.raises(IntegrityError, match="block 4: .*interpolation levels"):
             decoder.decode(4, bad)
+
+
+def _mixed_channels(frames: int = 20000):
+    """Three channels that want different predictors: a smooth wave, a sparse burst series
+    (zeros with rare spikes) and memoryless counts."""
+    rng = np.random.default_rng(11)
+    t = np.arange(frames)
+    wave = np.round(9000 * np.sin(t / 40) + rng.normal(0, 3, frames))
+    bursts = np.where(rng.random(frames) < 0.03, rng.integers(50, 3000, frames), 0)
+    counts = np.where(rng.random(frames) < 0.5, 0, rng.integers(0, 900, frames))
+    return np.stack([wave, bursts, counts], 1).astype("<i2")
+
+
+def _channel_codes(packed: bytes, channels: int) -> list[bytes]:
+    reader = container.Reader(io.BytesIO(packed))
+    return [
+        b.payload[:channels] if b.flags & codec.FLAG_CHANNEL_PREDICTORS else bytes(channels)
+        for _, b in reader.blocks()
+    ]
+
+
+@pytest.mark.parametrize(
+    "predictor", [{"use": "nlms"}, {"use": "taaf", "cross": 2}, {"use": "polynomial"}]
+)
+@pytest.mark.parametrize("coder", [{"use": "arith", "checksum": False}, {"use": "rice"}])
+def test_channels_choose_a_polynomial_when_it_codes_smaller(monkeypatch, predictor, coder):
+    """A lossless block's channels keep the block predictor or take a fixed polynomial, each
+    by the coded size; the codes are in the payload (flag bit 3) and every mix decodes,
+    cross-channel predictors included (they then see only the channels that keep them)."""
+    block = _mixed_channels()
+    spec = StreamSpec("int16", 3)
+    settings = codec.CodecSettings(predictor, coder, block_frames=8192)
+
+    def pack() -> bytes:
+        out = io.BytesIO()
+        codec.compress(SampleSource(io.BytesIO(block.tobytes()), spec), out, settings)
+        return out.getvalue()
+
+    packed = pack()
+    assert api.decompress_bytes(packed) == block.tobytes()
+    codes = _channel_codes(packed, 3)
+    assert any(any(c) for c in codes)
+    assert all(max(c) <= codec.CHANNEL_POLYNOMIALS for c in codes)
+    if predictor["use"] != "polynomial":
+        assert all(c[0] == 0 for c in codes), "the smooth wave keeps the adaptive predictor"
+        assert all(c[2] != 0 for c in codes), "memoryless counts take a polynomial"
+    monkeypatch.setattr(codec, "_TRIED_ORDERS", ())
+    alone = pack()
+    assert all(f & codec.FLAG_CHANNEL_PREDICTORS == 0 for f in _block_flags(alone))
+    assert len(packed) < len(alone)
+
+
+def test_bad_channel_predictor_codes_are_refused():
+    spec = StreamSpec("int16", 3)
+    packed = api.compress_bytes(_mixed_channels(3000).tobytes(), spec, profile="server")
+    reader = container.Reader(io.BytesIO(packed))
+    (_, block), *_ = list(reader.blocks())
+    assert block.flags & codec.FLAG_CHANNEL_PREDICTORS
+    decoder = codec.open_decoder(reader.header)()
+    for codes, match in (
+        (b"\x00\x00\x00", "bad channel predictor codes"),
+        (b"\x00\x06\x01", "bad channel predictor codes"),
+    ):
+        bad = container.Block(
+            block.frames, block.method, block.flags, block.raw_crc, codes + block.payload[3:]
+        )
+        with pytest.raises(IntegrityError, match=f"block 2: {match}"):
+            decoder.decode(2, bad)
+    short = container.Block(block.frames, block.method, block.flags, block.raw_crc, b"\x01")
+    with pytest.raises(IntegrityError, match="block 2: channel predictor codes truncated"):
+        decoder.decode(2, short)

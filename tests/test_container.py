@@ -166,7 +166,8 @@ def test_empty_stream_costs_about_a_hundred_bytes():
     assert len(packed) <= 110
     assert api.decompress_bytes(packed) == b""
     info = container.describe(io.BytesIO(packed))
-    assert info["frames"] == 0 and info["blocks"] == [] and info["format_version"] == 2
+    assert info["frames"] == 0 and info["blocks"] == []
+    assert info["format_version"] == container.FORMAT_VERSION
 
 
 @pytest.mark.parametrize(
@@ -189,16 +190,23 @@ def test_settings_the_format_cannot_hold_are_refused(codec, match):
 
 def test_a_newer_format_version_is_refused(packed):
     data = bytearray(packed)
-    data[8] = 3
-    with pytest.raises(IntegrityError, match="format version 3 is not supported.*upgrade qres"):
+    data[8] = container.FORMAT_VERSION + 1
+    newer = f"format version {container.FORMAT_VERSION + 1} is not supported.*upgrade qres"
+    with pytest.raises(IntegrityError, match=newer):
         api.decompress_bytes(bytes(data))
 
 
-def test_a_version_1_file_is_refused():
-    """Version 1 (JSON settings) was never released: it is refused with a clear message."""
-    old = (GOLDEN / "format-v1.sensors-4ch-int16.esp32.qres").read_bytes()
+@pytest.mark.parametrize(
+    ("version", "name"),
+    [(1, "format-v1.sensors-4ch-int16.esp32.qres"), (2, "format-v2.sensors-4ch-int16.server.qres")],
+)
+def test_an_unreleased_older_version_is_refused(version, name):
+    """Versions 1 (JSON settings) and 2 (no per-channel predictors) were never released: they
+    are refused with a clear message."""
+    old = (GOLDEN / name).read_bytes()
     for call in (api.decompress_bytes, lambda d: container.describe(io.BytesIO(d))):
-        with pytest.raises(IntegrityError, match="format version 1 is not supported") as err:
+        match = f"format version {version} is not supported"
+        with pytest.raises(IntegrityError, match=match) as err:
             call(old)
         assert "\n" not in str(err.value) and "compress the original again" in str(err.value)
 

@@ -55,3 +55,13 @@ def test_bounded_goldens_cover_the_block_predictors():
             (b.flags & codec.PREDICTOR_MASK) >> codec.PREDICTOR_SHIFT for _, b in reader.blocks()
         }
     assert {0, codec.LEVELS} <= codes
+
+
+def test_lossless_goldens_cover_the_channel_predictor_codes():
+    """Some lossless goldens code channels with a polynomial (flag bit 3), some do not."""
+    flags = set()
+    for name in INPUTS:
+        for profile in PROFILES:
+            reader = container.Reader(io.BytesIO((GOLDEN / f"{name}.{profile}.qres").read_bytes()))
+            flags |= {b.flags & codec.FLAG_CHANNEL_PREDICTORS for _, b in reader.blocks()}
+    assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}

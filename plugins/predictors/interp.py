@@ -57,6 +57,7 @@ class InterpPredictor(Predictor):
 
     name: ClassVar[str] = "interp"
     Config: ClassVar[type] = InterpConfig
+    channels_independent: ClassVar[bool] = True
 
     @classmethod
     def memory_bytes(cls, config: InterpConfig) -> int:

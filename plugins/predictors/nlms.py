@@ -85,6 +85,7 @@ class NlmsPredictor(Predictor):
 
     name: ClassVar[str] = "nlms"
     Config: ClassVar[type] = NlmsConfig
+    channels_independent: ClassVar[bool] = True
 
     @classmethod
     def memory_bytes(cls, config: NlmsConfig) -> int:

@@ -28,6 +28,7 @@ class PolynomialPredictor(Predictor):
 
     name: ClassVar[str] = "polynomial"
     Config: ClassVar[type] = PolynomialConfig
+    channels_independent: ClassVar[bool] = True
 
     @classmethod
     def memory_bytes(cls, config: PolynomialConfig) -> int:

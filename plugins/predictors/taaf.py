@@ -39,6 +39,7 @@ class TaafPredictor(NlmsPredictor):
 
     name: ClassVar[str] = "taaf"
     Config: ClassVar[type] = TaafConfig
+    channels_independent: ClassVar[bool] = False  # channel c sees channels < c
 
     @classmethod
     def memory_bytes(cls, config: TaafConfig) -> int:

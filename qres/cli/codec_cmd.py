@@ -222,7 +222,7 @@ def info(
 ) -> None:
     """Show a container's header, settings and block table (reads the index at the end)."""
     from qres.codec import container
-    from qres.codec.pipeline import block_predictor
+    from qres.codec.pipeline import FLAG_CHANNEL_PREDICTORS, block_predictor
     from qres.codec.samples import open_input
 
     with open_input(file) as stream:
@@ -231,6 +231,9 @@ def info(
         block["predictor"] = block_predictor(
             block["method"], block["flags"], summary["header"]["codec"]
         )
+        # Some channels of the block were coded with a fixed polynomial instead.
+        predicted = block["method"] == "predicted"
+        block["polynomial_channels"] = predicted and bool(block["flags"] & FLAG_CHANNEL_PREDICTORS)
     if as_json:
         print_json(summary)
         return
@@ -249,7 +252,14 @@ def info(
     out.print(f"  codec: {head['codec']}", markup=False)
     out.print(f"  sha256: {summary['sha256']}")
     rows = [
-        [b["number"], b["offset"], b["frames"], b["method"], b["predictor"], b["payload_bytes"]]
+        [
+            b["number"],
+            b["offset"],
+            b["frames"],
+            b["method"],
+            b["predictor"] + (" + polynomial channels" if b["polynomial_channels"] else ""),
+            b["payload_bytes"],
+        ]
         for b in summary["blocks"]
     ]
     out.print(

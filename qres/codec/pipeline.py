@@ -50,7 +50,20 @@ LEVELS = 3
 _LEVELS = struct.Struct("<H")
 #: Levels of an anchor of 1024: strides 2**0 .. 2**9.
 LEVELS_MASK = (1 << 10) - 1
-KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK
+#: Bit 3 of a block's flags: some channels were coded with a polynomial predictor instead of
+#: the block's; the payload then holds one predictor code per channel (docs/format.md).
+FLAG_CHANNEL_PREDICTORS = 1 << 3
+#: Channel predictor codes: 0 is the block's predictor, ``1 + k`` the polynomial of order k.
+CHANNEL_POLYNOMIALS = 5
+#: Polynomial orders the encoder tries on each channel of a lossless block.
+_TRIED_ORDERS = (0, 1, 2, 3)
+#: The polynomials are ranked by the size the Rice coder gives their residuals (a cheap coder;
+#: the profile's coder may model them better), and those whose Rice size is below this multiple
+#: of the best Rice size (block predictor's or a polynomial's) are coded with the profile's
+#: coder (the context-modelling coder was measured to reverse Rice's order by up to 1.3x;
+#: clear losers are not coded).
+_TRY_BELOW = 1.5
+KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK | FLAG_CHANNEL_PREDICTORS
 _BLOCK_PREDICTOR_NAMES = {1: "interp linear", 2: "interp cubic", 3: "interp per level"}
 
 
@@ -113,7 +126,8 @@ class BlockCoder:
             self.predictor.set_initial_weights(np.asarray(weights, dtype=np.int32))
         self.spec = spec
         self.settings = settings
-        self._predictors = {0: self.predictor}
+        self._predictors: dict[Any, Any] = {0: self.predictor}
+        self._rice = None
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
         self.bounds = None
         if not spec.dtype.startswith("float"):
@@ -149,11 +163,11 @@ class BlockCoder:
             # the block, and the smallest wins (a choice the data makes, recorded in the flags).
             chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
             if chosen is not None:
-                payload, code = chosen
+                payload, code, _ = chosen
                 # The decoder's view of a bounded-error block is its reconstruction: compute
                 # it, check the bound (float rounding could in principle break it), and fall
                 # back to lossless coding of the block if it does not hold.
-                decoded = self._decode_predicted(payload, frames, False, code)
+                decoded = self._decode_predicted(payload, frames, False, code, False)
                 if _within(block, decoded, float(self.settings.max_error)):
                     restored = decoded.tobytes()
                     flags |= code << PREDICTOR_SHIFT
@@ -164,6 +178,8 @@ class BlockCoder:
         if payload is None:
             chosen = self._predicted(block, None, 0, (0,))
             payload = None if chosen is None else chosen[0]
+            if chosen is not None and chosen[2]:
+                flags |= FLAG_CHANNEL_PREDICTORS
         raw_crc = zlib.crc32(restored)
         if payload is not None and len(payload) < 0.9 * len(raw):
             return Block(frames, METHOD_PREDICTED, flags, raw_crc, payload), restored
@@ -191,14 +207,16 @@ class BlockCoder:
             self._predictors[key] = pred
         return pred
 
-    def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int] | None:
-        """The smallest payload over the block predictors ``codes``, and its code (the first
-        one wins ties), or None if the block has no integer mapping."""
+    def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int, bool] | None:
+        """The smallest payload over the block predictors ``codes``, its code (the first one
+        wins ties) and whether it carries per-channel predictor codes, or None if the block has
+        no integer mapping. Lossless blocks also try polynomial predictors channel by
+        channel (below)."""
         mapped = mapping.to_integers(block, self.spec, grid_step)
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
-        best: tuple[int, int, bytes, list[bytes]] | None = None
+        best: tuple[int, int, bytes, bytes, list[bytes]] | None = None
         for code in codes:
             pred = self.block_predictor(code)
             head = b""
@@ -209,20 +227,91 @@ class BlockCoder:
                 head = _LEVELS.pack(levels & LEVELS_MASK)
             else:
                 residuals = pred.encode(mapped.ints, max_error=bound, bounds=bounds)
-            segments = self._segments(pred, residuals.shape[1])
-            if segments is None:
-                coded = [self.coder.encode(stream) for stream in residuals]
-            else:
-                coded = [self.coder.encode(stream, segments=segments) for stream in residuals]
-            size = len(head) + sum(len(c) for c in coded)
+            coded = self._code_channels(pred, residuals)
+            channel_codes = b""
+            if not bound:
+                channel_codes, coded = self._channel_choice(
+                    pred, mapped.ints, residuals, coded, bounds
+                )
+            size = len(head) + len(channel_codes) + sum(len(c) for c in coded)
             if best is None or size < best[0]:
-                best = (size, code, head, coded)
+                best = (size, code, head, channel_codes, coded)
         assert best is not None
-        parts = [best[2], mapped.side]
-        for coded in (*best[3], *(self.coder.encode(s) for s in mapped.extras)):
+        _, code, head, channel_codes, coded_channels = best
+        parts = [head, channel_codes, mapped.side]
+        for coded in (*coded_channels, *(self.coder.encode(s) for s in mapped.extras)):
             parts.append(struct.pack("<I", len(coded)))
             parts.append(coded)
-        return b"".join(parts), best[1]
+        return b"".join(parts), code, bool(channel_codes)
+
+    def _code_channels(self, pred, residuals) -> list[bytes]:
+        """The coder's bytes of each channel's residuals (with ``pred``'s segments)."""
+        segments = self._segments(pred, residuals.shape[1])
+        if segments is None:
+            return [self.coder.encode(stream) for stream in residuals]
+        return [self.coder.encode(stream, segments=segments) for stream in residuals]
+
+    def _channel_choice(self, pred, ints, residuals, coded, bounds) -> tuple[bytes, list[bytes]]:
+        """Per channel, the block predictor's bytes or a polynomial predictor's, whichever the
+        coder makes smaller: the channel codes (empty when every channel keeps the block
+        predictor) and the coded channels.
+
+        Sparse, bursty or noisy channels (rain gauges, activity counts, clipped stretches)
+        are often cheaper with a short fixed predictor (or none: order 0) than with an
+        adaptive one whose taps echo every burst. The polynomials' residuals are ranked by
+        their Rice size and the best one is coded when it may win; the measured sizes
+        decide."""
+        codes = [0] * len(coded)
+        alternatives = [(k, self.polynomial(k).encode(ints, bounds=bounds)) for k in _TRIED_ORDERS]
+        if not alternatives:
+            return b"", coded
+        rank = self._rank_coder()
+        for c, stream in enumerate(residuals):
+            sizes = [len(rank.encode(res[c])) for _, res in alternatives]
+            if rank is self.coder:
+                tried = [min(range(len(sizes)), key=sizes.__getitem__)]
+            else:
+                # Every polynomial that may beat the block predictor and the best polynomial.
+                limit = _TRY_BELOW * min(min(sizes), len(rank.encode(stream)))
+                tried = [i for i, size in enumerate(sizes) if size < limit]
+            for i in tried:
+                order, res = alternatives[i]
+                mine = self.coder.encode(res[c])
+                if len(mine) < len(coded[c]):
+                    coded[c] = mine
+                    codes[c] = 1 + order
+        if not any(codes):
+            return b"", coded
+        kept = [c for c, code in enumerate(codes) if code == 0]
+        if kept and not pred.channels_independent:
+            # The block predictor sees only the channels that keep it (as the decoder will).
+            again = self._code_channels(pred, pred.encode(ints[kept], bounds=bounds))
+            for c, data in zip(kept, again, strict=True):
+                coded[c] = data
+        return bytes(codes), coded
+
+    def _rank_coder(self):
+        """The cheap coder that ranks channel predictors: the profile's own when it is Rice."""
+        if self.coder.name == "rice":
+            return self.coder
+        if self._rice is None:
+            from qres.kernel import plugins
+
+            table = {"use": "rice", "checksum": False}
+            self._rice = plugins.create("coder", table, Location("<channel codes>", "coder"))
+        return self._rice
+
+    def polynomial(self, order: int):
+        """The polynomial predictor of ``order`` for channel codes, built once."""
+        key = ("polynomial", order)
+        pred = self._predictors.get(key)
+        if pred is None:
+            from qres.kernel import plugins
+
+            table = {"use": "polynomial", "order": order}
+            pred = plugins.create("predictor", table, Location("<channel codes>", "predictor"))
+            self._predictors[key] = pred
+        return pred
 
     def _segments(self, pred, n: int) -> tuple[int, ...] | None:
         """The predictor's residual segments, if this coder models segments apart."""
@@ -244,7 +333,10 @@ class BlockCoder:
                     )
                 lossless = bool(block.flags & FLAG_LOSSLESS) or not self.int_bound
                 code = (block.flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
-                decoded = self._decode_predicted(block.payload, block.frames, lossless, code)
+                per_channel = bool(block.flags & FLAG_CHANNEL_PREDICTORS)
+                decoded = self._decode_predicted(
+                    block.payload, block.frames, lossless, code, per_channel
+                )
                 raw = decoded.tobytes()
         except IntegrityError as exc:
             raise IntegrityError(f"block {number}: {exc}") from exc
@@ -254,7 +346,9 @@ class BlockCoder:
             raise IntegrityError(f"block {number}: decoded data fails its checksum; corrupted")
         return raw
 
-    def _decode_predicted(self, payload: bytes, frames: int, lossless: bool, code: int) -> Any:
+    def _decode_predicted(
+        self, payload: bytes, frames: int, lossless: bool, code: int, per_channel: bool
+    ) -> Any:
         import numpy as np
 
         spec = self.spec
@@ -268,12 +362,24 @@ class BlockCoder:
             if levels & ~LEVELS_MASK:
                 raise IntegrityError(f"bad interpolation levels {levels:#06x}")
             pos = _LEVELS.size
+        channel_codes = bytes(spec.channels)
+        if per_channel:
+            channel_codes = bytes(view[pos : pos + spec.channels])
+            pos += spec.channels
+            if len(channel_codes) != spec.channels:
+                raise IntegrityError("channel predictor codes truncated")
+            if not any(channel_codes) or max(channel_codes) > CHANNEL_POLYNOMIALS:
+                raise IntegrityError(f"bad channel predictor codes {channel_codes.hex()}")
         side, pos = mapping.read_side(view, pos, spec, frames)
         lengths = (frames,) * spec.channels + side.extra_lengths
         pred = self.block_predictor(code, levels)
         segments = self._segments(pred, frames)
         streams = []
         for i, n in enumerate(lengths):
+            if i < spec.channels and channel_codes[i]:
+                segs = self._segments(self.polynomial(channel_codes[i] - 1), n)
+            else:
+                segs = segments if i < spec.channels else None
             if pos + 4 > len(view):
                 raise IntegrityError("channel data truncated")
             (length,) = struct.unpack_from("<I", view, pos)
@@ -281,8 +387,8 @@ class BlockCoder:
             if pos + length > len(view):
                 raise IntegrityError("channel data truncated")
             data = bytes(view[pos : pos + length])
-            if i < spec.channels and segments is not None:
-                streams.append(self.coder.decode(data, n, segments=segments))
+            if segs is not None:
+                streams.append(self.coder.decode(data, n, segments=segs))
             else:
                 streams.append(self.coder.decode(data, n))
             pos += length
@@ -292,7 +398,17 @@ class BlockCoder:
         bound = 0 if lossless else self.int_bound
         grid = None if lossless else self.grid_step
         bounds = self.bounds if grid is None else None
-        ints = pred.decode(residuals, max_error=bound, bounds=bounds)
+        if any(channel_codes):
+            ints = np.empty_like(residuals)
+            kept = [c for c, k in enumerate(channel_codes) if k == 0]
+            if kept:
+                ints[kept] = pred.decode(residuals[kept], max_error=bound, bounds=bounds)
+            for c, k in enumerate(channel_codes):
+                if k:
+                    poly = self.polynomial(k - 1)
+                    ints[c] = poly.decode(residuals[c], max_error=bound, bounds=bounds)
+        else:
+            ints = pred.decode(residuals, max_error=bound, bounds=bounds)
         return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
 
 

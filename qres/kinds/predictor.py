@@ -110,6 +110,10 @@ class Predictor(Plugin):
     """
 
     kind: ClassVar[str] = "predictor"
+    #: True when each channel's residuals depend on that channel alone, so coding a subset of
+    #: a block's channels gives the same residuals as coding them all. The codec then need not
+    #: run the predictor again when some channels of a block choose another predictor.
+    channels_independent: ClassVar[bool] = False
 
     def __init__(self, config: Any = None):
         super().__init__(config)
