@@ -58,7 +58,7 @@ def float_blocks(draw, special_share: bool = True):
     width = 32 if dtype == "float32" else 64
     raw = draw(hnp.arrays(f"<u{width // 8}", (frames, channels)))
     x = raw.view(f"<f{width // 8}").copy()
-    style = draw(st.sampled_from(["bits", "decimal", "noisy"]))
+    style = draw(st.sampled_from(["bits", "decimal", "noisy", "gaps"]))
     if style != "bits" and frames:
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
@@ -70,6 +70,17 @@ def float_blocks(draw, special_share: bool = True):
         if style == "noisy":
             noise = rng.random((frames, channels)) < 0.1
             x = np.where(noise, np.nextafter(x, np.inf, dtype=x.dtype), x)
+        if style == "gaps":
+            # Runs of NaN (any payload), infinities, and runs touching either end.
+            signed = np.int32 if width == 32 else np.int64
+            specials = np.array([np.nan, np.inf, -np.inf], dtype=dtype).view(signed)
+            specials = np.append(specials, np.array([-1, specials[0] | 5], dtype=signed))
+            for _ in range(draw(st.integers(1, 6))):
+                start = draw(st.integers(0, frames - 1))
+                stop = min(frames, start + draw(st.integers(1, 40)))
+                c = draw(st.integers(0, channels - 1))
+                pattern = specials[draw(st.integers(0, len(specials) - 1))]
+                x[start:stop, c] = np.array(pattern, signed).view(dtype)
     return x
 
 
@@ -90,13 +101,17 @@ def test_special_values_round_trip(dtype):
     bits = np.append(bits, [payload, payload | np.array(1, bits.dtype) << (bits.itemsize * 8 - 1)])
     block = np.tile(bits.view(dtype), 20).reshape(-1, 1)
     _round_trip(block)
-    # The same values inside decimal data keep the channel decimal: they become corrections.
+    # The same values inside decimal data keep the channel decimal: the non-finite ones are
+    # kept as runs (kind 5), the others (-0.0, subnormals, huge values) become corrections.
     rng = np.random.default_rng(1)
     x = (np.cumsum(rng.integers(-9, 10, 2000)) / 100.0).astype(dtype)
     x[::97] = np.resize(bits.view(dtype), len(x[::97]))
     mapped = _round_trip(x.reshape(-1, 1))
-    assert _kinds(mapped, dtype, 1) == [mapping.KIND_DECIMAL]
-    assert _side(mapped, dtype, len(x)).maps[0].flags & mapping.FLAG_ULP_CORRECTION
+    assert _kinds(mapped, dtype, 1) == [mapping.KIND_RUNS]
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert entry.inner.kind == mapping.KIND_DECIMAL
+    assert entry.inner.flags & mapping.FLAG_ULP_CORRECTION
+    assert len(entry.runs[0]) == np.count_nonzero(~np.isfinite(x))
 
 
 def test_empty_and_single_frame_blocks():
@@ -199,7 +214,7 @@ def test_lattice_beats_the_plain_decimal_view_through_the_coder():
 @settings(max_examples=300, deadline=None)
 @given(
     st.binary(max_size=200),
-    st.sampled_from(["float32", "float64", "int16"]),
+    st.sampled_from(["float32", "float64", "int16", "uint32", "int64"]),
     st.integers(1, 3),
     st.integers(0, 1000),
 )
@@ -689,3 +704,93 @@ def test_bit_cost_at_the_int64_extremes():
         assert kernels.bit_cost(s, False) == mapping._bit_cost(s)
         assert kernels.bit_cost(s, True) == mapping._bit_cost(np.diff(s))  # wraps like numpy
     assert kernels.bit_cost(s[:0], True) == 0 and kernels.bit_cost(s[:1], True) == 0
+
+
+# -- non-finite runs and integer lattices ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_gaps_are_runs_and_cost_no_corrections(dtype):
+    """NaN gaps (several payloads, one touching the start) are kept as runs: the decimal
+    channel around them needs no ulp correction, and a channel of NaN only still maps."""
+    rng = np.random.default_rng(4)
+    x = (np.cumsum(rng.integers(-9, 10, 5000)) / 100.0).astype(dtype)
+    signed = np.int32 if dtype == "float32" else np.int64
+    nan = np.array(np.nan, dtype).view(signed)
+    x[:30] = np.nan
+    x[1000:1400] = np.array(nan | 7, signed).view(dtype)  # another payload right after
+    x[1400:1500] = np.nan
+    x[4990:] = -np.inf
+    mapped = _round_trip(x.reshape(-1, 1))
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert entry.kind == mapping.KIND_RUNS and entry.inner.kind == mapping.KIND_DECIMAL
+    assert list(entry.runs[0]) == [0, 1000, 1400, 4990]
+    assert list(entry.runs[1]) == [30, 400, 100, 10]
+    assert entry.inner.flags == 0 and mapped.extras == ()
+    # the gaps are flat for the predictor: the value before each gap is repeated
+    assert mapped.ints[0][1000:1500].min() == mapped.ints[0][1000:1500].max()
+    only = np.full((50, 1), np.nan, dtype=dtype)
+    assert _kinds(_round_trip(only), dtype, 1) == [mapping.KIND_RUNS]
+
+
+@st.composite
+def integer_lattices(draw):
+    dtype = draw(st.sampled_from(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64"]))
+    info = np.iinfo(dtype)
+    frames = draw(st.integers(0, 200))
+    step = draw(st.sampled_from([1, 2, 3, 256, 1000, 2**16]))
+    lo, hi = int(info.min), int(info.max)
+    offset = draw(st.integers(lo, hi))
+    span_lo, span_hi = (lo - offset) // step + 1, (hi - offset) // step
+    if span_lo > span_hi:
+        step, span_lo, span_hi = 1, lo - offset, hi - offset
+    n = draw(
+        hnp.arrays(
+            np.int64, frames, elements=st.integers(max(span_lo, -(2**40)), min(span_hi, 2**40))
+        )
+    )
+    return (offset + step * n.astype(object)).astype(dtype).reshape(-1, 1), step
+
+
+@FAST
+@given(integer_lattices())
+def test_integer_samples_on_a_common_step_map_to_its_multiples(case):
+    """Integers x = a + g*n (unused low bits, a fixed increment) map to n exactly (kind 4);
+    the step found is a multiple of the one built (the samples may share a larger one)."""
+    block, step = case
+    mapped = _round_trip(block)
+    (entry,) = _side(mapped, block.dtype.name, len(block)).maps
+    values = block[:, 0].astype(object)
+    true_step = 0
+    for v in values[1:]:
+        true_step = np.gcd(true_step, int(v - values[0]))
+    if block.dtype.itemsize <= 4 and true_step >= 2:
+        assert entry.kind == mapping.KIND_INTEGER_LATTICE and entry.step == true_step
+        assert true_step % step == 0
+    else:
+        assert entry.kind == mapping.KIND_INTEGER
+    # through the codec, lossless and with a bound (where the lattice is not used)
+    spec = StreamSpec(block.dtype.name)
+    packed = api.compress_bytes(block.tobytes(), spec, profile="server")
+    assert api.decompress_bytes(packed) == block.tobytes()
+    if block.dtype.itemsize <= 4 and len(block):
+        bounded = api.decompress_bytes(api.compress_bytes(block.tobytes(), spec, "fast", 3))
+        back = np.frombuffer(bounded, block.dtype).astype(np.int64)
+        assert np.abs(back - block[:, 0].astype(np.int64)).max() <= 3
+
+
+def test_damaged_integer_lattice_fails_cleanly():
+    block = (np.arange(300, dtype=np.int64) * 4 - 600).astype("<i2").reshape(-1, 1)
+    spec = StreamSpec("int16")
+    mapped = mapping.to_integers(block, spec, None)
+    assert mapped.side[0] == mapping.KIND_INTEGER_LATTICE
+    for offset, step in ((0, 1), (5, 4), (0, 2**32)):
+        bad = bytes([mapping.KIND_INTEGER_LATTICE]) + np.array([offset, step], "<i8").tobytes()
+        with pytest.raises(IntegrityError, match="bad integer lattice"):
+            mapping.read_side(memoryview(bad), 0, spec, 300)
+    # a lattice index that leaves the type's range is damage, not an overflow
+    side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, 300)
+    ints = mapped.ints.copy()
+    ints[0, 7] = 2**40
+    with pytest.raises(IntegrityError, match="out of the type's range"):
+        mapping.from_integers(ints, side, [], spec, None)

@@ -40,7 +40,16 @@ KIND_INTEGER = 0  # integer samples, widened to int64
 KIND_DECIMAL = 1  # floats on a piecewise decimal lattice, with correction streams
 KIND_FLOAT_BITS = 2  # floats as order-preserving integers of their IEEE-754 bits
 KIND_FLOAT_GRID = 3  # bounded-error floats: k = round(x / step), exceptions kept verbatim
-KINDS = (KIND_INTEGER, KIND_DECIMAL, KIND_FLOAT_BITS, KIND_FLOAT_GRID)
+KIND_INTEGER_LATTICE = 4  # integers x = a + g*n with a common step g >= 2 (unused low bits)
+KIND_RUNS = 5  # floats: runs of non-finite samples kept verbatim, then the rest's entry
+KINDS = (
+    KIND_INTEGER,
+    KIND_DECIMAL,
+    KIND_FLOAT_BITS,
+    KIND_FLOAT_GRID,
+    KIND_INTEGER_LATTICE,
+    KIND_RUNS,
+)
 
 #: Largest decimal scale tried (10**d must be exact in float64 and k must stay below 2**53).
 MAX_DECIMALS = {"float32": 10, "float64": 15}
@@ -57,6 +66,8 @@ FLAG_ULP_CORRECTION = 2  # the stream u (ulps of the sample type)
 _KIND = struct.Struct("<B")
 _DECIMAL_HEAD = struct.Struct("<BBBI")  # decimals, precision, flags, segment count
 _COUNT = struct.Struct("<I")
+_INT_LATTICE = struct.Struct("<qQ")  # offset a, step g
+_RUN = struct.Struct("<II")  # start, length
 
 #: Lattice windows tried at a segment start, then the fallback integer-gcd window.
 _WINDOWS = (256, 1024)
@@ -73,6 +84,9 @@ _REFIT_SAMPLES = 8192
 #: Samples used to choose the decimals and the precision of a channel.
 _PROBE = 4096
 _K_LIMIT = 2.0**52
+#: A mostly inexact channel tries a decimal view when the probe's estimate is below this share
+#: of the bit view's.
+_INEXACT_GAIN = 0.85
 
 
 @attrs.frozen
@@ -93,10 +107,16 @@ class ChannelMap:
     steps: Any = None
     exception_index: Any = None
     exception_raw: bytes = b""
+    offset: int = 0  # integer lattice: x = offset + step * n
+    step: int = 1
+    runs: Any = None  # runs of verbatim samples: (starts, lengths) uint32 arrays
+    inner: ChannelMap | None = None  # the entry of the samples outside the runs
 
     @property
     def extra_count(self) -> int:
         """How many extra streams this channel adds after the channels."""
+        if self.kind == KIND_RUNS:
+            return self.inner.extra_count
         return bin(self.flags).count("1") if self.kind == KIND_DECIMAL else 0
 
 
@@ -231,11 +251,15 @@ def _choose_decimals(x, dtype: str) -> list[int]:
         if counts[-1] == 0:
             break
     best = min(counts)
+    cheapest = min(range(len(costs)), key=costs.__getitem__)
     if best > len(probe) // 2:
+        # Mostly inexact (averages, computed values): a decimal view whose ulp corrections
+        # stay small can still beat the bit view; only the cheapest count is worth a try.
+        if costs[cheapest] < _INEXACT_GAIN * _bit_cost(np.diff(bits)):
+            return [cheapest]
         return []
     slack = max(1, len(probe) // 1024)
     fewest = next(d for d, n in enumerate(counts) if n <= best + slack)
-    cheapest = min(range(len(costs)), key=costs.__getitem__)
     return sorted({fewest, cheapest}, reverse=True)
 
 
@@ -498,9 +522,20 @@ def _grid_channel(x, grid_step: float):
 
 
 def _side_bytes(maps: list[ChannelMap]) -> bytes:
+    import numpy as np
+
     parts = []
     for cmap in maps:
         parts.append(_KIND.pack(cmap.kind))
+        if cmap.kind == KIND_INTEGER_LATTICE:
+            parts.append(_INT_LATTICE.pack(cmap.offset, cmap.step))
+        elif cmap.kind == KIND_RUNS:
+            starts, lengths = cmap.runs
+            parts.append(_COUNT.pack(len(starts)))
+            pairs = np.empty(2 * len(starts), dtype="<u4")
+            pairs[0::2], pairs[1::2] = starts, lengths
+            parts += [pairs.tobytes(), cmap.exception_raw, _side_bytes([cmap.inner])]
+            continue
         if cmap.kind == KIND_DECIMAL:
             parts.append(
                 _DECIMAL_HEAD.pack(cmap.decimals, cmap.precision, cmap.flags, len(cmap.starts))
@@ -512,17 +547,25 @@ def _side_bytes(maps: list[ChannelMap]) -> bytes:
     return b"".join(parts)
 
 
-def to_integers(block, spec: StreamSpec, grid_step: float | None) -> Mapped | None:
+def to_integers(
+    block, spec: StreamSpec, grid_step: float | None, lattice: bool = True
+) -> Mapped | None:
     """Map a (frames, channels) block to int64 (channels, frames), or None when the bounded-
-    error grid cannot hold the values (the caller then codes the block lossless)."""
+    error grid cannot hold the values (the caller then codes the block lossless). Integer
+    channels go on their common step when ``lattice`` (lossless coding only: a bound is in
+    sample units)."""
     import numpy as np
 
     native = block.astype(block.dtype.newbyteorder("="), copy=False)
     if not spec.dtype.startswith("float"):
+        ints = native.T.astype(np.int64)
         maps = [ChannelMap(KIND_INTEGER)] * spec.channels
-        return Mapped(native.T.astype(np.int64), _side_bytes(maps))
-    from qres.codec._mapping_kernels import bit_cost
-
+        if lattice and spec.itemsize <= 4:
+            maps = [_integer_lattice(ints[c]) for c in range(spec.channels)]
+            for c, cmap in enumerate(maps):
+                if cmap.kind == KIND_INTEGER_LATTICE:
+                    ints[c] = (ints[c] - cmap.offset) // cmap.step
+        return Mapped(ints, _side_bytes(maps))
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
     maps = []
     extras: list = []
@@ -535,18 +578,74 @@ def to_integers(block, spec: StreamSpec, grid_step: float | None) -> Mapped | No
             out[c], cmap = found
             maps.append(cmap)
             continue
-        bits = _monotonic_bits(x, spec.dtype)
-        found = _decimal_channel(x, spec.dtype) if len(x) else None
-        if found is not None:
-            n, cmap, streams, cost = found
-            if cost <= bit_cost(bits, True):  # _bit_cost(np.diff(bits)), compiled
-                out[c] = n
-                maps.append(cmap)
-                extras += streams
-                continue
-        out[c] = bits
-        maps.append(ChannelMap(KIND_FLOAT_BITS))
+        runs = _nonfinite_runs(x, spec.dtype)
+        if runs is not None:
+            x, starts, lengths, raw = runs
+        out[c], cmap, streams = _lossless_float_channel(x, spec.dtype)
+        if runs is not None:
+            cmap = ChannelMap(KIND_RUNS, runs=(starts, lengths), exception_raw=raw, inner=cmap)
+        maps.append(cmap)
+        extras += streams
     return Mapped(out, _side_bytes(maps), tuple(extras))
+
+
+def _lossless_float_channel(x, dtype: str):
+    """A float channel through its decimal lattice or its bit view, whichever the size
+    estimate prefers: (ints, ChannelMap, extra streams)."""
+    from qres.codec._mapping_kernels import bit_cost
+
+    bits = _monotonic_bits(x, dtype)
+    found = _decimal_channel(x, dtype) if len(x) else None
+    if found is not None:
+        n, cmap, streams, cost = found
+        if cost <= bit_cost(bits, True):  # _bit_cost(np.diff(bits)), compiled
+            return n, cmap, streams
+    return bits, ChannelMap(KIND_FLOAT_BITS), []
+
+
+def _integer_lattice(ints) -> ChannelMap:
+    """An integer channel's common step (its samples' gcd distance, such as the unused low
+    bits of 24-bit samples stored in 32) as kind 4, or plain kind 0 when it is 1."""
+    import numpy as np
+
+    if len(ints) < 2:
+        return ChannelMap(KIND_INTEGER)
+    # Samples of at most 32 bits: the differences fit int64 exactly.
+    step = int(np.gcd.reduce(ints[1:] - ints[0]))
+    if step < 2:
+        return ChannelMap(KIND_INTEGER)
+    return ChannelMap(KIND_INTEGER_LATTICE, offset=int(ints[0]) % step, step=step)
+
+
+def _nonfinite_runs(x, dtype: str):
+    """The channel's runs of non-finite samples (NaN gaps, infinities): the channel with each
+    run replaced by the finite sample before it (after it for a leading run; 0.0 when none is
+    finite), so the mapping and the predictor see a flat stretch, plus the runs' starts,
+    lengths and raw little-endian bytes (one sample per run: a run's samples share a bit
+    pattern). None when every sample is finite."""
+    import numpy as np
+
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return None
+    signed = np.int32 if dtype == "float32" else np.int64
+    bits = x.view(signed)
+    idx = np.flatnonzero(bad)
+    # A run breaks where the samples stop being consecutive or change their bit pattern.
+    breaks = np.flatnonzero((np.diff(idx) != 1) | (bits[idx[1:]] != bits[idx[:-1]])) + 1
+    starts = idx[np.concatenate(([0], breaks))]
+    ends = idx[np.concatenate((breaks - 1, [len(idx) - 1]))] + 1
+    raw = x[starts].astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+    good = np.flatnonzero(~bad)
+    filled = x.copy()
+    if len(good):
+        before = np.searchsorted(good, idx) - 1
+        filled[idx] = x[good[np.maximum(before, 0)]]
+        lead = before < 0
+        filled[idx[lead]] = x[good[0]]
+    else:
+        filled[:] = 0.0
+    return filled, starts.astype("<u4"), (ends - starts).astype("<u4"), raw
 
 
 # -- decoding ----------------------------------------------------------------------------------
@@ -586,37 +685,67 @@ def _read_decimal(view: memoryview, pos: int, spec: StreamSpec, frames: int):
 
 def read_side(view: memoryview, pos: int, spec: StreamSpec, frames: int) -> tuple[Side, int]:
     """Parse the side record at ``view[pos:]``; return it and the position after it."""
-    import numpy as np
 
     maps = []
     lengths: list[int] = []
-    is_float = spec.dtype.startswith("float")
     for _ in range(spec.channels):
-        pos = _take(view, pos, _KIND.size, "channel kind")
-        (kind,) = _KIND.unpack_from(view, pos - _KIND.size)
-        if kind not in KINDS:
-            raise IntegrityError(f"unknown channel kind {kind}")
-        if (kind == KIND_INTEGER) == is_float:
-            raise IntegrityError("channel kind does not match the sample type")
-        if kind == KIND_DECIMAL:
-            cmap, pos = _read_decimal(view, pos, spec, frames)
-            lengths += [frames] * cmap.extra_count
-        elif kind == KIND_FLOAT_GRID:
-            pos = _take(view, pos, _COUNT.size, "exception count")
-            (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
-            if count > frames:
-                raise IntegrityError("exception count out of range")
-            end = _take(view, pos, count * (4 + spec.itemsize), "exception list")
-            index = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
-            raw = bytes(view[pos + 4 * count : end])
-            if count and int(index.max()) >= frames:
-                raise IntegrityError("exception index out of range")
-            cmap = ChannelMap(KIND_FLOAT_GRID, exception_index=index, exception_raw=raw)
-            pos = end
-        else:
-            cmap = ChannelMap(kind)
+        cmap, pos = _read_entry(view, pos, spec, frames, _FLOAT_KINDS)
+        lengths += [frames] * cmap.extra_count
         maps.append(cmap)
     return Side(tuple(maps), tuple(lengths)), pos
+
+
+#: Kinds a float channel's entry may have; inside a runs entry only the lossless views.
+_FLOAT_KINDS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_FLOAT_GRID, KIND_RUNS)
+_INTEGER_KINDS = (KIND_INTEGER, KIND_INTEGER_LATTICE)
+
+
+def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, float_kinds):
+    """Parse one channel's entry; ``float_kinds`` are the kinds allowed for float samples."""
+    import numpy as np
+
+    pos = _take(view, pos, _KIND.size, "channel kind")
+    (kind,) = _KIND.unpack_from(view, pos - _KIND.size)
+    if kind not in KINDS:
+        raise IntegrityError(f"unknown channel kind {kind}")
+    is_float = spec.dtype.startswith("float")
+    if kind not in (float_kinds if is_float else _INTEGER_KINDS):
+        raise IntegrityError(f"channel kind {kind} does not fit here (sample type {spec.dtype})")
+    if kind == KIND_INTEGER_LATTICE:
+        end = _take(view, pos, _INT_LATTICE.size, "integer lattice")
+        offset, step = _INT_LATTICE.unpack_from(view, pos)
+        if not (2 <= step < 2**32 and 0 <= offset < step) or spec.itemsize > 4:
+            raise IntegrityError("bad integer lattice")
+        return ChannelMap(kind, offset=offset, step=step), end
+    if kind == KIND_RUNS:
+        pos = _take(view, pos, _COUNT.size, "run count")
+        (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
+        if not 1 <= count <= frames:
+            raise IntegrityError("run count out of range")
+        end = _take(view, pos, count * (8 + spec.itemsize), "runs")
+        pairs = np.frombuffer(view, dtype="<u4", count=2 * count, offset=pos).astype(np.int64)
+        starts, lengths = pairs[0::2], pairs[1::2]
+        ends = starts + lengths
+        if np.any(lengths < 1) or ends[-1] > frames or np.any(starts[1:] < ends[:-1]):
+            raise IntegrityError("runs out of order or beyond the block")
+        raw = bytes(view[pos + 8 * count : end])
+        inner, pos = _read_entry(view, end, spec, frames, (KIND_DECIMAL, KIND_FLOAT_BITS))
+        cmap = ChannelMap(kind, runs=(starts, lengths), exception_raw=raw, inner=inner)
+        return cmap, pos
+    if kind == KIND_DECIMAL:
+        return _read_decimal(view, pos, spec, frames)
+    if kind == KIND_FLOAT_GRID:
+        pos = _take(view, pos, _COUNT.size, "exception count")
+        (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
+        if count > frames:
+            raise IntegrityError("exception count out of range")
+        end = _take(view, pos, count * (4 + spec.itemsize), "exception list")
+        index = np.frombuffer(view, dtype="<u4", count=count, offset=pos)
+        raw = bytes(view[pos + 4 * count : end])
+        if count and int(index.max()) >= frames:
+            raise IntegrityError("exception index out of range")
+        return ChannelMap(KIND_FLOAT_GRID, exception_index=index, exception_raw=raw), end
+    return ChannelMap(kind), pos
 
 
 def _decimal_values(n, cmap: ChannelMap, streams: list, spec: StreamSpec):
@@ -656,22 +785,55 @@ def from_integers(ints, side: Side, extras, spec: StreamSpec, grid_step: float |
     if len(streams) != len(side.extra_lengths):
         raise IntegrityError("wrong number of correction streams; corrupted")
     for c, cmap in enumerate(side.maps):
-        k = ints[c]
-        if cmap.kind == KIND_INTEGER:
-            info = np.iinfo(spec.dtype)
-            if k.size and (k.min() < info.min or k.max() > info.max):
-                raise IntegrityError("decoded samples out of the type's range; corrupted")
-            values = k.astype(spec.dtype)
-        elif cmap.kind == KIND_FLOAT_BITS:
-            values = _from_monotonic_bits(k, spec.dtype)
-        elif cmap.kind == KIND_DECIMAL:
-            values = _decimal_values(k, cmap, streams, spec)
-        else:
-            if grid_step is None:
-                raise IntegrityError("grid channel in a lossless block; corrupted")
-            values = (k.astype(np.float64) * grid_step).astype(spec.dtype)
-            if len(cmap.exception_index):
-                little = np.dtype(spec.dtype).newbyteorder("<")
-                values[cmap.exception_index] = np.frombuffer(cmap.exception_raw, dtype=little)
-        out[:, c] = values
+        out[:, c] = _channel_values(ints[c], cmap, streams, spec, grid_step)
     return out
+
+
+def _channel_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_step):
+    """One channel's samples from its integers and entry (extra streams taken in order)."""
+    import numpy as np
+
+    if cmap.kind == KIND_INTEGER:
+        info = np.iinfo(spec.dtype)
+        if k.size and (k.min() < info.min or k.max() > info.max):
+            raise IntegrityError("decoded samples out of the type's range; corrupted")
+        return k.astype(spec.dtype)
+    if cmap.kind == KIND_INTEGER_LATTICE:
+        if grid_step is not None:
+            raise IntegrityError("integer lattice in a bounded-error block; corrupted")
+        info = np.iinfo(spec.dtype)
+        # Check n before multiplying: a damaged block must not overflow int64.
+        lo = -((cmap.offset - info.min) // cmap.step)
+        hi = (info.max - cmap.offset) // cmap.step
+        if k.size and (k.min() < lo or k.max() > hi):
+            raise IntegrityError("decoded samples out of the type's range; corrupted")
+        return (cmap.offset + cmap.step * k).astype(spec.dtype)
+    if cmap.kind == KIND_FLOAT_BITS:
+        return _from_monotonic_bits(k, spec.dtype)
+    if cmap.kind == KIND_DECIMAL:
+        return _decimal_values(k, cmap, streams, spec)
+    if cmap.kind == KIND_RUNS:
+        if grid_step is not None:
+            raise IntegrityError("float runs in a bounded-error block; corrupted")
+        values = _channel_values(k, cmap.inner, streams, spec, None)
+        little = np.dtype(spec.dtype).newbyteorder("<")
+        raw = np.frombuffer(cmap.exception_raw, dtype=little)
+        starts, lengths = cmap.runs
+        values[np.repeat(starts, lengths) + _within_runs(lengths)] = np.repeat(raw, lengths)
+        return values
+    if grid_step is None:
+        raise IntegrityError("grid channel in a lossless block; corrupted")
+    values = (k.astype(np.float64) * grid_step).astype(spec.dtype)
+    if len(cmap.exception_index):
+        little = np.dtype(spec.dtype).newbyteorder("<")
+        values[cmap.exception_index] = np.frombuffer(cmap.exception_raw, dtype=little)
+    return values
+
+
+def _within_runs(lengths):
+    """0, 1, ..., length - 1 for each run, concatenated."""
+    import numpy as np
+
+    total = int(lengths.sum())
+    ends = np.cumsum(lengths)
+    return np.arange(total) - np.repeat(ends - lengths, lengths)

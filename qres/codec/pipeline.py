@@ -212,7 +212,7 @@ class BlockCoder:
         wins ties) and whether it carries per-channel predictor codes, or None if the block has
         no integer mapping. Lossless blocks also try polynomial predictors channel by
         channel (below)."""
-        mapped = mapping.to_integers(block, self.spec, grid_step)
+        mapped = mapping.to_integers(block, self.spec, grid_step, lattice=not bound)
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
