@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from qres.cli import warn
 from qres.cli.output import console, print_json, table
 
 app = typer.Typer(help="List installed plugins.", no_args_is_help=True)
@@ -17,6 +18,9 @@ def list_(
     from qres.kernel import plugins
 
     infos = plugins.list_plugins()
+    for name, reason in plugins.problems():
+        if (name, reason) not in plugins.load_failures:  # those were reported at start-up
+            warn(f"{reason}; it is not usable until fixed")
     if as_json:
         print_json(
             [

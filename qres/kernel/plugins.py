@@ -10,6 +10,7 @@ keep working.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.metadata
 import os
@@ -38,6 +39,18 @@ KINDS: dict[str, str] = {
     "lora_layer": "register_lora_layers",
 }
 
+#: The base class every plugin of a kind subclasses (module, class), imported on first check.
+KIND_BASES: dict[str, tuple[str, str]] = {
+    "predictor": ("qres.kinds.predictor", "Predictor"),
+    "coder": ("qres.kinds.coder", "Coder"),
+    "aggregator": ("qres.kinds.aggregator", "Aggregator"),
+    "attack": ("qres.kinds.attack", "Attack"),
+    "transport": ("qres.kinds.transport", "Transport"),
+    "hardware": ("qres.kinds.hardware", "Hardware"),
+    "llm_backend": ("qres.kinds.llm", "LLMBackend"),
+    "lora_layer": ("qres.kinds.lora", "LoRALayer"),
+}
+
 ENTRY_POINT_GROUP = "qres"
 BUILTIN_PACKAGE = "qres.builtin_plugins"
 
@@ -52,7 +65,7 @@ load_failures: list[tuple[str, str]] = []
 _origins: dict[str, tuple[str, str]] = {}
 
 
-class Plugin:
+class Plugin(metaclass=abc.ABCMeta):  # noqa: B024 - kinds declare the abstract methods
     """Base for plugin classes: a ``name``, an attrs ``Config`` and a memory declaration.
 
     Like a numcodecs codec, a plugin is built from plain data (a profile table minus ``use``)
@@ -147,6 +160,27 @@ def load_plugins() -> None:
                 load_failures.append((ep.name, f"{type(exc).__name__}: {exc}"))
                 continue
             _origins[ep.name] = (dist, ep.dist.version if ep.dist else "?")
+        _drop_unknown_hooks()
+
+
+def _drop_unknown_hooks() -> None:
+    """Unregister, and report, every plugin that implements a hook qres does not define.
+
+    A misspelled hook (``register_predictor``) would otherwise be ignored in silence and the
+    plugin's classes would just be missing.
+    """
+    known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            hooks = sorted(h.name for h in pm.get_hookcallers(exc.plugin) or () if not h.has_spec())
+            pm.unregister(exc.plugin)
+            load_failures.append(
+                (name, f"implements unknown hook {', '.join(hooks)}; the hooks are: {known}")
+            )
 
 
 def _origin(plugin_name: str) -> tuple[str, str]:
@@ -155,6 +189,30 @@ def _origin(plugin_name: str) -> tuple[str, str]:
 
 
 _registry_cache: tuple[tuple, dict[str, dict[str, PluginInfo]]] | None = None
+#: Classes refused at registration, by kind and name: the one-line reason.
+_rejected: dict[str, dict[str, str]] = {}
+
+
+def kind_base(kind: str) -> type:
+    """The base class every plugin of ``kind`` subclasses (``qres.kinds.<module>``)."""
+    module, cls = KIND_BASES[kind]
+    return getattr(importlib.import_module(module), cls)
+
+
+def contract_problem(kind: str, cls: Any) -> str | None:
+    """Why ``cls`` cannot be a plugin of ``kind`` (wrong base, abstract methods left, a Config
+    that is not an attrs class), or None if it can."""
+    base = kind_base(kind)
+    label = getattr(cls, "__qualname__", repr(cls))
+    if not isinstance(cls, type) or not issubclass(cls, base):
+        where = f"{base.__module__}.{base.__name__}"
+        return f"{label} is not a subclass of {where}; derive it from that"
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        return f"{label} does not implement {', '.join(missing)} (see docs/plugins.md)"
+    if not attrs.has(cls.Config):
+        return f"{label}.Config is not an attrs class; decorate it with @attrs.frozen"
+    return None
 
 
 def registry() -> dict[str, dict[str, PluginInfo]]:
@@ -165,6 +223,7 @@ def registry() -> dict[str, dict[str, PluginInfo]]:
     if _registry_cache is not None and _registry_cache[0] == key:
         return _registry_cache[1]
     result: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
+    _rejected.clear()
     for kind, hook_name in KINDS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
@@ -183,6 +242,10 @@ def _add(result, kind: str, cls: type, source: str, package: str, version: str) 
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise PluginError(f"plugin {source!r} registered a {kind} class without a name; fix it")
+    problem = contract_problem(kind, cls)
+    if problem is not None:
+        _rejected.setdefault(kind, {})[name] = f"plugin {source!r}: {kind} {name!r}: {problem}"
+        return
     existing = result[kind].get(name)
     if existing is not None:
         raise PluginError(
@@ -190,6 +253,13 @@ def _add(result, kind: str, cls: type, source: str, package: str, version: str) 
             "uninstall one or exclude it with QRES_PLUGINS"
         )
     result[kind][name] = PluginInfo(name, kind, cls, package, version, source)
+
+
+def problems() -> list[tuple[str, str]]:
+    """Plugins that failed to load and classes refused at registration: (name, reason)."""
+    registry()
+    refused = [(k, why) for kind in KINDS for k, why in sorted(_rejected.get(kind, {}).items())]
+    return [*load_failures, *refused]
 
 
 def list_plugins() -> list[PluginInfo]:
@@ -202,6 +272,8 @@ def get_plugin(kind: str, name: str) -> type:
     if kind not in KINDS:
         raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
     found = registry()[kind].get(name)
+    if found is None and name in _rejected.get(kind, {}):
+        raise PluginError(_rejected[kind][name])
     if found is None:
         available = ", ".join(sorted(registry()[kind])) or "none installed"
         raise PluginError(f"unknown {kind} {name!r}; available: {available}")
@@ -215,6 +287,9 @@ def create(kind: str, table: Any, where: Location) -> Plugin:
     use = table.get("use")
     if not isinstance(use, str):
         raise ProfileError(f"{where.child('use')}: missing or not a string; name a {kind} plugin")
+    registry()
+    if use in _rejected.get(kind, {}):  # installed but broken: a plugin problem, not a setting
+        raise PluginError(f"{where.child('use')}: {_rejected[kind][use]}")
     try:
         cls = get_plugin(kind, use)
     except PluginError as exc:

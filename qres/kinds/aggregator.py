@@ -28,6 +28,7 @@ This module imports numpy lazily (inside functions) so that loading plugins stay
 from __future__ import annotations
 
 import operator
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from qres.kernel.errors import QresError
@@ -86,6 +87,7 @@ class Aggregator(Plugin):
     def check_f(self, n: int, f: int) -> None:
         """Raise :class:`QresError` if the rule cannot tolerate ``f`` of ``n`` rows."""
 
+    @abstractmethod
     def _aggregate(self, x: np.ndarray, f: int, weights: Any, rng: Any) -> np.ndarray:
         raise NotImplementedError(f"aggregator {self.name!r} does not implement _aggregate")
 

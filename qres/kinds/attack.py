@@ -10,6 +10,7 @@ seed reproduces a run; statistics of the honest rows are computed in float64.
 from __future__ import annotations
 
 import operator
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from qres.kernel.errors import QresError
@@ -66,6 +67,7 @@ class Attack(Plugin):
         out = self._forge(view, f, rng)
         return np.ascontiguousarray(out, dtype=np.int32)
 
+    @abstractmethod
     def _forge(self, honest: np.ndarray, f: int, rng: Any) -> np.ndarray:
         raise NotImplementedError(f"attack {self.name!r} does not implement _forge")
 

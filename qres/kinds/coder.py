@@ -27,6 +27,7 @@ from __future__ import annotations
 import operator
 import struct
 import zlib
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from qres.kernel.errors import IntegrityError, QresError
@@ -50,10 +51,12 @@ class Coder(Plugin):
     #: True if :meth:`encode` and :meth:`decode` take ``segments`` (see the module docstring).
     uses_segments: bool = False
 
+    @abstractmethod
     def encode(self, residuals: Any) -> bytes:
         """Code a 1-D array of int64 residuals into bytes, from the fresh initial state."""
         raise NotImplementedError(f"coder {self.name!r} does not implement encode")
 
+    @abstractmethod
     def decode(self, data: bytes, n: int) -> np.ndarray:
         """Decode ``n`` residuals from ``data``; raise IntegrityError on any inconsistency."""
         raise NotImplementedError(f"coder {self.name!r} does not implement decode")

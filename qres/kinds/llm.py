@@ -9,6 +9,7 @@ shared rules they apply to a request and to generated text.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 
 import attrs
@@ -131,6 +132,7 @@ class LLMBackend(Plugin):
     A backend is a context manager; :meth:`close` releases a model or connection.
     """
 
+    @abstractmethod
     def complete(
         self,
         prompt: str,
@@ -146,6 +148,7 @@ class LLMBackend(Plugin):
         """
         raise NotImplementedError(f"llm backend {self.name!r} does not implement complete")
 
+    @abstractmethod
     def count_tokens(self, text: str) -> int:
         """How many tokens this backend's tokenizer makes of ``text``."""
         raise NotImplementedError(f"llm backend {self.name!r} does not implement count_tokens")

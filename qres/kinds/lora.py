@@ -16,6 +16,7 @@ This module imports numpy only inside functions, so loading plugins stays fast.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -124,24 +125,29 @@ class LoRALayer(Plugin):
         """The LoRA scaling ``alpha / rank`` applied to ``B @ A``."""
         return self.config.alpha / self.config.rank
 
+    @abstractmethod
     def forward(self, x: Any, base: Any = None) -> np.ndarray:
         """The layer's delta for inputs ``x`` (..., d_in): ``scaling * x @ A.T @ B.T``
         (..., d_out), added to ``base`` (the frozen layer's output) when one is given."""
         raise NotImplementedError(f"lora layer {self.name!r} does not implement forward")
 
+    @abstractmethod
     def delta_weight(self) -> np.ndarray:
         """The dense delta ``scaling * B @ A`` (d_out x d_in)."""
         raise NotImplementedError(f"lora layer {self.name!r} does not implement delta_weight")
 
+    @abstractmethod
     def update(self, grad_A: Any, grad_B: Any, lr: float) -> None:
         """One gradient step resisted by the inertia: ``A -= (1 - inertia) * lr * grad_A``
         and likewise for B."""
         raise NotImplementedError(f"lora layer {self.name!r} does not implement update")
 
+    @abstractmethod
     def export_q16(self) -> tuple[np.ndarray, np.ndarray]:
         """A and B as Q16.16 int32 arrays (see :func:`to_q16`)."""
         raise NotImplementedError(f"lora layer {self.name!r} does not implement export_q16")
 
+    @abstractmethod
     def import_q16(self, a_q16: Any, b_q16: Any) -> None:
         """Replace A and B by Q16.16 int32 arrays of their shapes (see :func:`from_q16`)."""
         raise NotImplementedError(f"lora layer {self.name!r} does not implement import_q16")

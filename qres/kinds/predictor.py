@@ -24,6 +24,7 @@ must pass the same bounds as the encoder.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 from qres.kernel.config import InvalidSetting
@@ -171,6 +172,7 @@ class Predictor(Plugin):
         self._weights = np.ascontiguousarray(arr, dtype=np.int32)
 
     # -- for subclasses -----------------------------------------------------------------------
+    @abstractmethod
     def _run(self, block, decode: bool, max_error: int, lo: int, hi: int):
         """One pass: residuals from samples (``decode`` false) or samples from residuals."""
         raise NotImplementedError

@@ -12,6 +12,7 @@ bytes its gossip costs, whichever transport carries it.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import attrs
@@ -103,15 +104,18 @@ class Transport(Plugin):
     """
 
     @property
+    @abstractmethod
     def now(self) -> int:
         """The current time, in ticks."""
         raise NotImplementedError(f"transport {self.name!r} does not implement now")
 
     @property
+    @abstractmethod
     def stats(self) -> TransportStats:
         """A snapshot of the counters."""
         raise NotImplementedError(f"transport {self.name!r} does not implement stats")
 
+    @abstractmethod
     def send(self, src: NodeId, dst: NodeId, payload: bytes) -> bool:
         """Send ``payload`` from ``src`` to ``dst``.
 
@@ -130,10 +134,12 @@ class Transport(Plugin):
             accepted += bool(self.send(src, peer, payload))
         return accepted
 
+    @abstractmethod
     def receive(self, node: NodeId, limit: int | None = None) -> list[Message]:
         """Take up to ``limit`` (default all) messages waiting for ``node``, oldest first."""
         raise NotImplementedError(f"transport {self.name!r} does not implement receive")
 
+    @abstractmethod
     def advance(self, dt: int) -> None:
         """Let ``dt`` ticks pass, delivering what falls due in that time."""
         raise NotImplementedError(f"transport {self.name!r} does not implement advance")
