@@ -44,6 +44,7 @@ import attrs
 
 from qres.kernel.errors import QresError
 from qres.swarm import gossip
+from qres.swarm.batching import with_batch_mode
 from qres.swarm.history import History, RoundRecord, RoundStats, _r, build_report
 from qres.swarm.regimes import NAMES, STORM
 from qres.swarm.settings import SwarmSettings
@@ -142,6 +143,17 @@ class RoundState:
     gain_cnt: Any = None
 
 
+def _setting_names(kind: str, table: Any) -> set[str]:
+    """The setting names of the plugin a profile table names (none if it names no plugin)."""
+    from qres.kernel import plugins
+
+    try:
+        cls = plugins.get_plugin(kind, table.get("use"))
+    except QresError:
+        return set()  # plugins.create reports the problem with the profile's location
+    return set(attrs.fields_dict(cls.Config)) if attrs.has(cls.Config) else set()
+
+
 class Simulation:
     """One simulated swarm: build it from a profile, then :meth:`run`."""
 
@@ -173,15 +185,18 @@ class Simulation:
                 "aggregator", {"use": "adaptive"}, Location(str(profile.path)).child("swarm")
             )
         table = dict(swarm.get("transport", {"use": "inproc"}))
-        table.setdefault("seed", settings.seed % (1 << 64))
-        table.setdefault("max_payload", 1 << 20)
-        table.setdefault("queue_limit", 4 * settings.max_inbox)
-        self.transport = plugins.create("transport", table, profile.where("swarm", "transport"))
-        if not hasattr(self.transport, "send_batch"):
-            raise QresError(
-                f"{profile.where('swarm', 'transport')}: transport "
-                f"{self.transport.name!r} has no batch mode; the simulator needs 'inproc'"
-            )
+        # The run's seed and sizes go to the transport settings it has; a transport without
+        # them (a third-party one) keeps its own.
+        known = _setting_names("transport", table)
+        for key, value in (
+            ("seed", settings.seed % (1 << 64)),
+            ("max_payload", 1 << 20),
+            ("queue_limit", 4 * settings.max_inbox),
+        ):
+            if key in known:
+                table.setdefault(key, value)
+        transport = plugins.create("transport", table, profile.where("swarm", "transport"))
+        self.transport = with_batch_mode(transport)
         self.attack = None
         if not attack_free:
             if attack:
