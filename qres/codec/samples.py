@@ -7,6 +7,7 @@ frame (a truncated sample at the end of a raw file) are kept verbatim as the str
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
@@ -87,8 +88,8 @@ class StreamSpec:
 def npy_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes, int]:
     """Read an ``.npy`` header: the stream spec, the header bytes and the number of frames.
 
-    1-D arrays are one channel; 2-D arrays are (frames, channels): C order is interleaved,
-    Fortran order planar.
+    1-D arrays are one channel; N-D arrays are (frames, ...): axis 0 is time and the other axes
+    are the channels. C order is interleaved, Fortran order planar.
     """
     import numpy as np
     from numpy.lib import format as npy
@@ -110,15 +111,18 @@ def npy_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes, int]:
             f"{source}: .npy sample type {dtype} is not supported; use one of {', '.join(ITEMSIZE)}"
         )
     order = "big" if dtype.byteorder == ">" else "little"
-    if len(shape) == 1:
-        channels, frames, layout = 1, shape[0], "interleaved"
-    elif len(shape) == 2:
-        frames, channels = shape
-        layout = "planar" if fortran and channels > 1 else "interleaved"
-    else:
-        raise QresError(f"{source}: .npy array has shape {shape}; give a 1-D or 2-D array")
+    if len(shape) == 0:
+        raise QresError(f"{source}: .npy array is a scalar; give an array of at least 1 dimension")
+    # Axis 0 is time; the other axes, flattened in the file's order, are the channels.
+    frames, channels = shape[0], math.prod(shape[1:])
+    layout = "planar" if fortran and channels > 1 else "interleaved"
     if channels == 0:
         raise QresError(f"{source}: .npy array has no channels")
+    if channels > MAX_CHANNELS:
+        raise QresError(
+            f"{source}: .npy array has {channels} channels (shape {shape}); at most "
+            f"{MAX_CHANNELS}: put time on axis 0"
+        )
     return StreamSpec(name, channels, layout, order), prefix, frames
 
 

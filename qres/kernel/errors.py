@@ -13,6 +13,8 @@ Exit codes (stable, scripts rely on them):
 
 from __future__ import annotations
 
+import re
+
 
 class QresError(Exception):
     """Base of every error qres reports to a user: one line, what, where and what to do."""
@@ -39,9 +41,24 @@ class PluginError(QresError):
 
 
 class IntegrityError(QresError):
-    """Bytes failed a check: truncated, corrupted, foreign or out-of-bounds data."""
+    """Bytes failed a check: truncated, corrupted, foreign or out-of-bounds data.
+
+    ``block`` is the number of the damaged block (counting from 0), or None when the damage is
+    not in one block (the header, the index, the trailer, the whole-stream checksum). Messages
+    about a block start with ``block N:``; ``block`` defaults to that N.
+    """
 
     exit_code = 5
+
+    def __init__(self, message: str = "", *, block: int | None = None):
+        super().__init__(message)
+        if block is None:
+            found = _BLOCK.match(message)
+            block = int(found.group(1)) if found else None
+        self.block = block
+
+
+_BLOCK = re.compile(r"block (\d+)\b")
 
 
 class FixedPointError(QresError, ValueError):
