@@ -14,12 +14,37 @@ from qres.kernel import plugins, profiles
 from qres.kernel.config import integer, one_of
 from qres.kernel.errors import ProfileError
 from qres.kernel.hookspecs import hookimpl
+from qres.kinds.transport import Message, Transport, TransportStats
 
 
-class _Queue(plugins.Plugin):
-    """A transport used by these tests."""
+class _Queue(Transport):
+    """A transport used by these tests: one FIFO or LIFO of messages per node, no delay."""
 
     name = "test-queue"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self._boxes, self._seq = {}, 0
+
+    @property
+    def now(self):
+        return 0
+
+    @property
+    def stats(self):
+        return TransportStats(sent_messages=self._seq)
+
+    def send(self, src, dst, payload):
+        self._boxes.setdefault(dst, []).append(Message(self._seq, src, dst, payload, 0, 0))
+        self._seq += 1
+        return True
+
+    def receive(self, node, limit=None):
+        box = self._boxes.pop(node, [])
+        return box[::-1] if getattr(self.config, "mode", "fifo") == "lifo" else box
+
+    def advance(self, dt):
+        pass
 
     @attrs.frozen
     class Config:
