@@ -19,11 +19,30 @@ def test_every_kind_has_a_builtin_and_a_check():
     assert set(testing._CHECKS) == set(plugins.KINDS)
 
 
+#: Transports that carry messages to peers over sockets or a broker: their delivery is tested
+#: against real peers (tests/test_transport_tcp.py, tests/test_transport_mqtt.py).
+NETWORK_TRANSPORTS = {"tcp", "mqtt"}
+
+
+@pytest.fixture
+def node_key(tmp_path, monkeypatch):
+    """A node key in a private qres home, for plugins that load the node's identity."""
+    from qres.trust.identity import Identity, default_key_path, save_identity
+
+    monkeypatch.setenv("QRES_HOME", str(tmp_path))
+    save_identity(Identity.generate(), default_key_path())
+
+
 @pytest.mark.parametrize(("kind", "name"), BUILTINS, ids=[f"{k}-{n}" for k, n in BUILTINS])
-def test_builtin_plugin_conforms(kind, name):
+def test_builtin_plugin_conforms(kind, name, node_key):
     cls = plugins.get_plugin(kind, name)
     assert testing.kind_of(cls) == kind
-    testing.check_plugin(cls)
+    options = {"loopback": False} if kind == "transport" and name in NETWORK_TRANSPORTS else {}
+    testing.check_plugin(cls, **options)
+
+
+def test_network_transports_are_builtins():
+    assert NETWORK_TRANSPORTS <= {name for kind, name in BUILTINS if kind == "transport"}
 
 
 def test_settings_are_passed_through():

@@ -10,7 +10,7 @@ from conftest import run_qres
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qres.kernel import plugins, profiles
+from qres.kernel import profiles
 from qres.kernel.config import integer, one_of
 from qres.kernel.errors import ProfileError
 from qres.kernel.hookspecs import hookimpl
