@@ -45,7 +45,7 @@ import attrs
 from qres.kernel.errors import QresError
 from qres.swarm import gossip
 from qres.swarm.batching import with_batch_mode
-from qres.swarm.history import History, RoundRecord, RoundStats, _r, build_report
+from qres.swarm.history import History, RoundRecord, RoundStats, build_report, significant
 from qres.swarm.regimes import NAMES, STORM
 from qres.swarm.settings import SwarmSettings
 
@@ -641,7 +641,7 @@ class Simulation:
         if codec["samples"]:
             # what shipping each node's coded stream upstream costs, beside the raw stream
             traffic = report["traffic_per_node_per_day"]
-            traffic["compressed_data_bytes"] = _r(
+            traffic["compressed_data_bytes"] = significant(
                 traffic["raw_data_bytes"]
                 * codec["bits_per_sample_learned"]
                 / (8.0 * self.s.sample_bytes)

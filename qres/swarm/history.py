@@ -34,7 +34,7 @@ SERIES = (
 )
 
 
-def _r(value: float, digits: int = 9) -> float:
+def significant(value: float, digits: int = 9) -> float:
     """A float rounded to ``digits`` significant digits, for a stable report."""
     if value == 0 or not math.isfinite(value):
         return float(value) if math.isfinite(value) else None  # type: ignore[return-value]
@@ -185,7 +185,7 @@ def build_report(sim: Any, swarm: Any, history: History) -> dict:
     n = s.nodes
     ser = history.series
     banned = swarm.ledger.banned()
-    errs = [_r(v) for v in ser["honest_error"]]
+    errs = [significant(v) for v in ser["honest_error"]]
     finite = [v for v in errs if v is not None]
     total_s = s.rounds * s.round_seconds
     days = total_s / DAY_S
@@ -215,11 +215,11 @@ def build_report(sim: Any, swarm: Any, history: History) -> dict:
         "transport": sim.transport.stats.to_dict(),
         "regime_rounds": history.regime_node_rounds,
         "regime_timeline": ser["regimes"],
-        "sleep_fraction": _r(1.0 - float(swarm.energy.radio_on_s.sum()) / (n * total_s)),
+        "sleep_fraction": significant(1.0 - float(swarm.energy.radio_on_s.sum()) / (n * total_s)),
         "energy": _energy_section(sim, swarm, history),
         "reputation": {
-            "honest_mean": [_r(v) for v in ser["rep_honest"]],
-            "byzantine_mean": [_r(v) for v in ser["rep_byzantine"]],
+            "honest_mean": [significant(v) for v in ser["rep_honest"]],
+            "byzantine_mean": [significant(v) for v in ser["rep_byzantine"]],
         },
         "banned_per_round": {"honest": ser["banned_honest"], "byzantine": ser["banned_byzantine"]},
         "audits": history.audits,
@@ -228,11 +228,11 @@ def build_report(sim: Any, swarm: Any, history: History) -> dict:
         "flags": history.flags,
         "regime_detection": _detection_section(swarm, history),
         "traffic_per_node_per_day": {
-            "gossip_bytes": _r(sent_total / n / days),
-            "raw_data_bytes": _r(s.sample_rate_hz * s.sample_bytes * DAY_S),
+            "gossip_bytes": significant(sent_total / n / days),
+            "raw_data_bytes": significant(s.sample_rate_hz * s.sample_bytes * DAY_S),
             # federated learning at the same cadence: every time a node takes part, it
             # uploads its update and downloads the global model, d float32 each
-            "float32_fl_bytes": _r(sum(ser["active"]) / n / days * 2 * 4 * s.order),
+            "float32_fl_bytes": significant(sum(ser["active"]) / n / days * 2 * 4 * s.order),
         },
         "active_per_round": ser["active"],
         "senders_per_round": ser["senders"],
@@ -248,12 +248,12 @@ def _energy_section(sim: Any, swarm: Any, history: History) -> dict:
     always_on_j = energy.always_on_mw * total_s / 1000.0 * n
     return {
         "hardware": sim.hardware.name if sim.hardware is not None else None,
-        "spent_j_per_node": _r(spent / n),
-        "always_on_j_per_node": _r(always_on_j / n),
-        "saving_vs_always_on": _r(always_on_j / spent) if spent > 0 else None,
-        "average_mw_per_node": _r(spent / n / total_s * 1000.0),
-        "final_level_mean": _r(float(energy.level().mean())),
-        "level": [_r(v) for v in history.series["energy_level"]],
+        "spent_j_per_node": significant(spent / n),
+        "always_on_j_per_node": significant(always_on_j / n),
+        "saving_vs_always_on": significant(always_on_j / spent) if spent > 0 else None,
+        "average_mw_per_node": significant(spent / n / total_s * 1000.0),
+        "final_level_mean": significant(float(energy.level().mean())),
+        "level": [significant(v) for v in history.series["energy_level"]],
     }
 
 
@@ -262,10 +262,10 @@ def _detection_section(swarm: Any, history: History) -> dict:
 
     fa, delay = history.false_alarm, history.detect_delay
     return {
-        "false_alarm_rate": _r(fa["alarm_node_rounds"] / max(fa["calm_node_rounds"], 1)),
+        "false_alarm_rate": significant(fa["alarm_node_rounds"] / max(fa["calm_node_rounds"], 1)),
         "calm_node_rounds": fa["calm_node_rounds"],
         "detected_nodes": len(delay),
         "storm_nodes": int(np.count_nonzero(getattr(swarm.data, "stormed", np.zeros(1)))),
         "detection_delay_max": max(delay) if delay else None,
-        "detection_delay_mean": _r(sum(delay) / len(delay)) if delay else None,
+        "detection_delay_mean": significant(sum(delay) / len(delay)) if delay else None,
     }
