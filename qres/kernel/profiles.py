@@ -27,6 +27,7 @@ from qres.codec.container import SAMPLE_DTYPES
 from qres.kernel.config import Location, build_config, integer, one_of, text
 from qres.kernel.errors import ProfileError
 from qres.llm.settings import EngineSettings
+from qres.node.settings import NodeSettings
 from qres.swarm.settings import SwarmSettings
 
 if sys.version_info >= (3, 11):
@@ -84,6 +85,7 @@ SECTIONS: dict[str, Section] = {
         list_all_keys=True,
     ),
     "llm": Section(settings=EngineSettings, slots={"backend": "llm_backend"}),
+    "node": Section(settings=NodeSettings, slots={"transport": "transport"}),
     "lora": Section(slots={"layers": "lora_layer"}, many=frozenset({"layers"})),
 }
 

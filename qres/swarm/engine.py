@@ -728,15 +728,10 @@ class Simulation:
             W[i] = np.clip(W[i].astype(np.int64) + update, -(1 << 31), (1 << 31) - 1)
 
     def _robust(self, agg, x, m, weights):
-        """Aggregate with ``f = assumed_byzantine x m`` (lowered until the rule accepts it)."""
-        f = min(int(self.s.assumed_byzantine * m), (m - 1) // 2)
-        while True:
-            try:
-                return agg.aggregate(x, f=f, weights=weights)
-            except QresError:
-                if f == 0:
-                    return x[0]
-                f -= 1
+        """Aggregate with ``f = assumed_byzantine x m`` (the rule shared with the real node)."""
+        from qres.robust.combine import robust_aggregate
+
+        return robust_aggregate(agg, x, self.s.assumed_byzantine, weights)
 
     def _audit(self, a_pos, W0, X, sent, residual, gain_claim, reg_a, calm, storm, to_q16):
         """Re-run the claimed training of the audited updates from the weights the node

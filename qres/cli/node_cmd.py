@@ -1,0 +1,162 @@
+"""``qres node run|status|export``: one real node (its stream, its state, its peers)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Run a real swarm node and inspect its state.", no_args_is_help=True)
+
+PROFILE = typer.Option("node", "--profile", "-p", help="Profile name or .toml path.")
+DATA_DIR = typer.Option(None, "--data-dir", help="The node's folder (default: [node] data_dir).")
+
+
+def _folder(profile: str, data_dir: str | None):
+    from pathlib import Path
+
+    from qres.kernel import profiles
+    from qres.kernel.config import build_config
+    from qres.node.settings import NodeSettings
+
+    loaded = profiles.load(profile)
+    if data_dir:
+        return loaded, Path(data_dir)
+    table = {k: v for k, v in loaded.data.get("node", {}).items() if k != "transport"}
+    return loaded, Path(build_config(NodeSettings, table, loaded.where("node")).data_dir)
+
+
+@app.command()
+def run(
+    profile: str = PROFILE,
+    source: str = typer.Option("-", "--source", help="Raw sample file to replay, or - (stdin)."),
+    speed: float = typer.Option(
+        1.0, "--speed", help="Replay a file at N times its sample rate (0: as fast as possible)."
+    ),
+    time_scale: float = typer.Option(
+        1.0, "--time-scale", help="Simulated seconds per second: rounds and wakes run faster."
+    ),
+    rounds: int = typer.Option(0, "--rounds", help="Stop after N learning rounds (0: never)."),
+    exit_on_eof: bool = typer.Option(False, "--exit-on-eof", help="Stop when the source ends."),
+    data_dir: str = DATA_DIR,
+    listen: str = typer.Option(None, "--listen", help="TCP transport: host:port to listen on."),
+    http: str = typer.Option(None, "--http", help="Serve the HTTP API on host:port."),
+    key: str = typer.Option(None, "--key", help="The node's key file (default: qres keys')."),
+) -> None:
+    """Run the node until SIGTERM/SIGINT: compress the stream into segments, learn, gossip."""
+    import asyncio
+    import json
+    import signal
+
+    from qres.kernel import profiles
+    from qres.kernel.errors import QresError
+    from qres.node.runtime import Node, RunOptions
+    from qres.trust.identity import default_key_path, load_identity
+
+    if speed < 0 or not time_scale > 0 or rounds < 0:
+        raise QresError("--speed must be >= 0, --time-scale > 0 and --rounds >= 0")
+    loaded = profiles.load(profile)
+    identity = load_identity(key) if key else None
+    if identity is None:
+        node_key = loaded.data.get("node", {}).get("key", "")
+        identity = load_identity(node_key or default_key_path())
+    options = RunOptions(
+        source=source,
+        speed=speed,
+        time_scale=time_scale,
+        rounds=rounds,
+        exit_on_eof=exit_on_eof,
+        data_dir=data_dir or "",
+        listen=listen or "",
+        http=http or "",
+    )
+
+    async def main():
+        node = Node(loaded, options, identity=identity)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.stop)
+        return await node.run()
+
+    status = asyncio.run(main())
+    summary = {k: status[k] for k in ("did", "round", "segments", "samples_stored")}
+    print(json.dumps(summary))
+
+
+@app.command()
+def status(
+    profile: str = PROFILE,
+    data_dir: str = DATA_DIR,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The node's state: round, segments, peers and their reputation, bans, recent rounds."""
+    from qres.cli.output import console, print_json, table
+    from qres.kernel.errors import QresError
+    from qres.node.runtime import status_of
+    from qres.node.state import State
+
+    _, folder = _folder(profile, data_dir)
+    path = folder / "state.sqlite"
+    if not path.exists():
+        raise QresError(f"{path}: no node state; start the node with `qres node run` first")
+    state = State(path)
+    try:
+        result = status_of(state)
+    finally:
+        state.close()
+    if as_json:
+        print_json(result)
+        return
+    rows = [[k, result[k]] for k in ("did", "round", "segments", "samples_stored", "bytes_stored")]
+    rows.append(["peers", len(result["peers"])])
+    rows.append(["banned", len(result["banned"])])
+    console().print(table(f"qres node status: {folder}", ["", ""], rows))
+
+
+def _when(text: str, flag: str) -> float:
+    """Seconds since the epoch from a number or an ISO 8601 time."""
+    import datetime
+
+    from qres.kernel.errors import QresError
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise QresError(
+            f"{flag} {text!r}: not a time; give seconds since the epoch or ISO 8601 "
+            "(2026-01-31T12:00:00+00:00)"
+        ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+@app.command()
+def export(
+    start: str = typer.Option(..., "--from", help="Start time (epoch seconds or ISO 8601)."),
+    end: str = typer.Option(..., "--to", help="End time (epoch seconds or ISO 8601)."),
+    output: str = typer.Option("-", "--output", "-o", help="Raw samples out (- for stdout)."),
+    profile: str = PROFILE,
+    data_dir: str = DATA_DIR,
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+) -> None:
+    """Restore the samples taken between --from and --to from the node's segments."""
+    from qres.codec.files import atomic_output
+    from qres.kernel.errors import QresError
+    from qres.node.export import export_range
+
+    loaded, folder = _folder(profile, data_dir)
+    t0, t1 = _when(start, "--from"), _when(end, "--to")
+    if t1 < t0:
+        raise QresError(f"--to {end!r} is before --from {start!r}; swap them")
+    chunks = export_range(loaded, folder, t0, t1)
+    with atomic_output(output, force) as out:
+        for chunk in chunks:
+            out.write(chunk.tobytes())
+
+
+def register(app_: typer.Typer) -> None:
+    """Add ``qres node`` to the CLI."""
+    app_.add_typer(app, name="node")

@@ -1,0 +1,182 @@
+"""A node's durable state in SQLite: weights, round, reputation, bans, peers, segment index.
+
+SQLite in WAL mode with ``synchronous=FULL``: a transaction that returned is on disk and
+survives power loss; one cut short leaves the previous state. Every change a round makes
+(weights, round number, reputations, bans, the round's log line) is one transaction, so a
+restart never sees a half-applied round. Keys stay in their own 0600 files, never here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import attrs
+
+from qres.kernel.errors import IntegrityError
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS model (
+    id INTEGER PRIMARY KEY CHECK (id = 1), round INTEGER NOT NULL, weights BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS peers (
+    did TEXT PRIMARY KEY, address TEXT NOT NULL DEFAULT '', reputation INTEGER NOT NULL,
+    banned_at INTEGER NOT NULL DEFAULT -1, last_seen REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, time REAL NOT NULL, error REAL NOT NULL, regime TEXT NOT NULL,
+    received INTEGER NOT NULL, accepted INTEGER NOT NULL, peers INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS segments (
+    seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, first_sample INTEGER NOT NULL,
+    samples INTEGER NOT NULL, start_time REAL NOT NULL, end_time REAL NOT NULL,
+    bytes INTEGER NOT NULL, sha256 TEXT NOT NULL);
+"""
+
+
+@attrs.frozen
+class Segment:
+    """One closed segment: its file, which samples it holds and when they were taken."""
+
+    seq: int
+    name: str
+    first_sample: int
+    samples: int
+    start_time: float
+    end_time: float
+    bytes: int
+    sha256: str
+
+
+class State:
+    """The node's database (one connection, used from one thread)."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise IntegrityError(
+                f"{self.path}: node state is not a readable SQLite database ({exc}); "
+                "move it aside to start afresh"
+            ) from exc
+        if check != "ok":
+            raise IntegrityError(f"{self.path}: node state failed its integrity check: {check}")
+        version = self.get_meta("schema")
+        if version is None:
+            self.set_meta("schema", str(SCHEMA_VERSION))
+        elif version != str(SCHEMA_VERSION):
+            raise IntegrityError(f"{self.path}: state schema {version}, expected {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+    def transaction(self):
+        """A context manager: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error)."""
+        return _Transaction(self.db)
+
+    # --- meta ------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting or None."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting (inside or outside a transaction)."""
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # --- model -----------------------------------------------------------------------------
+
+    def load_model(self):
+        """``(round, weights int32 array)`` or None before the first round."""
+        import numpy as np
+
+        row = self.db.execute("SELECT round, weights FROM model WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        return int(row[0]), np.frombuffer(row[1], dtype="<i4").astype(np.int32)
+
+    def save_model(self, round_: int, weights) -> None:
+        """Store the weights reached after ``round_`` (call inside a transaction)."""
+        import numpy as np
+
+        blob = np.asarray(weights, dtype="<i4").tobytes()
+        self.db.execute("INSERT OR REPLACE INTO model VALUES (1, ?, ?)", (round_, blob))
+
+    def log_round(
+        self, round_: int, error: float, regime: str, received: int, accepted: int, peers: int
+    ) -> None:
+        """One line of the round log (call inside the round's transaction)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (round_, time.time(), error, regime, received, accepted, peers),
+        )
+
+    def rounds(self, limit: int = 100) -> list[dict]:
+        """The last ``limit`` rounds, oldest first."""
+        rows = self.db.execute(
+            "SELECT round, time, error, regime, received, accepted, peers FROM rounds "
+            "ORDER BY round DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        keys = ("round", "time", "error", "regime", "received", "accepted", "peers")
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+    # --- peers -----------------------------------------------------------------------------
+
+    def peers(self) -> list[dict]:
+        """Every peer: DID, address, reputation (Q16.16 of 1.0), round banned (-1: not)."""
+        rows = self.db.execute(
+            "SELECT did, address, reputation, banned_at, last_seen FROM peers ORDER BY did"
+        ).fetchall()
+        keys = ("did", "address", "reputation", "banned_at", "last_seen")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def save_peer(self, did: str, reputation: int, banned_at: int, address: str = "") -> None:
+        """Insert or update one peer (call inside a transaction)."""
+        self.db.execute(
+            "INSERT INTO peers (did, address, reputation, banned_at, last_seen) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(did) DO UPDATE SET reputation = excluded."
+            "reputation, banned_at = excluded.banned_at, last_seen = excluded.last_seen, "
+            "address = CASE WHEN excluded.address = '' THEN address ELSE excluded.address END",
+            (did, address, reputation, banned_at, time.time()),
+        )
+
+    # --- segments --------------------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        """The index, in order."""
+        rows = self.db.execute("SELECT * FROM segments ORDER BY seq").fetchall()
+        return [Segment(*row) for row in rows]
+
+    def add_segment(self, segment: Segment) -> None:
+        """Index a closed segment (its file is already complete on disk)."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                attrs.astuple(segment),
+            )
+
+    def samples_stored(self) -> int:
+        """Samples held by indexed segments (where a restarted file source resumes)."""
+        row = self.db.execute("SELECT MAX(first_sample + samples) FROM segments").fetchone()
+        return int(row[0] or 0)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

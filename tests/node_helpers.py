@@ -1,0 +1,99 @@
+"""Helpers for tests that run real node processes: keys, profiles, data and waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qres.trust.identity import Identity, save_identity
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def signal_file(path: Path, n: int = 40_000, seed: int = 0) -> Path:
+    """A smooth noisy int16 recording."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    x = 800 * np.sin(t / (40 + 5 * seed)) + 300 * np.sin(t / 7.0) + rng.normal(0, 15, n)
+    x.astype("<i2").tofile(path)
+    return path
+
+
+def make_nodes(folder: Path, n: int, transport: str = "tcp", extra: str = "", **node) -> list[dict]:
+    """n nodes: each a key, a profile (peers: all others over TCP) and a data folder."""
+    ids = [Identity.generate() for _ in range(n)]
+    ports = [free_port() for _ in range(n)]
+    out = []
+    for i, ident in enumerate(ids):
+        home = folder / f"n{i}"
+        home.mkdir(parents=True)
+        key = save_identity(ident, home / "node.key")
+        node_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in node.items())
+        if transport == "tcp":
+            peers = ", ".join(
+                f'{{ address = "127.0.0.1:{ports[j]}", did = "{ids[j].did}" }}'
+                for j in range(n)
+                if j != i
+            )
+            table = (
+                f'use = "tcp"\nlisten = "127.0.0.1:{ports[i]}"\nswarm = "test"\n'
+                f"peers = [{peers}]\nbackoff_max = 0.5\n"
+            )
+        else:
+            table = transport
+        profile = home / "profile.toml"
+        profile.write_text(
+            f'[profile]\nname = "n{i}"\nextends = "node"\n\n[swarm]\nround_seconds = 600.0\n'
+            f'{extra}\n[node]\ndata_dir = "{home / "data"}"\nkey = "{key}"\n{node_lines}\n\n'
+            f"[node.transport]\n{table}"
+        )
+        out.append({"id": ident, "home": home, "profile": profile, "port": ports[i]})
+    return out
+
+
+def qres(*args: str) -> list[str]:
+    return [sys.executable, "-m", "qres", *args]
+
+
+def start_node(node: dict, *args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        qres("node", "run", "--profile", str(node["profile"]), *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        **kw,
+    )
+
+
+def status(node: dict, check: bool = True) -> dict | None:
+    """``qres node status --json`` of a node (None if it fails and ``check`` is False)."""
+    out = subprocess.run(
+        qres("node", "status", "--profile", str(node["profile"]), "--json"),
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def wait_for(condition, timeout: float = 30.0, step: float = 0.05):
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(step)
