@@ -66,8 +66,8 @@ def qres(*args: str) -> list[str]:
     return [sys.executable, "-m", "qres", *args]
 
 
-def start_node(node: dict, *args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def start_node(node: dict, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         qres("node", "run", "--profile", str(node["profile"]), *args),
         stdout=subprocess.PIPE,

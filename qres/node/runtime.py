@@ -94,6 +94,7 @@ class Node:
         }
         self._inbox: dict[int, dict[str, Any]] = {}  # round -> sender DID -> update array
         self.started = time.time()
+        self.http_port: int | None = None
 
     # --- construction -------------------------------------------------------------------
 
@@ -175,18 +176,20 @@ class Node:
     async def run(self) -> dict:
         """Run until stopped (or the round / EOF limits); returns the final status."""
         await self.transport.start()
-        tasks = [
-            asyncio.ensure_future(self._ingest()),
-            asyncio.ensure_future(self._rounds()),
-            asyncio.ensure_future(self._receive()),
-        ]
-        http = self.options.http or self.settings.http
-        runner = None
-        if http:
-            from qres.node.http import start_http
-
-            runner = await start_http(self, http)
+        tasks, runner = [], None
         try:
+            tasks = [
+                asyncio.ensure_future(self._ingest()),
+                asyncio.ensure_future(self._rounds()),
+                asyncio.ensure_future(self._receive()),
+            ]
+            for task in tasks:
+                task.add_done_callback(self._task_done)
+            http = self.options.http or self.settings.http
+            if http:
+                from qres.node.http import start_http
+
+                runner = await start_http(self, http)
             await self._stop.wait()
         finally:
             for task in tasks:
@@ -198,7 +201,17 @@ class Node:
             await self.transport.aclose()
             status = self.status()
             self.state.close()
+        if self._failure is not None:
+            raise self._failure
         return status
+
+    _failure: BaseException | None = None
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        # A task that fails (an unreadable source, a full disk) stops the node with its error.
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self.stop()
 
     # --- ingest -------------------------------------------------------------------------
 
@@ -462,5 +475,6 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             updates_received=stats["updates_received"],
             rejected=dict(stats["rejected"]),
             ratio=(samples * itemsize / stored) if stored else None,
+            http_port=node.http_port,
         )
     return out

@@ -1,0 +1,97 @@
+"""The node's Prometheus metrics, computed when scraped (prometheus_client collector)."""
+
+from __future__ import annotations
+
+from qres.swarm.regimes import NAMES
+
+#: Upper bounds of the reputation histogram's buckets.
+REPUTATION_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class NodeMetrics:
+    """A registry of one node's metrics (each node has its own, not the global one)."""
+
+    def __init__(self, node):
+        from prometheus_client import CollectorRegistry
+
+        self.node = node
+        self.http_in = self.http_out = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def http_bytes(self, raw: int, compressed: int) -> None:
+        """Count one ``/v1/compress`` request's bytes."""
+        self.http_in += raw
+        self.http_out += compressed
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        node, st = self.node, self.node.stats
+        segments = node.state.segments()
+        stored = sum(s.bytes for s in segments)
+        raw = sum(s.samples for s in segments) * node.spec.itemsize
+        yield CounterMetricFamily(
+            "qres_samples_in", "Samples read from the source", st["samples_in"]
+        )
+        yield CounterMetricFamily("qres_bytes_in", "Raw bytes read from the source", st["bytes_in"])
+        yield GaugeMetricFamily("qres_bytes_stored", "Bytes of indexed segments", stored)
+        yield GaugeMetricFamily("qres_segments", "Indexed segments", len(segments))
+        yield GaugeMetricFamily(
+            "qres_compression_ratio",
+            "Raw over stored bytes of the segments",
+            raw / stored if stored else 0,
+        )
+        yield CounterMetricFamily("qres_rounds", "Learning rounds completed", st["rounds"])
+        yield GaugeMetricFamily("qres_round", "Current round number", max(node.round, 0))
+        yield GaugeMetricFamily(
+            "qres_prediction_error", "Prediction error after the last round", st["error"] or 0.0
+        )
+        yield CounterMetricFamily("qres_updates_sent", "Update packets sent", st["updates_sent"])
+        yield CounterMetricFamily(
+            "qres_updates_received", "Update packets received", st["updates_received"]
+        )
+        rejected = CounterMetricFamily(
+            "qres_updates_rejected", "Update packets rejected, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(st["rejected"].items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        dropped = CounterMetricFamily(
+            "qres_transport_refused",
+            "Connections or envelopes refused by the transport, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(node.transport.disconnects.items()):
+            dropped.add_metric([reason.name], count)
+        yield dropped
+        yield GaugeMetricFamily("qres_peers", "Peers connected", len(node.transport.connected()))
+        reps = sorted(float(node.ledger.rep[s]) / (1 << 16) for s in node.ledger_slots.values())
+        buckets = [(str(b), sum(1 for r in reps if r <= b)) for b in REPUTATION_BUCKETS]
+        buckets.append(("+Inf", len(reps)))
+        yield HistogramMetricFamily(
+            "qres_peer_reputation", "Reputation of the known peers", buckets, sum(reps)
+        )
+        regime = GaugeMetricFamily("qres_regime", "1 for the node's regime", labels=["regime"])
+        for name in NAMES:
+            regime.add_metric([name], 1.0 if st["regime"] == name else 0.0)
+        yield regime
+        yield CounterMetricFamily(
+            "qres_http_bytes_in", "Raw bytes compressed over HTTP", self.http_in
+        )
+        yield CounterMetricFamily(
+            "qres_http_bytes_out", "Container bytes returned over HTTP", self.http_out
+        )
