@@ -40,6 +40,9 @@ def run(
     listen: str = typer.Option(None, "--listen", help="TCP transport: host:port to listen on."),
     http: str = typer.Option(None, "--http", help="Serve the HTTP API on host:port."),
     key: str = typer.Option(None, "--key", help="The node's key file (default: qres keys')."),
+    attack: str = typer.Option(
+        None, "--attack", help="Forge this node's updates with an attack plugin (testing)."
+    ),
 ) -> None:
     """Run the node until SIGTERM/SIGINT: compress the stream into segments, learn, gossip."""
     import asyncio
@@ -67,6 +70,7 @@ def run(
         data_dir=data_dir or "",
         listen=listen or "",
         http=http or "",
+        attack=attack or "",
     )
 
     async def main():
@@ -157,6 +161,69 @@ def export(
             out.write(chunk.tobytes())
 
 
+def swarm_up(
+    nodes: int = typer.Option(8, "--nodes", help="Node processes to start."),
+    transport: str = typer.Option("tcp", "--transport", help="tcp or mqtt (starts a broker)."),
+    data: str = typer.Option(None, "--data", help="A MANIFEST folder (default: generated)."),
+    attack: str = typer.Option(None, "--attack", help="Attack plugin of the Byzantine nodes."),
+    byzantine: float = typer.Option(0.0, "--byzantine", help="Fraction of Byzantine nodes."),
+    rounds: int = typer.Option(40, "--rounds", help="Rounds each node runs, then stops."),
+    time_scale: float = typer.Option(600.0, "--time-scale", help="Simulated s per second."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data and the keys."),
+    profile: str = typer.Option("node", "--profile", "-p", help="Base profile of the nodes."),
+    folder: str = typer.Option("qres-swarm", "--dir", help="Run folder (keys, data, logs)."),
+    watch: bool = typer.Option(True, "--watch/--no-watch", help="Show a live table."),
+) -> None:
+    """Start N real node processes on loopback; `qres swarm down` stops them."""
+    from qres.node.launch import UpOptions, up
+
+    opts = UpOptions(
+        nodes, transport, data or "", attack or "", byzantine, rounds, time_scale, seed,
+        profile, folder,
+    )  # fmt: skip
+    run = up(opts)
+    if watch:
+        _watch(folder, len(run["nodes"]))
+    else:
+        print(f"{len(run['nodes'])} nodes up in {folder}; stop them with `qres swarm down`")
+
+
+def _watch(folder: str, n: int) -> None:
+    """A live table of the run's nodes until they all stop or Ctrl-C (they keep running)."""
+    import time
+
+    from rich.live import Live
+
+    from qres.cli.output import console, table
+    from qres.node.launch import node_rows
+
+    columns = ["node", "DID", "round", "error", "segments", "peers", "banned", "running"]
+    with Live(console=console(), refresh_per_second=2) as live:
+        try:
+            while True:
+                rows = node_rows(folder)
+                live.update(table(f"qres swarm: {n} nodes in {folder}", columns, rows))
+                if not any(r[-1] for r in rows):
+                    return
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            return
+
+
+def swarm_down(
+    folder: str = typer.Option("qres-swarm", "--dir", help="Run folder given to `swarm up`."),
+) -> None:
+    """Stop the nodes (SIGTERM: each finishes its segment and saves its state) and the broker."""
+    from qres.node.launch import down
+
+    result = down(folder)
+    print(f"{result['stopped']} nodes stopped, {result['killed']} killed after the timeout")
+
+
 def register(app_: typer.Typer) -> None:
-    """Add ``qres node`` to the CLI."""
+    """Add ``qres node`` and ``qres swarm up|down`` to the CLI."""
+    from qres.cli import swarm_cmd
+
     app_.add_typer(app, name="node")
+    swarm_cmd.app.command("up")(swarm_up)
+    swarm_cmd.app.command("down")(swarm_down)

@@ -40,6 +40,7 @@ class RunOptions:
     data_dir: str = ""  # overrides [node] data_dir
     listen: str = ""  # overrides the TCP transport's listen address
     http: str = ""  # overrides [node] http
+    attack: str = ""  # an attack plugin: this node forges its updates (tests, benchmarks)
 
 
 class Node:
@@ -75,6 +76,13 @@ class Node:
             if "aggregator" in profile.data.get("swarm", {})
             else None
         )
+        self.attack = None
+        if options.attack:
+            from qres.kernel import plugins
+            from qres.kernel.config import Location
+
+            self.attack = plugins.create("attack", {"use": options.attack}, Location("--attack"))
+        self._last_rows: list = []  # the updates accepted last round (what an attack sees)
         self.ledger_slots: dict[str, int] = {}
         self.ledger = Ledger(max(2, self._max_peers()), self.swarm)
         self._load_state()
@@ -307,6 +315,13 @@ class Node:
             lr=self.swarm.storm_lr if storm else self.swarm.lr,
         )
         update = task.local_update(self.weights, windows, ts)[0]
+        sent = update
+        if self.attack is not None:
+            import numpy as np
+
+            honest = np.stack([update, *self._last_rows]).astype(np.int32)
+            rng = np.random.default_rng([r, int.from_bytes(self.identity.public_key[:8], "little")])
+            sent = self.attack.forge(honest, 1, rng=rng)[0]
         error = float(task.prediction_error(self.weights, windows, self.swarm.order)[0])
         base = cm.commit(self.weights.tolist(), 0)
         new = (self.weights.astype("int64") + update).clip(-(1 << 31), (1 << 31) - 1)
@@ -314,7 +329,7 @@ class Node:
             self.identity,
             r,
             os.urandom(16),
-            update,
+            sent,
             base=base,
             commitment=cm.commit(new.tolist(), 0),
             residual_error=min(int(error * Q_ONE), (1 << 31) - 1),
@@ -368,6 +383,7 @@ class Node:
         live = [i for i, s in enumerate(slots) if self.ledger.banned_at[s] < 0]
         dids, slots = [dids[i] for i in live], slots[live]
         rows = [np.asarray(received[d], np.int32) for d in dids]
+        self._last_rows = rows
         accepted = len(rows)
         if own is not None:
             x = np.stack([own, *rows]) if rows else own[None, :]
