@@ -1,0 +1,257 @@
+"""Real nodes measured side by side with their anchors, in one run.
+
+    python benchmarks/node_swarm.py [--rounds 30] [--json out.json]
+
+* learning: 8 node processes over TCP and over MQTT (``qres swarm up``) against
+  ``qres swarm simulate`` with the same profile, data, seed and rounds: final honest error and
+  the ratio to the simulator's (target <= 1.10); then 2 of 8 running ``--attack``: honest error
+  against the attack-free run (target <= 1.10) and honest nodes banned (target 0);
+* cost: TCP handshake time, per-update latency p50/p95 over TCP and MQTT, bytes on the wire per
+  update vs the packet's bytes, CPU seconds and RSS per node process;
+* HTTP: compression throughput through ``POST /v1/compress`` vs the in-process codec on the
+  same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from mqtt_broker import Broker  # noqa: E402
+from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for  # noqa: E402
+from qres.builtin_plugins.transports.mqtt import MqttConfig, MqttTransport  # noqa: E402
+from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport  # noqa: E402
+
+from qres.trust.identity import Identity  # noqa: E402
+
+
+def _pct(values, q):
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+def _packet() -> bytes:
+    from qres.trust import commitment as cm
+    from qres.trust.packet import make_packet
+
+    me = Identity.generate()
+    w = list(range(16))
+    return make_packet(
+        me, 1, os.urandom(16), [1] * 16, base=cm.commit(w, 0), commitment=cm.commit(w, 1)
+    ).encode()
+
+
+async def _tcp_costs(n: int = 300) -> dict:
+    a = TcpTransport(TcpConfig(), identity=Identity.generate())
+    await a.start()
+    clients = []
+    for _ in range(50):  # handshakes
+        b = TcpTransport(
+            TcpConfig(peers=[{"address": f"127.0.0.1:{a.port}", "did": a.did}]),
+            identity=Identity.generate(),
+        )
+        await b.start()
+        clients.append(b)
+    while len(a.connected()) < 50:
+        await asyncio.sleep(0.01)
+    hs = list(a.handshake_seconds)
+    sender = clients[0]
+    payload = _packet()
+    latencies = []
+    before = sender.wire_bytes_sent
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await sender.asend(a.did, payload)
+        await a.recv(5)
+        latencies.append(time.perf_counter() - t0)
+    wire = (sender.wire_bytes_sent - before) / n
+    for t in (a, *clients):
+        await t.aclose()
+    return {
+        "handshake_ms_p50": _pct(hs, 50),
+        "handshake_ms_p95": _pct(hs, 95),
+        "update_latency_ms_p50": _pct(latencies, 50),
+        "update_latency_ms_p95": _pct(latencies, 95),
+        "packet_bytes": len(payload),
+        "wire_bytes_per_update": wire,
+    }
+
+
+async def _mqtt_costs(port: int, n: int = 300) -> dict:
+    a = MqttTransport(MqttConfig(port=port, swarm="b"), identity=Identity.generate())
+    b = MqttTransport(MqttConfig(port=port, swarm="b"), identity=Identity.generate())
+    await a.start()
+    await b.start()
+    payload = _packet()
+    latencies = []
+    before = a.wire_bytes_sent
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await a.asend(b.did, payload)
+        await b.recv(5)
+        latencies.append(time.perf_counter() - t0)
+    wire = (a.wire_bytes_sent - before) / n
+    await a.aclose()
+    await b.aclose()
+    return {
+        "update_latency_ms_p50": _pct(latencies, 50),
+        "update_latency_ms_p95": _pct(latencies, 95),
+        "packet_bytes": len(payload),
+        "envelope_bytes_per_update": wire,
+    }
+
+
+def _proc_usage(pid: int) -> tuple[float, float]:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss / 2**20
+
+
+def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
+    from qres.node.launch import PIDS, down
+    from qres.node.runtime import status_of
+    from qres.node.state import State
+
+    args = [sys.executable, "-m", "qres", "swarm", "up", "--dir", str(folder), "--no-watch"]
+    args += ["--nodes", "8", "--transport", transport, "--rounds", str(rounds)]
+    args += ["--time-scale", "600"]
+    if attack:
+        args += ["--attack", attack, "--byzantine", "0.25"]
+    subprocess.run(args, check=True, capture_output=True)
+    run = json.loads((folder / PIDS).read_text())
+    usage = []
+    try:
+        time.sleep(rounds * 0.6)
+        usage = [_proc_usage(n["pid"]) for n in run["nodes"] if Path(f"/proc/{n['pid']}").exists()]
+        wait_for(
+            lambda: not any(Path(f"/proc/{n['pid']}/stat").exists() for n in run["nodes"]),
+            rounds * 2 + 60,
+            0.5,
+        )
+    finally:
+        if (folder / PIDS).exists():
+            down(str(folder))
+    errors, banned_honest = [], 0
+    byz = {n["did"] for n in run["nodes"] if n["byzantine"]}
+    for i, node in enumerate(run["nodes"]):
+        state = State(folder / f"n{i}" / "data" / "state.sqlite")
+        st = status_of(state)
+        state.close()
+        if node["byzantine"]:
+            continue
+        errs = [r["error"] for r in st["rounds"] if r["error"] >= 0]
+        errors.append(errs[-1])
+        banned_honest += len(set(st["banned"]) - byz)
+    return {
+        "final_honest_error": float(np.mean(errors)),
+        "honest_banned": banned_honest,
+        "cpu_s_per_node": float(np.mean([u[0] for u in usage])) if usage else None,
+        "rss_mib_per_node": float(np.mean([u[1] for u in usage])) if usage else None,
+    }
+
+
+def _simulated(rounds: int, attack: str = "") -> float:
+    import attrs
+
+    from qres.kernel import profiles
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("node")
+    settings = settings_from_profile(loaded, nodes=8, rounds=rounds, seed=0)
+    if attack:
+        settings = attrs.evolve(settings, byzantine=0.25)
+    sim = Simulation(loaded, settings, attack=attack or None)
+    return float(sim.run()["final_honest_error"])
+
+
+def _http(folder: Path) -> dict:
+    from qres.codec.files import compress_bytes
+    from qres.codec.samples import StreamSpec
+
+    (spec,) = make_nodes(folder / "http", 1)
+    data = signal_file(folder / "big.bin", n=4_000_000)
+    raw = data.read_bytes()
+    port = free_port()
+    proc = start_node(spec, "--http", f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(url + "/v1/status"), 30)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            req = urllib.request.Request(url + "/v1/compress?dtype=int16", data=raw)
+            with urllib.request.urlopen(req, timeout=120) as response:
+                over_http = response.read()
+        http_s = (time.perf_counter() - t0) / 3
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    t0 = time.perf_counter()
+    for _ in range(3):
+        local = compress_bytes(raw, StreamSpec("int16"), profile=str(spec["profile"]))
+    local_s = (time.perf_counter() - t0) / 3
+    assert local == over_http
+    mb = len(raw) / 1e6
+    return {
+        "mb": mb,
+        "http_mb_s": mb / http_s,
+        "in_process_mb_s": mb / local_s,
+        "http_over_in_process": local_s / http_s,
+    }
+
+
+def _ok(url):
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--attack", default="sign-flip")
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        out["tcp"] = asyncio.run(_tcp_costs())
+        broker = Broker(tmp).start() if shutil.which("mosquitto") else None
+        if broker:
+            out["mqtt"] = asyncio.run(_mqtt_costs(broker.port))
+            broker.stop()
+        out["http"] = _http(tmp)
+        sim = _simulated(args.rounds)
+        sim_attack = _simulated(args.rounds, args.attack)
+        learning = {"simulator": sim, "simulator_attacked": sim_attack}
+        for transport in ("tcp", "mqtt") if broker else ("tcp",):
+            free = _swarm(tmp / f"{transport}-free", transport, args.rounds)
+            hit = _swarm(tmp / f"{transport}-attack", transport, args.rounds, args.attack)
+            learning[transport] = {
+                "attack_free": free,
+                "attacked": hit,
+                "error_over_simulator": free["final_honest_error"] / sim,
+                "attacked_over_attack_free": hit["final_honest_error"] / free["final_honest_error"],
+            }
+        out["learning"] = learning
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
