@@ -7,7 +7,7 @@ nodes agree on round numbers without talking. In each round a node trains on its
 samples (:mod:`qres.learning.task`), signs its update (:mod:`qres.trust.packet`) and sends it
 to its peers; at the next round boundary it aggregates the updates it accepted for the round
 with the profile's aggregator (:func:`qres.robust.combine.robust_aggregate`), scores senders
-with the simulator's reputation rules (:class:`qres.swarm.reputation.Ledger`) and bans those
+with the simulator's reputation rules (:class:`qres.robust.reputation.Ledger`) and bans those
 that fall below the threshold. Everything a round changes is one SQLite transaction.
 """
 
@@ -52,8 +52,9 @@ class Node:
         from qres.node.segments import SegmentStore
         from qres.node.settings import NodeSettings
         from qres.node.state import State
+        from qres.robust.reputation import Ledger
         from qres.swarm.engine import settings_from_profile
-        from qres.swarm.reputation import Ledger
+        from qres.swarm.settings import reputation_rules
 
         self.profile = profile
         self.options = options
@@ -84,7 +85,8 @@ class Node:
             self.attack = plugins.create("attack", {"use": options.attack}, Location("--attack"))
         self._last_rows: list = []  # the updates accepted last round (what an attack sees)
         self.ledger_slots: dict[str, int] = {}
-        self.ledger = Ledger(max(2, self._max_peers()), self.swarm)
+        slots = max(2, self._max_peers())
+        self.ledger = Ledger(slots, reputation_rules(self.swarm, slots))
         self._load_state()
         self._stop = asyncio.Event()
         self._buffer: list = []
@@ -372,7 +374,7 @@ class Node:
 
         from qres.learning import task
         from qres.robust.combine import robust_aggregate
-        from qres.swarm.reputation import grubbs_outliers, update_statistic
+        from qres.robust.evidence import grubbs_outliers, update_statistic
 
         r, own, windows = self._pending if self._pending is not None else (self.round, None, None)
         received = self._inbox.pop(r, {})
@@ -389,7 +391,10 @@ class Node:
             x = np.stack([own, *rows]) if rows else own[None, :]
             if len(rows) >= 2:
                 stats = update_statistic(x[1:])
-                flagged = set(grubbs_outliers(stats, self.swarm.grubbs_alpha).tolist())
+                outliers = grubbs_outliers(
+                    stats, self.swarm.grubbs_alpha, max_outliers=len(rows) // 2
+                )
+                flagged = set(outliers.tolist())
                 bad = slots[sorted(flagged)] if flagged else np.zeros(0, np.int64)
                 good = np.array([s for i, s in enumerate(slots) if i not in flagged], np.int64)
                 self.ledger.adjust(bad, -self.ledger.pen_outlier)
