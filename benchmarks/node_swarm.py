@@ -42,36 +42,40 @@ def _pct(values, q):
     return float(np.percentile(np.asarray(values) * 1000, q))
 
 
-def _packet() -> bytes:
+def _packets(n: int) -> list[bytes]:
+    """``n`` distinct signed 16-weight update packets (a fresh nonce each, as nodes send)."""
     from qres.trust import commitment as cm
     from qres.trust.packet import make_packet
 
     me = Identity.generate()
     w = list(range(16))
-    return make_packet(
-        me, 1, os.urandom(16), [1] * 16, base=cm.commit(w, 0), commitment=cm.commit(w, 1)
-    ).encode()
+    base, new = cm.commit(w, 0), cm.commit(w, 1)
+    return [
+        make_packet(me, 1, os.urandom(16), [1] * 16, base=base, commitment=new).encode()
+        for _ in range(n)
+    ]
 
 
 async def _tcp_costs(n: int = 300) -> dict:
     a = TcpTransport(TcpConfig(), identity=Identity.generate())
     await a.start()
     clients = []
-    for _ in range(50):  # handshakes
+    for i in range(50):  # handshakes, one at a time
         b = TcpTransport(
             TcpConfig(peers=[{"address": f"127.0.0.1:{a.port}", "did": a.did}]),
             identity=Identity.generate(),
         )
         await b.start()
         clients.append(b)
-    while len(a.connected()) < 50:
-        await asyncio.sleep(0.01)
+        while len(a.connected()) < i + 1:
+            await asyncio.sleep(0.001)
     hs = list(a.handshake_seconds)
     sender = clients[0]
-    payload = _packet()
+    packets = _packets(n)
+    payload = packets[0]
     latencies = []
     before = sender.wire_bytes_sent
-    for _ in range(n):
+    for payload in packets:
         t0 = time.perf_counter()
         await sender.asend(a.did, payload)
         await a.recv(5)
@@ -94,10 +98,10 @@ async def _mqtt_costs(port: int, n: int = 300) -> dict:
     b = MqttTransport(MqttConfig(port=port, swarm="b"), identity=Identity.generate())
     await a.start()
     await b.start()
-    payload = _packet()
+    packets = _packets(n)
     latencies = []
     before = a.wire_bytes_sent
-    for _ in range(n):
+    for payload in packets:
         t0 = time.perf_counter()
         await a.asend(b.did, payload)
         await b.recv(5)
@@ -224,6 +228,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--attack", default="sign-flip")
     parser.add_argument("--json", default="")
+    parser.add_argument("--costs-only", action="store_true", help="Skip the learning runs.")
     args = parser.parse_args()
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,6 +239,9 @@ def main() -> None:
             out["mqtt"] = asyncio.run(_mqtt_costs(broker.port))
             broker.stop()
         out["http"] = _http(tmp)
+        if args.costs_only:
+            print(json.dumps(out, indent=1))
+            return
         sim = _simulated(args.rounds)
         sim_attack = _simulated(args.rounds, args.attack)
         learning = {"simulator": sim, "simulator_attacked": sim_attack}
