@@ -205,18 +205,25 @@ def _to_array(raw: bytes, header: Any) -> Any:
 def info(data: Any) -> dict[str, Any]:
     """A container's header, totals and block table (what ``qres info --json`` prints), from
     container bytes or the path of a ``.qres`` file. Reads the index; decodes no block."""
-    from qres.codec import container
-    from qres.codec.pipeline import block_predictor
-
     if isinstance(data, (str, os.PathLike)):
         with _open_file(data) as stream:
-            summary = container.describe(stream)
-    else:
-        summary = container.describe(io.BytesIO(_as_bytes(data, "info")))
+            return summarize(stream)
+    return summarize(io.BytesIO(_as_bytes(data, "info")))
+
+
+def summarize(stream: Any) -> dict[str, Any]:
+    """The summary :func:`info` returns, of a seekable container stream (``qres info`` too)."""
+    from qres.codec import container
+    from qres.codec.pipeline import FLAG_CHANNEL_PREDICTORS, block_predictor
+
+    summary = container.describe(stream)
     for block in summary["blocks"]:
         block["predictor"] = block_predictor(
             block["method"], block["flags"], summary["header"]["codec"]
         )
+        # Some channels of the block were coded with a fixed polynomial instead.
+        predicted = block["method"] == "predicted"
+        block["polynomial_channels"] = predicted and bool(block["flags"] & FLAG_CHANNEL_PREDICTORS)
     return summary
 
 

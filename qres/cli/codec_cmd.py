@@ -221,19 +221,11 @@ def info(
     as_json: bool = JSON,
 ) -> None:
     """Show a container's header, settings and block table (reads the index at the end)."""
-    from qres.codec import container
-    from qres.codec.pipeline import FLAG_CHANNEL_PREDICTORS, block_predictor
+    from qres._api import summarize
     from qres.codec.samples import open_input
 
     with open_input(file) as stream:
-        summary = container.describe(stream)
-    for block in summary["blocks"]:
-        block["predictor"] = block_predictor(
-            block["method"], block["flags"], summary["header"]["codec"]
-        )
-        # Some channels of the block were coded with a fixed polynomial instead.
-        predicted = block["method"] == "predicted"
-        block["polynomial_channels"] = predicted and bool(block["flags"] & FLAG_CHANNEL_PREDICTORS)
+        summary = summarize(stream)
     if as_json:
         print_json(summary)
         return
