@@ -75,10 +75,17 @@ def _bytes_source(data: Any, dtype: Any, channels: Any, layout: str, byte_order:
         LAYOUTS,
         SampleSource,
         StreamSpec,
+        is_wav,
         npy_spec,
+        wav_spec,
     )
 
     stream = io.BytesIO(bytes(data))
+    if is_wav(bytes(data[:12])):
+        if dtype is not None or channels is not None:
+            raise QresError("the bytes are a WAV file, which describes itself; drop dtype=")
+        spec, prefix = wav_spec(stream, "data")
+        return SampleSource(stream, spec, prefix)
     if bytes(data[:6]) == _NPY_MAGIC:
         if dtype is not None or channels is not None:
             raise QresError("the bytes are an .npy file, which describes itself; drop dtype=")
@@ -115,7 +122,7 @@ def compress(
     An array keeps its dtype and shape (axis 0 is time, the other axes are channels); its
     container is the one ``qres compress`` makes of the same array saved as ``.npy``. Bytes
     are raw samples described by ``dtype`` (default: the profile's sample type),
-    ``channels``, ``layout`` and ``byte_order``, unless they are an ``.npy`` file. With
+    ``channels``, ``layout`` and ``byte_order``, unless they are an ``.npy`` or WAV file. With
     ``max_error=E > 0`` every sample comes back within E. The result does not depend on
     ``threads``.
     """

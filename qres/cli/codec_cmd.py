@@ -113,8 +113,11 @@ def compress(
     threads: int = THREADS,
     as_json: bool = JSON,
     force: bool = FORCE,
+    raw: bool = typer.Option(
+        False, "--raw", help="Read .npy and WAV files as plain samples (their headers too)."
+    ),
 ) -> None:
-    """Compress sensor samples into a .qres container."""
+    """Compress sensor samples into a .qres container (.npy and WAV files describe their own)."""
     from qres.codec import files as api
 
     output = output or ("-" if file == "-" else f"{file}.qres")
@@ -132,6 +135,7 @@ def compress(
             threads=threads,
             force=force,
             progress=progress,
+            raw=raw,
         )
     _report(
         stats,

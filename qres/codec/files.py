@@ -20,7 +20,16 @@ from typing import BinaryIO
 from qres.codec import pipeline as codec
 from qres.codec.container import Header
 from qres.codec.pipeline import CodecSettings, Stats
-from qres.codec.samples import SampleSource, StreamSpec, npy_spec, open_input, parse_dtype, spool
+from qres.codec.samples import (
+    SampleSource,
+    StreamSpec,
+    is_wav,
+    npy_spec,
+    open_input,
+    parse_dtype,
+    spool,
+    wav_spec,
+)
 from qres.kernel import profiles
 from qres.kernel.errors import ProfileError, QresError
 
@@ -91,12 +100,21 @@ def open_samples(
     layout: str | None,
     byte_order: str | None,
     default_dtype: str,
+    raw: bool = False,
 ) -> tuple[SampleSource, BinaryIO]:
-    """Open an input as a sample source: ``.npy`` files describe themselves, raw files use the
-    options (or the profile's default type), ``-`` reads stdin."""
+    """Open an input as a sample source: ``.npy`` and WAV files describe themselves (unless
+    ``raw``), raw files use the options (or the profile's default type), ``-`` reads stdin."""
     stream = open_input(path)
-    head = stream.peek(6)[:6] if hasattr(stream, "peek") else b""
-    if path.endswith(".npy") or head == b"\x93NUMPY":
+    head = stream.peek(12)[:12] if hasattr(stream, "peek") else b""
+    if not raw and (is_wav(head) or path.lower().endswith(".wav")):
+        if dtype or channels or layout or byte_order:
+            raise QresError(
+                f"{path}: WAV files describe their own samples; drop --dtype, --channels, "
+                "--layout and --byte-order, or pass --raw to read the bytes with them"
+            )
+        spec, prefix = wav_spec(stream, path)
+        return SampleSource(stream, spec, prefix), stream
+    if not raw and (path.endswith(".npy") or head[:6] == b"\x93NUMPY"):
         if stream is sys.stdin.buffer or not stream.seekable():
             stream = spool(stream)
         if dtype or channels or layout or byte_order:
@@ -137,8 +155,10 @@ def compress_file(
     threads: int = 1,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    raw: bool = False,
 ) -> Stats:
-    """Compress the file (or ``-``) at ``path`` into ``output`` (or ``-``)."""
+    """Compress the file (or ``-``) at ``path`` into ``output`` (or ``-``); ``raw`` reads
+    ``.npy`` and WAV files as plain bytes of samples."""
     if max_error < 0 or max_error != max_error:
         raise QresError(f"--max-error {max_error}: must be a number >= 0")
     settings, default_dtype = codec_settings(profile, max_error)
@@ -149,6 +169,7 @@ def compress_file(
         layout=layout,
         byte_order=byte_order,
         default_dtype=default_dtype,
+        raw=raw,
     )
     if max_error and not source.spec.dtype.startswith("float") and max_error != int(max_error):
         raise QresError(

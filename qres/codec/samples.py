@@ -226,3 +226,66 @@ def spool(stream: BinaryIO) -> BinaryIO:
     shutil.copyfileobj(stream, tmp, 1 << 20)
     tmp.seek(0)
     return tmp
+
+
+#: WAVE format tags: integer PCM, IEEE float, and the extensible form that names one of them
+#: in its sub-format GUID.
+_WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE = 1, 3, 0xFFFE
+#: Most bytes of chunks before the samples we keep as the prefix (a WAV header is a few
+#: hundred bytes; metadata chunks can add some).
+MAX_WAV_HEADER = 1 << 16
+_WAV_TYPES = {(_WAVE_PCM, 1): "uint8", (_WAVE_PCM, 2): "int16", (_WAVE_PCM, 4): "int32"}
+_WAV_TYPES.update({(_WAVE_FLOAT, 4): "float32", (_WAVE_FLOAT, 8): "float64"})
+
+
+def is_wav(head: bytes) -> bool:
+    """Whether ``head`` (the first 12 bytes) starts a RIFF/WAVE file."""
+    return len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
+def wav_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes]:
+    """Read a WAV file's chunks up to its samples: the stream spec and the header bytes.
+
+    Parsed here with ``struct`` rather than the ``wave`` module: the header must be kept byte
+    for byte (so we need the exact offset of the samples), and ``wave`` before Python 3.12
+    refuses WAVE_FORMAT_EXTENSIBLE, the form of most multichannel and 24-bit files.
+    """
+    import struct
+
+    head = stream.read(12)
+    if not is_wav(head):
+        raise QresError(f"{source}: not a RIFF/WAVE file; pass --raw to read its bytes as samples")
+    prefix, fmt = bytearray(head), None
+    while True:
+        chunk = stream.read(8)
+        if len(chunk) < 8:
+            raise QresError(f"{source}: WAV file ends before its data chunk; the file is truncated")
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        prefix += chunk
+        if cid == b"data":
+            break
+        if len(prefix) + size > MAX_WAV_HEADER:
+            raise QresError(
+                f"{source}: WAV chunks before the samples exceed {MAX_WAV_HEADER} bytes; "
+                "pass --raw to compress the file as bytes"
+            )
+        body = stream.read(size + (size & 1))  # chunks are padded to even sizes
+        if len(body) < size:
+            raise QresError(f"{source}: WAV chunk {cid!r} is truncated")
+        prefix += body
+        if cid == b"fmt ":
+            fmt = body[:size]
+    if fmt is None or len(fmt) < 16:
+        raise QresError(f"{source}: WAV file has no valid fmt chunk before its data")
+    tag, channels, _rate, _byte_rate, align, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if tag == _WAVE_EXTENSIBLE and len(fmt) >= 40:
+        tag = struct.unpack("<H", fmt[24:26])[0]  # the sub-format GUID starts with the tag
+    width = align // channels if channels else 0
+    dtype = _WAV_TYPES.get((tag, width))
+    if dtype is None or width * 8 < bits or not 1 <= channels <= MAX_CHANNELS:
+        kind = {_WAVE_PCM: "PCM", _WAVE_FLOAT: "float"}.get(tag, f"format {tag:#x}")
+        raise QresError(
+            f"{source}: WAV of {channels} channels, {kind} in {width * 8}-bit containers is not "
+            "supported (8/16/32-bit PCM, 32/64-bit float); pass --raw to compress its bytes"
+        )
+    return StreamSpec(dtype, channels, "interleaved", "little"), bytes(prefix)
