@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qres.fixed.q16 import Q_MAX, Q_MIN
 from qres.kernel import plugins
 from qres.kernel.config import Location
 from qres.kernel.errors import ProfileError, QresError
@@ -27,7 +28,6 @@ ATTACKS = [
     "minmax",
     "drift",
 ]
-Q_MIN, Q_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def make(name: str, **cfg):

@@ -283,3 +283,17 @@ def test_cli_check_exit_code_when_the_pipeline_does_not_fit(tmp_path):
     assert b"DOES NOT FIT" in out.stdout
     ok = run_qres("profiles", "check", "esp32", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["fits"] is True
+
+
+def test_sections_are_typed_once_with_their_defaults(tmp_path):
+    from qres.codec.container import DEFAULT_BLOCK_FRAMES
+
+    path = write(tmp_path, "typed", "[codec]\nblock_samples = 512\n[swarm]\nnodes = 7\n")
+    profile = profiles.load(str(path))
+    codec = profile.settings("codec")
+    assert isinstance(codec, profiles.CodecTable)
+    assert (codec.block_samples, codec.block_frames, codec.dtype) == (512, 512, "int16")
+    assert profile.settings("swarm").nodes == 7
+    assert profile.settings("codec") is codec  # built once
+    bare = profiles.load(str(write(tmp_path, "bare", '[profile]\ndescription = "d"\n')))
+    assert bare.settings("codec").block_frames == DEFAULT_BLOCK_FRAMES

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import attrs
 
+from qres.fixed.q16 import Q_MAX, Q_MIN
 from qres.kernel.config import integer, number, one_of
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.attack import Q_MAX, Q_MIN, Attack, from_real, honest_stats
+from qres.kinds.attack import Attack, from_real, honest_stats
 
 
 @attrs.frozen

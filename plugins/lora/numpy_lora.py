@@ -8,10 +8,11 @@ from typing import Any
 
 import attrs
 
+from qres.fixed.q16 import ONE
 from qres.kernel.config import InvalidSetting, integer, one_of
 from qres.kernel.errors import QresError
 from qres.kernel.hookspecs import hookimpl
-from qres.kinds.lora import Q16_ONE, ROLES, LoRALayer, from_q16, to_q16
+from qres.kinds.lora import ROLES, LoRALayer, from_q16, to_q16
 
 #: Bytes of one float32 parameter.
 FLOAT32_BYTES = 4
@@ -82,7 +83,7 @@ def initial_a_q16(config: NumpyLoRAConfig):
         + b"".join(n.to_bytes(4, "big") for n in (config.d_in, config.d_out, config.rank))
     )
     words = np.frombuffer(hashlib.shake_256(material).digest(4 * count), dtype="<u4")
-    bound = int(Q16_ONE / math.sqrt(config.d_in))
+    bound = int(ONE / math.sqrt(config.d_in))
     drawn = (words.astype(np.uint64) * np.uint64(2 * bound + 1)) >> np.uint64(32)
     return (drawn.astype(np.int64) - bound).astype(np.int32).reshape(config.rank, config.d_in)
 

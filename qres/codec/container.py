@@ -29,6 +29,8 @@ END_MAGIC = b"QEND"
 MAX_HEADER_BYTES = 1 << 20
 MAX_CHANNELS = 4096
 MAX_BLOCK_FRAMES = 1 << 24
+#: Frames (samples per channel) per block when a profile does not say (``block_samples``).
+DEFAULT_BLOCK_FRAMES = 65536
 MAX_BLOCKS = (1 << 32) - 1
 MAX_TAIL_BYTES = 8 * MAX_CHANNELS
 MAX_WEIGHTS = 1 << 16

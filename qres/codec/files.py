@@ -47,13 +47,14 @@ def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettin
         )
     profile.build("codec", "predictor")  # validates the tables before any work starts
     profile.build("codec", "coder")
+    plain = profile.settings("codec")
     settings = CodecSettings(
         predictor=dict(table["predictor"]),
         coder=dict(table["coder"]),
-        block_frames=int(table.get("block_samples", 65536)),
+        block_frames=plain.block_frames,
         max_error=max_error,
     )
-    return settings, str(table.get("dtype", "int16"))
+    return settings, plain.dtype
 
 
 @contextmanager

@@ -27,7 +27,14 @@ from typing import Any, BinaryIO
 import attrs
 
 from qres.codec import container, mapping
-from qres.codec.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
+from qres.codec.container import (
+    DEFAULT_BLOCK_FRAMES,
+    METHOD_DEFLATE,
+    METHOD_PREDICTED,
+    METHOD_STORED,
+    Block,
+    Header,
+)
 from qres.codec.samples import SampleSource, StreamSpec
 from qres.kernel.config import Location
 from qres.kernel.errors import IntegrityError, ProfileError, QresError
@@ -83,7 +90,7 @@ class CodecSettings:
 
     predictor: dict[str, Any]
     coder: dict[str, Any]
-    block_frames: int = 65536
+    block_frames: int = DEFAULT_BLOCK_FRAMES
     max_error: float = 0
 
     def to_header(self) -> dict[str, Any]:

@@ -21,46 +21,22 @@ and release the GIL in their loops. Cython modules can ``cimport`` the inline pr
 (``fx_add``, ``fx_mul``, ``fx_dot``, ``fx_lms_update``, ``fx_exp``, ``fx_welford_push``, ...)
 from ``qres.fixed._core``.
 
-This package imports numpy and the compiled extension: import it only where it is needed (inside
-plugin methods), never at a plugin module's top level.
+The constants (``ONE``, ``FRAC_BITS``, ``Q_MIN``, ``Q_MAX``) and the numpy helpers every module
+shares (``sat_add``, ``saturate``, ...) live in the pure-Python :mod:`qres.fixed.q16`, which
+loads neither numpy nor the compiled extension: import that anywhere. The functions here load
+numpy and the compiled extension on first use, so reach for them inside plugin methods, never
+at a plugin module's top level.
 """
 
 from __future__ import annotations
 
-from qres.fixed._core import (
-    FRAC_BITS,
-    ONE,
-    Q_MAX,
-    Q_MIN,
-    Welford,
-    array_add,
-    array_div,
-    array_mul,
-    array_sub,
-    dot,
-    dot_acc,
-    isqrt_u64,
-    lms_update,
-    q_add,
-    q_div,
-    q_exp,
-    q_from_float,
-    q_mul,
-    q_sqrt,
-    q_sub,
-    q_to_float,
-    sign_sign_lms_update,
-    softmax,
-    to_fixed,
-    to_float,
-    welford,
-)
+import importlib
+from typing import Any
 
-__all__ = [
-    "FRAC_BITS",
-    "ONE",
-    "Q_MAX",
-    "Q_MIN",
+from qres.fixed.q16 import FRAC_BITS, ONE, Q_MAX, Q_MIN
+
+#: Names served by the compiled core, loaded on first access (PEP 562).
+_CORE = (
     "Welford",
     "array_add",
     "array_div",
@@ -83,4 +59,18 @@ __all__ = [
     "to_fixed",
     "to_float",
     "welford",
-]
+)
+
+__all__ = ["FRAC_BITS", "ONE", "Q_MAX", "Q_MIN", *_CORE]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CORE:
+        value = getattr(importlib.import_module("qres.fixed._core"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qres.fixed' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_CORE))

@@ -21,13 +21,8 @@ from libc.stdlib cimport free, malloc
 
 from qres.kernel.errors import FixedPointError
 
-#: Q16.16 one (1.0).
-ONE = FX_ONE
-#: Number of fractional bits.
-FRAC_BITS = FX_FRAC_BITS
-#: Smallest and largest Q16.16 values (as raw int32).
-Q_MIN = INT32_MIN
-Q_MAX = INT32_MAX
+# ONE, FRAC_BITS, Q_MIN and Q_MAX for Python code live in qres/fixed/q16.py (pure Python, so
+# importable without this extension); here they are the C constants of _core.pxd.
 
 # A float y (already scaled by 2**16) converts to floor(y + 1/2); that lands in the int32
 # range exactly when FLOAT_LO <= y < FLOAT_HI (both exactly representable doubles).

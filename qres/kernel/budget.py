@@ -79,7 +79,7 @@ def check(profile: Profile) -> BudgetReport:
     budget: int | None = None
     codec = profile.data.get("codec")
     if isinstance(codec, dict):
-        block = int(codec.get("block_samples", 65536))
+        block = profile.settings("codec").block_frames
         items.append(
             BudgetItem(
                 "codec.block_samples",

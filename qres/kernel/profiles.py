@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from qres.codec.container import SAMPLE_DTYPES
+from qres.codec.container import DEFAULT_BLOCK_FRAMES, MAX_BLOCK_FRAMES, SAMPLE_DTYPES
 from qres.kernel.config import Location, build_config, integer, one_of, text
 from qres.kernel.errors import ProfileError
 from qres.llm.settings import EngineSettings
@@ -51,11 +51,22 @@ class ProfileMeta:
 
 
 @attrs.frozen
-class CodecSettings:
-    """The ``[codec]`` table's own settings (its plugin tables are slots, below)."""
+class CodecTable:
+    """The ``[codec]`` table's own settings (its plugin tables are slots, below).
 
-    block_samples: int = attrs.field(default=65536, validator=integer(16, 1 << 24))
+    ``block_samples`` is the key profiles write; the codec and the container call the same
+    number ``block_frames`` (a frame is one sample of every channel).
+    """
+
+    block_samples: int = attrs.field(
+        default=DEFAULT_BLOCK_FRAMES, validator=integer(16, MAX_BLOCK_FRAMES)
+    )
     dtype: str = attrs.field(default="int16", validator=one_of(*SAMPLE_DTYPES))
+
+    @property
+    def block_frames(self) -> int:
+        """Frames per block: the codec's name for ``block_samples``."""
+        return self.block_samples
 
 
 @attrs.frozen
@@ -78,7 +89,7 @@ class Section:
 SECTIONS: dict[str, Section] = {
     "profile": Section(settings=ProfileMeta),
     "hardware": Section(is_plugin="hardware"),
-    "codec": Section(settings=CodecSettings, slots={"predictor": "predictor", "coder": "coder"}),
+    "codec": Section(settings=CodecTable, slots={"predictor": "predictor", "coder": "coder"}),
     "swarm": Section(
         settings=SwarmSettings,
         slots={"aggregator": "aggregator", "transport": "transport", "attack": "attack"},
@@ -173,6 +184,8 @@ class Profile:
     chain: tuple[Path, ...]
     data: dict[str, Any]
     origins: dict[tuple, str]
+    #: Each section's plain settings as its typed object, built once by :func:`load`.
+    typed: dict[str, Any] = attrs.field(factory=dict, eq=False)
 
     def where(self, *keys: str | int) -> Location:
         """The location (file and key path) of a value, for error messages."""
@@ -185,6 +198,16 @@ class Profile:
     def description(self) -> str:
         """The description from the ``[profile]`` table (inherited if not set)."""
         return self.data.get("profile", {}).get("description", "")
+
+    def settings(self, section: str) -> Any:
+        """The typed settings of one section (``"codec"``, ``"swarm"``, ...): the object
+        :func:`load` built from its plain keys, or the section's defaults when it is absent."""
+        if section not in self.typed:
+            cls = SECTIONS[section].settings
+            if cls is None:
+                raise KeyError(f"section {section!r} has no plain settings")
+            self.typed[section] = cls()
+        return self.typed[section]
 
     def plugin_tables(self) -> list[tuple[tuple, str, dict[str, Any]]]:
         """Every plugin table in the profile: (key path, plugin kind, table)."""
@@ -285,13 +308,18 @@ def load(name: str) -> Profile:
     path = locate(name)
     data, origins, chain = _resolve_raw(path, ())
     profile = Profile(data["profile"]["name"], path, chain, data, origins)
-    validate(profile)
+    profile.typed.update(validate(profile))
     return profile
 
 
-def validate(profile: Profile) -> None:
-    """Check every section, setting and plugin table; raise :class:`ProfileError` on the first."""
+def validate(profile: Profile) -> dict[str, Any]:
+    """Check every section, setting and plugin table; raise :class:`ProfileError` on the first.
+
+    Returns each present section's plain settings as its typed object.
+    """
     from qres.kernel import plugins
+
+    typed: dict[str, Any] = {}
 
     for section_name, table in profile.data.items():
         section = SECTIONS.get(section_name)
@@ -313,8 +341,9 @@ def validate(profile: Profile) -> None:
                         f"allowed keys: {', '.join(known)}"
                     )
         if section.settings is not None:
-            for key in plain:
+            for key in plain:  # key by key, so the first bad key is the one reported
                 build_config(section.settings, {key: plain[key]}, profile.where(section_name))
+            typed[section_name] = build_config(section.settings, plain, profile.where(section_name))
         elif plain:
             key = next(iter(plain))
             allowed = ", ".join(section.slots) or "none"
@@ -330,6 +359,7 @@ def validate(profile: Profile) -> None:
                 )
     for keys, kind, table in profile.plugin_tables():
         plugins.create(kind, table, profile.where(*keys))
+    return typed
 
 
 def to_toml(data: dict[str, Any]) -> str:

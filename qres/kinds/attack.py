@@ -13,14 +13,12 @@ import operator
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
+from qres.fixed.q16 import round_units
 from qres.kernel.errors import QresError
 from qres.kernel.plugins import Plugin
 
 if TYPE_CHECKING:
     import numpy as np
-
-Q_MIN = -(1 << 31)
-Q_MAX = (1 << 31) - 1
 
 
 class Attack(Plugin):
@@ -74,10 +72,7 @@ class Attack(Plugin):
 
 def from_real(values: Any) -> np.ndarray:
     """Float64 Q16.16 *units* (not real values) rounded by the rule and saturated to int32."""
-    import numpy as np
-
-    v = np.floor(np.asarray(values, dtype=np.float64) + 0.5)
-    return np.clip(np.nan_to_num(v, nan=0.0), Q_MIN, Q_MAX).astype(np.int32)
+    return round_units(values)
 
 
 def honest_stats(honest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

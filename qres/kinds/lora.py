@@ -20,6 +20,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qres.fixed.q16 import ONE, Q_MAX, Q_MIN
 from qres.kernel.config import Location
 from qres.kernel.errors import FixedPointError, ProfileError, QresError
 from qres.kernel.plugins import Plugin
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 
 #: The hierarchy's roles, in the order their deltas are summed (slowest and most shared first).
 ROLES = ("foundation", "domain", "swarm", "agent", "context")
-
-#: Q16.16: a value v is stored as the int32 round(v * 65536).
-Q16_ONE = 1 << 16
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
@@ -57,8 +54,8 @@ def to_q16(values: Any, what: str) -> np.ndarray:
             f"{what}{list(index)} is {array[index]}; Q16.16 holds finite values only, "
             "check the training for a divergence"
         )
-    scaled = np.round(array * Q16_ONE)
-    outside = (scaled < _INT32_MIN) | (scaled > _INT32_MAX)
+    scaled = np.round(array * ONE)
+    outside = (scaled < Q_MIN) | (scaled > Q_MAX)
     if outside.any():
         index = _first_index(outside)
         raise FixedPointError(
@@ -81,9 +78,9 @@ def from_q16(values: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
         raise QresError(f"{what}: Q16.16 data has dtype {array.dtype}; give an int32 array")
     if array.shape != tuple(shape):
         raise QresError(f"{what}: Q16.16 data has shape {array.shape}; expected {tuple(shape)}")
-    if array.size and (array.min() < _INT32_MIN or array.max() > _INT32_MAX):
+    if array.size and (array.min() < Q_MIN or array.max() > Q_MAX):
         raise FixedPointError(f"{what}: a Q16.16 value is outside int32; the data is corrupt")
-    return (array.astype(np.float64) / Q16_ONE).astype(np.float32)
+    return (array.astype(np.float64) / ONE).astype(np.float32)
 
 
 class LoRALayer(Plugin):

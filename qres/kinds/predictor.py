@@ -27,6 +27,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import Any, ClassVar
 
+from qres.fixed.q16 import Q_MAX, Q_MIN
 from qres.kernel.config import InvalidSetting
 from qres.kernel.errors import QresError
 from qres.kernel.plugins import Plugin
@@ -35,8 +36,6 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 #: Largest accepted ``max_error``: 2E+1 must fit in int64 with room to spare.
 MAX_ERROR_LIMIT = 2**62
-#: Q16.16 limits of one weight.
-Q16_MIN, Q16_MAX = -(2**31), 2**31 - 1
 
 
 def int_list(lo: int, hi: int, min_len: int = 1, max_len: int = 16):
@@ -167,7 +166,7 @@ class Predictor(Plugin):
                 f"{what}: got shape {arr.shape}, need ({self.weight_count()},); "
                 "pass weights exported by the same settings"
             )
-        if arr.size and (arr.dtype.kind not in "iu" or arr.min() < Q16_MIN or arr.max() > Q16_MAX):
+        if arr.size and (arr.dtype.kind not in "iu" or arr.min() < Q_MIN or arr.max() > Q_MAX):
             raise QresError(f"{what}: weights must be integers in int32 range (Q16.16)")
         self._weights = np.ascontiguousarray(arr, dtype=np.int32)
 

@@ -58,14 +58,14 @@ from typing import Any
 
 import attrs
 
+from qres.fixed.q16 import FRAC_BITS, ONE, Q_MAX, Q_MIN, saturate
+from qres.fixed.q16 import HALF as Q_HALF
 from qres.kernel.config import integer, number
 from qres.kernel.errors import QresError
 
 #: Samples are mapped onto this many integer levels, centred on zero: [-2048, 2047].
 SPAN = 4096
 HALF = SPAN // 2
-FRAC_BITS = 16
-ONE = 1 << FRAC_BITS
 #: Predictions are clipped to this magnitude (Q16.16), 64x the data range: bounds the error.
 PRED_LIMIT = 1 << 28
 #: Longest training window: keeps every gradient sum below 2**63.
@@ -76,8 +76,6 @@ MAX_ORDER = 256
 IID_PIECES = 8
 #: Percentiles (per mille) of a stream mapped onto the ends of the integer range.
 _LOW_PERMILLE, _HIGH_PERMILLE = 1, 999
-Q_MIN = -(1 << 31)
-Q_MAX = (1 << 31) - 1
 
 
 @attrs.frozen
@@ -358,7 +356,7 @@ def local_update(weights: Any, windows: Any, settings: TrainSettings) -> Any:
 
     w0, _ = _prepare(weights, windows, settings.order)
     new = train(weights, windows, settings).astype(np.int64)
-    return np.clip(new - w0, Q_MIN, Q_MAX).astype(np.int32)
+    return saturate(new - w0)
 
 
 def prediction_error(weights: Any, windows: Any, order: int) -> Any:
@@ -376,8 +374,7 @@ def residuals(weights: Any, windows: Any, order: int) -> Any:
     """Integer residuals ``(n, T)`` (int64) of each window's targets: the sample minus the
     Q16.16 prediction rounded to nearest, ties up (the codec's predictors' rule)."""
     w, x = _prepare(weights, windows, order)
-    half = 1 << (FRAC_BITS - 1)
-    return x[:, order:] - ((_predict(w, x, order) + half) >> FRAC_BITS)
+    return x[:, order:] - ((_predict(w, x, order) + Q_HALF) >> FRAC_BITS)
 
 
 def persistence_weights(order: int, n: int | None = None) -> Any:

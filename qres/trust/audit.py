@@ -16,20 +16,18 @@ an honest node matches bit for bit and is never flagged. docs/trust.md section 8
 from __future__ import annotations
 
 import enum
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import attrs
 
+from qres.fixed.q16 import from_float
 from qres.trust import commitment as cm
 from qres.trust import packet as pk
 from qres.trust.identity import verify_signature
 from qres.trust.proof import CommittedModel
 from qres.trust.proof import verify as verify_proof
-
-ONE = 1 << 16
 
 
 class Finding(enum.Enum):
@@ -71,8 +69,7 @@ class Claim:
 
 def to_q16(value: float) -> int:
     """A non-negative-range float as Q16.16, rounded to nearest (ties up), clamped to int32."""
-    q = math.floor(value * ONE + 0.5)
-    return max(-(1 << 31), min((1 << 31) - 1, q))
+    return from_float(value)
 
 
 def training_window(shard: Any, nonce: bytes, settings: Any) -> Any:

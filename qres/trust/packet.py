@@ -38,8 +38,6 @@ _HEAD = struct.Struct("<4sBBHI32sQ16siiI32s32s")
 HEADER_BYTES = _HEAD.size
 #: Largest valid packet: header, MAX_WEIGHTS int32 values, a proof and the signature.
 MAX_PACKET_BYTES = HEADER_BYTES + 4 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE_BYTES
-#: Q16.16 one, the unit of the residual-error and accuracy-delta fields.
-ONE = 1 << 16
 
 AUDIT_MAGIC = b"QRAR"
 _AUDIT_HEAD = struct.Struct("<4sBBHI32sQ16s32sI")
