@@ -510,3 +510,32 @@ def test_registered_and_memory_declared():
     assert taaf.memory_bytes(
         make({"use": "taaf", "max_channels": 4}).config
     ) * 2 == taaf.memory_bytes(make({"use": "taaf", "max_channels": 8}).config)
+
+
+def test_cascade_settings_travel_as_one_packed_object():
+    from qres.builtin_plugins.predictors import _kernels
+
+    nlms = make({"use": "nlms", "stages": [16, 8], "fixed": 2, "bias_shift": 5})
+    params = nlms.cascade_params
+    assert params is nlms.cascade_params  # built once per predictor
+    assert params.taps.tolist() == [16, 8] and params.weight_count == nlms.weight_count()
+    taaf = make({"use": "taaf", "cross": 3, "stages": [8]})
+    assert taaf.cascade_params.weight_count == taaf.weight_count() == 8 + 3 + 1
+    good = {"taps": [8], "shifts": [8], "fixed_order": 1, "nlms": True, "bias_shift": 0}
+    for bad in (
+        {"taps": [0]},
+        {"taps": [8, 8]},
+        {"shifts": [17]},
+        {"fixed_order": 5},
+        {"bias_shift": -1},
+        {"taaf": True, "cross": 33},
+        {"taaf": True, "long_shift": 0},
+    ):
+        with pytest.raises(ValueError):
+            _kernels.CascadeParams(**{**good, **bad})
+    block = np.zeros((1, 4), np.int64)
+    with pytest.raises(TypeError):
+        _kernels.cascade(block, np.empty_like(block), False, None, np.zeros(8, np.int32), 0, 0, 1)
+    with pytest.raises(ValueError, match="wrong length"):
+        params = _kernels.CascadeParams(**good)
+        _kernels.cascade(block, np.empty_like(block), False, params, np.zeros(9, np.int32), 0, 0, 1)

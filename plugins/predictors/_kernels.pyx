@@ -428,22 +428,89 @@ cdef struct Channel:
     int64_t tpred
 
 
-def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode, int fixed_order,
-            const int32_t[::1] taps, const int32_t[::1] shifts, const int32_t[::1] weights,
-            bint nlms,
-            int bias_shift, bint taaf, int cross, int taaf_shift, int short_shift,
-            int long_shift, int64_t spike_q8, int64_t max_error, int64_t lo, int64_t hi):
-    """Run the NLMS cascade (and the TAAF stage if ``taaf``) over a block; see the docs."""
+cdef struct CascadeSpec:
+    # The cascade's settings as the loop reads them (see CascadeParams).
+    int fixed_order     # order of the polynomial first stage, 0..4
+    bint nlms           # normalised (True) or sign-sign (False) stage updates
+    int bias_shift      # forgetting shift of the bias stage; 0 turns it off
+    bint taaf           # run the cross-channel TAAF stage
+    int cross           # cross-channel inputs of the TAAF stage, 0..MAX_CROSS
+    int taaf_shift      # step shift of the TAAF stage
+    int short_shift     # forgetting shifts of the short- and long-term innovation trackers
+    int long_shift
+    int64_t spike_q8    # short/long variance ratio (Q8) above which a channel is spiking
+
+
+cdef class CascadeParams:
+    """The settings of one NLMS cascade (and its optional TAAF stage), checked and packed once.
+
+    Built by the ``nlms`` and ``taaf`` predictors from their attrs configs and handed to
+    :func:`cascade` whole, instead of a dozen positional numbers. The TAAF fields keep their
+    neutral defaults when ``taaf`` is false (the loop never reads them then).
+    """
+
+    cdef CascadeSpec spec
+    cdef readonly object taps
+    cdef readonly object shifts
+
+    def __init__(self, *, taps, shifts, int fixed_order, bint nlms, int bias_shift,
+                 bint taaf=False, int cross=0, int taaf_shift=1, int short_shift=1,
+                 int long_shift=1, int64_t spike_q8=0):
+        import numpy as np
+
+        t = np.ascontiguousarray(taps, dtype=np.int32)
+        sh = np.ascontiguousarray(shifts, dtype=np.int32)
+        if t.ndim != 1 or t.shape[0] < 1 or sh.shape != t.shape:
+            raise ValueError("taps and shifts must be two 1-D lists of the same length >= 1")
+        if (t < 1).any() or (t > MAX_TAPS).any() or (sh < 1).any() or (sh > 16).any():
+            raise ValueError("stage taps must be in [1, 512] and shifts in [1, 16]")
+        if fixed_order < 0 or fixed_order > 4:
+            raise ValueError("fixed_order must be in [0, 4]")
+        if bias_shift < 0 or bias_shift > 16:
+            raise ValueError("bias_shift must be in [0, 16]")
+        if cross < 0 or cross > MAX_CROSS:
+            raise ValueError("cross must be in [0, 32]")
+        for name, value, top in (("taaf_shift", taaf_shift, 16), ("short_shift", short_shift, 16),
+                                 ("long_shift", long_shift, 24)):
+            if value < 1 or value > top:
+                raise ValueError(f"{name} must be in [1, {top}]")
+        t.flags.writeable = False
+        sh.flags.writeable = False
+        self.taps, self.shifts = t, sh
+        self.spec.fixed_order = fixed_order
+        self.spec.nlms = nlms
+        self.spec.bias_shift = bias_shift
+        self.spec.taaf = taaf
+        self.spec.cross = cross
+        self.spec.taaf_shift = taaf_shift
+        self.spec.short_shift = short_shift
+        self.spec.long_shift = long_shift
+        self.spec.spike_q8 = spike_q8
+
+    @property
+    def weight_count(self):
+        """Initial weights :func:`cascade` expects: every stage's taps, then the TAAF stage's."""
+        return int(self.taps.sum()) + (self.spec.cross + 1 if self.spec.taaf else 0)
+
+
+def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode,
+            CascadeParams params not None, const int32_t[::1] weights, int64_t max_error,
+            int64_t lo, int64_t hi):
+    """Run the NLMS cascade (and the TAAF stage if ``params`` asks) over a block; see the docs."""
+    cdef CascadeSpec sp = params.spec
+    cdef const int32_t[::1] taps = params.taps
+    cdef const int32_t[::1] shifts = params.shifts
+    # Locals with the loop's names, so the nogil loop below reads plain C variables.
+    cdef int fixed_order = sp.fixed_order, bias_shift = sp.bias_shift, cross = sp.cross
+    cdef int taaf_shift = sp.taaf_shift, short_shift = sp.short_shift, long_shift = sp.long_shift
+    cdef bint nlms = sp.nlms, taaf = sp.taaf
+    cdef int64_t spike_q8 = sp.spike_q8
     cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], t
     cdef int nst = taps.shape[0], k, c, i, j, m, nin
     cdef Py_ssize_t wtotal = 0, buf_len = 0
     for k in range(nst):
-        if taps[k] < 1 or taps[k] > MAX_TAPS or shifts[k] < 1 or shifts[k] > 16:
-            raise ValueError("stage taps must be in [1, 512] and shifts in [1, 16]")
         wtotal += taps[k]
         buf_len += taps[k] + 2 * stage_cap(taps[k])
-    if cross < 0 or cross > MAX_CROSS:
-        raise ValueError("cross must be in [0, 32]")
     if weights.shape[0] != wtotal + (cross + 1 if taaf else 0):
         raise ValueError("initial weights have the wrong length")
     if channels == 0 or n == 0:

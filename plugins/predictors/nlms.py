@@ -9,6 +9,7 @@ docs/predictors.md specifies it bit for bit.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import attrs
@@ -96,31 +97,30 @@ class NlmsPredictor(Predictor):
         """One Q16.16 weight per tap of every adaptive stage, stage after stage."""
         return sum(self.config.taps())
 
-    def _taaf_args(self) -> tuple[Any, ...]:
-        # (taaf, cross, taaf_shift, short_shift, long_shift, spike_q8): off for plain NLMS
-        return (False, 0, 1, 1, 1, 0)
+    @functools.cached_property
+    def cascade_params(self) -> Any:
+        """The native loop's packed settings (``_kernels.CascadeParams``), built once."""
+        from qres.builtin_plugins.predictors import _kernels
+
+        return _kernels.CascadeParams(**self._cascade_settings())
+
+    def _cascade_settings(self) -> dict[str, Any]:
+        """The config as ``CascadeParams`` keywords; the TAAF stage stays off for plain NLMS."""
+        cfg = self.config
+        return {
+            "taps": cfg.taps(),
+            "shifts": cfg.step_shifts(),
+            "fixed_order": cfg.fixed,
+            "nlms": cfg.update == "nlms",
+            "bias_shift": cfg.bias_shift,
+        }
 
     def _run(self, block, decode, max_error, lo, hi):
         import numpy as np
         from qres.builtin_plugins.predictors import _kernels
 
-        cfg = self.config
         out = np.empty_like(block)
-        _kernels.cascade(
-            block,
-            out,
-            decode,
-            cfg.fixed,
-            np.asarray(cfg.taps(), dtype=np.int32),
-            np.asarray(cfg.step_shifts(), dtype=np.int32),
-            self._weights,
-            cfg.update == "nlms",
-            cfg.bias_shift,
-            *self._taaf_args(),
-            max_error,
-            lo,
-            hi,
-        )
+        _kernels.cascade(block, out, decode, self.cascade_params, self._weights, max_error, lo, hi)
         return out
 
 

@@ -51,10 +51,17 @@ class TaafPredictor(NlmsPredictor):
         """The cascade's weights, then ``cross`` cross-channel weights and the fused weight."""
         return super().weight_count() + self.config.cross + 1
 
-    def _taaf_args(self) -> tuple[Any, ...]:
+    def _cascade_settings(self) -> dict[str, Any]:
         cfg = self.config
-        spike_q8 = int(round(cfg.spike_ratio * 256))
-        return (True, cfg.cross, cfg.taaf_shift, cfg.short_shift, cfg.long_shift, spike_q8)
+        return {
+            **super()._cascade_settings(),
+            "taaf": True,
+            "cross": cfg.cross,
+            "taaf_shift": cfg.taaf_shift,
+            "short_shift": cfg.short_shift,
+            "long_shift": cfg.long_shift,
+            "spike_q8": int(round(cfg.spike_ratio * 256)),
+        }
 
     def _run(self, block, decode, max_error, lo, hi):
         if block.shape[0] > self.config.max_channels:
