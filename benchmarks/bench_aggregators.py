@@ -3,7 +3,7 @@
 Each rule is one benchmark group with a ``qres`` case and, where Flower has the rule, a
 ``flower`` case on exactly the same values as float64 (Flower's Krum is a Python double loop:
 it runs here on 1,000 rows only, in a group of its own). ``qres bench aggregators`` prints the
-same comparison as one table with ratios and the issue's targets.
+same comparison as one table with ratios and the targets.
 
 Run: .venv/bin/pytest benchmarks/bench_aggregators.py --benchmark-only --benchmark-group-by=group
 """

@@ -7,7 +7,7 @@
   test (``window_errors`` on 40,000 node-update pairs) and a batch of 40,000 messages through
   the in-process transport.
 
-The issue's scale target (10,000 nodes x 100 rounds x 64 weights under 10 minutes) is measured
+The scale target (10,000 nodes x 100 rounds x 64 weights under 10 minutes) is measured
 by ``benchmarks/swarm_targets.py --only scale``.
 """
 

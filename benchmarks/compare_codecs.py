@@ -59,7 +59,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 DEFAULT_PROFILES = ("server", "fast", "esp32")
-#: The codecs the lossless target is measured against (issue 3, Targets).
+#: The codecs the lossless target is measured against.
 ANCHORS = ("flac-8", "pcodec-8", "pcodec-12", "xz-9")
 LITTLE = {
     "int8": "i1",
@@ -719,7 +719,7 @@ def print_verdicts(console: Console, v: dict) -> None:
 
 
 def speed_targets(rows: list[Row]) -> list[dict]:
-    """The one-thread speed targets of issue 3 that one lossless run can check: qres-server at
+    """The one-thread speed targets that one lossless run can check: qres-server at
     >= 20 MB/s both ways; qres-fast compressing at least as fast as FLAC -8 (on the files FLAC
     takes) with a geomean ratio at least pcodec level 8's (on all files)."""
     ok = {(r.codec, r.file): r for r in rows if r.status == "ok"}
@@ -885,6 +885,53 @@ def _floats(text: str) -> list[float]:
     return vals
 
 
+def measure(items, lossless_codecs, lossy_codecs, args, console) -> tuple[list[Row], list[Row]]:
+    """Every lossless codec, then every bounded-error codec at every bound, on every file."""
+    lossless: list[Row] = []
+    lossy: list[Row] = []
+    for item in items:
+        if not args.lossy_only:
+            for codec in lossless_codecs:
+                lossless.append(run_lossless(item, codec, args.repeats))
+        for value in args.max_error or []:
+            bound, note = file_bound(item, value, args.rel_error)
+            for codec in lossy_codecs:
+                if bound is None:
+                    row = _base(item, codec.name, "lossy", value)  # the bound as asked
+                    row.status, row.note = "skipped", note
+                    lossy.append(row)
+                    continue
+                lossy.append(run_lossy(item, codec, bound, args.repeats, note))
+        console.print(f"[dim]measured {item.file}", highlight=False)
+    return lossless, lossy
+
+
+def summarise(lossless: list[Row], lossy: list[Row], profiles: list[str], args, console) -> dict:
+    """Print the tables, summaries and verdicts; return them as plain data for --json."""
+    report: dict = {}
+    if lossless:
+        print_rows(console, lossless, f"lossless (best of {args.repeats})", lossy=False)
+        report["lossless_summary"] = codec_summary(lossless)
+        print_summary(console, report["lossless_summary"], "lossless: geometric means")
+        ref = f"qres-{'server' if 'server' in profiles else profiles[0]}" if profiles else ""
+        if ref in {r.codec for r in lossless}:
+            report["lossless_verdict"] = verdicts(lossless, ref)
+            print_verdicts(console, report["lossless_verdict"])
+        report["speed_targets"] = speed_targets(lossless)
+        print_targets(console, report["speed_targets"])
+    if lossy:
+        kind = "relative to each file's range" if args.rel_error else "absolute"
+        print_rows(
+            console, lossy, f"bounded error ({kind} bounds, best of {args.repeats})", lossy=True
+        )
+        report["lossy_summary"] = codec_summary(lossy)
+        print_summary(console, report["lossy_summary"], "bounded error: geometric means")
+        if profiles:
+            ref = "server" if "server" in profiles else profiles[0]
+            report["lossy_verdict"] = print_lossy_verdicts(console, lossy, ref)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison; return the exit status."""
     ap = argparse.ArgumentParser(
@@ -959,44 +1006,8 @@ def main(argv: list[str] | None = None) -> int:
         lossy_codecs = [c for c in lossy_codecs if c.name in keep]
 
     warm_up([] if args.lossy_only else lossless_codecs, lossy_codecs if args.max_error else [])
-    lossless: list[Row] = []
-    lossy: list[Row] = []
-    for item in items:
-        if not args.lossy_only:
-            for codec in lossless_codecs:
-                lossless.append(run_lossless(item, codec, args.repeats))
-        for value in args.max_error or []:
-            bound, note = file_bound(item, value, args.rel_error)
-            for codec in lossy_codecs:
-                if bound is None:
-                    row = _base(item, codec.name, "lossy", value)  # the bound as asked
-                    row.status, row.note = "skipped", note
-                    lossy.append(row)
-                    continue
-                lossy.append(run_lossy(item, codec, bound, args.repeats, note))
-        console.print(f"[dim]measured {item.file}", highlight=False)
-
-    report: dict = {}
-    if lossless:
-        print_rows(console, lossless, f"lossless (best of {args.repeats})", lossy=False)
-        report["lossless_summary"] = codec_summary(lossless)
-        print_summary(console, report["lossless_summary"], "lossless: geometric means")
-        ref = f"qres-{'server' if 'server' in profiles else profiles[0]}" if profiles else ""
-        if ref in {r.codec for r in lossless}:
-            report["lossless_verdict"] = verdicts(lossless, ref)
-            print_verdicts(console, report["lossless_verdict"])
-        report["speed_targets"] = speed_targets(lossless)
-        print_targets(console, report["speed_targets"])
-    if lossy:
-        kind = "relative to each file's range" if args.rel_error else "absolute"
-        print_rows(
-            console, lossy, f"bounded error ({kind} bounds, best of {args.repeats})", lossy=True
-        )
-        report["lossy_summary"] = codec_summary(lossy)
-        print_summary(console, report["lossy_summary"], "bounded error: geometric means")
-        if profiles:
-            ref = "server" if "server" in profiles else profiles[0]
-            report["lossy_verdict"] = print_lossy_verdicts(console, lossy, ref)
+    lossless, lossy = measure(items, lossless_codecs, lossy_codecs, args, console)
+    report = summarise(lossless, lossy, profiles, args, console)
 
     load_end = os.getloadavg()
     env = {

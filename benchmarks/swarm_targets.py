@@ -1,4 +1,4 @@
-"""The swarm simulator's targets (issue 6), measured in one process and printed as tables.
+"""The swarm simulator's targets (docs/swarm.md), measured in one process and printed as tables.
 
     .venv/bin/python benchmarks/swarm_targets.py [--only attacks,cartel,storm,esp32,scale]
                                                  [--json out.json]

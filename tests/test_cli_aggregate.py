@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import run_qres
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_aggregate_writes_the_rule_result(tmp_path):
     rng = np.random.default_rng(3)
     updates = rng.integers(-(1 << 17), 1 << 17, (40, 12)).astype(np.int32)

@@ -67,6 +67,7 @@ def _find(records, identity, round_):
     raise AssertionError("no such packet")
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_clean_recording_passes(tmp_path, recording):
     path = _write(tmp_path, recording)
     out = run_qres("audit", str(path), "--json")

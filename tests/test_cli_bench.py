@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import run_qres
 from test_aggbench import folder
 
@@ -36,6 +37,7 @@ def test_table_and_png(tmp_path):
     assert again.returncode == 1 and b"already exists" in again.stderr
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_errors_are_one_line(tmp_path):
     out = run_qres("bench", "aggregators", "--no-grid", "--no-speed")
     assert out.returncode == 2 and out.stderr.count(b"\n") == 1

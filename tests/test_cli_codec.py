@@ -26,6 +26,7 @@ def compress(path, *extra):
     return run_qres("compress", str(path), "--dtype", "int16", "--channels", "4", *extra)
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_compress_writes_file_qres_and_decompress_restores(sample, tmp_path):
     original = sample.read_bytes()
     out = compress(sample, "--profile", "esp32")
@@ -59,6 +60,7 @@ def test_json_has_the_promised_keys(sample):
     assert {"input_bytes", "output_bytes", "ratio", "seconds"} <= set(json.loads(back.stdout))
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_pipes_stdin_to_stdout(sample):
     raw = sample.read_bytes()
     packed = run_qres("compress", "-", "--dtype", "int16", "--channels", "4", input=raw)
@@ -152,6 +154,7 @@ def _damaged(tmp_path, sample, mutate):
     return packed
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_corrupted_block_is_named_and_no_output_is_left(sample, tmp_path):
     def flip(data):
         data[len(data) // 2] ^= 0x40
@@ -177,6 +180,7 @@ def test_truncated_and_foreign_files(sample, tmp_path):
     assert not (tmp_path / "notes.txt").exists()
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_bad_options_are_one_line_errors(sample, tmp_path):
     cases = [
         (["compress", str(sample), "--dtype", "int12"], 1, b"not a sample type"),

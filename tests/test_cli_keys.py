@@ -30,6 +30,7 @@ def _secret_fragments(path) -> list[bytes]:
     return [*lines, raw.hex().encode(), raw.hex().upper().encode(), raw]
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_new_show_export_with_default_path(tmp_path):
     env = _env(tmp_path)
     made = run_qres("keys", "new", "--json", env=env)

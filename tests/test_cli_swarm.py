@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import run_qres
 
 
@@ -58,6 +59,7 @@ def test_simulate_writes_report_and_plot(tmp_path):
     assert again.stdout == report.read_bytes()
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_simulate_errors_are_one_line_and_leave_nothing(tmp_path):
     report = tmp_path / "r.json"
     bad = run_qres(

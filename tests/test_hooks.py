@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import typer
+from conftest import run_qres
 
 from qres.cli import main
 from qres.kernel import hookspecs, plugins
@@ -96,3 +98,15 @@ def test_hook_register_commands(register_plugin, capsys):
         main(["greet", "nodes"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out == "hello, nodes\n"
+
+
+def test_trace_env_prints_every_hook_call_on_stderr():
+    traced = run_qres("plugins", "list", "--json", env={"QRES_TRACE_PLUGINS": "1"})
+    assert traced.returncode == 0, traced.stderr
+    lines = traced.stderr.decode().splitlines()
+    assert lines and all(line.startswith("qres: trace: ") for line in lines)
+    for hook in HOOKS:
+        assert any(f"{hook} [hook]" in line for line in lines), hook
+    assert json.loads(traced.stdout)  # stdout stays clean JSON
+    quiet = run_qres("plugins", "list", "--json", env={"QRES_TRACE_PLUGINS": "0"})
+    assert quiet.returncode == 0 and quiet.stderr == b"" and quiet.stdout == traced.stdout

@@ -214,6 +214,7 @@ def test_fuzz_profile_text_raises_only_profile_error(tmp_path_factory, text):
         pass
 
 
+@pytest.mark.real_process  # the installed console script, as a user runs it
 def test_cli_bad_profile_is_one_line_exit_3(tmp_path):
     cases = {
         "unknown-key": "[codec]\nblocksize = 4\n",

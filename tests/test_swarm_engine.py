@@ -28,7 +28,7 @@ def test_same_seed_same_report_bytes(tmp_path):
     assert other != one
 
 
-def test_report_has_the_issue_keys(tmp_path):
+def test_report_has_the_documented_keys(tmp_path):
     prof, s = small(tmp_path)
     report = Simulation(prof, s).run()
     for key in (

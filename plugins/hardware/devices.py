@@ -26,10 +26,10 @@ class Esp32C6(Hardware):
         word_bits=32,
         clock_hz=160_000_000,
         cores=1,  # the HP core; the 20 MHz LP core does not run qres
-        cpu_active_mw=120.0,  # issue 2; ~36 mA x 3.3 V, modem-sleep with the HP CPU running
+        cpu_active_mw=120.0,  # design figure; ~36 mA x 3.3 V, modem-sleep with the HP CPU running
         cpu_sleep_mw=0.1155,  # light-sleep 35 uA x 3.3 V
-        radio_active_mw=230.0,  # issue 2; ~70 mA x 3.3 V, Wi-Fi receive
-        radio_sleep_mw=35.0,  # issue 2; ~10.6 mA x 3.3 V, radio off in modem-sleep
+        radio_active_mw=230.0,  # design figure; ~70 mA x 3.3 V, Wi-Fi receive
+        radio_sleep_mw=35.0,  # design figure; ~10.6 mA x 3.3 V, radio off in modem-sleep
         wake_latency_us=1_000,  # estimate: light-sleep exit
         radio="wifi6",
         twt_supported=True,

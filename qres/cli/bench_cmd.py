@@ -117,7 +117,7 @@ def aggregators(
     png: str = typer.Option(None, "--png", help="Also draw the grid and the table to this PNG."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing PNG."),
 ) -> None:
-    """Robustness grid and speed table of the aggregators, with the issue's targets.
+    """Robustness grid and speed table of the aggregators, with their targets.
 
     The grid runs every rule against every attack on the learning task; the speed table
     times the rules side by side with Flower's in this process.

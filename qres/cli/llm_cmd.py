@@ -21,9 +21,7 @@ TEXTS = typer.Argument(..., help="Texts to embed; '-' reads one per stdin line."
 def open_engine(profile_name: str):
     """The engine and backend the profile configures (backend threads from [hardware])."""
     from qres.kernel import profiles
-    from qres.kernel.config import build_config
     from qres.llm.engine import Engine
-    from qres.llm.settings import EngineSettings
 
     profile = profiles.load(profile_name)
     table = profile.data.get("llm", {})
@@ -35,9 +33,7 @@ def open_engine(profile_name: str):
     backend = profile.build("llm", "backend")
     if "hardware" in profile.data and hasattr(backend, "hardware_cores"):
         backend.hardware_cores = profile.build("hardware").config.cores
-    plain = {k: v for k, v in table.items() if k != "backend"}
-    settings = build_config(EngineSettings, plain, profile.where("llm"))
-    return Engine(backend, settings)
+    return Engine(backend, profile.settings("llm"))
 
 
 def _prompt(text: str) -> str:

@@ -5,7 +5,8 @@ installed as ``qres.builtin_plugins``) are registered through the same hooks as 
 packages. ``QRES_PLUGINS=a,b`` limits which
 external plugins load (matched against the entry-point name or the distribution name); set but
 empty, it loads none. A plugin that fails to import is recorded and reported by name; the others
-keep working.
+keep working. ``QRES_TRACE_PLUGINS=1`` prints every hook call, its arguments and its results to
+stderr (pluggy's tracing).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib
 import importlib.metadata
 import os
 import pkgutil
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -56,6 +58,9 @@ BUILTIN_PACKAGE = "qres.builtin_plugins"
 
 pm = pluggy.PluginManager("qres")
 pm.add_hookspecs(hookspecs)
+
+#: Set to anything but "" or "0" to trace hook calls on stderr.
+TRACE_ENV = "QRES_TRACE_PLUGINS"
 
 _lock = threading.Lock()
 _loaded = False
@@ -128,6 +133,16 @@ def _allowed_external() -> set[str] | None:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
+def trace_hooks() -> None:
+    """Print every hook call from now on to stderr: the hook, its arguments, its results."""
+    pm.trace.root.setwriter(_write_trace)
+    pm.enable_tracing()
+
+
+def _write_trace(text: str) -> None:
+    sys.stderr.write("".join(f"qres: trace: {line}" for line in text.splitlines(keepends=True)))
+
+
 def load_plugins() -> None:
     """Register built-ins and entry points, once per process."""
     global _loaded
@@ -135,6 +150,8 @@ def load_plugins() -> None:
         if _loaded:
             return
         _loaded = True
+        if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+            trace_hooks()
         for module_name in _builtin_modules():
             try:
                 module = importlib.import_module(module_name)

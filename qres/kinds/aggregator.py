@@ -31,7 +31,6 @@ import operator
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
 
-from qres.fixed.q16 import Q_MAX, Q_MIN
 from qres.kernel.errors import QresError
 from qres.kernel.plugins import Plugin
 

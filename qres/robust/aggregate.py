@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from qres.fixed.q16 import saturate
+
 if TYPE_CHECKING:
     import numpy as np
-
-Q_MIN = -(1 << 31)
-Q_MAX = (1 << 31) - 1
 
 
 def div_round(num: Any, den: Any) -> Any:
@@ -35,9 +34,7 @@ def div_round(num: Any, den: Any) -> Any:
 
 def to_q(values: np.ndarray) -> np.ndarray:
     """int64 values saturated into Q16.16 and returned as int32."""
-    import numpy as np
-
-    return np.clip(values, Q_MIN, Q_MAX).astype(np.int32)
+    return saturate(values)
 
 
 def canonical_rows(x: np.ndarray) -> np.ndarray:

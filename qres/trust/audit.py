@@ -403,9 +403,7 @@ def audit_stream(stream: Any, where: str = "stream", window: int | None = None) 
     counted as linked (base = its previous new commitment) or rebased.
     """
     report = StreamReport()
-    packets: dict[tuple[bytes, int, bytes], pk.UpdatePacket] = {}
-    by_round: dict[tuple[bytes, int], pk.UpdatePacket] = {}
-    newest = None
+    seen = _Seen()
 
     def fail(record: int, did: str, round_: int | None, check: str, detail: str) -> None:
         report.failures.append(StreamFailure(record, did, round_, check, detail))
@@ -419,52 +417,72 @@ def audit_stream(stream: Any, where: str = "stream", window: int | None = None) 
             report.records = number
             if kind == pk.RECORD_AUDIT:
                 report.audit_responses += 1
-                _audit_record(number, data, packets, report, fail)
-                continue
-            report.packets += 1
-            try:
-                packet = pk.decode(data)
-            except pk.PacketError as exc:
-                fail(number, "?", None, exc.reason.name.lower().replace("_", "-"), str(exc))
-                continue
-            did, r = packet.did, packet.round
-            summary = report.senders.setdefault(did, SenderSummary(did))
-            summary.packets += 1
-            if not verify_signature(packet.sender, packet.signature, data[: -pk.SIGNATURE_BYTES]):
-                fail(number, did, r, "bad-signature", "signature does not verify")
-                continue
-            key = (packet.sender, r, packet.nonce)
-            if key in packets:
-                fail(number, did, r, "replay", "same sender, round and nonce as an earlier packet")
-                continue
-            packets[key] = packet
-            if window is not None and newest is not None and r < newest - window:
-                fail(number, did, r, "stale-round", f"{newest - r} rounds behind round {newest}")
-            newest = r if newest is None else max(newest, r)
-            earlier = by_round.get((packet.sender, r))
-            if earlier is not None and earlier.encode() != packet.encode():
-                fail(number, did, r, "equivocation", "a second, different update for this round")
-            by_round.setdefault((packet.sender, r), packet)
-            summary.rounds.add(r)
-            if not (cm.is_valid_point(packet.base) and cm.is_valid_point(packet.commitment)):
-                fail(number, did, r, "bad-point", "a commitment is not a prime-order point")
-                continue
-            if summary.last_commitment is not None:
-                if packet.base == summary.last_commitment:
-                    summary.linked += 1
-                else:
-                    summary.rebased += 1
-            summary.last_commitment = packet.commitment
-            if packet.proof is not None:
-                if verify_proof(
-                    did, r, packet.base, packet.update, packet.commitment, packet.proof
-                ):
-                    summary.proofs_verified += 1
-                else:
-                    fail(number, did, r, "bad-proof", "new commitment is not base + update")
+                _audit_record(number, data, seen.packets, report, fail)
+            else:
+                report.packets += 1
+                _packet_record(number, data, seen, window, report, fail)
     except pk.PacketError as exc:
         fail(number + 1, "?", None, "bad-stream", str(exc))
     return report
+
+
+@attrs.define
+class _Seen:
+    """What :func:`audit_stream` has read so far: every packet by (sender, round, nonce), the
+    first packet of each sender and round, and the newest round."""
+
+    packets: dict[tuple[bytes, int, bytes], pk.UpdatePacket] = attrs.field(factory=dict)
+    by_round: dict[tuple[bytes, int], pk.UpdatePacket] = attrs.field(factory=dict)
+    newest: int | None = None
+
+
+def _packet_record(number: int, data: bytes, seen: _Seen, window, report, fail) -> None:
+    """Check one update packet of a stream (the packet checks of :func:`audit_stream`)."""
+    try:
+        packet = pk.decode(data)
+    except pk.PacketError as exc:
+        fail(number, "?", None, exc.reason.name.lower().replace("_", "-"), str(exc))
+        return
+    did, r = packet.did, packet.round
+    summary = report.senders.setdefault(did, SenderSummary(did))
+    summary.packets += 1
+    if not verify_signature(packet.sender, packet.signature, data[: -pk.SIGNATURE_BYTES]):
+        fail(number, did, r, "bad-signature", "signature does not verify")
+        return
+    key = (packet.sender, r, packet.nonce)
+    if key in seen.packets:
+        fail(number, did, r, "replay", "same sender, round and nonce as an earlier packet")
+        return
+    seen.packets[key] = packet
+    if window is not None and seen.newest is not None and r < seen.newest - window:
+        fail(number, did, r, "stale-round", f"{seen.newest - r} rounds behind round {seen.newest}")
+    seen.newest = r if seen.newest is None else max(seen.newest, r)
+    earlier = seen.by_round.get((packet.sender, r))
+    if earlier is not None and earlier.encode() != packet.encode():
+        fail(number, did, r, "equivocation", "a second, different update for this round")
+    seen.by_round.setdefault((packet.sender, r), packet)
+    summary.rounds.add(r)
+    if not (cm.is_valid_point(packet.base) and cm.is_valid_point(packet.commitment)):
+        fail(number, did, r, "bad-point", "a commitment is not a prime-order point")
+        return
+    _chain_and_proof(number, packet, summary, fail)
+
+
+def _chain_and_proof(number: int, packet: pk.UpdatePacket, summary: SenderSummary, fail) -> None:
+    """Count the sender's commitment chain as linked or rebased; verify the packet's proof."""
+    if summary.last_commitment is not None:
+        if packet.base == summary.last_commitment:
+            summary.linked += 1
+        else:
+            summary.rebased += 1
+    summary.last_commitment = packet.commitment
+    if packet.proof is None:
+        return
+    did, r = packet.did, packet.round
+    if verify_proof(did, r, packet.base, packet.update, packet.commitment, packet.proof):
+        summary.proofs_verified += 1
+    else:
+        fail(number, did, r, "bad-proof", "new commitment is not base + update")
 
 
 def _audit_record(number: int, data: bytes, packets: dict, report: StreamReport, fail) -> None:

@@ -9,7 +9,7 @@ forgers sign correctly: only audits can catch them). A seeded share of packets i
 ones flagged. After each round every node adopts the coordinate-wise median of the trained
 weights (a robust stand-in for the swarm's aggregation), so audits see evolving models.
 
-The swarm simulator (issue 6) may call the same pieces; ``benchmarks/trust_audit_sim.py`` runs
+The swarm simulator may call the same pieces; ``benchmarks/trust_audit_sim.py`` runs
 this one from the command line.
 """
 
