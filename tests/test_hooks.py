@@ -106,7 +106,7 @@ def test_trace_env_prints_every_hook_call_on_stderr():
     lines = traced.stderr.decode().splitlines()
     assert lines and all(line.startswith("qres: trace: ") for line in lines)
     for hook in HOOKS:
-        assert any(f"{hook} [hook]" in line for line in lines), hook
+        assert any(re.search(rf"\b{hook}\b.*\[hook\]$", line) for line in lines), hook
     assert json.loads(traced.stdout)  # stdout stays clean JSON
     quiet = run_qres("plugins", "list", "--json", env={"QRES_TRACE_PLUGINS": "0"})
     assert quiet.returncode == 0 and quiet.stderr == b"" and quiet.stdout == traced.stdout

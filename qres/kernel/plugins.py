@@ -139,6 +139,10 @@ def trace_hooks() -> None:
     pm.enable_tracing()
 
 
+def _trace(*message: Any) -> None:
+    pm.trace.root.get("hook")(*message)
+
+
 def _write_trace(text: str) -> None:
     sys.stderr.write("".join(f"qres: trace: {line}" for line in text.splitlines(keepends=True)))
 
@@ -246,11 +250,19 @@ def registry() -> dict[str, dict[str, PluginInfo]]:
         for impl in hook.get_hookimpls():
             source = impl.plugin_name
             package, version = _origin(source)
+            names: list[str] = []
 
-            def register(cls, _kind=kind, _source=source, _package=package, _version=version):
+            def register(
+                cls, _kind=kind, _source=source, _package=package, _version=version, _names=names
+            ):
+                _names.append(str(getattr(cls, "name", cls)))
                 _add(result, _kind, cls, _source, _package, _version)
 
+            # Called one plugin at a time to know each class's source, so pluggy's own tracing
+            # does not see these calls: trace them here (silent unless QRES_TRACE_PLUGINS).
+            _trace(f"{hook_name} from {source}")
             impl.function(register=register)
+            _trace(f"finish {hook_name} from {source} --> {', '.join(names) or 'nothing'}")
     _registry_cache = (key, result)
     return result
 
