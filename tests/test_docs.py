@@ -1,9 +1,10 @@
 """Every first-party plugin and every one of its settings is documented in docs/.
 
-A plugin is documented by a heading that names it (``## `nlms`: ...``) or a table row that
-starts with it (``| `median` | ...``); a setting by its name in backticks in that section or
-row, in the kind's shared ``Settings`` section (hardware), or, for a setting a Config inherits,
-where the plugin that defines it is documented.
+A plugin is documented by a heading that names it (``## `nlms`: ...``), a table row that
+starts with it (``| `median` | ...``) or a list item that does (``* `llama-cpp`: ...``). A
+setting is documented by its name in backticks there, in a ``Settings`` section of the same
+page (hardware's shared table), or, for a setting a Config inherits, where the plugin that
+defines it is documented.
 """
 
 from __future__ import annotations
@@ -50,7 +51,24 @@ def plugin_docs(name: str) -> str:
         for line in text.splitlines()
         if line.startswith(f"| `{name}` |")
     ]
-    return "\n".join(_sections(lambda line: f"`{name}`" in line) + rows)
+    return "\n".join(_sections(lambda line: f"`{name}`" in line) + rows + _bullets(name))
+
+
+def _bullets(name: str) -> list[str]:
+    """List items that start with the plugin's name (``* `llama-cpp`: ...``), with the
+    indented lines that continue them."""
+    found = []
+    for text in DOCS.values():
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if re.match(rf"^[*-] `{re.escape(name)}`", line):
+                item = [line]
+                for later in lines[i + 1 :]:
+                    if not later.startswith("  "):
+                        break
+                    item.append(later)
+                found.append("\n".join(item))
+    return found
 
 
 def pages_of(name: str) -> set[str]:
@@ -59,6 +77,7 @@ def pages_of(name: str) -> set[str]:
         page
         for page, text in DOCS.items()
         if f"| `{name}` |" in text
+        or re.search(rf"^[*-] `{re.escape(name)}`", text, re.M)
         or any(HEADING.match(line) and f"`{name}`" in line for line in text.splitlines())
     }
 
