@@ -118,6 +118,31 @@ class Stats:
 # -- block payloads ----------------------------------------------------------------------------
 
 
+def _read_predicted_head(
+    view: memoryview, code: int, per_channel: bool, channels: int
+) -> tuple[int | None, bytes, int]:
+    """A predicted block's leading fields: interpolation levels (if ``code`` says so), one
+    predictor code per channel (if ``per_channel``; zeros otherwise) and where they end."""
+    pos = 0
+    levels = None
+    if code == LEVELS:
+        if len(view) < _LEVELS.size:
+            raise IntegrityError("interpolation levels truncated")
+        (levels,) = _LEVELS.unpack_from(view, 0)
+        if levels & ~LEVELS_MASK:
+            raise IntegrityError(f"bad interpolation levels {levels:#06x}")
+        pos = _LEVELS.size
+    channel_codes = bytes(channels)
+    if per_channel:
+        channel_codes = bytes(view[pos : pos + channels])
+        pos += channels
+        if len(channel_codes) != channels:
+            raise IntegrityError("channel predictor codes truncated")
+        if not any(channel_codes) or max(channel_codes) > CHANNEL_POLYNOMIALS:
+            raise IntegrityError(f"bad channel predictor codes {channel_codes.hex()}")
+    return levels, channel_codes, pos
+
+
 class BlockCoder:
     """Codes blocks with one predictor and one coder; one instance per worker thread."""
 
@@ -360,23 +385,7 @@ class BlockCoder:
 
         spec = self.spec
         view = memoryview(payload)
-        pos = 0
-        levels = None
-        if code == LEVELS:
-            if len(view) < _LEVELS.size:
-                raise IntegrityError("interpolation levels truncated")
-            (levels,) = _LEVELS.unpack_from(view, 0)
-            if levels & ~LEVELS_MASK:
-                raise IntegrityError(f"bad interpolation levels {levels:#06x}")
-            pos = _LEVELS.size
-        channel_codes = bytes(spec.channels)
-        if per_channel:
-            channel_codes = bytes(view[pos : pos + spec.channels])
-            pos += spec.channels
-            if len(channel_codes) != spec.channels:
-                raise IntegrityError("channel predictor codes truncated")
-            if not any(channel_codes) or max(channel_codes) > CHANNEL_POLYNOMIALS:
-                raise IntegrityError(f"bad channel predictor codes {channel_codes.hex()}")
+        levels, channel_codes, pos = _read_predicted_head(view, code, per_channel, spec.channels)
         side, pos = mapping.read_side(view, pos, spec, frames)
         lengths = (frames,) * spec.channels + side.extra_lengths
         pred = self.block_predictor(code, levels)
