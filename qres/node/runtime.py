@@ -300,9 +300,9 @@ class Node:
 
     async def _open_round(self, r: int) -> None:
         """Train on the recent window and send the signed update for round ``r``."""
+        from qres.fixed.q16 import ONE as Q_ONE
         from qres.learning import task
         from qres.trust import commitment as cm
-        from qres.trust.packet import ONE as Q_ONE
         from qres.trust.packet import make_packet
 
         self.round = r
