@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from qres.fixed.q16 import Q_MAX, Q_MIN, sat_add
 from qres.kernel.errors import QresError
 
 #: Q16.16 one (reputations are stored as integers of this unit).
@@ -326,7 +327,7 @@ class Node:
             sent = self.attack.forge(honest, 1, rng=rng)[0]
         error = float(task.prediction_error(self.weights, windows, self.swarm.order)[0])
         base = cm.commit(self.weights.tolist(), 0)
-        new = (self.weights.astype("int64") + update).clip(-(1 << 31), (1 << 31) - 1)
+        new = (self.weights.astype("int64") + update).clip(Q_MIN, Q_MAX)
         packet = make_packet(
             self.identity,
             r,
@@ -334,7 +335,7 @@ class Node:
             sent,
             base=base,
             commitment=cm.commit(new.tolist(), 0),
-            residual_error=min(int(error * Q_ONE), (1 << 31) - 1),
+            residual_error=min(int(error * Q_ONE), Q_MAX),
         )
         self._pending = (r, update, windows)
         sent = await self.transport.abroadcast(packet.encode())
@@ -403,11 +404,7 @@ class Node:
                 x = x[keep]
             agg = self.aggregator
             update = robust_aggregate(agg, x, self.swarm.assumed_byzantine) if agg else x.mean(0)
-            self.weights = np.clip(
-                self.weights.astype(np.int64) + np.asarray(update, np.int64),
-                -(1 << 31),
-                (1 << 31) - 1,
-            ).astype(np.int32)
+            self.weights = sat_add(self.weights, np.asarray(update, np.int64))
             error = float(task.prediction_error(self.weights, windows, self.swarm.order)[0])
             self._observe_regime(error, windows)
         else:

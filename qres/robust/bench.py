@@ -39,6 +39,7 @@ from typing import Any
 
 import attrs
 
+from qres.fixed.q16 import sat_add
 from qres.kernel.config import integer, number
 from qres.kernel.errors import QresError
 
@@ -146,9 +147,8 @@ def _gen(*seed: int) -> Any:
 
 
 def _apply(w: Any, delta: Any) -> Any:
-    import numpy as np
 
-    return np.clip(w.astype(np.int64) + delta, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+    return sat_add(w, delta)
 
 
 def _run_cell(task: _Task, rule_table: dict, attack: str) -> dict:

@@ -42,6 +42,7 @@ from typing import Any
 
 import attrs
 
+from qres.fixed.q16 import Q_MAX, Q_MIN, sat_add
 from qres.kernel.errors import QresError
 from qres.swarm import gossip
 from qres.swarm.batching import with_batch_mode
@@ -467,7 +468,7 @@ class Simulation:
             return seen_keys, False
         base_w = sw.W[c_dst].astype(np.int64)
         upd = rd.sent[rd.pos[c_org]].astype(np.int64)
-        tried = np.clip(base_w + upd, -(1 << 31), (1 << 31) - 1)
+        tried = np.clip(base_w + upd, Q_MIN, Q_MAX)
         xw = rd.X[rd.pos[c_dst]]
         before = gossip.window_errors(base_w, xw, s.order, s.eval_samples)
         after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
@@ -693,7 +694,7 @@ class Simulation:
         base = W[in_dst].astype(np.int64)
         xw = X[pos[in_dst]]
         before = gossip.window_errors(base, xw, s.order, s.eval_samples)
-        tried = np.clip(base + rows, -(1 << 31), (1 << 31) - 1)
+        tried = np.clip(base + rows, Q_MIN, Q_MAX)
         after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
         return after <= before * (1.0 + s.accept_tolerance) + 1.0
 
@@ -725,7 +726,7 @@ class Simulation:
                     if not weights.any():
                         weights = None
                 update = self._robust(agg, x, x.shape[0], weights)
-            W[i] = np.clip(W[i].astype(np.int64) + update, -(1 << 31), (1 << 31) - 1)
+            W[i] = sat_add(W[i], update)
 
     def _robust(self, agg, x, m, weights):
         """Aggregate with ``f = assumed_byzantine x m`` (the rule shared with the real node)."""
@@ -749,7 +750,7 @@ class Simulation:
             w = W0[p]
             u = learning.local_update(w, X[p], ts)
             e0 = learning.prediction_error(w, X[p], d)
-            new = np.clip(w.astype(np.int64) + u, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+            new = sat_add(w, u)
             e1 = learning.prediction_error(new, X[p], d)
             res = np.array([to_q16(v) for v in e0.tolist()], np.int64)
             gain = res - np.array([to_q16(v) for v in e1.tolist()], np.int64)
@@ -765,7 +766,7 @@ def _claims(W0: Any, X: Any, delta: Any, err0: Any, d: int) -> tuple[Any, Any]:
     from qres.learning import task as learning
     from qres.trust.audit import to_q16
 
-    new = np.clip(W0.astype(np.int64) + delta, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+    new = sat_add(W0, delta)
     err1 = learning.prediction_error(new, X, d)
     residual = np.array([to_q16(v) for v in err0.tolist()], np.int64)
     gain = residual - np.array([to_q16(v) for v in err1.tolist()], np.int64)
