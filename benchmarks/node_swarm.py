@@ -129,7 +129,7 @@ def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
     from qres.node.runtime import status_of
     from qres.node.state import State
 
-    args = [sys.executable, "-m", "qres", "swarm", "up", "--dir", str(folder), "--no-watch"]
+    args = [sys.executable, "-I", "-m", "qres", "swarm", "up", "--dir", str(folder), "--no-watch"]
     args += ["--nodes", "8", "--transport", transport, "--rounds", str(rounds)]
     args += ["--time-scale", "600"]
     if attack:

@@ -63,7 +63,9 @@ def make_nodes(folder: Path, n: int, transport: str = "tcp", extra: str = "", **
 
 
 def qres(*args: str) -> list[str]:
-    return [sys.executable, "-m", "qres", *args]
+    # isolated mode: the checkout's source folder (the working directory) must not shadow the
+    # installed qres, which holds the compiled core and the built-in plugins
+    return [sys.executable, "-I", "-u", "-m", "qres", *args]
 
 
 def start_node(node: dict, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:

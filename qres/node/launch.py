@@ -24,6 +24,11 @@ from qres.kernel.errors import QresError
 
 PIDS = "pids.json"
 
+#: How a node process is started: this interpreter in isolated mode (-I), so that a checkout's
+#: source folder in the working directory never shadows the installed qres (which holds the
+#: compiled core, the built-in plugins and the profiles); -u keeps the logs unbuffered.
+QRES_COMMAND = (sys.executable, "-I", "-u", "-m", "qres")
+
 
 @attrs.frozen
 class UpOptions:
@@ -124,7 +129,7 @@ def up(opts: UpOptions) -> dict:
         profile = folder / f"n{i}" / "profile.toml"
         profile.write_text(_profile_text(i, opts, base, key, table, rate))
         args = [
-            sys.executable, "-m", "qres", "node", "run", "--profile", str(profile),
+            *QRES_COMMAND, "node", "run", "--profile", str(profile),
             "--source", str(streams[i]), "--speed", repr(opts.time_scale),
             "--time-scale", repr(opts.time_scale), "--rounds", str(opts.rounds),
         ]  # fmt: skip
