@@ -64,12 +64,13 @@ FLAG_CHANNEL_PREDICTORS = 1 << 3
 CHANNEL_POLYNOMIALS = 5
 #: Polynomial orders the encoder tries on each channel of a lossless block.
 _TRIED_ORDERS = (0, 1, 2, 3)
-#: The polynomials are ranked by the size the Rice coder gives their residuals (a cheap coder;
-#: the profile's coder may model them better), and those whose Rice size is below this multiple
-#: of the best Rice size (block predictor's or a polynomial's) are coded with the profile's
-#: coder (the context-modelling coder was measured to reverse Rice's order by up to 1.3x;
-#: clear losers are not coded).
-_TRY_BELOW = 1.5
+#: Candidates are ranked on spans of at most this many frames (at least _MIN_SPAN), one
+#: every _SAMPLE_EVERY spans.
+_SAMPLE_SPAN = 4096
+_MIN_SPAN = 1024
+_SAMPLE_EVERY = 8
+#: A sample's sizes are only estimates: a candidate within this factor may still win.
+_SAMPLE_NOISE = 1.05
 KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK | FLAG_CHANNEL_PREDICTORS
 _BLOCK_PREDICTOR_NAMES = {1: "interp linear", 2: "interp cubic", 3: "interp per level"}
 
@@ -159,7 +160,6 @@ class BlockCoder:
         self.spec = spec
         self.settings = settings
         self._predictors: dict[Any, Any] = {0: self.predictor}
-        self._rice = None
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
         self.bounds = None
         if not spec.dtype.startswith("float"):
@@ -290,25 +290,35 @@ class BlockCoder:
 
         Sparse, bursty or noisy channels (rain gauges, activity counts, clipped stretches)
         are often cheaper with a short fixed predictor (or none: order 0) than with an
-        adaptive one whose taps echo every burst. The polynomials' residuals are ranked by
-        their Rice size and the best one is coded when it may win; the measured sizes
-        decide."""
+        adaptive one whose taps echo every burst. The candidates are ranked by the coder's
+        size of their residuals on a sample of the block (:func:`_sample_spans`, an eighth of
+        it); the best is coded whole when it may win, and the measured sizes decide."""
+        import numpy as np
+
         codes = [0] * len(coded)
-        alternatives = [(k, self.polynomial(k).encode(ints, bounds=bounds)) for k in _TRIED_ORDERS]
-        if not alternatives:
+        if not _TRIED_ORDERS:
             return b"", coded
-        rank = self._rank_coder()
-        for c, stream in enumerate(residuals):
-            sizes = [len(rank.encode(res[c])) for _, res in alternatives]
-            if rank is self.coder:
-                tried = [min(range(len(sizes)), key=sizes.__getitem__)]
-            else:
-                # Every polynomial that may beat the block predictor and the best polynomial.
-                limit = _TRY_BELOW * min(min(sizes), len(rank.encode(stream)))
-                tried = [i for i, size in enumerate(sizes) if size < limit]
-            for i in tried:
-                order, res = alternatives[i]
-                mine = self.coder.encode(res[c])
+        spans = _sample_spans(ints.shape[1])
+        sampled = np.concatenate([residuals[:, a:b] for a, b in spans], axis=1)
+        polys = {
+            k: np.concatenate(
+                [self.polynomial(k).encode(ints[:, a:b], bounds=bounds) for a, b in spans], axis=1
+            )
+            for k in _TRIED_ORDERS
+        }
+        full: dict[int, Any] = {}
+        for c in range(len(coded)):
+            base = len(self.coder.encode(sampled[c]))
+            sizes = {k: len(self.coder.encode(res[c])) for k, res in polys.items()}
+            best = min(sizes.values())
+            # The best polynomial on the sample, when the sample says it may win.
+            tried = [k for k, size in sizes.items() if size == best][:1]
+            if best >= _SAMPLE_NOISE * base:
+                continue
+            for order in tried:
+                if order not in full:
+                    full[order] = self.polynomial(order).encode(ints, bounds=bounds)
+                mine = self.coder.encode(full[order][c])
                 if len(mine) < len(coded[c]):
                     coded[c] = mine
                     codes[c] = 1 + order
@@ -321,17 +331,6 @@ class BlockCoder:
             for c, data in zip(kept, again, strict=True):
                 coded[c] = data
         return bytes(codes), coded
-
-    def _rank_coder(self):
-        """The cheap coder that ranks channel predictors: the profile's own when it is Rice."""
-        if self.coder.name == "rice":
-            return self.coder
-        if self._rice is None:
-            from qres.kernel import plugins
-
-            table = {"use": "rice", "checksum": False}
-            self._rice = plugins.create("coder", table, Location("<channel codes>", "coder"))
-        return self._rice
 
     def polynomial(self, order: int):
         """The polynomial predictor of ``order`` for channel codes, built once."""
@@ -426,6 +425,17 @@ class BlockCoder:
         else:
             ints = pred.decode(residuals, max_error=bound, bounds=bounds)
         return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
+
+
+def _sample_spans(frames: int) -> list[tuple[int, int]]:
+    """Where the channel predictor candidates are ranked: spans of ``frames / 64`` frames
+    (at least _MIN_SPAN, at most _SAMPLE_SPAN) one every _SAMPLE_EVERY spans, an eighth of
+    the block spread over all of it; the whole of a block too short to sample."""
+    span = min(_SAMPLE_SPAN, max(_MIN_SPAN, frames // 64))
+    step = span * _SAMPLE_EVERY
+    if frames <= step:
+        return [(0, frames)]
+    return [(a, min(a + span, frames)) for a in range(0, frames, step)]
 
 
 def _within(block, decoded, bound: float) -> bool:
