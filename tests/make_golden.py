@@ -2,9 +2,10 @@
 
 python tests/make_golden.py
 
-``format-v1.sensors-4ch-int16.esp32.qres`` and ``format-v2.sensors-4ch-int16.server.qres`` are
-not made here: they are the last version-1 file (JSON header settings) and version-2 file (no
-per-channel predictor codes), kept so a test checks that old files get the "unsupported format
+``format-v1.sensors-4ch-int16.esp32.qres``, ``format-v2.sensors-4ch-int16.server.qres`` and
+``format-v3.sensors-4ch-int16.server.qres`` are not made here: they are the last files of
+versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
+significant-digit mapping), kept so a test checks that old files get the "unsupported format
 version" error.
 """
 

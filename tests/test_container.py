@@ -198,11 +198,15 @@ def test_a_newer_format_version_is_refused(packed):
 
 @pytest.mark.parametrize(
     ("version", "name"),
-    [(1, "format-v1.sensors-4ch-int16.esp32.qres"), (2, "format-v2.sensors-4ch-int16.server.qres")],
+    [
+        (1, "format-v1.sensors-4ch-int16.esp32.qres"),
+        (2, "format-v2.sensors-4ch-int16.server.qres"),
+        (3, "format-v3.sensors-4ch-int16.server.qres"),
+    ],
 )
 def test_an_unreleased_older_version_is_refused(version, name):
-    """Versions 1 (JSON settings) and 2 (no per-channel predictors) were never released: they
-    are refused with a clear message."""
+    """Versions 1 (JSON settings), 2 (no per-channel predictors) and 3 (no significant-digit
+    mapping) were never released: they are refused with a clear message."""
     old = (GOLDEN / name).read_bytes()
     for call in (api.decompress_bytes, lambda d: container.describe(io.BytesIO(d))):
         match = f"format version {version} is not supported"

@@ -4,6 +4,8 @@ decoder, determinism, and the bounded-error grid."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -58,7 +60,7 @@ def float_blocks(draw, special_share: bool = True):
     width = 32 if dtype == "float32" else 64
     raw = draw(hnp.arrays(f"<u{width // 8}", (frames, channels)))
     x = raw.view(f"<f{width // 8}").copy()
-    style = draw(st.sampled_from(["bits", "decimal", "noisy", "gaps"]))
+    style = draw(st.sampled_from(["bits", "decimal", "noisy", "gaps", "significant"]))
     if style != "bits" and frames:
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
@@ -70,6 +72,13 @@ def float_blocks(draw, special_share: bool = True):
         if style == "noisy":
             noise = rng.random((frames, channels)) < 0.1
             x = np.where(noise, np.nextafter(x, np.inf, dtype=x.dtype), x)
+        if style == "significant":
+            # P significant digits over many decades, as '%.{P}g' text parsed to the type
+            digits = draw(st.integers(1, 9))
+            logs = np.cumsum(rng.normal(0, 0.05, (frames, channels)), axis=0) - 7
+            signs = np.where(rng.random((frames, channels)) < 0.1, -1, 1)
+            text = [float(f"%.{digits}g" % v) for v in (signs * 10.0**logs).ravel()]
+            x = np.where(keep, x, np.array(text).reshape(frames, channels).astype(dtype))
         if style == "gaps":
             # Runs of NaN (any payload), infinities, and runs touching either end.
             signed = np.int32 if width == 32 else np.int64
@@ -256,13 +265,14 @@ def test_damaged_side_records_fail_cleanly(seed, flips):
 
 
 def test_side_record_rejects_counts_beyond_the_block():
-    x = (np.arange(100) / 10.0).reshape(-1, 1)
+    x = np.arange(100) / 10.0
     spec = StreamSpec("float64", 1)
-    mapped = mapping.to_integers(x, spec, None)
+    cmap = mapping._decimal_channel(x, "float64")[1]
+    side = mapping._side_bytes([cmap])
     with pytest.raises(IntegrityError):
-        mapping.read_side(memoryview(mapped.side), 0, spec, 0)
+        mapping.read_side(memoryview(side), 0, spec, 0)
     with pytest.raises(IntegrityError):
-        mapping.read_side(memoryview(mapped.side[:-1]), 0, spec, 100)
+        mapping.read_side(memoryview(side[:-1]), 0, spec, 100)
 
 
 # -- determinism and bounded error -------------------------------------------------------------
@@ -794,3 +804,100 @@ def test_damaged_integer_lattice_fails_cleanly():
     ints[0, 7] = 2**40
     with pytest.raises(IntegrityError, match="out of the type's range"):
         mapping.from_integers(ints, side, [], spec, None)
+
+
+# -- significant digits ------------------------------------------------------------------------
+
+
+def _flux(dtype: str, frames: int = 20000, digits: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    walk = np.cumsum(rng.normal(0, 0.01, frames))
+    logs = -9 + 4.5 * (walk - walk.min()) / (walk.max() - walk.min())
+    return np.array([float(f"%.{digits}g" % v) for v in 10.0**logs]).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_significant_digits_over_many_decades_use_kind_6(dtype):
+    """A flux of 1e-9 .. 3e-5 written with 5 significant digits: no decimal count fits, the
+    significant-digit view does (no corrections) and codes far smaller than the bit view."""
+    from qres.codec import significant
+
+    x = _flux(dtype)
+    mapped = _round_trip(x.reshape(-1, 1))
+    (entry,) = _side(mapped, dtype, len(x)).maps
+    assert entry.kind == mapping.KIND_SIGNIFICANT and entry.precision == 5
+    assert entry.flags == 0 and mapped.extras == ()
+    # consecutive decimals of a decade are consecutive integers, and the order is kept
+    order = np.argsort(x, kind="stable")
+    assert np.all(np.diff(mapped.ints[0][order]) >= 0)
+    assert significant.choose_precision(x, dtype, 4096) == 5
+    spec = StreamSpec(dtype)
+    packed = api.compress_bytes(x.tobytes(), spec, profile="server")
+    assert api.decompress_bytes(packed) == x.tobytes()
+    bits = mapping._monotonic_bits(x, dtype).reshape(1, -1)
+    from qres.codec.pipeline import BlockCoder
+
+    coder = BlockCoder(api.codec_settings("server")[0], spec)
+    bit_view = len(coder.coder.encode(coder.predictor.encode(bits)[0]))
+    assert len(packed) * 1.3 < bit_view
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_significant_digits_at_every_power_of_ten(dtype):
+    """The exponent found from the binary one is exact at every power of ten and its
+    neighbouring floats (the table's correctly rounded powers decide, never log10)."""
+    from qres.codec import significant
+
+    info = np.finfo(dtype)
+    exps = range(int(np.floor(np.log10(info.smallest_subnormal))), int(np.log10(info.max)) + 1)
+    tens = np.array([float(Fraction(10) ** k) for k in exps]).astype(dtype)
+    values = np.concatenate(
+        [
+            tens,
+            np.nextafter(tens, 0, dtype=tens.dtype),
+            np.nextafter(tens, np.inf, dtype=tens.dtype),
+        ]
+    )
+    values = values[np.isfinite(values) & (values > 0)]
+    # Below the normal range the powers of ten are not representable: the digits found there
+    # may be off by one step, and the ulp stream keeps the samples exact (checked below).
+    normal = values[values >= info.tiny]
+    # (16 digits or more exceed binary64's exact integers: the ulp stream is exact there too.)
+    for digits in (1, 5, min(15, significant.MAX_DIGITS[dtype])):
+        m, q = significant._digits(normal.astype(np.float64), digits)
+        assert np.all((m >= 10 ** (digits - 1)) & (m < 10**digits))
+        for v, mm, qq in zip(normal.tolist(), m.tolist(), q.tolist(), strict=True):
+            exact = Fraction(int(mm)) * Fraction(10) ** int(qq)
+            step = Fraction(10) ** int(qq)
+            assert abs(exact - Fraction(v)) <= step, (v, mm, qq)
+    # and every one of them round-trips through the mapping, bit for bit
+    found = mapping._significant_channel(values, dtype)
+    assert found is not None
+    n, cmap, extras, _ = found
+    back = mapping._channel_values(n, cmap, list(extras), StreamSpec(dtype), None)
+    assert back.tobytes() == values.tobytes()
+
+
+@FAST
+@given(hnp.arrays("<u8", st.integers(1, 200)), st.sampled_from(["float32", "float64"]))
+def test_significant_view_of_any_finite_bits_round_trips(raw, dtype):
+    """Any finite samples (subnormals, -0.0, the largest) round-trip through kind 6 with its
+    ulp stream, whatever the digits chosen."""
+    x = raw.view("<f8") if dtype == "float64" else raw.astype("<u4").view("<f4")
+    x = np.where(np.isfinite(x), x, 1.5).astype(dtype)
+    found = mapping._significant_channel(x, dtype)
+    if found is None:
+        return
+    n, cmap, extras, _ = found
+    side = mapping._side_bytes([cmap])
+    parsed, _ = mapping.read_side(memoryview(side), 0, StreamSpec(dtype), len(x))
+    back = mapping.from_integers(n.reshape(1, -1), parsed, list(extras), StreamSpec(dtype), None)
+    assert back.tobytes() == x.tobytes()
+
+
+def test_bad_significant_heads_are_refused():
+    spec = StreamSpec("float32")
+    for head in ((0, 0, 0), (10, 0, 0), (5, 0, 1)):
+        side = bytes([mapping.KIND_SIGNIFICANT]) + mapping._SIGNIFICANT.pack(*head)
+        with pytest.raises(IntegrityError, match="bad significant-digit channel head"):
+            mapping.read_side(memoryview(side), 0, spec, 10)

@@ -21,7 +21,7 @@ import attrs
 from qres.kernel.errors import IntegrityError, QresError
 
 MAGIC = b"\x89QRS\r\n\x1a\n"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 INDEX_MAGIC = b"QIDX"
 END_MAGIC = b"QEND"
 

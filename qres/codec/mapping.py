@@ -42,6 +42,7 @@ KIND_FLOAT_BITS = 2  # floats as order-preserving integers of their IEEE-754 bit
 KIND_FLOAT_GRID = 3  # bounded-error floats: k = round(x / step), exceptions kept verbatim
 KIND_INTEGER_LATTICE = 4  # integers x = a + g*n with a common step g >= 2 (unused low bits)
 KIND_RUNS = 5  # floats: runs of non-finite samples kept verbatim, then the rest's entry
+KIND_SIGNIFICANT = 6  # floats as +-m * 10**q with P significant digits, an ordered index
 KINDS = (
     KIND_INTEGER,
     KIND_DECIMAL,
@@ -49,6 +50,7 @@ KINDS = (
     KIND_FLOAT_GRID,
     KIND_INTEGER_LATTICE,
     KIND_RUNS,
+    KIND_SIGNIFICANT,
 )
 
 #: Largest decimal scale tried (10**d must be exact in float64 and k must stay below 2**53).
@@ -68,6 +70,7 @@ _DECIMAL_HEAD = struct.Struct("<BBBI")  # decimals, precision, flags, segment co
 _COUNT = struct.Struct("<I")
 _INT_LATTICE = struct.Struct("<qQ")  # offset a, step g
 _RUN = struct.Struct("<II")  # start, length
+_SIGNIFICANT = struct.Struct("<BhB")  # digits P, lowest exponent q0, flags
 
 #: Lattice windows tried at a segment start, then the fallback integer-gcd window.
 _WINDOWS = (256, 1024)
@@ -87,6 +90,9 @@ _K_LIMIT = 2.0**52
 #: A mostly inexact channel tries a decimal view when the probe's estimate is below this share
 #: of the bit view's.
 _INEXACT_GAIN = 0.85
+#: The significant-digit view replaces the best other view when its estimate is below this
+#: share of that view's.
+_SIGNIFICANT_GAIN = 0.97
 
 
 @attrs.frozen
@@ -117,7 +123,9 @@ class ChannelMap:
         """How many extra streams this channel adds after the channels."""
         if self.kind == KIND_RUNS:
             return self.inner.extra_count
-        return bin(self.flags).count("1") if self.kind == KIND_DECIMAL else 0
+        if self.kind in (KIND_DECIMAL, KIND_SIGNIFICANT):
+            return bin(self.flags).count("1")
+        return 0
 
 
 @attrs.frozen
@@ -529,6 +537,8 @@ def _side_bytes(maps: list[ChannelMap]) -> bytes:
         parts.append(_KIND.pack(cmap.kind))
         if cmap.kind == KIND_INTEGER_LATTICE:
             parts.append(_INT_LATTICE.pack(cmap.offset, cmap.step))
+        elif cmap.kind == KIND_SIGNIFICANT:
+            parts.append(_SIGNIFICANT.pack(cmap.precision, cmap.offset, cmap.flags))
         elif cmap.kind == KIND_RUNS:
             starts, lengths = cmap.runs
             parts.append(_COUNT.pack(len(starts)))
@@ -595,12 +605,38 @@ def _lossless_float_channel(x, dtype: str):
     from qres.codec._mapping_kernels import bit_cost
 
     bits = _monotonic_bits(x, dtype)
-    found = _decimal_channel(x, dtype) if len(x) else None
-    if found is not None:
-        n, cmap, streams, cost = found
-        if cost <= bit_cost(bits, True):  # _bit_cost(np.diff(bits)), compiled
-            return n, cmap, streams
-    return bits, ChannelMap(KIND_FLOAT_BITS), []
+    best = (bits, ChannelMap(KIND_FLOAT_BITS), [], bit_cost(bits, True))
+    found = _decimal_channel(x, dtype)
+    if found is not None and found[3] <= best[3]:
+        best = found
+    # The significant-digit view must find structure: on arbitrary floats its estimate is
+    # the bit view's give or take a little.
+    found = _significant_channel(x, dtype)
+    if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
+        best = found
+    return best[:3]
+
+
+def _significant_channel(x, dtype: str):
+    """A float channel as ``±m * 10**q`` with a fixed count of significant digits (kind 6):
+    (ints, ChannelMap, extras, estimated bits), or None."""
+    from qres.codec import significant
+    from qres.codec._mapping_kernels import bit_cost
+
+    if not len(x):
+        return None
+    precision = significant.choose_precision(x, dtype, _PROBE)
+    found = significant.encode(x, precision)
+    if found is None:
+        return None
+    n, q0 = found
+    back = significant.decode(n, precision, q0, dtype)
+    ulps = _monotonic_bits(x, dtype) - _monotonic_bits(back, dtype)
+    flags = FLAG_ULP_CORRECTION if ulps.any() else 0
+    extras = [ulps] if flags else []
+    cost = bit_cost(n, True) + (bit_cost(ulps, False) if flags else 0) + 32
+    cmap = ChannelMap(KIND_SIGNIFICANT, precision=precision, flags=flags, offset=q0)
+    return n, cmap, extras, cost
 
 
 def _integer_lattice(ints) -> ChannelMap:
@@ -696,7 +732,8 @@ def read_side(view: memoryview, pos: int, spec: StreamSpec, frames: int) -> tupl
 
 
 #: Kinds a float channel's entry may have; inside a runs entry only the lossless views.
-_FLOAT_KINDS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_FLOAT_GRID, KIND_RUNS)
+_FLOAT_KINDS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_FLOAT_GRID, KIND_RUNS, KIND_SIGNIFICANT)
+_LOSSLESS_VIEWS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_SIGNIFICANT)
 _INTEGER_KINDS = (KIND_INTEGER, KIND_INTEGER_LATTICE)
 
 
@@ -729,11 +766,19 @@ def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, float
         if np.any(lengths < 1) or ends[-1] > frames or np.any(starts[1:] < ends[:-1]):
             raise IntegrityError("runs out of order or beyond the block")
         raw = bytes(view[pos + 8 * count : end])
-        inner, pos = _read_entry(view, end, spec, frames, (KIND_DECIMAL, KIND_FLOAT_BITS))
+        inner, pos = _read_entry(view, end, spec, frames, _LOSSLESS_VIEWS)
         cmap = ChannelMap(kind, runs=(starts, lengths), exception_raw=raw, inner=inner)
         return cmap, pos
     if kind == KIND_DECIMAL:
         return _read_decimal(view, pos, spec, frames)
+    if kind == KIND_SIGNIFICANT:
+        from qres.codec.significant import MAX_DIGITS
+
+        end = _take(view, pos, _SIGNIFICANT.size, "significant digits")
+        precision, q0, flags = _SIGNIFICANT.unpack_from(view, pos)
+        if not 1 <= precision <= MAX_DIGITS[spec.dtype] or flags & ~FLAG_ULP_CORRECTION:
+            raise IntegrityError("bad significant-digit channel head")
+        return ChannelMap(kind, precision=precision, flags=flags, offset=q0), end
     if kind == KIND_FLOAT_GRID:
         pos = _take(view, pos, _COUNT.size, "exception count")
         (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
@@ -812,6 +857,17 @@ def _channel_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_s
         return _from_monotonic_bits(k, spec.dtype)
     if cmap.kind == KIND_DECIMAL:
         return _decimal_values(k, cmap, streams, spec)
+    if cmap.kind == KIND_SIGNIFICANT:
+        if grid_step is not None:
+            raise IntegrityError("significant-digit channel in a bounded-error block; corrupted")
+        from qres.codec.significant import decode
+
+        values = decode(k, cmap.precision, cmap.offset, spec.dtype)
+        if cmap.flags & FLAG_ULP_CORRECTION:
+            values = _from_monotonic_bits(
+                _monotonic_bits(values, spec.dtype) + streams.pop(0), spec.dtype
+            )
+        return values
     if cmap.kind == KIND_RUNS:
         if grid_step is not None:
             raise IntegrityError("float runs in a bounded-error block; corrupted")

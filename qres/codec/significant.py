@@ -1,0 +1,139 @@
+"""The significant-digit view of float samples (mapping kind 6): ``x = ±m * 10**q``.
+
+Readings written with a fixed number ``P`` of significant digits over many decades (a flux of
+``1.2345e-9 .. 3.0112e-5``) have no common decimal count: ``round(x * 10**d)`` needs more
+digits than a sample type holds for the small ones and wastes them on the large ones. Here each
+sample is a ``P``-digit integer ``m`` (``10**(P-1) <= m < 10**P``) times its own power of ten
+``10**q``, and the predictor sees one integer per sample that orders all such decimals:
+
+    n = ±(1 + (q - q0) * W + (m - 10**(P-1)))     with W = 9 * 10**(P-1),  0 for a zero
+
+so consecutive decimals of one decade are consecutive integers, and a decade boundary keeps the
+order. The decoder computes ``m * 10**q`` (``m / 10**-q`` for negative ``q``) in binary64, one
+correctly rounded operation while the power is exact (``|q| <= 22``), then rounds to the
+sample type; an ulp stream (as in the decimal lattice) makes every sample exact whatever it is.
+
+The encoder's arithmetic is elementwise IEEE-754 and exact comparisons with a table of
+correctly rounded powers of ten, so the same block gives the same bytes on every machine.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+#: Most significant digits per sample type (17 reproduce any binary64, 9 any binary32).
+MAX_DIGITS = {"float32": 9, "float64": 17}
+#: Powers of ten 10**-_LOW .. 10**_HIGH as correctly rounded binary64 (0 and inf at the ends).
+_LOW = 360
+_HIGH = 330
+_TABLE: list = []
+#: Indexes must stay below this (room for the sign and the predictor's differences).
+_INDEX_LIMIT = 2**61
+
+
+def powers():
+    """``10**k`` for ``k = -_LOW .. _HIGH`` as correctly rounded binary64 (built once)."""
+    if not _TABLE:
+        import numpy as np
+
+        values = [
+            float(Fraction(1, 10**-k)) if k < 0 else float(10**k) if k <= 308 else np.inf
+            for k in range(-_LOW, _HIGH + 1)
+        ]
+        _TABLE.append(np.array(values, dtype=np.float64))
+    return _TABLE[0]
+
+
+def _pow(k):
+    """``10**k`` from the table for an integer array ``k`` (clipped into it)."""
+    import numpy as np
+
+    return powers()[np.clip(k, -_LOW, _HIGH) + _LOW]
+
+
+def _digits(magnitude, precision: int):
+    """``(m, q)``: ``magnitude`` (finite, > 0) as ``m * 10**q`` with ``P`` digits in ``m``."""
+    import numpy as np
+
+    e2 = np.frexp(magnitude)[1].astype(np.int64) - 1
+    e10 = (e2 * 1233) >> 12  # floor(e2 * log10(2)), then made exact by comparisons
+    e10 += magnitude >= _pow(e10 + 1)
+    e10 -= magnitude < _pow(e10)
+    q = e10 - (precision - 1)
+    m = _mantissa(magnitude, q)
+    over = m >= 10.0**precision
+    q = np.where(over, q + 1, q)
+    m = np.where(over, _mantissa(magnitude, q), m)
+    return np.clip(m, 10.0 ** (precision - 1), 10.0**precision - 1), q
+
+
+def _mantissa(magnitude, q):
+    """``rint(magnitude / 10**q)``; below ``10**-300`` in two products (``10**-q`` itself
+    would overflow binary64 for subnormal samples)."""
+    import numpy as np
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        deep = q < -300
+        scaled = np.where(deep, magnitude * 1e300, magnitude)
+        shift = np.where(deep, -q - 300, -q)
+        return np.rint(np.where(shift > 0, scaled * _pow(shift), scaled / _pow(-shift)))
+
+
+def decode(n, precision: int, q0: int, dtype: str):
+    """Samples of the sample type from indexes ``n`` (any int64: damage gives garbage, never
+    an error)."""
+    import numpy as np
+
+    width = 9 * 10 ** (precision - 1)
+    index = np.abs(np.clip(n, -_INDEX_LIMIT, _INDEX_LIMIT)) - 1
+    zero = index < 0
+    index = np.maximum(index, 0)
+    q = q0 + index // width
+    m = (10 ** (precision - 1) + index % width).astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        mag = np.where(q < 0, m / _pow(-q), m * _pow(q))
+    mag = np.where(zero, 0.0, mag)
+    return np.where(n < 0, -mag, mag).astype(dtype)
+
+
+def encode(x, precision: int):
+    """``(n, q0)`` of finite samples ``x`` at ``precision`` digits, or None when the indexes
+    would not fit int64."""
+    import numpy as np
+
+    wide = x.astype(np.float64)
+    mag = np.abs(wide)
+    nonzero = mag > 0
+    if not nonzero.any():
+        return np.zeros(len(x), dtype=np.int64), 0
+    m, q = _digits(np.where(nonzero, mag, 1.0), precision)
+    q0 = int(q[nonzero].min())
+    span = int(q[nonzero].max()) - q0 + 1
+    width = 9 * 10 ** (precision - 1)
+    if span * width >= _INDEX_LIMIT or not -32768 <= q0 <= 32767:
+        return None
+    index = 1 + (q - q0) * width + (m.astype(np.int64) - 10 ** (precision - 1))
+    n = np.where(nonzero, index, 0)
+    return np.where(np.signbit(wide), -n, n), q0
+
+
+def choose_precision(x, dtype: str, probe_size: int) -> int:
+    """The fewest significant digits that leave no more samples of an evenly spaced probe
+    inexact than the most digits do (up to a share of 1/1024)."""
+    import numpy as np
+
+    probe = x if len(x) <= probe_size else x[:: len(x) // probe_size]
+    signed = np.int32 if dtype == "float32" else np.int64
+    counts = []
+    for p in range(1, MAX_DIGITS[dtype] + 1):
+        found = encode(probe, p)
+        if found is None:
+            counts.append(len(probe))
+            continue
+        back = decode(found[0], p, found[1], dtype)
+        counts.append(int(np.count_nonzero(back.view(signed) != probe.view(signed))))
+        if counts[-1] == 0:
+            break
+    slack = max(1, len(probe) // 1024)
+    best = min(counts)
+    return next(p for p, n in enumerate(counts, 1) if n <= best + slack)
