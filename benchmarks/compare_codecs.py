@@ -1,5 +1,6 @@
-"""Side by side: qres profiles against FLAC, pcodec, xz and zstd (lossless), and against SZ3 and
-zfp at the same absolute error bound (``--max-error``), over a folder of sample files.
+"""Side by side: qres profiles against FLAC, pcodec, xz, zstd, delta+zstd and blosc2 (lossless),
+and against SZ3 and zfp at the same absolute error bound (``--max-error``), over a folder of
+sample files (any folder with a MANIFEST.tsv; default ``$QRES_DATA``, else ../shared/data).
 
 Runs as one process over a folder holding raw little-endian sample files and a MANIFEST.tsv
 (columns ``file``, ``dtype``, ``channels``, ``layout``; ``name`` and ``sha256`` are used when
@@ -19,6 +20,12 @@ Codecs, measured as ``/work/shared/tools/anchor_bench.py`` measures them:
   mono stream in file order.
 - ``pcodec-8`` / ``pcodec-12``: ``pcodec.standalone`` at compression levels 8 and 12.
 - ``xz-9`` (``lzma``, preset 9) and ``zstd-19`` (``zstandard``, level 19, one thread).
+- ``delta+zstd-19``: each channel's first difference on the samples' bit patterns (floats
+  difference as integers, wrapping), then zstd 19; ``blosc2-bitshuffle``: blosc2's bit-shuffle
+  filter and zstd level 9, typesize = sample size, one thread.
+- ALP (adaptive lossless floating point) is not measured: it has no Python binding (the C++
+  library ships none; the ``alp-codec`` package on PyPI is a pure-Python port of a Java port,
+  whose speed would say nothing about ALP).
 - with ``--max-error``: ``qres-<profile>`` in bounded-error mode, ``sz3`` (``pysz``, ABS
   mode; int16/int8 samples widened to int32) and ``zfp`` (``zfpy`` fixed-accuracy mode with
   tolerance E; integers given as float32 when exact, else float64, and rounded back).
@@ -57,7 +64,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data"
+DEFAULT_DATA = Path(os.environ.get("QRES_DATA") or REPO.parent / "shared" / "data")
 DEFAULT_PROFILES = ("server", "fast", "esp32")
 #: The codecs the lossless target is measured against.
 ANCHORS = ("flac-8", "pcodec-8", "pcodec-12", "xz-9")
@@ -300,6 +307,59 @@ def zstd_codec() -> Codec:
         lambda it: c.compress(it.raw),
         lambda blob, it: d.decompress(blob),
         note="zstandard level 19, one thread",
+    )
+
+
+def delta_zstd_codec() -> Codec:
+    """The first difference of each channel's samples (wrap-around on their bit patterns, so
+    floats difference as integers), then zstd -19."""
+    try:
+        import zstandard
+    except ImportError as exc:
+        return Codec("delta+zstd-19", None, None, unavailable=f"import zstandard failed: {exc}")
+    c = zstandard.ZstdCompressor(level=19, threads=0)
+    d = zstandard.ZstdDecompressor()
+
+    def channels(it: Item) -> np.ndarray:
+        bits = it.array.view(f"<u{it.array.itemsize}")
+        return bits.reshape(it.channels, -1) if it.planar else bits.reshape(-1, it.channels).T
+
+    def comp(it: Item) -> bytes:
+        x = channels(it)
+        delta = np.concatenate([x[:, :1], np.diff(x, axis=1)], axis=1)
+        return c.compress(np.ascontiguousarray(delta).tobytes())
+
+    def decomp(blob: bytes, it: Item) -> bytes:
+        dtype = f"<u{it.array.itemsize}"
+        delta = np.frombuffer(d.decompress(blob), dtype=dtype).reshape(it.channels, -1)
+        x = np.cumsum(delta, axis=1, dtype=dtype)
+        return (x if it.planar else x.T).tobytes()
+
+    return Codec("delta+zstd-19", comp, decomp, note="per-channel first difference, zstd 19")
+
+
+def blosc2_codec() -> Codec:
+    """blosc2 with its bit-shuffle filter and zstd level 9, one thread."""
+    try:
+        import blosc2
+    except ImportError as exc:
+        return Codec("blosc2-bitshuffle", None, None, unavailable=f"import blosc2 failed: {exc}")
+
+    def comp(it: Item) -> bytes:
+        cparams = blosc2.CParams(
+            codec=blosc2.Codec.ZSTD,
+            clevel=9,
+            typesize=it.array.itemsize,
+            nthreads=1,
+            filters=[blosc2.Filter.BITSHUFFLE],
+        )
+        return blosc2.compress2(it.raw, cparams=cparams)
+
+    return Codec(
+        "blosc2-bitshuffle",
+        comp,
+        lambda blob, it: blosc2.decompress2(blob, dparams=blosc2.DParams(nthreads=1)),
+        note="blosc2 bitshuffle + zstd 9, typesize = sample size, one thread",
     )
 
 
@@ -694,12 +754,93 @@ def verdicts(rows: list[Row], reference: str) -> dict:
     }
 
 
+def kind_of(row: Row) -> str:
+    """The kind of data a file holds: int or float, mono or multi(channel)."""
+    number = "float" if row.dtype.startswith("float") else "int"
+    return f"{number} {'mono' if row.channels == 1 else 'multi'}"
+
+
+def kind_summary(rows: list[Row], reference: str) -> list[dict]:
+    """Per kind of data and codec: geomean ratio, and geomean of the reference profile over
+    the per-file best of the anchors (None where a codec took no file of the kind)."""
+    out = []
+    kinds = sorted({kind_of(r) for r in rows})
+    for kind in kinds:
+        mine = [r for r in rows if kind_of(r) == kind and r.status == "ok"]
+        files = sorted({r.file for r in mine})
+        entry = {"kind": kind, "files": len(files), "geomean_ratio": {}, "quotient": None}
+        for name in dict.fromkeys(r.codec for r in mine):
+            entry["geomean_ratio"][name] = geomean([r.ratio for r in mine if r.codec == name])
+        sub = verdicts([r for r in rows if kind_of(r) == kind], reference)
+        entry["quotient"] = sub["geomean_quotient"]
+        out.append(entry)
+    return out
+
+
+def print_kind_summary(console: Console, summary: list[dict], reference: str) -> None:
+    """Geometric means per kind of data (int/float, mono/multi)."""
+    codecs = list(dict.fromkeys(c for s in summary for c in s["geomean_ratio"]))
+    table = Table(title="lossless: geometric means per kind of data")
+    for col in ("kind", "files", *codecs, f"{reference} / best anchor"):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for s in summary:
+        cells = [_fmt(s["geomean_ratio"].get(c)) for c in codecs]
+        table.add_row(s["kind"], str(s["files"]), *cells, _fmt(s["quotient"]))
+    console.print(table)
+
+
+def losses(rows: list[Row], reference: str) -> list[dict]:
+    """Every file where another codec (any of them, not only the anchors) beats the reference
+    profile, the largest loss first."""
+    by_file: dict[str, dict[str, Row]] = {}
+    for r in rows:
+        if r.status == "ok":
+            by_file.setdefault(r.file, {})[r.codec] = r
+    out = []
+    for file, codecs in by_file.items():
+        ref = codecs.get(reference)
+        others = [r for c, r in codecs.items() if not c.startswith("qres-")]
+        best = max(others, key=lambda r: r.ratio, default=None)
+        if ref and best and best.ratio > ref.ratio:
+            out.append(
+                {
+                    "file": file,
+                    "qres": ref.ratio,
+                    "winner": best.codec,
+                    "ratio": best.ratio,
+                    "quotient": ref.ratio / best.ratio,
+                }
+            )
+    return sorted(out, key=lambda e: e["quotient"])
+
+
+def print_losses(console: Console, found: list[dict], reference: str) -> None:
+    """Where the reference profile loses, largest loss first."""
+    if not found:
+        console.print(f"[green]{reference} is ahead of every other codec on every file")
+        return
+    table = Table(title=f"where {reference} loses (largest loss first)")
+    for col in ("file", reference, "winner", "its ratio", "qres / winner"):
+        table.add_column(col, justify="left" if col in ("file", "winner") else "right")
+    for e in found:
+        table.add_row(
+            e["file"].removesuffix(".bin"),
+            _fmt(e["qres"]),
+            e["winner"],
+            _fmt(e["ratio"]),
+            f"[red]{_fmt(e['quotient'])}",
+        )
+    console.print(table)
+
+
 def print_verdicts(console: Console, v: dict) -> None:
     """The lossless target: reference profile >= best of FLAC/pcodec/xz on every file."""
     table = Table(title=f"{v['reference']} against the best of {', '.join(ANCHORS)}")
     for col in ("file", v["reference"], "best anchor", "anchor ratio", "qres / best", ">= best"):
         table.add_column(col, justify="left" if col in ("file", "best anchor") else "right")
-    for f in v["files"]:
+    # Losses first, then the rest from the narrowest lead.
+    order = sorted(v["files"], key=lambda f: (f["quotient"] is None, f["quotient"] or 0))
+    for f in order:
         mark = "-" if f["pass"] is None else ("[green]yes" if f["pass"] else "[red]NO")
         table.add_row(
             f["file"].removesuffix(".bin"),
@@ -915,6 +1056,10 @@ def summarise(lossless: list[Row], lossy: list[Row], profiles: list[str], args, 
         print_summary(console, report["lossless_summary"], "lossless: geometric means")
         ref = f"qres-{'server' if 'server' in profiles else profiles[0]}" if profiles else ""
         if ref in {r.codec for r in lossless}:
+            report["losses"] = losses(lossless, ref)
+            print_losses(console, report["losses"], ref)
+            report["kind_summary"] = kind_summary(lossless, ref)
+            print_kind_summary(console, report["kind_summary"], ref)
             report["lossless_verdict"] = verdicts(lossless, ref)
             print_verdicts(console, report["lossless_verdict"])
         report["speed_targets"] = speed_targets(lossless)
@@ -999,6 +1144,8 @@ def main(argv: list[str] | None = None) -> int:
         pcodec_codec(12),
         xz_codec(),
         zstd_codec(),
+        delta_zstd_codec(),
+        blosc2_codec(),
     ]
     lossy_codecs = [qres_lossy(p) for p in profiles] + [sz3_codec(), zfp_codec()]
     if keep:
