@@ -10,6 +10,7 @@ the environment it is given changes which plugins load.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import os
 import subprocess
@@ -35,10 +36,12 @@ _REAL_PROCESS = False
 @pytest.fixture(autouse=True)
 def _real_process(request):
     """Tests marked ``real_process`` get a real subprocess from :func:`run_qres`."""
-    global _REAL_PROCESS
-    _REAL_PROCESS = request.node.get_closest_marker("real_process") is not None
+    # pytest loads this file as ``tests.conftest`` while test modules import it as ``conftest``
+    # (pythonpath): set the flag in the copy whose run_qres the tests call.
+    shared = importlib.import_module("conftest")
+    shared._REAL_PROCESS = request.node.get_closest_marker("real_process") is not None
     yield
-    _REAL_PROCESS = False
+    shared._REAL_PROCESS = False
 
 
 @pytest.fixture

@@ -38,3 +38,13 @@ def test_pipes_and_environment_are_the_runs_own(tmp_path):
     back = run_qres("decompress", "-", "-o", "-", input=packed.stdout, cwd=tmp_path)
     assert back.returncode == 0 and back.stdout == b"\x01\x00" * 500
     assert (dict(os.environ), os.getcwd()) == before
+
+
+@pytest.mark.real_process
+def test_real_process_tests_get_the_console_script():
+    done = run_qres("--version")
+    assert done.returncode == 0 and done.args[0].endswith("qres") and done.args[0] != "qres"
+
+
+def test_other_tests_run_in_process():
+    assert run_qres("--version").args[0] == "qres"
