@@ -12,10 +12,11 @@ from qres.llm.server import make_app
 
 
 class ServerThread:
-    """Runs ``make_app(engine)`` on a free port until :meth:`stop`."""
+    """Runs ``make_app(engine)`` (or any aiohttp ``app``) on a free port until :meth:`stop`."""
 
-    def __init__(self, engine):
+    def __init__(self, engine=None, app=None):
         self.engine = engine
+        self.app = app if app is not None else make_app(engine)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -25,7 +26,7 @@ class ServerThread:
 
     def _run(self):
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(make_app(self.engine))
+        self.runner = web.AppRunner(self.app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", self.port)
         self.loop.run_until_complete(site.start())
