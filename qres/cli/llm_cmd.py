@@ -174,6 +174,48 @@ def serve(
         engine.close()
 
 
+@app.command("bench")
+def bench(
+    as_json: bool = JSON,
+    png: str = typer.Option(None, "--png", help="Also draw tokens/s bars to this PNG."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing PNG."),
+    runs: int = typer.Option(3, "--runs", min=1, max=100, help="Interleaved runs per path."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1, max=1024, help="Per run."),
+    clients: int = typer.Option(16, "--clients", min=1, max=256, help="Concurrent clients."),
+    batch: int = typer.Option(4, "--batch", min=0, max=16, help="Sequences batched (0: skip)."),
+) -> None:
+    """Tokens/s of raw llama-cpp-python vs the qres backend vs `qres llm serve` over HTTP,
+    cache-hit latency, concurrent clients (429s, RSS) and multi-sequence batching, side by
+    side in one run on the bundled model with one thread."""
+    from pathlib import Path
+
+    from qres.llm import bench as llmbench
+
+    if png and Path(png).exists() and not force:
+        raise QresError(f"{png}: already exists; pass --force to overwrite it")
+    settings = llmbench.BenchSettings(
+        runs=runs, max_tokens=max_tokens, clients=clients, batch=batch
+    )
+
+    def progress(stage: str) -> None:
+        if not as_json:
+            print(f"qres llm bench: {stage}...", file=sys.stderr, flush=True)
+
+    report = llmbench.run(settings, progress)
+    if png:
+        from qres.codec.files import atomic_output
+
+        with atomic_output(png, force) as out:
+            llmbench.write_png(report, out)
+    if as_json:
+        print_json(report)
+        return
+    for line in llmbench.summary(report):
+        typer.echo(line)
+    if png:
+        typer.echo(f"wrote {png}")
+
+
 def register(root: typer.Typer) -> None:
     """Add the ``llm`` group to the root app."""
     root.add_typer(app, name="llm")
