@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from qres.kernel.config import integer, text
-from qres.kernel.errors import QresError
+from qres.kernel.errors import IntegrityError, QresError
 from qres.kernel.hookspecs import hookimpl
 from qres.kinds.llm import (
     Chunk,
@@ -136,7 +136,8 @@ def _load(path: Path, **params: Any) -> Any:
     try:
         return llama_cpp.Llama(model_path=str(path), verbose=False, **params)
     except (ValueError, RuntimeError, OSError) as exc:
-        raise QresError(
+        # A file that exists but does not load is corrupt, truncated or not a GGUF model.
+        raise IntegrityError(
             f"llm backend 'llama-cpp': cannot load model {str(path)!r} ({exc}); "
             "check that it is a complete GGUF file"
         ) from exc
