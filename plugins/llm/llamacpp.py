@@ -213,6 +213,7 @@ class LlamaCppBackend(LLMBackend):
         self._lock = threading.RLock()
         self._llm: Any = None
         self._embedder: Any = None
+        self._model_id: str | None = None
         #: Cores of the device the profile describes; the engine sets it from [hardware].
         self.hardware_cores: int | None = None
 
@@ -263,7 +264,11 @@ class LlamaCppBackend(LLMBackend):
 
     def model_id(self) -> str:
         """The model file's name without ``.gguf`` (e.g. ``SmolLM2-135M-Instruct.Q4_1``)."""
-        return model_path(self.config).stem
+        # Every answer names the model: finding the bundled file walks the package's file
+        # list (~0.6 ms), so the name is looked up once.
+        if self._model_id is None:
+            self._model_id = model_path(self.config).stem
+        return self._model_id
 
     # -- tokens ----------------------------------------------------------------------------
 

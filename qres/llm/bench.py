@@ -9,8 +9,8 @@
 * Batching: tokens/s of greedy generation for several prompts one after another vs as one
   llama.cpp multi-sequence batch, and whether the batched texts are the same.
 
-Everything runs in this process: the server is the same aiohttp application ``qres llm serve``
-runs, on 127.0.0.1 in a background thread.
+The HTTP figures come from real ``qres llm serve`` processes on 127.0.0.1, started with a
+profile the bench writes (``llm-edge`` with the bench's thread count, context and queue).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import threading
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -54,48 +55,80 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def rss_bytes() -> int:
-    """This process's resident set size."""
-    import psutil
+SERVE_PROFILE = """
+[profile]
+name = "llm-bench"
+extends = "llm-edge"
+description = "qres llm bench: the bundled model, the bench's settings"
+[llm]
+queue_size = {queue_size}
+cache_entries = {cache_entries}
+low_battery_percent = 0.0
+[llm.backend]
+use = "llama-cpp"
+n_threads = {n_threads}
+n_ctx = {n_ctx}
+max_tokens = {max_tokens}
+"""
 
-    return psutil.Process(os.getpid()).memory_info().rss
 
+class _Serve:
+    """A real ``qres llm serve`` process on a free 127.0.0.1 port, with the bench's settings
+    (a separate process, so the measuring client does not share its interpreter)."""
 
-class _Server:
-    """The ``qres llm serve`` application for ``engine`` on a free 127.0.0.1 port."""
-
-    def __init__(self, engine: Any):
+    def __init__(self, settings: BenchSettings, folder: str, cache_entries: int, queue_size: int):
         import socket
-
-        from aiohttp import web
-
-        from qres.llm.server import make_app
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._app, self._web = make_app(engine), web
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.profile = os.path.join(folder, f"llm-bench-{self.port}.toml")
+        with open(self.profile, "w") as f:
+            f.write(
+                SERVE_PROFILE.format(
+                    queue_size=queue_size,
+                    cache_entries=cache_entries,
+                    n_threads=settings.n_threads,
+                    n_ctx=settings.n_ctx,
+                    max_tokens=max(256, settings.max_tokens),
+                )
+            )
 
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        runner = self._web.AppRunner(self._app, access_log=None)
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(self._web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self._ready.set()
-        self.loop.run_forever()
-        self.loop.run_until_complete(runner.cleanup())
+    def __enter__(self) -> _Serve:
+        import subprocess
+        import sys
 
-    def __enter__(self) -> _Server:
-        self._thread.start()
-        self._ready.wait(30)
-        return self
+        import httpx
+
+        script = Path(sys.executable).with_name("qres")
+        exe = [str(script) if script.exists() else "qres", "llm", "serve", "--profile",
+               self.profile, "--port", str(self.port)]  # fmt: skip
+        self.proc = subprocess.Popen(exe, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.proc.kill()
+        raise RuntimeError(f"qres llm serve did not start: {self.proc.stderr.read().decode()}")
+
+    def rss(self) -> int:
+        """The server process's resident set size."""
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss
 
     def __exit__(self, *exc: object) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(30)
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stderr.close()
 
 
 def _timed(call: Callable[[], int]) -> float:
@@ -104,12 +137,11 @@ def _timed(call: Callable[[], int]) -> float:
     return tokens / (time.perf_counter() - start)
 
 
-def throughput(backend: Any, raw: Any, settings: BenchSettings) -> dict[str, Any]:
-    """Tokens/s of raw llama-cpp-python, the qres backend and HTTP, interleaved."""
+def throughput(backend: Any, raw: Any, settings: BenchSettings, folder: str) -> dict[str, Any]:
+    """Tokens/s of raw llama-cpp-python, the qres backend and ``qres llm serve`` over HTTP
+    (cache off). Each round runs the three back to back, in a rotating order; the ratios are
+    medians of the per-round ratios, so a machine whose load drifts skews them least."""
     import httpx
-
-    from qres.llm.engine import Engine
-    from qres.llm.settings import EngineSettings
 
     n = settings.max_tokens
 
@@ -121,9 +153,9 @@ def throughput(backend: Any, raw: Any, settings: BenchSettings) -> dict[str, Any
     def backend_call() -> int:
         return backend.complete(PROMPT, max_tokens=n).tokens
 
-    engine = Engine(_Lent(backend), EngineSettings(cache_entries=0))
     rates: dict[str, list[float]] = {"raw": [], "backend": [], "http": []}
-    with _Server(engine) as server, httpx.Client(base_url=server.url, timeout=300) as client:
+    serve = _Serve(settings, folder, cache_entries=0, queue_size=settings.queue_size)
+    with serve, httpx.Client(base_url=serve.url, timeout=300) as client:
 
         def http_call() -> int:
             body = {"prompt": PROMPT, "max_tokens": n, "temperature": 0}
@@ -131,35 +163,36 @@ def throughput(backend: Any, raw: Any, settings: BenchSettings) -> dict[str, Any
             reply.raise_for_status()
             return reply.json()["usage"]["completion_tokens"]
 
-        for call in (raw_call, backend_call, http_call):  # warm-up: page the model in
+        calls = {"raw": raw_call, "backend": backend_call, "http": http_call}
+        for call in calls.values():  # warm-up: page the model in
             call()
-        for _ in range(settings.runs):
-            rates["raw"].append(_timed(raw_call))
-            rates["backend"].append(_timed(backend_call))
-            rates["http"].append(_timed(http_call))
-    engine.cache.close()
+        names = list(calls)
+        for i in range(settings.runs):
+            for name in names[i % 3 :] + names[: i % 3]:
+                rates[name].append(_timed(calls[name]))
     median = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = {
+        k: statistics.median(a / r for a, r in zip(rates[k], rates["raw"], strict=True))
+        for k in ("backend", "http")
+    }
     return {
         "prompt": PROMPT,
         "max_tokens": n,
         "runs": settings.runs,
         "tokens_per_s": median,
         "all_tokens_per_s": rates,
-        "backend_vs_raw": median["backend"] / median["raw"],
-        "http_vs_raw": median["http"] / median["raw"],
+        "backend_vs_raw": ratio["backend"],
+        "http_vs_raw": ratio["http"],
     }
 
 
-def cache_hits(backend: Any, settings: BenchSettings) -> dict[str, Any]:
-    """Latency of a cached answer over HTTP, client side, keep-alive connection."""
+def cache_hits(settings: BenchSettings, folder: str) -> dict[str, Any]:
+    """Latency of a cached answer from ``qres llm serve``, client side, keep-alive."""
     import httpx
 
-    from qres.llm.engine import Engine
-    from qres.llm.settings import EngineSettings
-
-    engine = Engine(_Lent(backend), EngineSettings())
     body = {"prompt": "Cache me:", "max_tokens": 8, "temperature": 0}
-    with _Server(engine) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+    serve = _Serve(settings, folder, cache_entries=256, queue_size=settings.queue_size)
+    with serve, httpx.Client(base_url=serve.url, timeout=60) as client:
         client.post("/v1/completions", json=body).raise_for_status()  # the miss that fills it
         latencies, hits = [], 0
         for _ in range(settings.cache_requests):
@@ -167,7 +200,6 @@ def cache_hits(backend: Any, settings: BenchSettings) -> dict[str, Any]:
             reply = client.post("/v1/completions", json=body)
             latencies.append(time.perf_counter() - start)
             hits += reply.headers.get("X-Cache") == "hit"
-    engine.cache.close()
     return {
         "requests": settings.cache_requests,
         "hits": hits,
@@ -176,15 +208,11 @@ def cache_hits(backend: Any, settings: BenchSettings) -> dict[str, Any]:
     }
 
 
-def load(backend: Any, settings: BenchSettings) -> dict[str, Any]:
-    """``clients`` concurrent clients against the server with a ``queue_size`` queue."""
+def load(settings: BenchSettings, folder: str) -> dict[str, Any]:
+    """``clients`` concurrent clients against ``qres llm serve`` with a ``queue_size`` queue
+    and the cache off; the server's RSS before and after."""
     import httpx
 
-    from qres.llm.engine import Engine
-    from qres.llm.settings import EngineSettings
-
-    engine = Engine(_Lent(backend), EngineSettings(cache_entries=0, queue_size=settings.queue_size))
-    before = rss_bytes()
     statuses: list[int] = []
     latencies: list[float] = []
 
@@ -205,12 +233,12 @@ def load(backend: Any, settings: BenchSettings) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
             await asyncio.gather(*(one_client(client, k) for k in range(settings.clients)))
 
-    with _Server(engine) as server:
+    with _Serve(settings, folder, cache_entries=0, queue_size=settings.queue_size) as serve:
+        before = serve.rss()
         start = time.perf_counter()
-        asyncio.run(all_clients(server.url))
+        asyncio.run(all_clients(serve.url))
         wall = time.perf_counter() - start
-        peak = rss_bytes()
-    engine.cache.close()
+        after = serve.rss()
     return {
         "clients": settings.clients,
         "requests": len(statuses),
@@ -223,21 +251,8 @@ def load(backend: Any, settings: BenchSettings) -> dict[str, Any]:
         "max_s": max(latencies),
         "wall_s": wall,
         "rss_before_mb": before / 2**20,
-        "rss_after_mb": peak / 2**20,
+        "rss_after_mb": after / 2**20,
     }
-
-
-class _Lent:
-    """A backend lent to an engine: the engine's close leaves it open."""
-
-    def __init__(self, backend: Any):
-        self._backend = backend
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend, name)
-
-    def close(self) -> None:
-        pass
 
 
 def run(settings: BenchSettings, progress: Callable[[str], None] = lambda s: None) -> dict:
@@ -255,12 +270,13 @@ def run(settings: BenchSettings, progress: Callable[[str], None] = lambda s: Non
                          n_threads_batch=settings.n_threads)  # fmt: skip
     report: dict[str, Any] = {"model": path.stem, "n_threads": settings.n_threads}
     try:
-        progress("throughput")
-        report["throughput"] = throughput(backend, raw, settings)
-        progress("cache hits")
-        report["cache"] = cache_hits(backend, settings)
-        progress("concurrent clients")
-        report["load"] = load(backend, settings)
+        with tempfile.TemporaryDirectory(prefix="qres-llm-bench-") as folder:
+            progress("throughput")
+            report["throughput"] = throughput(backend, raw, settings, folder)
+            progress("cache hits")
+            report["cache"] = cache_hits(settings, folder)
+            progress("concurrent clients")
+            report["load"] = load(settings, folder)
         if settings.batch:
             progress("batching")
             report["batching"] = batching.compare(raw, settings.batch, settings.max_tokens)
