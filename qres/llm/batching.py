@@ -3,8 +3,9 @@
 :func:`compare` generates greedily for ``k`` prompts twice with the same low-level loop on a
 fresh llama.cpp context: once one sequence after another, once as ``k`` sequences decoded
 together (one ``llama_decode`` per step carrying one token of every live sequence). It reports
-tokens/s of both and whether every batched token equals the sequential one. The engine uses
-batching for generation only if this shows a gain and exactness (docs/llm.md has the figures).
+tokens/s of both and whether every batched token equals the sequential one, with the backend's
+own settings and with flash attention. The engine generates one sequence at a time because
+the batch is not exact with the backend's settings (docs/llm.md has the figures).
 """
 
 from __future__ import annotations
@@ -29,21 +30,23 @@ PROMPTS = (
 class _Context:
     """A fresh llama.cpp context for ``n_seq`` sequences on ``llm``'s model."""
 
-    def __init__(self, llm: Any, n_seq: int, n_ctx_per_seq: int):
+    def __init__(self, llm: Any, n_seq: int, n_ctx_per_seq: int, flash_attn: bool = False):
         import llama_cpp
 
         self.lib = llama_cpp
-        params = llama_cpp.llama_context_default_params()
+        # ``llm``'s own settings (attention kind, cache types, threads, batch sizes), with room
+        # for ``n_seq`` sequences.
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_ctx = n_seq * n_ctx_per_seq
-        params.n_batch = params.n_ubatch = max(512, n_seq * n_ctx_per_seq)
         params.n_seq_max = n_seq
-        params.n_threads = params.n_threads_batch = llm.context_params.n_threads
+        if flash_attn:
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create a multi-sequence context")
         self.vocab = llama_cpp.llama_model_get_vocab(llm.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
-        self.batch = llama_cpp.llama_batch_init(params.n_batch, 0, n_seq)
+        self.batch = llama_cpp.llama_batch_init(max(params.n_batch, n_seq), 0, n_seq)
 
     def decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
         """Decode ``(token, position, sequence, wants_logits)`` entries as one batch."""
@@ -93,36 +96,44 @@ def _generate(ctx: _Context, prompts: list[list[int]], max_tokens: int) -> list[
     return out
 
 
-def compare(llm: Any, k: int, max_tokens: int) -> dict[str, Any]:
-    """Sequential vs batched greedy generation of ``k`` prompts with ``llm``'s model."""
-    prompts = [
-        list(llm.tokenize(PROMPTS[i % len(PROMPTS)].encode(), add_bos=True)) for i in range(k)
-    ]
-    per_seq = max(len(p) for p in prompts) + max_tokens + 8
-    sequential, seq_time = [], 0.0
-    for prompt in prompts:
-        ctx = _Context(llm, 1, per_seq)
+def generate_greedy(
+    llm: Any, prompts: list[str], max_tokens: int, batched: bool, flash_attn: bool = False
+) -> tuple:
+    """Greedy tokens for each prompt, and the seconds spent generating: one multi-sequence
+    batch (``batched``) or one fresh context per prompt, one after another."""
+    tokens = [list(llm.tokenize(p.encode("utf-8"), add_bos=True)) for p in prompts]
+    # Each sequence gets the context size of ``llm``'s own: llama.cpp's attention sums over
+    # the (padded) cache, so another size can round differently and flip a near-tie.
+    per_seq = max(llm.n_ctx(), max(len(t) for t in tokens) + max_tokens)
+    groups = [tokens] if batched else [[t] for t in tokens]
+    out, seconds = [], 0.0
+    for group in groups:
+        ctx = _Context(llm, len(group), per_seq, flash_attn)
         try:
             start = time.perf_counter()
-            sequential += _generate(ctx, [prompt], max_tokens)
-            seq_time += time.perf_counter() - start
+            out += _generate(ctx, group, max_tokens)
+            seconds += time.perf_counter() - start
         finally:
             ctx.close()
-    ctx = _Context(llm, k, per_seq)
-    try:
-        start = time.perf_counter()
-        batched = _generate(ctx, prompts, max_tokens)
-        batch_time = time.perf_counter() - start
-    finally:
-        ctx.close()
-    tokens = sum(map(len, sequential))
+    return out, seconds
+
+
+def compare(llm: Any, k: int, max_tokens: int, flash_attn: bool = False) -> dict[str, Any]:
+    """Sequential vs batched greedy generation of ``k`` prompts with ``llm``'s model and
+    settings (``flash_attn``: with llama.cpp's flash attention instead)."""
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(k)]
+    sequential, seq_time = generate_greedy(llm, prompts, max_tokens, False, flash_attn)
+    batched, batch_time = generate_greedy(llm, prompts, max_tokens, True, flash_attn)
+    seq_rate = sum(map(len, sequential)) / seq_time
+    batch_rate = sum(map(len, batched)) / batch_time
     same = sum(a == b for a, b in zip(sequential, batched, strict=True))
     return {
         "sequences": k,
         "max_tokens": max_tokens,
-        "sequential_tokens_per_s": tokens / seq_time,
-        "batched_tokens_per_s": sum(map(len, batched)) / batch_time,
-        "speedup": (sum(map(len, batched)) / batch_time) / (tokens / seq_time),
+        "flash_attn": flash_attn,
+        "sequential_tokens_per_s": seq_rate,
+        "batched_tokens_per_s": batch_rate,
+        "speedup": batch_rate / seq_rate,
         "identical_sequences": same,
         "exact": same == k,
     }

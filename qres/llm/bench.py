@@ -280,6 +280,9 @@ def run(settings: BenchSettings, progress: Callable[[str], None] = lambda s: Non
         if settings.batch:
             progress("batching")
             report["batching"] = batching.compare(raw, settings.batch, settings.max_tokens)
+            report["batching_flash_attn"] = batching.compare(
+                raw, settings.batch, settings.max_tokens, flash_attn=True
+            )
     finally:
         raw.close()
         backend.close()
@@ -303,10 +306,13 @@ def summary(report: dict) -> list[str]:
         f"{ld['other']} other; latency p50 {ld['p50_s']:.2f} s p99 {ld['p99_s']:.2f} s "
         f"max {ld['max_s']:.2f} s; RSS {ld['rss_before_mb']:.0f} -> {ld['rss_after_mb']:.0f} MB",
     ]
-    if "batching" in report:
-        b = report["batching"]
+    for key in ("batching", "batching_flash_attn"):
+        if key not in report:
+            continue
+        b = report[key]
+        attention = "flash attention" if b["flash_attn"] else "the backend's attention"
         lines.append(
-            f"greedy generation, {b['sequences']} sequences: sequential "
+            f"greedy generation, {b['sequences']} sequences, {attention}: sequential "
             f"{b['sequential_tokens_per_s']:.1f} tokens/s, one multi-sequence batch "
             f"{b['batched_tokens_per_s']:.1f} tokens/s (x{b['speedup']:.2f}); "
             f"{b['identical_sequences']}/{b['sequences']} sequences identical"
