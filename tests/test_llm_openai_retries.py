@@ -5,9 +5,11 @@ event streams. No model is loaded here."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from aiohttp import web
+from conftest import REPO
 from llm_server import ServerThread
 
 from qres.kernel import plugins
@@ -207,3 +209,18 @@ def test_retry_after_as_an_http_date():
     from qres.builtin_plugins.llm.openai_compat import retry_after_s
 
     assert retry_after_s("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def test_the_documented_settings_build():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    doc = (REPO / "docs" / "llm.md").read_text()
+    section = doc[doc.index("## The `openai` backend") :]
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    table = tomllib.loads(block)["llm"]["backend"]
+    with plugins.create("llm_backend", table, Location("docs/llm.md")) as backend:
+        assert backend.config.api_key_env == "OPENAI_API_KEY"
+        assert backend.config.extra_body == {"repeat_penalty": 1.0}
