@@ -33,11 +33,30 @@ def node_key(tmp_path, monkeypatch):
     save_identity(Identity.generate(), default_key_path())
 
 
+@pytest.fixture
+def openai_server():
+    """A real OpenAI-compatible server for the openai backend: `qres llm serve`'s app in front
+    of the deterministic backend, on 127.0.0.1."""
+    from llm_server import ServerThread
+
+    from qres.llm.engine import Engine
+
+    engine = Engine(plugins.get_plugin("llm_backend", "deterministic").from_config({}))
+    server = ServerThread(engine).start()
+    yield server.url + "/v1"
+    server.stop()
+    engine.close()
+
+
 @pytest.mark.parametrize(("kind", "name"), BUILTINS, ids=[f"{k}-{n}" for k, n in BUILTINS])
-def test_builtin_plugin_conforms(kind, name, node_key):
+def test_builtin_plugin_conforms(kind, name, node_key, request):
     cls = plugins.get_plugin(kind, name)
     assert testing.kind_of(cls) == kind
     options = {"loopback": False} if kind == "transport" and name in NETWORK_TRANSPORTS else {}
+    if (kind, name) == ("llm_backend", "openai"):
+        base_url = request.getfixturevalue("openai_server")
+        testing.check_plugin(cls, {"base_url": base_url, "max_tokens": 64})
+        return
     testing.check_plugin(cls, **options)
 
 
