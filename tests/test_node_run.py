@@ -63,3 +63,44 @@ def test_two_nodes_learn_together_and_stop_on_sigterm(tmp_path):
         got = np.frombuffer(restored, dtype="<i2")
         assert got.shape[0] == st["samples_stored"]
         assert np.array_equal(got, original[: got.shape[0]])
+
+
+def test_mqtt_topic_source(tmp_path):
+    import time
+
+    import paho.mqtt.client as paho
+    from mqtt_broker import Broker
+    from node_helpers import wait_for
+
+    broker = Broker(tmp_path).start()
+    (node,) = make_nodes(tmp_path, 1, segment_samples=1000)
+    proc = start_node(
+        node, "--source", f"mqtt://127.0.0.1:{broker.port}/sensors/a", "--time-scale", "600"
+    )
+    client = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        sent = np.arange(-1500, 1500, dtype="<i2")
+        wait_for(lambda: status(node, check=False) is not None, 30, 0.2)
+        time.sleep(2.0)  # the node subscribes right after its state opens
+        for chunk in np.split(sent, 30):
+            client.publish("sensors/a", chunk.tobytes(), qos=1).wait_for_publish(5)
+        client.publish("sensors/a", b"\x01", qos=1).wait_for_publish(5)  # half a sample
+        wait_for(lambda: status(node)["samples_stored"] >= 2000, 30, 0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        restored = subprocess.run(
+            qres(
+                "node", "export", "--profile", str(node["profile"]), "--from", "0", "--to", "1e11"
+            ),
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert np.array_equal(np.frombuffer(restored, dtype="<i2"), sent)
+    finally:
+        client.loop_stop()
+        if proc.poll() is None:
+            proc.kill()
+        broker.stop()

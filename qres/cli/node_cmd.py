@@ -27,7 +27,9 @@ def _folder(profile: str, data_dir: str | None):
 @app.command()
 def run(
     profile: str = PROFILE,
-    source: str = typer.Option("-", "--source", help="Raw sample file to replay, or - (stdin)."),
+    source: str = typer.Option(
+        "-", "--source", help="Raw sample file to replay, - (stdin) or mqtt://host:port/topic."
+    ),
     speed: float = typer.Option(
         1.0, "--speed", help="Replay a file at N times its sample rate (0: as fast as possible)."
     ),

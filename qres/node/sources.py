@@ -1,4 +1,5 @@
-"""Where a node's samples come from: a raw file replayed at its sample rate, or stdin.
+"""Where a node's samples come from: a raw file replayed at its sample rate, stdin, or an MQTT
+topic (``mqtt://host:port/some/topic``: each message's payload is raw samples).
 
 A source is an async iterator of numpy arrays of the stream's sample type. A file source
 starts at sample ``start`` (a restarted node resumes after the samples its segments hold);
@@ -24,6 +25,8 @@ def open_source(path: str, spec, settings, options, start: int) -> AsyncIterator
     """The source named by ``path`` ("-" for stdin)."""
     if path == "-":
         return _stdin(spec)
+    if path.startswith("mqtt://"):
+        return _mqtt(path, spec)
     return _file(path, spec, settings.sample_rate * options.speed, start)
 
 
@@ -65,3 +68,54 @@ async def _stdin(spec) -> AsyncIterator:
         rest = data[whole:]
         if whole:
             yield np.frombuffer(data[:whole], dtype=spec.numpy_dtype()).copy()
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str]:
+    """``mqtt://host[:port]/topic`` as ``(host, port, topic)``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    topic = parts.path.lstrip("/")
+    try:
+        port = parts.port or 1883
+    except ValueError:
+        port = None
+    if not parts.hostname or not topic or port is None or "#" in topic or "+" in topic:
+        raise QresError(
+            f"--source {url!r}: give mqtt://host[:port]/topic (one topic, no wildcards)"
+        )
+    return parts.hostname, port, topic
+
+
+async def _mqtt(url: str, spec) -> AsyncIterator:
+    """Samples from the payloads published on one MQTT topic (QoS 1), in arrival order. A
+    payload that is not a whole number of samples is refused (counted, not stored)."""
+    import numpy as np
+    import paho.mqtt.client as paho
+
+    host, port, topic = parse_mqtt_url(url)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=1024)
+    size = spec.itemsize
+    client = paho.Client(callback_api_version=paho.CallbackAPIVersion.VERSION2)
+
+    def on_connect(c, _userdata, _flags, reason_code, _properties):
+        if not reason_code.is_failure:
+            c.subscribe(topic, qos=1)
+
+    def on_message(_c, _userdata, msg):
+        if len(msg.payload) % size == 0 and msg.payload:
+            loop.call_soon_threadsafe(queue.put_nowait, bytes(msg.payload))
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.reconnect_delay_set(1, 30)
+    client.connect_async(host, port)
+    client.loop_start()
+    try:
+        while True:
+            data = await queue.get()
+            yield np.frombuffer(data, dtype=spec.numpy_dtype()).copy()
+    finally:
+        client.disconnect()
+        client.loop_stop()
