@@ -7,7 +7,9 @@ error type (see :mod:`qres.kernel.errors`); ``--debug`` shows the traceback inst
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -88,10 +90,44 @@ def fail(error: BaseException) -> int:
     return code
 
 
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP: unwinds the command (every output removes its temporary
+    file) up to :func:`main`, which exits 128 + the signal's number.
+
+    Not a KeyboardInterrupt: click would turn that into a silent exit 130.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _catch_signals() -> dict:
+    """Turn SIGINT, SIGTERM and SIGHUP into :class:`Interrupted`; return the replaced handlers."""
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous  # only the main thread may set handlers; an embedding program decides
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is None:
+            continue
+        old = signal.getsignal(number)
+        if old is signal.SIG_IGN:
+            continue  # nohup, or a background job's SIGINT: an ignored signal stays ignored
+        previous[number] = old
+        signal.signal(number, _raise_interrupted)
+    return previous
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``qres`` console script."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("QRES_DEBUG"))
+    previous = _catch_signals()
     try:
         make_app()(args=args, prog_name="qres")
     except QresError as exc:
@@ -103,6 +139,9 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         sys.exit(fail(QresError(f"{where}{exc.strerror or exc}")))
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt) as exc:
         print("qres: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -25,10 +25,10 @@ def aggregate(
     import numpy as np
 
     from qres.cli.output import print_json
-    from qres.codec.files import atomic_output
     from qres.kernel import plugins
     from qres.kernel.config import Location
     from qres.kernel.errors import QresError
+    from qres.kernel.outputs import atomic_output
 
     try:
         data = np.load(updates, allow_pickle=False)
@@ -42,9 +42,9 @@ def aggregate(
             "np.round(x * 65536).astype(np.int32)"
         )
     aggregator = plugins.create("aggregator", {"use": rule}, Location("--rule"))
-    result = aggregator.aggregate(data, f=f, rng=np.random.default_rng(seed))
     target = output or (updates[:-4] if updates.endswith(".npy") else updates) + ".agg.npy"
-    with atomic_output(target, force) as out:
+    with atomic_output(target, force) as out:  # checked before the aggregation runs
+        result = aggregator.aggregate(data, f=f, rng=np.random.default_rng(seed))
         np.save(out, np.asarray(result, dtype=np.int32))
     if as_json:
         print_json(

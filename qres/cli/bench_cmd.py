@@ -123,15 +123,14 @@ def aggregators(
     times the rules side by side with Flower's in this process.
     """
     import sys
-    from pathlib import Path
+    from contextlib import ExitStack
 
     from qres.cli.output import print_json
     from qres.kernel.config import InvalidSetting
     from qres.kernel.errors import QresError, UsageError
+    from qres.kernel.outputs import atomic_output
     from qres.robust import bench as aggbench
 
-    if png and Path(png).exists() and not force:
-        raise QresError(f"{png}: already exists; pass --force to overwrite it")
     if skip_grid and skip_speed:
         raise UsageError("--no-grid and --no-speed leave nothing to run; drop one of them")
     grid_args = _grid_args(quick, n, f, rounds, seed=seed, iid=iid, data=data)
@@ -142,13 +141,13 @@ def aggregators(
     except InvalidSetting as exc:
         raise QresError(f"qres bench aggregators: {exc}; adjust the option") from exc
     on_terminal = not as_json and sys.stderr.isatty()
-    report = aggbench.run(grid, speed, progress=_progress if on_terminal else None)
-    if on_terminal:
-        print("\r\033[K", end="", file=sys.stderr, flush=True)
-    if png:
-        from qres.codec.files import atomic_output
-
-        with atomic_output(png, force) as out:
+    with ExitStack() as stack:
+        # The PNG is opened (and so checked) before the benchmark runs, published after.
+        out = stack.enter_context(atomic_output(png, force)) if png else None
+        report = aggbench.run(grid, speed, progress=_progress if on_terminal else None)
+        if on_terminal:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+        if out is not None:
             aggbench.write_png(report, out)
     if as_json:
         print_json(report)

@@ -75,8 +75,8 @@ def export_public(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Export the public key (PEM by default) for peers to add to their known senders."""
-    from qres.codec.files import atomic_output
     from qres.kernel.errors import UsageError
+    from qres.kernel.outputs import atomic_output
     from qres.trust.identity import load_identity
 
     if fmt not in ("pem", "hex", "did"):
@@ -88,5 +88,5 @@ def export_public(
         data = identity.public_key.hex().encode() + b"\n"
     else:
         data = identity.did.encode() + b"\n"
-    with atomic_output(output, force) as out:
+    with atomic_output(output, force, binary=False) as out:
         out.write(data)

@@ -45,9 +45,10 @@ def simulate(
     """Run the swarm of a profile round by round and report error, bans, bytes and energy."""
     import sys
     import time
+    from contextlib import ExitStack
 
     from qres.kernel import profiles
-    from qres.swarm.engine import settings_from_profile
+    from qres.swarm.engine import Simulation, settings_from_profile
 
     outputs = _Outputs(report, plot, record, force, as_json)
     outputs.check(data)
@@ -63,12 +64,18 @@ def simulate(
     )
     live = sys.stderr.isatty() and not as_json
     started = time.perf_counter()
-    sim, result = _simulate(loaded, settings, attack, outputs, live)
-    if baseline is None:
-        baseline = sim.attack is not None
-    if baseline:
-        result["attack_free"] = _attack_free(loaded, settings, result, live)
-    outputs.write(result, loaded.name, started)
+    with ExitStack() as stack:
+        # Every output is opened (and so checked) before the run, which can take minutes;
+        # they are published together at the end, or none if anything failed.
+        streams = outputs.open(stack)
+        sim = Simulation(loaded, settings, attack=attack, record=streams.get("record"))
+        result = _run(sim, live, "swarm")
+        if baseline is None:
+            baseline = sim.attack is not None
+        if baseline:
+            result["attack_free"] = _attack_free(loaded, settings, result, live)
+        body = outputs.write(result, streams)
+    outputs.show(result, body, loaded.name, started)
 
 
 @attrs.frozen
@@ -82,35 +89,49 @@ class _Outputs:
     as_json: bool
 
     def check(self, data: str | None) -> None:
-        """Refuse existing outputs (without --force) and a --data that is not a folder, before
-        anything runs."""
+        """Refuse one file named for two outputs and a --data that is not a folder."""
         from pathlib import Path
 
         from qres.kernel.errors import QresError
+        from qres.kernel.outputs import check_distinct
 
-        for target in (self.report, self.plot, self.record):
-            if target and target != "-" and Path(target).exists() and not self.force:
-                raise QresError(f"{target}: already exists; pass --force to overwrite it")
+        check_distinct(self.report, self.plot, self.record)
         if data is not None and not Path(data).is_dir():
             raise QresError(f"--data {data}: not a folder; give a folder with a MANIFEST.tsv")
 
-    def write(self, result: dict, profile_name: str, started: float) -> None:
-        """Write the report and the plot (atomically), then print the JSON or the summary."""
+    def open(self, stack) -> dict:
+        """Open every output on ``stack`` (refused now if it cannot be written; published
+        when the stack closes without an error): name -> stream."""
+        from qres.kernel.outputs import atomic_output
+
+        wanted = (("record", self.record, True), ("report", self.report, False))
+        wanted += (("plot", self.plot, True),)
+        return {
+            name: stack.enter_context(atomic_output(target, self.force, binary=binary))
+            for name, target, binary in wanted
+            if target
+        }
+
+    def write(self, result: dict, streams: dict) -> bytes:
+        """Write the report and the plot into their opened outputs; return the JSON report."""
+        from qres.swarm.report import plot as draw
+        from qres.swarm.report import to_json
+
+        body = to_json(result)
+        if "report" in streams:
+            streams["report"].write(body)
+        if "plot" in streams:
+            draw(result, streams["plot"])
+        return body
+
+    def show(self, result: dict, body: bytes, profile_name: str, started: float) -> None:
+        """Print the JSON report or the summary table."""
         import sys
         import time
 
         from qres.cli.output import console, table
-        from qres.codec.files import atomic_output
-        from qres.swarm.report import plot as draw
-        from qres.swarm.report import summary_rows, to_json
+        from qres.swarm.report import summary_rows
 
-        body = to_json(result)
-        if self.report:
-            with atomic_output(self.report, self.force) as out:
-                out.write(body)
-        if self.plot:
-            with atomic_output(self.plot, self.force) as out:
-                draw(result, out)
         if self.as_json:
             sys.stdout.write(body.decode())
             return
@@ -118,19 +139,6 @@ class _Outputs:
         title = f"qres swarm simulate --profile {profile_name}"
         out.print(table(title, ["", ""], summary_rows(result)))
         out.print(f"{time.perf_counter() - started:.1f} s")
-
-
-def _simulate(loaded, settings, attack, outputs: _Outputs, live: bool):
-    """The attacked (or plain) run, recording its packets if asked; (simulation, report)."""
-    from qres.codec.files import atomic_output
-    from qres.swarm.engine import Simulation
-
-    if outputs.record:
-        with atomic_output(outputs.record, outputs.force) as stream:
-            sim = Simulation(loaded, settings, attack=attack, record=stream)
-            return sim, _run(sim, live, "swarm")
-    sim = Simulation(loaded, settings, attack=attack)
-    return sim, _run(sim, live, "swarm")
 
 
 def _attack_free(loaded, settings, result: dict, live: bool) -> dict:

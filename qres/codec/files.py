@@ -1,20 +1,17 @@
 """The public Python API: compress and decompress files, streams and bytes.
 
-Outputs are written to a temporary file beside the target and renamed into place only when
-everything succeeded, so a failure never leaves a half-written or corrupted output behind.
+Outputs go through :func:`qres.kernel.outputs.atomic_output`: a temporary file beside the
+target, published only when everything was written, so a failure never leaves a half-written
+or corrupted output behind.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 from qres.codec import pipeline as codec
@@ -32,6 +29,7 @@ from qres.codec.samples import (
 )
 from qres.kernel import profiles
 from qres.kernel.errors import ProfileError, QresError
+from qres.kernel.outputs import atomic_output  # noqa: F401 (also imported from here)
 
 DEFAULT_PROFILE = "server"
 
@@ -55,42 +53,6 @@ def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettin
         max_error=max_error,
     )
     return settings, plain.dtype
-
-
-@contextmanager
-def atomic_output(target: str, force: bool) -> Iterator[BinaryIO]:
-    """A binary stream that becomes ``target`` only if the block succeeds (``-``: stdout)."""
-    if target == "-":
-        yield sys.stdout.buffer
-        sys.stdout.buffer.flush()
-        return
-    path = Path(target)
-    if path.exists() and not force:
-        raise QresError(f"{target}: already exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise QresError(f"{target}: is a directory; give a file name with -o")
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    try:
-        # mkstemp makes the file 0600; the output gets the mode a plain open() would give it
-        # (or keeps the mode of the file it replaces), not a private one.
-        os.fchmod(fd, _output_mode(path))
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _output_mode(path: Path) -> int:
-    """The permission bits for a new output: the replaced file's, else 0666 minus the umask."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
 
 
 def open_samples(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from qres.kernel.errors import IntegrityError, QresError
@@ -189,24 +188,15 @@ def load_identity(path: Path | str) -> Identity:
 
 def save_identity(identity: Identity, path: Path | str, force: bool = False) -> Path:
     """Write the key file atomically with mode 0600 (the folder is created 0700 if missing)."""
+    from qres.kernel.outputs import atomic_output
+
     path = Path(path)
     if path.exists() and not force:
         raise QresError(f"{path}: already exists; pass --force to replace the key (irreversible)")
-    if path.is_dir():
-        raise QresError(f"{path}: is a directory; give a file name")
     folder = path.parent if str(path.parent) else Path(".")
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # mkstemp creates the file 0600 from the start: the secret is never readable by others,
-    # not even between creation and rename.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(identity.private_pem())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # private: the temporary file is 0600 from its creation, so the secret is never readable
+    # by others; durable: synced before and after it is published.
+    with atomic_output(str(path), force, private=True, durable=True) as out:
+        out.write(identity.private_pem())
     return path
