@@ -119,9 +119,11 @@ def compress(
 ) -> None:
     """Compress sensor samples into a .qres container (.npy and WAV files describe their own)."""
     from qres.codec import files as api
+    from qres.kernel.outputs import is_stdout
 
     output = output or ("-" if file == "-" else f"{file}.qres")
     profile = profile or os.environ.get("QRES_PROFILE") or api.DEFAULT_PROFILE
+    to_stdout = is_stdout(output)
     with _progress(_size(file), "compress", as_json) as progress:
         stats = api.compress_file(
             file,
@@ -147,7 +149,7 @@ def compress(
             "output_bytes": stats.packed_bytes,
             "profile": profile,
         },
-        output == "-",
+        to_stdout,
         "compressed",
     )
 
@@ -164,6 +166,7 @@ def decompress(
     """Restore the exact original bytes from a .qres container."""
     from qres.codec import files as api
     from qres.kernel.errors import QresError
+    from qres.kernel.outputs import is_stdout
 
     if output is None:
         if file == "-":
@@ -172,6 +175,7 @@ def decompress(
             output = file[:-5]
         else:
             raise QresError(f"{file}: name does not end in .qres; give the output with -o")
+    to_stdout = is_stdout(output)
     with _progress(_size(file), "decompress", as_json) as progress:
         _, stats = api.decompress_file(
             file, output, force=force, threads=threads, progress=progress
@@ -185,7 +189,7 @@ def decompress(
             "input_bytes": stats.packed_bytes,
             "output_bytes": stats.raw_bytes,
         },
-        output == "-",
+        to_stdout,
         "decompressed",
     )
 

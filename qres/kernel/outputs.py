@@ -347,3 +347,14 @@ def _alive(pid: int) -> bool:
     except OSError:
         return True  # exists, owned by someone else
     return True
+
+
+def is_stdout(target: str) -> bool:
+    """Whether ``target`` is this process's stdout (``-``, ``/dev/stdout``, the same file)."""
+    if target == "-":
+        return True
+    try:
+        here, out = os.stat(target), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return False
+    return (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino)
