@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from qres.kernel import plugins, profiles  # noqa: E402
-from qres.swarm.engine import Simulation, settings_from_profile  # noqa: E402
+# The installed qres, never the source tree: a checkout has neither the compiled parts nor the
+# bundled profiles where an installed package has them.
+from qres.kernel import plugins, profiles
+from qres.swarm.engine import Simulation, settings_from_profile
 
 
 def run(name, attack=None, attack_free=False, profile=None, **overrides):

@@ -173,6 +173,11 @@ def decompress(
             output = "-"
         elif file.endswith(".qres") and len(file) > 5:
             output = file[:-5]
+            if os.path.isfile(output) and not force:
+                raise QresError(
+                    f"{output}: already exists (kept beside {file}?); restore elsewhere with "
+                    "-o FILE, or pass --force to overwrite it"
+                )
         else:
             raise QresError(f"{file}: name does not end in .qres; give the output with -o")
     to_stdout = is_stdout(output)
@@ -279,11 +284,29 @@ def demo(
         "-p",
         help="Profile to compress with (default: server, plus esp32 and fast side by side).",
     ),
+    sample: str = typer.Option(
+        None,
+        "--sample",
+        help="Only write the demo recording (4 channels of int16, interleaved) here, to try "
+        "the commands on; nothing else runs.",
+    ),
+    force: bool = FORCE,
     as_json: bool = JSON,
 ) -> None:
     """Compress, decompress and verify a sample the project generates itself; show the result."""
     from qres.codec import demo as demo_mod
+    from qres.kernel.outputs import is_stdout
 
+    if sample is not None:
+        written = demo_mod.write_sample(sample, force)
+        if as_json:
+            print_json({"sample": sample, "bytes": written, **demo_mod.SAMPLE_SPEC})
+        elif not is_stdout(sample):
+            print(
+                f"wrote {sample}: {written:,} bytes, {demo_mod.DEMO_FRAMES:,} frames x "
+                f"{demo_mod.DEMO_CHANNELS} channels of int16 (--dtype int16 --channels 4)"
+            )
+        return
     results = demo_mod.run(folder, [profile] if profile else None)
     if as_json:
         print_json(results)

@@ -19,6 +19,8 @@ DEMO_FRAMES = 172_800
 DEMO_CHANNELS = 4
 DEMO_SEED = 20261124
 DEMO_PROFILES = ("server", "fast", "esp32")
+#: How the demo recording is described to ``qres compress``.
+SAMPLE_SPEC = {"dtype": "int16", "channels": DEMO_CHANNELS, "layout": "interleaved"}
 
 
 def make_sample(frames: int = DEMO_FRAMES, seed: int = DEMO_SEED) -> bytes:
@@ -42,6 +44,16 @@ def make_sample(frames: int = DEMO_FRAMES, seed: int = DEMO_SEED) -> bytes:
         )
     block = np.stack([temperature, humidity, pressure, vibration], axis=1)
     return np.clip(np.rint(block), -32768, 32767).astype("<i2").tobytes()
+
+
+def write_sample(target: str, force: bool = False) -> int:
+    """Write the demo recording to ``target`` (``-``: stdout); return its size in bytes."""
+    from qres.kernel.outputs import atomic_output
+
+    raw = make_sample()
+    with atomic_output(target, force) as out:
+        out.write(raw)
+    return len(raw)
 
 
 def run(folder: str | None = None, profiles: list[str] | None = None) -> dict[str, Any]:
