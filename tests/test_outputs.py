@@ -114,6 +114,14 @@ def test_dev_full_as_stdout_fails_with_exit_1(packed):
     assert "qres: error: stdout: no space left on device" in one_line(out.stderr)
 
 
+@pytest.mark.parametrize("command", [["plugins", "list", "--json"], ["--version"]])
+def test_text_on_a_full_stdout_fails_naming_stdout(command):
+    with open("/dev/full", "wb") as full:
+        out = subprocess.run([QRES, *command], stdout=full, stderr=subprocess.PIPE)
+    assert out.returncode == 1
+    assert one_line(out.stderr).startswith("qres: error: stdout: no space left on device")
+
+
 @needs_root
 def test_a_full_device_given_with_o_is_written_in_place_and_fails(packed, tmp_path):
     qres_file, _ = packed

@@ -15,6 +15,7 @@ import typer
 
 from qres import __version__
 from qres.kernel.errors import QresError
+from qres.kernel.outputs import checked_stdout
 
 
 def _version(value: bool) -> None:
@@ -128,8 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("QRES_DEBUG"))
     previous = _catch_signals()
+    restore = checked_stdout()
     try:
-        make_app()(args=args, prog_name="qres")
+        try:
+            make_app()(args=args, prog_name="qres")
+        except SystemExit as done:
+            if not done.code:
+                sys.stdout.flush()  # here, not at exit: a full stdout must fail the command
+            raise
     except QresError as exc:
         if debug:
             raise
@@ -143,5 +150,6 @@ def main(argv: list[str] | None = None) -> None:
         print("qres: interrupted", file=sys.stderr)
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
     finally:
+        restore()
         for number, handler in previous.items():
             signal.signal(number, handler)

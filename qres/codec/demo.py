@@ -59,13 +59,15 @@ def write_sample(target: str, force: bool = False) -> int:
 def run(folder: str | None = None, profiles: list[str] | None = None) -> dict[str, Any]:
     """Write the sample, compress it with each profile, decompress, compare; return results."""
     from qres.codec import files as api
+    from qres.kernel.outputs import atomic_output
 
     with tempfile.TemporaryDirectory(prefix="qres-demo-") as tmp:
         where = Path(folder) if folder else Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
         sample = where / "demo-4ch-int16.bin"
         raw = make_sample()
-        sample.write_bytes(raw)
+        with atomic_output(str(sample), True) as out:
+            out.write(raw)
         digest = hashlib.sha256(raw).hexdigest()
         rows = []
         for name in profiles or DEMO_PROFILES:

@@ -24,7 +24,7 @@ import secrets
 import socket
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -50,6 +50,7 @@ class OutputStream(io.RawIOBase):
         self.shown = shown
         self._own = own_fd
         self._in_place = in_place
+        self._failed = False
 
     def writable(self) -> bool:
         return True
@@ -67,6 +68,8 @@ class OutputStream(io.RawIOBase):
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
         total = len(view)
+        if self._failed:
+            return total  # reported once; buffers flushed again on the way out are dropped
         while view:
             try:
                 written = os.write(self._fd, view[: 1 << 30])
@@ -80,10 +83,8 @@ class OutputStream(io.RawIOBase):
         return total
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        try:
-            return os.lseek(self._fd, offset, whence)
-        except OSError as exc:
-            raise self.error(exc) from exc
+        # An OSError as it is: buffered writers probe tell() on pipes and expect one.
+        return os.lseek(self._fd, offset, whence)
 
     def tell(self) -> int:
         return self.seek(0, os.SEEK_CUR)
@@ -99,6 +100,7 @@ class OutputStream(io.RawIOBase):
 
     def error(self, exc: OSError) -> OutputError:
         """The one-line error for a failed write to this output."""
+        self._failed = True
         reason = exc.strerror or str(exc)
         what = "the output is incomplete" if self._in_place else "nothing was written"
         return OutputError(f"{self.shown}: {reason[:1].lower()}{reason[1:]}; {what}")
@@ -358,3 +360,34 @@ def is_stdout(target: str) -> bool:
     except (OSError, ValueError):
         return False
     return (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino)
+
+
+def checked_stdout() -> Callable[[], None]:
+    """Route text printed to stdout through a checked writer, so that a full disk or
+    ``/dev/full`` fails the command with ``stdout: ...`` instead of at the interpreter's exit.
+    Returns the function that restores the original stdout (nothing happens when stdout is
+    not the process's own, e.g. captured by a test runner)."""
+    original = sys.stdout
+    try:
+        fd = original.fileno() if original is sys.__stdout__ else -1
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd < 0:
+        return lambda: None
+    original.flush()
+    raw = OutputStream(fd, "stdout", own_fd=False, in_place=True)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=original.encoding,
+        errors=original.errors,
+        line_buffering=original.line_buffering,
+    )
+
+    def restore() -> None:
+        checked, sys.stdout = sys.stdout, original
+        try:
+            checked.flush()
+        finally:
+            checked.detach()
+
+    return restore
