@@ -21,10 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_qres
+from conftest import run_qres_process as run_qres  # real processes: descriptors matter here
 
 from qres.codec.demo import make_sample
 
+pytestmark = pytest.mark.real_process  # real descriptors, devices, pipes and signals
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="mounting a tmpfs and mknod need root")
 QRES = str(Path(sys.executable).with_name("qres"))

@@ -106,6 +106,35 @@ class OutputStream(io.RawIOBase):
         return OutputError(f"{self.shown}: {reason[:1].lower()}{reason[1:]}; {what}")
 
 
+class _BufferOutput(io.RawIOBase):
+    """A checked writer on a binary stream without a descriptor (stdout captured in memory)."""
+
+    def __init__(self, buffer, shown: str):
+        super().__init__()
+        self._buffer = buffer
+        self.shown = shown
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        try:
+            self._buffer.write(data)
+            self._buffer.flush()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise OutputError(f"{self.shown}: {reason}; the output is incomplete") from exc
+        return len(memoryview(data).cast("B"))
+
+
+def _stdout_fd() -> int:
+    """The descriptor behind ``sys.stdout``, or -1 when it has none."""
+    try:
+        return sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return -1
+
+
 def _shown(target: str) -> str:
     return "stdout" if target == "-" else target
 
@@ -177,7 +206,10 @@ def _in_place(target: str, shown: str, binary: bool, private: bool) -> Iterator[
         raise OutputError(f"{shown}: not a regular file; give the path of a file")
     if target == "-":
         sys.stdout.flush()
-        fd, own = sys.stdout.fileno(), False
+        fd, own = _stdout_fd(), False
+        if fd < 0:  # stdout replaced by an embedding program: write to its binary buffer
+            yield _BufferOutput(sys.stdout.buffer, shown)
+            return
     else:
         try:
             fd, own = os.open(target, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC), True
@@ -356,7 +388,7 @@ def is_stdout(target: str) -> bool:
     if target == "-":
         return True
     try:
-        here, out = os.stat(target), os.fstat(sys.stdout.fileno())
+        here, out = os.stat(target), os.fstat(_stdout_fd())
     except (OSError, ValueError):
         return False
     return (here.st_dev, here.st_ino) == (out.st_dev, out.st_ino)
