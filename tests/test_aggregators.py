@@ -467,38 +467,70 @@ def test_reputation_weighted_exponent_and_cap():
         make("mean").aggregate(y, f=0).tolist()
     )
     shares = capped_shares([1000, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 0], Fraction(1, 10))
-    assert max(shares) <= (1 << 30) // 10 and sum(shares) <= 1 << 30
-    assert shares[0] == max(shares) and shares[-1] == 0
-    assert sum(shares) > (1 << 30) - 20  # the capped share is redistributed
+    assert shares[0] == (1 << 30) // 10 and shares[-1] == 0
+    # what the cap takes from the heavy node goes to nobody: the others keep their
+    # proportional share (10 / 1100 of 2**30, floored)
+    assert shares[1:11] == [(10 << 30) // 1100] * 10
     few = capped_shares([5, 1, 0], Fraction(1, 10))  # 2 nodes cannot both stay under 10 %
-    assert few == [1 << 29, 1 << 29, 0]
+    assert few == [(1 << 30) // 10] * 2 + [0]
 
 
-def test_adaptive_switches_on_identified_attackers():
+def test_cap_never_raises_a_distrusted_share():
+    """7 trusted nodes at cap 0.1 take 0.7; the other 0.3 must not go to the near-distrusted."""
+    from fractions import Fraction
+
+    from qres.builtin_plugins.aggregators.reputation import capped_shares, exponent_for, powered
+
+    reps = [65536] * 7 + [3277] * 13  # 13 nodes at reputation 0.05
+    raw = [powered(r, exponent_for(20)) for r in reps]
+    shares = capped_shares(raw, Fraction(1, 10))
+    total = sum(raw)
+    for w, s in zip(raw, shares, strict=True):
+        assert s <= w * (1 << 30) // total + 1
+    assert sum(shares[7:]) < (1 << 30) // 1000
+    # the share the cap held back stays on the reputation-weighted median, not on the 13
+    x = np.zeros((20, 3), np.int32)
+    x[7:] = 1 << 24
+    x[:7] = np.arange(21, dtype=np.int32).reshape(7, 3) * 100
+    out = make("reputation-weighted").aggregate(x, f=0, weights=reps)
+    assert (np.abs(out.astype(np.int64)) < (1 << 24) // 100).all()
+
+
+def test_adaptive_bounded_trust():
+    """No reputation bypasses the trimmed mean: a trusted attacker moves the result by at
+    most cap x radius median distances; a distrusted one not at all."""
     rng = np.random.default_rng(3)
-    x = rng.integers(-(1 << 16), 1 << 16, (12, 4), dtype=np.int32)
-    x[:3] = Q_MAX
-    trimmed = make("trimmed-mean").aggregate(x, f=3)
-    assert make("adaptive").aggregate(x, f=3).tolist() == trimmed.tolist()
-    suspicious = np.full(12, 65536)
-    suspicious[:2] = 0
-    suspicious[2] = 32768  # a suspect: neither trusted nor distrusted, still the trimmed mean
-    assert make("adaptive").aggregate(x, f=3, weights=suspicious).tolist() == trimmed.tolist()
-    cleared = suspicious.copy()
-    cleared[2] = 0
-    out = make("adaptive").aggregate(x, f=3, weights=cleared)
-    assert out.tolist() == make("reputation-weighted").aggregate(x, f=3, weights=cleared).tolist()
-    honest = x[3:]
-    assert (out >= honest.min(axis=0)).all() and (out <= honest.max(axis=0)).all()
-    # no suspect and no attacker seen: the (cheaper, unbiased) reputation-weighted mean
-    calm = x[3:]
-    assert make("adaptive").aggregate(calm, f=3, weights=np.full(9, 65536)).tolist() == (
-        make("mean").aggregate(calm, f=0).tolist()
+    honest = rng.integers(-(1 << 16), 1 << 16, (14, 8), dtype=np.int32)
+    attack = np.repeat(honest.mean(axis=0, dtype=np.int64)[None, :] * -10, 6, axis=0)
+    attack += rng.integers(-999, 999, attack.shape)  # rows that differ: no cartel signal
+    x = np.vstack([honest, attack.astype(np.int32)])
+    trimmed = make("trimmed-mean").aggregate(x, f=6)
+    from qres.robust.aggregate import sq_dists_to
+
+    scale = sorted(sq_dists_to(x, trimmed))[9] ** 0.5
+    for reps in (None, np.full(20, 65536), np.full(20, 32768)):  # everybody trusted, or half
+        out = make("adaptive").aggregate(x, f=6, weights=reps)
+        moved = np.linalg.norm(out.astype(np.float64) - trimmed)
+        assert moved <= 20 * 0.1 * scale + 8, (reps, moved, scale)
+    # every step clipped inside one median distance: at most one median distance moved
+    assert np.linalg.norm(make("adaptive").aggregate(x, f=6) - trimmed.astype(float)) <= scale
+    # distrusted attackers contribute nothing: the result is the honest rows' clipped mean
+    distrusted = np.full(20, 65536)
+    distrusted[14:] = 0
+    out = make("adaptive").aggregate(x, f=6, weights=distrusted)
+    alone = make("adaptive").aggregate(
+        np.vstack([honest, np.repeat(trimmed[None, :], 6, axis=0)]), f=6, weights=distrusted
     )
-    # everybody distrusted: nothing to weigh, the trimmed mean
-    assert make("adaptive").aggregate(x, f=3, weights=np.zeros(12, int)).tolist() == (
+    assert (out >= honest.min(axis=0)).all() and (out <= honest.max(axis=0)).all()
+    assert np.linalg.norm(out - alone.astype(float)) <= 0.2 * scale
+    # everybody distrusted: nothing to add, the trimmed mean
+    assert make("adaptive").aggregate(x, f=6, weights=np.zeros(20, int)).tolist() == (
         trimmed.tolist()
     )
+    # trust grows the radius: a half-trusted node reaches less far than a trusted one
+    adaptive = make("adaptive")
+    assert adaptive.trust_of(6554) == 0 and adaptive.trust_of(58982) == 1
+    assert 0 < adaptive.trust_of(32768) < 1
     with pytest.raises(ProfileError, match="trust"):
         make_table({"use": "adaptive", "distrust": 0.5, "trust": 0.4})
 

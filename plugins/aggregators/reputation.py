@@ -41,36 +41,48 @@ def powered(rep: int, k: Fraction) -> int:
 
 
 def capped_shares(raw: list[int], cap: Fraction) -> list[int]:
-    """Integer weights summing to at most 2**30 proportional to ``raw``, no share above ``cap``.
+    """Integer shares of 2**30 proportional to ``raw``, none above ``cap``: bounded influence.
 
-    Water-filling: the largest raw weights are pinned at share ``cap`` one by one until the
-    rest, scaled to the share left over, are all within the cap. With fewer than ``1 / cap``
-    positive weights the cap cannot hold, and those nodes share equally.
+    A node's share is ``min(raw / sum(raw), cap)``, floored to an integer of 2**30. What the
+    cap takes from a heavy node goes to no other node (the caller leaves it on a robust
+    anchor): redistributing it would raise the share of lightly trusted nodes above their
+    proportional one, so with few trusted nodes the near-distrusted would fill the gap.
     """
-    positive = sorted((w for w in raw if w > 0), reverse=True)
-    if len(positive) * cap < 1:
-        return [(1 << _W_BITS) // len(positive) if w > 0 else 0 for w in raw]
-    rest = sum(positive)
-    pinned = 0
-    threshold = None  # raw weights at or above this are pinned
-    for w in positive:
-        left = 1 - pinned * cap
-        if w * left <= cap * rest:
-            break
-        pinned += 1
-        rest -= w
-        threshold = w
-    left = 1 - pinned * cap
+    total = sum(w for w in raw if w > 0)
     scale = 1 << _W_BITS
-    out = []
-    for w in raw:
-        if threshold is not None and w >= threshold:
-            out.append(math.floor(cap * scale))
-        elif w > 0:
-            out.append(math.floor(Fraction(w) * left * scale / rest))
-        else:
-            out.append(0)
-    return out
+    top = math.floor(cap * scale)
+    return [min(w * scale // total, top) if w > 0 else 0 for w in raw]
+
+
+def anchored(x, shares: list[int], anchor):
+    """``anchor + sum(share * (row - anchor)) / 2**30``, exactly: the weighted mean of the rows
+    with the share the cap left unassigned on ``anchor`` (int32 rows in, int32 out)."""
+    import numpy as np
+
+    w = np.array(shares, dtype=np.int64)
+    a = anchor.astype(np.int64)
+    # |w| sums to <= 2**30 and |row - anchor| < 2**32: every partial sum stays below 2**62
+    num = w @ (x.astype(np.int64) - a)
+    return to_q(a + ((num + (1 << (_W_BITS - 1))) >> _W_BITS))
+
+
+def weighted_median_columns(x, raw: list[int]):
+    """Coordinate-wise weighted median (the lower one: the smallest value whose cumulative
+    weight reaches half the total) of int32 rows with non-negative integer weights."""
+    import numpy as np
+
+    w = np.array([min(v, 1 << 40) for v in raw], dtype=np.int64)  # n * 2**40 fits int64
+    order = np.argsort(x, axis=0, kind="stable")
+    cum = np.cumsum(w[order], axis=0)
+    at = np.argmax(2 * cum >= cum[-1], axis=0)
+    rows = np.take_along_axis(order, at[None, :], axis=0)[0]
+    return x[rows, np.arange(x.shape[1])]
+
+
+def proportional(raw: list[int], cap: Fraction) -> bool:
+    """Whether no node's proportional share exceeds ``cap`` (the plain weighted mean holds)."""
+    total = sum(w for w in raw if w > 0)
+    return all(w * cap.denominator <= cap.numerator * total for w in raw)
 
 
 @attrs.frozen
@@ -83,14 +95,16 @@ class ReputationConfig:
 
 class ReputationWeighted(Aggregator):
     """Reputation-weighted mean: weights ``rep ** k`` (k = 2 below 20 nodes, 3 up to 50, 3.5
-    above), each node's share capped at ``cap``.
+    above), each node's share capped at ``cap``; a share the cap takes away stays on the
+    coordinate-wise median of the rows, never goes to another node.
 
     Reputation weighting after Rodríguez-Barroso et al., "Dynamic defense against Byzantine
     poisoning attacks in federated learning", FGCS 2022, and Xu, Lyu, "A Reputation Mechanism
     Is All You Need: Collaborative Fairness and Adversarial Robustness in Federated Learning",
     2021. ``weights`` are the reputations (Q16.16 in [0, 1]); without them every node has
-    reputation 1 and this is the plain mean. ``f`` is not used: the reputations carry it.
-    Pinned nodes tie by value, so equal raw weights are treated alike whatever their order.
+    reputation 1 and, with at least ``1 / cap`` nodes, this is the plain mean. ``f`` is not
+    used: the reputations carry it. Not robust by itself (a trusted attacker is averaged in):
+    ``adaptive`` is the rule that bounds what reputation buys.
     """
 
     name = "reputation-weighted"
@@ -113,21 +127,28 @@ class ReputationWeighted(Aggregator):
                 "aggregator 'reputation-weighted': every reputation is (close to) zero; "
                 "reset the reputations or use 'trimmed-mean'"
             )
-        w = np.array(capped_shares(raw, Fraction(self.config.cap)), dtype=np.int64)
-        return to_q(div_round(w @ x.astype(np.int64), int(w.sum())))
+        cap = Fraction(self.config.cap)
+        shares = capped_shares(raw, cap)
+        if proportional(raw, cap):
+            w = np.array(shares, dtype=np.int64)
+            return to_q(div_round(w @ x.astype(np.int64), int(w.sum())))
+        return anchored(x, shares, weighted_median_columns(x, raw))
 
 
 @attrs.frozen
 class AdaptiveConfig:
     """Settings of the adaptive aggregator."""
 
-    #: A node with reputation at or below this (0..1) counts as an identified attacker.
+    #: A node with reputation at or below this (0..1) contributes nothing.
     distrust: float = attrs.field(default=0.1, validator=number(0.0, 1.0))
-    #: A node with reputation at or above this (0..1) is trusted; between the two it is a
-    #: suspect, and while there is one the swarm is under suspicion.
+    #: A node with reputation at or above this (0..1) gets the full clipping radius; between
+    #: the two the radius grows linearly with the reputation.
     trust: float = attrs.field(default=0.9, validator=number(0.0, 1.0))
-    #: The share cap of the reputation-weighted mean.
+    #: Largest share of the result one node may have (after the ``rep ** k`` weighting).
     cap: float = attrs.field(default=0.1, validator=number(2.0**-20, 1.0))
+    #: The full clipping radius, in units of the median distance of the rows to the
+    #: trimmed mean.
+    radius: float = attrs.field(default=1.0, validator=number(0.0, 1e6))
 
     def __attrs_post_init__(self):
         if self.trust < self.distrust:
@@ -135,19 +156,19 @@ class AdaptiveConfig:
 
 
 class Adaptive(Aggregator):
-    """Adaptive: trimmed mean while the swarm is under suspicion, the cheaper
-    reputation-weighted mean once the attackers are identified.
+    """Adaptive: the trimmed mean, plus what each node's reputation entitles it to.
 
-    With reputations (from a :class:`qres.robust.reputation.ReputationTracker`, say) every node is
-    *trusted* (reputation >= ``trust``), *distrusted* (<= ``distrust``: an identified
-    attacker) or a *suspect* in between. While any node is a suspect, or without reputations,
-    the swarm is under suspicion and the coordinate-wise trimmed mean with ``f`` runs (Yin et
-    al., ICML 2018). Once every node is trusted or distrusted (attackers identified, or none
-    seen) and some node is trusted, the reputation-weighted mean runs, in which distrusted
-    nodes weigh (almost) nothing (Rodríguez-Barroso et al., FGCS 2022). ``f`` is a bound,
-    not a count, so the switch does not wait for ``f`` nodes to be caught. The rule trusts
-    the reputations: an attacker that keeps a trusted reputation is averaged in. Needs
-    ``n > 2 f`` (the trimmed mean's bound).
+    Bounded trust: the robust rule always runs and no reputation bypasses it. The
+    coordinate-wise trimmed mean with ``f`` (Yin et al., ICML 2018) is the anchor ``c``;
+    each row's step ``x - c`` is clipped to a radius of ``radius x`` the median distance of
+    the rows to ``c`` (a scale attackers cannot inflate while they are fewer than half: the
+    centred clipping of Karimireddy, He, Jaggi, ICML 2021), scaled by the node's trust
+    (0 at ``distrust`` or below, 1 at ``trust`` or above, linear between); the clipped steps
+    are averaged with the capped reputation shares of ``reputation-weighted``
+    (Rodríguez-Barroso et al., FGCS 2022), and every share not given stays on ``c``. So an
+    attacker with a perfect reputation moves the result by at most ``cap x radius`` median
+    distances, a distrusted one not at all, and the honest majority's spread is averaged
+    in, not trimmed away. Without reputations every node has full trust. Needs ``n > 2 f``.
     """
 
     name = "adaptive"
@@ -155,7 +176,7 @@ class Adaptive(Aggregator):
     takes_weights = True
 
     def check_f(self, n, f):
-        """The fallback trimmed mean needs ``n > 2 f``."""
+        """The trimmed mean anchor needs ``n > 2 f``."""
         if 2 * f >= n:
             raise QresError(
                 f"aggregator 'adaptive': f={f} needs n > 2f, got n={n}; lower f or add nodes"
@@ -165,25 +186,48 @@ class Adaptive(Aggregator):
         """Reputations, not sample counts: Q16.16 integers in [0, 65536]."""
         return check_reputations(weights, n, self.name)
 
-    def identified(self, reputations, f: int) -> bool:
-        """Whether the swarm is cleared: no suspect, and at least one trusted node."""
-        if reputations is None:
-            return False
+    def trust_of(self, rep: int) -> Fraction:
+        """A reputation's trust in [0, 1]: the fraction of the full radius it may use."""
         low = math.floor(self.config.distrust * 65536 + 0.5)
         high = math.floor(self.config.trust * 65536 + 0.5)
-        suspects = sum(1 for r in reputations if low < r < high)
-        trusted = sum(1 for r in reputations if r >= high and r > low)
-        return suspects == 0 and trusted > 0
+        if rep <= low:
+            return Fraction(0)
+        if rep >= high:
+            return Fraction(1)
+        return Fraction(rep - low, high - low)
 
     def _aggregate(self, x, f, weights, rng):
-        from qres.kernel.plugins import get_plugin
+        import numpy as np
 
-        if self.identified(weights, f):
-            rule = get_plugin("aggregator", "reputation-weighted")(
-                ReputationConfig(self.config.cap)
-            )
-            return rule._aggregate(x, f, weights, rng)
-        return get_plugin("aggregator", "trimmed-mean")()._aggregate(x, f, None, rng)
+        from qres.kernel.plugins import get_plugin
+        from qres.robust.aggregate import sq_dists_to
+
+        n = x.shape[0]
+        c = get_plugin("aggregator", "trimmed-mean")()._aggregate(x, f, None, rng)
+        reps = [1 << 16] * n if weights is None else [int(r) for r in weights]
+        trust = [self.trust_of(r) for r in reps]
+        raw = [powered(r, exponent_for(n)) if t else 0 for r, t in zip(reps, trust, strict=True)]
+        if not any(raw):
+            return c
+        d2 = sq_dists_to(x, c)
+        scale2 = sorted(d2)[(n - 1) // 2]  # median squared distance: robust while f < n / 2
+        r2 = Fraction(self.config.radius) ** 2 * scale2
+        one = 1 << _W_BITS
+        factor = []
+        for d, t in zip(d2, trust, strict=True):
+            limit = r2 * t * t
+            if d <= limit:
+                factor.append(one)
+            else:  # floor(sqrt(limit / d) * 2**30), exactly
+                num = limit.numerator << (2 * _W_BITS)
+                factor.append(math.isqrt(num // (limit.denominator * d)))
+        step = x.astype(np.int64) - c.astype(np.int64)
+        fac = np.array(factor, dtype=np.int64)[:, None]
+        # |step| < 2**32 and factor <= 2**30: the product stays below 2**62
+        clipped = (step * fac + (1 << (_W_BITS - 1))) >> _W_BITS
+        shares = np.array(capped_shares(raw, Fraction(self.config.cap)), dtype=np.int64)
+        num = shares @ clipped
+        return to_q(c.astype(np.int64) + ((num + (1 << (_W_BITS - 1))) >> _W_BITS))
 
 
 @hookimpl
