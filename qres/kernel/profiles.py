@@ -27,6 +27,7 @@ from qres.codec.container import DEFAULT_BLOCK_FRAMES, MAX_BLOCK_FRAMES, SAMPLE_
 from qres.kernel.config import Location, build_config, integer, one_of, text
 from qres.kernel.errors import ProfileError
 from qres.llm.settings import EngineSettings
+from qres.lora.settings import HierarchySettings
 from qres.node.settings import NodeSettings
 from qres.swarm.settings import SwarmSettings
 
@@ -97,7 +98,9 @@ SECTIONS: dict[str, Section] = {
     ),
     "llm": Section(settings=EngineSettings, slots={"backend": "llm_backend"}),
     "node": Section(settings=NodeSettings, slots={"transport": "transport"}),
-    "lora": Section(slots={"layers": "lora_layer"}, many=frozenset({"layers"})),
+    "lora": Section(
+        settings=HierarchySettings, slots={"layers": "lora_layer"}, many=frozenset({"layers"})
+    ),
 }
 
 
