@@ -292,6 +292,32 @@ def test_a_recurring_context_pattern_migrates_to_agent_and_is_conserved():
     assert h.migrations >= 1 and h.layers["agent"].drift() > 0
 
 
+def test_a_full_destination_refuses_migration_and_health_says_so():
+    s = HierarchySettings(
+        decay_free=0.0,
+        decay_active=0.0,
+        circuit_window=8,
+        circuit_lags=3,
+        bandwidth=[1.0, 1e-3, 1e-4, 1e-4],
+        entropy_high=1.0,
+        max_rejection=0.25,
+    )
+    h = Hierarchy(s, 4, 4, seed=5)
+    h.layers["agent"].b[:, 0] = ONE  # the agent's only slot holds its own pattern
+    kept = h.layers["agent"].delta().copy()
+    grad = np.zeros((4, 4), np.int64)
+    grad[0, :] = ONE
+    for t in range(40):
+        if t % 2 == 0:
+            h.update("context", grad, ONE // 4)
+        assert h.tick() == []
+    assert h.migrations == 0 and h.queues[0].rejected > 0
+    assert np.array_equal(h.layers["agent"].delta(), kept)
+    report = h.health()
+    assert report.status == DEGRADED
+    assert any(r.startswith("context->agent: rejection rate") for r in report.reasons)
+
+
 def test_same_seed_same_updates_same_bits():
     def run():
         h = Hierarchy(HierarchySettings(), 6, 9, seed=11)
@@ -308,3 +334,25 @@ def test_same_seed_same_updates_same_bits():
         assert np.array_equal(a.layers[role].b, b.layers[role].b)
     assert a.summary() == b.summary()
     assert a.summary()["layers"]["swarm"]["effective_inertia"] > 0.7
+
+
+def test_the_documented_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "lora.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/lora.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "1 HEALTHY"
+
+
+def test_documented_settings_table_matches_the_defaults():
+    from pathlib import Path
+
+    import attrs
+
+    text = (Path(__file__).parent.parent / "docs" / "lora.md").read_text()
+    for field in attrs.fields(HierarchySettings):
+        assert f"`{field.name}`" in text, field.name
