@@ -221,6 +221,7 @@ class TcpTransport(Transport):
         self.wire_bytes_sent = self.wire_bytes_received = 0
         self._counts = dict.fromkeys(attrs.fields_dict(TransportStats), 0)
         self._inbox: deque[Message] = deque()
+        self._bans: deque[Message] = deque()
         self._arrived: asyncio.Event | None = None
         self._seq = 0
         self._t0 = time.monotonic()
@@ -314,6 +315,8 @@ class TcpTransport(Transport):
                 kind, data = await conn.receive()
                 if kind == wire.RECORD_DATA:
                     self._deliver(key, data)
+                elif kind == wire.RECORD_BAN:
+                    self._deliver(key, data, self._bans)
                 else:
                     self._learn(wire.decode_peers(data))
         except wire.WireError as exc:
@@ -374,15 +377,16 @@ class TcpTransport(Transport):
                 return
             self.book[key] = (entry.host, entry.port)
 
-    def _deliver(self, key: bytes, data: bytes) -> None:
-        if len(self._inbox) >= self.config.queue_limit:
+    def _deliver(self, key: bytes, data: bytes, queue: deque | None = None) -> None:
+        queue = self._inbox if queue is None else queue
+        if len(queue) >= self.config.queue_limit:
             self._counts["dropped_messages"] += 1
             self._counts["dropped_bytes"] += len(data)
             self._counts["dropped_queue_full"] += 1
             return
         self._seq += 1
         now = self.now
-        self._inbox.append(Message(self._seq, did_of(key), self.did, data, now, now))
+        queue.append(Message(self._seq, did_of(key), self.did, data, now, now))
         self._counts["delivered_messages"] += 1
         self._counts["delivered_bytes"] += len(data)
         if self._arrived is not None:
@@ -436,6 +440,20 @@ class TcpTransport(Transport):
         for did in self.connected():
             sent += await self.asend(did, payload)
         return sent
+
+    async def abroadcast_ban(self, payload: bytes) -> bool:
+        """Send a ban notice to every connected peer (a record of its own kind)."""
+        data = check_payload(payload, self.config.max_message, "transport tcp, ban")
+        conns = [c for c in self.conns.values() if not c.closed]
+        for conn in conns:
+            conn.send(wire.RECORD_BAN, data)
+            with contextlib.suppress(ConnectionError, OSError):
+                await conn.writer.drain()
+        return bool(conns)
+
+    def bans_received(self) -> list[Message]:
+        """Take the ban notices received."""
+        return [self._bans.popleft() for _ in range(len(self._bans))]
 
     async def recv(self, timeout: float | None = None) -> Message | None:
         """The next received message, waiting up to ``timeout`` seconds (None: forever)."""

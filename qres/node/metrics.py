@@ -70,6 +70,13 @@ class NodeMetrics:
         for reason, count in sorted(st["rejected"].items()):
             rejected.add_metric([reason], count)
         yield rejected
+        yield CounterMetricFamily("qres_bans_sent", "Ban notices sent", st["bans_sent"])
+        notices = CounterMetricFamily(
+            "qres_ban_notices_refused", "Ban notices refused, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(st["bans_rejected"].items()):
+            notices.add_metric([reason], count)
+        yield notices
         dropped = CounterMetricFamily(
             "qres_transport_refused",
             "Connections or envelopes refused by the transport, by reason",

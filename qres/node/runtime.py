@@ -27,6 +27,8 @@ from qres.kernel.errors import QresError
 
 #: Q16.16 one (reputations are stored as integers of this unit).
 ONE = 1 << 16
+#: Seconds between looks at the ban notices received.
+BAN_POLL_SECONDS = 0.1
 
 
 @attrs.frozen
@@ -85,6 +87,10 @@ class Node:
 
             self.attack = plugins.create("attack", {"use": options.attack}, Location("--attack"))
         self._last_rows: list = []  # the updates accepted last round (what an attack sees)
+        # per DID: a signed packet whose fault any peer can check (sent with our ban notice)
+        self._evidence: dict[str, bytes] = {}
+        self._new_bans: list[tuple[str, int, str, bytes]] = []  # to persist with the round
+        self._via: dict[str, str] = {}  # DID -> the peer whose notice brought its evidence
         self.ledger_slots: dict[str, int] = {}
         slots = max(2, self._max_peers())
         self.ledger = Ledger(slots, reputation_rules(self.swarm, slots))
@@ -99,6 +105,9 @@ class Node:
             "updates_sent": 0,
             "updates_received": 0,
             "rejected": {},
+            "bans_sent": 0,
+            "bans_received": 0,
+            "bans_rejected": {},
             "rounds": 0,
             "regime": "calm",
             "error": None,
@@ -193,6 +202,7 @@ class Node:
                 asyncio.ensure_future(self._ingest()),
                 asyncio.ensure_future(self._rounds()),
                 asyncio.ensure_future(self._receive()),
+                asyncio.ensure_future(self._ban_notices()),
             ]
             for task in tasks:
                 task.add_done_callback(self._task_done)
@@ -357,17 +367,87 @@ class Node:
                 name = verdict.reason.name
                 self.stats["rejected"][name] = self.stats["rejected"].get(name, 0) + 1
                 if verdict.reason.attributable and verdict.packet is not None:
-                    self._penalise(verdict.packet.did, self.ledger.pen_outlier)
+                    # signed and provably wrong: a fault, banned when the round closes
+                    self._fault(verdict.packet.did, message.payload, verdict.reason)
                 continue
             packet = verdict.packet
             if packet.did != message.src:
                 self.stats["rejected"]["RELAYED"] = self.stats["rejected"].get("RELAYED", 0) + 1
             self._inbox.setdefault(packet.round, {})[packet.did] = packet.update
 
-    def _penalise(self, did: str, amount: int) -> None:
+    def _fault(self, did: str, packet: bytes, reason) -> None:
+        from qres.node.bans import TRANSFERABLE
+
         slot = self._slot(did)
-        if slot is not None:
-            self.ledger.adjust([slot], -amount)
+        if slot is None:
+            return
+        if reason in TRANSFERABLE:
+            self._evidence.setdefault(did, bytes(packet))
+        self.ledger.adjust([slot], -self.ledger.pen_audit)
+
+    # --- ban notices --------------------------------------------------------------------
+
+    async def _ban_notices(self) -> None:
+        """Check the ban notices peers send; a notice whose evidence holds is a fault this
+        node has observed itself (the issuer's word alone counts for nothing)."""
+        while True:
+            await asyncio.sleep(BAN_POLL_SECONDS)
+            notices = self.transport.bans_received()
+            for message in notices:
+                self._take_notice(message.payload)
+            if notices:
+                self._apply_bans(max(self.round, 0))
+
+    def _take_notice(self, data: bytes) -> None:
+        from qres.node.bans import check_evidence, decode_notice
+        from qres.trust.packet import PacketError
+
+        self.stats["bans_received"] += 1
+        try:
+            notice = decode_notice(data)
+        except PacketError as exc:
+            return self._refuse_notice(exc.reason.name)
+        if notice.banned == self.identity.public_key:
+            return self._refuse_notice("SELF")
+        reason = check_evidence(notice, self.swarm.order)
+        if reason is None:
+            return self._refuse_notice("NO_EVIDENCE")
+        self._via.setdefault(notice.banned_did, notice.issuer_did)
+        self._fault(notice.banned_did, notice.evidence, reason)
+
+    def _refuse_notice(self, why: str) -> None:
+        self.stats["bans_rejected"][why] = self.stats["bans_rejected"].get(why, 0) + 1
+
+    def _apply_bans(self, r: int, persist: bool = True) -> None:
+        """Ban the peers the ledger's rules now ban; drop them, tell the others."""
+        banned = self.ledger.ban_low(r)
+        slots = {s: d for d, s in self.ledger_slots.items()}
+        for slot in banned.tolist():
+            did = slots[slot]
+            self.transport.ban(did)
+            evidence = self._evidence.get(did)
+            via = self._via.get(did, self.identity.did)
+            self._new_bans.append((did, r, via, evidence or b""))
+            if evidence is not None:
+                asyncio.ensure_future(self._publish_ban(did, r, evidence))
+        if persist and len(banned):
+            with self.state.transaction():
+                self._persist_bans()
+
+    def _persist_bans(self) -> None:
+        for did, r, issuer, evidence in self._new_bans:
+            slot = self.ledger_slots[did]
+            self.state.save_peer(did, int(self.ledger.rep[slot]), int(self.ledger.banned_at[slot]))
+            self.state.save_ban(did, r, issuer, evidence)
+        self._new_bans = []
+
+    async def _publish_ban(self, did: str, r: int, evidence: bytes) -> None:
+        from qres.node.bans import make_notice
+        from qres.trust.identity import public_key_of
+
+        notice = make_notice(self.identity, public_key_of(did), r, evidence)
+        if await self.transport.abroadcast_ban(notice.encode()):
+            self.stats["bans_sent"] += 1
 
     def _close_round(self) -> None:
         """Aggregate round ``_pending``'s updates, score senders, ban, persist."""
@@ -409,10 +489,7 @@ class Node:
             self._observe_regime(error, windows)
         else:
             error = None
-        banned = self.ledger.ban_low(r)
-        for slot in banned.tolist():
-            did = next(d for d, s in self.ledger_slots.items() if s == slot)
-            self.transport.ban(did)
+        self._apply_bans(r, persist=False)
         self._save_round(r, error, len(received), accepted)
         self._pending = None
 
@@ -440,6 +517,7 @@ class Node:
                 self.state.save_peer(
                     did, int(self.ledger.rep[slot]), int(self.ledger.banned_at[slot])
                 )
+            self._persist_bans()
             self.state.log_round(
                 r,
                 -1.0 if error is None else error,
@@ -492,6 +570,9 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             updates_sent=stats["updates_sent"],
             updates_received=stats["updates_received"],
             rejected=dict(stats["rejected"]),
+            bans_sent=stats["bans_sent"],
+            bans_received=stats["bans_received"],
+            bans_rejected=dict(stats["bans_rejected"]),
             ratio=(samples * itemsize / stored) if stored else None,
             http_port=node.http_port,
         )

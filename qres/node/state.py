@@ -31,6 +31,9 @@ CREATE TABLE IF NOT EXISTS segments (
     seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, first_sample INTEGER NOT NULL,
     samples INTEGER NOT NULL, start_time REAL NOT NULL, end_time REAL NOT NULL,
     bytes INTEGER NOT NULL, sha256 TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bans (
+    did TEXT PRIMARY KEY, round INTEGER NOT NULL, issuer TEXT NOT NULL,
+    evidence BLOB NOT NULL, time REAL NOT NULL);
 """
 
 
@@ -148,6 +151,23 @@ class State:
             "address = CASE WHEN excluded.address = '' THEN address ELSE excluded.address END",
             (did, address, reputation, banned_at, time.time()),
         )
+
+    def save_ban(self, did: str, round_: int, issuer: str, evidence: bytes) -> None:
+        """Record why ``did`` is banned: the round, whose check decided it (this node's DID)
+        and the signed packet that proves the fault (empty when the evidence was this node's
+        own observation and cannot be passed on). Call inside a transaction."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO bans VALUES (?, ?, ?, ?, ?)",
+            (did, round_, issuer, bytes(evidence), time.time()),
+        )
+
+    def bans(self) -> list[dict]:
+        """Every recorded ban, oldest first."""
+        rows = self.db.execute(
+            "SELECT did, round, issuer, evidence, time FROM bans ORDER BY time, did"
+        ).fetchall()
+        keys = ("did", "round", "issuer", "evidence", "time")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     # --- segments --------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ FLAG_MORE = 0x01
 
 RECORD_DATA = 1
 RECORD_PEERS = 2
-RECORD_TYPES = (RECORD_DATA, RECORD_PEERS)
+#: A ban notice (qres.node.bans), kept apart from updates so it is never rate-shared with them.
+RECORD_BAN = 3
+RECORD_TYPES = (RECORD_DATA, RECORD_PEERS, RECORD_BAN)
 
 #: What the handshake payload's signature covers besides the X25519 key: a fixed context.
 STATIC_CONTEXT = b"qres-noise-static/1"

@@ -1,0 +1,124 @@
+"""Ban notices: the format, the checks a receiver makes, and a ban travelling between real
+node processes (one node sees a bad signed packet, bans, and a peer that never saw it obeys
+after checking the evidence itself)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from node_helpers import make_nodes, signal_file, start_node, status, wait_for
+
+from qres.node import bans
+from qres.trust import commitment as cm
+from qres.trust.identity import Identity
+from qres.trust.packet import PacketError, Reason, make_packet
+
+ORDER = 16
+ALICE, BOB, MALLORY = Identity.generate(), Identity.generate(), Identity.generate()
+
+
+def _packet(identity, weights: int, round_: int = 5, point: bool = True) -> bytes:
+    base = cm.commit([2] * weights, 0)
+    commitment = cm.commit([3] * weights, 0) if point else bytes(32)
+    return make_packet(
+        identity, round_, os.urandom(16), [1] * weights, base=base, commitment=commitment
+    ).encode()
+
+
+def test_layout_is_the_documented_one():
+    evidence = _packet(MALLORY, ORDER + 1)
+    data = bans.make_notice(ALICE, MALLORY.public_key, 7, evidence).encode()
+    assert data[:4] == b"QRBN" and data[4] == 1 and data[5] == bans.EVIDENCE_PACKET
+    assert data[6:8] == b"\0\0" and data[8:40] == ALICE.public_key
+    assert data[40:72] == MALLORY.public_key
+    assert struct.unpack_from("<qI", data, 72) == (7, len(evidence))
+    assert data[84 : 84 + len(evidence)] == evidence and len(data) == 84 + len(evidence) + 64
+    notice = bans.decode_notice(data)
+    assert notice.banned_did == MALLORY.did and notice.issuer_did == ALICE.did
+
+
+@pytest.mark.parametrize(
+    ("evidence", "expected"),
+    [
+        (lambda: _packet(MALLORY, ORDER + 1), Reason.BAD_DIMENSION),
+        (lambda: _packet(MALLORY, ORDER, point=False), Reason.BAD_POINT),
+        (lambda: _packet(MALLORY, ORDER), None),  # a sound packet proves nothing
+        (lambda: _packet(BOB, ORDER + 1), None),  # someone else's fault proves nothing
+        (lambda: _packet(MALLORY, ORDER + 1)[:-1] + b"\0", None),  # forged signature
+        (lambda: b"junk", None),
+    ],
+)
+def test_only_checkable_evidence_against_the_banned_node_counts(evidence, expected):
+    notice = bans.make_notice(ALICE, MALLORY.public_key, 3, evidence())
+    assert bans.check_evidence(bans.decode_notice(notice.encode()), ORDER) == expected
+
+
+def test_a_notice_not_signed_by_its_issuer_is_refused():
+    data = bytearray(bans.make_notice(ALICE, MALLORY.public_key, 3, _packet(MALLORY, 2)).encode())
+    data[8:40] = BOB.public_key  # claim Bob issued it
+    with pytest.raises(PacketError) as err:
+        bans.decode_notice(bytes(data))
+    assert err.value.reason is Reason.BAD_SIGNATURE
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 300), st.integers(0, 255))
+def test_decoder_survives_any_bytes(junk, at, value):
+    good = bytearray(bans.make_notice(ALICE, MALLORY.public_key, 1, _packet(MALLORY, 2)).encode())
+    good[at % len(good)] = value
+    for data in (junk, bytes(good), bytes(good[: at % len(good)]), b"QRBN\x01\x01" + junk):
+        try:
+            bans.decode_notice(data)
+        except PacketError:
+            pass
+
+
+def test_a_ban_is_gossiped_checked_obeyed_and_persisted(tmp_path):
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    a, b = make_nodes(tmp_path, 2, segment_samples=4000)
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(2)]
+    procs = [
+        start_node(n, "--source", str(d), "--speed", "20", "--time-scale", "1200")
+        for n, d in zip((a, b), data, strict=True)
+    ]
+    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
+    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=MALLORY)
+    try:
+        evil.open()
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
+        # a signed update of the wrong dimension, to A only; B never sees it
+        packet = _packet(MALLORY, ORDER + 1, round_=int(time.time() * 2))
+        assert evil.send(MALLORY.did, a["id"].did, packet)
+
+        def banned_everywhere():
+            st = [status(n, check=False) for n in (a, b)]
+            return None not in st and all(MALLORY.did in s["banned"] for s in st)
+
+        wait_for(banned_everywhere, timeout=30, step=0.3)
+        # B drops the banned node: its connection is refused from now on
+        wait_for(lambda: not evil.connected(), timeout=20)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            _, err = proc.communicate(timeout=20)
+            assert proc.returncode == 0, err
+    finally:
+        evil.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    from qres.node.state import State
+
+    rows_a = State(a["home"] / "data" / "state.sqlite").bans()
+    rows_b = State(b["home"] / "data" / "state.sqlite").bans()
+    assert [r["did"] for r in rows_a] == [MALLORY.did] == [r["did"] for r in rows_b]
+    assert rows_a[0]["issuer"] == a["id"].did and rows_a[0]["evidence"] == packet
+    assert rows_b[0]["issuer"] == a["id"].did  # B banned on A's evidence, checked by B
+    assert b["id"].did not in status(a)["banned"] and a["id"].did not in status(b)["banned"]
