@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import struct
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -93,8 +92,10 @@ def test_a_ban_is_gossiped_checked_obeyed_and_persisted(tmp_path):
     try:
         evil.open()
         wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
-        # a signed update of the wrong dimension, to A only; B never sees it
-        packet = _packet(MALLORY, ORDER + 1, round_=int(time.time() * 2))
+        # a signed update of the wrong dimension, to A only (B never sees it), for a round
+        # A has closed: inside its window, never "from the future" (not evidence for others)
+        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=20)
+        packet = _packet(MALLORY, ORDER + 1, round_=closed)
         assert evil.send(MALLORY.did, a["id"].did, packet)
 
         def banned_everywhere():
