@@ -41,6 +41,7 @@ __all__ = [
     "check_hardware",
     "check_llm_backend",
     "check_lora_layer",
+    "check_validator",
     "check_plugin",
     "check_predictor",
     "check_transport",
@@ -389,6 +390,20 @@ def check_lora_layer(cls: type, settings: Mapping[str, Any] | None = None) -> No
     assert np.array_equal(layer.export_q16()[1], b_new), f"{label}: a zero step moved B"
 
 
+def check_validator(cls: type, settings: Mapping[str, Any] | None = None) -> None:
+    """Verdicts for odd answers (empty, huge, binary-looking), inputs left alone, and
+    ``safe_check`` never raising."""
+    from qres.kinds.validator import Context, Verdict
+
+    validator = check_config_round_trip(cls, settings)
+    label = _label(cls)
+    for answer in ("", "42", '{"a": 1}', "\x00\xff" * 10, "x" * 100_000, "((((" * 50):
+        verdict = validator.safe_check("What is 6 * 7? Give JSON.", answer, Context())
+        assert isinstance(verdict, Verdict), f"{label}: safe_check returned {verdict!r}"
+        assert isinstance(verdict.reason, str), f"{label}: a verdict's reason must be text"
+    assert isinstance(validator.applies("any prompt"), bool), f"{label}: applies must be bool"
+
+
 _CHECKS: dict[str, Callable[..., None]] = {
     "predictor": check_predictor,
     "coder": check_coder,
@@ -398,4 +413,5 @@ _CHECKS: dict[str, Callable[..., None]] = {
     "hardware": check_hardware,
     "llm_backend": check_llm_backend,
     "lora_layer": check_lora_layer,
+    "validator": check_validator,
 }

@@ -84,6 +84,10 @@ def test_hook_register_lora_layers(register_plugin):
     _check_kind_hook(register_plugin, "lora_layer", "register_lora_layers")
 
 
+def test_hook_register_validators(register_plugin):
+    _check_kind_hook(register_plugin, "validator", "register_validators")
+
+
 def test_hook_register_commands(register_plugin, capsys):
     class Greeter:
         @hookimpl

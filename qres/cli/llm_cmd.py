@@ -217,5 +217,8 @@ def bench(
 
 
 def register(root: typer.Typer) -> None:
-    """Add the ``llm`` group to the root app."""
+    """Add the ``llm`` group (with ``route`` and ``router``) to the root app."""
+    from qres.cli import route_cmd
+
+    route_cmd.attach(app)
     root.add_typer(app, name="llm")

@@ -54,5 +54,10 @@ def register_lora_layers(register):
 
 
 @hookspec
+def register_validators(register):
+    """Register validator classes: checks of an answer that make the router escalate."""
+
+
+@hookspec
 def register_commands(app):
     """Add commands or command groups to the ``qres`` typer app."""

@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "hardware": "register_hardware",
     "llm_backend": "register_llm_backends",
     "lora_layer": "register_lora_layers",
+    "validator": "register_validators",
 }
 
 #: The base class every plugin of a kind subclasses (module, class), imported on first check.
@@ -51,6 +52,7 @@ KIND_BASES: dict[str, tuple[str, str]] = {
     "hardware": ("qres.kinds.hardware", "Hardware"),
     "llm_backend": ("qres.kinds.llm", "LLMBackend"),
     "lora_layer": ("qres.kinds.lora", "LoRALayer"),
+    "validator": ("qres.kinds.validator", "Validator"),
 }
 
 ENTRY_POINT_GROUP = "qres"

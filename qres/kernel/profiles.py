@@ -26,6 +26,7 @@ import attrs
 from qres.codec.container import DEFAULT_BLOCK_FRAMES, MAX_BLOCK_FRAMES, SAMPLE_DTYPES
 from qres.kernel.config import Location, build_config, integer, one_of, text
 from qres.kernel.errors import ProfileError
+from qres.llm.route_settings import RouterSettings
 from qres.llm.settings import EngineSettings
 from qres.lora.settings import HierarchySettings
 from qres.node.settings import NodeSettings
@@ -100,6 +101,9 @@ SECTIONS: dict[str, Section] = {
     "node": Section(settings=NodeSettings, slots={"transport": "transport"}),
     "lora": Section(
         settings=HierarchySettings, slots={"layers": "lora_layer"}, many=frozenset({"layers"})
+    ),
+    "router": Section(
+        settings=RouterSettings, slots={"validators": "validator"}, many=frozenset({"validators"})
     ),
 }
 

@@ -1,0 +1,1 @@
+"""Built-in validators: JSON Schema, Python syntax, regex, length, numeric, agreement."""
