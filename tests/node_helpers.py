@@ -30,10 +30,15 @@ def signal_file(path: Path, n: int = 40_000, seed: int = 0) -> Path:
     return path
 
 
-def make_nodes(folder: Path, n: int, transport: str = "tcp", extra: str = "", **node) -> list[dict]:
-    """n nodes: each a key, a profile (peers: all others over TCP) and a data folder."""
+def make_nodes(
+    folder: Path, n: int, transport: str = "tcp", extra: str = "", route=None, **node
+) -> list[dict]:
+    """n nodes: each a key, a profile (peers: all others over TCP) and a data folder.
+    ``route(i, j, port)`` gives the address node i dials to reach node j (default: j's own
+    port; a test puts a proxy in between)."""
     ids = [Identity.generate() for _ in range(n)]
     ports = [free_port() for _ in range(n)]
+    route = route or (lambda i, j, port: f"127.0.0.1:{port}")
     out = []
     for i, ident in enumerate(ids):
         home = folder / f"n{i}"
@@ -42,7 +47,7 @@ def make_nodes(folder: Path, n: int, transport: str = "tcp", extra: str = "", **
         node_lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in node.items())
         if transport == "tcp":
             peers = ", ".join(
-                f'{{ address = "127.0.0.1:{ports[j]}", did = "{ids[j].did}" }}'
+                f'{{ address = "{route(i, j, ports[j])}", did = "{ids[j].did}" }}'
                 for j in range(n)
                 if j != i
             )
