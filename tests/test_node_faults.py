@@ -166,3 +166,67 @@ def test_a_partition_into_halves_heals_without_bans(tmp_path):
         st = status(node)
         assert not st["banned"]
         assert all(p["reputation"] >= 0.5 for p in st["peers"]), st["peers"]
+
+
+def test_mqtt_nodes_reconnect_after_a_broker_restart(tmp_path):
+    from mqtt_broker import Broker
+
+    broker = Broker(tmp_path).start()
+    table = f'use = "mqtt"\nport = {broker.port}\nswarm = "test"\n'
+    table += "backoff_min = 1\nbackoff_max = 1\n"
+    nodes = make_nodes(tmp_path, 3, transport=table, segment_samples=4000)
+    procs = _start(tmp_path, nodes)
+    try:
+        wait_for(lambda: all(_rounds_with(n, 2) for n in nodes), timeout=40, step=0.3)
+        broker.restart()
+        restarted_at = _last_round(nodes)
+        # every node is back: rounds with both peers' updates after the restart
+        wait_for(lambda: all(_rounds_with(n, 2, restarted_at) for n in nodes), timeout=40)
+        assert all(proc.poll() is None for proc in procs)
+        _stop(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        broker.stop()
+    for node in nodes:
+        st = status(node)
+        assert not st["banned"] and all(p["reputation"] >= 0.5 for p in st["peers"])
+
+
+HALF_HANDSHAKE = """
+import os, socket, struct, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.sendall(struct.pack("<I", 32) + os.urandom(32))  # Noise XX message 1: an ephemeral key
+head = s.recv(4, socket.MSG_WAITALL)  # the node answers with message 2 ...
+print("mid" if len(head) == 4 else "refused", flush=True)
+time.sleep(60)  # ... and this peer is killed before message 3
+"""
+
+
+def test_a_peer_killed_mid_handshake_leaves_the_node_serving(tmp_path):
+    import subprocess
+    import sys
+
+    nodes = make_nodes(tmp_path, 2, segment_samples=4000)
+    procs = _start(tmp_path, nodes)
+    try:
+        wait_for(lambda: all(_rounds_with(n, 1) for n in nodes), timeout=40, step=0.3)
+        for _ in range(3):
+            peer = subprocess.Popen(
+                [sys.executable, "-c", HALF_HANDSHAKE, str(nodes[0]["port"])],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert peer.stdout.readline().strip() == "mid"
+            peer.kill()
+            peer.wait(10)
+        killed_at = _last_round(nodes)
+        wait_for(lambda: len(_rounds_with(nodes[0], 1, killed_at)) >= 2, timeout=40, step=0.3)
+        assert procs[0].poll() is None
+        _stop(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert not status(nodes[0])["banned"]
