@@ -183,10 +183,10 @@ def test_truncated_and_foreign_files(sample, tmp_path):
 @pytest.mark.real_process  # the installed console script, as a user runs it
 def test_bad_options_are_one_line_errors(sample, tmp_path):
     cases = [
-        (["compress", str(sample), "--dtype", "int12"], 1, b"not a sample type"),
+        (["compress", str(sample), "--dtype", "int12"], 2, b"not a sample type"),
         (["compress", str(tmp_path / "missing.bin")], 1, b"no such file"),
         (["compress", str(sample), "--profile", "nope"], 3, b"unknown profile 'nope'"),
-        (["compress", str(sample), "--layout", "diagonal"], 1, b"use interleaved or planar"),
+        (["compress", str(sample), "--layout", "diagonal"], 2, b"use interleaved or planar"),
         (["decompress", str(sample)], 1, b"does not end in .qres"),
     ]
     for args, code, message in cases:

@@ -76,7 +76,7 @@ def test_simulate_errors_are_one_line_and_leave_nothing(tmp_path):
     assert bad.stderr.count(b"\n") == 1 and b"unknown attack 'nope'" in bad.stderr
     assert not report.exists()
     wrong = run_qres("swarm", "simulate", "--profile", profile(tmp_path), "--byzantine", "0.7")
-    assert wrong.returncode == 1 and wrong.stderr.startswith(b"qres: error: swarm settings")
+    assert wrong.returncode == 2 and wrong.stderr.startswith(b"qres: error: swarm settings")
     report.write_text("keep")
     exists = run_qres("swarm", "simulate", "--profile", profile(tmp_path), "--report", str(report))
     assert exists.returncode == 1 and b"already exists" in exists.stderr

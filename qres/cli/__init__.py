@@ -14,7 +14,7 @@ import threading
 import typer
 
 from qres import __version__
-from qres.kernel.errors import QresError
+from qres.kernel.errors import QresError, UsageError
 from qres.kernel.outputs import checked_stdout
 
 
@@ -128,15 +128,32 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``qres`` console script."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("QRES_DEBUG"))
+    import click
+
     previous = _catch_signals()
     restore = checked_stdout()
     try:
         try:
-            make_app()(args=args, prog_name="qres")
+            code = make_app()(args=args, prog_name="qres", standalone_mode=False)
         except SystemExit as done:
             if not done.code:
                 sys.stdout.flush()  # here, not at exit: a full stdout must fail the command
             raise
+        if isinstance(code, int) and code:
+            sys.exit(code)
+        sys.stdout.flush()
+    except click.UsageError as exc:
+        # One line like every other error (click's framed block is many lines).
+        if debug:
+            raise
+        message = exc.format_message().rstrip(".")
+        if not message:  # a bare group name: typer has printed its help
+            sys.exit(2)
+        command = exc.ctx.command_path if exc.ctx is not None else "qres"
+        sys.exit(fail(UsageError(f"{message}; see '{command} --help'")))
+    except click.Abort:
+        print("qres: interrupted", file=sys.stderr)
+        sys.exit(130)
     except QresError as exc:
         if debug:
             raise

@@ -766,8 +766,46 @@ def read_block_at(stream: BinaryIO, header: Header, index: Index, number: int) -
     return block
 
 
+def _block_entry(number: int, offset: int, frames: int, kind: int, length: int) -> dict:
+    return {
+        "number": number,
+        "offset": offset,
+        "frames": frames,
+        "method": METHOD_NAMES[kind & 3],
+        "flags": kind >> 2,
+        "payload_bytes": length,
+    }
+
+
+def _seekable(stream: BinaryIO) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _describe_pipe(stream: BinaryIO) -> tuple[Header, Index, Trailer, int, list[dict]]:
+    """Read a container front to back (a pipe cannot seek to its index): every record is
+    checked as it streams past, and only one block is held in memory at a time."""
+    reader = Reader(stream)
+    blocks = []
+    offset = reader.offset
+    for number, block in reader.blocks():
+        kind = block.method | block.flags << 2
+        blocks.append(_block_entry(number, offset, block.frames, kind, len(block.payload)))
+        offset = reader.offset
+    assert reader.index is not None and reader.trailer is not None
+    return reader.header, reader.index, reader.trailer, reader.offset, blocks
+
+
 def describe(stream: BinaryIO) -> dict[str, Any]:
-    """A plain-data summary of a container for ``qres info``: header, totals and block table."""
+    """A plain-data summary of a container for ``qres info``: header, totals and block table.
+
+    A seekable file is read at its index and block heads only; a pipe is read through.
+    """
+    if not _seekable(stream):
+        header, index, trailer, size, blocks = _describe_pipe(stream)
+        return _summary(header, index, trailer, size, blocks)
     header, header_end = read_header(stream)
     index, trailer, size = read_index(stream, header_end)
     if header.frames is not None and header.frames != trailer.total_frames:
@@ -778,16 +816,13 @@ def describe(stream: BinaryIO) -> dict[str, Any]:
         if _read_exact(stream, 1, f"block {number}") != BLOCK_TAG:
             raise IntegrityError(f"block {number}: bad record tag; the block is corrupted")
         _, frames, kind, length = _read_block_head(stream, header, number)
-        blocks.append(
-            {
-                "number": number,
-                "offset": offset,
-                "frames": frames,
-                "method": METHOD_NAMES[kind & 3],
-                "flags": kind >> 2,
-                "payload_bytes": length,
-            }
-        )
+        blocks.append(_block_entry(number, offset, frames, kind, length))
+    return _summary(header, index, trailer, size, blocks)
+
+
+def _summary(
+    header: Header, index: Index, trailer: Trailer, size: int, blocks: list[dict]
+) -> dict[str, Any]:
     raw = len(header.prefix) + trailer.total_frames * header.channels * header.itemsize
     raw += len(index.tail)
     return {

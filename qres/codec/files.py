@@ -122,8 +122,7 @@ def compress_file(
 ) -> Stats:
     """Compress the file (or ``-``) at ``path`` into ``output`` (or ``-``); ``raw`` reads
     ``.npy`` and WAV files as plain bytes of samples."""
-    if max_error < 0 or max_error != max_error:
-        raise QresError(f"--max-error {max_error}: must be a number >= 0")
+    codec.check_max_error(max_error)
     settings, default_dtype = codec_settings(profile, max_error)
     source, stream = open_samples(
         path,
@@ -134,11 +133,7 @@ def compress_file(
         default_dtype=default_dtype,
         raw=raw,
     )
-    if max_error and not source.spec.dtype.startswith("float") and max_error != int(max_error):
-        raise QresError(
-            f"--max-error {max_error}: integer samples need a whole-number bound; use "
-            f"{int(max_error)}"
-        )
+    codec.check_max_error(max_error, source.spec.dtype)
     try:
         with atomic_output(output, force) as out:
             return codec.compress(source, out, settings, threads=threads, progress=progress)

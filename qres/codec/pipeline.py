@@ -37,7 +37,7 @@ from qres.codec.container import (
 )
 from qres.codec.samples import SampleSource, StreamSpec
 from qres.kernel.config import Location
-from qres.kernel.errors import IntegrityError, ProfileError, QresError
+from qres.kernel.errors import IntegrityError, PluginError, ProfileError, UsageError
 
 #: Bit 0 of a block's flags: this block was coded lossless although the stream has a bound.
 FLAG_LOSSLESS = 1
@@ -114,6 +114,33 @@ class Stats:
     def ratio(self) -> float:
         """Uncompressed size over compressed size."""
         return self.raw_bytes / self.packed_bytes if self.packed_bytes else 0.0
+
+
+#: Largest error bound on integer samples: predictions and bounds stay inside int64 arithmetic.
+MAX_INT_ERROR = 1 << 62
+
+
+def check_max_error(max_error: float, dtype: str | None = None) -> None:
+    """Refuse an error bound the codec cannot honour, with a short line (numbers shown in at
+    most 6 significant digits: a bound of 1e300 is not echoed as 300 digits)."""
+    import math
+
+    if not isinstance(max_error, (int, float)) or isinstance(max_error, bool):
+        raise UsageError(f"--max-error {max_error!r}: not a number; give a number >= 0")
+    if not (math.isfinite(max_error) and max_error >= 0):
+        raise UsageError(f"--max-error {max_error:.6g}: must be a finite number >= 0")
+    if dtype is None or dtype.startswith("float") or not max_error:
+        return
+    if max_error > MAX_INT_ERROR:
+        raise UsageError(
+            f"--max-error {max_error:.6g}: too large for {dtype} samples; "
+            f"use at most {MAX_INT_ERROR} (2**62)"
+        )
+    if max_error != int(max_error):
+        raise UsageError(
+            f"--max-error {max_error:.6g}: integer samples need a whole-number bound; use "
+            f"{int(max_error)}"
+        )
 
 
 # -- block payloads ----------------------------------------------------------------------------
@@ -244,7 +271,12 @@ class BlockCoder:
         wins ties) and whether it carries per-channel predictor codes, or None if the block has
         no integer mapping. Lossless blocks also try polynomial predictors channel by
         channel (below)."""
-        mapped = mapping.to_integers(block, self.spec, grid_step, lattice=not bound)
+        import numpy as np
+
+        # Bounds near the float range overflow in intermediate steps; the mapping checks its
+        # results, so numpy's warnings are noise on the user's terminal.
+        with np.errstate(all="ignore"):
+            mapped = mapping.to_integers(block, self.spec, grid_step, lattice=not bound)
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
@@ -424,7 +456,8 @@ class BlockCoder:
                     ints[c] = poly.decode(residuals[c], max_error=bound, bounds=bounds)
         else:
             ints = pred.decode(residuals, max_error=bound, bounds=bounds)
-        return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
+        with np.errstate(all="ignore"):
+            return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:
@@ -581,8 +614,10 @@ def open_decoder(header: Header) -> Callable[[], BlockCoder]:
     try:
         first = BlockCoder(settings, spec, header.weights)
     except ProfileError as exc:
-        raise QresError(
-            f"header names a codec this qres cannot build ({exc}); install the plugin it needs"
+        # The file needs a plugin (or a plugin version) that is not installed here: a plugin
+        # loading problem, not damage and not a setting the user can change.
+        raise PluginError(
+            f"the file's codec cannot be built here ({exc}); install the plugin it needs"
         ) from exc
     return _per_thread(lambda: BlockCoder(settings, spec, header.weights), first)
 

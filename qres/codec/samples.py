@@ -18,7 +18,7 @@ from typing import BinaryIO
 import attrs
 
 from qres.codec.container import ITEMSIZE, MAX_CHANNELS
-from qres.kernel.errors import QresError
+from qres.kernel.errors import QresError, UsageError
 
 #: Accepted spellings of each sample type. Short forms give the width in bits (``u8`` is one
 #: unsigned byte, as in ``--dtype u8`` for arbitrary bytes).
@@ -42,7 +42,7 @@ def parse_dtype(text: str) -> str:
     """The canonical sample type for a user's spelling, or a one-line error."""
     found = DTYPE_ALIASES.get(text.strip().lower())
     if found is None:
-        raise QresError(
+        raise UsageError(
             f"--dtype {text!r} is not a sample type; use one of: {', '.join(ITEMSIZE)} "
             "(or u8/s16/f32... for the width in bits)"
         )
@@ -60,13 +60,15 @@ class StreamSpec:
 
     def __attrs_post_init__(self):
         if self.dtype not in ITEMSIZE:
-            raise QresError(f"unknown sample type {self.dtype!r}; use one of {', '.join(ITEMSIZE)}")
+            raise UsageError(
+                f"unknown sample type {self.dtype!r}; use one of {', '.join(ITEMSIZE)}"
+            )
         if not 1 <= self.channels <= MAX_CHANNELS:
-            raise QresError(f"--channels {self.channels}: must be in [1, {MAX_CHANNELS}]")
+            raise UsageError(f"--channels {self.channels}: must be in [1, {MAX_CHANNELS}]")
         if self.layout not in LAYOUTS:
-            raise QresError(f"--layout {self.layout!r}: use interleaved or planar")
+            raise UsageError(f"--layout {self.layout!r}: use interleaved or planar")
         if self.byte_order not in BYTE_ORDERS:
-            raise QresError(f"--byte-order {self.byte_order!r}: use little or big")
+            raise UsageError(f"--byte-order {self.byte_order!r}: use little or big")
 
     @property
     def itemsize(self) -> int:

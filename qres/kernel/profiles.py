@@ -39,6 +39,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 #: Profiles larger than this are refused unread: a profile is a short hand-written file.
 MAX_PROFILE_BYTES = 1 << 20
+#: Deepest nesting of tables and arrays accepted in a profile.
+MAX_NESTING = 32
 #: Longest ``extends`` chain accepted.
 MAX_EXTENDS_DEPTH = 16
 
@@ -173,13 +175,29 @@ def parse_toml(raw: bytes, source: str) -> dict[str, Any]:
     if len(raw) > MAX_PROFILE_BYTES:
         raise ProfileError(f"{source}: {len(raw)} bytes is too large for a profile (max 1 MiB)")
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ProfileError(f"{source}: not UTF-8 text at byte {exc.start}; save as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(f"{source}: invalid TOML: {exc}; fix the syntax") from exc
     except RecursionError as exc:
         raise ProfileError(f"{source}: TOML nested too deeply; flatten it") from exc
+    _check_depth(data, source)
+    return data
+
+
+def _check_depth(data: dict[str, Any], source: str) -> None:
+    """Refuse tables and arrays nested deeper than :data:`MAX_NESTING` (a dotted header of a
+    thousand keys parses fine but would exhaust the recursion of every later step)."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ProfileError(
+                f"{source}: tables or arrays nest more than {MAX_NESTING} levels deep; flatten them"
+            )
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 @attrs.frozen

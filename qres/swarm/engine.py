@@ -43,7 +43,7 @@ from typing import Any
 import attrs
 
 from qres.fixed.q16 import Q_MAX, Q_MIN, sat_add
-from qres.kernel.errors import QresError
+from qres.kernel.errors import QresError, UsageError
 from qres.swarm import gossip
 from qres.swarm.batching import with_batch_mode
 from qres.swarm.history import History, RoundRecord, RoundStats, build_report, significant
@@ -69,7 +69,7 @@ def settings_from_profile(profile: Any, **overrides: Any) -> SwarmSettings:
     try:
         return attrs.evolve(settings, **changes)
     except InvalidSetting as exc:
-        raise QresError(
+        raise UsageError(
             f"swarm settings: --{exc.name.replace('_', '-')}: bad value {exc.value!r}; "
             f"allowed: {exc.allowed}"
         ) from exc
