@@ -139,9 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             if not done.code:
                 sys.stdout.flush()  # here, not at exit: a full stdout must fail the command
             raise
-        if isinstance(code, int) and code:
-            sys.exit(code)
-        sys.stdout.flush()
+        sys.stdout.flush()  # here, not at exit: a full stdout must fail the command
     except click.UsageError as exc:
         # One line like every other error (click's framed block is many lines).
         if debug:
@@ -170,3 +168,5 @@ def main(argv: list[str] | None = None) -> None:
         restore()
         for number, handler in previous.items():
             signal.signal(number, handler)
+    # As click's standalone mode does: always leave through SystemExit with the code.
+    sys.exit(code if isinstance(code, int) else 0)

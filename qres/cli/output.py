@@ -12,11 +12,22 @@ def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
+#: Width of a console that is not a terminal: wide enough that nothing is wrapped or cut.
+PIPE_WIDTH = 1 << 15
+
+
 def console(stderr: bool = False):
-    """A rich console (imported lazily: rich is only loaded by commands that draw)."""
+    """A rich console (imported lazily: rich is only loaded by commands that draw).
+
+    On a terminal it fits the window; piped or redirected, lines are never wrapped or
+    truncated (a script or a file gets every character) and tables take their natural width.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, width=PIPE_WIDTH, soft_wrap=True)
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]):

@@ -125,12 +125,46 @@ def search_dirs() -> list[Path]:
 
 def available() -> dict[str, Path]:
     """Every profile found by name, first folder wins."""
-    found: dict[str, Path] = {}
+    return {name: found[0] for name, found in candidates().items()}
+
+
+def candidates() -> dict[str, list[Path]]:
+    """Every file found for each profile name, in search order: the first one is used and
+    shadows the others."""
+    found: dict[str, list[Path]] = {}
     for folder in search_dirs():
         if folder.is_dir():
             for path in sorted(folder.glob("*.toml")):
-                found.setdefault(path.stem, path)
+                found.setdefault(path.stem, []).append(path)
     return found
+
+
+def is_bundled(path: Path) -> bool:
+    """True for a profile shipped with qres."""
+    return path.parent.resolve() == bundled_dir().resolve()
+
+
+def shadowed_bundled(found: list[Path]) -> Path | None:
+    """The bundled file a name's first match hides (``$QRES_PROFILE_PATH`` wins), if any."""
+    if found and not is_bundled(found[0]):
+        return next((p for p in found[1:] if is_bundled(p)), None)
+    return None
+
+
+_warned: set[str] = set()
+
+
+def warn_shadowed(name: str, found: list[Path]) -> None:
+    """Say once per run, on stderr, that ``name`` is not the bundled profile of that name."""
+    hidden = shadowed_bundled(found)
+    if hidden is None or name in _warned:
+        return
+    _warned.add(name)
+    print(
+        f"qres: warning: profile {name!r} comes from {found[0]} ($QRES_PROFILE_PATH) and "
+        "shadows the bundled one; rename the file to use both",
+        file=sys.stderr,
+    )
 
 
 def locate(name: str, relative_to: Path | None = None) -> Path:
@@ -149,7 +183,12 @@ def locate(name: str, relative_to: Path | None = None) -> Path:
     # A parent named in ``extends`` is looked for beside the child first, so a folder of
     # profiles that extend each other works wherever it is.
     sibling = relative_to.parent / f"{name}.toml" if relative_to is not None else None
-    found = sibling if sibling is not None and sibling.is_file() else available().get(name)
+    if sibling is not None and sibling.is_file():
+        found = sibling
+    else:
+        matches = candidates().get(name, [])
+        warn_shadowed(name, matches)
+        found = matches[0] if matches else None
     if found is None:
         names = ", ".join(sorted(available())) or "none"
         raise ProfileError(
@@ -385,6 +424,13 @@ def validate(profile: Profile) -> dict[str, Any]:
     for keys, kind, table in profile.plugin_tables():
         plugins.create(kind, table, profile.where(*keys))
     return typed
+
+
+def standalone(data: dict[str, Any]) -> dict[str, Any]:
+    """Resolved profile data that stands alone: the same tables without ``extends`` (every
+    inherited value is already in them), so it loads back to the same data from anywhere."""
+    meta = {k: v for k, v in data.get("profile", {}).items() if k != "extends"}
+    return {**data, "profile": meta}
 
 
 def to_toml(data: dict[str, Any]) -> str:
