@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import run_qres
 
 from qres.kernel import profiles
-from tests.conftest import run_qres
 
 LONG = "a description far longer than any terminal, " * 8 + "END-OF-DESCRIPTION"
 

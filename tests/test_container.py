@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import attrs
+import bombs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -346,3 +347,21 @@ def test_block_records_are_compact(packed):
         # tag, method byte, 2-byte varints of frames and length, two CRC-32s
         assert stop - offset == len(block.payload) + 14
     assert size - trailer.index_offset <= 4 + 1 + 6 * 4 + 1 + container.TRAILER_SIZE
+
+
+@given(bombs.extreme_containers())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_extreme_headers_and_blocks_are_refused_without_allocating(data):
+    """Extreme in-range fields over tiny payloads: a clean project error, memory bounded by a
+    small output limit (never by what the file declares), and nothing hangs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        api.decompress_stream(io.BytesIO(data), None, max_output=1 << 20)
+    except QresError:
+        pass
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak < 24 << 20, peak

@@ -9,9 +9,9 @@ import io
 
 import numpy as np
 import pytest
+from conftest import run_qres
 
 from qres.codec import container
-from tests.conftest import run_qres
 
 
 @pytest.fixture(scope="module")

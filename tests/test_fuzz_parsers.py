@@ -18,6 +18,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import bombs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -325,3 +326,28 @@ def test_lying_lengths_do_not_allocate(packed):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 4 << 20, peak
+
+
+class _Pipe(io.BytesIO):
+    """Bytes that cannot seek, as stdin from a pipe."""
+
+    def seekable(self):
+        return False
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bombs.extreme_containers())
+def test_container_info_of_extreme_headers_and_blocks(data):
+    """``qres info`` (from a file and from a pipe) on containers with extreme in-range fields:
+    it reads heads and index only, so memory stays small whatever the blocks declare."""
+    for stream in (io.BytesIO(data), _Pipe(data)):
+        tracemalloc.start()
+        _only_own_errors(container.describe, stream)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < 4 << 20, peak
+    tracemalloc.start()
+    _only_own_errors(lambda: api.decompress_stream(io.BytesIO(data), None, max_output=1 << 20))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 24 << 20, peak

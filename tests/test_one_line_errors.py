@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from tests.conftest import run_qres
+from conftest import run_qres
 
 
 def _one_line(result, code: int) -> str:

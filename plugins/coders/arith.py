@@ -68,6 +68,12 @@ class ArithCoder(Coder):
             )
         return out
 
+    def max_samples(self, nbytes: int) -> None:
+        """No bound: the encoder drops the zero bytes that end a stream, so a run of zero
+        residuals after the last nonzero one costs no bytes at all (decoding is still bounded
+        by the container's limits on output and memory)."""
+        return None
+
     @classmethod
     def memory_bytes(cls, config: Any) -> int:
         """Device RAM: the context model's counters plus the coder and model state."""

@@ -56,6 +56,11 @@ class RiceCoder(Coder):
             )
         return out
 
+    def max_samples(self, nbytes: int) -> int:
+        """Every step of the decoder reads at least one bit and yields at most 2**15 samples
+        (the longest run segment), so ``nbytes`` hold at most ``8 * nbytes * 2**15``."""
+        return 8 * nbytes << 15
+
     @classmethod
     def memory_bytes(cls, config: Any) -> int:
         """Device RAM: the running mean (8), run index (1), bit accumulator (8) and count (1),

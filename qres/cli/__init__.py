@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         sys.exit(fail(QresError(f"{where}{exc.strerror or exc}")))
+    except MemoryError:
+        # The decoder checks sizes before it allocates; this is the last line of defence.
+        if debug:
+            raise
+        sys.exit(fail(QresError("out of memory; free some memory or use a larger machine")))
     except (Interrupted, KeyboardInterrupt) as exc:
         print("qres: interrupted", file=sys.stderr)
         sys.exit(128 + getattr(exc, "signum", signal.SIGINT))

@@ -25,6 +25,19 @@ THREADS = typer.Option(
 )
 FORCE = typer.Option(False, "--force", "-f", help="Overwrite an existing output file.")
 JSON = typer.Option(False, "--json", help="Print one JSON object for scripts.")
+MAX_OUTPUT = typer.Option(
+    None,
+    "--max-output",
+    metavar="SIZE",
+    help="Stop before producing more than SIZE bytes (e.g. 20G; 'none': no limit). Default: "
+    "the free space where the output goes; no limit for verify and pipes.",
+)
+
+
+def _max_output(text: str | None, target: str | None) -> int | None:
+    from qres.codec import limits
+
+    return limits.default_max_output(target) if text is None else limits.parse_size(text)
 
 
 def _size(path: str) -> int:
@@ -162,6 +175,7 @@ def decompress(
     threads: int = THREADS,
     as_json: bool = JSON,
     force: bool = FORCE,
+    max_output: str = MAX_OUTPUT,
 ) -> None:
     """Restore the exact original bytes from a .qres container."""
     from qres.codec import files as api
@@ -181,9 +195,10 @@ def decompress(
         else:
             raise QresError(f"{file}: name does not end in .qres; give the output with -o")
     to_stdout = is_stdout(output)
+    limit = _max_output(max_output, output)
     with _progress(_size(file), "decompress", as_json) as progress:
         _, stats = api.decompress_file(
-            file, output, force=force, threads=threads, progress=progress
+            file, output, force=force, threads=threads, progress=progress, max_output=limit
         )
     _report(
         stats,
@@ -203,12 +218,14 @@ def verify(
     file: str = typer.Argument(..., help="A .qres file, or - for stdin."),
     threads: int = THREADS,
     as_json: bool = JSON,
+    max_output: str = MAX_OUTPUT,
 ) -> None:
     """Decode and check every block and the stream checksum without writing anything."""
     from qres.codec import files as api
 
+    limit = _max_output(max_output, None)
     with _progress(_size(file), "verify", as_json) as progress:
-        _, stats = api.verify_file(file, threads=threads, progress=progress)
+        _, stats = api.verify_file(file, threads=threads, progress=progress, max_output=limit)
     if as_json:
         print_json(
             {

@@ -495,8 +495,23 @@ def encode_block(block: Block) -> bytes:
     return bytes(head) + block.payload + struct.pack("<I", crc)
 
 
+#: Reads larger than this are made in pieces, so that a length a file lies about allocates
+#: no more than the bytes the file really has (``read(n)`` reserves ``n`` bytes up front).
+_READ_CHUNK = 1 << 20
+
+
 def _read_exact(stream: BinaryIO, n: int, what: str) -> bytes:
-    data = stream.read(n)
+    if n <= _READ_CHUNK:
+        data = stream.read(n)
+    else:
+        parts, got = [], 0
+        while got < n:
+            part = stream.read(min(_READ_CHUNK, n - got))
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        data = b"".join(parts)
     if len(data) != n:
         raise IntegrityError(f"{what}: file ends early; the file is truncated")
     return data

@@ -184,8 +184,10 @@ def decompress_stream(
     out: BinaryIO | None,
     threads: int = 1,
     progress: Callable[[int], None] | None = None,
+    max_output: int | None = None,
 ) -> tuple[Header, Stats]:
-    """Decode the container on ``stream`` into ``out`` (``None``: verify only).
+    """Decode the container on ``stream`` into ``out`` (``None``: verify only), producing at
+    most ``max_output`` bytes (``None``: no limit).
 
     Planar streams are written channel by channel at their offsets; when ``out`` cannot seek
     (a pipe), they are assembled in a temporary file first.
@@ -215,6 +217,7 @@ def decompress_stream(
             threads=threads,
             progress=progress,
             on_header=on_header,
+            max_output=max_output,
         )
         if out is not None:
             target = state["target"]
@@ -237,12 +240,14 @@ def decompress_file(
     force: bool = False,
     threads: int = 1,
     progress: Callable[[int], None] | None = None,
+    max_output: int | None = None,
 ) -> tuple[Header, Stats]:
-    """Decompress the container at ``path`` (or ``-``) into ``output`` (or ``-``)."""
+    """Decompress the container at ``path`` (or ``-``) into ``output`` (or ``-``), writing at
+    most ``max_output`` bytes (``None``: no limit)."""
     stream = open_input(path)
     try:
         with atomic_output(output, force) as out:
-            return decompress_stream(stream, out, threads, progress)
+            return decompress_stream(stream, out, threads, progress, max_output)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -256,12 +261,16 @@ def decompress_bytes(data: bytes, threads: int = 1) -> bytes:
 
 
 def verify_file(
-    path: str, threads: int = 1, progress: Callable[[int], None] | None = None
+    path: str,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+    max_output: int | None = None,
 ) -> tuple[Header, Stats]:
-    """Check every block, the index and the stream checksum of a container; write nothing."""
+    """Check every block, the index and the stream checksum of a container; write nothing
+    (``max_output`` bounds the bytes decoded)."""
     stream = open_input(path)
     try:
-        return decompress_stream(stream, None, threads, progress)
+        return decompress_stream(stream, None, threads, progress, max_output)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()

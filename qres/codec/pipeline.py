@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from qres.codec import container, mapping
+from qres.codec import container, limits, mapping
 from qres.codec.container import (
     DEFAULT_BLOCK_FRAMES,
     METHOD_DEFLATE,
@@ -382,8 +382,41 @@ class BlockCoder:
 
     # decode ------------------------------------------------------------------------------
 
+    def check_producible(self, number: int, block: Block) -> None:
+        """Refuse, before decoding or allocating anything, a block whose payload cannot
+        produce the frames it declares (damage, or a bomb): see :func:`_check_raw_size`; the
+        channel streams of a predicted block may hold no more samples than the coder's
+        ``max_samples`` says their bytes can."""
+        try:
+            if block.method != METHOD_PREDICTED:
+                _check_raw_size(block, self.spec.frame_bytes)
+                return
+            bound = getattr(self.coder, "max_samples", None)
+            if bound is None:
+                return
+            view = memoryview(block.payload)
+            code = (block.flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
+            per_channel = bool(block.flags & FLAG_CHANNEL_PREDICTORS)
+            _, _, pos = _read_predicted_head(view, code, per_channel, self.spec.channels)
+            side, pos = mapping.read_side(view, pos, self.spec, block.frames)
+            lengths = (block.frames,) * self.spec.channels + side.extra_lengths
+            for i, n in enumerate(lengths):
+                if pos + 4 > len(view):
+                    raise IntegrityError("channel data truncated")
+                (length,) = struct.unpack_from("<I", view, pos)
+                most = bound(length)
+                if most is not None and n > most:
+                    raise IntegrityError(
+                        f"stream {i} declares {n} samples but {length} bytes of "
+                        f"{self.coder.name!r} data hold at most {most}; the block is corrupted"
+                    )
+                pos += 4 + length
+        except IntegrityError as exc:
+            raise IntegrityError(f"block {number}: {exc}") from exc
+
     def decode(self, number: int, block: Block) -> bytes:
         """The raw bytes (frame order) of one block record, checked against its CRC."""
+        self.check_producible(number, block)
         try:
             if block.method == METHOD_STORED:
                 raw = block.payload
@@ -469,6 +502,30 @@ def _sample_spans(frames: int) -> list[tuple[int, int]]:
     if frames <= step:
         return [(0, frames)]
     return [(a, min(a + span, frames)) for a in range(0, frames, step)]
+
+
+#: Most bytes deflate can expand one byte into (zlib's technical note: 1032:1), plus slack
+#: for the stream's header and final block.
+DEFLATE_MAX_RATIO = 1032
+DEFLATE_SLACK = 64
+
+
+def _check_raw_size(block: Block, frame_bytes: int) -> None:
+    """Refuse a stored or deflated block whose declared size its payload cannot produce:
+    stored bytes are the samples; deflate expands at most 1032:1."""
+    size = block.frames * frame_bytes
+    if block.method == METHOD_STORED:
+        if len(block.payload) != size:
+            raise IntegrityError(
+                f"declares {size} bytes but stores {len(block.payload)}; the block is corrupted"
+            )
+    elif block.method == METHOD_DEFLATE:
+        most = DEFLATE_MAX_RATIO * len(block.payload) + DEFLATE_SLACK
+        if size > most:
+            raise IntegrityError(
+                f"declares {size} bytes but {len(block.payload)} deflate bytes can hold at most "
+                f"{most}; the block is corrupted"
+            )
 
 
 def _within(block, decoded, bound: float) -> bool:
@@ -622,23 +679,66 @@ def open_decoder(header: Header) -> Callable[[], BlockCoder]:
     return _per_thread(lambda: BlockCoder(settings, spec, header.weights), first)
 
 
+def _guarded(
+    reader: container.Reader, max_output: int | None, threads: int, coder: BlockCoder
+) -> Iterator:
+    """The reader's blocks, each checked *before* anything is decoded or allocated for it:
+    that its payload can produce what it declares (else damage), then against the output
+    limit and the memory it would take to decode."""
+    header = reader.header
+    frame_bytes = header.channels * header.itemsize
+    total = len(header.prefix)
+    for number, block in reader.blocks():
+        coder.check_producible(number, block)
+        size = block.frames * frame_bytes
+        total += size
+        if max_output is not None and total > max_output:
+            raise limits.OutputLimit(
+                f"block {number} would take the output to {limits.format_size(total)}, past "
+                f"--max-output {limits.format_size(max_output)}; raise --max-output (or give "
+                "'none') if you trust this file"
+            )
+        need = limits.block_memory(
+            block.frames, header.channels, header.itemsize, len(block.payload)
+        ) * max(1, threads)
+        free = limits.memory_available()
+        if free is not None and need > limits.MEMORY_SHARE * free:
+            raise limits.OutputLimit(
+                f"block {number} declares {limits.format_size(size)}; decoding it needs about "
+                f"{limits.format_size(need)} of memory and {limits.format_size(free)} is "
+                "available; if you trust this file, decode it on a larger machine"
+            )
+        yield number, block
+
+
 def decompress(
     stream: BinaryIO,
     sink: Callable[[int, bytes], None] | None,
     threads: int = 1,
     progress: Callable[[int], None] | None = None,
     on_header: Callable[[Header], None] | None = None,
+    max_output: int | None = None,
 ) -> tuple[Header, Stats, bytes]:
     """Decode every block of the container on ``stream`` and pass ``(first_frame, raw)`` to
     ``sink`` in order (``None`` only verifies); ``on_header`` sees the header first. Checks
     every block, the index, the trailer and the whole-stream SHA-256, and raises
     :class:`IntegrityError` naming the first damage. Returns the header, the statistics and
-    the stream's trailing bytes (kept verbatim)."""
+    the stream's trailing bytes (kept verbatim). ``max_output`` bounds the bytes produced:
+    checked against the header's declared frames before anything is written, then against
+    each block's declared size before it is decoded (:class:`limits.OutputLimit`)."""
     import hashlib
 
     _import_before_the_clock()
     reader = container.Reader(stream)
     header = reader.header
+    if max_output is not None and header.frames is not None:
+        declared = len(header.prefix) + header.frames * header.channels * header.itemsize
+        if declared > max_output:
+            raise limits.OutputLimit(
+                f"the file declares {limits.format_size(declared)} of output, more than "
+                f"--max-output {limits.format_size(max_output)}; raise --max-output (or give "
+                "'none') if you trust this file"
+            )
     decoders = open_decoder(header)  # builds the plugins and loads their native kernels
     started = time.perf_counter()
     if on_header is not None:
@@ -652,7 +752,9 @@ def decompress(
         number, block = item
         return decoders().decode(number, block), block.method
 
-    for raw, method in _ordered_map(job, reader.blocks(), threads):
+    for raw, method in _ordered_map(
+        job, _guarded(reader, max_output, threads, decoders()), threads
+    ):
         sha.update(raw)
         methods[container.METHOD_NAMES[method]] += 1
         if sink is not None:

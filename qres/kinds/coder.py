@@ -61,6 +61,12 @@ class Coder(Plugin):
         """Decode ``n`` residuals from ``data``; raise IntegrityError on any inconsistency."""
         raise NotImplementedError(f"coder {self.name!r} does not implement decode")
 
+    def max_samples(self, nbytes: int) -> int | None:
+        """The most residuals ``nbytes`` of this coder's output can decode to, or ``None`` if
+        the coder has no such bound (a count beyond it is damage, refused before decoding).
+        """
+        return None
+
 
 def as_residuals(residuals: Any, coder: str) -> np.ndarray:
     """``residuals`` as a C-contiguous 1-D int64 array, or a :class:`QresError` saying why not."""

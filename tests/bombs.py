@@ -1,0 +1,110 @@
+"""Decompression bombs: small ``.qres`` files with valid checksums and in-range fields whose
+blocks declare far more output than their payload holds (or than a machine can hold)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+from qres.codec import container
+from qres.codec.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
+
+ARITH = {"use": "arith", "checksum": False}
+RICE = {"use": "rice", "checksum": False}
+
+
+def bomb(
+    coder: dict = ARITH,
+    *,
+    dtype: str = "int64",
+    channels: int = 4096,
+    frames: int = 1 << 24,
+    blocks: int = 1,
+    method: int = METHOD_PREDICTED,
+    stream: bytes = b"",
+    declare_frames: bool = False,
+) -> bytes:
+    """A container of ``blocks`` blocks of ``frames`` frames of ``channels`` integer channels
+    whose predicted payload is one byte of side record and ``stream`` per channel (an empty
+    arith stream is a run of zeros of any length). Every CRC and the index are valid."""
+    header = Header(
+        dtype=dtype,
+        channels=channels,
+        layout="interleaved",
+        byte_order="little",
+        block_frames=frames,
+        frames=frames * blocks if declare_frames else None,
+        codec={"predictor": {"use": "polynomial", "order": 2}, "coder": dict(coder)},
+    )
+    if method == METHOD_PREDICTED:
+        payload = bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
+    elif method == METHOD_DEFLATE:
+        payload = zlib.compress(bytes(1 << 16), 9)
+    else:
+        payload = bytes(64)
+    # Blocks small enough to check are honest: their CRC and the stream hash are those of the
+    # zeros they decode to, so only the limits can stop them.
+    size = frames * channels * container.ITEMSIZE[dtype]
+    raw = bytes(size) if size <= 1 << 26 else b""
+    out = io.BytesIO()
+    writer = container.Writer(out, header)
+    for _ in range(blocks):
+        writer.add(Block(frames, method, 0, zlib.crc32(raw), payload), raw)
+    writer.finish()
+    return out.getvalue()
+
+
+SHAPES = {
+    "arith zeros": lambda: bomb(ARITH),
+    "rice": lambda: bomb(RICE, stream=b"\x80"),
+    "deflate": lambda: bomb(method=METHOD_DEFLATE),
+    "stored": lambda: bomb(method=METHOD_STORED),
+}
+
+
+def extreme_containers():
+    """A hypothesis strategy: containers whose header and block records take extreme
+    in-range values (channels up to 4096, blocks up to 2**24 frames, 64-bit samples, a
+    declared total up to 2**62 - 1) over tiny payloads, with every checksum valid."""
+    from hypothesis import strategies as st
+
+    def edge(low: int, high: int):
+        return st.one_of(st.just(low), st.just(high), st.integers(low, high))
+
+    @st.composite
+    def build(draw) -> bytes:
+        channels = draw(edge(1, container.MAX_CHANNELS))
+        block_frames = draw(edge(1, container.MAX_BLOCK_FRAMES))
+        counts = draw(st.lists(edge(1, block_frames), min_size=1, max_size=3))
+        declared = draw(
+            st.sampled_from(["none", "exact", "max"]).map(
+                lambda how: {"none": None, "exact": sum(counts), "max": container.MAX_FRAMES}[how]
+            )
+        )
+        header = Header(
+            dtype=draw(st.sampled_from(container.SAMPLE_DTYPES)),
+            channels=channels,
+            layout="interleaved",
+            byte_order=draw(st.sampled_from(["little", "big"])),
+            block_frames=block_frames,
+            frames=declared,
+            codec={
+                "predictor": {"use": "polynomial", "order": draw(st.integers(0, 3))},
+                "coder": {**draw(st.sampled_from([ARITH, RICE])), "checksum": draw(st.booleans())},
+            },
+        )
+        method = draw(st.sampled_from([METHOD_PREDICTED, METHOD_DEFLATE, METHOD_STORED]))
+        stream = draw(st.binary(max_size=6))
+        out = io.BytesIO()
+        writer = container.Writer(out, header)
+        for frames in counts:
+            if method == METHOD_PREDICTED:
+                payload = bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
+            else:
+                payload = draw(st.binary(max_size=64))
+            writer.add(Block(frames, method, draw(st.integers(0, 7)), 0, payload), b"")
+        writer.finish()
+        return out.getvalue()
+
+    return build()
