@@ -53,6 +53,7 @@ def _write(tmp_path, records, name="s.qrps"):
     writer = pk.StreamWriter(buf)
     for kind, data in records:
         writer.write(data, kind)
+    writer.finish()
     path = tmp_path / name
     path.write_bytes(buf.getvalue())
     return path
@@ -135,6 +136,26 @@ def test_truncated_and_foreign_files(tmp_path, recording):
     assert missing.returncode == 1 and b"no such file" in missing.stderr
     stdin = run_qres("audit", "-", "--json", input=data)
     assert stdin.returncode == 0 and json.loads(stdin.stdout)["ok"]
+
+
+def test_a_cut_at_a_record_boundary_fails(tmp_path, recording):
+    """Dropping whole records from the end leaves no torn record; the end record's count and
+    hash catch it."""
+    whole = _write(tmp_path, recording).read_bytes()
+    shorter = _write(tmp_path, recording[:-1], name="short.qrps").read_bytes()
+    boundary = shorter[: -(5 + 40)]  # the records of a shorter stream, without its end
+    assert whole.startswith(boundary)
+    cut = tmp_path / "cut.qrps"
+    cut.write_bytes(boundary)
+    out = run_qres("audit", str(cut), "--json")
+    assert out.returncode == 5
+    failure = json.loads(out.stdout)["failures"][-1]
+    assert failure["check"] == "bad-stream" and "without its end record" in failure["detail"]
+    old = tmp_path / "v1.qrps"
+    old.write_bytes(b"QRPS\x01\0\0\0" + boundary[8:])
+    refused = run_qres("audit", str(old))
+    assert refused.returncode == 5 and refused.stderr.count(b"\n") == 1
+    assert b"version 1 has no end record" in refused.stderr
 
 
 def test_stale_rounds_with_window(tmp_path, recording):

@@ -197,6 +197,7 @@ def test_stream_roundtrip_and_damage(transition):
         ALICE.public_key, 5, b"n" * 16, cm.scalar_bytes(model.blinding), model.weights, proof
     ).signed(ALICE)
     writer.write_audit(response)
+    writer.finish()
     data = out.getvalue()
     assert writer.bytes_written == len(data)
     records = list(pk.read_stream(io.BytesIO(data)))
@@ -204,9 +205,27 @@ def test_stream_roundtrip_and_damage(transition):
     assert [pk.decode(b) for _, b in records[:3]] == packets
     back = pk.decode_audit(records[3][1])
     assert back == response and back.verify_signature()
-    for cut in (3, 9, len(data) - 1):
-        with pytest.raises(pk.PacketError):
+    # Every cut fails, at a record boundary too (the end record is missing or short).
+    boundaries, pos = [], len(pk.STREAM_HEADER)
+    for _, body in records:
+        pos += 5 + len(body)
+        boundaries.append(pos)
+    with pytest.raises(pk.PacketError, match="bad magic"):
+        list(pk.read_stream(io.BytesIO(data[:3])))
+    for cut in (9, *boundaries, len(data) - 1):
+        with pytest.raises(pk.PacketError, match="truncated"):
             list(pk.read_stream(io.BytesIO(data[:cut])))
+    with pytest.raises(pk.PacketError, match="bytes after the end record"):
+        list(pk.read_stream(io.BytesIO(data + b"\0")))
+    # A record dropped from the middle, with the end record kept, is caught by the count.
+    first = len(pk.STREAM_HEADER) + 5 + len(records[0][1])
+    with pytest.raises(pk.PacketError, match="lists 4 records, the stream has 3"):
+        list(pk.read_stream(io.BytesIO(data[: len(pk.STREAM_HEADER)] + data[first:])))
+    # Version 1 streams (no end record) are refused with a clear line.
+    old = pk.STREAM_MAGIC + bytes([1, 0, 0, 0]) + data[len(pk.STREAM_HEADER) : boundaries[-1]]
+    with pytest.raises(pk.PacketError, match="version 1 has no end record") as info:
+        list(pk.read_stream(io.BytesIO(old)))
+    assert info.value.reason is pk.Reason.BAD_VERSION
     oversize = pk.STREAM_HEADER + struct.pack("<BI", 1, pk.MAX_PACKET_BYTES + 1)
     with pytest.raises(pk.PacketError) as info:
         list(pk.read_stream(io.BytesIO(oversize)))

@@ -234,6 +234,8 @@ class Simulation:
             self._spend_energy_and_record(sw, rd)
             if on_round is not None:
                 on_round(sw.history.round_stats(r))
+        if sw.recorder is not None:
+            sw.recorder.writer.finish()  # the end record: a cut stream reads as truncated
         return self._report(sw)
 
     # --- the phases of a round --------------------------------------------------------------

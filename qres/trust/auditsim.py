@@ -189,6 +189,8 @@ def run(settings: SimSettings = SimSettings(), data: Any = None, record: Any = N
     consensus = learning.zero_weights(settings.order)
     for r in range(settings.rounds):
         consensus = _round(st, r, consensus)
+    if st.writer is not None:
+        st.writer.finish()
     return _summary(st)
 
 

@@ -14,13 +14,14 @@ distinct :class:`Reason` that a reputation system can act on (see :attr:`Reason.
 from __future__ import annotations
 
 import enum
+import hashlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 import attrs
 
-from qres.kernel.errors import IntegrityError
+from qres.kernel.errors import IntegrityError, QresError
 from qres.trust import commitment as cm
 from qres.trust.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, did_of, verify_signature
 
@@ -47,11 +48,16 @@ AUDIT_HEADER_BYTES = _AUDIT_HEAD.size
 MAX_AUDIT_BYTES = AUDIT_HEADER_BYTES + 4 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE_BYTES
 
 STREAM_MAGIC = b"QRPS"
-STREAM_VERSION = 1
+#: Version 2 ends every stream with an end record, so a cut anywhere is detected.
+STREAM_VERSION = 2
 STREAM_HEADER = STREAM_MAGIC + bytes([STREAM_VERSION, 0, 0, 0])
 RECORD_PACKET = 1
 RECORD_AUDIT = 2
+#: The last record: the number of records before it (u64) and the SHA-256 of every byte
+#: before it (header and records).
+RECORD_END = 3
 _RECORD = struct.Struct("<BI")
+_END = struct.Struct("<Q32s")
 
 
 class Reason(enum.IntEnum):
@@ -490,10 +496,13 @@ def _key(key: bytes | str) -> bytes:
 
 class StreamWriter:
     """Records packets (and audit responses) to a binary stream: a header, then records of
-    ``type (u8) | length (u32) | bytes``."""
+    ``type (u8) | length (u32) | bytes``, then (:meth:`finish`) the end record."""
 
     def __init__(self, out: BinaryIO):
         self.out = out
+        self.sha = hashlib.sha256(STREAM_HEADER)
+        self.records = 0
+        self.finished = False
         self.out.write(STREAM_HEADER)
         self.bytes_written = len(STREAM_HEADER)
 
@@ -502,8 +511,13 @@ class StreamWriter:
         limit = MAX_PACKET_BYTES if kind == RECORD_PACKET else MAX_AUDIT_BYTES
         if kind not in (RECORD_PACKET, RECORD_AUDIT) or len(data) > limit:
             raise PacketError(Reason.OVERSIZE, f"record of kind {kind}, {len(data)} bytes")
-        self.out.write(_RECORD.pack(kind, len(data)) + data)
-        self.bytes_written += _RECORD.size + len(data)
+        if self.finished:
+            raise QresError("packet stream already finished; start a new one")
+        record = _RECORD.pack(kind, len(data)) + data
+        self.out.write(record)
+        self.sha.update(record)
+        self.records += 1
+        self.bytes_written += len(record)
 
     def write_packet(self, packet: UpdatePacket) -> None:
         """Append an update packet."""
@@ -513,25 +527,49 @@ class StreamWriter:
         """Append an audit response."""
         self.write(response.encode(), RECORD_AUDIT)
 
+    def finish(self) -> None:
+        """Write the end record: the record count and the hash of everything before it.
+        A stream without it reads as truncated."""
+        if self.finished:
+            return
+        body = _END.pack(self.records, self.sha.digest())
+        self.out.write(_RECORD.pack(RECORD_END, len(body)) + body)
+        self.bytes_written += _RECORD.size + len(body)
+        self.finished = True
+
 
 def read_stream(stream: BinaryIO, where: str = "stream") -> Iterator[tuple[int, bytes]]:
     """Yield ``(kind, record bytes)`` from a recorded stream; PacketError on a bad header, a
-    record kind it does not know, a length over the limit or a truncated record. Records are
-    not decoded here (the caller decides what a bad record means)."""
+    record kind it does not know, a length over the limit, a truncated record, a missing or
+    wrong end record, or bytes after it. Records are not decoded here (the caller decides
+    what a bad record means)."""
     head = stream.read(len(STREAM_HEADER))
     if len(head) < 4 or head[:4] != STREAM_MAGIC:
         raise PacketError(Reason.MALFORMED, f"{where}: not a qres packet stream (bad magic)")
+    if len(head) >= 5 and head[4] < STREAM_VERSION:
+        raise PacketError(
+            Reason.BAD_VERSION,
+            f"{where}: packet stream version {head[4]} has no end record and is no longer "
+            f"read (this qres reads version {STREAM_VERSION}); record it again",
+        )
     if len(head) < len(STREAM_HEADER) or head[4] != STREAM_VERSION or any(head[5:8]):
         raise PacketError(Reason.BAD_VERSION, f"{where}: unknown stream version or header")
+    sha = hashlib.sha256(head)
     number = 0
     while True:
         frame = stream.read(_RECORD.size)
         if not frame:
-            return
+            raise PacketError(
+                Reason.MALFORMED,
+                f"{where}: ends after record {number} without its end record; truncated",
+            )
         number += 1
         if len(frame) < _RECORD.size:
             raise PacketError(Reason.MALFORMED, f"{where}: record {number} truncated")
         kind, length = _RECORD.unpack(frame)
+        if kind == RECORD_END:
+            _check_end(stream, length, number - 1, sha.digest(), where)
+            return
         if kind not in (RECORD_PACKET, RECORD_AUDIT):
             raise PacketError(Reason.MALFORMED, f"{where}: record {number} of unknown kind {kind}")
         limit = MAX_PACKET_BYTES if kind == RECORD_PACKET else MAX_AUDIT_BYTES
@@ -540,4 +578,25 @@ def read_stream(stream: BinaryIO, where: str = "stream") -> Iterator[tuple[int, 
         body = stream.read(length)
         if len(body) != length:
             raise PacketError(Reason.MALFORMED, f"{where}: record {number} truncated")
+        sha.update(frame)
+        sha.update(body)
         yield kind, body
+
+
+def _check_end(stream: BinaryIO, length: int, count: int, digest: bytes, where: str) -> None:
+    """The end record must hold the count and hash of what came before, and end the file."""
+    if length != _END.size:
+        raise PacketError(Reason.MALFORMED, f"{where}: end record of {length} bytes; corrupted")
+    body = stream.read(_END.size)
+    if len(body) != _END.size:
+        raise PacketError(Reason.MALFORMED, f"{where}: end record truncated")
+    listed, hashed = _END.unpack(body)
+    if listed != count or hashed != digest:
+        raise PacketError(
+            Reason.MALFORMED,
+            f"{where}: end record lists {listed} records, the stream has {count}"
+            if listed != count
+            else f"{where}: end record hash does not match the records; corrupted",
+        )
+    if stream.read(1):
+        raise PacketError(Reason.MALFORMED, f"{where}: bytes after the end record; corrupted")
