@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_qres
+from conftest import run_qres, run_qres_process
 
 from qres.kernel import profiles
 
@@ -60,24 +60,26 @@ def test_show_toml_round_trips_every_bundled_profile(tmp_path, name):
 
 
 def test_shadowed_bundled_profiles_are_marked_and_warned_once(tmp_path):
+    # Separate processes: the warning is given once per process.
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "server.toml").write_text('[profile]\nextends = "fast"\n')
     (folder / "extra.toml").write_text('[profile]\nextends = "fast"\n')
     env = {"QRES_PROFILE_PATH": str(folder)}
-    listed = run_qres("profiles", "list", "--json", env=env)
+    listed = run_qres_process("profiles", "list", "--json", env=env)
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
     assert rows["server"]["source"] == "QRES_PROFILE_PATH"
     assert rows["server"]["shadows"] == [str(profiles.bundled_dir() / "server.toml")]
     assert rows["extra"]["shadows"] == [] and rows["fast"]["source"] == "bundled"
     assert listed.stderr.decode().count("shadows the bundled one") == 1
-    table = run_qres("profiles", "list", env=env).stdout.decode()
+    table = run_qres_process("profiles", "list", env=env).stdout.decode()
     assert "(shadows bundled)" in next(x for x in table.splitlines() if "server" in x)
     raw = tmp_path / "r.bin"
     raw.write_bytes(bytes(2000))
-    out = run_qres("compress", str(raw), "-o", str(tmp_path / "r.qres"), env=env)
+    out = run_qres_process("compress", str(raw), "-o", str(tmp_path / "r.qres"), env=env)
     assert out.returncode == 0
     warned = [x for x in out.stderr.decode().splitlines() if x.startswith("qres: warning")]
     assert len(warned) == 1 and "'server'" in warned[0] and str(folder) in warned[0]
-    quiet = run_qres("compress", str(raw), "-p", "fast", "-o", str(tmp_path / "f.qres"), env=env)
+    fast = ("compress", str(raw), "-p", "fast", "-o", str(tmp_path / "f.qres"))
+    quiet = run_qres_process(*fast, env=env)
     assert quiet.returncode == 0 and b"warning" not in quiet.stderr
