@@ -373,8 +373,16 @@ def test_nothing_heavy_is_imported_while_the_codec_is_timed(packed, tmp_path):
         ("decompress_file", (str(qres_file), str(tmp_path / "back"), "{}")),
     ):
         out = subprocess.run(
-            [sys.executable, "-c", CLOCK_PROBE, call, *args], capture_output=True, text=True
+            [sys.executable, "-I", "-c", CLOCK_PROBE, call, *args], capture_output=True, text=True
         )
         assert out.returncode == 0, out.stderr
         late = [m for m in out.stdout.split() if not m.startswith("qres.builtin_plugins")]
         assert late == [], f"{call} imported {late} while its clock ran"
+
+
+def test_a_device_output_is_not_limited_by_its_file_system(packed):
+    # /dev sits on a file system with no free blocks; a device is written in place, so the
+    # default --max-output (the free space where the output goes) must not apply to it
+    qres_file, _ = packed
+    out = run_qres("decompress", str(qres_file), "-o", "/dev/null")
+    assert out.returncode == 0, out.stderr

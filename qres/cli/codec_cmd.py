@@ -40,6 +40,27 @@ def _max_output(text: str | None, target: str | None) -> int | None:
     return limits.default_max_output(target) if text is None else limits.parse_size(text)
 
 
+@contextmanager
+def _no_space(given: str | None, target: str) -> Iterator[None]:
+    """Without ``--max-output`` the limit is the free space where the output goes: name the
+    target and say that it is full, as a write would, but before anything is written."""
+    from qres.codec import limits
+    from qres.kernel.outputs import is_stdout
+
+    try:
+        yield
+    except limits.OutputLimit as exc:
+        if given is not None or exc.limit is None:
+            raise
+        where = "stdout" if is_stdout(target) else target
+        raise limits.OutputLimit(
+            f"{where}: no space left on device: the output needs more than the "
+            f"{limits.format_size(exc.limit)} free there; free some space, write elsewhere, "
+            "or pass --max-output none to try anyway",
+            limit=exc.limit,
+        ) from None
+
+
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path) if path != "-" else 0
@@ -196,7 +217,7 @@ def decompress(
             raise QresError(f"{file}: name does not end in .qres; give the output with -o")
     to_stdout = is_stdout(output)
     limit = _max_output(max_output, output)
-    with _progress(_size(file), "decompress", as_json) as progress:
+    with _progress(_size(file), "decompress", as_json) as progress, _no_space(max_output, output):
         _, stats = api.decompress_file(
             file, output, force=force, threads=threads, progress=progress, max_output=limit
         )

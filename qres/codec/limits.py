@@ -57,8 +57,8 @@ def format_size(n: int) -> str:
 
 def free_space_of(target: str) -> int | None:
     """Free bytes on the filesystem an output goes to: the target's folder, or stdout's
-    filesystem when it is redirected to a regular file; ``None`` for pipes and terminals
-    (nothing to fill) or when the system cannot say."""
+    filesystem when it is redirected to a regular file; ``None`` for pipes, terminals and
+    device nodes (nothing to fill) or when the system cannot say."""
     try:
         if target == "-":
             fd = sys.stdout.fileno()
@@ -66,8 +66,14 @@ def free_space_of(target: str) -> int | None:
                 return None
             vfs = os.fstatvfs(fd)
             return vfs.f_bavail * vfs.f_frsize
-        folder = Path(target).resolve().parent
-        return shutil.disk_usage(folder).free
+        try:
+            mode = os.stat(target).st_mode  # follows symlinks, like the write will
+        except FileNotFoundError:
+            return shutil.disk_usage(Path(target).resolve().parent).free
+        if not stat.S_ISREG(mode):
+            return None  # a device, FIFO or /dev/stdout on a terminal: written in place
+        vfs = os.statvfs(target)
+        return vfs.f_bavail * vfs.f_frsize
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -123,4 +129,10 @@ def block_memory(frames: int, channels: int, itemsize: int, payload: int) -> int
 
 
 class OutputLimit(QresError):
-    """Decoding stopped: the output would pass ``--max-output`` or the memory available."""
+    """Decoding stopped: the output would pass ``--max-output`` or the memory available.
+
+    ``limit`` is the output limit that was passed (``None`` when memory stopped it)."""
+
+    def __init__(self, message: str, limit: int | None = None):
+        super().__init__(message)
+        self.limit = limit

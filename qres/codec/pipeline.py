@@ -696,7 +696,8 @@ def _guarded(
             raise limits.OutputLimit(
                 f"block {number} would take the output to {limits.format_size(total)}, past "
                 f"--max-output {limits.format_size(max_output)}; raise --max-output (or give "
-                "'none') if you trust this file"
+                "'none') if you trust this file",
+                limit=max_output,
             )
         need = limits.block_memory(
             block.frames, header.channels, header.itemsize, len(block.payload)
@@ -737,7 +738,8 @@ def decompress(
             raise limits.OutputLimit(
                 f"the file declares {limits.format_size(declared)} of output, more than "
                 f"--max-output {limits.format_size(max_output)}; raise --max-output (or give "
-                "'none') if you trust this file"
+                "'none') if you trust this file",
+                limit=max_output,
             )
     decoders = open_decoder(header)  # builds the plugins and loads their native kernels
     started = time.perf_counter()
