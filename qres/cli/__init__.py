@@ -44,6 +44,7 @@ def make_app() -> typer.Typer:
         codec_cmd,
         keys_cmd,
         llm_cmd,
+        mesh_cmd,
         node_cmd,
         plugins_cmd,
         profiles_cmd,
@@ -68,6 +69,7 @@ def make_app() -> typer.Typer:
     app.add_typer(keys_cmd.app, name="keys")
     bench_cmd.register(app)
     llm_cmd.register(app)
+    mesh_cmd.register(app)
     node_cmd.register(app)
     plugins.load_plugins()
     plugins.pm.hook.register_commands(app=app)

@@ -29,6 +29,7 @@ from qres.kernel.errors import ProfileError
 from qres.llm.route_settings import RouterSettings
 from qres.llm.settings import EngineSettings
 from qres.lora.settings import HierarchySettings
+from qres.mesh.settings import MeshSettings
 from qres.node.settings import NodeSettings
 from qres.swarm.settings import SwarmSettings
 
@@ -107,6 +108,7 @@ SECTIONS: dict[str, Section] = {
     "router": Section(
         settings=RouterSettings, slots={"validators": "validator"}, many=frozenset({"validators"})
     ),
+    "mesh": Section(settings=MeshSettings),
 }
 
 

@@ -8,8 +8,9 @@ import attrs
 
 from qres.kernel.config import InvalidSetting, integer, number, one_of, text
 
-#: What a tier runs: rules and tools, a local backend profile, an OpenAI-compatible endpoint.
-TIER_KINDS = ("tools", "llm", "openai")
+#: What a tier runs: rules and tools, a local backend profile, an OpenAI-compatible endpoint,
+#: the mesh's workers.
+TIER_KINDS = ("tools", "llm", "openai", "mesh")
 MAX_TIERS = 16
 
 
@@ -55,6 +56,8 @@ def parse_tiers(value: object) -> tuple[Tier, ...]:
             raise ValueError(f"tiers[{i}]: name {tier.name!r} used twice")
         if tier.kind == "llm" and not tier.profile:
             raise ValueError(f'tiers[{i}]: an llm tier needs profile = "<llm profile>"')
+        if tier.kind == "mesh" and not tier.profile:
+            raise ValueError(f'tiers[{i}]: a mesh tier needs profile = "<profile with [mesh]>"')
         if tier.kind == "openai" and not (tier.url and tier.model):
             raise ValueError(f"tiers[{i}]: an openai tier needs url and model")
         names.add(tier.name)

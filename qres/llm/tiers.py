@@ -120,10 +120,34 @@ class OpenAIRunner:
         """Nothing to release (one connection per request)."""
 
 
+class MeshRunner(BackendRunner):
+    """Tier kind ``mesh``: the workers of a profile's ``[mesh]`` table, through
+    :class:`qres.mesh.backend.MeshBackend` (connected on first use)."""
+
+    @property
+    def backend(self):
+        """The mesh client, connected on first use."""
+        if self._backend is None:
+            from qres.kernel import profiles
+            from qres.kernel.config import build_config
+            from qres.mesh.backend import MeshBackend
+            from qres.mesh.settings import MeshSettings
+
+            loaded = profiles.load(self.tier.profile)
+            table = loaded.data.get("mesh")
+            if table is None:
+                raise QresError(f"tier {self.tier.name!r}: profile has no [mesh] table")
+            settings = build_config(MeshSettings, table, loaded.where("mesh"))
+            self._backend = MeshBackend(settings, max_tokens=self.tier.max_tokens)
+        return self._backend
+
+
 def make_runner(tier: Tier, facts: str = ""):
     """The runner of ``tier``."""
     if tier.kind == "tools":
         return ToolsRunner(tier, facts)
     if tier.kind == "llm":
         return BackendRunner(tier)
+    if tier.kind == "mesh":
+        return MeshRunner(tier)
     return OpenAIRunner(tier)

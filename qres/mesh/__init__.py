@@ -1,0 +1,1 @@
+"""QMesh: workers that serve LLM backends to the mesh, and the clients that use them."""

@@ -1,0 +1,66 @@
+"""Mesh worker processes for the tests: a profile per worker, started as `qres mesh worker`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from qres.trust.identity import Identity, save_identity
+
+
+def key_file(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.pem"
+    save_identity(Identity.generate(), path)
+    return path
+
+
+def worker_profile(folder: Path, name: str, backend: str, **mesh) -> Path:
+    key = key_file(folder, name)
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in mesh.items())
+    path = folder / f"{name}.toml"
+    path.write_text(
+        f'[profile]\nname = "{name}"\n\n[llm.backend]\n{backend}\n\n'
+        f'[mesh]\nlisten = "127.0.0.1:0"\nkey = "{key}"\nannounce_s = 0.2\n{extra}'
+    )
+    return path
+
+
+class WorkerProcess:
+    """A running `qres mesh worker`; ``did`` and ``address`` from its first stdout line."""
+
+    def __init__(self, profile: Path):
+        exe = Path(sys.executable).with_name("qres")
+        env = {**os.environ}
+        env.pop("QRES_PLUGINS", None)
+        self.proc = subprocess.Popen(
+            [str(exe), "mesh", "worker", "--profile", str(profile)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(self.proc.stderr.read().decode())
+        info = json.loads(line)
+        self.did, self.address = info["did"], info["address"]
+
+    def entry(self) -> dict:
+        return {"address": self.address, "did": self.did}
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
