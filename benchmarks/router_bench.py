@@ -120,11 +120,39 @@ def training_log(tasks, answers, path: Path) -> None:
             out.write(json.dumps(record) + "\n")
 
 
+def decision_overhead(tasks, rounds: int) -> None:
+    """p50 and p99 of ``Router.decide`` (features and the rules) over every task's prompt, in
+    wall-clock time and in this thread's CPU time (which a descheduling does not inflate)."""
+    router = Router(RouterSettings(tiers=TIERS), runners={"t0": None, "t1": None, "t2": None})
+    wall, cpu = [], []
+    for _ in range(rounds):
+        for task in tasks:
+            t, c = time.perf_counter(), time.thread_time()
+            router.decide(task["prompt"])
+            cpu.append((time.thread_time() - c) * 1000)
+            wall.append((time.perf_counter() - t) * 1000)
+    for name, times in (("wall", sorted(wall)), ("cpu", sorted(cpu))):
+        print(
+            f"decision overhead ({name}): p50 {statistics.median(times):.3f} ms, "
+            f"p99 {times[int(0.99 * (len(times) - 1))]:.3f} ms over {len(times)} decisions"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=30)
+    parser.add_argument(
+        "--decisions-only",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only time ROUNDS decisions per task (no model) and print p50/p99",
+    )
     args = parser.parse_args()
     tasks = router_tasks.build(args.per_kind)
+    if args.decisions_only:
+        decision_overhead(tasks, args.decisions_only)
+        return
     backend = plugins.create(
         "llm_backend", {"use": "llama-cpp", "n_threads": 1, "n_ctx": 1024, "max_tokens": 64}, None
     )
