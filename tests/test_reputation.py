@@ -26,9 +26,10 @@ def test_adjust_clamps_and_bans_zero_the_reputation():
     led = Ledger(4, ReputationRules(initial=0.98, ban_threshold=0.5, ban_delay=2))
     led.adjust(np.array([0, 1]), led.reward)
     assert led.rep[:2].tolist() == [REP_ONE, REP_ONE]
-    led.adjust(np.array([2]), -led.pen_audit)
+    led.adjust(np.array([3]), -REP_ONE)  # suspicion alone, however strong, never bans
+    assert led.rep[3] == 0 and led.ban_low(7).size == 0
+    assert led.fault(np.array([2]), 7).tolist() == [2]  # an attributable fault does
     assert led.rep[2] == 0
-    assert led.ban_low(7).tolist() == [2]
     assert led.banned().tolist() == [False, False, True, False]
     assert not led.banned_known(8)[2] and led.banned_known(9)[2]
     assert led.ban_low(8).size == 0  # banned once

@@ -93,22 +93,20 @@ def test_tightness_keeps_resolution_next_to_saturated_rows():
     assert (t[:70] > 0.2).all() and (t[70:] < 0.2).all()
 
 
-def test_ledger_bans_low_reputation_and_groups():
+def test_ledger_bans_faults_and_audits_suspects():
     s = SwarmSettings(suspect_group_size=3, suspect_rounds=2, ban_propagation_rounds=2)
     led = Ledger(10, reputation_rules(s, 10))
-    led.adjust(np.array([0]), -REP_ONE)
-    assert led.ban_low(4).tolist() == [0]
+    led.adjust(np.array([1]), -REP_ONE)
+    assert led.ban_low(4).size == 0  # a reputation of 0 from statistics bans nobody
+    assert led.fault(np.array([0]), 4).tolist() == [0]
     assert not led.banned_known(5)[0] and led.banned_known(6)[0]
     flagged = np.zeros(10, bool)
     flagged[[3, 4, 5]] = True
     ok = np.zeros(10, bool)
     assert led.suspects(flagged, ok, 1).size == 0  # one round of suspicion is not enough
     ok[4] = True  # passed an audit: cleared
-    assert led.suspects(flagged, ok, 2).size == 0  # two left: smaller than the group size
-    led2 = Ledger(10, reputation_rules(s, 10))
-    led2.suspects(flagged, np.zeros(10, bool), 1)
-    assert led2.suspects(flagged, np.zeros(10, bool), 2, senders=6).tolist() == []  # half
-    assert led2.suspects(flagged, np.zeros(10, bool), 3, senders=10).tolist() == [3, 4, 5]
+    assert led.suspects(flagged, ok, 2).tolist() == [3, 5]  # due for a sure audit
+    assert not led.banned()[[3, 4, 5]].any()
 
 
 def test_energy_schedule_and_pool():

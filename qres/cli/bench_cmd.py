@@ -190,6 +190,109 @@ def _progress(message: str) -> None:
     print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
 
 
+@app.command("defence")
+def defence(
+    quick: bool = typer.Option(
+        False, "--quick", help="A small run: 20 nodes, 12 rounds, seed 0, 10% and 30%."
+    ),
+    profile: str = typer.Option("swarm-100", "--profile", "-p", help="Swarm profile."),
+    nodes: int = typer.Option(None, "--nodes", min=4, help="Nodes per swarm (60)."),
+    rounds: int = typer.Option(None, "--rounds", min=2, help="Rounds per run (40)."),
+    seeds: str = typer.Option(None, "--seeds", help="Seeds, e.g. 0-4 or 0,3 (0-4)."),
+    fractions: str = typer.Option(
+        None, "--byzantine", help="Byzantine fractions, e.g. 0.1,0.3,0.45 (those)."
+    ),
+    attacks: str = typer.Option(None, "--attacks", help="Comma-separated attacks (all)."),
+    data: str = typer.Option(
+        None, "--data", help="A MANIFEST folder of recordings (default: the generated set)."
+    ),
+    iid: bool = typer.Option(False, "--iid", help="IID shards instead of non-IID."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object for scripts."),
+) -> None:
+    """Red-team suite of the swarm's defence: built-in and adaptive attacks at 10/30/45%
+    Byzantine, honest error over all honest nodes, bans, beside the attack-free swarm."""
+    import sys
+
+    from qres.cli.output import print_json
+    from qres.kernel.config import InvalidSetting
+    from qres.kernel.errors import QresError
+    from qres.robust import defence_bench as db
+
+    args: dict = dict(QUICK_DEFENCE) if quick else {}
+    for key, value in (("profile", profile), ("nodes", nodes), ("rounds", rounds)):
+        if value is not None:
+            args[key] = value
+    try:
+        if seeds is not None:
+            args["seeds"] = _int_list(seeds)
+        if fractions is not None:
+            args["fractions"] = [float(v) for v in fractions.split(",") if v.strip()]
+    except ValueError:
+        raise QresError(
+            f"qres bench defence: --seeds {seeds!r} / --byzantine {fractions!r}: not a list; "
+            "write e.g. --seeds 0-4 --byzantine 0.1,0.3"
+        ) from None
+    if attacks is not None:
+        args["attacks"] = [a.strip() for a in attacks.split(",") if a.strip()]
+    if data is not None:
+        args["data"] = data
+    args["partition"] = "iid" if iid else "non-iid"
+    try:
+        settings = db.DefenceSettings(**args)
+    except InvalidSetting as exc:
+        raise QresError(f"qres bench defence: {exc}; adjust the option") from exc
+    on_terminal = not as_json and sys.stderr.isatty()
+    report = db.run(settings, progress=_progress if on_terminal else None)
+    if on_terminal:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)
+    if as_json:
+        print_json(report)
+    else:
+        _print_defence(report)
+
+
+#: What --quick shrinks the defence suite to.
+QUICK_DEFENCE = {"nodes": 20, "rounds": 12, "seeds": (0,), "fractions": (0.1, 0.3)}
+
+
+def _int_list(text: str) -> list[int]:
+    """``0-4`` or ``0,2,3`` as a list of integers."""
+    out: list[int] = []
+    for part in text.split(","):
+        if "-" in part.strip()[1:]:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def _print_defence(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cells = report["summary"]["cells"]
+    fracs = sorted({c["byzantine"] for c in cells})
+    table = Table(title="Defence (worst error ratio over seeds / honest banned / Byzantine banned)")
+    table.add_column("attack")
+    for f in fracs:
+        table.add_column(f"{f:.0%}")
+    by = {(c["attack"], c["byzantine"]): c for c in cells}
+    for attack in dict.fromkeys(c["attack"] for c in cells):
+        row = [attack]
+        for f in fracs:
+            c = by[(attack, f)]
+            text = f"{c['worst_ratio']:.3f} / {c['honest_banned']} / {c['byzantine_banned']}"
+            if "worst_trimmed_ratio" in c:
+                text += f" (trimmed {c['worst_trimmed_ratio']:.3f})"
+            row.append(text)
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for name, ok in report["summary"]["targets"].items():
+        console.print(f"target {name}: {'holds' if ok else 'does NOT hold'}")
+
+
 def register(app_: typer.Typer) -> None:
     """Add the ``bench`` group to the app."""
     app_.add_typer(app, name="bench")

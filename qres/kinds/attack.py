@@ -5,6 +5,10 @@ to forge and a seeded ``numpy.random.Generator``, and returns ``(f, d)`` int32 Q
 (saturated into the Q16.16 range). Attacks see every honest update (the omniscient threat
 model of the papers they come from). All randomness comes from the generator passed in, so a
 seed reproduces a run; statistics of the honest rows are computed in float64.
+
+A simulator also passes an :class:`AttackContext` (the round, the Byzantine nodes' own honest
+updates, their reputations, the audit rate): attacks that adapt to the defence override
+:meth:`Attack._forge_in` to read it; the others implement :meth:`Attack._forge` only.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import operator
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from qres.fixed.q16 import round_units
 from qres.kernel.errors import QresError
@@ -21,15 +27,42 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+@attrs.frozen
+class AttackContext:
+    """What a simulator tells an attack about the round (rows in the order of the forged
+    ones). Every field is optional to an attack: ignore what you do not use."""
+
+    #: The round number (from 0).
+    round: int = 0
+    #: The Byzantine nodes' ids, one per forged row.
+    nodes: Any = None
+    #: Their own honest updates this round (``(f, d)`` int32): what behaving would send.
+    own: Any = None
+    #: Their reputations (floats in [0, 1]), public knowledge in a swarm.
+    reputations: Any = None
+    #: The base chance that an update is audited.
+    audit_rate: float = 0.0
+
+    def select(self, rows: Any) -> AttackContext:
+        """The context of a subset of the forged rows (for attacks that split the nodes)."""
+
+        def pick(v):
+            return None if v is None else v[rows]
+
+        return attrs.evolve(
+            self, nodes=pick(self.nodes), own=pick(self.own), reputations=pick(self.reputations)
+        )
+
+
 class Attack(Plugin):
     """Base class of attacks (plugin kind ``attack``): subclasses implement :meth:`_forge`."""
 
-    def forge(self, honest: Any, f: int, *, rng: Any) -> np.ndarray:
+    def forge(self, honest: Any, f: int, *, rng: Any, context: Any = None) -> np.ndarray:
         """Forge ``f`` Byzantine rows (``(f, d)`` int32 Q16.16) from the honest updates.
 
         ``honest`` is an ``(h, d)`` int32 array with ``h, d >= 1``; ``rng`` a
-        ``numpy.random.Generator``. Raises :class:`QresError` on malformed input; never
-        modifies ``honest``.
+        ``numpy.random.Generator``; ``context`` an optional :class:`AttackContext`. Raises
+        :class:`QresError` on malformed input; never modifies ``honest``.
         """
         import numpy as np
 
@@ -62,8 +95,18 @@ class Attack(Plugin):
         view.flags.writeable = False
         if f == 0:
             return np.zeros((0, honest.shape[1]), np.int32)
-        out = self._forge(view, f, rng)
+        if context is not None and not isinstance(context, AttackContext):
+            raise QresError(
+                f"attack {self.name!r}: context must be an AttackContext, got "
+                f"{type(context).__name__}"
+            )
+        out = self._forge_in(view, f, rng, context)
         return np.ascontiguousarray(out, dtype=np.int32)
+
+    def _forge_in(self, honest: np.ndarray, f: int, rng: Any, context: Any) -> np.ndarray:
+        """Forge with the simulator's context (None outside a simulation); by default the
+        context is ignored and :meth:`_forge` runs."""
+        return self._forge(honest, f, rng)
 
     @abstractmethod
     def _forge(self, honest: np.ndarray, f: int, rng: Any) -> np.ndarray:

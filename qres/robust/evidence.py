@@ -6,6 +6,10 @@
   regularised incomplete beta function (continued fraction) and bisection; pure Python
   floats, so the same on every machine. It catches lone outliers (a group sending alike
   inflates the standard deviation and masks itself).
+* :func:`robust_outliers`: the same significance as Grubbs on robust moments: each value's
+  distance to the median of the *other* values over their scaled MAD. Attackers cannot
+  inflate the scale to mask themselves, nor shrink it to push honest nodes out, while they
+  are fewer than half; the node under test never counts in its own reference.
 * :func:`tightness`: each update's distance to its ``k``-th nearest other over the round's
   median of that distance; near 0 for members of a group sending (almost) the same vector.
 * :func:`far_or_grouped`: the exact integer test of the aggregators' reputation tracker, far
@@ -118,6 +122,44 @@ def grubbs_outliers(values: Any, alpha: float, max_outliers: int | None = None) 
     return np.array(sorted(flagged), dtype=np.int64)
 
 
+def loo_median(values: Any) -> Any:
+    """Per value: the median of all the *other* values (float64; n >= 2)."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[0]
+    order = np.argsort(v, kind="stable")
+    s = v[order]
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    lo, hi = (n - 2) // 2, (n - 1) // 2  # the middle of the n - 1 others
+    return (s[lo + (lo >= rank)] + s[hi + (hi >= rank)]) / 2.0
+
+
+#: MAD of a normal sample times this estimates its standard deviation.
+MAD_TO_SD = 1.482602218505602
+
+
+def robust_outliers(values: Any, alpha: float) -> Any:
+    """Indices whose distance to the median of the other values exceeds Grubbs' critical
+    value (``n``, ``alpha``) in units of the others' scaled MAD (median absolute deviation
+    from that median). The same significance as :func:`grubbs_outliers` for normal data,
+    with moments a minority cannot move; needs at least 3 values, else flags none."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[0]
+    if n < 3:
+        return np.zeros(0, np.int64)
+    med = loo_median(v)
+    mad = np.empty(n)
+    for m in np.unique(med):  # at most three distinct medians of the others
+        sel = med == m
+        mad[sel] = loo_median(np.abs(v - m))[sel]
+    limit = grubbs_critical(n, alpha) * MAD_TO_SD * mad
+    return np.flatnonzero((mad > 0) & (np.abs(v - med) > limit)).astype(np.int64)
+
+
 def update_statistic(updates: Any) -> Any:
     """Per update: log(1 + Euclidean distance to the coordinate-wise median), float64."""
     import numpy as np
@@ -127,10 +169,12 @@ def update_statistic(updates: Any) -> Any:
     return np.log1p(np.sqrt(((x - med) ** 2).sum(axis=1)))
 
 
-def tightness(updates: Any, k: int, rng: Any, sample: int = 1024) -> Any:
+def tightness(updates: Any, k: int, rng: Any, sample: int = 1024, scale_rows: Any = None) -> Any:
     """Per update: distance to its ``k``-th nearest other update (in a seeded reference sample
-    of at most ``sample`` updates) over the median of that quantity. Near zero for members of
-    a group sending (almost) the same vector; about 1 for independent updates."""
+    of at most ``sample`` updates) over the median of that quantity among ``scale_rows``
+    (bool mask; all rows by default: pass the unbanned ones, so that banned senders cannot
+    shrink the scale). Near zero for members of a group sending (almost) the same vector;
+    about 1 for independent updates."""
     import numpy as np
 
     n = updates.shape[0]
@@ -159,7 +203,8 @@ def tightness(updates: Any, k: int, rng: Any, sample: int = 1024) -> Any:
         kk = np.where(self_in, k, k - 1)
         part = np.partition(d2, min(k, d2.shape[1] - 1), axis=1)
         out[s : s + b.shape[0]] = np.sqrt(part[np.arange(b.shape[0]), kk])
-    med = float(np.median(out))
+    ref_rows = out if scale_rows is None or not np.any(scale_rows) else out[scale_rows]
+    med = float(np.median(ref_rows))
     return out / med if med > 0 else np.ones(n)
 
 

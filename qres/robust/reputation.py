@@ -12,12 +12,16 @@ to a reputation does not. The rules (docs/aggregators.md, "Reputations"):
 * Evidence moves it: ``reward`` for a clean, useful update; ``penalty_outlier``,
   ``penalty_suspect`` or ``penalty_audit`` for a statistical outlier, a member of a suspected
   coordinated group, a failed audit. Each change is clamped to [0, 1].
-* Bans: a node whose reputation falls below ``ban_threshold`` is banned (0 never bans); so is
-  a coordinated group once its members have been suspects for ``suspect_rounds`` consecutive
-  rounds and at least ``suspect_group_size`` of them were never cleared by a passed audit
-  (unless the "group" holds half of the round's senders: that is the swarm agreeing). A
-  banned node's reputation is 0; everyone knows of a ban ``ban_delay`` rounds after it was
-  decided (the evidence travels with the gossip).
+* Bans need attributable evidence (docs/defence.md): only :meth:`Ledger.fault` (a failed
+  audit, a bad signature, an equivocation, a failed proof: a signed, checkable wrong) marks a
+  node, and a marked node whose reputation is below ``ban_threshold`` (or 0) is banned.
+  Statistical suspicion (outliers) only lowers a reputation, which rewards raise again: it
+  narrows what a node may contribute and never bans. Similarity costs nothing at all
+  (copying an honest node must not hurt it): a node suspected of coordination for
+  ``suspect_rounds`` consecutive rounds is due for a sure audit (:meth:`Ledger.suspects`),
+  which convicts a forger and clears an original. A banned node's reputation is 0; everyone
+  knows of a ban ``ban_delay`` rounds after it was decided (the evidence travels with the
+  gossip).
 
 :class:`ReputationTracker` is the ledger with the aggregators' evidence built in: each round
 it flags far and coordinated rows against a robust reference and rewards the rest.
@@ -55,15 +59,16 @@ class ReputationRules:
     reward: float = attrs.field(default=0.05, validator=number(0.0, 1.0))
     #: Loss for a statistical outlier.
     penalty_outlier: float = attrs.field(default=0.25, validator=number(0.0, 1.0))
-    #: Loss for a member of a suspected coordinated group.
+    #: Loss for a member of a suspected coordinated group, for owners that cannot audit (the
+    #: swarm audits suspects instead, so that copying never costs the original).
     penalty_suspect: float = attrs.field(default=0.25, validator=number(0.0, 1.0))
-    #: Loss for a failed audit (a signed false claim).
+    #: Loss for an attributable fault (a failed audit: a signed false claim).
     penalty_audit: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
-    #: Below this reputation a node is banned; 0 never bans.
+    #: A node with an attributable fault whose reputation is below this (or 0) is banned.
     ban_threshold: float = attrs.field(default=0.0, validator=number(0.0, 1.0))
-    #: Fewest uncleared suspects that make a group worth banning.
+    #: Fewest rows alike that make a coordinated group (``k + 1`` of the tightness test).
     suspect_group_size: int = attrs.field(default=5, validator=integer(2, 1 << 30))
-    #: Consecutive rounds of suspicion before a group is banned.
+    #: Consecutive rounds of suspicion after which a node is due for a sure audit.
     suspect_rounds: int = attrs.field(default=3, validator=integer(1, 1 << 30))
     #: Rounds from a ban's decision until every node knows it.
     ban_delay: int = attrs.field(default=0, validator=integer(0, 1 << 30))
@@ -90,6 +95,7 @@ class Ledger:
         self.effective_at = np.full(n, -1, np.int64)  # round from which everyone knows it
         self.suspect_streak = np.zeros(n, np.int32)
         self.cleared = np.zeros(n, bool)  # passed an audit during the current suspicion
+        self.faulted = np.zeros(n, bool)  # committed an attributable fault
 
     def fraction(self) -> Any:
         """Reputations as floats in [0, 1]."""
@@ -125,33 +131,39 @@ class Ledger:
         self.rep[new] = 0
         return new
 
-    def ban_low(self, r: int) -> Any:
-        """Ban every node whose reputation fell below the threshold; returns them."""
+    def fault(self, nodes: Any, r: int) -> Any:
+        """Record an attributable fault of ``nodes`` in round ``r`` (a failed audit, a bad
+        signature, an equivocation, a failed proof): they lose ``penalty_audit`` and are
+        banned if that takes them below the threshold. Returns the newly banned."""
         import numpy as np
 
-        low = np.flatnonzero((self.rep < self.ban_level) & (self.banned_at < 0))
-        return self.ban(low, r)
+        nodes = np.asarray(nodes, dtype=np.int64)
+        self.faulted[nodes] = True
+        self.adjust(nodes, -self.pen_audit)
+        return self.ban_low(r)
+
+    def ban_low(self, r: int) -> Any:
+        """Ban every node with an attributable fault whose reputation is below the threshold
+        (or 0); returns them. Statistical penalties alone never ban."""
+        import numpy as np
+
+        low = (self.rep < self.ban_level) | (self.rep == 0)
+        return self.ban(np.flatnonzero(low & self.faulted & (self.banned_at < 0)), r)
 
     def suspects(self, flagged: Any, audited_ok: Any, r: int, senders: int | None = None) -> Any:
-        """Update the suspect list with this round's coordinated-group flags (bool ``(n,)``,
-        for every node that sent, banned or not) and audit passes; returns the nodes banned
-        as a coordinated group. A "group" holding half of the round's ``senders`` or more
-        is the swarm agreeing, not a cartel (attackers are a minority): nobody is banned."""
+        """Update the suspect list with this round's coordination flags (bool ``(n,)``, for
+        every node that sent) and audit passes; returns the nodes due for a sure audit: those
+        suspect for ``suspect_rounds`` consecutive rounds and not cleared by a passed audit
+        since. Nobody is banned or penalised here: similarity is not evidence (an original
+        looks exactly like its copiers); the audit that follows is. ``r`` and ``senders``
+        are accepted for callers of the earlier signature and not needed."""
         import numpy as np
 
+        del r, senders
         self.suspect_streak = np.where(flagged, self.suspect_streak + 1, 0).astype(np.int32)
         self.cleared = np.where(flagged, self.cleared | audited_ok, False)
-        # The group's size counts members already banned (they keep sending alike); those
-        # banned now are the unbanned members suspect for long enough and never cleared.
-        size = np.count_nonzero(flagged & ~self.cleared)
-        too_small = size < self.rules.suspect_group_size
-        if too_small or (senders is not None and 2 * size >= senders):
-            return np.zeros(0, np.int64)
-        group = flagged & (self.suspect_streak >= self.rules.suspect_rounds) & ~self.cleared
-        group &= self.banned_at < 0
-        if group.any():
-            return self.ban(np.flatnonzero(group), r)
-        return np.zeros(0, np.int64)
+        due = flagged & (self.suspect_streak >= self.rules.suspect_rounds) & ~self.cleared
+        return np.flatnonzero(due & (self.banned_at < 0))
 
 
 class ReputationTracker:

@@ -19,9 +19,10 @@ A round (``docs/swarm.md`` has the whole story):
 4. *Consensus.* Each awake node aggregates its own update and up to ``max_inbox`` received
    ones (highest priority first) with the profile's aggregator, ``f`` = ``assumed_byzantine``
    of the rows, and applies the result.
-5. *Defence*: Grubbs outliers and coordinated groups (:mod:`qres.robust.evidence`),
+5. *Defence*: robust outliers and coordinated groups (:mod:`qres.robust.evidence`),
    stochastic audits that re-run the claimed training; rewards, penalties and bans follow
-   the rules of :mod:`qres.robust.reputation`.
+   the rules of :mod:`qres.robust.reputation`: outliers lose reputation, suspects of
+   coordination are audited, and only a failed audit (attributable evidence) bans.
 6. *Energy.* Each node pays for its wakes and airtime and harvests.
 
 Each phase is one method of :class:`Simulation` (``_join_and_wake``, ``_observe_and_learn``,
@@ -106,6 +107,7 @@ class SwarmState:
     recorder: Any
     # Updates sent in recent rounds, by round: (origins, rows, residual, claimed gain).
     store: dict = attrs.field(factory=dict)
+    due_audit: Any = None  # bool (n,): suspects due for a sure audit this round
     pending_dst: Any = None  # messages waiting for a sleeping node
     pending_tag: Any = None
     tx: Any = None  # bytes sent and received this round, per node
@@ -219,6 +221,7 @@ class Simulation:
         import numpy as np
 
         sw = self._setup()
+        self.ledger = sw.ledger  # for callers that inspect reputations and bans afterwards
         for r in range(self.s.rounds):
             rd = self._join_and_wake(sw, r)
             if rd.A.shape[0] == 0:
@@ -302,6 +305,7 @@ class Simulation:
             history=History(n),
             recorder=_Recorder(self.record, n, seed) if self.record is not None else None,
             meter=CodecMeter(s, self.profile),
+            due_audit=np.zeros(n, bool),
             pending_dst=np.zeros(0, np.int64),
             pending_tag=np.zeros(0, np.int64),
             tx=np.zeros(n, np.int64),
@@ -381,13 +385,30 @@ class Simulation:
     def _forge(self, sw: SwarmState, rd: RoundState) -> None:
         """Byzantine rows: the attack's forgery of this round's honest updates, claiming the
         round's highest residual and gain (the highest priority)."""
+        import numpy as np
+
+        from qres.kinds.attack import AttackContext
+
         byz_a, hon_a = rd.byz_a, rd.hon_a
-        forged = self.attack.forge(rd.delta[hon_a], int(byz_a.sum()), rng=sw.rng["attack"])
+        nodes = rd.A[byz_a]
+        context = AttackContext(
+            round=rd.r,
+            nodes=nodes,
+            own=rd.delta[byz_a].copy(),
+            reputations=rd.rep_f[nodes],
+            audit_rate=self.s.audit_rate,
+        )
+        forged = self.attack.forge(
+            rd.delta[hon_a], int(byz_a.sum()), rng=sw.rng["attack"], context=context
+        )
         rd.sent[byz_a] = forged
+        # a Byzantine node that sends its own update this round behaves: honest claims
+        lying = np.zeros(byz_a.shape[0], bool)
+        lying[byz_a] = (forged != rd.delta[byz_a]).any(axis=1)
         residual_b = rd.residual.copy()
-        residual_b[byz_a] = rd.residual[hon_a].max()
+        residual_b[lying] = rd.residual[hon_a].max()
         gain_b = rd.gain_claim.copy()
-        gain_b[byz_a] = max(int(rd.gain_claim[hon_a].max()), 1)
+        gain_b[lying] = max(int(rd.gain_claim[hon_a].max()), 1)
         rd.residual, rd.gain_claim = residual_b, gain_b
 
     def _gossip(self, sw: SwarmState, rd: RoundState) -> tuple[Any, Any]:
@@ -516,8 +537,9 @@ class Simulation:
         )
 
     def _defend(self, sw: SwarmState, rd: RoundState) -> None:
-        """5. Judge the updates sent this round by senders not known to be banned (Grubbs,
-        coordinated groups, audits, rewards), then ban and flood the ban notices."""
+        """5. Judge the updates sent this round by senders not known to be banned (robust
+        outliers, coordinated groups, audits, rewards), then ban the nodes whose audits
+        failed and flood the ban notices."""
         import numpy as np
 
         from qres.swarm import gossip
@@ -526,13 +548,17 @@ class Simulation:
         s_ok = rd.senders_pos[~rd.known_banned[rd.senders]]
         audited_ok = np.zeros(n, bool)
         flagged = np.zeros(n, bool)
+        audit_bans = np.zeros(0, np.int64)
         if s_ok.shape[0] >= 3:
-            self._judge(sw, rd, s_ok, flagged, audited_ok)
-        group_bans = ledger.suspects(flagged, audited_ok, rd.r, int(rd.senders.shape[0]))
+            audit_bans = self._judge(sw, rd, s_ok, flagged, audited_ok)
+        # suspicion of coordination draws a sure audit next round, never a ban by itself
+        due = ledger.suspects(flagged, audited_ok, rd.r, int(rd.senders.shape[0]))
+        sw.due_audit[:] = False
+        sw.due_audit[due] = True
         low_bans = ledger.ban_low(rd.r)
-        history.count(history.ban_causes, "group", group_bans, sw.byz)
+        history.count(history.ban_causes, "audit", audit_bans, sw.byz)
         history.count(history.ban_causes, "reputation", low_bans, sw.byz)
-        banned_now = np.concatenate([group_bans, low_bans])
+        banned_now = np.concatenate([audit_bans, low_bans])
         if banned_now.shape[0]:
             # one ban notice per round, flooded: every alive node forwards it once
             size = gossip.BAN_NOTICE_BASE_BYTES + gossip.BAN_NOTICE_PER_NODE_BYTES * int(
@@ -545,43 +571,49 @@ class Simulation:
         _, c_dst, c_size, _, _ = self.transport.receive_batch()
         np.add.at(sw.rx, c_dst, c_size)
 
-    def _judge(self, sw: SwarmState, rd: RoundState, s_ok, flagged, audited_ok) -> None:
-        """Penalise Grubbs outliers and coordinated groups, audit, reward the useful rest
-        (rules: :mod:`qres.robust.reputation`; tests: :mod:`qres.robust.evidence`)."""
+    def _judge(self, sw: SwarmState, rd: RoundState, s_ok, flagged, audited_ok) -> Any:
+        """Penalise robust outliers, flag and audit coordinated groups, reward the useful
+        rest; returns the nodes banned for failed audits (rules:
+        :mod:`qres.robust.reputation`; tests: :mod:`qres.robust.evidence`)."""
         import numpy as np
 
-        from qres.robust.evidence import grubbs_outliers, tightness, update_statistic
+        from qres.robust.evidence import robust_outliers, tightness, update_statistic
 
         s, n, ledger, history = self.s, sw.n, sw.ledger, sw.history
         ids = rd.A[s_ok]
+        # distance to the coordinate-wise median of the unbanned senders, judged against
+        # the median and MAD of the others: a minority can neither mask nor frame
         stat = update_statistic(rd.sent[s_ok])
-        out = ids[grubbs_outliers(stat, s.grubbs_alpha, max_outliers=len(ids) // 2)]
+        out = ids[robust_outliers(stat, s.grubbs_alpha)]
         ledger.adjust(out, -ledger.pen_outlier)
         history.count(history.flags, "grubbs", out, sw.byz)
         # Coordination is judged against every packet seen this round, those of banned
-        # senders included: a cartel member still matches its banned fellows.
+        # senders included (a cartel member still matches its banned fellows), on the scale
+        # of the unbanned senders only (banned ones cannot shrink it).
         all_rows = rd.sent[rd.senders_pos]
         k = min(s.suspect_group_size - 1, all_rows.shape[0] - 1)
-        t_all = tightness(all_rows, max(k, 1), sw.rng["tight"])
+        unbanned = ~rd.known_banned[rd.senders]
+        t_all = tightness(all_rows, max(k, 1), sw.rng["tight"], scale_rows=unbanned)
         flagged[rd.senders[t_all < s.suspect_tightness]] = True
         tight = flagged[ids]
-        # a looser closeness only draws audits: audits, not statistics, convict
+        # Similarity only draws audits: an original looks exactly like its copiers, and the
+        # audit (re-running the claimed training) tells them apart.
         watched = np.zeros(n, bool)
         watched[rd.senders[t_all < s.audit_tightness]] = True
-        ledger.adjust(ids[tight], -ledger.pen_suspect)
         history.count(history.flags, "suspect", ids[tight], sw.byz)
-        self._audits(sw, rd, s_ok, watched[ids], audited_ok)
-        # rewards: inliers not suspected whose receivers measured a gain
+        bans = self._audits(sw, rd, s_ok, watched[ids], audited_ok)
+        # rewards: inliers whose receivers measured a gain
         useful = np.zeros(n, bool)
         measured = rd.gain_cnt[ids] > 0
         useful[ids[measured & (rd.gain_sum[ids] > 0)]] = True
         useful[out] = False
-        useful[ids[tight]] = False
         ledger.adjust(np.flatnonzero(useful & ~ledger.banned()), ledger.reward)
+        return bans
 
-    def _audits(self, sw: SwarmState, rd: RoundState, s_ok, watched, audited_ok) -> None:
-        """Stochastic audits (storm rate for Storm senders, raised for watched ones) that
-        re-run the claimed training; a failure costs ``rep_penalty_audit``."""
+    def _audits(self, sw: SwarmState, rd: RoundState, s_ok, watched, audited_ok) -> Any:
+        """Stochastic audits (storm rate for Storm senders, raised for watched ones, sure
+        for suspects due) that re-run the claimed training; a failure is an attributable
+        fault (``rep_penalty_audit``, then the ban). Returns the nodes banned."""
         import numpy as np
 
         from qres.swarm import gossip
@@ -590,10 +622,11 @@ class Simulation:
         s, ledger, audits = self.s, sw.ledger, sw.history.audits
         p = np.where(rd.reg_a[s_ok] == STORM, s.audit_rate_storm, s.audit_rate)
         p = np.where(watched, np.maximum(p, s.audit_suspect_rate), p)
+        p = np.where(sw.due_audit[rd.A[s_ok]], 1.0, p)
         picked = sw.rng["audit"].random(s_ok.shape[0]) < p
         a_pos = s_ok[picked]
         if not a_pos.shape[0]:
-            return
+            return np.zeros(0, np.int64)
         args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
         ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
         a_ids = rd.A[a_pos]
@@ -601,7 +634,7 @@ class Simulation:
         failed = a_ids[~ok_rows]
         audits["failed"] += int(failed.shape[0])
         sw.history.count(audits, "failed", failed, sw.byz)
-        ledger.adjust(failed, -ledger.pen_audit)
+        bans = ledger.fault(failed, rd.r)
         audited_ok[a_ids[ok_rows]] = True
         if sw.recorder is not None:
             sw.recorder.audits(a_ids)
@@ -610,6 +643,7 @@ class Simulation:
         control = np.full(a_ids.shape[0], -1)
         self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
         self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
+        return bans
 
     def _spend_energy_and_record(self, sw: SwarmState, rd: RoundState) -> None:
         """6. Pay for wakes and airtime, harvest; then record the round."""

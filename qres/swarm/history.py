@@ -97,7 +97,12 @@ class History:
     )
     ban_causes: dict = attrs.field(
         factory=lambda: _zeros(
-            "group_honest", "group_byzantine", "reputation_honest", "reputation_byzantine"
+            "audit_honest",
+            "audit_byzantine",
+            "group_honest",
+            "group_byzantine",
+            "reputation_honest",
+            "reputation_byzantine",
         )
     )
     detect_delay: list = attrs.field(factory=list)

@@ -1,0 +1,285 @@
+"""Attacks on the defence itself: they watch the round, their own reputations and honest
+training, and adapt (the red team of ``qres bench defence``).
+
+Each uses the context the simulator passes (:class:`qres.kinds.attack.AttackContext`: round,
+the Byzantine nodes' own honest updates, their reputations); without it (the aggregator
+bench) they fall back to what they can do from the honest rows alone. Statistics are float64
+on the honest rows; forged rows are rounded to Q16.16 by the rule and saturated.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from qres.kernel.config import InvalidSetting, integer, number
+from qres.kernel.hookspecs import hookimpl
+from qres.kinds.attack import Attack, from_real, honest_stats
+
+
+def _direction(d: int, seed: int):
+    """A fixed unit sign vector (the same every round: drift accumulates)."""
+    import numpy as np
+
+    u = np.random.default_rng([seed, 0xD1F7]).choice([-1.0, 1.0], d)
+    return u / np.sqrt(d)
+
+
+def _own(honest, f, context):
+    """The Byzantine nodes' own honest updates when known, else the honest mean's copies."""
+    import numpy as np
+
+    if context is not None and context.own is not None:
+        return np.asarray(context.own, np.int32)
+    mean, _ = honest_stats(honest)
+    return np.repeat(from_real(mean)[None, :], f, axis=0)
+
+
+def _push(honest, f, rng, strength: float, noise: float, seed: int):
+    """``mean + strength * |spread| * u`` per row, plus independent noise of ``noise`` honest
+    standard deviations per coordinate: slow drift no near-duplicate test sees."""
+    import numpy as np
+
+    mean, std = honest_stats(honest)
+    u = _direction(honest.shape[1], seed)
+    spread = float(np.linalg.norm(std))
+    rows = mean + strength * spread * u + noise * std * rng.standard_normal((f, std.shape[0]))
+    return from_real(rows)
+
+
+@attrs.frozen
+class SleeperConfig:
+    """Settings of the sleeper / on-off attack."""
+
+    #: Rounds of honest behaviour before the first push.
+    sleep: int = attrs.field(default=10, validator=integer(0, 1 << 30))
+    #: Rounds pushing, then (if ``off`` > 0) rounds honest again, repeated.
+    on: int = attrs.field(default=1 << 30, validator=integer(1, 1 << 30))
+    off: int = attrs.field(default=0, validator=integer(0, 1 << 30))
+    #: Push: this many honest spreads along a fixed direction.
+    strength: float = attrs.field(default=1.0, validator=number(0.0, 1e6))
+    direction_seed: int = attrs.field(default=0, validator=integer(0, (1 << 63) - 1))
+
+
+class Sleeper(Attack):
+    """Behave (send the nodes' own honest updates) for ``sleep`` rounds to earn reputation,
+    then push together along a fixed direction; with ``off`` > 0, alternate ``on`` rounds of
+    pushing with ``off`` honest rounds (on-off) so that reputations recover in between."""
+
+    name = "sleeper"
+    Config = SleeperConfig
+
+    def _forge(self, honest, f, rng):
+        return self._forge_in(honest, f, rng, None)
+
+    def _forge_in(self, honest, f, rng, context):
+        c = self.config
+        r = 0 if context is None else context.round
+        pushing = r >= c.sleep and (c.off == 0 or (r - c.sleep) % (c.on + c.off) < c.on)
+        if not pushing:
+            return _own(honest, f, context)
+        return _push(honest, f, rng, c.strength, 0.0, c.direction_seed)
+
+
+@attrs.frozen
+class FramingConfig:
+    """Settings of the framing attack."""
+
+    #: Honest nodes framed (each copied by about ``f / targets`` Byzantine nodes).
+    targets: int = attrs.field(default=4, validator=integer(1, 1 << 20))
+
+
+class Framing(Attack):
+    """Copy honest rows exactly, a few Byzantine nodes per framed honest node: a group test
+    that bans near-identical rows bans the originals with the copies."""
+
+    name = "framing"
+    Config = FramingConfig
+
+    def _forge(self, honest, f, rng):
+        import numpy as np
+
+        picked = rng.choice(honest.shape[0], min(self.config.targets, honest.shape[0]), False)
+        return honest[np.sort(picked)[np.arange(f) % picked.shape[0]]].copy()
+
+
+@attrs.frozen
+class DriftConfig:
+    """Settings of the noisy cartel drift."""
+
+    #: Push: this many honest spreads along a fixed direction.
+    strength: float = attrs.field(default=0.5, validator=number(0.0, 1e6))
+    #: Independent noise per row, in honest standard deviations per coordinate.
+    noise: float = attrs.field(default=1.0, validator=number(0.0, 1e6))
+    direction_seed: int = attrs.field(default=0, validator=integer(0, (1 << 63) - 1))
+
+
+class NoisyCartel(Attack):
+    """A cartel drifting along one direction, each row with independent noise of about one
+    honest standard deviation: no two rows alike, every row inside the honest cloud."""
+
+    name = "noisy-cartel"
+    Config = DriftConfig
+
+    def _forge(self, honest, f, rng):
+        c = self.config
+        return _push(honest, f, rng, c.strength, c.noise, c.direction_seed)
+
+
+@attrs.frozen
+class UnderThresholdConfig:
+    """Settings of the reputation-aware drift."""
+
+    #: Reputation (0..1) below which a node behaves until it has recovered.
+    careful_below: float = attrs.field(default=0.7, validator=number(0.0, 1.0))
+    direction_seed: int = attrs.field(default=0, validator=integer(0, (1 << 63) - 1))
+
+
+class UnderThreshold(Attack):
+    """Drift just inside every statistical test: each row sits at the median honest distance
+    from the honest centre (never an outlier), along a fixed direction with independent
+    noise (never a near-duplicate); a node whose reputation fell below ``careful_below``
+    behaves until it recovers (it knows the rules: they are public)."""
+
+    name = "under-threshold"
+    Config = UnderThresholdConfig
+
+    def _forge(self, honest, f, rng):
+        return self._forge_in(honest, f, rng, None)
+
+    def _forge_in(self, honest, f, rng, context):
+        import numpy as np
+
+        h = honest.astype(np.float64)
+        centre = np.median(h, axis=0)
+        radius = float(np.median(np.linalg.norm(h - centre, axis=1)))
+        u = _direction(h.shape[1], self.config.direction_seed)
+        _, std = honest_stats(honest)
+        noise = rng.standard_normal((f, h.shape[1])) * std * 0.5
+        steps = u[None, :] * radius + noise
+        norms = np.linalg.norm(steps, axis=1, keepdims=True)
+        rows = from_real(centre + steps * (radius / np.maximum(norms, 1e-12)))
+        if context is not None and context.reputations is not None:
+            careful = np.asarray(context.reputations) < self.config.careful_below
+            rows[careful] = _own(honest, f, context)[careful]
+        return rows
+
+
+@attrs.frozen
+class TargetedConfig:
+    """Settings of the targeted attack."""
+
+    #: Coordinates attacked (the ones with the largest honest spread).
+    coordinates: int = attrs.field(default=2, validator=integer(1, 1 << 20))
+    #: Push on them, in honest standard deviations of each coordinate.
+    z: float = attrs.field(default=3.0, validator=number(0.0, 1e6))
+
+
+class Targeted(Attack):
+    """Honest-looking rows (the mean plus honest-sized noise) except on a few coordinates,
+    pushed ``z`` standard deviations one way: a small change of the row's norm, a large one
+    of the coordinates that matter."""
+
+    name = "targeted"
+    Config = TargetedConfig
+
+    def _forge(self, honest, f, rng):
+        import numpy as np
+
+        mean, std = honest_stats(honest)
+        k = min(self.config.coordinates, std.shape[0])
+        top = np.argsort(-std, kind="stable")[:k]
+        rows = mean + std * rng.standard_normal((f, std.shape[0]))
+        rows[:, top] = mean[top] - np.sign(mean[top] + 0.5) * self.config.z * std[top]
+        return from_real(rows)
+
+
+def _names(_inst, attribute, value):
+    if not value or not all(isinstance(v, str) and v and v != "mixed" for v in value):
+        raise InvalidSetting(attribute.name, value, "a non-empty list of attack names")
+
+
+@attrs.frozen
+class MixedConfig:
+    """Settings of the mixed strategy."""
+
+    #: Attacks dealt out over the Byzantine nodes in turn (node i plays ``attacks[i % k]``).
+    attacks: list = attrs.field(
+        factory=lambda: ["sleeper", "noisy-cartel", "framing", "targeted", "under-threshold"],
+        converter=list,
+        validator=_names,
+    )
+
+
+class Mixed(Attack):
+    """Different strategies on different Byzantine nodes at once: each test sees only a few
+    of each kind."""
+
+    name = "mixed"
+    Config = MixedConfig
+
+    def __init__(self, config=None):
+        from qres.kernel import plugins
+        from qres.kernel.config import Location
+
+        super().__init__(config)
+        self.parts = [
+            plugins.create("attack", {"use": a}, Location("<mixed>").child(a))
+            for a in self.config.attacks
+        ]
+
+    def _forge(self, honest, f, rng):
+        return self._forge_in(honest, f, rng, None)
+
+    def _forge_in(self, honest, f, rng, context):
+        import numpy as np
+
+        out = np.empty((f, honest.shape[1]), np.int32)
+        k = len(self.parts)
+        for j, part in enumerate(self.parts):
+            rows = np.arange(j, f, k)
+            if rows.shape[0]:
+                sub = None if context is None else context.select(rows)
+                out[rows] = part.forge(honest, int(rows.shape[0]), rng=rng, context=sub)
+        return out
+
+
+@attrs.frozen
+class AuditAwareConfig:
+    """Settings of the audit-aware collusion."""
+
+    #: Largest chance the colluders accept of one of them being audited in a round.
+    risk: float = attrs.field(default=0.5, validator=number(0.0, 1.0))
+    strength: float = attrs.field(default=1.0, validator=number(0.0, 1e6))
+    direction_seed: int = attrs.field(default=0, validator=integer(0, (1 << 63) - 1))
+
+
+class AuditAware(Attack):
+    """Colluders that know the audit rate: each round only as many of them forge as keeps
+    the chance that any forger is audited under ``risk`` (the rest behave), and they push
+    hard then."""
+
+    name = "audit-aware"
+    Config = AuditAwareConfig
+
+    def _forge(self, honest, f, rng):
+        return self._forge_in(honest, f, rng, None)
+
+    def _forge_in(self, honest, f, rng, context):
+        import math
+
+        rows = _own(honest, f, context).copy()
+        rate = 0.03 if context is None else max(context.audit_rate, 1e-9)
+        # 1 - (1 - rate)**k <= risk
+        k = min(f, int(math.log1p(-self.config.risk) / math.log1p(-rate)) if rate < 1 else 0)
+        if k > 0:
+            pick = rng.choice(f, k, replace=False)
+            c = self.config
+            rows[pick] = _push(honest, k, rng, c.strength, 0.0, c.direction_seed)
+        return rows
+
+
+@hookimpl
+def register_attacks(register):
+    """Register the adaptive attacks."""
+    for cls in (Sleeper, Framing, NoisyCartel, UnderThreshold, Targeted, Mixed, AuditAware):
+        register(cls)

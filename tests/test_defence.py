@@ -1,0 +1,110 @@
+"""The defence: bans only on attributable evidence, robust references, the adaptive attacks
+and a quick run of the red-team suite (``qres bench defence --quick``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qres.kernel.plugins import get_plugin
+from qres.robust.evidence import grubbs_outliers, loo_median, robust_outliers
+from qres.robust.reputation import Ledger, ReputationRules
+
+ADAPTIVE = ["sleeper", "framing", "noisy-cartel", "under-threshold", "targeted", "mixed",
+            "audit-aware"]  # fmt: skip
+
+
+def test_statistics_never_ban_faults_do():
+    led = Ledger(4, ReputationRules(initial=0.5, ban_threshold=0.2))
+    led.adjust(np.array([0, 1]), -led.pen_outlier * 10)  # suspicion down to 0
+    assert led.rep[0] == 0 and not led.ban_low(3).size and not led.banned().any()
+    led.adjust(np.array([0]), led.reward)  # and it recovers
+    assert led.rep[0] == led.reward
+    banned = led.fault(np.array([2]), 4)
+    assert banned.tolist() == [2] and led.banned_at[2] == 4 and led.rep[2] == 0
+    # a lenient auditor: a fault that leaves the node above the threshold does not ban yet
+    soft = Ledger(3, ReputationRules(initial=1.0, penalty_audit=0.5, ban_threshold=0.2))
+    assert soft.fault(np.array([1]), 0).size == 0
+    soft.adjust(np.array([1]), -soft.pen_outlier * 4)
+    assert soft.ban_low(1).tolist() == [1]
+
+
+def test_suspects_are_due_for_audit_not_banned():
+    led = Ledger(6, ReputationRules(suspect_rounds=2))
+    flagged = np.array([1, 1, 1, 0, 0, 0], bool)
+    ok = np.zeros(6, bool)
+    assert led.suspects(flagged, ok, 0).size == 0
+    ok[0] = True  # node 0 passed an audit: cleared for this suspicion
+    assert led.suspects(flagged, ok, 1).tolist() == [1, 2]
+    assert not led.banned().any() and (led.rep == led.rep[3]).all()
+
+
+def test_loo_median_and_robust_outliers():
+    v = np.array([5.0, 1.0, 3.0, 2.0, 4.0])
+    for i in range(5):
+        assert loo_median(v)[i] == np.median(np.delete(v, i))
+    rng = np.random.default_rng(1)
+    honest = rng.normal(0.0, 1.0, 70)
+    # 30 values alike far away mask themselves from Grubbs (they inflate the deviation);
+    # the median and MAD of the others do not move
+    cartel = np.full(30, 6.0) + rng.normal(0, 0.01, 30)
+    x = np.concatenate([honest, cartel])
+    assert len(grubbs_outliers(x, 0.01)) == 0
+    flagged = set(robust_outliers(x, 0.01).tolist())
+    assert set(range(70, 100)) <= flagged and len(flagged & set(range(70))) <= 1
+    assert robust_outliers(np.ones(10), 0.01).size == 0  # no spread: nothing to judge
+    # in any order, the same values are flagged
+    perm = rng.permutation(100)
+    assert sorted(perm[robust_outliers(x[perm], 0.01)].tolist()) == sorted(flagged)
+
+
+@pytest.mark.parametrize("name", ADAPTIVE)
+def test_adaptive_attacks_forge_with_and_without_context(name):
+    from qres.kinds.attack import AttackContext
+
+    rng = np.random.default_rng(0)
+    honest = rng.integers(-(1 << 16), 1 << 16, (20, 8), dtype=np.int32)
+    own = rng.integers(-(1 << 16), 1 << 16, (6, 8), dtype=np.int32)
+    attack = get_plugin("attack", name)()
+    plain = attack.forge(honest, 6, rng=np.random.default_rng(1))
+    assert plain.shape == (6, 8) and plain.dtype == np.int32
+    ctx = AttackContext(
+        round=0, nodes=np.arange(6), own=own, reputations=np.full(6, 0.8), audit_rate=0.03
+    )
+    again = attack.forge(honest, 6, rng=np.random.default_rng(1), context=ctx)
+    assert again.shape == (6, 8)
+    if name == "sleeper":  # asleep in round 0: the nodes' own updates
+        assert np.array_equal(again, own)
+    if name == "framing":  # exact copies of honest rows
+        assert all(any((row == h).all() for h in honest) for row in again)
+
+
+def test_framing_bans_no_honest_node_and_forgers_are_caught():
+    """Attackers copying honest rows used to get the originals banned as a cartel."""
+    from qres.kernel import profiles
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    s = settings_from_profile(loaded, nodes=30, rounds=12, byzantine=0.3, seed=1)
+    sim = Simulation(loaded, s, attack="framing")
+    report = sim.run()
+    assert report["banned_honest"] == 0
+    assert report["banned_byzantine"] > 0  # sure audits of the suspects convict the copiers
+    assert not (sim.ledger.faulted & ~sim.ledger.banned()).any()
+
+
+def test_bench_defence_quick(tmp_path):
+    import json
+
+    from make_swarm_golden import run_cli
+
+    out = run_cli(
+        ["bench", "defence", "--quick", "--attacks", "sign-flip,framing,sleeper,mixed", "--json"]
+    )
+    report = json.loads(out)
+    cells = report["summary"]["cells"]
+    assert {c["attack"] for c in cells} == {"sign-flip", "framing", "sleeper", "mixed"}
+    assert all(c["honest_banned"] == 0 for c in cells)
+    assert all(c["faulted_unbanned"] == 0 for c in cells)
+    assert all(c["worst_ratio"] <= 1.10 for c in cells), cells
+    assert report["summary"]["targets"]["no_honest_banned"]
