@@ -108,3 +108,10 @@ def test_bench_defence_quick(tmp_path):
     assert all(c["faulted_unbanned"] == 0 for c in cells)
     assert all(c["worst_ratio"] <= 1.10 for c in cells), cells
     assert report["summary"]["targets"]["no_honest_banned"]
+
+
+def test_recorded_faults_ban_at_the_next_ban_low():
+    led = Ledger(3, ReputationRules(ban_threshold=0.2))
+    led.record_fault(np.array([1]))
+    assert not led.banned().any() and led.rep[1] == 0
+    assert led.ban_low(5).tolist() == [1] and led.banned_at[1] == 5

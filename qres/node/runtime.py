@@ -383,7 +383,7 @@ class Node:
             return
         if reason in TRANSFERABLE:
             self._evidence.setdefault(did, bytes(packet))
-        self.ledger.adjust([slot], -self.ledger.pen_audit)
+        self.ledger.record_fault([slot])  # attributable: bannable at the next ban_low
 
     # --- ban notices --------------------------------------------------------------------
 

@@ -131,15 +131,19 @@ class Ledger:
         self.rep[new] = 0
         return new
 
-    def fault(self, nodes: Any, r: int) -> Any:
-        """Record an attributable fault of ``nodes`` in round ``r`` (a failed audit, a bad
-        signature, an equivocation, a failed proof): they lose ``penalty_audit`` and are
-        banned if that takes them below the threshold. Returns the newly banned."""
+    def record_fault(self, nodes: Any) -> None:
+        """Record an attributable fault of ``nodes`` (a failed audit, a signed packet with a
+        bad proof or point, an equivocation): they lose ``penalty_audit`` and become
+        bannable; the next :meth:`ban_low` bans those below the threshold."""
         import numpy as np
 
         nodes = np.asarray(nodes, dtype=np.int64)
         self.faulted[nodes] = True
         self.adjust(nodes, -self.pen_audit)
+
+    def fault(self, nodes: Any, r: int) -> Any:
+        """:meth:`record_fault`, then ban at once (round ``r``); returns the newly banned."""
+        self.record_fault(nodes)
         return self.ban_low(r)
 
     def ban_low(self, r: int) -> Any:
