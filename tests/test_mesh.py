@@ -359,3 +359,54 @@ def test_the_router_escalates_to_the_mesh_tier(tmp_path, workers):
         assert out.answer == deterministic().chat(chat, max_tokens=6).text
     finally:
         router.close()
+
+
+def test_a_worker_sending_garbage_is_failed_over_and_loses_reputation(tmp_path, workers):
+    """An in-process rogue worker on a real TCP transport answers every request with garbage
+    bytes and a chunk whose signed digest does not match; the client fails over to the honest
+    worker process, keeps the evidence and lowers the rogue's reputation."""
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    (honest,) = workers(1)
+    rogue_id = Identity.generate()
+
+    async def run():
+        rogue = TcpTransport(TcpConfig(swarm="qres-mesh"), identity=rogue_id)
+        await rogue.start()
+
+        async def misbehave():
+            while True:
+                message = await rogue.recv()
+                rid = m.decode(message.payload).body.get("id")
+                if rid is None:
+                    continue
+                await rogue.asend(message.src, b"\xff" * 64)
+                chunk = {"id": rid, "n": 0, "text": "forged", "tokens": 1}
+                await rogue.asend(message.src, m.encode(m.CHUNK, chunk, rogue_id))
+                done = {"id": rid, "text_sha256": "0" * 64, "tokens": 1, "ms": 1.0}
+                await rogue.asend(message.src, m.encode(m.DONE, done, rogue_id))
+
+        task = asyncio.ensure_future(misbehave())
+        rogue_entry = {"address": f"127.0.0.1:{rogue.port}", "did": rogue_id.did}
+        s = MeshSettings(
+            key=str(key_file(tmp_path, "c")),
+            workers=[rogue_entry, honest.entry()],
+            spot_check_rate=0.0,
+        )
+
+        async def body(client):
+            client.workers[honest.did].own_ms.append(10_000.0)  # the rogue looks faster
+            answer = await client.ask({"prompt": "p", "max_tokens": 4, "temperature": 0.0})
+            return answer, client.garbage, client.reputation(rogue_id.did)
+
+        try:
+            answer, garbage, rep = await with_client(s, body)
+        finally:
+            task.cancel()
+            await rogue.aclose()
+        return answer, garbage, rep
+
+    answer, garbage, rep = asyncio.run(run())
+    assert answer.worker == honest.did and answer.tried[0] == rogue_id.did
+    assert answer.text == deterministic().complete("p", max_tokens=4).text
+    assert garbage >= 1 and rep < 1.0
