@@ -71,6 +71,8 @@ _MIN_SPAN = 1024
 _SAMPLE_EVERY = 8
 #: A sample's sizes are only estimates: a candidate within this factor may still win.
 _SAMPLE_NOISE = 1.05
+#: Of the polynomial orders ranked by estimate, how many the coder measures on the sample.
+_CODED_ORDERS = 2
 KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK | FLAG_CHANNEL_PREDICTORS
 _BLOCK_PREDICTOR_NAMES = {1: "interp linear", 2: "interp cubic", 3: "interp per level"}
 
@@ -340,13 +342,15 @@ class BlockCoder:
         }
         full: dict[int, Any] = {}
         for c in range(len(coded)):
-            base = len(self.coder.encode(sampled[c]))
-            sizes = {k: len(self.coder.encode(res[c])) for k, res in polys.items()}
+            # The polynomials are ranked by an estimate, the two best of them and the block
+            # predictor by the coder on the sample (the estimate misses what context
+            # modelling gains on runs and bursts, so it only shortens the list).
+            ranked = sorted(polys, key=lambda k: (_estimated_bits(polys[k][c]), k))
+            sizes = {k: len(self.coder.encode(polys[k][c])) for k in ranked[:_CODED_ORDERS]}
             best = min(sizes.values())
-            # The best polynomial on the sample, when the sample says it may win.
-            tried = [k for k, size in sizes.items() if size == best][:1]
-            if best >= _SAMPLE_NOISE * base:
+            if best >= _SAMPLE_NOISE * len(self.coder.encode(sampled[c])):
                 continue
+            tried = [k for k in ranked if sizes.get(k) == best][:1]
             for order in tried:
                 if order not in full:
                     full[order] = self.polynomial(order).encode(ints, bounds=bounds)
@@ -491,6 +495,38 @@ class BlockCoder:
             ints = pred.decode(residuals, max_error=bound, bounds=bounds)
         with np.errstate(all="ignore"):
             return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
+
+
+def _estimated_bits(residuals) -> int:
+    """A cheap size estimate of coded residuals, enough to rank candidates (the coder then
+    measures the best one): the order-0 entropy of the signed bit-length classes the coder
+    models, plus the bits below each leading one. Integer arithmetic only (a ranking decides
+    bytes, so it must be the same on every machine)."""
+    import numpy as np
+
+    n = len(residuals)
+    if n == 0:
+        return 0
+    mag = np.abs(residuals.astype(np.float64))  # exact enough: only the exponent is used
+    cls = np.frexp(mag)[1].astype(np.int64)  # bit length of |r| (0 for 0)
+    mantissa = int(cls.sum()) - int(np.count_nonzero(cls))
+    counts = np.bincount(np.where(residuals < 0, 65 - cls, 65 + cls), minlength=131)
+    # entropy * n in Q16: n log2 n - sum c log2 c
+    entropy = n * _log2_q16(n) - sum(int(c) * _log2_q16(int(c)) for c in counts[counts > 0])
+    return (entropy >> 16) + mantissa
+
+
+def _log2_q16(v: int) -> int:
+    """log2(v) for an integer v >= 1 in Q16, by integer squaring (the same everywhere)."""
+    exp = v.bit_length() - 1
+    x = (v << 32) >> exp  # v / 2**exp in Q32, in [1, 2)
+    frac = 0
+    for bit in range(15, -1, -1):
+        x = (x * x) >> 32
+        if x >= 2 << 32:
+            x >>= 1
+            frac |= 1 << bit
+    return (exp << 16) | frac
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:
