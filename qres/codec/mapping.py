@@ -611,15 +611,16 @@ def _lossless_float_channel(x, dtype: str):
         best = found
     # The significant-digit view must find structure: on arbitrary floats its estimate is
     # the bit view's give or take a little.
-    found = _significant_channel(x, dtype)
+    found = _significant_channel(x, dtype, bits)
     if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
         best = found
     return best[:3]
 
 
-def _significant_channel(x, dtype: str):
+def _significant_channel(x, dtype: str, bits=None):
     """A float channel as ``±m * 10**q`` with a fixed count of significant digits (kind 6):
-    (ints, ChannelMap, extras, estimated bits), or None."""
+    (ints, ChannelMap, extras, estimated bits), or None. ``bits``: ``x``'s monotonic bits,
+    when known."""
     from qres.codec import significant
     from qres.codec._mapping_kernels import bit_cost
 
@@ -631,7 +632,9 @@ def _significant_channel(x, dtype: str):
         return None
     n, q0 = found
     back = significant.decode(n, precision, q0, dtype)
-    ulps = _monotonic_bits(x, dtype) - _monotonic_bits(back, dtype)
+    if bits is None:
+        bits = _monotonic_bits(x, dtype)
+    ulps = bits - _monotonic_bits(back, dtype)
     flags = FLAG_ULP_CORRECTION if ulps.any() else 0
     extras = [ulps] if flags else []
     cost = bit_cost(n, True) + (bit_cost(ulps, False) if flags else 0) + 32

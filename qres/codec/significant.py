@@ -48,17 +48,28 @@ def _pow(k):
     """``10**k`` from the table for an integer array ``k`` (clipped into it)."""
     import numpy as np
 
-    return powers()[np.clip(k, -_LOW, _HIGH) + _LOW]
+    # take(mode="clip") clips the index into the table: the same as clipping k first.
+    return powers().take(np.asarray(k) + _LOW, mode="clip")
 
 
-def _digits(magnitude, precision: int):
-    """``(m, q)``: ``magnitude`` (finite, > 0) as ``m * 10**q`` with ``P`` digits in ``m``."""
+def _decade(magnitude):
+    """``floor(log10(magnitude))`` exactly, for finite ``magnitude > 0``."""
     import numpy as np
 
     e2 = np.frexp(magnitude)[1].astype(np.int64) - 1
     e10 = (e2 * 1233) >> 12  # floor(e2 * log10(2)), then made exact by comparisons
     e10 += magnitude >= _pow(e10 + 1)
     e10 -= magnitude < _pow(e10)
+    return e10
+
+
+def _digits(magnitude, precision: int, e10=None):
+    """``(m, q)``: ``magnitude`` (finite, > 0) as ``m * 10**q`` with ``P`` digits in ``m``
+    (``e10``: its decade, when known)."""
+    import numpy as np
+
+    if e10 is None:
+        e10 = _decade(magnitude)
     q = e10 - (precision - 1)
     m = _mantissa(magnitude, q)
     over = m >= 10.0**precision
@@ -74,9 +85,13 @@ def _mantissa(magnitude, q):
 
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         deep = q < -300
-        scaled = np.where(deep, magnitude * 1e300, magnitude)
-        shift = np.where(deep, -q - 300, -q)
-        return np.rint(np.where(shift > 0, scaled * _pow(shift), scaled / _pow(-shift)))
+        if deep.any():
+            scaled = np.where(deep, magnitude * 1e300, magnitude)
+            shift = np.where(deep, -q - 300, -q)
+        else:
+            scaled, shift = magnitude, -q
+        power = _pow(np.abs(shift))  # 10**shift or 10**-shift, whichever is applied
+        return np.rint(np.where(shift > 0, scaled * power, scaled / power))
 
 
 def decode(n, precision: int, q0: int, dtype: str):
@@ -91,22 +106,21 @@ def decode(n, precision: int, q0: int, dtype: str):
     q = q0 + index // width
     m = (10 ** (precision - 1) + index % width).astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        mag = np.where(q < 0, m / _pow(-q), m * _pow(q))
+        power = _pow(np.abs(q))  # 10**|q|: divides for negative q, multiplies otherwise
+        mag = np.where(q < 0, m / power, m * power)
     mag = np.where(zero, 0.0, mag)
     return np.where(n < 0, -mag, mag).astype(dtype)
 
 
-def encode(x, precision: int):
+def encode(x, precision: int, _decades=None):
     """``(n, q0)`` of finite samples ``x`` at ``precision`` digits, or None when the indexes
-    would not fit int64."""
+    would not fit int64. ``_decades``: what :func:`_magnitudes` gives for ``x``, when known."""
     import numpy as np
 
-    wide = x.astype(np.float64)
-    mag = np.abs(wide)
-    nonzero = mag > 0
+    wide, safe, nonzero, e10 = _magnitudes(x) if _decades is None else _decades
     if not nonzero.any():
         return np.zeros(len(x), dtype=np.int64), 0
-    m, q = _digits(np.where(nonzero, mag, 1.0), precision)
+    m, q = _digits(safe, precision, e10)
     q0 = int(q[nonzero].min())
     span = int(q[nonzero].max()) - q0 + 1
     width = 9 * 10 ** (precision - 1)
@@ -117,6 +131,18 @@ def encode(x, precision: int):
     return np.where(np.signbit(wide), -n, n), q0
 
 
+def _magnitudes(x):
+    """``x`` as binary64, its magnitudes with zeros replaced by 1, the nonzero mask and the
+    magnitudes' decades: what :func:`encode` needs whatever the precision."""
+    import numpy as np
+
+    wide = x.astype(np.float64)
+    mag = np.abs(wide)
+    nonzero = mag > 0
+    safe = np.where(nonzero, mag, 1.0)
+    return wide, safe, nonzero, _decade(safe)
+
+
 def choose_precision(x, dtype: str, probe_size: int) -> int:
     """The fewest significant digits that leave no more samples of an evenly spaced probe
     inexact than the most digits do (up to a share of 1/1024)."""
@@ -125,8 +151,9 @@ def choose_precision(x, dtype: str, probe_size: int) -> int:
     probe = x if len(x) <= probe_size else x[:: len(x) // probe_size]
     signed = np.int32 if dtype == "float32" else np.int64
     counts = []
+    decades = _magnitudes(probe)
     for p in range(1, MAX_DIGITS[dtype] + 1):
-        found = encode(probe, p)
+        found = encode(probe, p, decades)
         if found is None:
             counts.append(len(probe))
             continue
