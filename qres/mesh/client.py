@@ -113,7 +113,10 @@ class MeshClient:
 
     def _punish(self, did: str, penalty: int, kind: str, detail: str, rid: str, proof=b"") -> None:
         view = self.workers[did]
-        self.ledger.adjust([view.index], -penalty)
+        if kind == "altered":  # a signed answer proven wrong: attributable, bannable
+            self.ledger.record_fault([view.index])
+        else:  # suspicion lowers the reputation; only a recorded fault bans
+            self.ledger.adjust([view.index], -penalty)
         newly = self.ledger.ban_low(0)
         self.stats.evidence(did, rid, kind, detail, proof)
         self.stats.set_standing(did, self.reputation(did), self.banned(did))
