@@ -115,3 +115,15 @@ def test_recorded_faults_ban_at_the_next_ban_low():
     led.record_fault(np.array([1]))
     assert not led.banned().any() and led.rep[1] == 0
     assert led.ban_low(5).tolist() == [1] and led.banned_at[1] == 5
+
+
+def test_the_trimmed_mean_comparison_profile():
+    from qres.kernel import profiles
+    from qres.robust.defence_bench import _with_aggregator
+
+    loaded = profiles.load("swarm-100")
+    other = _with_aggregator(loaded, "trimmed-mean")
+    assert other.build("swarm", "aggregator").name == "trimmed-mean"
+    assert "aggregator" not in loaded.data.get("swarm", {}) or (
+        loaded.build("swarm", "aggregator").name != "trimmed-mean"
+    )

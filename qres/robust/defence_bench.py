@@ -90,11 +90,9 @@ def _with_aggregator(profile, name: str):
     """The profile with ``[swarm.aggregator] use = name``."""
     import copy
 
-    other = copy.copy(profile)
     data = copy.deepcopy(profile.data)
     data.setdefault("swarm", {})["aggregator"] = {"use": name}
-    other.data = data
-    return other
+    return attrs.evolve(profile, data=data)
 
 
 def run(s: DefenceSettings, progress: Callable[[str], None] | None = None) -> dict:
