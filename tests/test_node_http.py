@@ -31,7 +31,8 @@ def _get(url: str, data: bytes | None = None, headers: dict | None = None):
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     folder = tmp_path_factory.mktemp("http")
-    (spec,) = make_nodes(folder, 1, segment_samples=3000)
+    hardware = '[hardware]\nuse = "cortex-a55"\nram_bytes = 4294967296\n'
+    (spec,) = make_nodes(folder, 1, extra=hardware, segment_samples=3000)
     data = signal_file(folder / "s.bin", n=200_000)
     port = free_port()
     proc = start_node(
@@ -110,8 +111,16 @@ def test_status_and_metrics(node):
         "qres_peer_reputation_bucket",
         'qres_regime{regime="calm"}',
         "qres_peers",
+        "qres_energy_pool_joules",
+        "qres_energy_spent_joules_total",
+        "qres_radio_on_seconds_total",
     ):
         assert name in text
+    # energy through the hardware plugin, as the simulator counts it: every closed round of
+    # simulated time is paid (sleep power at least), and the pool is what is left
+    energy = st["energy"]
+    assert energy["hardware"] == "cortex-a55" and energy["elapsed_s"] >= 600
+    assert energy["spent_j"] > 0 and 0 <= energy["level"] <= 1 and energy["wakes"] >= 1
 
 
 def test_off_loopback_needs_a_token(tmp_path):

@@ -96,6 +96,18 @@ class NodeMetrics:
         for name in NAMES:
             regime.add_metric([name], 1.0 if st["regime"] == name else 0.0)
         yield regime
+        energy = node.energy_status()
+        yield GaugeMetricFamily("qres_energy_pool_joules", "Energy in the pool", energy["pool_j"])
+        yield GaugeMetricFamily(
+            "qres_energy_level", "Energy pool as a fraction of capacity", energy["level"]
+        )
+        yield CounterMetricFamily(
+            "qres_energy_spent_joules", "Energy spent (hardware plugin's power)", energy["spent_j"]
+        )
+        yield CounterMetricFamily(
+            "qres_radio_on_seconds", "Seconds with the radio on", energy["radio_on_s"]
+        )
+        yield CounterMetricFamily("qres_wakes", "Wakes on the regime's schedule", energy["wakes"])
         yield CounterMetricFamily(
             "qres_http_bytes_in", "Raw bytes compressed over HTTP", self.http_in
         )

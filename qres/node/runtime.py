@@ -95,6 +95,8 @@ class Node:
         slots = max(2, self._max_peers())
         self.ledger = Ledger(slots, reputation_rules(self.swarm, slots))
         self._load_state()
+        self.energy = self._make_energy()
+        self._moved = (0, 0)  # transport bytes sent, delivered at the last round's close
         self._stop = asyncio.Event()
         self._buffer: list = []
         self.recent = None
@@ -148,6 +150,43 @@ class Node:
             )
         transport._identity = self.identity
         return transport
+
+    def _make_energy(self):
+        """The simulator's energy model for this one node, priced by the profile's hardware
+        plugin (all powers 0 without a ``[hardware]`` table: only the schedule is kept)."""
+        from qres.swarm.energy import EnergyModel
+
+        hardware = self.profile.build("hardware") if "hardware" in self.profile.data else None
+        return EnergyModel(1, self.swarm, hardware)
+
+    def _spend_energy(self, r: int) -> None:
+        """Pay round ``r`` as the simulator does: its wakes by regime and reputation (a node
+        trusts itself fully), the radio airtime of the bytes it moved, sleep, harvest."""
+        import numpy as np
+
+        from qres.swarm.regimes import NAMES
+
+        regime = np.array([NAMES.index(self.stats["regime"])])
+        wakes = self.energy.wakes(r, regime, np.ones(1), np.ones(1, bool))
+        stats = self.transport.stats
+        sent, got = stats.sent_bytes, stats.delivered_bytes
+        tx, rx = sent - self._moved[0], got - self._moved[1]
+        self._moved = (sent, got)
+        self.energy.spend(wakes, np.array([float(tx)]), np.array([float(rx)]))
+        self.stats["wakes"] = self.stats.get("wakes", 0) + int(wakes[0])
+
+    def energy_status(self) -> dict:
+        """The energy figures of ``/v1/status`` (joules, seconds, fraction of capacity)."""
+        e = self.energy
+        return {
+            "pool_j": float(e.pool[0]),
+            "level": float(e.level()[0]),
+            "spent_j": float(e.spent_j[0]),
+            "radio_on_s": float(e.radio_on_s[0]),
+            "elapsed_s": float(e.elapsed_s[0]),
+            "wakes": int(self.stats.get("wakes", 0)),
+            "hardware": e.hardware.name if e.hardware is not None else None,
+        }
 
     def _max_peers(self) -> int:
         return int(getattr(self.transport.config, "max_peers", 256))
@@ -490,6 +529,7 @@ class Node:
         else:
             error = None
         self._apply_bans(r, persist=False)
+        self._spend_energy(r)
         self._save_round(r, error, len(received), accepted)
         self._pending = None
 
@@ -575,5 +615,6 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             bans_rejected=dict(stats["bans_rejected"]),
             ratio=(samples * itemsize / stored) if stored else None,
             http_port=node.http_port,
+            energy=node.energy_status(),
         )
     return out
