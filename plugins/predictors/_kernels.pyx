@@ -41,12 +41,7 @@ cdef inline int64_t rsr(int64_t a, int k) noexcept nogil:
     return (a + ((<int64_t>1) << (k - 1))) >> k
 
 
-cdef inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) noexcept nogil:
-    if v < lo:
-        return lo
-    if v > hi:
-        return hi
-    return v
+include "_residuals.pxi"
 
 
 cdef inline int64_t iabs64(int64_t v) noexcept nogil:
@@ -84,55 +79,6 @@ cdef inline void push_x(int64_t* xh, int64_t x) noexcept nogil:
     xh[2] = xh[1]
     xh[1] = xh[0]
     xh[0] = x
-
-
-cdef inline int64_t quantise(int64_t x, int64_t pc, int64_t e, int64_t lo, int64_t hi,
-                             int64_t* q_out) noexcept nogil:
-    """Bounded-error step of the encoder: q = round((x - pc) / (2e+1)); returns x'.
-
-    pc is already inside [lo, hi]. (2e+1) is odd, so a quotient is never exactly half-way and
-    rounding to nearest is unambiguous. x' = pc + q*(2e+1), clamped to [lo, hi]: as x lies in
-    [lo, hi], the clamp moves x' toward x and never breaks |x - x'| <= e.
-    """
-    cdef uint64_t m = <uint64_t>(2 * e + 1)
-    cdef uint64_t d, q, room
-    if x >= pc:
-        d = <uint64_t>x - <uint64_t>pc
-        q = d / m
-        if d - q * m > <uint64_t>e:
-            q += 1
-        q_out[0] = <int64_t>q
-        room = <uint64_t>hi - <uint64_t>pc
-        if q > room / m:
-            return hi
-        return <int64_t>(<uint64_t>pc + q * m)
-    d = <uint64_t>pc - <uint64_t>x
-    q = d / m
-    if d - q * m > <uint64_t>e:
-        q += 1
-    q_out[0] = -<int64_t>q
-    room = <uint64_t>pc - <uint64_t>lo
-    if q > room / m:
-        return lo
-    return <int64_t>(<uint64_t>pc - q * m)
-
-
-cdef inline int64_t dequantise(int64_t q, int64_t pc, int64_t e, int64_t lo,
-                               int64_t hi) noexcept nogil:
-    """Decoder side of :func:`quantise`: x' from q (any int64, even a corrupted one)."""
-    cdef uint64_t m = <uint64_t>(2 * e + 1)
-    cdef uint64_t qa, room
-    if q >= 0:
-        qa = <uint64_t>q
-        room = <uint64_t>hi - <uint64_t>pc
-        if qa > room / m:
-            return hi
-        return <int64_t>(<uint64_t>pc + qa * m)
-    qa = <uint64_t>(-(q + 1)) + 1
-    room = <uint64_t>pc - <uint64_t>lo
-    if qa > room / m:
-        return lo
-    return <int64_t>(<uint64_t>pc - qa * m)
 
 
 cdef inline int64_t code_sample(int64_t v, int64_t pc, bint decode, int64_t e, int64_t lo,

@@ -23,12 +23,7 @@ cdef int64_t DLIM = (<int64_t>1) << 40   # clamp before subtracting a prediction
 cdef int64_t PLIM = (<int64_t>1) << 62   # clamp of the last sample before adding a delta
 
 
-cdef inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) noexcept nogil:
-    if v < lo:
-        return lo
-    if v > hi:
-        return hi
-    return v
+include "_residuals.pxi"
 
 
 cdef inline int64_t div_round(int64_t n, int64_t d) noexcept nogil:
@@ -41,50 +36,6 @@ cdef inline int64_t div_round(int64_t n, int64_t d) noexcept nogil:
     if r >= d - r:
         q += 1
     return q
-
-
-cdef inline int64_t quantise(int64_t x, int64_t pc, int64_t e, int64_t lo, int64_t hi,
-                             int64_t* q_out) noexcept nogil:
-    """Bounded-error encoder step: q = round((x - pc) / (2e+1)); returns x' clamped."""
-    cdef uint64_t m = <uint64_t>(2 * e + 1)
-    cdef uint64_t d, q, room
-    if x >= pc:
-        d = <uint64_t>x - <uint64_t>pc
-        q = d / m
-        if d - q * m > <uint64_t>e:
-            q += 1
-        q_out[0] = <int64_t>q
-        room = <uint64_t>hi - <uint64_t>pc
-        if q > room / m:
-            return hi
-        return <int64_t>(<uint64_t>pc + q * m)
-    d = <uint64_t>pc - <uint64_t>x
-    q = d / m
-    if d - q * m > <uint64_t>e:
-        q += 1
-    q_out[0] = -<int64_t>q
-    room = <uint64_t>pc - <uint64_t>lo
-    if q > room / m:
-        return lo
-    return <int64_t>(<uint64_t>pc - q * m)
-
-
-cdef inline int64_t dequantise(int64_t q, int64_t pc, int64_t e, int64_t lo,
-                               int64_t hi) noexcept nogil:
-    """Decoder side of quantise, safe for any int64 q."""
-    cdef uint64_t m = <uint64_t>(2 * e + 1)
-    cdef uint64_t qa, room
-    if q >= 0:
-        qa = <uint64_t>q
-        room = <uint64_t>hi - <uint64_t>pc
-        if qa > room / m:
-            return hi
-        return <int64_t>(<uint64_t>pc + qa * m)
-    qa = <uint64_t>(-(q + 1)) + 1
-    room = <uint64_t>pc - <uint64_t>lo
-    if qa > room / m:
-        return lo
-    return <int64_t>(<uint64_t>pc - qa * m)
 
 
 def max_inputs():
