@@ -126,12 +126,20 @@ def _catch_signals() -> dict:
     return previous
 
 
+def _parser_errors() -> tuple[type, tuple[type, ...]]:
+    """The usage-error and abort classes of the click that typer runs on: its own vendored copy
+    in newer typer releases (which do not install click at all), the click package in older
+    ones."""
+    usage = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+    module = sys.modules[usage.__module__]
+    return usage, tuple({typer.Abort, getattr(module, "Abort", typer.Abort)})
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``qres`` console script."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or bool(os.environ.get("QRES_DEBUG"))
-    import click
-
+    usage_error, aborts = _parser_errors()
     previous = _catch_signals()
     restore = checked_stdout()
     try:
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.stdout.flush()  # here, not at exit: a full stdout must fail the command
             raise
         sys.stdout.flush()  # here, not at exit: a full stdout must fail the command
-    except click.UsageError as exc:
+    except usage_error as exc:
         # One line like every other error (click's framed block is many lines).
         if debug:
             raise
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         command = exc.ctx.command_path if exc.ctx is not None else "qres"
         sys.exit(fail(UsageError(f"{message}; see '{command} --help'")))
-    except click.Abort:
+    except aborts:
         print("qres: interrupted", file=sys.stderr)
         sys.exit(130)
     except QresError as exc:
