@@ -36,7 +36,7 @@ from qres.trust.identity import Identity, load_identity, parse_private_key
 ALICE = Identity.from_seed(hashlib.sha256(b"fuzz").digest())
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 #: One parse of a small input taking longer than this would be a hang in the making.
-SLOW_SECONDS = 2.0
+SLOW_SECONDS = 10.0
 
 
 def _rand(seed):

@@ -158,7 +158,9 @@ def test_a_lying_worker_is_caught_and_banned_and_no_honest_one_is(tmp_path, work
 
 def test_failover_when_a_worker_dies(tmp_path, workers):
     procs = workers(2)
-    s = client_settings(tmp_path, procs, spot_check_rate=0.0, first_token_timeout_s=5.0)
+    # a long first-token timeout: the answer must come from noticing the disconnect, not from
+    # the timeout, and the margin between the two survives a busy machine
+    s = client_settings(tmp_path, procs, spot_check_rate=0.0, first_token_timeout_s=60.0)
     expected = deterministic().complete("after the crash", max_tokens=10).text
 
     async def body(client):
@@ -171,7 +173,7 @@ def test_failover_when_a_worker_dies(tmp_path, workers):
 
     answer, dead, seconds = asyncio.run(with_client(s, body))
     assert answer.text == expected and answer.worker != dead
-    assert seconds < 5.0
+    assert seconds < 30.0
 
 
 def test_bad_requests_get_one_error_each_and_the_worker_keeps_serving(tmp_path, workers):
