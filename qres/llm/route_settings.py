@@ -60,6 +60,8 @@ def parse_tiers(value: object) -> tuple[Tier, ...]:
             raise ValueError(f'tiers[{i}]: a mesh tier needs profile = "<profile with [mesh]>"')
         if tier.kind == "openai" and not (tier.url and tier.model):
             raise ValueError(f"tiers[{i}]: an openai tier needs url and model")
+        if tier.kind == "openai" and not tier.url.startswith(("http://", "https://")):
+            raise ValueError(f"tiers[{i}]: url must start with http:// or https://")
         names.add(tier.name)
         out.append(tier)
     return tuple(out)

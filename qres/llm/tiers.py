@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.error
-import urllib.request
-
 import attrs
 
 from qres.kernel.errors import QresError
 from qres.llm import tools
 from qres.llm.route_settings import Tier
-
-#: Largest response body read from an OpenAI-compatible endpoint.
-MAX_RESPONSE = 1 << 22
 
 
 @attrs.frozen
@@ -75,49 +67,36 @@ class BackendRunner:
             self._backend.close()
 
 
-class OpenAIRunner:
-    """Tier kind ``openai``: ``POST {url}/chat/completions`` with the tier's model."""
+class OpenAIRunner(BackendRunner):
+    """Tier kind ``openai``: the ``openai`` LLM backend (plugins/llm/openai_compat) on the
+    tier's ``url`` and ``model``, asked like an ``llm`` tier (built on first use).
 
-    def __init__(self, tier: Tier):
-        self.tier = tier
+    The tier's ``latency_budget_ms`` is the backend's read timeout and its ``max_tokens`` the
+    backend's limit. The backend retries nothing: a refused, failed or throttled call
+    escalates to the next tier at once, which is the router's own retry.
+    """
 
-    def __call__(self, prompt: str) -> TierAnswer:
-        body = {
-            "model": self.tier.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": self.tier.max_tokens,
-            "temperature": 0,
-        }
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.tier.api_key_env, "") if self.tier.api_key_env else ""
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        url = self.tier.url.rstrip("/") + "/chat/completions"
-        request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-        timeout = self.tier.latency_budget_ms / 1000
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                raw = response.read(MAX_RESPONSE + 1)
-        except urllib.error.HTTPError as exc:
-            raise QresError(f"tier {self.tier.name!r}: {url} answered HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise QresError(f"tier {self.tier.name!r}: cannot reach {url}: {exc}") from exc
-        if len(raw) > MAX_RESPONSE:
-            raise QresError(f"tier {self.tier.name!r}: response over {MAX_RESPONSE} bytes")
-        try:
-            data = json.loads(raw)
-            text = data["choices"][0]["message"]["content"]
-            usage = data.get("usage") or {}
-            return TierAnswer(
-                str(text).strip(),
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-            )
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise QresError(f"tier {self.tier.name!r}: not an OpenAI response ({exc})") from exc
+    @property
+    def backend(self):
+        """The openai backend of this tier (built on first use)."""
+        if self._backend is None:
+            from qres.kernel import plugins
+            from qres.kernel.config import Location
 
-    def close(self) -> None:
-        """Nothing to release (one connection per request)."""
+            budget_s = min(3600.0, max(0.01, self.tier.latency_budget_ms / 1000))
+            table = {
+                "use": "openai",
+                "base_url": self.tier.url,
+                "model": self.tier.model,
+                "api_key_env": self.tier.api_key_env,
+                "connect_timeout_s": min(5.0, budget_s),
+                "read_timeout_s": budget_s,
+                "max_retries": 0,
+                "max_tokens": self.tier.max_tokens,
+            }
+            where = Location("[router]", f"tiers.{self.tier.name}")
+            self._backend = plugins.create("llm_backend", table, where)
+        return self._backend
 
 
 class MeshRunner(BackendRunner):
