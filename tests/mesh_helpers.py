@@ -64,3 +64,45 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         return self.proc.returncode
+
+
+class InProcessWorker:
+    """A :class:`qres.mesh.worker.Worker` (or a subclass: ``worker_class``) on a real TCP
+    transport, run on its own event loop thread in the test process, for workers whose
+    behaviour a test controls (a gated backend, inflated announcements)."""
+
+    def __init__(self, folder: Path, name: str, backend, worker_class=None, **mesh):
+        import asyncio
+        import threading
+
+        from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+        from qres.mesh.messages import MAX_BODY
+        from qres.mesh.settings import MeshSettings
+        from qres.mesh.worker import Worker
+        from qres.trust.identity import load_identity
+
+        key = key_file(folder, name)
+        self.identity = load_identity(key)
+        self.settings = MeshSettings(key=str(key), announce_s=0.2, **mesh)
+        config = TcpConfig(swarm=self.settings.swarm, key=str(key), max_message=MAX_BODY + 4096)
+        self.transport = TcpTransport(config, identity=self.identity)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.transport.start(), self.loop).result(10)
+        cls = worker_class or Worker
+        self.worker = cls(self.settings, backend, self.transport, self.identity)
+        self.task = asyncio.run_coroutine_threadsafe(self.worker.run(), self.loop)
+        self.did, self.address = self.identity.did, f"127.0.0.1:{self.transport.port}"
+
+    def entry(self) -> dict:
+        return {"address": self.address, "did": self.did}
+
+    def stop(self) -> None:
+        import asyncio
+
+        self.task.cancel()
+        asyncio.run_coroutine_threadsafe(self.transport.aclose(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)

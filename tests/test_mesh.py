@@ -10,13 +10,14 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mesh_helpers import WorkerProcess, key_file, worker_profile
+from mesh_helpers import InProcessWorker, WorkerProcess, key_file, worker_profile
 
 from qres.kernel import plugins
 from qres.mesh import messages as m
 from qres.mesh.backend import open_client
 from qres.mesh.queue import Queued, StandingQueue
 from qres.mesh.settings import MeshSettings
+from qres.mesh.worker import Worker
 from qres.trust.identity import Identity, load_identity
 
 DETERMINISTIC = 'use = "deterministic"\nseed = {seed}\nmax_tokens = 64'
@@ -412,3 +413,143 @@ def test_a_worker_sending_garbage_is_failed_over_and_loses_reputation(tmp_path, 
     assert answer.worker == honest.did and answer.tried[0] == rogue_id.did
     assert answer.text == deterministic().complete("p", max_tokens=4).text
     assert garbage >= 1 and rep < 1.0
+
+
+class InflatingWorker(Worker):
+    """Serves honestly but announces a p50 latency far below what it really takes."""
+
+    def announcement(self) -> dict:
+        return {**super().announcement(), "p50_ms": 0.0001, "success_rate": 1.0, "health": 1.0}
+
+
+def test_a_worker_inflating_its_score_is_penalised_and_an_honest_one_is_not(tmp_path, workers):
+    """The inflating worker's signed announcements contradict the service times it signed for
+    this client: each such announcement costs reputation (kept as evidence), which ranks it
+    behind an honest worker as fast; a statistical penalty alone bans nobody."""
+    (honest,) = workers(1)
+    liar = InProcessWorker(tmp_path, "liar", deterministic(), InflatingWorker)
+    try:
+        s = client_settings(tmp_path, [honest, liar], spot_check_rate=0.0)
+
+        async def body(client):
+            for i in range(8):  # each in turn, picked by its announced p50
+                for did, view in client.workers.items():
+                    view.own_ms.clear()
+                    view.own_ms.extend([] if (did == liar.did) != bool(i % 2) else [1e9])
+                answer = await client.ask({"prompt": f"reading {i}", "max_tokens": 6,
+                                           "temperature": 0})  # fmt: skip
+                assert answer.worker == (honest.did if i % 2 else liar.did)
+            deadline = time.monotonic() + 20
+            while client.reputation(liar.did) >= 0.5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)  # the liar's next announcements
+            for view in client.workers.values():  # equally fast by own measurement
+                view.own_ms.clear()
+                view.own_ms.append(5.0)
+            rows = client.stats.db.execute(
+                "SELECT did, kind, message FROM evidence WHERE kind = 'inflated'"
+            ).fetchall()
+            return (
+                {d: (client.reputation(d), client.banned(d)) for d in client.workers},
+                [v.did for v in client.ranked()],
+                rows,
+            )
+
+        standing, ranked, rows = asyncio.run(with_client(s, body))
+    finally:
+        liar.stop()
+    assert standing[liar.did][0] < 0.5 and not standing[liar.did][1]
+    assert standing[honest.did] == (1.0, False)
+    assert ranked == [honest.did, liar.did]
+    assert rows and {r[0] for r in rows} == {liar.did}
+    evidence = m.decode(rows[0][2])  # the liar's own signed claim
+    assert (evidence.type, evidence.did, evidence.body["p50_ms"]) == (m.ANNOUNCE, liar.did, 0.0001)
+
+
+class GatedBackend:
+    """The deterministic backend streaming word by word, holding after the first word until
+    the test releases it (or 60 s pass): a reader that sees the first word while the gate is
+    closed proves the pieces travel on as they are made."""
+
+    def __init__(self):
+        import threading
+
+        self.inner = deterministic()
+        self.gate = threading.Event()
+        self.made = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def stream_chat(self, messages, **kwargs):
+        from qres.kinds.llm import Chunk
+
+        done = self.inner.chat(messages, **kwargs)
+        words = done.text.split(" ")
+        for i, word in enumerate(words):
+            self.made += 1
+            last = i == len(words) - 1
+            yield Chunk(word if i == 0 else " " + word, 1, done.finish_reason if last else None)
+            if i == 0:
+                self.gate.wait(60)
+
+
+def test_the_gateway_streams_pieces_as_they_come_and_they_make_the_whole_answer(tmp_path):
+    """`qres mesh gateway` (a real process) streams a worker's pieces as server-sent events as
+    they are generated: the first arrives while the worker's backend is still held after its
+    first word; the pieces concatenate to the non-streamed answer."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+
+    backend = GatedBackend()
+    worker = InProcessWorker(tmp_path, "gated", backend)
+    key = key_file(tmp_path, "gw")
+    profile = tmp_path / "gw.toml"
+    profile.write_text(
+        f'[profile]\nname = "gw"\n\n[mesh]\nkey = "{key}"\nspot_check_rate = 0.0\n'
+        f'workers = [{{ address = "{worker.address}", did = "{worker.did}" }}]\n'
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("qres")
+    gw = subprocess.Popen(
+        [str(exe), "mesh", "gateway", "--profile", str(profile), "--port", str(port)],
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    chat = [{"role": "user", "content": "stream to me"}]
+    request = {"messages": chat, "max_tokens": 12, "temperature": 0}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert gw.poll() is None and time.monotonic() < deadline, gw.stderr.read()
+                time.sleep(0.2)
+        pieces, made_at_first = [], None
+        with httpx.stream("POST", url, json={**request, "stream": True}, timeout=90) as reply:
+            assert reply.status_code == 200
+            for line in reply.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                if delta.get("content"):
+                    if made_at_first is None:
+                        made_at_first = backend.made
+                        backend.gate.set()
+                    pieces.append(delta["content"])
+        whole = httpx.post(url, json=request, timeout=90).json()["choices"][0]["message"]
+    finally:
+        backend.gate.set()
+        gw.terminate()
+        gw.wait(10)
+        worker.stop()
+    expected = deterministic().chat(chat, max_tokens=12).text
+    assert made_at_first == 1, "the first piece must arrive before the second is made"
+    assert len(pieces) == 12 and "".join(pieces) == whole["content"] == expected

@@ -24,6 +24,8 @@ UNKNOWN_MS = 1000.0
 #: An announced p50 this many times below the service times a worker signed for us is a lie.
 INFLATION_FACTOR = 4.0
 POLL_S = 0.05
+#: Lowest reputation used in ranking (a worker at 0 would otherwise never be compared).
+MIN_STANDING = 0.05
 
 
 @attrs.define
@@ -36,6 +38,7 @@ class WorkerView:
     seq: int = 0
     own_ms: deque = attrs.field(factory=lambda: deque(maxlen=64))
     signed_ms: deque = attrs.field(factory=lambda: deque(maxlen=64))
+    answered: int = 0
     busy_until: float = 0.0
 
 
@@ -157,8 +160,11 @@ class MeshClient:
         if abs(time.time() - ts / 1000) > self.s.replay_window_s:
             return
         view.seq, view.announced = seq, body
-        claimed = body.get("p50_ms")
-        if isinstance(claimed, (int, float)) and len(view.signed_ms) >= 3:
+        claimed, served = body.get("p50_ms"), body.get("requests")
+        # Judged only once the worker has signed 3 answers for us, and only an announcement
+        # that counts them (one sent before them may arrive later over another channel).
+        counts_ours = isinstance(served, int) and served >= view.answered
+        if isinstance(claimed, (int, float)) and len(view.signed_ms) >= 3 and counts_ours:
             measured = statistics.median(view.signed_ms)
             if claimed * INFLATION_FACTOR < measured:
                 detail = f"announced p50 {claimed} ms, signed service times median {measured} ms"
@@ -185,7 +191,12 @@ class MeshClient:
             if v.did in live and v.did not in exclude and not self.banned(v.did)
             and v.busy_until <= now
         ]  # fmt: skip
-        return sorted(views, key=lambda v: (self.expected_ms(v), v.did))
+        return sorted(views, key=lambda v: (self._rank_ms(v), v.did))
+
+    def _rank_ms(self, view: WorkerView) -> float:
+        """Expected latency divided by reputation: at half the reputation a worker must be
+        twice as fast to be picked, so inflating a score or sending garbage does not pay."""
+        return self.expected_ms(view) / max(self.reputation(view.did), MIN_STANDING)
 
     # -- asking ------------------------------------------------------------------------------
 
@@ -291,6 +302,7 @@ class MeshClient:
         view.own_ms.append(ms)
         if isinstance(b.get("ms"), (int, float)):
             view.signed_ms.append(float(b["ms"]))
+            view.answered += 1
         self.stats.add(view.did, ok=1, tokens=tokens, ms_total=ms)
         reason = b.get("finish_reason") if b.get("finish_reason") in ("stop", "length") else "stop"
         return Answer(rid, text, tokens, reason, view.did, tried, raw)

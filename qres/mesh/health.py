@@ -36,10 +36,11 @@ def health(queue: int, queue_size: int) -> float:
 
 @attrs.define
 class ServiceStats:
-    """Tokens served, and latency and success of the last ``window`` requests."""
+    """Requests and tokens served, and latency and success of the last ``window`` requests."""
 
     window: int = 256
     tokens: int = 0
+    requests: int = 0
     latencies: deque = attrs.field(factory=lambda: deque(maxlen=256))
     outcomes: deque = attrs.field(factory=lambda: deque(maxlen=256))
 
@@ -48,6 +49,7 @@ class ServiceStats:
         self.latencies.append(ms)
         self.outcomes.append(ok)
         self.tokens += tokens
+        self.requests += 1
 
     def p50_ms(self) -> float:
         """Median latency of the window (0 before any request)."""

@@ -235,6 +235,7 @@ class Worker:
             "queue": len(self.queue),
             "queue_size": self.s.queue_size,
             "tokens_served": self.stats.tokens,
+            "requests": self.stats.requests,
             "p50_ms": self.stats.p50_ms(),
             "success_rate": self.stats.success_rate(),
             "health": health(len(self.queue), self.s.queue_size),
