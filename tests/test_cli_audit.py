@@ -102,7 +102,7 @@ def test_each_fault_is_reported(tmp_path, recording):
     lie = attrs.evolve(real, weights=[w + 1 for w in real.weights]).signed(bob)
     records.append((2, lie.encode()))
     # A malformed packet record
-    records.append((1, b"QRUP\x01" + bytes(300)))
+    records.append((1, b"QRUP\x02" + bytes(300)))
     path = _write(tmp_path, records)
     out = run_qres("audit", str(path), "--json")
     assert out.returncode == 5

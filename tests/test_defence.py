@@ -11,7 +11,7 @@ from qres.robust.evidence import grubbs_outliers, loo_median, robust_outliers
 from qres.robust.reputation import Ledger, ReputationRules
 
 ADAPTIVE = ["sleeper", "framing", "noisy-cartel", "under-threshold", "targeted", "mixed",
-            "audit-aware"]  # fmt: skip
+            "audit-aware", "base-poison"]  # fmt: skip
 
 
 def test_statistics_never_ban_faults_do():
@@ -93,17 +93,43 @@ def test_framing_bans_no_honest_node_and_forgers_are_caught():
     assert not (sim.ledger.faulted & ~sim.ledger.banned()).any()
 
 
+def test_base_poisoning_is_caught_by_the_round_step_audit_only():
+    """Nodes that move their models before training pass every training audit; the replay
+    of their committed round step does not. Honest steps always replay exactly."""
+    from qres.kernel import profiles
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    caught = {}
+    for steps in (True, False):
+        s = settings_from_profile(
+            loaded, nodes=30, rounds=30, byzantine=0.3, seed=2, audit_rate=0.1, audit_steps=steps
+        )
+        sim = Simulation(loaded, s, attack="base-poison")
+        report = sim.run()
+        assert report["banned_honest"] == 0 and report["audits"]["wrong_step_honest"] == 0
+        assert report["audits"]["failed"] == report["audits"]["wrong_step_byzantine"]
+        assert not (sim.ledger.faulted & ~sim.ledger.banned()).any()
+        caught[steps] = report["banned_byzantine"]
+    assert caught[False] == 0 and caught[True] >= 3
+
+
 def test_bench_defence_quick(tmp_path):
     import json
 
     from make_swarm_golden import run_cli
 
     out = run_cli(
-        ["bench", "defence", "--quick", "--attacks", "sign-flip,framing,sleeper,mixed", "--json"]
-    )
+        ["bench", "defence", "--quick", "--attacks", "sign-flip,framing,sleeper,mixed,base-poison",
+     "--json"]
+    )  # fmt: skip
     report = json.loads(out)
     cells = report["summary"]["cells"]
-    assert {c["attack"] for c in cells} == {"sign-flip", "framing", "sleeper", "mixed"}
+    assert {c["attack"] for c in cells} == {
+        "sign-flip", "framing", "sleeper", "mixed", "base-poison"
+    }  # fmt: skip
+    poison = [c for c in cells if c["attack"] == "base-poison"]
+    assert sum(c["byzantine_banned"] for c in poison) > 0
     assert all(c["honest_banned"] == 0 for c in cells)
     assert all(c["faulted_unbanned"] == 0 for c in cells)
     assert all(c["worst_ratio"] <= 1.10 for c in cells), cells

@@ -31,6 +31,7 @@ from qres.trust import audit as au
 from qres.trust import commitment as cm
 from qres.trust import packet as pk
 from qres.trust import proof as pf
+from qres.trust import roundstep as rs
 from qres.trust.identity import Identity, load_identity, parse_private_key
 
 ALICE = Identity.from_seed(hashlib.sha256(b"fuzz").digest())
@@ -98,7 +99,7 @@ def _only_own_errors(fn, *args):
     st.one_of(
         mutated(PACKET),
         st.binary(max_size=400),
-        st.binary(max_size=200).map(lambda b: pk.MAGIC + bytes([1]) + b),
+        st.binary(max_size=200).map(lambda b: pk.MAGIC + bytes([pk.VERSION]) + b),
     )
 )
 def test_update_packets(data):
@@ -107,6 +108,30 @@ def test_update_packets(data):
         assert packet.encode() == data  # canonical: what parses re-encodes to the same bytes
     verdict = pk.Verifier(known=[ALICE.public_key], current_round=9).check(data)
     assert verdict.ok == (data == PACKET)
+
+
+STEP = rs.RoundStep(
+    ALICE.public_key,
+    7,
+    bytes(range(32)),
+    cm.scalar_bytes(5),
+    [1, -2, 3],
+    [rs.SubStep(6, [4, 5, -6], [b"h" * 32, b"i" * 32], [7, 8], own_weight=9, weighted=True)],
+).encode()
+
+
+@FUZZ
+@given(
+    st.one_of(
+        mutated(STEP),
+        st.binary(max_size=400),
+        st.binary(max_size=300).map(lambda b: rs.MAGIC + bytes([rs.VERSION]) + b),
+    )
+)
+def test_round_step_records(data):
+    step = _only_own_errors(rs.decode, data)
+    if step is not None:
+        assert step.encode() == data  # canonical
 
 
 @FUZZ

@@ -154,7 +154,7 @@ def test_generated_windows_depend_only_on_seed_node_round():
 def test_packet_sizes_follow_the_trust_encoding():
     from qres.trust import packet as pk
 
-    assert gossip.packet_bytes(64) == pk.HEADER_BYTES + 256 + 64 == 464
+    assert gossip.packet_bytes(64) == pk.HEADER_BYTES + 256 + 64 == 496
 
 
 def test_random_peers_never_self():

@@ -61,13 +61,14 @@ def test_roundtrip_is_canonical(transition):
 
 def test_layout_matches_docs(transition):
     data = _packet(transition).encode()
-    assert data[:4] == b"QRUP" and data[4] == 1 and data[5] == 0
+    assert data[:4] == b"QRUP" and data[4] == 2 and data[5] == 0
     assert struct.unpack_from("<I", data, 8)[0] == len(data)
     assert data[12:44] == ALICE.public_key
     assert struct.unpack_from("<Q", data, 44)[0] == 5
     assert struct.unpack_from("<i", data, 68)[0] == 3 << 14
     assert struct.unpack_from("<I", data, 76)[0] == 4
-    assert struct.unpack_from("<4i", data, 144) == (12, -5, 0, 1 << 16)
+    assert data[144:176] == pk.GENESIS_STEP  # the round-step digest of a first base
+    assert struct.unpack_from("<4i", data, 176) == (12, -5, 0, 1 << 16)
 
 
 def test_every_truncation_and_extension_is_malformed(transition):
@@ -83,7 +84,7 @@ def test_every_truncation_and_extension_is_malformed(transition):
 def test_bad_fields_are_refused(transition):
     data = bytearray(_packet(transition).encode())
     bad_version = bytearray(data)
-    bad_version[4] = 2
+    bad_version[4] = 3
     with pytest.raises(pk.PacketError) as info:
         pk.decode(bytes(bad_version))
     assert info.value.reason is pk.Reason.BAD_VERSION
@@ -226,6 +227,10 @@ def test_stream_roundtrip_and_damage(transition):
     with pytest.raises(pk.PacketError, match="version 1 has no end record") as info:
         list(pk.read_stream(io.BytesIO(old)))
     assert info.value.reason is pk.Reason.BAD_VERSION
+    # Version 2 streams hold version-1 packets (no round-step digest): refused as a whole.
+    older = pk.STREAM_MAGIC + bytes([2, 0, 0, 0]) + data[len(pk.STREAM_HEADER) :]
+    with pytest.raises(pk.PacketError, match="version 2 holds version-1 update packets"):
+        list(pk.read_stream(io.BytesIO(older)))
     oversize = pk.STREAM_HEADER + struct.pack("<BI", 1, pk.MAX_PACKET_BYTES + 1)
     with pytest.raises(pk.PacketError) as info:
         list(pk.read_stream(io.BytesIO(oversize)))

@@ -278,8 +278,50 @@ class AuditAware(Attack):
         return rows
 
 
+@attrs.frozen
+class BasePoisonConfig:
+    """Settings of the base poisoning."""
+
+    #: How far each round moves the nodes' models along a fixed direction (Euclidean norm,
+    #: in weight units: 1.0 is a weight of 1.0 in Q16.16).
+    shift: float = attrs.field(default=0.05, validator=number(0.0, 1e4))
+    direction_seed: int = attrs.field(default=0, validator=integer(0, (1 << 63) - 1))
+
+
+class BasePoison(Attack):
+    """Aggregators that publish a base that is not the aggregate of their committed inputs:
+    each round the nodes move their own models along a fixed direction before training
+    (:meth:`choose_base`), then train and report honestly from there, so every training
+    audit passes. Only the round-step audit (replaying the committed aggregate) sees it."""
+
+    name = "base-poison"
+    Config = BasePoisonConfig
+
+    def choose_base(self, weights, *, rng, context=None):
+        import numpy as np
+
+        u = _direction(weights.shape[1], self.config.direction_seed)
+        moved = weights.astype(np.float64) + self.config.shift * 65536.0 * u
+        return from_real(moved)
+
+    def _forge(self, honest, f, rng):
+        return self._forge_in(honest, f, rng, None)
+
+    def _forge_in(self, honest, f, rng, context):
+        return _own(honest, f, context)
+
+
 @hookimpl
 def register_attacks(register):
     """Register the adaptive attacks."""
-    for cls in (Sleeper, Framing, NoisyCartel, UnderThreshold, Targeted, Mixed, AuditAware):
+    for cls in (
+        Sleeper,
+        Framing,
+        NoisyCartel,
+        UnderThreshold,
+        Targeted,
+        Mixed,
+        AuditAware,
+        BasePoison,
+    ):
         register(cls)

@@ -8,7 +8,9 @@ seed reproduces a run; statistics of the honest rows are computed in float64.
 
 A simulator also passes an :class:`AttackContext` (the round, the Byzantine nodes' own honest
 updates, their reputations, the audit rate): attacks that adapt to the defence override
-:meth:`Attack._forge_in` to read it; the others implement :meth:`Attack._forge` only.
+:meth:`Attack._forge_in` to read it; the others implement :meth:`Attack._forge` only. Before
+the nodes train, the simulator offers :meth:`Attack.choose_base`: an attack may pick the
+models its nodes train from (base poisoning).
 """
 
 from __future__ import annotations
@@ -102,6 +104,14 @@ class Attack(Plugin):
             )
         out = self._forge_in(view, f, rng, context)
         return np.ascontiguousarray(out, dtype=np.int32)
+
+    def choose_base(self, weights: Any, *, rng: Any, context: Any = None) -> Any:
+        """The simulator's hook before the Byzantine nodes train: ``weights`` are their
+        models (``(f, d)`` int32, read-only, rows in the order of ``context.nodes``); return
+        the ``(f, d)`` int32 models they train from and commit to instead, or None to keep
+        them (the default). A base that is not the node's committed round step is base
+        poisoning, which the round-step audit catches (docs/defence.md)."""
+        return None
 
     def _forge_in(self, honest: np.ndarray, f: int, rng: Any, context: Any) -> np.ndarray:
         """Forge with the simulator's context (None outside a simulation); by default the

@@ -41,6 +41,7 @@ ATTACKS = (
     "targeted",
     "mixed",
     "audit-aware",
+    "base-poison",
 )
 #: Targets: error ratio at or below 30% Byzantine.
 ERROR_TARGET = 1.10

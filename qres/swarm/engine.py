@@ -108,6 +108,7 @@ class SwarmState:
     # Updates sent in recent rounds, by round: (origins, rows, residual, claimed gain).
     store: dict = attrs.field(factory=dict)
     due_audit: Any = None  # bool (n,): suspects due for a sure audit this round
+    steps: Any = None  # qres.swarm.steps.StepLog: every node's round-step chain
     pending_dst: Any = None  # messages waiting for a sleeping node
     pending_tag: Any = None
     tx: Any = None  # bytes sent and received this round, per node
@@ -255,6 +256,7 @@ class Simulation:
         from qres.swarm.energy import EnergyModel
         from qres.swarm.regimes import RegimeTracker
         from qres.swarm.settings import reputation_rules
+        from qres.swarm.steps import StepLog
 
         s = self.s
         n, seed = s.nodes, s.seed
@@ -306,6 +308,7 @@ class Simulation:
             recorder=_Recorder(self.record, n, seed) if self.record is not None else None,
             meter=CodecMeter(s, self.profile),
             due_audit=np.zeros(n, bool),
+            steps=StepLog(np.zeros((n, s.order), np.int32)),
             pending_dst=np.zeros(0, np.int64),
             pending_tag=np.zeros(0, np.int64),
             tx=np.zeros(n, np.int64),
@@ -334,6 +337,7 @@ class Simulation:
             d = self.s.order
             consensus = median_columns(sw.W[base]) if base.any() else np.zeros(d, np.int32)
             sw.W[sw.joining] = consensus
+            sw.steps.restart(np.flatnonzero(sw.joining), sw.W)
             sw.alive = sw.alive | sw.joining
         rep_f = sw.ledger.fraction()
         wakes = sw.energy.wakes(r, sw.regimes.regime, rep_f, sw.alive)
@@ -361,6 +365,8 @@ class Simulation:
         if fresh.any():
             ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
             sw.span_range[A[fresh]] = np.maximum(ptp, 1.0)
+        if self.attack is not None and sw.byz[A].any():
+            self._choose_bases(sw, rd)
         W0 = sw.W[A]
         err0 = learning.prediction_error(W0, X, d)
         rd.entropy = np.minimum(err0 * learning.SPAN / sw.span_range[A], 1.0)
@@ -381,6 +387,25 @@ class Simulation:
         sw.meter.add(A[rd.hon_a], W0[rd.hon_a], X[rd.hon_a])
         if self.attack is not None and rd.byz_a.any() and rd.hon_a.any():
             self._forge(sw, rd)
+
+    def _choose_bases(self, sw: SwarmState, rd: RoundState) -> None:
+        """The attack's hook on the awake Byzantine nodes' models before they train
+        (:meth:`qres.kinds.attack.Attack.choose_base`): base poisoning, which the round-step
+        audit catches (:mod:`qres.swarm.steps`)."""
+        import numpy as np
+
+        from qres.kinds.attack import AttackContext
+
+        nodes = rd.A[sw.byz[rd.A]]
+        context = AttackContext(
+            round=rd.r,
+            nodes=nodes,
+            reputations=rd.rep_f[nodes],
+            audit_rate=self.s.audit_rate,
+        )
+        chosen = self.attack.choose_base(sw.W[nodes], rng=sw.rng["attack"], context=context)
+        if chosen is not None:
+            sw.W[nodes] = np.asarray(chosen, np.int32).reshape(nodes.shape[0], -1)
 
     def _forge(self, sw: SwarmState, rd: RoundState) -> None:
         """Byzantine rows: the attack's forgery of this round's honest updates, claiming the
@@ -421,8 +446,11 @@ class Simulation:
         # Byzantine nodes ignore the energy rule; honest nodes that know they are banned
         # stay quiet.
         quiet = rd.known_banned[A] & rd.hon_a
+        # a round-step record covers at most 64 rounds: a node whose chain is that long sends
+        wants |= sw.steps.full(A)
         rd.senders_pos = np.flatnonzero((wants | rd.byz_a) & ~quiet)
         rd.senders = A[rd.senders_pos]
+        sw.steps.close(rd.senders, rd.W0[rd.senders_pos])
         rd.pos = np.full(n, -1, np.int64)
         rd.pos[A] = np.arange(A.shape[0])
         sw.store[rd.r] = (A, rd.sent, rd.residual, rd.gain_claim)
@@ -524,10 +552,13 @@ class Simulation:
         screened["received"] += int(in_dst.shape[0])
         screened["rejected_honest"] += int(np.count_nonzero(~kept & sw.honest[in_tag % n]))
         screened["rejected_byzantine"] += int(np.count_nonzero(~kept & sw.byz[in_tag % n]))
+        # a node applies what it committed to: its packet's update if it sent one
+        own = rd.delta.copy()
+        own[rd.senders_pos] = rd.sent[rd.senders_pos]
         self._aggregate_all(
-            sw.W,
+            sw,
             rd.A,
-            rd.delta,
+            own,
             in_dst[kept],
             in_tag[kept],
             in_rows[kept],
@@ -629,6 +660,10 @@ class Simulation:
             return np.zeros(0, np.int64)
         args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
         ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
+        if s.audit_steps:  # the base must be the replay of the committed round step
+            step_ok = sw.steps.check(rd.A[a_pos], rd.W0[a_pos], self._replay_rule)
+            sw.history.count(audits, "wrong_step", rd.A[a_pos][~step_ok], sw.byz)
+            ok_rows &= step_ok
         a_ids = rd.A[a_pos]
         audits["audited"] += int(a_ids.shape[0])
         failed = a_ids[~ok_rows]
@@ -643,6 +678,10 @@ class Simulation:
         control = np.full(a_ids.shape[0], -1)
         self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
         self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
+        if s.audit_steps:  # and the round-step evidence: record, previous and input packets
+            for k, node in enumerate(a_ids.tolist()):
+                size = sw.steps.evidence_bytes(node, sw.pkt)
+                self._send(sw, a_src[k : k + 1], a_dst[k : k + 1], size, control[:1], "audits")
         return bans
 
     def _spend_energy_and_record(self, sw: SwarmState, rd: RoundState) -> None:
@@ -666,7 +705,8 @@ class Simulation:
             history.regime_node_rounds[name] += int(np.count_nonzero(rd.reg_a == i))
         # regime detection against the scripted storm
         if rd.truth.any() or sw.data.kind == "generated":
-            history.score_regimes(s, rd.r, rd.A, rd.reg_a, rd.truth)
+            # honest nodes only: an attacker's model, and so its regime, is its own choice
+            history.score_regimes(s, rd.r, rd.A[hon_a], rd.reg_a[hon_a], rd.truth)
         known = sw.ledger.banned_known(rd.r + 1)
         if sw.n_byz and history.isolated_round is None and known[sw.byz].all():
             history.isolated_round = rd.r + 1
@@ -734,9 +774,9 @@ class Simulation:
         after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
         return after <= before * (1.0 + s.accept_tolerance) + 1.0
 
-    def _aggregate_all(self, W, A, delta, in_dst, in_tag, rows, prio, n, rep_f) -> None:
+    def _aggregate_all(self, sw, A, delta, in_dst, in_tag, rows, prio, n, rep_f) -> None:
         """Each awake node aggregates its own update with its inbox (at most ``max_inbox``
-        updates, highest claimed priority first) and applies the result."""
+        updates, highest claimed priority first), applies the result and logs the step."""
         import numpy as np
 
         from qres.robust.reputation import REP_ONE
@@ -746,11 +786,13 @@ class Simulation:
         ends = np.searchsorted(in_dst, A, side="right")
         rep_q = np.floor(rep_f * REP_ONE + 0.5).astype(np.int64)
         agg = self.aggregator
+        W, log = sw.W, sw.steps
         for j in range(A.shape[0]):
             i = int(A[j])
             a, b = int(starts[j]), int(ends[j])
             if a == b:
                 update = delta[j]
+                log.add(i, delta[j], rows[:0], None)
             else:
                 idx = np.arange(a, b)
                 if b - a > s.max_inbox:
@@ -762,7 +804,12 @@ class Simulation:
                     if not weights.any():
                         weights = None
                 update = self._robust(agg, x, x.shape[0], weights)
+                log.add(i, delta[j], x[1:], weights)
             W[i] = sat_add(W[i], update)
+
+    def _replay_rule(self, rows, weights):
+        """The aggregate an auditor recomputes for a logged step (the node's own rule)."""
+        return self._robust(self.aggregator, rows, rows.shape[0], weights)
 
     def _robust(self, agg, x, m, weights):
         """Aggregate with ``f = assumed_byzantine x m`` (the rule shared with the real node)."""

@@ -84,7 +84,14 @@ class History:
         factory=lambda: _zeros("updates", "forwards", "audits", "bans")
     )
     audits: dict = attrs.field(
-        factory=lambda: _zeros("audited", "failed", "failed_honest", "failed_byzantine")
+        factory=lambda: _zeros(
+            "audited",
+            "failed",
+            "failed_honest",
+            "failed_byzantine",
+            "wrong_step_honest",
+            "wrong_step_byzantine",
+        )
     )
     flags: dict = attrs.field(
         factory=lambda: _zeros(
@@ -262,6 +269,13 @@ def _energy_section(sim: Any, swarm: Any, history: History) -> dict:
     }
 
 
+def _stormed(swarm: Any) -> Any:
+    import numpy as np
+
+    stormed = getattr(swarm.data, "stormed", None)
+    return np.zeros(swarm.n, bool) if stormed is None else np.asarray(stormed, bool)
+
+
 def _detection_section(swarm: Any, history: History) -> dict:
     import numpy as np
 
@@ -270,7 +284,8 @@ def _detection_section(swarm: Any, history: History) -> dict:
         "false_alarm_rate": significant(fa["alarm_node_rounds"] / max(fa["calm_node_rounds"], 1)),
         "calm_node_rounds": fa["calm_node_rounds"],
         "detected_nodes": len(delay),
-        "storm_nodes": int(np.count_nonzero(getattr(swarm.data, "stormed", np.zeros(1)))),
+        # honest nodes only, as detection is scored (qres.swarm.engine)
+        "storm_nodes": int(np.count_nonzero(_stormed(swarm) & swarm.honest)),
         "detection_delay_max": max(delay) if delay else None,
         "detection_delay_mean": significant(sum(delay) / len(delay)) if delay else None,
     }

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from qres.kernel.config import InvalidSetting, integer, number, one_of, text
+from qres.kernel.config import InvalidSetting, boolean, integer, number, one_of, text
 
 if TYPE_CHECKING:
     from qres.robust.reputation import ReputationRules
@@ -81,6 +81,8 @@ class SwarmSettings:
     audit_rate: float = attrs.field(default=0.03, validator=number(0.0, 1.0))
     audit_rate_storm: float = attrs.field(default=0.05, validator=number(0.0, 1.0))
     audit_suspect_rate: float = attrs.field(default=0.25, validator=number(0.0, 1.0))
+    #: Audits also replay the round step that produced the audited packet's base.
+    audit_steps: bool = attrs.field(default=True, validator=boolean())
     # --- regimes
     derivative_threshold: float = attrs.field(default=0.15, validator=number(0.0, 10.0))
     entropy_threshold: float = attrs.field(default=0.45, validator=number(0.0, 10.0))

@@ -41,6 +41,11 @@ class Finding(enum.Enum):
     BAD_PROOF = "bad-proof"
     WRONG_UPDATE = "wrong-update"
     WRONG_ACCURACY = "wrong-accuracy"
+    #: The round step that produced the base cannot be checked as handed over (its record
+    #: does not match the packet's digest, its start or an input is missing or not signed).
+    BAD_STEP = "bad-step"
+    #: Replaying the committed round step does not give the packet's base (base poisoning).
+    WRONG_STEP = "wrong-step"
 
 
 @attrs.frozen
@@ -109,10 +114,12 @@ def prepare(
     *,
     randbytes=os.urandom,
     inline_proof: bool = False,
+    step: bytes = pk.GENESIS_STEP,
 ) -> tuple[pk.UpdatePacket, pk.AuditResponse]:
     """The signed packet for ``claim`` (committing to ``weights`` and ``weights + update``) and
     the audit response the node keeps until asked. ``inline_proof`` puts the proof in the
-    packet too (for recordings; gossip leaves it out, docs/trust.md section 6)."""
+    packet too (for recordings; gossip leaves it out, docs/trust.md section 6). ``step``: the
+    digest of the round step that produced ``weights`` (:mod:`qres.trust.roundstep`)."""
     base = CommittedModel.create(weights, randbytes)
     new, proof = base.advance(identity.did, round_, claim.update, randbytes)
     packet = pk.make_packet(
@@ -125,6 +132,7 @@ def prepare(
         residual_error=claim.residual_error,
         accuracy_delta=claim.accuracy_delta,
         proof=proof if inline_proof else None,
+        step=step,
     )
     response = pk.AuditResponse(
         identity.public_key, round_, nonce, cm.scalar_bytes(base.blinding), base.weights, proof

@@ -26,7 +26,12 @@ from qres.trust import commitment as cm
 from qres.trust.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, did_of, verify_signature
 
 MAGIC = b"QRUP"
-VERSION = 1
+#: Version 2 adds the round-step digest (docs/trust.md section 2); version 1 is refused.
+VERSION = 2
+#: The audit response's own version (its layout did not change with the packet's).
+AUDIT_VERSION = 1
+#: The round-step digest of a genesis base (a node's first packet: no step produced it).
+GENESIS_STEP = bytes(32)
 #: Flag bit: the packet carries a transition proof (64 bytes after the update).
 FLAG_PROOF = 0x01
 KNOWN_FLAGS = FLAG_PROOF
@@ -34,8 +39,8 @@ NONCE_BYTES = 16
 PROOF_BYTES = 64
 #: Most weights an update may carry (the commitment scheme's bound).
 MAX_WEIGHTS = cm.MAX_WEIGHTS
-_HEAD = struct.Struct("<4sBBHI32sQ16siiI32s32s")
-#: Bytes before the update: magic .. new commitment.
+_HEAD = struct.Struct("<4sBBHI32sQ16siiI32s32s32s")
+#: Bytes before the update: magic .. round-step digest.
 HEADER_BYTES = _HEAD.size
 #: Largest valid packet: header, MAX_WEIGHTS int32 values, a proof and the signature.
 MAX_PACKET_BYTES = HEADER_BYTES + 4 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE_BYTES
@@ -48,8 +53,9 @@ AUDIT_HEADER_BYTES = _AUDIT_HEAD.size
 MAX_AUDIT_BYTES = AUDIT_HEADER_BYTES + 4 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE_BYTES
 
 STREAM_MAGIC = b"QRPS"
-#: Version 2 ends every stream with an end record, so a cut anywhere is detected.
-STREAM_VERSION = 2
+#: Version 2 ended every stream with an end record, so a cut anywhere is detected; version 3
+#: holds version-2 update packets (with their round-step digest).
+STREAM_VERSION = 3
 STREAM_HEADER = STREAM_MAGIC + bytes([STREAM_VERSION, 0, 0, 0])
 RECORD_PACKET = 1
 RECORD_AUDIT = 2
@@ -115,7 +121,8 @@ class UpdatePacket:
     ``update`` is the Q16.16 weight delta; ``residual_error`` (>= 0) and ``accuracy_delta``
     are Q16.16 too; ``base`` and ``commitment`` are the sender's weight commitments before and
     after the update; ``proof`` (optional, see docs/trust.md for when it travels) proves
-    ``commitment = base + commit(update)``.
+    ``commitment = base + commit(update)``. ``step`` is the digest of the round step that
+    produced the base (:mod:`qres.trust.roundstep`), :data:`GENESIS_STEP` for a first base.
     """
 
     sender: bytes
@@ -128,11 +135,16 @@ class UpdatePacket:
     update: tuple[int, ...] = attrs.field(converter=_ints)
     proof: bytes | None = None
     signature: bytes = b""
+    step: bytes = GENESIS_STEP
 
     @property
     def did(self) -> str:
         """The sender's DID."""
         return did_of(self.sender)
+
+    def digest(self) -> bytes:
+        """The packet's hash, by which round steps name it (docs/trust.md section 14)."""
+        return packet_hash(self.encode())
 
     def body(self) -> bytes:
         """Every byte the signature covers (the encoding without its last 64 bytes)."""
@@ -141,8 +153,10 @@ class UpdatePacket:
             raise PacketError(Reason.MALFORMED, f"update of {d} weights: must be 1..{MAX_WEIGHTS}")
         if len(self.nonce) != NONCE_BYTES or len(self.sender) != PUBLIC_KEY_BYTES:
             raise PacketError(Reason.MALFORMED, "packet: nonce must be 16 bytes, sender key 32")
-        if len(self.base) != 32 or len(self.commitment) != 32:
-            raise PacketError(Reason.MALFORMED, "packet: commitments must be 32-byte points")
+        if len(self.base) != 32 or len(self.commitment) != 32 or len(self.step) != 32:
+            raise PacketError(
+                Reason.MALFORMED, "packet: commitments and the step digest have 32 bytes"
+            )
         if self.proof is not None and len(self.proof) != PROOF_BYTES:
             raise PacketError(Reason.MALFORMED, f"packet: a proof has {PROOF_BYTES} bytes")
         if self.residual_error < 0:
@@ -164,6 +178,7 @@ class UpdatePacket:
                 d,
                 self.base,
                 self.commitment,
+                self.step,
             )
             values = struct.pack(f"<{d}i", *self.update)
         except struct.error as exc:
@@ -198,8 +213,10 @@ def make_packet(
     residual_error: int = 0,
     accuracy_delta: int = 0,
     proof: bytes | None = None,
+    step: bytes = GENESIS_STEP,
 ) -> UpdatePacket:
-    """A signed update packet from ``identity``."""
+    """A signed update packet from ``identity``; ``step`` is the digest of the round step
+    that produced ``base`` (:func:`qres.trust.roundstep.RoundStep.digest`)."""
     packet = UpdatePacket(
         identity.public_key,
         round_,
@@ -210,6 +227,7 @@ def make_packet(
         commitment,
         update,
         proof,
+        step=step,
     )
     return packet.signed(identity)
 
@@ -240,11 +258,15 @@ def decode(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> UpdatePacket:
         d,
         base,
         commitment,
+        step,
     ) = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise PacketError(Reason.MALFORMED, "packet: bad magic; not a qres update packet")
     if version != VERSION:
-        raise PacketError(Reason.BAD_VERSION, f"packet: version {version}, this reader knows 1")
+        why = " (no round-step digest; upgrade the sender)" if version < VERSION else ""
+        raise PacketError(
+            Reason.BAD_VERSION, f"packet: version {version}{why}, this reader knows {VERSION}"
+        )
     if flags & ~KNOWN_FLAGS or reserved:
         raise PacketError(Reason.MALFORMED, "packet: unknown flags or non-zero reserved bytes")
     if not 1 <= d <= MAX_WEIGHTS:
@@ -272,7 +294,13 @@ def decode(data: bytes, max_bytes: int = MAX_PACKET_BYTES) -> UpdatePacket:
         update,
         proof,
         data[-SIGNATURE_BYTES:],
+        step,
     )
+
+
+def packet_hash(data: bytes) -> bytes:
+    """SHA-256 of an encoded packet with a domain tag: how a round step names its inputs."""
+    return hashlib.sha256(b"qres/packet-hash/v1" + bytes(data)).digest()
 
 
 @attrs.frozen
@@ -297,7 +325,7 @@ class AuditResponse:
         try:
             head = _AUDIT_HEAD.pack(
                 AUDIT_MAGIC,
-                VERSION,
+                AUDIT_VERSION,
                 0,
                 0,
                 total,
@@ -341,8 +369,10 @@ def decode_audit(data: bytes) -> AuditResponse:
     )
     if magic != AUDIT_MAGIC:
         raise PacketError(Reason.MALFORMED, "audit response: bad magic")
-    if version != VERSION:
-        raise PacketError(Reason.BAD_VERSION, f"audit response: version {version}, expected 1")
+    if version != AUDIT_VERSION:
+        raise PacketError(
+            Reason.BAD_VERSION, f"audit response: version {version}, expected {AUDIT_VERSION}"
+        )
     if flags or reserved or not 1 <= d <= MAX_WEIGHTS:
         raise PacketError(Reason.MALFORMED, "audit response: bad flags or weight count")
     expected = AUDIT_HEADER_BYTES + 4 * d + PROOF_BYTES + SIGNATURE_BYTES
@@ -547,9 +577,10 @@ def read_stream(stream: BinaryIO, where: str = "stream") -> Iterator[tuple[int, 
     if len(head) < 4 or head[:4] != STREAM_MAGIC:
         raise PacketError(Reason.MALFORMED, f"{where}: not a qres packet stream (bad magic)")
     if len(head) >= 5 and head[4] < STREAM_VERSION:
+        why = "has no end record" if head[4] < 2 else "holds version-1 update packets"
         raise PacketError(
             Reason.BAD_VERSION,
-            f"{where}: packet stream version {head[4]} has no end record and is no longer "
+            f"{where}: packet stream version {head[4]} {why} and is no longer "
             f"read (this qres reads version {STREAM_VERSION}); record it again",
         )
     if len(head) < len(STREAM_HEADER) or head[4] != STREAM_VERSION or any(head[5:8]):

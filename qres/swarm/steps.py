@@ -1,0 +1,77 @@
+"""Every node's round-step chain in the simulator, and its audit (docs/trust.md section 14).
+
+A node's packet commits to the step that produced its base: from the base of its previous
+packet (or its genesis model), one aggregate per round it was awake, each of its own update
+and the packets it took. The simulator keeps each node's open chain (:class:`StepLog`):
+when the node sends, the chain is closed (the packet names it) and a new one starts at the
+packet's base. An audit of the packet replays the closed chain with
+:func:`qres.trust.roundstep.replay`, the same rule a real auditor runs on the signed packets
+(:func:`qres.trust.roundstep.check_step`), and compares it with the base the node committed
+to; a mismatch (base poisoning) is a failed audit. The simulator holds the rows themselves
+(the packets' updates), as an auditor holds the fetched packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qres.trust.roundstep import MAX_SUBSTEPS, record_bytes, replay
+
+
+class StepLog:
+    """The open chain of every node: where it starts (its genesis model or the base of its
+    last packet) and the aggregates applied since, and the chains the round's packets
+    closed (for this round's audits)."""
+
+    def __init__(self, weights: Any):
+        self.genesis = weights.copy()
+        self.start = weights.copy()
+        self.chains: list[list] = [[] for _ in range(weights.shape[0])]
+        self.closed: dict[int, tuple] = {}
+
+    def restart(self, nodes: Any, weights: Any) -> None:
+        """``nodes`` take a new genesis model (joiners get the consensus model)."""
+        self.genesis[nodes] = weights[nodes]
+        self.start[nodes] = weights[nodes]
+        for i in nodes.tolist():
+            self.chains[i] = []
+
+    def full(self, nodes: Any) -> Any:
+        """Nodes whose chain must be closed now (a record covers at most 64 rounds: such a
+        node sends this round whatever its energy rule says)."""
+        import numpy as np
+
+        return np.array([len(self.chains[i]) >= MAX_SUBSTEPS - 1 for i in nodes.tolist()], bool)
+
+    def close(self, nodes: Any, bases: Any) -> None:
+        """The round's senders commit to their chains; new chains start at their bases."""
+        self.closed = {}
+        for i, base in zip(nodes.tolist(), bases, strict=True):
+            self.closed[i] = (self.start[i].copy(), self.chains[i])
+            self.start[i] = base
+            self.chains[i] = []
+
+    def add(self, node: int, own: Any, rows: Any, weights: Any) -> None:
+        """One aggregate the node applied: its own update, the updates it took, the
+        weights the rule received (None when unweighted)."""
+        self.chains[node].append((own.copy(), rows.copy(), weights))
+
+    def evidence_bytes(self, node: int, packet_bytes: int) -> int:
+        """Bytes an audited node hands over for its closed chain: the record
+        (:func:`qres.trust.roundstep.record_bytes`), its previous packet and every input
+        packet (counted in full: an auditor, a random peer, rarely holds them already)."""
+        start, chain = self.closed[node]
+        d = start.shape[0]
+        inputs = [int(rows.shape[0]) for _, rows, _ in chain]
+        return record_bytes(d, inputs) + packet_bytes * (1 + sum(inputs))
+
+    def check(self, nodes: Any, bases: Any, aggregate: Callable[[Any, Any], Any]) -> Any:
+        """True where replaying the node's closed chain gives the base it committed to."""
+        import numpy as np
+
+        ok = np.ones(len(nodes), bool)
+        for k, (i, base) in enumerate(zip(nodes.tolist(), bases, strict=True)):
+            start, chain = self.closed[i]
+            ok[k] = np.array_equal(replay(start, chain, aggregate), base)
+        return ok
