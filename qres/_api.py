@@ -49,13 +49,12 @@ def _array_source(array: Any) -> Any:
     """An in-memory ``.npy`` image of ``array``, read back as a sample source."""
     import numpy as np
 
-    from qres.codec.container import ITEMSIZE
-    from qres.codec.samples import SampleSource, npy_spec
+    from qres.codec.samples import ARRAY_DTYPES, SampleSource, npy_spec
 
-    if array.dtype.newbyteorder("=") not in {np.dtype(k) for k in ITEMSIZE}:
+    if array.dtype.newbyteorder("=") not in {np.dtype(k) for k in ARRAY_DTYPES}:
         raise QresError(
             f"arrays of dtype {array.dtype} are not supported; convert to one of "
-            f"{', '.join(ITEMSIZE)}"
+            f"{', '.join(ARRAY_DTYPES)}"
         )
     if array.ndim == 0:
         raise QresError("a 0-d array holds no stream; give an array with time on axis 0")
@@ -77,15 +76,14 @@ def _bytes_source(data: Any, dtype: Any, channels: Any, layout: str, byte_order:
         StreamSpec,
         is_wav,
         npy_spec,
-        wav_spec,
+        wav_source,
     )
 
     stream = io.BytesIO(bytes(data))
     if is_wav(bytes(data[:12])):
         if dtype is not None or channels is not None:
             raise QresError("the bytes are a WAV file, which describes itself; drop dtype=")
-        spec, prefix = wav_spec(stream, "data")
-        return SampleSource(stream, spec, prefix)
+        return wav_source(stream, "data")
     if bytes(data[:6]) == _NPY_MAGIC:
         if dtype is not None or channels is not None:
             raise QresError("the bytes are an .npy file, which describes itself; drop dtype=")
@@ -127,6 +125,7 @@ def compress(
     ``threads``.
     """
     from qres.codec import files, pipeline
+    from qres.codec.samples import check_bounded_wav
 
     threads = _check_threads(threads)
     if not isinstance(profile, (str, os.PathLike)):
@@ -142,6 +141,7 @@ def compress(
     else:
         raise QresError(f"cannot compress a {type(data).__name__}; give a numpy array or bytes")
     bound = _check_max_error(max_error, source.spec.dtype)
+    check_bounded_wav(source, bound, "data")
     settings = pipeline.CodecSettings(
         settings.predictor, settings.coder, settings.block_frames, bound
     )
@@ -172,12 +172,21 @@ def decompress(data: Any, *, threads: int = 1, as_bytes: bool = False) -> Any:
     return raw if as_bytes else _to_array(raw, header)
 
 
+def _spec(header: Any) -> Any:
+    """The stream spec of a container's samples."""
+    from qres.codec.samples import StreamSpec
+
+    return StreamSpec(header.dtype, header.channels, header.layout, header.byte_order)
+
+
 def _layout(header: Any) -> tuple[Any, tuple[int, ...], bool]:
-    """The numpy dtype, the shape of one frame, and whether channels are Fortran-ordered."""
+    """The numpy dtype, the shape of one frame, and whether channels are Fortran-ordered.
+    Packed samples come back in their wider type (int24 as native int32)."""
     import numpy as np
 
-    dtype = np.dtype(header.dtype)
-    if header.byte_order != sys.byteorder:
+    spec = _spec(header)
+    dtype = np.dtype(spec.numpy_dtype().name) if spec.packed else np.dtype(header.dtype)
+    if header.byte_order != sys.byteorder and not spec.packed:
         dtype = dtype.newbyteorder("<" if header.byte_order == "little" else ">")
     if header.prefix.startswith(_NPY_MAGIC):
         from numpy.lib import format as npy
@@ -192,10 +201,9 @@ def _layout(header: Any) -> tuple[Any, tuple[int, ...], bool]:
 
 
 def _to_array(raw: bytes, header: Any) -> Any:
-    import numpy as np
 
     dtype, frame, fortran = _layout(header)
-    width = dtype.itemsize * math.prod(frame)
+    width = header.itemsize * math.prod(frame)
     body = memoryview(raw)[len(header.prefix) :]
     frames = len(body) // width
     if len(body) != frames * width:
@@ -203,7 +211,7 @@ def _to_array(raw: bytes, header: Any) -> Any:
             f"the stream ends with {len(body) - frames * width} bytes that are not a whole "
             "frame; call decompress(data, as_bytes=True) to get the exact bytes"
         )
-    flat = np.frombuffer(body, dtype=dtype).copy()
+    flat = _spec(header).to_array(body).astype(dtype, copy=True)
     if fortran:
         return flat.reshape((frames, *frame), order="F")
     return flat.reshape((frames, *frame))
@@ -296,14 +304,13 @@ class Container:
 
     def block(self, number: int) -> Any:
         """Decode block ``number`` (negative counts from the end) into an array."""
-        import numpy as np
 
         from qres.codec import container
 
         number = self._check_number(number)
         record = container.read_block_at(self._file, self.header, self._index, number)
         raw = self._decoders().decode(number, record)
-        flat = np.frombuffer(raw, dtype=self.dtype)
+        flat = _spec(self.header).to_array(raw).astype(self.dtype, copy=False)
         rows = record.frames
         if self._fortran and self._frame:
             # raw holds the block's frames one after another; rebuild the channel axes in the

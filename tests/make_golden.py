@@ -7,6 +7,9 @@ python tests/make_golden.py
 versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
 version" error.
+
+The int16 and float64 goldens are format 4 and the int24 ones format 5: a writer records the
+lowest version that holds its samples, so both versions are pinned, byte for byte.
 """
 
 from __future__ import annotations
@@ -38,6 +41,33 @@ INPUTS = {
         StreamSpec("float64", 2),
     ),
 }
+
+
+def _audio_int24(frames: int = 6000) -> bytes:
+    """Two channels of 24-bit audio-like samples from integer arithmetic only (the same bytes
+    on every machine): two integer resonator tones of different pitch, plus noise from a 64-bit
+    LCG, with a few samples at the type's limits."""
+    lcg, out = 0x2545F4914F6CDD1D, []
+    x = [[0, 500_000], [0, 300_000]]
+    coeff = (63_000, 64_500)  # Q15: 2 cos(w), two pitches
+    for _ in range(frames):
+        frame = []
+        for c in range(2):
+            y = (coeff[c] * x[c][1] >> 15) - x[c][0]
+            x[c] = [x[c][1], y]
+            lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+            noise = (lcg >> 54) - 512
+            frame.append(max(-(1 << 23), min((1 << 23) - 1, y + noise)))
+        out.append(frame)
+    out[100] = [-(1 << 23), (1 << 23) - 1]
+    raw = bytearray()
+    for frame in out:
+        for v in frame:
+            raw += v.to_bytes(3, "little", signed=True)
+    return bytes(raw)
+
+
+INPUTS["audio-2ch-int24"] = (_audio_int24, StreamSpec("int24", 2))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice
 #: (flag bits 1-2: the int16 block keeps the profile's predictor, the float blocks pick the
@@ -46,6 +76,7 @@ BOUNDED = (
     ("sensors-4ch-int16", "server", 16),
     ("readings-2ch-float64", "server", 0.05),
     ("readings-2ch-float64", "esp32", 0.05),
+    ("audio-2ch-int24", "server", 64),
 )
 
 

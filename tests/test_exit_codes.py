@@ -60,7 +60,7 @@ CASES = [
     ("verify of a pipe", ("verify", "-"), "packed", 0),
     ("missing input", ("compress", "{raw}.nope", "--dtype", "int16"), None, 1),
     ("not a container", ("verify", "{raw}"), None, 5),
-    ("unknown dtype", ("compress", "{raw}", "--dtype", "int24", "-o", "{out}"), None, 2),
+    ("unknown dtype", ("compress", "{raw}", "--dtype", "int12", "-o", "{out}"), None, 2),
     ("unknown layout", ("compress", "{raw}", "--layout", "diagonal", "-o", "{out}"), None, 2),
     ("unknown byte order", ("compress", "{raw}", "--byte-order", "middle", "-o", "{out}"), None, 2),
     ("channels out of range", ("compress", "{raw}", "--channels", "0", "-o", "{out}"), None, 2),

@@ -37,9 +37,8 @@ def test_bounded_golden_bytes_are_reproduced(name, profile, bound):
     raw = (GOLDEN / f"{name}.bin").read_bytes()
     golden = (GOLDEN / bounded_name(name, profile, bound)).read_bytes()
     spec = INPUTS[name][1]
-    dtype = spec.numpy_dtype()
-    back = np.frombuffer(api.decompress_bytes(golden), dtype=dtype).astype(np.float64)
-    assert np.abs(back - np.frombuffer(raw, dtype=dtype)).max() <= bound
+    back = spec.to_array(api.decompress_bytes(golden)).astype(np.float64)
+    assert np.abs(back - spec.to_array(raw)).max() <= bound
     assert api.compress_bytes(raw, spec, profile=profile, max_error=bound) == golden, (
         "the bounded-error format changed: if on purpose, bump it and run tests/make_golden.py"
     )
@@ -65,3 +64,16 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
             reader = container.Reader(io.BytesIO((GOLDEN / f"{name}.{profile}.qres").read_bytes()))
             flags |= {b.flags & codec.FLAG_CHANNEL_PREDICTORS for _, b in reader.blocks()}
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
+
+
+def test_goldens_pin_both_readable_format_versions():
+    """Version 4 streams (every type but int24) and version 5 streams (int24) are both
+    pinned: a writer records the lowest version that holds its samples."""
+    versions = {}
+    for path in GOLDEN.glob("*.qres"):
+        if not path.name.startswith("format-v"):
+            versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
+    found = {(info["header"]["dtype"], info["format_version"]) for info in versions.values()}
+    assert found == {("int16", 4), ("float64", 4), ("int24", 5)}
+    for name, info in versions.items():
+        assert (GOLDEN / name).read_bytes()[8] == info["format_version"]

@@ -135,7 +135,7 @@ def compress(
     dtype: str = typer.Option(
         None,
         "--dtype",
-        help="Sample type of raw input: int8/16/32/64, "
+        help="Sample type of raw input: int8/16/24/32/64 (int24: packed 3-byte), "
         "uint8/16/32, float32/64 (default: the profile's).",
     ),
     channels: int = typer.Option(None, "--channels", min=1, help="Channels (default 1)."),

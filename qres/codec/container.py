@@ -21,7 +21,12 @@ import attrs
 from qres.kernel.errors import IntegrityError, QresError
 
 MAGIC = b"\x89QRS\r\n\x1a\n"
-FORMAT_VERSION = 4
+#: The newest format version this qres reads and writes. A writer records the lowest version
+#: that can hold its stream (5 only for what version 4 cannot: int24 samples), so files of
+#: the other sample types stay readable by qres releases that read version 4.
+FORMAT_VERSION = 5
+#: The oldest format version this qres reads.
+OLDEST_VERSION = 4
 INDEX_MAGIC = b"QIDX"
 END_MAGIC = b"QEND"
 
@@ -47,7 +52,7 @@ METHOD_NAMES = {METHOD_PREDICTED: "predicted", METHOD_DEFLATE: "deflate", METHOD
 MAX_BLOCK_FLAGS = (1 << 6) - 1
 
 #: Sample types a container may hold, and their sizes in bytes. The order is the header's
-#: 1-byte dtype code (0 = int8 ... 8 = float64): never reorder it.
+#: 1-byte dtype code (0 = int8 ... 8 = float64, 9 = int24): never reorder it.
 ITEMSIZE = {
     "int8": 1,
     "int16": 2,
@@ -58,8 +63,11 @@ ITEMSIZE = {
     "uint32": 4,
     "float32": 4,
     "float64": 8,
+    "int24": 3,  # packed signed 3-byte samples (24-bit audio, seismic converters): format 5
 }
 SAMPLE_DTYPES = tuple(ITEMSIZE)
+#: The format version each sample type first needs; the others are readable by version 4.
+_DTYPE_VERSION = {"int24": 5}
 
 _PREAMBLE = struct.Struct("<8sH")  # magic, format version; a varint body length follows
 BLOCK_TAG = b"B"
@@ -384,10 +392,16 @@ def encode_header_body(header: Header) -> bytes:
     return bytes(out)
 
 
+def format_version(dtype: str) -> int:
+    """The format version a stream of ``dtype`` samples is written in: the lowest that has
+    the type (a reader refuses any other, so each stream has one byte form)."""
+    return _DTYPE_VERSION.get(dtype, OLDEST_VERSION)
+
+
 def encode_header(header: Header) -> bytes:
     """The preamble and header bytes, ending with the header's CRC-32."""
     body = encode_header_body(header)
-    head = bytearray(_PREAMBLE.pack(MAGIC, FORMAT_VERSION))
+    head = bytearray(_PREAMBLE.pack(MAGIC, format_version(header.dtype)))
     put_varint(head, len(body))
     head += body
     return bytes(head) + struct.pack("<I", zlib.crc32(head))
@@ -401,10 +415,10 @@ def read_header(stream: BinaryIO) -> tuple[Header, int]:
             raise IntegrityError("header: damaged magic; the file is corrupted")
         raise IntegrityError("not a .qres file (wrong magic); check the file name")
     _, version = _PREAMBLE.unpack(pre)
-    if version != FORMAT_VERSION:
+    if not OLDEST_VERSION <= version <= FORMAT_VERSION:
         raise IntegrityError(
-            f"header: format version {version} is not supported by this qres (reads version "
-            f"{FORMAT_VERSION}); "
+            f"header: format version {version} is not supported by this qres (reads versions "
+            f"{OLDEST_VERSION} to {FORMAT_VERSION}); "
             + ("upgrade qres" if version > FORMAT_VERSION else "compress the original again")
         )
     length, raw_length = _read_varint(stream, "header", MAX_HEADER_BYTES)
@@ -414,15 +428,25 @@ def read_header(stream: BinaryIO) -> tuple[Header, int]:
         raise IntegrityError("header: file ends inside the header; the file is truncated")
     if zlib.crc32(body, zlib.crc32(pre + raw_length)) != struct.unpack("<I", crc)[0]:
         raise IntegrityError("header: checksum mismatch; the header is corrupted")
-    return parse_header_body(body), len(pre) + len(raw_length) + length + 4
+    return parse_header_body(body, version), len(pre) + len(raw_length) + length + 4
 
 
-def parse_header_body(body: bytes) -> Header:
-    """Parse the header body (fixed fields, plugin tables, prefix, weights), checking each."""
+def parse_header_body(body: bytes, version: int | None = None) -> Header:
+    """Parse the header body (fixed fields, plugin tables, prefix, weights), checking each;
+    ``version`` is the file's format version (``None``: the one the body's sample type has)."""
     p = _Parser(body, 0, "header")
     dtype_code, flags = p.take(2)
     if dtype_code >= len(SAMPLE_DTYPES):
         raise IntegrityError(f"header: unknown sample type code {dtype_code}; corrupted")
+    if version is not None and version < format_version(SAMPLE_DTYPES[dtype_code]):
+        raise IntegrityError(
+            f"header: unknown sample type code {dtype_code} for format {version}; corrupted"
+        )
+    if version is not None and version != format_version(SAMPLE_DTYPES[dtype_code]):
+        raise IntegrityError(
+            f"header: format {version} for {SAMPLE_DTYPES[dtype_code]} samples, which are "
+            f"written as format {format_version(SAMPLE_DTYPES[dtype_code])}; corrupted"
+        )
     if flags & ~_F_KNOWN:
         raise IntegrityError(f"header: unknown flags {flags:#04x}; corrupted or foreign file")
     channels = p.varint(MAX_CHANNELS)
@@ -841,7 +865,7 @@ def _summary(
     raw = len(header.prefix) + trailer.total_frames * header.channels * header.itemsize
     raw += len(index.tail)
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": format_version(header.dtype),
         "file_bytes": size,
         "header": {
             "dtype": header.dtype,

@@ -20,12 +20,13 @@ from qres.codec.pipeline import CodecSettings, Stats
 from qres.codec.samples import (
     SampleSource,
     StreamSpec,
+    check_bounded_wav,
     is_wav,
     npy_spec,
     open_input,
     parse_dtype,
     spool,
-    wav_spec,
+    wav_source,
 )
 from qres.kernel import profiles
 from qres.kernel.errors import ProfileError, QresError
@@ -75,8 +76,9 @@ def open_samples(
                 f"{path}: WAV files describe their own samples; drop --dtype, --channels, "
                 "--layout and --byte-order, or pass --raw to read the bytes with them"
             )
-        spec, prefix = wav_spec(stream, path)
-        return SampleSource(stream, spec, prefix), stream
+        if stream is sys.stdin.buffer or not _seekable(stream):
+            stream = spool(stream)
+        return wav_source(stream, path), stream
     if not raw and (path.endswith(".npy") or head[:6] == b"\x93NUMPY"):
         if stream is sys.stdin.buffer or not stream.seekable():
             stream = spool(stream)
@@ -134,6 +136,7 @@ def compress_file(
         raw=raw,
     )
     codec.check_max_error(max_error, source.spec.dtype)
+    check_bounded_wav(source, max_error, path)
     try:
         with atomic_output(output, force) as out:
             return codec.compress(source, out, settings, threads=threads, progress=progress)
@@ -171,8 +174,8 @@ class _Sink:
         import numpy as np
 
         h = self.header
-        spec = StreamSpec(h.dtype, h.channels, h.layout, h.byte_order)
-        block = np.frombuffer(raw, dtype=spec.numpy_dtype()).reshape(-1, h.channels)
+        # Samples moved as bytes: the same for every type, packed ones included.
+        block = np.frombuffer(raw, dtype=np.uint8).reshape(-1, h.channels, h.itemsize)
         start = len(h.prefix)
         for c in range(h.channels):
             self.out.seek(start + (c * h.frames + first_frame) * h.itemsize)

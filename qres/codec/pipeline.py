@@ -187,13 +187,12 @@ class BlockCoder:
         if weights is not None and len(weights):
             self.predictor.set_initial_weights(np.asarray(weights, dtype=np.int32))
         self.spec = spec
+        # The integer mapping sees packed samples (int24) as their array type (int32).
+        self.work = spec.working()
         self.settings = settings
         self._predictors: dict[Any, Any] = {0: self.predictor}
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
-        self.bounds = None
-        if not spec.dtype.startswith("float"):
-            info = np.iinfo(spec.dtype)
-            self.bounds = (int(info.min), int(info.max))
+        self.bounds = spec.value_range()
         self.grid_step = None
         self.int_bound = 0
         if settings.max_error:
@@ -211,10 +210,9 @@ class BlockCoder:
         Returns the record and the bytes a decoder will restore: ``raw`` itself, or in
         bounded-error mode the reconstruction, whose CRC the record carries.
         """
-        import numpy as np
 
         spec = self.spec
-        block = np.frombuffer(raw, dtype=spec.numpy_dtype()).reshape(-1, spec.channels)
+        block = spec.to_array(raw).reshape(-1, spec.channels)
         frames = block.shape[0]
         flags = 0
         restored = raw
@@ -230,7 +228,7 @@ class BlockCoder:
                 # back to lossless coding of the block if it does not hold.
                 decoded = self._decode_predicted(payload, frames, False, code, False)
                 if _within(block, decoded, float(self.settings.max_error)):
-                    restored = decoded.tobytes()
+                    restored = spec.to_bytes(decoded)
                     flags |= code << PREDICTOR_SHIFT
                 else:
                     payload = None
@@ -278,7 +276,7 @@ class BlockCoder:
         # Bounds near the float range overflow in intermediate steps; the mapping checks its
         # results, so numpy's warnings are noise on the user's terminal.
         with np.errstate(all="ignore"):
-            mapped = mapping.to_integers(block, self.spec, grid_step, lattice=not bound)
+            mapped = mapping.to_integers(block, self.work, grid_step, lattice=not bound)
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
@@ -402,7 +400,7 @@ class BlockCoder:
             code = (block.flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
             per_channel = bool(block.flags & FLAG_CHANNEL_PREDICTORS)
             _, _, pos = _read_predicted_head(view, code, per_channel, self.spec.channels)
-            side, pos = mapping.read_side(view, pos, self.spec, block.frames)
+            side, pos = mapping.read_side(view, pos, self.work, block.frames)
             lengths = (block.frames,) * self.spec.channels + side.extra_lengths
             for i, n in enumerate(lengths):
                 if pos + 4 > len(view):
@@ -437,7 +435,7 @@ class BlockCoder:
                 decoded = self._decode_predicted(
                     block.payload, block.frames, lossless, code, per_channel
                 )
-                raw = decoded.tobytes()
+                raw = self.spec.to_bytes(decoded)
         except IntegrityError as exc:
             raise IntegrityError(f"block {number}: {exc}") from exc
         if len(raw) != block.frames * self.spec.frame_bytes:
@@ -454,7 +452,7 @@ class BlockCoder:
         spec = self.spec
         view = memoryview(payload)
         levels, channel_codes, pos = _read_predicted_head(view, code, per_channel, spec.channels)
-        side, pos = mapping.read_side(view, pos, spec, frames)
+        side, pos = mapping.read_side(view, pos, self.work, frames)
         lengths = (frames,) * spec.channels + side.extra_lengths
         pred = self.block_predictor(code, levels)
         segments = self._segments(pred, frames)
@@ -494,7 +492,7 @@ class BlockCoder:
         else:
             ints = pred.decode(residuals, max_error=bound, bounds=bounds)
         with np.errstate(all="ignore"):
-            return mapping.from_integers(ints, side, streams[spec.channels :], spec, grid)
+            return mapping.from_integers(ints, side, streams[spec.channels :], self.work, grid)
 
 
 def _estimated_bits(residuals) -> int:
@@ -723,6 +721,8 @@ def _guarded(
     limit and the memory it would take to decode."""
     header = reader.header
     frame_bytes = header.channels * header.itemsize
+    # Packed samples are held widened too (int24 in int32) while decoding.
+    work_itemsize = header.itemsize + coder.work.itemsize * coder.spec.packed
     total = len(header.prefix)
     for number, block in reader.blocks():
         coder.check_producible(number, block)
@@ -736,7 +736,7 @@ def _guarded(
                 limit=max_output,
             )
         need = limits.block_memory(
-            block.frames, header.channels, header.itemsize, len(block.payload)
+            block.frames, header.channels, work_itemsize, len(block.payload)
         ) * max(1, threads)
         free = limits.memory_available()
         if free is not None and need > limits.MEMORY_SHARE * free:

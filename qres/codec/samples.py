@@ -17,8 +17,8 @@ from typing import BinaryIO
 
 import attrs
 
-from qres.codec.container import ITEMSIZE, MAX_CHANNELS
-from qres.kernel.errors import QresError, UsageError
+from qres.codec.container import ITEMSIZE, MAX_CHANNELS, MAX_TAIL_BYTES
+from qres.kernel.errors import IntegrityError, QresError, UsageError
 
 #: Accepted spellings of each sample type. Short forms give the width in bits (``u8`` is one
 #: unsigned byte, as in ``--dtype u8`` for arbitrary bytes).
@@ -27,12 +27,20 @@ DTYPE_ALIASES = {
     "int16": "int16", "i16": "int16", "s16": "int16",
     "int32": "int32", "i32": "int32", "s32": "int32",
     "int64": "int64", "i64": "int64", "s64": "int64",
+    "int24": "int24", "i24": "int24", "s24": "int24",
     "uint8": "uint8", "u8": "uint8", "byte": "uint8",
     "uint16": "uint16", "u16": "uint16",
     "uint32": "uint32", "u32": "uint32",
     "float32": "float32", "f32": "float32",
     "float64": "float64", "f64": "float64",
 }  # fmt: skip
+
+#: Sample types numpy has no dtype for: packed in the file, held in arrays of a wider type.
+PACKED = {"int24": "int32"}
+#: The sample types numpy arrays (and ``.npy`` files) can hold as they are.
+ARRAY_DTYPES = tuple(k for k in ITEMSIZE if k not in PACKED)
+#: Value range of each integer sample type.
+INT_RANGES = {"int24": (-(1 << 23), (1 << 23) - 1)}
 
 LAYOUTS = ("interleaved", "planar")
 BYTE_ORDERS = ("little", "big")
@@ -81,10 +89,69 @@ class StreamSpec:
         return self.itemsize * self.channels
 
     def numpy_dtype(self):
-        """The numpy dtype of one sample, with the stream's byte order."""
+        """The numpy dtype of one sample in an array, with the stream's byte order (for a
+        packed type, the wider type its arrays hold: int32 for int24)."""
         import numpy as np
 
-        return np.dtype(self.dtype).newbyteorder("<" if self.byte_order == "little" else ">")
+        name = PACKED.get(self.dtype, self.dtype)
+        return np.dtype(name).newbyteorder("<" if self.byte_order == "little" else ">")
+
+    @property
+    def packed(self) -> bool:
+        """Whether the samples have no numpy dtype of their width (int24: 3 bytes each)."""
+        return self.dtype in PACKED
+
+    def working(self) -> StreamSpec:
+        """The spec the codec's integer mapping works on: this one, or for packed samples the
+        same stream as its wider array type (int24 as int32)."""
+        if not self.packed:
+            return self
+        return attrs.evolve(self, dtype=PACKED[self.dtype])
+
+    def value_range(self) -> tuple[int, int] | None:
+        """The smallest and largest value of integer samples; ``None`` for floats."""
+        import numpy as np
+
+        if self.dtype.startswith("float"):
+            return None
+        if self.dtype in INT_RANGES:
+            return INT_RANGES[self.dtype]
+        info = np.iinfo(self.dtype)
+        return int(info.min), int(info.max)
+
+    def to_array(self, raw):
+        """The samples in ``raw`` (whole samples, file bytes) as a 1-D array of
+        :meth:`numpy_dtype`; packed samples are sign-extended into it."""
+        import numpy as np
+
+        if not self.packed:
+            return np.frombuffer(raw, dtype=self.numpy_dtype())
+        packed = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3)
+        wide = np.zeros((packed.shape[0], 4), dtype=np.uint8)
+        # Put the three bytes at the top of a 32-bit word, then shift back: the arithmetic
+        # shift extends the sign.
+        if self.byte_order == "little":
+            wide[:, 1:] = packed
+            return (wide.view("<i4")[:, 0] >> 8).astype(self.numpy_dtype())
+        wide[:, :3] = packed
+        return (wide.view(">i4")[:, 0] >> 8).astype(self.numpy_dtype())
+
+    def to_bytes(self, values) -> bytes:
+        """The file bytes of an array of samples (inverse of :meth:`to_array`). Packed
+        samples outside the type's range raise :class:`IntegrityError` (only damaged data
+        decodes to them)."""
+        import numpy as np
+
+        if not self.packed:
+            return np.ascontiguousarray(values, dtype=self.numpy_dtype()).tobytes()
+        lo, hi = INT_RANGES[self.dtype]
+        values = np.asarray(values)
+        if values.size and (int(values.min()) < lo or int(values.max()) > hi):
+            raise IntegrityError(f"decoded samples out of the {self.dtype} range; corrupted")
+        little = self.byte_order == "little"
+        words = np.ascontiguousarray(values, dtype="<i4" if little else ">i4")
+        wide = words.reshape(-1).view(np.uint8).reshape(-1, 4)
+        return (wide[:, :3] if little else wide[:, 1:]).tobytes()
 
 
 def npy_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes, int]:
@@ -107,10 +174,11 @@ def npy_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes, int]:
     header_len = stream.tell()
     stream.seek(0)
     prefix = stream.read(header_len)
-    name = {np.dtype(k): k for k in ITEMSIZE}.get(dtype.newbyteorder("="))
+    name = {np.dtype(k): k for k in ARRAY_DTYPES}.get(dtype.newbyteorder("="))
     if name is None or dtype.hasobject:
         raise QresError(
-            f"{source}: .npy sample type {dtype} is not supported; use one of {', '.join(ITEMSIZE)}"
+            f"{source}: .npy sample type {dtype} is not supported; use one of "
+            f"{', '.join(ARRAY_DTYPES)}"
         )
     order = "big" if dtype.byteorder == ">" else "little"
     if len(shape) == 0:
@@ -135,16 +203,29 @@ class SampleSource:
     known for seekable inputs and ``None`` for pipes (then known after the last block).
     """
 
-    def __init__(self, stream: BinaryIO, spec: StreamSpec, prefix: bytes = b""):
+    def __init__(
+        self,
+        stream: BinaryIO,
+        spec: StreamSpec,
+        prefix: bytes = b"",
+        data_bytes: int | None = None,
+    ):
         self.stream = stream
         self.spec = spec
         self.prefix = prefix
         self.start = len(prefix)
+        #: Where the samples end (a WAV data chunk); the bytes after them join the tail,
+        #: kept verbatim. ``None``: the samples run to the end of the stream.
+        self.data_bytes = data_bytes
         self.tail = b""
+        #: Bytes after a WAV's data chunk that did not fit the tail and are coded as samples.
+        self.extra_as_samples = 0
         self.frames: int | None = None
         size = _size_of(stream)
         if size is not None:
             data_bytes = size - self.start
+            if self.data_bytes is not None:
+                data_bytes = min(data_bytes, self.data_bytes)
             self.frames = data_bytes // spec.frame_bytes
         elif spec.layout == "planar" and spec.channels > 1:
             raise QresError("planar input must be a file, not a pipe; spool it to a file first")
@@ -155,17 +236,29 @@ class SampleSource:
             yield from self._planar_blocks(block_frames)
             return
         want = block_frames * self.spec.frame_bytes
+        left = self.data_bytes
         frames_seen = 0
         while True:
-            data = _read_up_to(self.stream, want)
+            ask = want if left is None else min(want, left)
+            data = _read_up_to(self.stream, ask)
+            if left is not None:
+                left -= len(data)
             whole = len(data) - len(data) % self.spec.frame_bytes
             if whole:
                 frames_seen += whole // self.spec.frame_bytes
                 yield data[:whole]
-            if len(data) < want:
-                self.tail = data[whole:]
+            if len(data) < ask or left == 0:
+                self.tail = data[whole:] + (self._after() if left is not None else b"")
                 break
         self.frames = frames_seen
+
+    def _after(self) -> bytes:
+        """The bytes after the samples (chunks after a WAV's data chunk), which the caller
+        made sure fit the container's tail."""
+        rest = _read_up_to(self.stream, MAX_TAIL_BYTES + 1)
+        if len(rest) > MAX_TAIL_BYTES - self.spec.frame_bytes:
+            raise QresError("input changed size while being read; try again")
+        return rest
 
     def _planar_blocks(self, block_frames: int) -> Iterator[bytes]:
         import numpy as np
@@ -174,13 +267,14 @@ class SampleSource:
         item = spec.itemsize
         for first in range(0, total, block_frames):
             n = min(block_frames, total - first)
-            block = np.empty((n, spec.channels), dtype=spec.numpy_dtype())
+            # Samples moved as bytes: the same for every type, packed ones included.
+            block = np.empty((n, spec.channels, item), dtype=np.uint8)
             for c in range(spec.channels):
                 self.stream.seek(self.start + (c * total + first) * item)
                 raw = self.stream.read(n * item)
                 if len(raw) != n * item:
                     raise QresError("input changed size while being read; try again")
-                block[:, c] = np.frombuffer(raw, dtype=spec.numpy_dtype())
+                block[:, c] = np.frombuffer(raw, dtype=np.uint8).reshape(n, item)
             yield block.tobytes()
         self.stream.seek(self.start + total * spec.channels * item)
         self.tail = self.stream.read()
@@ -236,7 +330,8 @@ _WAVE_PCM, _WAVE_FLOAT, _WAVE_EXTENSIBLE = 1, 3, 0xFFFE
 #: Most bytes of chunks before the samples we keep as the prefix (a WAV header is a few
 #: hundred bytes; metadata chunks can add some).
 MAX_WAV_HEADER = 1 << 16
-_WAV_TYPES = {(_WAVE_PCM, 1): "uint8", (_WAVE_PCM, 2): "int16", (_WAVE_PCM, 4): "int32"}
+_WAV_TYPES = {(_WAVE_PCM, 1): "uint8", (_WAVE_PCM, 2): "int16", (_WAVE_PCM, 3): "int24"}
+_WAV_TYPES[_WAVE_PCM, 4] = "int32"
 _WAV_TYPES.update({(_WAVE_FLOAT, 4): "float32", (_WAVE_FLOAT, 8): "float64"})
 
 
@@ -245,8 +340,49 @@ def is_wav(head: bytes) -> bool:
     return len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WAVE"
 
 
+def wav_source(stream: BinaryIO, source: str) -> SampleSource:
+    """The samples of a WAV file on a seekable ``stream``: its header is the prefix, and
+    chunks after the data chunk (metadata some writers put at the end) are kept verbatim in
+    the tail when they fit it, so that neither is coded as samples.
+
+    A data chunk whose size is a placeholder (0 or 0xFFFFFFFF, as streaming writers leave
+    it) or larger than the file (a cut recording) runs to the end of the file; so do the
+    samples when the chunks after them exceed the tail (they are then coded as samples:
+    exact in lossless mode, see :attr:`SampleSource.extra_as_samples`).
+    """
+    spec, prefix, declared = _wav_header(stream, source)
+    size = _size_of(stream)
+    data_bytes = None
+    if size is not None and declared not in (0, 0xFFFFFFFF):
+        after = size - len(prefix) - declared
+        if 0 <= after <= MAX_TAIL_BYTES - spec.frame_bytes:
+            data_bytes = declared
+    found = SampleSource(stream, spec, prefix, data_bytes)
+    if size is not None and data_bytes is None and declared not in (0, 0xFFFFFFFF):
+        found.extra_as_samples = max(0, size - len(prefix) - declared)
+    return found
+
+
+def check_bounded_wav(source: SampleSource, max_error: float, where: str) -> None:
+    """Refuse a bound on a WAV whose trailing chunks are coded as samples: the bound would
+    change their bytes."""
+    if max_error and source.extra_as_samples:
+        raise QresError(
+            f"{where}: {source.extra_as_samples} bytes of chunks after the WAV's samples are "
+            f"more than a container keeps verbatim ({MAX_TAIL_BYTES}) and a bound would alter "
+            "them; compress losslessly or remove the chunks after the data chunk"
+        )
+
+
 def wav_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes]:
-    """Read a WAV file's chunks up to its samples: the stream spec and the header bytes.
+    """Read a WAV file's chunks up to its samples: the stream spec and the header bytes."""
+    spec, prefix, _ = _wav_header(stream, source)
+    return spec, prefix
+
+
+def _wav_header(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes, int]:
+    """Read a WAV file's chunks up to its samples: the stream spec, the header bytes and
+    the size the data chunk declares.
 
     Parsed here with ``struct`` rather than the ``wave`` module: the header must be kept byte
     for byte (so we need the exact offset of the samples), and ``wave`` before Python 3.12
@@ -265,6 +401,7 @@ def wav_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes]:
         cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
         prefix += chunk
         if cid == b"data":
+            declared = size
             break
         if len(prefix) + size > MAX_WAV_HEADER:
             raise QresError(
@@ -288,6 +425,6 @@ def wav_spec(stream: BinaryIO, source: str) -> tuple[StreamSpec, bytes]:
         kind = {_WAVE_PCM: "PCM", _WAVE_FLOAT: "float"}.get(tag, f"format {tag:#x}")
         raise QresError(
             f"{source}: WAV of {channels} channels, {kind} in {width * 8}-bit containers is not "
-            "supported (8/16/32-bit PCM, 32/64-bit float); pass --raw to compress its bytes"
+            "supported (8/16/24/32-bit PCM, 32/64-bit float); pass --raw to compress its bytes"
         )
-    return StreamSpec(dtype, channels, "interleaved", "little"), bytes(prefix)
+    return StreamSpec(dtype, channels, "interleaved", "little"), bytes(prefix), declared

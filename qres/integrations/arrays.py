@@ -82,6 +82,6 @@ def decode(data: bytes) -> np.ndarray:
 
     out = io.BytesIO()
     header, _ = decompress_stream(io.BytesIO(bytes(data)), out)
-    dtype = np.dtype(header.dtype).newbyteorder("<" if header.byte_order == "little" else ">")
+    spec = StreamSpec(header.dtype, header.channels, header.layout, header.byte_order)
     raw = out.getvalue()[len(header.prefix) :]
-    return np.frombuffer(raw, dtype=dtype)
+    return spec.to_array(raw)

@@ -65,13 +65,21 @@ class Node:
         plain = {k: v for k, v in table.items() if k != "transport"}
         self.settings = build_config(NodeSettings, plain, profile.where("node"))
         self.swarm = settings_from_profile(profile)
+        dtype = self.settings.dtype or profile.data.get("codec", {}).get("dtype", "int16")
+        self.spec = StreamSpec(dtype, self.settings.channels)
+        if self.spec.packed:
+            # Sources hand samples over as numpy arrays, which have no 3-byte type.
+            from qres.kernel.errors import ProfileError
+
+            raise ProfileError(
+                f"{profile.path}: node.dtype: a node's source cannot be {dtype} (packed "
+                "samples); give the source as int32"
+            )
         self.identity = identity or self._load_identity()
         folder = Path(options.data_dir or self.settings.data_dir)
         self.folder = folder
         self.state = State(folder / "state.sqlite")
         self._check_owner()
-        dtype = self.settings.dtype or profile.data.get("codec", {}).get("dtype", "int16")
-        self.spec = StreamSpec(dtype, self.settings.channels)
         self.segments = SegmentStore(folder / "segments", self.state, self.spec, str(profile.path))
         self.recovered = self.segments.recover()
         self.transport = self._make_transport()
