@@ -148,7 +148,7 @@ def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
     finally:
         if (folder / PIDS).exists():
             down(str(folder))
-    errors, banned_honest = [], 0
+    errors, banned_honest, byz_banned = {}, 0, []
     byz = {n["did"] for n in run["nodes"] if n["byzantine"]}
     for i, node in enumerate(run["nodes"]):
         state = State(folder / f"n{i}" / "data" / "state.sqlite")
@@ -157,14 +157,22 @@ def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
         if node["byzantine"]:
             continue
         errs = [r["error"] for r in st["rounds"] if r["error"] >= 0]
-        errors.append(errs[-1])
+        errors[i] = errs[-1]
         banned_honest += len(set(st["banned"]) - byz)
+        byz_banned.append(len(set(st["banned"]) & byz))
     return {
-        "final_honest_error": float(np.mean(errors)),
+        "final_honest_error": float(np.mean(list(errors.values()))),
+        "errors_by_node": errors,
         "honest_banned": banned_honest,
+        "byzantine_banned_per_honest_node": byz_banned,
         "cpu_s_per_node": float(np.mean([u[0] for u in usage])) if usage else None,
         "rss_mib_per_node": float(np.mean([u[1] for u in usage])) if usage else None,
     }
+
+
+def _mean_over(run: dict, nodes) -> float:
+    """``run``'s mean final error over ``nodes`` only."""
+    return float(np.mean([run["errors_by_node"][i] for i in nodes]))
 
 
 def _simulated(rounds: int, attack: str = "") -> float:
@@ -252,7 +260,10 @@ def main() -> None:
                 "attack_free": free,
                 "attacked": hit,
                 "error_over_simulator": free["final_honest_error"] / sim,
-                "attacked_over_attack_free": hit["final_honest_error"] / free["final_honest_error"],
+                # the same nodes in both runs: those honest under attack (the attackers' data
+                # differs from theirs, so the swarm-wide mean would compare different streams)
+                "attacked_over_attack_free": hit["final_honest_error"]
+                / _mean_over(free, hit["errors_by_node"]),
             }
         out["learning"] = learning
     text = json.dumps(out, indent=1)

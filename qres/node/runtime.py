@@ -5,10 +5,12 @@ clock, the receiver (verifies every packet as it arrives) and, if configured, th
 Rounds follow the wall clock: round ``r`` is ``floor(time * time_scale / round_seconds)``, so
 nodes agree on round numbers without talking. In each round a node trains on its recent
 samples (:mod:`qres.learning.task`), signs its update (:mod:`qres.trust.packet`) and sends it
-to its peers; at the next round boundary it aggregates the updates it accepted for the round
-with the profile's aggregator (:func:`qres.robust.combine.robust_aggregate`), scores senders
-with the simulator's reputation rules (:class:`qres.robust.reputation.Ledger`) and bans those
-that fall below the threshold. Everything a round changes is one SQLite transaction.
+to its peers; at the next round boundary it judges the round with the simulator's defence
+(:mod:`qres.node.defence`: the receiver's screen, the profile's aggregator with reputations,
+robust outliers, coordination, audits that really ask the sender, :mod:`qres.node.audits`) and
+bans on attributable evidence only (a bad signed packet, an equivocation, a failed audit).
+Everything a round changes is one SQLite transaction; the packet signed for a round is stored
+before it is sent, so a restart never signs a second update for the same round.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from qres.fixed.q16 import Q_MAX, Q_MIN, sat_add
+from qres.fixed.q16 import sat_add
 from qres.kernel.errors import QresError
 
 #: Q16.16 one (reputations are stored as integers of this unit).
@@ -95,13 +97,20 @@ class Node:
 
             self.attack = plugins.create("attack", {"use": options.attack}, Location("--attack"))
         self._last_rows: list = []  # the updates accepted last round (what an attack sees)
-        # per DID: a signed packet whose fault any peer can check (sent with our ban notice)
-        self._evidence: dict[str, bytes] = {}
-        self._new_bans: list[tuple[str, int, str, bytes]] = []  # to persist with the round
+        # per DID: (evidence kind, signed bytes) whose fault any peer can check (docs/node.md)
+        self._evidence: dict[str, tuple[int, bytes]] = {}
+        self._new_bans: list[tuple] = []  # (did, round, issuer, kind, evidence) to persist
+        self._sent = self.state.sent()  # round -> (our packet, our audit answer)
+        self._first: dict[tuple[str, int], bytes] = {}  # (DID, round) -> first packet seen
+        self._audits: dict[tuple[str, int], Any] = {}  # audits asked, not yet answered
+        self._answered: set[tuple[str, int]] = set()  # (peer, round) audits we answered
         self._via: dict[str, str] = {}  # DID -> the peer whose notice brought its evidence
         self.ledger_slots: dict[str, int] = {}
         slots = max(2, self._max_peers())
         self.ledger = Ledger(slots, reputation_rules(self.swarm, slots))
+        from qres.node.defence import Defence
+
+        self.defence = Defence(self.swarm, self.ledger, self.aggregator)
         self._load_state()
         self.energy = self._make_energy()
         self._moved = (0, 0)  # transport bytes sent, delivered at the last round's close
@@ -118,6 +127,7 @@ class Node:
             "bans_sent": 0,
             "bans_received": 0,
             "bans_rejected": {},
+            "audits": {"asked": 0, "passed": 0, "failed": 0, "unanswered": 0, "answered": 0},
             "rounds": 0,
             "regime": "calm",
             "error": None,
@@ -356,80 +366,203 @@ class Node:
             return None
         return values[-span:][None, :]
 
+    @property
+    def _keep_rounds(self) -> int:
+        """Rounds a packet stays acceptable (before and after the current one)."""
+        return max(2, self.swarm.max_age)
+
     async def _open_round(self, r: int) -> None:
-        """Train on the recent window and send the signed update for round ``r``."""
-        from qres.fixed.q16 import ONE as Q_ONE
-        from qres.learning import task
-        from qres.trust import commitment as cm
-        from qres.trust.packet import make_packet
+        """Train on the recent window and send the signed update for round ``r`` (or, after a
+        restart within ``r``, the very packet already signed for it)."""
+        import numpy as np
+
+        from qres.node import audits
 
         self.round = r
-        windows = self._windows()
-        if windows is None:
-            self._pending = (r, None, None)
-            return
-        storm = self.stats["regime"] == "storm"
-        ts = task.TrainSettings(
-            order=self.swarm.order,
-            window=self.swarm.window,
-            lr=self.swarm.storm_lr if storm else self.swarm.lr,
-        )
-        update = task.local_update(self.weights, windows, ts)[0]
-        sent = update
-        if self.attack is not None:
-            import numpy as np
-
-            honest = np.stack([update, *self._last_rows]).astype(np.int32)
-            rng = np.random.default_rng([r, int.from_bytes(self.identity.public_key[:8], "little")])
-            sent = self.attack.forge(honest, 1, rng=rng)[0]
-        error = float(task.prediction_error(self.weights, windows, self.swarm.order)[0])
-        base = cm.commit(self.weights.tolist(), 0)
-        new = (self.weights.astype("int64") + update).clip(Q_MIN, Q_MAX)
-        packet = make_packet(
-            self.identity,
-            r,
-            os.urandom(16),
-            sent,
-            base=base,
-            commitment=cm.commit(new.tolist(), 0),
-            residual_error=min(int(error * Q_ONE), Q_MAX),
-        )
-        self._pending = (r, update, windows)
-        sent = await self.transport.abroadcast(packet.encode())
+        stored = self._sent.get(r)
+        if stored is not None:
+            answer = audits.decode_answer(stored[1])
+            windows = np.asarray(answer.window, np.int32)[None, :]
+            own = self._honest(windows, audits.train_settings(self.swarm, answer.storm))
+            self._pending = (r, own, windows, answer.storm)
+            packet = stored[0]
+        else:
+            windows = self._windows()
+            if windows is None:
+                self._pending = (r, None, None, False)
+                return
+            storm = self.stats["regime"] == "storm"
+            packet, own = self._sign_round(r, windows, storm)
+            self._pending = (r, own, windows, storm)
+        sent = await self.transport.abroadcast(packet)
         self.stats["updates_sent"] += 1 if sent else 0
 
+    def _honest(self, windows, ts):
+        from qres.learning import task
+
+        return task.local_update(self.weights, windows, ts)[0]
+
+    def _sign_round(self, r: int, windows, storm: bool):
+        """Train, sign the packet (committed, with its audit answer kept) and store both
+        before anything is sent; returns ``(packet bytes, honest update)``."""
+        import numpy as np
+
+        from qres.node import audits
+        from qres.trust import audit
+
+        ts = audits.train_settings(self.swarm, storm)
+        nonce = os.urandom(16)
+        claim = audit.honest_claim(self.weights, windows[0], nonce, ts)
+        update = np.asarray(claim.update, np.int32)
+        if self.attack is not None:
+            honest = np.stack([update, *self._last_rows]).astype(np.int32)
+            rng = np.random.default_rng([r, int.from_bytes(self.identity.public_key[:8], "little")])
+            forged = self.attack.forge(honest, 1, rng=rng)[0]
+            claim = audit.Claim(
+                tuple(int(v) for v in forged), claim.residual_error, claim.accuracy_delta
+            )
+        packet, response = audit.prepare(self.identity, r, nonce, self.weights.tolist(), claim)
+        answer = audits.make_answer(self.identity, response.encode(), windows[0], storm)
+        data, ans = packet.encode(), answer.encode()
+        keep = self._keep_rounds + 2
+        self.state.save_sent(r, data, ans, keep)
+        self._sent[r] = (data, ans)
+        for old in [k for k in self._sent if k < r - keep]:
+            del self._sent[old]
+        return data, update
+
     async def _receive(self) -> None:
+        from qres.node import audits
         from qres.trust.packet import Verifier
 
-        verifier = Verifier(allow_unknown=True, dimension=self.swarm.order, window=2, future=1)
+        keep = self._keep_rounds
+        # Packets up to `keep` rounds ahead wait in the inbox for their round: a clock ahead
+        # of ours is not a fault (ours may be the one behind), and never evidence.
+        verifier = Verifier(
+            allow_unknown=True, dimension=self.swarm.order, window=keep, future=keep
+        )
         while True:
             message = await self.transport.recv(None)
+            magic = bytes(message.payload[:4])
+            if magic == audits.REQUEST_MAGIC:
+                await self._answer_audit(message)
+                continue
+            if magic == audits.ANSWER_MAGIC:
+                self._take_answer(message.payload)
+                continue
             verifier.advance(max(self.round, 0))
             for did, slot in self.ledger_slots.items():
                 if self.ledger.banned_at[slot] >= 0:
                     verifier.ban(did)
-            verdict = verifier.check(message.payload)
-            self.stats["updates_received"] += 1
-            if not verdict.ok:
-                name = verdict.reason.name
-                self.stats["rejected"][name] = self.stats["rejected"].get(name, 0) + 1
-                if verdict.reason.attributable and verdict.packet is not None:
-                    # signed and provably wrong: a fault, banned when the round closes
-                    self._fault(verdict.packet.did, message.payload, verdict.reason)
-                continue
-            packet = verdict.packet
-            if packet.did != message.src:
-                self.stats["rejected"]["RELAYED"] = self.stats["rejected"].get("RELAYED", 0) + 1
-            self._inbox.setdefault(packet.round, {})[packet.did] = packet.update
+            self._take_update(verifier, message)
 
-    def _fault(self, did: str, packet: bytes, reason) -> None:
-        from qres.node.bans import TRANSFERABLE
+    def _reject(self, name: str) -> None:
+        self.stats["rejected"][name] = self.stats["rejected"].get(name, 0) + 1
 
+    def _take_update(self, verifier, message) -> None:
+        from qres.node import bans
+
+        payload = bytes(message.payload)
+        verdict = verifier.check(payload)
+        self.stats["updates_received"] += 1
+        if not verdict.ok:
+            self._reject(verdict.reason.name)
+            if verdict.reason in bans.TRANSFERABLE and verdict.packet is not None:
+                # signed and provably wrong by its own bytes: a fault, banned at round close
+                self._fault(verdict.packet.did, (bans.EVIDENCE_PACKET, payload))
+            return
+        packet = verdict.packet
+        if packet.did != message.src:
+            self._reject("RELAYED")
+        key = (packet.did, packet.round)
+        first = self._first.get(key)
+        if first is not None:
+            # a second packet of this sender for this round (an identical one is a REPLAY)
+            if bans.equivocation(first, payload, packet.sender, self.swarm.order):
+                self._reject("EQUIVOCATION")
+                evidence = (bans.EVIDENCE_EQUIVOCATION, bans.pair(first, payload))
+                self._fault(packet.did, evidence)
+                self._inbox.get(packet.round, {}).pop(packet.did, None)
+            return
+        self._first[key] = payload
+        self._inbox.setdefault(packet.round, {})[packet.did] = (packet, payload)
+
+    # --- audits -------------------------------------------------------------------------
+
+    async def _answer_audit(self, message) -> None:
+        """Answer a peer's audit of one of our packets (once per peer and round)."""
+        from qres.node import audits
+        from qres.trust.packet import PacketError, decode
+
+        try:
+            request = audits.decode_request(message.payload)
+        except PacketError as exc:
+            return self._reject("AUDIT_" + exc.reason.name)
+        stored = self._sent.get(request.round)
+        key = (str(message.src), request.round)
+        if stored is None or key in self._answered or decode(stored[0]).nonce != request.nonce:
+            return self._reject("AUDIT_UNKNOWN")
+        self._answered.add(key)
+        if await self.transport.asend(message.src, stored[1]):
+            self.stats["audits"]["answered"] += 1
+
+    def _ask_audits(self, r: int, picks: list) -> None:
+        """Ask the senders of the picked packets of round ``r`` for their audit answers."""
+        from qres.node.audits import AuditRequest
+        from qres.node.defence import PendingAudit
+
+        for did, slot, (packet, raw) in picks:
+            self._audits[(did, r)] = PendingAudit(slot, did, r, packet, raw, r)
+            request = AuditRequest(r, packet.nonce).encode()
+            asyncio.ensure_future(self.transport.asend(did, request))
+            self.stats["audits"]["asked"] += 1
+
+    def _take_answer(self, payload: bytes) -> None:
+        """Judge an audit answer against the packet we asked about."""
+        from qres.node import audits, bans
+        from qres.trust.packet import PacketError, decode_audit
+
+        try:
+            answer = audits.decode_answer(payload)
+            response = decode_audit(answer.response)
+        except PacketError as exc:
+            return self._reject("AUDIT_" + exc.reason.name)
+        pending = self._audits.get((answer.did, response.round))
+        if pending is None or pending.packet.nonce != response.nonce:
+            return self._reject("AUDIT_UNASKED")
+        del self._audits[(answer.did, response.round)]
+        result = audits.judge(pending.packet, answer, self.swarm)
+        if result.ok:
+            self.stats["audits"]["passed"] += 1
+            self.defence.passed(pending.slot)
+        elif audits.is_fault(result):
+            self.stats["audits"]["failed"] += 1
+            self._reject(bans.audit_fault_name(result))
+            self._fault(answer.did, (bans.EVIDENCE_AUDIT, bans.pair(pending.raw, payload)))
+        else:  # an answer that proves nothing (e.g. a broken inner signature): unanswered
+            self._expire_audit(pending)
+
+    def _expire_audit(self, pending) -> None:
+        self.stats["audits"]["unanswered"] += 1
+        if self.ledger.banned_at[pending.slot] < 0:
+            self.defence.unanswered(pending.slot)
+
+    def _expire_audits(self, r: int) -> None:
+        from qres.node.defence import AUDIT_PATIENCE
+
+        for key, pending in list(self._audits.items()):
+            if pending.asked <= r - AUDIT_PATIENCE:
+                del self._audits[key]
+                self._expire_audit(pending)
+
+    def _fault(self, did: str, evidence: tuple[int, bytes] | None) -> None:
+        """Record an attributable fault of ``did`` (banned at the next ``ban_low``) and keep
+        the evidence that lets every peer check it."""
         slot = self._slot(did)
         if slot is None:
             return
-        if reason in TRANSFERABLE:
-            self._evidence.setdefault(did, bytes(packet))
+        if evidence is not None:
+            self._evidence.setdefault(did, evidence)
         self.ledger.record_fault([slot])  # attributable: bannable at the next ban_low
 
     # --- ban notices --------------------------------------------------------------------
@@ -456,11 +589,15 @@ class Node:
             return self._refuse_notice(exc.reason.name)
         if notice.banned == self.identity.public_key:
             return self._refuse_notice("SELF")
-        reason = check_evidence(notice, self.swarm.order)
-        if reason is None:
+        if self._slot(notice.banned_did) is None:
+            return self._refuse_notice("NO_ROOM")
+        if self.ledger.banned_at[self.ledger_slots[notice.banned_did]] >= 0:
+            return  # already banned here: nothing to check
+        fault = check_evidence(notice, self.swarm)
+        if fault is None:
             return self._refuse_notice("NO_EVIDENCE")
         self._via.setdefault(notice.banned_did, notice.issuer_did)
-        self._fault(notice.banned_did, notice.evidence, reason)
+        self._fault(notice.banned_did, (notice.kind, notice.evidence))
 
     def _refuse_notice(self, why: str) -> None:
         self.stats["bans_rejected"][why] = self.stats["bans_rejected"].get(why, 0) + 1
@@ -472,70 +609,63 @@ class Node:
         for slot in banned.tolist():
             did = slots[slot]
             self.transport.ban(did)
-            evidence = self._evidence.get(did)
+            kind, evidence = self._evidence.get(did, (0, b""))
             via = self._via.get(did, self.identity.did)
-            self._new_bans.append((did, r, via, evidence or b""))
-            if evidence is not None:
-                asyncio.ensure_future(self._publish_ban(did, r, evidence))
+            self._new_bans.append((did, r, via, kind, evidence))
+            if evidence:
+                asyncio.ensure_future(self._publish_ban(did, r, kind, evidence))
         if persist and len(banned):
             with self.state.transaction():
                 self._persist_bans()
 
     def _persist_bans(self) -> None:
-        for did, r, issuer, evidence in self._new_bans:
+        for did, r, issuer, kind, evidence in self._new_bans:
             slot = self.ledger_slots[did]
             self.state.save_peer(did, int(self.ledger.rep[slot]), int(self.ledger.banned_at[slot]))
-            self.state.save_ban(did, r, issuer, evidence)
+            self.state.save_ban(did, r, issuer, evidence, kind)
         self._new_bans = []
 
-    async def _publish_ban(self, did: str, r: int, evidence: bytes) -> None:
+    async def _publish_ban(self, did: str, r: int, kind: int, evidence: bytes) -> None:
         from qres.node.bans import make_notice
         from qres.trust.identity import public_key_of
 
-        notice = make_notice(self.identity, public_key_of(did), r, evidence)
+        notice = make_notice(self.identity, public_key_of(did), r, evidence, kind)
         if await self.transport.abroadcast_ban(notice.encode()):
             self.stats["bans_sent"] += 1
 
     def _close_round(self) -> None:
-        """Aggregate round ``_pending``'s updates, score senders, ban, persist."""
+        """Judge round ``_pending``: screen, aggregate, score, audit, ban, persist."""
         import numpy as np
 
         from qres.learning import task
-        from qres.robust.combine import robust_aggregate
-        from qres.robust.evidence import grubbs_outliers, update_statistic
 
-        r, own, windows = self._pending if self._pending is not None else (self.round, None, None)
+        pending = self._pending if self._pending is not None else (self.round, None, None, False)
+        r, own, windows, storm = pending
         received = self._inbox.pop(r, {})
         for old in [k for k in self._inbox if k < r]:
             del self._inbox[old]
+        for key in [k for k in self._first if k[1] < r - self._keep_rounds]:
+            del self._first[key]
+        self._answered = {k for k in self._answered if k[1] >= r - self._keep_rounds}
         dids = sorted(d for d in received if self._slot(d) is not None)
+        dids = [d for d in dids if self.ledger.banned_at[self.ledger_slots[d]] < 0]
         slots = np.array([self.ledger_slots[d] for d in dids], np.int64)
-        live = [i for i, s in enumerate(slots) if self.ledger.banned_at[s] < 0]
-        dids, slots = [dids[i] for i in live], slots[live]
-        rows = [np.asarray(received[d], np.int32) for d in dids]
-        self._last_rows = rows
-        accepted = len(rows)
+        packets = [received[d] for d in dids]
+        d = self.swarm.order
+        rows = np.array([p.update for p, _ in packets], np.int32).reshape(-1, d)
+        self._last_rows = list(rows)
+        accepted = 0
+        error = None
         if own is not None:
-            x = np.stack([own, *rows]) if rows else own[None, :]
-            if len(rows) >= 2:
-                stats = update_statistic(x[1:])
-                outliers = grubbs_outliers(
-                    stats, self.swarm.grubbs_alpha, max_outliers=len(rows) // 2
-                )
-                flagged = set(outliers.tolist())
-                bad = slots[sorted(flagged)] if flagged else np.zeros(0, np.int64)
-                good = np.array([s for i, s in enumerate(slots) if i not in flagged], np.int64)
-                self.ledger.adjust(bad, -self.ledger.pen_outlier)
-                self.ledger.adjust(good, self.ledger.reward)
-                keep = [0] + [i + 1 for i in range(len(rows)) if i not in flagged]
-                x = x[keep]
-            agg = self.aggregator
-            update = robust_aggregate(agg, x, self.swarm.assumed_byzantine) if agg else x.mean(0)
+            kept, gain = self.defence.screen(self.weights, windows, rows)
+            accepted = int(kept.sum())
+            update = self.defence.combine(own, rows[kept], slots[kept])
+            verdicts = self.defence.judge(own, rows, slots, gain, storm)
             self.weights = sat_add(self.weights, np.asarray(update, np.int64))
-            error = float(task.prediction_error(self.weights, windows, self.swarm.order)[0])
+            error = float(task.prediction_error(self.weights, windows, d)[0])
             self._observe_regime(error, windows)
-        else:
-            error = None
+            self._ask_audits(r, [(dids[i], int(slots[i]), packets[i]) for i in verdicts.audit])
+        self._expire_audits(r)
         self._apply_bans(r, persist=False)
         self._spend_energy(r)
         self._save_round(r, error, len(received), accepted)
@@ -621,6 +751,7 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             bans_sent=stats["bans_sent"],
             bans_received=stats["bans_received"],
             bans_rejected=dict(stats["bans_rejected"]),
+            audits=dict(stats["audits"]),
             ratio=(samples * itemsize / stored) if stored else None,
             http_port=node.http_port,
             energy=node.energy_status(),

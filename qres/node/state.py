@@ -16,7 +16,7 @@ import attrs
 
 from qres.kernel.errors import IntegrityError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS model (
@@ -33,8 +33,12 @@ CREATE TABLE IF NOT EXISTS segments (
     bytes INTEGER NOT NULL, sha256 TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS bans (
     did TEXT PRIMARY KEY, round INTEGER NOT NULL, issuer TEXT NOT NULL,
-    evidence BLOB NOT NULL, time REAL NOT NULL);
+    evidence BLOB NOT NULL, time REAL NOT NULL, kind INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS sent (
+    round INTEGER PRIMARY KEY, packet BLOB NOT NULL, answer BLOB NOT NULL);
 """
+#: Version 1 had no ``sent`` table (created by SCHEMA) and no evidence kind (all were 1).
+MIGRATIONS = {"1": "ALTER TABLE bans ADD COLUMN kind INTEGER NOT NULL DEFAULT 1"}
 
 
 @attrs.frozen
@@ -71,7 +75,11 @@ class State:
         if check != "ok":
             raise IntegrityError(f"{self.path}: node state failed its integrity check: {check}")
         version = self.get_meta("schema")
-        if version is None:
+        if version in MIGRATIONS:
+            with self.transaction():
+                self.db.execute(MIGRATIONS[version])
+                self.set_meta("schema", str(SCHEMA_VERSION))
+        elif version is None:
             self.set_meta("schema", str(SCHEMA_VERSION))
         elif version != str(SCHEMA_VERSION):
             raise IntegrityError(f"{self.path}: state schema {version}, expected {SCHEMA_VERSION}")
@@ -152,22 +160,40 @@ class State:
             (did, address, reputation, banned_at, time.time()),
         )
 
-    def save_ban(self, did: str, round_: int, issuer: str, evidence: bytes) -> None:
+    def save_ban(self, did: str, round_: int, issuer: str, evidence: bytes, kind: int = 1) -> None:
         """Record why ``did`` is banned: the round, whose check decided it (this node's DID)
-        and the signed packet that proves the fault (empty when the evidence was this node's
-        own observation and cannot be passed on). Call inside a transaction."""
+        and the signed bytes that prove the fault, with their evidence kind (docs/node.md, "Ban
+        notices"; empty when they cannot be passed on). Call inside a transaction."""
         self.db.execute(
-            "INSERT OR IGNORE INTO bans VALUES (?, ?, ?, ?, ?)",
-            (did, round_, issuer, bytes(evidence), time.time()),
+            "INSERT OR IGNORE INTO bans (did, round, issuer, evidence, time, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (did, round_, issuer, bytes(evidence), time.time(), kind),
         )
 
     def bans(self) -> list[dict]:
         """Every recorded ban, oldest first."""
         rows = self.db.execute(
-            "SELECT did, round, issuer, evidence, time FROM bans ORDER BY time, did"
+            "SELECT did, round, issuer, evidence, time, kind FROM bans ORDER BY time, did"
         ).fetchall()
-        keys = ("did", "round", "issuer", "evidence", "time")
+        keys = ("did", "round", "issuer", "evidence", "time", "kind")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # --- what this node signed -----------------------------------------------------------
+
+    def save_sent(self, round_: int, packet: bytes, answer: bytes, keep: int) -> None:
+        """Store the update packet signed for ``round_`` and its audit answer *before* it is
+        sent, so a restart in the same round resends these bytes instead of signing a second,
+        different update (an equivocation); rounds older than ``round_ - keep`` are dropped."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO sent VALUES (?, ?, ?)", (round_, packet, answer)
+            )
+            self.db.execute("DELETE FROM sent WHERE round < ?", (round_ - keep,))
+
+    def sent(self) -> dict[int, tuple[bytes, bytes]]:
+        """The stored packets and answers, by round."""
+        rows = self.db.execute("SELECT round, packet, answer FROM sent").fetchall()
+        return {int(r): (bytes(p), bytes(a)) for r, p, a in rows}
 
     # --- segments --------------------------------------------------------------------------
 

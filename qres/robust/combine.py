@@ -23,3 +23,13 @@ def robust_aggregate(agg: Any, x: Any, assumed_byzantine: float, weights: Any = 
             if f == 0:
                 return x[0]
             f -= 1
+
+
+def takes_reputation(agg: Any) -> bool:
+    """True when ``agg`` reads its weights argument as reputations (Q16.16 in [0, 1]): a rule
+    that takes weights and prepares them its own way. The simulator and the real node then
+    pass each row's sender reputation."""
+    from qres.kinds.aggregator import Aggregator
+
+    cls = type(agg)
+    return bool(cls.takes_weights) and cls.prepare_weights is not Aggregator.prepare_weights

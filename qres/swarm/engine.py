@@ -208,13 +208,9 @@ class Simulation:
             elif "attack" in swarm:
                 self.attack = profile.build("swarm", "attack")
         self.hardware = profile.build("hardware") if "hardware" in profile.data else None
-        # Reputation-type rules read the weights argument as reputations (Q16.16 in [0, 1]).
-        from qres.kinds.aggregator import Aggregator
+        from qres.robust.combine import takes_reputation
 
-        agg_cls = type(self.aggregator)
-        self.pass_reputation = (
-            agg_cls.takes_weights and agg_cls.prepare_weights is not Aggregator.prepare_weights
-        )
+        self.pass_reputation = takes_reputation(self.aggregator)
 
     def run(self, on_round: Callable[[RoundStats], None] | None = None) -> dict:
         """Run every round, phase by phase as the module docstring numbers them; returns the
@@ -767,12 +763,9 @@ class Simulation:
         s = self.s
         if in_dst.shape[0] == 0:
             return np.zeros(0, bool)
-        base = W[in_dst].astype(np.int64)
         xw = X[pos[in_dst]]
-        before = gossip.window_errors(base, xw, s.order, s.eval_samples)
-        tried = np.clip(base + rows, Q_MIN, Q_MAX)
-        after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
-        return after <= before * (1.0 + s.accept_tolerance) + 1.0
+        kept, _, _ = gossip.screen(W[in_dst], xw, rows, s.order, s.eval_samples, s.accept_tolerance)
+        return kept
 
     def _aggregate_all(self, sw, A, delta, in_dst, in_tag, rows, prio, n, rep_f) -> None:
         """Each awake node aggregates its own update with its inbox (at most ``max_inbox``

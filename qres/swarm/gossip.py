@@ -83,3 +83,19 @@ def window_errors(weights: Any, windows: Any, order: int, samples: int) -> Any:
         err = np.abs(x[:, order:] * 65536.0 - pred)
         out[s : s + 2048] = err.mean(axis=1) / 65536.0
     return out
+
+
+def screen(base: Any, windows: Any, rows: Any, order: int, samples: int, tolerance: float):
+    """A receiver's own test of updates (the rule the simulator and the real node share): row
+    ``i`` of ``rows`` applied to ``base[i]`` is kept unless it makes the error on the newest
+    ``samples`` targets of ``windows[i]`` more than ``1 + tolerance`` times worse. Returns
+    ``(kept, before, after)``: the mask and both errors (sample units)."""
+    import numpy as np
+
+    from qres.fixed.q16 import Q_MAX, Q_MIN
+
+    base = np.asarray(base, np.int64)
+    before = window_errors(base, windows, order, samples)
+    tried = np.clip(base + rows, Q_MIN, Q_MAX)
+    after = window_errors(tried, windows, order, samples)
+    return after <= before * (1.0 + tolerance) + 1.0, before, after
