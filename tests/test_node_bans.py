@@ -4,9 +4,11 @@ after checking the evidence itself)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
+import urllib.request
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +127,137 @@ def test_a_ban_is_gossiped_checked_obeyed_and_persisted(tmp_path):
     assert rows_a[0]["issuer"] == a["id"].did and rows_a[0]["evidence"] == packet
     assert rows_b[0]["issuer"] == a["id"].did  # B banned on A's evidence, checked by B
     assert b["id"].did not in status(a)["banned"] and a["id"].did not in status(b)["banned"]
+
+
+def _two_nodes_and_mallory(tmp_path, transport: str = "tcp"):
+    """Nodes A and B (real processes) and a connected Mallory transport (in this process)."""
+    nodes = make_nodes(tmp_path, 2, transport=transport, segment_samples=4000)
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(2)]
+    procs = [
+        start_node(n, "--source", str(d), "--speed", "20", "--time-scale", "1200")
+        for n, d in zip(nodes, data, strict=True)
+    ]
+    return nodes, procs
+
+
+def _banned_everywhere(nodes, did):
+    st = [status(n, check=False) for n in nodes]
+    return None not in st and all(did in s["banned"] for s in st)
+
+
+def _stop(procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+
+
+def _ban_rows(node):
+    from qres.node.state import State
+
+    state = State(node["home"] / "data" / "state.sqlite")
+    try:
+        return state.bans()
+    finally:
+        state.close()
+
+
+def test_an_equivocating_node_is_banned_on_its_two_signed_packets(tmp_path):
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    (a, b), procs = _two_nodes_and_mallory(tmp_path)
+    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
+    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=MALLORY)
+    try:
+        evil.open()
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
+        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=20)
+        # two sound, well-signed, different updates for one round, both to A only
+        first, second = _packet(MALLORY, ORDER, closed), _packet(MALLORY, ORDER, closed)
+        assert evil.send(MALLORY.did, a["id"].did, first)
+        assert evil.send(MALLORY.did, a["id"].did, second)
+        wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=30, step=0.3)
+        _stop(procs)
+    finally:
+        evil.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    row_a, row_b = _ban_rows(a)[0], _ban_rows(b)[0]
+    assert row_a["kind"] == bans.EVIDENCE_EQUIVOCATION == row_b["kind"]
+    assert row_a["evidence"] == bans.pair(first, second) == row_b["evidence"]
+    assert row_b["issuer"] == a["id"].did  # B never saw the packets: A's evidence, B's check
+
+
+def test_a_node_restarted_within_a_round_resends_its_packet_and_is_not_banned(tmp_path):
+    from node_helpers import free_port
+
+    from qres.node.state import State
+
+    # rounds of 300 s of wall time: the kill and the restart fall in one round
+    a, b = make_nodes(tmp_path, 2, segment_samples=4000)
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(2)]
+    args = ("--speed", "50", "--time-scale", "2")
+    port = free_port()
+    procs = [start_node(n, "--source", str(d), *args) for n, d in zip((a, b), data, strict=True)]
+    db = a["home"] / "data" / "state.sqlite"
+
+    def signed():
+        state = State(db)
+        try:
+            return state.sent() or None
+        finally:
+            state.close()
+
+    def live():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    try:
+        before = wait_for(lambda: db.exists() and signed(), timeout=30, step=0.2)
+        procs[0].kill()
+        procs[0].wait(10)
+        procs[0] = start_node(a, "--source", str(data[0]), *args, "--http", f"127.0.0.1:{port}")
+        # the restarted node opens the same round and sends the stored bytes again
+        wait_for(lambda: (live() or {}).get("updates_sent"), timeout=30, step=0.2)
+        _stop(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    after = signed()
+    (r,) = before
+    assert after[r] == before[r]  # the same packet and answer: no second update for round r
+    assert not status(b)["banned"] and not status(a)["banned"]
+
+
+def test_a_ban_notice_travels_over_mqtt_between_real_nodes(tmp_path):
+    from mqtt_broker import Broker
+    from qres.builtin_plugins.transports.mqtt import MqttConfig, MqttTransport
+
+    broker = Broker(tmp_path).start()
+    table = f'use = "mqtt"\nport = {broker.port}\nswarm = "test"\n'
+    procs = []
+    evil = MqttTransport(MqttConfig(port=broker.port, swarm="test"), identity=MALLORY)
+    try:
+        (a, b), procs = _two_nodes_and_mallory(tmp_path, table)
+        evil.connect()
+        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=30)
+        packet = _packet(MALLORY, ORDER + 1, round_=closed)
+        assert evil.send(MALLORY.did, a["id"].did, packet)  # addressed to A: B drops it
+        wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=30, step=0.3)
+        _stop(procs)
+    finally:
+        evil.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        broker.stop()
+    row_a, row_b = _ban_rows(a)[0], _ban_rows(b)[0]
+    assert row_a["evidence"] == packet == row_b["evidence"]
+    assert row_a["issuer"] == a["id"].did == row_b["issuer"]  # B obeyed A's checked notice

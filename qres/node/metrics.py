@@ -70,6 +70,12 @@ class NodeMetrics:
         for reason, count in sorted(st["rejected"].items()):
             rejected.add_metric([reason], count)
         yield rejected
+        audits = CounterMetricFamily(
+            "qres_audits", "Audits asked, passed, failed, unanswered; answered", labels=["outcome"]
+        )
+        for outcome, count in sorted(st["audits"].items()):
+            audits.add_metric([outcome], count)
+        yield audits
         yield CounterMetricFamily("qres_bans_sent", "Ban notices sent", st["bans_sent"])
         notices = CounterMetricFamily(
             "qres_ban_notices_refused", "Ban notices refused, by reason", labels=["reason"]

@@ -31,6 +31,9 @@ from qres.kernel.errors import QresError
 ONE = 1 << 16
 #: Seconds between looks at the ban notices received.
 BAN_POLL_SECONDS = 0.1
+#: Seconds between looks, within a round, for a full training window (in a round opened
+#: without one) and for peers that connected after this round's update went out.
+POLL_SECONDS = 0.25
 
 
 @attrs.frozen
@@ -350,10 +353,17 @@ class Node:
                         self.stop()
                         return
                 await self._open_round(r)
+            elif self._waiting_for_data() and self._windows() is not None:
+                await self._open_round(r)  # the window filled during the round: take part
+            else:
+                await self._catch_up()
             wait = (r + 1) * self.round_wall_seconds - time.time()
-            await asyncio.sleep(max(0.005, wait))
+            await asyncio.sleep(max(0.005, min(wait, POLL_SECONDS)))
 
-    _pending = None  # (round, own update, windows) of the round in progress
+    _pending = None  # (round, own update, windows, storm) of the round in progress
+
+    def _waiting_for_data(self) -> bool:
+        return self._pending is not None and self._pending[1] is None
 
     def _windows(self):
         from qres.learning import task
@@ -389,13 +399,32 @@ class Node:
         else:
             windows = self._windows()
             if windows is None:
-                self._pending = (r, None, None, False)
+                self._pending, self._packet = (r, None, None, False), None
                 return
             storm = self.stats["regime"] == "storm"
             packet, own = self._sign_round(r, windows, storm)
             self._pending = (r, own, windows, storm)
+        self._packet = packet
         sent = await self.transport.abroadcast(packet)
+        self._reached = set(self.transport.connected()) if sent else set()
         self.stats["updates_sent"] += 1 if sent else 0
+
+    _packet: bytes | None = None  # this round's signed update
+    _reached: set = frozenset()  # the peers it went to
+
+    async def _catch_up(self) -> None:
+        """Send this round's update to every connected peer it has not reached yet (at the
+        round's start, and to peers that connect later in the round: a restarted node or a
+        healed partition still hears it)."""
+        if self._packet is None:
+            return
+        new = [d for d in self.transport.connected() if d not in self._reached]
+        first = not self._reached
+        for did in new:
+            if await self.transport.asend(did, self._packet):
+                self._reached.add(did)
+        if first and self._reached:
+            self.stats["updates_sent"] += 1
 
     def _honest(self, windows, ts):
         from qres.learning import task
@@ -669,7 +698,7 @@ class Node:
         self._apply_bans(r, persist=False)
         self._spend_energy(r)
         self._save_round(r, error, len(received), accepted)
-        self._pending = None
+        self._pending, self._packet = None, None
 
     def _observe_regime(self, error: float, windows) -> None:
         import numpy as np
