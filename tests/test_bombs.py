@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from bombs import ARITH, RICE, SHAPES, bomb
 from conftest import run_qres
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qres.codec import files as api
 from qres.codec import limits
@@ -132,3 +134,66 @@ def test_bombs_in_python_raise_project_errors():
             api.decompress_stream(io.BytesIO(make()), None, max_output=1 << 30)
     with pytest.raises(IntegrityError, match="block 0: stream 0"):
         api.decompress_stream(io.BytesIO(SHAPES["rice"]()), None)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 1 << 18))
+def test_no_count_is_too_large_for_an_arith_payload(n):
+    """Why ``arith`` states no bytes-to-samples bound: the empty payload is the code of a run
+    of zeros of any length, so any bound would refuse real blocks."""
+    import numpy as np
+
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+
+    coder = plugins.create("coder", ARITH, Location("<test>", "coder"))
+    assert coder.max_samples(0) is None
+    assert coder.encode(np.zeros(n, dtype=np.int64)) == b""
+    assert not coder.decode(b"", n).any()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_an_arith_block_claiming_more_frames_than_it_holds_is_damage(data):
+    """A real ``arith`` block (server profile: no coder checksum) whose record is rewritten to
+    declare more frames, with valid record checksums: damage naming the block (exit 5),
+    decoded within memory of the order of the declared block."""
+    import tracemalloc
+
+    import attrs
+    import numpy as np
+
+    from qres.codec import container
+    from qres.codec import pipeline as codec
+    from qres.codec.samples import SampleSource, StreamSpec
+
+    frames = data.draw(st.integers(16, 3000))
+    kind = data.draw(st.sampled_from(["smooth", "noise", "steps"]))
+    t = np.arange(frames)[:, None]
+    seed = data.draw(st.integers(0, 2**16))
+    values = {
+        "smooth": 3000 * np.sin(t / 23 + np.arange(2)),
+        "noise": np.random.default_rng(seed).normal(0, 300, (frames, 2)),
+        "steps": 500 * ((t // 97) % 5) + np.zeros((1, 2)),
+    }[kind]
+    raw = np.rint(values).astype("<i2").tobytes()
+    settings_, _ = api.codec_settings("server")
+    small = codec.CodecSettings(settings_.predictor, settings_.coder, 4096)
+    out = io.BytesIO()
+    codec.compress(SampleSource(io.BytesIO(raw), StreamSpec("int16", 2)), out, small)
+    reader = container.Reader(io.BytesIO(out.getvalue()))
+    ((_, block),) = list(reader.blocks())
+    claimed = data.draw(st.integers(frames + 1, 4096))
+    header = attrs.evolve(reader.header, frames=None)
+    forged = io.BytesIO()
+    writer = container.Writer(forged, header)
+    writer.add(attrs.evolve(block, frames=claimed), b"")
+    writer.finish()
+    tracemalloc.start()
+    try:
+        with pytest.raises(IntegrityError, match="block 0"):
+            api.decompress_bytes(forged.getvalue())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak

@@ -69,9 +69,11 @@ class ArithCoder(Coder):
         return out
 
     def max_samples(self, nbytes: int) -> None:
-        """No bound: the encoder drops the zero bytes that end a stream, so a run of zero
-        residuals after the last nonzero one costs no bytes at all (decoding is still bounded
-        by the container's limits on output and memory)."""
+        """No bound exists: past its last byte the decoder reads zeros, and once its code is 0
+        every decision decodes a zero residual, so any payload (the empty one too) is also the
+        code of itself followed by any number of zeros (docs/coders.md). A count a file lies
+        about decodes to zeros or garbage that the decoder or the block's CRC refuses, and
+        the container checks each block against the output limit and the memory left."""
         return None
 
     @classmethod

@@ -586,6 +586,12 @@ def _inflate(payload: bytes, expected: int) -> bytes:
 # -- streams -----------------------------------------------------------------------------------
 
 
+def _in_flight(threads: int) -> int:
+    """The most blocks :func:`_ordered_map` holds at once: one without threads, else
+    ``2 * threads`` (read and waiting, being coded, or coded and waiting to be written)."""
+    return 1 if threads <= 1 else 2 * threads
+
+
 def _ordered_map(fn: Callable, items: Iterator, threads: int) -> Iterator:
     """``map`` over a thread pool with at most ``2 * threads`` items in flight, in order."""
     if threads <= 1:
@@ -737,7 +743,7 @@ def _guarded(
             )
         need = limits.block_memory(
             block.frames, header.channels, work_itemsize, len(block.payload)
-        ) * max(1, threads)
+        ) * _in_flight(threads)
         free = limits.memory_available()
         if free is not None and need > limits.MEMORY_SHARE * free:
             raise limits.OutputLimit(
