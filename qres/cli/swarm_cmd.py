@@ -41,6 +41,15 @@ def simulate(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local (one process) or ray (nodes sharded across Ray actors; same report bytes).",
+    ),
+    address: str = typer.Option(
+        None, "--address", help="Ray cluster to join (host:port); default: start a local Ray."
+    ),
+    shards: int = typer.Option(None, "--shards", help="Ray actors holding the nodes (default 2)."),
 ) -> None:
     """Run the swarm of a profile round by round and report error, bans, bytes and energy."""
     import sys
@@ -48,10 +57,11 @@ def simulate(
     from contextlib import ExitStack
 
     from qres.kernel import profiles
-    from qres.swarm.engine import Simulation, settings_from_profile
+    from qres.swarm.engine import settings_from_profile
 
     outputs = _Outputs(report, plot, record, force, as_json)
     outputs.check(data)
+    where = _engine_settings(engine, address, shards)
     loaded = profiles.load(profile)
     settings = settings_from_profile(
         loaded,
@@ -68,12 +78,17 @@ def simulate(
         # Every output is opened (and so checked) before the run, which can take minutes;
         # they are published together at the end, or none if anything failed.
         streams = outputs.open(stack)
-        sim = Simulation(loaded, settings, attack=attack, record=streams.get("record"))
+        if where.engine == "ray":
+            # one Ray for the run and its attack-free baseline
+            from qres.swarm.ray_engine import RayCluster
+
+            stack.enter_context(RayCluster(where.address, where.shards))
+        sim = _simulation(where, loaded, settings, attack=attack, record=streams.get("record"))
         result = _run(sim, live, "swarm")
         if baseline is None:
             baseline = sim.attack is not None
         if baseline:
-            result["attack_free"] = _attack_free(loaded, settings, result, live)
+            result["attack_free"] = _attack_free(where, loaded, settings, result, live)
         body = outputs.write(result, streams)
     outputs.show(result, body, loaded.name, started)
 
@@ -141,11 +156,36 @@ class _Outputs:
         out.print(f"{time.perf_counter() - started:.1f} s")
 
 
-def _attack_free(loaded, settings, result: dict, live: bool) -> dict:
-    """The same swarm without the attack, and how the attacked run compares."""
+def _engine_settings(engine: str, address: str | None, shards: int | None):
+    """The engine options, checked: ``--address`` and ``--shards`` belong to ``--engine ray``."""
+    from qres.kernel.config import InvalidSetting
+    from qres.kernel.errors import UsageError
+    from qres.swarm.ray_engine import EngineSettings
+
+    if engine != "ray":
+        for flag, value in (("--address", address), ("--shards", shards)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --engine ray (got --engine {engine})")
+    try:
+        return EngineSettings(engine, address, 2 if shards is None else shards)
+    except InvalidSetting as exc:
+        raise UsageError(f"--shards: bad value {exc.value!r}; allowed: {exc.allowed}") from exc
+
+
+def _simulation(where, loaded, settings, **kwargs):
+    """A simulation on the chosen engine."""
+    if where.engine == "ray":
+        from qres.swarm.ray_engine import RaySimulation
+
+        return RaySimulation(loaded, settings, where, **kwargs)
     from qres.swarm.engine import Simulation
 
-    free = _run(Simulation(loaded, settings, attack_free=True), live, "attack-free")
+    return Simulation(loaded, settings, **kwargs)
+
+
+def _attack_free(where, loaded, settings, result: dict, live: bool) -> dict:
+    """The same swarm without the attack, and how the attacked run compares."""
+    free = _run(_simulation(where, loaded, settings, attack_free=True), live, "attack-free")
     a, b = result["final_honest_error"], free["final_honest_error"]
     return {
         "honest_error": free["honest_error"],

@@ -1,0 +1,565 @@
+"""The swarm simulator on Ray: nodes split into contiguous id ranges held by Ray actors.
+
+``qres swarm simulate --engine ray [--address ADDR] [--shards K]`` runs the same rounds as the
+local engine (:mod:`qres.swarm.engine`) and writes the same report bytes, whatever ``K``.
+
+Who holds what:
+
+* A *shard* (:class:`NodeShard`, one Ray actor) owns the nodes ``lo <= id < hi``: their models,
+  their data windows, the updates they sent in the last ``max_age`` rounds. It does every
+  piece of work that touches one node's model or window: measuring the error, training,
+  the claims, the codec meter, the forwarding test, the receiver's screen, the aggregation
+  of the inbox, and the re-run of an audit.
+* The *driver* (:class:`RaySimulation`) runs the control plane: the wake schedules, regimes
+  and energy pools (per-node scalars), the transport (which messages go where, lost or
+  delayed: metadata only), the omniscient attack, the round-wide robust statistics, the
+  reputation ledger and the bans, and the report.
+* Gossip rows travel *shard to shard*: when messages reach a shard's nodes, the shards that
+  own their origins push ``(tags, rows)`` batches straight to it (each update once per
+  receiving shard, however many of its nodes got it); the driver only names which.
+
+Why the bytes match the local engine: every random draw (routing, loss, delay, audits,
+the attack) is made by the driver in node-id order from the same generators; everything a
+shard computes is row by row, integer (or exact float64) arithmetic on its own nodes, and
+the driver reassembles the per-node results in id order before any reduction. The sent rows
+of the round also reach the driver, because the defence's statistics (the coordinate-wise
+median and MAD, the k-nearest-neighbour tightness) and the omniscient attack need all of
+them in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+
+from qres.kernel.config import integer
+from qres.kernel.errors import QresError, UsageError
+from qres.swarm.engine import RoundState, Simulation, SwarmState
+from qres.swarm.regimes import STORM
+
+__all__ = ["EngineSettings", "NodeShard", "RaySimulation", "shard_bounds"]
+
+
+@attrs.frozen
+class EngineSettings:
+    """Where ``qres swarm simulate`` runs: ``engine`` (``local`` or ``ray``), the Ray
+    cluster's ``address`` (None: start a local Ray for the run) and the number of shards."""
+
+    engine: str = attrs.field(default="local")
+    address: str | None = attrs.field(default=None)
+    shards: int = attrs.field(default=2, validator=integer(1, 4096))
+
+    def __attrs_post_init__(self) -> None:
+        if self.engine not in ("local", "ray"):
+            raise UsageError(f"--engine {self.engine}: unknown engine; use local or ray")
+
+
+def shard_bounds(n: int, k: int) -> Any:
+    """The ``k + 1`` boundaries of ``k`` contiguous node-id ranges of near-equal size."""
+    import numpy as np
+
+    return (np.arange(k + 1, dtype=np.int64) * n) // k
+
+
+class _Offset:
+    """A shard's model rows indexed by global node id (``id - lo``)."""
+
+    def __init__(self, rows: Any, lo: int):
+        self.rows, self.lo = rows, lo
+
+    def __getitem__(self, ids: Any) -> Any:
+        return self.rows[ids - self.lo]
+
+    def __setitem__(self, ids: Any, value: Any) -> None:
+        self.rows[ids - self.lo] = value
+
+
+class NodeShard:
+    """The nodes ``lo <= id < hi`` of a simulated swarm (a Ray actor; see the module
+    docstring). Methods take and return global node ids, in increasing order."""
+
+    def __init__(self, profile: Any, settings: Any, lo: int, hi: int):
+        import numpy as np
+
+        from qres.learning import task as learning
+        from qres.swarm.coding import CodecMeter
+        from qres.swarm.data import open_data
+
+        # The local engine's own phases do the per-node work, on this shard's rows.
+        self.sim = Simulation(profile, settings, attack_free=True)
+        self.s = settings
+        self.n, self.lo, self.hi = settings.nodes, lo, hi
+        self.data = open_data(settings, settings.seed)
+        self.W = np.zeros((hi - lo, settings.order), np.int32)
+        self.span_range = np.zeros(hi - lo)
+        self.calm = learning.TrainSettings(
+            order=settings.order, window=settings.window, lr=settings.lr
+        )
+        self.storm = learning.TrainSettings(
+            order=settings.order, window=settings.window, lr=settings.storm_lr
+        )
+        self.meter = CodecMeter(settings, profile)
+        self.peers: list[Any] = []
+        self.store: dict[int, tuple[Any, Any]] = {}  # round -> (ids, sent rows)
+        self.pos = np.full(hi - lo, -1, np.int64)  # local id -> position among the awake
+        self.ids = self.X = self.W0 = self.delta = None
+        self._inbox: list[tuple[Any, Any]] = []
+
+    def connect(self, peers: list[Any]) -> int:
+        """Learn the handles of every shard (this one included), in id order."""
+        self.peers = list(peers)
+        return self.hi - self.lo
+
+    def peak_rss(self) -> int:
+        """Peak resident memory of this actor's process, in bytes."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    # --- models -----------------------------------------------------------------------------
+
+    def rows(self, mask: Any) -> Any:
+        """The models of this shard's nodes where ``mask`` (local, bool) is set."""
+        return self.W[mask]
+
+    def set_rows(self, mask: Any, row: Any) -> None:
+        """Give the nodes where ``mask`` is set the model ``row``."""
+        self.W[mask] = row
+
+    # --- 2. observe and learn ---------------------------------------------------------------
+
+    def observe(self, r: int, ids: Any) -> tuple[Any, Any]:
+        """Read the awake nodes' windows and measure their errors: ``(err0, entropy)``."""
+        import numpy as np
+
+        from qres.learning import task as learning
+
+        local = ids - self.lo
+        X = self.data.windows(r, ids)
+        fresh = self.span_range[local] == 0
+        if fresh.any():
+            ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
+            self.span_range[local[fresh]] = np.maximum(ptp, 1.0)
+        self.ids, self.X, self.W0 = ids, X, self.W[local]
+        self.pos[:] = -1
+        self.pos[local] = np.arange(ids.shape[0])
+        self.err0 = learning.prediction_error(self.W0, X, self.s.order)
+        entropy = np.minimum(self.err0 * learning.SPAN / self.span_range[local], 1.0)
+        return self.err0, entropy
+
+    def learn(self, storm: Any, honest: Any) -> tuple[Any, Any, Any, tuple[int, int, int]]:
+        """Train (Storm nodes with ``storm_lr``), claim, and code the honest nodes' windows:
+        ``(delta, residual, gain, (learned bytes, plain bytes, samples))``."""
+        import numpy as np
+
+        from qres.learning import task as learning
+        from qres.swarm.engine import _claims
+
+        d = self.s.order
+        delta = np.empty((self.ids.shape[0], d), np.int32)
+        if not self.ids.shape[0]:
+            self.delta = delta
+            empty = np.zeros(0, np.int64)
+            return delta, empty, empty, (0, 0, 0)
+        for mask, ts in ((~storm, self.calm), (storm, self.storm)):
+            if mask.any():
+                delta[mask] = learning.local_update(self.W0[mask], self.X[mask], ts)
+        self.delta = delta
+        residual, gain = _claims(self.W0, self.X, delta, self.err0, d)
+        m = self.meter
+        before = (m.learned_bytes, m.plain_bytes, m.samples)
+        m.add(self.ids[honest], self.W0[honest], self.X[honest])
+        coded = (m.learned_bytes - before[0], m.plain_bytes - before[1], m.samples - before[2])
+        return delta, residual, gain, coded
+
+    def post(self, r: int, forged_pos: Any, forged: Any) -> None:
+        """Keep this round's sent rows (forgeries replace the Byzantine nodes' updates)."""
+        sent = self.delta.copy()
+        sent[forged_pos] = forged
+        self.store[r] = (self.ids, sent)
+        for old in [k for k in self.store if k < r - self.s.max_age]:
+            del self.store[old]
+
+    # --- 3./4. gossip rows, shard to shard --------------------------------------------------
+
+    def push(self, wanted: dict[int, Any]) -> list[Any]:
+        """Send each shard ``j`` in ``wanted`` the rows of the updates ``wanted[j]`` (tags
+        of updates this shard's nodes sent); returns the refs of the deliveries."""
+        import numpy as np
+
+        refs = []
+        for j, tags in wanted.items():
+            rows = np.empty((tags.shape[0], self.s.order), np.int32)
+            rounds, origins = tags // self.n, tags % self.n
+            for rr in np.unique(rounds).tolist():
+                ids, sent = self.store[rr]
+                sel = np.flatnonzero(rounds == rr)
+                rows[sel] = sent[np.searchsorted(ids, origins[sel])]
+            refs.append(self.peers[j].accept.remote(tags, rows))
+        return refs
+
+    def accept(self, tags: Any, rows: Any) -> None:
+        """Receive a batch of gossip rows from another shard."""
+        self._inbox.append((tags, rows))
+
+    def _received(self, tags: Any) -> Any:
+        """The rows of ``tags`` among the batches received; empties the buffer."""
+        import numpy as np
+
+        if not self._inbox:
+            return np.zeros((0, self.s.order), np.int32)
+        have = np.concatenate([t for t, _ in self._inbox])
+        rows = np.concatenate([w for _, w in self._inbox])
+        self._inbox = []
+        order = np.argsort(have, kind="stable")
+        return rows[order[np.searchsorted(have[order], tags)]]
+
+    def forward_gains(self, dst: Any, tags: Any) -> Any:
+        """The accuracy gain each candidate ``dst`` measures for update ``tags`` on the newest
+        samples of its window (the forwarding test of :meth:`Simulation._forward`)."""
+        import numpy as np
+
+        from qres.fixed.q16 import Q_MAX, Q_MIN
+        from qres.learning import task as learning
+        from qres.swarm import gossip
+
+        s = self.s
+        upd = self._received(tags).astype(np.int64)
+        base_w = self.W[dst - self.lo].astype(np.int64)
+        tried = np.clip(base_w + upd, Q_MIN, Q_MAX)
+        xw = self.X[self.pos[dst - self.lo]]
+        before = gossip.window_errors(base_w, xw, s.order, s.eval_samples)
+        after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
+        return (before - after) / learning.SPAN
+
+    def consensus(self, in_dst: Any, in_tag: Any, prio: Any, rep_f: Any) -> Any:
+        """Screen the inbox on each receiver's window, aggregate, apply; the kept mask."""
+        sim, W = self.sim, _Offset(self.W, self.lo)
+        rows = self._received(in_tag)
+        pos = _Offset(self.pos, self.lo)
+        kept = sim._screen(W, self.X, pos, in_dst, rows)
+        k = kept
+        args = (in_dst[k], in_tag[k], rows[k], prio[k], self.n, rep_f)
+        sim._aggregate_all(W, self.ids, self.delta, *args)
+        return kept
+
+    def audit(self, ids: Any, residual: Any, gain: Any, storm: Any) -> Any:
+        """Re-run the claimed training of ``ids`` (this round's senders here): True where
+        the sent update and the claims ``residual``, ``gain`` match."""
+        import numpy as np
+
+        from qres.trust.audit import to_q16
+
+        p = self.pos[ids - self.lo]
+        sent = self.store[max(self.store)][1][p]
+        reg = np.where(storm, STORM, 0)
+        a_pos = np.arange(ids.shape[0])
+        args = (self.W0[p], self.X[p], sent, residual, gain, reg)
+        return self.sim._audit(a_pos, *args, self.calm, self.storm, to_q16)
+
+
+@contextmanager
+def _neutral_cwd():
+    """Run in a directory holding no Python package: Ray puts the driver's working
+    directory on its workers' import path, where a source checkout would shadow the
+    installed qres."""
+    here = os.getcwd()
+    os.chdir(tempfile.gettempdir())
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+class RayCluster:
+    """A Ray connection for one run: joins ``address`` or starts a local Ray (stopped at
+    :meth:`close`); an already initialised Ray (a test's, a notebook's) is used as is."""
+
+    def __init__(self, address: str | None, shards: int):
+        try:
+            import ray
+        except ImportError as exc:
+            raise QresError(
+                "--engine ray: Ray is not installed; install it with pip install 'qres[ray]'"
+            ) from exc
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:
+                options["num_cpus"] = max(shards, os.cpu_count() or 1)
+            else:
+                options["address"] = address
+            try:
+                with _neutral_cwd(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)  # Ray's notes on GPUs
+                    ray.init(**options, logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = address or "a local Ray"
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise QresError(
+                    f"--engine ray: cannot start or join {where}: {first}; check --address "
+                    "(host:port of `ray start --head`) or leave it out to start Ray locally"
+                ) from exc
+            self.started = True
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        # Fractional requests: K shards fit however many CPUs the cluster declares.
+        self.cpus_per_shard = min(1.0, cpus / shards)
+
+    def close(self) -> None:
+        """Stop Ray if this run started it."""
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+    def __enter__(self) -> RayCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RaySimulation(Simulation):
+    """:class:`Simulation` whose nodes live in Ray actors (see the module docstring)."""
+
+    def __init__(self, profile: Any, settings: Any, engine: EngineSettings, **kwargs: Any):
+        if kwargs.get("record") is not None:
+            raise UsageError("--record signs every packet in one process: use --engine local")
+        super().__init__(profile, settings, **kwargs)
+        self.engine = engine
+        self.cluster: RayCluster | None = None
+        self.shards: list[Any] = []
+        #: Rows pushed from one shard to another over the run, and the shards' peak memory
+        #: (bytes, read when the run ends): what ``benchmarks/swarm_ray.py`` reports.
+        self.exchanged_rows = 0
+        self.shard_peak_rss: list[int] = []
+
+    def run(self, on_round: Any = None) -> dict:
+        """Start (or join) Ray, run every round on the shards, stop what was started."""
+        self.cluster = RayCluster(self.engine.address, self.engine.shards)
+        try:
+            return super().run(on_round)
+        finally:
+            if self.shards:
+                self.shard_peak_rss = self.cluster.ray.get(
+                    [shard.peak_rss.remote() for shard in self.shards]
+                )
+            for shard in self.shards:
+                self.cluster.ray.kill(shard)
+            self.shards = []
+            self.cluster.close()
+
+    # --- the fan-out to the shards ----------------------------------------------------------
+
+    def _call(self, method: str, per_shard: list[tuple]) -> list[Any]:
+        """Call ``method`` on every shard with its own arguments; results in shard order."""
+        ray = self.cluster.ray
+        return ray.get(
+            [getattr(sh, method).remote(*a) for sh, a in zip(self.shards, per_shard, strict=True)]
+        )
+
+    def _split(self, ids: Any) -> list[Any]:
+        """Positions of the sorted ``ids`` that fall in each shard's range."""
+        import numpy as np
+
+        cuts = np.searchsorted(ids, self.bounds)
+        return [np.arange(cuts[k], cuts[k + 1]) for k in range(len(self.shards))]
+
+    def _owner(self, ids: Any) -> Any:
+        import numpy as np
+
+        return np.searchsorted(self.bounds, ids, side="right") - 1
+
+    def _exchange(self, dst: Any, tags: Any) -> None:
+        """Have the shards owning the updates ``tags`` push their rows to the shards owning
+        the receivers ``dst``, one batch per pair of shards."""
+        import numpy as np
+
+        ray, n = self.cluster.ray, self.s.nodes
+        to, frm = self._owner(dst), self._owner(tags % n)
+        wanted: list[dict[int, Any]] = [{} for _ in self.shards]
+        for i in np.unique(frm).tolist():
+            for j in np.unique(to[frm == i]).tolist():
+                wanted[i][j] = np.unique(tags[(frm == i) & (to == j)])
+                if i != j:
+                    self.exchanged_rows += int(wanted[i][j].shape[0])
+        pushes = [self.shards[i].push.remote(w) for i, w in enumerate(wanted) if w]
+        ray.get([ref for refs in ray.get(pushes) for ref in refs])
+
+    # --- phases -----------------------------------------------------------------------------
+
+    def _setup(self) -> SwarmState:
+        import numpy as np
+
+        sw = super()._setup()
+        sw.W = None  # the models live in the shards
+        ray, k = self.cluster.ray, min(self.engine.shards, self.s.nodes)
+        self.bounds = shard_bounds(self.s.nodes, k)
+        actor = ray.remote(NodeShard).options(
+            num_cpus=self.cluster.cpus_per_shard, scheduling_strategy="SPREAD"
+        )
+        profile = ray.put(self.profile)
+        b = self.bounds.tolist()
+        self.shards = [actor.remote(profile, self.s, b[i], b[i + 1]) for i in range(k)]
+        ray.get([sh.connect.remote(self.shards) for sh in self.shards])
+        self._empty = np.zeros(0, np.int64)
+        return sw
+
+    def _join_and_wake(self, sw: SwarmState, r: int) -> RoundState:
+        import numpy as np
+
+        from qres.robust.aggregate import median_columns
+
+        if sw.n_join and r == sw.join_round:
+            base = sw.alive & ~sw.ledger.banned()
+            b = self.bounds
+            parts = self._call("rows", [(base[b[k] : b[k + 1]],) for k in range(len(b) - 1)])
+            rows = np.concatenate(parts)
+            consensus = median_columns(rows) if rows.shape[0] else np.zeros(self.s.order, np.int32)
+            self._call(
+                "set_rows", [(sw.joining[b[k] : b[k + 1]], consensus) for k in range(len(b) - 1)]
+            )
+            sw.alive = sw.alive | sw.joining
+        n_join, sw.n_join = sw.n_join, 0  # joining is done above
+        try:
+            return super()._join_and_wake(sw, r)
+        finally:
+            sw.n_join = n_join
+
+    def _observe_and_learn(self, sw: SwarmState, rd: RoundState) -> None:
+        import numpy as np
+
+        A = rd.A
+        parts = self._split(A)
+        got = self._call("observe", [(rd.r, A[p]) for p in parts])
+        rd.err0 = np.concatenate([e for e, _ in got])
+        rd.entropy = np.concatenate([h for _, h in got])
+        sw.regimes.observe(A, rd.entropy)
+        sw.regimes.force_calm(sw.energy.low() & rd.active)
+        rd.reg_a = sw.regimes.regime[A]
+        rd.byz_a = sw.byz[A]
+        rd.hon_a = ~rd.byz_a
+        storm = rd.reg_a == STORM
+        got = self._call("learn", [(storm[p], rd.hon_a[p]) for p in parts])
+        rd.delta = np.concatenate([g[0] for g in got])
+        rd.residual = np.concatenate([g[1] for g in got])
+        rd.gain_claim = np.concatenate([g[2] for g in got])
+        m = sw.meter
+        coded = np.sum([g[3] for g in got], axis=0).tolist()
+        if rd.hon_a.any():
+            m.learned_bytes += coded[0]
+            m.plain_bytes += coded[1]
+            m.samples += coded[2]
+            m.last = (coded[2], coded[0])
+            m.nodes.update(A[rd.hon_a].tolist())
+        rd.sent = rd.delta.copy()
+        if self.attack is not None and rd.byz_a.any() and rd.hon_a.any():
+            self._forge(sw, rd)
+        lying = (rd.sent != rd.delta).any(axis=1)
+        self._call("post", [(rd.r, np.flatnonzero(lying[p]), rd.sent[p][lying[p]]) for p in parts])
+
+    def _gossip(self, sw: SwarmState, rd: RoundState) -> tuple[Any, Any]:
+        in_dst, in_tag = super()._gossip(sw, rd)
+        # The driver keeps only the claims of past rounds; the rows stay in the shards.
+        A, _, residual, gain = sw.store[rd.r]
+        sw.store[rd.r] = (A, None, residual, gain)
+        return in_dst, in_tag
+
+    def _forward(self, sw, rd, m_dst, m_tag, origin, seen_keys) -> tuple[Any, bool]:
+        """The local engine's forwarding (same selection, same draws); the receivers'
+        forwarding test runs in the shards that hold them."""
+        import numpy as np
+
+        from qres.swarm import gossip
+
+        s, n, r = self.s, sw.n, rd.r
+        cand = rd.active[m_dst] & (m_tag // n == r)
+        key = m_dst * (n * (r + 1)) + m_tag
+        cand &= ~np.isin(key, seen_keys)
+        c_dst, c_tag, c_org = m_dst[cand], m_tag[cand], origin[cand]
+        c_key, first = np.unique(key[cand], return_index=True)
+        c_dst, c_tag, c_org = c_dst[first], c_tag[first], c_org[first]
+        seen_keys = np.union1d(seen_keys, c_key)
+        if c_dst.shape[0] == 0:
+            return seen_keys, False
+        gain = np.empty(c_dst.shape[0])
+        self._exchange(c_dst, c_tag)
+        owner = self._owner(c_dst)
+        where = [np.flatnonzero(owner == k) for k in range(len(self.shards))]
+        got = self._call("forward_gains", [(c_dst[w], c_tag[w]) for w in where])
+        for w, g in zip(where, got, strict=True):
+            gain[w] = g
+        np.add.at(rd.gain_sum, c_org, gain)
+        np.add.at(rd.gain_cnt, c_org, 1)
+        prio = (rd.residual[rd.pos[c_org]] / 65536.0) * gain * rd.rep_f[c_org]
+        fwd = gain > s.forward_threshold
+        f_dst, f_tag, f_prio = c_dst[fwd], c_tag[fwd], prio[fwd]
+        order = np.lexsort((f_tag, -f_prio, f_dst))
+        f_dst, f_tag = f_dst[order], f_tag[order]
+        first_of = np.searchsorted(f_dst, f_dst, side="left")
+        keep = (np.arange(f_dst.shape[0]) - first_of) < s.forward_budget
+        f_dst, f_tag = f_dst[keep], f_tag[keep]
+        if f_dst.shape[0] == 0:
+            return seen_keys, False
+        fsrc, fdst = gossip.random_peers(f_dst, rd.alive_ids, s.fanout, sw.rng["peers"])
+        self._send(sw, fsrc, fdst, sw.pkt, np.repeat(f_tag, s.fanout), "forwards")
+        return seen_keys, True
+
+    def _consensus(self, sw: SwarmState, rd: RoundState, in_dst, in_tag) -> None:
+        import numpy as np
+
+        n = sw.n
+        in_dst, in_tag, _, in_prio = self._inbox_claims(in_dst, in_tag, sw.store, n, rd.rep_f)
+        self._exchange(in_dst, in_tag)
+        parts = self._split(in_dst)
+        rep = self.cluster.ray.put(rd.rep_f)  # one copy in the object store for every shard
+        got = self._call("consensus", [(in_dst[p], in_tag[p], in_prio[p], rep) for p in parts])
+        kept = np.concatenate(got) if got else np.zeros(0, bool)
+        screened = sw.history.screened
+        screened["received"] += int(in_dst.shape[0])
+        screened["rejected_honest"] += int(np.count_nonzero(~kept & sw.honest[in_tag % n]))
+        screened["rejected_byzantine"] += int(np.count_nonzero(~kept & sw.byz[in_tag % n]))
+
+    def _inbox_claims(self, in_dst, in_tag, store, n, rep_f):
+        """:meth:`Simulation._inbox` on the driver's row-less store: same order, same
+        drops, same priorities; no rows."""
+        shim = {rr: (ids, _NoRows(), res, gain) for rr, (ids, _, res, gain) in store.items()}
+        saved, self.s = self.s, attrs.evolve(self.s, order=1)
+        try:
+            return self._inbox(in_dst, in_tag, shim, n, rep_f)
+        finally:
+            self.s = saved
+
+    def _audit(self, a_pos, W0, X, sent, residual, gain_claim, reg_a, calm, storm, to_q16):
+        import numpy as np
+
+        ids = self._round_ids[a_pos]
+        ok = np.zeros(a_pos.shape[0], bool)
+        owner = self._owner(ids)
+        where = [np.flatnonzero(owner == k) for k in range(len(self.shards))]
+        args = [
+            (ids[w], residual[a_pos[w]], gain_claim[a_pos[w]], reg_a[a_pos[w]] == STORM)
+            for w in where
+        ]
+        for w, got in zip(where, self._call("audit", args), strict=True):
+            ok[w] = got
+        return ok
+
+    def _defend(self, sw: SwarmState, rd: RoundState) -> None:
+        self._round_ids = rd.A
+        super()._defend(sw, rd)
+
+
+class _NoRows:
+    """Stands for the rows of a driver-side store entry: indexing gives zero-width rows."""
+
+    def __getitem__(self, index: Any) -> Any:
+        import numpy as np
+
+        count = np.asarray(index).shape[0] if np.ndim(index) else 1
+        return np.zeros((count, 1), np.int32)
