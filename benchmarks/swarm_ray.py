@@ -32,7 +32,12 @@ def run(engine: str, nodes: int, rounds: int, shards: int, address: str | None) 
     else:
         sim = Simulation(profile, settings)
     stamps = [time.perf_counter()]
-    report = sim.run(on_round=lambda _st: stamps.append(time.perf_counter()))
+
+    def progress(st) -> None:
+        stamps.append(time.perf_counter())
+        print(f"{engine} round {st.round + 1}: {stamps[-1] - stamps[-2]:.1f} s", flush=True)
+
+    report = sim.run(on_round=progress)
     per_round = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     out = {
         "engine": engine,

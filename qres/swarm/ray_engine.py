@@ -292,7 +292,9 @@ class RayCluster:
         if not ray.is_initialized():
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address is None:
-                options["num_cpus"] = max(shards, os.cpu_count() or 1)
+                # a Ray of its own ("local": never another user's running cluster), with
+                # one logical CPU per shard
+                options.update(address="local", num_cpus=shards)
             else:
                 options["address"] = address
             try:
@@ -359,9 +361,16 @@ class RaySimulation(Simulation):
     def _call(self, method: str, per_shard: list[tuple]) -> list[Any]:
         """Call ``method`` on every shard with its own arguments; results in shard order."""
         ray = self.cluster.ray
-        return ray.get(
-            [getattr(sh, method).remote(*a) for sh, a in zip(self.shards, per_shard, strict=True)]
-        )
+        refs = [
+            getattr(sh, method).remote(*a) for sh, a in zip(self.shards, per_shard, strict=True)
+        ]
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            # a shard's own error (bad data, a plugin's refusal) reads as it would locally
+            if isinstance(exc.cause, QresError):
+                raise exc.cause from None
+            raise
 
     def _split(self, ids: Any) -> list[Any]:
         """Positions of the sorted ``ids`` that fall in each shard's range."""
