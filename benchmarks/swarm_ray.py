@@ -32,9 +32,11 @@ def run(engine: str, nodes: int, rounds: int, shards: int, address: str | None) 
     else:
         sim = Simulation(profile, settings)
     stamps = [time.perf_counter()]
+    waits = [0.0]  # the driver's waits on the shards, cumulated, at each round's end
 
     def progress(st) -> None:
         stamps.append(time.perf_counter())
+        waits.append(getattr(sim, "wait_seconds", 0.0))
         print(f"{engine} round {st.round + 1}: {stamps[-1] - stamps[-2]:.1f} s", flush=True)
 
     report = sim.run(on_round=progress)
@@ -54,6 +56,12 @@ def run(engine: str, nodes: int, rounds: int, shards: int, address: str | None) 
         out["shards"] = shards
         out["shard_peak_rss_mb"] = [round(b / 2**20) for b in sim.shard_peak_rss]
         out["rows_between_shards"] = sim.exchanged_rows
+        # per round after the first (which also starts the actors): the driver's own time
+        # (the round minus its waits on the shards) and the waits
+        wait = [b - a for a, b in zip(waits[1:], waits[2:], strict=False)]
+        own = [t - w for t, w in zip(per_round[1:], wait, strict=True)]
+        out["driver_seconds_per_round"] = [round(x, 2) for x in own]
+        out["shard_wait_seconds_per_round"] = [round(x, 2) for x in wait]
         out["bytes_between_shards_per_round"] = round(
             sim.exchanged_rows * (8 + 4 * settings.order) / rounds
         )

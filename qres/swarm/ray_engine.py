@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from typing import Any
@@ -340,6 +341,8 @@ class RaySimulation(Simulation):
         #: (bytes, read when the run ends): what ``benchmarks/swarm_ray.py`` reports.
         self.exchanged_rows = 0
         self.shard_peak_rss: list[int] = []
+        #: Seconds the driver waited on the shards (calls and row exchanges) over the run.
+        self.wait_seconds = 0.0
 
     def run(self, on_round: Any = None) -> dict:
         """Start (or join) Ray, run every round on the shards, stop what was started."""
@@ -364,6 +367,7 @@ class RaySimulation(Simulation):
         refs = [
             getattr(sh, method).remote(*a) for sh, a in zip(self.shards, per_shard, strict=True)
         ]
+        start = time.perf_counter()
         try:
             return ray.get(refs)
         except ray.exceptions.RayTaskError as exc:
@@ -371,6 +375,8 @@ class RaySimulation(Simulation):
             if isinstance(exc.cause, QresError):
                 raise exc.cause from None
             raise
+        finally:
+            self.wait_seconds += time.perf_counter() - start
 
     def _split(self, ids: Any) -> list[Any]:
         """Positions of the sorted ``ids`` that fall in each shard's range."""
@@ -397,8 +403,10 @@ class RaySimulation(Simulation):
                 wanted[i][j] = np.unique(tags[(frm == i) & (to == j)])
                 if i != j:
                     self.exchanged_rows += int(wanted[i][j].shape[0])
+        start = time.perf_counter()
         pushes = [self.shards[i].push.remote(w) for i, w in enumerate(wanted) if w]
         ray.get([ref for refs in ray.get(pushes) for ref in refs])
+        self.wait_seconds += time.perf_counter() - start
 
     # --- phases -----------------------------------------------------------------------------
 
