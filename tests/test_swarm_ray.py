@@ -52,6 +52,23 @@ def test_joiners_storm_and_baseline_on_three_shards(ray_cluster, tmp_path):
     assert ray_report(name, 3, tmp_path) == (GOLDEN / name).read_bytes()
 
 
+def test_recordings_on_two_shards_match_the_local_engine(ray_cluster, tmp_path):
+    # each shard keeps only its nodes' slices of the recordings
+    from test_aggbench import folder
+
+    data = folder(tmp_path)
+    profile = tmp_path / "short-shards.toml"
+    profile.write_text(
+        '[profile]\nname = "short"\nextends = "swarm-100"\n[swarm]\nshard_samples = 1024\n'
+    )
+    args = ["swarm", "simulate", "-p", str(profile), "--nodes", "12", "--rounds", "4"]
+    args += ["--data", data]
+    args += ["--attack", "sign-flip", "--byzantine", "0.25", "--no-baseline", "--force"]
+    run_cli([*args, "--report", str(tmp_path / "local.json")])
+    run_cli([*args, "--report", str(tmp_path / "ray.json"), "--engine", "ray", "--shards", "2"])
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
+
+
 def test_rows_cross_between_shards_and_actors_report_memory(ray_cluster):
     from qres.kernel import profiles
     from qres.swarm.engine import settings_from_profile

@@ -96,6 +96,12 @@ class NodeShard:
         self.s = settings
         self.n, self.lo, self.hi = settings.nodes, lo, hi
         self.data = open_data(settings, settings.seed)
+        # Recordings: keep only this shard's nodes' slices (windows are then asked for by
+        # local id); the generated set is a function of (seed, node, round) and keeps none.
+        self.data_lo = 0
+        if getattr(self.data, "kind", "") == "manifest":
+            self.data.shards = self.data.shards[lo:hi].copy()
+            self.data_lo = lo
         self.W = np.zeros((hi - lo, settings.order), np.int32)
         self.span_range = np.zeros(hi - lo)
         self.calm = learning.TrainSettings(
@@ -141,7 +147,7 @@ class NodeShard:
         from qres.learning import task as learning
 
         local = ids - self.lo
-        X = self.data.windows(r, ids)
+        X = self.data.windows(r, ids - self.data_lo)
         fresh = self.span_range[local] == 0
         if fresh.any():
             ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
