@@ -94,22 +94,32 @@ def test_shard_bounds_cover_every_node_once():
             assert all(hi > lo for lo, hi in zip(b, b[1:], strict=False))
 
 
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # free once closed: nothing listens there
+
+
 @pytest.mark.parametrize(
-    ("args", "needle"),
+    ("args", "needle", "code"),
     [
-        (["--shards", "2"], "--shards needs --engine ray"),
-        (["--address", "127.0.0.1:6379"], "--address needs --engine ray"),
-        (["--engine", "spark"], "--engine spark: unknown engine"),
-        (["--engine", "ray", "--shards", "0"], "--shards: bad value 0"),
-        (["--engine", "ray", "--record", "x.qrps"], "--record signs every packet"),
+        (["--shards", "2"], "--shards needs --engine ray", 2),
+        (["--address", "127.0.0.1:6379"], "--address needs --engine ray", 2),
+        (["--engine", "spark"], "--engine spark: unknown engine", 2),
+        (["--engine", "ray", "--shards", "0"], "--shards: bad value 0", 2),
+        (["--engine", "ray", "--record", "x.qrps"], "--record signs every packet", 2),
+        (["--engine", "ray", "--address", "127.0.0.1:{port}"], "nothing answers there", 1),
     ],
 )
-def test_engine_options_are_checked(args, needle, tmp_path, monkeypatch):
+def test_engine_options_are_checked(args, needle, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     qres = Path(sys.executable).with_name("qres")
     base = [str(qres), "swarm", "simulate", "--nodes", "10", "--rounds", "1"]
+    args = [a.replace("{port}", str(_closed_port())) for a in args]
     done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == code, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("qres: error:") and needle in lines[0]
     assert not (tmp_path / "x.qrps").exists()

@@ -276,11 +276,32 @@ def _neutral_cwd():
     directory on its workers' import path, where a source checkout would shadow the
     installed qres."""
     here = os.getcwd()
-    os.chdir(tempfile.gettempdir())
+    # an empty folder of its own (the temporary folder itself may hold anything), kept:
+    # the processes Ray starts keep it as their working directory
+    neutral = os.path.join(tempfile.gettempdir(), f"qres-ray-{os.getuid()}")
+    os.makedirs(neutral, mode=0o700, exist_ok=True)
+    os.chdir(neutral)
     try:
         yield
     finally:
         os.chdir(here)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse a ``host:port`` nothing listens on, in seconds (Ray itself retries for
+    minutes, printing as it goes); other spellings (``auto``, ``ray://...``) go to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise QresError(
+            f"--engine ray: --address {address}: nothing answers there ({exc.strerror or exc}); "
+            "start the head with `ray start --head --port PORT` or give its host:port"
+        ) from exc
 
 
 class RayCluster:
@@ -303,6 +324,7 @@ class RayCluster:
                 # one logical CPU per shard
                 options.update(address="local", num_cpus=shards)
             else:
+                _check_reachable(address)
                 options["address"] = address
             try:
                 with _neutral_cwd(), warnings.catch_warnings():
