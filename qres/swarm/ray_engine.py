@@ -378,12 +378,19 @@ class RaySimulation(Simulation):
         try:
             return super().run(on_round)
         finally:
-            if self.shards:
-                self.shard_peak_rss = self.cluster.ray.get(
-                    [shard.peak_rss.remote() for shard in self.shards]
-                )
+            self._stop_shards()
+
+    def _stop_shards(self) -> None:
+        """Read the shards' peak memory, end them, and stop Ray if this run started it."""
+        ray = self.cluster.ray
+        try:
+            self.shard_peak_rss = ray.get([shard.peak_rss.remote() for shard in self.shards])
+        except ray.exceptions.RayError:
+            pass  # a shard that died with the run's error has no figure to give
+        try:
             for shard in self.shards:
-                self.cluster.ray.kill(shard)
+                ray.kill(shard)
+        finally:
             self.shards = []
             self.cluster.close()
 
