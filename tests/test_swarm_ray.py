@@ -142,3 +142,44 @@ def test_the_documented_example_runs(tmp_path):
     assert ran >= 3
     report = json.loads((tmp_path / "ray.json").read_text())
     assert report["nodes"] == 40
+
+
+HEAD = """
+import os, sys, tempfile
+os.chdir(tempfile.gettempdir())
+import ray
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # until the test closes stdin; ray shuts down at exit
+"""
+
+
+def test_joins_a_running_ray_by_address(tmp_path):
+    """A Ray started by another process (as `ray start --head` would) is joined with
+    --address; the command leaves it running."""
+    head = subprocess.Popen(
+        [sys.executable, "-I", "-c", HEAD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        address = head.stdout.readline().strip()
+        assert re.fullmatch(r"[\w.\-]+:\d+", address), address
+        qres = str(Path(sys.executable).with_name("qres"))
+        name = "swarm-100.alie.json"
+        args = [qres, "swarm", "simulate", *SWARMS[name], "--report", "out.json"]
+        args += ["--engine", "ray", "--address", address, "--shards", "2"]
+        done = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert (tmp_path / "out.json").read_bytes() == (GOLDEN / name).read_bytes()
+        assert head.poll() is None  # the cluster is still up
+    finally:
+        head.stdin.close()
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
