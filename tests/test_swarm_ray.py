@@ -52,6 +52,18 @@ def test_joiners_storm_and_baseline_on_three_shards(ray_cluster, tmp_path):
     assert ray_report(name, 3, tmp_path) == (GOLDEN / name).read_bytes()
 
 
+def test_base_poisoning_and_step_audits_on_two_shards(ray_cluster, tmp_path):
+    # the attack picks its nodes' bases from models held by the shards; the round-step
+    # audits replay the chains the shards keep
+    args = ["swarm", "simulate", "--nodes", "30", "--rounds", "8", "--attack", "base-poison"]
+    args += ["--byzantine", "0.3", "--no-baseline", "--force"]
+    run_cli([*args, "--report", str(tmp_path / "local.json")])
+    run_cli([*args, "--report", str(tmp_path / "ray.json"), "--engine", "ray", "--shards", "2"])
+    local = (tmp_path / "local.json").read_bytes()
+    assert (tmp_path / "ray.json").read_bytes() == local
+    assert json.loads(local)["audits"]["wrong_step_byzantine"] > 0
+
+
 def test_recordings_on_two_shards_match_the_local_engine(ray_cluster, tmp_path):
     # each shard keeps only its nodes' slices of the recordings
     from test_aggbench import folder

@@ -80,6 +80,24 @@ class _Offset:
         self.rows[ids - self.lo] = value
 
 
+class _OffsetSteps:
+    """A shard's :class:`~qres.swarm.steps.StepLog` addressed by global node id."""
+
+    def __init__(self, log: Any, lo: int):
+        self.log, self.lo = log, lo
+
+    def add(self, node: int, own: Any, rows: Any, weights: Any) -> None:
+        self.log.add(node - self.lo, own, rows, weights)
+
+
+@attrs.define
+class _Nodes:
+    """What :meth:`Simulation._aggregate_all` reads of the swarm: models and step log."""
+
+    W: Any
+    steps: Any
+
+
 class NodeShard:
     """The nodes ``lo <= id < hi`` of a simulated swarm (a Ray actor; see the module
     docstring). Methods take and return global node ids, in increasing order."""
@@ -111,6 +129,9 @@ class NodeShard:
             order=settings.order, window=settings.window, lr=settings.storm_lr
         )
         self.meter = CodecMeter(settings, profile)
+        from qres.swarm.steps import StepLog
+
+        self.steps = StepLog(self.W)  # this shard's nodes' round-step chains, by local id
         self.peers: list[Any] = []
         self.store: dict[int, tuple[Any, Any]] = {}  # round -> (ids, sent rows)
         self.pos = np.full(hi - lo, -1, np.int64)  # local id -> position among the awake
@@ -135,13 +156,21 @@ class NodeShard:
         return self.W[mask]
 
     def set_rows(self, mask: Any, row: Any) -> None:
-        """Give the nodes where ``mask`` is set the model ``row``."""
+        """Joiners: the nodes where ``mask`` is set take the model ``row`` as their genesis."""
+        import numpy as np
+
         self.W[mask] = row
+        self.steps.restart(np.flatnonzero(mask), self.W)
+
+    def put_rows(self, ids: Any, rows: Any) -> None:
+        """Replace the models of ``ids`` (an attack's choice of base)."""
+        self.W[ids - self.lo] = rows
 
     # --- 2. observe and learn ---------------------------------------------------------------
 
-    def observe(self, r: int, ids: Any) -> tuple[Any, Any]:
-        """Read the awake nodes' windows and measure their errors: ``(err0, entropy)``."""
+    def observe(self, r: int, ids: Any) -> tuple[Any, Any, Any]:
+        """Read the awake nodes' windows and measure their errors: ``(err0, entropy,
+        full)``, ``full`` where a node's round-step chain must close this round."""
         import numpy as np
 
         from qres.learning import task as learning
@@ -157,7 +186,7 @@ class NodeShard:
         self.pos[local] = np.arange(ids.shape[0])
         self.err0 = learning.prediction_error(self.W0, X, self.s.order)
         entropy = np.minimum(self.err0 * learning.SPAN / self.span_range[local], 1.0)
-        return self.err0, entropy
+        return self.err0, entropy, self.steps.full(local)
 
     def learn(self, storm: Any, honest: Any) -> tuple[Any, Any, Any, tuple[int, int, int]]:
         """Train (Storm nodes with ``storm_lr``), claim, and code the honest nodes' windows:
@@ -183,6 +212,19 @@ class NodeShard:
         m.add(self.ids[honest], self.W0[honest], self.X[honest])
         coded = (m.learned_bytes - before[0], m.plain_bytes - before[1], m.samples - before[2])
         return delta, residual, gain, coded
+
+    def close_steps(self, ids: Any) -> None:
+        """The round's senders commit to their chains (new ones start at their bases)."""
+        local = ids - self.lo
+        self.steps.close(local, self.W0[self.pos[local]])
+
+    def check_steps(self, ids: Any, packet_bytes: int) -> tuple[Any, list[int]]:
+        """Replay the audited senders' closed chains against the bases they committed to:
+        the mask of matches, and the bytes of each one's round-step evidence."""
+        local = ids - self.lo
+        ok = self.steps.check(local, self.W0[self.pos[local]], self.sim._replay_rule)
+        sizes = [self.steps.evidence_bytes(i, packet_bytes) for i in local.tolist()]
+        return ok, sizes
 
     def post(self, r: int, forged_pos: Any, forged: Any) -> None:
         """Keep this round's sent rows (forgeries replace the Byzantine nodes' updates)."""
@@ -244,15 +286,19 @@ class NodeShard:
         after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
         return (before - after) / learning.SPAN
 
-    def consensus(self, in_dst: Any, in_tag: Any, prio: Any, rep_f: Any) -> Any:
-        """Screen the inbox on each receiver's window, aggregate, apply; the kept mask."""
+    def consensus(self, in_dst: Any, in_tag: Any, prio: Any, rep_f: Any, senders: Any) -> Any:
+        """Screen the inbox on each receiver's window, aggregate, apply, log the step; the
+        kept mask. A node applies what it committed to: its sent row if it sent one."""
         sim, W = self.sim, _Offset(self.W, self.lo)
         rows = self._received(in_tag)
-        pos = _Offset(self.pos, self.lo)
-        kept = sim._screen(W, self.X, pos, in_dst, rows)
+        kept = sim._screen(W, self.X, _Offset(self.pos, self.lo), in_dst, rows)
+        own = self.delta.copy()
+        own[senders] = self.store[max(self.store)][1][senders]
+        nodes = _Nodes(W, _OffsetSteps(self.steps, self.lo))
         k = kept
-        args = (in_dst[k], in_tag[k], rows[k], prio[k], self.n, rep_f)
-        sim._aggregate_all(W, self.ids, self.delta, *args)
+        sim._aggregate_all(
+            nodes, self.ids, own, in_dst[k], in_tag[k], rows[k], prio[k], self.n, rep_f
+        )
         return kept
 
     def audit(self, ids: Any, residual: Any, gain: Any, storm: Any) -> Any:
@@ -449,7 +495,8 @@ class RaySimulation(Simulation):
         import numpy as np
 
         sw = super()._setup()
-        sw.W = None  # the models live in the shards
+        sw.W = None  # the models and the step chains live in the shards
+        sw.steps = _ShardSteps(self)
         ray, k = self.cluster.ray, min(self.engine.shards, self.s.nodes)
         self.bounds = shard_bounds(self.s.nodes, k)
         actor = ray.remote(NodeShard).options(
@@ -460,6 +507,7 @@ class RaySimulation(Simulation):
         self.shards = [actor.remote(profile, self.s, b[i], b[i + 1]) for i in range(k)]
         ray.get([sh.connect.remote(self.shards) for sh in self.shards])
         self._empty = np.zeros(0, np.int64)
+        self._packet_bytes = sw.pkt
         return sw
 
     def _join_and_wake(self, sw: SwarmState, r: int) -> RoundState:
@@ -488,9 +536,13 @@ class RaySimulation(Simulation):
 
         A = rd.A
         parts = self._split(A)
+        if self.attack is not None and sw.byz[A].any():
+            self._choose_bases(sw, rd)
         got = self._call("observe", [(rd.r, A[p]) for p in parts])
-        rd.err0 = np.concatenate([e for e, _ in got])
-        rd.entropy = np.concatenate([h for _, h in got])
+        rd.err0 = np.concatenate([g[0] for g in got])
+        rd.entropy = np.concatenate([g[1] for g in got])
+        sw.steps.full_now = np.concatenate([g[2] for g in got])
+        rd.W0 = _HeldByShards()
         sw.regimes.observe(A, rd.entropy)
         sw.regimes.force_calm(sw.energy.low() & rd.active)
         rd.reg_a = sw.regimes.regime[A]
@@ -514,6 +566,28 @@ class RaySimulation(Simulation):
             self._forge(sw, rd)
         lying = (rd.sent != rd.delta).any(axis=1)
         self._call("post", [(rd.r, np.flatnonzero(lying[p]), rd.sent[p][lying[p]]) for p in parts])
+
+    def _choose_bases(self, sw: SwarmState, rd: RoundState) -> None:
+        """The attack's choice of base for the awake Byzantine nodes, on their models
+        fetched from the shards and put back."""
+        import numpy as np
+
+        nodes = rd.A[sw.byz[rd.A]]
+        owner = self._owner(nodes)
+        where = [np.flatnonzero(owner == k) for k in range(len(self.shards))]
+        b = self.bounds
+        masks = []
+        for k, w in enumerate(where):
+            mask = np.zeros(b[k + 1] - b[k], bool)
+            mask[nodes[w] - b[k]] = True
+            masks.append((mask,))
+        held = np.concatenate(self._call("rows", masks))  # in id order, as nodes
+        sw.W = _Rows(nodes, held)
+        try:
+            super()._choose_bases(sw, rd)
+        finally:
+            chosen, sw.W = sw.W.rows, None
+        self._call("put_rows", [(nodes[w], chosen[w]) for w in where])
 
     def _gossip(self, sw: SwarmState, rd: RoundState) -> tuple[Any, Any]:
         in_dst, in_tag = super()._gossip(sw, rd)
@@ -570,7 +644,15 @@ class RaySimulation(Simulation):
         self._exchange(in_dst, in_tag)
         parts = self._split(in_dst)
         rep = self.cluster.ray.put(rd.rep_f)  # one copy in the object store for every shard
-        got = self._call("consensus", [(in_dst[p], in_tag[p], in_prio[p], rep) for p in parts])
+        senders = np.zeros(rd.A.shape[0], bool)
+        senders[rd.senders_pos] = True
+        got = self._call(
+            "consensus",
+            [
+                (in_dst[p], in_tag[p], in_prio[p], rep, np.flatnonzero(senders[a]))
+                for p, a in zip(parts, self._split(rd.A), strict=True)
+            ],
+        )
         kept = np.concatenate(got) if got else np.zeros(0, bool)
         screened = sw.history.screened
         screened["received"] += int(in_dst.shape[0])
@@ -605,6 +687,74 @@ class RaySimulation(Simulation):
     def _defend(self, sw: SwarmState, rd: RoundState) -> None:
         self._round_ids = rd.A
         super()._defend(sw, rd)
+
+
+class _HeldByShards:
+    """Stands for the round's models before training, which only the shards hold (the
+    step log's driver side ignores the bases it is handed)."""
+
+    def __getitem__(self, index: Any) -> None:
+        return None
+
+
+class _Rows:
+    """The models of some nodes, indexed by node id as ``sw.W`` is (an attack's base
+    choice reads and replaces exactly those)."""
+
+    def __init__(self, nodes: Any, rows: Any):
+        self.nodes, self.rows = nodes, rows
+
+    def _at(self, ids: Any) -> Any:
+        import numpy as np
+
+        at = np.searchsorted(self.nodes, ids)
+        if not np.array_equal(self.nodes[at], ids):
+            raise KeyError("only the awake Byzantine nodes' models are at hand")
+        return at
+
+    def __getitem__(self, ids: Any) -> Any:
+        return self.rows[self._at(ids)]
+
+    def __setitem__(self, ids: Any, value: Any) -> None:
+        self.rows[self._at(ids)] = value
+
+
+class _ShardSteps:
+    """The driver's side of the round-step log: the chains are in the shards; this
+    forwards the engine's calls to the shards that hold the nodes."""
+
+    def __init__(self, sim: RaySimulation):
+        self.sim = sim
+        self.full_now: Any = None  # per awake node, from this round's observe
+        self.evidence: dict[int, int] = {}
+
+    def full(self, nodes: Any) -> Any:
+        """Nodes whose chain must close this round (``nodes`` are the round's awake)."""
+        return self.full_now
+
+    def close(self, nodes: Any, _bases: Any) -> None:
+        """The senders commit to their chains; the shards hold their bases."""
+        self.sim._call("close_steps", [(nodes[p],) for p in self.sim._split(nodes)])
+
+    def check(self, nodes: Any, _bases: Any, _aggregate: Any) -> Any:
+        """Each shard replays its audited nodes' chains with its own aggregator."""
+        import numpy as np
+
+        sim = self.sim
+        owner = sim._owner(nodes)
+        where = [np.flatnonzero(owner == k) for k in range(len(sim.shards))]
+        ok = np.ones(nodes.shape[0], bool)
+        pkt = sim._packet_bytes
+        got = sim._call("check_steps", [(nodes[w], pkt) for w in where])
+        self.evidence = {}
+        for w, (flags, sizes) in zip(where, got, strict=True):
+            ok[w] = flags
+            self.evidence.update(zip(nodes[w].tolist(), sizes, strict=True))
+        return ok
+
+    def evidence_bytes(self, node: int, _packet_bytes: int) -> int:
+        """Bytes of the audited node's round-step evidence (from :meth:`check`)."""
+        return self.evidence[node]
 
 
 class _NoRows:
