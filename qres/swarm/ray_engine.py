@@ -492,7 +492,6 @@ class RaySimulation(Simulation):
     # --- phases -----------------------------------------------------------------------------
 
     def _setup(self) -> SwarmState:
-        import numpy as np
 
         sw = super()._setup()
         sw.W = None  # the models and the step chains live in the shards
@@ -506,7 +505,6 @@ class RaySimulation(Simulation):
         b = self.bounds.tolist()
         self.shards = [actor.remote(profile, self.s, b[i], b[i + 1]) for i in range(k)]
         ray.get([sh.connect.remote(self.shards) for sh in self.shards])
-        self._empty = np.zeros(0, np.int64)
         self._packet_bytes = sw.pkt
         return sw
 
