@@ -1,55 +1,74 @@
 """Coded bits per sample of personalised predictors on the shared corpus (non-IID).
 
 Every multichannel recording of the corpus is a *domain*; ``--nodes`` nodes read contiguous,
-disjoint pieces of its first two channels (normalised by qres.learning.task.normalise). Each
-node predicts with the ``mclinear`` model (2 channels, ``--order`` differences, W of 2 x 2p
-Q16.16) and codes its next ``--eval`` samples with the Rice coder, after each of ``--rounds``
-rounds of training on its next ``--window`` samples (a stream that moves on). Four schemes,
-each from W = 0 (persistence):
+disjoint pieces of two of its channels (normalised by qres.learning.task.normalise). Each node
+predicts with the ``mclinear`` model (2 channels, ``--order`` differences, W of 2 x 2p Q16.16).
+Every round a node first codes its next ``--eval`` samples with the Rice coder using its
+current model (so the figure is what the node pays, from its first round on), then learns
+from its next ``--window`` samples. Five schemes, each from W = 0 (persistence), each sending
+one model's worth of parameters per round at most:
 
-* ``local``: each node fits its own W (batch_step), no communication;
-* ``global``: one W, every node's step averaged each round (FedAvg);
-* ``hierarchy``: W = 0 frozen plus the qres.lora hierarchy per node; the foundation and swarm
-  layers are averaged over all nodes, the domain layer over the nodes of the same recording,
-  agent and context stay on the node; the swarm's mean step drives horizontal resonance;
-* ``global+local``: the FedAvg W plus each node's own correction fitted on top (a simple
-  personalised baseline, "fine-tune the global model").
+* ``local``: each node fits its own W, no communication;
+* ``fedavg``: one W, every node's step averaged each round (global-only);
+* ``ditto``: the FedAvg W plus a personal W per node pulled toward it (Ditto, Li et al. 2021,
+  arXiv:2012.04221; ``--ditto-lambda``);
+* ``fedrep``: W = H_i R, the representation R (2 x 2p) shared and averaged, the head H_i
+  (2 x 2) local and trained first each round (FedRep, Collins et al. 2021, arXiv:2102.07078);
+* ``hierarchy``: qres.lora.personal per node; the foundation and swarm layers are averaged
+  over all nodes, the domain layer over the nodes of the same recording, agent and context
+  stay on the node; the shared layers take turns on the wire (one per round), so it sends no
+  more than FedAvg.
 
-Printed: mean bits per sample over the last ``--tail`` rounds, per domain and over all nodes,
-and the parameters each node sends per round. Deterministic: integer training throughout.
+``--files`` picks the recordings: ``tune`` and ``held-out`` are a fixed split of the corpus by
+a hash of the file name (what was tuned on the first is judged on the second); ``all`` both.
+Printed: mean bits per sample over all rounds, per domain and over all nodes, and the
+parameters each node sends per round. Deterministic: integer training throughout.
 
-    QRES_DATA=/work/shared/data .venv/bin/python benchmarks/lora_personalise.py
+    QRES_DATA=/work/shared/data .venv/bin/python benchmarks/lora_personalise.py --files held-out
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import sys
 
 import numpy as np
+from qres.builtin_plugins.lora.numpy_lora import NumpyLoRAConfig, initial_a_q16
 from qres.builtin_plugins.predictors import mclinear
 
-from qres.fixed.q16 import ONE
+from qres.fixed.q16 import ONE, from_float
 from qres.kernel import plugins
 from qres.kernel.config import Location
+from qres.kinds.lora import ROLES
 from qres.learning.corpus import read_entry, read_manifest
 from qres.learning.task import normalise
-from qres.lora import Hierarchy, HierarchySettings
+from qres.lora import HierarchySettings
 from qres.lora.hierarchy import SHARED_ROLES
+from qres.lora.personal import Personal, PersonalSettings
 from qres.robust.aggregate import div_round
 
 WHERE = Location("<benchmark>", "lora")
-SCHEMES = ("local", "global", "global+local", "hierarchy")
+SCHEMES = ("local", "fedavg", "ditto", "fedrep", "hierarchy")
 
 
-def domains(folder, length):
-    """(name, (2, n) int64) for every recording with two usable channels of ``length``."""
+def in_split(name: str, files: str) -> bool:
+    """The fixed split: a recording is ``tune`` when the first byte of SHA-256(name) is even."""
+    even = hashlib.sha256(name.encode()).digest()[0] % 2 == 0
+    return files == "all" or (files == "tune") == even
+
+
+def domains(folder, length, files="all", first=0):
+    """(name, (2, n) int64) for every recording of the split with two usable channels from
+    channel ``first`` on, of at least ``length`` samples."""
     out = []
     for entry in read_manifest(folder):
-        if entry.synthetic or entry.channels < 2:
+        if entry.synthetic or entry.channels < 2 or not in_split(entry.name, files):
             continue
         data = read_entry(folder, entry)
-        rows = [normalise(data[c]) for c in range(data.shape[0])]
+        rows = [normalise(data[c]) for c in range(first, data.shape[0])]
         rows = [r for r in rows if r is not None][:2]
         if len(rows) == 2 and rows[0].shape[0] >= length:
             out.append((entry.name, np.stack(rows).astype(np.int64)))
@@ -70,86 +89,140 @@ def mean_rows(rows):
     return div_round(np.sum(rows, axis=0, dtype=np.int64), len(rows))
 
 
-def average_shared(hs, groups):
-    """FedAvg of the shared layers' A and B: foundation and swarm over all, domain per group."""
-    for role in SHARED_ROLES:
-        parts = [list(range(len(hs)))] if role != "domain" else list(groups.values())
-        for members in parts:
-            for attr in ("a", "b"):
-                avg = mean_rows([getattr(hs[i].layers[role], attr) for i in members])
-                for i in members:
-                    setattr(hs[i].layers[role], attr, avg.astype(np.int32))
+def gershgorin(m):
+    """An upper bound of the largest eigenvalue of a symmetric Q16.16 matrix (at least 1)."""
+    return max(1, int(np.abs(np.asarray(m, np.int64)).sum(axis=1).max()))
+
+
+class Baselines:
+    """local, FedAvg, Ditto and FedRep side by side, on integer steps."""
+
+    def __init__(self, n, shape, order, lr_q, ditto_q, seed):
+        self.order, self.lr_q, self.ditto_q = order, lr_q, ditto_q
+        self.local = [np.zeros(shape, np.int64) for _ in range(n)]
+        self.glob = np.zeros(shape, np.int64)
+        self.ditto = [np.zeros(shape, np.int64) for _ in range(n)]
+        cfg = NumpyLoRAConfig(d_in=shape[1], d_out=shape[0], rank=shape[0], seed=seed)
+        self.rep = initial_a_q16(cfg).astype(np.int64)  # R: k x d_in, shared
+        self.head = [np.zeros((shape[0], shape[0]), np.int64) for _ in range(n)]
+
+    def weights(self, scheme, i):
+        """Node i's weight under ``scheme``."""
+        if scheme == "local":
+            return self.local[i]
+        if scheme == "fedavg":
+            return self.glob
+        if scheme == "ditto":
+            return self.ditto[i]
+        return div_round(self.head[i] @ self.rep, ONE)
+
+    def learn(self, train):
+        """One round of every baseline on the nodes' windows; returns FedAvg's mean step."""
+        p, lr = self.order, self.lr_q
+        steps = [mclinear.batch_step(self.glob, t, p, lr) for t in train]
+        mean_step = mean_rows(steps)
+        reps = []
+        for i, t in enumerate(train):
+            self.local[i] = self.local[i] + mclinear.batch_step(self.local[i], t, p, lr)
+            v = self.ditto[i]
+            pull = div_round((self.glob - v) * div_round(lr * self.ditto_q, ONE), ONE)
+            self.ditto[i] = v + mclinear.batch_step(v, t, p, lr) + pull
+            reps.append(self._fedrep(i, t))
+        self.glob = self.glob + mean_step
+        self.rep = mean_rows(reps)
+        return mean_step
+
+    def _fedrep(self, i, t):
+        """FedRep's local round: a head step with R fixed, then a step of R (returned)."""
+        p, lr, r = self.order, self.lr_q, self.rep
+        step = mclinear.batch_step(div_round(self.head[i] @ r, ONE), t, p, lr).astype(np.int64)
+        self.head[i] = self.head[i] + div_round(step @ r.T, gershgorin(div_round(r @ r.T, ONE)))
+        h = self.head[i]
+        step = mclinear.batch_step(div_round(h @ r, ONE), t, p, lr).astype(np.int64)
+        scale = gershgorin(div_round(h.T @ h, ONE)) + ONE
+        return r + div_round(h.T @ step, scale)
+
+
+def exchange(nodes, groups, r):
+    """The hierarchy's shared layer of round r (they take turns), averaged over its group:
+    all nodes for the foundation and swarm layers, the recording's nodes for the domain."""
+    role = SHARED_ROLES[r % len(SHARED_ROLES)]
+    parts = [list(range(len(nodes)))] if role != "domain" else list(groups.values())
+    for members in parts:
+        sent = [nodes[i].shared(role) for i in members]
+        avg = {k: mean_rows([s[k] for s in sent]) for k in sent[0]}
+        for i in members:
+            nodes[i].absorb(role, avg, len(members))
 
 
 def run(args):
     need = args.nodes * (args.rounds * args.window + args.eval + args.order + 1)
-    doms = domains(args.data, need)
+    doms = domains(args.data, need, args.files, args.first_channel)
     if not doms:
         sys.exit("no recording has two channels of enough samples; lower --rounds or --nodes")
-    nodes, groups = [], {}
+    streams, groups = [], {}
     piece = need // args.nodes
-    for d, (name, x) in enumerate(doms):
+    for d, (_, x) in enumerate(doms):
         for k in range(args.nodes):
-            groups.setdefault(d, []).append(len(nodes))
-            nodes.append((name, x[:, k * piece : (k + 1) * piece]))
+            groups.setdefault(d, []).append(len(streams))
+            streams.append(x[:, k * piece : (k + 1) * piece])
     coder = plugins.create("coder", {"use": "rice"}, WHERE)
     p, shape = args.order, (2, 2 * args.order)
-    lr = int(args.lr * ONE)
-    local = [np.zeros(shape, np.int64) for _ in nodes]
-    glob = np.zeros(shape, np.int64)
-    corr = [np.zeros(shape, np.int64) for _ in nodes]
-    settings = HierarchySettings(**dict(_setting(kv) for kv in args.set))
-    hs = [Hierarchy(settings, shape[0], shape[1], seed=args.seed) for _ in nodes]
-    scores = {s: np.zeros(len(nodes)) for s in SCHEMES}
-    last_dir = None
+    lr_q = from_float(args.lr)
+    base = Baselines(len(streams), shape, p, lr_q, from_float(args.ditto_lambda), args.seed)
+    hset = HierarchySettings(**dict(_setting(kv) for kv in args.set))
+    pset = PersonalSettings(channels=2, order=p, lr=args.lr)
+    nodes = [Personal(hset, pset, seed=args.seed) for _ in streams]
+    scores = {s: np.zeros(len(streams)) for s in SCHEMES}
+    direction = None
     for r in range(args.rounds):
         lo = r * args.window
-        train = [x[:, lo : lo + args.window + p + 1] for _, x in nodes]
-        test = [x[:, lo + args.window : lo + args.window + args.eval] for _, x in nodes]
-        steps = [mclinear.batch_step(glob, t, p, lr) for t in train]
-        mean_step = mean_rows(steps)
-        glob = glob + mean_step
+        train = [x[:, lo : lo + args.window + p + 1] for x in streams]
+        test = [x[:, lo + args.window : lo + args.window + args.eval] for x in streams]
+        for i, t in enumerate(test):
+            for s in SCHEMES[:-1]:
+                scores[s][i] += bits(base.weights(s, i), t, p, coder)
+            scores["hierarchy"][i] += bits(nodes[i].weights(), t, p, coder)
+        mean_step = base.learn(train)
         for i, t in enumerate(train):
-            local[i] = local[i] + mclinear.batch_step(local[i], t, p, lr)
-            corr[i] = corr[i] + mclinear.batch_step(glob + corr[i], t, p, lr)
-            w = hs[i].delta().astype(np.int64)
-            grad = -mclinear.batch_step(w, t, p, ONE)  # minus the normalised step: dLoss/dW
-            for role in ("foundation", "domain", "swarm", "agent", "context"):
-                hs[i].update(role, grad, lr, direction=last_dir)
-            hs[i].tick()
-        average_shared(hs, groups)
-        last_dir = -mean_step if mean_step.any() else None
-        if r >= args.rounds - args.tail:
-            for i, t in enumerate(test):
-                scores["local"][i] += bits(local[i], t, p, coder)
-                scores["global"][i] += bits(glob, t, p, coder)
-                scores["global+local"][i] += bits(glob + corr[i], t, p, coder)
-                scores["hierarchy"][i] += bits(hs[i].delta(), t, p, coder)
+            nodes[i].learn(t, direction)
+        exchange(nodes, groups, r)
+        direction = -mean_step if mean_step.any() else None
     for s in SCHEMES:
-        scores[s] /= args.tail
-    sent = sum(hs[0].layers[r].params for r in SHARED_ROLES)
+        scores[s] /= args.rounds
+    report(args, doms, groups, scores, nodes, shape)
+    if args.state:
+        with open(args.state, "w") as f:
+            json.dump(nodes[0].to_state(), f)
+
+
+def report(args, doms, groups, scores, nodes, shape):
+    """Print the table."""
     print(
-        f"{len(doms)} domains x {args.nodes} nodes, {args.rounds} rounds, order {p}, "
-        f"window {args.window}, eval {args.eval}; bits/sample, mean of the last {args.tail}"
+        f"{len(doms)} domains ({args.files} files) x {args.nodes} nodes, {args.rounds} rounds, "
+        f"order {args.order}, window {args.window}, eval {args.eval}; bits/sample, all rounds"
     )
-    print(f"{'domain':44s}" + "".join(f"{s:>14s}" for s in SCHEMES))
+    print(f"{'domain':44s}" + "".join(f"{s:>11s}" for s in SCHEMES))
     for d, members in groups.items():
-        row = "".join(f"{scores[s][members].mean():14.3f}" for s in SCHEMES)
+        row = "".join(f"{scores[s][members].mean():11.3f}" for s in SCHEMES)
         print(f"{doms[d][0][:44]:44s}{row}")
-    print(f"{'all nodes':44s}" + "".join(f"{scores[s].mean():14.3f}" for s in SCHEMES))
+    print(f"{'all nodes':44s}" + "".join(f"{scores[s].mean():11.3f}" for s in SCHEMES))
+    size = shape[0] * shape[1]
+    sent = -(-nodes[0].shared_parameters() // len(SHARED_ROLES))
     print(
-        f"{'parameters sent per node per round':44s}{0:14d}{glob.size:14d}{glob.size:14d}{sent:14d}"
+        f"{'parameters sent per node per round':44s}{0:11d}{size:11d}{size:11d}{size:11d}{sent:11d}"
     )
-    health = sum(h.health().status == "HEALTHY" for h in hs)
+    healthy = sum(n.h.health().status == "HEALTHY" for n in nodes)
+    depth = np.bincount([n.depth() for n in nodes], minlength=len(ROLES))
+    chosen = ", ".join(f"{ROLES[d]} {c}" for d, c in enumerate(depth) if c)
     print(
-        f"hierarchy: {health}/{len(hs)} nodes HEALTHY, {sum(h.migrations for h in hs)} migrations"
+        f"hierarchy: {healthy}/{len(nodes)} nodes HEALTHY, "
+        f"{sum(n.h.migrations for n in nodes)} migrations; depth chosen at the end: {chosen}"
     )
 
 
 def _setting(text):
     """``key=value`` of a [lora] setting; the value is read as JSON (numbers, lists)."""
-    import json
-
     key, _, value = text.partition("=")
     return key, json.loads(value)
 
@@ -157,16 +230,21 @@ def _setting(text):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--data", default=None, help="MANIFEST folder (default: $QRES_DATA or ../shared/data)"
+        "--data",
+        default=os.environ.get("QRES_DATA", "../shared/data"),
+        help="MANIFEST folder (default: $QRES_DATA or ../shared/data)",
     )
+    ap.add_argument("--files", choices=("tune", "held-out", "all"), default="all")
+    ap.add_argument("--first-channel", type=int, default=0, help="the pair starts here")
     ap.add_argument("--nodes", type=int, default=3, help="nodes per recording")
     ap.add_argument("--rounds", type=int, default=24)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--eval", type=int, default=1024)
     ap.add_argument("--order", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.5)
-    ap.add_argument("--tail", type=int, default=6)
+    ap.add_argument("--ditto-lambda", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--state", default=None, help="write node 0's hierarchy state (JSON) here")
     ap.add_argument(
         "--set",
         action="append",

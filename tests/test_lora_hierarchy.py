@@ -276,8 +276,8 @@ def test_a_recurring_context_pattern_migrates_to_agent_and_is_conserved():
         restoration=0.5,
         entropy_high=1.0,
     )
-    h = Hierarchy(s, 4, 4, seed=5)
-    grad = np.zeros((4, 4), np.int64)
+    h = Hierarchy(s, 4, 8, seed=5)
+    grad = np.zeros((4, 8), np.int64)
     grad[0, :] = ONE
     moved = []
     for t in range(40):
@@ -302,10 +302,10 @@ def test_a_full_destination_refuses_migration_and_health_says_so():
         entropy_high=1.0,
         max_rejection=0.25,
     )
-    h = Hierarchy(s, 4, 4, seed=5)
+    h = Hierarchy(s, 4, 8, seed=5)
     h.layers["agent"].b[:, 0] = ONE  # the agent's only slot holds its own pattern
     kept = h.layers["agent"].delta().copy()
-    grad = np.zeros((4, 4), np.int64)
+    grad = np.zeros((4, 8), np.int64)
     grad[0, :] = ONE
     for t in range(40):
         if t % 2 == 0:

@@ -14,8 +14,8 @@ DEGRADED = "DEGRADED"
 
 @attrs.frozen
 class LayerVitals:
-    """One layer's numbers for the monitor: its update spread (Q16.16) and how many of its
-    updates resonance amplified and damped."""
+    """One layer's numbers for the monitor: its update spread (Q16.16), how many of its
+    updates moved a parameter, and how many resonance amplified and damped."""
 
     role: str
     spread_q: int

@@ -151,13 +151,16 @@ class Hierarchy:
 
         s = self.settings
         layer = self.layers[role]
-        ga, gb = layer.grads(grad_w)
         inertia = mech.effective_inertia(s.inertia_q(role), layer.density_q, s.q(s.density_k))
         step = div_round(int(lr_q) * (ONE - inertia), ONE)
-        flat = -div_round(np.concatenate([ga.reshape(-1), gb.reshape(-1)]) * step, ONE)
-        flat = mech.gate(flat, layer.threshold_q).astype(np.int64)
-        da = flat[: ga.size].reshape(ga.shape)
-        db = flat[ga.size :].reshape(gb.shape)
+        da, db = self._raw_step(layer, grad_w, step)
+        if layer.dense:  # the gate and the spread look at the parameters that can move
+            db = mech.gate(db, layer.threshold_q).astype(np.int64)
+        else:
+            flat = np.concatenate([da.reshape(-1), db.reshape(-1)])
+            flat = mech.gate(flat, layer.threshold_q).astype(np.int64)
+            da = flat[: da.size].reshape(da.shape)
+            db = flat[da.size :].reshape(db.shape)
         # a component in transit keeps its A row, so moving its B column conserves B a^T
         da[self._moving(role)] = 0
         # the dense change this step makes, to first order: B dA + dB A
@@ -182,10 +185,25 @@ class Hierarchy:
             np.asarray(db, np.int64)
         ).sum(axis=0)
         layer.history.append(activation)
-        layer.spread_q = mech.update_spread(np.concatenate([da.reshape(-1), db.reshape(-1)]))
+        moved = db.reshape(-1) if layer.dense else np.concatenate([da.reshape(-1), db.reshape(-1)])
+        if np.any(moved):  # a layer held still by its inertia has no spread to judge
+            layer.spread_q = mech.update_spread(moved)
+            layer.moves += 1
         layer.last_dense = np.asarray(dense, dtype=np.int64)
         layer.updates += 1
         layer.contributions += int(contributions)
+
+    @staticmethod
+    def _raw_step(layer: Layer, grad_w: Any, step: int):
+        """The plain LoRA step ``(-step * B^T G, -step * G A^T)`` (Q16.16), A held on dense
+        layers."""
+        import numpy as np
+
+        ga, gb = layer.grads(grad_w)
+        if layer.dense:  # A is the frozen identity: B takes the dense step itself
+            ga = np.zeros_like(ga)
+        flat = -div_round(np.concatenate([ga.reshape(-1), gb.reshape(-1)]) * step, ONE)
+        return flat[: ga.size].reshape(ga.shape), flat[ga.size :].reshape(gb.shape)
 
     def _moving(self, role: str) -> list[int]:
         """Components of ``role`` that a transfer is moving (as source or destination)."""
@@ -327,7 +345,7 @@ class Hierarchy:
         """HEALTHY, or DEGRADED with one reason per limit broken (see qres.lora.health)."""
         s = self.settings
         layers = [
-            LayerVitals(role, layer.spread_q, layer.updates, layer.amplified, layer.damped)
+            LayerVitals(role, layer.spread_q, layer.moves, layer.amplified, layer.damped)
             for role, layer in self.layers.items()
         ]
         queues = [
@@ -353,6 +371,7 @@ class Hierarchy:
             eff = mech.effective_inertia(s.inertia_q(role), layer.density_q, s.q(s.density_k))
             layers[role] = {
                 "rank": layer.rank,
+                "dense": layer.dense,
                 "shared": role in SHARED_ROLES,
                 "inertia": s.inertia[ROLES.index(role)],
                 "effective_inertia": eff / ONE,

@@ -4,6 +4,12 @@ The adapter of a d_out x d_in weight is ``delta = round(B @ A / 2**16)`` (Q16.16
 (rank x d_in) drawn as the numpy LoRA layer draws it (:func:`initial_a_q16`, the same on every
 machine) and B (d_out x rank) starting at zero, so a new layer changes nothing. Parameters are
 clamped to +-128.0 so every product sum stays exact in int64.
+
+A layer whose rank would give it at least as many parameters as the weight itself
+(``rank * (d_in + d_out) >= d_in * d_out``, e.g. any rank on a 2 x 4 weight) is *dense*: A is
+the identity, frozen, and B is a full d_out x d_in delta. A low-rank factorisation only pays
+when it is smaller than the matrix; below that it costs more and learns worse (A's rows must
+first turn toward the directions the data needs, which they do only through ``B^T G``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ def qmatmul(x: Any, y: Any):
     return div_round(np.asarray(x, dtype=np.int64) @ np.asarray(y, dtype=np.int64), ONE)
 
 
+def is_dense(rank: int, d_out: int, d_in: int) -> bool:
+    """True when a rank-``rank`` factorisation has no fewer parameters than the weight."""
+    return 2 * rank * (d_in + d_out) >= d_in * d_out
+
+
 @attrs.define(eq=False)
 class Transfer:
     """A pattern moving from a source component to a destination slot, a share per tick."""
@@ -67,21 +78,28 @@ class Layer:
     density_q: int = 0
     contributions: int = 0
     updates: int = 0
+    moves: int = 0  # updates that moved at least one parameter
     amplified: int = 0
     damped: int = 0
     spread_q: int = 0
     last_dense: Any = None
     busy: set = attrs.field(factory=set)  # components queued or moving: not offered again
+    dense: bool = False  # A is the frozen identity (see the module docstring)
 
     @classmethod
     def new(cls, role: str, rank: int, d_out: int, d_in: int, seed: int, window: int) -> Layer:
-        """A fresh layer: A from the seeded draw, B zero, traces zero."""
+        """A fresh layer: A from the seeded draw (the identity when dense), B zero."""
         import numpy as np
 
         from qres.builtin_plugins.lora.numpy_lora import NumpyLoRAConfig, initial_a_q16
 
-        cfg = NumpyLoRAConfig(d_in=d_in, d_out=d_out, rank=rank, role=role, seed=seed)
-        a = initial_a_q16(cfg)
+        dense = is_dense(rank, d_out, d_in)
+        if dense:
+            rank = d_in
+            a = (np.eye(d_in, dtype=np.int64) * ONE).astype(np.int32)
+        else:
+            cfg = NumpyLoRAConfig(d_in=d_in, d_out=d_out, rank=rank, role=role, seed=seed)
+            a = initial_a_q16(cfg)
         b = np.zeros((d_out, rank), dtype=np.int32)
         return cls(
             role=role,
@@ -95,6 +113,7 @@ class Layer:
             trace_a=np.zeros_like(a),
             trace_b=np.zeros_like(b),
             history=deque(maxlen=window),
+            dense=dense,
         )
 
     @property

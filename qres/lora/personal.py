@@ -1,0 +1,184 @@
+"""A node's personalised predictor: the ``mclinear`` weight adapted by the hierarchy.
+
+:class:`Personal` is what a node runs (the swarm simulator and the benchmark use the same
+code). Each round it is given the node's newest window of samples and:
+
+1. **scores** each *depth* of the hierarchy before learning from the window: the model made
+   of the frozen weight plus the layers from the foundation down to one role (foundation;
+   foundation + domain; ...; all five) predicts the window, and the depth's score follows its
+   mean absolute error (Q16.16, a running mean of weight ``2**-score_shift``);
+2. **trains** each layer against its own depth: the layer's gradient is taken at the model
+   made of the layers above it and itself, so a shared layer learns what its group has in
+   common whatever the node's local layers hold, and each local layer learns only what is
+   left (the local layers would otherwise absorb everything, and the shared ones would
+   learn nothing);
+3. **ticks** the hierarchy (decay, homeostasis, circuits, migration).
+
+The node then predicts with the depth of lowest score (:meth:`Personal.weights`; ties go to
+the shallower depth, which carries fewer of the node's own parameters): a node whose data is
+noisy keeps the group's model, a node with its own dynamics takes its own layers. The choice
+is made on data the models had not yet learned from, so it measures how each depth
+generalises, not how well it fits.
+
+Shared layers travel as :meth:`Personal.shared` / :meth:`Personal.absorb` (B, and A when the
+layer is not dense); every number is an integer, so the same windows give the same bits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from qres.fixed.q16 import ONE
+from qres.kernel.config import integer, number
+from qres.kernel.errors import QresError
+from qres.kinds.lora import ROLES
+from qres.lora.hierarchy import SHARED_ROLES, Hierarchy
+from qres.lora.settings import HierarchySettings
+from qres.robust.aggregate import div_round
+
+#: Format tag of a saved state (:meth:`Personal.to_state`).
+STATE_FORMAT = "qres-lora-state/1"
+
+
+@attrs.frozen
+class PersonalSettings:
+    """How a node trains its personalised model.
+
+    * ``channels``, ``order``: the mclinear model (W of channels x channels * order).
+    * ``lr``: the normalised step of every layer before inertia (stable below 2).
+    * ``score_shift``: depth scores follow the newest window with weight ``2**-score_shift``.
+    """
+
+    channels: int = attrs.field(default=2, validator=integer(1, 64))
+    order: int = attrs.field(default=2, validator=integer(1, 32))
+    lr: float = attrs.field(default=0.5, validator=number(2.0**-16, 1.99))
+    score_shift: int = attrs.field(default=2, validator=integer(0, 8))
+
+    @property
+    def lr_q(self) -> int:
+        """The learning rate in Q16.16."""
+        from qres.fixed.q16 import from_float
+
+        return from_float(self.lr)
+
+
+def mean_abs_error(w: Any, window: Any, order: int) -> int:
+    """Mean |error| (Q16.16) of the first-difference model ``w`` over a (C, n) window."""
+    import numpy as np
+
+    from qres.builtin_plugins.predictors import mclinear
+
+    x = mclinear.model_input(window, 1)
+    h = mclinear.history(x, order)
+    err = (x[:, order:] << 16) - mclinear.predict_q16(w, h)
+    return div_round(int(np.abs(err).sum()), err.size)
+
+
+class Personal:
+    """One node's hierarchy over a zero mclinear weight, with depth scores and a trace of each
+    layer's contribution per round (for ``qres lora show``)."""
+
+    def __init__(self, hierarchy: HierarchySettings, settings: PersonalSettings, seed: int = 0):
+        c, p = settings.channels, settings.order
+        self.settings = settings
+        self.h = Hierarchy(hierarchy, c, c * p, seed)
+        self.scores: list[int | None] = [None] * len(ROLES)
+        self.peers = dict.fromkeys(SHARED_ROLES, 0)
+        self.trace: list[list[int]] = []  # per round: |delta|_1 of each layer (Q16.16)
+        self.depths: list[int] = []  # per round: the depth predicted with
+
+    # -- prediction -----------------------------------------------------------------------
+    def prefix(self, depth: int):
+        """The adapter of the layers foundation..ROLES[depth] (int64, d_out x d_in)."""
+        import numpy as np
+
+        total = np.zeros((self.h.d_out, self.h.d_in), dtype=np.int64)
+        for role in ROLES[: depth + 1]:
+            total += self.h.layers[role].delta()
+        return total
+
+    def depth(self) -> int:
+        """The depth of lowest score (ties: the shallower); the deepest before any score."""
+        known = [(s, d) for d, s in enumerate(self.scores) if s is not None]
+        return min(known)[1] if known else len(ROLES) - 1
+
+    def weights(self):
+        """The weight the node predicts with: the chosen depth's adapter (int64)."""
+        return self.prefix(self.depth())
+
+    # -- learning ---------------------------------------------------------------------------
+    def learn(self, window: Any, direction: Any = None) -> None:
+        """Score every depth on ``window`` (C x n samples in +-2**11), then train each layer
+        at its depth and tick. ``direction``: the swarm's last mean step (resonance)."""
+        from qres.builtin_plugins.predictors import mclinear
+
+        s = self.settings
+        self.depths.append(self.depth())
+        for d in range(len(ROLES)):
+            err = mean_abs_error(self.prefix(d), window, s.order)
+            old = self.scores[d]
+            self.scores[d] = err if old is None else old + div_round(err - old, 1 << s.score_shift)
+        for d, role in enumerate(ROLES):
+            grad = -mclinear.batch_step(self.prefix(d), window, s.order, ONE).astype("int64")
+            peers = self.peers.get(role, 0)
+            self.h.update(role, grad, s.lr_q, direction=direction, contributions=peers)
+        self.h.tick()
+        self.trace.append([int(abs(self.h.layers[r].delta()).sum()) for r in ROLES])
+
+    # -- exchange ---------------------------------------------------------------------------
+    def shared(self, role: str) -> dict:
+        """What the node sends for shared ``role``: B, and A unless the layer is dense."""
+        layer = self._shared_layer(role)
+        out = {"b": layer.b.copy()}
+        if not layer.dense:
+            out["a"] = layer.a.copy()
+        return out
+
+    def absorb(self, role: str, parts: dict, contributors: int) -> None:
+        """Take the aggregate of a shared layer (as :meth:`shared` gives it) that
+        ``contributors`` nodes formed; the others count as this layer's interaction density."""
+        import numpy as np
+
+        layer = self._shared_layer(role)
+        for key in ("a", "b") if not layer.dense else ("b",):
+            value = np.asarray(parts[key])
+            if value.shape != getattr(layer, key).shape:
+                raise QresError(
+                    f"lora {role}.{key}: shape {value.shape}, expected {getattr(layer, key).shape}"
+                )
+            setattr(layer, key, np.clip(value, -(1 << 23), 1 << 23).astype(np.int32))
+        self.peers[role] = max(0, int(contributors) - 1)
+
+    def shared_parameters(self) -> int:
+        """Parameters the node sends per round (B, and A of the layers that are not dense)."""
+        total = 0
+        for role in SHARED_ROLES:
+            layer = self.h.layers[role]
+            total += layer.b.size + (0 if layer.dense else layer.a.size)
+        return total
+
+    def _shared_layer(self, role: str):
+        if role not in SHARED_ROLES:
+            raise QresError(f"lora: {role!r} stays on the node; shared: {', '.join(SHARED_ROLES)}")
+        return self.h.layers[role]
+
+    # -- state -------------------------------------------------------------------------------
+    def to_state(self) -> dict:
+        """JSON-ready state for ``qres lora show``: settings, summary, each layer's A and B,
+        the per-round contributions and depths, the scores."""
+        layers = {
+            role: {"a": layer.a.tolist(), "b": layer.b.tolist()}
+            for role, layer in self.h.layers.items()
+        }
+        return {
+            "format": STATE_FORMAT,
+            "model": {"channels": self.settings.channels, "order": self.settings.order},
+            "summary": self.h.summary(),
+            "depth": ROLES[self.depth()],
+            "scores": [None if s is None else s / ONE for s in self.scores],
+            "trace": self.trace,
+            "depths": self.depths,
+            "layers": layers,
+        }

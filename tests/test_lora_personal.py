@@ -1,0 +1,99 @@
+"""A node's personalised model: dense layers on small weights, depth training and choice,
+the shared exchange, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qres.fixed.q16 import ONE
+from qres.kernel.errors import QresError
+from qres.lora import HierarchySettings
+from qres.lora.hierarchy import Hierarchy
+from qres.lora.layer import is_dense
+from qres.lora.personal import Personal, PersonalSettings, mean_abs_error
+
+
+def _ar_stream(n, coef, seed, noise=3.0):
+    """Two coupled AR(2) channels (their differences follow ``coef``), within +-2**11."""
+    rng = np.random.default_rng(seed)
+    d = np.zeros((2, n))
+    for t in range(2, n):
+        d[:, t] = coef @ np.concatenate([d[:, t - 1], d[:, t - 2]]) + rng.normal(0, noise, 2)
+    x = np.cumsum(d, axis=1)
+    x -= x.mean(axis=1, keepdims=True)
+    return np.clip(np.rint(x), -2047, 2047).astype(np.int64)
+
+
+COEF = np.array([[0.6, 0.2, -0.1, 0.0], [0.3, 0.5, 0.0, -0.2]])
+
+
+def test_small_weights_get_dense_layers_wide_ones_low_rank():
+    assert is_dense(1, 2, 4) and is_dense(2, 2, 4)
+    assert not is_dense(1, 4, 8) and not is_dense(8, 128, 128)
+    h = Hierarchy(HierarchySettings(), 2, 4)
+    assert all(layer.dense for layer in h.layers.values())
+    layer = h.layers["agent"]
+    assert layer.rank == 4 and np.array_equal(layer.a, np.eye(4, dtype=np.int32) * ONE)
+    grad = np.arange(8, dtype=np.int64).reshape(2, 4) * ONE // 8
+    h.update("agent", grad, ONE // 2)
+    assert np.array_equal(layer.a, layer.a0)  # A stays the identity: B is the dense delta
+    assert np.array_equal(layer.delta(), layer.b)
+    wide = Hierarchy(HierarchySettings(), 16, 64)
+    assert not wide.layers["context"].dense and wide.layers["context"].rank == 1
+
+
+def test_personal_learns_a_coupled_stream_and_beats_persistence():
+    x = _ar_stream(40 * 128, COEF, seed=1)
+    node = Personal(HierarchySettings(), PersonalSettings(channels=2, order=2))
+    zero = np.zeros((2, 4), np.int64)
+    for r in range(30):
+        node.learn(x[:, r * 128 : r * 128 + 131])
+    test = x[:, 30 * 128 :]
+    assert mean_abs_error(node.weights(), test, 2) < 0.85 * mean_abs_error(zero, test, 2)
+    assert node.depth() >= 3  # the node's own layers carry its dynamics
+    assert len(node.trace) == 30 and len(node.trace[0]) == 5
+
+
+def test_on_white_differences_the_choice_is_no_worse_than_persistence():
+    rng = np.random.default_rng(2)
+    x = np.cumsum(rng.integers(-20, 21, (2, 40 * 64)), axis=1)  # a random walk: persistence
+    x = np.clip(x - x.mean(axis=1, keepdims=True), -2047, 2047)
+    node = Personal(HierarchySettings(), PersonalSettings(channels=2, order=2, lr=1.0))
+    for r in range(30):
+        node.learn(x[:, r * 64 : r * 64 + 67])
+    assert node.scores[node.depth()] == min(node.scores)
+    test, zero = x[:, 30 * 64 :], np.zeros((2, 4), np.int64)
+    assert mean_abs_error(node.weights(), test, 2) <= 1.02 * mean_abs_error(zero, test, 2)
+
+
+def test_shared_exchange_and_its_checks():
+    node = Personal(HierarchySettings(), PersonalSettings())
+    parts = node.shared("domain")
+    assert set(parts) == {"b"} and parts["b"].shape == (2, 4)
+    parts["b"][:] = ONE // 4
+    node.absorb("domain", parts, contributors=5)
+    assert node.peers["domain"] == 4 and int(node.h.layers["domain"].b[0, 0]) == ONE // 4
+    assert node.shared_parameters() == 3 * 8
+    with pytest.raises(QresError, match="stays on the node"):
+        node.shared("agent")
+    with pytest.raises(QresError, match="shape"):
+        node.absorb("swarm", {"b": np.zeros((3, 3), np.int32)}, 2)
+
+
+def test_same_windows_same_state():
+    x = _ar_stream(12 * 64, COEF, seed=3)
+
+    def run():
+        nodes = [Personal(HierarchySettings(), PersonalSettings()) for _ in range(2)]
+        for r in range(10):
+            for n in nodes:
+                n.learn(x[:, r * 64 : r * 64 + 67])
+            avg = (
+                nodes[0].shared("swarm")["b"].astype(np.int64) + nodes[1].shared("swarm")["b"]
+            ) // 2
+            for n in nodes:
+                n.absorb("swarm", {"b": avg}, 2)
+        return nodes[0].to_state()
+
+    assert run() == run()
