@@ -171,29 +171,72 @@ def run(args):
     lr_q = from_float(args.lr)
     base = Baselines(len(streams), shape, p, lr_q, from_float(args.ditto_lambda), args.seed)
     hset = HierarchySettings(**dict(_setting(kv) for kv in args.set))
-    pset = PersonalSettings(channels=2, order=p, lr=args.lr)
+    pset = PersonalSettings(channels=2, order=p, lr=args.lr, score_shift=args.score_shift)
     nodes = [Personal(hset, pset, seed=args.seed) for _ in streams]
-    scores = {s: np.zeros(len(streams)) for s in SCHEMES}
+    per_round = {s: np.zeros((args.rounds, len(streams))) for s in SCHEMES}
+    switched = switch_plan(args, groups)
     direction = None
     for r in range(args.rounds):
         lo = r * args.window
-        train = [x[:, lo : lo + args.window + p + 1] for x in streams]
-        test = [x[:, lo + args.window : lo + args.window + args.eval] for x in streams]
+        source = [switched.get(i, i) if in_switch(args, r) else i for i in range(len(streams))]
+        train = [streams[j][:, lo : lo + args.window + p + 1] for j in source]
+        test = [streams[j][:, lo + args.window : lo + args.window + args.eval] for j in source]
         for i, t in enumerate(test):
             for s in SCHEMES[:-1]:
-                scores[s][i] += bits(base.weights(s, i), t, p, coder)
-            scores["hierarchy"][i] += bits(nodes[i].weights(), t, p, coder)
+                per_round[s][r, i] = bits(base.weights(s, i), t, p, coder)
+            per_round["hierarchy"][r, i] = bits(nodes[i].weights(), t, p, coder)
         mean_step = base.learn(train)
         for i, t in enumerate(train):
             nodes[i].learn(t, direction)
         exchange(nodes, groups, r)
         direction = -mean_step if mean_step.any() else None
-    for s in SCHEMES:
-        scores[s] /= args.rounds
+    scores = {s: per_round[s].mean(axis=0) for s in SCHEMES}
     report(args, doms, groups, scores, nodes, shape)
+    if switched:
+        print_switch(args, per_round, sorted(switched))
     if args.state:
         with open(args.state, "w") as f:
             json.dump(nodes[0].to_state(), f)
+
+
+def switch_plan(args, groups):
+    """With ``--switch A:B``: the first node of each recording reads the next recording's
+    first node's stream from round A to round B - 1 (node -> node it reads)."""
+    if not args.switch:
+        return {}
+    heads = [members[0] for members in groups.values()]
+    return {h: heads[(k + 1) % len(heads)] for k, h in enumerate(heads)}
+
+
+def in_switch(args, r):
+    """Whether round r is inside the ``--switch`` span."""
+    return bool(args.switch) and args.switch[0] <= r < args.switch[1]
+
+
+def adaptation(series, start, end):
+    """Rounds from ``start`` until the bits are within 10% of their best over [start, end)."""
+    best = series[start:end].min()
+    return next(r - start for r in range(start, end) if series[r] <= 1.1 * best)
+
+
+def print_switch(args, per_round, nodes):
+    """Adaptation (rounds to within 10% of the best on the new stream) and forgetting (mean
+    bits of the first three rounds back over the last three before the switch), mean over the
+    switched nodes."""
+    a, b = args.switch
+    print(f"switch: nodes {nodes} read another recording in rounds {a}..{b - 1}")
+    print(f"{'':44s}" + "".join(f"{s:>11s}" for s in SCHEMES))
+    rows = {"rounds to adapt (within 10% of best)": [], "forgetting (bits back / bits before)": []}
+    for s in SCHEMES:
+        x = per_round[s]
+        rows["rounds to adapt (within 10% of best)"].append(
+            np.mean([adaptation(x[:, i], a, b) for i in nodes])
+        )
+        rows["forgetting (bits back / bits before)"].append(
+            np.mean([x[b : b + 3, i].mean() / x[a - 3 : a, i].mean() for i in nodes])
+        )
+    for name, values in rows.items():
+        print(f"{name:44s}" + "".join(f"{v:11.3f}" for v in values))
 
 
 def report(args, doms, groups, scores, nodes, shape):
@@ -227,6 +270,14 @@ def _setting(text):
     return key, json.loads(value)
 
 
+def _span(text):
+    a, _, b = text.partition(":")
+    a, b = int(a), int(b)
+    if not 0 < a < b:
+        raise argparse.ArgumentTypeError("A:B with 0 < A < B")
+    return a, b
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -243,7 +294,15 @@ def main(argv=None):
     ap.add_argument("--order", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--ditto-lambda", type=float, default=0.1)
+    ap.add_argument("--score-shift", type=int, default=2, help="depth scores: weight 2**-N")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--switch",
+        type=_span,
+        default=None,
+        metavar="A:B",
+        help="the first node of each recording reads the next one in rounds A..B-1",
+    )
     ap.add_argument("--state", default=None, help="write node 0's hierarchy state (JSON) here")
     ap.add_argument(
         "--set",

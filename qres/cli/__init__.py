@@ -44,6 +44,7 @@ def make_app() -> typer.Typer:
         codec_cmd,
         keys_cmd,
         llm_cmd,
+        lora_cmd,
         mesh_cmd,
         node_cmd,
         plugins_cmd,
@@ -69,6 +70,7 @@ def make_app() -> typer.Typer:
     app.add_typer(keys_cmd.app, name="keys")
     bench_cmd.register(app)
     llm_cmd.register(app)
+    lora_cmd.register(app)
     mesh_cmd.register(app)
     node_cmd.register(app)
     plugins.load_plugins()

@@ -74,6 +74,10 @@ def simulate(
     )
     live = sys.stderr.isatty() and not as_json
     started = time.perf_counter()
+    if "lora" in loaded.data:  # nodes personalise with the adapter hierarchy (docs/lora.md)
+        from qres.cli.lora_cmd import simulate_swarm
+
+        return simulate_swarm(loaded, settings, attack, baseline, outputs, started)
     with ExitStack() as stack:
         # Every output is opened (and so checked) before the run, which can take minutes;
         # they are published together at the end, or none if anything failed.

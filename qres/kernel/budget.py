@@ -88,6 +88,12 @@ def check(profile: Profile) -> BudgetReport:
                 block * DEVICE_SAMPLE_BYTES * CODEC_BUFFERS_PER_BLOCK,
             )
         )
+    if isinstance(profile.data.get("lora"), dict) and isinstance(profile.data.get("swarm"), dict):
+        from qres.lora.personal import PersonalSettings, node_memory_bytes
+
+        model = PersonalSettings(order=min(profile.settings("swarm").order, 32))
+        need = node_memory_bytes(profile.settings("lora"), model)
+        items.append(BudgetItem("lora", "adapters", "hierarchy", need))
     for keys, kind, _table in profile.plugin_tables():
         plugin = profile.build(*keys)
         path = ".".join(str(k) for k in keys)

@@ -88,6 +88,8 @@ class Personal:
         self.peers = dict.fromkeys(SHARED_ROLES, 0)
         self.trace: list[list[int]] = []  # per round: |delta|_1 of each layer (Q16.16)
         self.depths: list[int] = []  # per round: the depth predicted with
+        self.last_window: Any = None  # the newest window learned from (screens aggregates)
+        self.rejected = 0  # aggregates the screen refused
 
     # -- prediction -----------------------------------------------------------------------
     def prefix(self, depth: int):
@@ -125,6 +127,7 @@ class Personal:
             peers = self.peers.get(role, 0)
             self.h.update(role, grad, s.lr_q, direction=direction, contributions=peers)
         self.h.tick()
+        self.last_window = window
         self.trace.append([int(abs(self.h.layers[r].delta()).sum()) for r in ROLES])
 
     # -- exchange ---------------------------------------------------------------------------
@@ -136,20 +139,39 @@ class Personal:
             out["a"] = layer.a.copy()
         return out
 
-    def absorb(self, role: str, parts: dict, contributors: int) -> None:
+    def absorb(
+        self, role: str, parts: dict, contributors: int, tolerance: float | None = None
+    ) -> bool:
         """Take the aggregate of a shared layer (as :meth:`shared` gives it) that
-        ``contributors`` nodes formed; the others count as this layer's interaction density."""
+        ``contributors`` nodes formed; the others count as this layer's interaction density.
+
+        With ``tolerance``, the node first screens it on its own newest window: it keeps its
+        own layer (and returns False) when the aggregate makes the error of the model it
+        predicts with more than ``1 + tolerance`` times worse."""
         import numpy as np
 
         layer = self._shared_layer(role)
-        for key in ("a", "b") if not layer.dense else ("b",):
+        keys = ("a", "b") if not layer.dense else ("b",)
+        kept = {key: getattr(layer, key) for key in keys}
+        before = None
+        if tolerance is not None and self.last_window is not None:
+            before = mean_abs_error(self.weights(), self.last_window, self.settings.order)
+        for key in keys:
             value = np.asarray(parts[key])
-            if value.shape != getattr(layer, key).shape:
+            if value.shape != kept[key].shape:
                 raise QresError(
-                    f"lora {role}.{key}: shape {value.shape}, expected {getattr(layer, key).shape}"
+                    f"lora {role}.{key}: shape {value.shape}, expected {kept[key].shape}"
                 )
             setattr(layer, key, np.clip(value, -(1 << 23), 1 << 23).astype(np.int32))
+        if before is not None:
+            after = mean_abs_error(self.weights(), self.last_window, self.settings.order)
+            if after > before * (1.0 + tolerance) + 1:
+                for key in keys:
+                    setattr(layer, key, kept[key])
+                self.rejected += 1
+                return False
         self.peers[role] = max(0, int(contributors) - 1)
+        return True
 
     def shared_parameters(self) -> int:
         """Parameters the node sends per round (B, and A of the layers that are not dense)."""
@@ -182,3 +204,16 @@ class Personal:
             "depths": self.depths,
             "layers": layers,
         }
+
+
+def node_memory_bytes(hierarchy: HierarchySettings, settings: PersonalSettings) -> int:
+    """Bytes a node's personalised model holds: every layer's A, B, their initial values and
+    activity traces (int32), the last dense change (int64) and a full circuit window of
+    activations (int64 per component), plus the depth scores."""
+    c, p = settings.channels, settings.order
+    h = Hierarchy(hierarchy, c, c * p)
+    total = 8 * len(ROLES)  # scores
+    for layer in h.layers.values():
+        total += 3 * (layer.a.nbytes + layer.b.nbytes)
+        total += 8 * layer.d_out * layer.d_in + 8 * layer.rank * hierarchy.circuit_window
+    return total

@@ -1,0 +1,337 @@
+"""The LoRA swarm: nodes personalise ``mclinear`` models with the adapter hierarchy; the shared
+layers travel through the swarm's robust aggregation, the local ones never leave the node.
+
+``qres swarm simulate --profile swarm-lora`` runs it (a profile with a ``[lora]`` table). Each
+node is a :class:`~qres.lora.personal.Personal` on a two-channel stream; nodes are grouped in
+*domains* (a domain is one recording, or one source of the generated set: nodes on the same
+kind of sensor). Every round:
+
+1. each node codes its next window with the model it has (its error, relative to the
+   4096-level range, is what the report counts), then learns from it;
+2. one shared layer takes its turn on the wire (foundation, domain, swarm, foundation, ...):
+   each node sends its change since the last aggregate (B, and A when not dense, as Q16.16
+   int32 rows); Byzantine nodes send what the attack forges instead; the profile's
+   aggregator combines the rows of the layer's group (every node for the foundation and swarm
+   layers, the domain's nodes for the domain layer), tolerating ``assumed_byzantine`` of
+   them; every node of the group screens the aggregate on its own newest window (refused
+   when it makes the node's error more than ``1 + accept_tolerance`` times worse, as the
+   swarm's nodes screen updates) and takes it. Agent and context layers stay local.
+
+Everything is a pure function of the profile, the seed and the data: the same run gives the
+same report bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qres.kernel.config import Location
+from qres.kernel.errors import QresError
+from qres.kinds.lora import ROLES
+from qres.lora.hierarchy import SHARED_ROLES
+from qres.lora.personal import Personal, PersonalSettings, mean_abs_error
+
+#: Sources of the generated set: (period of channel 0, period of channel 1's own tone, lag of
+#: channel 1 behind channel 0, coupling in 1/8).
+SOURCES = ((24, 37, 2, 6), (40, 29, 5, 3), (64, 23, 1, 7), (100, 53, 8, 2))
+#: The integer range of a stream: [-2048, 2047], as qres.learning.task.
+HALF = 2048
+#: Bytes of one parameter on the wire (Q16.16 int32).
+PARAM_BYTES = 4
+
+
+def generated_domains(seed: int, length: int) -> list[tuple[str, Any]]:
+    """The generated set: one (2, length) int64 stream per source; channel 1 follows
+    channel 0 ``lag`` samples late, plus its own tone; integer noise from the seed."""
+    import numpy as np
+
+    from qres.swarm.data import sine_table
+
+    table = sine_table()
+    t = np.arange(length, dtype=np.int64)
+    out = []
+    for k, (p0, p1, lag, mix) in enumerate(SOURCES):
+        rng = np.random.default_rng([seed, k])
+        c0 = table[(t * 4096 // p0) % 4096] * 5 // 8 + rng.integers(-40, 41, length)
+        late = np.concatenate([np.zeros(lag, np.int64), c0[:-lag]])
+        c1 = late * mix // 8 + table[(t * 4096 // p1) % 4096] // 4 + rng.integers(-40, 41, length)
+        out.append((f"source-{k}", np.clip(np.stack([c0, c1]), -HALF, HALF - 1)))
+    return out
+
+
+def recorded_domains(folder: str, length: int) -> list[tuple[str, Any]]:
+    """(name, (2, n) int64) for every real recording of ``folder`` with two usable channels
+    of at least ``length`` samples (normalised by qres.learning.task.normalise)."""
+    import numpy as np
+
+    from qres.learning.corpus import read_entry, read_manifest
+    from qres.learning.task import normalise
+
+    out = []
+    for entry in read_manifest(folder):
+        if entry.synthetic or entry.channels < 2:
+            continue
+        data = read_entry(folder, entry)
+        rows = [normalise(data[c]) for c in range(data.shape[0])]
+        rows = [r for r in rows if r is not None][:2]
+        if len(rows) == 2 and rows[0].shape[0] >= length:
+            out.append((entry.name, np.stack(rows).astype(np.int64)))
+    return out
+
+
+class LoraSwarm:
+    """One run of a LoRA swarm (see the module docstring); after :meth:`run`, ``cpu`` holds
+    the process CPU seconds of each round (kept out of the report, which is deterministic)."""
+
+    def __init__(self, profile: Any, settings: Any, attack: str | None = None, attack_free=False):
+        from qres.kernel import plugins
+
+        self.profile, self.s = profile, settings
+        self.hierarchy = profile.settings("lora")
+        self.personal = PersonalSettings(channels=2, order=settings.order, lr=settings.lr)
+        swarm = profile.data.get("swarm", {})
+        where = Location(str(profile.path)).child("swarm")
+        if "aggregator" in swarm:
+            self.aggregator = profile.build("swarm", "aggregator")
+        else:
+            self.aggregator = plugins.create("aggregator", {"use": "trimmed-mean"}, where)
+        self.attack = None
+        if not attack_free:
+            if attack:
+                self.attack = plugins.create("attack", {"use": attack}, Location("--attack"))
+            elif "attack" in swarm:
+                self.attack = profile.build("swarm", "attack")
+
+    # -- setup -------------------------------------------------------------------------------
+    def _streams(self) -> tuple[list[Any], list[int], list[str]]:
+        """Each node's (2, n) stream and domain; the domains' names. Node i is in domain
+        ``i * D // n`` (neighbouring ids share a domain: non-IID); the k-th node of a domain
+        reads the k-th piece of its stream (wrapping round when the recording is short)."""
+        s = self.s
+        piece = s.rounds * s.window + s.order + 1
+        if s.data == "generated":
+            doms = generated_domains(s.seed, -(-s.nodes // len(SOURCES)) * piece)
+        else:
+            doms = recorded_domains(s.data, piece)
+            if not doms:
+                raise QresError(
+                    f"--data {s.data}: no recording has two channels of {piece} samples; "
+                    "lower --rounds or --window, or give longer recordings"
+                )
+        streams, domain, seen = [], [], {}
+        for i in range(s.nodes):
+            d = i * len(doms) // s.nodes
+            k = seen[d] = seen.get(d, -1) + 1
+            x = doms[d][1]
+            lo = (k % (x.shape[1] // piece)) * piece
+            streams.append(x[:, lo : lo + piece])
+            domain.append(d)
+        return streams, domain, [name for name, _ in doms]
+
+    def _byzantine(self) -> Any:
+        import numpy as np
+
+        n = self.s.nodes
+        count = int(self.s.byzantine * n)
+        order = np.random.default_rng([self.s.seed, 1]).permutation(n)
+        byz = np.zeros(n, bool)
+        byz[order[:count]] = True
+        return byz
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self, on_round: Callable[[int, float], None] | None = None) -> dict:
+        """Every round as the module docstring says; returns the report (plain data)."""
+        import numpy as np
+
+        s = self.s
+        streams, domain, names = self._streams()
+        byz = self._byzantine()
+        nodes = [Personal(self.hierarchy, self.personal, seed=s.seed) for _ in streams]
+        groups = {"all": list(range(s.nodes))}
+        by_domain: dict[int, list[int]] = {}
+        for i, d in enumerate(domain):
+            by_domain.setdefault(d, []).append(i)
+        bases: dict[tuple, dict] = {}
+        rng = np.random.default_rng([s.seed, 2])
+        honest = ~byz
+        error, sent_bytes, self.cpu = [], [], []
+        for r in range(s.rounds):
+            started = time.process_time()
+            lo = r * s.window
+            errs = np.zeros(s.nodes)
+            for i, node in enumerate(nodes):
+                window = streams[i][:, lo : lo + s.window + s.order + 1]
+                errs[i] = mean_abs_error(node.weights(), window, s.order) / (1 << 16) / HALF / 2
+                node.learn(window)
+            role = SHARED_ROLES[r % len(SHARED_ROLES)]
+            parts = [groups["all"]] if role != "domain" else list(by_domain.values())
+            size = 0
+            for members in parts:
+                size = self._exchange(nodes, role, members, byz, bases, rng, r)
+            error.append(float(errs[honest].mean()))
+            sent_bytes.append(size * PARAM_BYTES)
+            self.cpu.append(time.process_time() - started)
+            if on_round is not None:
+                on_round(r, error[-1])
+        return self._report(nodes, names, domain, byz, error, sent_bytes)
+
+    def _exchange(self, nodes, role, members, byz, bases, rng, r) -> int:
+        """One group's turn for ``role``: rows, forgeries, robust aggregate, absorbed by every
+        member. Returns the parameters one node sent."""
+        import numpy as np
+
+        from qres.kinds.attack import AttackContext
+
+        keys = sorted(nodes[members[0]].shared(role))
+        shapes = [nodes[members[0]].shared(role)[k].shape for k in keys]
+        base_key = (role, members[0])
+        base = bases.get(base_key)
+        if base is None:
+            base = self._initial(nodes[members[0]], role, keys)
+        rows = np.stack(
+            [
+                np.concatenate([nodes[i].shared(role)[k].reshape(-1) for k in keys]) - base
+                for i in members
+            ]
+        )
+        rows = np.clip(rows, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+        bad = np.array([byz[i] for i in members])
+        if self.attack is not None and bad.any() and (~bad).any():
+            context = AttackContext(round=r, nodes=np.flatnonzero(bad), own=rows[bad].copy())
+            rows[bad] = self.attack.forge(rows[~bad], int(bad.sum()), rng=rng, context=context)
+        m = len(members)
+        f = min(int(self.s.assumed_byzantine * m), (m - 1) // 2)
+        f = self._tolerable(m, f)
+        agg = np.asarray(self.aggregator.aggregate(rows, f=f, rng=rng), np.int64)
+        new = base + agg
+        bases[base_key] = new
+        out, at = {}, 0
+        for k, shape in zip(keys, shapes, strict=True):
+            count = int(np.prod(shape))
+            out[k] = new[at : at + count].reshape(shape)
+            at += count
+        for i in members:
+            nodes[i].absorb(role, out, m, tolerance=self.s.accept_tolerance)
+        return int(new.size)
+
+    @staticmethod
+    def _initial(node: Personal, role: str, keys: list[str]):
+        """The layer's initial parameters (A from the seed, B zero), flattened."""
+        import numpy as np
+
+        layer = node.h.layers[role]
+        init = {"a": layer.a0, "b": layer.b0}
+        return np.concatenate([init[k].reshape(-1) for k in keys]).astype(np.int64)
+
+    def _tolerable(self, m: int, f: int) -> int:
+        """The largest f' <= f the aggregator accepts for m rows."""
+        while f > 0:
+            try:
+                self.aggregator.check_f(m, f)
+                return f
+            except QresError:
+                f -= 1
+        return 0
+
+    def _report(self, nodes, names, domain, byz, error, sent_bytes) -> dict:
+        """The report: plain data, the same bytes for the same run (no timings)."""
+        import numpy as np
+
+        honest = [i for i in range(len(nodes)) if not byz[i]]
+        tail = max(1, len(error) // 4)
+        depth = np.bincount([nodes[i].depth() for i in honest], minlength=len(ROLES))
+        per_domain = {}
+        for d, name in enumerate(names):
+            members = [i for i in honest if domain[i] == d]
+            if members:
+                per_domain[name] = len(members)
+        return {
+            "profile": self.profile.name,
+            "model": "lora",
+            "nodes": len(nodes),
+            "byzantine_nodes": int(byz.sum()),
+            "attack": None if self.attack is None else self.attack.name,
+            "aggregator": self.aggregator.name,
+            "rounds": len(error),
+            "seed": self.s.seed,
+            "honest_nodes_per_domain": per_domain,
+            "honest_error": [round(e, 9) for e in error],
+            "final_honest_error": round(float(np.mean(error[-tail:])), 9),
+            "bytes_per_node_round": [int(b) for b in sent_bytes],
+            "parameters_per_node": nodes[0].shared_parameters(),
+            "depth_chosen": {ROLES[d]: int(c) for d, c in enumerate(depth) if c},
+            "healthy_nodes": sum(nodes[i].h.health().status == "HEALTHY" for i in honest),
+            "migrations": sum(nodes[i].h.migrations for i in honest),
+            "rejected_aggregates": sum(nodes[i].rejected for i in honest),
+        }
+
+
+def simulate(profile: Any, settings: Any, attack: str | None, baseline: bool | None) -> dict:
+    """A run and, when there is an attack (or ``baseline``), the same swarm without it (the
+    Byzantine nodes then behave): ``attack_free`` holds its error and the ratio."""
+    sim = LoraSwarm(profile, settings, attack=attack)
+    result = sim.run()
+    if baseline is None:
+        baseline = sim.attack is not None
+    if baseline:
+        free = LoraSwarm(profile, settings, attack_free=True).run()
+        a, b = result["final_honest_error"], free["final_honest_error"]
+        result["attack_free"] = {
+            "honest_error": free["honest_error"],
+            "final_honest_error": b,
+            "error_ratio": round(a / b, 6) if b else None,
+            "rejected_aggregates": free["rejected_aggregates"],
+        }
+    result["cpu_seconds_per_round"] = sim.cpu  # the caller shows it; to_json leaves it out
+    return result
+
+
+def summary_rows(report: dict) -> list[list[str]]:
+    """The headline figures of a LoRA swarm report, as (name, value) rows."""
+    rows = [
+        ["nodes (Byzantine)", f"{report['nodes']} ({report['byzantine_nodes']})"],
+        ["attack", str(report["attack"])],
+        ["aggregator (shared layers)", report["aggregator"]],
+        ["final personalised error", str(report["final_honest_error"])],
+    ]
+    if "attack_free" in report:
+        free = report["attack_free"]
+        rows.append(["attack-free final error", str(free["final_honest_error"])])
+        rows.append(["error ratio (attack / free)", str(free["error_ratio"])])
+    per_round = report["bytes_per_node_round"]
+    rows += [
+        [
+            "honest nodes per domain",
+            ", ".join(f"{k} {v}" for k, v in report["honest_nodes_per_domain"].items()),
+        ],
+        ["bytes per node per round", f"{sum(per_round) / max(1, len(per_round)):.1f}"],
+        ["depth predicted with", ", ".join(f"{k} {v}" for k, v in report["depth_chosen"].items())],
+        ["HEALTHY nodes", str(report["healthy_nodes"])],
+        ["migrations", str(report["migrations"])],
+        ["aggregates refused by the screen", str(report["rejected_aggregates"])],
+    ]
+    return rows
+
+
+def plot(report: dict, target: Any) -> None:
+    """The personalised error per round (with the attack-free run when there is one); PNG."""
+    from qres.kernel.plotting import pyplot
+
+    plt = pyplot()
+    rounds = list(range(len(report["honest_error"])))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    label = f"attack: {report['attack']}" if report["attack"] else "personalised error"
+    ax.plot(rounds, report["honest_error"], label=label, color="tab:red")
+    if "attack_free" in report:
+        free = report["attack_free"]["honest_error"]
+        ax.plot(rounds, free, label="attack-free", color="tab:blue", linestyle="--")
+    ax.set_yscale("log")
+    ax.set_title("honest nodes' prediction error (relative to range)")
+    ax.set_xlabel("round")
+    ax.legend()
+    fig.suptitle(f"qres swarm: {report['profile']}, {report['nodes']} nodes, seed {report['seed']}")
+    fig.tight_layout()
+    fig.savefig(target, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""The LoRA swarm (``qres swarm simulate --profile swarm-lora``): shared layers through the
+robust aggregation and the nodes' screen, local layers never sent; deterministic reports."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+from conftest import run_qres
+
+from qres.kernel import profiles
+from qres.kernel.errors import QresError
+from qres.lora import swarm as lora_swarm
+from qres.swarm.engine import settings_from_profile
+from qres.swarm.report import to_json
+
+
+def _run(profile="swarm-lora", attack=None, **overrides):
+    loaded = profiles.load(profile)
+    settings = settings_from_profile(loaded, **{"nodes": 10, "rounds": 12, **overrides})
+    return lora_swarm.simulate(loaded, settings, attack, None)
+
+
+def test_same_seed_same_report_bytes():
+    a, b = _run(seed=3), _run(seed=3)
+    a.pop("cpu_seconds_per_round"), b.pop("cpu_seconds_per_round")
+    assert to_json(a) == to_json(b)
+    c = _run(seed=4)
+    c.pop("cpu_seconds_per_round")
+    assert to_json(c) != to_json(a)
+
+
+def test_only_shared_layers_travel_one_per_round():
+    report = _run()
+    # 2 x 4 dense layers: B only, 8 parameters of 4 bytes, one shared layer per round
+    assert report["bytes_per_node_round"] == [32] * 12
+    assert report["parameters_per_node"] == 24
+    assert report["honest_nodes_per_domain"] == {
+        "source-0": 3,
+        "source-1": 2,
+        "source-2": 3,
+        "source-3": 2,
+    }
+
+
+@pytest.mark.parametrize("attack", ["sign-flip", "extreme", "gaussian", "alie"])
+def test_thirty_percent_attackers_on_the_shared_layers_cost_under_ten_percent(attack):
+    report = _run(attack=attack, byzantine=0.3)
+    assert report["byzantine_nodes"] == 3
+    assert report["attack_free"]["error_ratio"] <= 1.10
+
+
+def test_without_the_defence_the_same_attack_hurts(tmp_path):
+    # the control: a plain mean and no screen let the forged shared layers through
+    weak = tmp_path / "weak.toml"
+    weak.write_text(
+        '[profile]\nname = "weak"\nextends = "swarm-lora"\n\n'
+        '[swarm]\naccept_tolerance = 1000000.0\naggregator = { use = "mean" }\n'
+    )
+    report = _run(str(weak), attack="extreme", byzantine=0.3)
+    assert report["attack_free"]["error_ratio"] > 1.10
+
+
+def test_simulate_command_runs_the_lora_swarm(tmp_path):
+    out = run_qres(
+        "swarm",
+        "simulate",
+        "--profile",
+        "swarm-lora",
+        "--nodes",
+        "8",
+        "--rounds",
+        "6",
+        "--attack",
+        "sign-flip",
+        "--byzantine",
+        "0.25",
+        "--json",
+        "--report",
+        str(tmp_path / "r.json"),
+        "--plot",
+        str(tmp_path / "r.png"),
+    )
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["model"] == "lora" and report["attack"] == "sign-flip"
+    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    refused = run_qres(
+        "swarm", "simulate", "--profile", "swarm-lora", "--record", str(tmp_path / "p.qrps")
+    )
+    assert refused.returncode == 2 and b"--record" in refused.stderr
+
+
+def test_the_profile_fits_an_esp32_with_its_adapters():
+    from qres.kernel.budget import check
+
+    report = check(profiles.load("swarm-lora"))
+    lora = [item for item in report.items if item.path == "lora"]
+    assert lora and 0 < lora[0].bytes < 16384 and report.fits
+
+
+def test_recorded_domains_need_two_channels(tmp_path):
+    loaded = profiles.load("swarm-lora")
+    settings = attrs.evolve(settings_from_profile(loaded, nodes=4, rounds=2), data=str(tmp_path))
+    (tmp_path / "MANIFEST.tsv").write_text(
+        "name\tfile\tdtype\tbyteorder\tn_samples\tchannels\tlayout\n"
+    )
+    with pytest.raises(QresError, match="two channels"):
+        lora_swarm.LoraSwarm(loaded, settings).run()
