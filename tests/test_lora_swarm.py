@@ -44,22 +44,33 @@ def test_only_shared_layers_travel_one_per_round():
     }
 
 
-@pytest.mark.parametrize("attack", ["sign-flip", "extreme", "gaussian", "alie"])
-def test_thirty_percent_attackers_on_the_shared_layers_cost_under_ten_percent(attack):
-    report = _run(attack=attack, byzantine=0.3)
+def _final(profile="swarm-lora", attack=None, attack_free=False):
+    loaded = profiles.load(profile)
+    settings = settings_from_profile(loaded, nodes=10, rounds=12, byzantine=0.3)
+    sim = lora_swarm.LoraSwarm(loaded, settings, attack=attack, attack_free=attack_free)
+    report = sim.run()
     assert report["byzantine_nodes"] == 3
-    assert report["attack_free"]["error_ratio"] <= 1.10
+    return report["final_honest_error"]
 
 
-def test_without_the_defence_the_same_attack_hurts(tmp_path):
+@pytest.fixture(scope="module")
+def attack_free():
+    return _final(attack_free=True)
+
+
+@pytest.mark.parametrize("attack", ["sign-flip", "extreme", "gaussian", "alie"])
+def test_thirty_percent_attackers_on_the_shared_layers_cost_under_ten_percent(attack, attack_free):
+    assert _final(attack=attack) <= 1.10 * attack_free
+
+
+def test_without_the_defence_the_same_attack_hurts(tmp_path, attack_free):
     # the control: a plain mean and no screen let the forged shared layers through
     weak = tmp_path / "weak.toml"
     weak.write_text(
         '[profile]\nname = "weak"\nextends = "swarm-lora"\n\n'
         '[swarm]\naccept_tolerance = 1000000.0\naggregator = { use = "mean" }\n'
     )
-    report = _run(str(weak), attack="extreme", byzantine=0.3)
-    assert report["attack_free"]["error_ratio"] > 1.10
+    assert _final(str(weak), attack="extreme") > 1.10 * _final(str(weak), attack_free=True)
 
 
 def test_simulate_command_runs_the_lora_swarm(tmp_path):
