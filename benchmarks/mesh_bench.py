@@ -1,10 +1,12 @@
 """The mesh on loopback with real worker processes: overhead against the backend called
 directly, recovery after kill -9, and how many requests it takes to ban a lying worker.
 
-    python benchmarks/mesh_bench.py [--model-prompts 4]
+    python benchmarks/mesh_bench.py [--model-prompts 4] [--rounds 3] [--only overhead]
 
-Overhead: the same greedy requests answered by the backend in this process and through one
-worker (the bundled SmolLM2, one thread each, run one after the other), as tokens per second.
+Overhead: greedy 32-token requests answered by the bundled SmolLM2 (one thread) in this
+process and through the mesh (three worker processes), interleaved request by request so both
+paths see the same machine load, as tokens per second; and what the mesh adds to one request
+with a backend that costs next to nothing (the deterministic one).
 Failover: three deterministic workers; the worker the client would pick is killed (SIGKILL)
 and the time until the answer from another worker is reported. Lying: three deterministic
 workers, one with another seed (same model name, different tokens), spot_check_rate 0.25,
@@ -50,34 +52,86 @@ async def session(s, body, referee=None):
         await client.aclose()
 
 
-def overhead(folder: Path, n: int) -> None:
+def overhead(folder: Path, n: int, rounds: int) -> None:
+    """Tokens/s of SmolLM2 called directly in this process and through the mesh (three worker
+    processes, the client picks one), interleaved request by request in one run, so both
+    paths see the same machine load. Every request has its own prompt (nothing is cached)."""
     backend = plugins.create(
         "llm_backend", {"use": "llama-cpp", "n_threads": 1, "n_ctx": 1024, "max_tokens": 64}, None
     )
-    prompts = (PROMPTS * n)[:n]
-    backend.complete(prompts[0], max_tokens=4)  # load
-    t, tokens = time.perf_counter(), 0
-    for p in prompts:
-        tokens += sum(c.tokens for c in backend.stream(p, max_tokens=32))
-    direct = tokens / (time.perf_counter() - t)
-    backend.close()
-    proc = WorkerProcess(worker_profile(folder, "llama", LLAMA))
+    backend.load()
+    procs = [WorkerProcess(worker_profile(folder, f"llama{i}", LLAMA)) for i in range(3)]
     try:
-        s = settings(folder, [proc], spot_check_rate=0.0, first_token_timeout_s=120.0)
+        s = settings(folder, procs, spot_check_rate=0.0, first_token_timeout_s=120.0)
+
+        def direct(prompt: str) -> int:
+            return sum(c.tokens for c in backend.stream(prompt, max_tokens=32))
 
         async def body(client):
-            await client.ask({"prompt": prompts[0], "max_tokens": 4, "temperature": 0.0})
-            t, count = time.perf_counter(), 0
-            for p in prompts:
-                a = await client.ask({"prompt": p, "max_tokens": 32, "temperature": 0.0})
-                count += a.tokens
-            return count / (time.perf_counter() - t)
+            totals = {"direct": [0, 0.0], "mesh": [0, 0.0]}
+            ratios = []
+            for r in range(rounds):
+                for i, base in enumerate((PROMPTS * n)[:n]):
+                    prompt = f"{base} (round {r})"
+                    rates = {}
+                    order = ("direct", "mesh") if (r + i) % 2 else ("mesh", "direct")
+                    for path in order:
+                        t = time.perf_counter()
+                        if path == "direct":
+                            tokens = await asyncio.to_thread(direct, prompt)
+                        else:
+                            request = {"prompt": prompt, "max_tokens": 32, "temperature": 0.0}
+                            tokens = (await client.ask(request)).tokens
+                        seconds = time.perf_counter() - t
+                        totals[path][0] += tokens
+                        totals[path][1] += seconds
+                        rates[path] = tokens / seconds
+                    ratios.append(rates["mesh"] / rates["direct"])
+            return totals, ratios
 
-        mesh = asyncio.run(session(s, body))
+        totals, ratios = asyncio.run(session(s, body))
+    finally:
+        for p in procs:
+            p.stop()
+        backend.close()
+    direct_rate = totals["direct"][0] / totals["direct"][1]
+    mesh_rate = totals["mesh"][0] / totals["mesh"][1]
+    print(
+        f"overhead: SmolLM2 (1 thread) {len(ratios)} requests x 32 tokens per path, interleaved: "
+        f"direct {direct_rate:.2f} tokens/s, through the mesh (3 workers) {mesh_rate:.2f} "
+        f"tokens/s: {100 * (1 - mesh_rate / direct_rate):+.1f}% overhead "
+        f"(median per-pair {100 * (1 - statistics.median(ratios)):+.1f}%)"
+    )
+
+
+def request_cost(folder: Path, n: int) -> None:
+    """What the mesh adds to one request, with a backend that costs next to nothing (the
+    deterministic one, 8 tokens): the backend called directly vs a full mesh round trip
+    (signed request, queue, signed chunk and done, TCP+Noise on loopback), interleaved."""
+    backend = plugins.create("llm_backend", {"use": "deterministic", "max_tokens": 64}, None)
+    (proc,) = [WorkerProcess(worker_profile(folder, "cost", DET.format(seed=0)))]
+    try:
+        s = settings(folder, [proc], spot_check_rate=0.0)
+
+        async def body(client):
+            direct, mesh = [], []
+            for i in range(n):
+                t = time.perf_counter()
+                list(backend.stream(f"request {i}", max_tokens=8))
+                direct.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                await client.ask({"prompt": f"request {i}", "max_tokens": 8, "temperature": 0})
+                mesh.append((time.perf_counter() - t) * 1000)
+            return direct, mesh
+
+        direct, mesh = asyncio.run(session(s, body))
     finally:
         proc.stop()
-    print(f"tokens/s: direct {direct:.2f}, through the mesh {mesh:.2f} "
-          f"({100 * (1 - mesh / direct):+.1f}% overhead), {n} prompts x 32 tokens")  # fmt: skip
+    print(
+        f"per request ({n}, deterministic backend, 8 tokens): direct p50 "
+        f"{statistics.median(direct):.3f} ms, through the mesh p50 {statistics.median(mesh):.3f}"
+        f" ms: the mesh adds {statistics.median(mesh) - statistics.median(direct):.2f} ms"
+    )
 
 
 def failover(folder: Path) -> None:
@@ -139,14 +193,20 @@ def lying(folder: Path, runs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-prompts", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="overhead: rounds of prompts")
+    parser.add_argument("--runs", type=int, default=10, help="lying worker: runs")
+    parser.add_argument("--only", choices=("lying", "failover", "cost", "overhead"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        lying(folder, args.runs)
-        failover(folder)
-        if args.model_prompts:
-            overhead(folder, args.model_prompts)
+        if args.only in (None, "lying"):
+            lying(folder, args.runs)
+        if args.only in (None, "failover"):
+            failover(folder)
+        if args.only in (None, "cost"):
+            request_cost(folder, 200)
+        if args.model_prompts and args.only in (None, "overhead"):
+            overhead(folder, args.model_prompts, args.rounds)
 
 
 if __name__ == "__main__":

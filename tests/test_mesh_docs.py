@@ -32,3 +32,17 @@ def test_documented_commands_exist():
     for command in commands:
         result = CliRunner().invoke(make_app(), [*command.split(), "--help"])
         assert result.exit_code == 0, result.output
+
+
+def test_every_documented_mesh_table_validates():
+    import tomllib
+
+    from qres.kernel.config import Location, build_config
+    from qres.mesh.settings import MeshSettings
+
+    blocks = re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        table = tomllib.loads(block)["mesh"]
+        build_config(MeshSettings, table, Location("docs/mesh.md", "mesh"))
+    assert "mqtt" in tomllib.loads(blocks[1])["mesh"]["announce_via"]

@@ -33,6 +33,7 @@ def worker(profile: str = PROFILE) -> None:
     with the worker's DID and address when it listens."""
     from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
     from qres.kernel import profiles
+    from qres.mesh.announce import mqtt_transport
     from qres.mesh.messages import MAX_BODY
     from qres.mesh.worker import Worker
     from qres.trust.identity import default_key_path, load_identity
@@ -42,16 +43,21 @@ def worker(profile: str = PROFILE) -> None:
     if "backend" not in loaded.data.get("llm", {}):
         raise ProfileError(f"{loaded.where('llm')}: a worker needs an [llm.backend] to serve")
     backend = loaded.build("llm", "backend")
+    if hasattr(backend, "load"):
+        backend.load()  # before it says it is ready: no first request pays for loading
     identity = load_identity(settings.key or default_key_path())
     config = TcpConfig(listen=settings.listen, swarm=settings.swarm, key=settings.key,
                        max_message=MAX_BODY + 4096)  # fmt: skip
     transport = TcpTransport(config, identity=identity)
+    mqtt = mqtt_transport(settings, identity)
 
     async def main() -> None:
         try:
             await transport.start()
         except OSError as exc:
             raise QresError(f"cannot listen on {settings.listen}: {exc.strerror or exc}") from exc
+        if mqtt is not None:
+            await mqtt.start()
         host = settings.listen.rpartition(":")[0]
         line = {"did": identity.did, "address": f"{host}:{transport.port}",
                 "models": [backend.model_id()]}  # fmt: skip
@@ -61,12 +67,16 @@ def worker(profile: str = PROFILE) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        task = asyncio.ensure_future(Worker(settings, backend, transport, identity).run())
+        task = asyncio.ensure_future(
+            Worker(settings, backend, transport, identity, mqtt=mqtt).run()
+        )
         await asyncio.wait([task, asyncio.ensure_future(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await transport.aclose()
+        if mqtt is not None:
+            await mqtt.aclose()
 
     try:
         asyncio.run(main())

@@ -17,7 +17,8 @@ CONNECT_TIMEOUT_S = 10.0
 
 
 def open_client(settings: MeshSettings, referee=None):
-    """A :class:`~qres.mesh.client.MeshClient` over a TCP transport (not yet started)."""
+    """A :class:`~qres.mesh.client.MeshClient` over a TCP transport, listening for
+    announcements over MQTT too when ``announce_via`` says so (not yet started)."""
     from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
     from qres.mesh.client import MeshClient
     from qres.mesh.messages import MAX_BODY
@@ -32,7 +33,11 @@ def open_client(settings: MeshSettings, referee=None):
         accept_unknown=False,
         max_message=MAX_BODY + 4096,
     )
-    return MeshClient(settings, TcpTransport(config, identity=identity), identity, referee)
+    from qres.mesh.announce import mqtt_transport
+
+    mqtt = mqtt_transport(settings, identity, allowed=[w["did"] for w in settings.workers])
+    transport = TcpTransport(config, identity=identity)
+    return MeshClient(settings, transport, identity, referee, announcements=mqtt)
 
 
 class MeshBackend(LLMBackend):

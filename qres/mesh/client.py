@@ -67,8 +67,11 @@ class MeshClient:
     draws which temperature-0 answers are spot-checked.
     """
 
-    def __init__(self, settings: MeshSettings, transport, identity, referee=None, rng=None):
+    def __init__(self, settings: MeshSettings, transport, identity, referee=None, rng=None,
+                 announcements=None):  # fmt: skip
         self.s, self.t, self.identity = settings, transport, identity
+        #: The MQTT transport announcements arrive on too (None: TCP only).
+        self.announcements = announcements
         self.referee = referee
         self.rng = rng or random.Random()
         self.workers = {w["did"]: WorkerView(w["did"], i) for i, w in enumerate(settings.workers)}
@@ -77,19 +80,28 @@ class MeshClient:
         self.stats = WorkerStats(settings.state)
         self.pending: dict[str, tuple[str, asyncio.Queue]] = {}
         self.garbage = 0
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """Start the transport and the dispatcher."""
+        """Start the transports and the dispatchers."""
         await self.t.start()
-        self._task = asyncio.ensure_future(self._dispatch())
+        self._tasks.append(asyncio.ensure_future(self._dispatch()))
+        if self.announcements is not None:
+            from qres.mesh.announce import listen
+
+            await self.announcements.start()
+            self._tasks.append(
+                asyncio.ensure_future(listen(self.announcements, self._announced, self._garbage))
+            )
 
     async def aclose(self) -> None:
         """Stop everything."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.t.aclose()
+        if self.announcements is not None:
+            await self.announcements.aclose()
         self.stats.close()
 
     async def wait_connected(self, count: int, timeout: float) -> None:
@@ -140,18 +152,26 @@ class MeshClient:
             try:
                 envelope = m.decode(message.payload)
             except m.MeshError as exc:
-                self.garbage += 1
-                self.stats.evidence(message.src, "", "garbage", str(exc))
+                self._garbage(message.src, str(exc))
                 continue
             if envelope.did != message.src:
                 continue  # workers sign their own messages; anything else is relayed noise
             if envelope.type == m.ANNOUNCE:
-                self._on_announce(self.workers[envelope.did], envelope.body, message.payload)
+                self._announced(envelope.did, envelope, message.payload)
                 continue
             rid = envelope.body.get("id")
             waiting = self.pending.get(rid) if isinstance(rid, str) else None
             if waiting is not None and waiting[0] == envelope.did:
                 waiting[1].put_nowait((envelope, message.payload))
+
+    def _garbage(self, did: str, reason: str) -> None:
+        self.garbage += 1
+        self.stats.evidence(did, "", "garbage", reason)
+
+    def _announced(self, did: str, envelope: m.Envelope, raw: bytes) -> None:
+        """A verified announcement signed by ``did`` (from either channel)."""
+        if did in self.workers:
+            self._on_announce(self.workers[did], envelope.body, raw)
 
     def _on_announce(self, view: WorkerView, body: dict, raw: bytes) -> None:
         seq, ts = body.get("seq"), body.get("ts_ms")

@@ -40,6 +40,31 @@ def _workers(_inst, attribute, value) -> None:
             raise InvalidSetting(attribute.name, item, allowed) from exc
 
 
+#: Channels a worker announces on (and a client listens to announcements on).
+ANNOUNCE_CHANNELS = ("tcp", "mqtt")
+
+
+def _channels(_inst, attribute, value) -> None:
+    ok = isinstance(value, (list, tuple)) and value and set(value) <= set(ANNOUNCE_CHANNELS)
+    if not ok or len(set(value)) != len(value):
+        raise InvalidSetting(attribute.name, value, '["tcp"], ["mqtt"] or ["tcp", "mqtt"]')
+
+
+def _mqtt(_inst, attribute, value) -> None:
+    from qres.builtin_plugins.transports.mqtt import MqttConfig
+
+    allowed = "a table of MQTT transport settings (docs/transport.md): host, port, tls, ..."
+    if not isinstance(value, dict):
+        raise InvalidSetting(attribute.name, value, allowed)
+    unknown = set(value) - set(attrs.fields_dict(MqttConfig)) | ({"allowed"} & set(value))
+    if unknown:
+        raise InvalidSetting(f"{attribute.name}.{sorted(unknown)[0]}", value, allowed)
+    try:
+        MqttConfig(**value)
+    except InvalidSetting as exc:
+        raise InvalidSetting(f"{attribute.name}.{exc.name}", exc.value, exc.allowed) from exc
+
+
 @attrs.frozen
 class MeshSettings:
     """Settings of mesh workers and clients (docs/mesh.md).
@@ -60,6 +85,10 @@ class MeshSettings:
     * ``spot_check_rate``: fraction of temperature-0 answers a client checks with a second
       worker; ``ban_threshold``: reputation below which a worker is banned.
     * ``state``: the client's SQLite file of per-worker statistics ("" keeps them in memory).
+    * ``announce_via``: where a worker announces, and a client listens for announcements:
+      ``"tcp"`` (to connected peers), ``"mqtt"`` (the broker of ``mqtt``), or both.
+    * ``mqtt``: the MQTT transport's settings (``host``, ``port``, ``username``,
+      ``password_env``, ``tls``, ...); ``swarm`` and ``key`` default to the mesh's.
     """
 
     listen: str = attrs.field(default="127.0.0.1:0", validator=_listen)
@@ -77,3 +106,5 @@ class MeshSettings:
     spot_check_rate: float = attrs.field(default=0.1, validator=number(0.0, 1.0))
     ban_threshold: float = attrs.field(default=0.5, validator=number(0.0, 1.0))
     state: str = attrs.field(default="", validator=text(4096))
+    announce_via: list = attrs.field(factory=lambda: ["tcp"], validator=_channels)
+    mqtt: dict = attrs.field(factory=dict, validator=_mqtt)

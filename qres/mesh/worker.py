@@ -71,8 +71,11 @@ def parse_request(body: dict) -> dict:
 class Worker:
     """A mesh worker: ``transport`` (a started-on-run TcpTransport), ``backend``, ``identity``."""
 
-    def __init__(self, settings: MeshSettings, backend, transport, identity, clock=time.time):
+    def __init__(self, settings: MeshSettings, backend, transport, identity, clock=time.time,
+                 mqtt=None):  # fmt: skip
         self.s, self.backend, self.t, self.identity = settings, backend, transport, identity
+        #: The MQTT transport announcements are also published on (None: TCP only).
+        self.mqtt = mqtt
         self.clock = clock
         self.queue = StandingQueue(settings.queue_size, settings.aging_s)
         self.ready = asyncio.Event()
@@ -242,9 +245,14 @@ class Worker:
         }
 
     async def announce_loop(self) -> None:
-        """Broadcast an announcement to every connected peer every ``announce_s``."""
+        """Every ``announce_s``, one signed announcement on each channel of ``announce_via``:
+        to every connected TCP peer, and published through the MQTT broker."""
         while True:
-            await self.t.abroadcast(m.encode(m.ANNOUNCE, self.announcement(), self.identity))
+            data = m.encode(m.ANNOUNCE, self.announcement(), self.identity)
+            if "tcp" in self.s.announce_via:
+                await self.t.abroadcast(data)
+            if self.mqtt is not None:
+                await self.mqtt.abroadcast(data)
             await asyncio.sleep(self.s.announce_s)
 
     async def run(self) -> None:
@@ -254,6 +262,10 @@ class Worker:
             asyncio.ensure_future(self.serve_loop()),
             asyncio.ensure_future(self.announce_loop()),
         ]
+        if self.mqtt is not None:
+            from qres.mesh.announce import drain
+
+            tasks.append(asyncio.ensure_future(drain(self.mqtt)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
