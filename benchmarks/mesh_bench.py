@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
+import psutil  # noqa: E402
 from mesh_helpers import WorkerProcess, key_file, worker_profile  # noqa: E402
 
 from qres.kernel import plugins  # noqa: E402
@@ -67,8 +69,15 @@ def overhead(folder: Path, n: int, rounds: int) -> None:
         def direct(prompt: str) -> int:
             return sum(c.tokens for c in backend.stream(prompt, max_tokens=32))
 
+        workers = [psutil.Process(p.proc.pid) for p in procs]
+
+        def cpu_s() -> float:
+            """CPU seconds of this process and the workers (whatever runs either path)."""
+            own = time.process_time()
+            return own + sum(sum(w.cpu_times()[:2]) for w in workers)
+
         async def body(client):
-            totals = {"direct": [0, 0.0], "mesh": [0, 0.0]}
+            totals = {"direct": [0, 0.0, 0.0], "mesh": [0, 0.0, 0.0]}
             ratios = []
             for r in range(rounds):
                 for i, base in enumerate((PROMPTS * n)[:n]):
@@ -76,7 +85,7 @@ def overhead(folder: Path, n: int, rounds: int) -> None:
                     rates = {}
                     order = ("direct", "mesh") if (r + i) % 2 else ("mesh", "direct")
                     for path in order:
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), cpu_s()
                         if path == "direct":
                             tokens = await asyncio.to_thread(direct, prompt)
                         else:
@@ -85,6 +94,7 @@ def overhead(folder: Path, n: int, rounds: int) -> None:
                         seconds = time.perf_counter() - t
                         totals[path][0] += tokens
                         totals[path][1] += seconds
+                        totals[path][2] += cpu_s() - c
                         rates[path] = tokens / seconds
                     ratios.append(rates["mesh"] / rates["direct"])
             return totals, ratios
@@ -96,11 +106,15 @@ def overhead(folder: Path, n: int, rounds: int) -> None:
         backend.close()
     direct_rate = totals["direct"][0] / totals["direct"][1]
     mesh_rate = totals["mesh"][0] / totals["mesh"][1]
+    direct_cpu = totals["direct"][2] / totals["direct"][0] * 1000
+    mesh_cpu = totals["mesh"][2] / totals["mesh"][0] * 1000
     print(
-        f"overhead: SmolLM2 (1 thread) {len(ratios)} requests x 32 tokens per path, interleaved: "
-        f"direct {direct_rate:.2f} tokens/s, through the mesh (3 workers) {mesh_rate:.2f} "
-        f"tokens/s: {100 * (1 - mesh_rate / direct_rate):+.1f}% overhead "
-        f"(median per-pair {100 * (1 - statistics.median(ratios)):+.1f}%)"
+        f"overhead: SmolLM2 (1 thread) {len(ratios)} requests x 32 tokens per path, interleaved, "
+        f"load average {os.getloadavg()[0]:.1f}: direct {direct_rate:.2f} tokens/s, through the "
+        f"mesh (3 workers) {mesh_rate:.2f} tokens/s: {100 * (1 - mesh_rate / direct_rate):+.1f}%"
+        f" (median per-pair {100 * (1 - statistics.median(ratios)):+.1f}%); CPU per token: "
+        f"direct {direct_cpu:.1f} ms, mesh {mesh_cpu:.1f} ms (client + workers): "
+        f"{100 * (mesh_cpu / direct_cpu - 1):+.1f}%"
     )
 
 

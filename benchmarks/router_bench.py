@@ -129,6 +129,23 @@ def _anchor(units: int) -> None:
         data = hashlib.sha256(data).digest()
 
 
+def _calibrate(target_ns: float) -> int:
+    """Anchor units whose median CPU time (over 51 runs) matches ``target_ns``."""
+
+    def median_ns(units: int) -> float:
+        spent = []
+        for _ in range(51):
+            c = time.thread_time_ns()
+            _anchor(units)
+            spent.append(time.thread_time_ns() - c)
+        return statistics.median(spent)
+
+    units = 1
+    while median_ns(units) < target_ns:
+        units *= 2
+    return max(1, round(units * target_ns / median_ns(units)))
+
+
 def _p(times: list[float], q: float) -> float:
     ordered = sorted(times)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -150,12 +167,7 @@ def decision_overhead(tasks, rounds: int) -> None:
         c = time.thread_time_ns()
         router.decide(p)
         cpu.append(time.thread_time_ns() - c)
-    units, spent = 1, 0
-    while spent < statistics.median(cpu):  # anchor units matching the median decision
-        units *= 2
-        c = time.thread_time_ns()
-        _anchor(units)
-        spent = time.thread_time_ns() - c
+    units = _calibrate(statistics.median(cpu))
     series = {"router": ([], []), "anchor": ([], [])}
     calls = (("router", router.decide), ("anchor", lambda _p: _anchor(units)))
     for _ in range(rounds):

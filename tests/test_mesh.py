@@ -552,4 +552,44 @@ def test_the_gateway_streams_pieces_as_they_come_and_they_make_the_whole_answer(
         worker.stop()
     expected = deterministic().chat(chat, max_tokens=12).text
     assert made_at_first == 1, "the first piece must arrive before the second is made"
-    assert len(pieces) == 12 and "".join(pieces) == whole["content"] == expected
+    assert len(pieces) >= 2 and "".join(pieces) == whole["content"] == expected
+
+
+class WordStream:
+    """The deterministic backend streaming one word per chunk, as fast as it can."""
+
+    def __init__(self):
+        self.inner = plugins.create(
+            "llm_backend", {"use": "deterministic", "max_tokens": 4096}, None
+        )
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def stream(self, prompt, **kwargs):
+        from qres.kinds.llm import Chunk
+
+        done = self.inner.complete(prompt, **kwargs)
+        words = done.text.split(" ")
+        for i, word in enumerate(words):
+            last = i == len(words) - 1
+            yield Chunk(word if i == 0 else " " + word, 1, done.finish_reason if last else None)
+
+
+def test_a_fast_backend_streams_in_merged_chunks_within_the_connections_frame_limit(tmp_path):
+    """3000 tokens made at once: one signed chunk each would exceed the client's frame rate
+    limit (1000 frames of burst) and cost the connection; merged, the answer arrives whole."""
+    worker = InProcessWorker(tmp_path, "fast", WordStream())
+    try:
+        s = client_settings(tmp_path, [worker], spot_check_rate=0.0, attempts=1)
+
+        async def body(client):
+            return await client.ask({"prompt": "long", "max_tokens": 3000, "temperature": 0})
+
+        answer = asyncio.run(with_client(s, body))
+    finally:
+        worker.stop()
+    expected = WordStream().inner.complete("long", max_tokens=3000)
+    done = m.decode(answer.done).body
+    assert answer.text == expected.text and answer.tokens == done["tokens"] == 3000
+    assert done["chunks"] < 1000

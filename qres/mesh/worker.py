@@ -18,6 +18,9 @@ MAX_CLIENTS = 1024
 UNTRACKED_STANDING = 0.5
 #: Request ids remembered at most (beyond, new requests are answered busy).
 MAX_SEEN = 1 << 16
+#: Shortest time between two chunk messages of one answer (at most 250 a second, half the
+#: TCP transport's default frame rate limit).
+CHUNK_INTERVAL_S = 0.004
 
 
 def _int_in(value: object, lo: int, hi: int) -> bool:
@@ -66,6 +69,37 @@ def parse_request(body: dict) -> dict:
         seed=seed,
     )
     return out
+
+
+async def _coalesced(pieces: asyncio.Queue):
+    """The backend's chunks from ``pieces`` (ended by None, an exception raises), merged so
+    that at most one goes out per :data:`CHUNK_INTERVAL_S`: pieces made while the previous
+    chunk was sent, or sooner than that after it, travel together. A fast backend then
+    neither floods the client's connection (whose frame rate is limited) nor pays a signed
+    message per token; a slow one streams every piece as it comes."""
+    from qres.kinds.llm import Chunk
+
+    sent = -CHUNK_INTERVAL_S
+    while (item := await pieces.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        wait = sent + CHUNK_INTERVAL_S - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        batch, failure, ended = [item], None, False
+        while not pieces.empty():
+            more = pieces.get_nowait()
+            if more is None or isinstance(more, BaseException):
+                failure, ended = more, True
+                break
+            batch.append(more)
+        reason = next((c.finish_reason for c in reversed(batch) if c.finish_reason), None)
+        yield Chunk("".join(c.text for c in batch), sum(c.tokens for c in batch), reason)
+        sent = time.monotonic()
+        if failure is not None:
+            raise failure
+        if ended:
+            return
 
 
 class Worker:
@@ -219,10 +253,8 @@ class Worker:
 
         worker = loop.run_in_executor(None, produce)
         try:
-            while (item := await pieces.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            async for chunk in _coalesced(pieces):
+                yield chunk
         finally:
             await asyncio.shield(worker)
 
