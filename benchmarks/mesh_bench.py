@@ -62,7 +62,10 @@ def overhead(folder: Path, n: int, rounds: int) -> None:
         "llm_backend", {"use": "llama-cpp", "n_threads": 1, "n_ctx": 1024, "max_tokens": 64}, None
     )
     backend.load()
-    procs = [WorkerProcess(worker_profile(folder, f"llama{i}", LLAMA)) for i in range(3)]
+    # announcements every 2 s, the product's default (the tests' helper uses 0.2 s)
+    procs = [
+        WorkerProcess(worker_profile(folder, f"llama{i}", LLAMA, announce_s=2.0)) for i in range(3)
+    ]
     try:
         s = settings(folder, procs, spot_check_rate=0.0, first_token_timeout_s=120.0)
 

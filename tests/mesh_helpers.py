@@ -18,13 +18,13 @@ def key_file(folder: Path, name: str) -> Path:
     return path
 
 
-def worker_profile(folder: Path, name: str, backend: str, **mesh) -> Path:
+def worker_profile(folder: Path, name: str, backend: str, announce_s=0.2, **mesh) -> Path:
     key = key_file(folder, name)
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in mesh.items())
     path = folder / f"{name}.toml"
     path.write_text(
         f'[profile]\nname = "{name}"\n\n[llm.backend]\n{backend}\n\n'
-        f'[mesh]\nlisten = "127.0.0.1:0"\nkey = "{key}"\nannounce_s = 0.2\n{extra}'
+        f'[mesh]\nlisten = "127.0.0.1:0"\nkey = "{key}"\nannounce_s = {announce_s}\n{extra}'
     )
     return path
 

@@ -56,6 +56,34 @@ class Answer:
     done: bytes = b""
 
 
+class Inbox:
+    """The messages of one request, oldest first. Waiting on it costs a future and a timer,
+    not a task per message (a stream of a thousand pieces waits a thousand times)."""
+
+    def __init__(self):
+        self.items: deque = deque()
+        self._waiter: asyncio.Future | None = None
+
+    def put_nowait(self, item) -> None:
+        """Add a message and wake the waiter."""
+        self.items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait until a message is in, at most ``seconds``; whether one is."""
+        if self.items:
+            return True
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(seconds, lambda: waiter.done() or waiter.set_result(False))
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
 class Failover(Exception):
     """This worker will not answer this request (timeout, disconnect, error, bad answer)."""
 
@@ -78,7 +106,7 @@ class MeshClient:
         rules = ReputationRules(ban_threshold=settings.ban_threshold)
         self.ledger = Ledger(max(1, len(self.workers)), rules)
         self.stats = WorkerStats(settings.state)
-        self.pending: dict[str, tuple[str, asyncio.Queue]] = {}
+        self.pending: dict[str, tuple[str, Inbox]] = {}
         self.garbage = 0
         self._tasks: list[asyncio.Task] = []
 
@@ -256,7 +284,7 @@ class MeshClient:
 
     async def _attempt(self, view, rid, request, emitted, on_text, tried) -> Answer:
         body = {**request, "id": rid, "ts_ms": int(time.time() * 1000)}
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = Inbox()
         self.pending[rid] = (view.did, queue)
         started = time.perf_counter()
         self.stats.add(view.did, requests=1)
@@ -271,14 +299,15 @@ class MeshClient:
         finally:
             self.pending.pop(rid, None)
 
-    async def _next(self, view, queue, timeout: float):
+    async def _next(self, view, inbox: Inbox, timeout: float):
+        """The next message for a request; Failover if the worker disconnects or ``timeout``
+        passes first (checked every :data:`POLL_S`)."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return await asyncio.wait_for(queue.get(), POLL_S)
-            except asyncio.TimeoutError:
+        while not inbox.items:
+            if not await inbox.wait(POLL_S):
                 if view.did not in self.t.connected() or time.monotonic() > deadline:
-                    raise Failover from None
+                    raise Failover
+        return inbox.items.popleft()
 
     async def _collect(self, view, rid, queue, started, emitted, on_text, tried) -> Answer:
         parts: list[str] = []
