@@ -499,32 +499,13 @@ def _estimated_bits(residuals) -> int:
     """A cheap size estimate of coded residuals, enough to rank candidates (the coder then
     measures the best one): the order-0 entropy of the signed bit-length classes the coder
     models, plus the bits below each leading one. Integer arithmetic only (a ranking decides
-    bytes, so it must be the same on every machine)."""
+    bytes, so it must be the same on every machine); compiled in ``qres.codec._estimate``
+    (the plain-Python reference is in tests/test_channel_ranking.py)."""
     import numpy as np
 
-    n = len(residuals)
-    if n == 0:
-        return 0
-    mag = np.abs(residuals.astype(np.float64))  # exact enough: only the exponent is used
-    cls = np.frexp(mag)[1].astype(np.int64)  # bit length of |r| (0 for 0)
-    mantissa = int(cls.sum()) - int(np.count_nonzero(cls))
-    counts = np.bincount(np.where(residuals < 0, 65 - cls, 65 + cls), minlength=131)
-    # entropy * n in Q16: n log2 n - sum c log2 c
-    entropy = n * _log2_q16(n) - sum(int(c) * _log2_q16(int(c)) for c in counts[counts > 0])
-    return (entropy >> 16) + mantissa
+    from qres.codec._estimate import estimated_bits
 
-
-def _log2_q16(v: int) -> int:
-    """log2(v) for an integer v >= 1 in Q16, by integer squaring (the same everywhere)."""
-    exp = v.bit_length() - 1
-    x = (v << 32) >> exp  # v / 2**exp in Q32, in [1, 2)
-    frac = 0
-    for bit in range(15, -1, -1):
-        x = (x * x) >> 32
-        if x >= 2 << 32:
-            x >>= 1
-            frac |= 1 << bit
-    return (exp << 16) | frac
+    return estimated_bits(np.ascontiguousarray(residuals, dtype=np.int64))
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:

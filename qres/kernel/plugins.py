@@ -242,7 +242,9 @@ def registry() -> dict[str, dict[str, PluginInfo]]:
     """Every registered plugin class, by kind and name; rebuilt when plugins change."""
     global _registry_cache
     load_plugins()
-    key = tuple(sorted((pm.get_name(p) or "", id(p)) for p in pm.get_plugins()))
+    # One pass over the registrations (get_name per plugin would scan them all each time:
+    # this runs for every plugin a codec builds).
+    key = tuple(sorted((name, id(p)) for name, p in pm.list_name_plugin() if p is not None))
     if _registry_cache is not None and _registry_cache[0] == key:
         return _registry_cache[1]
     result: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
