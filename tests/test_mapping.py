@@ -895,6 +895,81 @@ def test_significant_view_of_any_finite_bits_round_trips(raw, dtype):
     assert back.tobytes() == x.tobytes()
 
 
+def _decades_apart(raw, dtype: str, spread: int) -> np.ndarray:
+    """Finite samples from random bits: as they are (subnormals, -0.0, the largest), or a few
+    printed digits over ``spread`` decades (what the significant-digit view is for)."""
+    x = raw.view("<f8") if dtype == "float64" else raw.astype("<u4").view("<f4")
+    x = np.where(np.isfinite(x), x, -2.5).astype(dtype)
+    if spread:
+        rng = np.random.default_rng(int(raw[0] % 1000) if len(raw) else 0)
+        logs = rng.uniform(-spread, spread, len(x))
+        signs = np.where(rng.random(len(x)) < 0.2, -1.0, 1.0)
+        x = np.array([float(f"%.{1 + spread % 7}g" % v) for v in signs * 10.0**logs])
+        x = np.where(rng.random(len(x)) < 0.05, 0.0, x).astype(dtype)
+    return x
+
+
+@FAST
+@given(
+    hnp.arrays("<u8", st.integers(0, 300)),
+    st.sampled_from(["float32", "float64"]),
+    st.integers(0, 30),
+    st.integers(1, 17),
+)
+def test_compiled_significant_digits_equal_the_numpy_reference(raw, dtype, spread, digits):
+    """The compiled encode, decode and precision search give the numpy reference's integers,
+    samples and counts bit for bit (samples over many decades, subnormals, -0.0, extremes)."""
+    from qres.codec._mapping_kernels import significant_mismatches
+
+    from qres.codec import significant
+
+    x = _decades_apart(raw, dtype, spread)
+    digits = min(digits, significant.MAX_DIGITS[dtype])
+    want = significant.encode_numpy(x, digits)
+    got = significant.encode(x, digits)
+    assert (got is None) == (want is None)
+    if want is not None:
+        assert got[1] == want[1] and got[0].tobytes() == want[0].tobytes()
+        back = significant.decode(want[0], digits, want[1], dtype)
+        ref = significant.decode_numpy(want[0], digits, want[1], dtype)
+        assert back.dtype == ref.dtype and back.tobytes() == ref.tobytes()
+    limit = significant.MAX_DIGITS[dtype]
+    counts = significant_mismatches(x, limit, significant.powers(), significant._LOW)
+    assert counts == significant.mismatches_numpy(x, dtype)
+
+
+@FAST
+@given(
+    hnp.arrays(np.int64, st.integers(0, 200)),
+    st.integers(1, 17),
+    st.integers(-32768, 32767),
+    st.sampled_from(["float32", "float64"]),
+)
+def test_compiled_significant_decode_of_any_indexes_equals_the_reference(n, digits, q0, dtype):
+    """Damaged indexes (any int64, any lowest exponent) decode to the reference's values."""
+    from qres.codec import significant
+
+    got = significant.decode(n, digits, q0, dtype)
+    with np.errstate(over="ignore"):  # huge indexes overflow float32, as they do compiled
+        want = significant.decode_numpy(n, digits, q0, dtype)
+    assert got.tobytes() == want.tobytes()
+
+
+def test_significant_samples_that_are_not_finite_take_the_reference_path():
+    from qres.codec import significant
+
+    x = np.array([1.5, np.nan, -np.inf, 2.25e-7])
+    want = significant.encode_numpy(x, 3)
+    got = significant.encode(x, 3)
+    assert (got is None) == (want is None)
+    assert got is None or got[0].tobytes() == want[0].tobytes()
+    big_endian = np.array([1.25, 3.5e9, -0.0], dtype=">f8")
+    assert (
+        significant.encode(big_endian, 4)[0].tobytes()
+        == significant.encode_numpy(big_endian, 4)[0].tobytes()
+    )
+
+
 def test_bad_significant_heads_are_refused():
     spec = StreamSpec("float32")
     for head in ((0, 0, 0), (10, 0, 0), (5, 0, 1)):

@@ -12,7 +12,7 @@ multiply-add contraction (``-ffp-contract=off``) and without ``-ffast-math``: ei
 change float results. The numpy reference in tests/test_mapping.py checks them bit for bit.
 """
 
-from libc.math cimport copysign, fabs, fmod, isfinite, rint, sqrt, trunc
+from libc.math cimport copysign, fabs, fmod, frexp, isfinite, rint, sqrt, trunc
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -651,3 +651,242 @@ def bit_cost(const int64_t[:] stream, bint differences):
                 total += bit_length(stream[i])
     count = n - 1 if differences and n > 0 else n
     return total + count // 8
+
+
+# -- significant digits (mapping kind 6, qres/codec/significant.py) -------------------------------
+#
+# The same binary64 operations per sample as the numpy formulation in significant.py (which
+# stays as the reference and the path for non-finite samples): frexp, an integer estimate of
+# the decade corrected by exact comparisons with the table of powers, rint of one product or
+# quotient, and the decoder's one product or quotient.
+
+
+cdef struct Powers:
+    const double* table  # 10**k for k = -low .. high, correctly rounded
+    Py_ssize_t low
+    Py_ssize_t last      # index of the last entry
+
+
+cdef inline double power_of_ten(const Powers* p, int64_t k) noexcept nogil:
+    """``10**k`` from the table, the index clipped into it (as numpy's take(mode="clip"))."""
+    cdef int64_t at = k + p.low
+    if at < 0:
+        at = 0
+    elif at > p.last:
+        at = p.last
+    return p.table[at]
+
+
+cdef inline int64_t decade(const Powers* p, double magnitude) noexcept nogil:
+    """``floor(log10(magnitude))`` for finite ``magnitude > 0``."""
+    cdef int e2
+    frexp(magnitude, &e2)
+    cdef int64_t e10 = ((<int64_t>e2 - 1) * 1233) >> 12
+    if magnitude >= power_of_ten(p, e10 + 1):
+        e10 += 1
+    if magnitude < power_of_ten(p, e10):
+        e10 -= 1
+    return e10
+
+
+cdef inline double mantissa(const Powers* p, double magnitude, int64_t q) noexcept nogil:
+    """``rint(magnitude / 10**q)``, in two products below ``10**-300``."""
+    cdef double scaled = magnitude
+    cdef int64_t shift = -q
+    cdef double power
+    if q < -300:
+        scaled = magnitude * 1e300
+        shift = -q - 300
+    power = power_of_ten(p, shift if shift >= 0 else -shift)
+    return rint(scaled * power if shift > 0 else scaled / power)
+
+
+cdef inline double digits(const Powers* p, double magnitude, int precision, int64_t* q) noexcept nogil:
+    """``m`` with ``magnitude ~ m * 10**q`` and ``P`` digits in ``m``; sets ``q``."""
+    cdef double top = POW10[precision]
+    q[0] = decade(p, magnitude) - (precision - 1)
+    cdef double m = mantissa(p, magnitude, q[0])
+    if m >= top:
+        q[0] += 1
+        m = mantissa(p, magnitude, q[0])
+    if m < POW10[precision - 1]:
+        return POW10[precision - 1]
+    if m > top - 1:
+        return top - 1
+    return m
+
+
+cdef bint all_finite(const floating[:] x) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        if not isfinite(x[i]):
+            return False
+    return True
+
+
+cdef int encode_significant(const floating[:] x, Powers* p, int precision, int64_t* n,
+                            int64_t* q0_out) noexcept nogil:
+    """Indexes of finite samples at ``precision`` digits into ``n``; 0 when they do not fit
+    (span of decades or q0 out of range), else 1. ``n`` may be NULL (only the fit is told)."""
+    cdef Py_ssize_t frames = x.shape[0], i
+    cdef int64_t q, q0 = 0, qmax = 0, width = 9, low = 1, span
+    cdef double magnitude, m
+    cdef bint any_nonzero = False
+    cdef int j
+    for j in range(precision - 1):
+        width *= 10
+        low *= 10
+    for i in range(frames):
+        magnitude = fabs(<double>x[i])
+        if magnitude > 0:
+            digits(p, magnitude, precision, &q)
+            if not any_nonzero or q < q0:
+                q0 = q
+            if not any_nonzero or q > qmax:
+                qmax = q
+            any_nonzero = True
+    q0_out[0] = q0 if any_nonzero else 0
+    if not any_nonzero:
+        if n != NULL:
+            for i in range(frames):
+                n[i] = 0
+        return 1
+    span = qmax - q0 + 1
+    # span * width >= 2**61 (width >= 9, span >= 1: the test cannot overflow)
+    if span >= (<int64_t>1 << 61) // width + ((<int64_t>1 << 61) % width != 0) \
+            or q0 < -32768 or q0 > 32767:
+        return 0
+    if n == NULL:
+        return 1
+    for i in range(frames):
+        magnitude = fabs(<double>x[i])
+        if magnitude > 0:
+            m = digits(p, magnitude, precision, &q)
+            n[i] = 1 + (q - q0) * width + (<int64_t>m - low)
+            if copysign(1.0, <double>x[i]) < 0:
+                n[i] = -n[i]
+        else:
+            n[i] = 0
+    return 1
+
+
+cdef inline double decode_significant(int64_t v, const Powers* p, int64_t width, int64_t low,
+                                      int64_t q0) noexcept nogil:
+    """One sample (binary64) from its index ``v``; any int64 gives some value."""
+    cdef int64_t limit = <int64_t>1 << 61, index, q
+    cdef double m, power, magnitude
+    index = v
+    if index < -limit:
+        index = -limit
+    elif index > limit:
+        index = limit
+    index = (index if index >= 0 else -index) - 1
+    if index < 0:
+        magnitude = 0.0
+    else:
+        q = q0 + index // width
+        m = <double>(low + index % width)
+        power = power_of_ten(p, q if q >= 0 else -q)
+        magnitude = m / power if q < 0 else m * power
+    return -magnitude if v < 0 else magnitude
+
+
+cdef Powers powers_of(const double[::1] table, Py_ssize_t low) except *:
+    cdef Powers p
+    if table.shape[0] < 1 or not 0 <= low < table.shape[0]:
+        raise ValueError("significant digits: bad table of powers")
+    p.table = &table[0]
+    p.low = low
+    p.last = table.shape[0] - 1
+    return p
+
+
+def significant_encode(const floating[:] x, int precision, const double[::1] table,
+                       Py_ssize_t low):
+    """``(n, q0)`` of finite samples ``x`` at ``precision`` digits, or None when the indexes
+    would not fit (as ``significant.encode``); ``table[k + low] = 10**k``."""
+    import numpy as np
+
+    cdef Powers p = powers_of(table, low)
+    cdef int64_t q0 = 0
+    cdef int ok
+    if not 1 <= precision <= MAX_DIGITS or not all_finite(x):
+        raise ValueError("significant digits: precision in [1, 17] and finite samples only")
+    out = np.empty(x.shape[0], dtype=np.int64)
+    cdef int64_t[::1] view = out
+    with nogil:
+        ok = encode_significant(x, &p, precision, &view[0] if x.shape[0] else NULL, &q0)
+    return (out, q0) if ok else None
+
+
+def significant_decode(const int64_t[:] n, int precision, int64_t q0, const double[::1] table,
+                       Py_ssize_t low, bint single):
+    """Samples (float32 if ``single``, else float64) from indexes ``n`` (any int64)."""
+    import numpy as np
+
+    cdef Powers p = powers_of(table, low)
+    cdef Py_ssize_t frames = n.shape[0], i
+    cdef int64_t width = 9, first = 1
+    cdef int j
+    if not 1 <= precision <= MAX_DIGITS:
+        raise ValueError("significant digits: precision in [1, 17]")
+    for j in range(precision - 1):
+        width *= 10
+        first *= 10
+    out = np.empty(frames, dtype=np.float32 if single else np.float64)
+    cdef float[::1] out32
+    cdef double[::1] out64
+    if single:
+        out32 = out
+        with nogil:
+            for i in range(frames):
+                out32[i] = <float>decode_significant(n[i], &p, width, first, q0)
+    else:
+        out64 = out
+        with nogil:
+            for i in range(frames):
+                out64[i] = decode_significant(n[i], &p, width, first, q0)
+    return out
+
+
+def significant_mismatches(const floating[:] x, int max_digits, const double[::1] table,
+                           Py_ssize_t low):
+    """For each precision 1 .. max_digits, how many finite samples ``x`` do not come back
+    bit for bit through encode and decode (``len(x)`` where the indexes do not fit); stops
+    after the first precision with none (as ``significant.choose_precision``'s loop)."""
+    import numpy as np
+
+    cdef Powers p = powers_of(table, low)
+    cdef Py_ssize_t frames = x.shape[0], i
+    cdef int precision, j
+    cdef int64_t q0, width, first, count
+    cdef double back
+    if not 1 <= max_digits <= MAX_DIGITS or not all_finite(x):
+        raise ValueError("significant digits: max_digits in [1, 17] and finite samples only")
+    cdef int64_t* n = <int64_t*>malloc((frames if frames else 1) * sizeof(int64_t))
+    if n == NULL:
+        raise MemoryError()
+    counts = []
+    try:
+        for precision in range(1, max_digits + 1):
+            with nogil:
+                count = frames
+                if encode_significant(x, &p, precision, n, &q0):
+                    width = 9
+                    first = 1
+                    for j in range(precision - 1):
+                        width *= 10
+                        first *= 10
+                    count = 0
+                    for i in range(frames):
+                        back = decode_significant(n[i], &p, width, first, q0)
+                        if floating is float:
+                            count += single_bits(<float>back) != single_bits(x[i])
+                        else:
+                            count += float_bits(back) != float_bits(x[i])
+            counts.append(count)
+            if count == 0:
+                break
+    finally:
+        free(n)
+    return counts

@@ -15,6 +15,10 @@ sample type; an ulp stream (as in the decimal lattice) makes every sample exact 
 
 The encoder's arithmetic is elementwise IEEE-754 and exact comparisons with a table of
 correctly rounded powers of ten, so the same block gives the same bytes on every machine.
+The per-sample loops run compiled (``qres.codec._mapping_kernels``, the same binary64
+operations); the numpy functions here are their reference (tests/test_mapping.py checks that
+both agree bit for bit) and serve the rare calls the compiled loops do not take (samples that
+are not finite, other dtypes).
 """
 
 from __future__ import annotations
@@ -99,6 +103,18 @@ def decode(n, precision: int, q0: int, dtype: str):
     an error)."""
     import numpy as np
 
+    from qres.codec._mapping_kernels import significant_decode
+
+    if dtype in ("float32", "float64") and 1 <= precision <= MAX_DIGITS["float64"]:
+        n = np.asarray(n, dtype=np.int64)
+        return significant_decode(n, precision, int(q0), powers(), _LOW, dtype == "float32")
+    return decode_numpy(n, precision, q0, dtype)
+
+
+def decode_numpy(n, precision: int, q0: int, dtype: str):
+    """:func:`decode` in numpy (the reference)."""
+    import numpy as np
+
     width = 9 * 10 ** (precision - 1)
     index = np.abs(np.clip(n, -_INDEX_LIMIT, _INDEX_LIMIT)) - 1
     zero = index < 0
@@ -112,9 +128,27 @@ def decode(n, precision: int, q0: int, dtype: str):
     return np.where(n < 0, -mag, mag).astype(dtype)
 
 
-def encode(x, precision: int, _decades=None):
+def encode(x, precision: int):
     """``(n, q0)`` of finite samples ``x`` at ``precision`` digits, or None when the indexes
-    would not fit int64. ``_decades``: what :func:`_magnitudes` gives for ``x``, when known."""
+    would not fit int64."""
+    from qres.codec._mapping_kernels import significant_encode
+
+    if x.dtype.kind == "f" and x.dtype.itemsize in (4, 8) and 1 <= precision <= 17:
+        try:
+            return significant_encode(_native(x), precision, powers(), _LOW)
+        except ValueError:  # samples that are not finite
+            pass
+    return encode_numpy(x, precision)
+
+
+def _native(x):
+    """``x`` in native byte order (what the compiled loops take)."""
+    return x if x.dtype.isnative else x.astype(x.dtype.newbyteorder("="))
+
+
+def encode_numpy(x, precision: int, _decades=None):
+    """:func:`encode` in numpy (the reference). ``_decades``: what :func:`_magnitudes` gives
+    for ``x``, when known."""
     import numpy as np
 
     wide, safe, nonzero, e10 = _magnitudes(x) if _decades is None else _decades
@@ -146,21 +180,35 @@ def _magnitudes(x):
 def choose_precision(x, dtype: str, probe_size: int) -> int:
     """The fewest significant digits that leave no more samples of an evenly spaced probe
     inexact than the most digits do (up to a share of 1/1024)."""
-    import numpy as np
+
+    from qres.codec._mapping_kernels import significant_mismatches
 
     probe = x if len(x) <= probe_size else x[:: len(x) // probe_size]
+    try:
+        counts = significant_mismatches(_native(probe), MAX_DIGITS[dtype], powers(), _LOW)
+    except ValueError:  # samples that are not finite
+        counts = mismatches_numpy(probe, dtype)
+    slack = max(1, len(probe) // 1024)
+    best = min(counts)
+    return next(p for p, n in enumerate(counts, 1) if n <= best + slack)
+
+
+def mismatches_numpy(probe, dtype: str) -> list[int]:
+    """For each precision from 1 up, how many samples of ``probe`` do not come back bit for
+    bit through :func:`encode_numpy` and :func:`decode_numpy`; stops after the first with
+    none (the reference of the compiled loop)."""
+    import numpy as np
+
     signed = np.int32 if dtype == "float32" else np.int64
     counts = []
     decades = _magnitudes(probe)
     for p in range(1, MAX_DIGITS[dtype] + 1):
-        found = encode(probe, p, decades)
+        found = encode_numpy(probe, p, decades)
         if found is None:
             counts.append(len(probe))
             continue
-        back = decode(found[0], p, found[1], dtype)
+        back = decode_numpy(found[0], p, found[1], dtype)
         counts.append(int(np.count_nonzero(back.view(signed) != probe.view(signed))))
         if counts[-1] == 0:
             break
-    slack = max(1, len(probe) // 1024)
-    best = min(counts)
-    return next(p for p, n in enumerate(counts, 1) if n <= best + slack)
+    return counts
