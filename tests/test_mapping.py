@@ -603,6 +603,50 @@ def _reference_search(monkeypatch):
     monkeypatch.setattr(mapping, "_segment_end", ref_segment_end)
     monkeypatch.setattr(mapping, "_count_reproduced", count)
     monkeypatch.setattr(mapping, "_round_significant", ref_round_significant)
+    monkeypatch.setattr(mapping, "_segments", mapping._reference_segments)
+
+
+@st.composite
+def lattice_channels(draw):
+    """Channels of decimals in pieces: each its own lattice (steps, offsets, rounding), plain
+    integers or noise, with outliers and samples that are not usable."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    pieces = draw(st.integers(1, 6))
+    precision = draw(st.sampled_from([5, 6, 8, 10, 16]))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(pieces):
+        size = int(rng.integers(1, 3000))
+        style = rng.choice(["lattice", "integer", "random", "flat"])
+        counts = np.cumsum(rng.integers(-20, 21, size)) + int(rng.integers(-(10**5), 10**5))
+        step = float(10.0 ** rng.uniform(-1, 4))
+        if style == "integer":
+            step = float(rng.integers(1, 50))
+        values = float(rng.uniform(-1e5, 1e5)) + step * counts
+        if style == "random":
+            values = rng.uniform(-1e9, 1e9, size)
+        if style == "flat":
+            values = np.full(size, float(rng.uniform(-1e3, 1e3)))
+        outliers = rng.integers(0, size, int(rng.integers(0, 1 + size // 40)))
+        values[outliers] += rng.uniform(-3 * step, 3 * step, len(outliers))
+        parts.append(values)
+    with np.errstate(invalid="ignore", over="ignore"):
+        k = ref_round_significant(np.concatenate(parts), precision) + 0.0
+    usable = rng.random(len(k)) >= draw(st.sampled_from([0.0, 0.01, 0.3]))
+    return k, usable, precision
+
+
+@settings(max_examples=40, deadline=None)
+@given(lattice_channels())
+def test_compiled_segment_search_equals_the_python_search(channel):
+    """The compiled segment search finds exactly the segments of the Python one (which calls
+    the kernels one at a time): same starts, offsets and steps, bit for bit."""
+    k, usable, precision = channel
+    with np.errstate(all="ignore"):
+        want = mapping._reference_segments(k, usable, precision)
+    got = mapping._segments(k, usable, precision)
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == w.dtype and g.tobytes() == w.tobytes()
 
 
 def _study_channels():

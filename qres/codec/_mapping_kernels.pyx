@@ -15,7 +15,7 @@ change float results. The numpy reference in tests/test_mapping.py checks them b
 from libc.math cimport copysign, fabs, fmod, frexp, isfinite, rint, sqrt, trunc
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 from libcpp.algorithm cimport sort
 
@@ -171,81 +171,99 @@ cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, dou
     return step
 
 
-def lattice_step(const double[:] values, int precision):
-    """The coarsest lattice step the distinct ``values`` sit on (up to rounding to
-    ``precision`` digits and a few outliers) and its uncertainty, or None; the compiled
-    ``qres.codec.mapping._lattice_step``."""
-    cdef Py_ssize_t n = values.shape[0], count, gap_count, i, seed_count, bad_count, first_bad
+cdef int lattice_step_core(const double* values, Py_ssize_t n, int precision, double* step_out,
+                           double* err_out) noexcept nogil:
+    """The coarsest lattice step the distinct ``values`` sit on and its uncertainty: 1 when
+    found (written to ``step_out`` and ``err_out``), 0 when none, -1 when out of memory."""
+    cdef Py_ssize_t count, gap_count, i, seed_count, bad_count, first_bad
     cdef double* u = <double*>malloc((4 * n + 1) * sizeof(double))
     cdef double* gaps = u + n
     cdef double* tol = gaps + n
     cdef double* seeds = tol + n
     cdef char* conflicts = <char*>malloc(n + 1)
-    cdef double step, err, tol_min, g, floor_, q_prev, q
+    cdef double step = 0.0, err = 0.0, tol_min, g, floor_, q_prev, q
     cdef Py_ssize_t close, s
     cdef int it
     cdef bint found = False
     if u == NULL or conflicts == NULL:
         free(u)
         free(conflicts)
-        raise MemoryError("lattice search: out of memory")
-    try:
-        with nogil:
-            for i in range(n):
-                u[i] = values[i]
-            count = sorted_unique(u, n)
-        if count < 3:
-            return None
-        with nogil:
-            gap_count = count - 1
-            close = 0
-            q_prev = quantum(u[0], precision)
-            tol_min = 0.0
-            for i in range(gap_count):
-                q = quantum(u[i + 1], precision)
-                tol[i] = py_max(q, q_prev)
-                q_prev = q
-                gaps[i] = u[i + 1] - u[i]
-                if gaps[i] < 2 * tol[i]:
-                    close += 1
-                if i == 0 or tol[i] < tol_min:
-                    tol_min = tol[i]
-            seed_count = 0
-            for i in range(gap_count):
-                if gaps[i] >= MIN_STEP_QUANTA * tol[i]:
-                    seeds[seed_count] = gaps[i]
-                    seed_count += 1
-            seed_count = sorted_unique(seeds, seed_count)
-        if close > MAX_CONFLICTS * gap_count:
-            return None
-        with nogil:
-            for s in range(seed_count if seed_count < 3 else 3):
-                step = seeds[s]
-                for it in range(8):
-                    step = refine_step(gaps, tol, gap_count, step, &err, conflicts)
-                    bad_count = 0
-                    first_bad = -1
-                    for i in range(gap_count):
-                        if conflicts[i]:
-                            if first_bad < 0:
-                                first_bad = i
-                            bad_count += 1
-                    if step < MIN_STEP_QUANTA * tol_min:
-                        break
-                    if bad_count <= MAX_CONFLICTS * gap_count:
-                        found = True
-                        break
-                    g = gaps[first_bad]
-                    floor_ = MIN_STEP_QUANTA * tol[first_bad]
-                    step = approx_gcd(step, fabs(g - step * rint(g / step)), floor_ / 2)
-                    if step < floor_:
-                        break
-                if found:
-                    break
-        return (step, err) if found else None
-    finally:
+        return -1
+    for i in range(n):
+        u[i] = values[i]
+    count = sorted_unique(u, n)
+    if count < 3:
         free(u)
         free(conflicts)
+        return 0
+    gap_count = count - 1
+    close = 0
+    q_prev = quantum(u[0], precision)
+    tol_min = 0.0
+    for i in range(gap_count):
+        q = quantum(u[i + 1], precision)
+        tol[i] = py_max(q, q_prev)
+        q_prev = q
+        gaps[i] = u[i + 1] - u[i]
+        if gaps[i] < 2 * tol[i]:
+            close += 1
+        if i == 0 or tol[i] < tol_min:
+            tol_min = tol[i]
+    seed_count = 0
+    for i in range(gap_count):
+        if gaps[i] >= MIN_STEP_QUANTA * tol[i]:
+            seeds[seed_count] = gaps[i]
+            seed_count += 1
+    seed_count = sorted_unique(seeds, seed_count)
+    if close > MAX_CONFLICTS * gap_count:
+        free(u)
+        free(conflicts)
+        return 0
+    for s in range(seed_count if seed_count < 3 else 3):
+        step = seeds[s]
+        for it in range(8):
+            step = refine_step(gaps, tol, gap_count, step, &err, conflicts)
+            bad_count = 0
+            first_bad = -1
+            for i in range(gap_count):
+                if conflicts[i]:
+                    if first_bad < 0:
+                        first_bad = i
+                    bad_count += 1
+            if step < MIN_STEP_QUANTA * tol_min:
+                break
+            if bad_count <= MAX_CONFLICTS * gap_count:
+                found = True
+                break
+            g = gaps[first_bad]
+            floor_ = MIN_STEP_QUANTA * tol[first_bad]
+            step = approx_gcd(step, fabs(g - step * rint(g / step)), floor_ / 2)
+            if step < floor_:
+                break
+        if found:
+            break
+    free(u)
+    free(conflicts)
+    step_out[0] = step
+    err_out[0] = err
+    return 1 if found else 0
+
+
+def lattice_step(const double[:] values, int precision):
+    """The coarsest lattice step the distinct ``values`` sit on (up to rounding to
+    ``precision`` digits and a few outliers) and its uncertainty, or None; the compiled
+    ``qres.codec.mapping._lattice_step``."""
+    import numpy as np
+
+    cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64)
+    cdef double step, err
+    cdef int found
+    with nogil:
+        found = lattice_step_core(&v[0] if v.shape[0] else NULL, v.shape[0], precision, &step,
+                                  &err)
+    if found < 0:
+        raise MemoryError("lattice search: out of memory")
+    return (step, err) if found else None
 
 
 # -- least-squares fit ---------------------------------------------------------------------------
@@ -315,10 +333,11 @@ cdef void center(const double* du, const double* quanta, Py_ssize_t count, doubl
         step_io[0] = step_new
 
 
-def fit(const double[:] values, double step, double err, int precision):
-    """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
-    step, or None; the compiled ``qres.codec.mapping._fit``."""
-    cdef Py_ssize_t n = values.shape[0], count, i, size, used = -1
+cdef int fit_core(const double* values, Py_ssize_t n, double step, double err, int precision,
+                  double* out) noexcept nogil:
+    """Least-squares ``(a, b, uncertainty of b)`` into ``out[0:3]``: 1 when found, 0 when none,
+    -1 when out of memory."""
+    cdef Py_ssize_t count, i, size, used = -1
     cdef double* u = <double*>malloc((7 * n + 1) * sizeof(double))
     cdef double* quanta = u + n
     cdef double* ns = quanta + n
@@ -330,89 +349,108 @@ def fit(const double[:] values, double step, double err, int precision):
     cdef bint failed = False
     cdef int it
     if u == NULL:
-        raise MemoryError("lattice fit: out of memory")
-    try:
-        with nogil:
-            for i in range(n):
-                u[i] = values[i]
-            sort(u, u + n)
-            if n:
-                ref = u[n // 2]  # the median sample
-            count = sorted_unique(u, n)
-        if step <= 0 or count == 0:
-            return None
-        if step == trunc(step) and precision >= NO_ROUNDING and err == 0:
-            # An exact integer lattice: keep it exact (the phase of the middle value).
-            return py_mod(ref, step), step, 0.0
-        with nogil:
-            for i in range(count):
-                quanta[i] = quantum(u[i], precision)
-                u[i] = u[i] - ref  # du
-                ws[i] = 1.0 / (quanta[i] * quanta[i])
-            for it in range(16):
-                reach = 0.25 * step * step / py_max(err, step * 1e-15)
-                size = 0
-                for i in range(count):
-                    if fabs(u[i]) <= reach:
-                        m = rint((u[i] - a) / step)
-                        slack = 2 * quanta[i] + 2 * fabs(m) * err
-                        if fabs(u[i] - a - m * step) <= slack:
-                            ns[size] = m
-                            ys[size] = u[i]
-                            scratch[size] = ws[i]
-                            size += 1
-                if size < 2 or size == used:
-                    break
-                n_min = ns[0]
-                n_max = ns[0]
-                for i in range(1, size):
-                    if ns[i] < n_min:
-                        n_min = ns[i]
-                    if ns[i] > n_max:
-                        n_max = ns[i]
-                if n_min == n_max:
-                    break
-                used = size
-                # Sums left to right, each term as numpy forms it: w*n, w*dn, w*y, w*dn**2...
-                total_w = 0.0
-                t = 0.0
-                for i in range(size):
-                    total_w += scratch[i]
-                    t += scratch[i] * ns[i]
-                n_mean = rint(t / total_w)
-                t = 0.0
-                for i in range(size):
-                    t += scratch[i] * (ns[i] - n_mean)
-                dn_mean = t / total_w
-                t = 0.0
-                for i in range(size):
-                    t += scratch[i] * ys[i]
-                y_mean = t / total_w
-                spread = 0.0
-                covar = 0.0
-                for i in range(size):
-                    dn = (ns[i] - n_mean) - dn_mean
-                    spread += scratch[i] * (dn * dn)
-                    covar += scratch[i] * dn * (ys[i] - y_mean)
-                slope = covar / spread
-                if not (isfinite(slope) and slope > 0):
-                    failed = True
-                    break
-                a = y_mean - slope * (dn_mean + n_mean)
-                err = py_max(0.5 / sqrt(spread), step * 1e-15)
-                step = slope
-            if not failed and (precision < NO_ROUNDING or step != trunc(step)):
-                center(u, quanta, count, &a, &step, ref, precision, ns)
-        if failed:
-            return None
-        a += ref
-        a -= step * rint(a / step)
-        if precision >= NO_ROUNDING and fabs(step - rint(step)) <= 1e-9 * step:
-            step = rint(step)
-            a = py_mod(rint(a), step)
-        return a, step, err
-    finally:
+        return -1
+    for i in range(n):
+        u[i] = values[i]
+    sort(u, u + n)
+    if n:
+        ref = u[n // 2]  # the median sample
+    count = sorted_unique(u, n)
+    if step <= 0 or count == 0:
         free(u)
+        return 0
+    if step == trunc(step) and precision >= NO_ROUNDING and err == 0:
+        # An exact integer lattice: keep it exact (the phase of the middle value).
+        free(u)
+        out[0] = py_mod(ref, step)
+        out[1] = step
+        out[2] = 0.0
+        return 1
+    for i in range(count):
+        quanta[i] = quantum(u[i], precision)
+        u[i] = u[i] - ref  # du
+        ws[i] = 1.0 / (quanta[i] * quanta[i])
+    for it in range(16):
+        reach = 0.25 * step * step / py_max(err, step * 1e-15)
+        size = 0
+        for i in range(count):
+            if fabs(u[i]) <= reach:
+                m = rint((u[i] - a) / step)
+                slack = 2 * quanta[i] + 2 * fabs(m) * err
+                if fabs(u[i] - a - m * step) <= slack:
+                    ns[size] = m
+                    ys[size] = u[i]
+                    scratch[size] = ws[i]
+                    size += 1
+        if size < 2 or size == used:
+            break
+        n_min = ns[0]
+        n_max = ns[0]
+        for i in range(1, size):
+            if ns[i] < n_min:
+                n_min = ns[i]
+            if ns[i] > n_max:
+                n_max = ns[i]
+        if n_min == n_max:
+            break
+        used = size
+        # Sums left to right, each term as numpy forms it: w*n, w*dn, w*y, w*dn**2...
+        total_w = 0.0
+        t = 0.0
+        for i in range(size):
+            total_w += scratch[i]
+            t += scratch[i] * ns[i]
+        n_mean = rint(t / total_w)
+        t = 0.0
+        for i in range(size):
+            t += scratch[i] * (ns[i] - n_mean)
+        dn_mean = t / total_w
+        t = 0.0
+        for i in range(size):
+            t += scratch[i] * ys[i]
+        y_mean = t / total_w
+        spread = 0.0
+        covar = 0.0
+        for i in range(size):
+            dn = (ns[i] - n_mean) - dn_mean
+            spread += scratch[i] * (dn * dn)
+            covar += scratch[i] * dn * (ys[i] - y_mean)
+        slope = covar / spread
+        if not (isfinite(slope) and slope > 0):
+            failed = True
+            break
+        a = y_mean - slope * (dn_mean + n_mean)
+        err = py_max(0.5 / sqrt(spread), step * 1e-15)
+        step = slope
+    if not failed and (precision < NO_ROUNDING or step != trunc(step)):
+        center(u, quanta, count, &a, &step, ref, precision, ns)
+    free(u)
+    if failed:
+        return 0
+    a += ref
+    a -= step * rint(a / step)
+    if precision >= NO_ROUNDING and fabs(step - rint(step)) <= 1e-9 * step:
+        step = rint(step)
+        a = py_mod(rint(a), step)
+    out[0] = a
+    out[1] = step
+    out[2] = err
+    return 1
+
+
+def fit(const double[:] values, double step, double err, int precision):
+    """Least-squares ``(a, b, uncertainty of b)`` of ``values ~ a + b*n`` from an approximate
+    step, or None; the compiled ``qres.codec.mapping._fit``."""
+    import numpy as np
+
+    cdef const double[::1] v = np.ascontiguousarray(values, dtype=np.float64)
+    cdef double out[3]
+    cdef int found
+    with nogil:
+        found = fit_core(&v[0] if v.shape[0] else NULL, v.shape[0], step, err, precision, out)
+    if found < 0:
+        raise MemoryError("lattice fit: out of memory")
+    return (out[0], out[1], out[2]) if found else None
 
 
 # -- whole arrays --------------------------------------------------------------------------------
@@ -444,33 +482,335 @@ def count_reproduced(const double[:] k, double a, double b, int precision):
     return got
 
 
+cdef Py_ssize_t segment_end_core(const double* k, Py_ssize_t n, Py_ssize_t start, double a,
+                                  double b, int precision, Py_ssize_t* failures_out,
+                                  char* bad) noexcept nogil:
+    """Where the lattice stops holding from ``start`` (see :func:`segment_end`); ``bad`` holds
+    ``n - start`` flags of scratch. Writes the failures before the end."""
+    cdef Py_ssize_t i, j, done = start, failures = 0, end = n, run
+    # Failures are evaluated only as far as the scan has looked (segments are short
+    # compared with the block).
+    for i in range(start, n):
+        while done < n and done < i + 4:
+            bad[done - start] = not reproduced(k[done], a, b, precision)
+            done += 1
+        if bad[i - start]:
+            run = 0
+            for j in range(i, done if done < i + 4 else i + 4):
+                run += bad[j - start]
+            if run >= 3:
+                end = i
+                break
+            failures += 1
+    failures_out[0] = failures
+    return end
+
+
 def segment_end(const double[:] k, Py_ssize_t start, double a, double b, int precision):
     """Where the lattice stops holding from ``start``: the first failure that starts a run of
     three or more failures among four samples. Returns (end, failures before the end)."""
-    cdef Py_ssize_t n = k.shape[0], i, j, done = start, failures = 0, end = n, run
+    import numpy as np
+
+    cdef const double[::1] v = np.ascontiguousarray(k, dtype=np.float64)
+    cdef Py_ssize_t n = v.shape[0], end, failures
     cdef char* bad
     if start >= n:
         return n, 0
+    if start < 0:
+        raise ValueError("segment_end: start must not be negative")
     bad = <char*>malloc(n - start)
     if bad == NULL:
         raise MemoryError("lattice segment end: out of memory")
     with nogil:
-        # Failures are evaluated only as far as the scan has looked (segments are short
-        # compared with the block).
-        for i in range(start, n):
-            while done < n and done < i + 4:
-                bad[done - start] = not reproduced(k[done], a, b, precision)
-                done += 1
-            if bad[i - start]:
-                run = 0
-                for j in range(i, done if done < i + 4 else i + 4):
-                    run += bad[j - start]
-                if run >= 3:
-                    end = i
-                    break
-                failures += 1
+        end = segment_end_core(&v[0], n, start, a, b, precision, &failures, bad)
     free(bad)
     return end, failures
+
+
+# -- the segment search -----------------------------------------------------------------------
+# qres.codec.mapping._reference_segments in C: the same windows, candidates and choices, with
+# the kernels above called directly (the Python loop spent more time in window slicing, numpy's
+# unique and call overhead than in the kernels themselves).
+
+cdef enum:
+    SMALL_WINDOW = 256     # lattice windows tried at a segment start (mapping._WINDOWS)
+    LARGE_WINDOW = 1024
+    MIN_SEGMENT = 64       # a lattice must hold this long (or to the block's end)
+    MIN_WINDOW = 8         # fewer usable samples in a window: no lattice
+    REFIT_SAMPLES = 8192   # most samples (evenly spaced) a refit looks at
+
+cdef double REFIT_FAILURES = 0.005
+cdef double COARSER = 1.001  # a larger window's lattice must be this much coarser to win
+
+
+cdef struct Candidate:
+    Py_ssize_t end
+    Py_ssize_t failures
+    double a
+    double b
+    double err
+    bint fallback
+
+
+cdef struct Search:
+    const double* k
+    const unsigned char* usable
+    Py_ssize_t frames
+    int precision
+    double* window  # LARGE_WINDOW doubles, then the frames of a refit
+    char* bad       # frames flags for segment_end_core
+
+
+cdef int integer_step(const double* values, Py_ssize_t n, double* step) noexcept nogil:
+    """The exact gcd of the gaps between the distinct integer-valued decimals (numpy's
+    ``gcd.reduce`` of their int64 differences): 1 when found, 0 when fewer than two, -1 when
+    out of memory."""
+    cdef double* u = <double*>malloc((n + 1) * sizeof(double))
+    cdef Py_ssize_t count, i
+    cdef int64_t g = 0, d, t
+    if u == NULL:
+        return -1
+    for i in range(n):
+        u[i] = values[i]
+    count = sorted_unique(u, n)
+    for i in range(count - 1):
+        d = to_int64(u[i + 1] - u[i])
+        if d < 0:
+            d = -d
+        while d:
+            t = g % d
+            g = d
+            d = t
+    free(u)
+    if count < 2 or g < 1:
+        return 0
+    step[0] = <double>g
+    return 1
+
+
+cdef int candidate(Search* s, Py_ssize_t pos, Py_ssize_t size, bint lattice,
+                   Candidate* out) noexcept nogil:
+    """The lattice of the usable samples of the window at ``pos`` and where it stops holding
+    (mapping._candidate): 1 when found, 0 when none, -1 when out of memory."""
+    cdef Py_ssize_t stop = pos + size if pos + size < s.frames else s.frames, count = 0, i
+    cdef Py_ssize_t end, failures, shortest
+    cdef double step, err = 0.0
+    cdef double found[3]
+    cdef int r
+    for i in range(pos, stop):
+        if s.usable[i]:
+            s.window[count] = s.k[i]
+            count += 1
+    if count < MIN_WINDOW:
+        return 0
+    if lattice:
+        r = lattice_step_core(s.window, count, s.precision, &step, &err)
+    else:
+        r = integer_step(s.window, count, &step)
+    if r <= 0:
+        return r
+    r = fit_core(s.window, count, step, err, s.precision, found)
+    if r <= 0:
+        return r
+    end = segment_end_core(s.k, s.frames, pos, found[0], found[1], s.precision, &failures,
+                           s.bad)
+    shortest = s.frames - pos if s.frames - pos < MIN_SEGMENT else MIN_SEGMENT
+    if end - pos < shortest:
+        return 0
+    out.end = end
+    out.failures = failures
+    out.a = found[0]
+    out.b = found[1]
+    out.err = found[2]
+    out.fallback = False
+    return 1
+
+
+cdef int best_lattice(Search* s, Py_ssize_t pos, int64_t reach, Candidate* best) noexcept nogil:
+    """The lattice to open a segment at ``pos`` with (mapping._best_lattice): 1 when found,
+    0 when none, -1 when out of memory."""
+    cdef Candidate found
+    cdef bint have = False
+    cdef int r, w
+    cdef Py_ssize_t size
+    for w in range(2):
+        size = SMALL_WINDOW if w == 0 else LARGE_WINDOW
+        if have and best.end >= pos + size:
+            break  # the larger window lies inside the segment found: same lattice
+        r = candidate(s, pos, size, True, &found)
+        if r < 0:
+            return r
+        if r and (not have or found.b > best.b * COARSER):
+            best[0] = found
+            have = True
+    if have:
+        return 1
+    # Only a fine common lattice fits: use it for a while, then look for a coarser one.
+    r = candidate(s, pos, LARGE_WINDOW, False, &found)
+    if r <= 0:
+        return r
+    if found.end > pos + reach:
+        found.end = pos + reach
+        found.failures = 0
+    found.fallback = True
+    best[0] = found
+    return 1
+
+
+cdef int refit(Search* s, Py_ssize_t pos, Candidate* c) noexcept nogil:
+    """Refit a segment whose window's lattice misses some of its samples on (up to
+    REFIT_SAMPLES evenly spaced of) all of them, keeping the refit when it reproduces at least
+    as many: 0, or -1 when out of memory."""
+    cdef Py_ssize_t count = 0, i, stride, kept = 0, got_new = 0, got_old = 0
+    cdef double found[3]
+    cdef double* inside = s.window + LARGE_WINDOW
+    cdef int r
+    if not c.failures > REFIT_FAILURES * (c.end - pos):
+        return 0
+    for i in range(pos, c.end):
+        if s.usable[i]:
+            inside[count] = s.k[i]
+            count += 1
+    if count > REFIT_SAMPLES:
+        stride = count // REFIT_SAMPLES
+        i = 0
+        while i < count:
+            inside[kept] = inside[i]
+            kept += 1
+            i += stride
+        count = kept
+    if count == 0:
+        return 0
+    r = fit_core(inside, count, c.b, c.err, s.precision, found)
+    if r <= 0:
+        return r
+    for i in range(count):
+        got_new += reproduced(inside[i], found[0], found[1], s.precision)
+        got_old += reproduced(inside[i], c.a, c.b, s.precision)
+    if got_new >= got_old:
+        c.a = found[0]
+        c.b = found[1]
+    return 0
+
+
+cdef struct Segments:
+    uint32_t* starts
+    double* offsets
+    double* steps
+    Py_ssize_t count
+    Py_ssize_t cap
+
+
+cdef int push_segment(Segments* g, Py_ssize_t start, double a, double b) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef void* grown
+    if g.count == g.cap:
+        cap = 2 * g.cap + 64
+        grown = realloc(g.starts, cap * sizeof(uint32_t))
+        if grown == NULL:
+            return -1
+        g.starts = <uint32_t*>grown
+        grown = realloc(g.offsets, cap * sizeof(double))
+        if grown == NULL:
+            return -1
+        g.offsets = <double*>grown
+        grown = realloc(g.steps, cap * sizeof(double))
+        if grown == NULL:
+            return -1
+        g.steps = <double*>grown
+        g.cap = cap
+    g.starts[g.count] = <uint32_t>start
+    g.offsets[g.count] = a
+    g.steps[g.count] = b
+    g.count += 1
+    return 0
+
+
+cdef int search(Search* s, Segments* g) noexcept nogil:
+    """Split the channel into lattice segments (mapping._reference_segments): 0, or -1 when
+    out of memory."""
+    cdef Py_ssize_t pos = 0, end
+    # How far a fallback lattice goes: doubles while nothing better fits (capped far beyond
+    # any block, where it no longer shortens anything).
+    cdef int64_t reach = LARGE_WINDOW
+    cdef Candidate c
+    cdef int r
+    while pos < s.frames:
+        r = best_lattice(s, pos, reach, &c)
+        if r < 0:
+            return r
+        if r and c.fallback:
+            reach = reach * 2 if reach < (<int64_t>1 << 40) else reach
+        else:
+            reach = LARGE_WINDOW
+        if not r:
+            # No lattice here: the stretch joins the previous segment (its corrections are
+            # cheaper than a jump of scale), or starts a plain decimal one.
+            end = pos + MIN_SEGMENT if pos + MIN_SEGMENT < s.frames else s.frames
+            if g.count == 0 and push_segment(g, 0, 0.0, 1.0):
+                return -1
+            pos = end
+            continue
+        if refit(s, pos, &c):
+            return -1
+        if g.count and g.offsets[g.count - 1] == c.a and g.steps[g.count - 1] == c.b:
+            pos = c.end
+            continue
+        if push_segment(g, pos, c.a, c.b):
+            return -1
+        pos = c.end
+    if g.count == 0 and push_segment(g, 0, 0.0, 1.0):
+        return -1
+    return 0
+
+
+def segments(const double[::1] k, usable, int precision):
+    """Split a channel's decimals ``k`` into lattice segments, looking only at the samples
+    where ``usable`` (bool) is set: (starts uint32, offsets float64, steps float64), as
+    ``qres.codec.mapping._reference_segments`` finds them."""
+    import numpy as np
+
+    cdef const unsigned char[::1] ok = np.ascontiguousarray(usable, dtype=np.bool_).view(np.uint8)
+    cdef Search s
+    cdef Segments g
+    cdef int r
+    cdef Py_ssize_t i
+    if ok.shape[0] != k.shape[0]:
+        raise ValueError("segments: usable must have one flag per decimal")
+    if k.shape[0] >= (<Py_ssize_t>1 << 32):
+        raise ValueError("segments: a block holds fewer than 2**32 frames")
+    s.k = &k[0] if k.shape[0] else NULL
+    s.usable = &ok[0] if ok.shape[0] else NULL
+    s.frames = k.shape[0]
+    s.precision = precision
+    s.window = <double*>malloc((LARGE_WINDOW + s.frames + 1) * sizeof(double))
+    s.bad = <char*>malloc(s.frames + 1)
+    g.starts = NULL
+    g.offsets = NULL
+    g.steps = NULL
+    g.count = 0
+    g.cap = 0
+    try:
+        if s.window == NULL or s.bad == NULL:
+            raise MemoryError("lattice search: out of memory")
+        with nogil:
+            r = search(&s, &g)
+        if r:
+            raise MemoryError("lattice search: out of memory")
+        starts = np.empty(g.count, dtype="<u4")
+        offsets = np.empty(g.count, dtype="<f8")
+        steps = np.empty(g.count, dtype="<f8")
+        for i in range(g.count):
+            starts[i] = g.starts[i]
+            offsets[i] = g.offsets[i]
+            steps[i] = g.steps[i]
+        return starts, offsets, steps
+    finally:
+        free(s.window)
+        free(s.bad)
+        free(g.starts)
+        free(g.offsets)
+        free(g.steps)
 
 
 cdef inline int64_t to_int64(double v) noexcept nogil:

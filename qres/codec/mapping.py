@@ -404,7 +404,20 @@ def _best_lattice(k, usable, pos: int, precision: int, fallback_reach: int):
 
 
 def _segments(k, usable, precision: int):
-    """Split a channel's decimals into lattice segments: lists of starts, offsets, steps."""
+    """Split a channel's decimals into lattice segments: arrays of starts, offsets, steps.
+    Compiled (``_mapping_kernels.segments``); :func:`_reference_segments` is the same search
+    in Python, over the kernels one call at a time (tests/test_mapping.py checks that both
+    find the same segments)."""
+    import numpy as np
+
+    from qres.codec._mapping_kernels import segments
+
+    return segments(np.ascontiguousarray(k, dtype=np.float64), usable, precision)
+
+
+def _reference_segments(k, usable, precision: int):
+    """:func:`_segments` in Python: at each position the best lattice (:func:`_best_lattice`)
+    opens a segment, refitted on all its samples when its window's fit misses some of them."""
     import numpy as np
 
     frames = len(k)
