@@ -94,10 +94,17 @@ cdef Py_ssize_t sorted_unique(double* buf, Py_ssize_t n) noexcept nogil:
     """Sort ``buf`` in place and move its distinct values to the front; return their count.
     The values are finite decimal integers without -0.0, so the order is total and the sorted
     array is the same whatever the sort algorithm (std::sort, which inlines the comparisons)."""
-    cdef Py_ssize_t i, count = 0
     if n == 0:
         return 0
     sort(buf, buf + n)
+    return unique_run(buf, n)
+
+
+cdef Py_ssize_t unique_run(double* buf, Py_ssize_t n) noexcept nogil:
+    """Move the distinct values of the sorted ``buf`` to its front; return their count."""
+    cdef Py_ssize_t i, count = 0
+    if n == 0:
+        return 0
     count = 1
     for i in range(1, n):
         if buf[i] != buf[count - 1]:
@@ -172,9 +179,10 @@ cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, dou
 
 
 cdef int lattice_step_core(const double* values, Py_ssize_t n, int precision, double* step_out,
-                           double* err_out) noexcept nogil:
-    """The coarsest lattice step the distinct ``values`` sit on and its uncertainty: 1 when
-    found (written to ``step_out`` and ``err_out``), 0 when none, -1 when out of memory."""
+                           double* err_out, bint presorted) noexcept nogil:
+    """The coarsest lattice step the distinct ``values`` (in ascending order when
+    ``presorted``) sit on and its uncertainty: 1 when found (written to ``step_out`` and
+    ``err_out``), 0 when none, -1 when out of memory."""
     cdef Py_ssize_t count, gap_count, i, seed_count, bad_count, first_bad
     cdef double* u = <double*>malloc((4 * n + 1) * sizeof(double))
     cdef double* gaps = u + n
@@ -191,7 +199,7 @@ cdef int lattice_step_core(const double* values, Py_ssize_t n, int precision, do
         return -1
     for i in range(n):
         u[i] = values[i]
-    count = sorted_unique(u, n)
+    count = unique_run(u, n) if presorted else sorted_unique(u, n)
     if count < 3:
         free(u)
         free(conflicts)
@@ -260,7 +268,7 @@ def lattice_step(const double[:] values, int precision):
     cdef int found
     with nogil:
         found = lattice_step_core(&v[0] if v.shape[0] else NULL, v.shape[0], precision, &step,
-                                  &err)
+                                  &err, False)
     if found < 0:
         raise MemoryError("lattice search: out of memory")
     return (step, err) if found else None
@@ -334,9 +342,9 @@ cdef void center(const double* du, const double* quanta, Py_ssize_t count, doubl
 
 
 cdef int fit_core(const double* values, Py_ssize_t n, double step, double err, int precision,
-                  double* out) noexcept nogil:
-    """Least-squares ``(a, b, uncertainty of b)`` into ``out[0:3]``: 1 when found, 0 when none,
-    -1 when out of memory."""
+                  double* out, bint presorted) noexcept nogil:
+    """Least-squares ``(a, b, uncertainty of b)`` of ``values`` (in ascending order when
+    ``presorted``) into ``out[0:3]``: 1 when found, 0 when none, -1 when out of memory."""
     cdef Py_ssize_t count, i, size, used = -1
     cdef double* u = <double*>malloc((7 * n + 1) * sizeof(double))
     cdef double* quanta = u + n
@@ -352,10 +360,11 @@ cdef int fit_core(const double* values, Py_ssize_t n, double step, double err, i
         return -1
     for i in range(n):
         u[i] = values[i]
-    sort(u, u + n)
+    if not presorted:
+        sort(u, u + n)
     if n:
         ref = u[n // 2]  # the median sample
-    count = sorted_unique(u, n)
+    count = unique_run(u, n)
     if step <= 0 or count == 0:
         free(u)
         return 0
@@ -447,7 +456,8 @@ def fit(const double[:] values, double step, double err, int precision):
     cdef double out[3]
     cdef int found
     with nogil:
-        found = fit_core(&v[0] if v.shape[0] else NULL, v.shape[0], step, err, precision, out)
+        found = fit_core(&v[0] if v.shape[0] else NULL, v.shape[0], step, err, precision, out,
+                         False)
     if found < 0:
         raise MemoryError("lattice fit: out of memory")
     return (out[0], out[1], out[2]) if found else None
@@ -563,25 +573,22 @@ cdef struct Search:
 
 cdef int integer_step(const double* values, Py_ssize_t n, double* step) noexcept nogil:
     """The exact gcd of the gaps between the distinct integer-valued decimals (numpy's
-    ``gcd.reduce`` of their int64 differences): 1 when found, 0 when fewer than two, -1 when
-    out of memory."""
-    cdef double* u = <double*>malloc((n + 1) * sizeof(double))
-    cdef Py_ssize_t count, i
+    ``gcd.reduce`` of their int64 differences) of the sorted ``values``: 1 when found, 0 when
+    fewer than two are distinct."""
+    cdef Py_ssize_t count = 0, i
     cdef int64_t g = 0, d, t
-    if u == NULL:
-        return -1
     for i in range(n):
-        u[i] = values[i]
-    count = sorted_unique(u, n)
-    for i in range(count - 1):
-        d = to_int64(u[i + 1] - u[i])
+        if count == 0 or values[i] != values[i - 1]:
+            count += 1
+        if i == 0 or values[i] == values[i - 1]:
+            continue
+        d = to_int64(values[i] - values[i - 1])
         if d < 0:
             d = -d
         while d:
             t = g % d
             g = d
             d = t
-    free(u)
     if count < 2 or g < 1:
         return 0
     step[0] = <double>g
@@ -603,13 +610,15 @@ cdef int candidate(Search* s, Py_ssize_t pos, Py_ssize_t size, bint lattice,
             count += 1
     if count < MIN_WINDOW:
         return 0
+    # Sorted once for the step and the fit (both depend only on the window's values).
+    sort(s.window, s.window + count)
     if lattice:
-        r = lattice_step_core(s.window, count, s.precision, &step, &err)
+        r = lattice_step_core(s.window, count, s.precision, &step, &err, True)
     else:
         r = integer_step(s.window, count, &step)
     if r <= 0:
         return r
-    r = fit_core(s.window, count, step, err, s.precision, found)
+    r = fit_core(s.window, count, step, err, s.precision, found, True)
     if r <= 0:
         return r
     end = segment_end_core(s.k, s.frames, pos, found[0], found[1], s.precision, &failures,
@@ -681,7 +690,7 @@ cdef int refit(Search* s, Py_ssize_t pos, Candidate* c) noexcept nogil:
         count = kept
     if count == 0:
         return 0
-    r = fit_core(inside, count, c.b, c.err, s.precision, found)
+    r = fit_core(inside, count, c.b, c.err, s.precision, found, False)
     if r <= 0:
         return r
     for i in range(count):
@@ -1041,10 +1050,12 @@ cdef inline double mantissa(const Powers* p, double magnitude, int64_t q) noexce
     return rint(scaled * power if shift > 0 else scaled / power)
 
 
-cdef inline double digits(const Powers* p, double magnitude, int precision, int64_t* q) noexcept nogil:
-    """``m`` with ``magnitude ~ m * 10**q`` and ``P`` digits in ``m``; sets ``q``."""
+cdef inline double digits(const Powers* p, double magnitude, int64_t e10, int precision,
+                          int64_t* q) noexcept nogil:
+    """``m`` with ``magnitude ~ m * 10**q`` and ``P`` digits in ``m``; sets ``q``. ``e10``:
+    the magnitude's decade."""
     cdef double top = POW10[precision]
-    q[0] = decade(p, magnitude) - (precision - 1)
+    q[0] = e10 - (precision - 1)
     cdef double m = mantissa(p, magnitude, q[0])
     if m >= top:
         q[0] += 1
@@ -1065,12 +1076,14 @@ cdef bint all_finite(const floating[:] x) noexcept nogil:
 
 
 cdef int encode_significant(const floating[:] x, Powers* p, int precision, int64_t* n,
-                            int64_t* q0_out) noexcept nogil:
+                            int64_t* q0_out, const int64_t* decades, int64_t* qs,
+                            double* ms) noexcept nogil:
     """Indexes of finite samples at ``precision`` digits into ``n``; 0 when they do not fit
-    (span of decades or q0 out of range), else 1. ``n`` may be NULL (only the fit is told)."""
+    (span of decades or q0 out of range), else 1. ``decades``: each nonzero sample's decade,
+    or NULL; ``qs`` and ``ms`` hold each sample's exponent and digits between the two passes."""
     cdef Py_ssize_t frames = x.shape[0], i
     cdef int64_t q, q0 = 0, qmax = 0, width = 9, low = 1, span
-    cdef double magnitude, m
+    cdef double magnitude
     cdef bint any_nonzero = False
     cdef int j
     for j in range(precision - 1):
@@ -1079,7 +1092,9 @@ cdef int encode_significant(const floating[:] x, Powers* p, int precision, int64
     for i in range(frames):
         magnitude = fabs(<double>x[i])
         if magnitude > 0:
-            digits(p, magnitude, precision, &q)
+            ms[i] = digits(p, magnitude, decades[i] if decades != NULL else decade(p, magnitude),
+                           precision, &q)
+            qs[i] = q
             if not any_nonzero or q < q0:
                 q0 = q
             if not any_nonzero or q > qmax:
@@ -1087,22 +1102,17 @@ cdef int encode_significant(const floating[:] x, Powers* p, int precision, int64
             any_nonzero = True
     q0_out[0] = q0 if any_nonzero else 0
     if not any_nonzero:
-        if n != NULL:
-            for i in range(frames):
-                n[i] = 0
+        for i in range(frames):
+            n[i] = 0
         return 1
     span = qmax - q0 + 1
     # span * width >= 2**61 (width >= 9, span >= 1: the test cannot overflow)
     if span >= (<int64_t>1 << 61) // width + ((<int64_t>1 << 61) % width != 0) \
             or q0 < -32768 or q0 > 32767:
         return 0
-    if n == NULL:
-        return 1
     for i in range(frames):
-        magnitude = fabs(<double>x[i])
-        if magnitude > 0:
-            m = digits(p, magnitude, precision, &q)
-            n[i] = 1 + (q - q0) * width + (<int64_t>m - low)
+        if fabs(<double>x[i]) > 0:
+            n[i] = 1 + (qs[i] - q0) * width + (<int64_t>ms[i] - low)
             if copysign(1.0, <double>x[i]) < 0:
                 n[i] = -n[i]
         else:
@@ -1152,10 +1162,19 @@ def significant_encode(const floating[:] x, int precision, const double[::1] tab
     cdef int ok
     if not 1 <= precision <= MAX_DIGITS or not all_finite(x):
         raise ValueError("significant digits: precision in [1, 17] and finite samples only")
-    out = np.empty(x.shape[0], dtype=np.int64)
+    cdef Py_ssize_t frames = x.shape[0]
+    out = np.empty(frames, dtype=np.int64)
     cdef int64_t[::1] view = out
+    cdef int64_t* qs = <int64_t*>malloc((frames + 1) * sizeof(int64_t))
+    cdef double* ms = <double*>malloc((frames + 1) * sizeof(double))
+    if qs == NULL or ms == NULL:
+        free(qs)
+        free(ms)
+        raise MemoryError()
     with nogil:
-        ok = encode_significant(x, &p, precision, &view[0] if x.shape[0] else NULL, &q0)
+        ok = encode_significant(x, &p, precision, &view[0] if frames else qs, &q0, NULL, qs, ms)
+    free(qs)
+    free(ms)
     return (out, q0) if ok else None
 
 
@@ -1203,15 +1222,26 @@ def significant_mismatches(const floating[:] x, int max_digits, const double[::1
     cdef double back
     if not 1 <= max_digits <= MAX_DIGITS or not all_finite(x):
         raise ValueError("significant digits: max_digits in [1, 17] and finite samples only")
-    cdef int64_t* n = <int64_t*>malloc((frames if frames else 1) * sizeof(int64_t))
-    if n == NULL:
+    cdef int64_t* n = <int64_t*>malloc(3 * (frames + 1) * sizeof(int64_t))
+    cdef int64_t* decades = n + frames + 1
+    cdef int64_t* qs = decades + frames + 1
+    cdef double* ms = <double*>malloc((frames + 1) * sizeof(double))
+    cdef double magnitude
+    if n == NULL or ms == NULL:
+        free(n)
+        free(ms)
         raise MemoryError()
+    with nogil:
+        for i in range(frames):  # the decades do not depend on the precision
+            magnitude = fabs(<double>x[i])
+            if magnitude > 0:
+                decades[i] = decade(&p, magnitude)
     counts = []
     try:
         for precision in range(1, max_digits + 1):
             with nogil:
                 count = frames
-                if encode_significant(x, &p, precision, n, &q0):
+                if encode_significant(x, &p, precision, n, &q0, decades, qs, ms):
                     width = 9
                     first = 1
                     for j in range(precision - 1):
@@ -1229,4 +1259,5 @@ def significant_mismatches(const floating[:] x, int max_digits, const double[::1
                 break
     finally:
         free(n)
+        free(ms)
     return counts

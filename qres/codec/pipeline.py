@@ -476,7 +476,10 @@ class BlockCoder:
             pos += length
         if pos != len(view):
             raise IntegrityError("unexpected bytes after the channel data")
-        residuals = np.stack(streams[: spec.channels]) if spec.channels else None
+        if spec.channels == 1:
+            residuals = streams[0].reshape(1, -1)  # a view: no copy of a mono block
+        else:
+            residuals = np.stack(streams[: spec.channels]) if spec.channels else None
         bound = 0 if lossless else self.int_bound
         grid = None if lossless else self.grid_step
         bounds = self.bounds if grid is None else None
@@ -609,6 +612,8 @@ def _import_before_the_clock() -> None:
     """Import what coding needs before timing starts: a process pays numpy's import once,
     and counting it would report a fraction of the codec's speed on small files."""
     import numpy  # noqa: F401
+
+    from qres.codec import _estimate, _mapping_kernels  # noqa: F401  (the codec's kernels)
 
 
 def compress(
