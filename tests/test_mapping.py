@@ -807,6 +807,21 @@ def integer_lattices(draw):
 
 
 @FAST
+@given(
+    hnp.arrays(np.int64, st.integers(0, 300), elements=st.integers(-(2**31), 2**31 - 1)),
+    st.integers(1, 2**16),
+)
+def test_compiled_common_step_equals_numpy_gcd(values, factor):
+    """The compiled gcd of a channel's distances to its first sample (with its early stop at
+    1) equals numpy's gcd.reduce, on any samples and on samples sharing a factor."""
+    from qres.codec._mapping_kernels import common_step
+
+    for ints in (values, (values // factor) * factor, values[::3]):
+        want = int(np.gcd.reduce(ints[1:] - ints[0])) if len(ints) > 1 else 0
+        assert common_step(ints) == want
+
+
+@FAST
 @given(integer_lattices())
 def test_integer_samples_on_a_common_step_map_to_its_multiples(case):
     """Integers x = a + g*n (unused low bits, a fixed increment) map to n exactly (kind 4);

@@ -822,6 +822,27 @@ def segments(const double[::1] k, usable, int precision):
         free(g.steps)
 
 
+def common_step(const int64_t[:] ints):
+    """The gcd of ``ints[i] - ints[0]`` over the channel (numpy's ``gcd.reduce`` of those
+    differences; 0 when all samples are equal), stopping as soon as it reaches 1, as it does
+    within the first few samples of most channels. The differences must fit int64 (samples
+    of at most 32 bits)."""
+    cdef Py_ssize_t n = ints.shape[0], i
+    cdef int64_t g = 0, d, t
+    with nogil:
+        for i in range(1, n):
+            d = ints[i] - ints[0]
+            if d < 0:
+                d = -d
+            while d:
+                t = g % d
+                g = d
+                d = t
+            if g == 1:
+                break
+    return g
+
+
 cdef inline int64_t to_int64(double v) noexcept nogil:
     """``v`` truncated to int64; NaN and values outside int64 give INT64_MIN (numpy's astype
     on x86-64 does the same, and C leaves it undefined)."""
