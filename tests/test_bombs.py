@@ -197,3 +197,20 @@ def test_an_arith_block_claiming_more_frames_than_it_holds_is_damage(data):
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20, peak
+
+
+def test_the_memory_check_counts_every_block_in_flight(monkeypatch):
+    """With N threads up to 2N blocks are held at once: a block whose estimate fits the
+    memory twice but not four times decodes with one thread and is refused with two."""
+    import numpy as np
+
+    from qres.codec.samples import StreamSpec
+
+    raw = np.rint(np.sin(np.arange(40_000) / 30) * 9000).astype("<i2").tobytes()
+    packed = api.compress_bytes(raw, StreamSpec("int16"), "fast")
+    frames = len(raw) // 2
+    block = limits.block_memory(frames, 1, 2, len(packed))
+    monkeypatch.setattr(limits, "memory_available", lambda: int(3 * block / limits.MEMORY_SHARE))
+    assert api.decompress_bytes(packed, threads=1) == raw
+    with pytest.raises(limits.OutputLimit, match="block 0 declares"):
+        api.decompress_bytes(packed, threads=2)
