@@ -557,20 +557,38 @@ def test_reputation_tracker_flags_groups_and_far_rows():
     far = np.full((1, 8), 1 << 28, np.int32)
     x = np.vstack([honest, cartel.astype(np.int32), far])
     ref = make("trimmed-mean").aggregate(x, f=7)
-    tracker = ReputationTracker(27)
+    tracker = ReputationTracker(27, start=0.5)
     flags = tracker.observe(x, ref)
     assert not flags[:20].any() and flags[20:].all()
-    assert tracker.reputations[:20].tolist() == [65536] * 20  # reward clamped at 1.0
-    assert tracker.reputations[20:].tolist() == [65536 - 16384] * 7
+    # rewards for the rest; likeness neither costs nor earns; distance costs the penalty
+    assert tracker.reputations[:20].tolist() == [32768 + 3277] * 20
+    assert tracker.reputations[20:26].tolist() == [32768] * 6
+    assert tracker.reputations[26] == 32768 - 16384
     for _ in range(4):
         tracker.observe(x, ref)
-    assert tracker.reputations[20:].tolist() == [0] * 7
+    assert tracker.reputations[20:26].tolist() == [32768] * 6 and tracker.reputations[26] == 0
     # flags travel with their rows: any order gives the same flags per row
     perm = rng.permutation(27)
     assert np.array_equal(ReputationTracker(27).flags(x[perm], ref), flags[perm])
     # a cartel smaller than the group size is not a group
     small = np.vstack([honest, cartel[:4].astype(np.int32)])
     assert not ReputationTracker(24).flags(small, ref).any()
+
+
+def test_adaptive_counts_identical_rows_once():
+    """k copies of one row weigh as one node: a cartel sending one forged vector cannot buy
+    weight by numbers, and the result does not depend on the row order."""
+    from qres.builtin_plugins.aggregators.reputation import one_voice
+
+    x = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [1, 2]], np.int32)
+    assert one_voice(x, [90, 10, 90, 7, 60]) == [30, 10, 30, 7, 20]
+    rng = np.random.default_rng(9)
+    honest = rng.integers(-(1 << 12), 1 << 12, (12, 6), dtype=np.int32)
+    many = np.vstack([honest, np.repeat(np.full((1, 6), 1 << 11, np.int32), 5, axis=0)])
+    rule = make("adaptive")
+    five = rule.aggregate(many, f=3)
+    perm = rng.permutation(many.shape[0])
+    assert np.array_equal(rule.aggregate(many[perm], f=3), five)
 
 
 def test_reputation_tracker_active_nodes_and_errors():

@@ -79,6 +79,17 @@ def weighted_median_columns(x, raw: list[int]):
     return x[rows, np.arange(x.shape[1])]
 
 
+def one_voice(x, raw: list[int]) -> list[int]:
+    """Identical rows are one voice: each of ``k`` bit-identical rows keeps ``raw // k``.
+    Copies carry no more information than their original (honest duplicates, such as nodes
+    on the same flat signal, lose nothing), and a cartel sending one forged vector weighs
+    as one node whatever its numbers."""
+    import numpy as np
+
+    _, inverse, counts = np.unique(x, axis=0, return_inverse=True, return_counts=True)
+    return [w // int(k) for w, k in zip(raw, counts[inverse.reshape(-1)], strict=True)]
+
+
 def proportional(raw: list[int], cap: Fraction) -> bool:
     """Whether no node's proportional share exceeds ``cap`` (the plain weighted mean holds)."""
     total = sum(w for w in raw if w > 0)
@@ -102,7 +113,8 @@ class ReputationWeighted(Aggregator):
     poisoning attacks in federated learning", FGCS 2022, and Xu, Lyu, "A Reputation Mechanism
     Is All You Need: Collaborative Fairness and Adversarial Robustness in Federated Learning",
     2021. ``weights`` are the reputations (Q16.16 in [0, 1]); without them every node has
-    reputation 1 and, with at least ``1 / cap`` nodes, this is the plain mean. ``f`` is not
+    reputation 1 and, with at least ``1 / cap`` nodes and no identical rows, this is the
+    plain mean. ``k`` identical rows share one row's weight (:func:`one_voice`). ``f`` is not
     used: the reputations carry it. Not robust by itself (a trusted attacker is averaged in):
     ``adaptive`` is the rule that bounds what reputation buys.
     """
@@ -121,7 +133,7 @@ class ReputationWeighted(Aggregator):
         n = x.shape[0]
         reps = weights if weights is not None else [1 << 16] * n
         k = exponent_for(n)
-        raw = [powered(r, k) for r in reps]
+        raw = one_voice(x, [powered(r, k) for r in reps])
         if not any(raw):
             raise QresError(
                 "aggregator 'reputation-weighted': every reputation is (close to) zero; "
@@ -168,7 +180,9 @@ class Adaptive(Aggregator):
     (Rodríguez-Barroso et al., FGCS 2022), and every share not given stays on ``c``. So an
     attacker with a perfect reputation moves the result by at most ``cap x radius`` median
     distances, a distrusted one not at all, and the honest majority's spread is averaged
-    in, not trimmed away. Without reputations every node has full trust. Needs ``n > 2 f``.
+    in, not trimmed away. Identical rows are one voice: ``k`` copies share one row's weight,
+    so a cartel sending one forged vector weighs as one node. Without reputations every node
+    has full trust. Needs ``n > 2 f``.
     """
 
     name = "adaptive"
@@ -207,6 +221,7 @@ class Adaptive(Aggregator):
         reps = [1 << 16] * n if weights is None else [int(r) for r in weights]
         trust = [self.trust_of(r) for r in reps]
         raw = [powered(r, exponent_for(n)) if t else 0 for r, t in zip(reps, trust, strict=True)]
+        raw = one_voice(x, raw)
         if not any(raw):
             return c
         d2 = sq_dists_to(x, c)

@@ -209,7 +209,15 @@ def tightness(updates: Any, k: int, rng: Any, sample: int = 1024, scale_rows: An
 
 
 def far_or_grouped(x: Any, reference: Any, far2: Fraction, group: int, near_bits: int) -> Any:
-    """Which rows of ``x`` are far from ``reference`` or members of a coordinated group (bool).
+    """Which rows of ``x`` are far from ``reference`` or members of a coordinated group (bool):
+    :func:`far_and_grouped` combined."""
+    far, grouped = far_and_grouped(x, reference, far2, group, near_bits)
+    return far | grouped
+
+
+def far_and_grouped(x: Any, reference: Any, far2: Fraction, group: int, near_bits: int) -> Any:
+    """Which rows of ``x`` are far from ``reference``, and which are members of a coordinated
+    group (two bool arrays).
 
     * **far**: the row's squared distance to ``reference`` exceeds ``far2`` times the median
       squared distance of the rows not already in a group (the outlier rule of reputation
@@ -240,4 +248,5 @@ def far_or_grouped(x: Any, reference: Any, far2: Fraction, group: int, near_bits
     scale = sorted(d for d, g in zip(dref, grouped, strict=True) if not g) or sorted(dref)
     med = max(scale[(len(scale) - 1) // 2], 1)
     num, den = far2.numerator, far2.denominator
-    return np.array([g or d * den > num * med for d, g in zip(dref, grouped, strict=True)], bool)
+    far = np.array([d * den > num * med for d in dref], bool)
+    return far, np.array(grouped, bool)

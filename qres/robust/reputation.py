@@ -174,11 +174,14 @@ class ReputationTracker:
     """Per-node reputations for the reputation rules (``reputation-weighted``, ``adaptive``),
     kept from round to round from how each node's update sits among the others.
 
-    A :class:`Ledger` whose evidence is :func:`qres.robust.evidence.far_or_grouped`: each
-    round (:meth:`observe`) the rows that are far from a robust reference aggregate or members
-    of a coordinated group are outliers and lose ``penalty``; the others gain ``reward``
-    (docs/aggregators.md, "Reputations"). Nodes absent from a round (``active`` False) keep
-    their value. The tracker never bans: the rule it feeds weighs distrusted nodes down.
+    A :class:`Ledger` whose evidence is :func:`qres.robust.evidence.far_and_grouped`: each
+    round (:meth:`observe`) the rows far from a robust reference aggregate lose ``penalty``;
+    members of a coordinated group (near-identical rows) neither lose nor gain: likeness is no
+    evidence (an honest node and its copiers, or honest nodes whose training gives the same
+    update, look alike), and copies earn no reputation by being many; the others gain
+    ``reward`` (docs/aggregators.md, "Reputations"). Nodes absent from a round (``active``
+    False) keep their value. The tracker never bans: the rule it feeds weighs distrusted
+    nodes down, and bounds what trusted ones may do.
     """
 
     def __init__(
@@ -233,11 +236,13 @@ class ReputationTracker:
                 f"ReputationTracker: reference must be ({x.shape[1]},) int32, got "
                 f"{ref.shape} {ref.dtype}"
             )
-        flags = self.flags(x, ref)
+        from qres.robust.evidence import far_and_grouped
+
+        far, grouped = far_and_grouped(x, ref, self._far2, self.group, self.near_bits)
         idx = np.flatnonzero(act)
-        self.ledger.adjust(idx[flags], -self.ledger.pen_outlier)
-        self.ledger.adjust(idx[~flags], self.ledger.reward)
-        return flags
+        self.ledger.adjust(idx[far], -self.ledger.pen_outlier)
+        self.ledger.adjust(idx[~far & ~grouped], self.ledger.reward)
+        return far | grouped
 
     def flags(self, x: Any, reference: Any) -> Any:
         """Which rows are far from ``reference`` or members of a coordinated group (bool)."""
