@@ -153,3 +153,30 @@ def test_the_trimmed_mean_comparison_profile():
     assert "aggregator" not in loaded.data.get("swarm", {}) or (
         loaded.build("swarm", "aggregator").name != "trimmed-mean"
     )
+
+
+def test_the_comparison_with_the_trimmed_mean_shares_one_denominator():
+    """Both ratios at 45% divide by the same attack-free error, so comparing them compares
+    honest errors under the same attack (a rule with a better attack-free swarm is not
+    penalised for it)."""
+    import pytest
+
+    from qres.kernel import profiles
+    from qres.robust import defence_bench as db
+    from qres.swarm.engine import settings_from_profile
+
+    s = db.DefenceSettings(
+        nodes=12, rounds=3, fractions=(0.45,), seeds=(0,), attacks=("sign-flip",), tail=1
+    )
+    row = db.run(s)["rows"][0]
+    loaded = profiles.load(s.profile)
+    base = settings_from_profile(loaded, nodes=12, rounds=3, byzantine=0.45, seed=0)
+    err = {
+        (a, g): db._honest_error(db._simulate(loaded, base, a, g)[0], 1)
+        for a in (None, "sign-flip")
+        for g in (None, "trimmed-mean")
+    }
+    assert row["error_ratio"] == pytest.approx(err["sign-flip", None] / err[None, None])
+    assert row["trimmed_ratio"] == pytest.approx(err["sign-flip", "trimmed-mean"] / err[None, None])
+    own = err["sign-flip", "trimmed-mean"] / err[None, "trimmed-mean"]
+    assert row["trimmed_own_ratio"] == pytest.approx(own)
