@@ -83,7 +83,8 @@ def run(
         return await node.run()
 
     status = asyncio.run(main())
-    summary = {k: status[k] for k in ("did", "round", "segments", "samples_stored")}
+    keys = ("did", "round", "segments", "samples_stored", "asleep_rounds", "energy")
+    summary = {k: status[k] for k in keys}
     print(json.dumps(summary))
 
 

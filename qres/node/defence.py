@@ -12,7 +12,7 @@ Where a node's view differs from the simulator's omniscient one:
 * a sender's regime is unknown to its auditors, so the storm audit rate applies while the
   auditing node itself is in Storm (storms are regional);
 * an audit is a real exchange (:mod:`qres.node.audits`): an answer that contradicts its packet
-  is a fault, an audit left unanswered for ``AUDIT_PATIENCE`` rounds costs
+  is a fault, an audit left unanswered for ``AUDIT_PATIENCE`` awake rounds costs
   ``rep_penalty_outlier`` (it may have been lost: never a fault);
 * picks are drawn from the operating system's randomness, unpredictable to the audited.
 """
@@ -39,7 +39,7 @@ class PendingAudit:
     round: int  # the audited packet's round
     packet: Any  # the audited UpdatePacket
     raw: bytes  # its bytes as received (evidence if the answer contradicts it)
-    asked: int  # the round in which the request went out
+    asked: int  # the auditor's count of awake rounds when the request went out
 
 
 @attrs.frozen

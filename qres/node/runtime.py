@@ -3,7 +3,9 @@
 One asyncio loop runs four tasks: the source (samples into the current segment), the round
 clock, the receiver (verifies every packet as it arrives) and, if configured, the HTTP API.
 Rounds follow the wall clock: round ``r`` is ``floor(time * time_scale / round_seconds)``, so
-nodes agree on round numbers without talking. In each round a node trains on its recent
+nodes agree on round numbers without talking. A node wakes on its regime's schedule (the
+simulator's energy model) and sleeps through the rounds between wakes, doing no learning work
+in them. In each round it is awake a node trains on its recent
 samples (:mod:`qres.learning.task`), signs its update (:mod:`qres.trust.packet`) and sends it
 to its peers; at the next round boundary it judges the round with the simulator's defence
 (:mod:`qres.node.defence`: the receiver's screen, the profile's aggregator with reputations,
@@ -118,6 +120,9 @@ class Node:
         self.energy = self._make_energy()
         self._moved = (0, 0)  # transport bytes sent, delivered at the last round's close
         self._stop = asyncio.Event()
+        self._awake = asyncio.Event()
+        self._awake.set()
+        self._awake_rounds = 0  # rounds closed awake (audit patience counts these)
         self._buffer: list = []
         self.recent = None
         self.stats = {
@@ -132,6 +137,7 @@ class Node:
             "bans_rejected": {},
             "audits": {"asked": 0, "passed": 0, "failed": 0, "unanswered": 0, "answered": 0},
             "rounds": 0,
+            "asleep_rounds": 0,
             "regime": "calm",
             "error": None,
         }
@@ -181,20 +187,16 @@ class Node:
         return EnergyModel(1, self.swarm, hardware)
 
     def _spend_energy(self, r: int) -> None:
-        """Pay round ``r`` as the simulator does: its wakes by regime and reputation (a node
-        trusts itself fully), the radio airtime of the bytes it moved, sleep, harvest."""
+        """Pay round ``r`` as the simulator does: its wakes (:meth:`_schedule`), the radio
+        airtime of the bytes it moved while awake, sleep, harvest."""
         import numpy as np
 
-        from qres.swarm.regimes import NAMES
-
-        regime = np.array([NAMES.index(self.stats["regime"])])
-        wakes = self.energy.wakes(r, regime, np.ones(1), np.ones(1, bool))
+        wakes = np.array([self._wakes_now])
         stats = self.transport.stats
         sent, got = stats.sent_bytes, stats.delivered_bytes
         tx, rx = sent - self._moved[0], got - self._moved[1]
         self._moved = (sent, got)
         self.energy.spend(wakes, np.array([float(tx)]), np.array([float(rx)]))
-        self.stats["wakes"] = self.stats.get("wakes", 0) + int(wakes[0])
 
     def energy_status(self) -> dict:
         """The energy figures of ``/v1/status`` (joules, seconds, fraction of capacity)."""
@@ -346,13 +348,16 @@ class Node:
         while True:
             r = self.round_at(time.time())
             if r > self.round:
-                if self._pending is not None:
-                    self._close_round()
+                if self._pending is not None or self._slept is not None:
+                    if self._pending is not None:
+                        self._close_round()
+                    else:
+                        self._close_sleep()
                     closed += 1
                     if self.options.rounds and closed >= self.options.rounds:
                         self.stop()
                         return
-                await self._open_round(r)
+                await self._begin_round(r)
             elif self._waiting_for_data() and self._windows() is not None:
                 await self._open_round(r)  # the window filled during the round: take part
             else:
@@ -364,6 +369,49 @@ class Node:
 
     def _waiting_for_data(self) -> bool:
         return self._pending is not None and self._pending[1] is None
+
+    # --- the wake schedule --------------------------------------------------------------
+
+    _slept: int | None = None  # the round this node is sleeping through
+    _on_grid = False
+    _wakes_now = 0  # wakes in the current round
+
+    async def _begin_round(self, r: int) -> None:
+        """Wake for round ``r`` if the schedule says so, else sleep through it: no training,
+        no packets, no aggregation, nothing received is looked at until the next wake."""
+        self._wakes_now = self._schedule(r)
+        if self._wakes_now == 0:
+            self.round, self._slept = r, r
+            self._awake.clear()
+            return
+        self._awake.set()
+        await self._open_round(r)
+
+    def _schedule(self, r: int) -> int:
+        """Wakes in round ``r`` on the regime's schedule (the simulator's ``EnergyModel``,
+        which also lets a node without the energy for one wake sleep). A node trusts itself
+        fully, so its interval is the regime's base. The first wake is put on the clock's grid
+        of that interval, so nodes with one schedule wake in the same rounds without talking."""
+        import numpy as np
+
+        from qres.swarm.regimes import NAMES
+
+        e = self.energy
+        regime = np.array([NAMES.index(self.stats["regime"])])
+        if not self._on_grid:
+            interval = float(e.intervals(regime, np.ones(1))[0])
+            e.next_wake[:] = math.ceil(r * self.swarm.round_seconds / interval) * interval
+            self._on_grid = True
+        wakes = int(e.wakes(r, regime, np.ones(1), np.ones(1, bool))[0])
+        self.stats["wakes"] = self.stats.get("wakes", 0) + wakes
+        return wakes
+
+    def _close_sleep(self) -> None:
+        """End a round slept through: pay its sleep and log it (no error, nothing received)."""
+        r, self._slept = self._slept, None
+        self.stats["asleep_rounds"] += 1
+        self._spend_energy(r)
+        self._save_round(r, None, 0, 0)
 
     def _windows(self):
         from qres.learning import task
@@ -471,6 +519,7 @@ class Node:
             allow_unknown=True, dimension=self.swarm.order, window=keep, future=keep
         )
         while True:
+            await self._awake.wait()  # asleep: what arrives waits in the transport's queue
             message = await self.transport.recv(None)
             magic = bytes(message.payload[:4])
             if magic == audits.REQUEST_MAGIC:
@@ -541,7 +590,8 @@ class Node:
         from qres.node.defence import PendingAudit
 
         for did, slot, (packet, raw) in picks:
-            self._audits[(did, r)] = PendingAudit(slot, did, r, packet, raw, r)
+            asked = self._awake_rounds
+            self._audits[(did, r)] = PendingAudit(slot, did, r, packet, raw, asked)
             request = AuditRequest(r, packet.nonce).encode()
             asyncio.ensure_future(self.transport.asend(did, request))
             self.stats["audits"]["asked"] += 1
@@ -576,11 +626,11 @@ class Node:
         if self.ledger.banned_at[pending.slot] < 0:
             self.defence.unanswered(pending.slot)
 
-    def _expire_audits(self, r: int) -> None:
+    def _expire_audits(self) -> None:
         from qres.node.defence import AUDIT_PATIENCE
 
         for key, pending in list(self._audits.items()):
-            if pending.asked <= r - AUDIT_PATIENCE:
+            if pending.asked <= self._awake_rounds - AUDIT_PATIENCE:
                 del self._audits[key]
                 self._expire_audit(pending)
 
@@ -601,6 +651,7 @@ class Node:
         node has observed itself (the issuer's word alone counts for nothing)."""
         while True:
             await asyncio.sleep(BAN_POLL_SECONDS)
+            await self._awake.wait()  # asleep: notices wait for the next wake
             notices = self.transport.bans_received()
             for message in notices:
                 self._take_notice(message.payload)
@@ -694,7 +745,8 @@ class Node:
             error = float(task.prediction_error(self.weights, windows, d)[0])
             self._observe_regime(error, windows)
             self._ask_audits(r, [(dids[i], int(slots[i]), packets[i]) for i in verdicts.audit])
-        self._expire_audits(r)
+        self._awake_rounds += 1
+        self._expire_audits()
         self._apply_bans(r, persist=False)
         self._spend_energy(r)
         self._save_round(r, error, len(received), accepted)
@@ -781,6 +833,8 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             bans_received=stats["bans_received"],
             bans_rejected=dict(stats["bans_rejected"]),
             audits=dict(stats["audits"]),
+            asleep=node._slept is not None,
+            asleep_rounds=stats["asleep_rounds"],
             ratio=(samples * itemsize / stored) if stored else None,
             http_port=node.http_port,
             energy=node.energy_status(),
