@@ -101,11 +101,12 @@ def test_what_proves_nothing_convicts_nobody():
     honest = bans.pair(packet.encode(), answer.encode())
     flipped, bad = _signed(MALLORY, forge=_flip)
     someone, theirs = _signed(ALICE, forge=_flip)
+    forged = bad.encode()[:-1] + bytes([bad.encode()[-1] ^ 1])
     cases = [
         honest,  # a passed audit
         bans.pair(flipped.encode(), theirs.encode()),  # an answer signed by someone else
         bans.pair(someone.encode(), theirs.encode()),  # Alice's fault, not Mallory's
-        bans.pair(flipped.encode(), bad.encode()[:-1] + b"\0"),  # a forged answer signature
+        bans.pair(flipped.encode(), forged),  # a forged answer signature
         bans.pair(flipped.encode(), answer.encode()),  # the answer to another packet
         b"\xff\xff\xff\xff",
         b"",
