@@ -52,15 +52,17 @@ def test_a_node_sleeps_between_wakes_and_pays_only_sleep_for_it(tmp_path):
     for node, summary in zip(sleepy, summaries, strict=False):
         log = _log(node)
         assert len(log) == ROUNDS
-        slept = [r["round"] for r in log if r["error"] < 0]
         woke = [r["round"] for r in log if r["error"] >= 0]
-        # every other round on the clock's grid: the two nodes wake in the same rounds
+        # every other round on the clock's grid: the two nodes wake in the same rounds (an
+        # awake round may still lack a training window right after the start: error -1 too)
+        slept = [r for r in log if r["round"] % 2 != woke[0] % 2]
         assert summary["asleep_rounds"] == len(slept) >= ROUNDS // 2 - 1
-        assert all(r % 2 == woke[0] % 2 for r in woke) and all(r % 2 != woke[0] % 2 for r in slept)
-        assert all(r["received"] == 0 and r["accepted"] == 0 for r in log if r["error"] < 0)
+        assert all(r % 2 == woke[0] % 2 for r in woke)
+        assert all(r["error"] < 0 and r["received"] == 0 and r["accepted"] == 0 for r in slept)
         assert any(r["accepted"] == 1 for r in log if r["error"] >= 0)  # the peer, when awake
-        assert summary["energy"]["wakes"] == len(woke)
-    assert [r["round"] for r in _log(sleepy[0])] == [r["round"] for r in _log(sleepy[1])]
+        assert summary["energy"]["wakes"] == ROUNDS - len(slept)
+    parities = {r["round"] % 2 for n in sleepy for r in _log(n) if r["error"] >= 0}
+    assert len(parities) == 1  # both woke in the same rounds of the clock
     (always,) = [s["energy"] for s in summaries[2:]]
     assert summaries[2]["asleep_rounds"] == 0 and always["wakes"] == ROUNDS
     for summary in summaries[:2]:
