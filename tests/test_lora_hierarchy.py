@@ -356,3 +356,23 @@ def test_documented_settings_table_matches_the_defaults():
     text = (Path(__file__).parent.parent / "docs" / "lora.md").read_text()
     for field in attrs.fields(HierarchySettings):
         assert f"`{field.name}`" in text, field.name
+
+
+def test_layer_rules_wait_for_the_warmup():
+    from qres.lora.health import LayerVitals, assess
+
+    limits = {
+        "entropy_low": ONE // 20,
+        "entropy_high": int(0.6 * ONE),
+        "max_amplified": int(0.9 * ONE),
+        "max_queue_depth": 48,
+        "max_wait": 256,
+        "max_rejection": ONE // 2,
+        "warmup": 16,
+    }
+    early = LayerVitals("swarm", int(0.7 * ONE), updates=3, amplified=3, damped=0)
+    assert assess([early], [], limits).status == HEALTHY
+    late = LayerVitals("swarm", int(0.7 * ONE), updates=20, amplified=20, damped=0)
+    report = assess([late], [], limits)
+    assert report.status == DEGRADED and len(report.reasons) == 2
+    assert assess([late], [], {**limits, "warmup": 0}).status == DEGRADED

@@ -51,11 +51,12 @@ def assess(
 ) -> HealthReport:
     """Check every layer and queue against ``limits`` (keys: ``entropy_low``,
     ``entropy_high``, ``max_amplified`` in Q16.16; ``max_queue_depth``, ``max_wait`` in items
-    and ticks; ``max_rejection`` in Q16.16)."""
+    and ticks; ``max_rejection`` in Q16.16; optional ``warmup``: layers with fewer updates
+    are not judged)."""
     reasons: list[str] = []
     for v in layers:
-        if v.updates == 0:
-            continue
+        if v.updates == 0 or v.updates < limits.get("warmup", 0):
+            continue  # a rate or a spread from a handful of updates is noise, not a state
         if v.spread_q < limits["entropy_low"]:
             reasons.append(
                 f"{v.role}: update entropy ratio {v.spread_q / ONE:.3f} below "

@@ -356,6 +356,7 @@ class Hierarchy:
             "entropy_low": s.q(s.entropy_low),
             "entropy_high": s.q(s.entropy_high),
             "max_amplified": s.q(s.max_amplified),
+            "warmup": s.health_warmup,
             "max_queue_depth": s.max_queue_depth,
             "max_wait": s.max_wait,
             "max_rejection": s.q(s.max_rejection),

@@ -68,7 +68,8 @@ class HierarchySettings:
       the parent layer's last update amplifies (or opposition damps) an update;
       ``amplification_cap``: the largest total factor.
     * ``max_queue_depth``, ``max_wait``, ``max_rejection``, ``max_amplified``: the health
-      monitor's limits (items, ticks, fraction, fraction).
+      monitor's limits (items, ticks, fraction, fraction); ``health_warmup``: the updates a
+      layer must have made before its spread and resonance rate are judged.
     """
 
     ranks: list[int] = attrs.field(
@@ -105,6 +106,7 @@ class HierarchySettings:
     max_wait: int = attrs.field(default=256, validator=integer(1, 1 << 30))
     max_rejection: float = attrs.field(default=0.5, validator=number(0.0, 1.0))
     max_amplified: float = attrs.field(default=0.9, validator=number(0.0, 1.0))
+    health_warmup: int = attrs.field(default=16, validator=integer(0, 1 << 20))
 
     def __attrs_post_init__(self):
         if self.entropy_low >= self.entropy_high:
