@@ -180,3 +180,30 @@ def test_the_comparison_with_the_trimmed_mean_shares_one_denominator():
     assert row["trimmed_ratio"] == pytest.approx(err["sign-flip", "trimmed-mean"] / err[None, None])
     own = err["sign-flip", "trimmed-mean"] / err[None, "trimmed-mean"]
     assert row["trimmed_own_ratio"] == pytest.approx(own)
+
+
+def test_quiet_nodes_replay_chains_of_many_rounds(monkeypatch):
+    """Honest nodes that stay quiet apply an aggregate every round; their next packet's step
+    covers all of them (at most 64: then they send), and auditing every packet finds each
+    replay exact."""
+    from qres.kernel import profiles
+    from qres.swarm import steps
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    s = settings_from_profile(
+        loaded, nodes=16, rounds=66, byzantine=0.2, audit_rate=1.0, gossip_bias_calm=1e6
+    )
+    lengths = []
+    sim = Simulation(loaded, s, attack="base-poison")
+    original = steps.StepLog.close
+
+    def close(log, nodes, bases):
+        lengths.extend(len(log.chains[i]) for i in nodes.tolist())
+        original(log, nodes, bases)
+
+    monkeypatch.setattr(steps.StepLog, "close", close)
+    report = sim.run()
+    assert max(lengths) == steps.MAX_SUBSTEPS - 1  # quiet honest nodes sent when full
+    assert report["audits"]["wrong_step_honest"] == 0 and report["banned_honest"] == 0
+    assert report["audits"]["wrong_step_byzantine"] > 0
