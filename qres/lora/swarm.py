@@ -32,6 +32,7 @@ from qres.kernel.errors import QresError
 from qres.kinds.lora import ROLES
 from qres.lora.hierarchy import SHARED_ROLES
 from qres.lora.personal import Personal, PersonalSettings, mean_abs_error
+from qres.swarm.engine import build_attack
 
 #: Sources of the generated set: (period of channel 0, period of channel 1's own tone, lag of
 #: channel 1 behind channel 0, coupling in 1/8).
@@ -97,12 +98,7 @@ class LoraSwarm:
             self.aggregator = profile.build("swarm", "aggregator")
         else:
             self.aggregator = plugins.create("aggregator", {"use": "trimmed-mean"}, where)
-        self.attack = None
-        if not attack_free:
-            if attack:
-                self.attack = plugins.create("attack", {"use": attack}, Location("--attack"))
-            elif "attack" in swarm:
-                self.attack = profile.build("swarm", "attack")
+        self.attack = None if attack_free else build_attack(profile, attack)
 
     # -- setup -------------------------------------------------------------------------------
     def _streams(self) -> tuple[list[Any], list[int], list[str]]:

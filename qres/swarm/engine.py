@@ -147,6 +147,19 @@ class RoundState:
     gain_cnt: Any = None
 
 
+def build_attack(profile: Any, name: str | None) -> Any:
+    """The run's attack: ``--attack NAME`` when given, else the profile's ``[swarm.attack]``,
+    else None."""
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+
+    if name:
+        return plugins.create("attack", {"use": name}, Location("--attack"))
+    if "attack" in profile.data.get("swarm", {}):
+        return profile.build("swarm", "attack")
+    return None
+
+
 def _setting_names(kind: str, table: Any) -> set[str]:
     """The setting names of the plugin a profile table names (none if it names no plugin)."""
     from qres.kernel import plugins
@@ -201,12 +214,7 @@ class Simulation:
                 table.setdefault(key, value)
         transport = plugins.create("transport", table, profile.where("swarm", "transport"))
         self.transport = with_batch_mode(transport)
-        self.attack = None
-        if not attack_free:
-            if attack:
-                self.attack = plugins.create("attack", {"use": attack}, Location("--attack"))
-            elif "attack" in swarm:
-                self.attack = profile.build("swarm", "attack")
+        self.attack = None if attack_free else build_attack(profile, attack)
         self.hardware = profile.build("hardware") if "hardware" in profile.data else None
         from qres.robust.combine import takes_reputation
 
@@ -501,9 +509,7 @@ class Simulation:
         the (node, update) keys seen so far and whether anything was forwarded."""
         import numpy as np
 
-        from qres.learning import task as learning
-
-        s, n, r = self.s, sw.n, rd.r
+        n, r = sw.n, rd.r
         cand = rd.active[m_dst] & (m_tag // n == r)
         key = m_dst * (n * (r + 1)) + m_tag
         cand &= ~np.isin(key, seen_keys)
@@ -513,29 +519,46 @@ class Simulation:
         seen_keys = np.union1d(seen_keys, c_key)
         if c_dst.shape[0] == 0:
             return seen_keys, False
+        gain = self._forward_gains(sw, rd, c_dst, c_tag, c_org)
+        return seen_keys, self._send_forwards(sw, rd, c_dst, c_tag, c_org, gain)
+
+    def _forward_gains(self, sw, rd, c_dst, c_tag, c_org):
+        """How much each candidate update improves its receiver's error on its own window."""
+        import numpy as np
+
+        from qres.learning import task as learning
+
+        s = self.s
         base_w = sw.W[c_dst].astype(np.int64)
         upd = rd.sent[rd.pos[c_org]].astype(np.int64)
         tried = np.clip(base_w + upd, Q_MIN, Q_MAX)
         xw = rd.X[rd.pos[c_dst]]
         before = gossip.window_errors(base_w, xw, s.order, s.eval_samples)
         after = gossip.window_errors(tried, xw, s.order, s.eval_samples)
-        gain = (before - after) / learning.SPAN
+        return (before - after) / learning.SPAN
+
+    def _send_forwards(self, sw, rd, c_dst, c_tag, c_org, gain) -> bool:
+        """Credit each origin with the gains its update brought, and forward the updates that
+        helped: each node's top ``forward_budget`` by priority (ties: lower tag first) to
+        ``fanout`` random peers. False when nothing is forwarded."""
+        import numpy as np
+
+        s = self.s
         np.add.at(rd.gain_sum, c_org, gain)
         np.add.at(rd.gain_cnt, c_org, 1)
         prio = (rd.residual[rd.pos[c_org]] / 65536.0) * gain * rd.rep_f[c_org]
         fwd = gain > s.forward_threshold
         f_dst, f_tag, f_prio = c_dst[fwd], c_tag[fwd], prio[fwd]
-        # top forward_budget per node by priority (ties: lower tag first)
         order = np.lexsort((f_tag, -f_prio, f_dst))
         f_dst, f_tag = f_dst[order], f_tag[order]
         first_of = np.searchsorted(f_dst, f_dst, side="left")
         keep = (np.arange(f_dst.shape[0]) - first_of) < s.forward_budget
         f_dst, f_tag = f_dst[keep], f_tag[keep]
         if f_dst.shape[0] == 0:
-            return seen_keys, False
+            return False
         fsrc, fdst = gossip.random_peers(f_dst, rd.alive_ids, s.fanout, sw.rng["peers"])
         self._send(sw, fsrc, fdst, sw.pkt, np.repeat(f_tag, s.fanout), "forwards")
-        return seen_keys, True
+        return True
 
     def _consensus(self, sw: SwarmState, rd: RoundState, in_dst, in_tag) -> None:
         """4. Each awake node screens what it received on its own data, then aggregates."""

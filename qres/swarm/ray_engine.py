@@ -594,23 +594,11 @@ class RaySimulation(Simulation):
         sw.store[rd.r] = (A, None, residual, gain)
         return in_dst, in_tag
 
-    def _forward(self, sw, rd, m_dst, m_tag, origin, seen_keys) -> tuple[Any, bool]:
-        """The local engine's forwarding (same selection, same draws); the receivers'
-        forwarding test runs in the shards that hold them."""
+    def _forward_gains(self, sw, rd, c_dst, c_tag, c_org):
+        """The local engine's forwarding test (same selection, same draws), run in the shards
+        that hold the receivers."""
         import numpy as np
 
-        from qres.swarm import gossip
-
-        s, n, r = self.s, sw.n, rd.r
-        cand = rd.active[m_dst] & (m_tag // n == r)
-        key = m_dst * (n * (r + 1)) + m_tag
-        cand &= ~np.isin(key, seen_keys)
-        c_dst, c_tag, c_org = m_dst[cand], m_tag[cand], origin[cand]
-        c_key, first = np.unique(key[cand], return_index=True)
-        c_dst, c_tag, c_org = c_dst[first], c_tag[first], c_org[first]
-        seen_keys = np.union1d(seen_keys, c_key)
-        if c_dst.shape[0] == 0:
-            return seen_keys, False
         gain = np.empty(c_dst.shape[0])
         self._exchange(c_dst, c_tag)
         owner = self._owner(c_dst)
@@ -618,21 +606,7 @@ class RaySimulation(Simulation):
         got = self._call("forward_gains", [(c_dst[w], c_tag[w]) for w in where])
         for w, g in zip(where, got, strict=True):
             gain[w] = g
-        np.add.at(rd.gain_sum, c_org, gain)
-        np.add.at(rd.gain_cnt, c_org, 1)
-        prio = (rd.residual[rd.pos[c_org]] / 65536.0) * gain * rd.rep_f[c_org]
-        fwd = gain > s.forward_threshold
-        f_dst, f_tag, f_prio = c_dst[fwd], c_tag[fwd], prio[fwd]
-        order = np.lexsort((f_tag, -f_prio, f_dst))
-        f_dst, f_tag = f_dst[order], f_tag[order]
-        first_of = np.searchsorted(f_dst, f_dst, side="left")
-        keep = (np.arange(f_dst.shape[0]) - first_of) < s.forward_budget
-        f_dst, f_tag = f_dst[keep], f_tag[keep]
-        if f_dst.shape[0] == 0:
-            return seen_keys, False
-        fsrc, fdst = gossip.random_peers(f_dst, rd.alive_ids, s.fanout, sw.rng["peers"])
-        self._send(sw, fsrc, fdst, sw.pkt, np.repeat(f_tag, s.fanout), "forwards")
-        return seen_keys, True
+        return gain
 
     def _consensus(self, sw: SwarmState, rd: RoundState, in_dst, in_tag) -> None:
         import numpy as np
