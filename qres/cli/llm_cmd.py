@@ -155,9 +155,7 @@ def serve(
 ) -> None:
     """Serve an OpenAI-compatible API: /v1/chat/completions, /v1/completions, /v1/embeddings,
     /v1/models, /health, /metrics."""
-    from aiohttp import web
-
-    from qres.llm.server import make_app
+    from qres.llm.server import serve
 
     if not 0 < port < 65536:
         raise UsageError(f"--port {port}: give a port in [1, 65535]")
@@ -166,12 +164,7 @@ def serve(
     print(
         f"qres llm serve: {engine.backend.model_id()} on http://{host}:{port}/v1", file=sys.stderr
     )
-    try:
-        web.run_app(make_app(engine), host=host, port=port, print=None)
-    except OSError as exc:
-        raise QresError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    finally:
-        engine.close()
+    serve(engine, host, port)
 
 
 @app.command("bench")

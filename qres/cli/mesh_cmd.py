@@ -136,12 +136,10 @@ def gateway(
     port: int = typer.Option(8090, "--port", help="TCP port."),
 ) -> None:
     """Serve the mesh as an OpenAI-compatible API (the endpoints of ``qres llm serve``)."""
-    from aiohttp import web
-
     from qres.kernel import profiles
     from qres.kernel.config import build_config
     from qres.llm.engine import Engine
-    from qres.llm.server import make_app
+    from qres.llm.server import serve
     from qres.llm.settings import EngineSettings
     from qres.mesh.backend import MeshBackend
 
@@ -152,12 +150,7 @@ def gateway(
     plain = {k: v for k, v in loaded.data.get("llm", {}).items() if k != "backend"}
     engine = Engine(MeshBackend(settings), build_config(EngineSettings, plain, loaded.where("llm")))
     print(f"qres mesh gateway: http://{host}:{port}/v1", file=sys.stderr)
-    try:
-        web.run_app(make_app(engine), host=host, port=port, print=None)
-    except OSError as exc:
-        raise QresError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    finally:
-        engine.close()
+    serve(engine, host, port)
 
 
 def register(root: typer.Typer) -> None:

@@ -90,6 +90,18 @@ cdef inline double py_mod(double x, double y) noexcept nogil:
     return r
 
 
+cdef inline int64_t gcd_abs(int64_t g, int64_t d) noexcept nogil:
+    """gcd(g, |d|) for g >= 0 (Euclid; gcd(0, d) = |d|)."""
+    cdef int64_t t
+    if d < 0:
+        d = -d
+    while d:
+        t = g % d
+        g = d
+        d = t
+    return g
+
+
 cdef Py_ssize_t sorted_unique(double* buf, Py_ssize_t n) noexcept nogil:
     """Sort ``buf`` in place and move its distinct values to the front; return their count.
     The values are finite decimal integers without -0.0, so the order is total and the sorted
@@ -576,19 +588,13 @@ cdef int integer_step(const double* values, Py_ssize_t n, double* step) noexcept
     ``gcd.reduce`` of their int64 differences) of the sorted ``values``: 1 when found, 0 when
     fewer than two are distinct."""
     cdef Py_ssize_t count = 0, i
-    cdef int64_t g = 0, d, t
+    cdef int64_t g = 0
     for i in range(n):
         if count == 0 or values[i] != values[i - 1]:
             count += 1
         if i == 0 or values[i] == values[i - 1]:
             continue
-        d = to_int64(values[i] - values[i - 1])
-        if d < 0:
-            d = -d
-        while d:
-            t = g % d
-            g = d
-            d = t
+        g = gcd_abs(g, to_int64(values[i] - values[i - 1]))
     if count < 2 or g < 1:
         return 0
     step[0] = <double>g
@@ -828,16 +834,10 @@ def common_step(const int64_t[:] ints):
     within the first few samples of most channels. The differences must fit int64 (samples
     of at most 32 bits)."""
     cdef Py_ssize_t n = ints.shape[0], i
-    cdef int64_t g = 0, d, t
+    cdef int64_t g = 0
     with nogil:
         for i in range(1, n):
-            d = ints[i] - ints[0]
-            if d < 0:
-                d = -d
-            while d:
-                t = g % d
-                g = d
-                d = t
+            g = gcd_abs(g, ints[i] - ints[0])
             if g == 1:
                 break
     return g

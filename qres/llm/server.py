@@ -231,3 +231,14 @@ def make_app(engine: Engine) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def serve(engine: Engine, host: str, port: int) -> None:
+    """Serve ``engine`` on ``host:port`` until interrupted, then close it; a port that cannot
+    be bound is one error line."""
+    try:
+        web.run_app(make_app(engine), host=host, port=port, print=None)
+    except OSError as exc:
+        raise QresError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    finally:
+        engine.close()
