@@ -110,3 +110,30 @@ def test_benchmark_scripts_use_the_installed_qres_from_a_fresh_clone(tmp_path):
         assert done.returncode == 0, f"{script}: {done.stderr}"
         used = Path(done.stdout.strip().splitlines()[-1]).resolve()
         assert clone.resolve() not in used.parents, f"{script} imported qres from {used}"
+
+
+def layout_block() -> str:
+    """The README's Layout block: the tree a newcomer reads first."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Layout", 1)[1]
+    return re.search(r"^```\n(.*?)^```$", section, flags=re.S | re.M).group(1)
+
+
+def test_the_layout_block_names_every_part_of_the_package_and_nothing_else():
+    named = set(re.findall(r"^  ([a-z_]+)/", layout_block(), flags=re.M))
+    packages = {
+        path.parent.name
+        for path in (REPO / "qres").glob("*/__init__.py")
+        if not path.parent.name.startswith("_")
+    }
+    assert named == packages
+
+
+def test_the_layout_block_names_every_top_level_folder_and_every_plugin_kind():
+    block = layout_block()
+    named = set(re.findall(r"^([a-z_.]+)/", block, flags=re.M))
+    assert named == {"qres", "plugins", "profiles", "tests", "benchmarks", "docs"}
+    assert all((REPO / name).is_dir() for name in named)
+    kinds = {path.stem for path in (REPO / "qres" / "kinds").glob("[a-z]*.py")}
+    listed = re.search(r"kinds/.*?\((.*?)\)", block, flags=re.S).group(1)
+    assert kinds == {word.strip() for word in listed.replace("\n", " ").split(",")}
