@@ -226,3 +226,34 @@ def test_documented_settings_build():
     settings = {k: v for k, v in table.items() if k != "use"}
     config = build_config(MqttConfig, settings, Location("docs/transport.md"))
     assert table["use"] == MqttTransport.name and config.tls and config.port == 8883
+
+
+def test_one_key_holds_a_connection_per_swarm_and_session(broker):
+    """A node and a mesh worker on one device share its key: their broker sessions differ, so
+    neither takes the other's over, and each still receives what is sent to it."""
+    shared, peer = Identity.generate(), Identity.generate()
+    configs = [
+        MqttConfig(port=broker.port, swarm="field"),
+        MqttConfig(port=broker.port, swarm="qres-mesh", session="worker"),
+        MqttConfig(port=broker.port, swarm="qres-mesh", session="client"),
+    ]
+    mine = [MqttTransport(config, identity=shared) for config in configs]
+    assert len({t.client_id for t in mine}) == 3
+    again = MqttTransport(MqttConfig(port=broker.port, swarm="field"), identity=shared)
+    assert again.client_id == mine[0].client_id  # stable: the broker keeps the session
+    senders = {
+        swarm: MqttTransport(MqttConfig(port=broker.port, swarm=swarm), identity=peer)
+        for swarm in ("field", "qres-mesh")
+    }
+    try:
+        for t in [*mine, *senders.values()]:
+            t.connect()
+        for swarm, sender in senders.items():
+            assert sender.publish(mqtt.KIND_UPDATE, swarm.encode())
+        _wait(lambda: all(t._inbox for t in mine))
+        assert all(t.is_connected and t.connects == 1 for t in mine)
+        assert [m.payload for m in mine[0].receive(shared.did)] == [b"field"]
+        assert [m.payload for m in mine[2].receive(shared.did)] == [b"qres-mesh"]
+    finally:
+        for t in [*mine, *senders.values()]:
+            t.close()

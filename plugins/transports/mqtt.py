@@ -15,6 +15,7 @@ seen signatures); refusals are counted by the trust layer's reasons.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import ssl
 import struct
@@ -135,6 +136,9 @@ class MqttConfig:
       from this node's clock (older ones are stale, and the replay cache covers this window).
     * ``queue_limit``: received messages held for the node.
     * ``allowed``: if non-empty, only these DIDs are accepted (others: UNKNOWN_SENDER).
+    * ``session``: names this connection among others made with the same key (a node and a
+      mesh worker on one device): the broker session's client id is derived from swarm,
+      session and key, and a broker drops the older of two connections with one client id.
     """
 
     host: str = attrs.field(default="127.0.0.1", validator=text(253))
@@ -154,6 +158,7 @@ class MqttConfig:
     max_skew: float = attrs.field(default=300.0, validator=number(1.0, 86400.0))
     queue_limit: int = attrs.field(default=4096, validator=integer(1, 1 << 20))
     allowed: list = attrs.field(factory=list, validator=_dids)
+    session: str = attrs.field(default="", validator=text(64))
 
 
 class MqttTransport(Transport):
@@ -199,6 +204,14 @@ class MqttTransport(Transport):
         """This node's DID."""
         return self.identity.did
 
+    @property
+    def client_id(self) -> str:
+        """The broker session's client id: stable across reconnects and restarts (the broker
+        keeps QoS 1 messages for it), distinct per swarm and session for one key."""
+        cfg = self.config
+        label = f"qres/mqtt-session\0{cfg.swarm}\0{cfg.session}\0".encode()
+        return "qres-" + hashlib.sha256(label + self.identity.public_key).hexdigest()[:20]
+
     def topic(self, kind: int) -> str:
         """The topic of a message kind in this swarm."""
         return f"qres/{self.config.swarm}/{TOPICS[kind]}"
@@ -209,10 +222,9 @@ class MqttTransport(Transport):
         import paho.mqtt.client as mqtt
 
         cfg = self.config
-        client_id = "qres-" + self.identity.public_key.hex()[:20]
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-            client_id=client_id,
+            client_id=self.client_id,
             clean_session=False,  # the broker keeps our QoS 1 messages while we reconnect
         )
         if cfg.username:

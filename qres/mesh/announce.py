@@ -17,17 +17,20 @@ from qres.mesh import messages as m
 from qres.mesh.settings import MeshSettings
 
 
-def mqtt_transport(settings: MeshSettings, identity, allowed: Iterable[str] = ()):
+def mqtt_transport(
+    settings: MeshSettings, identity, allowed: Iterable[str] = (), *, session: str = "worker"
+):
     """The MQTT transport of ``settings`` (None when ``announce_via`` leaves MQTT out).
 
     ``allowed``: the only DIDs whose envelopes are accepted (a client's workers); empty
-    accepts every signer.
+    accepts every signer. ``session`` keeps a worker's and a client's broker sessions apart
+    when they share a key (``[mesh.mqtt] session`` overrides it).
     """
     if "mqtt" not in settings.announce_via:
         return None
     from qres.builtin_plugins.transports.mqtt import MqttConfig, MqttTransport
 
-    table = {"swarm": settings.swarm, "key": settings.key, **settings.mqtt}
+    table = {"swarm": settings.swarm, "key": settings.key, "session": session, **settings.mqtt}
     if allowed:
         table["allowed"] = sorted(allowed)
     config = build_config(MqttConfig, table, Location("[mesh]", "mqtt"))

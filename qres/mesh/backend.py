@@ -35,7 +35,8 @@ def open_client(settings: MeshSettings, referee=None):
     )
     from qres.mesh.announce import mqtt_transport
 
-    mqtt = mqtt_transport(settings, identity, allowed=[w["did"] for w in settings.workers])
+    allowed = [w["did"] for w in settings.workers]
+    mqtt = mqtt_transport(settings, identity, allowed=allowed, session="client")
     transport = TcpTransport(config, identity=identity)
     return MeshClient(settings, transport, identity, referee, announcements=mqtt)
 
