@@ -197,6 +197,61 @@ def test_an_equivocating_node_is_banned_on_its_two_signed_packets(tmp_path):
     assert row_b["issuer"] == a["id"].did  # B never saw the packets: A's evidence, B's check
 
 
+def test_a_second_copy_is_a_duplicate_and_a_reused_nonce_an_equivocation(tmp_path):
+    from node_helpers import free_port
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    nodes = make_nodes(tmp_path, 2, segment_samples=4000)
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(2)]
+    port = free_port()
+    args = ("--speed", "20", "--time-scale", "1200")
+    procs = [
+        start_node(nodes[0], "--source", str(data[0]), *args, "--http", f"127.0.0.1:{port}"),
+        start_node(nodes[1], "--source", str(data[1]), *args),
+    ]
+    a = nodes[0]
+    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
+    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=MALLORY)
+
+    def live():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    try:
+        evil.open()
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
+        r = wait_for(lambda: (live() or {}).get("round"), timeout=30)
+        nonce = os.urandom(16)
+        base, commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
+        first = make_packet(
+            MALLORY, r, nonce, [1] * ORDER, base=base, commitment=commitment
+        ).encode()
+        # the same bytes twice: a duplicate (at-least-once delivery, a late resend), no fault
+        assert evil.send(MALLORY.did, a["id"].did, first)
+        assert evil.send(MALLORY.did, a["id"].did, first)
+        seen = wait_for(lambda: (live() or {}).get("duplicates", 0) >= 1 and live(), timeout=30)
+        assert "REPLAY" not in seen["rejected"] and "EQUIVOCATION" not in seen["rejected"]
+        assert MALLORY.did not in seen["banned"]
+        # another update under the same nonce for the same round: two different signed
+        # packets, an equivocation whatever the nonce says
+        second = make_packet(
+            MALLORY, r, nonce, [2] * ORDER, base=base, commitment=commitment
+        ).encode()
+        assert evil.send(MALLORY.did, a["id"].did, second)
+        wait_for(lambda: _banned_everywhere(nodes, MALLORY.did), timeout=30, step=0.3)
+        _stop(procs)
+    finally:
+        evil.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    (row,) = _ban_rows(a)
+    assert row["kind"] == bans.EVIDENCE_EQUIVOCATION and row["evidence"] == bans.pair(first, second)
+
+
 def test_a_node_restarted_within_a_round_resends_its_packet_and_is_not_banned(tmp_path):
     from node_helpers import free_port
 

@@ -42,7 +42,8 @@ def test_two_nodes_learn_together_and_stop_on_sigterm(tmp_path):
         assert [p["did"] for p in st["peers"]] == [other] and not st["banned"]
         assert st["peers"][0]["reputation"] >= 0.8  # an honest peer is never penalised
         errors = [r["error"] for r in st["rounds"] if r["error"] >= 0]
-        assert errors and errors[-1] < 0.05
+        # from the genesis model (all zeros) the error before each round falls as they learn
+        assert len(errors) >= 3 and errors[-1] < errors[0] / 2
         # SIGTERM finished the segment being filled: nothing received was lost
         assert st["samples_stored"] > 0 and st["segments"] >= 1
         restored = subprocess.run(

@@ -53,6 +53,7 @@ for any ``lr < 2`` whatever the data, as NLMS does per sample. Bounds: ``|x| <= 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -115,28 +116,63 @@ class Stream:
         return int(self.values.shape[0])
 
 
-def normalise(values: Any) -> Any:
-    """Real samples as int32 in [-2048, 2047]: their 0.1..99.9 percentile range onto 4096
-    levels, outliers clipped. Returns None for a (nearly) constant channel.
+@attrs.frozen
+class Scale:
+    """How one stream's samples become the task's integers: ``[lo, hi]`` onto the
+    :data:`SPAN` levels ``[-2048, 2047]``, outliers clipped (non-finite samples read as
+    ``lo``). One rule for every learner: :func:`load_streams` fits it on a whole recording, a
+    real node (:mod:`qres.node.runtime`) on its first samples or from its profile, and both keep
+    it for the stream's life (a scale that moved with every window would move the offset a
+    predictor without bias cannot follow, and the unit errors are reported in).
 
     Only correctly rounded IEEE operations are used (sorting, subtraction, multiplication,
     division, floor), so every machine produces the same integers.
     """
-    import numpy as np
 
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
-    if v.size < 2:
-        return None
-    s = np.sort(v)
-    lo = s[(s.size - 1) * _LOW_PERMILLE // 1000]
-    hi = s[(s.size - 1) * _HIGH_PERMILLE // 1000]
-    if not hi > lo:
-        return None
-    full = np.asarray(values, dtype=np.float64)
-    full = np.where(np.isfinite(full), full, lo)
-    q = np.floor((full - lo) * ((SPAN - 1) / (hi - lo)) + 0.5) - HALF
-    return np.clip(q, -HALF, HALF - 1).astype(np.int32)
+    lo: float
+    hi: float = attrs.field()
+
+    @hi.validator
+    def _above_lo(self, attribute, value):
+        if not (math.isfinite(self.lo) and math.isfinite(value) and value > self.lo):
+            raise QresError(f"sample range [{self.lo}, {value}]: need finite lo < hi")
+
+    @classmethod
+    def fit(cls, values: Any) -> Scale | None:
+        """The scale mapping the 0.1..99.9 percentile range of ``values`` onto the levels;
+        None for fewer than two finite samples or a (nearly) constant stream."""
+        import numpy as np
+
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        if v.size < 2:
+            return None
+        s = np.sort(v)
+        lo = float(s[(s.size - 1) * _LOW_PERMILLE // 1000])
+        hi = float(s[(s.size - 1) * _HIGH_PERMILLE // 1000])
+        return cls(lo, hi) if hi > lo else None
+
+    def apply(self, values: Any) -> Any:
+        """``values`` as int32 in ``[-2048, 2047]``."""
+        import numpy as np
+
+        full = np.asarray(values, dtype=np.float64)
+        full = np.where(np.isfinite(full), full, self.lo)
+        q = np.floor((full - self.lo) * ((SPAN - 1) / (self.hi - self.lo)) + 0.5) - HALF
+        return np.clip(q, -HALF, HALF - 1).astype(np.int32)
+
+
+#: The scale of samples already in the task's integers (the simulator's generated data and
+#: any recording written in those units): every sample maps onto itself.
+TASK_UNITS = Scale(float(-HALF), float(HALF - 1))
+
+
+def normalise(values: Any) -> Any:
+    """Real samples as int32 in [-2048, 2047] by the :class:`Scale` fitted on them (their
+    0.1..99.9 percentile range onto 4096 levels, outliers clipped). Returns None for a
+    (nearly) constant channel."""
+    scale = Scale.fit(values)
+    return None if scale is None else scale.apply(values)
 
 
 def load_streams(
@@ -375,6 +411,13 @@ def residuals(weights: Any, windows: Any, order: int) -> Any:
     Q16.16 prediction rounded to nearest, ties up (the codec's predictors' rule)."""
     w, x = _prepare(weights, windows, order)
     return x[:, order:] - ((_predict(w, x, order) + Q_HALF) >> FRAC_BITS)
+
+
+def genesis_weights(order: int, n: int | None = None) -> Any:
+    """The model every swarm node starts from, simulated (:mod:`qres.swarm.engine`) or real
+    (:mod:`qres.node.runtime`), so the simulator predicts what nodes learn: all zeros (the
+    genesis model of a round-step chain, docs/trust.md section 14)."""
+    return zero_weights(order, n)
 
 
 def persistence_weights(order: int, n: int | None = None) -> Any:

@@ -73,10 +73,14 @@ def write_streams(folder: Path, opts: UpOptions, swarm) -> list[Path]:
 
 
 def _profile_text(i: int, opts: UpOptions, base: str, key: Path, transport: str, rate: float):
+    from qres.learning.task import TASK_UNITS
+
     return (
         f'[profile]\nname = "swarm-node-{i}"\nextends = "{base}"\n\n'
         f'[node]\ndata_dir = "{key.parent / "data"}"\nkey = "{key}"\ndtype = "int16"\n'
-        f"sample_rate = {rate!r}\nsegment_samples = 4096\n\n[node.transport]\n{transport}"
+        f"sample_rate = {rate!r}\nsegment_samples = 4096\n"
+        "# the recording is the simulator's windows: already the learning task's integers\n"
+        f"sample_range = [{TASK_UNITS.lo!r}, {TASK_UNITS.hi!r}]\n\n[node.transport]\n{transport}"
     )
 
 

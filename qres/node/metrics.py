@@ -58,7 +58,9 @@ class NodeMetrics:
         yield CounterMetricFamily("qres_rounds", "Learning rounds completed", st["rounds"])
         yield GaugeMetricFamily("qres_round", "Current round number", max(node.round, 0))
         yield GaugeMetricFamily(
-            "qres_prediction_error", "Prediction error after the last round", st["error"] or 0.0
+            "qres_prediction_error",
+            "Prediction error before the last round's learning",
+            st["error"] or 0.0,
         )
         yield CounterMetricFamily("qres_updates_sent", "Update packets sent", st["updates_sent"])
         yield CounterMetricFamily(
@@ -70,6 +72,11 @@ class NodeMetrics:
         for reason, count in sorted(st["rejected"].items()):
             rejected.add_metric([reason], count)
         yield rejected
+        yield CounterMetricFamily(
+            "qres_duplicates",
+            "Second copies of a packet or envelope already taken (never a fault)",
+            st["duplicates"] + getattr(node.transport, "duplicates", 0),
+        )
         audits = CounterMetricFamily(
             "qres_audits", "Audits asked, passed, failed, unanswered; answered", labels=["outcome"]
         )

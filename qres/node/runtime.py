@@ -132,6 +132,7 @@ class Node:
             "updates_sent": 0,
             "updates_received": 0,
             "rejected": {},
+            "duplicates": 0,  # second copies of a packet: counted, never a fault
             "bans_sent": 0,
             "bans_received": 0,
             "bans_rejected": {},
@@ -225,9 +226,10 @@ class Node:
 
         model = self.state.load_model()
         if model is None or model[1].shape[0] != self.swarm.order:
-            self.round, self.weights = -1, task.persistence_weights(self.swarm.order)
+            self.round, self.weights = -1, task.genesis_weights(self.swarm.order)
         else:
             self.round, self.weights = model
+        self._load_scale()
         for peer in self.state.peers():
             slot = self._slot(peer["did"])
             if slot is None:
@@ -319,7 +321,9 @@ class Node:
         self.stats["bytes_in"] += chunk.nbytes
         span = self.swarm.order + self.swarm.window
         tail = chunk if self.recent is None else np.concatenate([self.recent, chunk])
-        self.recent = tail[-4 * span :]
+        self.recent = tail[-span:]
+        if self.scale is None:
+            self._calibrate(chunk)
         while len(chunk):
             room = s.segment_samples - sum(len(b) for b in self._buffer)
             self._buffer.append(chunk[:room])
@@ -365,7 +369,7 @@ class Node:
             wait = (r + 1) * self.round_wall_seconds - time.time()
             await asyncio.sleep(max(0.005, min(wait, POLL_SECONDS)))
 
-    _pending = None  # (round, own update, windows, storm) of the round in progress
+    _pending = None  # (round, own update, windows, storm, error before it) of the open round
 
     def _waiting_for_data(self) -> bool:
         return self._pending is not None and self._pending[1] is None
@@ -414,15 +418,75 @@ class Node:
         self._save_round(r, None, 0, 0)
 
     def _windows(self):
-        from qres.learning import task
-
+        """The window of this round: the newest ``order + window`` samples in the task's
+        integers (the stream's kept :class:`~qres.learning.task.Scale`), or None before the
+        scale is known or the samples are there."""
         span = self.swarm.order + self.swarm.window
-        if self.recent is None or len(self.recent) < span:
+        if self.scale is None or self.recent is None or len(self.recent) < span:
             return None
-        values = task.normalise(self.recent)
-        if values is None:
-            return None
-        return values[-span:][None, :]
+        return self.scale.apply(self.recent[-span:])[None, :]
+
+    # --- the stream's scale -------------------------------------------------------------
+
+    scale = None  # qres.learning.task.Scale once known
+    span_range = None  # the peak-to-peak of the first window (entropy's unit), once known
+
+    def _load_scale(self) -> None:
+        """The profile's ``sample_range``, else the scale this node calibrated before (kept
+        in the state), else none yet (:meth:`_calibrate`); and the entropy's range."""
+        import json
+
+        from qres.learning.task import Scale
+
+        self._calibration: list = []
+        kept = self.state.get_meta("scale")
+        if self.settings.sample_range:
+            self.scale = Scale(*(float(v) for v in self.settings.sample_range))
+        elif kept is not None:
+            self.scale = Scale(*json.loads(kept))
+        span_range = self.state.get_meta("span_range")
+        self.span_range = None if span_range is None else float(span_range)
+
+    def _calibrate(self, chunk) -> None:
+        """Fit the stream's scale on its first ``calibration_samples`` samples, the rule the
+        simulator applies to a whole recording (a flat start is dropped and fitted again),
+        and keep it in the state so a restart maps samples the same way."""
+        import json
+
+        import numpy as np
+
+        from qres.learning.task import Scale
+
+        self._calibration.append(chunk)
+        have = sum(len(c) for c in self._calibration)
+        if have < self.settings.calibration_samples:
+            return
+        samples = np.concatenate(self._calibration)[: self.settings.calibration_samples]
+        self._calibration = []
+        scale = Scale.fit(samples)
+        if scale is not None:
+            self.scale = scale
+            self.state.set_meta("scale", json.dumps([scale.lo, scale.hi]))
+
+    def _observe(self, windows) -> float:
+        """The round's error before learning (the model held, on the round's window) and the
+        regime it drives, by the simulator's rule
+        (:meth:`qres.swarm.regimes.RegimeTracker.observe_errors`)."""
+        import numpy as np
+
+        from qres.learning import task
+        from qres.swarm.regimes import NAMES, RegimeTracker, window_range
+
+        error = task.prediction_error(self.weights, windows, self.swarm.order)
+        if self.span_range is None:
+            self.span_range = float(window_range(windows)[0])
+            self.state.set_meta("span_range", repr(self.span_range))
+        if not hasattr(self, "_regimes"):
+            self._regimes = RegimeTracker(1, self.swarm)
+        low = self.energy.low()
+        self._regimes.observe_errors(np.array([0]), error, np.array([self.span_range]), low)
+        self.stats["regime"] = NAMES[int(self._regimes.regime[0])]
+        return float(error[0])
 
     @property
     def _keep_rounds(self) -> int:
@@ -441,17 +505,19 @@ class Node:
         if stored is not None:
             answer = audits.decode_answer(stored[1])
             windows = np.asarray(answer.window, np.int32)[None, :]
+            error = self._observe(windows)
             own = self._honest(windows, audits.train_settings(self.swarm, answer.storm))
-            self._pending = (r, own, windows, answer.storm)
+            self._pending = (r, own, windows, answer.storm, error)
             packet = stored[0]
         else:
             windows = self._windows()
             if windows is None:
-                self._pending, self._packet = (r, None, None, False), None
+                self._pending, self._packet = (r, None, None, False, None), None
                 return
+            error = self._observe(windows)  # as the simulator: the regime first, then training
             storm = self.stats["regime"] == "storm"
             packet, own = self._sign_round(r, windows, storm)
-            self._pending = (r, own, windows, storm)
+            self._pending = (r, own, windows, storm, error)
         self._packet = packet
         sent = await self.transport.abroadcast(packet)
         self._reached = set(self.transport.connected()) if sent else set()
@@ -539,10 +605,13 @@ class Node:
 
     def _take_update(self, verifier, message) -> None:
         from qres.node import bans
+        from qres.trust.packet import Reason
 
         payload = bytes(message.payload)
         verdict = verifier.check(payload)
         self.stats["updates_received"] += 1
+        if verdict.reason is Reason.REPLAY and verdict.packet is not None:
+            return self._second_copy(verdict.packet, payload)
         if not verdict.ok:
             self._reject(verdict.reason.name)
             if verdict.reason in bans.TRANSFERABLE and verdict.packet is not None:
@@ -552,18 +621,32 @@ class Node:
         packet = verdict.packet
         if packet.did != message.src:
             self._reject("RELAYED")
-        key = (packet.did, packet.round)
-        first = self._first.get(key)
-        if first is not None:
-            # a second packet of this sender for this round (an identical one is a REPLAY)
-            if bans.equivocation(first, payload, packet.sender, self.swarm.order):
-                self._reject("EQUIVOCATION")
-                evidence = (bans.EVIDENCE_EQUIVOCATION, bans.pair(first, payload))
-                self._fault(packet.did, evidence)
-                self._inbox.get(packet.round, {}).pop(packet.did, None)
-            return
-        self._first[key] = payload
+        if (packet.did, packet.round) in self._first:
+            return self._second_copy(packet, payload)
+        self._first[(packet.did, packet.round)] = payload
         self._inbox.setdefault(packet.round, {})[packet.did] = (packet, payload)
+
+    def _second_copy(self, packet, payload: bytes) -> None:
+        """A second packet of one sender for one round. The same bytes again are a duplicate
+        (a peer resending to one that joined late, a restarted peer resending what it signed,
+        at-least-once delivery): counted in ``duplicates``, never a fault or a refusal. Two
+        different signed packets are an equivocation, even under one nonce: an attributable
+        fault with both packets as evidence."""
+        from qres.node import bans
+
+        first = self._first.get((packet.did, packet.round))
+        if first is None or first == payload:
+            # (None: the first copy's record was pruned with its round; the verifier still
+            # knew its nonce, so these are the same bytes or the round is long closed)
+            self.stats["duplicates"] += 1
+            return
+        if bans.equivocation(first, payload, packet.sender, self.swarm.order):
+            self._reject("EQUIVOCATION")
+            evidence = (bans.EVIDENCE_EQUIVOCATION, bans.pair(first, payload))
+            self._fault(packet.did, evidence)
+            self._inbox.get(packet.round, {}).pop(packet.did, None)
+        else:
+            self.stats["duplicates"] += 1
 
     # --- audits -------------------------------------------------------------------------
 
@@ -717,10 +800,10 @@ class Node:
         """Judge round ``_pending``: screen, aggregate, score, audit, ban, persist."""
         import numpy as np
 
-        from qres.learning import task
-
-        pending = self._pending if self._pending is not None else (self.round, None, None, False)
-        r, own, windows, storm = pending
+        pending = self._pending
+        if pending is None:
+            pending = (self.round, None, None, False, None)
+        r, own, windows, storm, error = pending
         received = self._inbox.pop(r, {})
         for old in [k for k in self._inbox if k < r]:
             del self._inbox[old]
@@ -735,15 +818,12 @@ class Node:
         rows = np.array([p.update for p, _ in packets], np.int32).reshape(-1, d)
         self._last_rows = list(rows)
         accepted = 0
-        error = None
         if own is not None:
             kept, gain = self.defence.screen(self.weights, windows, rows)
             accepted = int(kept.sum())
             update = self.defence.combine(own, rows[kept], slots[kept])
             verdicts = self.defence.judge(own, rows, slots, gain, storm)
             self.weights = sat_add(self.weights, np.asarray(update, np.int64))
-            error = float(task.prediction_error(self.weights, windows, d)[0])
-            self._observe_regime(error, windows)
             self._ask_audits(r, [(dids[i], int(slots[i]), packets[i]) for i in verdicts.audit])
         self._awake_rounds += 1
         self._expire_audits()
@@ -751,19 +831,6 @@ class Node:
         self._spend_energy(r)
         self._save_round(r, error, len(received), accepted)
         self._pending, self._packet = None, None
-
-    def _observe_regime(self, error: float, windows) -> None:
-        import numpy as np
-
-        from qres.learning import task
-        from qres.swarm.regimes import NAMES, RegimeTracker
-
-        if not hasattr(self, "_regimes"):
-            self._regimes = RegimeTracker(1, self.swarm)
-        spread = max(1, int(windows.max()) - int(windows.min()))
-        entropy = min(error * task.SPAN / spread, 1.0)
-        self._regimes.observe(np.array([0]), np.array([entropy]))
-        self.stats["regime"] = NAMES[int(self._regimes.regime[0])]
 
     def _save_round(self, r: int, error: float | None, received: int, accepted: int) -> None:
         self.stats["rounds"] += 1
@@ -829,6 +896,7 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             updates_sent=stats["updates_sent"],
             updates_received=stats["updates_received"],
             rejected=dict(stats["rejected"]),
+            duplicates=stats["duplicates"] + getattr(node.transport, "duplicates", 0),
             bans_sent=stats["bans_sent"],
             bans_received=stats["bans_received"],
             bans_rejected=dict(stats["bans_rejected"]),

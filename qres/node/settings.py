@@ -4,9 +4,23 @@ into segments, its clock and its HTTP API. Learning, reputation and the aggregat
 
 from __future__ import annotations
 
+import math
+
 import attrs
 
 from qres.kernel.config import InvalidSetting, integer, number, text
+
+
+def _range_or_empty(_inst, attribute, value):
+    ok = isinstance(value, list | tuple) and len(value) in (0, 2)
+    if ok and value:
+        lo, hi = value
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ok = numbers and math.isfinite(lo) and math.isfinite(hi) and lo < hi
+    if not ok:
+        raise InvalidSetting(
+            attribute.name, value, "[] (calibrate) or [lo, hi], finite numbers with lo < hi"
+        )
 
 
 def _address_or_empty(_inst, attribute, value):
@@ -25,6 +39,9 @@ class NodeSettings:
     * ``segment_samples``, ``segment_seconds``: a segment is closed when either is reached.
     * ``http``: ``host:port`` of the HTTP API, "" for none (127.0.0.1 unless told otherwise).
     * ``key``: the node's key file ("" for the default key of ``qres keys``).
+    * ``sample_range``: ``[lo, hi]``, the source's values mapped onto the learning task's
+      integers (:class:`qres.learning.task.Scale`); ``[]``: fitted on the first
+      ``calibration_samples`` samples, as the simulator fits a whole recording, and kept.
     """
 
     data_dir: str = attrs.field(default="qres-node", validator=text(4096))
@@ -35,3 +52,5 @@ class NodeSettings:
     segment_seconds: float = attrs.field(default=3600.0, validator=number(0.001, 1e7))
     http: str = attrs.field(default="", validator=_address_or_empty)
     key: str = attrs.field(default="", validator=text(4096))
+    sample_range: list = attrs.field(factory=list, validator=_range_or_empty)
+    calibration_samples: int = attrs.field(default=1024, validator=integer(16, 1 << 24))

@@ -48,7 +48,7 @@ from qres.kernel.errors import QresError, UsageError
 from qres.swarm import gossip
 from qres.swarm.batching import with_batch_mode
 from qres.swarm.history import History, RoundRecord, RoundStats, build_report, significant
-from qres.swarm.regimes import NAMES, STORM
+from qres.swarm.regimes import NAMES, STORM, window_range
 from qres.swarm.settings import SwarmSettings
 
 __all__ = ["MAX_RECORD_NODES", "RoundStats", "Simulation", "settings_from_profile"]
@@ -295,7 +295,7 @@ class Simulation:
             n_join=n_join,
             join_round=s.join_round or s.rounds // 2,
             alive=~joining,
-            W=np.zeros((n, s.order), np.int32),
+            W=learning.genesis_weights(s.order, n),
             span_range=np.zeros(n),
             ledger=Ledger(n, reputation_rules(s, n)),
             regimes=RegimeTracker(n, s),
@@ -312,7 +312,7 @@ class Simulation:
             recorder=_Recorder(self.record, n, seed) if self.record is not None else None,
             meter=CodecMeter(s, self.profile),
             due_audit=np.zeros(n, bool),
-            steps=StepLog(np.zeros((n, s.order), np.int32)),
+            steps=StepLog(learning.genesis_weights(s.order, n)),
             pending_dst=np.zeros(0, np.int64),
             pending_tag=np.zeros(0, np.int64),
             tx=np.zeros(n, np.int64),
@@ -367,15 +367,13 @@ class Simulation:
         X = sw.data.windows(rd.r, A)
         fresh = sw.span_range[A] == 0
         if fresh.any():
-            ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
-            sw.span_range[A[fresh]] = np.maximum(ptp, 1.0)
+            sw.span_range[A[fresh]] = window_range(X[fresh])
         if self.attack is not None and sw.byz[A].any():
             self._choose_bases(sw, rd)
         W0 = sw.W[A]
         err0 = learning.prediction_error(W0, X, d)
-        rd.entropy = np.minimum(err0 * learning.SPAN / sw.span_range[A], 1.0)
-        sw.regimes.observe(A, rd.entropy)
-        sw.regimes.force_calm(sw.energy.low() & rd.active)
+        low = sw.energy.low() & rd.active
+        rd.entropy = sw.regimes.observe_errors(A, err0, sw.span_range[A], low)
         rd.reg_a = sw.regimes.regime[A]
         in_storm = rd.reg_a == STORM
         delta = np.empty((A.shape[0], d), np.int32)

@@ -41,7 +41,7 @@ import attrs
 from qres.kernel.config import integer
 from qres.kernel.errors import QresError, UsageError
 from qres.swarm.engine import RoundState, Simulation, SwarmState
-from qres.swarm.regimes import STORM
+from qres.swarm.regimes import STORM, window_range
 
 __all__ = ["EngineSettings", "NodeShard", "RaySimulation", "shard_bounds"]
 
@@ -120,7 +120,7 @@ class NodeShard:
         if getattr(self.data, "kind", "") == "manifest":
             self.data.shards = self.data.shards[lo:hi].copy()
             self.data_lo = lo
-        self.W = np.zeros((hi - lo, settings.order), np.int32)
+        self.W = learning.genesis_weights(settings.order, hi - lo)
         self.span_range = np.zeros(hi - lo)
         self.calm = learning.TrainSettings(
             order=settings.order, window=settings.window, lr=settings.lr
@@ -169,8 +169,9 @@ class NodeShard:
     # --- 2. observe and learn ---------------------------------------------------------------
 
     def observe(self, r: int, ids: Any) -> tuple[Any, Any, Any]:
-        """Read the awake nodes' windows and measure their errors: ``(err0, entropy,
-        full)``, ``full`` where a node's round-step chain must close this round."""
+        """Read the awake nodes' windows and measure their errors: ``(err0, span_range,
+        full)`` (the driver turns the first two into entropies), ``full`` where a node's
+        round-step chain must close this round."""
         import numpy as np
 
         from qres.learning import task as learning
@@ -179,14 +180,12 @@ class NodeShard:
         X = self.data.windows(r, ids - self.data_lo)
         fresh = self.span_range[local] == 0
         if fresh.any():
-            ptp = (X[fresh].max(axis=1) - X[fresh].min(axis=1)).astype(np.float64)
-            self.span_range[local[fresh]] = np.maximum(ptp, 1.0)
+            self.span_range[local[fresh]] = window_range(X[fresh])
         self.ids, self.X, self.W0 = ids, X, self.W[local]
         self.pos[:] = -1
         self.pos[local] = np.arange(ids.shape[0])
         self.err0 = learning.prediction_error(self.W0, X, self.s.order)
-        entropy = np.minimum(self.err0 * learning.SPAN / self.span_range[local], 1.0)
-        return self.err0, entropy, self.steps.full(local)
+        return self.err0, self.span_range[local], self.steps.full(local)
 
     def learn(self, storm: Any, honest: Any) -> tuple[Any, Any, Any, tuple[int, int, int]]:
         """Train (Storm nodes with ``storm_lr``), claim, and code the honest nodes' windows:
@@ -538,11 +537,11 @@ class RaySimulation(Simulation):
             self._choose_bases(sw, rd)
         got = self._call("observe", [(rd.r, A[p]) for p in parts])
         rd.err0 = np.concatenate([g[0] for g in got])
-        rd.entropy = np.concatenate([g[1] for g in got])
+        ranges = np.concatenate([g[1] for g in got])
         sw.steps.full_now = np.concatenate([g[2] for g in got])
         rd.W0 = _HeldByShards()
-        sw.regimes.observe(A, rd.entropy)
-        sw.regimes.force_calm(sw.energy.low() & rd.active)
+        low = sw.energy.low() & rd.active
+        rd.entropy = sw.regimes.observe_errors(A, rd.err0, ranges, low)
         rd.reg_a = sw.regimes.regime[A]
         rd.byz_a = sw.byz[A]
         rd.hon_a = ~rd.byz_a

@@ -27,6 +27,15 @@ CALM, PRESTORM, STORM = 0, 1, 2
 NAMES = ("calm", "prestorm", "storm")
 
 
+def window_range(windows: Any) -> Any:
+    """Each window's peak-to-peak, at least 1 (float64 ``(n,)``): the range a node's entropy
+    is measured against, taken once, from its first window."""
+    import numpy as np
+
+    x = np.asarray(windows)
+    return np.maximum((x.max(axis=1) - x.min(axis=1)).astype(np.float64), 1.0)
+
+
 class RegimeTracker:
     """The regime state machine of every node (arrays of length ``n``)."""
 
@@ -77,6 +86,21 @@ class RegimeTracker:
         age[changed] = 0
         self.regime[nodes] = new
         self.up[nodes], self.high[nodes], self.low[nodes], self.age[nodes] = up, high, low, age
+
+    def observe_errors(self, nodes: Any, errors: Any, span_range: Any, low: Any) -> Any:
+        """One round's observation, as every node makes it (simulated or real): the entropy
+        of ``nodes`` is their prediction error before the round (``errors``: the model they
+        held, on the round's window, by :func:`qres.learning.task.prediction_error`) over
+        their range (:func:`window_range`), capped at 1; then the nodes of the mask ``low``
+        (energy below the forced-calm level) are put in Calm. Returns the entropies."""
+        import numpy as np
+
+        from qres.learning.task import SPAN
+
+        entropy = np.minimum(np.asarray(errors, np.float64) * SPAN / span_range, 1.0)
+        self.observe(nodes, entropy)
+        self.force_calm(low)
+        return entropy
 
     def force_calm(self, mask: Any) -> None:
         """Put the nodes of ``mask`` in Calm (energy below the forced-calm level)."""
