@@ -166,15 +166,30 @@ def run(args):
         for k in range(args.nodes):
             groups.setdefault(d, []).append(len(streams))
             streams.append(x[:, k * piece : (k + 1) * piece])
+    switched = switch_plan(args, groups)
+    per_round, nodes = simulate(args, streams, groups, switched)
+    scores = {s: per_round[s].mean(axis=0) for s in SCHEMES}
+    report(args, doms, groups, scores, nodes, (2, 2 * args.order))
+    if switched:
+        steady, _ = simulate(args, streams, groups, {})
+        print_switch(args, per_round, steady, sorted(switched))
+    if args.state:
+        with open(args.state, "w") as f:
+            json.dump(nodes[0].to_state(), f)
+
+
+def simulate(args, streams, groups, switched):
+    """Every scheme over the rounds; ``switched`` maps a node to the node whose stream it
+    reads inside the ``--switch`` span. Returns the bits per round and node of each scheme,
+    and the hierarchy's nodes."""
     coder = plugins.create("coder", {"use": "rice"}, WHERE)
     p, shape = args.order, (2, 2 * args.order)
     lr_q = from_float(args.lr)
     base = Baselines(len(streams), shape, p, lr_q, from_float(args.ditto_lambda), args.seed)
     hset = HierarchySettings(**dict(_setting(kv) for kv in args.set))
     pset = PersonalSettings(channels=2, order=p, lr=args.lr, score_shift=args.score_shift)
-    nodes = [Personal(hset, pset, seed=args.seed) for _ in streams]
+    nodes = [Personal(hset, pset, seed=args.seed, coder=coder) for _ in streams]
     per_round = {s: np.zeros((args.rounds, len(streams))) for s in SCHEMES}
-    switched = switch_plan(args, groups)
     direction = None
     for r in range(args.rounds):
         lo = r * args.window
@@ -190,13 +205,7 @@ def run(args):
             nodes[i].learn(t, direction)
         exchange(nodes, groups, r)
         direction = -mean_step if mean_step.any() else None
-    scores = {s: per_round[s].mean(axis=0) for s in SCHEMES}
-    report(args, doms, groups, scores, nodes, shape)
-    if switched:
-        print_switch(args, per_round, sorted(switched))
-    if args.state:
-        with open(args.state, "w") as f:
-            json.dump(nodes[0].to_state(), f)
+    return per_round, nodes
 
 
 def switch_plan(args, groups):
@@ -219,21 +228,29 @@ def adaptation(series, start, end):
     return next(r - start for r in range(start, end) if series[r] <= 1.1 * best)
 
 
-def print_switch(args, per_round, nodes):
-    """Adaptation (rounds to within 10% of the best on the new stream) and forgetting (mean
-    bits of the first three rounds back over the last three before the switch), mean over the
-    switched nodes."""
+def print_switch(args, per_round, steady, nodes):
+    """Mean over the switched nodes of: adaptation (rounds to within 10% of the best on the
+    new stream); forgetting as the mean bits of the first three rounds back over the last
+    three before the switch; and forgetting against the same rounds of a run without the
+    switch (the bits the switch cost on the old stream: 1.0 when nothing was lost, whatever
+    the stream does meanwhile)."""
     a, b = args.switch
     print(f"switch: nodes {nodes} read another recording in rounds {a}..{b - 1}")
     print(f"{'':44s}" + "".join(f"{s:>11s}" for s in SCHEMES))
-    rows = {"rounds to adapt (within 10% of best)": [], "forgetting (bits back / bits before)": []}
+    rows = {
+        "rounds to adapt (within 10% of best)": [],
+        "forgetting (bits back / bits before)": [],
+        "forgetting (bits back / without switch)": [],
+    }
+    names = list(rows)
     for s in SCHEMES:
-        x = per_round[s]
-        rows["rounds to adapt (within 10% of best)"].append(
-            np.mean([adaptation(x[:, i], a, b) for i in nodes])
-        )
-        rows["forgetting (bits back / bits before)"].append(
+        x, y = per_round[s], steady[s]
+        rows[names[0]].append(np.mean([adaptation(x[:, i], a, b) for i in nodes]))
+        rows[names[1]].append(
             np.mean([x[b : b + 3, i].mean() / x[a - 3 : a, i].mean() for i in nodes])
+        )
+        rows[names[2]].append(
+            np.mean([x[b : b + 3, i].mean() / y[b : b + 3, i].mean() for i in nodes])
         )
     for name, values in rows.items():
         print(f"{name:44s}" + "".join(f"{v:11.3f}" for v in values))

@@ -97,3 +97,43 @@ def test_same_windows_same_state():
         return nodes[0].to_state()
 
     assert run() == run()
+
+
+COEF_B = np.array([[-0.5, 0.0, 0.3, 0.1], [0.0, -0.6, 0.1, 0.2]])
+
+
+def _switching(bank_size, coder=None):
+    """A node on stream A for 16 windows, stream B (other dynamics, 8x the noise) for 12,
+    then A again for 6; returns the node and its error per window before learning it."""
+    a, b = _ar_stream(34 * 130, COEF, 1), _ar_stream(12 * 130, COEF_B, 2, noise=24.0)
+    windows = [a[:, k * 130 : k * 130 + 131] for k in range(16)]
+    windows += [b[:, k * 130 : k * 130 + 131] for k in range(12)]
+    windows += [a[:, k * 130 : k * 130 + 131] for k in range(28, 34)]
+    node = Personal(HierarchySettings(bank_size=bank_size), PersonalSettings(), coder=coder)
+    errs = []
+    for w in windows:
+        errs.append(mean_abs_error(node.weights(), w, 2))
+        node.learn(w)
+    return node, errs
+
+
+def test_a_change_of_stream_is_found_and_the_old_local_layers_come_back():
+    node, errs = _switching(bank_size=4)
+    assert 16 in node.changes and 28 in node.changes  # found at once, both ways
+    assert all(16 <= c for c in node.changes)  # nothing within the first stream
+    assert node.recalled >= 1
+    plain, plain_errs = _switching(bank_size=0)
+    assert plain.recalled == 0 and not plain.bank
+    # back on A, the restored adapters predict better than the ones B overwrote
+    assert sum(errs[29:31]) < sum(plain_errs[29:31])
+
+
+def test_bank_is_bounded_and_scored_by_the_coder_when_given_one():
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+
+    coder = plugins.create("coder", {"use": "rice"}, Location("test"))
+    node, _ = _switching(bank_size=1, coder=coder)
+    assert len(node.bank) == 1 and node.changes
+    again, _ = _switching(bank_size=1, coder=coder)
+    assert again.changes == node.changes and again.scores == node.scores  # deterministic

@@ -38,6 +38,13 @@ from qres.lora.hierarchy import SHARED_ROLES, Hierarchy
 from qres.lora.settings import HierarchySettings
 from qres.robust.aggregate import div_round
 
+#: Roles that never leave the node; a change of stream banks and restores them.
+LOCAL_ROLES = tuple(role for role in ROLES if role not in SHARED_ROLES)
+
+#: Smallest running mean a change test scales (Q16.16: 1/16, a relative error of 6 %), so a
+#: node whose choice was always the best does not call every small difference a change.
+CHANGE_FLOOR = ONE >> 4
+
 #: Format tag of a saved state (:meth:`Personal.to_state`).
 STATE_FORMAT = "qres-lora-state/1"
 
@@ -64,6 +71,23 @@ class PersonalSettings:
         return from_float(self.lr)
 
 
+def residuals(w: Any, window: Any, order: int):
+    """The integer residuals (C x T int64) the first-difference model ``w`` leaves on a (C, n)
+    window: each difference minus its Q16.16 prediction rounded by the rule."""
+    from qres.builtin_plugins.predictors import mclinear
+
+    x = mclinear.model_input(window, 1)
+    h = mclinear.history(x, order)
+    return x[:, order:] - div_round(mclinear.predict_q16(w, h), ONE)
+
+
+def coded_bits(coder: Any, w: Any, window: Any, order: int) -> int:
+    """Bits per sample (Q16.16) that ``coder`` spends on the residuals of ``w`` on
+    ``window``: the measured cost of the model, as the codec measures its choices."""
+    res = residuals(w, window, order).reshape(-1)
+    return div_round(len(coder.encode(res)) * 8 * ONE, max(1, res.size))
+
+
 def mean_abs_error(w: Any, window: Any, order: int) -> int:
     """Mean |error| (Q16.16) of the first-difference model ``w`` over a (C, n) window."""
     import numpy as np
@@ -80,9 +104,16 @@ class Personal:
     """One node's hierarchy over a zero mclinear weight, with depth scores and a trace of each
     layer's contribution per round (for ``qres lora show``)."""
 
-    def __init__(self, hierarchy: HierarchySettings, settings: PersonalSettings, seed: int = 0):
+    def __init__(
+        self,
+        hierarchy: HierarchySettings,
+        settings: PersonalSettings,
+        seed: int = 0,
+        coder: Any = None,
+    ):
         c, p = settings.channels, settings.order
         self.settings = settings
+        self.coder = coder  # scores are its bits per sample; without one, mean |error|
         self.h = Hierarchy(hierarchy, c, c * p, seed)
         self.scores: list[int | None] = [None] * len(ROLES)
         self.peers = dict.fromkeys(SHARED_ROLES, 0)
@@ -90,6 +121,11 @@ class Personal:
         self.depths: list[int] = []  # per round: the depth predicted with
         self.last_window: Any = None  # the newest window learned from (screens aggregates)
         self.rejected = 0  # aggregates the screen refused
+        self.departure: tuple | None = None  # running means of the change tests (level, regret)
+        self.steady = 0  # windows since the last change (or the start)
+        self.changes: list[int] = []  # rounds at which the stream changed
+        self.bank: list[dict] = []  # local adapters of earlier regimes, oldest use first
+        self.recalled = 0  # changes at which a banked adapter was restored
 
     # -- prediction -----------------------------------------------------------------------
     def prefix(self, depth: int):
@@ -112,16 +148,24 @@ class Personal:
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, window: Any, direction: Any = None) -> None:
-        """Score every depth on ``window`` (C x n samples in +-2**11), then train each layer
-        at its depth and tick. ``direction``: the swarm's last mean step (resonance)."""
+        """Score every depth on ``window`` (C x n samples in +-2**11), watch for a change of
+        the stream, then train each layer at its depth and tick. ``direction``: the swarm's
+        last mean step (resonance)."""
         from qres.builtin_plugins.predictors import mclinear
 
         s = self.settings
         self.depths.append(self.depth())
-        for d in range(len(ROLES)):
-            err = mean_abs_error(self.prefix(d), window, s.order)
-            old = self.scores[d]
-            self.scores[d] = err if old is None else old + div_round(err - old, 1 << s.score_shift)
+        costs = [self.cost(self.prefix(d), window) for d in range(len(ROLES))]
+        changed = self._changed(costs)
+        if changed or self._bank_wins(window, costs[-1]):
+            self.changes.append(len(self.depths) - 1)
+            costs = self._recall(window, costs)
+            self.scores = list(costs)  # the old averages describe the old stream
+            self.steady = 0
+        else:
+            for d, cost in enumerate(costs):
+                self.scores[d] = self._follow(self.scores[d], cost)
+            self.steady += 1
         for d, role in enumerate(ROLES):
             grad = -mclinear.batch_step(self.prefix(d), window, s.order, ONE).astype("int64")
             peers = self.peers.get(role, 0)
@@ -129,6 +173,107 @@ class Personal:
         self.h.tick()
         self.last_window = window
         self.trace.append([int(abs(self.h.layers[r].delta()).sum()) for r in ROLES])
+
+    def cost(self, w: Any, window: Any) -> int:
+        """What the model ``w`` costs on ``window`` (Q16.16): the coder's bits per sample,
+        or the mean absolute error when the node was given no coder."""
+        if self.coder is None:
+            return mean_abs_error(w, window, self.settings.order)
+        return coded_bits(self.coder, w, window, self.settings.order)
+
+    def _changed(self, costs: list[int]) -> bool:
+        """Whether the stream changed, by two tests on the node's own residuals, each against
+        ``change_k`` times its running mean over steady windows (at least
+        :data:`CHANGE_FLOOR`):
+
+        * the *level*: the chosen depth's error on the newest window relative to its score,
+          ``|err - score| / score`` (the stream got harder or easier for the model in use);
+        * the *regret*: the chosen depth's error relative to the best depth's, both on the
+          newest window, ``(err - min err) / min err`` (another depth now fits better; what
+          moves every depth alike, a burst or a quiet stretch, cancels).
+
+        Relative errors make both scale-free. The running means are learned over
+        ``2**score_shift`` steady windows first; a change does not enter them (they are the
+        within-regime spread the tests compare against)."""
+        chosen = self.depth()
+        known = self.scores[chosen]
+        if known is None:
+            return False
+        best = max(1, min(costs))
+        gaps = (
+            div_round(abs(costs[chosen] - known) * ONE, max(1, known)),
+            div_round((costs[chosen] - best) * ONE, best),
+        )
+        hs, shift = self.h.settings, self.settings.score_shift
+        k = hs.q(hs.change_k)
+        if self.steady >= 1 << shift and self.departure is not None:
+            means = self.departure
+            if any(g * ONE > k * max(m, CHANGE_FLOOR) for g, m in zip(gaps, means, strict=True)):
+                return True
+        old = self.departure or gaps
+        self.departure = tuple(
+            m + div_round(g - m, 1 << shift) for g, m in zip(gaps, old, strict=True)
+        )
+        return False
+
+    def _local(self) -> dict:
+        """Copies of the local layers' parameters (agent, context)."""
+        return {
+            role: (self.h.layers[role].a.copy(), self.h.layers[role].b.copy())
+            for role in LOCAL_ROLES
+        }
+
+    def _follow(self, score: int | None, cost: int) -> int:
+        """A running score after one more window (weight ``2**-score_shift``)."""
+        if score is None:
+            return cost
+        return score + div_round(cost - score, 1 << self.settings.score_shift)
+
+    def _bank_cost(self, entry: dict, window: Any) -> int:
+        """The full model's cost on ``window`` with a banked entry's local layers."""
+        current = self._local()
+        self._set_local(entry["local"])
+        cost = self.cost(self.prefix(len(ROLES) - 1), window)
+        self._set_local(current)
+        return cost
+
+    def _bank_wins(self, window: Any, full: int) -> bool:
+        """Score every banked entry on ``window`` as the depths are scored; True when one now
+        scores below the current full model (an earlier stream came back unannounced)."""
+        for entry in self.bank:
+            entry["score"] = self._follow(entry["score"], self._bank_cost(entry, window))
+        mine = self._follow(self.scores[-1], full)
+        return any(entry["score"] < mine for entry in self.bank)
+
+    def _recall(self, window: Any, costs: list[int]) -> list[int]:
+        """At a change: bank the local layers learned on the old stream and restore the
+        banked ones that code the newest window best with the current shared layers, when
+        they beat the current ones (each candidate is judged by its measured cost, as the
+        depths are). Returns the depths' costs after any restore."""
+        size = self.h.settings.bank_size
+        if size == 0:
+            return costs
+        current = {"local": self._local(), "score": costs[-1]}
+        best, best_cost = None, costs[-1]
+        for k, entry in enumerate(self.bank):
+            entry["score"] = self._bank_cost(entry, window)
+            if entry["score"] < best_cost:
+                best, best_cost = k, entry["score"]
+        if best is not None:
+            self._set_local(self.bank.pop(best)["local"])
+            self.recalled += 1
+            first = ROLES.index(LOCAL_ROLES[0])
+            costs = costs[:first] + [
+                self.cost(self.prefix(d), window) for d in range(first, len(ROLES))
+            ]
+        self.bank.append(current)
+        del self.bank[:-size]  # the least recently used go first
+        return costs
+
+    def _set_local(self, entry: dict) -> None:
+        for role, (a, b) in entry.items():
+            layer = self.h.layers[role]
+            layer.a, layer.b = a.copy(), b.copy()
 
     # -- exchange ---------------------------------------------------------------------------
     def shared(self, role: str) -> dict:
@@ -209,11 +354,14 @@ class Personal:
 def node_memory_bytes(hierarchy: HierarchySettings, settings: PersonalSettings) -> int:
     """Bytes a node's personalised model holds: every layer's A, B, their initial values and
     activity traces (int32), the last dense change (int64) and a full circuit window of
-    activations (int64 per component), plus the depth scores."""
+    activations (int64 per component), the bank's copies of the local layers, plus the depth
+    scores."""
     c, p = settings.channels, settings.order
     h = Hierarchy(hierarchy, c, c * p)
     total = 8 * len(ROLES)  # scores
     for layer in h.layers.values():
         total += 3 * (layer.a.nbytes + layer.b.nbytes)
         total += 8 * layer.d_out * layer.d_in + 8 * layer.rank * hierarchy.circuit_window
+        if layer.role in LOCAL_ROLES:  # the bank's copies of A and B, and a score each
+            total += hierarchy.bank_size * (layer.a.nbytes + layer.b.nbytes + 8)
     return total

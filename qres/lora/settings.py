@@ -70,6 +70,10 @@ class HierarchySettings:
     * ``max_queue_depth``, ``max_wait``, ``max_rejection``, ``max_amplified``: the health
       monitor's limits (items, ticks, fraction, fraction); ``health_warmup``: the updates a
       layer must have made before its spread and resonance rate are judged.
+    * ``change_k``: a node's stream has *changed* when the newest window's coded cost departs
+      from its running score by more than ``change_k`` times the running mean departure
+      (see :mod:`qres.lora.personal`); ``bank_size``: local adapters a node keeps to restore
+      when an earlier regime returns.
     """
 
     ranks: list[int] = attrs.field(
@@ -107,6 +111,8 @@ class HierarchySettings:
     max_rejection: float = attrs.field(default=0.5, validator=number(0.0, 1.0))
     max_amplified: float = attrs.field(default=0.9, validator=number(0.0, 1.0))
     health_warmup: int = attrs.field(default=16, validator=integer(0, 1 << 20))
+    change_k: float = attrs.field(default=4.0, validator=number(1.0, 64.0))
+    bank_size: int = attrs.field(default=4, validator=integer(0, 64))
 
     def __attrs_post_init__(self):
         if self.entropy_low >= self.entropy_high:
