@@ -46,6 +46,7 @@ from qres.kinds.lora import ROLES
 from qres.learning.corpus import read_entry, read_manifest
 from qres.learning.task import normalise
 from qres.lora import HierarchySettings
+from qres.lora.domains import discover, signature
 from qres.lora.hierarchy import SHARED_ROLES
 from qres.lora.personal import Personal, PersonalSettings
 from qres.robust.aggregate import div_round
@@ -167,11 +168,16 @@ def run(args):
             groups.setdefault(d, []).append(len(streams))
             streams.append(x[:, k * piece : (k + 1) * piece])
     switched = switch_plan(args, groups)
-    per_round, nodes = simulate(args, streams, groups, switched)
+    shared = groups
+    if args.domains == "discovered":
+        shared = discovered_groups(args, streams)
+    per_round, nodes = simulate(args, streams, shared, switched)
     scores = {s: per_round[s].mean(axis=0) for s in SCHEMES}
     report(args, doms, groups, scores, nodes, (2, 2 * args.order))
+    if shared is not groups:
+        print_domains(doms, groups, shared)
     if switched:
-        steady, _ = simulate(args, streams, groups, {})
+        steady, _ = simulate(args, streams, shared, {})
         print_switch(args, per_round, steady, sorted(switched))
     if args.state:
         with open(args.state, "w") as f:
@@ -206,6 +212,26 @@ def simulate(args, streams, groups, switched):
         exchange(nodes, groups, r)
         direction = -mean_step if mean_step.any() else None
     return per_round, nodes
+
+
+def discovered_groups(args, streams):
+    """The domains qres.lora.domains finds from each node's first training window."""
+    first = [x[:, : args.window + args.order + 1] for x in streams]
+    label = discover([signature(w) for w in first])
+    groups = {}
+    for i, g in enumerate(label):
+        groups.setdefault(g, []).append(i)
+    return groups
+
+
+def print_domains(doms, groups, found):
+    """Which recordings' nodes each discovered domain holds."""
+    owner = {i: d for d, members in groups.items() for i in members}
+    print(f"discovered domains: {len(found)} (from each node's first window)")
+    for g, members in found.items():
+        names = [doms[owner[i]][0][:24] for i in members]
+        counts = {n: names.count(n) for n in dict.fromkeys(names)}
+        print(f"  domain {g}: " + ", ".join(f"{n} x{c}" for n, c in counts.items()))
 
 
 def switch_plan(args, groups):
@@ -319,6 +345,12 @@ def main(argv=None):
         default=None,
         metavar="A:B",
         help="the first node of each recording reads the next one in rounds A..B-1",
+    )
+    ap.add_argument(
+        "--domains",
+        choices=("declared", "discovered"),
+        default="declared",
+        help="the domain layer's groups: the recordings, or found from the data",
     )
     ap.add_argument("--state", default=None, help="write node 0's hierarchy state (JSON) here")
     ap.add_argument(

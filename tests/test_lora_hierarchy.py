@@ -292,6 +292,40 @@ def test_a_recurring_context_pattern_migrates_to_agent_and_is_conserved():
     assert h.migrations >= 1 and h.layers["agent"].drift() > 0
 
 
+def test_a_dense_destination_takes_the_outer_product_and_keeps_its_identity():
+    s = HierarchySettings(
+        decay_free=0.0,
+        decay_active=0.0,
+        circuit_window=8,
+        circuit_lags=3,
+        restoration=0.5,
+        entropy_high=1.0,
+    )
+    h = Hierarchy(s, 2, 4, seed=5)  # the 2 x 4 weight: every layer dense
+    assert h.layers["context"].dense and h.layers["agent"].dense
+    grad = np.zeros((2, 4), np.int64)
+    grad[:, 1] = ONE  # only input column 1 moves
+    moved = []
+    for t in range(48):
+        if t % 2 == 0:
+            h.update("context", grad, ONE // 4)
+        before = h.delta().copy()
+        moved += h.tick()
+        assert np.abs(h.delta().astype(np.int64) - before).max() <= 2  # conserved
+    assert ("context", "agent") in [m[:2] for m in moved]
+    agent = h.layers["agent"]
+    assert np.array_equal(agent.a, agent.a0)  # the identity is never overwritten
+    assert agent.b[:, 1].any() and not agent.b[:, [0, 2, 3]].any()
+
+
+def test_bandwidth_is_measured_at_the_seed_rank():
+    s = HierarchySettings()
+    # a component of a 2 x 4 weight costs 6 parameters; the agent's seed rank is 8, so the
+    # context->agent channel (1e-2) earns 0.48 parameters a tick: one component in 12.5
+    assert s.budget_params("agent", 2, 4) == 8 * 6
+    assert s.budget_params("foundation", 64, 64) == 64 * 128  # unscaled: the layer's own
+
+
 def test_a_full_destination_refuses_migration_and_health_says_so():
     s = HierarchySettings(
         decay_free=0.0,

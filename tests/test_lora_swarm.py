@@ -36,12 +36,32 @@ def test_only_shared_layers_travel_one_per_round():
     # 2 x 4 dense layers: B only, 8 parameters of 4 bytes, one shared layer per round
     assert report["bytes_per_node_round"] == [32] * 12
     assert report["parameters_per_node"] == 24
+    # the domains are found from the data: exactly the four generated sources
+    assert report["honest_nodes_per_domain"] == {
+        "domain-0": 3,
+        "domain-1": 2,
+        "domain-2": 3,
+        "domain-3": 2,
+    }
+    assert report["domains"] == {
+        "mode": "discovered",
+        "members": {f"domain-{k}": {f"source-{k}": n} for k, n in enumerate((3, 2, 3, 2))},
+    }
+
+
+def test_declared_domains_are_the_sources(tmp_path):
+    declared = tmp_path / "declared.toml"
+    declared.write_text(
+        '[profile]\nname = "declared"\nextends = "swarm-lora"\n\n[lora]\ndomains = "declared"\n'
+    )
+    report = _run(str(declared))
     assert report["honest_nodes_per_domain"] == {
         "source-0": 3,
         "source-1": 2,
         "source-2": 3,
         "source-3": 2,
     }
+    assert report["domains"]["mode"] == "declared"
 
 
 def _final(profile="swarm-lora", attack=None, attack_free=False):

@@ -208,7 +208,9 @@ class Hierarchy:
     def _moving(self, role: str) -> list[int]:
         """Components of ``role`` that a transfer is moving (as source or destination)."""
         slots = [t.src_slot for t in self.transfers if t.src_role == role]
-        return slots + [t.dst_slot for t in self.transfers if t.dst_role == role]
+        return slots + [
+            t.dst_slot for t in self.transfers if t.dst_role == role and t.dst_slot is not None
+        ]
 
     @staticmethod
     def _parent(role: str) -> str | None:
@@ -280,7 +282,7 @@ class Hierarchy:
         for channel, queue in enumerate(self.queues):
             dst_role = ROLES[len(ROLES) - 2 - channel]
             dst = self.layers[dst_role]
-            for item in queue.tick(dst.params):
+            for item in queue.tick(self.settings.budget_params(dst_role, dst.d_out, dst.d_in)):
                 src_role, k = item.payload
                 if self._start_transfer(src_role, k, dst):
                     out.append((src_role, dst_role, item.priority))
@@ -295,14 +297,23 @@ class Hierarchy:
         return out
 
     def _start_transfer(self, src_role: str, k: int, dst: Layer) -> bool:
-        """Move component k of the source into the destination's weakest slot (lowest index
-        on ties, never one still receiving). An empty slot takes the source's A row and a zero
-        B column; a slot holding the same A row (the same pattern, migrated before) keeps its
+        """Move component k of the source into the destination.
+
+        A dense destination (A the identity) takes the component's outer product ``b a^T``
+        into B itself: every pattern fits, nothing is overwritten, and its identity A is never
+        touched. A low-rank destination takes it into its weakest slot (lowest index on ties,
+        never one still receiving): an empty slot takes the source's A row and a zero B
+        column; a slot holding the same A row (the same pattern, migrated before) keeps its
         column and adds to it; a slot holding anything else is not overwritten: the migration
         is refused (False). The B column then moves share by share (:meth:`_restore`)."""
         import numpy as np
 
         src = self.layers[src_role]
+        column = src.b[:, k].astype(np.int64).copy()
+        if dst.dense:
+            self.transfers.append(Transfer(src_role, k, dst.role, None, column))
+            self.migrations += 1
+            return True
         receiving = {t.dst_slot for t in self.transfers if t.dst_role == dst.role}
         slots = [s for s in range(dst.rank) if s not in receiving]
         if not slots:
@@ -313,9 +324,7 @@ class Hierarchy:
                 return False
             dst.a[slot] = src.a[k]
             dst.b[:, slot] = 0
-        self.transfers.append(
-            Transfer(src_role, k, dst.role, slot, src.b[:, k].astype(np.int64).copy())
-        )
+        self.transfers.append(Transfer(src_role, k, dst.role, slot, column))
         self.migrations += 1
         return True
 
@@ -334,7 +343,11 @@ class Hierarchy:
             if not np.any(chunk) or share_q >= ONE:
                 chunk = t.remaining
             src.b[:, t.src_slot] = clamp(src.b[:, t.src_slot].astype(np.int64) - chunk)
-            dst.b[:, t.dst_slot] = clamp(dst.b[:, t.dst_slot].astype(np.int64) + chunk)
+            if t.dst_slot is None:  # dense: the share's outer product with the source's A row
+                moved = div_round(np.outer(chunk, src.a[t.src_slot].astype(np.int64)), ONE)
+                dst.b = clamp(dst.b.astype(np.int64) + moved)
+            else:
+                dst.b[:, t.dst_slot] = clamp(dst.b[:, t.dst_slot].astype(np.int64) + chunk)
             t.remaining = t.remaining - chunk
             if np.any(t.remaining):
                 keep.append(t)

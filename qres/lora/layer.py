@@ -55,7 +55,7 @@ class Transfer:
     src_role: str
     src_slot: int
     dst_role: str
-    dst_slot: int
+    dst_slot: int | None  # None: a dense destination takes the outer product into B
     remaining: Any  # the part of B's column still in the source (int64, d_out)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from qres.fixed.q16 import from_float
-from qres.kernel.config import InvalidSetting, integer, number
+from qres.kernel.config import InvalidSetting, integer, number, one_of
 from qres.kinds.lora import ROLES
 
 #: Migration channels, from fast and local to slow and shared.
@@ -70,6 +70,9 @@ class HierarchySettings:
     * ``max_queue_depth``, ``max_wait``, ``max_rejection``, ``max_amplified``: the health
       monitor's limits (items, ticks, fraction, fraction); ``health_warmup``: the updates a
       layer must have made before its spread and resonance rate are judged.
+    * ``domains``: ``discovered`` (grouped by the signatures of their streams,
+      :mod:`qres.lora.domains`) or ``declared`` (by the deployment: in the simulator, the
+      recording or source each node reads).
     * ``change_k``: a node's stream has *changed* when the newest window's coded cost departs
       from its running score by more than ``change_k`` times the running mean departure
       (see :mod:`qres.lora.personal`); ``bank_size``: local adapters a node keeps to restore
@@ -111,6 +114,7 @@ class HierarchySettings:
     max_rejection: float = attrs.field(default=0.5, validator=number(0.0, 1.0))
     max_amplified: float = attrs.field(default=0.9, validator=number(0.0, 1.0))
     health_warmup: int = attrs.field(default=16, validator=integer(0, 1 << 20))
+    domains: str = attrs.field(default="discovered", validator=one_of("discovered", "declared"))
     change_k: float = attrs.field(default=4.0, validator=number(1.0, 64.0))
     bank_size: int = attrs.field(default=4, validator=integer(0, 64))
 
@@ -143,6 +147,14 @@ class HierarchySettings:
     def inertia_q(self, role: str) -> int:
         """The base inertia of ``role`` in Q16.16."""
         return self.q(self.inertia[ROLES.index(role)])
+
+    def budget_params(self, role: str, d_out: int, d_in: int) -> int:
+        """The parameters a channel's bandwidth is a fraction of: the destination's at its
+        seed rank, ``ranks[role] * (d_in + d_out)``. A migrating component costs
+        ``d_in + d_out``, so a channel moves ``bandwidth * ranks[role]`` components per
+        tick on any model; measured against the scaled rank, a model 16 times narrower than
+        ``reference_width`` would wait 16 times longer for every migration."""
+        return self.ranks[ROLES.index(role)] * (d_in + d_out)
 
     def bandwidth_q(self, channel: int) -> int:
         """Channel ``channel``'s bandwidth (fraction of parameters per tick) in Q16.16, at

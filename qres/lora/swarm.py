@@ -126,6 +126,22 @@ class LoraSwarm:
             domain.append(d)
         return streams, domain, [name for name, _ in doms]
 
+    def _domains_report(self, domain, names) -> dict:
+        """How the domains were formed and which declared domains each one holds."""
+        return {
+            "mode": self.hierarchy.domains,
+            "members": _found(domain, names, self.declared),
+        }
+
+    def _discover(self, streams: list[Any]) -> tuple[list[int], list[str]]:
+        """Domains found from each node's first window (qres.lora.domains): every node
+        publishes its signature, and every node clusters them alike."""
+        from qres.lora.domains import discover, signature
+
+        first = [x[:, : self.s.window + self.s.order + 1] for x in streams]
+        label = discover([signature(w) for w in first])
+        return label, [f"domain-{g}" for g in range(max(label) + 1)]
+
     def _byzantine(self) -> Any:
         import numpy as np
 
@@ -143,6 +159,9 @@ class LoraSwarm:
 
         s = self.s
         streams, domain, names = self._streams()
+        self.declared = (domain, names)
+        if self.hierarchy.domains == "discovered":
+            domain, names = self._discover(streams)
         byz = self._byzantine()
         nodes = [Personal(self.hierarchy, self.personal, seed=s.seed) for _ in streams]
         groups = {"all": list(range(s.nodes))}
@@ -253,6 +272,7 @@ class LoraSwarm:
             "rounds": len(error),
             "seed": self.s.seed,
             "honest_nodes_per_domain": per_domain,
+            "domains": self._domains_report(domain, names),
             "honest_error": [round(e, 9) for e in error],
             "final_honest_error": round(float(np.mean(error[-tail:])), 9),
             "bytes_per_node_round": [int(b) for b in sent_bytes],
@@ -262,6 +282,16 @@ class LoraSwarm:
             "migrations": sum(nodes[i].h.migrations for i in honest),
             "rejected_aggregates": sum(nodes[i].rejected for i in honest),
         }
+
+
+def _found(domain, names, declared) -> dict:
+    """Per domain in use, how many nodes of each declared domain it holds."""
+    out: dict[str, dict[str, int]] = {}
+    for i, d in enumerate(domain):
+        row = out.setdefault(names[d], {})
+        source = declared[1][declared[0][i]]
+        row[source] = row.get(source, 0) + 1
+    return out
 
 
 def simulate(profile: Any, settings: Any, attack: str | None, baseline: bool | None) -> dict:

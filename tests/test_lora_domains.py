@@ -1,0 +1,93 @@
+"""Domains found from the data (qres.lora.domains): scale-free integer signatures checked
+against float references, clustering that recovers distinct sensors, is deterministic and
+does not depend on the nodes' order."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qres.fixed.q16 import ONE
+from qres.lora.domains import discover, signature, silhouette
+from qres.lora.swarm import generated_domains
+
+
+def _float_signature(x, lags=2):
+    x = np.asarray(x, dtype=float)
+    out, diffs = [], []
+    for row in x:
+        d = np.diff(row)
+        diffs.append(d)
+        for lag in range(1, lags + 1):
+            u, v = d[:-lag], d[lag:]
+            den = np.sqrt((u * u).sum() * (v * v).sum())
+            out.append((u * v).sum() / den if den else 0.0)
+        dev = np.abs(row - row.mean()).mean()
+        out.append(np.abs(d).mean() / dev if dev else 0.0)
+    for i in range(len(diffs)):
+        for j in range(i + 1, len(diffs)):
+            u, v = diffs[i], diffs[j]
+            den = np.sqrt((u * u).sum() * (v * v).sum())
+            out.append((u * v).sum() / den if den else 0.0)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-2048, 2047), min_size=24, max_size=24),
+    st.lists(st.integers(-2048, 2047), min_size=24, max_size=24),
+)
+def test_signature_matches_the_float_reference(c0, c1):
+    x = np.array([c0, c1], dtype=np.int64)
+    got = signature(x)
+    want = _float_signature(x)
+    assert len(got) == len(want) == 7
+    for g, w in zip(got, want, strict=True):
+        assert abs(g - w * ONE) <= 2  # rounding of the Q16.16 result and the isqrt
+
+
+def test_signature_is_scale_free():
+    rng = np.random.default_rng(1)
+    x = np.cumsum(rng.integers(-20, 21, (2, 300)), axis=1)
+    assert signature(x) == signature(4 * x)  # a sensor's gain does not change its kind
+
+
+def _generated(nodes_per_source, seed=0, window=256):
+    sigs, truth = [], []
+    for d, (_, x) in enumerate(generated_domains(seed, 4 * window * nodes_per_source)):
+        for k in range(nodes_per_source):
+            sigs.append(signature(x[:, k * window : (k + 1) * window + 3]))
+            truth.append(d)
+    return sigs, truth
+
+
+def test_distinct_sensors_are_found():
+    sigs, truth = _generated(5)
+    assert discover(sigs) == truth
+    assert discover(sigs) == discover(sigs)
+
+
+def test_the_partition_does_not_depend_on_the_node_order():
+    sigs, truth = _generated(4)
+    order = np.random.default_rng(3).permutation(len(sigs))
+    label = discover([sigs[i] for i in order])
+    back = [0] * len(sigs)
+    for pos, i in enumerate(order):
+        back[i] = label[pos]
+    same = {(a, b) for a in range(len(sigs)) for b in range(len(sigs)) if truth[a] == truth[b]}
+    found = {(a, b) for a in range(len(sigs)) for b in range(len(sigs)) if back[a] == back[b]}
+    assert same == found
+
+
+def test_nodes_without_structure_form_one_domain():
+    rng = np.random.default_rng(0)
+    sigs = [list(rng.integers(0, 1 << 16, 7)) for _ in range(40)]
+    assert discover(sigs) == [0] * 40
+    assert discover(sigs[:2]) == [0, 0]
+
+
+def test_silhouette_of_a_clean_split():
+    dist = np.array([[0, 1, 9, 9], [1, 0, 9, 9], [9, 9, 0, 1], [9, 9, 1, 0]])
+    assert silhouette(dist, [0, 0, 1, 1]) == round((8 / 9) * ONE)
+    assert silhouette(dist, [0, 1, 1, 1]) < silhouette(dist, [0, 0, 1, 1])
