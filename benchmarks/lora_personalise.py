@@ -175,7 +175,7 @@ def run(args):
     scores = {s: per_round[s].mean(axis=0) for s in SCHEMES}
     report(args, doms, groups, scores, nodes, (2, 2 * args.order))
     if shared is not groups:
-        print_domains(doms, groups, shared)
+        print_domains(doms, groups, shared, scores)
     if switched:
         steady, _ = simulate(args, streams, shared, {})
         print_switch(args, per_round, steady, sorted(switched))
@@ -224,14 +224,20 @@ def discovered_groups(args, streams):
     return groups
 
 
-def print_domains(doms, groups, found):
-    """Which recordings' nodes each discovered domain holds."""
+def print_domains(doms, groups, found, scores):
+    """The same bits per discovered domain, with the recordings each one holds."""
     owner = {i: d for d, members in groups.items() for i in members}
     print(f"discovered domains: {len(found)} (from each node's first window)")
+    print(f"{'domain: recordings (nodes)':44s}" + "".join(f"{s:>11s}" for s in SCHEMES))
     for g, members in found.items():
-        names = [doms[owner[i]][0][:24] for i in members]
-        counts = {n: names.count(n) for n in dict.fromkeys(names)}
-        print(f"  domain {g}: " + ", ".join(f"{n} x{c}" for n, c in counts.items()))
+        names = [doms[owner[i]][0][:10] for i in members]
+        counts = ", ".join(f"{n} {names.count(n)}" for n in dict.fromkeys(names))
+        row = "".join(f"{scores[s][members].mean():11.3f}" for s in SCHEMES)
+        print(f"{f'{g}: {counts}'[:44]:44s}{row}")
+    for g, members in found.items():
+        names = [doms[owner[i]][0] for i in members]
+        listed = ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
+        print(f"  domain {g}: {listed}")
 
 
 def switch_plan(args, groups):
