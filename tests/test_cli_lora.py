@@ -124,3 +124,41 @@ def test_fuzzed_states_parse_or_raise_the_projects_error(tmp_path_factory, state
         return
     saved.report(loaded)
     saved.layer_rows(loaded)
+
+
+def _recording(path, channels=2, n=6000, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    rows = [np.sin(t / 30 - 0.5 * c) * 1000 + rng.normal(0, 20, n) for c in range(channels)]
+    np.save(path, np.stack(rows, axis=1).astype(np.int16))
+    return path
+
+
+def test_train_writes_a_state_that_show_reads_and_is_deterministic(tmp_path):
+    rec = _recording(tmp_path / "rec.npy")
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    out = run_qres("lora", "train", str(rec), "--state", str(a), "--rounds", "12")
+    assert out.returncode == 0, out.stderr
+    assert b"12 windows of 256" in out.stdout
+    assert run_qres("lora", "train", str(rec), "--state", str(b), "--rounds", "12").returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+    shown = run_qres("lora", "show", str(a), "--json")
+    assert shown.returncode == 0, shown.stderr
+    report = json.loads(shown.stdout)
+    assert report["rounds"] == 12 and report["depth"] in ROLES
+    # the scores are the profile's coder's bits per sample (16-bit samples, noise of ~20)
+    assert 0 < min(s for s in report["scores"].values() if s is not None) < 9.0
+
+
+def test_train_refuses_bad_input_with_one_line(tmp_path):
+    one = _recording(tmp_path / "one.npy", channels=1)
+    target = tmp_path / "s.json"
+    out = run_qres("lora", "train", str(one), "--state", str(target))
+    assert out.returncode == 1 and b"1 channel(s)" in out.stderr
+    assert out.stderr.count(b"\n") == 1 and not target.exists()
+    rec = _recording(tmp_path / "rec.npy")
+    out = run_qres("lora", "train", str(rec), "--state", str(target), "--profile", "esp32")
+    assert out.returncode == 3 and b"no [lora] table" in out.stderr and not target.exists()
+    target.write_text("{}")
+    out = run_qres("lora", "train", str(rec), "--state", str(target))
+    assert out.returncode == 1 and b"--force" in out.stderr and target.read_text() == "{}"

@@ -1,4 +1,5 @@
-"""``qres lora show``: a saved adapter-hierarchy state as a table, JSON or PNG."""
+"""``qres lora show``: a saved adapter-hierarchy state as a table, JSON or PNG;
+``qres lora train``: such a state trained on a recording."""
 
 from __future__ import annotations
 
@@ -48,6 +49,71 @@ def show(
     out.print(f"health: {health['status']}")
     for reason in health["reasons"]:
         out.print(f"  - {reason}")
+
+
+@app.command()
+def train(
+    input: str = typer.Argument(..., help="A recording: WAV, .npy, or raw with --dtype."),
+    state: str = typer.Option(..., "--state", "-o", help="Write the trained state here (JSON)."),
+    profile: str = typer.Option("swarm-lora", "--profile", "-p", help="A profile with [lora]."),
+    dtype: str = typer.Option(None, "--dtype", help="Sample type of a raw file."),
+    channels: int = typer.Option(None, "--channels", min=1, help="Channels of a raw file."),
+    layout: str = typer.Option(None, "--layout", help="interleaved (default) or planar."),
+    byte_order: str = typer.Option(None, "--byte-order", help="little (default) or big."),
+    first_channel: int = typer.Option(
+        0, "--first-channel", min=0, help="The model reads this channel and the next."
+    ),
+    rounds: int = typer.Option(
+        0, "--rounds", min=0, help="Windows to learn from (0: all the file holds, <= 4096)."
+    ),
+    window: int = typer.Option(None, "--window", min=8, help="Samples per window."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the adapters' initial values."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing state."),
+) -> None:
+    """Train one node's adapter hierarchy on a recording, alone, and save its state for
+    ``qres lora show``."""
+    import json
+
+    from qres.cli.output import console
+    from qres.codec.files import codec_settings, open_samples
+    from qres.kernel import profiles
+    from qres.kernel.errors import ProfileError
+    from qres.kernel.outputs import atomic_output
+    from qres.kinds.lora import ROLES
+    from qres.lora import train as trainer
+    from qres.swarm.engine import settings_from_profile
+
+    loaded = profiles.load(profile)
+    if "lora" not in loaded.data:
+        raise ProfileError(
+            f"{loaded.path}: profile {loaded.name!r} has no [lora] table; use one that does "
+            "(e.g. --profile swarm-lora)"
+        )
+    hierarchy = loaded.settings("lora")
+    swarm = settings_from_profile(loaded, window=window)
+    _, default_dtype = codec_settings(profile)
+    coder = loaded.build("codec", "coder")
+    plan = trainer.TrainPlan(swarm.window, swarm.order, swarm.lr, first_channel, rounds)
+    with atomic_output(state, force, binary=False) as out:
+        source, stream = open_samples(
+            input,
+            dtype=dtype,
+            channels=channels,
+            layout=layout,
+            byte_order=byte_order,
+            default_dtype=default_dtype,
+        )
+        with stream:
+            samples = trainer.read_frames(source, plan.frames(), input)
+        x = trainer.streams(samples, plan, input)
+        node = trainer.train(hierarchy, plan, x, coder, seed)
+        out.write(json.dumps(node.to_state()).encode())
+    console().print(
+        f"{input}: {len(node.depths)} windows of {plan.window}, channels {first_channel} and "
+        f"{first_channel + 1}; predicting with depth {ROLES[node.depth()]}; "
+        f"{len(node.changes)} change(s) of stream, {node.h.migrations} migration(s); "
+        f"state in {state}"
+    )
 
 
 def register(app_: typer.Typer) -> None:
