@@ -91,3 +91,41 @@ def test_silhouette_of_a_clean_split():
     dist = np.array([[0, 1, 9, 9], [1, 0, 9, 9], [9, 9, 0, 1], [9, 9, 1, 0]])
     assert silhouette(dist, [0, 0, 1, 1]) == round((8 / 9) * ONE)
     assert silhouette(dist, [0, 1, 1, 1]) < silhouette(dist, [0, 0, 1, 1])
+
+
+def _silhouette_reference(dist, label):
+    """The mean silhouette in exact fractions."""
+    from fractions import Fraction
+
+    groups = sorted(set(label))
+    total = Fraction(0)
+    for i, own in enumerate(label):
+        mates = [j for j, g in enumerate(label) if g == own and j != i]
+        if not mates:
+            continue
+        a = Fraction(sum(dist[i][j] for j in mates), len(mates))
+        b = min(
+            Fraction(sum(dist[i][j] for j, g in enumerate(label) if g == h), label.count(h))
+            for h in groups
+            if h != own
+        )
+        top = max(a, b)
+        total += (b - a) / top if top else 0
+    return total / len(label)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 1 << 16), min_size=3, max_size=3), min_size=3, max_size=12),
+    st.data(),
+)
+def test_silhouette_matches_exact_fractions(points, data):
+    n = len(points)
+    label = data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    label = [sorted(set(label)).index(g) for g in label]  # groups 0..k-1, none empty
+    if max(label) == 0:
+        label[0] = 1 if n > 1 else 0
+        label = [sorted(set(label)).index(g) for g in label]
+    dist = [[sum(abs(a - b) for a, b in zip(p, q, strict=True)) for q in points] for p in points]
+    want = _silhouette_reference(dist, label) * ONE
+    assert abs(silhouette(np.array(dist), label) - want) <= 3
