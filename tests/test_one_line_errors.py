@@ -44,3 +44,10 @@ def test_bounded_floats_print_no_numpy_warnings(tmp_path, bound):
     assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
     back = run_qres("decompress", str(out), "-o", str(tmp_path / "back.bin"))
     assert back.returncode == 0 and back.stderr == b"", back.stderr.decode()
+
+
+def test_a_node_refuses_a_profile_with_adapters_instead_of_ignoring_them(tmp_path):
+    args = ("node", "run", "--profile", "swarm-lora", "--data-dir", str(tmp_path / "n"))
+    err = _one_line(run_qres(*args, "--rounds", "1"), 3)
+    assert "swarm-lora" in err and "lora" in err and "qres lora train" in err
+    assert not (tmp_path / "n").exists()  # nothing created
