@@ -330,29 +330,42 @@ class BlockCoder:
         codes = [0] * len(coded)
         if not _TRIED_ORDERS:
             return b"", coded
-        spans = _sample_spans(ints.shape[1])
-        sampled = np.concatenate([residuals[:, a:b] for a, b in spans], axis=1)
+        frames = ints.shape[1]
+        spans = _sample_spans(frames)
+        # A block too short to sample is its own sample: the sample's residuals are the
+        # block's, so its coded bytes are the block's too (when the block predictor's coding
+        # uses no segments, as the sample's does not) and each is coded once, not twice.
+        whole = spans == [(0, frames)]
+        reuse = whole and self._segments(pred, frames) is None
+        sampled = residuals if whole else np.concatenate([residuals[:, a:b] for a, b in spans], 1)
         polys = {
-            k: np.concatenate(
+            k: self.polynomial(k).encode(ints, bounds=bounds)
+            if whole
+            else np.concatenate(
                 [self.polynomial(k).encode(ints[:, a:b], bounds=bounds) for a, b in spans], axis=1
             )
             for k in _TRIED_ORDERS
         }
-        full: dict[int, Any] = {}
+        full: dict[int, Any] = dict(polys) if whole else {}
         for c in range(len(coded)):
             # The polynomials are ranked by an estimate, the two best of them and the block
             # predictor by the coder on the sample (the estimate misses what context
             # modelling gains on runs and bursts, so it only shortens the list).
             ranked = sorted(polys, key=lambda k: (_estimated_bits(polys[k][c]), k))
-            sizes = {k: len(self.coder.encode(polys[k][c])) for k in ranked[:_CODED_ORDERS]}
+            sample_bytes = {k: self.coder.encode(polys[k][c]) for k in ranked[:_CODED_ORDERS]}
+            sizes = {k: len(data) for k, data in sample_bytes.items()}
             best = min(sizes.values())
-            if best >= _SAMPLE_NOISE * len(self.coder.encode(sampled[c])):
+            mine_sample = len(coded[c]) if reuse else len(self.coder.encode(sampled[c]))
+            if best >= _SAMPLE_NOISE * mine_sample:
                 continue
             tried = [k for k in ranked if sizes.get(k) == best][:1]
             for order in tried:
                 if order not in full:
                     full[order] = self.polynomial(order).encode(ints, bounds=bounds)
-                mine = self.coder.encode(full[order][c])
+                if whole:
+                    mine = sample_bytes[order]
+                else:
+                    mine = self.coder.encode(full[order][c])
                 if len(mine) < len(coded[c]):
                     coded[c] = mine
                     codes[c] = 1 + order
