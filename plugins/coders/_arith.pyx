@@ -102,13 +102,14 @@ cdef void model_init(Model* m, int rate_shift) noexcept nogil:
 
 
 cdef inline void adapt_bit(Bit* b, int bit, const uint16_t* rate) noexcept nogil:
-    cdef uint32_t r = rate[b.n]
-    if bit:
-        b.p = <uint16_t>(b.p - ((<uint32_t>b.p * r) >> 16))
-    else:
-        b.p = <uint16_t>(b.p + (((<uint32_t>65536 - b.p) * r) >> 16))
-    if b.n < NSTATES:
-        b.n += 1
+    # Both updates are computed and one is kept by a mask, not a branch: the coded bit is
+    # data, so a branch on it is mispredicted about as often as the model is uncertain.
+    cdef uint32_t r = rate[b.n], p = b.p
+    cdef uint32_t mask = <uint32_t>0 - <uint32_t>bit  # bit is 0 or 1
+    cdef uint32_t one = p - ((p * r) >> 16)
+    cdef uint32_t zero = p + (((<uint32_t>65536 - p) * r) >> 16)
+    b.p = <uint16_t>(zero ^ ((zero ^ one) & mask))
+    b.n += b.n < NSTATES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +144,9 @@ cdef inline void shift_low(Encoder* e) noexcept nogil:
 
 cdef inline void enc_bit(Encoder* e, Bit* b, int bit, const uint16_t* rate) noexcept nogil:
     cdef uint32_t bound = (e.range_ >> 16) * b.p
-    if bit:
-        e.low += bound
-        e.range_ -= bound
-    else:
-        e.range_ = bound
+    cdef uint32_t mask = <uint32_t>0 - <uint32_t>bit  # bit is 0 or 1: no branch on data
+    e.low += bound & mask
+    e.range_ = bound ^ ((bound ^ (e.range_ - bound)) & mask)
     while e.range_ < TOP:
         e.range_ <<= 8
         shift_low(e)
@@ -220,14 +219,10 @@ cdef inline uint32_t next_byte(Decoder* d) noexcept nogil:
 
 cdef inline int dec_bit(Decoder* d, Bit* b, const uint16_t* rate) noexcept nogil:
     cdef uint32_t bound = (d.range_ >> 16) * b.p
-    cdef int bit
-    if d.code < bound:
-        d.range_ = bound
-        bit = 0
-    else:
-        d.code -= bound
-        d.range_ -= bound
-        bit = 1
+    cdef int bit = d.code >= bound
+    cdef uint32_t mask = <uint32_t>0 - <uint32_t>bit
+    d.code -= bound & mask
+    d.range_ = bound ^ ((bound ^ (d.range_ - bound)) & mask)
     while d.range_ < TOP:
         d.range_ <<= 8
         d.code = (d.code << 8) | next_byte(d)
