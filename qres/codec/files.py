@@ -7,12 +7,17 @@ or corrupted output behind.
 
 from __future__ import annotations
 
+import copy
 import io
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
+
+import attrs
 
 from qres.codec import pipeline as codec
 from qres.codec.container import Header
@@ -35,8 +40,72 @@ from qres.kernel.outputs import atomic_output  # noqa: F401 (also imported from 
 DEFAULT_PROFILE = "server"
 
 
+@attrs.frozen
+class _Resolved:
+    """A profile's codec settings as read once, with what they were read from."""
+
+    predictor: dict
+    coder: dict
+    block_frames: int
+    dtype: str
+    chain: tuple[str, ...]  # the profile's files, itself first, then what it extends
+    sources: tuple  # what :func:`_sources` gave for them when the profile was read
+    registry: object  # the plugin registry that validated the tables
+
+
+#: Codec settings by profile name (and what decides which file a name means). Reading and
+#: validating a profile costs about 0.4 ms, a tenth of compressing 100 kB at 20 MB/s; it is
+#: read again whenever one of its files, or the list of profiles it is looked up in, changes.
+_RESOLVED: dict[tuple, _Resolved] = {}
+
+
+def _sources(chain: tuple) -> tuple:
+    """What a resolved profile depends on: the profile names in each folder searched (a new
+    file may shadow one) and the folders of its files (a parent named in ``extends`` is
+    looked for beside its child first), and the bytes of each file of its chain."""
+    folders = [*profiles.search_dirs(), *(Path(p).parent for p in chain)]
+    names = []
+    for folder in dict.fromkeys(folders):
+        try:
+            names.append((str(folder), tuple(sorted(os.listdir(folder)))))
+        except OSError:
+            names.append((str(folder), None))
+    contents = []
+    for path in chain:
+        try:
+            contents.append(Path(path).read_bytes())
+        except OSError:
+            contents.append(None)
+    return tuple(names), tuple(contents)
+
+
 def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettings, str]:
-    """The codec settings of a profile and its default sample type."""
+    """The codec settings of a profile and its default sample type (read once per process
+    and again only when its files change)."""
+    from qres.kernel import plugins
+
+    key = (profile_name, os.environ.get("QRES_PROFILE_PATH", ""), os.getcwd())
+    known = _RESOLVED.get(key)
+    if (
+        known is None
+        or known.registry is not plugins.registry()
+        or known.sources != _sources(known.chain)
+    ):
+        known = _RESOLVED[key] = _resolve(profile_name)
+    settings = CodecSettings(
+        predictor=copy.deepcopy(known.predictor),
+        coder=copy.deepcopy(known.coder),
+        block_frames=known.block_frames,
+        max_error=max_error,
+    )
+    return settings, known.dtype
+
+
+def _resolve(profile_name: str) -> _Resolved:
+    """Read and validate a profile's codec settings."""
+    from qres.kernel import plugins
+
+    registry = plugins.registry()
     profile = profiles.load(profile_name)
     table = profile.data.get("codec")
     if not isinstance(table, dict) or "predictor" not in table or "coder" not in table:
@@ -47,13 +116,15 @@ def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettin
     profile.build("codec", "predictor")  # validates the tables before any work starts
     profile.build("codec", "coder")
     plain = profile.settings("codec")
-    settings = CodecSettings(
-        predictor=dict(table["predictor"]),
-        coder=dict(table["coder"]),
+    return _Resolved(
+        predictor=copy.deepcopy(dict(table["predictor"])),
+        coder=copy.deepcopy(dict(table["coder"])),
         block_frames=plain.block_frames,
-        max_error=max_error,
+        dtype=plain.dtype,
+        chain=tuple(str(p) for p in profile.chain),
+        sources=_sources(profile.chain),
+        registry=registry,
     )
-    return settings, plain.dtype
 
 
 def open_samples(

@@ -1,0 +1,69 @@
+"""The codec settings of a profile are read once per process and read again whenever what
+they came from changes: the profile's files, a parent it extends, or a new profile of the
+same name earlier on the search path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qres.codec import files
+from qres.kernel.errors import ProfileError
+
+PROFILE = """[profile]
+description = "test"
+
+[codec]
+block_samples = {block}
+dtype = "int16"
+predictor = {{ use = "polynomial", order = {order} }}
+coder = {{ use = "rice", checksum = false }}
+"""
+
+
+def write(folder, name, block=4096, order=2, text=None):
+    path = folder / f"{name}.toml"
+    path.write_text(text if text is not None else PROFILE.format(block=block, order=order))
+    return path
+
+
+def test_settings_follow_edits_of_the_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("QRES_PROFILE_PATH", str(tmp_path))
+    write(tmp_path, "cached", block=4096, order=2)
+    first, dtype = files.codec_settings("cached")
+    assert (first.block_frames, first.predictor["order"], dtype) == (4096, 2, "int16")
+    assert files.codec_settings("cached")[0] == first
+    write(tmp_path, "cached", block=8192, order=3)  # same size, other content
+    again, _ = files.codec_settings("cached")
+    assert (again.block_frames, again.predictor["order"]) == (8192, 3)
+
+
+def test_settings_follow_a_parent_and_a_new_shadowing_profile(tmp_path, monkeypatch):
+    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    monkeypatch.setenv("QRES_PROFILE_PATH", os.pathsep.join([str(first_dir), str(second_dir)]))
+    write(second_dir, "base", block=4096, order=1)
+    write(second_dir, "child", text='[profile]\nextends = "base"\n')
+    assert files.codec_settings("child")[0].predictor["order"] == 1
+    write(second_dir, "base", block=4096, order=4)
+    assert files.codec_settings("child")[0].predictor["order"] == 4
+    # A profile of the same name earlier on the search path now wins.
+    write(first_dir, "child", block=1024, order=0)
+    got = files.codec_settings("child")[0]
+    assert (got.block_frames, got.predictor["order"]) == (1024, 0)
+
+
+def test_settings_are_fresh_copies_and_errors_are_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("QRES_PROFILE_PATH", str(tmp_path))
+    write(tmp_path, "copies", order=2)
+    first, _ = files.codec_settings("copies", 3)
+    first.predictor["order"] = 4  # a caller's change stays its own
+    second, _ = files.codec_settings("copies")
+    assert second.predictor["order"] == 2 and (first.max_error, second.max_error) == (3, 0)
+    write(tmp_path, "copies", text="[codec]\nblock_samples = -5\n")
+    with pytest.raises(ProfileError):
+        files.codec_settings("copies")
+    write(tmp_path, "copies", order=1)
+    assert files.codec_settings("copies")[0].predictor["order"] == 1
