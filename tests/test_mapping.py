@@ -750,6 +750,54 @@ def test_channel_passes_match_the_numpy_reference(block):
             assert kernels.bit_cost(got_ulps, True) == mapping._bit_cost(np.diff(ulps))
 
 
+@FAST
+@given(hnp.arrays("<u8", st.integers(0, 200)), st.sampled_from(["float32", "float64"]))
+def test_compiled_monotonic_bits_equal_the_numpy_formula(raw, dtype):
+    """Order-preserving integers of any bit patterns, 1-D (compiled) as numpy forms them,
+    and ordered like the floats they stand for."""
+    signed = np.int32 if dtype == "float32" else np.int64
+    x = (raw.astype("<u4") if dtype == "float32" else raw).view(dtype)
+    bits = x.view(signed)
+    want = (bits ^ ((bits >> (8 * bits.itemsize - 1)) & np.iinfo(signed).max)).astype(np.int64)
+    got = mapping._monotonic_bits(x, dtype)
+    assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert np.array_equal(mapping._monotonic_bits(x.reshape(-1, 1), dtype).ravel(), want)
+    finite = np.isfinite(x)
+    order = np.argsort(got[finite], kind="stable")
+    assert np.all(np.diff(x[finite][order]) >= 0)
+
+
+def _reference_decimal_costs(probe, dtype: str):
+    """mapping._choose_decimals's per-decimals counts and costs in numpy (the formulation the
+    compiled ``decimal_costs`` must equal)."""
+    bits = mapping._monotonic_bits(probe, dtype)
+    counts, costs = [], []
+    for d in range(mapping.MAX_DECIMALS[dtype] + 1):
+        k, fits, exact = mapping._decimal_view(probe, dtype, d)
+        counts.append(int(len(probe) - np.count_nonzero(exact)))
+        k = np.where(fits, k, 0.0)
+        back = mapping._monotonic_bits((k / 10.0**d).astype(dtype), dtype)
+        costs.append(mapping._bit_cost(np.diff(k)) + mapping._bit_cost(bits - back))
+        if counts[-1] == 0:
+            break
+    return counts, costs
+
+
+@settings(max_examples=60, deadline=None)
+@given(float_blocks(), st.integers(1, 5))
+def test_compiled_decimal_costs_equal_the_numpy_reference(block, stride):
+    """The counts of inexact samples and the size estimates that choose a channel's decimals,
+    on any bit patterns (NaN, infinities, -0.0, values beyond 2**52, decimal noise) and on
+    strided probes."""
+    from qres.codec import _mapping_kernels as kernels
+
+    dtype = block.dtype.name
+    probe = block[::stride, 0]
+    with np.errstate(all="ignore"):
+        want = _reference_decimal_costs(probe, dtype)
+    assert kernels.decimal_costs(probe, mapping.MAX_DECIMALS[dtype]) == want
+
+
 def test_bit_cost_at_the_int64_extremes():
     from qres.codec import _mapping_kernels as kernels
 

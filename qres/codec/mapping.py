@@ -152,6 +152,11 @@ def _monotonic_bits(values, dtype: str):
     """Order-preserving signed integers of float bit patterns (an involution on the bits)."""
     import numpy as np
 
+    native = values.astype(np.dtype(dtype), copy=False)
+    if native.ndim == 1:
+        from qres.codec._mapping_kernels import monotonic_bits
+
+        return monotonic_bits(native)  # compiled: the same integers in one pass
     signed = np.int32 if dtype == "float32" else np.int64
     bits = values.astype(dtype, copy=False).view(signed)
     mask = np.array(np.iinfo(signed).max, dtype=signed)
@@ -246,24 +251,20 @@ def _choose_decimals(x, dtype: str) -> list[int]:
     Empty when too few samples are decimals at all."""
     import numpy as np
 
+    from qres.codec._mapping_kernels import bit_cost, decimal_costs
+
     probe = x if len(x) <= _PROBE else x[:: len(x) // _PROBE]
-    bits = _monotonic_bits(probe, dtype)
-    counts = []
-    costs = []
-    for d in range(MAX_DECIMALS[dtype] + 1):
-        k, fits, exact = _decimal_view(probe, dtype, d)
-        counts.append(int(len(probe) - np.count_nonzero(exact)))
-        k = np.where(fits, k, 0.0)
-        back = _monotonic_bits((k / 10.0**d).astype(dtype), dtype)
-        costs.append(_bit_cost(np.diff(k)) + _bit_cost(bits - back))
-        if counts[-1] == 0:
-            break
+    # Per count of decimals d, stopping at the first that leaves no sample inexact: how many
+    # samples are not exactly k / 10**d, and _bit_cost(diff(k)) + _bit_cost(ulp corrections)
+    # (compiled; the numpy formulation is the reference in tests/test_mapping.py).
+    counts, costs = decimal_costs(probe, MAX_DECIMALS[dtype])
     best = min(counts)
     cheapest = min(range(len(costs)), key=costs.__getitem__)
     if best > len(probe) // 2:
         # Mostly inexact (averages, computed values): a decimal view whose ulp corrections
         # stay small can still beat the bit view; only the cheapest count is worth a try.
-        if costs[cheapest] < _INEXACT_GAIN * _bit_cost(np.diff(bits)):
+        bits = _monotonic_bits(np.ascontiguousarray(probe), dtype)
+        if costs[cheapest] < _INEXACT_GAIN * bit_cost(bits, True):
             return [cheapest]
         return []
     slack = max(1, len(probe) // 1024)
