@@ -360,6 +360,8 @@ class BlockCoder:
                 continue
             tried = [k for k in ranked if sizes.get(k) == best][:1]
             for order in tried:
+                if self._is_block_predictor(pred, order, frames):
+                    continue  # the same residuals and bytes: never strictly smaller
                 if order not in full:
                     full[order] = self.polynomial(order).encode(ints, bounds=bounds)
                 if whole:
@@ -378,6 +380,16 @@ class BlockCoder:
             for c, data in zip(kept, again, strict=True):
                 coded[c] = data
         return bytes(codes), coded
+
+    def _is_block_predictor(self, pred, order: int, frames: int) -> bool:
+        """Whether the polynomial of ``order`` is the block predictor itself (the `fast`
+        profile's): the same residuals, coded with the same segments, give the same bytes."""
+        poly = self.polynomial(order)
+        return (
+            type(pred) is type(poly)
+            and pred.config == poly.config
+            and self._segments(pred, frames) is None
+        )
 
     def polynomial(self, order: int):
         """The polynomial predictor of ``order`` for channel codes, built once."""
