@@ -95,3 +95,23 @@ def test_estimate_orders_residuals_like_the_coder():
     coded = [len(coder.encode(r)) for r in (sparse, small, large)]
     assert est == sorted(est) and coded == sorted(coded)
     assert pipeline._estimated_bits(np.zeros(0, dtype=np.int64)) == 0
+
+
+@given(
+    st.integers(1, 3),
+    st.integers(0, 3),
+    st.integers(1, 40_000),
+    st.integers(0, 2**32 - 1),
+)
+def test_span_residuals_equal_one_call_per_span(channels, order, frames, seed):
+    """The sampled spans of a block go through a polynomial in one call, as rows of their
+    own; the residuals are those of one call per span, concatenated in order."""
+    rng = np.random.default_rng(seed)
+    ints = np.cumsum(rng.integers(-1000, 1000, (channels, frames)), axis=1).astype(np.int64)
+    spans = pipeline._sample_spans(frames)
+    poly = plugins.create(
+        "predictor", {"use": "polynomial", "order": order}, Location("<test>", "predictor")
+    )
+    want = np.concatenate([poly.encode(ints[:, a:b]) for a, b in spans], axis=1)
+    got = pipeline._span_residuals(poly, ints, spans, None)
+    assert got.shape == want.shape and np.array_equal(got, want)

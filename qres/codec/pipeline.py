@@ -341,9 +341,7 @@ class BlockCoder:
         polys = {
             k: self.polynomial(k).encode(ints, bounds=bounds)
             if whole
-            else np.concatenate(
-                [self.polynomial(k).encode(ints[:, a:b], bounds=bounds) for a, b in spans], axis=1
-            )
+            else _span_residuals(self.polynomial(k), ints, spans, bounds)
             for k in _TRIED_ORDERS
         }
         full: dict[int, Any] = dict(polys) if whole else {}
@@ -534,6 +532,24 @@ def _estimated_bits(residuals) -> int:
     from qres.codec._estimate import estimated_bits
 
     return estimated_bits(np.ascontiguousarray(residuals, dtype=np.int64))
+
+
+def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds) -> Any:
+    """A polynomial predictor's residuals of each span of ``ints`` coded on its own (each
+    span starts afresh), concatenated per channel. The spans of equal length go through the
+    predictor in one call, as rows of their own: a polynomial codes every row apart, so this
+    is the same as one call per span."""
+    import numpy as np
+
+    channels = ints.shape[0]
+    size = spans[0][1] - spans[0][0]
+    equal = [(a, b) for a, b in spans if b - a == size]
+    rest = spans[len(equal) :]  # only the last span can be shorter
+    rows = np.stack([ints[:, a:b] for a, b in equal]).reshape(len(equal) * channels, size)
+    coded = poly.encode(rows, bounds=bounds).reshape(len(equal), channels, size)
+    parts = [coded.transpose(1, 0, 2).reshape(channels, len(equal) * size)]
+    parts += [poly.encode(ints[:, a:b], bounds=bounds) for a, b in rest]
+    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:
