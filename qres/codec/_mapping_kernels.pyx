@@ -577,6 +577,7 @@ cdef struct Candidate:
 cdef struct Search:
     const double* k
     const unsigned char* usable
+    const Py_ssize_t* usable_before  # frames + 1 counts: usable samples before each index
     Py_ssize_t frames
     int precision
     double* window  # LARGE_WINDOW doubles, then the frames of a refit
@@ -610,6 +611,8 @@ cdef int candidate(Search* s, Py_ssize_t pos, Py_ssize_t size, bint lattice,
     cdef double step, err = 0.0
     cdef double found[3]
     cdef int r
+    if s.usable_before[stop] - s.usable_before[pos] < MIN_WINDOW:
+        return 0  # counted, not gathered: channels whose decimals are mostly inexact
     for i in range(pos, stop):
         if s.usable[i]:
             s.window[count] = s.k[i]
@@ -790,6 +793,7 @@ def segments(const double[::1] k, usable, int precision):
     cdef Segments g
     cdef int r
     cdef Py_ssize_t i
+    cdef Py_ssize_t* before
     if ok.shape[0] != k.shape[0]:
         raise ValueError("segments: usable must have one flag per decimal")
     if k.shape[0] >= (<Py_ssize_t>1 << 32):
@@ -800,13 +804,19 @@ def segments(const double[::1] k, usable, int precision):
     s.precision = precision
     s.window = <double*>malloc((LARGE_WINDOW + s.frames + 1) * sizeof(double))
     s.bad = <char*>malloc(s.frames + 1)
+    before = <Py_ssize_t*>malloc((s.frames + 1) * sizeof(Py_ssize_t))
+    s.usable_before = before
+    if before != NULL:
+        before[0] = 0
+        for i in range(s.frames):
+            before[i + 1] = before[i] + (ok[i] != 0)
     g.starts = NULL
     g.offsets = NULL
     g.steps = NULL
     g.count = 0
     g.cap = 0
     try:
-        if s.window == NULL or s.bad == NULL:
+        if s.window == NULL or s.bad == NULL or before == NULL:
             raise MemoryError("lattice search: out of memory")
         with nogil:
             r = search(&s, &g)
@@ -823,6 +833,7 @@ def segments(const double[::1] k, usable, int precision):
     finally:
         free(s.window)
         free(s.bad)
+        free(before)
         free(g.starts)
         free(g.offsets)
         free(g.steps)
