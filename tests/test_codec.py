@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import attrs
 import numpy as np
 import pytest
 from corpus import DATA, FILES, spec_of
@@ -178,10 +179,16 @@ def test_unknown_block_flags_are_refused():
     reader = container.Reader(io.BytesIO(packed))
     (_, block), *_ = list(reader.blocks())
     decoder = codec.open_decoder(reader.header)()
-    for flags in (1 << 4, 1 << 7):
+    for flags in (1 << 6, 1 << 7):
         bad = container.Block(block.frames, block.method, flags, block.raw_crc, block.payload)
         with pytest.raises(IntegrityError, match="block 4: unknown flags"):
             decoder.decode(4, bad)
+    # format 5 had no channel pairs or repeats: a file of that version carrying them is damage
+    old = codec.open_decoder(attrs.evolve(reader.header, version=5))()
+    for flags in (codec.FLAG_CHANNEL_PAIRS, codec.FLAG_REPEATS):
+        bad = container.Block(block.frames, block.method, flags, block.raw_crc, block.payload)
+        with pytest.raises(IntegrityError, match="block 4: unknown flags"):
+            old.decode(4, bad)
     # code 3 carries its level mask first; bits above the 10 levels are refused
     levels = codec.LEVELS << codec.PREDICTOR_SHIFT
     for head in (b"\x00\x04", b"\x01"):

@@ -21,10 +21,10 @@ import attrs
 from qres.kernel.errors import IntegrityError, QresError
 
 MAGIC = b"\x89QRS\r\n\x1a\n"
-#: The newest format version this qres reads and writes. A writer records the lowest version
-#: that can hold its stream (5 only for what version 4 cannot: int24 samples), so files of
-#: the other sample types stay readable by qres releases that read version 4.
-FORMAT_VERSION = 5
+#: The format version this qres writes, and the newest it reads. Version 6 added block
+#: stages that earlier readers refuse (channel pairs and repeats, block flag bits 4-5), so
+#: every stream is written as 6; files of versions 4 and 5 stay readable as they were.
+FORMAT_VERSION = 6
 #: The oldest format version this qres reads.
 OLDEST_VERSION = 4
 INDEX_MAGIC = b"QIDX"
@@ -66,7 +66,8 @@ ITEMSIZE = {
     "int24": 3,  # packed signed 3-byte samples (24-bit audio, seismic converters): format 5
 }
 SAMPLE_DTYPES = tuple(ITEMSIZE)
-#: The format version each sample type first needs; the others are readable by version 4.
+#: The format version each sample type was first written in (before version 6, each type was
+#: written in exactly this version); the others were written as version 4.
 _DTYPE_VERSION = {"int24": 5}
 
 _PREAMBLE = struct.Struct("<8sH")  # magic, format version; a varint body length follows
@@ -333,6 +334,7 @@ class Header:
     codec: dict[str, Any]  # resolved settings: {"predictor": {...}, "coder": {...}, "max_error"}
     prefix: bytes = b""  # bytes kept verbatim before the samples (e.g. an .npy header)
     weights: tuple[int, ...] = ()  # the predictor's initial Q16.16 weights
+    version: int = FORMAT_VERSION  # the file's format version (what its blocks may hold)
 
     @property
     def itemsize(self) -> int:
@@ -393,15 +395,16 @@ def encode_header_body(header: Header) -> bytes:
 
 
 def format_version(dtype: str) -> int:
-    """The format version a stream of ``dtype`` samples is written in: the lowest that has
-    the type (a reader refuses any other, so each stream has one byte form)."""
+    """The format version a stream of ``dtype`` samples was written in before version 6: the
+    lowest that has the type (a reader refuses any other older version for it, so each stream
+    has one byte form per version)."""
     return _DTYPE_VERSION.get(dtype, OLDEST_VERSION)
 
 
 def encode_header(header: Header) -> bytes:
     """The preamble and header bytes, ending with the header's CRC-32."""
     body = encode_header_body(header)
-    head = bytearray(_PREAMBLE.pack(MAGIC, format_version(header.dtype)))
+    head = bytearray(_PREAMBLE.pack(MAGIC, FORMAT_VERSION))
     put_varint(head, len(body))
     head += body
     return bytes(head) + struct.pack("<I", zlib.crc32(head))
@@ -433,7 +436,7 @@ def read_header(stream: BinaryIO) -> tuple[Header, int]:
 
 def parse_header_body(body: bytes, version: int | None = None) -> Header:
     """Parse the header body (fixed fields, plugin tables, prefix, weights), checking each;
-    ``version`` is the file's format version (``None``: the one the body's sample type has)."""
+    ``version`` is the file's format version (``None``: the one this qres writes)."""
     p = _Parser(body, 0, "header")
     dtype_code, flags = p.take(2)
     if dtype_code >= len(SAMPLE_DTYPES):
@@ -442,7 +445,7 @@ def parse_header_body(body: bytes, version: int | None = None) -> Header:
         raise IntegrityError(
             f"header: unknown sample type code {dtype_code} for format {version}; corrupted"
         )
-    if version is not None and version != format_version(SAMPLE_DTYPES[dtype_code]):
+    if version is not None and version < 6 and version != format_version(SAMPLE_DTYPES[dtype_code]):
         raise IntegrityError(
             f"header: format {version} for {SAMPLE_DTYPES[dtype_code]} samples, which are "
             f"written as format {format_version(SAMPLE_DTYPES[dtype_code])}; corrupted"
@@ -489,6 +492,7 @@ def parse_header_body(body: bytes, version: int | None = None) -> Header:
         codec,
         bytes(prefix),
         weights,
+        FORMAT_VERSION if version is None else version,
     )
 
 
@@ -865,7 +869,7 @@ def _summary(
     raw = len(header.prefix) + trailer.total_frames * header.channels * header.itemsize
     raw += len(index.tail)
     return {
-        "format_version": format_version(header.dtype),
+        "format_version": header.version,
         "file_bytes": size,
         "header": {
             "dtype": header.dtype,

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from qres.codec import container, limits, mapping
+from qres.codec import channels, container, limits, mapping, repeats
 from qres.codec.container import (
     DEFAULT_BLOCK_FRAMES,
     METHOD_DEFLATE,
@@ -73,7 +73,15 @@ _SAMPLE_EVERY = 8
 _SAMPLE_NOISE = 1.05
 #: Of the polynomial orders ranked by estimate, how many the coder measures on the sample.
 _CODED_ORDERS = 2
-KNOWN_FLAGS = FLAG_LOSSLESS | PREDICTOR_MASK | FLAG_CHANNEL_PREDICTORS
+#: Bit 4 of a block's flags: some channels' residuals are paired with an earlier channel's;
+#: the payload holds the pairs (qres.codec.channels; format 6 on).
+FLAG_CHANNEL_PAIRS = 1 << 4
+#: Bit 5 of a block's flags: some channels are literals plus copies of their earlier samples;
+#: the payload holds one match table per channel (qres.codec.repeats; format 6 on).
+FLAG_REPEATS = 1 << 5
+#: The flags a block of each format version may carry.
+KNOWN_FLAGS_V5 = FLAG_LOSSLESS | PREDICTOR_MASK | FLAG_CHANNEL_PREDICTORS
+KNOWN_FLAGS = KNOWN_FLAGS_V5 | FLAG_CHANNEL_PAIRS | FLAG_REPEATS
 _BLOCK_PREDICTOR_NAMES = {1: "interp linear", 2: "interp cubic", 3: "interp per level"}
 
 
@@ -176,7 +184,13 @@ def _read_predicted_head(
 class BlockCoder:
     """Codes blocks with one predictor and one coder; one instance per worker thread."""
 
-    def __init__(self, settings: CodecSettings, spec: StreamSpec, weights=None):
+    def __init__(
+        self,
+        settings: CodecSettings,
+        spec: StreamSpec,
+        weights=None,
+        version: int = container.FORMAT_VERSION,
+    ):
         from qres.kernel import plugins
 
         where = Location("<codec settings>", "codec")
@@ -190,6 +204,8 @@ class BlockCoder:
         # The integer mapping sees packed samples (int24) as their array type (int32).
         self.work = spec.working()
         self.settings = settings
+        # Blocks of older formats carry none of the newer flags (a reader refuses them).
+        self.known_flags = KNOWN_FLAGS if version >= 6 else KNOWN_FLAGS_V5
         self._predictors: dict[Any, Any] = {0: self.predictor}
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
         self.bounds = spec.value_range()
@@ -222,14 +238,14 @@ class BlockCoder:
             # the block, and the smallest wins (a choice the data makes, recorded in the flags).
             chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
             if chosen is not None:
-                payload, code, _ = chosen
+                payload, chosen_flags = chosen
                 # The decoder's view of a bounded-error block is its reconstruction: compute
                 # it, check the bound (float rounding could in principle break it), and fall
                 # back to lossless coding of the block if it does not hold.
-                decoded = self._decode_predicted(payload, frames, False, code, False)
+                decoded = self._decode_predicted(payload, frames, False, chosen_flags)
                 if _within(block, decoded, float(self.settings.max_error)):
                     restored = spec.to_bytes(decoded)
-                    flags |= code << PREDICTOR_SHIFT
+                    flags |= chosen_flags
                 else:
                     payload = None
             if payload is None:
@@ -237,8 +253,8 @@ class BlockCoder:
         if payload is None:
             chosen = self._predicted(block, None, 0, (0,))
             payload = None if chosen is None else chosen[0]
-            if chosen is not None and chosen[2]:
-                flags |= FLAG_CHANNEL_PREDICTORS
+            if chosen is not None:
+                flags |= chosen[1]
         raw_crc = zlib.crc32(restored)
         if payload is not None and len(payload) < 0.9 * len(raw):
             return Block(frames, METHOD_PREDICTED, flags, raw_crc, payload), restored
@@ -266,11 +282,11 @@ class BlockCoder:
             self._predictors[key] = pred
         return pred
 
-    def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int, bool] | None:
-        """The smallest payload over the block predictors ``codes``, its code (the first one
-        wins ties) and whether it carries per-channel predictor codes, or None if the block has
-        no integer mapping. Lossless blocks also try polynomial predictors channel by
-        channel (below)."""
+    def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int] | None:
+        """The smallest payload over the block predictors ``codes`` and its block flags (the
+        predictor code, the first one winning ties, and the stages it uses), or None if the
+        block has no integer mapping. Lossless blocks also try polynomial predictors channel
+        by channel (below) and repeats; every block tries channel pairs."""
         import numpy as np
 
         # Bounds near the float range overflow in intermediate steps; the mapping checks its
@@ -280,7 +296,7 @@ class BlockCoder:
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
-        best: tuple[int, int, bytes, bytes, list[bytes]] | None = None
+        best: tuple | None = None
         for code in codes:
             pred = self.block_predictor(code)
             head = b""
@@ -292,21 +308,74 @@ class BlockCoder:
             else:
                 residuals = pred.encode(mapped.ints, max_error=bound, bounds=bounds)
             coded = self._code_channels(pred, residuals)
-            channel_codes = b""
+            channel_codes, rows = b"", list(residuals)
             if not bound:
-                channel_codes, coded = self._channel_choice(
+                channel_codes, coded, rows = self._channel_choice(
                     pred, mapped.ints, residuals, coded, bounds
                 )
             size = len(head) + len(channel_codes) + sum(len(c) for c in coded)
             if best is None or size < best[0]:
-                best = (size, code, head, channel_codes, coded)
+                best = (size, code, head, channel_codes, coded, rows, pred)
         assert best is not None
-        _, code, head, channel_codes, coded_channels = best
-        parts = [head, channel_codes, mapped.side]
+        _, code, head, channel_codes, coded_channels, rows, pred = best
+        flags = code << PREDICTOR_SHIFT | (FLAG_CHANNEL_PREDICTORS if channel_codes else 0)
+        stages, more = self._channel_stages(
+            pred, mapped.ints, rows, coded_channels, channel_codes, not bound, bounds
+        )
+        parts = [head, channel_codes, stages, mapped.side]
         for coded in (*coded_channels, *(self.coder.encode(s) for s in mapped.extras)):
             parts.append(struct.pack("<I", len(coded)))
             parts.append(coded)
-        return b"".join(parts), code, bool(channel_codes)
+        return b"".join(parts), flags | more
+
+    def _channel_stages(self, pred, ints, rows, coded, channel_codes, lossless, bounds):
+        """Repeats (lossless blocks) and channel pairs, each kept where the coder's bytes of a
+        channel shrink: the payload fields they add and their block flags; ``coded`` is
+        updated in place."""
+        count = len(rows)
+        codes = channel_codes or bytes(count)
+        found: list[bytes | None] = [None] * count
+        if lossless:
+            for c in range(count):
+                if codes[c] == 0 and not pred.channels_independent:
+                    continue  # its literals would change the other channels' predictions
+                own = self._channel_predictor(pred, codes[c])
+
+                def code_literals(lits, own=own):
+                    return self._code_row(own, own.encode(lits.reshape(1, -1), bounds=bounds)[0])
+
+                got = repeats.choose(
+                    ints[c], rows[c], len(coded[c]), _estimated_bits, code_literals, self.coder
+                )
+                if got is not None:
+                    found[c], coded[c] = got
+        pairs = channels.choose(
+            rows,
+            coded,
+            [f is None for f in found],
+            _sample_spans(ints.shape[1]),
+            _estimated_bits,
+            lambda c, row: self._code_row(self._channel_predictor(pred, codes[c]), row),
+        )
+        parts, flags = [], 0
+        if pairs is not None:
+            parts.append(channels.encode_table(pairs))
+            flags |= FLAG_CHANNEL_PAIRS
+        if any(f is not None for f in found):
+            parts += [b"\0" if f is None else f for f in found]
+            flags |= FLAG_REPEATS
+        return b"".join(parts), flags
+
+    def _channel_predictor(self, pred, code: int):
+        """The predictor of channel code ``code``: 0 the block's ``pred``, else a polynomial."""
+        return pred if code == 0 else self.polynomial(code - 1)
+
+    def _code_row(self, pred, row) -> bytes:
+        """The coder's bytes of one channel's residuals (with ``pred``'s segments)."""
+        segments = self._segments(pred, len(row))
+        if segments is None:
+            return self.coder.encode(row)
+        return self.coder.encode(row, segments=segments)
 
     def _code_channels(self, pred, residuals) -> list[bytes]:
         """The coder's bytes of each channel's residuals (with ``pred``'s segments)."""
@@ -315,10 +384,10 @@ class BlockCoder:
             return [self.coder.encode(stream) for stream in residuals]
         return [self.coder.encode(stream, segments=segments) for stream in residuals]
 
-    def _channel_choice(self, pred, ints, residuals, coded, bounds) -> tuple[bytes, list[bytes]]:
+    def _channel_choice(self, pred, ints, residuals, coded, bounds) -> tuple[bytes, list, list]:
         """Per channel, the block predictor's bytes or a polynomial predictor's, whichever the
         coder makes smaller: the channel codes (empty when every channel keeps the block
-        predictor) and the coded channels.
+        predictor), the coded channels and their residuals.
 
         Sparse, bursty or noisy channels (rain gauges, activity counts, clipped stretches)
         are often cheaper with a short fixed predictor (or none: order 0) than with an
@@ -328,8 +397,9 @@ class BlockCoder:
         import numpy as np
 
         codes = [0] * len(coded)
+        rows = list(residuals)
         if not _TRIED_ORDERS:
-            return b"", coded
+            return b"", coded, rows
         frames = ints.shape[1]
         spans = _sample_spans(frames)
         # A block too short to sample is its own sample: the sample's residuals are the
@@ -369,15 +439,18 @@ class BlockCoder:
                 if len(mine) < len(coded[c]):
                     coded[c] = mine
                     codes[c] = 1 + order
+                    rows[c] = full[order][c]
         if not any(codes):
-            return b"", coded
+            return b"", coded, rows
         kept = [c for c, code in enumerate(codes) if code == 0]
         if kept and not pred.channels_independent:
             # The block predictor sees only the channels that keep it (as the decoder will).
-            again = self._code_channels(pred, pred.encode(ints[kept], bounds=bounds))
-            for c, data in zip(kept, again, strict=True):
+            kept_rows = pred.encode(ints[kept], bounds=bounds)
+            again = self._code_channels(pred, kept_rows)
+            for c, data, row in zip(kept, again, kept_rows, strict=True):
                 coded[c] = data
-        return bytes(codes), coded
+                rows[c] = row
+        return bytes(codes), coded, rows
 
     def _is_block_predictor(self, pred, order: int, frames: int) -> bool:
         """Whether the polynomial of ``order`` is the block predictor itself (the `fast`
@@ -416,16 +489,14 @@ class BlockCoder:
             if block.method != METHOD_PREDICTED:
                 _check_raw_size(block, self.spec.frame_bytes)
                 return
+            self._check_flags(block.flags)
             bound = getattr(self.coder, "max_samples", None)
             if bound is None:
                 return
             view = memoryview(block.payload)
-            code = (block.flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
-            per_channel = bool(block.flags & FLAG_CHANNEL_PREDICTORS)
-            _, _, pos = _read_predicted_head(view, code, per_channel, self.spec.channels)
-            side, pos = mapping.read_side(view, pos, self.work, block.frames)
-            lengths = (block.frames,) * self.spec.channels + side.extra_lengths
-            for i, n in enumerate(lengths):
+            layout = self._read_layout(view, block.frames, block.flags)
+            pos = layout.pos
+            for i, n in enumerate(layout.lengths):
                 if pos + 4 > len(view):
                     raise IntegrityError("channel data truncated")
                 (length,) = struct.unpack_from("<I", view, pos)
@@ -439,6 +510,12 @@ class BlockCoder:
         except IntegrityError as exc:
             raise IntegrityError(f"block {number}: {exc}") from exc
 
+    def _check_flags(self, flags: int) -> None:
+        if flags & ~self.known_flags:
+            raise IntegrityError(
+                f"unknown flags {flags:#04x}; corrupted, or written by a newer qres"
+            )
+
     def decode(self, number: int, block: Block) -> bytes:
         """The raw bytes (frame order) of one block record, checked against its CRC."""
         self.check_producible(number, block)
@@ -448,16 +525,8 @@ class BlockCoder:
             elif block.method == METHOD_DEFLATE:
                 raw = _inflate(block.payload, block.frames * self.spec.frame_bytes)
             else:
-                if block.flags & ~KNOWN_FLAGS:
-                    raise IntegrityError(
-                        f"unknown flags {block.flags:#04x}; corrupted, or written by a newer qres"
-                    )
                 lossless = bool(block.flags & FLAG_LOSSLESS) or not self.int_bound
-                code = (block.flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
-                per_channel = bool(block.flags & FLAG_CHANNEL_PREDICTORS)
-                decoded = self._decode_predicted(
-                    block.payload, block.frames, lossless, code, per_channel
-                )
+                decoded = self._decode_predicted(block.payload, block.frames, lossless, block.flags)
                 raw = self.spec.to_bytes(decoded)
         except IntegrityError as exc:
             raise IntegrityError(f"block {number}: {exc}") from exc
@@ -467,24 +536,43 @@ class BlockCoder:
             raise IntegrityError(f"block {number}: decoded data fails its checksum; corrupted")
         return raw
 
-    def _decode_predicted(
-        self, payload: bytes, frames: int, lossless: bool, code: int, per_channel: bool
-    ) -> Any:
+    def _read_layout(self, view, frames: int, flags: int) -> _Layout:
+        """A predicted block's fields before its streams, checked (docs/format.md)."""
+        count = self.spec.channels
+        code = (flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
+        per_channel = bool(flags & FLAG_CHANNEL_PREDICTORS)
+        levels, channel_codes, pos = _read_predicted_head(view, code, per_channel, count)
+        pred = self.block_predictor(code, levels)
+        pairs = None
+        if flags & FLAG_CHANNEL_PAIRS:
+            pairs, pos = channels.read_table(view, pos, count)
+        found: list = [None] * count
+        if flags & FLAG_REPEATS:
+            for c in range(count):
+                found[c], pos = repeats.read_table(view, pos, frames, self.coder)
+            if all(f is None for f in found):
+                raise IntegrityError("repeats: no channel has matches; corrupted")
+            for c, f in enumerate(found):
+                if f is not None and channel_codes[c] == 0 and not pred.channels_independent:
+                    raise IntegrityError(f"repeats on channel {c}, whose predictor is shared")
+        for c, (back, _) in enumerate(pairs or ()):
+            if back and (found[c] is not None or found[c - back] is not None):
+                raise IntegrityError(f"channel {c} pairs a channel with repeats; corrupted")
+        side, pos = mapping.read_side(view, pos, self.work, frames)
+        lengths = tuple(frames - f.copied if f else frames for f in found) + side.extra_lengths
+        return _Layout(pred, channel_codes, pairs, found, side, lengths, pos)
+
+    def _decode_predicted(self, payload: bytes, frames: int, lossless: bool, flags: int) -> Any:
         import numpy as np
 
         spec = self.spec
         view = memoryview(payload)
-        levels, channel_codes, pos = _read_predicted_head(view, code, per_channel, spec.channels)
-        side, pos = mapping.read_side(view, pos, self.work, frames)
-        lengths = (frames,) * spec.channels + side.extra_lengths
-        pred = self.block_predictor(code, levels)
-        segments = self._segments(pred, frames)
+        layout = self._read_layout(view, frames, flags)
+        pred, codes, found = layout.pred, layout.channel_codes, layout.repeats
+        pos = layout.pos
         streams = []
-        for i, n in enumerate(lengths):
-            if i < spec.channels and channel_codes[i]:
-                segs = self._segments(self.polynomial(channel_codes[i] - 1), n)
-            else:
-                segs = segments if i < spec.channels else None
+        for i, n in enumerate(layout.lengths):
+            own = self._channel_predictor(pred, codes[i]) if i < spec.channels else None
             if pos + 4 > len(view):
                 raise IntegrityError("channel data truncated")
             (length,) = struct.unpack_from("<I", view, pos)
@@ -492,6 +580,7 @@ class BlockCoder:
             if pos + length > len(view):
                 raise IntegrityError("channel data truncated")
             data = bytes(view[pos : pos + length])
+            segs = None if own is None else self._segments(own, n)
             if segs is not None:
                 streams.append(self.coder.decode(data, n, segments=segs))
             else:
@@ -499,26 +588,48 @@ class BlockCoder:
             pos += length
         if pos != len(view):
             raise IntegrityError("unexpected bytes after the channel data")
-        if spec.channels == 1:
-            residuals = streams[0].reshape(1, -1)  # a view: no copy of a mono block
-        else:
-            residuals = np.stack(streams[: spec.channels]) if spec.channels else None
+        rows = streams[: spec.channels]
+        if layout.pairs is not None:
+            channels.restore(rows, layout.pairs)
         bound = 0 if lossless else self.int_bound
         grid = None if lossless else self.grid_step
         bounds = self.bounds if grid is None else None
-        if any(channel_codes):
-            ints = np.empty_like(residuals)
-            kept = [c for c, k in enumerate(channel_codes) if k == 0]
-            if kept:
-                ints[kept] = pred.decode(residuals[kept], max_error=bound, bounds=bounds)
-            for c, k in enumerate(channel_codes):
-                if k:
-                    poly = self.polynomial(k - 1)
-                    ints[c] = poly.decode(residuals[c], max_error=bound, bounds=bounds)
+        plain = [c for c in range(spec.channels) if found[c] is None]
+        kept = [c for c in plain if codes[c] == 0]
+        if len(kept) == spec.channels == 1:
+            ints = pred.decode(rows[0].reshape(1, -1), max_error=bound, bounds=bounds)  # no copy
+        elif len(kept) == spec.channels:
+            ints = pred.decode(np.stack(rows), max_error=bound, bounds=bounds)
         else:
-            ints = pred.decode(residuals, max_error=bound, bounds=bounds)
+            ints = np.empty((spec.channels, frames), dtype=np.int64)
+            if kept:
+                kept_rows = np.stack([rows[c] for c in kept])
+                ints[kept] = pred.decode(kept_rows, max_error=bound, bounds=bounds)
+            for c in range(spec.channels):
+                own = self._channel_predictor(pred, codes[c])
+                if found[c] is not None:
+                    lits = own.decode(rows[c].reshape(1, -1), max_error=bound, bounds=bounds)
+                    ints[c] = repeats.rebuild(lits[0], found[c], frames)
+                elif codes[c]:
+                    ints[c] = own.decode(rows[c], max_error=bound, bounds=bounds)
+        extras = streams[spec.channels :]
         with np.errstate(all="ignore"):
-            return mapping.from_integers(ints, side, streams[spec.channels :], self.work, grid)
+            return mapping.from_integers(ints, layout.side, extras, self.work, grid)
+
+
+@attrs.frozen
+class _Layout:
+    """A predicted block's fields before its streams: the block predictor, the channel
+    predictor codes, channel pairs, match tables, the mapping's side record, the length of
+    every stream and where the streams start."""
+
+    pred: Any
+    channel_codes: bytes
+    pairs: list | None
+    repeats: list
+    side: Any
+    lengths: tuple[int, ...]
+    pos: int
 
 
 def _estimated_bits(residuals) -> int:
@@ -736,14 +847,14 @@ def open_decoder(header: Header) -> Callable[[], BlockCoder]:
     spec = StreamSpec(header.dtype, header.channels, header.layout, header.byte_order)
     settings = settings_from_header(header)
     try:
-        first = BlockCoder(settings, spec, header.weights)
+        first = BlockCoder(settings, spec, header.weights, header.version)
     except ProfileError as exc:
         # The file needs a plugin (or a plugin version) that is not installed here: a plugin
         # loading problem, not damage and not a setting the user can change.
         raise PluginError(
             f"the file's codec cannot be built here ({exc}); install the plugin it needs"
         ) from exc
-    return _per_thread(lambda: BlockCoder(settings, spec, header.weights), first)
+    return _per_thread(lambda: BlockCoder(settings, spec, header.weights, header.version), first)
 
 
 def _guarded(

@@ -1,0 +1,141 @@
+"""Inter-channel decorrelation of a block's residuals, chosen per block and channel by cost.
+
+Channels of one recording often share their innovations: the components of a strong-motion
+record move with the same ground, colocated sensors see the same signal, two accelerometer
+axes the same gesture. Per channel, the residuals of one of the eight channels before it (the
+*reference*) scaled by a weight in sixteenths are subtracted from its own; weight 16 is the
+plain difference (FLAC's left/side), other weights cover gain differences and opposite signs.
+The codec picks the reference whose residuals correlate best with the channel's on a sample
+of the block, the least-squares weight, and keeps the pair only when the coder's bytes of the
+whole channel shrink; a channel nothing helps keeps its own residuals (the table's 0). Working
+on residuals keeps every predictor (the adaptive ones, their per-channel polynomial
+alternatives, the bounded-error quantiser) exactly as it was, and costs a few vector passes.
+
+Table layout (docs/format.md, "Channel pairs"): one byte per channel, 0 or the distance back
+to its reference (1..8); after each nonzero one, the weight as a signed byte (-64..64, not 0).
+The decoder restores channels in order, so a reference is always restored before it is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from qres.kernel.errors import IntegrityError
+
+#: How far back a reference channel may be.
+MAX_BACK = 8
+#: Weights are sixteenths in -4..4.
+WEIGHT_SHIFT = 4
+MAX_WEIGHT = 64
+#: Residuals larger than this in magnitude take no part (weight * residual stays in int64).
+_LARGEST = 1 << 48
+#: A pair is coded whole only if its estimate beats the channel's own by this factor.
+_PROMISE = 0.99
+
+
+def _small(row) -> bool:
+    """Whether every residual of ``row`` is within ±_LARGEST (min and max: abs() of the
+    smallest int64 is negative)."""
+    return not len(row) or (int(row.min()) > -_LARGEST and int(row.max()) < _LARGEST)
+
+
+def apply(row, ref, weight: int):
+    """``row - round(weight * ref / 16)`` (int64, floor of the half-up rounding)."""
+    return row - ((weight * ref + (1 << (WEIGHT_SHIFT - 1))) >> WEIGHT_SHIFT)
+
+
+def undo(row, ref, weight: int):
+    """The inverse of :func:`apply`."""
+    return row + ((weight * ref + (1 << (WEIGHT_SHIFT - 1))) >> WEIGHT_SHIFT)
+
+
+def choose(
+    rows: Sequence[Any],
+    coded: list[bytes],
+    eligible: Sequence[bool],
+    spans: Sequence[tuple[int, int]],
+    estimate: Callable[[Any], int],
+    code_row: Callable[[int, Any], bytes],
+) -> list[tuple[int, int]] | None:
+    """Per channel ``(back, weight)`` (``(0, 0)``: its own residuals), or None when no channel
+    gains; ``coded`` is updated in place with the chosen channels' bytes. ``rows`` are the
+    channels' residuals, ``eligible`` which may take part, ``spans`` where the block is
+    sampled for the ranking, ``code_row(c, row)`` the coder's bytes of a row of channel c."""
+    import numpy as np
+
+    count = len(rows)
+    ok = [bool(e) and _small(r) for e, r in zip(eligible, rows, strict=True)]
+    if sum(ok) < 2:
+        return None
+    width = sum(b - a for a, b in spans)
+    sample = np.stack(
+        [
+            np.concatenate([r[a:b] for a, b in spans]) if ok[c] else np.zeros(width, np.int64)
+            for c, r in enumerate(rows)
+        ]
+    )
+    floats = sample.astype(np.float64)
+    energy = np.einsum("ij,ij->i", floats, floats)
+    table = [(0, 0)] * count
+    for c in range(1, count):
+        if not ok[c]:
+            continue
+        refs = [r for r in range(max(0, c - MAX_BACK), c) if ok[r] and energy[r] > 0]
+        if not refs:
+            continue
+        dots = floats[refs] @ floats[c]
+        gains = dots * dots / energy[refs]
+        pick = int(np.argmax(gains))
+        ref = refs[pick]
+        weight = int(np.clip(np.rint(16 * dots[pick] / energy[ref]), -MAX_WEIGHT, MAX_WEIGHT))
+        if weight == 0:
+            continue
+        own = estimate(sample[c])
+        if estimate(apply(sample[c], sample[ref], weight)) >= _PROMISE * own:
+            continue
+        mine = code_row(c, apply(rows[c], rows[ref], weight))
+        if len(mine) + 1 < len(coded[c]):
+            coded[c] = mine
+            table[c] = (c - ref, weight)
+    return table if any(back for back, _ in table) else None
+
+
+def encode_table(table: Sequence[tuple[int, int]]) -> bytes:
+    """The table's bytes: per channel its distance back, then (if not 0) its weight."""
+    out = bytearray()
+    for back, weight in table:
+        out.append(back)
+        if back:
+            out += weight.to_bytes(1, "little", signed=True)
+    return bytes(out)
+
+
+def read_table(view, pos: int, channels: int) -> tuple[list[tuple[int, int]], int]:
+    """Read and check a table at ``view[pos]``: every reference is an earlier channel at most
+    MAX_BACK back, every weight nonzero and within MAX_WEIGHT, and some channel has a pair."""
+    table = []
+    for c in range(channels):
+        if pos >= len(view):
+            raise IntegrityError("channel pairs truncated")
+        back = view[pos]
+        pos += 1
+        weight = 0
+        if back:
+            if pos >= len(view):
+                raise IntegrityError("channel pairs truncated")
+            weight = int.from_bytes(view[pos : pos + 1], "little", signed=True)
+            pos += 1
+            if back > min(c, MAX_BACK) or not weight or abs(weight) > MAX_WEIGHT:
+                raise IntegrityError(f"bad channel pair for channel {c}: {back}, {weight}")
+        table.append((back, weight))
+    if not any(back for back, _ in table):
+        raise IntegrityError("channel pairs: no channel has a pair; corrupted")
+    return table, pos
+
+
+def restore(rows: list[Any], table: Sequence[tuple[int, int]]) -> None:
+    """Undo the table on the decoded residual rows, in channel order (in place)."""
+    for c, (back, weight) in enumerate(table):
+        if back:
+            rows[c] = undo(rows[c], rows[c - back], weight)

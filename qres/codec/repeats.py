@@ -1,0 +1,250 @@
+"""The repetition stage: a channel coded as literals plus copies of its own earlier samples.
+
+Sensor streams repeat: plateaus (a sleeping wearer's zero counts, a stuck level), recurring
+gestures, a duty cycle. A short predictor sees none of that beyond its few taps. This stage
+parses a channel's integer samples greedily into *literals* and *matches* (a run of samples
+equal to the samples ``distance`` back, LZ77-style, within the block); the predictor and the
+coder then code only the literals, and the match table says where the copies go. The codec
+tries it per channel of a lossless block and keeps it only when its bytes (table plus coded
+literals) are fewer than the channel's without it, so it costs nothing where data does not
+repeat but the parse (a compiled hash-chain search, ``qres.codec._repeats``).
+
+Table layout (docs/format.md, "Repeats"): a varint count of matches, then three arrays coded by
+the block's coder, each behind its varint byte length: per match the literals before it, its
+length minus 4 and its distance minus 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from qres.codec.container import get_varint, put_varint
+from qres.kernel.errors import IntegrityError
+
+#: Shortest match (the parse hashes 4 samples to find candidates).
+SHORTEST = 4
+#: Shortest matches the encoder tries, each a parse (the first is the screen); ranked by
+#: estimate, the best is measured.
+MIN_LENGTHS = (8, 4, 16)
+#: Hash-chain candidates examined per position.
+DEPTH = 8
+#: The parse is tried only when its matches cover at least this fraction of the channel.
+_COVERAGE = 1 / 64
+#: The screen (the first parse on the first 1/_SCREEN_PART of a channel of at least
+#: _SCREEN_PART * _SCREEN_MIN samples) must promise at least _SCREEN of its bytes.
+_SCREEN = 0.02
+_SCREEN_PART = 4
+_SCREEN_MIN = 4096
+#: Samples of a channel larger than this in magnitude are not parsed (a bit view of floats
+#: rarely repeats, and the estimate's arithmetic stays exact).
+_LARGEST = 1 << 48
+
+
+@attrs.frozen
+class Parse:
+    """A channel as literals and matches: per match, the literals before it (``runs``), its
+    ``lengths`` and ``distances`` back (int64 arrays, one entry per match)."""
+
+    runs: Any
+    lengths: Any
+    distances: Any
+
+    @property
+    def copied(self) -> int:
+        """Samples the matches supply."""
+        return int(self.lengths.sum())
+
+
+def parse(row, min_length: int) -> tuple[Any, Parse]:
+    """The literals of ``row`` (int64) and their matches, greedily (compiled)."""
+    import numpy as np
+
+    from qres.codec._repeats import parse as compiled
+
+    lits, runs, lens, dists = compiled(np.ascontiguousarray(row, dtype=np.int64), min_length, DEPTH)
+    return lits, Parse(runs, lens, dists)
+
+
+def rebuild(literals, found: Parse, frames: int):
+    """The channel's ``frames`` samples from its literals and checked parse (compiled)."""
+    import numpy as np
+
+    from qres.codec._repeats import rebuild as compiled
+
+    return compiled(
+        np.ascontiguousarray(literals, dtype=np.int64),
+        found.runs,
+        found.lengths,
+        found.distances,
+        frames,
+    )
+
+
+def encode_table(found: Parse, coder) -> bytes:
+    """The match table's bytes: the count, then the runs, lengths - 4 and distances - 1, each
+    coded by ``coder`` (the block's entropy coder) behind its byte length."""
+    import numpy as np
+
+    out = bytearray()
+    put_varint(out, len(found.runs))
+    if len(found.runs):
+        for values in (found.runs, found.lengths - SHORTEST, found.distances - 1):
+            data = coder.encode(np.ascontiguousarray(values, dtype=np.int64))
+            put_varint(out, len(data))
+            out += data
+    return bytes(out)
+
+
+def read_table(view, pos: int, frames: int, coder) -> tuple[Parse | None, int]:
+    """Read and check a match table at ``view[pos]`` for a channel of ``frames`` samples (None
+    for a count of 0: the channel has no matches). The count is bounded by the frames, and by
+    what the coded bytes can hold, before anything is decoded; then every copy must start
+    after the first sample, reach back no further than the start and end inside the channel
+    (so the rebuild never reads or writes out of bounds)."""
+    import numpy as np
+
+    count, pos = get_varint(view, pos, "repeats", frames // SHORTEST)
+    if count == 0:
+        return None, pos
+    arrays = []
+    for _ in range(3):
+        length, pos = get_varint(view, pos, "repeats", len(view) - pos)
+        most = getattr(coder, "max_samples", lambda n: None)(length)
+        if most is not None and count > most:
+            raise IntegrityError(f"repeats: {count} matches in {length} coded bytes; corrupted")
+        values = coder.decode(bytes(view[pos : pos + length]), count)
+        if int(values.min()) < 0 or int(values.max()) > frames:
+            raise IntegrityError("repeats: a run, length or distance out of range; corrupted")
+        arrays.append(values)
+        pos += length
+    runs, lengths, distances = arrays[0], arrays[1] + SHORTEST, arrays[2] + 1
+    ends = np.cumsum(runs + lengths)
+    starts = ends - lengths
+    if np.any(distances > starts) or int(ends[-1]) > frames:
+        raise IntegrityError(f"repeats: a copy reaches outside the {frames} samples; corrupted")
+    return Parse(runs, lengths, distances), pos
+
+
+def copied_mask(found: Parse, n: int):
+    """Which of the ``n`` samples the matches supply (bool array)."""
+    import numpy as np
+
+    ends = np.cumsum(found.runs + found.lengths)
+    starts = ends - found.lengths
+    edges = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(edges, starts, 1)
+    np.add.at(edges, ends, -1)
+    return np.cumsum(edges[:n]) > 0
+
+
+def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None):
+    """``(gain, literals, table)`` of the parse of ``row`` with ``min_length`` (the first of
+    MIN_LENGTHS if None): the estimated bytes the channel spends on the samples the matches
+    supply (``current`` bytes in proportion to ``estimate`` of their residuals) less the
+    table's; no gain when the matches cover under _COVERAGE of the samples."""
+    n = len(row)
+    lits, found = parse(row, MIN_LENGTHS[0] if min_length is None else min_length)
+    if found.copied < _COVERAGE * n:
+        return 0.0, lits, b""
+    if whole is None:
+        whole = max(1, estimate(residuals))
+    table = encode_table(found, coder)
+    spent = current * estimate(residuals[copied_mask(found, n)]) / whole
+    return spent - len(table), lits, table
+
+
+def choose(
+    row,
+    residuals,
+    current: int,
+    estimate: Callable[[Any], int],
+    code_literals: Callable[[Any], bytes],
+    coder,
+) -> tuple[bytes, bytes] | None:
+    """The match table and coded literals of channel ``row`` if smaller than its ``current``
+    bytes, else None; ``residuals`` are what its predictor made of it. A parse's gain is
+    estimated as the channel's bytes spent on the samples the matches supply (``estimate``
+    of their residuals, in proportion to the whole) less the table's bytes. A parse of the
+    channel's first quarter is a screen (nothing else is tried unless it promises at least
+    _SCREEN of those bytes); then the best parse by that estimate is coded by
+    ``code_literals`` and measured."""
+    n = len(row)
+    if n < 2 * SHORTEST or not current:
+        return None
+    if int(row.min()) <= -_LARGEST or int(row.max()) >= _LARGEST:
+        return None
+    whole = max(1, estimate(residuals))
+    # The screen: the first parse over the first quarter of a long channel (repeats that
+    # pay show there too; this is most of what the stage costs where nothing repeats).
+    head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
+    if _gain(row[:head], residuals[:head], current * head / n, estimate, coder)[0] < (
+        _SCREEN * current * head / n
+    ):
+        return None
+    best = None
+    for min_length in MIN_LENGTHS:
+        found = _gain(row, residuals, current, estimate, coder, min_length, whole)
+        if found[0] > 0 and (best is None or found[0] > best[0]):
+            best = found
+    if best is None or best[0] <= 0:
+        return None
+    _, lits, table = best
+    coded = code_literals(lits)
+    if len(table) + len(coded) >= current:
+        return None
+    return table, coded
+
+
+def reference_parse(row: list[int], min_length: int, depth: int = DEPTH) -> tuple[list, list]:
+    """Plain-Python parse the compiled one must equal: the same greedy choice over the same
+    candidates (the ``depth`` nearest earlier positions whose 4 samples hash alike; equal
+    hashes of different samples only give shorter matches, so candidates are the nearest
+    ``depth`` positions with the same hash, which the compiled hash defines)."""
+    from qres.codec._repeats import hash4
+
+    n = len(row)
+    heads: dict[int, int] = {}
+    chain = [-1] * n
+    lits, matches = [], []
+    i = run = 0
+    while i < n:
+        best_len = best_dist = 0
+        if i + min_length <= n:
+            p, steps = heads.get(hash4(row[i : i + 4]), -1), 0
+            while p >= 0 and steps < depth:
+                length = 0
+                while i + length < n and row[p + length] == row[i + length]:
+                    length += 1
+                if length > best_len:
+                    best_len, best_dist = length, i - p
+                p, steps = chain[p], steps + 1
+        start = i
+        if best_len >= min_length:
+            matches.append((run, best_len, best_dist))
+            run, i = 0, i + best_len
+        else:
+            lits.append(row[i])
+            run, i = run + 1, i + 1
+        for j in range(start, i):
+            if j + 4 <= n:
+                h = hash4(row[j : j + 4])
+                chain[j] = heads.get(h, -1)
+                heads[h] = j
+    return lits, matches
+
+
+def reference_rebuild(literals: list[int], matches: list[tuple[int, int, int]], n: int) -> list:
+    """Plain-Python rebuild the compiled one must equal."""
+    out: list[int] = []
+    lit = 0
+    for run, length, dist in matches:
+        out += literals[lit : lit + run]
+        lit += run
+        for _ in range(length):
+            out.append(out[-dist])
+    out += literals[lit:]
+    assert len(out) == n
+    return out
