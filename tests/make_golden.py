@@ -6,10 +6,13 @@ python tests/make_golden.py
 ``format-v3.sensors-4ch-int16.server.qres`` are not made here: they are the last files of
 versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
-version" error.
+version" error. Nor are ``format-v4.*`` (int16 and float64) and ``format-v5.*`` (int24): the
+last files of those versions, which this qres still reads, kept so a test checks that they
+decode to their inputs.
 
-The int16 and float64 goldens are format 4 and the int24 ones format 5: a writer records the
-lowest version that holds its samples, so both versions are pinned, byte for byte.
+Every golden made here is format 6. ``gestures-3ch-int16`` holds recurring gestures and two
+channels that share their motion, so its lossless goldens pin the repeats and channel-pair
+fields (block flag bits 4-5).
 """
 
 from __future__ import annotations
@@ -67,7 +70,42 @@ def _audio_int24(frames: int = 6000) -> bytes:
     return bytes(raw)
 
 
+def _gestures_int16(frames: int = 6000) -> bytes:
+    """Three channels of a low-rate accelerometer-like stream from integer arithmetic only:
+    plateaus, three gestures (random walks from a 64-bit LCG) that recur exactly, noisy
+    stretches between them; channel 2 follows channel 0 at twice its gain plus its own walk."""
+    lcg = 0x9E3779B97F4A7C15
+
+    def draw(n: int) -> int:
+        nonlocal lcg
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        return (lcg >> 33) % n
+
+    templates = []
+    for length in (150, 230, 310):
+        walk, level = [], [0, 0, 0]
+        for _ in range(length):
+            level = [v + draw(81) - 40 for v in level]
+            walk.append(list(level))
+        templates.append(walk)
+    rows: list[list[int]] = []
+    while len(rows) < frames:
+        kind = draw(3)
+        if kind == 0:
+            rows += templates[draw(3)]
+        elif kind == 1:
+            rows += [[draw(100) - 50] * 3] * (20 + draw(180))
+        else:
+            rows += [[draw(600) - 300 for _ in range(3)] for _ in range(50 + draw(100))]
+    raw = bytearray()
+    for a, b, c in rows[:frames]:
+        for v in (a, b, max(-32768, min(32767, 2 * a + c // 4))):
+            raw += v.to_bytes(2, "little", signed=True)
+    return bytes(raw)
+
+
 INPUTS["audio-2ch-int24"] = (_audio_int24, StreamSpec("int24", 2))
+INPUTS["gestures-3ch-int16"] = (_gestures_int16, StreamSpec("int16", 3))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice
 #: (flag bits 1-2: the int16 block keeps the profile's predictor, the float blocks pick the

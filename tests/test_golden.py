@@ -66,14 +66,39 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
 
 
-def test_goldens_pin_both_readable_format_versions():
-    """Version 4 streams (every type but int24) and version 5 streams (int24) are both
-    pinned: a writer records the lowest version that holds its samples."""
+def test_goldens_are_format_6_and_older_readable_versions_are_pinned():
+    """Every golden made by tests/make_golden.py is format 6; the last files of versions 4
+    (int16, float64) and 5 (int24) are kept and still decode to their inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
         if not path.name.startswith("format-v"):
             versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
-    found = {(info["header"]["dtype"], info["format_version"]) for info in versions.values()}
-    assert found == {("int16", 4), ("float64", 4), ("int24", 5)}
-    for name, info in versions.items():
-        assert (GOLDEN / name).read_bytes()[8] == info["format_version"]
+    assert {info["format_version"] for info in versions.values()} == {6}
+    for name in versions:
+        assert (GOLDEN / name).read_bytes()[8] == 6
+    old = {4: set(), 5: set()}
+    for version in (4, 5):
+        for path in GOLDEN.glob(f"format-v{version}.*.qres"):
+            packed = path.read_bytes()
+            assert packed[8] == version
+            info = container.describe(io.BytesIO(packed))
+            old[version].add(info["header"]["dtype"])
+            name = path.name.split(".")[1]
+            raw = (GOLDEN / f"{name}.bin").read_bytes()
+            back = api.decompress_bytes(packed)
+            if ".e" in path.name:  # bounded error: within the bound recorded in the header
+                spec = INPUTS[name][1]
+                err = np.abs(spec.to_array(back).astype(float) - spec.to_array(raw).astype(float))
+                assert err.max() <= info["header"]["codec"]["max_error"]
+            else:
+                assert back == raw
+    assert old == {4: {"int16", "float64"}, 5: {"int24"}}
+
+
+def test_lossless_goldens_cover_repeats_and_channel_pairs():
+    flags = set()
+    for profile in PROFILES:
+        packed = (GOLDEN / f"gestures-3ch-int16.{profile}.qres").read_bytes()
+        flags |= {b.flags for _, b in container.Reader(io.BytesIO(packed)).blocks()}
+    assert any(f & codec.FLAG_REPEATS for f in flags)
+    assert any(f & codec.FLAG_CHANNEL_PAIRS for f in flags)
