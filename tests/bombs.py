@@ -63,6 +63,33 @@ SHAPES = {
 }
 
 
+def _stage_fields(draw, flags: int, channels: int, frames: int) -> bytes:
+    """A predicted block's fields before its side record, for ``flags``: channel codes (bit 3),
+    channel pairs (bit 4) and match tables (bit 5) with extreme in-range counts over a few
+    coded bytes."""
+    from hypothesis import strategies as st
+
+    from qres.codec.container import put_varint
+
+    out = bytearray()
+    if flags & 8:
+        out += bytes([draw(st.integers(0, 5))]) * channels
+    if flags & 16:
+        for c in range(min(channels, 3)):
+            back = draw(st.integers(0, min(c, 8)))
+            out.append(back)
+            if back:
+                out += draw(st.integers(-64, 64)).to_bytes(1, "little", signed=True)
+    if flags & 32:
+        for _ in range(min(channels, 3)):
+            put_varint(out, draw(st.sampled_from([0, 1, frames // 4])))
+            for _ in range(3):
+                coded = draw(st.binary(max_size=4))
+                put_varint(out, len(coded))
+                out += coded
+    return bytes(out)
+
+
 def extreme_containers():
     """A hypothesis strategy: containers whose header and block records take extreme
     in-range values (channels up to 4096, blocks up to 2**24 frames, 64-bit samples, a
@@ -99,11 +126,13 @@ def extreme_containers():
         out = io.BytesIO()
         writer = container.Writer(out, header)
         for frames in counts:
+            flags = draw(st.integers(0, 63))  # bits 4-5: channel pairs and match tables
             if method == METHOD_PREDICTED:
-                payload = bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
+                payload = _stage_fields(draw, flags, channels, frames)
+                payload += bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
             else:
                 payload = draw(st.binary(max_size=64))
-            writer.add(Block(frames, method, draw(st.integers(0, 7)), 0, payload), b"")
+            writer.add(Block(frames, method, flags, 0, payload), b"")
         writer.finish()
         return out.getvalue()
 

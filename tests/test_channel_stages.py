@@ -35,7 +35,9 @@ def test_parse_equals_the_reference_and_rebuilds_the_row(row, min_length):
     lits, found = repeats.parse(row, min_length)
     ref_lits, ref_matches = repeats.reference_parse(row.tolist(), min_length)
     assert lits.tolist() == ref_lits
-    got = list(zip(found.runs.tolist(), found.lengths.tolist(), found.distances.tolist()))
+    got = list(
+        zip(found.runs.tolist(), found.lengths.tolist(), found.distances.tolist(), strict=True)
+    )
     assert got == ref_matches
     assert all(length >= min_length for _, length, _ in got)
     back = repeats.rebuild(lits, found, len(row))
@@ -199,7 +201,7 @@ def test_streams_with_repeats_and_shared_channels_round_trip(seed, count, dtype,
         assert np.abs(a - b).max(initial=0) <= bound
 
 
-# -- hostile tables ---------------------------------------------------------------------------------
+# -- hostile tables ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +300,34 @@ def test_copies_outside_the_channel_are_refused(runs, lengths, distances, match)
 def test_bad_channel_pairs_are_refused(table, match):
     with pytest.raises(IntegrityError, match=match):
         channels.read_table(memoryview(table), 0, 3)
+
+
+@pytest.fixture(scope="module")
+def staged_stream():
+    raw = gestures(5000, 3).tobytes()
+    packed = api.compress_bytes(raw, StreamSpec("int16", 3), profile="server")
+    assert any(f & codec.FLAG_REPEATS for f in _flags(packed))
+    return raw, packed
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_staged_containers_fail_cleanly(staged_stream, data):
+    """Bit flips, cuts and splices anywhere in a container with repeats are caught."""
+    from qres.kernel.errors import QresError
+
+    raw, packed = staged_stream
+    damaged = bytearray(packed)
+    action = data.draw(st.sampled_from(["flip", "cut", "splice"]))
+    if action == "flip":
+        damaged[data.draw(st.integers(0, len(packed) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    elif action == "cut":
+        damaged = damaged[: data.draw(st.integers(0, len(packed) - 1))]
+    else:
+        at = data.draw(st.integers(0, len(packed)))
+        damaged[at:at] = data.draw(st.binary(min_size=1, max_size=32))
+    try:
+        out = api.decompress_bytes(bytes(damaged))
+    except QresError:
+        return
+    assert out == raw

@@ -24,8 +24,9 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECAS
 #: Spellings of "no limit" for ``--max-output``.
 UNLIMITED = ("none", "unlimited")
 #: Bytes of working memory per decoded sample beyond the sample itself: the residual stream
-#: (int64), the residuals stacked by channel (int64) and the predictor's integers (int64).
-DECODE_BYTES_PER_SAMPLE = 24
+#: (int64), the residuals stacked by channel (int64), the predictor's integers (int64) and
+#: the match tables of format 6 (three int64 values per match, a match per 4 samples or fewer).
+DECODE_BYTES_PER_SAMPLE = 30
 #: Share of the memory available now that one run of the decoder may use.
 MEMORY_SHARE = 0.75
 
