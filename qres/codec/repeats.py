@@ -176,7 +176,6 @@ def choose(
         return None
     if int(row.min()) <= -_LARGEST or int(row.max()) >= _LARGEST:
         return None
-    whole = max(1, estimate(residuals))
     # The screen: the first parse over the first quarter of a long channel (repeats that
     # pay show there too; this is most of what the stage costs where nothing repeats).
     head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
@@ -184,6 +183,7 @@ def choose(
         _SCREEN * current * head / n
     ):
         return None
+    whole = max(1, estimate(residuals))
     best = None
     for min_length in MIN_LENGTHS:
         found = _gain(row, residuals, current, estimate, coder, min_length, whole)
