@@ -229,7 +229,12 @@ def info(data: Any) -> dict[str, Any]:
 def summarize(stream: Any) -> dict[str, Any]:
     """The summary :func:`info` returns, of a seekable container stream (``qres info`` too)."""
     from qres.codec import container
-    from qres.codec.pipeline import FLAG_CHANNEL_PREDICTORS, block_predictor
+    from qres.codec.pipeline import (
+        FLAG_CHANNEL_PAIRS,
+        FLAG_CHANNEL_PREDICTORS,
+        FLAG_REPEATS,
+        block_predictor,
+    )
 
     summary = container.describe(stream)
     for block in summary["blocks"]:
@@ -239,6 +244,10 @@ def summarize(stream: Any) -> dict[str, Any]:
         # Some channels of the block were coded with a fixed polynomial instead.
         predicted = block["method"] == "predicted"
         block["polynomial_channels"] = predicted and bool(block["flags"] & FLAG_CHANNEL_PREDICTORS)
+        # Some channels' residuals were paired with an earlier channel's; some channels were
+        # coded as literals plus copies of their earlier samples (format 6).
+        block["channel_pairs"] = predicted and bool(block["flags"] & FLAG_CHANNEL_PAIRS)
+        block["repeats"] = predicted and bool(block["flags"] & FLAG_REPEATS)
     return summary
 
 

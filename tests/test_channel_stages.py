@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import qres
 from qres.codec import _repeats, channels, container, repeats
 from qres.codec import files as api
 from qres.codec import pipeline as codec
@@ -136,6 +137,7 @@ def test_repeated_gestures_choose_repeats_and_are_smaller(profile, monkeypatch):
     assert not any(f & codec.FLAG_REPEATS for f in _flags(plain))
     assert len(packed) < 0.8 * len(plain), (len(packed), len(plain))
     assert api.decompress_bytes(packed) == raw
+    assert any(b["repeats"] for b in qres.info(packed)["blocks"])  # and `qres info` says so
 
 
 @pytest.mark.parametrize("profile", ["server", "fast"])
@@ -147,6 +149,7 @@ def test_channels_sharing_motion_choose_pairs_and_are_smaller(profile, monkeypat
     assert not any(f & codec.FLAG_CHANNEL_PAIRS for f in _flags(plain))
     assert len(packed) < 0.95 * len(plain), (len(packed), len(plain))
     assert api.decompress_bytes(packed) == raw
+    assert any(b["channel_pairs"] for b in qres.info(packed)["blocks"])
 
 
 def test_independent_noise_chooses_neither_stage():

@@ -300,7 +300,10 @@ def info(
             b["offset"],
             b["frames"],
             b["method"],
-            b["predictor"] + (" + polynomial channels" if b["polynomial_channels"] else ""),
+            b["predictor"]
+            + (" + polynomial channels" if b["polynomial_channels"] else "")
+            + (" + channel pairs" if b.get("channel_pairs") else "")
+            + (" + repeats" if b.get("repeats") else ""),
             b["payload_bytes"],
         ]
         for b in summary["blocks"]

@@ -36,7 +36,7 @@ _COVERAGE = 1 / 64
 #: The screen (the first parse on the first 1/_SCREEN_PART of a channel of at least
 #: _SCREEN_PART * _SCREEN_MIN samples) must promise at least _SCREEN of its bytes.
 _SCREEN = 0.02
-_SCREEN_PART = 4
+_SCREEN_PART = 8
 _SCREEN_MIN = 4096
 #: Samples of a channel larger than this in magnitude are not parsed (a bit view of floats
 #: rarely repeats, and the estimate's arithmetic stays exact).
@@ -129,15 +129,17 @@ def read_table(view, pos: int, frames: int, coder) -> tuple[Parse | None, int]:
 
 
 def copied_mask(found: Parse, n: int):
-    """Which of the ``n`` samples the matches supply (bool array)."""
+    """Which of the ``n`` samples the matches supply (bool array): the runs of literals and
+    the matches alternate, then the last literals."""
     import numpy as np
 
-    ends = np.cumsum(found.runs + found.lengths)
-    starts = ends - found.lengths
-    edges = np.zeros(n + 1, dtype=np.int64)
-    np.add.at(edges, starts, 1)
-    np.add.at(edges, ends, -1)
-    return np.cumsum(edges[:n]) > 0
+    spans = np.empty(2 * len(found.runs) + 1, dtype=np.int64)
+    spans[0:-1:2] = found.runs
+    spans[1::2] = found.lengths
+    spans[-1] = n - int(found.runs.sum()) - int(found.lengths.sum())
+    kinds = np.zeros(len(spans), dtype=bool)
+    kinds[1::2] = True
+    return np.repeat(kinds, spans)
 
 
 def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None):
@@ -168,7 +170,7 @@ def choose(
     bytes, else None; ``residuals`` are what its predictor made of it. A parse's gain is
     estimated as the channel's bytes spent on the samples the matches supply (``estimate``
     of their residuals, in proportion to the whole) less the table's bytes. A parse of the
-    channel's first quarter is a screen (nothing else is tried unless it promises at least
+    channel's first eighth is a screen (nothing else is tried unless it promises at least
     _SCREEN of those bytes); then the best parse by that estimate is coded by
     ``code_literals`` and measured."""
     n = len(row)
@@ -176,8 +178,8 @@ def choose(
         return None
     if int(row.min()) <= -_LARGEST or int(row.max()) >= _LARGEST:
         return None
-    # The screen: the first parse over the first quarter of a long channel (repeats that
-    # pay show there too; this is most of what the stage costs where nothing repeats).
+    # The screen: the first parse over the first eighth of a long channel (repeats that pay
+    # show there too; this is most of what the stage costs where nothing repeats).
     head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
     if _gain(row[:head], residuals[:head], current * head / n, estimate, coder)[0] < (
         _SCREEN * current * head / n
