@@ -30,6 +30,8 @@ WEIGHT_SHIFT = 4
 MAX_WEIGHT = 64
 #: Residuals larger than this in magnitude take no part (weight * residual stays in int64).
 _LARGEST = 1 << 48
+#: The ranking's sample is scaled to this many bits (exact integer dot products).
+_SCALE_BITS = 20
 #: A pair is coded whole only if its estimate beats the channel's own by this factor.
 _PROMISE = 0.99
 
@@ -75,8 +77,12 @@ def choose(
             for c, r in enumerate(rows)
         ]
     )
-    floats = sample.astype(np.float64)
-    energy = np.einsum("ij,ij->i", floats, floats)
+    # The ranking decides bytes, so it is exact integer arithmetic (no BLAS sums, whose order
+    # and rounding vary by machine): the sample scaled to under 2**20 in magnitude, so a
+    # dot product of up to 2**21 terms stays below 2**61.
+    shift = max(0, int(np.abs(sample).max()).bit_length() - _SCALE_BITS)
+    scaled = sample >> shift
+    energy = [int(v) for v in np.einsum("ij,ij->i", scaled, scaled)]
     table = [(0, 0)] * count
     for c in range(1, count):
         if not ok[c]:
@@ -84,11 +90,17 @@ def choose(
         refs = [r for r in range(max(0, c - MAX_BACK), c) if ok[r] and energy[r] > 0]
         if not refs:
             continue
-        dots = floats[refs] @ floats[c]
-        gains = dots * dots / energy[refs]
-        pick = int(np.argmax(gains))
+        dots = [int(v) for v in scaled[refs] @ scaled[c]]
+        # The reference explaining most of the channel: the largest dot**2 / energy, compared
+        # as exact fractions (the nearest reference on a tie).
+        pick = 0
+        for k in range(1, len(refs)):
+            if dots[k] ** 2 * energy[refs[pick]] >= dots[pick] ** 2 * energy[refs[k]]:
+                pick = k
         ref = refs[pick]
-        weight = int(np.clip(np.rint(16 * dots[pick] / energy[ref]), -MAX_WEIGHT, MAX_WEIGHT))
+        # The least-squares weight in sixteenths, rounded half up: floor(16 d / e + 1/2).
+        weight = (32 * dots[pick] + energy[ref]) // (2 * energy[ref])
+        weight = max(-MAX_WEIGHT, min(MAX_WEIGHT, weight))
         if weight == 0:
             continue
         own = estimate(sample[c])
