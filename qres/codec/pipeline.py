@@ -765,7 +765,7 @@ def _import_before_the_clock() -> None:
     and counting it would report a fraction of the codec's speed on small files."""
     import numpy  # noqa: F401
 
-    from qres.codec import _estimate, _mapping_kernels  # noqa: F401  (the codec's kernels)
+    from qres.codec import _estimate, _mapping_kernels, _repeats  # noqa: F401  (the kernels)
 
 
 def compress(
