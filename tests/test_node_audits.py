@@ -55,12 +55,33 @@ def test_request_and_answer_layouts_are_the_documented_ones():
     _, answer = _signed(ALICE, storm=True)
     data = answer.encode()
     size = len(answer.response)
-    assert data[:4] == b"QRAA" and data[4] == 1 and data[5] == audits.FLAG_STORM
-    assert struct.unpack_from("<II", data, 8) == (size, SPAN)
-    assert data[16 : 16 + size] == answer.response
-    assert np.array_equal(np.frombuffer(data[16 + size : -64], "<i2"), _window())
+    assert data[:4] == b"QRAA" and data[4] == 2 and data[5] == audits.FLAG_STORM
+    assert struct.unpack_from("<III", data, 8) == (size, SPAN, 0)  # a genesis base: no step
+    assert data[20 : 20 + size] == answer.response
+    assert np.array_equal(np.frombuffer(data[20 + size : -64], "<i2"), _window())
     back = audits.decode_answer(data)
     assert back.sender == ALICE.public_key and back.storm and back.window == tuple(_window())
+    assert back.step == b""
+    # with step evidence, it follows the window, covered by the signature
+    with_step = audits.make_answer(ALICE, answer.response, _window(), True, b"evidence")
+    raw = with_step.encode()
+    assert struct.unpack_from("<I", raw, 16) == (8,) and raw[-72:-64] == b"evidence"
+    assert audits.decode_answer(raw).step == b"evidence"
+
+
+def test_a_version_1_answer_is_refused_with_a_line_saying_why():
+    _, answer = _signed(ALICE)
+    body = (
+        struct.pack("<4sBBHII", b"QRAA", 1, 0, 0, len(answer.response), SPAN)
+        + answer.response
+        + np.asarray(_window(), "<i2").tobytes()
+    )
+    old = body + ALICE.sign(body)
+    with pytest.raises(PacketError, match="version 1 carries no round step") as err:
+        audits.decode_answer(old)
+    assert err.value.reason is Reason.BAD_VERSION
+    # a node still reads the answers it stored itself before it was upgraded
+    assert audits.decode_answer(old, legacy=True).window == tuple(_window())
 
 
 @pytest.mark.parametrize("storm", [False, True])

@@ -20,6 +20,7 @@ a window whose exact integer training yields it. Layouts in docs/node.md ("Audit
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import attrs
 
@@ -31,20 +32,31 @@ from qres.trust.packet import (
     Reason,
     UpdatePacket,
 )
+from qres.trust.roundstep import MAX_EVIDENCE_BYTES
 
 REQUEST_MAGIC = b"QRAQ"
 ANSWER_MAGIC = b"QRAA"
 VERSION = 1
+#: Answers carry the round-step evidence since version 2; version 1 is refused.
+ANSWER_VERSION = 2
 #: Answer flag: the node trained with the swarm's storm learning rate (it was in Storm).
 FLAG_STORM = 0x01
 _REQUEST = struct.Struct("<4sBBHq16s")
 REQUEST_BYTES = _REQUEST.size
-_ANSWER = struct.Struct("<4sBBHII")
+_ANSWER = struct.Struct("<4sBBHIII")
 ANSWER_HEADER_BYTES = _ANSWER.size
+_ANSWER_V1 = struct.Struct("<4sBBHII")
 #: Most samples a window may have: the largest order plus the largest window of [swarm].
 MAX_WINDOW_SAMPLES = 256 + 65536
-#: Largest valid answer: header, the largest audit response and window, the signature.
-MAX_ANSWER_BYTES = ANSWER_HEADER_BYTES + MAX_AUDIT_BYTES + 2 * MAX_WINDOW_SAMPLES + SIGNATURE_BYTES
+#: Largest valid answer: header, the largest audit response, window and round-step evidence,
+#: the signature.
+MAX_ANSWER_BYTES = (
+    ANSWER_HEADER_BYTES
+    + MAX_AUDIT_BYTES
+    + 2 * MAX_WINDOW_SAMPLES
+    + MAX_EVIDENCE_BYTES
+    + SIGNATURE_BYTES
+)
 
 
 @attrs.frozen
@@ -74,13 +86,16 @@ def decode_request(data: bytes) -> AuditRequest:
 
 @attrs.frozen
 class AuditAnswer:
-    """The audited node's signed answer: its audit response and the window it trained on."""
+    """The audited node's signed answer: its audit response, the window it trained on and
+    the evidence of the round step that produced the packet's base (empty for a genesis
+    base; :meth:`qres.trust.roundstep.StepEvidence.encode`)."""
 
     sender: bytes
     response: bytes  # the QRAR audit response, as encoded
     window: tuple[int, ...] = attrs.field(converter=tuple)
     storm: bool = False
     signature: bytes = b""
+    step: bytes = b""  # the encoded StepEvidence
 
     @property
     def did(self) -> str:
@@ -91,47 +106,62 @@ class AuditAnswer:
         """Every byte the signature covers."""
         head = _ANSWER.pack(
             ANSWER_MAGIC,
-            VERSION,
+            ANSWER_VERSION,
             FLAG_STORM if self.storm else 0,
             0,
             len(self.response),
             len(self.window),
+            len(self.step),
         )
         try:
             window = struct.pack(f"<{len(self.window)}h", *self.window)
         except struct.error as exc:
             raise PacketError(Reason.MALFORMED, f"audit answer: window sample ({exc})") from exc
-        return head + self.response + window
+        return head + self.response + window + self.step
 
     def encode(self) -> bytes:
         """The answer's bytes (body and signature)."""
         return self.body() + self.signature
 
 
-def make_answer(identity, response: bytes, window, storm: bool) -> AuditAnswer:
-    """The answer ``identity`` gives for one of its packets (``window``: int16-range ints)."""
-    answer = AuditAnswer(identity.public_key, bytes(response), [int(v) for v in window], storm)
+def make_answer(identity, response: bytes, window, storm: bool, step: bytes = b"") -> AuditAnswer:
+    """The answer ``identity`` gives for one of its packets (``window``: int16-range ints;
+    ``step``: the encoded round-step evidence, empty for a genesis base)."""
+    window = [int(v) for v in window]
+    answer = AuditAnswer(identity.public_key, bytes(response), window, storm, step=bytes(step))
     return attrs.evolve(answer, signature=identity.sign(answer.body()))
 
 
-def decode_answer(data: bytes) -> AuditAnswer:
+def decode_answer(data: bytes, *, legacy: bool = False) -> AuditAnswer:
     """Parse an answer and check it is signed by the sender its audit response names;
-    PacketError (with a Reason) on any fault. Lengths are checked before anything is copied."""
+    PacketError (with a Reason) on any fault. Lengths are checked before anything is copied.
+    Version 1 (no round-step evidence) is refused, except with ``legacy`` (a node reading
+    the answers it stored itself before an upgrade)."""
     if len(data) > MAX_ANSWER_BYTES:
         raise PacketError(Reason.OVERSIZE, f"audit answer of {len(data)} bytes: too large")
     data = bytes(data)
-    if len(data) < ANSWER_HEADER_BYTES + AUDIT_HEADER_BYTES + SIGNATURE_BYTES:
+    if len(data) < _ANSWER_V1.size + AUDIT_HEADER_BYTES + SIGNATURE_BYTES:
         raise PacketError(Reason.MALFORMED, f"audit answer of {len(data)} bytes: too short")
-    magic, version, flags, reserved, size, samples = _ANSWER.unpack_from(data)
+    magic, version, flags, reserved = struct.unpack_from("<4sBBH", data)
     if magic != ANSWER_MAGIC or flags & ~FLAG_STORM or reserved:
         raise PacketError(Reason.MALFORMED, "audit answer: bad magic, flags or reserved")
-    if version != VERSION:
+    if version == 1 and legacy:
+        _, _, _, _, size, samples = _ANSWER_V1.unpack_from(data)
+        step, start = 0, _ANSWER_V1.size
+    elif version == 1:
+        raise PacketError(
+            Reason.BAD_VERSION,
+            "audit answer: version 1 carries no round step; the sender must be upgraded",
+        )
+    elif version != ANSWER_VERSION:
         raise PacketError(Reason.BAD_VERSION, f"audit answer: version {version}")
-    if size > MAX_AUDIT_BYTES or samples > MAX_WINDOW_SAMPLES:
-        raise PacketError(Reason.MALFORMED, "audit answer: response or window too large")
-    if ANSWER_HEADER_BYTES + size + 2 * samples + SIGNATURE_BYTES != len(data):
+    else:
+        _, _, _, _, size, samples, step = _ANSWER.unpack_from(data)
+        start = ANSWER_HEADER_BYTES
+    if size > MAX_AUDIT_BYTES or samples > MAX_WINDOW_SAMPLES or step > MAX_EVIDENCE_BYTES:
+        raise PacketError(Reason.MALFORMED, "audit answer: response, window or step too large")
+    if start + size + 2 * samples + step + SIGNATURE_BYTES != len(data):
         raise PacketError(Reason.MALFORMED, "audit answer: length does not match its layout")
-    start = ANSWER_HEADER_BYTES
     response = data[start : start + size]
     sender = response[12 : 12 + PUBLIC_KEY_BYTES]  # the QRAR's sender field (docs/trust.md)
     if len(sender) != PUBLIC_KEY_BYTES:
@@ -139,7 +169,10 @@ def decode_answer(data: bytes) -> AuditAnswer:
     if not verify_signature(sender, data[-SIGNATURE_BYTES:], data[:-SIGNATURE_BYTES]):
         raise PacketError(Reason.BAD_SIGNATURE, "audit answer: not signed by its sender")
     window = struct.unpack_from(f"<{samples}h", data, start + size)
-    return AuditAnswer(sender, response, window, bool(flags & FLAG_STORM), data[-SIGNATURE_BYTES:])
+    at = start + size + 2 * samples
+    evidence = data[at : at + step]
+    storm = bool(flags & FLAG_STORM)
+    return AuditAnswer(sender, response, window, storm, data[-SIGNATURE_BYTES:], evidence)
 
 
 def train_settings(swarm, storm: bool):
@@ -150,10 +183,23 @@ def train_settings(swarm, storm: bool):
     return TrainSettings(order=swarm.order, window=swarm.window, lr=lr)
 
 
-def judge(packet: UpdatePacket, answer: AuditAnswer, swarm):
+@attrs.frozen
+class StepRule:
+    """What an auditor needs to check round steps: the swarm's rule
+    (``aggregate(rows, weights)``, :meth:`qres.node.defence.Defence.rule`) and the public
+    genesis model (None: not known)."""
+
+    aggregate: Any
+    genesis: Any = None
+
+
+def judge(packet: UpdatePacket, answer: AuditAnswer, swarm, steps: StepRule | None = None):
     """Audit ``packet`` with ``answer`` (:class:`qres.trust.audit.AuditResult`). The answer
     must be the packet sender's (the caller checks it); a window of the wrong length cannot
-    have produced the update, so it fails as ``wrong-update``."""
+    have produced the update, so it fails as ``wrong-update``. With ``steps``, the round step
+    that produced the packet's base is replayed from the answer's evidence too
+    (:func:`qres.trust.roundstep.check_step`): a base that is not the committed aggregate
+    fails ``wrong-step``, evidence that does not check out ``bad-step``."""
     import numpy as np
 
     from qres.trust.audit import AuditResult, Finding, audit
@@ -163,12 +209,35 @@ def judge(packet: UpdatePacket, answer: AuditAnswer, swarm):
         detail = f"window of {len(answer.window)} samples, training uses {span}"
         return AuditResult(Finding.WRONG_UPDATE, packet.did, packet.round, detail)
     shard = np.asarray(answer.window, np.int32)
-    return audit(packet, answer.response, shard, train_settings(swarm, answer.storm))
+    result = audit(packet, answer.response, shard, train_settings(swarm, answer.storm))
+    if not result.ok or steps is None:
+        return result
+    return _judge_step(packet, answer, steps)
+
+
+def _judge_step(packet: UpdatePacket, answer: AuditAnswer, steps: StepRule):
+    """The round-step half of :func:`judge` (the training half passed)."""
+    from qres.trust import roundstep as rs
+    from qres.trust.audit import AuditResult, Finding
+    from qres.trust.packet import GENESIS_STEP, decode_audit
+
+    opened = decode_audit(answer.response).weights
+    evidence = None
+    if packet.step != GENESIS_STEP:
+        if not answer.step:  # the signed answer withholds what its packet committed to
+            detail = "the signed answer carries no round step for a non-genesis base"
+            return AuditResult(Finding.BAD_STEP, packet.did, packet.round, detail)
+        try:
+            evidence = rs.decode_evidence(answer.step)
+        except PacketError as exc:
+            return AuditResult(Finding.BAD_STEP, packet.did, packet.round, str(exc))
+    return rs.check_step(packet, opened, evidence, steps.aggregate, genesis=steps.genesis)
 
 
 def is_fault(result) -> bool:
     """True for a finding that convicts the signer: its signed answer opens its signed
-    packet's commitment wrongly, or re-running the training contradicts the packet."""
+    packet's commitment wrongly, re-running the training contradicts the packet, or its
+    round step does not replay to the packet's base."""
     from qres.trust.audit import Finding
 
     return result.finding in (
@@ -176,4 +245,6 @@ def is_fault(result) -> bool:
         Finding.BAD_PROOF,
         Finding.WRONG_UPDATE,
         Finding.WRONG_ACCURACY,
+        Finding.BAD_STEP,
+        Finding.WRONG_STEP,
     )

@@ -178,9 +178,10 @@ def equivocation(a: bytes, b: bytes, banned: bytes, dimension: int) -> bool:
     return any(getattr(pa, f) != getattr(pb, f) for f in fields)
 
 
-def failed_audit(packet: bytes, answer: bytes, banned: bytes, swarm):
+def failed_audit(packet: bytes, answer: bytes, banned: bytes, swarm, steps=None):
     """The audit finding when ``answer`` (signed by ``banned``) contradicts ``packet`` (signed by
-    ``banned``), else None."""
+    ``banned``), else None. ``steps`` (:class:`qres.node.audits.StepRule`): check the round
+    step too."""
     from qres.node import audits
 
     p = _signed_by(packet, banned, swarm.order)
@@ -192,15 +193,17 @@ def failed_audit(packet: bytes, answer: bytes, banned: bytes, swarm):
         return None
     if a.sender != banned:
         return None
-    result = audits.judge(p, a, swarm)
+    result = audits.judge(p, a, swarm, steps)
     return result if audits.is_fault(result) else None
 
 
-def check_evidence(notice: BanNotice, swarm) -> str | None:
+def check_evidence(notice: BanNotice, swarm, steps=None) -> str | None:
     """The fault the notice's evidence proves against ``notice.banned`` (a name:
     ``BAD_POINT``, ``BAD_PROOF``, ``BAD_DIMENSION``, ``EQUIVOCATION`` or ``AUDIT_<finding>``),
     or None when it proves nothing (then the notice is ignored, whoever signed it).
-    ``swarm``: the swarm's settings (its order and training settings)."""
+    ``swarm``: the swarm's settings (its order and training settings); ``steps``: the
+    swarm's rule and genesis model, to re-check a failed round step
+    (:class:`qres.node.audits.StepRule`)."""
     if notice.kind == EVIDENCE_PACKET:
         if _signed_by(notice.evidence, notice.banned, swarm.order) is None:
             return None
@@ -211,7 +214,7 @@ def check_evidence(notice: BanNotice, swarm) -> str | None:
         return None
     if notice.kind == EVIDENCE_EQUIVOCATION:
         return "EQUIVOCATION" if equivocation(*parts, notice.banned, swarm.order) else None
-    result = failed_audit(*parts, notice.banned, swarm)
+    result = failed_audit(*parts, notice.banned, swarm, steps)
     return None if result is None else audit_fault_name(result)
 
 

@@ -88,20 +88,36 @@ class Defence:
         return kept, before - after
 
     def combine(self, own, rows, slots):
-        """The round's update: the profile's aggregator over this node's own update (row 0,
-        reputation 1) and the kept rows (their senders' reputations when the rule reads them);
-        the plain mean without an aggregator."""
+        """The round's update (int32): the profile's aggregator over this node's own update
+        (row 0, reputation 1) and the kept rows (their senders' reputations when the rule
+        reads them, :meth:`weights`); the own update alone when nothing was kept."""
+        import numpy as np
+
+        if rows.shape[0] == 0:
+            return np.asarray(own, np.int32)
+        return self.rule(np.concatenate([own[None, :], rows]), self.weights(slots))
+
+    def weights(self, slots):
+        """The Q16.16 weights the rule receives for rows from ``slots`` (own row first, at
+        1), or None when the rule does not read reputations or no row was kept."""
+        import numpy as np
+
+        if not self.pass_reputation or len(slots) == 0:
+            return None
+        return np.concatenate([[REP_ONE], self.ledger.rep[slots]]).astype(np.int64)
+
+    def rule(self, rows, weights):
+        """The swarm's aggregate of ``rows`` (own first) as int32: what this node applies and
+        what an auditor replays (:func:`qres.trust.roundstep.replay`); the plain mean, cut
+        toward zero, without an aggregator."""
         import numpy as np
 
         from qres.robust.combine import robust_aggregate
 
-        x = np.concatenate([own[None, :], rows]) if rows.shape[0] else own[None, :]
         if self.aggregator is None:
-            return x.mean(0)
-        weights = None
-        if self.pass_reputation and rows.shape[0]:
-            weights = np.concatenate([[REP_ONE], self.ledger.rep[slots]]).astype(np.int64)
-        return robust_aggregate(self.aggregator, x, self.swarm.assumed_byzantine, weights)
+            return np.asarray(rows, np.int64).mean(0).astype(np.int32)
+        out = robust_aggregate(self.aggregator, rows, self.swarm.assumed_byzantine, weights)
+        return np.asarray(out, np.int32)
 
     # --- judgement -----------------------------------------------------------------------
 

@@ -239,6 +239,40 @@ class Node:
             self.ledger.effective_at[slot] = peer["banned_at"]
             if peer["banned_at"] >= 0:
                 self.transport.ban(peer["did"])
+        self._load_chain()
+
+    def _load_chain(self) -> None:
+        """The open round-step chain (:mod:`qres.node.steps`). Without one (a new state, or
+        one written before round steps) it starts at the last packet stored, whose audit
+        answer opens its base, else at the genesis model; the weights are set to its start
+        (whatever was applied after that packet cannot be proven, so it is dropped)."""
+        from qres.learning import task
+        from qres.node import audits
+        from qres.node.steps import Chain
+        from qres.trust.packet import PacketError, decode, decode_audit
+
+        d = self.swarm.order
+        row = self.state.load_chain()
+        chain = Chain.load(row, d) if row is not None else None
+        if chain is not None:
+            self.chain = chain
+            return
+        chain = Chain.genesis(task.persistence_weights(d))
+        for r in sorted(self._sent, reverse=True):
+            packet, answer = self._sent[r]
+            try:
+                if len(decode(packet).update) != d:
+                    continue
+                opened = decode_audit(audits.decode_answer(answer, legacy=True).response)
+            except PacketError:
+                continue
+            chain = Chain.after(packet, opened.blinding, opened.weights)
+            break
+        self.chain = chain
+        self.weights = chain.start.copy()
+        with self.state.transaction():
+            self.state.save_chain(*chain.stored())
+            self.state.save_weights(self.weights)
 
     # --- the clock ----------------------------------------------------------------------
 
@@ -291,6 +325,7 @@ class Node:
         return status
 
     _failure: BaseException | None = None
+    _chain_step: tuple | None = None  # the round's sub-step, stored with the round
 
     def _task_done(self, task: asyncio.Task) -> None:
         # A task that fails (an unreadable source, a full disk) stops the node with its error.
@@ -499,14 +534,16 @@ class Node:
         import numpy as np
 
         from qres.node import audits
+        from qres.trust.packet import decode
 
         self.round = r
         stored = self._sent.get(r)
         if stored is not None:
-            answer = audits.decode_answer(stored[1])
+            # a node applies what it committed to: the update its packet carries
+            answer = audits.decode_answer(stored[1], legacy=True)
             windows = np.asarray(answer.window, np.int32)[None, :]
             error = self._observe(windows)
-            own = self._honest(windows, audits.train_settings(self.swarm, answer.storm))
+            own = np.asarray(decode(stored[0]).update, np.int32)
             self._pending = (r, own, windows, answer.storm, error)
             packet = stored[0]
         else:
@@ -540,39 +577,104 @@ class Node:
         if first and self._reached:
             self.stats["updates_sent"] += 1
 
-    def _honest(self, windows, ts):
-        from qres.learning import task
-
-        return task.local_update(self.weights, windows, ts)[0]
-
     def _sign_round(self, r: int, windows, storm: bool):
-        """Train, sign the packet (committed, with its audit answer kept) and store both
-        before anything is sent; returns ``(packet bytes, honest update)``."""
+        """Train, sign the packet (committed, its round step's digest inside, with its audit
+        answer kept) and store both before anything is sent; returns ``(packet bytes, the
+        update it carries)``: the update this node applies at the round's close."""
         import numpy as np
 
         from qres.node import audits
         from qres.trust import audit
 
+        self._settle_chain(r)
+        self._choose_base(r)
         ts = audits.train_settings(self.swarm, storm)
         nonce = os.urandom(16)
         claim = audit.honest_claim(self.weights, windows[0], nonce, ts)
-        update = np.asarray(claim.update, np.int32)
         if self.attack is not None:
-            honest = np.stack([update, *self._last_rows]).astype(np.int32)
-            rng = np.random.default_rng([r, int.from_bytes(self.identity.public_key[:8], "little")])
-            forged = self.attack.forge(honest, 1, rng=rng)[0]
-            claim = audit.Claim(
-                tuple(int(v) for v in forged), claim.residual_error, claim.accuracy_delta
-            )
-        packet, response = audit.prepare(self.identity, r, nonce, self.weights.tolist(), claim)
-        answer = audits.make_answer(self.identity, response.encode(), windows[0], storm)
+            claim = self._forge(r, claim)
+        step, evidence = self.chain.close(self.identity.public_key, r)
+        packet, response = audit.prepare(
+            self.identity, r, nonce, self.weights.tolist(), claim, step=step
+        )
+        answer = audits.make_answer(self.identity, response.encode(), windows[0], storm, evidence)
         data, ans = packet.encode(), answer.encode()
+        from qres.node.steps import Chain
+
+        chain = Chain.after(data, response.blinding, self.weights)
         keep = self._keep_rounds + 2
-        self.state.save_sent(r, data, ans, keep)
+        self.state.save_sent(r, data, ans, keep, weights=self.weights, chain=chain.stored())
+        self.chain = chain
         self._sent[r] = (data, ans)
         for old in [k for k in self._sent if k < r - keep]:
             del self._sent[old]
-        return data, update
+        return data, np.asarray(claim.update, np.int32)
+
+    def _settle_chain(self, r: int) -> None:
+        """A packet whose round was never closed here (a restart after it, or a state from
+        before round steps): its own update is applied alone, as a round that took nothing,
+        so the chain names it and the weights are what replaying the chain gives."""
+        import numpy as np
+
+        from qres.trust.packet import decode
+
+        if self.chain.previous is None or self.chain.steps:
+            return
+        previous = decode(self.chain.previous)
+        if previous.round >= r:
+            return
+        own = np.asarray(previous.update, np.int32)
+        self.weights = sat_add(self.chain.start, own)
+        self.chain.add(previous.round, own, [], None)
+
+    def _attack_context(self, r: int, own=None):
+        import numpy as np
+
+        from qres.kinds.attack import AttackContext
+
+        return AttackContext(
+            round=r,
+            nodes=np.zeros(1, np.int64),
+            own=None if own is None else np.asarray(own, np.int32)[None, :],
+            reputations=np.ones(1),
+            audit_rate=self.swarm.audit_rate,
+        )
+
+    def _rng(self, r: int, salt: int):
+        import numpy as np
+
+        key = int.from_bytes(self.identity.public_key[:8], "little")
+        return np.random.default_rng([r, key, salt])
+
+    def _choose_base(self, r: int) -> None:
+        """A Byzantine node's attack may pick the model it trains from and commits to
+        (:meth:`qres.kinds.attack.Attack.choose_base`): base poisoning, which its round step
+        gives away to any auditor."""
+        import numpy as np
+
+        if self.attack is None:
+            return
+        chosen = self.attack.choose_base(
+            self.weights[None, :].copy(), rng=self._rng(r, 1), context=self._attack_context(r)
+        )
+        if chosen is not None:
+            self.weights = np.asarray(chosen, np.int32).reshape(-1)[: self.swarm.order].copy()
+
+    def _forge(self, r: int, claim):
+        """A Byzantine node's forged update, from its own honest one and the updates it took
+        last round (what its attack sees), with the honest claims."""
+        import numpy as np
+
+        from qres.trust import audit
+
+        update = np.asarray(claim.update, np.int32)
+        honest = np.stack([update, *self._last_rows]).astype(np.int32)
+        forged = self.attack.forge(
+            honest, 1, rng=self._rng(r, 0), context=self._attack_context(r, update)
+        )[0]
+        return audit.Claim(
+            tuple(int(v) for v in forged), claim.residual_error, claim.accuracy_delta
+        )
 
     async def _receive(self) -> None:
         from qres.node import audits
@@ -693,7 +795,7 @@ class Node:
         if pending is None or pending.packet.nonce != response.nonce:
             return self._reject("AUDIT_UNASKED")
         del self._audits[(answer.did, response.round)]
-        result = audits.judge(pending.packet, answer, self.swarm)
+        result = audits.judge(pending.packet, answer, self.swarm, self.step_rule)
         if result.ok:
             self.stats["audits"]["passed"] += 1
             self.defence.passed(pending.slot)
@@ -703,6 +805,15 @@ class Node:
             self._fault(answer.did, (bans.EVIDENCE_AUDIT, bans.pair(pending.raw, payload)))
         else:  # an answer that proves nothing (e.g. a broken inner signature): unanswered
             self._expire_audit(pending)
+
+    @property
+    def step_rule(self):
+        """How this node replays a peer's round step: the swarm's rule (its own) and the
+        public genesis model (:class:`qres.node.audits.StepRule`)."""
+        from qres.learning import task
+        from qres.node.audits import StepRule
+
+        return StepRule(self.defence.rule, task.persistence_weights(self.swarm.order))
 
     def _expire_audit(self, pending) -> None:
         self.stats["audits"]["unanswered"] += 1
@@ -756,7 +867,7 @@ class Node:
             return self._refuse_notice("NO_ROOM")
         if self.ledger.banned_at[self.ledger_slots[notice.banned_did]] >= 0:
             return  # already banned here: nothing to check
-        fault = check_evidence(notice, self.swarm)
+        fault = check_evidence(notice, self.swarm, self.step_rule)
         if fault is None:
             return self._refuse_notice("NO_EVIDENCE")
         self._via.setdefault(notice.banned_did, notice.issuer_did)
@@ -818,12 +929,16 @@ class Node:
         rows = np.array([p.update for p, _ in packets], np.int32).reshape(-1, d)
         self._last_rows = list(rows)
         accepted = 0
+        self._chain_step = None
         if own is not None:
             kept, gain = self.defence.screen(self.weights, windows, rows)
             accepted = int(kept.sum())
             update = self.defence.combine(own, rows[kept], slots[kept])
+            taken = [packets[i][1] for i in np.flatnonzero(kept).tolist()]
+            weights = self.defence.weights(slots[kept])
+            self._chain_step = self.chain.add(r, own, taken, weights)
             verdicts = self.defence.judge(own, rows, slots, gain, storm)
-            self.weights = sat_add(self.weights, np.asarray(update, np.int64))
+            self.weights = sat_add(self.weights, update)
             self._ask_audits(r, [(dids[i], int(slots[i]), packets[i]) for i in verdicts.audit])
         self._awake_rounds += 1
         self._expire_audits()
@@ -839,6 +954,9 @@ class Node:
         peers = len(self.transport.connected())
         with self.state.transaction():
             self.state.save_model(r, self.weights)
+            if self._chain_step is not None:
+                self.state.add_chain_step(*self._chain_step)
+                self._chain_step = None
             for did, slot in self.ledger_slots.items():
                 self.state.save_peer(
                     did, int(self.ledger.rep[slot]), int(self.ledger.banned_at[slot])

@@ -16,7 +16,7 @@ import attrs
 
 from qres.kernel.errors import IntegrityError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS model (
@@ -36,9 +36,16 @@ CREATE TABLE IF NOT EXISTS bans (
     evidence BLOB NOT NULL, time REAL NOT NULL, kind INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS sent (
     round INTEGER PRIMARY KEY, packet BLOB NOT NULL, answer BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chain (
+    id INTEGER PRIMARY KEY CHECK (id = 1), previous BLOB NOT NULL, blinding BLOB NOT NULL,
+    start BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS chain_steps (
+    round INTEGER PRIMARY KEY, step BLOB NOT NULL, inputs BLOB NOT NULL);
 """
-#: Version 1 had no ``sent`` table (created by SCHEMA) and no evidence kind (all were 1).
-MIGRATIONS = {"1": "ALTER TABLE bans ADD COLUMN kind INTEGER NOT NULL DEFAULT 1"}
+#: Each version's step to the next. Version 1 had no ``sent`` table (created by SCHEMA) and
+#: no evidence kind (all were 1); version 2 had no round-step chain (``chain``,
+#: ``chain_steps``, created by SCHEMA: the node starts its chain at its last stored packet).
+MIGRATIONS = {"1": ["ALTER TABLE bans ADD COLUMN kind INTEGER NOT NULL DEFAULT 1"], "2": []}
 
 
 @attrs.frozen
@@ -77,7 +84,10 @@ class State:
         version = self.get_meta("schema")
         if version in MIGRATIONS:
             with self.transaction():
-                self.db.execute(MIGRATIONS[version])
+                while version in MIGRATIONS:
+                    for statement in MIGRATIONS[version]:
+                        self.db.execute(statement)
+                    version = str(int(version) + 1)
                 self.set_meta("schema", str(SCHEMA_VERSION))
         elif version is None:
             self.set_meta("schema", str(SCHEMA_VERSION))
@@ -180,15 +190,64 @@ class State:
 
     # --- what this node signed -----------------------------------------------------------
 
-    def save_sent(self, round_: int, packet: bytes, answer: bytes, keep: int) -> None:
+    def save_sent(
+        self, round_: int, packet: bytes, answer: bytes, keep: int, *, weights=None, chain=None
+    ) -> None:
         """Store the update packet signed for ``round_`` and its audit answer *before* it is
         sent, so a restart in the same round resends these bytes instead of signing a second,
-        different update (an equivocation); rounds older than ``round_ - keep`` are dropped."""
+        different update (an equivocation); rounds older than ``round_ - keep`` are dropped.
+        In the same transaction: ``weights``, the base the packet commits to, and ``chain``,
+        ``(previous, blinding, start)`` where the node's next round step starts (its steps
+        so far are dropped: the packet's record holds them)."""
         with self.transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO sent VALUES (?, ?, ?)", (round_, packet, answer)
             )
             self.db.execute("DELETE FROM sent WHERE round < ?", (round_ - keep,))
+            if weights is not None:
+                self.save_weights(weights)
+            if chain is not None:
+                self.save_chain(*chain)
+
+    def save_weights(self, weights) -> None:
+        """Store the weights, keeping the round they belong to (call inside a transaction)."""
+        import numpy as np
+
+        blob = np.asarray(weights, dtype="<i4").tobytes()
+        if self.db.execute("UPDATE model SET weights = ? WHERE id = 1", (blob,)).rowcount == 0:
+            self.db.execute("INSERT INTO model VALUES (1, -1, ?)", (blob,))
+
+    # --- the open round-step chain -------------------------------------------------------
+
+    def save_chain(self, previous: bytes, blinding: bytes, start: bytes) -> None:
+        """Start the round-step chain at ``previous`` (this node's last packet, empty for the
+        genesis model), the blinding of its base and the base's weights (int32 little-endian);
+        its steps are dropped. Call inside a transaction."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO chain VALUES (1, ?, ?, ?)", (previous, blinding, start)
+        )
+        self.db.execute("DELETE FROM chain_steps")
+
+    def add_chain_step(self, round_: int, step: bytes, inputs: bytes) -> None:
+        """One aggregate of the open chain: the encoded sub-step and the input packets it
+        names (call inside the round's transaction)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO chain_steps VALUES (?, ?, ?)", (round_, step, inputs)
+        )
+
+    def load_chain(self) -> dict | None:
+        """The open chain: ``previous``, ``blinding``, ``start`` and ``steps`` (``(round,
+        sub-step, inputs)`` in round order); None when none was stored."""
+        row = self.db.execute("SELECT previous, blinding, start FROM chain WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        steps = self.db.execute("SELECT round, step, inputs FROM chain_steps ORDER BY round")
+        return {
+            "previous": bytes(row[0]),
+            "blinding": bytes(row[1]),
+            "start": bytes(row[2]),
+            "steps": [(int(r), bytes(a), bytes(b)) for r, a, b in steps.fetchall()],
+        }
 
     def sent(self) -> dict[int, tuple[bytes, bytes]]:
         """The stored packets and answers, by round."""

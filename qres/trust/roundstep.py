@@ -94,20 +94,8 @@ class RoundStep:
             raise StepError(pk.Reason.MALFORMED, "round step: 1..65536 weights, 1..64 rounds")
         if len(self.sender) != PUBLIC_KEY_BYTES or len(self.previous) != 32:
             raise StepError(pk.Reason.MALFORMED, "round step: sender and previous are 32 bytes")
-        parts = []
+        parts = [encode_substep(sub, d) for sub in self.substeps]
         try:
-            for sub in self.substeps:
-                m = len(sub.inputs)
-                if len(sub.own) != d or m > MAX_INPUTS or len(sub.weights) != m:
-                    raise StepError(pk.Reason.MALFORMED, "round step: sub-step shape")
-                if not sub.weighted and (sub.own_weight or any(sub.weights)):
-                    raise StepError(pk.Reason.MALFORMED, "round step: weights when unweighted")
-                flags = FLAG_WEIGHTED if sub.weighted else 0
-                parts.append(_SUB.pack(sub.round, flags, m, sub.own_weight))
-                parts.append(struct.pack(f"<{d}i", *sub.own))
-                parts.extend(
-                    _INPUT.pack(h, w) for h, w in zip(sub.inputs, sub.weights, strict=True)
-                )
             body = struct.pack(f"<{d}i", *self.start) + struct.pack("<H", len(self.substeps))
         except struct.error as exc:
             raise StepError(pk.Reason.MALFORMED, f"round step: field out of range ({exc})") from exc
@@ -121,6 +109,56 @@ class RoundStep:
     def digest(self) -> bytes:
         """What the packet of :attr:`round` carries as its ``step``."""
         return step_digest(self.encode())
+
+
+def encode_substep(sub: SubStep, d: int) -> bytes:
+    """One sub-step in the record's layout (``d`` weights)."""
+    m = len(sub.inputs)
+    if len(sub.own) != d or m > MAX_INPUTS or len(sub.weights) != m:
+        raise StepError(pk.Reason.MALFORMED, "round step: sub-step shape")
+    if not sub.weighted and (sub.own_weight or any(sub.weights)):
+        raise StepError(pk.Reason.MALFORMED, "round step: weights when unweighted")
+    if any(len(h) != 32 for h in sub.inputs):
+        raise StepError(pk.Reason.MALFORMED, "round step: a packet hash is not 32 bytes")
+    flags = FLAG_WEIGHTED if sub.weighted else 0
+    try:
+        return (
+            _SUB.pack(sub.round, flags, m, sub.own_weight)
+            + struct.pack(f"<{d}i", *sub.own)
+            + b"".join(_INPUT.pack(h, w) for h, w in zip(sub.inputs, sub.weights, strict=True))
+        )
+    except struct.error as exc:
+        raise StepError(pk.Reason.MALFORMED, f"round step: field out of range ({exc})") from exc
+
+
+def decode_substep(data: bytes, d: int) -> SubStep:
+    """Parse exactly one sub-step of ``d`` weights (:func:`encode_substep`'s bytes)."""
+    step, at = _substep_at(bytes(data), 0, d)
+    if at != len(data):
+        raise StepError(pk.Reason.MALFORMED, "round step: bytes after the sub-step")
+    return step
+
+
+def _substep_at(data: bytes, at: int, d: int) -> tuple[SubStep, int]:
+    """The sub-step at offset ``at`` and the offset after it; every count checked first."""
+
+    def need(size: int) -> int:
+        nonlocal at
+        if at + size > len(data):
+            raise StepError(pk.Reason.MALFORMED, "round step: truncated")
+        at += size
+        return at - size
+
+    r, sub_flags, m, own_weight = _SUB.unpack_from(data, need(_SUB.size))
+    if sub_flags & ~FLAG_WEIGHTED or m > MAX_INPUTS:
+        raise StepError(pk.Reason.MALFORMED, "round step: bad sub-step flags or inputs")
+    own = struct.unpack_from(f"<{d}i", data, need(4 * d))
+    pairs = [_INPUT.unpack_from(data, need(_INPUT.size)) for _ in range(m)]
+    weighted = bool(sub_flags & FLAG_WEIGHTED)
+    if not weighted and (own_weight or any(w for _, w in pairs)):
+        raise StepError(pk.Reason.MALFORMED, "round step: weights when unweighted")
+    sub = SubStep(r, own, [h for h, _ in pairs], [w for _, w in pairs], own_weight, weighted)
+    return sub, at
 
 
 def record_bytes(d: int, inputs: Sequence[int]) -> int:
@@ -164,17 +202,8 @@ def decode(data: bytes, max_bytes: int = MAX_STEP_BYTES) -> RoundStep:
         raise StepError(pk.Reason.MALFORMED, f"round step: {k} rounds, must be 1..64")
     subs = []
     for _ in range(k):
-        r, sub_flags, m, own_weight = _SUB.unpack_from(data, need(_SUB.size))
-        if sub_flags & ~FLAG_WEIGHTED or m > MAX_INPUTS:
-            raise StepError(pk.Reason.MALFORMED, "round step: bad sub-step flags or inputs")
-        own = struct.unpack_from(f"<{d}i", data, need(4 * d))
-        pairs = [_INPUT.unpack_from(data, need(_INPUT.size)) for _ in range(m)]
-        weighted = bool(sub_flags & FLAG_WEIGHTED)
-        if not weighted and (own_weight or any(w for _, w in pairs)):
-            raise StepError(pk.Reason.MALFORMED, "round step: weights when unweighted")
-        subs.append(
-            SubStep(r, own, [h for h, _ in pairs], [w for _, w in pairs], own_weight, weighted)
-        )
+        sub, at = _substep_at(data, at, d)
+        subs.append(sub)
     if at != len(data):
         raise StepError(pk.Reason.MALFORMED, "round step: bytes after the last sub-step")
     return RoundStep(sender, round_, previous, blinding, start, subs)
@@ -220,11 +249,82 @@ def _triples(step: RoundStep, packets: dict) -> Any:
 @attrs.frozen
 class StepEvidence:
     """What an audited node hands over with its audit response for the round step: the
-    record, its previous packet (None from genesis) and every input packet (encoded)."""
+    record, its previous packet (None from genesis) and every input packet (encoded).
+
+    Encoded (:meth:`encode`, :func:`decode_evidence`; docs/trust.md section 14)::
+
+        u32 record length || record || u32 previous length (0: none) || previous
+        || u32 count || count x (u32 length || input packet)
+    """
 
     record: bytes
     previous: bytes | None = None
-    inputs: Sequence[bytes] = ()
+    inputs: Sequence[bytes] = attrs.field(converter=tuple, default=())
+
+    def encode(self) -> bytes:
+        """The canonical bytes (what an audit answer or a recording carries)."""
+        previous = b"" if self.previous is None else bytes(self.previous)
+        if len(self.record) > MAX_STEP_BYTES or len(previous) > pk.MAX_PACKET_BYTES:
+            raise StepError(pk.Reason.OVERSIZE, "step evidence: record or packet too large")
+        if len(self.inputs) > MAX_EVIDENCE_INPUTS:
+            raise StepError(pk.Reason.OVERSIZE, "step evidence: too many input packets")
+        parts = [_LEN.pack(len(self.record)), bytes(self.record), _LEN.pack(len(previous))]
+        parts += [previous, _LEN.pack(len(self.inputs))]
+        for data in self.inputs:
+            if not 0 < len(data) <= pk.MAX_PACKET_BYTES:
+                raise StepError(pk.Reason.OVERSIZE, "step evidence: input packet size")
+            parts += [_LEN.pack(len(data)), bytes(data)]
+        out = b"".join(parts)
+        if len(out) > MAX_EVIDENCE_BYTES:
+            raise StepError(pk.Reason.OVERSIZE, f"step evidence of {len(out)} bytes: too large")
+        return out
+
+
+#: Most input packets one piece of step evidence may carry, and its largest size.
+MAX_EVIDENCE_INPUTS = MAX_SUBSTEPS * MAX_INPUTS
+MAX_EVIDENCE_BYTES = 1 << 24
+_LEN = struct.Struct("<I")
+
+
+def decode_evidence(data: bytes, max_bytes: int = MAX_EVIDENCE_BYTES) -> StepEvidence:
+    """Parse :meth:`StepEvidence.encode`'s bytes; every length is checked against its limit
+    and what remains before anything is copied; StepError on any fault. The record and the
+    packets are not decoded here (:func:`check_step` does, and says which one fails)."""
+    if len(data) > min(max_bytes, MAX_EVIDENCE_BYTES):  # before any copy is made
+        raise StepError(pk.Reason.OVERSIZE, f"step evidence of {len(data)} bytes: too large")
+    view = memoryview(data)
+    at = 0
+
+    def take(limit: int, what: str) -> bytes:
+        nonlocal at
+        if at + _LEN.size > len(view):
+            raise StepError(pk.Reason.MALFORMED, f"step evidence: truncated before {what}")
+        (size,) = _LEN.unpack_from(view, at)
+        at += _LEN.size
+        if size > limit or at + size > len(view):
+            raise StepError(pk.Reason.MALFORMED, f"step evidence: bad {what} length {size}")
+        at += size
+        return bytes(view[at - size : at])
+
+    record = take(MAX_STEP_BYTES, "record")
+    previous = take(pk.MAX_PACKET_BYTES, "previous packet")
+    if at + _LEN.size > len(view):
+        raise StepError(pk.Reason.MALFORMED, "step evidence: truncated before the input count")
+    (count,) = _LEN.unpack_from(view, at)
+    at += _LEN.size
+    # each input takes at least its length field and one byte: a count the bytes cannot hold
+    # is refused before any list is built
+    if count > MAX_EVIDENCE_INPUTS or count * (_LEN.size + 1) > len(view) - at:
+        raise StepError(pk.Reason.MALFORMED, f"step evidence: {count} input packets")
+    inputs = []
+    for _ in range(count):
+        packet = take(pk.MAX_PACKET_BYTES, "input packet")
+        if not packet:
+            raise StepError(pk.Reason.MALFORMED, "step evidence: an empty input packet")
+        inputs.append(packet)
+    if at != len(view):
+        raise StepError(pk.Reason.MALFORMED, "step evidence: bytes after the last input packet")
+    return StepEvidence(record, previous or None, inputs)
 
 
 def check_step(

@@ -1,0 +1,152 @@
+"""Round steps between real nodes: each packet commits to what its node aggregated since its
+last one, the node keeps the record and the packets it names in its state, and answers an
+audit with them. A node that trains honestly from a poisoned base (attack ``base-poison``)
+passes every training check and fails the round-step replay: it is banned on that evidence
+by every honest node, and no honest node ever fails."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.request
+
+from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for
+
+from qres.node import audits, bans
+from qres.node.state import State
+from qres.node.steps import Chain
+from qres.trust import packet as pk
+from qres.trust import roundstep as rs
+
+ORDER = 16
+
+
+def _state(node) -> State:
+    return State(node["home"] / "data" / "state.sqlite")
+
+
+def _stop(procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+
+
+def _live(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp_path):
+    nodes = make_nodes(tmp_path, 4, extra="audit_rate = 0.5\n", segment_samples=4000)
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(4)]
+    ports = [free_port() for _ in range(3)]
+    args = ("--speed", "20", "--time-scale", "1200")
+    procs = [
+        start_node(n, "--source", str(d), *args, "--http", f"127.0.0.1:{port}")
+        for n, d, port in zip(nodes, data, ports, strict=False)
+    ]
+    procs.append(start_node(nodes[3], "--source", str(data[3]), *args, "--attack", "base-poison"))
+    honest, mallory = nodes[:3], nodes[3]
+    try:
+
+        def banned_everywhere():
+            st = [_live(port) for port in ports]
+            return None not in st and all(mallory["id"].did in s["banned"] for s in st)
+
+        wait_for(banned_everywhere, timeout=240, step=0.5)
+        # honest nodes keep auditing one another (their packets commit to real round steps):
+        # more audits, and every one passes
+        passed = [_live(port)["audits"]["passed"] for port in ports]
+        wait_for(
+            lambda: all(
+                (_live(port) or {"audits": {"passed": 0}})["audits"]["passed"] >= before + 2
+                for port, before in zip(ports, passed, strict=True)
+            ),
+            timeout=240,
+            step=0.5,
+        )
+        live = [_live(port) for port in ports]
+        _stop(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    # some honest node caught it by its own audit: a failed round-step replay
+    assert any(s["rejected"].get("AUDIT_WRONG_STEP") for s in live)
+    for node, st in zip(honest, live, strict=True):
+        assert st["banned"] == [mallory["id"].did]
+        state = _state(node)
+        try:
+            rows = state.bans()
+        finally:
+            state.close()
+        assert [r["did"] for r in rows] == [mallory["id"].did]  # the attacker, nobody else
+        assert rows[0]["kind"] == bans.EVIDENCE_AUDIT
+        packet, answer = bans.unpair(rows[0]["evidence"])
+        # the evidence: the poisoned packet (it commits to a round step) and its signed
+        # answer, whose training checks pass and whose replayed step misses its base
+        assert pk.decode(packet).step != pk.GENESIS_STEP
+        assert audits.decode_answer(answer).step
+        # honest nodes' audits of one another never fail (only the attacker's did)
+        assert {k for k in st["rejected"] if k.startswith("AUDIT_") and st["rejected"][k]} <= {
+            "AUDIT_WRONG_STEP"
+        }
+
+
+def test_a_node_keeps_its_chain_and_answers_with_it_after_a_restart(tmp_path):
+    """The state holds the open chain and, per packet, the answer with its round step: an
+    honest packet's evidence replays to exactly the base it opens, before and after a
+    restart."""
+    a, b = make_nodes(tmp_path, 2, segment_samples=4000)
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(2)]
+    args = ("--speed", "20", "--time-scale", "1200")
+    procs = [start_node(n, "--source", str(d), *args) for n, d in zip((a, b), data, strict=True)]
+
+    def stepped():
+        state = _state(a)
+        try:
+            return [r for r, (p, _) in state.sent().items() if pk.decode(p).step != pk.GENESIS_STEP]
+        finally:
+            state.close()
+
+    try:
+        wait_for(lambda: len(stepped()) >= 2, timeout=120, step=0.3)
+        procs[0].send_signal(signal.SIGTERM)
+        procs[0].communicate(timeout=60)
+        seen = set(stepped())
+        procs[0] = start_node(a, "--source", str(data[0]), *args)
+        wait_for(lambda: len(set(stepped()) - seen) >= 2, timeout=120, step=0.3)
+        _stop(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    from qres.kernel import profiles
+    from qres.node.defence import Defence
+    from qres.swarm.engine import settings_from_profile
+
+    profile = profiles.load(str(a["profile"]))
+    rule = Defence(settings_from_profile(profile), None, profile.build("swarm", "aggregator")).rule
+    state = _state(a)
+    try:
+        sent = state.sent()
+        chain = Chain.load(state.load_chain(), ORDER)
+    finally:
+        state.close()
+    assert chain is not None and chain.previous == sent[max(sent)][0]
+    checked = 0
+    for r, (packet, answer) in sorted(sent.items()):
+        p, ans = pk.decode(packet), audits.decode_answer(answer)
+        if p.step == pk.GENESIS_STEP:
+            continue
+        evidence = rs.decode_evidence(ans.step)
+        opened = pk.decode_audit(ans.response).weights
+        assert rs.check_step(p, opened, evidence, rule).ok, r
+        checked += 1
+    assert checked >= 2
