@@ -166,3 +166,30 @@ def test_stale_rounds_with_window(tmp_path, recording):
         ("stale-round", 0),
         ("equivocation", 0),
     ]
+
+
+def test_a_recorded_swarm_replays_its_round_steps_and_names_base_poisoning(tmp_path):
+    """``qres swarm simulate --record`` commits every packet to its node's real round step;
+    ``qres audit`` replays each audited one with the profile's aggregator: honest nodes'
+    steps check out, a node that trains honestly from a poisoned base fails ``wrong-step``."""
+    prof = tmp_path / "steps.toml"
+    prof.write_text('[profile]\nextends = "swarm-100"\n[swarm]\naudit_rate = 1.0\n')
+    rec = tmp_path / "poisoned.qrps"
+    args = ["--profile", str(prof), "--nodes", "10", "--rounds", "4", "--seed", "3"]
+    out = run_qres(
+        "swarm", "simulate", *args, "--attack", "base-poison", "--byzantine", "0.2",
+        "--record", str(rec), "--json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    audit = run_qres("audit", str(rec), "--profile", str(prof), "--json")
+    assert audit.returncode == 5, audit.stderr
+    data = json.loads(audit.stdout)
+    failed = {f["did"] for f in data["failures"]}
+    assert {f["check"] for f in data["failures"]} == {"wrong-step"}
+    assert len(failed) == 2  # the two poisoners, nobody else
+    honest = [s for s in data["senders"] if s["did"] not in failed]
+    assert all(s["steps_verified"] == s["audits_passed"] > 0 for s in honest)
+    # the evidence follows each audited response in the stream
+    kinds = [k for k, _ in pk.read_stream(io.BytesIO(rec.read_bytes()))]
+    assert pk.RECORD_STEP in kinds
+    assert all(kinds[i - 1] == pk.RECORD_AUDIT for i, k in enumerate(kinds) if k == pk.RECORD_STEP)

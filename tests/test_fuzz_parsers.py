@@ -27,6 +27,7 @@ from qres.codec import container
 from qres.codec import files as api
 from qres.kernel import profiles
 from qres.kernel.errors import IntegrityError, QresError
+from qres.node import audits
 from qres.trust import audit as au
 from qres.trust import commitment as cm
 from qres.trust import packet as pk
@@ -132,6 +133,43 @@ def test_round_step_records(data):
     step = _only_own_errors(rs.decode, data)
     if step is not None:
         assert step.encode() == data  # canonical
+
+
+EVIDENCE = rs.StepEvidence(STEP, PACKET, [PACKET, PACKET[:-1] + b"x"]).encode()
+
+
+@FUZZ
+@given(st.one_of(mutated(EVIDENCE), st.binary(max_size=400)))
+def test_round_step_evidence(data):
+    evidence = _only_own_errors(rs.decode_evidence, data)
+    if evidence is not None:
+        assert evidence.encode() == data  # canonical
+
+
+SUBSTEP = rs.encode_substep(rs.decode(STEP).substeps[0], 3)
+
+
+@FUZZ
+@given(st.one_of(mutated(SUBSTEP), st.binary(max_size=200)))
+def test_stored_substeps(data):
+    sub = _only_own_errors(rs.decode_substep, data, 3)
+    if sub is not None:
+        assert rs.encode_substep(sub, 3) == data
+
+
+def _answer() -> bytes:
+    return audits.make_answer(ALICE, RESPONSE, [1, -2, 3] * 5, True, EVIDENCE).encode()
+
+
+ANSWER = _answer()
+
+
+@FUZZ
+@given(st.one_of(mutated(ANSWER), st.binary(max_size=600)))
+def test_audit_answers_with_step_evidence(data):
+    answer = _only_own_errors(audits.decode_answer, data)
+    if answer is not None:
+        assert answer.encode() == data  # signed: any other bytes fail the signature
 
 
 @FUZZ
@@ -340,6 +378,13 @@ def test_lying_lengths_do_not_allocate(packed):
     response = bytearray(RESPONSE)
     struct.pack_into("<I", response, 100, 0xFFFFFFFF)
     cases.append(lambda: pk.decode_audit(bytes(response)))
+    for at in (0, 4 + len(STEP), 8 + len(STEP) + len(PACKET)):  # record, previous, count
+        lying = bytearray(EVIDENCE)
+        struct.pack_into("<I", lying, at, 0xFFFFFFFF)
+        cases.append(lambda lying=lying: rs.decode_evidence(bytes(lying)))
+    answer = bytearray(ANSWER)
+    struct.pack_into("<I", answer, 16, 0xFFFFFFFF)  # the step evidence's length
+    cases.append(lambda: audits.decode_answer(bytes(answer)))
     header = bytearray(packed[:64])
     cases.append(lambda: api.decompress_bytes(bytes(header[:12]) + b"\xff" * 52))
     # A header body length (varint after the version) claiming 2**28 bytes.

@@ -10,6 +10,7 @@ import json
 import signal
 import urllib.request
 
+import numpy as np
 from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for
 
 from qres.node import audits, bans
@@ -150,3 +151,60 @@ def test_a_node_keeps_its_chain_and_answers_with_it_after_a_restart(tmp_path):
         assert rs.check_step(p, opened, evidence, rule).ok, r
         checked += 1
     assert checked >= 2
+
+
+def test_a_state_from_before_round_steps_is_upgraded_and_starts_its_chain_at_its_last_packet(
+    tmp_path,
+):
+    """Schema 2 had no chain and answers of version 1: the upgraded node starts its chain at
+    its last stored packet (whose answer opens its base), takes that base as its weights, and
+    its next round step replays to exactly what it then commits to."""
+    import os
+    import struct
+
+    from qres.fixed.q16 import sat_add
+    from qres.kernel import profiles
+    from qres.learning import task
+    from qres.node.runtime import Node, RunOptions
+    from qres.trust import audit
+
+    (node,) = make_nodes(tmp_path, 1)
+    ident = node["id"]
+    db = node["home"] / "data" / "state.sqlite"
+    base = task.persistence_weights(ORDER) + np.arange(ORDER, dtype=np.int32) * 7
+    claim = audit.Claim(tuple(range(ORDER)), 100, 5)
+    packet, response = audit.prepare(ident, 5, os.urandom(16), base.tolist(), claim)
+    window = np.arange(ORDER + 128, dtype="<i2")
+    resp = response.encode()
+    body = struct.pack("<4sBBHII", b"QRAA", 1, 0, 0, len(resp), len(window)) + resp
+    body += window.tobytes()
+    state = State(db)
+    state.db.executescript("DROP TABLE chain; DROP TABLE chain_steps;")
+    state.set_meta("schema", "2")
+    state.set_meta("did", ident.did)
+    state.save_sent(5, packet.encode(), body + ident.sign(body), 10)
+    with state.transaction():
+        state.save_model(5, base + 1000)  # an aggregate applied after round 5: unprovable
+    state.close()
+
+    live = Node(profiles.load(str(node["profile"])), RunOptions(), identity=ident)
+    try:
+        assert live.state.get_meta("schema") == "3"
+        assert live.chain.previous == packet.encode()
+        assert live.weights.tolist() == base.tolist()  # back to what it committed to
+        live._settle_chain(6)  # round 5 never closed here: its own update alone
+        assert live.weights.tolist() == sat_add(base, np.asarray(claim.update)).tolist()
+        step, evidence = live.chain.close(ident.public_key, 7)
+        nxt, _ = audit.prepare(ident, 7, os.urandom(16), live.weights.tolist(), claim, step=step)
+        result = rs.check_step(
+            nxt, live.weights.tolist(), rs.decode_evidence(evidence), live.defence.rule
+        )
+        assert result.ok, result
+    finally:
+        live.state.close()
+    # and a state of the current schema refuses nothing and keeps its chain
+    again = State(db)
+    try:
+        assert again.get_meta("schema") == "3" and again.load_chain()["previous"]
+    finally:
+        again.close()

@@ -231,6 +231,21 @@ def test_stream_roundtrip_and_damage(transition):
     older = pk.STREAM_MAGIC + bytes([2, 0, 0, 0]) + data[len(pk.STREAM_HEADER) :]
     with pytest.raises(pk.PacketError, match="version 2 holds version-1 update packets"):
         list(pk.read_stream(io.BytesIO(older)))
+    # Version 3 streams carry no round-step evidence after their audit responses.
+    v3 = pk.STREAM_MAGIC + bytes([3, 0, 0, 0]) + data[len(pk.STREAM_HEADER) :]
+    with pytest.raises(pk.PacketError, match="version 3 holds no round-step evidence") as info:
+        list(pk.read_stream(io.BytesIO(v3)))
+    assert info.value.reason is pk.Reason.BAD_VERSION
+    # Round-step evidence is a record of its own kind, with its own limit.
+    out = io.BytesIO()
+    writer = pk.StreamWriter(out)
+    writer.write(b"step evidence", pk.RECORD_STEP)
+    writer.finish()
+    assert list(pk.read_stream(io.BytesIO(out.getvalue()))) == [(4, b"step evidence")]
+    too_long = pk.STREAM_HEADER + struct.pack("<BI", 4, pk.MAX_STEP_EVIDENCE_BYTES + 1)
+    with pytest.raises(pk.PacketError) as info:
+        list(pk.read_stream(io.BytesIO(too_long)))
+    assert info.value.reason is pk.Reason.OVERSIZE
     oversize = pk.STREAM_HEADER + struct.pack("<BI", 1, pk.MAX_PACKET_BYTES + 1)
     with pytest.raises(pk.PacketError) as info:
         list(pk.read_stream(io.BytesIO(oversize)))

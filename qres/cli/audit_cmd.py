@@ -11,8 +11,15 @@ def audit(
         None, "--window", min=0, help="Flag packets more than this many rounds behind the newest."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report for scripts."),
+    profile: str = typer.Option(
+        "swarm-100",
+        "--profile",
+        "-p",
+        help="The profile the swarm ran: its aggregator replays the round steps.",
+    ),
 ) -> None:
-    """Check signatures, replays, commitment chains, proofs and audit openings per sender.
+    """Check signatures, replays, commitment chains, proofs, audit openings and round steps
+    per sender.
 
     Prints which senders and rounds fail and why; exits 5 when anything fails.
     """
@@ -22,20 +29,21 @@ def audit(
     from qres.kernel.errors import IntegrityError, QresError
     from qres.trust.audit import audit_stream
 
+    rule = _step_rule(profile)
     if path == "-":
-        report = audit_stream(sys.stdin.buffer, "<stdin>", window)
+        report = audit_stream(sys.stdin.buffer, "<stdin>", window, rule)
     else:
         try:
             handle = open(path, "rb")
         except FileNotFoundError as exc:
             raise QresError(f"{path}: no such file; give a recorded packet stream") from exc
         with handle:
-            report = audit_stream(handle, path, window)
+            report = audit_stream(handle, path, window, rule)
     if report.records == 0 and [f.check for f in report.failures] == ["bad-stream"]:
         # Not a packet stream at all (foreign or empty file): one error line, no empty tables.
         raise IntegrityError(report.failures[0].detail + "; give a stream recorded by qres")
     if as_json:
-        print_json({"file": path, **report.as_dict()})
+        print_json({"file": path, "profile": profile, **report.as_dict()})
     else:
         out = console()
         rows = [
@@ -45,6 +53,7 @@ def audit(
                 len(s.rounds),
                 s.proofs_verified,
                 s.audits_passed,
+                s.steps_verified,
                 f"{s.linked}/{s.rebased}",
                 s.failures,
             ]
@@ -54,7 +63,7 @@ def audit(
             _fit(
                 table(
                     f"{path}: {report.packets} packets, {report.audit_responses} audit responses",
-                    ["sender", "packets", "rounds", "proofs", "audits", "chain", "fails"],
+                    ["sender", "packets", "rounds", "proofs", "audits", "steps", "chain", "fails"],
                     rows,
                 )
             )
@@ -85,6 +94,24 @@ def audit(
             file=sys.stderr,
         )
         raise typer.Exit(5)
+
+
+def _step_rule(name: str):
+    """The swarm's rule of profile ``name``, as ``qres swarm simulate`` applies it: its
+    aggregator (``adaptive`` when it names none) by
+    :func:`qres.robust.combine.robust_aggregate` with the profile's assumed Byzantine share."""
+    from qres.kernel import plugins, profiles
+    from qres.kernel.config import Location
+    from qres.node.defence import Defence
+    from qres.swarm.engine import settings_from_profile
+
+    loaded = profiles.load(name)
+    if "aggregator" in loaded.data.get("swarm", {}):
+        aggregator = loaded.build("swarm", "aggregator")
+    else:
+        where = Location(str(loaded.path)).child("swarm")
+        aggregator = plugins.create("aggregator", {"use": "adaptive"}, where)
+    return Defence(settings_from_profile(loaded), None, aggregator).rule
 
 
 def _short(did: str) -> str:

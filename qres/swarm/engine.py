@@ -55,6 +55,8 @@ __all__ = ["MAX_RECORD_NODES", "RoundStats", "Simulation", "settings_from_profil
 
 #: Largest swarm ``record`` accepts: every packet is really signed, committed and proved.
 MAX_RECORD_NODES = 1000
+#: Most packets one round of a recorded round step may name.
+MAX_INPUTS = 1024
 
 
 def settings_from_profile(profile: Any, **overrides: Any) -> SwarmSettings:
@@ -192,6 +194,11 @@ class Simulation:
             raise QresError(
                 f"--record signs and commits every packet: at most {MAX_RECORD_NODES} nodes, "
                 f"got {settings.nodes}; record a smaller swarm"
+            )
+        if record is not None and settings.max_inbox > MAX_INPUTS:
+            raise QresError(
+                f"--record writes each round step: max_inbox at most {MAX_INPUTS} packets, "
+                f"got {settings.max_inbox}; lower swarm.max_inbox"
             )
         self.record = record
         swarm = profile.data.get("swarm", {})
@@ -452,14 +459,16 @@ class Simulation:
         wants |= sw.steps.full(A)
         rd.senders_pos = np.flatnonzero((wants | rd.byz_a) & ~quiet)
         rd.senders = A[rd.senders_pos]
-        sw.steps.close(rd.senders, rd.W0[rd.senders_pos])
+        sw.steps.close(rd.senders, rd.W0[rd.senders_pos], rd.r)
         rd.pos = np.full(n, -1, np.int64)
         rd.pos[A] = np.arange(A.shape[0])
         sw.store[rd.r] = (A, rd.sent, rd.residual, rd.gain_claim)
         if sw.recorder is not None:
+            sw.recorder.steps_of(rd.r, rd.senders, sw.steps)
             sw.recorder.packets(
                 rd.r, rd.senders, rd.senders_pos, rd.W0, rd.sent, rd.residual, rd.gain_claim
             )
+            sw.recorder.prune(rd.r, s.max_age)
         for old in [k for k in sw.store if k < rd.r - s.max_age]:
             del sw.store[old]
         rd.alive_ids = np.flatnonzero(sw.alive)
@@ -818,7 +827,7 @@ class Simulation:
                     if not weights.any():
                         weights = None
                 update = self._robust(agg, x, x.shape[0], weights)
-                log.add(i, delta[j], x[1:], weights)
+                log.add(i, delta[j], x[1:], weights, in_tag[idx])
             W[i] = sat_add(W[i], update)
 
     def _replay_rule(self, rows, weights):
@@ -872,9 +881,13 @@ def _claims(W0: Any, X: Any, delta: Any, err0: Any, d: int) -> tuple[Any, Any]:
 
 class _Recorder:
     """Writes the round's update packets, really signed, committed and proved (inline
-    proofs, for offline audit with ``qres audit``), and the audit responses auditors got, to
-    a QRPS stream (:mod:`qres.trust.packet`). Keys come from the seed and the node id, the
-    blindings and nonces from a generator seeded by the seed: a recording is reproducible."""
+    proofs, for offline audit with ``qres audit``), and the audit responses auditors got, each
+    followed by the evidence of the round step its packet commits to, to a QRPS stream
+    (:mod:`qres.trust.packet`). Each packet carries the digest of its node's real round-step
+    record (:mod:`qres.trust.roundstep`), built from the node's closed chain
+    (:class:`qres.swarm.steps.StepLog`) and the hashes of the recorded packets it took. Keys
+    come from the seed and the node id, the blindings and nonces from a generator seeded by
+    the seed: a recording is reproducible."""
 
     def __init__(self, out: Any, n: int, seed: int):
         import hashlib
@@ -885,6 +898,7 @@ class _Recorder:
         from qres.trust.identity import Identity
 
         self.writer = pk.StreamWriter(out)
+        self.n = n
         self.ids = [
             Identity.from_seed(
                 hashlib.blake2b(f"qres-swarm/{seed}/{i}".encode(), digest_size=32).digest()
@@ -893,18 +907,68 @@ class _Recorder:
         ]
         self.rng = np.random.default_rng([seed, 0x4EC0])
         self.responses: dict[int, Any] = {}
+        self.evidence: dict[int, bytes] = {}
+        self.steps: dict[int, tuple[bytes, bytes]] = {}  # node -> (digest, evidence) to sign
+        self.last: dict[int, tuple[bytes, bytes]] = {}  # node -> (its last packet, blinding)
+        self.sent: dict[tuple[int, int], bytes] = {}  # (round, node) -> the packet's bytes
 
     def randbytes(self, k: int) -> bytes:
         """Deterministic random bytes for blindings and proof nonces."""
         return self.rng.bytes(k)
 
+    def steps_of(self, r: int, senders: Any, log: Any) -> None:
+        """The round steps this round's senders commit to (their chains, just closed)."""
+        from qres.trust import packet as pk
+        from qres.trust import roundstep as rs
+
+        for node in senders.tolist():
+            start, chain = log.closed[node]
+            meta = log.closed_meta[node]
+            previous = self.last.get(node)
+            if previous is None and not chain:
+                continue  # a genesis base nothing has moved: the genesis digest
+            subs, inputs = [], {}
+            for (own, _rows, weights), (rnd, tags) in zip(chain, meta, strict=True):
+                tags = [] if tags is None else tags.tolist()
+                packets = [self.sent[(t // self.n, t % self.n)] for t in tags]
+                hashes = [pk.packet_hash(p) for p in packets]
+                inputs.update(zip(hashes, packets, strict=True))
+                if weights is None:
+                    subs.append(rs.SubStep(rnd, own, hashes, [0] * len(hashes)))
+                else:
+                    w = [int(v) for v in weights]
+                    subs.append(rs.SubStep(rnd, own, hashes, w[1:], w[0], True))
+            record = rs.RoundStep(
+                self.ids[node].public_key,
+                r,
+                rs.NO_PREVIOUS if previous is None else pk.packet_hash(previous[0]),
+                bytes(32) if previous is None else previous[1],
+                start,
+                subs,
+            ).encode()
+            evidence = rs.StepEvidence(
+                record, None if previous is None else previous[0], list(inputs.values())
+            )
+            self.steps[node] = (rs.step_digest(record), evidence.encode())
+
+    def prune(self, r: int, max_age: int) -> None:
+        """Forget packets no open chain can name any more (a chain covers at most 64
+        rounds, and takes packets at most ``max_age`` rounds old)."""
+        from qres.trust.roundstep import MAX_SUBSTEPS
+
+        oldest = r - MAX_SUBSTEPS - max_age - 1
+        for key in [k for k in self.sent if k[0] < oldest]:
+            del self.sent[key]
+
     def packets(self, r, senders, senders_pos, W0, sent, residual, gain) -> None:
         """Sign, commit and record every update sent in round ``r``."""
         from qres.trust import audit
+        from qres.trust import packet as pk
 
-        self.responses = {}
+        self.responses, self.evidence = {}, {}
         for node, p in zip(senders.tolist(), senders_pos.tolist(), strict=True):
             claim = audit.Claim(tuple(sent[p].tolist()), int(residual[p]), int(gain[p]))
+            step, evidence = self.steps.pop(node, (pk.GENESIS_STEP, b""))
             packet, response = audit.prepare(
                 self.ids[node],
                 r,
@@ -913,12 +977,22 @@ class _Recorder:
                 claim,
                 randbytes=self.randbytes,
                 inline_proof=True,
+                step=step,
             )
-            self.writer.write_packet(packet)
+            data = packet.encode()
+            self.writer.write(data, pk.RECORD_PACKET)
             self.responses[node] = response
+            self.evidence[node] = evidence
+            self.last[node] = (data, response.blinding)
+            self.sent[(r, node)] = data
 
     def audits(self, nodes) -> None:
-        """Record the audit responses of the audited senders of this round."""
+        """Record the audit responses of the audited senders of this round, each followed
+        by its round step's evidence (none for a genesis base)."""
+        from qres.trust import packet as pk
+
         for node in nodes.tolist():
             if node in self.responses:
                 self.writer.write_audit(self.responses[node])
+                if self.evidence.get(node):
+                    self.writer.write(self.evidence[node], pk.RECORD_STEP)

@@ -86,8 +86,8 @@ class _OffsetSteps:
     def __init__(self, log: Any, lo: int):
         self.log, self.lo = log, lo
 
-    def add(self, node: int, own: Any, rows: Any, weights: Any) -> None:
-        self.log.add(node - self.lo, own, rows, weights)
+    def add(self, node: int, own: Any, rows: Any, weights: Any, tags: Any = None) -> None:
+        self.log.add(node - self.lo, own, rows, weights, tags)
 
 
 @attrs.define

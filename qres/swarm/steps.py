@@ -29,6 +29,9 @@ class StepLog:
         self.start = weights.copy()
         self.chains: list[list] = [[] for _ in range(weights.shape[0])]
         self.closed: dict[int, tuple] = {}
+        # per node and sub-step: (round, tags of the rows taken), for a recording's records
+        self.meta: list[list] = [[] for _ in range(weights.shape[0])]
+        self.round = -1  # the round being played (set when the round's senders close)
 
     def restart(self, nodes: Any, weights: Any) -> None:
         """``nodes`` take a new genesis model (joiners get the consensus model)."""
@@ -36,6 +39,7 @@ class StepLog:
         self.start[nodes] = weights[nodes]
         for i in nodes.tolist():
             self.chains[i] = []
+            self.meta[i] = []
 
     def full(self, nodes: Any) -> Any:
         """Nodes whose chain must be closed now (a record covers at most 64 rounds: such a
@@ -44,18 +48,24 @@ class StepLog:
 
         return np.array([len(self.chains[i]) >= MAX_SUBSTEPS - 1 for i in nodes.tolist()], bool)
 
-    def close(self, nodes: Any, bases: Any) -> None:
+    def close(self, nodes: Any, bases: Any, round_: int = -1) -> None:
         """The round's senders commit to their chains; new chains start at their bases."""
         self.closed = {}
+        self.closed_meta: dict[int, list] = {}
+        self.round = round_
         for i, base in zip(nodes.tolist(), bases, strict=True):
             self.closed[i] = (self.start[i].copy(), self.chains[i])
+            self.closed_meta[i] = self.meta[i]
             self.start[i] = base
             self.chains[i] = []
+            self.meta[i] = []
 
-    def add(self, node: int, own: Any, rows: Any, weights: Any) -> None:
-        """One aggregate the node applied: its own update, the updates it took, the
-        weights the rule received (None when unweighted)."""
+    def add(self, node: int, own: Any, rows: Any, weights: Any, tags: Any = None) -> None:
+        """One aggregate the node applied: its own update, the updates it took (``tags``:
+        which message each row came from), the weights the rule received (None when
+        unweighted)."""
         self.chains[node].append((own.copy(), rows.copy(), weights))
+        self.meta[node].append((self.round, None if tags is None else tags.copy()))
 
     def evidence_bytes(self, node: int, packet_bytes: int) -> int:
         """Bytes an audited node hands over for its closed chain: the record

@@ -351,6 +351,7 @@ class SenderSummary:
     packets: int = 0
     proofs_verified: int = 0
     audits_passed: int = 0
+    steps_verified: int = 0
     linked: int = 0
     rebased: int = 0
     failures: int = 0
@@ -367,6 +368,7 @@ class SenderSummary:
             "last_round": max(self.rounds) if self.rounds else None,
             "proofs_verified": self.proofs_verified,
             "audits_passed": self.audits_passed,
+            "steps_verified": self.steps_verified,
             "linked": self.linked,
             "rebased": self.rebased,
             "failures": self.failures,
@@ -400,7 +402,9 @@ class StreamReport:
         }
 
 
-def audit_stream(stream: Any, where: str = "stream", window: int | None = None) -> StreamReport:
+def audit_stream(
+    stream: Any, where: str = "stream", window: int | None = None, rule: Any = None
+) -> StreamReport:
     """Verify a recorded packet stream (docs/trust.md section 9).
 
     Per packet: decoding, signature, replays (same sender, round and nonce), staleness (older
@@ -408,7 +412,10 @@ def audit_stream(stream: Any, where: str = "stream", window: int | None = None) 
     different packets from one sender for one round), commitment points and, when the packet
     carries one, its proof. Per audit response: the matching packet exists and
     :func:`check_response` passes (opening and proof). Each sender's commitment chain is
-    counted as linked (base = its previous new commitment) or rebased.
+    counted as linked (base = its previous new commitment) or rebased. With ``rule`` (the
+    swarm's ``aggregate(rows, weights)``), the round step of each audited packet is replayed
+    from the evidence record that follows its response
+    (:func:`qres.trust.roundstep.check_step`; ``bad-step``, ``wrong-step``).
     """
     report = StreamReport()
     seen = _Seen()
@@ -419,16 +426,30 @@ def audit_stream(stream: Any, where: str = "stream", window: int | None = None) 
             report.senders[did].failures += 1
 
     number = 0
+    pending = None  # an audited packet whose round-step evidence must come next
     try:
         for kind, data in pk.read_stream(stream, where):
             number += 1
             report.records = number
+            if pending is not None and kind != pk.RECORD_STEP:
+                _missing_step(pending, fail)
+                pending = None
             if kind == pk.RECORD_AUDIT:
                 report.audit_responses += 1
-                _audit_record(number, data, seen.packets, report, fail)
+                opened = _audit_record(number, data, seen.packets, report, fail)
+                if opened is not None and rule is not None:
+                    pending = _step_due(number, *opened, seen, report, fail)
+            elif kind == pk.RECORD_STEP:
+                if pending is None:
+                    fail(number, "?", None, "orphan-step", "round-step evidence after no audit")
+                elif rule is not None:
+                    _step_record(number, data, pending, rule, report, fail)
+                pending = None
             else:
                 report.packets += 1
                 _packet_record(number, data, seen, window, report, fail)
+        if pending is not None:
+            _missing_step(pending, fail)
     except pk.PacketError as exc:
         fail(number + 1, "?", None, "bad-stream", str(exc))
     return report
@@ -437,11 +458,56 @@ def audit_stream(stream: Any, where: str = "stream", window: int | None = None) 
 @attrs.define
 class _Seen:
     """What :func:`audit_stream` has read so far: every packet by (sender, round, nonce), the
-    first packet of each sender and round, and the newest round."""
+    first packet of each sender and round, each sender's earliest packet, and the newest
+    round."""
 
     packets: dict[tuple[bytes, int, bytes], pk.UpdatePacket] = attrs.field(factory=dict)
     by_round: dict[tuple[bytes, int], pk.UpdatePacket] = attrs.field(factory=dict)
+    earliest: dict[bytes, pk.UpdatePacket] = attrs.field(factory=dict)
     newest: int | None = None
+
+
+def _step_due(number: int, packet, opened, seen: _Seen, report, fail):
+    """After a passed audit: a genesis claim is checked now (against the sender's earlier
+    packets); any other base waits for its evidence record, returned as pending."""
+    from qres.trust import roundstep as rs
+
+    earlier = seen.earliest.get(packet.sender)
+    if packet.step != pk.GENESIS_STEP:
+        return (number, packet, opened, earlier)
+    result = rs.check_step(packet, opened, None, _no_rule, earlier=earlier)
+    if result.ok:
+        report.senders[packet.did].steps_verified += 1
+    else:
+        fail(number, packet.did, packet.round, result.finding.value, result.detail)
+    return None
+
+
+def _no_rule(rows, weights):  # a genesis claim replays nothing
+    raise AssertionError("no aggregate to replay for a genesis base")
+
+
+def _missing_step(pending, fail) -> None:
+    number, packet, _, _ = pending
+    detail = "no round-step evidence follows the audit response of a non-genesis base"
+    fail(number, packet.did, packet.round, "bad-step", detail)
+
+
+def _step_record(number: int, data: bytes, pending, rule, report, fail) -> None:
+    """Replay the round step of the audited packet before it from its evidence."""
+    from qres.trust import roundstep as rs
+
+    _, packet, opened, earlier = pending
+    try:
+        evidence = rs.decode_evidence(data)
+    except pk.PacketError as exc:
+        fail(number, packet.did, packet.round, "bad-step", str(exc))
+        return
+    result = rs.check_step(packet, opened, evidence, rule, earlier=earlier)
+    if result.ok:
+        report.senders[packet.did].steps_verified += 1
+    else:
+        fail(number, packet.did, packet.round, result.finding.value, result.detail)
 
 
 def _packet_record(number: int, data: bytes, seen: _Seen, window, report, fail) -> None:
@@ -469,6 +535,9 @@ def _packet_record(number: int, data: bytes, seen: _Seen, window, report, fail) 
     if earlier is not None and earlier.encode() != packet.encode():
         fail(number, did, r, "equivocation", "a second, different update for this round")
     seen.by_round.setdefault((packet.sender, r), packet)
+    first = seen.earliest.get(packet.sender)
+    if first is None or r < first.round:
+        seen.earliest[packet.sender] = packet
     summary.rounds.add(r)
     if not (cm.is_valid_point(packet.base) and cm.is_valid_point(packet.commitment)):
         fail(number, did, r, "bad-point", "a commitment is not a prime-order point")
@@ -493,21 +562,23 @@ def _chain_and_proof(number: int, packet: pk.UpdatePacket, summary: SenderSummar
         fail(number, did, r, "bad-proof", "new commitment is not base + update")
 
 
-def _audit_record(number: int, data: bytes, packets: dict, report: StreamReport, fail) -> None:
+def _audit_record(number: int, data: bytes, packets: dict, report: StreamReport, fail):
+    """Check one audit response; ``(packet, opened weights)`` when it passed, else None."""
     try:
         answer = pk.decode_audit(data)
     except pk.PacketError as exc:
         fail(number, "?", None, "bad-response", str(exc))
-        return
+        return None
     from qres.trust.identity import did_of
 
     did = did_of(answer.sender)
     packet = packets.get((answer.sender, answer.round, answer.nonce))
     if packet is None:
         fail(number, did, answer.round, "orphan-response", "no earlier packet with this nonce")
-        return
+        return None
     result = check_response(packet, data)
     if result.ok:
         report.senders[did].audits_passed += 1
-    else:
-        fail(number, did, answer.round, result.finding.value, result.detail)
+        return packet, answer.weights
+    fail(number, did, answer.round, result.finding.value, result.detail)
+    return None

@@ -54,14 +54,22 @@ MAX_AUDIT_BYTES = AUDIT_HEADER_BYTES + 4 * MAX_WEIGHTS + PROOF_BYTES + SIGNATURE
 
 STREAM_MAGIC = b"QRPS"
 #: Version 2 ended every stream with an end record, so a cut anywhere is detected; version 3
-#: holds version-2 update packets (with their round-step digest).
-STREAM_VERSION = 3
+#: holds version-2 update packets (with their round-step digest); version 4 follows an audit
+#: response with the evidence of its packet's round step.
+STREAM_VERSION = 4
 STREAM_HEADER = STREAM_MAGIC + bytes([STREAM_VERSION, 0, 0, 0])
 RECORD_PACKET = 1
 RECORD_AUDIT = 2
 #: The last record: the number of records before it (u64) and the SHA-256 of every byte
 #: before it (header and records).
 RECORD_END = 3
+#: The round-step evidence (:class:`qres.trust.roundstep.StepEvidence`) of the packet whose
+#: audit response is the record before it.
+RECORD_STEP = 4
+#: Largest round-step evidence (a record and every packet it names).
+MAX_STEP_EVIDENCE_BYTES = 1 << 24
+_LIMITS = {RECORD_PACKET: MAX_PACKET_BYTES, RECORD_AUDIT: MAX_AUDIT_BYTES}
+_LIMITS[RECORD_STEP] = MAX_STEP_EVIDENCE_BYTES
 _RECORD = struct.Struct("<BI")
 _END = struct.Struct("<Q32s")
 
@@ -538,8 +546,7 @@ class StreamWriter:
 
     def write(self, data: bytes, kind: int = RECORD_PACKET) -> None:
         """Append one record (the encoded packet or audit response)."""
-        limit = MAX_PACKET_BYTES if kind == RECORD_PACKET else MAX_AUDIT_BYTES
-        if kind not in (RECORD_PACKET, RECORD_AUDIT) or len(data) > limit:
+        if kind not in _LIMITS or len(data) > _LIMITS[kind]:
             raise PacketError(Reason.OVERSIZE, f"record of kind {kind}, {len(data)} bytes")
         if self.finished:
             raise QresError("packet stream already finished; start a new one")
@@ -577,7 +584,8 @@ def read_stream(stream: BinaryIO, where: str = "stream") -> Iterator[tuple[int, 
     if len(head) < 4 or head[:4] != STREAM_MAGIC:
         raise PacketError(Reason.MALFORMED, f"{where}: not a qres packet stream (bad magic)")
     if len(head) >= 5 and head[4] < STREAM_VERSION:
-        why = "has no end record" if head[4] < 2 else "holds version-1 update packets"
+        why = {0: "has no end record", 1: "has no end record", 2: "holds version-1 update packets"}
+        why = why.get(head[4], "holds no round-step evidence")
         raise PacketError(
             Reason.BAD_VERSION,
             f"{where}: packet stream version {head[4]} {why} and is no longer "
@@ -601,10 +609,9 @@ def read_stream(stream: BinaryIO, where: str = "stream") -> Iterator[tuple[int, 
         if kind == RECORD_END:
             _check_end(stream, length, number - 1, sha.digest(), where)
             return
-        if kind not in (RECORD_PACKET, RECORD_AUDIT):
+        if kind not in _LIMITS:
             raise PacketError(Reason.MALFORMED, f"{where}: record {number} of unknown kind {kind}")
-        limit = MAX_PACKET_BYTES if kind == RECORD_PACKET else MAX_AUDIT_BYTES
-        if length > limit:
+        if length > _LIMITS[kind]:
             raise PacketError(Reason.OVERSIZE, f"{where}: record {number} claims {length} bytes")
         body = stream.read(length)
         if len(body) != length:

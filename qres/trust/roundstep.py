@@ -282,7 +282,7 @@ class StepEvidence:
 
 #: Most input packets one piece of step evidence may carry, and its largest size.
 MAX_EVIDENCE_INPUTS = MAX_SUBSTEPS * MAX_INPUTS
-MAX_EVIDENCE_BYTES = 1 << 24
+MAX_EVIDENCE_BYTES = pk.MAX_STEP_EVIDENCE_BYTES
 _LEN = struct.Struct("<I")
 
 
