@@ -53,6 +53,23 @@ SWARMS = {
 
 BENCH_GOLDEN = "bench-aggregators.quick-grid.json"
 
+#: A recorded packet stream (``--record``): every packet, audit response and round-step
+#: evidence of a small swarm with two base-poisoning nodes, every packet audited.
+RECORDING = "swarm-steps.base-poison.qrps"
+STEPS_PROFILE = '[profile]\nname = "steps"\nextends = "swarm-100"\n[swarm]\naudit_rate = 1.0\n'
+RECORD_ARGS = ["--nodes", "8", "--rounds", "3", "--seed", "3"]
+RECORD_ARGS += ["--attack", "base-poison", "--byzantine", "0.25", "--no-baseline"]
+
+
+def recording(workdir: Path) -> bytes:
+    """The bytes of the recording golden, computed now in ``workdir``."""
+    profile = workdir / "steps.toml"
+    profile.write_text(STEPS_PROFILE)
+    target = workdir / RECORDING
+    args = ["swarm", "simulate", "--profile", str(profile), *RECORD_ARGS]
+    run_cli([*args, "--record", str(target), "--force"])
+    return target.read_bytes()
+
 
 def run_cli(args: list[str]) -> str:
     """Run ``qres ARGS`` in this process; returns its stdout (raises if it failed)."""
@@ -99,6 +116,7 @@ def main() -> None:
         for name in SWARMS:
             (GOLDEN / name).write_bytes(swarm_report(name, Path(tmp)))
         (GOLDEN / BENCH_GOLDEN).write_bytes(bench_grid(Path(tmp)))
+        (GOLDEN / RECORDING).write_bytes(recording(Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def recording():
         for i, node in enumerate(NODES):
             packet, response = _round(node, r, [i * 1000 + r] * 6, i)
             records.append((1, packet.encode()))
-            if r == 1:
+            if r == 0:  # a first packet: its genesis base needs no round step
                 records.append((2, response.encode()))
     return records
 
@@ -98,9 +98,11 @@ def test_each_fault_is_reported(tmp_path, recording):
     # An audit response for a packet nobody sent, and one opening other weights
     stray = _round(alice, 9, [5] * 6, 7)[1]
     records.append((2, stray.encode()))
-    _, real = _round(bob, 1, [1001] * 6, 1)
+    _, real = _round(bob, 0, [1000] * 6, 1)
     lie = attrs.evolve(real, weights=[w + 1 for w in real.weights]).signed(bob)
     records.append((2, lie.encode()))
+    # Carol's round-1 response: its packet claims a genesis base after her round-0 packet
+    records.append((2, _round(carol, 1, [2001] * 6, 2)[1].encode()))
     # A malformed packet record
     records.append((1, b"QRUP\x02" + bytes(300)))
     path = _write(tmp_path, records)
@@ -114,7 +116,8 @@ def test_each_fault_is_reported(tmp_path, recording):
     assert ("equivocation", bob.did, 2) in found
     assert ("bad-signature", carol.did, 2) in found
     assert ("orphan-response", alice.did, 9) in found
-    assert ("bad-opening", bob.did, 1) in found
+    assert ("bad-opening", bob.did, 0) in found
+    assert ("bad-step", carol.did, 1) in found
     assert any(f["check"] == "malformed" for f in report["failures"])
     text = run_qres("audit", str(path))
     assert text.returncode == 5 and b"bad-opening" in text.stdout

@@ -34,3 +34,24 @@ def test_swarm_goldens_exercise_the_defence():
 def test_bench_grid_bytes_are_reproduced(tmp_path):
     golden = (GOLDEN / BENCH_GOLDEN).read_bytes()
     assert bench_grid(tmp_path) == golden, f"the aggregator grid changed; {REGENERATE}"
+
+
+def test_recording_bytes_are_reproduced_and_audit_as_pinned(tmp_path):
+    """The recorded stream pins every format a recording holds (``QRPS`` version 4, ``QRUP``
+    packets with inline proofs and round-step digests, ``QRAR`` responses, round-step
+    evidence with its ``QRST`` records); auditing it names exactly the two poisoners."""
+    import io
+
+    from make_swarm_golden import RECORDING, STEPS_PROFILE, recording
+
+    from qres.cli.audit_cmd import _step_rule
+    from qres.trust.audit import audit_stream
+
+    golden = (GOLDEN / RECORDING).read_bytes()
+    assert recording(tmp_path) == golden, f"the recording {RECORDING} changed; {REGENERATE}"
+    profile = tmp_path / "steps.toml"
+    profile.write_text(STEPS_PROFILE)
+    report = audit_stream(io.BytesIO(golden), RECORDING, None, _step_rule(str(profile)))
+    assert {f.check for f in report.failures} == {"wrong-step"}
+    assert len({f.did for f in report.failures}) == 2
+    assert sum(s.steps_verified for s in report.senders.values()) > 0
