@@ -94,10 +94,6 @@ def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp
         # answer, whose training checks pass and whose replayed step misses its base
         assert pk.decode(packet).step != pk.GENESIS_STEP
         assert audits.decode_answer(answer).step
-        # honest nodes' audits of one another never fail (only the attacker's did)
-        assert {k for k in st["rejected"] if k.startswith("AUDIT_") and st["rejected"][k]} <= {
-            "AUDIT_WRONG_STEP"
-        }
 
 
 def test_a_node_keeps_its_chain_and_answers_with_it_after_a_restart(tmp_path):
