@@ -11,6 +11,8 @@ import signal
 import urllib.request
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for
 
 from qres.node import audits, bans
@@ -18,6 +20,7 @@ from qres.node.state import State
 from qres.node.steps import Chain
 from qres.trust import packet as pk
 from qres.trust import roundstep as rs
+from qres.trust.identity import Identity
 
 ORDER = 16
 
@@ -80,8 +83,8 @@ def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp
                 proc.kill()
     # some honest node caught it by its own audit: a failed round-step replay
     assert any(s["rejected"].get("AUDIT_WRONG_STEP") for s in live)
-    for node, st in zip(honest, live, strict=True):
-        assert st["banned"] == [mallory["id"].did]
+    for node, seen in zip(honest, live, strict=True):
+        assert seen["banned"] == [mallory["id"].did]
         state = _state(node)
         try:
             rows = state.bans()
@@ -204,3 +207,56 @@ def test_a_state_from_before_round_steps_is_upgraded_and_starts_its_chain_at_its
         assert again.get_meta("schema") == "3" and again.load_chain()["previous"]
     finally:
         again.close()
+
+
+PEERS = [Identity.from_seed(bytes([i]) * 32) for i in range(6)]
+NODE = Identity.from_seed(b"n" * 32)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(-(2**20), 2**20), min_size=4, max_size=4), max_size=5),
+    st.lists(st.integers(0, 1 << 16), min_size=5, max_size=5),
+    st.booleans(),
+)
+def test_a_chain_replays_to_exactly_what_the_node_applied(updates, reps, weighted):
+    """Whatever a round took, the node's chain (:class:`Chain`) replays, through an auditor's
+    :func:`check_step` with the same rule, to the weights the node applied; one weight more
+    is a ``wrong-step``."""
+    import os
+
+    from qres.fixed.q16 import sat_add
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+    from qres.node.defence import Defence
+    from qres.swarm.settings import SwarmSettings
+    from qres.trust import audit
+    from qres.trust.audit import Finding
+
+    agg = plugins.create("aggregator", {"use": "adaptive"}, Location("<test>"))
+    rule = Defence(SwarmSettings(order=4, window=8), None, agg).rule
+    w = np.array([1 << 16, -(1 << 14), 77, 0], np.int32)
+    own = (40, -12, 5, 1 << 10)
+    previous, kept = audit.prepare(NODE, 3, os.urandom(16), w.tolist(), audit.Claim(own, 9, 1))
+    chain = Chain.after(previous.encode(), kept.blinding, w)
+    inputs = [
+        audit.prepare(p, 3, os.urandom(16), [0] * 4, audit.Claim(tuple(u), 9, 1))[0].encode()
+        for p, u in zip(PEERS, updates, strict=False)
+    ]
+    weights = None
+    if weighted and inputs:
+        weights = np.array([1 << 16, *reps[: len(inputs)]], np.int64)
+    rows = np.array([own, *updates], np.int32)
+    step = rule(rows, weights) if inputs else np.array(own, np.int32)
+    applied = sat_add(w, step)
+    chain.add(3, np.array(own, np.int32), inputs, weights)
+    digest, evidence = chain.close(NODE.public_key, 5)
+    claim = audit.Claim((1, 1, 1, 1), 9, 1)
+    packet, _ = audit.prepare(NODE, 5, os.urandom(16), applied.tolist(), claim, step=digest)
+    found = rs.check_step(packet, applied.tolist(), rs.decode_evidence(evidence), rule)
+    assert found.ok, found
+    poisoned = applied.tolist()
+    poisoned[0] += 1
+    assert rs.check_step(packet, poisoned, rs.decode_evidence(evidence), rule).finding is (
+        Finding.WRONG_STEP
+    )
