@@ -198,9 +198,9 @@ def test_quiet_nodes_replay_chains_of_many_rounds(monkeypatch):
     sim = Simulation(loaded, s, attack="base-poison")
     original = steps.StepLog.close
 
-    def close(log, nodes, bases):
+    def close(log, nodes, bases, *rest):
         lengths.extend(len(log.chains[i]) for i in nodes.tolist())
-        original(log, nodes, bases)
+        original(log, nodes, bases, *rest)
 
     monkeypatch.setattr(steps.StepLog, "close", close)
     report = sim.run()
