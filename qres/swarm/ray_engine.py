@@ -703,7 +703,7 @@ class _ShardSteps:
         """Nodes whose chain must close this round (``nodes`` are the round's awake)."""
         return self.full_now
 
-    def close(self, nodes: Any, _bases: Any) -> None:
+    def close(self, nodes: Any, _bases: Any, _round: int = -1) -> None:
         """The senders commit to their chains; the shards hold their bases."""
         self.sim._call("close_steps", [(nodes[p],) for p in self.sim._split(nodes)])
 
