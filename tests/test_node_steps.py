@@ -170,7 +170,7 @@ def test_a_state_from_before_round_steps_is_upgraded_and_starts_its_chain_at_its
     (node,) = make_nodes(tmp_path, 1)
     ident = node["id"]
     db = node["home"] / "data" / "state.sqlite"
-    base = task.persistence_weights(ORDER) + np.arange(ORDER, dtype=np.int32) * 7
+    base = task.genesis_weights(ORDER) + np.arange(ORDER, dtype=np.int32) * 7
     claim = audit.Claim(tuple(range(ORDER)), 100, 5)
     packet, response = audit.prepare(ident, 5, os.urandom(16), base.tolist(), claim)
     window = np.arange(ORDER + 128, dtype="<i2")

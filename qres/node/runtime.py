@@ -256,8 +256,10 @@ class Node:
         chain = Chain.load(row, d) if row is not None else None
         if chain is not None:
             self.chain = chain
+            if self.state.load_model() is None:  # signed, never closed: the base it committed to
+                self.weights = chain.start.copy()
             return
-        chain = Chain.genesis(task.persistence_weights(d))
+        chain = Chain.genesis(task.genesis_weights(d))
         for r in sorted(self._sent, reverse=True):
             packet, answer = self._sent[r]
             try:
@@ -551,7 +553,11 @@ class Node:
             if windows is None:
                 self._pending, self._packet = (r, None, None, False, None), None
                 return
-            error = self._observe(windows)  # as the simulator: the regime first, then training
+            # the base first (a packet left unclosed settled, an attack's choice of base), then
+            # as the simulator: the regime, then training
+            self._settle_chain(r)
+            self._choose_base(r)
+            error = self._observe(windows)
             storm = self.stats["regime"] == "storm"
             packet, own = self._sign_round(r, windows, storm)
             self._pending = (r, own, windows, storm, error)
@@ -586,8 +592,6 @@ class Node:
         from qres.node import audits
         from qres.trust import audit
 
-        self._settle_chain(r)
-        self._choose_base(r)
         ts = audits.train_settings(self.swarm, storm)
         nonce = os.urandom(16)
         claim = audit.honest_claim(self.weights, windows[0], nonce, ts)
@@ -813,7 +817,7 @@ class Node:
         from qres.learning import task
         from qres.node.audits import StepRule
 
-        return StepRule(self.defence.rule, task.persistence_weights(self.swarm.order))
+        return StepRule(self.defence.rule, task.genesis_weights(self.swarm.order))
 
     def _expire_audit(self, pending) -> None:
         self.stats["audits"]["unanswered"] += 1

@@ -210,12 +210,13 @@ class State:
                 self.save_chain(*chain)
 
     def save_weights(self, weights) -> None:
-        """Store the weights, keeping the round they belong to (call inside a transaction)."""
+        """Store the weights, keeping the round they belong to (call inside a transaction);
+        before the first round closed there is no model to change: the node then starts
+        from the genesis model, and its chain (``chain``) from the base it committed to."""
         import numpy as np
 
         blob = np.asarray(weights, dtype="<i4").tobytes()
-        if self.db.execute("UPDATE model SET weights = ? WHERE id = 1", (blob,)).rowcount == 0:
-            self.db.execute("INSERT INTO model VALUES (1, -1, ?)", (blob,))
+        self.db.execute("UPDATE model SET weights = ? WHERE id = 1", (blob,))
 
     # --- the open round-step chain -------------------------------------------------------
 
