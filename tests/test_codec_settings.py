@@ -67,3 +67,14 @@ def test_settings_are_fresh_copies_and_errors_are_not_kept(tmp_path, monkeypatch
         files.codec_settings("copies")
     write(tmp_path, "copies", order=1)
     assert files.codec_settings("copies")[0].predictor["order"] == 1
+
+
+def test_a_relative_profile_path_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    write(tmp_path / "one", "here", order=1)
+    write(tmp_path / "two", "here", order=3)
+    monkeypatch.chdir(tmp_path / "one")
+    assert files.codec_settings("here.toml")[0].predictor["order"] == 1
+    monkeypatch.chdir(tmp_path / "two")
+    assert files.codec_settings("here.toml")[0].predictor["order"] == 3

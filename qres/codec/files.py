@@ -84,7 +84,7 @@ def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettin
     and again only when its files change)."""
     from qres.kernel import plugins
 
-    key = (profile_name, os.environ.get("QRES_PROFILE_PATH", ""), os.getcwd())
+    key = (profile_name, os.environ.get("QRES_PROFILE_PATH", ""), _relative_to(profile_name))
     known = _RESOLVED.get(key)
     if (
         known is None
@@ -99,6 +99,20 @@ def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettin
         max_error=max_error,
     )
     return settings, known.dtype
+
+
+def _relative_to(profile_name: str) -> str:
+    """The folder a relative profile path is read from (the working directory; '' for a
+    name or an absolute path, and when the working directory no longer exists)."""
+    looks_like_path = (
+        profile_name.endswith(".toml") or "/" in profile_name or os.sep in profile_name
+    )
+    if not looks_like_path or os.path.isabs(profile_name):
+        return ""
+    try:
+        return os.getcwd()
+    except OSError:
+        return ""
 
 
 def _resolve(profile_name: str) -> _Resolved:
