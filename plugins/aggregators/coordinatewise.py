@@ -12,10 +12,9 @@ from qres.kernel.hookspecs import hookimpl
 from qres.kinds.aggregator import Aggregator
 from qres.robust.aggregate import (
     closest_to_median_mean,
-    div_round,
     mean_rows,
     median_columns,
-    to_q,
+    trimmed_mean,
 )
 
 
@@ -70,16 +69,7 @@ class TrimmedMean(Aggregator):
             )
 
     def _aggregate(self, x, f, weights, rng):
-        import numpy as np
-
-        n = x.shape[0]
-        t = x.T.copy()  # C order, and ours to sort in place
-        if f:
-            # Partitioning at both cut points puts exactly the f smallest before f and the
-            # f largest from n - f on, in O(n) per column.
-            t.partition([f - 1, n - f], axis=1)
-        kept = t[:, f : n - f].sum(axis=1, dtype=np.int64)
-        return to_q(div_round(kept, n - 2 * f))
+        return trimmed_mean(x, f)
 
 
 class MeaMed(Aggregator):

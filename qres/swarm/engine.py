@@ -687,7 +687,9 @@ class Simulation:
         args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
         ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
         if s.audit_steps:  # the base must be the replay of the committed round step
-            step_ok = sw.steps.check(rd.A[a_pos], rd.W0[a_pos], self._replay_rule)
+            step_ok = sw.steps.check(
+                rd.A[a_pos], rd.W0[a_pos], self._replay_rule, self._robust_many
+            )
             sw.history.count(audits, "wrong_step", rd.A[a_pos][~step_ok], sw.byz)
             ok_rows &= step_ok
         a_ids = rd.A[a_pos]
@@ -808,27 +810,38 @@ class Simulation:
         starts = np.searchsorted(in_dst, A, side="left")
         ends = np.searchsorted(in_dst, A, side="right")
         rep_q = np.floor(rep_f * REP_ONE + 0.5).astype(np.int64)
-        agg = self.aggregator
         W, log = sw.W, sw.steps
+        nodes, inputs, weights_of = [], [], []
         for j in range(A.shape[0]):
             i = int(A[j])
             a, b = int(starts[j]), int(ends[j])
             if a == b:
-                update = delta[j]
+                W[i] = sat_add(W[i], delta[j])
                 log.add(i, delta[j], rows[:0], None)
-            else:
-                idx = np.arange(a, b)
-                if b - a > s.max_inbox:
-                    idx = np.sort(idx[np.lexsort((in_tag[idx], -prio[idx]))[: s.max_inbox]])
-                x = np.concatenate([delta[j][None, :], rows[idx]])
-                weights = None
-                if self.pass_reputation:
-                    weights = rep_q[np.concatenate([[i], in_tag[idx] % n])]
-                    if not weights.any():
-                        weights = None
-                update = self._robust(agg, x, x.shape[0], weights)
-                log.add(i, delta[j], x[1:], weights, in_tag[idx])
+                continue
+            idx = np.arange(a, b)
+            if b - a > s.max_inbox:
+                idx = np.sort(idx[np.lexsort((in_tag[idx], -prio[idx]))[: s.max_inbox]])
+            x = np.concatenate([delta[j][None, :], rows[idx]])
+            weights = None
+            if self.pass_reputation:
+                weights = rep_q[np.concatenate([[i], in_tag[idx] % n])]
+                if not weights.any():
+                    weights = None
+            log.add(i, delta[j], x[1:], weights, in_tag[idx])
+            nodes.append(i)
+            inputs.append(x)
+            weights_of.append(weights)
+        # Each node's aggregate depends only on its own inputs: all of them at once (a rule
+        # with a batch path computes them across nodes, the same bits), then applied.
+        for i, update in zip(nodes, self._robust_many(inputs, weights_of), strict=True):
             W[i] = sat_add(W[i], update)
+
+    def _robust_many(self, inputs, weights):
+        """:meth:`_robust` of many nodes' inputs, batched where the rule can."""
+        from qres.robust.combine import robust_aggregate_many
+
+        return robust_aggregate_many(self.aggregator, inputs, self.s.assumed_byzantine, weights)
 
     def _replay_rule(self, rows, weights):
         """The aggregate an auditor recomputes for a logged step (the node's own rule)."""

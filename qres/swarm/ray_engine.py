@@ -221,7 +221,8 @@ class NodeShard:
         """Replay the audited senders' closed chains against the bases they committed to:
         the mask of matches, and the bytes of each one's round-step evidence."""
         local = ids - self.lo
-        ok = self.steps.check(local, self.W0[self.pos[local]], self.sim._replay_rule)
+        sim = self.sim
+        ok = self.steps.check(local, self.W0[self.pos[local]], sim._replay_rule, sim._robust_many)
         sizes = [self.steps.evidence_bytes(i, packet_bytes) for i in local.tolist()]
         return ok, sizes
 
@@ -707,7 +708,7 @@ class _ShardSteps:
         """The senders commit to their chains; the shards hold their bases."""
         self.sim._call("close_steps", [(nodes[p],) for p in self.sim._split(nodes)])
 
-    def check(self, nodes: Any, _bases: Any, _aggregate: Any) -> Any:
+    def check(self, nodes: Any, _bases: Any, _aggregate: Any, _many: Any = None) -> Any:
         """Each shard replays its audited nodes' chains with its own aggregator."""
         import numpy as np
 

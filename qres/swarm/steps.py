@@ -76,12 +76,35 @@ class StepLog:
         inputs = [int(rows.shape[0]) for _, rows, _ in chain]
         return record_bytes(d, inputs) + packet_bytes * (1 + sum(inputs))
 
-    def check(self, nodes: Any, bases: Any, aggregate: Callable[[Any, Any], Any]) -> Any:
-        """True where replaying the node's closed chain gives the base it committed to."""
+    def check(
+        self,
+        nodes: Any,
+        bases: Any,
+        aggregate: Callable[[Any, Any], Any],
+        many: Callable[[list, list], list] | None = None,
+    ) -> Any:
+        """True where replaying the node's closed chain gives the base it committed to.
+
+        ``many`` (optional) computes ``aggregate`` of many ``(rows, weights)`` at once (the
+        rule's batch path): every aggregate of every chain is computed first, together, and
+        the replays take them in order. An aggregate depends only on its own rows and
+        weights, so the replays are the same."""
         import numpy as np
 
+        chains = [self.closed[i] for i in nodes.tolist()]
+        if many is not None:
+            rows, weights = [], []
+            for _, chain in chains:
+                for own, inputs, w in chain:
+                    if inputs.shape[0]:
+                        rows.append(np.concatenate([own[None, :], inputs]).astype(np.int32))
+                        weights.append(w)
+            done = iter(many(rows, weights))
+
+            def aggregate(_rows: Any, _weights: Any) -> Any:
+                return next(done)
+
         ok = np.ones(len(nodes), bool)
-        for k, (i, base) in enumerate(zip(nodes.tolist(), bases, strict=True)):
-            start, chain = self.closed[i]
+        for k, ((start, chain), base) in enumerate(zip(chains, bases, strict=True)):
             ok[k] = np.array_equal(replay(start, chain, aggregate), base)
         return ok
