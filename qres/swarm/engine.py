@@ -811,12 +811,13 @@ class Simulation:
         ends = np.searchsorted(in_dst, A, side="right")
         rep_q = np.floor(rep_f * REP_ONE + 0.5).astype(np.int64)
         W, log = sw.W, sw.steps
+        alone = []  # positions of the nodes that received nothing: they apply their own
         nodes, inputs, weights_of = [], [], []
         for j in range(A.shape[0]):
             i = int(A[j])
             a, b = int(starts[j]), int(ends[j])
             if a == b:
-                W[i] = sat_add(W[i], delta[j])
+                alone.append(j)
                 log.add(i, delta[j], rows[:0], None)
                 continue
             idx = np.arange(a, b)
@@ -834,8 +835,11 @@ class Simulation:
             weights_of.append(weights)
         # Each node's aggregate depends only on its own inputs: all of them at once (a rule
         # with a batch path computes them across nodes, the same bits), then applied.
-        for i, update in zip(nodes, self._robust_many(inputs, weights_of), strict=True):
-            W[i] = sat_add(W[i], update)
+        if alone:
+            W[A[alone]] = sat_add(W[A[alone]], delta[alone])
+        if nodes:
+            ids = np.array(nodes, np.int64)
+            W[ids] = sat_add(W[ids], np.stack(self._robust_many(inputs, weights_of)))
 
     def _robust_many(self, inputs, weights):
         """:meth:`_robust` of many nodes' inputs, batched where the rule can."""
