@@ -187,6 +187,10 @@ class NodeShard:
         self.err0 = learning.prediction_error(self.W0, X, self.s.order)
         return self.err0, self.span_range[local], self.steps.full(local)
 
+    def bases(self) -> Any:
+        """The awake nodes' models before this round's training (for ``--record``)."""
+        return self.W0
+
     def learn(self, storm: Any, honest: Any) -> tuple[Any, Any, Any, tuple[int, int, int]]:
         """Train (Storm nodes with ``storm_lr``), claim, and code the honest nodes' windows:
         ``(delta, residual, gain, (learned bytes, plain bytes, samples))``."""
@@ -405,8 +409,6 @@ class RaySimulation(Simulation):
     """:class:`Simulation` whose nodes live in Ray actors (see the module docstring)."""
 
     def __init__(self, profile: Any, settings: Any, engine: EngineSettings, **kwargs: Any):
-        if kwargs.get("record") is not None:
-            raise UsageError("--record signs every packet in one process: use --engine local")
         super().__init__(profile, settings, **kwargs)
         self.engine = engine
         self.cluster: RayCluster | None = None
@@ -541,6 +543,8 @@ class RaySimulation(Simulation):
         ranges = np.concatenate([g[1] for g in got])
         sw.steps.full_now = np.concatenate([g[2] for g in got])
         rd.W0 = _HeldByShards()
+        if sw.recorder is not None:  # packets commit to the bases: the driver signs them
+            rd.W0 = np.concatenate(self._call("bases", [() for _ in self.shards]))
         low = sw.energy.low() & rd.active
         rd.entropy = sw.regimes.observe_errors(A, rd.err0, ranges, low)
         rd.reg_a = sw.regimes.regime[A]
