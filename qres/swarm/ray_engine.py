@@ -149,6 +149,14 @@ class NodeShard:
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+    def usage(self) -> tuple[int, float]:
+        """Peak resident memory (bytes) and CPU seconds (user + system) of this actor's
+        process so far: what a machine of its own would have spent on it."""
+        import resource
+
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_maxrss * 1024, u.ru_utime + u.ru_stime
+
     # --- models -----------------------------------------------------------------------------
 
     def rows(self, mask: Any) -> Any:
@@ -417,6 +425,15 @@ class RaySimulation(Simulation):
         #: (bytes, read when the run ends): what ``benchmarks/swarm_ray.py`` reports.
         self.exchanged_rows = 0
         self.shard_peak_rss: list[int] = []
+        #: CPU seconds each shard's process spent over the run (read when it ends).
+        self.shard_cpu_seconds: list[float] = []
+        #: Bytes of numpy arrays the driver sent to and received from the shards (call
+        #: arguments and results; the row exchanges between shards are not through it).
+        self.driver_bytes_out = 0
+        self.driver_bytes_in = 0
+        #: ``receivers[c]``: how many times an update was wanted by ``c`` receiving nodes in
+        #: one row exchange (any shards): what the exchange would cost at another shard count.
+        self.receivers: Any = None
         #: Seconds the driver waited on the shards (calls and row exchanges) over the run.
         self.wait_seconds = 0.0
 
@@ -432,7 +449,9 @@ class RaySimulation(Simulation):
         """Read the shards' peak memory, end them, and stop Ray if this run started it."""
         ray = self.cluster.ray
         try:
-            self.shard_peak_rss = ray.get([shard.peak_rss.remote() for shard in self.shards])
+            usage = ray.get([shard.usage.remote() for shard in self.shards])
+            self.shard_peak_rss = [rss for rss, _ in usage]
+            self.shard_cpu_seconds = [cpu for _, cpu in usage]
         except ray.exceptions.RayError:
             pass  # a shard that died with the run's error has no figure to give
         try:
@@ -450,9 +469,12 @@ class RaySimulation(Simulation):
         refs = [
             getattr(sh, method).remote(*a) for sh, a in zip(self.shards, per_shard, strict=True)
         ]
+        self.driver_bytes_out += _array_bytes(per_shard)
         start = time.perf_counter()
         try:
-            return ray.get(refs)
+            got = ray.get(refs)
+            self.driver_bytes_in += _array_bytes(got)
+            return got
         except ray.exceptions.RayTaskError as exc:
             # a shard's own error (bad data, a plugin's refusal) reads as it would locally
             if isinstance(exc.cause, QresError):
@@ -480,12 +502,20 @@ class RaySimulation(Simulation):
 
         ray, n = self.cluster.ray, self.s.nodes
         to, frm = self._owner(dst), self._owner(tags % n)
+        count = np.bincount(np.unique(tags, return_counts=True)[1])
+        if self.receivers is None or self.receivers.shape[0] < count.shape[0]:
+            grown = np.zeros(count.shape[0], np.int64)
+            if self.receivers is not None:
+                grown[: self.receivers.shape[0]] = self.receivers
+            self.receivers = grown
+        self.receivers[: count.shape[0]] += count
         wanted: list[dict[int, Any]] = [{} for _ in self.shards]
         for i in np.unique(frm).tolist():
             for j in np.unique(to[frm == i]).tolist():
                 wanted[i][j] = np.unique(tags[(frm == i) & (to == j)])
                 if i != j:
                     self.exchanged_rows += int(wanted[i][j].shape[0])
+        self.driver_bytes_out += _array_bytes(wanted)  # the tags each shard is to push
         start = time.perf_counter()
         pushes = [self.shards[i].push.remote(w) for i, w in enumerate(wanted) if w]
         ray.get([ref for refs in ray.get(pushes) for ref in refs])
@@ -620,6 +650,7 @@ class RaySimulation(Simulation):
         self._exchange(in_dst, in_tag)
         parts = self._split(in_dst)
         rep = self.cluster.ray.put(rd.rep_f)  # one copy in the object store for every shard
+        self.driver_bytes_out += int(rd.rep_f.nbytes)
         senders = np.zeros(rd.A.shape[0], bool)
         senders[rd.senders_pos] = True
         got = self._call(
@@ -663,6 +694,20 @@ class RaySimulation(Simulation):
     def _defend(self, sw: SwarmState, rd: RoundState) -> None:
         self._round_ids = rd.A
         super()._defend(sw, rd)
+
+
+def _array_bytes(value: Any) -> int:
+    """Bytes of the numpy arrays in ``value`` (nested tuples, lists and dicts; an object
+    put in Ray's store once counts nothing here)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (tuple, list)):
+        return sum(_array_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_array_bytes(v) for v in value.values())
+    return 0
 
 
 class _HeldByShards:
