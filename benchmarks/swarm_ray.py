@@ -108,8 +108,21 @@ def expected_rows(hist: list[int], k: int) -> float:
     return sum(h * (k - 1) * (1 - (1 - 1 / k) ** c) for c, h in enumerate(hist))
 
 
-def model(run: dict, nodes: int, machines: int, link_gbps: float) -> dict:
-    """A round at ``nodes`` on ``machines`` (one shard each), from a Ray run's figures."""
+def memory_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """``(fixed MB, MB per node)`` through ``(nodes, peak MB)`` points: a least-squares line
+    when the points hold two node counts or more (a process's fixed part, Python, numpy and
+    Ray, is not paid per node), else through the origin."""
+    xs = [x for x, _ in points]
+    if len(set(xs)) < 2:
+        return 0.0, sum(y for _, y in points) / sum(xs)
+    mx, my = sum(xs) / len(xs), sum(y for _, y in points) / len(points)
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def model(run: dict, nodes: int, machines: int, link_gbps: float, others: tuple = ()) -> dict:
+    """A round at ``nodes`` on ``machines`` (one shard each), from a Ray run's figures (and
+    the peak memory of ``others``, runs at other sizes, for the memory lines)."""
     n, k, r, d = run["nodes"], run["shards"], run["rounds"], run["weights"]
     row = 8 + 4 * d
     later = run["driver_cpu_seconds_per_round"][1:] or run["driver_cpu_seconds_per_round"]
@@ -136,10 +149,14 @@ def model(run: dict, nodes: int, machines: int, link_gbps: float) -> dict:
         "exchange_mb_per_machine_per_round": round(exchange / machines / 1e6),
         "driver_cpu_s_per_round": round(driver_cpu * nodes, 1),
         "driver_traffic_mb_per_round": round(driver_bytes / 1e6),
-        "driver_peak_rss_gb": round(run["driver_peak_rss_mb"] / n * nodes / 1024, 1),
         "shard_cpu_s_per_round": round(shard_cpu * per_machine, 1),
-        "shard_peak_rss_gb": round(max(run["shard_peak_rss_mb"]) / (n / k) * per_machine / 1024, 1),
     }
+    runs = (run, *others)
+    fixed, per = memory_fit([(x["nodes"], x["driver_peak_rss_mb"]) for x in runs])
+    out["driver_peak_rss_gb"] = round((fixed + per * nodes) / 1024, 1)
+    shard_points = [(x["nodes"] / x["shards"], max(x["shard_peak_rss_mb"])) for x in runs]
+    fixed, per = memory_fit(shard_points)
+    out["shard_peak_rss_gb"] = round((fixed + per * per_machine) / 1024, 1)
     transfer = (exchange / machines + driver_bytes) / link
     out["round_s_upper"] = round(
         out["driver_cpu_s_per_round"] + out["shard_cpu_s_per_round"] + transfer, 1
@@ -182,12 +199,20 @@ def main() -> None:
     ap.add_argument("--model-nodes", type=int, default=1_000_000)
     ap.add_argument("--model-machines", type=int, default=8)
     ap.add_argument("--model-link-gbps", type=float, default=1.0)
-    ap.add_argument("--model-from", default=None, help="a saved run's JSON: print its model")
+    ap.add_argument(
+        "--model-from",
+        nargs="+",
+        default=None,
+        help="saved runs' JSON: the model of the first (the others' peak memory joins the fit)",
+    )
     a = ap.parse_args()
     shape = (a.model_nodes, a.model_machines, a.model_link_gbps)
     if a.model_from:
-        with open(a.model_from) as f:
-            print_model(model(json.load(f)[0], *shape))
+        runs = []
+        for name in a.model_from:
+            with open(name) as f:
+                runs.append(json.load(f)[0])
+        print_model(model(runs[0], *shape, others=tuple(runs[1:])))
         return
     started = time.perf_counter()
     results = [run("ray", a.nodes, a.rounds, a.shards, a.address)]
