@@ -224,10 +224,16 @@ class NodeShard:
         coded = (m.learned_bytes - before[0], m.plain_bytes - before[1], m.samples - before[2])
         return delta, residual, gain, coded
 
-    def close_steps(self, ids: Any) -> None:
-        """The round's senders commit to their chains (new ones start at their bases)."""
+    def close_steps(self, ids: Any, round_: int = -1, recording: bool = False) -> Any:
+        """The round's senders commit to their chains (new ones start at their bases); when
+        ``recording``, returns the closed chains by global id, ``{id: (start, chain,
+        meta)}``, for the driver to sign their round steps."""
         local = ids - self.lo
-        self.steps.close(local, self.W0[self.pos[local]])
+        self.steps.close(local, self.W0[self.pos[local]], round_)
+        if not recording:
+            return None
+        log = self.steps
+        return {i + self.lo: (*log.closed[i], log.closed_meta[i]) for i in local.tolist()}
 
     def check_steps(self, ids: Any, packet_bytes: int) -> tuple[Any, list[int]]:
         """Replay the audited senders' closed chains against the bases they committed to:
@@ -753,9 +759,18 @@ class _ShardSteps:
         """Nodes whose chain must close this round (``nodes`` are the round's awake)."""
         return self.full_now
 
-    def close(self, nodes: Any, _bases: Any, _round: int = -1) -> None:
-        """The senders commit to their chains; the shards hold their bases."""
-        self.sim._call("close_steps", [(nodes[p],) for p in self.sim._split(nodes)])
+    def close(self, nodes: Any, _bases: Any, round_: int = -1) -> None:
+        """The senders commit to their chains; the shards hold their bases. A recording
+        run gets the closed chains back (``closed``, ``closed_meta``, as a local log has)."""
+        sim = self.sim
+        recording = sim.record is not None
+        got = sim._call("close_steps", [(nodes[p], round_, recording) for p in sim._split(nodes)])
+        if recording:
+            self.closed, self.closed_meta = {}, {}
+            for part in got:
+                for node, (start, chain, meta) in part.items():
+                    self.closed[node] = (start, chain)
+                    self.closed_meta[node] = meta
 
     def check(self, nodes: Any, _bases: Any, _aggregate: Any, _many: Any = None) -> Any:
         """Each shard replays its audited nodes' chains with its own aggregator."""
