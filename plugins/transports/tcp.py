@@ -81,6 +81,10 @@ class TcpConfig:
     * ``queue_limit``: received messages held for the node; arrivals beyond are dropped.
     * ``backoff_min``, ``backoff_max``: seconds between dial attempts, doubling per failure.
     * ``max_peers``: size of the address book (static and learned peers).
+    * ``idle_timeout``: seconds a connection may deliver nothing before it is closed (a peer
+      that connected and went silent holds a slot and hears every update while giving
+      nothing; closing is not a ban: it may dial again). Every connection is sent a record at
+      least every third of this (the peer list, empty if need be), so a live peer never idles.
     """
 
     listen: str = attrs.field(default="127.0.0.1:0", validator=_listen)
@@ -96,6 +100,7 @@ class TcpConfig:
     backoff_min: float = attrs.field(default=0.1, validator=number(0.01, 60.0))
     backoff_max: float = attrs.field(default=5.0, validator=number(0.01, 3600.0))
     max_peers: int = attrs.field(default=256, validator=integer(1, 65536))
+    idle_timeout: float = attrs.field(default=30.0, validator=number(0.1, 86400.0))
 
 
 class _Bucket:
@@ -217,6 +222,7 @@ class TcpTransport(Transport):
         self.banned: set[bytes] = set()
         self.conns: dict[bytes, Connection] = {}
         self.disconnects: Counter[Reason] = Counter()
+        self.idle_closed = 0  # connections closed for delivering nothing in idle_timeout
         self.handshake_seconds: deque[float] = deque(maxlen=1024)
         self.wire_bytes_sent = self.wire_bytes_received = 0
         self._counts = dict.fromkeys(attrs.fields_dict(TransportStats), 0)
@@ -312,7 +318,11 @@ class TcpTransport(Transport):
             self._retry.pop(key, None)
             self._send_peers(conn)
             while True:
-                kind, data = await conn.receive()
+                try:
+                    kind, data = await asyncio.wait_for(conn.receive(), self.config.idle_timeout)
+                except asyncio.TimeoutError:
+                    self.idle_closed += 1  # silent, not faulty: no reason counted against it
+                    return
                 if kind == wire.RECORD_DATA:
                     self._deliver(key, data)
                 elif kind == wire.RECORD_BAN:
@@ -356,13 +366,15 @@ class TcpTransport(Transport):
             self.book[key] = (conn.host, conn.listen_port)
         return key
 
-    def _send_peers(self, conn: Connection) -> None:
+    def _send_peers(self, conn: Connection, keepalive: bool = False) -> None:
+        """Tell ``conn``'s peer the addresses of our other peers; with ``keepalive``, an
+        empty list when there are none (the record that keeps the connection from idling)."""
         entries = [
             wire.PeerEntry(key, *self.book[key])
             for key in sorted(self.conns)
             if key in self.book and key != conn.peer_key
         ]
-        if entries:
+        if entries or keepalive:
             conn.send(wire.RECORD_PEERS, wire.encode_peers(entries))
 
     def _learn(self, entries: list[wire.PeerEntry]) -> None:
@@ -408,9 +420,10 @@ class TcpTransport(Transport):
 
     async def _exchange_loop(self) -> None:
         while True:
-            await asyncio.sleep(EXCHANGE_SECONDS)
+            await asyncio.sleep(min(EXCHANGE_SECONDS, self.config.idle_timeout / 3))
             for conn in list(self.conns.values()):
-                self._send_peers(conn)
+                if conn.peer_key is not None and not conn.closed:
+                    self._send_peers(conn, keepalive=True)
 
     # --- the node's asynchronous interface --------------------------------------------------
 

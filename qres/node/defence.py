@@ -13,7 +13,10 @@ Where a node's view differs from the simulator's omniscient one:
   auditing node itself is in Storm (storms are regional);
 * an audit is a real exchange (:mod:`qres.node.audits`): an answer that contradicts its packet
   is a fault, an audit left unanswered for ``AUDIT_PATIENCE`` awake rounds costs
-  ``rep_penalty_outlier`` (it may have been lost: never a fault);
+  ``rep_penalty_outlier``, makes the next audit of the peer sure and leaves its updates out of
+  the aggregate until one of its audits passes (it cannot prove them, so they move nothing);
+  never a fault, for nothing the peer signed shows that it received the request (a dropped
+  connection or a broker that drops messages would otherwise get honest nodes banned);
 * picks are drawn from the operating system's randomness, unpredictable to the audited.
 """
 
@@ -68,6 +71,7 @@ class Defence:
         self.tight_rng = np.random.default_rng(seed ^ 0x71687)
         self.audited_ok: set[int] = set()  # slots that passed an audit since the last round
         self.due: set[int] = set()  # slots due for a sure audit this round
+        self.unproven: set[int] = set()  # slots with an audit unanswered since the last pass
 
     # --- consensus -----------------------------------------------------------------------
 
@@ -161,10 +165,19 @@ class Defence:
         return Verdicts(out, np.flatnonzero(useful), picked)
 
     def passed(self, slot: int) -> None:
-        """An audit of ``slot`` checked out (clears a suspicion)."""
+        """An audit of ``slot`` checked out (clears a suspicion and lets its updates count)."""
         self.audited_ok.add(slot)
+        self.unproven.discard(slot)
 
     def unanswered(self, slot: int) -> None:
-        """An audit of ``slot`` went unanswered: a penalty, never a fault."""
+        """An audit of ``slot`` went unanswered: a penalty, its updates left out of the
+        aggregate until an audit passes, a sure audit next; never a fault."""
         self.ledger.adjust([slot], -self.ledger.pen_outlier)
         self.due.add(slot)  # ask again, surely
+        self.unproven.add(slot)
+
+    def counted(self, slots):
+        """Which of ``slots`` may enter the aggregate: not those with an audit unanswered."""
+        import numpy as np
+
+        return ~np.isin(np.asarray(slots, np.int64), sorted(self.unproven))

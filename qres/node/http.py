@@ -6,6 +6,10 @@
 * ``GET /v1/status``: the node's status JSON (``qres node status`` plus live counters).
 * ``GET /metrics``: Prometheus text.  ``GET /``: a live status page.
 
+While the node sleeps between wakes the codec endpoints answer 503 with ``Retry-After`` (its
+CPU does no work for others then); the read endpoints keep answering (they read what the node
+holds and change nothing), so monitoring sees a sleeping node, not a dead one.
+
 Errors are the CLI's, as JSON ``{"error": ..., "exit_code": ...}`` with an HTTP status for the
 exit code. The server binds 127.0.0.1 unless told otherwise; bound anywhere else it requires
 ``Authorization: Bearer $QRES_NODE_TOKEN`` on the write endpoints and refuses to start without
@@ -71,6 +75,17 @@ def make_app(node, token: str | None = None):
             return web.json_response(
                 {"error": f"missing or wrong bearer token (see {TOKEN_ENV})", "exit_code": 1},
                 status=401,
+            )
+        if node.asleep:
+            # the CPU sleeps between wakes (qres.swarm.energy): it codes nothing for others
+            wait = node.seconds_to_wake()
+            return web.json_response(
+                {
+                    "error": f"the node is asleep until its next wake in {wait} s; retry then",
+                    "exit_code": 1,
+                },
+                status=503,
+                headers={"Retry-After": str(wait)},
             )
         try:
             body = await _read_body(request)

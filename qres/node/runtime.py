@@ -36,6 +36,9 @@ BAN_POLL_SECONDS = 0.1
 #: Seconds between looks, within a round, for a full training window (in a round opened
 #: without one) and for peers that connected after this round's update went out.
 POLL_SECONDS = 0.25
+#: Segments' worth of samples an asleep node holds before its full sample memory wakes it to
+#: store them (a wake it pays for).
+SLEEP_SEGMENTS = 16
 
 
 @attrs.frozen
@@ -123,7 +126,7 @@ class Node:
         self._awake = asyncio.Event()
         self._awake.set()
         self._awake_rounds = 0  # rounds closed awake (audit patience counts these)
-        self._buffer: list = []
+        self._buffer: list = []  # (samples, arrival time) not in a segment yet
         self.recent = None
         self.stats = {
             "samples_in": 0,
@@ -316,7 +319,7 @@ class Node:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self._flush_segment()
+            self._store_all()
             if runner is not None:
                 await runner.cleanup()
             await self.transport.aclose()
@@ -347,7 +350,7 @@ class Node:
         async for chunk in source:
             self._take(chunk)
         if self.options.exit_on_eof:
-            self._flush_segment()
+            self._store_all()
             self.stop()
 
     def _take(self, chunk) -> None:
@@ -361,26 +364,55 @@ class Node:
         self.recent = tail[-span:]
         if self.scale is None:
             self._calibrate(chunk)
-        while len(chunk):
-            room = s.segment_samples - sum(len(b) for b in self._buffer)
-            self._buffer.append(chunk[:room])
-            chunk = chunk[room:]
-            full = sum(len(b) for b in self._buffer) >= s.segment_samples
-            if full or time.time() - self._segment_start >= s.segment_seconds:
-                self._flush_segment()
+        self._buffer.append((chunk, time.time()))
+        if self._slept is None:
+            self._store_due()
+        elif self._buffered() >= SLEEP_SEGMENTS * s.segment_samples:
+            self._wakes_now += 1  # the full sample memory wakes the CPU to store it
+            self.stats["wakes"] = self.stats.get("wakes", 0) + 1
+            self._store_due()
 
-    def _flush_segment(self) -> None:
+    def _buffered(self) -> int:
+        return sum(len(b) for b, _ in self._buffer)
+
+    def _store_due(self) -> None:
+        """Close the segments that are due: every full one (``segment_samples``), then the
+        one being filled if it is older than ``segment_seconds``. Compressing and writing is
+        CPU work: an asleep node records its samples and stores them when it wakes."""
+        s = self.settings
+        while self._buffered() >= s.segment_samples:
+            self._flush_segment(s.segment_samples)
+        if self._buffer and time.time() - self._segment_start >= s.segment_seconds:
+            self._flush_segment()
+
+    def _store_all(self) -> None:
+        """Store every sample received (at a stop), in segments of at most
+        ``segment_samples``."""
+        while self._buffer:
+            self._flush_segment(self.settings.segment_samples)
+
+    def _flush_segment(self, limit: int | None = None) -> None:
+        """Write the oldest ``limit`` buffered samples (all without a limit) as one segment,
+        timed from the segment's start to the arrival of its last sample."""
         import numpy as np
 
         if not self._buffer:
             return
-        samples = np.concatenate(self._buffer)
-        self._buffer = []
-        now = time.time()
-        seg = self.segments.write(self._next_sample, samples, self._segment_start, now)
+        taken, size, end = [], 0, self._segment_start
+        while self._buffer and (limit is None or size < limit):
+            chunk, arrived = self._buffer.pop(0)
+            if limit is not None and size + len(chunk) > limit:
+                keep = limit - size
+                self._buffer.insert(0, (chunk[keep:], arrived))
+                chunk = chunk[:keep]
+            taken.append(chunk)
+            size += len(chunk)
+            end = arrived
+        samples = np.concatenate(taken)
+        seg = self.segments.write(self._next_sample, samples, self._segment_start, end)
         self.stats["bytes_out"] += seg.bytes
         self._next_sample += len(samples)
-        self._segment_start = now
+        self._segment_start = end
 
     # --- learning rounds ----------------------------------------------------------------
 
@@ -426,6 +458,7 @@ class Node:
             self._awake.clear()
             return
         self._awake.set()
+        self._store_due()  # what the sensor recorded while this node slept
         await self._open_round(r)
 
     def _schedule(self, r: int) -> int:
@@ -446,6 +479,17 @@ class Node:
         wakes = int(e.wakes(r, regime, np.ones(1), np.ones(1, bool))[0])
         self.stats["wakes"] = self.stats.get("wakes", 0) + wakes
         return wakes
+
+    @property
+    def asleep(self) -> bool:
+        """True between wakes (a round slept through)."""
+        return self._slept is not None
+
+    def seconds_to_wake(self) -> int:
+        """Whole wall-clock seconds until the round of this node's next wake (at least 1)."""
+        T = self.swarm.round_seconds
+        due = math.floor(float(self.energy.next_wake[0]) / T) * T / self.options.time_scale
+        return max(1, math.ceil(due - time.time()))
 
     def _close_sleep(self) -> None:
         """End a round slept through: pay its sleep and log it (no error, nothing received)."""
@@ -936,6 +980,7 @@ class Node:
         self._chain_step = None
         if own is not None:
             kept, gain = self.defence.screen(self.weights, windows, rows)
+            kept &= self.defence.counted(slots)  # unproven peers move nothing
             accepted = int(kept.sum())
             update = self.defence.combine(own, rows[kept], slots[kept])
             taken = [packets[i][1] for i in np.flatnonzero(kept).tolist()]
@@ -1019,11 +1064,12 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             updates_received=stats["updates_received"],
             rejected=dict(stats["rejected"]),
             duplicates=stats["duplicates"] + getattr(node.transport, "duplicates", 0),
+            idle_closed=getattr(node.transport, "idle_closed", 0),
             bans_sent=stats["bans_sent"],
             bans_received=stats["bans_received"],
             bans_rejected=dict(stats["bans_rejected"]),
             audits=dict(stats["audits"]),
-            asleep=node._slept is not None,
+            asleep=node.asleep,
             asleep_rounds=stats["asleep_rounds"],
             ratio=(samples * itemsize / stored) if stored else None,
             http_port=node.http_port,

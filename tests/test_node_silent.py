@@ -1,0 +1,135 @@
+"""Peers that say nothing: a connection that delivers nothing is closed (it may come back; no
+ban), and a peer that keeps sending updates but never answers its audits loses its influence
+(reputation, and its updates leave the aggregate) without being banned: nothing it signed
+shows that it ever received a request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.request
+
+from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for
+
+from qres.trust import commitment as cm
+from qres.trust.identity import Identity
+from qres.trust.packet import make_packet
+
+ORDER = 16  # the node profile's order
+ARGS = ("--speed", "20", "--time-scale", "1200")
+
+
+def _live(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def _stop(procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+
+
+def _kill(procs) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_connection_that_stays_silent_is_closed_not_banned(tmp_path):
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    ports = [free_port(), free_port()]
+    nodes = make_nodes(tmp_path, 2, segment_samples=4000)
+    for node, port, other in zip(nodes, ports, reversed(ports), strict=True):
+        # each node listens where the test says and closes connections silent for 5 s
+        text = node["profile"].read_text().split("[node.transport]")[0]
+        peer = nodes[1] if node is nodes[0] else nodes[0]
+        node["profile"].write_text(
+            text + f'[node.transport]\nuse = "tcp"\nlisten = "127.0.0.1:{port}"\n'
+            f'swarm = "test"\nidle_timeout = 5.0\nbackoff_max = 0.5\n'
+            f'peers = [{{ address = "127.0.0.1:{other}", did = "{peer["id"].did}" }}]\n'
+        )
+    http = free_port()
+    data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(2)]
+    procs = [
+        start_node(nodes[0], "--source", str(data[0]), *ARGS, "--http", f"127.0.0.1:{http}"),
+        start_node(nodes[1], "--source", str(data[1]), *ARGS),
+    ]
+    mallory = Identity.generate()
+    # a peer that completes the handshake and then never sends a record (no keepalive)
+    peer = {"address": f"127.0.0.1:{ports[0]}", "did": nodes[0]["id"].did}
+    quiet = TcpTransport(TcpConfig(peers=[peer], swarm="test", idle_timeout=86400.0), mallory)
+    try:
+        quiet.open()
+        wait_for(lambda: nodes[0]["id"].did in quiet.connected(), timeout=30)
+        seen = wait_for(lambda: (_live(http) or {}).get("idle_closed", 0) >= 1 and _live(http), 60)
+        assert mallory.did not in seen["banned"] and not seen["banned"]
+        assert nodes[1]["id"].did in seen["connected"]  # an honest peer keeps its connection
+        _stop(procs)
+    finally:
+        quiet.close()
+        _kill(procs)
+
+
+def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(tmp_path):
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    (a,) = make_nodes(tmp_path, 1, extra="audit_rate = 1.0\n", segment_samples=4000)
+    http = free_port()
+    data = signal_file(tmp_path / "s.bin")
+    procs = [start_node(a, "--source", str(data), *ARGS, "--http", f"127.0.0.1:{http}")]
+    mallory = Identity.generate()
+    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
+    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=mallory)
+    base, commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
+    sent_for: set[int] = set()
+
+    def send_and_check():
+        """Send a sound, tiny update for the node's current round (once per round; audit
+        requests are received and never answered); the status once an audit expired."""
+        st = _live(http)
+        if st is None or st["round"] is None:
+            return None
+        r = st["round"] + 1  # the round open now (the status names the last one closed)
+        if r not in sent_for:
+            sent_for.add(r)
+            packet = make_packet(
+                mallory, r, os.urandom(16), [1] * ORDER, base=base, commitment=commitment
+            )
+            evil.send(mallory.did, a["id"].did, packet.encode())
+        evil.receive(mallory.did)  # the audit requests: read, never answered
+        return st if st["audits"]["unanswered"] >= 3 else None
+
+    try:
+        evil.open()
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=30)
+        st = wait_for(send_and_check, timeout=120, step=0.05)
+        first_expiry = st["round"]
+        # a few more rounds of updates from the unanswering peer
+        wait_for(lambda: (send_and_check() or {}).get("round", 0) >= first_expiry + 4, 60, 0.05)
+        _stop(procs)
+    finally:
+        evil.close()
+        _kill(procs)
+    from qres.node.state import State
+
+    state = State(a["home"] / "data" / "state.sqlite")
+    try:
+        (row,) = [p for p in state.peers() if p["did"] == mallory.did]
+        rounds = state.rounds(1000)
+    finally:
+        state.close()
+    assert row["banned_at"] == -1  # never banned: an unanswered audit is no evidence
+    assert row["reputation"] < 0.8 * (1 << 16)  # each unanswered audit cost it
+    # its updates counted while it had not been caught out, and move nothing after
+    assert any(r["received"] and r["accepted"] for r in rounds if r["round"] < first_expiry)
+    later = [r for r in rounds if r["round"] > first_expiry and r["received"]]
+    assert later and all(r["accepted"] == 0 for r in later)
