@@ -135,6 +135,12 @@ def test_the_validator_accepts_only_well_formed_requests(body, chat):
     _check_accepted(request, chat)
 
 
+@pytest.mark.parametrize("stop", [True, False, 0, 5, 1.5, {"a": 1}, {}, [None], ["x", 3]])
+def test_a_stop_that_is_no_string_or_list_of_strings_is_one_line(stop):
+    with pytest.raises(QresError, match="stop: give up to"):
+        parse_request({"prompt": "hi", "stop": stop}, SMALL, chat=False)
+
+
 @pytest.fixture(scope="module")
 def toy_server():
     backend = plugins.create("llm_backend", {"use": "deterministic"}, Location("tests"))

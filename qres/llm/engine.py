@@ -92,7 +92,14 @@ def parse_request(body: object, settings: EngineSettings, chat: bool) -> Request
     if body.get("n", 1) != 1:
         raise QresError("n must be 1: one choice per request")
     stop = body.get("stop")
-    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if stop is None:
+        stops = ()
+    elif isinstance(stop, str):
+        stops = (stop,)
+    elif isinstance(stop, list):
+        stops = tuple(stop)
+    else:  # a number, a bool or an object is no list of stop strings
+        stops = (None,)
     if len(stops) > MAX_STOP_SEQUENCES or not all(isinstance(s, str) and s for s in stops):
         raise QresError(f"stop: give up to {MAX_STOP_SEQUENCES} non-empty strings")
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
