@@ -535,6 +535,51 @@ def test_adaptive_bounded_trust():
         make_table({"use": "adaptive", "distrust": 0.5, "trust": 0.4})
 
 
+@PROPS
+@given(x=updates(), data=st.data())
+def test_adaptive_is_the_trimmed_mean_at_the_breakdown_point(x, data):
+    """f as large as an honest majority allows: the trimmed mean, whatever the reputations."""
+    n = x.shape[0]
+    f = (n - 1) // 2
+    reps = np.array(data.draw(st.lists(st.integers(0, 65536), min_size=n, max_size=n)))
+    out = make("adaptive", trimmed_at_breakdown=True).aggregate(x, f=f, weights=reps)
+    assert out.tobytes() == make("trimmed-mean").aggregate(x, f=f).tobytes()
+
+
+def test_adaptive_falls_back_only_at_the_breakdown_point():
+    """With ``trimmed_at_breakdown``, three trusted rows pushing together inside the radius
+    move adaptive when the caller allows for two Byzantine rows of seven, and not when it
+    allows for three (the median)."""
+    from qres.builtin_plugins.aggregators.reputation import at_breakdown
+
+    assert [at_breakdown(n, f) for n, f in ((3, 0), (3, 1), (4, 1), (5, 1), (7, 3), (8, 3))] == [
+        False,
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert not at_breakdown(100, 30) and at_breakdown(101, 50) and not at_breakdown(101, 49)
+    assert at_breakdown(2, 0)  # two rows allow no Byzantine row: their mean
+    rng = np.random.default_rng(11)
+    honest = rng.integers(-(1 << 14), 1 << 14, (4, 6), dtype=np.int32)
+    push = np.repeat(np.full((1, 6), 1 << 13, np.int32), 3, axis=0) + np.arange(3)[:, None]
+    x = np.vstack([honest, push.astype(np.int32)])
+    reps = np.full(7, 65536)
+    median = make("median").aggregate(x, f=3)
+    rule = make("adaptive", trimmed_at_breakdown=True)
+    assert rule.aggregate(x, f=3, weights=reps).tolist() == median.tolist()
+    moved = rule.aggregate(x, f=2, weights=reps)
+    assert moved.tolist() != make("trimmed-mean").aggregate(x, f=2).tolist()
+    # off by default: the clipped steps move the median too
+    assert make("adaptive").aggregate(x, f=3, weights=reps).tolist() != median.tolist()
+    # the batched path keeps the same rule
+    sets = np.stack([x, x[::-1]])
+    batch = rule.aggregate_batch(sets, 3, np.stack([reps, reps]))
+    assert batch.tolist() == [median.tolist()] * 2
+
+
 def test_reputation_errors():
     x = np.zeros((3, 2), np.int32)
     for rule in ("reputation-weighted", "adaptive"):

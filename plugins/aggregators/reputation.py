@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from qres.kernel.config import InvalidSetting, number
+from qres.kernel.config import InvalidSetting, boolean, number
 from qres.kernel.errors import QresError
 from qres.kernel.hookspecs import hookimpl
 from qres.kinds.aggregator import Aggregator, check_reputations
@@ -216,6 +216,16 @@ class ReputationWeighted(Aggregator):
         return anchored(x, shares, weighted_median_columns(x, raw))
 
 
+def at_breakdown(n: int, f: int) -> bool:
+    """Whether ``f`` of ``n`` rows is as many Byzantine rows as an honest majority allows
+    (``n - 2 f <= 2``: the trimmed mean keeps one or two values per coordinate, the
+    median; two rows allow none). ``adaptive`` with ``trimmed_at_breakdown`` is then the
+    trimmed mean alone: the honest surplus ``n - 2 f`` of at most two rows cannot outvote
+    ``f`` trusted rows pushing together inside the clipping radius, and only the middle
+    order statistics stay between honest values (docs/defence.md, rule 2a)."""
+    return n - 2 * f <= 2
+
+
 @attrs.frozen
 class AdaptiveConfig:
     """Settings of the adaptive aggregator."""
@@ -230,6 +240,10 @@ class AdaptiveConfig:
     #: The full clipping radius, in units of the median distance of the rows to the
     #: trimmed mean.
     radius: float = attrs.field(default=1.0, validator=number(0.0, 1e6))
+    #: Return the trimmed mean alone when ``f`` is as many Byzantine rows as an honest
+    #: majority allows (:func:`at_breakdown`): parity with the trimmed mean at high
+    #: Byzantine fractions, at a cost below them (docs/defence.md, rule 2a).
+    trimmed_at_breakdown: bool = attrs.field(default=False, validator=boolean())
 
     def __attrs_post_init__(self):
         if self.trust < self.distrust:
@@ -251,7 +265,9 @@ class Adaptive(Aggregator):
     distances, a distrusted one not at all, and the honest majority's spread is averaged
     in, not trimmed away. Identical rows are one voice: ``k`` copies share one row's weight,
     so a cartel sending one forged vector weighs as one node. Without reputations every node
-    has full trust. Needs ``n > 2 f``.
+    has full trust. With ``trimmed_at_breakdown``, when ``f`` is as large as an honest
+    majority allows (``n - 2 f <= 2``, :func:`at_breakdown`) the result is the trimmed mean
+    (the median) alone. Needs ``n > 2 f``.
     """
 
     name = "adaptive"
@@ -294,6 +310,8 @@ class Adaptive(Aggregator):
 
         n = x.shape[0]
         c = trimmed_mean(x, f)
+        if self.config.trimmed_at_breakdown and at_breakdown(n, f):
+            return c
         reps = [1 << 16] * n if weights is None else [int(r) for r in weights]
         low, span = self._trust_scale()
         trust = [min(max(r - low, 0), span) for r in reps]  # numerators over span
@@ -346,6 +364,8 @@ class Adaptive(Aggregator):
 
         g, m, d = xs.shape
         c = trimmed_mean(xs, f)
+        if self.config.trimmed_at_breakdown and at_breakdown(m, f):
+            return c
         low, span = self._trust_scale()
         trust = np.clip(reps - low, 0, span)
         raw = np.where(trust > 0, powers(reps, int(2 * exponent_for(m))), 0)
