@@ -85,6 +85,14 @@ def bits(w, x, order, coder):
     return sum(len(coder.encode(r)) for r in res) * 8 / res.size
 
 
+def hierarchy_bits(node, x, order, coder):
+    """Bits per sample of a hierarchy node on block ``x``: the candidate its encoder signals
+    (qres.lora.personal.Personal.choose), plus the index's bits spread over the block."""
+    index = node.choose(x)
+    node.signalled.append(index)
+    return bits(node.candidate(index), x, order, coder) + node.index_bits() / x.size
+
+
 def mean_rows(rows):
     """The integer mean of equal-shaped int arrays, rounded by the rule."""
     return div_round(np.sum(rows, axis=0, dtype=np.int64), len(rows))
@@ -205,7 +213,7 @@ def simulate(args, streams, groups, switched):
         for i, t in enumerate(test):
             for s in SCHEMES[:-1]:
                 per_round[s][r, i] = bits(base.weights(s, i), t, p, coder)
-            per_round["hierarchy"][r, i] = bits(nodes[i].weights(), t, p, coder)
+            per_round["hierarchy"][r, i] = hierarchy_bits(nodes[i], t, p, coder)
         mean_step = base.learn(train)
         for i, t in enumerate(train):
             nodes[i].learn(t, direction)

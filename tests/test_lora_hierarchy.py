@@ -43,6 +43,7 @@ def test_seed_defaults_and_rank_scaling():
         ("density_k", 0),
         ("entropy_low", 0.9),
         ("circuit_lags", 16),
+        ("block_choice", "oracle"),
     ],
 )
 def test_bad_settings_are_refused(key, value):

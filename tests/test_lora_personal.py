@@ -137,3 +137,69 @@ def test_bank_is_bounded_and_scored_by_the_coder_when_given_one():
     assert len(node.bank) == 1 and node.changes
     again, _ = _switching(bank_size=1, coder=coder)
     assert again.changes == node.changes and again.scores == node.scores  # deterministic
+
+
+def _rice():
+    from qres.kernel import plugins
+    from qres.kernel.config import Location
+
+    return plugins.create("coder", {"use": "rice"}, Location("test"))
+
+
+def _coded_switching(choice="signalled"):
+    """The switching streams of :func:`_switching`, each window first coded as a block and
+    then learned; returns the node, per block the signalled index and the bits (Q16.16) of
+    the chosen candidate and of the scored depth, and the windows."""
+    a, b = _ar_stream(34 * 130, COEF, 1), _ar_stream(12 * 130, COEF_B, 2, noise=24.0)
+    windows = [a[:, k * 130 : k * 130 + 131] for k in range(16)]
+    windows += [b[:, k * 130 : k * 130 + 131] for k in range(12)]
+    windows += [a[:, k * 130 : k * 130 + 131] for k in range(28, 34)]
+    node = Personal(HierarchySettings(block_choice=choice), PersonalSettings(), coder=_rice())
+    picked, chosen, scored = [], [], []
+    for w in windows:
+        index = node.choose(w)
+        picked.append(index)
+        chosen.append(node.cost(node.candidate(index), w))
+        scored.append(node.cost(node.weights(), w))
+        node.learn(w)
+    return node, picked, (chosen, scored), windows
+
+
+def test_the_encoder_signals_the_candidate_that_codes_the_block_in_fewest_bits():
+    node, picked, (chosen, scored), windows = _coded_switching()
+    assert all(c <= s for c, s in zip(chosen, scored, strict=True))
+    block = windows[-1]
+    assert node.bank  # candidates beyond the depths exist
+    usable = 5 + 2 * len(node.bank)
+    costs = [node.cost(node.candidate(i), block) for i in range(usable)]
+    index = node.choose(block)
+    assert costs[index] == min(costs) and index == costs.index(min(costs))  # ties: lowest
+    # the index field: ceil(log2(5 depths + 2 local depths x bank_size 4)) = 4 bits
+    assert node.slots() == 13 and node.index_bits() == 4
+    with pytest.raises(QresError, match="outside"):
+        node.candidate(13)
+    with pytest.raises(QresError, match="empty"):
+        node.candidate(5 + 2 * len(node.bank))
+
+
+def test_a_returning_stream_is_coded_by_its_banked_adapter_on_its_first_block():
+    node, picked, (chosen, scored), _ = _coded_switching()
+    assert 16 in node.changes  # B came: A's local layers went to the bank
+    assert all(i < 5 for i in picked[:17])  # nothing banked before the first change
+    assert picked[28] >= 5  # the first block of A again names a bank entry
+    assert chosen[28] < scored[28]  # and codes it in fewer bits than the scored depth
+    plain, plain_picked, (plain_chosen, _), _ = _coded_switching("scored")
+    assert plain.index_bits() == 0 and plain_picked == plain.depths
+    assert chosen[28] < plain_chosen[28]
+
+
+def test_the_decoder_follows_the_signalled_index_to_the_same_weights():
+    _, picked, _, windows = _coded_switching()
+    encoder = Personal(HierarchySettings(), PersonalSettings(), coder=_rice())
+    decoder = Personal(HierarchySettings(), PersonalSettings(), coder=_rice())
+    for w, index in zip(windows, picked, strict=True):
+        assert encoder.choose(w) == index  # the same blocks give the same choices
+        # the decoder has not seen the block: it takes the index from the stream
+        assert np.array_equal(decoder.candidate(index), encoder.candidate(index))
+        encoder.learn(w)
+        decoder.learn(w)

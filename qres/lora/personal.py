@@ -126,6 +126,7 @@ class Personal:
         self.changes: list[int] = []  # rounds at which the stream changed
         self.bank: list[dict] = []  # local adapters of earlier regimes, oldest use first
         self.recalled = 0  # changes at which a banked adapter was restored
+        self.signalled: list[int] = []  # per coded block: the index its encoder signalled
 
     # -- prediction -----------------------------------------------------------------------
     def prefix(self, depth: int):
@@ -145,6 +146,48 @@ class Personal:
     def weights(self):
         """The weight the node predicts with: the chosen depth's adapter (int64)."""
         return self.prefix(self.depth())
+
+    # -- the encoder's choice per block ------------------------------------------------------
+    def slots(self) -> int:
+        """Indices a block may signal: each depth, then each bank slot at each local depth
+        (fixed by the settings, so the decoder knows the field's width without the bank)."""
+        return len(ROLES) + len(LOCAL_ROLES) * self.h.settings.bank_size
+
+    def index_bits(self) -> int:
+        """Bits of the signalled index per block: ``ceil(log2(slots))`` when the encoder
+        chooses (``block_choice = "signalled"``), 0 when the score chooses."""
+        if self.h.settings.block_choice != "signalled":
+            return 0
+        return (self.slots() - 1).bit_length()
+
+    def candidate(self, index: int):
+        """The weight of signalled ``index`` (int64): index ``d`` < 5 is depth ``d`` with the
+        current layers; then bank entry ``e`` at local depth ``j`` is index
+        ``5 + e * len(LOCAL_ROLES) + j`` (the entry's agent and context layers under the
+        current shared ones). What the decoder calls with the index it reads."""
+        if not 0 <= index < self.slots():
+            raise QresError(f"lora: block index {index} outside 0..{self.slots() - 1}")
+        if index < len(ROLES):
+            return self.prefix(index)
+        entry, j = divmod(index - len(ROLES), len(LOCAL_ROLES))
+        if entry >= len(self.bank):
+            raise QresError(f"lora: block index {index} names bank entry {entry}, which is empty")
+        current = self._local()
+        self._set_local(self.bank[entry]["local"])
+        try:
+            return self.prefix(ROLES.index(LOCAL_ROLES[j]))
+        finally:
+            self._set_local(current)
+
+    def choose(self, block: Any) -> int:
+        """The index the encoder signals for ``block`` (C x n samples it is about to code):
+        with ``block_choice = "signalled"`` the candidate of lowest cost on the block itself
+        (ties: the lowest index, a shallower depth before the bank), else the scored depth."""
+        if self.h.settings.block_choice != "signalled":
+            return self.depth()
+        usable = len(ROLES) + len(LOCAL_ROLES) * len(self.bank)
+        costs = [(self.cost(self.candidate(i), block), i) for i in range(usable)]
+        return min(costs)[1]
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, window: Any, direction: Any = None) -> None:

@@ -76,7 +76,10 @@ class HierarchySettings:
     * ``change_k``: a node's stream has *changed* when the newest window's coded cost departs
       from its running score by more than ``change_k`` times the running mean departure
       (see :mod:`qres.lora.personal`); ``bank_size``: local adapters a node keeps to restore
-      when an earlier regime returns.
+      when an earlier regime returns; ``block_choice``: ``signalled`` (the encoder codes each
+      block with whichever candidate model, a depth or a banked adapter, spends the fewest
+      bits on it, and signals its index in the stream) or ``scored`` (the depth of lowest
+      running score, nothing signalled).
     """
 
     ranks: list[int] = attrs.field(
@@ -117,6 +120,7 @@ class HierarchySettings:
     domains: str = attrs.field(default="discovered", validator=one_of("discovered", "declared"))
     change_k: float = attrs.field(default=4.0, validator=number(1.0, 64.0))
     bank_size: int = attrs.field(default=4, validator=integer(0, 64))
+    block_choice: str = attrs.field(default="signalled", validator=one_of("signalled", "scored"))
 
     def __attrs_post_init__(self):
         if self.entropy_low >= self.entropy_high:
