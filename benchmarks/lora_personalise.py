@@ -17,7 +17,8 @@ one model's worth of parameters per round at most:
 * ``hierarchy``: qres.lora.personal per node; the foundation and swarm layers are averaged
   over all nodes, the domain layer over the nodes of the same recording, agent and context
   stay on the node; the shared layers take turns on the wire (one per round), so it sends no
-  more than FedAvg.
+  more than FedAvg. Each block is coded with the candidate the node's encoder signals
+  (qres.lora.personal.Personal.choose; the index's bits are counted in the figure).
 
 ``--files`` picks the recordings: ``tune`` and ``held-out`` are a fixed split of the corpus by
 a hash of the file name (what was tuned on the first is judged on the second); ``all`` both.
@@ -89,7 +90,6 @@ def hierarchy_bits(node, x, order, coder):
     """Bits per sample of a hierarchy node on block ``x``: the candidate its encoder signals
     (qres.lora.personal.Personal.choose), plus the index's bits spread over the block."""
     index = node.choose(x)
-    node.signalled.append(index)
     return bits(node.candidate(index), x, order, coder) + node.index_bits() / x.size
 
 

@@ -18,7 +18,10 @@ The node then predicts with the depth of lowest score (:meth:`Personal.weights`;
 the shallower depth, which carries fewer of the node's own parameters): a node whose data is
 noisy keeps the group's model, a node with its own dynamics takes its own layers. The choice
 is made on data the models had not yet learned from, so it measures how each depth
-generalises, not how well it fits.
+generalises, not how well it fits. With ``block_choice = "signalled"`` the encoder instead
+codes each block with the candidate (a depth, or a banked local adapter) that spends the
+fewest bits on that very block and signals its index (:meth:`Personal.choose`); the decoder
+builds the same model from the index (:meth:`Personal.candidate`).
 
 Shared layers travel as :meth:`Personal.shared` / :meth:`Personal.absorb` (B, and A when the
 layer is not dense); every number is an integer, so the same windows give the same bits.
@@ -126,7 +129,6 @@ class Personal:
         self.changes: list[int] = []  # rounds at which the stream changed
         self.bank: list[dict] = []  # local adapters of earlier regimes, oldest use first
         self.recalled = 0  # changes at which a banked adapter was restored
-        self.signalled: list[int] = []  # per coded block: the index its encoder signalled
 
     # -- prediction -----------------------------------------------------------------------
     def prefix(self, depth: int):
