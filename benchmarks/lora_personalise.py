@@ -11,7 +11,8 @@ one model's worth of parameters per round at most:
 * ``local``: each node fits its own W, no communication;
 * ``fedavg``: one W, every node's step averaged each round (global-only);
 * ``ditto``: the FedAvg W plus a personal W per node pulled toward it (Ditto, Li et al. 2021,
-  arXiv:2012.04221; ``--ditto-lambda``);
+  arXiv:2012.04221; ``--ditto-lambda``); with ``--ditto-choice`` each block is coded with the
+  personal or the global W, whichever costs fewer bits, plus one bit for the choice;
 * ``fedrep``: W = H_i R, the representation R (2 x 2p) shared and averaged, the head H_i
   (2 x 2) local and trained first each round (FedRep, Collins et al. 2021, arXiv:2102.07078);
 * ``hierarchy``: qres.lora.personal per node; the foundation and swarm layers are averaged
@@ -213,6 +214,9 @@ def simulate(args, streams, groups, switched):
         for i, t in enumerate(test):
             for s in SCHEMES[:-1]:
                 per_round[s][r, i] = bits(base.weights(s, i), t, p, coder)
+            if args.ditto_choice:  # Ditto's own model or the global one, one bit per block
+                shared_bits = bits(base.glob, t, p, coder)
+                per_round["ditto"][r, i] = min(per_round["ditto"][r, i], shared_bits) + 1 / t.size
             per_round["hierarchy"][r, i] = hierarchy_bits(nodes[i], t, p, coder)
         mean_step = base.learn(train)
         for i, t in enumerate(train):
@@ -351,6 +355,12 @@ def main(argv=None):
     ap.add_argument("--order", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.5)
     ap.add_argument("--ditto-lambda", type=float, default=0.1)
+    ap.add_argument(
+        "--ditto-choice",
+        action="store_true",
+        help="Ditto codes each block with its personal or the global model, whichever is "
+        "cheaper, and signals it (one bit per block), as the hierarchy's encoder chooses",
+    )
     ap.add_argument("--score-shift", type=int, default=2, help="depth scores: weight 2**-N")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
