@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +95,25 @@ def status(node: dict, check: bool = True) -> dict | None:
         check=check,
     )
     return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+def live_status(port: int) -> dict | None:
+    """``GET /v1/status`` of a node's HTTP API on ``port``, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5) as r:
+            return json.loads(r.read())
+    except OSError:
+        return None
+
+
+def stop_nodes(procs, timeout: float = 60.0) -> None:
+    """SIGTERM every node still running, then check that each one exits 0 (a clean stop)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err
 
 
 def wait_for(condition, timeout: float = 30.0, step: float = 0.05):

@@ -4,16 +4,22 @@ after checking the evidence itself)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import struct
-import urllib.request
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from node_helpers import make_nodes, signal_file, start_node, status, wait_for
+from node_helpers import (
+    live_status,
+    make_nodes,
+    signal_file,
+    start_node,
+    status,
+    stop_nodes,
+    wait_for,
+)
 
 from qres.node import bans
 from qres.swarm.settings import SwarmSettings
@@ -151,15 +157,6 @@ def _banned_everywhere(nodes, did):
     return None not in st and all(did in s["banned"] for s in st)
 
 
-def _stop(procs):
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-
-
 def _ban_rows(node):
     from qres.node.state import State
 
@@ -185,7 +182,7 @@ def test_an_equivocating_node_is_banned_on_its_two_signed_packets(tmp_path):
         assert evil.send(MALLORY.did, a["id"].did, first)
         assert evil.send(MALLORY.did, a["id"].did, second)
         wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=30, step=0.3)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         evil.close()
         for proc in procs:
@@ -214,11 +211,7 @@ def test_a_second_copy_is_a_duplicate_and_a_reused_nonce_an_equivocation(tmp_pat
     evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=MALLORY)
 
     def live():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
-                return json.loads(r.read())
-        except OSError:
-            return None
+        return live_status(port)
 
     try:
         evil.open()
@@ -242,7 +235,7 @@ def test_a_second_copy_is_a_duplicate_and_a_reused_nonce_an_equivocation(tmp_pat
         ).encode()
         assert evil.send(MALLORY.did, a["id"].did, second)
         wait_for(lambda: _banned_everywhere(nodes, MALLORY.did), timeout=30, step=0.3)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         evil.close()
         for proc in procs:
@@ -273,11 +266,7 @@ def test_a_node_restarted_within_a_round_resends_its_packet_and_is_not_banned(tm
             state.close()
 
     def live():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
-                return json.loads(r.read())
-        except OSError:
-            return None
+        return live_status(port)
 
     try:
         before = wait_for(lambda: db.exists() and signed(), timeout=30, step=0.2)
@@ -286,7 +275,7 @@ def test_a_node_restarted_within_a_round_resends_its_packet_and_is_not_banned(tm
         procs[0] = start_node(a, "--source", str(data[0]), *args, "--http", f"127.0.0.1:{port}")
         # the restarted node opens the same round and sends the stored bytes again
         wait_for(lambda: (live() or {}).get("updates_sent"), timeout=30, step=0.2)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -312,7 +301,7 @@ def test_a_ban_notice_travels_over_mqtt_between_real_nodes(tmp_path):
         packet = _packet(MALLORY, ORDER + 1, round_=closed)
         assert evil.send(MALLORY.did, a["id"].did, packet)  # addressed to A: B drops it
         wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=30, step=0.3)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         evil.close()
         for proc in procs:

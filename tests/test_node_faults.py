@@ -4,12 +4,11 @@ swarm cut into halves for a while, then healed (through loopback proxies the tes
 from __future__ import annotations
 
 import contextlib
-import signal
 import socket
 import sqlite3
 import threading
 
-from node_helpers import make_nodes, signal_file, start_node, status, wait_for
+from node_helpers import make_nodes, signal_file, start_node, status, stop_nodes, wait_for
 
 ARGS = ("--speed", "20", "--time-scale", "1200")  # rounds of 0.5 s
 
@@ -70,15 +69,6 @@ def _start(tmp_path, nodes):
     return [start_node(n, "--source", str(d), *ARGS) for n, d in zip(nodes, data, strict=True)]
 
 
-def _stop(procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err
-
-
 def _rounds_with(node, accepted: int, after: int = -1) -> list[dict]:
     """Rounds of the node's log after ``after`` with at least ``accepted`` peer updates (read
     straight from its database, read-only: polling must not cost a process per look)."""
@@ -127,7 +117,7 @@ def test_a_node_killed_in_a_swarm_restarts_with_its_state_and_learns_on(tmp_path
         resumed = next(e for r, e in errors if r > before["round"])
         # the weights survived: the error resumes well below the genesis model's
         assert resumed < 0.75 * errors[0][1]
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -165,7 +155,7 @@ def test_a_partition_into_halves_heals_without_bans(tmp_path):
             link.blocked = False
         healed_at = _last_round(nodes)
         wait_for(lambda: all(_rounds_with(n, 3, healed_at) for n in nodes), timeout=40, step=0.3)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -195,7 +185,7 @@ def test_mqtt_nodes_reconnect_after_a_broker_restart(tmp_path):
         # every node is back: rounds with both peers' updates after the restart
         wait_for(lambda: all(_rounds_with(n, 2, restarted_at) for n in nodes), timeout=40)
         assert all(proc.poll() is None for proc in procs)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -236,7 +226,7 @@ def test_a_peer_killed_mid_handshake_leaves_the_node_serving(tmp_path):
         killed_at = _last_round(nodes)
         wait_for(lambda: len(_rounds_with(nodes[0], 1, killed_at)) >= 2, timeout=40, step=0.3)
         assert procs[0].poll() is None
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -5,12 +5,17 @@ shows that it ever received a request."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import urllib.request
 
-from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for
+from node_helpers import (
+    free_port,
+    live_status,
+    make_nodes,
+    signal_file,
+    start_node,
+    stop_nodes,
+    wait_for,
+)
 
 from qres.trust import commitment as cm
 from qres.trust.identity import Identity
@@ -18,23 +23,6 @@ from qres.trust.packet import make_packet
 
 ORDER = 16  # the node profile's order
 ARGS = ("--speed", "20", "--time-scale", "1200")
-
-
-def _live(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
-
-
-def _stop(procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
 
 
 def _kill(procs) -> None:
@@ -70,10 +58,12 @@ def test_a_connection_that_stays_silent_is_closed_not_banned(tmp_path):
     try:
         quiet.open()
         wait_for(lambda: nodes[0]["id"].did in quiet.connected(), timeout=30)
-        seen = wait_for(lambda: (_live(http) or {}).get("idle_closed", 0) >= 1 and _live(http), 60)
+        seen = wait_for(
+            lambda: (live_status(http) or {}).get("idle_closed", 0) >= 1 and live_status(http), 60
+        )
         assert mallory.did not in seen["banned"] and not seen["banned"]
         assert nodes[1]["id"].did in seen["connected"]  # an honest peer keeps its connection
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         quiet.close()
         _kill(procs)
@@ -95,7 +85,7 @@ def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(
     def send_and_check():
         """Send a sound, tiny update for the node's current round (once per round; audit
         requests are received and never answered); the status once an audit expired."""
-        st = _live(http)
+        st = live_status(http)
         if st is None or st["round"] is None:
             return None
         r = st["round"] + 1  # the round open now (the status names the last one closed)
@@ -115,7 +105,7 @@ def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(
         first_expiry = st["round"]
         # a few more rounds of updates from the unanswering peer
         wait_for(lambda: (send_and_check() or {}).get("round", 0) >= first_expiry + 4, 60, 0.05)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         evil.close()
         _kill(procs)

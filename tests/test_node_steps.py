@@ -6,14 +6,20 @@ by every honest node, and no honest node ever fails."""
 
 from __future__ import annotations
 
-import json
 import signal
-import urllib.request
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from node_helpers import free_port, make_nodes, signal_file, start_node, wait_for
+from node_helpers import (
+    free_port,
+    live_status,
+    make_nodes,
+    signal_file,
+    start_node,
+    stop_nodes,
+    wait_for,
+)
 
 from qres.node import audits, bans
 from qres.node.state import State
@@ -27,23 +33,6 @@ ORDER = 16
 
 def _state(node) -> State:
     return State(node["home"] / "data" / "state.sqlite")
-
-
-def _stop(procs) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err
-
-
-def _live(port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=5) as r:
-            return json.loads(r.read())
-    except OSError:
-        return None
 
 
 def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp_path):
@@ -60,23 +49,23 @@ def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp
     try:
 
         def banned_everywhere():
-            st = [_live(port) for port in ports]
+            st = [live_status(port) for port in ports]
             return None not in st and all(mallory["id"].did in s["banned"] for s in st)
 
         wait_for(banned_everywhere, timeout=240, step=0.5)
         # honest nodes keep auditing one another (their packets commit to real round steps):
         # more audits, and every one passes
-        passed = [_live(port)["audits"]["passed"] for port in ports]
+        passed = [live_status(port)["audits"]["passed"] for port in ports]
         wait_for(
             lambda: all(
-                (_live(port) or {"audits": {"passed": 0}})["audits"]["passed"] >= before + 2
+                (live_status(port) or {"audits": {"passed": 0}})["audits"]["passed"] >= before + 2
                 for port, before in zip(ports, passed, strict=True)
             ),
             timeout=240,
             step=0.5,
         )
-        live = [_live(port) for port in ports]
-        _stop(procs)
+        live = [live_status(port) for port in ports]
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -122,7 +111,7 @@ def test_a_node_keeps_its_chain_and_answers_with_it_after_a_restart(tmp_path):
         seen = set(stepped())
         procs[0] = start_node(a, "--source", str(data[0]), *args)
         wait_for(lambda: len(set(stepped()) - seen) >= 2, timeout=120, step=0.3)
-        _stop(procs)
+        stop_nodes(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:

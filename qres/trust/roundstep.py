@@ -133,22 +133,31 @@ def encode_substep(sub: SubStep, d: int) -> bytes:
 
 def decode_substep(data: bytes, d: int) -> SubStep:
     """Parse exactly one sub-step of ``d`` weights (:func:`encode_substep`'s bytes)."""
-    step, at = _substep_at(bytes(data), 0, d)
-    if at != len(data):
+    cursor = _Cursor(bytes(data), 0)
+    step = _substep_at(cursor, d)
+    if cursor.at != len(data):
         raise StepError(pk.Reason.MALFORMED, "round step: bytes after the sub-step")
     return step
 
 
-def _substep_at(data: bytes, at: int, d: int) -> tuple[SubStep, int]:
-    """The sub-step at offset ``at`` and the offset after it; every count checked first."""
+class _Cursor:
+    """A read offset into a record: each span is checked against the record's length before
+    it is read, so a lying count fails as truncated instead of reading past the end."""
 
-    def need(size: int) -> int:
-        nonlocal at
-        if at + size > len(data):
+    def __init__(self, data: bytes, at: int):
+        self.data, self.at = data, at
+
+    def need(self, size: int) -> int:
+        """The offset of the next ``size`` bytes, which must lie inside the record."""
+        if self.at + size > len(self.data):
             raise StepError(pk.Reason.MALFORMED, "round step: truncated")
-        at += size
-        return at - size
+        self.at += size
+        return self.at - size
 
+
+def _substep_at(cursor: _Cursor, d: int) -> SubStep:
+    """The sub-step at the cursor, which moves past it; every count checked first."""
+    data, need = cursor.data, cursor.need
     r, sub_flags, m, own_weight = _SUB.unpack_from(data, need(_SUB.size))
     if sub_flags & ~FLAG_WEIGHTED or m > MAX_INPUTS:
         raise StepError(pk.Reason.MALFORMED, "round step: bad sub-step flags or inputs")
@@ -157,8 +166,7 @@ def _substep_at(data: bytes, at: int, d: int) -> tuple[SubStep, int]:
     weighted = bool(sub_flags & FLAG_WEIGHTED)
     if not weighted and (own_weight or any(w for _, w in pairs)):
         raise StepError(pk.Reason.MALFORMED, "round step: weights when unweighted")
-    sub = SubStep(r, own, [h for h, _ in pairs], [w for _, w in pairs], own_weight, weighted)
-    return sub, at
+    return SubStep(r, own, [h for h, _ in pairs], [w for _, w in pairs], own_weight, weighted)
 
 
 def record_bytes(d: int, inputs: Sequence[int]) -> int:
@@ -187,24 +195,13 @@ def decode(data: bytes, max_bytes: int = MAX_STEP_BYTES) -> RoundStep:
         raise StepError(pk.Reason.BAD_VERSION, f"round step: version {version}, expected 1")
     if flags or reserved or total != len(data) or not 1 <= d <= pk.MAX_WEIGHTS:
         raise StepError(pk.Reason.MALFORMED, "round step: bad flags, length or weight count")
-    at = _HEAD.size
-
-    def need(size: int) -> int:
-        nonlocal at
-        if at + size > len(data):
-            raise StepError(pk.Reason.MALFORMED, "round step: truncated")
-        at += size
-        return at - size
-
-    start = struct.unpack_from(f"<{d}i", data, need(4 * d))
-    (k,) = struct.unpack_from("<H", data, need(2))
+    cursor = _Cursor(data, _HEAD.size)
+    start = struct.unpack_from(f"<{d}i", data, cursor.need(4 * d))
+    (k,) = struct.unpack_from("<H", data, cursor.need(2))
     if not 1 <= k <= MAX_SUBSTEPS:
         raise StepError(pk.Reason.MALFORMED, f"round step: {k} rounds, must be 1..64")
-    subs = []
-    for _ in range(k):
-        sub, at = _substep_at(data, at, d)
-        subs.append(sub)
-    if at != len(data):
+    subs = [_substep_at(cursor, d) for _ in range(k)]
+    if cursor.at != len(data):
         raise StepError(pk.Reason.MALFORMED, "round step: bytes after the last sub-step")
     return RoundStep(sender, round_, previous, blinding, start, subs)
 
