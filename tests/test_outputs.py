@@ -226,6 +226,14 @@ def test_binary_data_is_never_written_to_a_terminal(packed):
 # 3: publishing never replaces a file that appeared meanwhile ---------------------------------
 
 
+def _default_signals() -> None:
+    """In the child: the default action for the signals under test. A suite started under
+    ``nohup`` or as a background job inherits SIGHUP or SIGINT ignored, and qres rightly keeps
+    an ignored signal ignored, so these tests would see a run that was never interrupted."""
+    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 class SlowInput:
     """A FIFO as the input of a ``qres compress`` that the test feeds at its own pace."""
 
@@ -237,6 +245,7 @@ class SlowInput:
             [QRES, "compress", str(self.fifo), "--dtype", "int16", *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            preexec_fn=_default_signals,
         )
         self.pipe = self._open_writer()
         self.raw = make_sample(frames=200_000)
