@@ -164,10 +164,12 @@ def test_a_partition_into_halves_heals_without_bans(tmp_path):
             link.close()
     for node in nodes:
         st = status(node)
-        assert not st["banned"]
-        # Statistics (robust outliers among four non-IID streams) may lower a reputation, as
-        # the simulator's rules say; only attributable faults ban, and the partition made none.
-        assert all(p["reputation"] > 0 for p in st["peers"]), st["peers"]
+        # Only attributable faults ban, and the partition made none. Reputations may fall, as
+        # the rules say: robust outliers among four non-IID streams, and audits the cut left
+        # unanswered (costly, never a fault); after the heal every peer's update was taken
+        # again (the wait above), and every peer is still known and unbanned.
+        assert not st["banned"], st["banned"]
+        assert len(st["peers"]) == 3 and not any(p["banned"] for p in st["peers"]), st["peers"]
 
 
 def test_mqtt_nodes_reconnect_after_a_broker_restart(tmp_path):
