@@ -59,7 +59,7 @@ from typing import Any
 
 import attrs
 
-from qres.fixed.q16 import FRAC_BITS, ONE, Q_MAX, Q_MIN, saturate
+from qres.fixed.q16 import FRAC_BITS, ONE, Q_MAX, Q_MIN, from_float, saturate
 from qres.fixed.q16 import HALF as Q_HALF
 from qres.kernel.config import integer, number
 from qres.kernel.errors import QresError
@@ -95,7 +95,7 @@ class TrainSettings:
     @property
     def lr_q(self) -> int:
         """The learning rate in Q16.16, rounded by the rule (to nearest, ties up)."""
-        return int(self.lr * ONE + 0.5)
+        return from_float(self.lr)
 
     @property
     def span(self) -> int:
