@@ -30,7 +30,7 @@ from typing import Any
 from qres.kernel.config import Location
 from qres.kernel.errors import QresError
 from qres.kinds.lora import ROLES
-from qres.lora.hierarchy import SHARED_ROLES
+from qres.lora import exchange
 from qres.lora.personal import Personal, PersonalSettings, mean_abs_error
 from qres.swarm.engine import build_attack
 
@@ -40,7 +40,7 @@ SOURCES = ((24, 37, 2, 6), (40, 29, 5, 3), (64, 23, 1, 7), (100, 53, 8, 2))
 #: The integer range of a stream: [-2048, 2047], as qres.learning.task.
 HALF = 2048
 #: Bytes of one parameter on the wire (Q16.16 int32).
-PARAM_BYTES = 4
+PARAM_BYTES = exchange.PARAM_BYTES
 
 
 def generated_domains(seed: int, length: int) -> list[tuple[str, Any]]:
@@ -180,7 +180,7 @@ class LoraSwarm:
                 window = streams[i][:, lo : lo + s.window + s.order + 1]
                 errs[i] = mean_abs_error(node.weights(), window, s.order) / (1 << 16) / HALF / 2
                 node.learn(window)
-            role = SHARED_ROLES[r % len(SHARED_ROLES)]
+            role = exchange.role_of_round(r)
             parts = [groups["all"]] if role != "domain" else list(by_domain.values())
             size = 0
             for members in parts:
@@ -193,62 +193,29 @@ class LoraSwarm:
         return self._report(nodes, names, domain, byz, error, sent_bytes)
 
     def _exchange(self, nodes, role, members, byz, bases, rng, r) -> int:
-        """One group's turn for ``role``: rows, forgeries, robust aggregate, absorbed by every
-        member. Returns the parameters one node sent."""
+        """One group's turn for ``role`` (the step of :mod:`qres.lora.exchange`, which the
+        real node runs too): rows, forgeries, robust aggregate, absorbed by every member.
+        Returns the parameters one node sent."""
         import numpy as np
 
         from qres.kinds.attack import AttackContext
 
-        keys = sorted(nodes[members[0]].shared(role))
-        shapes = [nodes[members[0]].shared(role)[k].shape for k in keys]
+        first = nodes[members[0]]
         base_key = (role, members[0])
         base = bases.get(base_key)
         if base is None:
-            base = self._initial(nodes[members[0]], role, keys)
-        rows = np.stack(
-            [
-                np.concatenate([nodes[i].shared(role)[k].reshape(-1) for k in keys]) - base
-                for i in members
-            ]
-        )
-        rows = np.clip(rows, -(1 << 31), (1 << 31) - 1).astype(np.int32)
+            base = exchange.initial(first, role)
+        rows = np.stack([exchange.change(nodes[i], role, base) for i in members])
         bad = np.array([byz[i] for i in members])
         if self.attack is not None and bad.any() and (~bad).any():
             context = AttackContext(round=r, nodes=np.flatnonzero(bad), own=rows[bad].copy())
             rows[bad] = self.attack.forge(rows[~bad], int(bad.sum()), rng=rng, context=context)
-        m = len(members)
-        f = min(int(self.s.assumed_byzantine * m), (m - 1) // 2)
-        f = self._tolerable(m, f)
-        agg = np.asarray(self.aggregator.aggregate(rows, f=f, rng=rng), np.int64)
-        new = base + agg
+        new = exchange.combine(self.aggregator, rows, base, self.s.assumed_byzantine, rng)
         bases[base_key] = new
-        out, at = {}, 0
-        for k, shape in zip(keys, shapes, strict=True):
-            count = int(np.prod(shape))
-            out[k] = new[at : at + count].reshape(shape)
-            at += count
+        out = exchange.split(first, role, new)
         for i in members:
-            nodes[i].absorb(role, out, m, tolerance=self.s.accept_tolerance)
+            nodes[i].absorb(role, out, len(members), tolerance=self.s.accept_tolerance)
         return int(new.size)
-
-    @staticmethod
-    def _initial(node: Personal, role: str, keys: list[str]):
-        """The layer's initial parameters (A from the seed, B zero), flattened."""
-        import numpy as np
-
-        layer = node.h.layers[role]
-        init = {"a": layer.a0, "b": layer.b0}
-        return np.concatenate([init[k].reshape(-1) for k in keys]).astype(np.int64)
-
-    def _tolerable(self, m: int, f: int) -> int:
-        """The largest f' <= f the aggregator accepts for m rows."""
-        while f > 0:
-            try:
-                self.aggregator.check_f(m, f)
-                return f
-            except QresError:
-                f -= 1
-        return 0
 
     def _report(self, nodes, names, domain, byz, error, sent_bytes) -> dict:
         """The report: plain data, the same bytes for the same run (no timings)."""
