@@ -23,7 +23,7 @@ from node_helpers import (
 
 from qres.learning import task
 from qres.node import audits, bans
-from qres.node.state import State
+from qres.node.state import SCHEMA_VERSION, State
 from qres.node.steps import Chain
 from qres.trust import packet as pk
 from qres.trust import roundstep as rs
@@ -183,7 +183,7 @@ def test_a_state_from_before_round_steps_is_upgraded_and_starts_its_chain_at_its
 
     live = Node(profiles.load(str(node["profile"])), RunOptions(), identity=ident)
     try:
-        assert live.state.get_meta("schema") == "3"
+        assert live.state.get_meta("schema") == str(SCHEMA_VERSION)
         assert live.chain.previous == packet.encode()
         assert live.weights.tolist() == base.tolist()  # back to what it committed to
         live._settle_chain(6)  # round 5 never closed here: its own update alone
@@ -199,7 +199,7 @@ def test_a_state_from_before_round_steps_is_upgraded_and_starts_its_chain_at_its
     # and a state of the current schema refuses nothing and keeps its chain
     again = State(db)
     try:
-        assert again.get_meta("schema") == "3" and again.load_chain()["previous"]
+        assert again.get_meta("schema") == str(SCHEMA_VERSION) and again.load_chain()["previous"]
     finally:
         again.close()
 

@@ -52,19 +52,13 @@ def run(
     import signal
 
     from qres.kernel import profiles
-    from qres.kernel.errors import ProfileError, QresError
+    from qres.kernel.errors import QresError
     from qres.node.runtime import Node, RunOptions
     from qres.trust.identity import default_key_path, load_identity
 
     if speed < 0 or not time_scale > 0 or rounds < 0:
         raise QresError("--speed must be >= 0, --time-scale > 0 and --rounds >= 0")
     loaded = profiles.load(profile)
-    if "lora" in loaded.data:  # refused, not ignored: the user asked for adapters
-        raise ProfileError(
-            f"{loaded.where('lora')}: a real node learns the swarm's shared model only, not "
-            "the adapter hierarchy; run the hierarchy with `qres swarm simulate` or `qres lora "
-            "train`, or give the node a profile without [lora]"
-        )
     identity = load_identity(key) if key else None
     if identity is None:
         node_key = loaded.data.get("node", {}).get("key", "")

@@ -35,7 +35,18 @@ EVIDENCE_PACKET = 1
 EVIDENCE_EQUIVOCATION = 2
 #: Evidence kind: a signed update packet and the signed audit answer that contradicts it.
 EVIDENCE_AUDIT = 3
-KINDS = (EVIDENCE_PACKET, EVIDENCE_EQUIVOCATION, EVIDENCE_AUDIT)
+#: Evidence kind: one signed LoRA packet (``QRLU``) naming a layer other than its round's, or
+#: carrying another number of values than that layer has.
+EVIDENCE_LORA_PACKET = 4
+#: Evidence kind: two signed LoRA packets of one sender for one round that differ.
+EVIDENCE_LORA_EQUIVOCATION = 5
+KINDS = (
+    EVIDENCE_PACKET,
+    EVIDENCE_EQUIVOCATION,
+    EVIDENCE_AUDIT,
+    EVIDENCE_LORA_PACKET,
+    EVIDENCE_LORA_EQUIVOCATION,
+)
 _HEAD = struct.Struct(f"<4sBBH{PUBLIC_KEY_BYTES}s{PUBLIC_KEY_BYTES}sqI")
 HEADER_BYTES = _HEAD.size
 _PAIR = struct.Struct("<I")
@@ -197,13 +208,54 @@ def failed_audit(packet: bytes, answer: bytes, banned: bytes, swarm, steps=None)
     return result if audits.is_fault(result) else None
 
 
-def check_evidence(notice: BanNotice, swarm, steps=None) -> str | None:
+def _lora_signed_by(data: bytes, banned: bytes):
+    """The LoRA packet in ``data`` if it is well signed by ``banned``, else None."""
+    from qres.node import lora_wire
+
+    try:
+        packet = lora_wire.decode(data)
+    except PacketError:
+        return None
+    if packet.sender != banned or not packet.verify_signature():
+        return None
+    return packet
+
+
+def lora_fault(data: bytes, banned: bytes, sizes: dict[str, int] | None) -> str | None:
+    """The fault one signed LoRA packet proves against ``banned``: ``WRONG_LAYER`` (not its
+    round's layer, a public schedule) or ``BAD_DIMENSION`` (not ``sizes[layer]`` values, the
+    swarm's profile fixes them); None when it proves nothing."""
+    from qres.lora.exchange import role_of_round
+
+    packet = _lora_signed_by(data, banned)
+    if packet is None:
+        return None
+    if packet.role != role_of_round(packet.round):
+        return "WRONG_LAYER"
+    if sizes is not None and len(packet.change) != sizes[packet.role]:
+        return "BAD_DIMENSION"
+    return None
+
+
+def lora_equivocation(a: bytes, b: bytes, banned: bytes) -> bool:
+    """True when ``a`` and ``b`` are LoRA packets, both well signed by ``banned``, for the
+    same round, that differ."""
+    pa, pb = _lora_signed_by(a, banned), _lora_signed_by(b, banned)
+    return pa is not None and pb is not None and pa.round == pb.round and a != b
+
+
+def check_evidence(
+    notice: BanNotice, swarm, steps=None, lora_sizes: dict[str, int] | None = None
+) -> str | None:
     """The fault the notice's evidence proves against ``notice.banned`` (a name:
     ``BAD_POINT``, ``BAD_PROOF``, ``BAD_DIMENSION``, ``EQUIVOCATION`` or ``AUDIT_<finding>``),
     or None when it proves nothing (then the notice is ignored, whoever signed it).
     ``swarm``: the swarm's settings (its order and training settings); ``steps``: the
     swarm's rule and genesis model, to re-check a failed round step
-    (:class:`qres.node.audits.StepRule`)."""
+    (:class:`qres.node.audits.StepRule`); ``lora_sizes``: values per shared layer of a
+    LoRA swarm (without them a LoRA packet's size proves nothing)."""
+    if notice.kind == EVIDENCE_LORA_PACKET:
+        return lora_fault(notice.evidence, notice.banned, lora_sizes)
     if notice.kind == EVIDENCE_PACKET:
         if _signed_by(notice.evidence, notice.banned, swarm.order) is None:
             return None
@@ -214,6 +266,8 @@ def check_evidence(notice: BanNotice, swarm, steps=None) -> str | None:
         return None
     if notice.kind == EVIDENCE_EQUIVOCATION:
         return "EQUIVOCATION" if equivocation(*parts, notice.banned, swarm.order) else None
+    if notice.kind == EVIDENCE_LORA_EQUIVOCATION:
+        return "EQUIVOCATION" if lora_equivocation(*parts, notice.banned) else None
     result = failed_audit(*parts, notice.banned, swarm, steps)
     return None if result is None else audit_fault_name(result)
 

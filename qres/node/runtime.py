@@ -28,6 +28,8 @@ import attrs
 
 from qres.fixed.q16 import sat_add
 from qres.kernel.errors import QresError
+from qres.node import bans
+from qres.node.lora_wire import MAGIC as LORA_MAGIC
 
 #: Q16.16 one (reputations are stored as integers of this unit).
 ONE = 1 << 16
@@ -119,6 +121,12 @@ class Node:
         from qres.node.defence import Defence
 
         self.defence = Defence(self.swarm, self.ledger, self.aggregator)
+        self.lora = None  # the adapter hierarchy, when the profile has a [lora] table
+        if "lora" in profile.data:
+            from qres.node.lora import LoraNode
+
+            self.lora = LoraNode(profile, self.swarm, self.settings.domain)
+        self._check_kind()
         self._load_state()
         self.energy = self._make_energy()
         self._moved = (0, 0)  # transport bytes sent, delivered at the last round's close
@@ -164,6 +172,23 @@ class Node:
             raise QresError(
                 f"{self.state.path}: belongs to {owner}, not to this key ({self.identity.did}); "
                 "give each node its own data folder"
+            )
+
+    def _check_kind(self) -> None:
+        """A state holds one kind of model: the swarm's shared one or an adapter hierarchy;
+        a node of the other kind refuses it rather than mix them."""
+        kind = "lora" if self.lora is not None else "shared"
+        stored = self.state.get_meta("model_kind")
+        if stored is None:
+            # a state from before adapter hierarchies holds the shared model
+            had = self.state.load_model() is not None or self.state.sent()
+            stored = "shared" if had else kind
+            self.state.set_meta("model_kind", stored)
+        if stored != kind:
+            what = {"lora": "an adapter hierarchy ([lora])", "shared": "the swarm's shared model"}
+            raise QresError(
+                f"{self.state.path}: holds {what[stored]}, but the profile asks for "
+                f"{what[kind]}; give this node the profile it learned with, or its own data folder"
             )
 
     def _make_transport(self):
@@ -243,6 +268,10 @@ class Node:
             if peer["banned_at"] >= 0:
                 self.transport.ban(peer["did"])
         self._load_chain()
+        if self.lora is not None:
+            stored = self.state.load_lora()
+            if stored is not None:
+                self.lora.load(stored[1], str(self.state.path))
 
     def _load_chain(self) -> None:
         """The open round-step chain (:mod:`qres.node.steps`). Without one (a new state, or
@@ -583,6 +612,8 @@ class Node:
         from qres.trust.packet import decode
 
         self.round = r
+        if self.lora is not None:
+            return await self._open_lora_round(r)
         stored = self._sent.get(r)
         if stored is not None:
             # a node applies what it committed to: the update its packet carries
@@ -611,6 +642,50 @@ class Node:
         self.stats["updates_sent"] += 1 if sent else 0
 
     _packet: bytes | None = None  # this round's signed update
+
+    async def _open_lora_round(self, r: int) -> None:
+        """A LoRA node's round (:mod:`qres.node.lora`): code the window with its hierarchy,
+        learn, sign the change of the round's shared layer and send it (after a restart
+        within ``r``, the very packet already signed)."""
+        from qres.node import lora_wire
+
+        stored = self._sent.get(r)
+        if stored is not None:
+            packet = stored[0]
+            self._pending = (r, lora_wire.decode(packet), None, False, None)
+        else:
+            windows = self._windows()
+            if windows is None:
+                self._pending, self._packet = (r, None, None, False, None), None
+                return
+            role, change, bits, error = self.lora.learn(r, windows)
+            if self.attack is not None:
+                change = self._forge_lora(r, change)
+            packet = self.lora.packet(self.identity, r, role, change, bits, os.urandom(16))
+            keep = self._keep_rounds + 2
+            lora = (r, self.lora.dump())
+            self.state.save_sent(r, packet, b"", keep, lora=lora)
+            self._sent[r] = (packet, b"")
+            for old in [k for k in self._sent if k < r - keep]:
+                del self._sent[old]
+            self._pending = (r, lora_wire.decode(packet), windows, False, error)
+        self._packet = packet
+        sent = await self.transport.abroadcast(packet)
+        self._reached = set(self.transport.connected()) if sent else set()
+        self.stats["updates_sent"] += 1 if sent else 0
+
+    def _forge_lora(self, r: int, change):
+        """A Byzantine LoRA node's forged change, from its honest one and the peers' changes
+        of the last layer of that size it aggregated (what its attack sees)."""
+        import numpy as np
+
+        seen = [x for x in self._last_rows if x.size == change.size]
+        honest = np.stack([change, *seen]).astype(np.int32)
+        forged = self.attack.forge(
+            honest, 1, rng=self._rng(r, 0), context=self._attack_context(r, change)
+        )[0]
+        return np.asarray(forged, np.int32)
+
     _reached: set = frozenset()  # the peers it went to
 
     async def _catch_up(self) -> None:
@@ -738,6 +813,9 @@ class Node:
             await self._awake.wait()  # asleep: what arrives waits in the transport's queue
             message = await self.transport.recv(None)
             magic = bytes(message.payload[:4])
+            if self.lora is not None or magic == LORA_MAGIC:
+                self._take_lora(message)
+                continue
             if magic == audits.REQUEST_MAGIC:
                 await self._answer_audit(message)
                 continue
@@ -773,6 +851,57 @@ class Node:
             self._reject("RELAYED")
         if (packet.did, packet.round) in self._first:
             return self._second_copy(packet, payload)
+        self._first[(packet.did, packet.round)] = payload
+        self._inbox.setdefault(packet.round, {})[packet.did] = (packet, payload)
+
+    def _take_lora(self, message) -> None:
+        """Check a ``QRLU`` packet as it arrives (:mod:`qres.node.lora_wire`) and keep it for
+        its round. The layer of a round and its size are public: a signed packet that names
+        another layer or carries another size is the signer's fault, as is a second,
+        different packet for one round (an equivocation)."""
+        from qres.lora import exchange
+        from qres.node import lora_wire
+        from qres.trust.packet import PacketError
+
+        payload = bytes(message.payload)
+        if self.lora is None:
+            return self._reject("LORA_PACKET")  # a LoRA peer in a swarm of shared models
+        if payload[:4] != lora_wire.MAGIC:
+            return self._reject("NOT_LORA")  # a peer without [lora] (or an audit it asks)
+        self.stats["updates_received"] += 1
+        try:
+            packet = lora_wire.decode(payload)
+        except PacketError as exc:
+            return self._reject(exc.reason.name)
+        slot = self._slot(packet.did)
+        if slot is not None and self.ledger.banned_at[slot] >= 0:
+            return self._reject("BANNED_SENDER")
+        if packet.sender == self.identity.public_key:
+            return self._reject("SELF")
+        if not packet.verify_signature():
+            return self._reject("BAD_SIGNATURE")
+        now, keep = max(self.round, 0), self._keep_rounds
+        if packet.round > now + keep:
+            return self._reject("FUTURE_ROUND")
+        if packet.round < now - keep:
+            return self._reject("STALE_ROUND")
+        if packet.did != message.src:
+            self._reject("RELAYED")
+        if packet.role != exchange.role_of_round(packet.round):
+            self._reject("WRONG_LAYER")
+            return self._fault(packet.did, (bans.EVIDENCE_LORA_PACKET, payload))
+        if len(packet.change) != exchange.size(self.lora.personal, packet.role):
+            self._reject("BAD_DIMENSION")
+            return self._fault(packet.did, (bans.EVIDENCE_LORA_PACKET, payload))
+        first = self._first.get((packet.did, packet.round))
+        if first is not None:
+            if first == payload:
+                self.stats["duplicates"] += 1
+                return
+            self._reject("EQUIVOCATION")
+            self._inbox.get(packet.round, {}).pop(packet.did, None)
+            evidence = (bans.EVIDENCE_LORA_EQUIVOCATION, bans.pair(first, payload))
+            return self._fault(packet.did, evidence)
         self._first[(packet.did, packet.round)] = payload
         self._inbox.setdefault(packet.round, {})[packet.did] = (packet, payload)
 
@@ -915,7 +1044,8 @@ class Node:
             return self._refuse_notice("NO_ROOM")
         if self.ledger.banned_at[self.ledger_slots[notice.banned_did]] >= 0:
             return  # already banned here: nothing to check
-        fault = check_evidence(notice, self.swarm, self.step_rule)
+        sizes = None if self.lora is None else self.lora.sizes()
+        fault = check_evidence(notice, self.swarm, self.step_rule, sizes)
         if fault is None:
             return self._refuse_notice("NO_EVIDENCE")
         self._via.setdefault(notice.banned_did, notice.issuer_did)
@@ -969,6 +1099,8 @@ class Node:
         for key in [k for k in self._first if k[1] < r - self._keep_rounds]:
             del self._first[key]
         self._answered = {k for k in self._answered if k[1] >= r - self._keep_rounds}
+        if self.lora is not None:
+            return self._close_lora_round(r, own, error, received)
         dids = sorted(d for d in received if self._slot(d) is not None)
         dids = [d for d in dids if self.ledger.banned_at[self.ledger_slots[d]] < 0]
         slots = np.array([self.ledger_slots[d] for d in dids], np.int64)
@@ -996,6 +1128,28 @@ class Node:
         self._save_round(r, error, len(received), accepted)
         self._pending, self._packet = None, None
 
+    def _close_lora_round(self, r: int, own, error, received: dict) -> None:
+        """Close a LoRA node's round: aggregate the round's layer from this node's change and
+        its peers' (unbanned, of its group), screen and take it, ban, persist."""
+        import numpy as np
+
+        packets = []
+        for did in sorted(received):
+            slot = self._slot(did)
+            if slot is not None and self.ledger.banned_at[slot] < 0:
+                packets.append(received[did][0])
+        accepted = 0
+        if own is not None:
+            group = self.lora.group(own.role, packets)
+            rows, _ = self.lora.close(r, own.role, own.change, self.identity.public_key, group)
+            accepted = rows - 1
+            self._last_rows = [np.asarray(p.change, np.int32) for p in group]
+        self._awake_rounds += 1
+        self._apply_bans(r, persist=False)
+        self._spend_energy(r)
+        self._save_round(r, error, len(received), accepted)
+        self._pending, self._packet = None, None
+
     def _save_round(self, r: int, error: float | None, received: int, accepted: int) -> None:
         self.stats["rounds"] += 1
         if error is not None:
@@ -1011,6 +1165,8 @@ class Node:
                     did, int(self.ledger.rep[slot]), int(self.ledger.banned_at[slot])
                 )
             self._persist_bans()
+            if self.lora is not None:
+                self.state.save_lora(r, self.lora.dump())
             self.state.log_round(
                 r,
                 -1.0 if error is None else error,
@@ -1075,4 +1231,6 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             http_port=node.http_port,
             energy=node.energy_status(),
         )
+        if node.lora is not None:
+            out["lora"] = node.lora.status()
     return out

@@ -42,6 +42,8 @@ class NodeSettings:
     * ``sample_range``: ``[lo, hi]``, the source's values mapped onto the learning task's
       integers (:class:`qres.learning.task.Scale`); ``[]``: fitted on the first
       ``calibration_samples`` samples, as the simulator fits a whole recording, and kept.
+    * ``domain``: with a ``[lora]`` profile, the node's domain (nodes on the same kind of
+      sensor): nodes that name the same domain learn the domain layer together.
     """
 
     data_dir: str = attrs.field(default="qres-node", validator=text(4096))
@@ -54,3 +56,4 @@ class NodeSettings:
     key: str = attrs.field(default="", validator=text(4096))
     sample_range: list = attrs.field(factory=list, validator=_range_or_empty)
     calibration_samples: int = attrs.field(default=1024, validator=integer(16, 1 << 24))
+    domain: str = attrs.field(default="", validator=text(200))

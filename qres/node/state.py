@@ -16,7 +16,7 @@ import attrs
 
 from qres.kernel.errors import IntegrityError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS model (
@@ -41,11 +41,19 @@ CREATE TABLE IF NOT EXISTS chain (
     start BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chain_steps (
     round INTEGER PRIMARY KEY, step BLOB NOT NULL, inputs BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS lora (
+    id INTEGER PRIMARY KEY CHECK (id = 1), round INTEGER NOT NULL, state BLOB NOT NULL);
 """
 #: Each version's step to the next. Version 1 had no ``sent`` table (created by SCHEMA) and
 #: no evidence kind (all were 1); version 2 had no round-step chain (``chain``,
-#: ``chain_steps``, created by SCHEMA: the node starts its chain at its last stored packet).
-MIGRATIONS = {"1": ["ALTER TABLE bans ADD COLUMN kind INTEGER NOT NULL DEFAULT 1"], "2": []}
+#: ``chain_steps``, created by SCHEMA: the node starts its chain at its last stored packet);
+#: version 3 had no adapter hierarchy (``lora``, created by SCHEMA: empty until a node with a
+#: ``[lora]`` profile stores one).
+MIGRATIONS = {
+    "1": ["ALTER TABLE bans ADD COLUMN kind INTEGER NOT NULL DEFAULT 1"],
+    "2": [],
+    "3": [],
+}
 
 
 @attrs.frozen
@@ -191,14 +199,24 @@ class State:
     # --- what this node signed -----------------------------------------------------------
 
     def save_sent(
-        self, round_: int, packet: bytes, answer: bytes, keep: int, *, weights=None, chain=None
+        self,
+        round_: int,
+        packet: bytes,
+        answer: bytes,
+        keep: int,
+        *,
+        weights=None,
+        chain=None,
+        lora: tuple[int, bytes] | None = None,
     ) -> None:
         """Store the update packet signed for ``round_`` and its audit answer *before* it is
         sent, so a restart in the same round resends these bytes instead of signing a second,
         different update (an equivocation); rounds older than ``round_ - keep`` are dropped.
         In the same transaction: ``weights``, the base the packet commits to, and ``chain``,
         ``(previous, blinding, start)`` where the node's next round step starts (its steps
-        so far are dropped: the packet's record holds them)."""
+        so far are dropped: the packet's record holds them); ``lora``, ``(round, stored
+        hierarchy)``: a LoRA node's hierarchy after learning the packet's window (its answer
+        is empty: a LoRA packet has no audit answer)."""
         with self.transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO sent VALUES (?, ?, ?)", (round_, packet, answer)
@@ -208,6 +226,8 @@ class State:
                 self.save_weights(weights)
             if chain is not None:
                 self.save_chain(*chain)
+            if lora is not None:
+                self.save_lora(*lora)
 
     def save_weights(self, weights) -> None:
         """Store the weights, keeping the round they belong to (call inside a transaction);
@@ -254,6 +274,17 @@ class State:
         """The stored packets and answers, by round."""
         rows = self.db.execute("SELECT round, packet, answer FROM sent").fetchall()
         return {int(r): (bytes(p), bytes(a)) for r, p, a in rows}
+
+    # --- the adapter hierarchy (a node with a [lora] profile) ------------------------------
+
+    def save_lora(self, round_: int, blob: bytes) -> None:
+        """Store the hierarchy as it is after ``round_`` (call inside a transaction)."""
+        self.db.execute("INSERT OR REPLACE INTO lora VALUES (1, ?, ?)", (round_, blob))
+
+    def load_lora(self) -> tuple[int, bytes] | None:
+        """``(round, stored hierarchy)`` or None when no hierarchy was stored."""
+        row = self.db.execute("SELECT round, state FROM lora WHERE id = 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     # --- segments --------------------------------------------------------------------------
 

