@@ -211,7 +211,8 @@ def test_the_stored_hierarchy_round_trips_and_refuses_foreign_classes(lora_profi
     # a hierarchy learned with other settings is refused, not mixed in
     other = tmp_path / "other.toml"
     other.write_text(
-        '[profile]\nname = "o"\nextends = "node"\n[swarm]\norder = 8\n[lora]\nranks = [8, 8, 8, 8, 8]\n'
+        '[profile]\nname = "o"\nextends = "node"\n[swarm]\norder = 8\n'
+        "[lora]\nranks = [8, 8, 8, 8, 8]\n"
     )
     (foreign,) = _nodes(1, profiles.load(str(other)))
     with pytest.raises(IntegrityError, match="other"):
