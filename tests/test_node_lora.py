@@ -6,9 +6,18 @@ its hierarchy."""
 from __future__ import annotations
 
 import signal
+import urllib.request
 
 import pytest
-from node_helpers import free_port, live_status, make_nodes, signal_file, start_node, stop_nodes
+from node_helpers import (
+    free_port,
+    live_status,
+    make_nodes,
+    signal_file,
+    start_node,
+    status,
+    stop_nodes,
+)
 from node_helpers import wait_for as wait
 
 LORA = (
@@ -53,16 +62,22 @@ def test_lora_nodes_learn_over_tcp_and_a_restart_keeps_the_hierarchy(tmp_path):
             assert set(lora["layers"]) == {"foundation", "domain", "swarm", "agent", "context"}
             assert lora["health"] in ("HEALTHY", "DEGRADED")
             assert not st["banned"] and not st["rejected"].get("NOT_LORA")
-        before = statuses[0]["lora"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert (
+            "qres_lora_bits_per_sample " in metrics and 'qres_lora_drift{layer="agent"}' in metrics
+        )
         procs[0].send_signal(signal.SIGTERM)
         procs[0].communicate(timeout=60)
         assert procs[0].returncode == 0
+        before = status(nodes[0])["lora"]  # read from the stopped node's state
+        assert before["rounds"] >= statuses[0]["lora"]["rounds"]
         port = free_port()
         data = tmp_path / "s0.bin"
         procs[0] = start_node(nodes[0], "--source", str(data), *ARGS, "--http", f"127.0.0.1:{port}")
         again = wait(lambda: _lora(port), timeout=60, step=0.3)["lora"]
         # the hierarchy, its figures and its layers came back from the state
-        assert again["rounds"] >= before["rounds"]
+        assert again["rounds"] >= before["rounds"] and before["bits"][-1] in again["bits"]
         assert again["first_bits_per_sample"] == before["first_bits_per_sample"]
         assert again["layers"]["agent"]["drift"] > 0
     finally:

@@ -147,66 +147,35 @@ class LoraNode:
     # --- what the node reports ----------------------------------------------------------
 
     def status(self) -> dict:
-        """The hierarchy's health for ``/v1/status``: per layer rank, drift, inertia; health
-        and its reasons; the depth predicted with; coded bits (first and newest round)."""
-        from qres.fixed.q16 import ONE
-        from qres.kinds.lora import ROLES
-
-        summary = self.personal.h.summary()
-        p = self.personal
-        return {
-            "domain": self.domain,
-            "health": summary["health"]["status"],
-            "reasons": summary["health"]["reasons"],
-            "depth": ROLES[p.depth()],
-            "layers": {
-                role: {
-                    k: layer[k] for k in ("shared", "rank", "dense", "effective_inertia", "drift")
-                }
-                for role, layer in summary["layers"].items()
-            },
-            "migrations": summary["migrations"],
-            "queues": summary["queues"],
-            "rounds": len(self.bits),
-            "first_bits_per_sample": self.bits[0][1] / ONE if self.bits else None,
-            "bits_per_sample": self.bits[-1][1] / ONE if self.bits else None,
-            "bits": [[r, b / ONE] for r, b in self.bits[-20:]],
-            "rejected_aggregates": p.rejected,
-            "aggregated": self.aggregated,
-            "other_base": self.other_base,
-            "changes": len(p.changes),
-        }
+        """The hierarchy's health for ``/v1/status`` (:func:`status_of`)."""
+        return status_of(self.held())
 
     # --- the stored state ---------------------------------------------------------------
+
+    def held(self) -> dict:
+        """What the state keeps (:meth:`dump`), as objects."""
+        return {
+            "format": STORED_FORMAT,
+            "domain": self.domain,
+            "personal": self.personal,
+            "bases": self.bases,
+            "bits": self.bits,
+            "errors": self.errors,
+            "aggregated": self.aggregated,
+            "other_base": self.other_base,
+        }
 
     def dump(self) -> bytes:
         """The hierarchy, bases and figures as stored in the ``lora`` table."""
         coder, self.personal.coder = self.personal.coder, None
         try:
-            held = {
-                "format": STORED_FORMAT,
-                "personal": self.personal,
-                "bases": self.bases,
-                "bits": self.bits,
-                "errors": self.errors,
-                "aggregated": self.aggregated,
-                "other_base": self.other_base,
-            }
-            return pickle.dumps(held, protocol=4)
+            return pickle.dumps(self.held(), protocol=4)
         finally:
             self.personal.coder = coder
 
     def load(self, blob: bytes, where: str) -> None:
         """Take a stored state (:meth:`dump`) whose settings match this node's profile."""
-        try:
-            held = _Restricted(io.BytesIO(blob)).load()
-        except Exception as exc:  # any damage: one clear line, the state is not touched
-            raise IntegrityError(
-                f"{where}: the stored adapter hierarchy is unreadable ({exc}); move the "
-                "state aside to start the hierarchy afresh"
-            ) from exc
-        if not isinstance(held, dict) or held.get("format") != STORED_FORMAT:
-            raise IntegrityError(f"{where}: the stored adapter hierarchy has an unknown format")
+        held = read(blob, where)
         personal = held["personal"]
         if personal.h.settings != self.hierarchy or personal.settings != self.psettings:
             raise IntegrityError(
@@ -216,6 +185,49 @@ class LoraNode:
         self.personal = personal
         self.bases, self.bits, self.errors = held["bases"], held["bits"], held["errors"]
         self.aggregated, self.other_base = held["aggregated"], held["other_base"]
+
+
+def read(blob: bytes, where: str) -> dict:
+    """A stored hierarchy (:meth:`LoraNode.dump`), read by the restricted unpickler."""
+    try:
+        held = _Restricted(io.BytesIO(blob)).load()
+    except Exception as exc:  # any damage: one clear line, the state is not touched
+        raise IntegrityError(
+            f"{where}: the stored adapter hierarchy is unreadable ({exc}); move the "
+            "state aside to start the hierarchy afresh"
+        ) from exc
+    if not isinstance(held, dict) or held.get("format") != STORED_FORMAT:
+        raise IntegrityError(f"{where}: the stored adapter hierarchy has an unknown format")
+    return held
+
+
+def status_of(held: dict) -> dict:
+    """The hierarchy's health: per layer rank, drift, inertia; health and its reasons; the
+    depth predicted with; coded bits (first, newest, the last 20 rounds); aggregates."""
+    from qres.fixed.q16 import ONE
+    from qres.kinds.lora import ROLES
+
+    p = held["personal"]
+    summary = p.h.summary()
+    bits = held["bits"]
+    keys = ("shared", "rank", "dense", "effective_inertia", "drift")
+    return {
+        "domain": held["domain"],
+        "health": summary["health"]["status"],
+        "reasons": summary["health"]["reasons"],
+        "depth": ROLES[p.depth()],
+        "layers": {role: {k: layer[k] for k in keys} for role, layer in summary["layers"].items()},
+        "migrations": summary["migrations"],
+        "queues": summary["queues"],
+        "rounds": len(bits),
+        "first_bits_per_sample": bits[0][1] / ONE if bits else None,
+        "bits_per_sample": bits[-1][1] / ONE if bits else None,
+        "bits": [[r, b / ONE] for r, b in bits[-20:]],
+        "rejected_aggregates": p.rejected,
+        "aggregated": held["aggregated"],
+        "other_base": held["other_base"],
+        "changes": len(p.changes),
+    }
 
 
 class _Restricted(pickle.Unpickler):

@@ -121,9 +121,42 @@ class NodeMetrics:
             "qres_radio_on_seconds", "Seconds with the radio on", energy["radio_on_s"]
         )
         yield CounterMetricFamily("qres_wakes", "Wakes on the regime's schedule", energy["wakes"])
+        if node.lora is not None:
+            yield from _lora_metrics(node.lora.status())
         yield CounterMetricFamily(
             "qres_http_bytes_in", "Raw bytes compressed over HTTP", self.http_in
         )
         yield CounterMetricFamily(
             "qres_http_bytes_out", "Container bytes returned over HTTP", self.http_out
         )
+
+
+def _lora_metrics(lora: dict):
+    """The adapter hierarchy's health (a node with a ``[lora]`` profile)."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    yield GaugeMetricFamily(
+        "qres_lora_bits_per_sample",
+        "Coded bits per sample of the last round's window (signalled candidate and index)",
+        lora["bits_per_sample"] or 0.0,
+    )
+    yield GaugeMetricFamily(
+        "qres_lora_healthy", "1 when the hierarchy's health is HEALTHY", lora["health"] == "HEALTHY"
+    )
+    drift = GaugeMetricFamily("qres_lora_drift", "Each layer's drift from init", labels=["layer"])
+    for role, layer in lora["layers"].items():
+        drift.add_metric([role], layer["drift"])
+    yield drift
+    queues = GaugeMetricFamily("qres_lora_queue_depth", "Circuits waiting", labels=["channel"])
+    for channel, depth in lora["queues"].items():
+        queues.add_metric([channel], depth)
+    yield queues
+    yield CounterMetricFamily("qres_lora_migrations", "Circuits migrated up", lora["migrations"])
+    yield CounterMetricFamily(
+        "qres_lora_rejected_aggregates",
+        "Shared-layer aggregates the screen refused",
+        lora["rejected_aggregates"],
+    )
+    yield CounterMetricFamily(
+        "qres_lora_aggregated", "Peers' shared-layer changes aggregated", lora["aggregated"]
+    )

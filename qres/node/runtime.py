@@ -1233,4 +1233,8 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
         )
         if node.lora is not None:
             out["lora"] = node.lora.status()
+    elif (stored := state.load_lora()) is not None:
+        from qres.node import lora
+
+        out["lora"] = lora.status_of(lora.read(stored[1], str(state.path)))
     return out
