@@ -20,6 +20,8 @@ from node_helpers import (
 )
 from node_helpers import wait_for as wait
 
+from qres.trust.identity import Identity
+
 LORA = (
     'aggregator = { use = "trimmed-mean" }\nassumed_byzantine = 0.34\n\n'
     "[lora]\nranks = [64, 32, 16, 8, 4]\ninertia = [0.99, 0.9, 0.7, 0.5, 0.1]\n"
@@ -100,3 +102,69 @@ def test_an_attacker_on_the_shared_layers_is_outvoted(tmp_path, attack):
             assert lora["aggregated"] >= 3
     finally:
         stop_nodes(procs)
+
+
+def test_mqtt_lora_nodes_learn_with_an_attacker(tmp_path):
+    from mqtt_broker import Broker
+
+    broker = Broker(tmp_path).start()
+    table = f'use = "mqtt"\nport = {broker.port}\nswarm = "test"\n'
+    nodes = make_nodes(tmp_path, 4, transport=table, extra=LORA, segment_samples=4000)
+    procs, ports = _start(nodes, tmp_path, attack="extreme", attackers=1)
+    try:
+
+        def learned():
+            st = [_lora(p) for p in ports[:3]]
+            return None not in st and all(s["lora"]["rounds"] >= 8 for s in st) and st
+
+        for st in wait(learned, timeout=180, step=0.5):
+            lora = st["lora"]
+            assert lora["bits_per_sample"] < lora["first_bits_per_sample"]
+            assert lora["aggregated"] >= 3
+    finally:
+        stop_nodes(procs)
+        broker.stop()
+
+
+def test_a_packet_of_the_wrong_layer_is_a_fault_that_bans(tmp_path):
+    """In process: the receiver's checks on a LoRA packet, as the running node makes them."""
+    import asyncio
+
+    from qres.kernel import profiles
+    from qres.lora import exchange
+    from qres.node import lora_wire
+    from qres.node.runtime import Node, RunOptions
+
+    (node,) = make_nodes(tmp_path, 1, extra=LORA)
+    mallory = Identity.generate()
+
+    def message(packet):
+        return type("M", (), {"payload": packet.encode(), "src": mallory.did})()
+
+    async def main():
+        live = Node(profiles.load(str(node["profile"])), RunOptions(), identity=node["id"])
+        try:
+            live.round = 6
+            size = exchange.size(live.lora.personal, "foundation")
+            tag, base = live.lora.tag, bytes(32)
+
+            def packet(r, role, n, nonce=b"a" * 16):
+                p = lora_wire.LoraPacket(mallory.public_key, r, nonce, role, tag, base, 0, [1] * n)
+                return p.signed(mallory)
+
+            live._take_lora(message(packet(6, "foundation", size)))  # round 6: foundation
+            assert 6 in live._inbox and not live.stats["rejected"]
+            live._take_lora(message(packet(6, "foundation", size)))  # the same bytes again
+            assert live.stats["duplicates"] == 1
+            live._take_lora(message(packet(7, "swarm", size)))  # round 7 is the domain's
+            assert live.stats["rejected"] == {"WRONG_LAYER": 1}
+            live._take_lora(message(packet(6, "foundation", size, b"b" * 16)))
+            assert live.stats["rejected"]["EQUIVOCATION"] == 1 and not live._inbox[6]
+            live._apply_bans(6)
+            assert live.state.bans()[0]["did"] == mallory.did
+            assert live.state.bans()[0]["kind"] in (4, 5)
+            await asyncio.sleep(0)
+        finally:
+            live.state.close()
+
+    asyncio.run(main())
