@@ -11,7 +11,13 @@
 * cost: TCP handshake time, per-update latency p50/p95 over TCP and MQTT, bytes on the wire per
   update vs the packet's bytes, CPU seconds and RSS per node process;
 * HTTP: compression throughput through ``POST /v1/compress`` vs the in-process codec on the
-  same bytes.
+  same bytes;
+* LoRA (``--lora``, or alone with ``--lora-only``): 8 nodes of the ``node-lora`` profile (the
+  adapter hierarchy) over TCP and MQTT, attack-free and with 2 of 8 running ``--attack`` on
+  the shared layers: honest nodes' coded bits per sample (first round, last quarter) against
+  two anchors computed in process on the very streams the nodes replayed: the same nodes in
+  lockstep (every node takes every change each round: :mod:`qres.lora.exchange` as the
+  simulator runs it) and each node alone (its hierarchy never aggregated: local-only).
 """
 
 from __future__ import annotations
@@ -126,14 +132,16 @@ def _proc_usage(pid: int) -> tuple[float, float]:
     return cpu, rss / 2**20
 
 
-def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
+def _swarm(
+    folder: Path, transport: str, rounds: int, attack: str = "", profile: str = "node"
+) -> dict:
     from qres.node.launch import PIDS, down
     from qres.node.runtime import status_of
     from qres.node.state import State
 
     args = [sys.executable, "-I", "-m", "qres", "swarm", "up", "--dir", str(folder), "--no-watch"]
     args += ["--nodes", "8", "--transport", transport, "--rounds", str(rounds)]
-    args += ["--time-scale", "600"]
+    args += ["--time-scale", "600", "--profile", profile]
     if attack:
         args += ["--attack", attack, "--byzantine", "0.25"]
     subprocess.run(args, check=True, capture_output=True)
@@ -150,7 +158,7 @@ def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
     finally:
         if (folder / PIDS).exists():
             down(str(folder))
-    errors, learned, banned_honest, byz_banned = {}, [], 0, []
+    errors, learned, banned_honest, byz_banned, bits = {}, [], 0, [], {}
     byz = {n["did"] for n in run["nodes"] if n["byzantine"]}
     for i, node in enumerate(run["nodes"]):
         state = State(folder / f"n{i}" / "data" / "state.sqlite")
@@ -158,6 +166,8 @@ def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
         state.close()
         if node["byzantine"]:
             continue
+        if "lora" in st:
+            bits[i] = _lora_bits(folder / f"n{i}" / "data" / "state.sqlite")
         errs = [r["error"] for r in log if r["error"] >= 0]
         errors[i] = errs[-1]
         learned.append(len(errs))
@@ -172,7 +182,99 @@ def _swarm(folder: Path, transport: str, rounds: int, attack: str = "") -> dict:
         "byzantine_banned_per_honest_node": byz_banned,
         "cpu_s_per_node": float(np.mean([u[0] for u in usage])) if usage else None,
         "rss_mib_per_node": float(np.mean([u[1] for u in usage])) if usage else None,
+        **({"lora": _bits_summary(bits)} if bits else {}),
     }
+
+
+def _lora_bits(path: Path) -> list[float]:
+    """Coded bits per sample of every round a LoRA node's state holds."""
+    from qres.node import lora
+    from qres.node.state import State
+
+    state = State(path)
+    try:
+        held = lora.read(state.load_lora()[1], str(path))
+    finally:
+        state.close()
+    return [b / 65536 for _, b in held["bits"]]
+
+
+def _bits_summary(bits: dict) -> dict:
+    """Mean over nodes of the first round's bits and of the last quarter's."""
+    n = min(len(b) for b in bits.values())
+    tail = max(1, n // 4)
+    return {
+        "rounds": n,
+        "first_bits": float(np.mean([b[0] for b in bits.values()])),
+        "final_bits": float(np.mean([np.mean(b[n - tail : n]) for b in bits.values()])),
+        "final_bits_by_node": {i: float(np.mean(b[n - tail : n])) for i, b in bits.items()},
+    }
+
+
+def _lora_anchors(folder: Path, rounds: int, honest: list[int]) -> dict:
+    """The in-process anchors on the streams a LoRA run's nodes replayed (see the module
+    docstring): lockstep (every change taken every round) and local-only."""
+    from qres.kernel import profiles
+    from qres.learning.task import TASK_UNITS, Scale
+    from qres.lora import exchange
+    from qres.node.lora import LoraNode
+    from qres.node.lora_wire import LoraPacket
+    from qres.swarm.engine import settings_from_profile
+
+    loaded = profiles.load("node-lora")
+    swarm = settings_from_profile(loaded)
+    scale = Scale(TASK_UNITS.lo, TASK_UNITS.hi)
+    paths = sorted(folder.glob("n*/stream.i16"), key=lambda p: int(p.parent.name[1:]))
+    streams = [scale.apply(np.fromfile(p, dtype="<i2").astype(np.int64)) for p in paths]
+    span, w = swarm.order + swarm.window, swarm.window
+    out = {}
+    for name, together in (("lockstep", True), ("local_only", False)):
+        nodes = [LoraNode(loaded, swarm, "") for _ in streams]
+        bits: dict[int, list[float]] = {i: [] for i in range(len(nodes))}
+        for r in range(rounds):
+            rows = []
+            for i, node in enumerate(nodes):
+                window = streams[i][None, r * w : r * w + span]
+                role, change, b, _ = node.learn(r, window)
+                bits[i].append(b / 65536)
+                rows.append(change)
+            if not together:
+                continue
+            keys = [bytes([i]) * 32 for i in range(len(nodes))]
+            for i, node in enumerate(nodes):
+                others = [
+                    LoraPacket(keys[j], r, bytes(16), role, node.tag, bytes(32), 0, rows[j])
+                    for j in range(len(nodes))
+                    if j != i
+                ]
+                node.close(r, role, rows[i], keys[i], others)
+            assert exchange.role_of_round(r) == role
+        out[name] = _bits_summary({i: bits[i] for i in honest})
+    return out
+
+
+def _lora(tmp: Path, transports, rounds: int, attack: str) -> dict:
+    """The LoRA section (see the module docstring)."""
+    out: dict = {}
+    for transport in transports:
+        free = _swarm(tmp / f"lora-{transport}-free", transport, rounds, profile="node-lora")
+        hit = _swarm(tmp / f"lora-{transport}-attack", transport, rounds, attack, "node-lora")
+        honest = sorted(hit["lora"]["final_bits_by_node"])
+        anchors = _lora_anchors(tmp / f"lora-{transport}-free", free["lora"]["rounds"], honest)
+        same = np.mean([free["lora"]["final_bits_by_node"][i] for i in honest])
+        out[transport] = {
+            "attack_free": free["lora"],
+            "attacked": hit["lora"],
+            "honest_banned": hit["honest_banned"],
+            "anchors": anchors,
+            "final_over_first": free["lora"]["final_bits"] / free["lora"]["first_bits"],
+            "final_over_lockstep": same / anchors["lockstep"]["final_bits"],
+            "final_over_local_only": same / anchors["local_only"]["final_bits"],
+            "attacked_over_attack_free": hit["lora"]["final_bits"] / same,
+            "cpu_s_per_node": free["cpu_s_per_node"],
+            "rss_mib_per_node": free["rss_mib_per_node"],
+        }
+    return out
 
 
 def _mean_over(run: dict, nodes) -> float:
@@ -242,10 +344,19 @@ def main() -> None:
     parser.add_argument("--attack", default="sign-flip")
     parser.add_argument("--json", default="")
     parser.add_argument("--costs-only", action="store_true", help="Skip the learning runs.")
+    parser.add_argument("--lora", action="store_true", help="Also run the LoRA section.")
+    parser.add_argument("--lora-only", action="store_true", help="Run the LoRA section only.")
     args = parser.parse_args()
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        transports = ("tcp", "mqtt") if shutil.which("mosquitto") else ("tcp",)
+        if args.lora_only:
+            out["lora"] = _lora(tmp, transports, args.rounds, args.attack)
+            print(json.dumps(out, indent=1))
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1))
+            return
         out["tcp"] = asyncio.run(_tcp_costs())
         broker = Broker(tmp).start() if shutil.which("mosquitto") else None
         if broker:
@@ -273,6 +384,10 @@ def main() -> None:
                 / _mean_over(free, hit["errors_by_node"]),
             }
         out["learning"] = learning
+        if args.lora:
+            out["lora"] = _lora(
+                tmp, ("tcp", "mqtt") if broker else ("tcp",), args.rounds, args.attack
+            )
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:
