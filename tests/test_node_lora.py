@@ -168,3 +168,32 @@ def test_a_packet_of_the_wrong_layer_is_a_fault_that_bans(tmp_path):
             live.state.close()
 
     asyncio.run(main())
+
+
+def test_a_state_holds_one_kind_of_model(tmp_path):
+    from qres.kernel import profiles
+    from qres.kernel.errors import QresError
+    from qres.node.runtime import Node, RunOptions
+
+    (node,) = make_nodes(tmp_path, 1)
+    lora = tmp_path / "lora.toml"
+    lora.write_text(node["profile"].read_text() + "\n" + "[lora]\nranks = [64, 32, 16, 8, 4]\n")
+    lora.write_text(lora.read_text().replace('name = "n0"', 'name = "n0-lora"'))
+    Node(profiles.load(str(node["profile"])), RunOptions(), identity=node["id"]).state.close()
+    with pytest.raises(QresError, match=r"holds the swarm's shared model.*\[lora\]"):
+        Node(profiles.load(str(lora)), RunOptions(), identity=node["id"])
+
+
+def test_the_documented_lora_commands_and_profile_work():
+    import re
+    from pathlib import Path
+
+    from qres.kernel import profiles
+
+    doc = (Path(__file__).parent.parent / "docs" / "node.md").read_text()
+    section = doc[doc.index("## LoRA nodes") :]
+    assert "qres node run --profile node-lora" in section
+    loaded = profiles.load("node-lora")
+    profiles.validate(loaded)
+    assert "lora" in loaded.data and loaded.build("swarm", "aggregator").name == "trimmed-mean"
+    assert re.search(r"\| 140 \+ 4n \| 64 \|", section)
