@@ -873,13 +873,13 @@ class Node:
             packet = lora_wire.decode(payload)
         except PacketError as exc:
             return self._reject(exc.reason.name)
+        if packet.sender == self.identity.public_key:
+            return self._reject("SELF")
+        if not packet.verify_signature():  # before the sender takes a ledger slot
+            return self._reject("BAD_SIGNATURE")
         slot = self._slot(packet.did)
         if slot is not None and self.ledger.banned_at[slot] >= 0:
             return self._reject("BANNED_SENDER")
-        if packet.sender == self.identity.public_key:
-            return self._reject("SELF")
-        if not packet.verify_signature():
-            return self._reject("BAD_SIGNATURE")
         now, keep = max(self.round, 0), self._keep_rounds
         if packet.round > now + keep:
             return self._reject("FUTURE_ROUND")
