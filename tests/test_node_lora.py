@@ -42,6 +42,26 @@ def _start(nodes, tmp_path, attack=None, attackers=0):
     return procs, ports
 
 
+def _learned(ports, peers: int):
+    """The nodes' statuses once each has learned 8 rounds, taken ``peers`` of its peers'
+    changes and codes its newest windows (the last three) in fewer bits than its first."""
+
+    def check():
+        st = [_lora(p) for p in ports]
+        if None in st:
+            return None
+        for s in st:
+            lora = s["lora"]
+            newest = [b for _, b in lora["bits"][-3:]]
+            if lora["rounds"] < 8 or lora["aggregated"] < peers:
+                return None
+            if sum(newest) / len(newest) >= lora["first_bits_per_sample"]:
+                return None
+        return st
+
+    return wait(check, timeout=240, step=0.5)
+
+
 def _lora(port):
     st = live_status(port)
     return None if st is None or "lora" not in st else st
@@ -51,16 +71,9 @@ def test_lora_nodes_learn_over_tcp_and_a_restart_keeps_the_hierarchy(tmp_path):
     nodes = make_nodes(tmp_path, 3, extra=LORA, segment_samples=4000, domain="sine")
     procs, ports = _start(nodes, tmp_path)
     try:
-
-        def learned():
-            st = [_lora(p) for p in ports]
-            return None not in st and all(s["lora"]["rounds"] >= 8 for s in st) and st
-
-        statuses = wait(learned, timeout=180, step=0.5)
+        statuses = _learned(ports, peers=2)  # learned, with its peers' changes
         for st in statuses:
             lora = st["lora"]
-            assert lora["bits_per_sample"] < lora["first_bits_per_sample"]
-            assert lora["aggregated"] >= 2  # it took its peers' changes
             assert set(lora["layers"]) == {"foundation", "domain", "swarm", "agent", "context"}
             assert lora["health"] in ("HEALTHY", "DEGRADED")
             assert not st["banned"] and not st["rejected"].get("NOT_LORA")
@@ -91,15 +104,8 @@ def test_an_attacker_on_the_shared_layers_is_outvoted(tmp_path, attack):
     nodes = make_nodes(tmp_path, 4, extra=LORA, segment_samples=4000)
     procs, ports = _start(nodes, tmp_path, attack=attack, attackers=1)
     try:
-
-        def learned():
-            st = [_lora(p) for p in ports[:3]]
-            return None not in st and all(s["lora"]["rounds"] >= 8 for s in st) and st
-
-        for st in wait(learned, timeout=180, step=0.5):
-            lora = st["lora"]
-            assert lora["bits_per_sample"] < lora["first_bits_per_sample"]
-            assert lora["aggregated"] >= 3
+        for st in _learned(ports[:3], peers=3):  # the attacker's changes are outvoted
+            assert not st["banned"]  # statistics never ban
     finally:
         stop_nodes(procs)
 
@@ -112,15 +118,8 @@ def test_mqtt_lora_nodes_learn_with_an_attacker(tmp_path):
     nodes = make_nodes(tmp_path, 4, transport=table, extra=LORA, segment_samples=4000)
     procs, ports = _start(nodes, tmp_path, attack="extreme", attackers=1)
     try:
-
-        def learned():
-            st = [_lora(p) for p in ports[:3]]
-            return None not in st and all(s["lora"]["rounds"] >= 8 for s in st) and st
-
-        for st in wait(learned, timeout=180, step=0.5):
-            lora = st["lora"]
-            assert lora["bits_per_sample"] < lora["first_bits_per_sample"]
-            assert lora["aggregated"] >= 3
+        for st in _learned(ports[:3], peers=3):  # the attacker's changes are outvoted
+            assert not st["banned"]  # statistics never ban
     finally:
         stop_nodes(procs)
         broker.stop()
