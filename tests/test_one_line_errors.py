@@ -46,8 +46,14 @@ def test_bounded_floats_print_no_numpy_warnings(tmp_path, bound):
     assert back.returncode == 0 and back.stderr == b"", back.stderr.decode()
 
 
-def test_a_node_refuses_a_profile_with_adapters_instead_of_ignoring_them(tmp_path):
-    args = ("node", "run", "--profile", "swarm-lora", "--data-dir", str(tmp_path / "n"))
-    err = _one_line(run_qres(*args, "--rounds", "1"), 3)
-    assert "swarm-lora" in err and "lora" in err and "qres lora train" in err
-    assert not (tmp_path / "n").exists()  # nothing created
+def test_a_node_refuses_a_state_of_the_other_kind_of_model(tmp_path):
+    from qres.node.state import State
+    from qres.trust.identity import Identity, save_identity
+
+    key = save_identity(Identity.generate(), tmp_path / "node.key")
+    state = State(tmp_path / "n" / "state.sqlite")
+    state.set_meta("model_kind", "shared")  # a node of the swarm's shared model kept it
+    state.close()
+    args = ("node", "run", "--profile", "node-lora", "--data-dir", str(tmp_path / "n"))
+    err = _one_line(run_qres(*args, "--key", str(key), "--rounds", "1"), 1)
+    assert "shared model" in err and "[lora]" in err and "state.sqlite" in err
