@@ -11,7 +11,7 @@ from qres.robust.evidence import grubbs_outliers, loo_median, robust_outliers
 from qres.robust.reputation import Ledger, ReputationRules
 
 ADAPTIVE = ["sleeper", "framing", "noisy-cartel", "under-threshold", "targeted", "mixed",
-            "audit-aware", "base-poison"]  # fmt: skip
+            "audit-aware", "base-poison", "audit-aware-poison"]  # fmt: skip
 
 
 def test_statistics_never_ban_faults_do():
@@ -93,25 +93,86 @@ def test_framing_bans_no_honest_node_and_forgers_are_caught():
     assert not (sim.ledger.faulted & ~sim.ledger.banned()).any()
 
 
-def test_base_poisoning_is_caught_by_the_round_step_audit_only():
+def test_base_poisoning_is_caught_by_the_round_step_check_only():
     """Nodes that move their models before training pass every training audit; the replay
-    of their committed round step does not. Honest steps always replay exactly."""
+    of their committed round step does not. Honest steps always replay exactly. Audits
+    alone (3% of packets) catch some poisoners; the check of every packet's step (the
+    default) bans every one of them, in the round it publishes its first moved base."""
     from qres.kernel import profiles
     from qres.swarm.engine import Simulation, settings_from_profile
 
     loaded = profiles.load("swarm-100")
     caught = {}
-    for steps in (True, False):
+    for name, steps, rate in (("none", False, 0.0), ("audits", True, 0.0), ("all", True, 1.0)):
         s = settings_from_profile(
-            loaded, nodes=30, rounds=30, byzantine=0.3, seed=2, audit_rate=0.1, audit_steps=steps
-        )
+            loaded, nodes=30, rounds=15, byzantine=0.3, seed=2,
+            audit_steps=steps, step_check_rate=rate,
+        )  # fmt: skip
         sim = Simulation(loaded, s, attack="base-poison")
         report = sim.run()
         assert report["banned_honest"] == 0 and report["audits"]["wrong_step_honest"] == 0
         assert report["audits"]["failed"] == report["audits"]["wrong_step_byzantine"]
         assert not (sim.ledger.faulted & ~sim.ledger.banned()).any()
-        caught[steps] = report["banned_byzantine"]
-    assert caught[False] == 0 and caught[True] >= 3
+        caught[name] = report["banned_byzantine"]
+        if name == "all":
+            assert not (sim.committed & ~sim.ledger.banned()).any()
+            assert report["audits"]["steps_checked"] > report["audits"]["audited"]
+            assert report["bytes_by_kind"]["steps"] > 0
+            # every poisoner is banned in the first round it is awake
+            assert (sim.ledger.banned_at[sim.committed] <= 1).all()
+    assert caught == {"none": 0, "audits": caught["audits"], "all": 9}
+    assert 0 < caught["audits"] < 9
+
+
+def test_audit_aware_poisoners_cannot_hide_from_a_certain_check():
+    """Colluders that move their bases only as often as a stochastic check lets them hide
+    (chance of a check under one half per round) are caught at a low rate sometimes and
+    not at all in some runs; when every step is checked they never move a base (nothing
+    to ban, nothing poisoned); at a low rate every node that did move is banned."""
+    from qres.kernel import profiles
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    for rate in (0.05, 1.0):
+        s = settings_from_profile(
+            loaded, nodes=30, rounds=20, byzantine=0.3, seed=1, step_check_rate=rate
+        )
+        sim = Simulation(loaded, s, attack="audit-aware-poison")
+        report = sim.run()
+        assert report["banned_honest"] == 0
+        if rate == 1.0:
+            assert not sim.committed.any() and report["audits"]["wrong_step_byzantine"] == 0
+        else:
+            assert sim.committed.any()  # some moved their bases
+
+
+def test_the_kept_replay_equals_the_full_replay():
+    """The step check compares each packet's base with the replay kept as the chain grew;
+    replaying every aggregate again (what a real auditor does) gives the same verdicts."""
+    from qres.kernel import profiles
+    from qres.swarm import steps
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    s = settings_from_profile(loaded, nodes=20, rounds=12, byzantine=0.25, seed=3)
+    sim = Simulation(loaded, s, attack="base-poison")
+    verdicts = []
+    original = steps.StepLog.check
+
+    def check(log, nodes, bases, aggregate, many=None):
+        kept = original(log, nodes, bases)
+        full = log.replay_check(nodes, bases, aggregate, many)
+        verdicts.append((kept.tolist(), full.tolist()))
+        return kept
+
+    steps.StepLog.check = check
+    try:
+        sim.run()
+    finally:
+        steps.StepLog.check = original
+    assert verdicts and all(k == f for k, f in verdicts)
+    assert any(not all(k) for k, _ in verdicts)  # poisoned bases were among them
+    assert any(all(k) and k for k, _ in verdicts)
 
 
 def test_bench_defence_quick(tmp_path):

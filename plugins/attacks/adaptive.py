@@ -286,29 +286,62 @@ class BasePoisonConfig:
     #: in weight units: 1.0 is a weight of 1.0 in Q16.16).
     shift: float = attrs.field(default=0.05, validator=number(0.0, 1e4))
     direction_seed: int = attrs.field(default=0, validator=integer(0, (1 << 63) - 1))
+    #: Largest chance the colluders accept, each round, of one of the moved bases being
+    #: checked (1: every awake node moves its base every round, whatever the checks).
+    risk: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
 
 
 class BasePoison(Attack):
     """Aggregators that publish a base that is not the aggregate of their committed inputs:
     each round the nodes move their own models along a fixed direction before training
     (:meth:`choose_base`), then train and report honestly from there, so every training
-    audit passes. Only the round-step audit (replaying the committed aggregate) sees it."""
+    audit passes. Only the round-step check (replaying the committed aggregate) sees it.
+    With ``risk`` below 1 only as many move as keep the chance of a check under it (the
+    rest keep their bases that round)."""
 
     name = "base-poison"
     Config = BasePoisonConfig
 
     def choose_base(self, weights, *, rng, context=None):
+        import math
+
         import numpy as np
 
-        u = _direction(weights.shape[1], self.config.direction_seed)
-        moved = weights.astype(np.float64) + self.config.shift * 65536.0 * u
-        return from_real(moved)
+        c = self.config
+        u = _direction(weights.shape[1], c.direction_seed)
+        moved = from_real(weights.astype(np.float64) + c.shift * 65536.0 * u)
+        f = weights.shape[0]
+        rate = 0.0 if context is None else context.step_check_rate
+        if c.risk >= 1.0 or rate <= 0.0:
+            return moved
+        # 1 - (1 - rate)**k <= risk
+        k = min(f, int(math.log1p(-c.risk) / math.log1p(-rate))) if rate < 1.0 else 0
+        out = np.asarray(weights, np.int32).copy()
+        if k > 0:
+            pick = rng.choice(f, k, replace=False)
+            out[pick] = moved[pick]
+        return out
 
     def _forge(self, honest, f, rng):
         return self._forge_in(honest, f, rng, None)
 
     def _forge_in(self, honest, f, rng, context):
         return _own(honest, f, context)
+
+
+@attrs.frozen
+class AuditAwarePoisonConfig(BasePoisonConfig):
+    """Settings of the audit-aware base poisoning (a lower default ``risk``)."""
+
+    risk: float = attrs.field(default=0.5, validator=number(0.0, 1.0))
+
+
+class AuditAwarePoison(BasePoison):
+    """Base poisoning by colluders that know the round-step check rate: each round only as
+    many move their bases as keep the chance of any check under ``risk`` (one half)."""
+
+    name = "audit-aware-poison"
+    Config = AuditAwarePoisonConfig
 
 
 @hookimpl
@@ -323,5 +356,6 @@ def register_attacks(register):
         Mixed,
         AuditAware,
         BasePoison,
+        AuditAwarePoison,
     ):
         register(cls)

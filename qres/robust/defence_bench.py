@@ -8,8 +8,11 @@ of the same swarm (the same nodes, the Byzantine ones training honestly). Each c
 * ``error_ratio``: the honest error (mean over ALL honest nodes, banned ones included, of
   the last ``tail`` rounds' errors) over the attack-free run's;
 * ``honest_banned``: honest nodes banned (the target is 0: bans need attributable evidence);
-* ``byzantine_banned``, and ``faulted_unbanned``: nodes that committed an attributable fault
-  (a failed audit) and are not banned (the target is 0);
+* ``byzantine_banned``; ``faulted_unbanned``: nodes with a detected attributable fault (a
+  failed audit or round-step check) that are not banned; ``committed_unbanned``: nodes that
+  published a fault (a forged update or claim, a base that is not their step's replay),
+  caught or not, and are not banned at the end of the run (the simulator's ground truth;
+  the target for both is 0);
 * at fractions of 45% and more, ``trimmed_ratio``: the honest error of the same attacked
   swarm with ``trimmed-mean`` as its aggregator, over the same attack-free run's error as
   ``error_ratio`` (so the two compare honest errors under the same attack; the target:
@@ -45,6 +48,7 @@ ATTACKS = (
     "mixed",
     "audit-aware",
     "base-poison",
+    "audit-aware-poison",
 )
 #: Targets: error ratio at or below 30% Byzantine.
 ERROR_TARGET = 1.10
@@ -135,6 +139,7 @@ def run(s: DefenceSettings, progress: Callable[[str], None] | None = None) -> di
                     "honest_banned": rep["banned_honest"],
                     "byzantine_banned": rep["banned_byzantine"],
                     "faulted_unbanned": int((sim.ledger.faulted & ~sim.ledger.banned()).sum()),
+                    "committed_unbanned": int((sim.committed & ~sim.ledger.banned()).sum()),
                 }
                 if frac >= 0.45:
                     if free_tm is None:
@@ -157,12 +162,14 @@ def summarise(rows: list[dict]) -> dict:
         c = cells.setdefault(
             key,
             {"byzantine": r["byzantine"], "attack": r["attack"], "worst_ratio": 0.0,
-             "honest_banned": 0, "byzantine_banned": 0, "faulted_unbanned": 0},
+             "honest_banned": 0, "byzantine_banned": 0, "faulted_unbanned": 0,
+             "committed_unbanned": 0},
         )  # fmt: skip
         c["worst_ratio"] = max(c["worst_ratio"], r["error_ratio"])
         c["honest_banned"] += r["honest_banned"]
         c["byzantine_banned"] += r["byzantine_banned"]
         c["faulted_unbanned"] += r["faulted_unbanned"]
+        c["committed_unbanned"] += r.get("committed_unbanned", 0)
         if "trimmed_ratio" in r:
             c["worst_trimmed_ratio"] = max(c.get("worst_trimmed_ratio", 0.0), r["trimmed_ratio"])
     low = [c for c in cells.values() if c["byzantine"] <= 0.3]
@@ -171,6 +178,7 @@ def summarise(rows: list[dict]) -> dict:
         "error_at_30": all(c["worst_ratio"] <= ERROR_TARGET for c in low),
         "no_honest_banned": all(c["honest_banned"] == 0 for c in cells.values()),
         "faults_banned": all(c["faulted_unbanned"] == 0 for c in cells.values()),
+        "committed_banned": all(c["committed_unbanned"] == 0 for c in cells.values()),
         "not_worse_than_trimmed_at_45": all(
             c["worst_ratio"] <= c.get("worst_trimmed_ratio", float("inf")) for c in high
         ),

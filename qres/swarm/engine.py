@@ -110,6 +110,9 @@ class SwarmState:
     # Updates sent in recent rounds, by round: (origins, rows, residual, claimed gain).
     store: dict = attrs.field(factory=dict)
     due_audit: Any = None  # bool (n,): suspects due for a sure audit this round
+    # bool (n,): nodes that published a fault (a forged update or claim, a moved base),
+    # whether or not anyone caught it: the red-team suite's ground truth
+    committed: Any = None
     steps: Any = None  # qres.swarm.steps.StepLog: every node's round-step chain
     pending_dst: Any = None  # messages waiting for a sleeping node
     pending_tag: Any = None
@@ -234,6 +237,7 @@ class Simulation:
 
         sw = self._setup()
         self.ledger = sw.ledger  # for callers that inspect reputations and bans afterwards
+        self.committed = sw.committed
         for r in range(self.s.rounds):
             rd = self._join_and_wake(sw, r)
             if rd.A.shape[0] == 0:
@@ -280,6 +284,7 @@ class Simulation:
                 ("attack", 0xA77A),
                 ("audit", 0xA0D1),
                 ("tight", 0x71687),
+                ("check", 0xC4EC),
             )
         }
         n_byz = int(math.floor(s.byzantine * n + 0.5))
@@ -319,6 +324,7 @@ class Simulation:
             recorder=_Recorder(self.record, n, seed) if self.record is not None else None,
             meter=CodecMeter(s, self.profile),
             due_audit=np.zeros(n, bool),
+            committed=np.zeros(n, bool),
             steps=StepLog(learning.genesis_weights(s.order, n)),
             pending_dst=np.zeros(0, np.int64),
             pending_tag=np.zeros(0, np.int64),
@@ -411,10 +417,14 @@ class Simulation:
             nodes=nodes,
             reputations=rd.rep_f[nodes],
             audit_rate=self.s.audit_rate,
+            step_check_rate=self.s.step_check_rate,
         )
         chosen = self.attack.choose_base(sw.W[nodes], rng=sw.rng["attack"], context=context)
         if chosen is not None:
-            sw.W[nodes] = np.asarray(chosen, np.int32).reshape(nodes.shape[0], -1)
+            chosen = np.asarray(chosen, np.int32).reshape(nodes.shape[0], -1)
+            # an awake Byzantine node sends this round: the moved base is published
+            sw.committed[nodes[(chosen != sw.W[nodes]).any(axis=1)]] = True
+            sw.W[nodes] = chosen
 
     def _forge(self, sw: SwarmState, rd: RoundState) -> None:
         """Byzantine rows: the attack's forgery of this round's honest updates, claiming the
@@ -431,6 +441,7 @@ class Simulation:
             own=rd.delta[byz_a].copy(),
             reputations=rd.rep_f[nodes],
             audit_rate=self.s.audit_rate,
+            step_check_rate=self.s.step_check_rate,
         )
         forged = self.attack.forge(
             rd.delta[hon_a], int(byz_a.sum()), rng=sw.rng["attack"], context=context
@@ -439,6 +450,7 @@ class Simulation:
         # a Byzantine node that sends its own update this round behaves: honest claims
         lying = np.zeros(byz_a.shape[0], bool)
         lying[byz_a] = (forged != rd.delta[byz_a]).any(axis=1)
+        sw.committed[rd.A[lying]] = True
         residual_b = rd.residual.copy()
         residual_b[lying] = rd.residual[hon_a].max()
         gain_b = rd.gain_claim.copy()
@@ -669,8 +681,9 @@ class Simulation:
 
     def _audits(self, sw: SwarmState, rd: RoundState, s_ok, watched, audited_ok) -> Any:
         """Stochastic audits (storm rate for Storm senders, raised for watched ones, sure
-        for suspects due) that re-run the claimed training; a failure is an attributable
-        fault (``rep_penalty_audit``, then the ban). Returns the nodes banned."""
+        for suspects due) that re-run the claimed training, and the round-step checks
+        (:meth:`_step_checks`); a failure of either is an attributable fault
+        (``rep_penalty_audit``, then the ban). Returns the nodes banned."""
         import numpy as np
 
         from qres.swarm import gossip
@@ -681,36 +694,72 @@ class Simulation:
         p = np.where(watched, np.maximum(p, s.audit_suspect_rate), p)
         p = np.where(sw.due_audit[rd.A[s_ok]], 1.0, p)
         picked = sw.rng["audit"].random(s_ok.shape[0]) < p
+        wrong_step = self._step_checks(sw, rd, s_ok, picked)
         a_pos = s_ok[picked]
-        if not a_pos.shape[0]:
-            return np.zeros(0, np.int64)
-        args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
-        ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
-        if s.audit_steps:  # the base must be the replay of the committed round step
-            step_ok = sw.steps.check(
-                rd.A[a_pos], rd.W0[a_pos], self._replay_rule, self._robust_many
-            )
-            sw.history.count(audits, "wrong_step", rd.A[a_pos][~step_ok], sw.byz)
-            ok_rows &= step_ok
-        a_ids = rd.A[a_pos]
-        audits["audited"] += int(a_ids.shape[0])
-        failed = a_ids[~ok_rows]
+        failed = wrong_step
+        if a_pos.shape[0]:
+            args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
+            ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
+            a_ids = rd.A[a_pos]
+            audits["audited"] += int(a_ids.shape[0])
+            failed = np.union1d(a_ids[~ok_rows], wrong_step)
+            audited_ok[np.setdiff1d(a_ids[ok_rows], wrong_step)] = True
+            if sw.recorder is not None:
+                sw.recorder.audits(a_ids)
+            # request to the sender, response back (to one auditor: a random peer)
+            a_src, a_dst = gossip.random_peers(a_ids, rd.alive_ids, 1, sw.rng["peers"])
+            control = np.full(a_ids.shape[0], -1)
+            self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
+            self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
         audits["failed"] += int(failed.shape[0])
         sw.history.count(audits, "failed", failed, sw.byz)
-        bans = ledger.fault(failed, rd.r)
-        audited_ok[a_ids[ok_rows]] = True
-        if sw.recorder is not None:
-            sw.recorder.audits(a_ids)
-        # request to the sender, response back (to one auditor: a random peer)
-        a_src, a_dst = gossip.random_peers(a_ids, rd.alive_ids, 1, sw.rng["peers"])
-        control = np.full(a_ids.shape[0], -1)
-        self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
-        self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
-        if s.audit_steps:  # and the round-step evidence: record, previous and input packets
-            for k, node in enumerate(a_ids.tolist()):
-                size = sw.steps.evidence_bytes(node, sw.pkt)
-                self._send(sw, a_src[k : k + 1], a_dst[k : k + 1], size, control[:1], "audits")
-        return bans
+        return ledger.fault(failed, rd.r)
+
+    def _step_checks(self, sw: SwarmState, rd: RoundState, s_ok, audited) -> Any:
+        """Check the round step of every packet ``s_ok`` names (``step_check_rate``: 1 by
+        default, every packet) and of every audited one (``audit_steps``): the base it
+        commits to must be the replay of its chain (:mod:`qres.swarm.steps`). A checker, a
+        peer that received the packet, fetches the opening of the base, the record, the
+        sender's previous packet and every input packet (all counted: an upper bound, the
+        checker may hold some already; an audited packet's opening is the audit's). Returns
+        the senders whose step is wrong (``wrong-step``, an attributable fault).
+
+        *Why every packet:* a wrong step is visible only in the one packet that publishes
+        the moved base (the next chain starts there), so a stochastic check lets a node that
+        poisons its base now and then escape with the chance of not being drawn, and an
+        attacker that knows the rate can keep that chance high. The replay is deterministic,
+        so a check is certain; the price is the evidence's bytes."""
+        import numpy as np
+
+        from qres.swarm import gossip
+
+        s, audits = self.s, sw.history.audits
+        rate = s.step_check_rate
+        checked = audited.copy() if s.audit_steps else np.zeros(s_ok.shape[0], bool)
+        if rate >= 1.0:
+            checked[:] = True
+        elif rate > 0.0:
+            checked |= sw.rng["check"].random(s_ok.shape[0]) < rate
+        c_pos = s_ok[checked]
+        if not c_pos.shape[0]:
+            return np.zeros(0, np.int64)
+        c_ids = rd.A[c_pos]
+        ok = sw.steps.check(c_ids, rd.W0[c_pos], self._replay_rule, self._robust_many)
+        wrong = c_ids[~ok]
+        audits["steps_checked"] += int(c_ids.shape[0])
+        sw.history.count(audits, "wrong_step", wrong, sw.byz)
+        # the checker's request, the opening (unless audited), and the step's evidence
+        c_src, c_dst = gossip.random_peers(c_ids, rd.alive_ids, 1, sw.rng["check"])
+        control = np.full(c_ids.shape[0], -1)
+        opened = ~audited[checked]
+        if opened.any():
+            o_src, o_dst = c_src[opened], c_dst[opened]
+            self._send(sw, o_dst, o_src, gossip.AUDIT_REQUEST_BYTES, control[opened], "steps")
+            self._send(sw, o_src, o_dst, sw.audit_bytes, control[opened], "steps")
+        for k, node in enumerate(c_ids.tolist()):
+            size = sw.steps.evidence_bytes(node, sw.pkt)
+            self._send(sw, c_src[k : k + 1], c_dst[k : k + 1], size, control[:1], "steps")
+        return np.sort(wrong)
 
     def _spend_energy_and_record(self, sw: SwarmState, rd: RoundState) -> None:
         """6. Pay for wakes and airtime, harvest; then record the round."""
@@ -837,9 +886,12 @@ class Simulation:
         # with a batch path computes them across nodes, the same bits), then applied.
         if alone:
             W[A[alone]] = sat_add(W[A[alone]], delta[alone])
+            log.applied(A[alone], delta[alone])
         if nodes:
             ids = np.array(nodes, np.int64)
-            W[ids] = sat_add(W[ids], np.stack(self._robust_many(inputs, weights_of)))
+            steps = np.stack(self._robust_many(inputs, weights_of))
+            W[ids] = sat_add(W[ids], steps)
+            log.applied(ids, steps)
 
     def _robust_many(self, inputs, weights):
         """:meth:`_robust` of many nodes' inputs, batched where the rule can."""

@@ -89,6 +89,9 @@ class _OffsetSteps:
     def add(self, node: int, own: Any, rows: Any, weights: Any, tags: Any = None) -> None:
         self.log.add(node - self.lo, own, rows, weights, tags)
 
+    def applied(self, nodes: Any, steps: Any) -> None:
+        self.log.applied(nodes - self.lo, steps)
+
 
 @attrs.define
 class _Nodes:
