@@ -106,7 +106,7 @@ def test_base_poisoning_is_caught_by_the_round_step_check_only():
     for name, steps, rate in (("none", False, 0.0), ("audits", True, 0.0), ("all", True, 1.0)):
         s = settings_from_profile(
             loaded, nodes=30, rounds=15, byzantine=0.3, seed=2,
-            audit_steps=steps, step_check_rate=rate,
+            audit_steps=steps, check_rate=rate,
         )  # fmt: skip
         sim = Simulation(loaded, s, attack="base-poison")
         report = sim.run()
@@ -116,8 +116,8 @@ def test_base_poisoning_is_caught_by_the_round_step_check_only():
         caught[name] = report["banned_byzantine"]
         if name == "all":
             assert not (sim.committed & ~sim.ledger.banned()).any()
-            assert report["audits"]["steps_checked"] > report["audits"]["audited"]
-            assert report["bytes_by_kind"]["steps"] > 0
+            assert report["audits"]["checked"] > report["audits"]["audited"]
+            assert report["bytes_by_kind"]["checks"] > 0
             # every poisoner is banned in the first round it is awake
             assert (sim.ledger.banned_at[sim.committed] <= 1).all()
     assert caught == {"none": 0, "audits": caught["audits"], "all": 9}
@@ -135,7 +135,7 @@ def test_audit_aware_poisoners_cannot_hide_from_a_certain_check():
     loaded = profiles.load("swarm-100")
     for rate in (0.05, 1.0):
         s = settings_from_profile(
-            loaded, nodes=30, rounds=20, byzantine=0.3, seed=1, step_check_rate=rate
+            loaded, nodes=30, rounds=20, byzantine=0.3, seed=1, check_rate=rate
         )
         sim = Simulation(loaded, s, attack="audit-aware-poison")
         report = sim.run()

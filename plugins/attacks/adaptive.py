@@ -24,6 +24,11 @@ def _direction(d: int, seed: int):
     return u / np.sqrt(d)
 
 
+def _caught(context) -> float:
+    """The chance that a node's packet is verified (audited or checked): public rules."""
+    return 1.0 - (1.0 - context.audit_rate) * (1.0 - context.check_rate)
+
+
 def _own(honest, f, context):
     """The Byzantine nodes' own honest updates when known, else the honest mean's copies."""
     import numpy as np
@@ -268,7 +273,7 @@ class AuditAware(Attack):
         import math
 
         rows = _own(honest, f, context).copy()
-        rate = 0.03 if context is None else max(context.audit_rate, 1e-9)
+        rate = 0.03 if context is None else max(_caught(context), 1e-9)
         # 1 - (1 - rate)**k <= risk
         k = min(f, int(math.log1p(-self.config.risk) / math.log1p(-rate)) if rate < 1 else 0)
         if k > 0:
@@ -311,7 +316,7 @@ class BasePoison(Attack):
         u = _direction(weights.shape[1], c.direction_seed)
         moved = from_real(weights.astype(np.float64) + c.shift * 65536.0 * u)
         f = weights.shape[0]
-        rate = 0.0 if context is None else context.step_check_rate
+        rate = 0.0 if context is None else _caught(context)
         if c.risk >= 1.0 or rate <= 0.0:
             return moved
         # 1 - (1 - rate)**k <= risk

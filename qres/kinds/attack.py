@@ -44,8 +44,9 @@ class AttackContext:
     reputations: Any = None
     #: The base chance that an update is audited.
     audit_rate: float = 0.0
-    #: The chance that a packet's round step (the base it publishes) is checked.
-    step_check_rate: float = 0.0
+    #: The chance that a receiver checks a packet in full (its update and its round step,
+    #: the base it publishes), besides the audits.
+    check_rate: float = 0.0
 
     def select(self, rows: Any) -> AttackContext:
         """The context of a subset of the forged rows (for attacks that split the nodes)."""

@@ -417,7 +417,7 @@ class Simulation:
             nodes=nodes,
             reputations=rd.rep_f[nodes],
             audit_rate=self.s.audit_rate,
-            step_check_rate=self.s.step_check_rate,
+            check_rate=self.s.check_rate,
         )
         chosen = self.attack.choose_base(sw.W[nodes], rng=sw.rng["attack"], context=context)
         if chosen is not None:
@@ -441,7 +441,7 @@ class Simulation:
             own=rd.delta[byz_a].copy(),
             reputations=rd.rep_f[nodes],
             audit_rate=self.s.audit_rate,
-            step_check_rate=self.s.step_check_rate,
+            check_rate=self.s.check_rate,
         )
         forged = self.attack.forge(
             rd.delta[hon_a], int(byz_a.sum()), rng=sw.rng["attack"], context=context
@@ -681,85 +681,95 @@ class Simulation:
 
     def _audits(self, sw: SwarmState, rd: RoundState, s_ok, watched, audited_ok) -> Any:
         """Stochastic audits (storm rate for Storm senders, raised for watched ones, sure
-        for suspects due) that re-run the claimed training, and the round-step checks
-        (:meth:`_step_checks`); a failure of either is an attributable fault
-        (``rep_penalty_audit``, then the ban). Returns the nodes banned."""
+        for suspects due) and the receivers' checks (``check_rate``, every packet by
+        default): each re-runs the claimed training and replays the round step
+        (:meth:`_checks`); a failure is an attributable fault (``rep_penalty_audit``, then
+        the ban). Returns the nodes banned."""
+        import numpy as np
+
+        s = self.s
+        p = np.where(rd.reg_a[s_ok] == STORM, s.audit_rate_storm, s.audit_rate)
+        p = np.where(watched, np.maximum(p, s.audit_suspect_rate), p)
+        p = np.where(sw.due_audit[rd.A[s_ok]], 1.0, p)
+        picked = sw.rng["audit"].random(s_ok.shape[0]) < p
+        if s.check_rate >= 1.0:
+            checked = np.ones(s_ok.shape[0], bool)
+        elif s.check_rate > 0.0:
+            checked = sw.rng["check"].random(s_ok.shape[0]) < s.check_rate
+        else:
+            checked = np.zeros(s_ok.shape[0], bool)
+        failed = self._checks(sw, rd, s_ok, picked, checked, audited_ok)
+        return sw.ledger.fault(failed, rd.r)
+
+    def _checks(self, sw: SwarmState, rd: RoundState, s_ok, picked, checked, audited_ok) -> Any:
+        """Verify the packets of ``s_ok`` that are audited (``picked``) or checked by a
+        receiver (``checked``): re-run the claimed training from the opened base on the
+        window, and replay the round step (every checked packet; audited ones when
+        ``audit_steps``) against the base it commits to (:mod:`qres.swarm.steps`).
+        Returns the senders that failed (a wrong update or claim, ``wrong-step``).
+
+        Bytes: an audit is a request and the response (opening and proof) between the
+        sender and a random peer; a receiver's check of a packet not audited fetches the
+        same and the window the training ran on; every replayed step adds its evidence
+        (record, previous packet and every input packet, all counted: an upper bound, the
+        checker may hold some already).
+
+        *Why every packet by default:* a wrong step is visible only in the one packet that
+        publishes the moved base (the next chain starts there), and a forged update only in
+        its own packet, so a stochastic draw lets a node that cheats now and then escape
+        with the chance of not being drawn, and one that knows the rate keeps that chance
+        high. Every check is deterministic replay, so checking every packet makes every
+        published fault a ban in the round it is published; the price is the bytes."""
         import numpy as np
 
         from qres.swarm import gossip
         from qres.trust.audit import to_q16
 
-        s, ledger, audits = self.s, sw.ledger, sw.history.audits
-        p = np.where(rd.reg_a[s_ok] == STORM, s.audit_rate_storm, s.audit_rate)
-        p = np.where(watched, np.maximum(p, s.audit_suspect_rate), p)
-        p = np.where(sw.due_audit[rd.A[s_ok]], 1.0, p)
-        picked = sw.rng["audit"].random(s_ok.shape[0]) < p
-        wrong_step = self._step_checks(sw, rd, s_ok, picked)
-        a_pos = s_ok[picked]
-        failed = wrong_step
-        if a_pos.shape[0]:
-            args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
-            ok_rows = self._audit(a_pos, *args, sw.calm_train, sw.storm_train, to_q16)
-            a_ids = rd.A[a_pos]
-            audits["audited"] += int(a_ids.shape[0])
-            failed = np.union1d(a_ids[~ok_rows], wrong_step)
-            audited_ok[np.setdiff1d(a_ids[ok_rows], wrong_step)] = True
-            if sw.recorder is not None:
-                sw.recorder.audits(a_ids)
-            # request to the sender, response back (to one auditor: a random peer)
-            a_src, a_dst = gossip.random_peers(a_ids, rd.alive_ids, 1, sw.rng["peers"])
-            control = np.full(a_ids.shape[0], -1)
-            self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
-            self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
+        s, audits = self.s, sw.history.audits
+        trained = picked | checked
+        stepped = checked | picked if s.audit_steps else checked
+        if not trained.any():
+            return np.zeros(0, np.int64)
+        t_pos = s_ok[trained]
+        args = (rd.W0, rd.X, rd.sent, rd.residual, rd.gain_claim, rd.reg_a)
+        ok = np.ones(s_ok.shape[0], bool)
+        ok[trained] = self._audit(t_pos, *args, sw.calm_train, sw.storm_train, to_q16)
+        if stepped.any():
+            c_ids = rd.A[s_ok[stepped]]
+            step_ok = sw.steps.check(
+                c_ids, rd.W0[s_ok[stepped]], self._replay_rule, self._robust_many
+            )
+            sw.history.count(audits, "wrong_step", c_ids[~step_ok], sw.byz)
+            ok[stepped] &= step_ok
+        ids = rd.A[s_ok]
+        audits["audited"] += int(picked.sum())
+        audits["checked"] += int(checked.sum())
+        failed = ids[trained & ~ok]
         audits["failed"] += int(failed.shape[0])
         sw.history.count(audits, "failed", failed, sw.byz)
-        return ledger.fault(failed, rd.r)
-
-    def _step_checks(self, sw: SwarmState, rd: RoundState, s_ok, audited) -> Any:
-        """Check the round step of every packet ``s_ok`` names (``step_check_rate``: 1 by
-        default, every packet) and of every audited one (``audit_steps``): the base it
-        commits to must be the replay of its chain (:mod:`qres.swarm.steps`). A checker, a
-        peer that received the packet, fetches the opening of the base, the record, the
-        sender's previous packet and every input packet (all counted: an upper bound, the
-        checker may hold some already; an audited packet's opening is the audit's). Returns
-        the senders whose step is wrong (``wrong-step``, an attributable fault).
-
-        *Why every packet:* a wrong step is visible only in the one packet that publishes
-        the moved base (the next chain starts there), so a stochastic check lets a node that
-        poisons its base now and then escape with the chance of not being drawn, and an
-        attacker that knows the rate can keep that chance high. The replay is deterministic,
-        so a check is certain; the price is the evidence's bytes."""
-        import numpy as np
-
-        from qres.swarm import gossip
-
-        s, audits = self.s, sw.history.audits
-        rate = s.step_check_rate
-        checked = audited.copy() if s.audit_steps else np.zeros(s_ok.shape[0], bool)
-        if rate >= 1.0:
-            checked[:] = True
-        elif rate > 0.0:
-            checked |= sw.rng["check"].random(s_ok.shape[0]) < rate
-        c_pos = s_ok[checked]
-        if not c_pos.shape[0]:
-            return np.zeros(0, np.int64)
-        c_ids = rd.A[c_pos]
-        ok = sw.steps.check(c_ids, rd.W0[c_pos], self._replay_rule, self._robust_many)
-        wrong = c_ids[~ok]
-        audits["steps_checked"] += int(c_ids.shape[0])
-        sw.history.count(audits, "wrong_step", wrong, sw.byz)
-        # the checker's request, the opening (unless audited), and the step's evidence
-        c_src, c_dst = gossip.random_peers(c_ids, rd.alive_ids, 1, sw.rng["check"])
-        control = np.full(c_ids.shape[0], -1)
-        opened = ~audited[checked]
-        if opened.any():
-            o_src, o_dst = c_src[opened], c_dst[opened]
-            self._send(sw, o_dst, o_src, gossip.AUDIT_REQUEST_BYTES, control[opened], "steps")
-            self._send(sw, o_src, o_dst, sw.audit_bytes, control[opened], "steps")
-        for k, node in enumerate(c_ids.tolist()):
+        audited_ok[ids[trained & ok]] = True
+        if sw.recorder is not None and picked.any():
+            sw.recorder.audits(ids[picked])
+        # an audit: request to the sender, response back (to one auditor: a random peer)
+        if picked.any():
+            a_src, a_dst = gossip.random_peers(ids[picked], rd.alive_ids, 1, sw.rng["peers"])
+            control = np.full(a_src.shape[0], -1)
+            self._send(sw, a_dst, a_src, gossip.AUDIT_REQUEST_BYTES, control, "audits")
+            self._send(sw, a_src, a_dst, sw.audit_bytes, control, "audits")
+        # a receiver's check: request, response and window, and the step's evidence
+        c_src, c_dst = gossip.random_peers(ids[stepped], rd.alive_ids, 1, sw.rng["check"])
+        control = np.full(c_src.shape[0], -1)
+        fetch = checked[stepped] & ~picked[stepped]
+        if fetch.any():
+            answer = sw.audit_bytes + 2 * (s.order + s.window)
+            self._send(
+                sw, c_dst[fetch], c_src[fetch], gossip.AUDIT_REQUEST_BYTES, control[fetch], "checks"
+            )
+            self._send(sw, c_src[fetch], c_dst[fetch], answer, control[fetch], "checks")
+        for k, node in enumerate(ids[stepped].tolist()):
             size = sw.steps.evidence_bytes(node, sw.pkt)
-            self._send(sw, c_src[k : k + 1], c_dst[k : k + 1], size, control[:1], "steps")
-        return np.sort(wrong)
+            self._send(sw, c_src[k : k + 1], c_dst[k : k + 1], size, control[:1], "checks")
+        return failed
 
     def _spend_energy_and_record(self, sw: SwarmState, rd: RoundState) -> None:
         """6. Pay for wakes and airtime, harvest; then record the round."""

@@ -81,12 +81,12 @@ class History:
     n: int
     series: dict = attrs.field(factory=lambda: {k: [] for k in SERIES})
     bytes_by_kind: dict = attrs.field(
-        factory=lambda: _zeros("updates", "forwards", "audits", "steps", "bans")
+        factory=lambda: _zeros("updates", "forwards", "audits", "checks", "bans")
     )
     audits: dict = attrs.field(
         factory=lambda: _zeros(
             "audited",
-            "steps_checked",
+            "checked",
             "failed",
             "failed_honest",
             "failed_byzantine",

@@ -15,7 +15,7 @@ result kept as the chain grows: an aggregate depends only on its rows and weight
 replaying a chain gives, bit for bit, its start plus the aggregates the consensus computed
 (:meth:`StepLog.replay_check` replays in full; the tests hold the two equal). Checking a
 packet's step is then one comparison, cheap enough to check every packet's step (a
-receiver's check, ``step_check_rate``) and not only the audited ones.
+receiver's check, ``check_rate``) and not only the audited ones.
 """
 
 from __future__ import annotations
