@@ -11,7 +11,7 @@ from qres.robust.evidence import grubbs_outliers, loo_median, robust_outliers
 from qres.robust.reputation import Ledger, ReputationRules
 
 ADAPTIVE = ["sleeper", "framing", "noisy-cartel", "under-threshold", "targeted", "mixed",
-            "audit-aware", "base-poison", "audit-aware-poison"]  # fmt: skip
+            "audit-aware", "base-poison", "audit-aware-poison", "friends"]  # fmt: skip
 
 
 def test_statistics_never_ban_faults_do():
@@ -144,6 +144,42 @@ def test_audit_aware_poisoners_cannot_hide_from_a_certain_check():
             assert not sim.committed.any() and report["audits"]["wrong_step_byzantine"] == 0
         else:
             assert sim.committed.any()  # some moved their bases
+
+
+def test_friends_only_weights_are_a_wrong_step_dropping_rows_is_not():
+    """Colluders that aggregate only each other with full weights publish round steps whose
+    weights are not the public reputations: every one of them is banned, in the round it
+    publishes such a step. Keeping the rule's weights and only leaving honest rows out is
+    no fault (it looks like loss): nobody is banned, and the honest error stays near the
+    attack-free one."""
+    from qres.kernel import profiles
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    s = settings_from_profile(loaded, nodes=30, rounds=12, byzantine=0.3, seed=0)
+    sim = Simulation(loaded, s, attack="friends")
+    report = sim.run()
+    assert report["banned_honest"] == 0 and report["audits"]["failed_honest"] == 0
+    assert report["banned_byzantine"] == 9
+    # failed checks are all wrong steps (a banned node is checked until its ban is known)
+    assert report["audits"]["failed"] == report["audits"]["wrong_step_byzantine"] >= 9
+    assert sim.committed.sum() == 9 and not (sim.committed & ~sim.ledger.banned()).any()
+    profile = tmp_profile(loaded, {"attack": {"use": "friends", "rule_weights": True}})
+    sim = Simulation(profile, s)
+    report = sim.run()
+    assert report["banned_byzantine"] == 0 and report["banned_honest"] == 0
+    assert not sim.committed.any()
+
+
+def tmp_profile(loaded, swarm: dict):
+    """``loaded`` with keys of its ``[swarm]`` table replaced."""
+    import copy
+
+    import attrs
+
+    data = copy.deepcopy(loaded.data)
+    data.setdefault("swarm", {}).update(swarm)
+    return attrs.evolve(loaded, data=data)
 
 
 def test_the_kept_replay_equals_the_full_replay():

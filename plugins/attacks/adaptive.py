@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import attrs
 
-from qres.kernel.config import InvalidSetting, integer, number
+from qres.kernel.config import InvalidSetting, boolean, integer, number
 from qres.kernel.hookspecs import hookimpl
 from qres.kinds.attack import Attack, from_real, honest_stats
 
@@ -349,6 +349,46 @@ class AuditAwarePoison(BasePoison):
     Config = AuditAwarePoisonConfig
 
 
+@attrs.frozen
+class FriendsConfig:
+    """Settings of the friends-only aggregation."""
+
+    #: Keep the rule's weights for the kept rows (only drop the honest ones).
+    rule_weights: bool = attrs.field(default=False, validator=boolean())
+
+
+class Friends(Attack):
+    """Colluders that aggregate only each other: each takes the rows of fellow Byzantine
+    nodes it received, drops the honest ones and gives itself and its friends full weight,
+    whatever their public reputations; it then trains and reports honestly from the base
+    that gives, so every training audit passes. The weights are in its round-step record:
+    a check that compares them with the public reputations sees them. With
+    ``rule_weights`` it keeps the rule's weights: leaving rows out looks like loss, no
+    fault anyone can prove, and the robust rule bounds what its rows do to others."""
+
+    name = "friends"
+    Config = FriendsConfig
+
+    def choose_inputs(self, origins, weights, *, rng, context=None):
+        import numpy as np
+
+        from qres.kinds.aggregator import REP_ONE
+
+        friends = np.isin(origins, [] if context is None else context.nodes)
+        if weights is None:
+            return friends, None
+        kept = np.asarray(weights, np.int64)[np.concatenate([[True], friends])]
+        if not self.config.rule_weights:
+            kept = np.full(kept.shape[0], REP_ONE, np.int64)
+        return friends, kept
+
+    def _forge(self, honest, f, rng):
+        return self._forge_in(honest, f, rng, None)
+
+    def _forge_in(self, honest, f, rng, context):
+        return _own(honest, f, context)
+
+
 @hookimpl
 def register_attacks(register):
     """Register the adaptive attacks."""
@@ -362,5 +402,6 @@ def register_attacks(register):
         AuditAware,
         BasePoison,
         AuditAwarePoison,
+        Friends,
     ):
         register(cls)

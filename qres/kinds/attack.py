@@ -116,6 +116,18 @@ class Attack(Plugin):
         poisoning, which the round-step audit catches (docs/defence.md)."""
         return None
 
+    def choose_inputs(self, origins: Any, weights: Any, *, rng: Any, context: Any = None) -> Any:
+        """The simulator's hook when one Byzantine node aggregates: ``origins`` are the
+        senders of the rows it received and would take (``(m,)`` int64, highest priority
+        first), ``weights`` the Q16.16 reputations the rule gives its own row and theirs
+        (``(m + 1,)`` int64, own first), or None when the rule takes no weights;
+        ``context.nodes`` are every Byzantine node. Return None to aggregate as the rules
+        say (the default), or ``(keep, weights)``: a bool mask of the rows to take and the
+        weights to give the rule (own first, one per kept row; None when it takes none).
+        Weights other than the public reputations make a wrong round step, which a check
+        catches; which received rows a node leaves out does not (it looks like loss)."""
+        return None
+
     def _forge_in(self, honest: np.ndarray, f: int, rng: Any, context: Any) -> np.ndarray:
         """Forge with the simulator's context (None outside a simulation); by default the
         context is ignored and :meth:`_forge` runs."""

@@ -49,6 +49,7 @@ ATTACKS = (
     "audit-aware",
     "base-poison",
     "audit-aware-poison",
+    "friends",
 )
 #: Targets: error ratio at or below 30% Byzantine.
 ERROR_TARGET = 1.10

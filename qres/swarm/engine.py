@@ -472,6 +472,8 @@ class Simulation:
         rd.senders_pos = np.flatnonzero((wants | rd.byz_a) & ~quiet)
         rd.senders = A[rd.senders_pos]
         sw.steps.close(rd.senders, rd.W0[rd.senders_pos], rd.r)
+        wrong = getattr(sw.steps, "closed_wrong", {})
+        sw.committed[[i for i in rd.senders.tolist() if wrong.get(i)]] = True
         rd.pos = np.full(n, -1, np.int64)
         rd.pos[A] = np.arange(A.shape[0])
         sw.store[rd.r] = (A, rd.sent, rd.residual, rd.gain_claim)
@@ -870,6 +872,7 @@ class Simulation:
         ends = np.searchsorted(in_dst, A, side="right")
         rep_q = np.floor(rep_f * REP_ONE + 0.5).astype(np.int64)
         W, log = sw.W, sw.steps
+        choose = self._input_chooser(sw)
         alone = []  # positions of the nodes that received nothing: they apply their own
         nodes, inputs, weights_of = [], [], []
         for j in range(A.shape[0]):
@@ -888,7 +891,18 @@ class Simulation:
                 weights = rep_q[np.concatenate([[i], in_tag[idx] % n])]
                 if not weights.any():
                     weights = None
+            if choose is not None and sw.byz[i]:
+                idx, weights = choose(i, idx, in_tag[idx] % n, weights)
+                if idx.shape[0] == 0:
+                    alone.append(j)
+                    log.add(i, delta[j], rows[:0], None)
+                    continue
+                x = np.concatenate([delta[j][None, :], rows[idx]])
             log.add(i, delta[j], x[1:], weights, in_tag[idx])
+            if choose is not None and sw.byz[i] and self.pass_reputation:
+                rule = rep_q[np.concatenate([[i], in_tag[idx] % n])]
+                if not np.array_equal(rule if rule.any() else None, weights):
+                    log.misweighted(i)
             nodes.append(i)
             inputs.append(x)
             weights_of.append(weights)
@@ -902,6 +916,37 @@ class Simulation:
             steps = np.stack(self._robust_many(inputs, weights_of))
             W[ids] = sat_add(W[ids], steps)
             log.applied(ids, steps)
+
+    def _input_chooser(self, sw):
+        """The attack's choice of rows and weights for a Byzantine node's aggregate
+        (:meth:`qres.kinds.attack.Attack.choose_inputs`), or None when the attack keeps the
+        rules: a function ``(node, idx, origins, weights) -> (idx, weights)``."""
+        import numpy as np
+
+        from qres.kinds.attack import Attack, AttackContext
+
+        attack = self.attack
+        if attack is None or type(attack).choose_inputs is Attack.choose_inputs:
+            return None
+        if getattr(sw, "byz", None) is None:
+            return None
+        context = AttackContext(
+            nodes=np.flatnonzero(sw.byz),
+            audit_rate=self.s.audit_rate,
+            check_rate=self.s.check_rate,
+        )
+
+        def choose(node, idx, origins, weights):
+            got = attack.choose_inputs(origins, weights, rng=sw.rng["attack"], context=context)
+            if got is None:
+                return idx, weights
+            keep, chosen = got
+            keep = np.asarray(keep, bool)
+            if not self.pass_reputation or chosen is None:
+                return idx[keep], weights if weights is None else weights[np.r_[True, keep]]
+            return idx[keep], np.asarray(chosen, np.int64)
+
+        return choose
 
     def _robust_many(self, inputs, weights):
         """:meth:`_robust` of many nodes' inputs, batched where the rule can."""

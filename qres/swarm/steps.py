@@ -32,11 +32,16 @@ class StepLog:
     closed (for this round's audits)."""
 
     def __init__(self, weights: Any):
+        import numpy as np
+
         self.genesis = weights.copy()
         self.start = weights.copy()
         # the replay of each open chain so far, and of each chain the round's packets closed
         self.expected = weights.copy()
         self.closed_expected: dict[int, Any] = {}
+        # open chains with a sub-step whose weights are not the rule's (public reputations)
+        self.wrong = np.zeros(weights.shape[0], bool)
+        self.closed_wrong: dict[int, bool] = {}
         self.chains: list[list] = [[] for _ in range(weights.shape[0])]
         self.closed: dict[int, tuple] = {}
         # per node and sub-step: (round, tags of the rows taken), for a recording's records
@@ -48,6 +53,7 @@ class StepLog:
         self.genesis[nodes] = weights[nodes]
         self.start[nodes] = weights[nodes]
         self.expected[nodes] = weights[nodes]
+        self.wrong[nodes] = False
         for i in nodes.tolist():
             self.chains[i] = []
             self.meta[i] = []
@@ -64,11 +70,14 @@ class StepLog:
         self.closed = {}
         self.closed_meta: dict[int, list] = {}
         self.closed_expected = {}
+        self.closed_wrong = {}
         self.round = round_
         for i, base in zip(nodes.tolist(), bases, strict=True):
             self.closed[i] = (self.start[i].copy(), self.chains[i])
             self.closed_meta[i] = self.meta[i]
             self.closed_expected[i] = self.expected[i].copy()
+            self.closed_wrong[i] = bool(self.wrong[i])
+            self.wrong[i] = False
             self.start[i] = base
             self.expected[i] = base
             self.chains[i] = []
@@ -80,6 +89,11 @@ class StepLog:
         unweighted)."""
         self.chains[node].append((own.copy(), rows.copy(), weights))
         self.meta[node].append((self.round, None if tags is None else tags.copy()))
+
+    def misweighted(self, node: int) -> None:
+        """The node's last sub-step gave the rule weights other than the public
+        reputations of its round (a checker compares the record's weights with them)."""
+        self.wrong[node] = True
 
     def applied(self, nodes: Any, steps: Any) -> None:
         """``nodes`` applied ``steps`` (the aggregates of their last :meth:`add`, or their
@@ -106,7 +120,8 @@ class StepLog:
         if len(nodes) == 0:
             return np.ones(0, bool)
         expected = np.stack([self.closed_expected[i] for i in nodes.tolist()])
-        return (expected == np.asarray(bases, np.int32)).all(axis=1)
+        wrong = np.array([self.closed_wrong[i] for i in nodes.tolist()], bool)
+        return (expected == np.asarray(bases, np.int32)).all(axis=1) & ~wrong
 
     def replay_check(
         self,
@@ -140,4 +155,4 @@ class StepLog:
         ok = np.ones(len(nodes), bool)
         for k, ((start, chain), base) in enumerate(zip(chains, bases, strict=True)):
             ok[k] = np.array_equal(replay(start, chain, aggregate), base)
-        return ok
+        return ok & ~np.array([self.closed_wrong[i] for i in nodes.tolist()], bool)
