@@ -15,6 +15,7 @@ integer mapping of each channel) in ``docs/mapping.md``.
 
 from __future__ import annotations
 
+import math
 import struct
 import threading
 import time
@@ -69,8 +70,14 @@ _TRIED_ORDERS = (0, 1, 2, 3)
 _SAMPLE_SPAN = 4096
 _MIN_SPAN = 1024
 _SAMPLE_EVERY = 8
-#: A sample's sizes are only estimates: a candidate within this factor may still win.
-_SAMPLE_NOISE = 1.05
+_SAMPLE_MOST = 16384
+#: Samples before a span that its polynomial candidates see (the highest order tried).
+_SPAN_CONTEXT = max(_TRIED_ORDERS, default=0)
+#: A sample's sizes are only estimates of the block's: a candidate whose sample is larger
+#: than the block predictor's by less than the sample's noise, a factor 1 + (_NOISE_HALVES /
+#: 2) / sqrt(sample frames), may still win and is measured on the whole block (the ratio of
+#: two coded sizes on one sample strays from the block's like a mean of that many samples).
+_NOISE_HALVES = 3
 #: Of the polynomial orders ranked by estimate, how many the coder measures on the sample.
 _CODED_ORDERS = 2
 #: Bit 4 of a block's flags: some channels' residuals are paired with an earlier channel's;
@@ -307,11 +314,15 @@ class BlockCoder:
                 head = _LEVELS.pack(levels & LEVELS_MASK)
             else:
                 residuals = pred.encode(mapped.ints, max_error=bound, bounds=bounds)
-            coded = self._code_channels(pred, residuals)
-            channel_codes, rows = b"", list(residuals)
-            if not bound:
+            if bound:
+                channel_codes, coded, rows = (
+                    b"",
+                    self._code_channels(pred, residuals),
+                    list(residuals),
+                )
+            else:
                 channel_codes, coded, rows = self._channel_choice(
-                    pred, mapped.ints, residuals, coded, bounds
+                    pred, mapped.ints, residuals, bounds
                 )
             size = len(head) + len(channel_codes) + sum(len(c) for c in coded)
             if best is None or size < best[0]:
@@ -384,7 +395,7 @@ class BlockCoder:
             return [self.coder.encode(stream) for stream in residuals]
         return [self.coder.encode(stream, segments=segments) for stream in residuals]
 
-    def _channel_choice(self, pred, ints, residuals, coded, bounds) -> tuple[bytes, list, list]:
+    def _channel_choice(self, pred, ints, residuals, bounds) -> tuple[bytes, list, list]:
         """Per channel, the block predictor's bytes or a polynomial predictor's, whichever the
         coder makes smaller: the channel codes (empty when every channel keeps the block
         predictor), the coded channels and their residuals.
@@ -392,22 +403,25 @@ class BlockCoder:
         Sparse, bursty or noisy channels (rain gauges, activity counts, clipped stretches)
         are often cheaper with a short fixed predictor (or none: order 0) than with an
         adaptive one whose taps echo every burst. The candidates are ranked by the coder's
-        size of their residuals on a sample of the block (:func:`_sample_spans`, an eighth of
-        it); the best is coded whole when it may win, and the measured sizes decide."""
+        size of their residuals on a sample of the block (:func:`_sample_spans`); a candidate
+        is coded whole only when the sample says it may win (:func:`_may_win`), so a channel
+        is coded whole once unless the sample cannot tell its two best candidates apart,
+        and then the measured sizes decide."""
         import numpy as np
 
-        codes = [0] * len(coded)
+        count = len(residuals)
+        codes = [0] * count
         rows = list(residuals)
         if not _TRIED_ORDERS:
-            return b"", coded, rows
+            return b"", self._code_channels(pred, residuals), rows
         frames = ints.shape[1]
         spans = _sample_spans(frames)
-        # A block too short to sample is its own sample: the sample's residuals are the
-        # block's, so its coded bytes are the block's too (when the block predictor's coding
-        # uses no segments, as the sample's does not) and each is coded once, not twice.
+        # A block too short to sample is its own sample: the sizes measured on it are exact
+        # (the block predictor's too when its coding uses no segments, as the sample's does
+        # not), and each candidate is coded once.
         whole = spans == [(0, frames)]
-        reuse = whole and self._segments(pred, frames) is None
-        sampled = residuals if whole else np.concatenate([residuals[:, a:b] for a, b in spans], 1)
+        width = 0 if whole else sum(b - a for a, b in spans)
+        exact = whole and self._segments(pred, frames) is None
         polys = {
             k: self.polynomial(k).encode(ints, bounds=bounds)
             if whole
@@ -415,7 +429,15 @@ class BlockCoder:
             for k in _TRIED_ORDERS
         }
         full: dict[int, Any] = dict(polys) if whole else {}
-        for c in range(len(coded)):
+        coded: list = [None] * count
+
+        def own(c: int) -> bytes:
+            """The block predictor's bytes of channel ``c`` (coded once)."""
+            if coded[c] is None:
+                coded[c] = self._code_row(pred, residuals[c])
+            return coded[c]
+
+        for c in range(count):
             # The polynomials are ranked by an estimate, the two best of them and the block
             # predictor by the coder on the sample (the estimate misses what context
             # modelling gains on runs and bursts, so it only shortens the list).
@@ -423,26 +445,32 @@ class BlockCoder:
             sample_bytes = {k: self.coder.encode(polys[k][c]) for k in ranked[:_CODED_ORDERS]}
             sizes = {k: len(data) for k, data in sample_bytes.items()}
             best = min(sizes.values())
-            mine_sample = len(coded[c]) if reuse else len(self.coder.encode(sampled[c]))
-            if best >= _SAMPLE_NOISE * mine_sample:
-                continue
-            tried = [k for k in ranked if sizes.get(k) == best][:1]
-            for order in tried:
-                if self._is_block_predictor(pred, order, frames):
-                    continue  # the same residuals and bytes: never strictly smaller
-                if order not in full:
-                    full[order] = self.polynomial(order).encode(ints, bounds=bounds)
-                if whole:
-                    mine = sample_bytes[order]
-                else:
-                    mine = self.coder.encode(full[order][c])
-                if len(mine) < len(coded[c]):
-                    coded[c] = mine
-                    codes[c] = 1 + order
-                    rows[c] = full[order][c]
+            order = next(k for k in ranked if sizes.get(k) == best)
+            if exact:
+                mine_sample = len(own(c))
+            else:
+                sample = (
+                    residuals[c] if whole else np.concatenate([residuals[c, a:b] for a, b in spans])
+                )
+                mine_sample = len(self.coder.encode(sample))
+            if not _may_win(best, mine_sample, width) or self._is_block_predictor(
+                pred, order, frames
+            ):
+                continue  # the block predictor's (a polynomial that is it never wins)
+            if order not in full:
+                full[order] = self.polynomial(order).encode(ints, bounds=bounds)
+            mine = sample_bytes[order] if whole else self.coder.encode(full[order][c])
+            if (whole or _may_win(mine_sample, best, width)) and len(own(c)) <= len(mine):
+                continue  # measured whole: the block predictor's is no larger
+            coded[c] = mine
+            codes[c] = 1 + order
+            rows[c] = full[order][c]
+        kept = [c for c, code in enumerate(codes) if code == 0]
+        if not any(codes) or pred.channels_independent:
+            for c in kept:
+                own(c)
         if not any(codes):
             return b"", coded, rows
-        kept = [c for c, code in enumerate(codes) if code == 0]
         if kept and not pred.channels_independent:
             # The block predictor sees only the channels that keep it (as the decoder will).
             kept_rows = pred.encode(ints[kept], bounds=bounds)
@@ -632,6 +660,17 @@ class _Layout:
     pos: int
 
 
+def _may_win(candidate: int, incumbent: int, width: int) -> bool:
+    """Whether a candidate whose sample codes to ``candidate`` bytes may beat, on the whole
+    block, an incumbent whose sample codes to ``incumbent`` bytes, on a sample of ``width``
+    frames (0: the sample is the whole block, so the sizes are exact). Integer arithmetic: a
+    choice decides bytes, so it must be the same on every machine."""
+    if not width:
+        return candidate < incumbent
+    root = math.isqrt(width)
+    return 2 * candidate * root < incumbent * (2 * root + _NOISE_HALVES)
+
+
 def _estimated_bits(residuals) -> int:
     """A cheap size estimate of coded residuals, enough to rank candidates (the coder then
     measures the best one): the order-0 entropy of the signed bit-length classes the coder
@@ -646,32 +685,48 @@ def _estimated_bits(residuals) -> int:
 
 
 def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds) -> Any:
-    """A polynomial predictor's residuals of each span of ``ints`` coded on its own (each
-    span starts afresh), concatenated per channel. The spans of equal length go through the
-    predictor in one call, as rows of their own: a polynomial codes every row apart, so this
-    is the same as one call per span."""
+    """A polynomial predictor's residuals over each span of ``ints``, concatenated per
+    channel, as the predictor makes them inside the whole block: each span is predicted with
+    up to _SPAN_CONTEXT samples before it (a polynomial of order k looks k samples back), so
+    a sampled candidate pays no restart at each span that the whole block would not (a
+    restart costs whole raw samples, which biased the ranking towards the block predictor).
+    Spans of equal extent go through the predictor in one call, as rows of their own: a
+    polynomial codes every row apart, so this is the same as one call per span."""
     import numpy as np
 
     channels = ints.shape[0]
-    size = spans[0][1] - spans[0][0]
-    equal = [(a, b) for a, b in spans if b - a == size]
-    rest = spans[len(equal) :]  # only the last span can be shorter
-    rows = np.stack([ints[:, a:b] for a, b in equal]).reshape(len(equal) * channels, size)
-    coded = poly.encode(rows, bounds=bounds).reshape(len(equal), channels, size)
-    parts = [coded.transpose(1, 0, 2).reshape(channels, len(equal) * size)]
-    parts += [poly.encode(ints[:, a:b], bounds=bounds) for a, b in rest]
+    groups: dict[int, list[tuple[int, int, int]]] = {}
+    frames = ints.shape[1]
+    for a, b in spans:
+        # The first span reaches past its end instead, so that it has the others' extent.
+        size = min(frames, b - a + _SPAN_CONTEXT)
+        lo = max(0, min(a - _SPAN_CONTEXT, frames - size))
+        groups.setdefault(size, []).append((lo, a, b))
+    pieces: dict[tuple[int, int], Any] = {}
+    for size, members in groups.items():
+        rows = np.stack([ints[:, lo : lo + size] for lo, _, _ in members])
+        coded = poly.encode(rows.reshape(len(members) * channels, size), bounds=bounds)
+        coded = coded.reshape(len(members), channels, size)
+        for (lo, a, b), piece in zip(members, coded, strict=True):
+            pieces[a, b] = piece[:, a - lo : b - lo]
+    parts = [pieces[a, b] for a, b in spans]
     return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:
     """Where the channel predictor candidates are ranked: spans of ``frames / 64`` frames
     (at least _MIN_SPAN, at most _SAMPLE_SPAN) one every _SAMPLE_EVERY spans, an eighth of
-    the block spread over all of it; the whole of a block too short to sample."""
+    the block spread evenly over all of it, but no more than _SAMPLE_MOST frames (a sample
+    of that size ranks candidates as well as a larger one: the coder's bytes per sample
+    settle within a few thousand samples); the whole of a block too short to sample."""
     span = min(_SAMPLE_SPAN, max(_MIN_SPAN, frames // 64))
-    step = span * _SAMPLE_EVERY
-    if frames <= step:
+    if frames <= span * _SAMPLE_EVERY:
         return [(0, frames)]
-    return [(a, min(a + span, frames)) for a in range(0, frames, step)]
+    step = span * _SAMPLE_EVERY
+    most = max(1, _SAMPLE_MOST // span)
+    if -(-frames // step) > most:
+        step = frames // most  # a long block: fewer spans, spread evenly over all of it
+    return [(a, min(a + span, frames)) for a in range(0, frames, step)][:most]
 
 
 #: Most bytes deflate can expand one byte into (zlib's technical note: 1032:1), plus slack
