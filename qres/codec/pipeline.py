@@ -78,8 +78,11 @@ _SPAN_CONTEXT = max(_TRIED_ORDERS, default=0)
 #: 2) / sqrt(sample frames), may still win and is measured on the whole block (the ratio of
 #: two coded sizes on one sample strays from the block's like a mean of that many samples).
 _NOISE_HALVES = 3
-#: Of the polynomial orders ranked by estimate, how many the coder measures on the sample.
+#: Of the polynomial orders ranked by estimate, how many the coder measures on the sample:
+#: the first always, the next ones only when the first is within a factor _RANK_SPREAD
+#: (numerator, denominator) of the block predictor's size.
 _CODED_ORDERS = 2
+_RANK_SPREAD = (21, 20)
 #: Bit 4 of a block's flags: some channels' residuals are paired with an earlier channel's;
 #: the payload holds the pairs (qres.codec.channels; format 6 on).
 FLAG_CHANNEL_PAIRS = 1 << 4
@@ -438,14 +441,7 @@ class BlockCoder:
             return coded[c]
 
         for c in range(count):
-            # The polynomials are ranked by an estimate, the two best of them and the block
-            # predictor by the coder on the sample (the estimate misses what context
-            # modelling gains on runs and bursts, so it only shortens the list).
-            ranked = sorted(polys, key=lambda k: (_estimated_bits(polys[k][c]), k))
-            sample_bytes = {k: self.coder.encode(polys[k][c]) for k in ranked[:_CODED_ORDERS]}
-            sizes = {k: len(data) for k, data in sample_bytes.items()}
-            best = min(sizes.values())
-            order = next(k for k in ranked if sizes.get(k) == best)
+            # The block predictor's size on the sample, then the polynomials' (ranked).
             if exact:
                 mine_sample = len(own(c))
             else:
@@ -453,6 +449,9 @@ class BlockCoder:
                     residuals[c] if whole else np.concatenate([residuals[c, a:b] for a, b in spans])
                 )
                 mine_sample = len(self.coder.encode(sample))
+            best, order, sample_bytes = self._rank_polynomials(
+                [p[c] for p in polys.values()], mine_sample
+            )
             if not _may_win(best, mine_sample, width) or self._is_block_predictor(
                 pred, order, frames
             ):
@@ -479,6 +478,25 @@ class BlockCoder:
                 coded[c] = data
                 rows[c] = row
         return bytes(codes), coded, rows
+
+    def _rank_polynomials(self, rows: list, incumbent: int) -> tuple[int, int, dict]:
+        """The smallest sample size of a channel's polynomial candidates (``rows``: the
+        sample's residuals of each of _TRIED_ORDERS), its order and the coded samples, against
+        the block predictor's ``incumbent`` size. The candidates are ranked by an estimate and
+        the best of them is measured by the coder; the next ones only when the first is
+        within a factor _RANK_SPREAD of the incumbent: the estimate misses what context
+        modelling gains on runs and bursts, so it misorders polynomials by a few percent (more
+        on sparse channels, where the polynomials win), and one ranked behind a first that is
+        far behind cannot win."""
+        ranked = sorted(range(len(rows)), key=lambda i: (_estimated_bits(rows[i]), i))
+        coded = {ranked[0]: self.coder.encode(rows[ranked[0]])}
+        if _RANK_SPREAD[1] * len(coded[ranked[0]]) < _RANK_SPREAD[0] * incumbent:
+            for i in ranked[1:_CODED_ORDERS]:
+                coded[i] = self.coder.encode(rows[i])
+        best = min(len(data) for data in coded.values())
+        first = next(i for i in ranked if i in coded and len(coded[i]) == best)
+        sample_bytes = {_TRIED_ORDERS[i]: data for i, data in coded.items()}
+        return best, _TRIED_ORDERS[first], sample_bytes
 
     def _is_block_predictor(self, pred, order: int, frames: int) -> bool:
         """Whether the polynomial of ``order`` is the block predictor itself (the `fast`
