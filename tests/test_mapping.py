@@ -938,15 +938,23 @@ def test_significant_digits_over_many_decades_use_kind_6(dtype):
     order = np.argsort(x, kind="stable")
     assert np.all(np.diff(mapped.ints[0][order]) >= 0)
     assert significant.choose_precision(x, dtype, 4096) == 5
-    spec = StreamSpec(dtype)
-    packed = api.compress_bytes(x.tobytes(), spec, profile="server")
-    assert api.decompress_bytes(packed) == x.tobytes()
-    bits = mapping._monotonic_bits(x, dtype).reshape(1, -1)
-    from qres.codec.pipeline import BlockCoder
 
-    coder = BlockCoder(api.codec_settings("server")[0], spec)
-    bit_view = len(coder.coder.encode(coder.predictor.encode(bits)[0]))
-    assert len(packed) * 1.3 < bit_view
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_significant_view_is_screened_on_long_lattice_channels(dtype):
+    """A long channel on a scaled lattice (counts times a calibration constant) never computes
+    the significant-digit view whole: its screen on spans of the channel says it cannot win
+    (and the whole view indeed would not); a long flux over decades passes the screen."""
+    rng = np.random.default_rng(3)
+    x = ((np.cumsum(rng.integers(-3, 4, 40000)) + 2000) * 0.0123).astype(dtype)
+    bits = mapping._monotonic_bits(x, dtype)
+    cost = mapping._decimal_channel(x, dtype)[3]
+    assert cost < mapping._bit_cost(bits)
+    assert not mapping._significant_may_win(x, dtype, cost)
+    assert mapping._significant_channel(x, dtype, bits)[3] >= mapping._SIGNIFICANT_GAIN * cost
+    flux = _flux(dtype, 40000)
+    flux_bits = mapping._monotonic_bits(flux, dtype)
+    assert mapping._significant_may_win(flux, dtype, mapping._bit_cost(flux_bits))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -93,6 +93,11 @@ _INEXACT_GAIN = 0.85
 #: The significant-digit view replaces the best other view when its estimate is below this
 #: share of that view's.
 _SIGNIFICANT_GAIN = 0.97
+#: The significant-digit view of a long channel is screened on spans of _SCREEN_SPAN samples,
+#: one every _SCREEN_EVERY, and computed whole when the screen is within _SCREEN_SLACK.
+_SCREEN_SPAN = 1024
+_SCREEN_EVERY = 8
+_SCREEN_SLACK = 1.25
 
 
 @attrs.frozen
@@ -625,10 +630,30 @@ def _lossless_float_channel(x, dtype: str):
         best = found
     # The significant-digit view must find structure: on arbitrary floats its estimate is
     # the bit view's give or take a little.
-    found = _significant_channel(x, dtype, bits)
-    if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
-        best = found
+    if _significant_may_win(x, dtype, best[3]):
+        found = _significant_channel(x, dtype, bits)
+        if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
+            best = found
     return best[:3]
+
+
+def _significant_may_win(x, dtype: str, cost: int) -> bool:
+    """Whether the significant-digit view of a channel may cost less than ``cost`` bits: on
+    a long channel it is first estimated on spans of it (an eighth, spread over all of it),
+    and computed whole only when that estimate, scaled to the channel, is within a factor
+    _SCREEN_SLACK of replacing the best view (most channels that have a decimal or lattice
+    view gain nothing from it, and the whole view is a fifth of their mapping time)."""
+    import numpy as np
+
+    n = len(x)
+    step = _SCREEN_SPAN * _SCREEN_EVERY
+    if n < 2 * step:
+        return True
+    probe = np.concatenate([x[a : a + _SCREEN_SPAN] for a in range(0, n, step)])
+    found = _significant_channel(probe, dtype)
+    if found is None:
+        return False  # the indexes overflow on the probe: on all of it too
+    return found[3] * (n / len(probe)) < _SCREEN_SLACK * _SIGNIFICANT_GAIN * cost
 
 
 def _significant_channel(x, dtype: str, bits=None):
