@@ -700,6 +700,10 @@ class RaySimulation(Simulation):
             ok[w] = got
         return ok
 
+    def _check(self, sw: SwarmState, rd: RoundState) -> None:
+        self._round_ids = rd.A
+        super()._check(sw, rd)
+
     def _defend(self, sw: SwarmState, rd: RoundState) -> None:
         self._round_ids = rd.A
         super()._defend(sw, rd)
