@@ -711,7 +711,8 @@ class Simulation:
         # have been a colluder that kept quiet
         stepped = picked & s.audit_steps
         ok, wrong = self._verify(sw, rd, s_ok[picked], stepped[picked])
-        sw.history.count(audits, "wrong_step", ids[picked][wrong], sw.byz)
+        known = np.isin(ids[picked], rd.check_failed)  # counted by the receivers' check
+        sw.history.count(audits, "wrong_step", ids[picked][wrong & ~known], sw.byz)
         audits["audited"] += int(picked.sum())
         failed = np.union1d(ids[picked][~ok], rd.check_failed)
         audits["failed"] += int(failed.shape[0])
