@@ -229,6 +229,7 @@ def test_bench_defence_quick(tmp_path):
     assert sum(c["byzantine_banned"] for c in poison) > 0
     assert all(c["honest_banned"] == 0 for c in cells)
     assert all(c["faulted_unbanned"] == 0 for c in cells)
+    assert all(c["committed_unbanned"] == 0 for c in cells)
     assert all(c["worst_ratio"] <= 1.10 for c in cells), cells
     assert report["summary"]["targets"]["no_honest_banned"]
 

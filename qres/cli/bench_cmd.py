@@ -273,7 +273,10 @@ def _print_defence(report: dict) -> None:
 
     cells = report["summary"]["cells"]
     fracs = sorted({c["byzantine"] for c in cells})
-    table = Table(title="Defence (worst error ratio over seeds / honest banned / Byzantine banned)")
+    table = Table(
+        title="Defence (worst error ratio over seeds / honest banned / Byzantine banned / "
+        "faulty nodes left unbanned)"
+    )
     table.add_column("attack")
     for f in fracs:
         table.add_column(f"{f:.0%}")
@@ -283,6 +286,7 @@ def _print_defence(report: dict) -> None:
         for f in fracs:
             c = by[(attack, f)]
             text = f"{c['worst_ratio']:.3f} / {c['honest_banned']} / {c['byzantine_banned']}"
+            text += f" / {c['committed_unbanned']}"
             if "worst_trimmed_ratio" in c:
                 text += f" (trimmed {c['worst_trimmed_ratio']:.3f})"
             row.append(text)
