@@ -16,8 +16,9 @@
   adapter hierarchy) over TCP and MQTT, attack-free and with 2 of 8 running ``--attack`` on
   the shared layers: honest nodes' coded bits per sample (first round, last quarter) against
   two anchors computed in process on the very streams the nodes replayed: the same nodes in
-  lockstep (every node takes every change each round: :mod:`qres.lora.exchange` as the
-  simulator runs it) and each node alone (its hierarchy never aggregated: local-only).
+  lockstep (each takes every change of its group each round: :mod:`qres.lora.exchange` as
+  the simulator runs it) and each node alone (its hierarchy never aggregated: local-only).
+  ``qres swarm up`` declares each node's domain from its data (the generated set's source).
 """
 
 from __future__ import annotations
@@ -227,9 +228,12 @@ def _lora_anchors(folder: Path, rounds: int, honest: list[int]) -> dict:
     paths = sorted(folder.glob("n*/stream.i16"), key=lambda p: int(p.parent.name[1:]))
     streams = [scale.apply(np.fromfile(p, dtype="<i2").astype(np.int64)) for p in paths]
     span, w = swarm.order + swarm.window, swarm.window
+    from qres.node.launch import UpOptions, declared_domains
+
+    domains = declared_domains(UpOptions(nodes=len(streams), profile="node-lora"), swarm)
     out = {}
     for name, together in (("lockstep", True), ("local_only", False)):
-        nodes = [LoraNode(loaded, swarm, "") for _ in streams]
+        nodes = [LoraNode(loaded, swarm, domain) for domain in domains]
         bits: dict[int, list[float]] = {i: [] for i in range(len(nodes))}
         for r in range(rounds):
             rows = []
@@ -243,11 +247,11 @@ def _lora_anchors(folder: Path, rounds: int, honest: list[int]) -> dict:
             keys = [bytes([i]) * 32 for i in range(len(nodes))]
             for i, node in enumerate(nodes):
                 others = [
-                    LoraPacket(keys[j], r, bytes(16), role, node.tag, bytes(32), 0, rows[j])
+                    LoraPacket(keys[j], r, bytes(16), role, nodes[j].tag, bytes(32), 0, rows[j])
                     for j in range(len(nodes))
                     if j != i
                 ]
-                node.close(r, role, rows[i], keys[i], others)
+                node.close(r, role, rows[i], keys[i], node.group(role, others))
             assert exchange.role_of_round(r) == role
         out[name] = _bits_summary({i: bits[i] for i in honest})
     return out

@@ -249,3 +249,15 @@ def test_restricted_unpickler_reads_numpy_and_hierarchy_only():
     assert _Restricted(io.BytesIO(data)).load()["a"].tolist() == [0, 1, 2]
     with pytest.raises(pickle.UnpicklingError):
         _Restricted(io.BytesIO(pickle.dumps(os.getcwd))).load()
+
+
+def test_swarm_up_declares_each_lora_node_domain_from_its_data():
+    from qres.node.launch import UpOptions, declared_domains
+    from qres.swarm.data import SOURCES
+    from qres.swarm.engine import settings_from_profile
+
+    swarm = settings_from_profile(profiles.load("node-lora"))
+    n = 2 * len(SOURCES)
+    domains = declared_domains(UpOptions(nodes=n, profile="node-lora"), swarm)
+    # the generated set's non-IID partition: neighbouring nodes share a source, two each
+    assert domains == [f"source-{i // 2}" for i in range(n)]

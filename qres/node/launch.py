@@ -72,13 +72,31 @@ def write_streams(folder: Path, opts: UpOptions, swarm) -> list[Path]:
     return paths
 
 
-def _profile_text(i: int, opts: UpOptions, base: str, key: Path, transport: str, rate: float):
+def declared_domains(opts: UpOptions, swarm) -> list[str]:
+    """Each node's domain, as the simulator's data declares it: the generated set's source
+    (``source-k``) or the recording its shard comes from."""
+    from qres.swarm.data import open_data
+
+    settings = attrs.evolve(swarm, nodes=opts.nodes, data=opts.data or "generated")
+    data = open_data(settings, opts.seed)
+    names = getattr(data, "names", None)
+    return [
+        names[int(k)] if names is not None else f"source-{int(k)}"
+        for k in data.source[: opts.nodes]
+    ]
+
+
+def _profile_text(
+    i: int, opts: UpOptions, base: str, key: Path, transport: str, rate: float, domain: str = ""
+):
+    import json
+
     from qres.learning.task import TASK_UNITS
 
     return (
         f'[profile]\nname = "swarm-node-{i}"\nextends = "{base}"\n\n'
         f'[node]\ndata_dir = "{key.parent / "data"}"\nkey = "{key}"\ndtype = "int16"\n'
-        f"sample_rate = {rate!r}\nsegment_samples = 4096\n"
+        f"sample_rate = {rate!r}\nsegment_samples = 4096\ndomain = {json.dumps(domain)}\n"
         "# the recording is the simulator's windows: already the learning task's integers\n"
         f"sample_range = [{TASK_UNITS.lo!r}, {TASK_UNITS.hi!r}]\n\n[node.transport]\n{transport}"
     )
@@ -108,6 +126,8 @@ def up(opts: UpOptions) -> dict:
     for i in range(opts.nodes):
         (folder / f"n{i}").mkdir(exist_ok=True)
     streams = write_streams(folder, opts, swarm)
+    # a node with the adapter hierarchy learns the domain layer with the nodes of its source
+    domains = declared_domains(opts, swarm) if "lora" in loaded.data else [""] * opts.nodes
     broker = None
     if opts.transport == "mqtt":
         broker = _start_broker(folder)
@@ -131,7 +151,7 @@ def up(opts: UpOptions) -> dict:
             table = f'use = "mqtt"\nport = {broker["port"]}\nswarm = "local"\n'
         base = str(loaded.path)
         profile = folder / f"n{i}" / "profile.toml"
-        profile.write_text(_profile_text(i, opts, base, key, table, rate))
+        profile.write_text(_profile_text(i, opts, base, key, table, rate, domains[i]))
         args = [
             *QRES_COMMAND, "node", "run", "--profile", str(profile),
             "--source", str(streams[i]), "--speed", repr(opts.time_scale),
