@@ -6,6 +6,7 @@ its hierarchy."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import urllib.request
 
 import pytest
@@ -13,6 +14,7 @@ from node_helpers import (
     free_port,
     live_status,
     make_nodes,
+    qres,
     signal_file,
     start_node,
     status,
@@ -86,6 +88,13 @@ def test_lora_nodes_learn_over_tcp_and_a_restart_keeps_the_hierarchy(tmp_path):
         procs[0].communicate(timeout=60)
         assert procs[0].returncode == 0
         before = status(nodes[0])["lora"]  # read from the stopped node's state
+        table = subprocess.run(
+            qres("node", "status", "--profile", str(nodes[0]["profile"])),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "adapters" in table and "(first round) ->" in table
         assert before["rounds"] >= statuses[0]["lora"]["rounds"]
         port = free_port()
         data = tmp_path / "s0.bin"

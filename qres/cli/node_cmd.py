@@ -115,6 +115,14 @@ def status(
     rows = [[k, result[k]] for k in ("did", "round", "segments", "samples_stored", "bytes_stored")]
     rows.append(["peers", len(result["peers"])])
     rows.append(["banned", len(result["banned"])])
+    lora = result.get("lora")
+    if lora is not None:  # the adapter hierarchy's health
+        reasons = f" ({'; '.join(lora['reasons'])})" if lora["reasons"] else ""
+        rows.append(["adapters", f"{lora['health']}{reasons}, predicting with {lora['depth']}"])
+        if lora["rounds"]:
+            first, last = lora["first_bits_per_sample"], lora["bits_per_sample"]
+            rows.append(["coded bits / sample", f"{first:.3f} (first round) -> {last:.3f}"])
+        rows.append(["aggregates refused", lora["rejected_aggregates"]])
     console().print(table(f"qres node status: {folder}", ["", ""], rows))
 
 
