@@ -230,12 +230,15 @@ def test_polynomial_matches_reference(seed, order, n, wide):
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(0, 1300),
     update=st.sampled_from(["sign", "nlms"]),
-    taps=st.sampled_from([[1], [3], [8, 2]]),
+    taps=st.sampled_from([[1], [3], [8, 2], [16, 9], [32, 16, 8]]),
     fixed=st.integers(0, 2),
     bias_shift=st.sampled_from([0, 4]),
     amp=st.sampled_from([3, 3000, 2**29, 2**40]),
+    simd=st.booleans(),
 )
-def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp):
+def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp, simd):
+    """The native cascade gives the reference's residuals, with its AVX2 tap loops (where the
+    CPU has them) and with the portable ones."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     x = (amp * np.sin(t / 7.0)).astype(np.int64) + rng.integers(-amp // 3 - 1, amp // 3 + 1, n)
@@ -253,7 +256,15 @@ def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp
     want = cascade_ref(
         x.tolist(), cfg.taps(), cfg.step_shifts(), fixed, update, bias_shift, weights.tolist()
     )
-    assert pred.encode(x).tolist() == want
+    from qres.builtin_plugins.predictors import _kernels
+
+    before = _kernels.simd()
+    try:
+        _kernels.simd(simd)
+        assert pred.encode(x).tolist() == want
+        assert pred.decode(np.array(want, dtype=np.int64)).tolist() == x.tolist()
+    finally:
+        _kernels.simd(before)
 
 
 def interp_ref(xs, mask, anchor, e=0, lo=I64_MIN, hi=I64_MAX, choose=False):

@@ -15,9 +15,29 @@ from libc.string cimport memcpy, memmove
 
 
 cdef extern from "_lms_simd.h" nogil:
-    int64_t qres_dot(const int32_t* w, const int32_t* h, int n)
-    void qres_sign_step(int32_t* w, const int32_t* d, int n, int32_t sgn, int32_t lim)
-    void qres_nlms_step(int32_t* w, const int32_t* d, int n, int32_t g, int32_t lim)
+    int qres_lms_use_avx2
+    void qres_lms_init()
+    int64_t qres_dot(const int32_t* w, int32_t* h, int n, int32_t last)
+    int64_t qres_nlms_step_dot(int32_t* w, const int32_t* d, int32_t* h, int n, int32_t g,
+                               int32_t lim, int32_t last)
+    int64_t qres_sign_step_dot(int32_t* w, const int32_t* d, int32_t* h, int n, int32_t sgn,
+                               int32_t lim, int32_t last)
+
+qres_lms_init()
+
+
+def simd(enabled=None):
+    """Whether the LMS tap loops run their AVX2 version (chosen at import from the CPU).
+
+    ``simd(False)`` switches to the portable version and ``simd(True)`` back, if the CPU has
+    AVX2, so tests can check that both give the same bits; returns the setting now in use."""
+    global qres_lms_use_avx2
+    if enabled is not None:
+        qres_lms_init()
+        if not enabled:
+            qres_lms_use_avx2 = 0
+    return bool(qres_lms_use_avx2)
+
 
 cdef enum:
     # History values entering an adaptive stage are clamped to +-VLIM and weights to +-WLIM, so
@@ -249,7 +269,7 @@ cdef struct Stage:
     int32_t* hist       # cap clamped past inputs
     int32_t* dirs       # cap normalised update directions, Q16.16
     int64_t level       # running mean of |input|, Q16
-    int64_t pred        # last prediction (integer)
+    int64_t pred        # prediction of the next sample from the current window (integer)
     int64_t count       # samples seen in this block
 
 
@@ -273,34 +293,46 @@ cdef inline int warm_shift(int shift, int64_t count) noexcept nogil:
 
 
 cdef inline int64_t stage_predict(Stage* s) noexcept nogil:
-    s.pred = rsr(qres_dot(s.w, s.hist + s.pos - s.n, s.n), 16)
+    # The prediction from the current window was computed by the previous stage_update (or
+    # is 0 on a fresh stage, whose history is all zeros).
     return s.pred
 
 
 cdef inline void stage_update(Stage* s, int64_t e_in, int64_t e_out) noexcept nogil:
-    """LMS step on the window just used for prediction, then push e_in into the history."""
-    cdef const int32_t* d = s.dirs + s.pos - s.n
+    """LMS step on the window just used for prediction, push e_in into the history, and
+    predict the next sample from the new weights and window (one fused pass over the taps)."""
     cdef int n = s.n
-    cdef int64_t vc, g
+    cdef int64_t vc, g, acc
+    cdef const int32_t* d
+    cdef int32_t* h
+    if s.pos == s.cap:
+        # Slide both buffers; the window [pos - n, pos) keeps its values.
+        memmove(s.hist, s.hist + s.cap - n, n * sizeof(int32_t))
+        memmove(s.dirs, s.dirs + s.cap - n, n * sizeof(int32_t))
+        s.pos = n
+    d = s.dirs + s.pos - n      # the directions of the window just predicted from
+    h = s.hist + s.pos - n + 1  # the next window, once e_in is pushed
+    vc = clamp64(e_in, -VLIM, VLIM)
+    # Each call below stores vc as the newest history value, hist[pos], then predicts.
     if s.nlms:
         # normalised error: e / (mean |input| + 1), Q8, clamped to +-16
         g = clamp64(clamp64(e_out, -VLIM, VLIM) * 16777216 // (s.level + 65536), -GLIM, GLIM)
         if g != 0:
-            qres_nlms_step(s.w, d, n, <int32_t>g, WLIM)
+            acc = qres_nlms_step_dot(s.w, d, h, n, <int32_t>g, WLIM, <int32_t>vc)
+        else:
+            acc = qres_dot(s.w, h, n, <int32_t>vc)
     elif e_out > 0:
-        qres_sign_step(s.w, d, n, 1, WLIM)
+        acc = qres_sign_step_dot(s.w, d, h, n, 1, WLIM, <int32_t>vc)
     elif e_out < 0:
-        qres_sign_step(s.w, d, n, -1, WLIM)
-    if s.pos == s.cap:
-        memmove(s.hist, s.hist + s.cap - n, n * sizeof(int32_t))
-        memmove(s.dirs, s.dirs + s.cap - n, n * sizeof(int32_t))
-        s.pos = n
-    vc = clamp64(e_in, -VLIM, VLIM)
-    s.hist[s.pos] = <int32_t>vc
+        acc = qres_sign_step_dot(s.w, d, h, n, -1, WLIM, <int32_t>vc)
+    else:
+        acc = qres_dot(s.w, h, n, <int32_t>vc)
+    # Written after the step: the step reads dirs[pos - n, pos), not dirs[pos].
     s.dirs[s.pos] = direction(vc, s.level, warm_shift(s.shift, s.count))
     s.pos += 1
     s.count += 1
     s.level += rsr(iabs64(vc) * 65536 - s.level, LEVEL_SHIFT)
+    s.pred = rsr(acc, 16)
 
 
 cdef inline int32_t stage_cap(int32_t n) noexcept nogil:
