@@ -125,12 +125,60 @@ cdef inline int64_t code_sample(int64_t v, int64_t pc, bint decode, int64_t e, i
     return xr
 
 
+cdef inline int64_t pred_at(const int64_t* x, Py_ssize_t t, int order) noexcept nogil:
+    """fixed_pred of the given order (<= t) from the samples x[t - 1], x[t - 2], ..."""
+    cdef uint64_t a, b, c, d
+    if order == 0:
+        return 0
+    a = <uint64_t>x[t - 1]
+    if order == 1:
+        return <int64_t>a
+    b = <uint64_t>x[t - 2]
+    if order == 2:
+        return <int64_t>(2 * a - b)
+    c = <uint64_t>x[t - 3]
+    if order == 3:
+        return <int64_t>(3 * a - 3 * b + c)
+    d = <uint64_t>x[t - 4]
+    return <int64_t>(4 * a - 6 * b + 4 * c - d)
+
+
+cdef inline void polynomial_residuals(const int64_t* x, int64_t* r, Py_ssize_t n, int order,
+                                      int64_t lo, int64_t hi) noexcept nogil:
+    """Lossless encoding: the predictor runs on the samples themselves, so each residual is
+    a function of the input alone and the loop carries no reconstruction from sample to
+    sample. One loop per order (a constant there) after the first ``order`` samples."""
+    cdef Py_ssize_t t, head = order if order < n else n
+    for t in range(head):
+        r[t] = wsub(x[t], clamp64(pred_at(x, t, <int>t), lo, hi))
+    if order == 0:
+        for t in range(head, n):
+            r[t] = wsub(x[t], clamp64(0, lo, hi))
+    elif order == 1:
+        for t in range(head, n):
+            r[t] = wsub(x[t], clamp64(pred_at(x, t, 1), lo, hi))
+    elif order == 2:
+        for t in range(head, n):
+            r[t] = wsub(x[t], clamp64(pred_at(x, t, 2), lo, hi))
+    elif order == 3:
+        for t in range(head, n):
+            r[t] = wsub(x[t], clamp64(pred_at(x, t, 3), lo, hi))
+    else:
+        for t in range(head, n):
+            r[t] = wsub(x[t], clamp64(pred_at(x, t, 4), lo, hi))
+
+
 def polynomial(const int64_t[:, ::1] src, int64_t[:, ::1] dst, int order, bint decode,
                int64_t max_error, int64_t lo, int64_t hi):
     """Fixed polynomial predictor of ``order`` (0..4); sample t uses order min(order, t)."""
     cdef Py_ssize_t channels = src.shape[0], n = src.shape[1], c, t
     cdef int64_t xh[4]
     cdef int64_t pc, xr
+    if not decode and max_error == 0 and n > 0 and 0 <= order <= 4:
+        with nogil:
+            for c in range(channels):
+                polynomial_residuals(&src[c, 0], &dst[c, 0], n, order, lo, hi)
+        return
     with nogil:
         for c in range(channels):
             xh[0] = 0
