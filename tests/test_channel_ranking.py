@@ -120,3 +120,44 @@ def test_span_residuals_equal_the_whole_blocks(channels, order, frames, seed):
     want = np.concatenate([whole[:, a:b] for a, b in spans], axis=1)
     got = pipeline._span_residuals(poly, ints, spans, (-(2**40), 2**40))
     assert got.shape == want.shape and np.array_equal(got, want)
+
+
+def _sparse_and_smooth(frames: int = 65536) -> np.ndarray:
+    """Two channels: rain-like counts (mostly zero, bursts) and a noisy oscillation."""
+    rng = np.random.default_rng(11)
+    rain = np.where(rng.random(frames) < 0.08, rng.integers(1, 400, frames), 0)
+    t = np.arange(frames)
+    wave = 3000 * np.sin(t / 37.0) + rng.normal(0, 20, frames)
+    return np.stack([rain, np.round(wave)], axis=1).astype("<i2")
+
+
+def test_a_sparse_channel_a_polynomial_clearly_wins_never_runs_the_block_predictor(monkeypatch):
+    """The server profile's NLMS cascade is not run over the whole block on a rain-like
+    channel that a polynomial beats by far on the sample (only the smooth channel goes
+    through it); the stream round-trips, and the choice is the one the unscreened procedure
+    makes (the same bytes)."""
+    from qres.builtin_plugins.predictors.nlms import NlmsPredictor
+
+    from qres.codec import files as api
+    from qres.codec.samples import StreamSpec
+
+    block = _sparse_and_smooth()
+    raw = block.tobytes()
+    spec = StreamSpec("int16", 2)
+    calls = []
+    original = NlmsPredictor.encode
+
+    def spy(self, ints, *args, **kwargs):
+        calls.append(np.shape(ints))
+        return original(self, ints, *args, **kwargs)
+
+    monkeypatch.setattr(NlmsPredictor, "encode", spy)
+    packed = api.compress_bytes(raw, spec, "server")
+    assert api.decompress_bytes(packed) == raw
+    whole_runs = [shape for shape in calls if shape[-1] == len(block)]
+    assert whole_runs == [(1, len(block))]  # the smooth channel alone
+    calls.clear()
+    monkeypatch.setattr(pipeline, "_SPARSE", (2, 1))  # no channel is sparse: no screen
+    unscreened = api.compress_bytes(raw, spec, "server")
+    assert [shape for shape in calls if shape[-1] == len(block)] == [(2, len(block))]
+    assert unscreened == packed

@@ -83,6 +83,15 @@ _NOISE_HALVES = 3
 #: (numerator, denominator) of the block predictor's size.
 _CODED_ORDERS = 2
 _RANK_SPREAD = (21, 20)
+#: A channel is sparse when this fraction (numerator, denominator) of its best-estimated
+#: polynomial's sampled residuals are zero; the block predictor is then screened on the
+#: sample, each span after half a span of warm-up, and skipped when a polynomial beats it by
+#: the factor _CLEAR (numerator, denominator; the warm-up leaves the block predictor up to 9%
+#: worse than in the block). Blocks whose screen would run the block predictor on more than
+#: 1/_SCREEN_SHARE of their frames are not screened.
+_SPARSE = (1, 4)
+_CLEAR = (10, 11)
+_SCREEN_SHARE = 4
 #: Bit 4 of a block's flags: some channels' residuals are paired with an earlier channel's;
 #: the payload holds the pairs (qres.codec.channels; format 6 on).
 FLAG_CHANNEL_PAIRS = 1 << 4
@@ -310,23 +319,19 @@ class BlockCoder:
         for code in codes:
             pred = self.block_predictor(code)
             head = b""
-            if code == LEVELS:
-                residuals, levels = pred.encode_choosing(
-                    mapped.ints, max_error=bound, bounds=bounds
-                )
-                head = _LEVELS.pack(levels & LEVELS_MASK)
+            if not bound:
+                # Lossless: the channel choice runs the predictor where it may win.
+                channel_codes, coded, rows = self._channel_choice(pred, mapped.ints, bounds)
             else:
-                residuals = pred.encode(mapped.ints, max_error=bound, bounds=bounds)
-            if bound:
-                channel_codes, coded, rows = (
-                    b"",
-                    self._code_channels(pred, residuals),
-                    list(residuals),
-                )
-            else:
-                channel_codes, coded, rows = self._channel_choice(
-                    pred, mapped.ints, residuals, bounds
-                )
+                if code == LEVELS:
+                    residuals, levels = pred.encode_choosing(
+                        mapped.ints, max_error=bound, bounds=bounds
+                    )
+                    head = _LEVELS.pack(levels & LEVELS_MASK)
+                else:
+                    residuals = pred.encode(mapped.ints, max_error=bound, bounds=bounds)
+                channel_codes, rows = b"", list(residuals)
+                coded = self._code_channels(pred, residuals)
             size = len(head) + len(channel_codes) + sum(len(c) for c in coded)
             if best is None or size < best[0]:
                 best = (size, code, head, channel_codes, coded, rows, pred)
@@ -398,7 +403,7 @@ class BlockCoder:
             return [self.coder.encode(stream) for stream in residuals]
         return [self.coder.encode(stream, segments=segments) for stream in residuals]
 
-    def _channel_choice(self, pred, ints, residuals, bounds) -> tuple[bytes, list, list]:
+    def _channel_choice(self, pred, ints, bounds) -> tuple[bytes, list, list]:
         """Per channel, the block predictor's bytes or a polynomial predictor's, whichever the
         coder makes smaller: the channel codes (empty when every channel keeps the block
         predictor), the coded channels and their residuals.
@@ -409,75 +414,74 @@ class BlockCoder:
         size of their residuals on a sample of the block (:func:`_sample_spans`); a candidate
         is coded whole only when the sample says it may win (:func:`_may_win`), so a channel
         is coded whole once unless the sample cannot tell its two best candidates apart,
-        and then the measured sizes decide."""
-        import numpy as np
-
-        count = len(residuals)
-        codes = [0] * count
-        rows = list(residuals)
+        and then the measured sizes decide. The block predictor is not even run on a sparse
+        channel that a polynomial clearly wins (:meth:`_clear_polynomials`)."""
         if not _TRIED_ORDERS:
-            return b"", self._code_channels(pred, residuals), rows
-        frames = ints.shape[1]
-        spans = _sample_spans(frames)
-        # A block too short to sample is its own sample: the sizes measured on it are exact
-        # (the block predictor's too when its coding uses no segments, as the sample's does
-        # not), and each candidate is coded once.
-        whole = spans == [(0, frames)]
-        width = 0 if whole else sum(b - a for a, b in spans)
-        exact = whole and self._segments(pred, frames) is None
-        polys = {
-            k: self.polynomial(k).encode(ints, bounds=bounds)
-            if whole
-            else _span_residuals(self.polynomial(k), ints, spans, bounds)
-            for k in _TRIED_ORDERS
-        }
-        full: dict[int, Any] = dict(polys) if whole else {}
-        coded: list = [None] * count
-
-        def own(c: int) -> bytes:
-            """The block predictor's bytes of channel ``c`` (coded once)."""
-            if coded[c] is None:
-                coded[c] = self._code_row(pred, residuals[c])
-            return coded[c]
-
-        for c in range(count):
-            # The block predictor's size on the sample, then the polynomials' (ranked).
-            if exact:
-                mine_sample = len(own(c))
-            else:
-                sample = (
-                    residuals[c] if whole else np.concatenate([residuals[c, a:b] for a, b in spans])
-                )
-                mine_sample = len(self.coder.encode(sample))
-            best, order, sample_bytes = self._rank_polynomials(
-                [p[c] for p in polys.values()], mine_sample
-            )
-            if not _may_win(best, mine_sample, width) or self._is_block_predictor(
-                pred, order, frames
-            ):
-                continue  # the block predictor's (a polynomial that is it never wins)
-            if order not in full:
-                full[order] = self.polynomial(order).encode(ints, bounds=bounds)
-            mine = sample_bytes[order] if whole else self.coder.encode(full[order][c])
-            if (whole or _may_win(mine_sample, best, width)) and len(own(c)) <= len(mine):
-                continue  # measured whole: the block predictor's is no larger
-            coded[c] = mine
-            codes[c] = 1 + order
-            rows[c] = full[order][c]
+            residuals = pred.encode(ints, bounds=bounds)
+            return b"", self._code_channels(pred, residuals), list(residuals)
+        choice = _Choice(self, pred, ints, bounds)
+        clear = {}
+        if not choice.whole:
+            clear = self._clear_polynomials(pred, ints, choice.spans, choice.polys, bounds)
+        choice.run_block_predictor([c for c in range(len(ints)) if c not in clear])
+        for c, order in clear.items():
+            choice.take(c, order, self.coder.encode(choice.full(order)[c]))
+        for c in choice.ran:
+            choice.decide(c)
+        codes = choice.codes
         kept = [c for c, code in enumerate(codes) if code == 0]
         if not any(codes) or pred.channels_independent:
             for c in kept:
-                own(c)
+                choice.own(c)
         if not any(codes):
-            return b"", coded, rows
+            return b"", choice.coded, choice.rows
         if kept and not pred.channels_independent:
             # The block predictor sees only the channels that keep it (as the decoder will).
             kept_rows = pred.encode(ints[kept], bounds=bounds)
             again = self._code_channels(pred, kept_rows)
             for c, data, row in zip(kept, again, kept_rows, strict=True):
-                coded[c] = data
-                rows[c] = row
-        return bytes(codes), coded, rows
+                choice.coded[c] = data
+                choice.rows[c] = row
+        return bytes(codes), choice.coded, choice.rows
+
+    def _clear_polynomials(self, pred, ints, spans, polys, bounds) -> dict[int, int]:
+        """The sparse channels of a sampled block that a polynomial clearly wins, with its
+        order: the block predictor (an adaptive one, such as the NLMS cascade, costs ten
+        times a polynomial) need not run on them at all.
+
+        A channel is sparse when at least a fraction _SPARSE of its best-estimated
+        polynomial's sampled residuals are zero: plateaus, counts, rain; that is where
+        fixed polynomials beat adaptive predictors, and the only channels screened (others
+        cost nothing more). The block predictor runs on the sample's spans alone, each after
+        half a span of the block before it (its in-block residuals there come out no worse
+        than this, having adapted longer), and the polynomial must beat that by a factor
+        _CLEAR."""
+        import numpy as np
+
+        frames = ints.shape[1]
+        span = spans[0][1] - spans[0][0]
+        warm_up = span // 2
+        if (
+            _SCREEN_SHARE * len(spans) * (span + warm_up) > frames
+            or not pred.channels_independent
+            or any(self._is_block_predictor(pred, k, frames) for k in _TRIED_ORDERS)
+        ):
+            return {}  # a screen would cost more than a share of what it can save
+        sparse = []
+        for c in range(ints.shape[0]):
+            row = polys[min(polys, key=lambda k: (_estimated_bits(polys[k][c]), k))][c]
+            if _SPARSE[1] * int(np.count_nonzero(row == 0)) >= _SPARSE[0] * len(row):
+                sparse.append(c)
+        if not sparse:
+            return {}
+        warm = _span_residuals(pred, ints[sparse], spans, bounds, warm_up)
+        clear = {}
+        for i, c in enumerate(sparse):
+            theirs = len(self.coder.encode(warm[i]))
+            best, order, _ = self._rank_polynomials([p[c] for p in polys.values()], theirs)
+            if _CLEAR[1] * best < _CLEAR[0] * theirs:
+                clear[c] = order
+        return clear
 
     def _rank_polynomials(self, rows: list, incumbent: int) -> tuple[int, int, dict]:
         """The smallest sample size of a channel's polynomial candidates (``rows``: the
@@ -663,6 +667,90 @@ class BlockCoder:
             return mapping.from_integers(ints, layout.side, extras, self.work, grid)
 
 
+class _Choice:
+    """The state of one block's channel choice (:meth:`BlockCoder._channel_choice`): the
+    sample, the polynomial candidates' residuals on it (and whole, once needed), the block
+    predictor's residuals on the channels it ran on, and per channel the code, the coded
+    bytes and the residuals chosen so far."""
+
+    def __init__(self, coder: BlockCoder, pred, ints, bounds):
+        count, frames = ints.shape
+        self.coder, self.pred, self.ints, self.bounds = coder, pred, ints, bounds
+        self.spans = _sample_spans(frames)
+        # A block too short to sample is its own sample: the sizes measured on it are exact
+        # (the block predictor's too when its coding uses no segments, as the sample's does
+        # not), and each candidate is coded once.
+        self.whole = self.spans == [(0, frames)]
+        self.width = 0 if self.whole else sum(b - a for a, b in self.spans)
+        self.exact = self.whole and coder._segments(pred, frames) is None
+        self.polys = {
+            k: coder.polynomial(k).encode(ints, bounds=bounds)
+            if self.whole
+            else _span_residuals(coder.polynomial(k), ints, self.spans, bounds)
+            for k in _TRIED_ORDERS
+        }
+        self._full: dict[int, Any] = dict(self.polys) if self.whole else {}
+        self.residuals: list = [None] * count  # the block predictor's
+        self.ran: list[int] = []
+        self.codes = [0] * count
+        self.coded: list = [None] * count
+        self.rows: list = [None] * count
+
+    def run_block_predictor(self, channels: list[int]) -> None:
+        """Run the block predictor on ``channels`` (all of them unless it codes each channel
+        on its own)."""
+        if not channels:
+            return
+        ints = self.ints if len(channels) == len(self.ints) else self.ints[channels]
+        ran = self.pred.encode(ints, bounds=self.bounds)
+        for i, c in enumerate(channels):
+            self.residuals[c] = self.rows[c] = ran[i]
+        self.ran = channels
+
+    def full(self, order: int):
+        """The polynomial of ``order``'s residuals of the whole block (computed once)."""
+        if order not in self._full:
+            self._full[order] = self.coder.polynomial(order).encode(self.ints, bounds=self.bounds)
+        return self._full[order]
+
+    def own(self, c: int) -> bytes:
+        """The block predictor's bytes of channel ``c`` (coded once)."""
+        if self.coded[c] is None:
+            self.coded[c] = self.coder._code_row(self.pred, self.residuals[c])
+        return self.coded[c]
+
+    def take(self, c: int, order: int, data: bytes) -> None:
+        """Channel ``c`` is coded with the polynomial of ``order``, as ``data``."""
+        self.coded[c] = data
+        self.codes[c] = 1 + order
+        self.rows[c] = self.full(order)[c]
+
+    def decide(self, c: int) -> None:
+        """Channel ``c``'s choice between the block predictor and its best polynomial: on
+        the sample, then on the whole block where the sample cannot tell them apart."""
+        import numpy as np
+
+        mine = self.residuals[c]
+        if self.exact:
+            mine_sample = len(self.own(c))
+        else:
+            sample = mine if self.whole else np.concatenate([mine[a:b] for a, b in self.spans])
+            mine_sample = len(self.coder.coder.encode(sample))
+        best, order, sample_bytes = self.coder._rank_polynomials(
+            [p[c] for p in self.polys.values()], mine_sample
+        )
+        frames = self.ints.shape[1]
+        if not _may_win(best, mine_sample, self.width) or self.coder._is_block_predictor(
+            self.pred, order, frames
+        ):
+            return  # the block predictor's (a polynomial that is it never wins)
+        data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order)[c])
+        measure = self.whole or _may_win(mine_sample, best, self.width)
+        if measure and len(self.own(c)) <= len(data):
+            return  # measured whole: the block predictor's is no larger
+        self.take(c, order, data)
+
+
 @attrs.frozen
 class _Layout:
     """A predicted block's fields before its streams: the block predictor, the channel
@@ -702,7 +790,7 @@ def _estimated_bits(residuals) -> int:
     return estimated_bits(np.ascontiguousarray(residuals, dtype=np.int64))
 
 
-def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds) -> Any:
+def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds, context=None) -> Any:
     """A polynomial predictor's residuals over each span of ``ints``, concatenated per
     channel, as the predictor makes them inside the whole block: each span is predicted with
     up to _SPAN_CONTEXT samples before it (a polynomial of order k looks k samples back), so
@@ -715,10 +803,11 @@ def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds) -> Any:
     channels = ints.shape[0]
     groups: dict[int, list[tuple[int, int, int]]] = {}
     frames = ints.shape[1]
+    context = _SPAN_CONTEXT if context is None else context
     for a, b in spans:
         # The first span reaches past its end instead, so that it has the others' extent.
-        size = min(frames, b - a + _SPAN_CONTEXT)
-        lo = max(0, min(a - _SPAN_CONTEXT, frames - size))
+        size = min(frames, b - a + context)
+        lo = max(0, min(a - context, frames - size))
         groups.setdefault(size, []).append((lo, a, b))
     pieces: dict[tuple[int, int], Any] = {}
     for size, members in groups.items():
