@@ -478,29 +478,30 @@ class BlockCoder:
         clear = {}
         for i, c in enumerate(sparse):
             theirs = len(self.coder.encode(warm[i]))
-            best, order, _ = self._rank_polynomials([p[c] for p in polys.values()], theirs)
+            best, order, _ = self._rank_polynomials({k: p[c] for k, p in polys.items()}, theirs)
             if _CLEAR[1] * best < _CLEAR[0] * theirs:
                 clear[c] = order
         return clear
 
-    def _rank_polynomials(self, rows: list, incumbent: int) -> tuple[int, int, dict]:
+    def _rank_polynomials(self, rows: dict[int, Any], incumbent: int) -> tuple[int, int, dict]:
         """The smallest sample size of a channel's polynomial candidates (``rows``: the
-        sample's residuals of each of _TRIED_ORDERS), its order and the coded samples, against
-        the block predictor's ``incumbent`` size. The candidates are ranked by an estimate and
-        the best of them is measured by the coder; the next ones only when the first is
-        within a factor _RANK_SPREAD of the incumbent: the estimate misses what context
-        modelling gains on runs and bursts, so it misorders polynomials by a few percent (more
-        on sparse channels, where the polynomials win), and one ranked behind a first that is
-        far behind cannot win."""
-        ranked = sorted(range(len(rows)), key=lambda i: (_estimated_bits(rows[i]), i))
+        sample's residuals by order), its order and the coded samples, against the block
+        predictor's ``incumbent`` size. The candidates are ranked by an estimate and the best
+        of them is measured by the coder; the next ones only when the first is within a
+        factor _RANK_SPREAD of the incumbent: the estimate misses what context modelling gains
+        on runs and bursts, so it misorders polynomials by a few percent (more on sparse
+        channels, where the polynomials win), and one ranked behind a first that is far
+        behind cannot win. No candidates: no size (-1)."""
+        if not rows:
+            return -1, -1, {}
+        ranked = sorted(rows, key=lambda k: (_estimated_bits(rows[k]), k))
         coded = {ranked[0]: self.coder.encode(rows[ranked[0]])}
         if _RANK_SPREAD[1] * len(coded[ranked[0]]) < _RANK_SPREAD[0] * incumbent:
-            for i in ranked[1:_CODED_ORDERS]:
-                coded[i] = self.coder.encode(rows[i])
+            for k in ranked[1:_CODED_ORDERS]:
+                coded[k] = self.coder.encode(rows[k])
         best = min(len(data) for data in coded.values())
-        first = next(i for i in ranked if i in coded and len(coded[i]) == best)
-        sample_bytes = {_TRIED_ORDERS[i]: data for i, data in coded.items()}
-        return best, _TRIED_ORDERS[first], sample_bytes
+        first = next(k for k in ranked if k in coded and len(coded[k]) == best)
+        return best, first, coded
 
     def _is_block_predictor(self, pred, order: int, frames: int) -> bool:
         """Whether the polynomial of ``order`` is the block predictor itself (the `fast`
@@ -690,6 +691,8 @@ class _Choice:
             for k in _TRIED_ORDERS
         }
         self._full: dict[int, Any] = dict(self.polys) if self.whole else {}
+        #: The orders whose polynomial is the block predictor (same residuals, same bytes).
+        self.same = {k for k in _TRIED_ORDERS if coder._is_block_predictor(pred, k, frames)}
         self.residuals: list = [None] * count  # the block predictor's
         self.ran: list[int] = []
         self.codes = [0] * count
@@ -736,14 +739,11 @@ class _Choice:
         else:
             sample = mine if self.whole else np.concatenate([mine[a:b] for a, b in self.spans])
             mine_sample = len(self.coder.coder.encode(sample))
-        best, order, sample_bytes = self.coder._rank_polynomials(
-            [p[c] for p in self.polys.values()], mine_sample
-        )
-        frames = self.ints.shape[1]
-        if not _may_win(best, mine_sample, self.width) or self.coder._is_block_predictor(
-            self.pred, order, frames
-        ):
-            return  # the block predictor's (a polynomial that is it never wins)
+        # A polynomial that is the block predictor itself (fast's) is the incumbent already.
+        rows = {k: p[c] for k, p in self.polys.items() if k not in self.same}
+        best, order, sample_bytes = self.coder._rank_polynomials(rows, mine_sample)
+        if not sample_bytes or not _may_win(best, mine_sample, self.width):
+            return  # the block predictor's
         data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order)[c])
         measure = self.whole or _may_win(mine_sample, best, self.width)
         if measure and len(self.own(c)) <= len(data):
