@@ -183,14 +183,16 @@ def choose(
     # The screen: the first parse over the first eighth of a long channel (repeats that pay
     # show there too; this is most of what the stage costs where nothing repeats).
     head = min(n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n, _SCREEN_MOST)
-    if _gain(row[:head], residuals[:head], current * head / n, estimate, coder)[0] < (
-        _SCREEN * current * head / n
-    ):
+    screen = _gain(row[:head], residuals[:head], current * head / n, estimate, coder)
+    if screen[0] < _SCREEN * current * head / n:
         return None
     whole = max(1, estimate(residuals))
     best = None
     for min_length in MIN_LENGTHS:
-        found = _gain(row, residuals, current, estimate, coder, min_length, whole)
+        if head == n and min_length == MIN_LENGTHS[0]:
+            found = screen  # the screen was this parse of the whole channel
+        else:
+            found = _gain(row, residuals, current, estimate, coder, min_length, whole)
         if found[0] > 0 and (best is None or found[0] > best[0]):
             best = found
     if best is None or best[0] <= 0:
