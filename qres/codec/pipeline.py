@@ -704,8 +704,11 @@ class _Choice:
         on its own)."""
         if not channels:
             return
-        ints = self.ints if len(channels) == len(self.ints) else self.ints[channels]
-        ran = self.pred.encode(ints, bounds=self.bounds)
+        if self.whole and self.same:
+            ran = self.polys[min(self.same)][channels]  # computed already: the same residuals
+        else:
+            ints = self.ints if len(channels) == len(self.ints) else self.ints[channels]
+            ran = self.pred.encode(ints, bounds=self.bounds)
         for i, c in enumerate(channels):
             self.residuals[c] = self.rows[c] = ran[i]
         self.ran = channels
