@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -131,17 +132,21 @@ def _sparse_and_smooth(frames: int = 65536) -> np.ndarray:
     return np.stack([rain, np.round(wave)], axis=1).astype("<i2")
 
 
-def test_a_sparse_channel_a_polynomial_clearly_wins_never_runs_the_block_predictor(monkeypatch):
+@pytest.mark.parametrize("frames", [65536, 6000])
+def test_a_sparse_channel_a_polynomial_clearly_wins_never_runs_the_block_predictor(
+    monkeypatch, frames
+):
     """The server profile's NLMS cascade is not run over the whole block on a rain-like
-    channel that a polynomial beats by far on the sample (only the smooth channel goes
-    through it); the stream round-trips, and the choice is the one the unscreened procedure
-    makes (the same bytes)."""
+    channel that a polynomial beats by far on the sample (a long block) or on the block's
+    first quarter (a block too short to sample): only the smooth channel goes through it;
+    the stream round-trips, and the choice is the one the unscreened procedure makes (the
+    same bytes)."""
     from qres.builtin_plugins.predictors.nlms import NlmsPredictor
 
     from qres.codec import files as api
     from qres.codec.samples import StreamSpec
 
-    block = _sparse_and_smooth()
+    block = _sparse_and_smooth(frames)
     raw = block.tobytes()
     spec = StreamSpec("int16", 2)
     calls = []

@@ -92,6 +92,8 @@ _RANK_SPREAD = (21, 20)
 _SPARSE = (1, 4)
 _CLEAR = (10, 11)
 _SCREEN_SHARE = 4
+#: An incumbent size no candidate reaches (every ranked polynomial is measured).
+_NO_INCUMBENT = 1 << 62
 #: Bit 4 of a block's flags: some channels' residuals are paired with an earlier channel's;
 #: the payload holds the pairs (qres.codec.channels; format 6 on).
 FLAG_CHANNEL_PAIRS = 1 << 4
@@ -420,12 +422,16 @@ class BlockCoder:
             residuals = pred.encode(ints, bounds=bounds)
             return b"", self._code_channels(pred, residuals), list(residuals)
         choice = _Choice(self, pred, ints, bounds)
-        clear = {}
-        if not choice.whole:
-            clear = self._clear_polynomials(pred, ints, choice.spans, choice.polys, bounds)
+        clear = self._clear_polynomials(pred, ints, choice)
         choice.run_block_predictor([c for c in range(len(ints)) if c not in clear])
         for c, order in clear.items():
-            choice.take(c, order, self.coder.encode(choice.full(order)[c]))
+            if choice.whole:
+                # The polynomials' sizes on the block are exact: measure the best two.
+                rows = {k: p[c] for k, p in choice.polys.items()}
+                _, order, data = self._rank_polynomials(rows, _NO_INCUMBENT)
+                choice.take(c, order, data[order])
+            else:
+                choice.take(c, order, self.coder.encode(choice.full(order)[c]))
         for c in choice.ran:
             choice.decide(c)
         codes = choice.codes
@@ -444,46 +450,55 @@ class BlockCoder:
                 choice.rows[c] = row
         return bytes(codes), choice.coded, choice.rows
 
-    def _clear_polynomials(self, pred, ints, spans, polys, bounds) -> dict[int, int]:
-        """The sparse channels of a sampled block that a polynomial clearly wins, with its
-        order: the block predictor (an adaptive one, such as the NLMS cascade, costs ten
-        times a polynomial) need not run on them at all.
+    def _clear_polynomials(self, pred, ints, choice: _Choice) -> dict[int, int]:
+        """The sparse channels of a block that a polynomial clearly wins, with its order:
+        the block predictor (an adaptive one, such as the NLMS cascade, costs ten times a
+        polynomial) need not run on them at all.
 
         A channel is sparse when at least a fraction _SPARSE of its best-estimated
         polynomial's sampled residuals are zero: plateaus, counts, rain; that is where
         fixed polynomials beat adaptive predictors, and the only channels screened (others
-        cost nothing more). The block predictor runs on the sample's spans alone, each after
-        half a span of the block before it (its in-block residuals there come out no worse
-        than this, having adapted longer), and the polynomial must beat that by a factor
-        _CLEAR."""
+        cost nothing more). The block predictor runs on the screen alone, and the polynomial
+        must beat it there by a factor _CLEAR. The screen is the sample's spans, each after
+        half a span of the block before it (the block predictor's in-block residuals there
+        come out no worse than this, having adapted longer), or on a block too short to
+        sample its first 1/_SCREEN_SHARE (exactly the block's start, where an adaptive
+        predictor is at its worst, which the margin covers)."""
         import numpy as np
 
         frames = ints.shape[1]
-        span = spans[0][1] - spans[0][0]
-        warm_up = span // 2
-        if (
-            _SCREEN_SHARE * len(spans) * (span + warm_up) > frames
-            or not pred.channels_independent
-            or any(self._is_block_predictor(pred, k, frames) for k in _TRIED_ORDERS)
-        ):
+        if choice.whole:
+            spans, warm_up = [(0, frames // _SCREEN_SHARE)], 0
+            polys = {k: p[:, : spans[0][1]] for k, p in choice.polys.items()}
+            cost = spans[0][1] if spans[0][1] >= _MIN_SPAN else frames
+        else:
+            spans, polys = choice.spans, choice.polys
+            span = spans[0][1] - spans[0][0]
+            warm_up = span // 2
+            cost = _SCREEN_SHARE * len(spans) * (span + warm_up)
+        if cost > frames or not pred.channels_independent or choice.same:
             return {}  # a screen would cost more than a share of what it can save
-        sparse = []
+        sparse = {}
         for c in range(ints.shape[0]):
-            row = polys[min(polys, key=lambda k: (_estimated_bits(polys[k][c]), k))][c]
+            rows = {k: p[c] for k, p in polys.items()}
+            ranked = _ranked(rows)
+            row = rows[ranked[0]]
             if _SPARSE[1] * int(np.count_nonzero(row == 0)) >= _SPARSE[0] * len(row):
-                sparse.append(c)
+                sparse[c] = rows, ranked
         if not sparse:
             return {}
-        warm = _span_residuals(pred, ints[sparse], spans, bounds, warm_up)
+        warm = _span_residuals(pred, ints[list(sparse)], spans, choice.bounds, warm_up)
         clear = {}
-        for i, c in enumerate(sparse):
+        for i, (c, (rows, ranked)) in enumerate(sparse.items()):
             theirs = len(self.coder.encode(warm[i]))
-            best, order, _ = self._rank_polynomials({k: p[c] for k, p in polys.items()}, theirs)
+            best, order, _ = self._rank_polynomials(rows, theirs, ranked)
             if _CLEAR[1] * best < _CLEAR[0] * theirs:
                 clear[c] = order
         return clear
 
-    def _rank_polynomials(self, rows: dict[int, Any], incumbent: int) -> tuple[int, int, dict]:
+    def _rank_polynomials(
+        self, rows: dict[int, Any], incumbent: int, ranked: list[int] | None = None
+    ) -> tuple[int, int, dict]:
         """The smallest sample size of a channel's polynomial candidates (``rows``: the
         sample's residuals by order), its order and the coded samples, against the block
         predictor's ``incumbent`` size. The candidates are ranked by an estimate and the best
@@ -491,10 +506,11 @@ class BlockCoder:
         factor _RANK_SPREAD of the incumbent: the estimate misses what context modelling gains
         on runs and bursts, so it misorders polynomials by a few percent (more on sparse
         channels, where the polynomials win), and one ranked behind a first that is far
-        behind cannot win. No candidates: no size (-1)."""
+        behind cannot win. No candidates: no size (-1). ``ranked``: the orders ranked, when
+        known."""
         if not rows:
             return -1, -1, {}
-        ranked = sorted(rows, key=lambda k: (_estimated_bits(rows[k]), k))
+        ranked = _ranked(rows) if ranked is None else ranked
         coded = {ranked[0]: self.coder.encode(rows[ranked[0]])}
         if _RANK_SPREAD[1] * len(coded[ranked[0]]) < _RANK_SPREAD[0] * incumbent:
             for k in ranked[1:_CODED_ORDERS]:
@@ -767,6 +783,12 @@ class _Layout:
     side: Any
     lengths: tuple[int, ...]
     pos: int
+
+
+def _ranked(rows: dict[int, Any]) -> list[int]:
+    """The keys of candidate residual ``rows`` by their estimated size, smallest first (the
+    smaller key on a tie)."""
+    return sorted(rows, key=lambda k: (_estimated_bits(rows[k]), k))
 
 
 def _may_win(candidate: int, incumbent: int, width: int) -> bool:
