@@ -38,8 +38,6 @@ _COVERAGE = 1 / 64
 _SCREEN = 0.02
 _SCREEN_PART = 8
 _SCREEN_MIN = 4096
-#: ... and at most _SCREEN_MOST samples (a long block's first eighth is tens of thousands).
-_SCREEN_MOST = 16384
 #: Samples of a channel larger than this in magnitude are not parsed (a bit view of floats
 #: rarely repeats, and the estimate's arithmetic stays exact).
 _LARGEST = 1 << 48
@@ -182,7 +180,7 @@ def choose(
         return None
     # The screen: the first parse over the first eighth of a long channel (repeats that pay
     # show there too; this is most of what the stage costs where nothing repeats).
-    head = min(n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n, _SCREEN_MOST)
+    head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
     screen = _gain(row[:head], residuals[:head], current * head / n, estimate, coder)
     if screen[0] < _SCREEN * current * head / n:
         return None
