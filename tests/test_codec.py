@@ -145,6 +145,53 @@ def test_incompressible_bytes_are_stored_with_small_overhead():
     assert len(packed) <= len(raw) + 700 + 40 * 4
 
 
+def _assert_server_blocks_no_larger_than_fast(raw: bytes, spec: StreamSpec) -> None:
+    sizes = {}
+    for profile in ("server", "fast"):
+        packed = api.compress_bytes(raw, spec, profile=profile)
+        reader = container.Reader(io.BytesIO(packed))
+        sizes[profile] = [(b.frames, len(b.payload)) for _, b in reader.blocks()]
+    assert [f for f, _ in sizes["server"]] == [f for f, _ in sizes["fast"]]
+    for (_, server), (_, fast) in zip(sizes["server"], sizes["fast"], strict=True):
+        assert server <= fast
+
+
+@pytest.mark.parametrize("row", FILES)
+def test_server_never_codes_a_corpus_block_larger_than_fast(row):
+    """The server profile tries what the cheaper fast profile codes (its polynomial, among
+    the per-channel candidates) and keeps the smallest: no block of a corpus file comes out
+    larger under server than under fast (the blocks cover the same frames)."""
+    _assert_server_blocks_no_larger_than_fast((DATA / row["file"]).read_bytes(), spec_of(row))
+
+
+def _sine_noise(frames: int = 300_000):
+    rng = np.random.default_rng(2)
+    t = np.arange(frames)
+    return np.round(8000 * np.sin(t / 90) + rng.normal(0, 40, frames)).astype("<i2")
+
+
+def _hourly_decimals(frames: int = 30_000):
+    rng = np.random.default_rng(4)
+    level = np.cumsum(rng.normal(0, 0.05, frames)) + 12
+    rain = np.where(rng.random(frames) < 0.05, np.round(rng.exponential(2, frames), 1), 0.0)
+    return np.round(np.stack([level, rain], 1), 2).astype("<f8")
+
+
+@pytest.mark.parametrize(
+    "make, spec",
+    [
+        (lambda: _mixed_channels(), StreamSpec("int16", 3)),
+        (_sine_noise, StreamSpec("int16", 1)),
+        (_hourly_decimals, StreamSpec("float64", 2)),
+    ],
+    ids=["mixed-3ch", "sine-noise", "hourly-decimals"],
+)
+def test_server_never_codes_a_block_larger_than_fast(make, spec):
+    """The same on generated streams of each kind (smooth, sparse, noisy, decimal floats;
+    one long stream of two blocks)."""
+    _assert_server_blocks_no_larger_than_fast(make().tobytes(), spec)
+
+
 def _block_flags(packed: bytes) -> list[int]:
     reader = container.Reader(io.BytesIO(packed))
     return [block.flags for _, block in reader.blocks()]
