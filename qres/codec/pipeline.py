@@ -764,14 +764,15 @@ class _Choice:
         if not sample_bytes or not _may_win(best, mine_sample, self.width):
             return  # the block predictor's
         data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order)[c])
-        if not self.whole:
+        measure = self.whole or _may_win(mine_sample, best, self.width)
+        if not measure:
+            # The block predictor is ruled out: a runner-up the sample cannot tell from the
+            # best polynomial is measured whole instead (two whole passes at most).
             for k, other in sample_bytes.items():
                 if k != order and _may_win(len(other), best, self.width):
-                    # A runner-up the sample cannot tell from the best: measured whole too.
                     alt = self.coder.coder.encode(self.full(k)[c])
                     if len(alt) < len(data):
                         order, data = k, alt
-        measure = self.whole or _may_win(mine_sample, best, self.width)
         if measure and len(self.own(c)) <= len(data):
             return  # measured whole: the block predictor's is no larger
         self.take(c, order, data)
