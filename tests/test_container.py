@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 import bombs
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from qres.codec import container
@@ -359,7 +359,23 @@ def test_block_records_are_compact(packed):
     assert size - trailer.index_offset <= 4 + 1 + 6 * 4 + 1 + container.TRAILER_SIZE
 
 
+#: Found by the fuzzer: an int8 block of 2**24 frames whose match table (coded by ``arith``,
+#: which holds any count of zeros in a few bytes) would have decoded 4M matches, 239 MB,
+#: before the 1 MiB output limit was checked.
+MATCH_TABLE_BOMB = (
+    b"\x89QRS\r\n\x1a\n\x06\x00+\x00\x00\x01\x80\x80\x80\x08\np"
+    b"olynomial\x01\x05order@\x05ar"
+    b"ith\x01\x08checksum\x01%\x9a\x93\xdbB\xa0"
+    b"\x80\x80\x80\x08\r\x00\x00\x00\x00\x01\x80\x80\x80\x02\x00\x00\x00\x00\x00\x00"
+    b"\x00\x001.\xb1\xbbQIDX\x01\x1c\x80\x80\x80\x08\x00V\x00\x00"
+    b"\x00\x00\x00\x00\x00\xe3\xb0\xc4B\x98\xfc\x1c\x14\x9a\xfb\xf4\xc8\x99o\xb9"
+    b"$'\xaeA\xe4d\x9b\x93L\xa4\x95\x99\x1bxR\xb8U<\x85'"
+    b"jQEND"
+)
+
+
 @given(bombs.extreme_containers())
+@example(MATCH_TABLE_BOMB)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_extreme_headers_and_blocks_are_refused_without_allocating(data):
     """Extreme in-range fields over tiny payloads: a clean project error, memory bounded by a

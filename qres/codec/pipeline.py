@@ -547,6 +547,12 @@ class BlockCoder:
 
     # decode ------------------------------------------------------------------------------
 
+    def tables_allocate(self, block: Block) -> bool:
+        """Whether reading the block's fields allocates in proportion to the frames it
+        declares (its match tables are coded by the coder, whose streams may hold any number of
+        values): :func:`_guarded` then bounds the frames before :meth:`check_producible`."""
+        return block.method == METHOD_PREDICTED and bool(block.flags & FLAG_REPEATS)
+
     def check_producible(self, number: int, block: Block) -> None:
         """Refuse, before decoding or allocating anything, a block whose payload cannot
         produce the frames it declares (damage, or a bomb): see :func:`_check_raw_size`; the
@@ -1064,7 +1070,12 @@ def _guarded(
     work_itemsize = header.itemsize + coder.work.itemsize * coder.spec.packed
     total = len(header.prefix)
     for number, block in reader.blocks():
-        coder.check_producible(number, block)
+        # A match table is decoded by the block's coder into arrays that grow with the frames
+        # the block declares: such a block is checked for damage only once the limits below
+        # have bounded its frames; any other block's damage is found first, allocating nothing.
+        tables_allocate = coder.tables_allocate(block)
+        if not tables_allocate:
+            coder.check_producible(number, block)
         size = block.frames * frame_bytes
         total += size
         if max_output is not None and total > max_output:
@@ -1084,6 +1095,8 @@ def _guarded(
                 f"{limits.format_size(need)} of memory and {limits.format_size(free)} is "
                 "available; if you trust this file, decode it on a larger machine"
             )
+        if tables_allocate:
+            coder.check_producible(number, block)
         yield number, block
 
 
