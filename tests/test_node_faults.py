@@ -181,11 +181,12 @@ def test_mqtt_nodes_reconnect_after_a_broker_restart(tmp_path):
     nodes = make_nodes(tmp_path, 3, transport=table, segment_samples=4000)
     procs = _start(tmp_path, nodes)
     try:
-        wait_for(lambda: all(_rounds_with(n, 2) for n in nodes), timeout=40, step=0.3)
+        wait_for(lambda: all(_rounds_with(n, 2) for n in nodes), timeout=90, step=0.3)
         broker.restart()
         restarted_at = _last_round(nodes)
-        # every node is back: rounds with both peers' updates after the restart
-        wait_for(lambda: all(_rounds_with(n, 2, restarted_at) for n in nodes), timeout=40)
+        # every node is back: rounds with both peers' updates after the restart (the limits are
+        # generous: a loaded machine slows the nodes, not the rule)
+        wait_for(lambda: all(_rounds_with(n, 2, restarted_at) for n in nodes), timeout=90)
         assert all(proc.poll() is None for proc in procs)
         stop_nodes(procs)
     finally:
@@ -195,7 +196,10 @@ def test_mqtt_nodes_reconnect_after_a_broker_restart(tmp_path):
         broker.stop()
     for node in nodes:
         st = status(node)
-        assert not st["banned"] and all(p["reputation"] >= 0.5 for p in st["peers"])
+        # an outage is no evidence: nobody is banned (audits the outage left unanswered may cost
+        # some reputation, which rises again; docs/defence.md)
+        assert not st["banned"] and not any(p["banned"] for p in st["peers"])
+        assert all(p["reputation"] > 0 for p in st["peers"])
 
 
 HALF_HANDSHAKE = """

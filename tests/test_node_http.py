@@ -185,15 +185,15 @@ def test_status_page_in_headless_chromium(node):
             page = browser.new_page()
             page.goto(node["base"] + "/")
             page.wait_for_function(
-                "document.getElementById('did').textContent.startsWith('did:qres:')", timeout=20000
+                "document.getElementById('did').textContent.startsWith('did:qres:')", timeout=60000
             )
             # live: the round advances and the error chart gains points while we watch
             first = int(page.text_content("#round"))
             page.wait_for_function(
-                f"Number(document.getElementById('round').textContent) > {first}", timeout=20000
+                f"Number(document.getElementById('round').textContent) > {first}", timeout=60000
             )
             page.wait_for_function(
-                "Number(document.getElementById('line').dataset.count || 0) >= 2", timeout=20000
+                "Number(document.getElementById('line').dataset.count || 0) >= 2", timeout=60000
             )
             assert page.text_content("#did") == node["spec"]["id"].did
             assert float(page.text_content("#ratio")) > 1
