@@ -305,3 +305,56 @@ def test_quiet_nodes_replay_chains_of_many_rounds(monkeypatch):
     assert max(lengths) == steps.MAX_SUBSTEPS - 1  # quiet honest nodes sent when full
     assert report["audits"]["wrong_step_honest"] == 0 and report["banned_honest"] == 0
     assert report["audits"]["wrong_step_byzantine"] > 0
+
+
+def test_selection_keys_are_the_receivers_and_order_free():
+    """The key a receiver ranks its inbox by depends on the seed, the receiver and the
+    message only: the same in any order, different per receiver, uniform in [0, 1)."""
+    from qres.swarm.gossip import selection_keys
+
+    dst = np.repeat(np.arange(50), 40)
+    tag = np.tile(np.arange(40) * 97 + 3, 50)
+    keys = selection_keys(dst, tag, 7)
+    perm = np.random.default_rng(1).permutation(dst.shape[0])
+    assert selection_keys(dst[perm], tag[perm], 7).tolist() == keys[perm].tolist()
+    assert ((keys >= 0) & (keys < 1)).all() and abs(keys.mean() - 0.5) < 0.02
+    assert selection_keys(dst, tag, 8).tolist() != keys.tolist()
+    orders = {tuple(np.argsort(keys[dst == d]).tolist()) for d in range(50)}
+    assert len(orders) == 50  # every receiver ranks the same messages its own way
+
+
+def test_a_full_inbox_keeps_senders_in_their_received_share():
+    """Byzantine packets claim the highest priority; a node whose inbox is over
+    ``max_inbox`` keeps them in the share it received them, not first. Each node's own
+    update enters its aggregation at weight 1."""
+    from qres.kernel import profiles
+    from qres.robust.reputation import REP_ONE
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    s = settings_from_profile(loaded, nodes=40, rounds=6, byzantine=0.3, seed=2, max_inbox=3)
+    sim = Simulation(loaded, s, attack="ipm")
+    seen = {"received": 0, "received_byz": 0, "kept": 0, "kept_byz": 0, "own": set()}
+    aggregate_all = sim._aggregate_all
+
+    def watch(sw, A, delta, in_dst, in_tag, rows, keys, n, rep_f):
+        aggregate_all(sw, A, delta, in_dst, in_tag, rows, keys, n, rep_f)
+        for i in A.tolist():
+            got = in_tag[in_dst == i] % n
+            seen["received"] += got.shape[0]
+            seen["received_byz"] += int(sw.byz[got].sum())
+            if got.shape[0] == 0:
+                continue
+            _, _, weights = sw.steps.chains[i][-1]
+            kept = sw.steps.meta[i][-1][1] % n
+            seen["kept"] += kept.shape[0]
+            seen["kept_byz"] += int(sw.byz[kept].sum())
+            seen["own"].add(int(weights[0]))
+
+    sim._aggregate_all = watch
+    sim.run()
+    assert seen["own"] == {REP_ONE}
+    assert seen["received"] > 1.5 * seen["kept"]  # inboxes overflowed
+    share_received = seen["received_byz"] / seen["received"]
+    share_kept = seen["kept_byz"] / seen["kept"]
+    assert abs(share_kept - share_received) < 0.08, (share_kept, share_received)

@@ -10,7 +10,7 @@ A round (``docs/swarm.md`` has the whole story):
    :mod:`qres.swarm.regimes`) and computes its Q16.16 update with :mod:`qres.learning.task`
    (Storm uses ``storm_lr``), with the residual error and accuracy delta it claims.
    Byzantine nodes replace their update with the attack plugin's forgery (omniscient: it sees
-   every honest update of the round) and claim the round's highest priority.
+   every honest update of the round) and claim the round's highest residual and gain.
 3. *Gossip.* A node sends when ``entropy x reputation > cost x bias(regime)`` (cost: the
    radio energy of the packets over the energy of one wake), to ``fanout`` random peers
    through the transport plugin (seeded loss and delay); receivers forward by epidemic
@@ -18,9 +18,9 @@ A round (``docs/swarm.md`` has the whole story):
    dropped on arrival. Every byte sent is counted.
 3b. *Check.* One random receiver of each packet (``check_rate``) re-runs its training and
    replays its round step; a packet that fails is used by nobody (:meth:`Simulation._check`).
-4. *Consensus.* Each awake node aggregates its own update and up to ``max_inbox`` received
-   ones (highest priority first) with the profile's aggregator, ``f`` = ``assumed_byzantine``
-   of the rows, and applies the result.
+4. *Consensus.* Each awake node aggregates its own update (weight 1) and up to
+   ``max_inbox`` received ones (the receiver's keyed choice, never the senders' claims) with
+   the profile's aggregator, ``f`` = ``assumed_byzantine`` of the rows, and applies it.
 5. *Defence*: robust outliers and coordinated groups (:mod:`qres.robust.evidence`),
    stochastic audits that re-run the claimed training; rewards, penalties and bans follow
    the rules of :mod:`qres.robust.reputation`: outliers lose reputation, suspects of
@@ -577,7 +577,9 @@ class Simulation:
         s = self.s
         np.add.at(rd.gain_sum, c_org, gain)
         np.add.at(rd.gain_cnt, c_org, 1)
-        prio = (rd.residual[rd.pos[c_org]] / 65536.0) * gain * rd.rep_f[c_org]
+        # measured by the receiver (its gain on its own window, its reputation of the
+        # origin), never the residual the sender claims: an attacker claims the highest
+        prio = gain * rd.rep_f[c_org]
         fwd = gain > s.forward_threshold
         f_dst, f_tag, f_prio = c_dst[fwd], c_tag[fwd], prio[fwd]
         order = np.lexsort((f_tag, -f_prio, f_dst))
@@ -853,8 +855,9 @@ class Simulation:
     # --- pieces of a round ------------------------------------------------------------------
 
     def _inbox(self, in_dst, in_tag, store, n, rep_f):
-        """One row per (node, update): the received updates' rows and claimed priorities,
-        sorted by node then tag; updates from the node itself or no longer stored dropped."""
+        """One row per (node, update): the received updates' rows and selection keys
+        (:func:`gossip.selection_keys`), sorted by node then tag; updates from the node itself
+        or no longer stored dropped."""
         import numpy as np
 
         d = self.s.order
@@ -866,20 +869,19 @@ class Simulation:
             keep = ~dup & (in_tag % n != in_dst)
             in_dst, in_tag = in_dst[keep], in_tag[keep]
         rows = np.zeros((in_dst.shape[0], d), np.int32)
-        prio = np.full(in_dst.shape[0], -1.0)
         found = np.zeros(in_dst.shape[0], bool)
         rounds = in_tag // n
         for rr in np.unique(rounds).tolist():
             entry = store.get(rr)
             if entry is None:
                 continue
-            ids, sent, residual, gain = entry
+            ids, sent, _, _ = entry
             sel = np.flatnonzero(rounds == rr)
             p = np.searchsorted(ids, in_tag[sel] % n)
             rows[sel] = sent[p]
-            prio[sel] = (residual[p] / 65536.0) * (gain[p] / 65536.0) * rep_f[in_tag[sel] % n]
             found[sel] = True
-        return in_dst[found], in_tag[found], rows[found], prio[found]
+        in_dst, in_tag = in_dst[found], in_tag[found]
+        return in_dst, in_tag, rows[found], gossip.selection_keys(in_dst, in_tag, self.s.seed)
 
     def _screen(self, W, X, pos, in_dst, rows):
         """Each receiver's own test of what it received: an update is kept unless applying it
@@ -896,9 +898,10 @@ class Simulation:
         kept, _, _ = gossip.screen(W[in_dst], xw, rows, s.order, s.eval_samples, s.accept_tolerance)
         return kept
 
-    def _aggregate_all(self, sw, A, delta, in_dst, in_tag, rows, prio, n, rep_f) -> None:
-        """Each awake node aggregates its own update with its inbox (at most ``max_inbox``
-        updates, highest claimed priority first), applies the result and logs the step."""
+    def _aggregate_all(self, sw, A, delta, in_dst, in_tag, rows, keys, n, rep_f) -> None:
+        """Each awake node aggregates its own update (at weight 1) with its inbox (at most
+        ``max_inbox`` updates, lowest selection key first), applies the result and logs the
+        step."""
         import numpy as np
 
         from qres.robust.reputation import REP_ONE
@@ -920,11 +923,14 @@ class Simulation:
                 continue
             idx = np.arange(a, b)
             if b - a > s.max_inbox:
-                idx = np.sort(idx[np.lexsort((in_tag[idx], -prio[idx]))[: s.max_inbox]])
+                # the receiver's keyed choice: no sender can steer what it takes
+                idx = np.sort(idx[np.lexsort((in_tag[idx], keys[idx]))[: s.max_inbox]])
             x = np.concatenate([delta[j][None, :], rows[idx]])
             weights = None
             if self.pass_reputation:
-                weights = rep_q[np.concatenate([[i], in_tag[idx] % n])]
+                # a node trusts its own update fully (as the real node does); its own
+                # reputation is what others think of it
+                weights = np.concatenate([[REP_ONE], rep_q[in_tag[idx] % n]])
                 if not weights.any():
                     weights = None
             if choose is not None and sw.byz[i]:
@@ -936,8 +942,8 @@ class Simulation:
                 x = np.concatenate([delta[j][None, :], rows[idx]])
             log.add(i, delta[j], x[1:], weights, in_tag[idx])
             if choose is not None and sw.byz[i] and self.pass_reputation:
-                rule = rep_q[np.concatenate([[i], in_tag[idx] % n])]
-                if not np.array_equal(rule if rule.any() else None, weights):
+                rule = np.concatenate([[REP_ONE], rep_q[in_tag[idx] % n]])
+                if not np.array_equal(rule, weights):
                     log.misweighted(i)
             nodes.append(i)
             inputs.append(x)

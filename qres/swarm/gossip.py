@@ -10,8 +10,9 @@ Pedersen commitment per node per round would dominate the run); it counts their 
 Epidemic forwarding: a node that receives a fresh update tests it on the newest
 ``eval_samples`` samples of its own window (the accuracy gain: its error before minus after
 applying the update) and forwards it only if the gain exceeds ``forward_threshold``, at most
-``forward_budget`` updates per hop in order of priority
-``residual_error x accuracy_gain x reputation``.
+``forward_budget`` updates per hop in order of priority ``accuracy_gain x reputation``:
+both measured by the receiver (its own window, its ledger), never the residual error the
+sender claims, which an attacker sets to the round's highest.
 """
 
 from __future__ import annotations
@@ -58,6 +59,26 @@ def random_peers(src: Any, alive: Any, k: int, rng: Any) -> tuple[Any, Any]:
     same = dst == src
     dst[same] = alive[(pick[same] + 1) % m]
     return src, dst
+
+
+def selection_keys(dst: Any, tag: Any, seed: int) -> Any:
+    """Each receiver's keyed order of the updates it holds (float64 in [0, 1)): a receiver
+    that must drop some (``max_inbox``) keeps the lowest keys. The key mixes the run's seed,
+    the receiver and the message (SplitMix64's finaliser), so it is deterministic and
+    independent of arrival order, and no sender can steer it: the share of a sender group in
+    what a node keeps is its share in what the node received, whatever the senders claim.
+    """
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        z = np.asarray(tag, np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        z ^= np.asarray(dst, np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        z += np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            z ^= z >> np.uint64(shift)
+            z *= np.uint64(mult)
+        z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def window_errors(weights: Any, windows: Any, order: int, samples: int) -> Any:
