@@ -265,16 +265,18 @@ class SampleSource:
 
         spec, total = self.spec, self.frames or 0
         item = spec.itemsize
+        # Samples moved as opaque items of their width: the same for every type, packed ones
+        # included, and one strided copy per channel rather than one per byte of a sample.
+        opaque = np.dtype((np.void, item))
         for first in range(0, total, block_frames):
             n = min(block_frames, total - first)
-            # Samples moved as bytes: the same for every type, packed ones included.
-            block = np.empty((n, spec.channels, item), dtype=np.uint8)
+            block = np.empty((n, spec.channels), dtype=opaque)
             for c in range(spec.channels):
                 self.stream.seek(self.start + (c * total + first) * item)
                 raw = self.stream.read(n * item)
                 if len(raw) != n * item:
                     raise QresError("input changed size while being read; try again")
-                block[:, c] = np.frombuffer(raw, dtype=np.uint8).reshape(n, item)
+                block[:, c] = np.frombuffer(raw, dtype=opaque)
             yield block.tobytes()
         self.stream.seek(self.start + total * spec.channels * item)
         self.tail = self.stream.read()
