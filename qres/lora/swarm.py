@@ -6,8 +6,13 @@ node is a :class:`~qres.lora.personal.Personal` on a two-channel stream; nodes a
 *domains* (a domain is one recording, or one source of the generated set: nodes on the same
 kind of sensor). Every round:
 
-1. each node codes its next window with the model it has (its error, relative to the
-   4096-level range, is what the report counts), then learns from it;
+1. each node codes its next window as its encoder would: with the candidate model (a depth
+   of the hierarchy, or a banked local adapter) that the profile's coder spends the fewest
+   bits on, whose index it signals (:meth:`~qres.lora.personal.Personal.choose`, with
+   ``block_choice = "signalled"``; with ``"scored"``, the depth of best running score). The
+   report counts that model's error, relative to the 4096-level range, and the coder's bits
+   per sample with the index's bits included, as ``benchmarks/lora_personalise.py`` does;
+   then the node learns from the window;
 2. one shared layer takes its turn on the wire (foundation, domain, swarm, foundation, ...):
    each node sends its change since the last aggregate (B, and A when not dense, as Q16.16
    int32 rows); Byzantine nodes send what the attack forges instead; the profile's
@@ -31,7 +36,7 @@ from qres.kernel.config import Location
 from qres.kernel.errors import QresError
 from qres.kinds.lora import ROLES
 from qres.lora import exchange
-from qres.lora.personal import Personal, PersonalSettings, mean_abs_error
+from qres.lora.personal import Personal, PersonalSettings, coded_bits, mean_abs_error
 from qres.swarm.engine import build_attack
 
 #: Sources of the generated set: (period of channel 0, period of channel 1's own tone, lag of
@@ -99,6 +104,12 @@ class LoraSwarm:
         else:
             self.aggregator = plugins.create("aggregator", {"use": "trimmed-mean"}, where)
         self.attack = None if attack_free else build_attack(profile, attack)
+        # the codec's coder: depths are scored, and blocks chosen, by its bits
+        codec = profile.data.get("codec", {})
+        if "coder" in codec:
+            self.coder = profile.build("codec", "coder")
+        else:
+            self.coder = plugins.create("coder", {"use": "rice"}, where.child("codec"))
 
     # -- setup -------------------------------------------------------------------------------
     def _streams(self) -> tuple[list[Any], list[int], list[str]]:
@@ -163,7 +174,9 @@ class LoraSwarm:
         if self.hierarchy.domains == "discovered":
             domain, names = self._discover(streams)
         byz = self._byzantine()
-        nodes = [Personal(self.hierarchy, self.personal, seed=s.seed) for _ in streams]
+        nodes = [
+            Personal(self.hierarchy, self.personal, seed=s.seed, coder=self.coder) for _ in streams
+        ]
         groups = {"all": list(range(s.nodes))}
         by_domain: dict[int, list[int]] = {}
         for i, d in enumerate(domain):
@@ -171,14 +184,16 @@ class LoraSwarm:
         bases: dict[tuple, dict] = {}
         rng = np.random.default_rng([s.seed, 2])
         honest = ~byz
-        error, sent_bytes, self.cpu = [], [], []
+        error, bits, sent_bytes, self.cpu = [], [], [], []
+        signalled = np.zeros(nodes[0].slots(), np.int64)
         for r in range(s.rounds):
             started = time.process_time()
             lo = r * s.window
-            errs = np.zeros(s.nodes)
+            errs, coded = np.zeros(s.nodes), np.zeros(s.nodes)
             for i, node in enumerate(nodes):
                 window = streams[i][:, lo : lo + s.window + s.order + 1]
-                errs[i] = mean_abs_error(node.weights(), window, s.order) / (1 << 16) / HALF / 2
+                errs[i], coded[i], index = self._code(node, window)
+                signalled[index] += not byz[i]
                 node.learn(window)
             role = exchange.role_of_round(r)
             parts = [groups["all"]] if role != "domain" else list(by_domain.values())
@@ -186,11 +201,24 @@ class LoraSwarm:
             for members in parts:
                 size = self._exchange(nodes, role, members, byz, bases, rng, r)
             error.append(float(errs[honest].mean()))
+            bits.append(float(coded[honest].mean()))
             sent_bytes.append(size * PARAM_BYTES)
             self.cpu.append(time.process_time() - started)
             if on_round is not None:
                 on_round(r, error[-1])
-        return self._report(nodes, names, domain, byz, error, sent_bytes)
+        coding = {"bits": bits, "signalled": signalled}
+        return self._report(nodes, names, domain, byz, error, sent_bytes, coding)
+
+    def _code(self, node: Personal, window: Any) -> tuple[float, float, int]:
+        """What the node's encoder does with ``window``: the candidate it signals
+        (:meth:`Personal.choose`), that model's error relative to the range, and the coder's
+        bits per sample with the index's bits counted."""
+        index = node.choose(window)
+        w = node.candidate(index)
+        error = mean_abs_error(w, window, self.s.order) / (1 << 16) / HALF / 2
+        samples = window.shape[0] * (window.shape[1] - self.s.order - 1)
+        cost = coded_bits(self.coder, w, window, self.s.order) / (1 << 16)
+        return error, cost + node.index_bits() / samples, index
 
     def _exchange(self, nodes, role, members, byz, bases, rng, r) -> int:
         """One group's turn for ``role`` (the step of :mod:`qres.lora.exchange`, which the
@@ -217,7 +245,7 @@ class LoraSwarm:
             nodes[i].absorb(role, out, len(members), tolerance=self.s.accept_tolerance)
         return int(new.size)
 
-    def _report(self, nodes, names, domain, byz, error, sent_bytes) -> dict:
+    def _report(self, nodes, names, domain, byz, error, sent_bytes, coding) -> dict:
         """The report: plain data, the same bytes for the same run (no timings)."""
         import numpy as np
 
@@ -242,6 +270,9 @@ class LoraSwarm:
             "domains": self._domains_report(domain, names),
             "honest_error": [round(e, 9) for e in error],
             "final_honest_error": round(float(np.mean(error[-tail:])), 9),
+            "honest_bits_per_sample": [round(b, 6) for b in coding["bits"]],
+            "final_honest_bits_per_sample": round(float(np.mean(coding["bits"][-tail:])), 6),
+            "signalled": _signalled(coding["signalled"]),
             "bytes_per_node_round": [int(b) for b in sent_bytes],
             "parameters_per_node": nodes[0].shared_parameters(),
             "depth_chosen": {ROLES[d]: int(c) for d, c in enumerate(depth) if c},
@@ -249,6 +280,19 @@ class LoraSwarm:
             "migrations": sum(nodes[i].h.migrations for i in honest),
             "rejected_aggregates": sum(nodes[i].rejected for i in honest),
         }
+
+
+def _listed(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def _signalled(counts) -> dict:
+    """How often the honest nodes' encoders signalled each candidate, all rounds: the
+    depths by role, the banked adapters together."""
+    out = {ROLES[d]: int(c) for d, c in enumerate(counts[: len(ROLES)]) if c}
+    if counts[len(ROLES) :].any():
+        out["bank"] = int(counts[len(ROLES) :].sum())
+    return out
 
 
 def _found(domain, names, declared) -> dict:
@@ -275,6 +319,10 @@ def simulate(profile: Any, settings: Any, attack: str | None, baseline: bool | N
             "honest_error": free["honest_error"],
             "final_honest_error": b,
             "error_ratio": round(a / b, 6) if b else None,
+            "final_honest_bits_per_sample": free["final_honest_bits_per_sample"],
+            "bits_ratio": round(
+                result["final_honest_bits_per_sample"] / free["final_honest_bits_per_sample"], 6
+            ),
             "rejected_aggregates": free["rejected_aggregates"],
         }
     result["cpu_seconds_per_round"] = sim.cpu  # the caller shows it; to_json leaves it out
@@ -288,11 +336,13 @@ def summary_rows(report: dict) -> list[list[str]]:
         ["attack", str(report["attack"])],
         ["aggregator (shared layers)", report["aggregator"]],
         ["final personalised error", str(report["final_honest_error"])],
+        ["final bits per sample (index counted)", str(report["final_honest_bits_per_sample"])],
     ]
     if "attack_free" in report:
         free = report["attack_free"]
         rows.append(["attack-free final error", str(free["final_honest_error"])])
         rows.append(["error ratio (attack / free)", str(free["error_ratio"])])
+        rows.append(["bits ratio (attack / free)", str(free["bits_ratio"])])
     per_round = report["bytes_per_node_round"]
     rows += [
         [
@@ -300,7 +350,8 @@ def summary_rows(report: dict) -> list[list[str]]:
             ", ".join(f"{k} {v}" for k, v in report["honest_nodes_per_domain"].items()),
         ],
         ["bytes per node per round", f"{sum(per_round) / max(1, len(per_round)):.1f}"],
-        ["depth predicted with", ", ".join(f"{k} {v}" for k, v in report["depth_chosen"].items())],
+        ["depth scored best at the end", _listed(report["depth_chosen"])],
+        ["candidates signalled (blocks)", _listed(report["signalled"])],
         ["HEALTHY nodes", str(report["healthy_nodes"])],
         ["migrations", str(report["migrations"])],
         ["aggregates refused by the screen", str(report["rejected_aggregates"])],
