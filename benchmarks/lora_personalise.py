@@ -48,7 +48,7 @@ from qres.kinds.lora import ROLES
 from qres.learning.corpus import read_entry, read_manifest
 from qres.learning.task import normalise
 from qres.lora import HierarchySettings
-from qres.lora.domains import discover, signature
+from qres.lora.domains import Regrouping, signature
 from qres.lora.hierarchy import SHARED_ROLES
 from qres.lora.personal import Personal, PersonalSettings
 from qres.robust.aggregate import div_round
@@ -153,14 +153,17 @@ class Baselines:
         return r + div_round(h.T @ step, scale)
 
 
-def exchange(nodes, groups, r):
+def exchange(nodes, groups, r, last):
     """The hierarchy's shared layer of round r (they take turns), averaged over its group:
-    all nodes for the foundation and swarm layers, the recording's nodes for the domain."""
+    all nodes for the foundation and swarm layers, each domain's nodes for the domain layer
+    (``last`` keeps each domain's newest aggregate, which a node joining it takes)."""
     role = SHARED_ROLES[r % len(SHARED_ROLES)]
-    parts = [list(range(len(nodes)))] if role != "domain" else list(groups.values())
-    for members in parts:
+    parts = {None: list(range(len(nodes)))} if role != "domain" else groups
+    for g, members in parts.items():
         sent = [nodes[i].shared(role) for i in members]
         avg = {k: mean_rows([s[k] for s in sent]) for k in sent[0]}
+        if role == "domain":
+            last[g] = avg
         for i in members:
             nodes[i].absorb(role, avg, len(members))
 
@@ -177,17 +180,15 @@ def run(args):
             groups.setdefault(d, []).append(len(streams))
             streams.append(x[:, k * piece : (k + 1) * piece])
     switched = switch_plan(args, groups)
-    shared = groups
-    if args.domains == "discovered":
-        shared = discovered_groups(args, streams)
-    per_round, nodes = simulate(args, streams, shared, switched)
+    shared = groups if args.domains == "declared" else None
+    per_round, nodes, regroup = simulate(args, streams, shared, switched)
     scores = {s: per_round[s].mean(axis=0) for s in SCHEMES}
     report(args, doms, groups, scores, nodes, (2, 2 * args.order))
-    if shared is not groups:
-        print_domains(doms, groups, shared, scores)
+    if regroup is not None:
+        print_domains(doms, groups, regroup, scores)
     if switched:
-        steady, _ = simulate(args, streams, shared, {})
-        print_switch(args, per_round, steady, sorted(switched))
+        steady, _, _ = simulate(args, streams, shared, {})
+        print_switch(args, per_round, steady, switched)
     if args.state:
         with open(args.state, "w") as f:
             json.dump(nodes[0].to_state(), f)
@@ -195,8 +196,9 @@ def run(args):
 
 def simulate(args, streams, groups, switched):
     """Every scheme over the rounds; ``switched`` maps a node to the node whose stream it
-    reads inside the ``--switch`` span. Returns the bits per round and node of each scheme,
-    and the hierarchy's nodes."""
+    reads inside the ``--switch`` span; ``groups`` are the declared domains, or None to
+    discover them and keep them current (qres.lora.domains.Regrouping). Returns the bits per
+    round and node of each scheme, the hierarchy's nodes and the regrouping (or None)."""
     coder = plugins.create("coder", {"use": "rice"}, WHERE)
     p, shape = args.order, (2, 2 * args.order)
     lr_q = from_float(args.lr)
@@ -205,7 +207,11 @@ def simulate(args, streams, groups, switched):
     pset = PersonalSettings(channels=2, order=p, lr=args.lr, score_shift=args.score_shift)
     nodes = [Personal(hset, pset, seed=args.seed, coder=coder) for _ in streams]
     per_round = {s: np.zeros((args.rounds, len(streams))) for s in SCHEMES}
-    direction = None
+    regroup = None
+    if groups is None:
+        regroup = regrouping(args, hset, streams)
+        groups = regroup.groups()
+    direction, last = None, {}
     for r in range(args.rounds):
         lo = r * args.window
         source = [switched.get(i, i) if in_switch(args, r) else i for i in range(len(streams))]
@@ -218,28 +224,37 @@ def simulate(args, streams, groups, switched):
                 shared_bits = bits(base.glob, t, p, coder)
                 per_round["ditto"][r, i] = min(per_round["ditto"][r, i], shared_bits) + 1 / t.size
             per_round["hierarchy"][r, i] = hierarchy_bits(nodes[i], t, p, coder)
+        if regroup is not None and r > 0 and hset.domain_patience:
+            for i, _, new in regroup.observe([signature(t) for t in train]):
+                if new in last:  # the joining node takes the domain's newest aggregate
+                    nodes[i].absorb("domain", last[new], len(groups.get(new, ())) + 1)
+            groups = regroup.groups()
         mean_step = base.learn(train)
         for i, t in enumerate(train):
             nodes[i].learn(t, direction)
-        exchange(nodes, groups, r)
+        exchange(nodes, groups, r, last)
         direction = -mean_step if mean_step.any() else None
-    return per_round, nodes
+    return per_round, nodes, regroup
 
 
-def discovered_groups(args, streams):
-    """The domains qres.lora.domains finds from each node's first training window."""
+def regrouping(args, hset, streams):
+    """The domains qres.lora.domains finds from each node's first training window, kept
+    current as the streams change."""
     first = [x[:, : args.window + args.order + 1] for x in streams]
-    label = discover([signature(w) for w in first])
-    groups = {}
-    for i, g in enumerate(label):
-        groups.setdefault(g, []).append(i)
-    return groups
+    margin = hset.q(hset.domain_margin)
+    return Regrouping([signature(w) for w in first], margin, hset.domain_patience)
 
 
-def print_domains(doms, groups, found, scores):
-    """The same bits per discovered domain, with the recordings each one holds."""
+def print_domains(doms, groups, regroup, scores):
+    """The same bits per discovered domain (as found from the first windows), with the
+    recordings each one holds, and the nodes that moved to another domain later."""
     owner = {i: d for d, members in groups.items() for i in members}
+    found = {}
+    for i, g in enumerate(regroup.first):
+        found.setdefault(g, []).append(i)
+    moves = ", ".join(f"node {i} {a}->{b} at round {r}" for r, i, a, b in regroup.moves)
     print(f"discovered domains: {len(found)} (from each node's first window)")
+    print(f"moves to another domain: {len(regroup.moves)}" + (f" ({moves})" if moves else ""))
     print(f"{'domain: recordings (nodes)':44s}" + "".join(f"{s:>11s}" for s in SCHEMES))
     for g, members in found.items():
         names = [doms[owner[i]][0][:10] for i in members]
@@ -272,28 +287,43 @@ def adaptation(series, start, end):
     return next(r - start for r in range(start, end) if series[r] <= 1.1 * best)
 
 
-def print_switch(args, per_round, steady, nodes):
+def caught_up(series, reference, start, end):
+    """Rounds from ``start`` until the bits are within 10% of ``reference`` on the same
+    blocks (``end - start`` when never)."""
+    late = (r - start for r in range(start, end) if series[r] <= 1.1 * reference[r])
+    return next(late, end - start)
+
+
+def print_switch(args, per_round, steady, switched):
     """Mean over the switched nodes of: adaptation (rounds to within 10% of the best on the
-    new stream); forgetting as the mean bits of the first three rounds back over the last
-    three before the switch; and forgetting against the same rounds of a run without the
-    switch (the bits the switch cost on the old stream: 1.0 when nothing was lost, whatever
-    the stream does meanwhile)."""
+    new stream); adaptation against the stream's own node (rounds until the switched node
+    codes each block within 10% of what the node that reads that stream all along codes it
+    with, in the run without the switch, under the best scheme on that block: the same
+    blocks, so a stream that gets easier or harder later does not count as adapting);
+    forgetting as the mean bits of the first three rounds back over the last three before
+    the switch; and forgetting against the same rounds of a run without the switch (the bits
+    the switch cost on the old stream: 1.0 when nothing was lost, whatever the stream does
+    meanwhile)."""
     a, b = args.switch
+    nodes = sorted(switched)
     print(f"switch: nodes {nodes} read another recording in rounds {a}..{b - 1}")
     print(f"{'':44s}" + "".join(f"{s:>11s}" for s in SCHEMES))
     rows = {
         "rounds to adapt (within 10% of best)": [],
+        "rounds to adapt (within 10% of stream's own)": [],
         "forgetting (bits back / bits before)": [],
         "forgetting (bits back / without switch)": [],
     }
     names = list(rows)
+    own = {i: np.min([steady[s][:, switched[i]] for s in SCHEMES], axis=0) for i in nodes}
     for s in SCHEMES:
         x, y = per_round[s], steady[s]
         rows[names[0]].append(np.mean([adaptation(x[:, i], a, b) for i in nodes]))
-        rows[names[1]].append(
+        rows[names[1]].append(np.mean([caught_up(x[:, i], own[i], a, b) for i in nodes]))
+        rows[names[2]].append(
             np.mean([x[b : b + 3, i].mean() / x[a - 3 : a, i].mean() for i in nodes])
         )
-        rows[names[2]].append(
+        rows[names[3]].append(
             np.mean([x[b : b + 3, i].mean() / y[b : b + 3, i].mean() for i in nodes])
         )
     for name, values in rows.items():

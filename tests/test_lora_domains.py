@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qres.fixed.q16 import ONE
-from qres.lora.domains import discover, signature, silhouette
+from qres.lora.domains import Regrouping, discover, signature, silhouette
 from qres.lora.swarm import generated_domains
 
 
@@ -129,3 +129,63 @@ def test_silhouette_matches_exact_fractions(points, data):
     dist = [[sum(abs(a - b) for a, b in zip(p, q, strict=True)) for q in points] for p in points]
     want = _silhouette_reference(dist, label) * ONE
     assert abs(silhouette(np.array(dist), label) - want) <= 3
+
+
+def _windows(sources, rounds, window=256):
+    """Per round, each node's window: node k reads source ``sources[r][k]`` at round r."""
+    streams = [x for _, x in generated_domains(0, (rounds + 1) * window * 8)]
+    return [
+        [
+            streams[src][:, (r * 8 + k) * window : (r * 8 + k + 1) * window + 3]
+            for k, src in enumerate(row)
+        ]
+        for r, row in enumerate(sources)
+    ]
+
+
+def _regrouping(first, patience=2):
+    return Regrouping([signature(w) for w in first], ONE // 4, patience)
+
+
+def test_a_node_whose_stream_switches_moves_to_the_domain_it_now_resembles():
+    steady = [0, 0, 0, 1, 1, 1, 2, 2]
+    switched = [2, 0, 0, 1, 1, 1, 2, 2]  # node 0 reads source 2 in rounds 3..7
+    plan = [steady] * 3 + [switched] * 5 + [steady] * 5
+    windows = _windows(plan, len(plan))
+    regroup = _regrouping(windows[0])
+    assert regroup.label == [0, 0, 0, 1, 1, 1, 2, 2]
+    labels = [list(regroup.label)]
+    for row in windows[1:]:
+        regroup.observe([signature(w) for w in row])
+        labels.append(list(regroup.label))
+    assert [lab[0] for lab in labels[:4]] == [0, 0, 0, 0]
+    assert labels[7][0] == 2 and labels[-1][0] == 0  # there during the switch, and back
+    assert all(lab[1:] == steady[1:] for lab in labels)  # nobody else moves
+    assert len(regroup.moves) == 2 and regroup.first == steady
+    again = _regrouping(windows[0])
+    for row in windows[1:]:
+        again.observe([signature(w) for w in row])
+    assert again.moves == regroup.moves  # deterministic
+
+
+def test_steady_streams_do_not_flap_and_patience_zero_keeps_the_domains():
+    plan = [[0, 0, 1, 1, 2, 2, 3, 3]] * 12
+    windows = _windows(plan, len(plan))
+    regroup, frozen = _regrouping(windows[0]), _regrouping(windows[0], patience=0)
+    for row in windows[1:]:
+        regroup.observe([signature(w) for w in row])
+    assert regroup.moves == [] and regroup.label == regroup.first
+    switched = [[1, 0, 1, 1, 2, 2, 3, 3]] * 6
+    for row in _windows(switched, 6):
+        assert frozen.observe([signature(w) for w in row]) == []
+    assert frozen.label == frozen.first
+
+
+def test_a_node_must_be_drawn_patience_rounds_in_a_row():
+    # node 0 alternates between its own source and another: never drawn twice in a row
+    plan = [[0, 0, 0, 1, 1, 1]] + [[1 if r % 2 else 0, 0, 0, 1, 1, 1] for r in range(1, 10)]
+    windows = _windows(plan, len(plan))
+    regroup = _regrouping(windows[0], patience=3)
+    for row in windows[1:]:
+        regroup.observe([signature(w) for w in row])
+    assert regroup.label[0] == 0

@@ -10,7 +10,9 @@ signature from the same samples. :func:`discover` then clusters the signatures o
 by complete linkage on L1 distances (integers, ties to the lowest index) and cuts the tree at
 its largest jump in merge distance: the clusters are as tight as the data makes them, and
 no count of domains or distance threshold is set by hand. Every node that holds every
-node's signature gets the same domains.
+node's signature gets the same domains. :class:`Regrouping` keeps them current: a node whose
+stream changes kind moves to the domain it now resembles, with hysteresis so domains do not
+flap.
 """
 
 from __future__ import annotations
@@ -122,3 +124,88 @@ def discover(signatures: list[list[int]]) -> list[int]:
     # number the domains by their lowest node
     order = {int(c): g for g, c in enumerate(dict.fromkeys(best.tolist()))}
     return [order[int(c)] for c in best.tolist()]
+
+
+def _distance(u: Any, v: Any) -> int:
+    """L1 distance of two signatures (integers)."""
+    return sum(abs(int(a) - int(b)) for a, b in zip(u, v, strict=True))
+
+
+#: A node's running signature follows its newest window with weight ``2**-RUNNING_SHIFT``:
+#: one noisy window moves it half way, two alike windows three quarters.
+RUNNING_SHIFT = 1
+
+
+class Regrouping:
+    """Domains that follow the streams: discovered once from the nodes' first windows
+    (:func:`discover`), then each node moves to the domain its stream now resembles.
+
+    Every round each node publishes the signature of its newest window and keeps a running
+    signature (weight ``2**-shift``). Each domain has a *prototype*: the integer mean of its
+    members' *anchors*, the running signature a member had when it joined (its discovery
+    signature at the start). A node is drawn to the domain whose prototype is nearest its
+    running signature (L1; ties to the lowest domain) when that is nearer than its own
+    domain's prototype by the ``margin`` (``d_other < (1 - margin) * d_own``); it moves
+    when the same domain has drawn it ``patience`` rounds in a row, and its anchor becomes
+    its running signature (``patience`` 0: nobody moves). Hysteresis twice over: the margin,
+    and the patience; and the prototypes rest on anchors, so they do not drift with one
+    node's passing windows.
+
+    All nodes decide on the prototypes at the start of the round (the result does not depend
+    on the nodes' order); integers throughout, so every node that holds every node's
+    signatures computes the same moves. The number of domains is the discovered one: a
+    domain whose members have all left stays empty (and draws nobody)."""
+
+    def __init__(
+        self, signatures: list[list[int]], margin_q: int, patience: int, shift: int = RUNNING_SHIFT
+    ):
+        self.label = discover(signatures)
+        self.first = list(self.label)  # the domains as discovered
+        self.anchor = [list(s) for s in signatures]
+        self.running = [list(s) for s in signatures]
+        self.margin_q, self.patience, self.shift = margin_q, patience, shift
+        self.drawn: list[tuple[int, int] | None] = [None] * len(signatures)  # (domain, rounds)
+        self.moves: list[tuple[int, int, int, int]] = []  # (round, node, from, to)
+        self.round = 0
+
+    def groups(self) -> dict[int, list[int]]:
+        """Domain -> its members in node order (empty domains left out)."""
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(self.label):
+            out.setdefault(g, []).append(i)
+        return dict(sorted(out.items()))
+
+    def prototypes(self) -> dict[int, list[int]]:
+        """Each non-empty domain's prototype: its members' anchors averaged (rounded)."""
+        out = {}
+        for g, members in self.groups().items():
+            sums = [sum(self.anchor[i][k] for i in members) for k in range(len(self.anchor[0]))]
+            out[g] = [div_round(s, len(members)) for s in sums]
+        return out
+
+    def observe(self, signatures: list[list[int]]) -> list[tuple[int, int, int]]:
+        """One round: every node's newest signature. Returns the moves (node, from, to)."""
+        self.round += 1
+        for i, sig in enumerate(signatures):
+            run = self.running[i]
+            step = 1 << self.shift
+            self.running[i] = [r + div_round(s - r, step) for r, s in zip(run, sig, strict=True)]
+        if self.patience == 0:
+            return []
+        proto = self.prototypes()
+        moves = []
+        for i, own in enumerate(self.label):
+            near = {g: _distance(self.running[i], p) for g, p in proto.items()}
+            other = min((d, g) for g, d in near.items() if g != own) if len(near) > 1 else None
+            if other is None or other[0] * ONE >= (ONE - self.margin_q) * near[own]:
+                self.drawn[i] = None
+                continue
+            g = other[1]
+            rounds = self.drawn[i][1] + 1 if self.drawn[i] and self.drawn[i][0] == g else 1
+            self.drawn[i] = (g, rounds)
+            if rounds >= self.patience:
+                moves.append((i, own, g))
+        for i, old, new in moves:
+            self.label[i], self.anchor[i], self.drawn[i] = new, list(self.running[i]), None
+            self.moves.append((self.round, i, old, new))
+        return moves

@@ -73,6 +73,10 @@ class HierarchySettings:
     * ``domains``: ``discovered`` (grouped by the signatures of their streams,
       :mod:`qres.lora.domains`) or ``declared`` (by the deployment: in the simulator, the
       recording or source each node reads).
+    * ``domain_margin``, ``domain_patience``: with discovered domains, a node moves to
+      another domain when that domain's prototype is nearer its running signature than its
+      own domain's by the margin (a fraction), ``domain_patience`` rounds in a row
+      (:class:`qres.lora.domains.Regrouping`; 0: domains stay as first discovered).
     * ``change_k``: a node's stream has *changed* when the newest window's coded cost departs
       from its running score by more than ``change_k`` times the running mean departure
       (see :mod:`qres.lora.personal`); ``bank_size``: local adapters a node keeps to restore
@@ -118,6 +122,8 @@ class HierarchySettings:
     max_amplified: float = attrs.field(default=0.9, validator=number(0.0, 1.0))
     health_warmup: int = attrs.field(default=16, validator=integer(0, 1 << 20))
     domains: str = attrs.field(default="discovered", validator=one_of("discovered", "declared"))
+    domain_margin: float = attrs.field(default=0.25, validator=number(0.0, 0.99))
+    domain_patience: int = attrs.field(default=2, validator=integer(0, 1 << 16))
     change_k: float = attrs.field(default=4.0, validator=number(1.0, 64.0))
     bank_size: int = attrs.field(default=4, validator=integer(0, 64))
     block_choice: str = attrs.field(default="signalled", validator=one_of("signalled", "scored"))
