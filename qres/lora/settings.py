@@ -123,7 +123,7 @@ class HierarchySettings:
     health_warmup: int = attrs.field(default=16, validator=integer(0, 1 << 20))
     domains: str = attrs.field(default="discovered", validator=one_of("discovered", "declared"))
     domain_margin: float = attrs.field(default=0.25, validator=number(0.0, 0.99))
-    domain_patience: int = attrs.field(default=2, validator=integer(0, 1 << 16))
+    domain_patience: int = attrs.field(default=3, validator=integer(0, 1 << 16))
     change_k: float = attrs.field(default=4.0, validator=number(1.0, 64.0))
     bank_size: int = attrs.field(default=4, validator=integer(0, 64))
     block_choice: str = attrs.field(default="signalled", validator=one_of("signalled", "scored"))
