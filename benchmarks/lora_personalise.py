@@ -328,6 +328,12 @@ def print_switch(args, per_round, steady, switched):
         )
     for name, values in rows.items():
         print(f"{name:44s}" + "".join(f"{v:11.3f}" for v in values))
+    print("per switched node, rounds to adapt (within 10% of best / of stream's own):")
+    for s in SCHEMES:
+        x = per_round[s]
+        best = ",".join(str(adaptation(x[:, i], a, b)) for i in nodes)
+        mine = ",".join(str(caught_up(x[:, i], own[i], a, b)) for i in nodes)
+        print(f"  {s:10s} {best:24s} / {mine}")
 
 
 def report(args, doms, groups, scores, nodes, shape):

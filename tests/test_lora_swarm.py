@@ -46,7 +46,24 @@ def test_only_shared_layers_travel_one_per_round():
     assert report["domains"] == {
         "mode": "discovered",
         "members": {f"domain-{k}": {f"source-{k}": n} for k, n in enumerate((3, 2, 3, 2))},
+        "moves": 0,  # the sources do not change kind: nobody moves, nothing flaps
     }
+
+
+def test_the_report_counts_the_bits_the_encoder_signals(tmp_path):
+    report = _run()
+    bits = report["honest_bits_per_sample"]
+    assert len(bits) == 12 and all(0 < b < 16 for b in bits)
+    assert report["final_honest_bits_per_sample"] == round(sum(bits[-3:]) / 3, 6)
+    # every honest node's block of every round is counted once, by the candidate signalled
+    assert sum(report["signalled"].values()) == 12 * 10
+    scored_profile = tmp_path / "scored.toml"
+    scored_profile.write_text(
+        '[profile]\nname = "scored"\nextends = "swarm-lora"\n\n[lora]\nblock_choice = "scored"\n'
+    )
+    scored = _run(str(scored_profile))
+    # the encoder's choice spends fewer bits than the scored depth, index bits included
+    assert sum(bits) < sum(scored["honest_bits_per_sample"])
 
 
 def test_declared_domains_are_the_sources(tmp_path):

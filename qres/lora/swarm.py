@@ -4,7 +4,9 @@ layers travel through the swarm's robust aggregation, the local ones never leave
 ``qres swarm simulate --profile swarm-lora`` runs it (a profile with a ``[lora]`` table). Each
 node is a :class:`~qres.lora.personal.Personal` on a two-channel stream; nodes are grouped in
 *domains* (a domain is one recording, or one source of the generated set: nodes on the same
-kind of sensor). Every round:
+kind of sensor; with ``[lora] domains = "discovered"`` found from the nodes' signatures and
+kept current, :class:`~qres.lora.domains.Regrouping`: a node whose stream changes kind moves
+to the domain it now resembles and takes that domain's newest layer). Every round:
 
 1. each node codes its next window as its encoder would: with the candidate model (a depth
    of the hierarchy, or a banked local adapter) that the profile's coder spends the fewest
@@ -137,21 +139,37 @@ class LoraSwarm:
             domain.append(d)
         return streams, domain, [name for name, _ in doms]
 
-    def _domains_report(self, domain, names) -> dict:
-        """How the domains were formed and which declared domains each one holds."""
-        return {
-            "mode": self.hierarchy.domains,
-            "members": _found(domain, names, self.declared),
-        }
+    def _domains_report(self, domain, names, regroup) -> dict:
+        """How the domains were formed, which declared domains each one holds at the end,
+        and how many times a node moved to another domain."""
+        out = {"mode": self.hierarchy.domains, "members": _found(domain, names, self.declared)}
+        if regroup is not None:
+            out["moves"] = len(regroup.moves)
+        return out
 
-    def _discover(self, streams: list[Any]) -> tuple[list[int], list[str]]:
-        """Domains found from each node's first window (qres.lora.domains): every node
-        publishes its signature, and every node clusters them alike."""
-        from qres.lora.domains import discover, signature
+    def _discover(self, streams: list[Any]) -> Any:
+        """Domains found from each node's first window and kept current
+        (qres.lora.domains.Regrouping): every node publishes its signature each round, and
+        every node computes the same domains from them."""
+        from qres.lora.domains import Regrouping, signature
 
         first = [x[:, : self.s.window + self.s.order + 1] for x in streams]
-        label = discover([signature(w) for w in first])
-        return label, [f"domain-{g}" for g in range(max(label) + 1)]
+        h = self.hierarchy
+        return Regrouping([signature(w) for w in first], h.q(h.domain_margin), h.domain_patience)
+
+    def _join(self, node: Personal, members: list[int], bases: dict) -> None:
+        """A node that moved to the domain of ``members`` takes its newest domain-layer
+        aggregate (when the domain has had its turn), as the members hold it."""
+        flat = bases.get(("domain", members[0]))
+        if flat is None:
+            return
+        layer = node.h.layers["domain"]
+        parts, at = {}, 0
+        for key in sorted(node.shared("domain")):
+            shape = getattr(layer, key).shape
+            parts[key] = flat[at : at + shape[0] * shape[1]].reshape(shape)
+            at += shape[0] * shape[1]
+        node.absorb("domain", parts, len(members) + 1)
 
     def _byzantine(self) -> Any:
         import numpy as np
@@ -171,16 +189,17 @@ class LoraSwarm:
         s = self.s
         streams, domain, names = self._streams()
         self.declared = (domain, names)
+        regroup = None
         if self.hierarchy.domains == "discovered":
-            domain, names = self._discover(streams)
+            regroup = self._discover(streams)
+            domain = list(regroup.label)
+            names = [f"domain-{g}" for g in range(max(domain) + 1)]
         byz = self._byzantine()
         nodes = [
             Personal(self.hierarchy, self.personal, seed=s.seed, coder=self.coder) for _ in streams
         ]
         groups = {"all": list(range(s.nodes))}
-        by_domain: dict[int, list[int]] = {}
-        for i, d in enumerate(domain):
-            by_domain.setdefault(d, []).append(i)
+        by_domain = _members(domain)
         bases: dict[tuple, dict] = {}
         rng = np.random.default_rng([s.seed, 2])
         honest = ~byz
@@ -194,7 +213,11 @@ class LoraSwarm:
                 window = streams[i][:, lo : lo + s.window + s.order + 1]
                 errs[i], coded[i], index = self._code(node, window)
                 signalled[index] += not byz[i]
-                node.learn(window)
+            if regroup is not None and r > 0:
+                by_domain = self._regroup(regroup, streams, lo, nodes, by_domain, bases)
+                domain = list(regroup.label)
+            for i, node in enumerate(nodes):
+                node.learn(streams[i][:, lo : lo + s.window + s.order + 1])
             role = exchange.role_of_round(r)
             parts = [groups["all"]] if role != "domain" else list(by_domain.values())
             size = 0
@@ -207,7 +230,18 @@ class LoraSwarm:
             if on_round is not None:
                 on_round(r, error[-1])
         coding = {"bits": bits, "signalled": signalled}
+        self.regroup = regroup
         return self._report(nodes, names, domain, byz, error, sent_bytes, coding)
+
+    def _regroup(self, regroup, streams, lo, nodes, by_domain, bases) -> dict:
+        """This round's signatures to the regrouping; a node that moves takes its new
+        domain's layer. Returns the domains' members after the moves."""
+        from qres.lora.domains import signature
+
+        end = lo + self.s.window + self.s.order + 1
+        for i, _, new in regroup.observe([signature(x[:, lo:end]) for x in streams]):
+            self._join(nodes[i], by_domain[new], bases)
+        return _members(regroup.label)
 
     def _code(self, node: Personal, window: Any) -> tuple[float, float, int]:
         """What the node's encoder does with ``window``: the candidate it signals
@@ -267,7 +301,7 @@ class LoraSwarm:
             "rounds": len(error),
             "seed": self.s.seed,
             "honest_nodes_per_domain": per_domain,
-            "domains": self._domains_report(domain, names),
+            "domains": self._domains_report(domain, names, self.regroup),
             "honest_error": [round(e, 9) for e in error],
             "final_honest_error": round(float(np.mean(error[-tail:])), 9),
             "honest_bits_per_sample": [round(b, 6) for b in coding["bits"]],
@@ -292,6 +326,14 @@ def _signalled(counts) -> dict:
     out = {ROLES[d]: int(c) for d, c in enumerate(counts[: len(ROLES)]) if c}
     if counts[len(ROLES) :].any():
         out["bank"] = int(counts[len(ROLES) :].sum())
+    return out
+
+
+def _members(domain) -> dict[int, list[int]]:
+    """Domain -> its nodes, in node order."""
+    out: dict[int, list[int]] = {}
+    for i, d in enumerate(domain):
+        out.setdefault(d, []).append(i)
     return out
 
 
