@@ -131,9 +131,10 @@ def _distance(u: Any, v: Any) -> int:
     return sum(abs(int(a) - int(b)) for a, b in zip(u, v, strict=True))
 
 
-#: A node's running signature follows its newest window with weight ``2**-RUNNING_SHIFT``:
-#: one noisy window moves it half way, two alike windows three quarters.
-RUNNING_SHIFT = 1
+#: A node's running signature follows its newest window with weight ``2**-RUNNING_SHIFT``
+#: (the weight the depth scores follow windows with): about four windows' worth, so one odd
+#: window does not draw a node away (at weight 1/2 nodes in loose domains went back and forth).
+RUNNING_SHIFT = 2
 
 
 class Regrouping:
