@@ -224,14 +224,15 @@ def simulate(args, streams, groups, switched):
                 shared_bits = bits(base.glob, t, p, coder)
                 per_round["ditto"][r, i] = min(per_round["ditto"][r, i], shared_bits) + 1 / t.size
             per_round["hierarchy"][r, i] = hierarchy_bits(nodes[i], t, p, coder)
-        if regroup is not None and r > 0 and hset.domain_patience:
-            for i, _, new in regroup.observe([signature(t) for t in train]):
-                if new in last:  # the joining node takes the domain's newest aggregate
-                    nodes[i].absorb("domain", last[new], len(groups.get(new, ())) + 1)
-            groups = regroup.groups()
         mean_step = base.learn(train)
         for i, t in enumerate(train):
             nodes[i].learn(t, direction)
+        if regroup is not None and r > 0 and hset.domain_patience:
+            changed = {i for i, node in enumerate(nodes) if node.changes[-1:] == [r]}
+            for i, _, new in regroup.observe([signature(t) for t in train], changed):
+                if new in last:  # the joining node takes the domain's newest aggregate
+                    nodes[i].absorb("domain", last[new], len(groups.get(new, ())) + 1)
+            groups = regroup.groups()
         exchange(nodes, groups, r, last)
         direction = -mean_step if mean_step.any() else None
     return per_round, nodes, regroup

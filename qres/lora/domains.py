@@ -184,12 +184,18 @@ class Regrouping:
             out[g] = [div_round(s, len(members)) for s in sums]
         return out
 
-    def observe(self, signatures: list[list[int]]) -> list[tuple[int, int, int]]:
-        """One round: every node's newest signature. Returns the moves (node, from, to)."""
+    def observe(self, signatures: list[list[int]], changed: Any = ()) -> list[tuple[int, int, int]]:
+        """One round: every node's newest signature, and the nodes whose own change test
+        (:class:`qres.lora.personal.Personal`) found their stream changed this round: their
+        running signature restarts at the newest one (the old regime's windows no longer
+        describe the stream). Returns the moves (node, from, to)."""
         self.round += 1
+        step = 1 << self.shift
         for i, sig in enumerate(signatures):
+            if i in changed:
+                self.running[i] = list(sig)
+                continue
             run = self.running[i]
-            step = 1 << self.shift
             self.running[i] = [r + div_round(s - r, step) for r, s in zip(run, sig, strict=True)]
         if self.patience == 0:
             return []
