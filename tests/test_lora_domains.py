@@ -189,3 +189,18 @@ def test_a_node_must_be_drawn_patience_rounds_in_a_row():
     for row in windows[1:]:
         regroup.observe([signature(w) for w in row])
     assert regroup.label[0] == 0
+
+
+def test_a_change_of_stream_restarts_the_running_signature():
+    steady = [0, 0, 0, 1, 1, 1, 2, 2]
+    switched = [2, 0, 0, 1, 1, 1, 2, 2]
+    plan = [steady] * 6 + [switched] * 6
+    windows = _windows(plan, len(plan))
+    told, untold = _regrouping(windows[0]), _regrouping(windows[0])
+    for r, row in enumerate(windows[1:], start=1):
+        sigs = [signature(w) for w in row]
+        told.observe(sigs, changed={0} if r == 6 else ())
+        untold.observe(sigs)
+    assert told.label[0] == untold.label[0] == 2
+    # told at the switch, node 0 moves no later, and by patience rounds after it
+    assert told.moves[0][0] <= untold.moves[0][0] and told.moves[0][0] <= 6 + 2

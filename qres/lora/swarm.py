@@ -213,11 +213,11 @@ class LoraSwarm:
                 window = streams[i][:, lo : lo + s.window + s.order + 1]
                 errs[i], coded[i], index = self._code(node, window)
                 signalled[index] += not byz[i]
-            if regroup is not None and r > 0:
-                by_domain = self._regroup(regroup, streams, lo, nodes, by_domain, bases)
-                domain = list(regroup.label)
             for i, node in enumerate(nodes):
                 node.learn(streams[i][:, lo : lo + s.window + s.order + 1])
+            if regroup is not None and r > 0:
+                by_domain = self._regroup(regroup, streams, r, nodes, by_domain, bases)
+                domain = list(regroup.label)
             role = exchange.role_of_round(r)
             parts = [groups["all"]] if role != "domain" else list(by_domain.values())
             size = 0
@@ -233,13 +233,17 @@ class LoraSwarm:
         self.regroup = regroup
         return self._report(nodes, names, domain, byz, error, sent_bytes, coding)
 
-    def _regroup(self, regroup, streams, lo, nodes, by_domain, bases) -> dict:
-        """This round's signatures to the regrouping; a node that moves takes its new
-        domain's layer. Returns the domains' members after the moves."""
+    def _regroup(self, regroup, streams, r, nodes, by_domain, bases) -> dict:
+        """Round r's signatures (and the nodes whose change test fired) to the
+        regrouping; a node that moves takes its new domain's layer. Returns the domains'
+        members after the moves."""
         from qres.lora.domains import signature
 
+        lo = r * self.s.window
         end = lo + self.s.window + self.s.order + 1
-        for i, _, new in regroup.observe([signature(x[:, lo:end]) for x in streams]):
+        changed = {i for i, node in enumerate(nodes) if node.changes[-1:] == [r]}
+        sigs = [signature(x[:, lo:end]) for x in streams]
+        for i, _, new in regroup.observe(sigs, changed):
             self._join(nodes[i], by_domain[new], bases)
         return _members(regroup.label)
 
