@@ -157,3 +157,33 @@ def test_recorded_domains_need_two_channels(tmp_path):
     )
     with pytest.raises(QresError, match="two channels"):
         lora_swarm.LoraSwarm(loaded, settings).run()
+
+
+def test_a_node_whose_sensor_changes_kind_moves_domain(tmp_path):
+    import numpy as np
+
+    # three recordings of three pieces (one per node); the third's nodes read source 2 for
+    # six rounds, then source 0: they should end in the first recording's domain
+    rounds, window = 12, 256
+    piece = rounds * window + 3
+    src = [x for _, x in lora_swarm.generated_domains(0, 3 * piece)]
+    half = 6 * window
+    third = np.concatenate(
+        [
+            np.concatenate([src[2][:, k * piece : k * piece + half], src[0][:, half:piece]], 1)
+            for k in range(3)
+        ],
+        axis=1,
+    )
+    lines = ["name\tfile\tdtype\tbyteorder\tchannels"]
+    for name, x in (("a", src[0]), ("b", src[1]), ("c", third)):
+        (tmp_path / f"{name}.bin").write_bytes(x.astype("<i2").tobytes())
+        lines.append(f"{name}\t{name}.bin\tint16\tlittle\t2")
+    (tmp_path / "MANIFEST.tsv").write_text("\n".join(lines) + "\n")
+    loaded = profiles.load("swarm-lora")
+    settings = attrs.evolve(
+        settings_from_profile(loaded, nodes=9, rounds=rounds, window=window), data=str(tmp_path)
+    )
+    report = lora_swarm.LoraSwarm(loaded, settings).run()
+    assert report["domains"]["moves"] == 3
+    assert report["domains"]["members"] == {"domain-0": {"a": 3, "c": 3}, "domain-1": {"b": 3}}

@@ -157,10 +157,9 @@ class LoraSwarm:
         h = self.hierarchy
         return Regrouping([signature(w) for w in first], h.q(h.domain_margin), h.domain_patience)
 
-    def _join(self, node: Personal, members: list[int], bases: dict) -> None:
-        """A node that moved to the domain of ``members`` takes its newest domain-layer
-        aggregate (when the domain has had its turn), as the members hold it."""
-        flat = bases.get(("domain", members[0]))
+    def _join(self, node: Personal, flat: Any, members: int) -> None:
+        """A node that moved to a domain of ``members`` nodes takes its newest domain-layer
+        aggregate ``flat`` (None before the domain's first turn), as the members hold it."""
         if flat is None:
             return
         layer = node.h.layers["domain"]
@@ -169,7 +168,7 @@ class LoraSwarm:
             shape = getattr(layer, key).shape
             parts[key] = flat[at : at + shape[0] * shape[1]].reshape(shape)
             at += shape[0] * shape[1]
-        node.absorb("domain", parts, len(members) + 1)
+        node.absorb("domain", parts, members + 1)
 
     def _byzantine(self) -> Any:
         import numpy as np
@@ -201,6 +200,7 @@ class LoraSwarm:
         groups = {"all": list(range(s.nodes))}
         by_domain = _members(domain)
         bases: dict[tuple, dict] = {}
+        latest: dict[tuple, Any] = {}  # (role, group): the group's newest aggregate
         rng = np.random.default_rng([s.seed, 2])
         honest = ~byz
         error, bits, sent_bytes, self.cpu = [], [], [], []
@@ -216,13 +216,14 @@ class LoraSwarm:
             for i, node in enumerate(nodes):
                 node.learn(streams[i][:, lo : lo + s.window + s.order + 1])
             if regroup is not None and r > 0:
-                by_domain = self._regroup(regroup, streams, r, nodes, by_domain, bases)
+                by_domain = self._regroup(regroup, streams, r, nodes, by_domain, latest)
                 domain = list(regroup.label)
             role = exchange.role_of_round(r)
-            parts = [groups["all"]] if role != "domain" else list(by_domain.values())
+            parts = {"all": groups["all"]} if role != "domain" else by_domain
             size = 0
-            for members in parts:
+            for g, members in parts.items():
                 size = self._exchange(nodes, role, members, byz, bases, rng, r)
+                latest[(role, g)] = bases[(role, members[0])]
             error.append(float(errs[honest].mean()))
             bits.append(float(coded[honest].mean()))
             sent_bytes.append(size * PARAM_BYTES)
@@ -233,7 +234,7 @@ class LoraSwarm:
         self.regroup = regroup
         return self._report(nodes, names, domain, byz, error, sent_bytes, coding)
 
-    def _regroup(self, regroup, streams, r, nodes, by_domain, bases) -> dict:
+    def _regroup(self, regroup, streams, r, nodes, by_domain, latest) -> dict:
         """Round r's signatures (and the nodes whose change test fired) to the
         regrouping; a node that moves takes its new domain's layer. Returns the domains'
         members after the moves."""
@@ -244,7 +245,7 @@ class LoraSwarm:
         changed = {i for i, node in enumerate(nodes) if node.changes[-1:] == [r]}
         sigs = [signature(x[:, lo:end]) for x in streams]
         for i, _, new in regroup.observe(sigs, changed):
-            self._join(nodes[i], by_domain[new], bases)
+            self._join(nodes[i], latest.get(("domain", new)), len(by_domain[new]))
         return _members(regroup.label)
 
     def _code(self, node: Personal, window: Any) -> tuple[float, float, int]:
