@@ -159,7 +159,8 @@ class LoraSwarm:
 
     def _join(self, node: Personal, flat: Any, members: int) -> None:
         """A node that moved to a domain of ``members`` nodes takes its newest domain-layer
-        aggregate ``flat`` (None before the domain's first turn), as the members hold it."""
+        aggregate ``flat`` (None before the domain's first turn), as the members hold it, and
+        screens it as it screens every aggregate (a domain may be majority Byzantine)."""
         if flat is None:
             return
         layer = node.h.layers["domain"]
@@ -168,7 +169,7 @@ class LoraSwarm:
             shape = getattr(layer, key).shape
             parts[key] = flat[at : at + shape[0] * shape[1]].reshape(shape)
             at += shape[0] * shape[1]
-        node.absorb("domain", parts, members + 1)
+        node.absorb("domain", parts, members + 1, tolerance=self.s.accept_tolerance)
 
     def _byzantine(self) -> Any:
         import numpy as np
