@@ -87,7 +87,12 @@ def residuals(w: Any, window: Any, order: int):
 def coded_bits(coder: Any, w: Any, window: Any, order: int) -> int:
     """Bits per sample (Q16.16) that ``coder`` spends on the residuals of ``w`` on
     ``window``: the measured cost of the model, as the codec measures its choices."""
-    res = residuals(w, window, order).reshape(-1)
+    return residual_bits(coder, residuals(w, window, order))
+
+
+def residual_bits(coder: Any, res: Any) -> int:
+    """Bits per sample (Q16.16) that ``coder`` spends on the integer residuals ``res``."""
+    res = res.reshape(-1)
     return div_round(len(coder.encode(res)) * 8 * ONE, max(1, res.size))
 
 
@@ -190,6 +195,14 @@ class Personal:
         usable = len(ROLES) + len(LOCAL_ROLES) * len(self.bank)
         costs = [(self.cost(self.candidate(i), block), i) for i in range(usable)]
         return min(costs)[1]
+
+    def signal(self, block: Any) -> tuple[int, Any, Any]:
+        """What the encoder codes ``block`` with: ``(index, w, residuals)``, the index it
+        signals (:meth:`choose`), that candidate's weight and the integer residuals (C x T)
+        the coder then codes. The simulator and the real node both measure their bits here."""
+        index = self.choose(block)
+        w = self.candidate(index)
+        return index, w, residuals(w, block, self.settings.order)
 
     # -- learning ---------------------------------------------------------------------------
     def learn(self, window: Any, direction: Any = None) -> None:

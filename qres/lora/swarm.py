@@ -38,7 +38,7 @@ from qres.kernel.config import Location
 from qres.kernel.errors import QresError
 from qres.kinds.lora import ROLES
 from qres.lora import exchange
-from qres.lora.personal import Personal, PersonalSettings, coded_bits, mean_abs_error
+from qres.lora.personal import Personal, PersonalSettings, mean_abs_error, residual_bits
 from qres.swarm.engine import build_attack
 
 #: Sources of the generated set: (period of channel 0, period of channel 1's own tone, lag of
@@ -253,12 +253,10 @@ class LoraSwarm:
         """What the node's encoder does with ``window``: the candidate it signals
         (:meth:`Personal.choose`), that model's error relative to the range, and the coder's
         bits per sample with the index's bits counted."""
-        index = node.choose(window)
-        w = node.candidate(index)
+        index, w, res = node.signal(window)
         error = mean_abs_error(w, window, self.s.order) / (1 << 16) / HALF / 2
-        samples = window.shape[0] * (window.shape[1] - self.s.order - 1)
-        cost = coded_bits(self.coder, w, window, self.s.order) / (1 << 16)
-        return error, cost + node.index_bits() / samples, index
+        cost = residual_bits(self.coder, res) / (1 << 16)
+        return error, cost + node.index_bits() / res.size, index
 
     def _exchange(self, nodes, role, members, byz, bases, rng, r) -> int:
         """One group's turn for ``role`` (the step of :mod:`qres.lora.exchange`, which the

@@ -76,12 +76,12 @@ class LoraNode:
         with the candidate it signals, index included, and the mean |error| relative to the
         range of the model the node predicts with (the simulator's error)."""
         from qres.fixed.q16 import ONE
-        from qres.lora.personal import mean_abs_error, residuals
+        from qres.lora.personal import mean_abs_error
         from qres.robust.aggregate import div_round
 
         p = self.personal
-        index = p.choose(window)
-        res = residuals(p.candidate(index), window, self.psettings.order).reshape(-1)
+        _, _, res = p.signal(window)
+        res = res.reshape(-1)
         bits = len(self.coder.encode(res)) * 8 + p.index_bits()
         error = mean_abs_error(p.weights(), window, self.psettings.order) / ONE / HALF / 2
         return div_round(bits * ONE, max(1, res.size)), float(error)
