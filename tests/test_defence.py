@@ -171,6 +171,55 @@ def test_friends_only_weights_are_a_wrong_step_dropping_rows_is_not():
     assert not sim.committed.any()
 
 
+def test_every_receiver_checks_a_silent_colluder_hides_nothing():
+    """Seed 2 is a run where one checker per packet (drawn at random) left a `friends`
+    node unbanned: its one misweighted round step met a fellow colluder as checker, who
+    kept quiet. With every receiver checking what it holds, a fault escapes only if no
+    honest node received the packet: every faulty node is banned, and no honest one."""
+    from qres.kernel import profiles
+    from qres.swarm.engine import Simulation, settings_from_profile
+
+    loaded = profiles.load("swarm-100")
+    s = settings_from_profile(loaded, nodes=30, rounds=12, byzantine=0.3, seed=2)
+    sim = Simulation(loaded, s, attack="friends")
+    report = sim.run()
+    assert sim.committed.sum() == 9 and not (sim.committed & ~sim.ledger.banned()).any()
+    assert report["banned_honest"] == 0 and report["audits"]["failed_honest"] == 0
+    # several receivers check each packet: far more checks than packets sent
+    packets = report["bytes_by_kind"]["updates"] // (s.fanout * sim_packet_bytes(s))
+    assert report["audits"]["checked"] > 3 * packets
+
+
+def sim_packet_bytes(settings) -> int:
+    from qres.swarm import gossip
+
+    return gossip.packet_bytes(settings.order)
+
+
+def test_a_checker_fetches_only_the_evidence_it_lacks():
+    """The bytes of a check count the evidence packets the checker does not hold: not
+    the ones it received, nor its own."""
+    from types import SimpleNamespace
+
+    from qres.swarm.engine import Simulation
+
+    n, rounds = 5, 10
+    span = (rounds + 1) * n
+    sim = Simulation.__new__(Simulation)
+    sim.s = SimpleNamespace(rounds=rounds, max_age=2)
+    held = np.array([1 * span + 3 * n + 2, 4 * span + 3 * n + 0])  # 1 holds (3, 2); 4 (3, 0)
+    sw = SimpleNamespace(n=n, held=np.sort(held))
+    evidence = [
+        np.array([3 * n + 2, 3 * n + 0, 2 * n + 3]),  # to node 1: holds the first
+        np.array(
+            [3 * n + 2, 3 * n + 0, 2 * n + 4]
+        ),  # to node 4: holds the second, is the third's origin
+        np.zeros(0, np.int64),
+    ]
+    missing = sim._missing(sw, np.array([1, 4, 2]), evidence)
+    assert missing.tolist() == [2, 1, 0]
+
+
 def tmp_profile(loaded, swarm: dict):
     """``loaded`` with keys of its ``[swarm]`` table replaced."""
     import copy
@@ -217,13 +266,13 @@ def test_bench_defence_quick(tmp_path):
     from make_swarm_golden import run_cli
 
     out = run_cli(
-        ["bench", "defence", "--quick", "--attacks", "sign-flip,framing,sleeper,mixed,base-poison",
-     "--json"]
+        ["bench", "defence", "--quick", "--attacks",
+         "sign-flip,framing,sleeper,mixed,base-poison,friends", "--json"]
     )  # fmt: skip
     report = json.loads(out)
     cells = report["summary"]["cells"]
     assert {c["attack"] for c in cells} == {
-        "sign-flip", "framing", "sleeper", "mixed", "base-poison"
+        "sign-flip", "framing", "sleeper", "mixed", "base-poison", "friends"
     }  # fmt: skip
     poison = [c for c in cells if c["attack"] == "base-poison"]
     assert sum(c["byzantine_banned"] for c in poison) > 0

@@ -117,6 +117,10 @@ class SwarmState:
     # whether or not anyone caught it: the red-team suite's ground truth
     committed: Any = None
     steps: Any = None  # qres.swarm.steps.StepLog: every node's round-step chain
+    # Each recent round's packets checked once, by round: (senders, ok, wrong step,
+    # evidence), and the packets each node holds (keys node x span + tag, sorted)
+    verdicts: dict = attrs.field(factory=dict)
+    held: Any = None
     pending_dst: Any = None  # messages waiting for a sleeping node
     pending_tag: Any = None
     tx: Any = None  # bytes sent and received this round, per node
@@ -254,10 +258,7 @@ class Simulation:
                 continue
             self._observe_and_learn(sw, rd)
             in_dst, in_tag = self._gossip(sw, rd)
-            self._check(sw, rd)
-            if rd.check_failed.shape[0]:  # nobody uses a packet whose check failed
-                bad = (in_tag // sw.n == r) & np.isin(in_tag % sw.n, rd.check_failed)
-                in_dst, in_tag = in_dst[~bad], in_tag[~bad]
+            in_dst, in_tag = self._check(sw, rd, in_dst, in_tag)
             self._consensus(sw, rd, in_dst, in_tag)
             self._defend(sw, rd)
             self._spend_energy_and_record(sw, rd)
@@ -336,6 +337,7 @@ class Simulation:
             due_audit=np.zeros(n, bool),
             committed=np.zeros(n, bool),
             steps=StepLog(learning.genesis_weights(s.order, n)),
+            held=np.zeros(0, np.int64),
             pending_dst=np.zeros(0, np.int64),
             pending_tag=np.zeros(0, np.int64),
             tx=np.zeros(n, np.int64),
@@ -343,12 +345,14 @@ class Simulation:
         )
 
     def _send(self, sw: SwarmState, src, dst, size, tags, kind: str):
-        """Hand a batch of messages to the transport and count their bytes."""
+        """Hand a batch of messages to the transport and count their bytes (``size``: one
+        for all, or one per message)."""
         import numpy as np
 
-        kept = self.transport.send_batch(src, dst, np.full(src.shape[0], size, np.int64), tags)
-        np.add.at(sw.tx, src, size)
-        sw.history.bytes_by_kind[kind] += int(size) * int(src.shape[0])
+        sizes = np.broadcast_to(np.asarray(size, np.int64), src.shape).copy()
+        kept = self.transport.send_batch(src, dst, sizes, tags)
+        np.add.at(sw.tx, src, sizes)
+        sw.history.bytes_by_kind[kind] += int(sizes.sum())
         return kept
 
     def _join_and_wake(self, sw: SwarmState, r: int) -> RoundState:
@@ -499,6 +503,13 @@ class Simulation:
         src, dst = gossip.random_peers(rd.senders, rd.alive_ids, s.fanout, sw.rng["peers"])
         self._send(sw, src, dst, sw.pkt, rd.r * n + src, "updates")
         got_dst, got_tag = self._hops(sw, rd)
+        # what each node holds: its own packet and what reached it, asleep or not
+        self._hold(
+            sw,
+            rd,
+            np.concatenate([rd.senders, *got_dst]),
+            np.concatenate([rd.r * n + rd.senders, *got_tag]),
+        )
         in_dst = np.concatenate([sw.pending_dst, *got_dst])
         in_tag = np.concatenate([sw.pending_tag, *got_tag])
         # stale or banned-origin messages are discarded; sleeping nodes keep theirs
@@ -757,59 +768,151 @@ class Simulation:
             ok &= ~wrong
         return ok, wrong
 
-    def _check(self, sw: SwarmState, rd: RoundState) -> None:
-        """3b. The receivers' checks, before anyone aggregates this round's packets: one
-        random receiver of each packet (``check_rate``: every packet by default) fetches
-        the opening, the window and the round step's evidence, re-runs the training and
-        replays the step. Its verdict reaches the other receivers before they aggregate,
-        so a packet that fails is used by nobody (:meth:`run` drops it), and its sender is
-        faulted in :meth:`_defend`. A Byzantine checker never reports a fellow
-        Byzantine's fault (its check passes as if clean). Sets ``rd.check_failed`` and
-        ``rd.check_passed`` (sender ids).
+    def _check(self, sw: SwarmState, rd: RoundState, in_dst, in_tag) -> tuple[Any, Any]:
+        """3b. The receivers' checks, before anyone aggregates: every receiver checks every
+        packet it holds this round before it can use it (``check_rate``: the chance it
+        checks one; 1, the default, checks all). A check fetches the opening, the window
+        and the round step's evidence, re-runs the training and replays the step. A
+        receiver that finds a fault drops the packet and publishes the evidence (the
+        sender is faulted in :meth:`_defend`); no receiver takes another's word for a
+        packet it aggregates. A Byzantine receiver checks like anyone but never reports a
+        fellow's fault, and uses what it likes. Returns the messages left to aggregate;
+        sets ``rd.check_failed`` (senders an honest checker caught) and
+        ``rd.check_passed`` (senders of this round whose packet an honest checker passed).
 
-        Bytes: the request, the answer (opening and proof, and the window) and the step's
-        evidence (record, previous packet and every input packet, all counted: an upper
-        bound, the checker may hold some already).
+        The verdict is deterministic replay, the same for every checker, so it is computed
+        once per packet, in the round the packet is sent (:meth:`_verdicts`), and shared by
+        the receivers that check it. Bytes, per check: the request, the answer (opening,
+        proof, window), and the step's evidence: the record and only the packets (the
+        previous one and the inputs) the checker does not hold (:meth:`_evidence_bytes`).
 
-        *Why every packet, and before use:* a wrong step shows only in the one packet that
-        publishes the moved base (the next chain starts there), a forged update only in its
-        own packet; under a stochastic draw a node that cheats now and then escapes with
-        the chance of not being drawn, and the rate is public. Replay is deterministic, so
-        an honest node always passes. A fault found after the receivers aggregated has
-        done its harm: on the corpus one round of `gaussian` rows at 30% left the honest
-        error 1.34x the attack-free one forty rounds later, every forger banned."""
+        *Why every receiver:* a fault is visible only in the packet that carries it, and a
+        single checker may be a colluder who stays silent. When every receiver checks what
+        it uses, a fault escapes only if no honest node received the packet, and then it
+        harmed no honest node. *Why before use:* a fault found after the receivers
+        aggregated has done its harm."""
+        import numpy as np
+
+        n, s = sw.n, self.s
+        empty = np.zeros(0, np.int64)
+        rd.check_failed, rd.check_passed = empty, empty
+        self._verdicts(sw, rd)
+        if s.check_rate <= 0.0 or in_dst.shape[0] == 0:
+            return in_dst, in_tag
+        span = (s.rounds + 1) * n
+        key = in_dst.astype(np.int64) * span + in_tag
+        pairs = np.unique(key[in_tag % n != in_dst])  # each held packet once, not its own
+        dst, tag = pairs // span, pairs % span
+        ok, wrong, at = self._verdict_of(sw, tag)
+        checked = at >= 0
+        if s.check_rate < 1.0:
+            checked &= sw.rng["check"].random(pairs.shape[0]) < s.check_rate
+        dst, tag, ok, wrong, at = (
+            dst[checked],
+            tag[checked],
+            ok[checked],
+            wrong[checked],
+            at[checked],
+        )
+        if not dst.shape[0]:
+            return in_dst, in_tag
+        sw.history.audits["checked"] += int(dst.shape[0])
+        honest = sw.honest[dst]  # a Byzantine checker stays silent
+        caught = honest & ~ok
+        origin = tag % n
+        rd.check_failed = np.unique(origin[caught])
+        this_round = tag // n == rd.r
+        rd.check_passed = np.setdiff1d(origin[honest & ok & this_round], rd.check_failed)
+        sw.history.count(sw.history.audits, "wrong_step", np.unique(origin[caught & wrong]), sw.byz)
+        self._send_checks(sw, dst, tag, at)
+        drop = np.isin(key, dst[caught] * span + tag[caught])
+        return in_dst[~drop], in_tag[~drop]
+
+    def _verdicts(self, sw: SwarmState, rd: RoundState) -> None:
+        """Each packet of this round checked once (training re-run, step replayed), with
+        what its check costs beside the packet (the record's bytes and the tags of the
+        evidence packets): ``sw.verdicts[round] = (senders, ok, wrong, evidence)``."""
+        import numpy as np
+
+        for old in [k for k in sw.verdicts if k < rd.r - self.s.max_age]:
+            del sw.verdicts[old]
+        if self.s.check_rate <= 0.0:
+            return
+        s_ok = rd.senders_pos[~rd.known_banned[rd.senders]]
+        ok, wrong = self._verify(sw, rd, s_ok, True)
+        ids = rd.A[s_ok]
+        evidence = []
+        for node in ids.tolist():
+            record, prev, inputs = sw.steps.evidence(node)
+            if prev >= 0:
+                inputs = np.concatenate([[prev * sw.n + node], inputs])
+            evidence.append((record, inputs))
+        sw.verdicts[rd.r] = (ids, ok, wrong, evidence)
+
+    def _verdict_of(self, sw: SwarmState, tags) -> tuple[Any, Any, Any]:
+        """The verdicts of the packets ``tags`` (ok, wrong step, and the index of the
+        packet in its round's verdicts, -1 where none was computed: a sender known to be
+        banned when it sent, or a packet older than ``max_age``)."""
+        import numpy as np
+
+        n = sw.n
+        ok = np.ones(tags.shape[0], bool)
+        wrong = np.zeros(tags.shape[0], bool)
+        at = np.full(tags.shape[0], -1, np.int64)
+        rounds = tags // n
+        for rr in np.unique(rounds).tolist():
+            entry = sw.verdicts.get(rr)
+            if entry is None or not entry[0].shape[0]:
+                continue
+            ids, v_ok, v_wrong, _ = entry
+            sel = np.flatnonzero(rounds == rr)
+            p = np.minimum(np.searchsorted(ids, tags[sel] % n), ids.shape[0] - 1)
+            found = ids[p] == tags[sel] % n
+            sel, p = sel[found], p[found]
+            ok[sel], wrong[sel], at[sel] = v_ok[p], v_wrong[p], p
+        return ok, wrong, at
+
+    def _send_checks(self, sw: SwarmState, dst, tag, at) -> None:
+        """The checks' traffic: each checker's request to the sender, and the sender's
+        answer (opening, proof, window, the step's record and the evidence packets the
+        checker does not hold)."""
         import numpy as np
 
         from qres.swarm import gossip
 
-        s, audits = self.s, sw.history.audits
-        empty = np.zeros(0, np.int64)
-        rd.check_failed, rd.check_passed = empty, empty
-        s_ok = rd.senders_pos[~rd.known_banned[rd.senders]]
-        if s.check_rate >= 1.0:
-            checked = np.ones(s_ok.shape[0], bool)
-        elif s.check_rate > 0.0:
-            checked = sw.rng["check"].random(s_ok.shape[0]) < s.check_rate
-        else:
-            return
-        c_pos = s_ok[checked]
-        if not c_pos.shape[0]:
-            return
-        c_ids = rd.A[c_pos]
-        c_src, c_dst = gossip.random_peers(c_ids, rd.alive_ids, 1, sw.rng["check"])
-        ok, wrong = self._verify(sw, rd, c_pos, True)
-        silent = sw.byz[c_dst] & sw.byz[c_src]  # a colluding checker stays silent
-        ok |= silent
-        sw.history.count(audits, "wrong_step", c_ids[wrong & ~silent], sw.byz)
-        audits["checked"] += int(c_ids.shape[0])
-        rd.check_failed, rd.check_passed = c_ids[~ok], c_ids[ok]
-        control = np.full(c_ids.shape[0], -1)
-        answer = sw.audit_bytes + 2 * (s.order + s.window)
-        self._send(sw, c_dst, c_src, gossip.AUDIT_REQUEST_BYTES, control, "checks")
-        self._send(sw, c_src, c_dst, answer, control, "checks")
-        for k, node in enumerate(c_ids.tolist()):
-            size = sw.steps.evidence_bytes(node, sw.pkt)
-            self._send(sw, c_src[k : k + 1], c_dst[k : k + 1], size, control[:1], "checks")
+        s, n = self.s, sw.n
+        origin = tag % n
+        evidence = [sw.verdicts[int(t // n)][3][int(k)] for t, k in zip(tag, at, strict=True)]
+        record = np.array([e[0] for e in evidence], np.int64)
+        missing = self._missing(sw, dst, [e[1] for e in evidence])
+        answer = sw.audit_bytes + 2 * (s.order + s.window) + record + sw.pkt * missing
+        control = np.full(dst.shape[0], -1)
+        self._send(sw, dst, origin, gossip.AUDIT_REQUEST_BYTES, control, "checks")
+        self._send(sw, origin, dst, answer, control, "checks")
+
+    def _missing(self, sw: SwarmState, dst, evidence: list) -> Any:
+        """How many of each checker's evidence packets (tags) it does not hold."""
+        import numpy as np
+
+        counts = np.array([e.shape[0] for e in evidence], np.int64)
+        if not counts.sum():
+            return counts
+        span = (self.s.rounds + 1) * sw.n
+        tags = np.concatenate(evidence)
+        who = np.repeat(dst.astype(np.int64), counts)
+        held = np.isin(who * span + tags, sw.held) | (tags % sw.n == who)
+        pair = np.repeat(np.arange(dst.shape[0]), counts)
+        return counts - np.bincount(pair[held], minlength=dst.shape[0])
+
+    def _hold(self, sw: SwarmState, rd: RoundState, dst, tag) -> None:
+        """Remember which packets each node holds (received, by any node awake or not, in
+        the last ``max_age`` rounds): a checker fetches only the evidence it lacks."""
+        import numpy as np
+
+        span = (self.s.rounds + 1) * sw.n
+        fresh = sw.held[(sw.held % span) // sw.n >= rd.r - self.s.max_age]
+        key = dst.astype(np.int64) * span + tag
+        sw.held = np.union1d(fresh, key[tag >= 0])
 
     def _spend_energy_and_record(self, sw: SwarmState, rd: RoundState) -> None:
         """6. Pay for wakes and airtime, harvest; then record the round."""

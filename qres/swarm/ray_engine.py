@@ -238,14 +238,15 @@ class NodeShard:
         log = self.steps
         return {i + self.lo: (*log.closed[i], log.closed_meta[i]) for i in local.tolist()}
 
-    def check_steps(self, ids: Any, packet_bytes: int) -> tuple[Any, list[int]]:
-        """Replay the audited senders' closed chains against the bases they committed to:
-        the mask of matches, and the bytes of each one's round-step evidence."""
+    def check_steps(self, ids: Any, packet_bytes: int) -> tuple[Any, list[int], list]:
+        """Replay the checked senders' closed chains against the bases they committed to:
+        the mask of matches, the bytes of each one's round-step evidence (for an auditor)
+        and what a checker fetches of it (:meth:`~qres.swarm.steps.StepLog.evidence`)."""
         local = ids - self.lo
         sim = self.sim
         ok = self.steps.check(local, self.W0[self.pos[local]], sim._replay_rule, sim._robust_many)
         sizes = [self.steps.evidence_bytes(i, packet_bytes) for i in local.tolist()]
-        return ok, sizes
+        return ok, sizes, [self.steps.evidence(i) for i in local.tolist()]
 
     def post(self, r: int, forged_pos: Any, forged: Any) -> None:
         """Keep this round's sent rows (forgeries replace the Byzantine nodes' updates)."""
@@ -700,9 +701,9 @@ class RaySimulation(Simulation):
             ok[w] = got
         return ok
 
-    def _check(self, sw: SwarmState, rd: RoundState) -> None:
+    def _check(self, sw: SwarmState, rd: RoundState, in_dst, in_tag) -> tuple[Any, Any]:
         self._round_ids = rd.A
-        super()._check(sw, rd)
+        return super()._check(sw, rd, in_dst, in_tag)
 
     def _defend(self, sw: SwarmState, rd: RoundState) -> None:
         self._round_ids = rd.A
@@ -760,7 +761,8 @@ class _ShardSteps:
     def __init__(self, sim: RaySimulation):
         self.sim = sim
         self.full_now: Any = None  # per awake node, from this round's observe
-        self.evidence: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
+        self.fetched: dict[int, tuple] = {}
 
     def full(self, nodes: Any) -> Any:
         """Nodes whose chain must close this round (``nodes`` are the round's awake)."""
@@ -789,15 +791,21 @@ class _ShardSteps:
         ok = np.ones(nodes.shape[0], bool)
         pkt = sim._packet_bytes
         got = sim._call("check_steps", [(nodes[w], pkt) for w in where])
-        self.evidence = {}
-        for w, (flags, sizes) in zip(where, got, strict=True):
+        self.sizes, self.fetched = {}, {}
+        for w, (flags, sizes, fetched) in zip(where, got, strict=True):
             ok[w] = flags
-            self.evidence.update(zip(nodes[w].tolist(), sizes, strict=True))
+            self.sizes.update(zip(nodes[w].tolist(), sizes, strict=True))
+            self.fetched.update(zip(nodes[w].tolist(), fetched, strict=True))
         return ok
+
+    def evidence(self, node: int) -> tuple[int, int, Any]:
+        """What a checker fetches of the checked node's round-step evidence (from
+        :meth:`check`)."""
+        return self.fetched[node]
 
     def evidence_bytes(self, node: int, _packet_bytes: int) -> int:
         """Bytes of the audited node's round-step evidence (from :meth:`check`)."""
-        return self.evidence[node]
+        return self.sizes[node]
 
 
 class _NoRows:

@@ -46,6 +46,10 @@ class StepLog:
         self.closed: dict[int, tuple] = {}
         # per node and sub-step: (round, tags of the rows taken), for a recording's records
         self.meta: list[list] = [[] for _ in range(weights.shape[0])]
+        # the round of the packet each open chain starts from (-1: the genesis model), and
+        # of each closed chain's
+        self.prev = np.full(weights.shape[0], -1, np.int64)
+        self.closed_prev: dict[int, int] = {}
         self.round = -1  # the round being played (set when the round's senders close)
 
     def restart(self, nodes: Any, weights: Any) -> None:
@@ -54,6 +58,7 @@ class StepLog:
         self.start[nodes] = weights[nodes]
         self.expected[nodes] = weights[nodes]
         self.wrong[nodes] = False
+        self.prev[nodes] = -1
         for i in nodes.tolist():
             self.chains[i] = []
             self.meta[i] = []
@@ -71,8 +76,11 @@ class StepLog:
         self.closed_meta: dict[int, list] = {}
         self.closed_expected = {}
         self.closed_wrong = {}
+        self.closed_prev = {}
         self.round = round_
         for i, base in zip(nodes.tolist(), bases, strict=True):
+            self.closed_prev[i] = int(self.prev[i])
+            self.prev[i] = round_
             self.closed[i] = (self.start[i].copy(), self.chains[i])
             self.closed_meta[i] = self.meta[i]
             self.closed_expected[i] = self.expected[i].copy()
@@ -110,6 +118,20 @@ class StepLog:
         d = start.shape[0]
         inputs = [int(rows.shape[0]) for _, rows, _ in chain]
         return record_bytes(d, inputs) + packet_bytes * (1 + sum(inputs))
+
+    def evidence(self, node: int) -> tuple[int, int, Any]:
+        """What a checker of the node's closed chain needs besides the packet: the record's
+        bytes, the round of the previous packet (its base is the chain's start; -1 for the
+        genesis model, which everyone holds) and the tags of the input packets, in order.
+        A checker fetches only the packets it does not hold."""
+        import numpy as np
+
+        start, chain = self.closed[node]
+        d = start.shape[0]
+        record = record_bytes(d, [int(rows.shape[0]) for _, rows, _ in chain])
+        tags = [t for _, t in self.closed_meta[node] if t is not None and t.shape[0]]
+        inputs = np.concatenate(tags).astype(np.int64) if tags else np.zeros(0, np.int64)
+        return record, self.closed_prev[node], inputs
 
     def check(self, nodes: Any, bases: Any, *_rule: Any) -> Any:
         """True where replaying the node's closed chain gives the base it committed to (the
