@@ -16,8 +16,9 @@ A round (``docs/swarm.md`` has the whole story):
    through the transport plugin (seeded loss and delay); receivers forward by epidemic
    rules (:mod:`qres.swarm.gossip`). Packets from senders whose ban a node knows are
    dropped on arrival. Every byte sent is counted.
-3b. *Check.* One random receiver of each packet (``check_rate``) re-runs its training and
-   replays its round step; a packet that fails is used by nobody (:meth:`Simulation._check`).
+3b. *Check.* Every receiver checks every packet it holds before it can use it
+   (``check_rate``): it re-runs the training and replays the round step; a receiver drops a
+   packet that fails and publishes the fault (:meth:`Simulation._check`).
 4. *Consensus.* Each awake node aggregates its own update (weight 1) and up to
    ``max_inbox`` received ones (the receiver's keyed choice, never the senders' claims) with
    the profile's aggregator, ``f`` = ``assumed_byzantine`` of the rows, and applies it.

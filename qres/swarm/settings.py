@@ -83,8 +83,9 @@ class SwarmSettings:
     audit_suspect_rate: float = attrs.field(default=0.25, validator=number(0.0, 1.0))
     #: Audits also replay the round step that produced the audited packet's base.
     audit_steps: bool = attrs.field(default=True, validator=boolean())
-    #: Share of packets one receiver checks in full (training re-run and round-step
-    #: replay), besides the audits above (docs/defence.md, "Every packet checked").
+    #: The chance that a receiver checks a packet it holds, in full (training re-run and
+    #: round-step replay), before it can use it; 1 = every receiver checks every packet.
+    #: Besides the audits above (docs/defence.md, rule 10).
     check_rate: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
     # --- regimes
     derivative_threshold: float = attrs.field(default=0.15, validator=number(0.0, 10.0))
