@@ -92,6 +92,9 @@ _RANK_SPREAD = (21, 20)
 _SPARSE = (1, 4)
 _CLEAR = (10, 11)
 _SCREEN_SHARE = 4
+#: A block too short to sample is screened on 1/_SCREEN_SHARE of its frames in this many
+#: spans before a polynomial is coded whole (:func:`_short_spans`).
+_SHORT_SPANS = 4
 #: An incumbent size no candidate reaches (every ranked polynomial is measured).
 _NO_INCUMBENT = 1 << 62
 #: Bit 4 of a block's flags: some channels' residuals are paired with an earlier channel's;
@@ -424,14 +427,19 @@ class BlockCoder:
         choice = _Choice(self, pred, ints, bounds)
         clear = self._clear_polynomials(pred, ints, choice)
         choice.run_block_predictor([c for c in range(len(ints)) if c not in clear])
-        for c, order in clear.items():
+        for c, (order, screened, ranked) in clear.items():
             if choice.whole:
-                # The polynomials' sizes on the block are exact: measure the best two.
-                rows = {k: p[c] for k, p in choice.polys.items()}
+                # The polynomials' sizes on the block are exact: measure the best two, unless
+                # the screen already told its best two apart by the margin _CLEAR.
+                lead = _decisive(screened, ranked[:_CODED_ORDERS])
+                if lead is not None:
+                    choice.take(c, lead, self.coder.encode(choice.full(lead, c)))
+                    continue
+                rows = choice.whole_rows(c)
                 _, order, data = self._rank_polynomials(rows, _NO_INCUMBENT)
                 choice.take(c, order, data[order])
             else:
-                choice.take(c, order, self.coder.encode(choice.full(order)[c]))
+                choice.take(c, order, self.coder.encode(choice.full(order, c)))
         for c in choice.ran:
             choice.decide(c)
         codes = choice.codes
@@ -450,10 +458,11 @@ class BlockCoder:
                 choice.rows[c] = row
         return bytes(codes), choice.coded, choice.rows
 
-    def _clear_polynomials(self, pred, ints, choice: _Choice) -> dict[int, int]:
-        """The sparse channels of a block that a polynomial clearly wins, with its order:
-        the block predictor (an adaptive one, such as the NLMS cascade, costs ten times a
-        polynomial) need not run on them at all.
+    def _clear_polynomials(self, pred, ints, choice: _Choice) -> dict[int, tuple[int, dict, list]]:
+        """The sparse channels of a block that a polynomial clearly wins, with its order, the
+        polynomials' coded screens by order and their ranking there: the block predictor (an
+        adaptive one, such as the NLMS cascade, costs ten times a polynomial) need not run on
+        them at all.
 
         A channel is sparse when at least a fraction _SPARSE of its best-estimated
         polynomial's sampled residuals are zero: plateaus, counts, rain; that is where
@@ -469,17 +478,30 @@ class BlockCoder:
         frames = ints.shape[1]
         if choice.whole:
             spans, warm_up = [(0, frames // _SCREEN_SHARE)], 0
-            polys = {k: p[:, : spans[0][1]] for k, p in choice.polys.items()}
             cost = spans[0][1] if spans[0][1] >= _MIN_SPAN else frames
         else:
-            spans, polys = choice.spans, choice.polys
+            spans = choice.spans
             span = spans[0][1] - spans[0][0]
             warm_up = span // 2
             cost = _SCREEN_SHARE * len(spans) * (span + warm_up)
         if cost > frames or not pred.channels_independent or choice.same:
             return {}  # a screen would cost more than a share of what it can save
+        if choice.whole:
+            # The block's start: the polynomials' residuals there are the block's.
+            head = ints[:, : spans[0][1]]
+            polys = {
+                k: self.polynomial(k).encode(head, bounds=choice.bounds) for k in _TRIED_ORDERS
+            }
+        else:
+            polys = choice.polys
         sparse = {}
+        # Zeros per channel and order: a channel none of whose polynomials is sparse needs no
+        # ranking (the best-estimated one cannot be sparse either).
+        zeros = {k: np.count_nonzero(p == 0, axis=1) for k, p in polys.items()}
+        width = next(iter(polys.values())).shape[1]
         for c in range(ints.shape[0]):
+            if all(_SPARSE[1] * int(z[c]) < _SPARSE[0] * width for z in zeros.values()):
+                continue
             rows = {k: p[c] for k, p in polys.items()}
             ranked = _ranked(rows)
             row = rows[ranked[0]]
@@ -491,9 +513,9 @@ class BlockCoder:
         clear = {}
         for i, (c, (rows, ranked)) in enumerate(sparse.items()):
             theirs = len(self.coder.encode(warm[i]))
-            best, order, _ = self._rank_polynomials(rows, theirs, ranked)
+            best, order, screened = self._rank_polynomials(rows, theirs, ranked)
             if _CLEAR[1] * best < _CLEAR[0] * theirs:
-                clear[c] = order
+                clear[c] = order, screened, ranked
         return clear
 
     def _rank_polynomials(
@@ -705,14 +727,17 @@ class _Choice:
         # not), and each candidate is coded once.
         self.whole = self.spans == [(0, frames)]
         self.width = 0 if self.whole else sum(b - a for a, b in self.spans)
+        #: Where a block too short to sample is screened before a polynomial is coded whole.
+        self.screen = _short_spans(frames) if self.whole else []
         self.exact = self.whole and coder._segments(pred, frames) is None
+        # The polynomial candidates on the sample (none on a block that is its own sample:
+        # their whole rows are computed per channel as needed, :meth:`full`).
         self.polys = {
-            k: coder.polynomial(k).encode(ints, bounds=bounds)
-            if self.whole
-            else _span_residuals(coder.polynomial(k), ints, self.spans, bounds)
-            for k in _TRIED_ORDERS
+            k: _span_residuals(coder.polynomial(k), ints, self.spans, bounds)
+            for k in ([] if self.whole else _TRIED_ORDERS)
         }
-        self._full: dict[int, Any] = dict(self.polys) if self.whole else {}
+        self._screened: dict[int, Any] = {}  # the candidates on the screen's spans
+        self._full: dict[tuple[int, int], Any] = {}
         #: The orders whose polynomial is the block predictor (same residuals, same bytes).
         self.same = {k for k in _TRIED_ORDERS if coder._is_block_predictor(pred, k, frames)}
         self.residuals: list = [None] * count  # the block predictor's
@@ -726,20 +751,25 @@ class _Choice:
         on its own)."""
         if not channels:
             return
-        if self.whole and self.same:
-            ran = self.polys[min(self.same)][channels]  # computed already: the same residuals
-        else:
-            ints = self.ints if len(channels) == len(self.ints) else self.ints[channels]
-            ran = self.pred.encode(ints, bounds=self.bounds)
+        ints = self.ints if len(channels) == len(self.ints) else self.ints[channels]
+        ran = self.pred.encode(ints, bounds=self.bounds)
         for i, c in enumerate(channels):
             self.residuals[c] = self.rows[c] = ran[i]
         self.ran = channels
 
-    def full(self, order: int):
-        """The polynomial of ``order``'s residuals of the whole block (computed once)."""
-        if order not in self._full:
-            self._full[order] = self.coder.polynomial(order).encode(self.ints, bounds=self.bounds)
-        return self._full[order]
+    def full(self, order: int, c: int):
+        """The polynomial of ``order``'s residuals of channel ``c`` of the whole block
+        (computed once; a polynomial codes each channel on its own)."""
+        row = self._full.get((order, c))
+        if row is None:
+            poly = self.coder.polynomial(order)
+            row = self._full[order, c] = poly.encode(self.ints[c], bounds=self.bounds)
+        return row
+
+    def whole_rows(self, c: int) -> dict[int, Any]:
+        """Channel ``c``'s whole-block residuals by polynomial order, but for the orders
+        that are the block predictor itself."""
+        return {k: self.full(k, c) for k in _TRIED_ORDERS if k not in self.same}
 
     def own(self, c: int) -> bytes:
         """The block predictor's bytes of channel ``c`` (coded once)."""
@@ -751,7 +781,26 @@ class _Choice:
         """Channel ``c`` is coded with the polynomial of ``order``, as ``data``."""
         self.coded[c] = data
         self.codes[c] = 1 + order
-        self.rows[c] = self.full(order)[c]
+        self.rows[c] = self.full(order, c)
+
+    def _may_win_screen(self, c: int) -> bool:
+        """Whether a polynomial may beat the block predictor on channel ``c`` of a block too
+        short to sample: both coded on the screen's spans (their in-block residuals, exact),
+        the polynomials ranked and measured as on a long block's sample, within that
+        sample's noise."""
+        import numpy as np
+
+        spans = self.screen
+        if not self._screened:
+            for k in _TRIED_ORDERS:
+                if k not in self.same:
+                    poly = self.coder.polynomial(k)
+                    self._screened[k] = _span_residuals(poly, self.ints, spans, self.bounds)
+        mine = self.residuals[c]
+        theirs = len(self.coder.coder.encode(np.concatenate([mine[a:b] for a, b in spans])))
+        sampled = {k: p[c] for k, p in self._screened.items()}
+        best, _, _ = self.coder._rank_polynomials(sampled, theirs)
+        return _may_win(best, theirs, sum(b - a for a, b in spans))
 
     def decide(self, c: int) -> None:
         """Channel ``c``'s choice between the block predictor and its best polynomial: on
@@ -764,19 +813,26 @@ class _Choice:
         else:
             sample = mine if self.whole else np.concatenate([mine[a:b] for a, b in self.spans])
             mine_sample = len(self.coder.coder.encode(sample))
+        if len(self.same) == len(_TRIED_ORDERS):
+            return  # every polynomial is the block predictor itself
+        if self.screen and not self._may_win_screen(c):
+            return  # the block predictor's
         # A polynomial that is the block predictor itself (fast's) is the incumbent already.
-        rows = {k: p[c] for k, p in self.polys.items() if k not in self.same}
+        if self.whole:
+            rows = self.whole_rows(c)
+        else:
+            rows = {k: p[c] for k, p in self.polys.items() if k not in self.same}
         best, order, sample_bytes = self.coder._rank_polynomials(rows, mine_sample)
         if not sample_bytes or not _may_win(best, mine_sample, self.width):
             return  # the block predictor's
-        data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order)[c])
+        data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order, c))
         measure = self.whole or _may_win(mine_sample, best, self.width)
         if not measure:
             # The block predictor is ruled out: a runner-up the sample cannot tell from the
             # best polynomial is measured whole instead (two whole passes at most).
             for k, other in sample_bytes.items():
                 if k != order and _may_win(len(other), best, self.width):
-                    alt = self.coder.coder.encode(self.full(k)[c])
+                    alt = self.coder.coder.encode(self.full(k, c))
                     if len(alt) < len(data):
                         order, data = k, alt
         if measure and len(self.own(c)) <= len(data):
@@ -803,6 +859,20 @@ def _ranked(rows: dict[int, Any]) -> list[int]:
     """The keys of candidate residual ``rows`` by their estimated size, smallest first (the
     smaller key on a tie)."""
     return sorted(rows, key=lambda k: (_estimated_bits(rows[k]), k))
+
+
+def _decisive(screened: dict[int, bytes], orders: list[int]) -> int | None:
+    """The one of ``orders`` whose coded screen (``screened``: bytes by order) beats every
+    other's by the factor _CLEAR, or None (not all of them screened, or none that far ahead).
+    The screen is the start of the block, not a sample spread over it, so the same margin as
+    the block predictor's screen tells two polynomials apart on it."""
+    if not all(k in screened for k in orders):
+        return None
+    sizes = sorted((len(screened[k]), i, k) for i, k in enumerate(orders))
+    lead = sizes[0]
+    if all(_CLEAR[1] * lead[0] < _CLEAR[0] * size for size, _, _ in sizes[1:]):
+        return lead[2]
+    return None
 
 
 def _may_win(candidate: int, incumbent: int, width: int) -> bool:
@@ -857,6 +927,17 @@ def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds, context=No
             pieces[a, b] = piece[:, a - lo : b - lo]
     parts = [pieces[a, b] for a, b in spans]
     return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+
+def _short_spans(frames: int) -> list[tuple[int, int]]:
+    """Where a block too short to sample (:func:`_sample_spans`) but at least _MIN_SPAN
+    frames long is screened: a quarter of it in _SHORT_SPANS spans spread evenly over it
+    (none for a shorter block, whose whole coding costs less than a screen's calls)."""
+    if frames < _MIN_SPAN:
+        return []
+    span = frames // (_SCREEN_SHARE * _SHORT_SPANS)
+    step = frames // _SHORT_SPANS
+    return [(a, a + span) for a in range(0, step * _SHORT_SPANS, step)]
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:
@@ -967,6 +1048,51 @@ def _import_before_the_clock() -> None:
     import numpy  # noqa: F401
 
     from qres.codec import _estimate, _mapping_kernels, _repeats  # noqa: F401  (the kernels)
+
+    _keep_freed_memory()
+
+
+#: glibc's mallopt parameters and the values the codec sets: the
+#: largest mmap threshold glibc's own heuristic ever adopts on 64-bit, and twice that as the
+#: trim threshold, as the heuristic pairs them.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20
+_TRIM_THRESHOLD = 2 * _MMAP_THRESHOLD
+_ALLOCATOR_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_")
+_allocator_set = False
+
+
+def _keep_freed_memory() -> None:
+    """Keep the memory a block's arrays free for the next block (glibc only, once per
+    process, unless the user tuned glibc's allocator through its environment variables).
+
+    A block's candidates are numpy arrays of a few hundred KB to a few MB, made and dropped
+    by the dozen. glibc gives memory back to the system as soon as the free space at the
+    top of its heap exceeds twice the largest block it recently unmapped (and maps anything
+    larger than that block apart), so each of those arrays is mapped, touched page by page
+    and given back again: a page fault per 4 KiB, a fifth of the codec's time on a 100 KB
+    multichannel file. The thresholds set here are the ones glibc's heuristic moves to by
+    itself once a 32 MiB array has been freed; only their start changes."""
+    global _allocator_set
+    if _allocator_set:
+        return
+    _allocator_set = True
+    import os
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    if any(name in os.environ for name in _ALLOCATOR_ENV):
+        return
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
 def compress(

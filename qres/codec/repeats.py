@@ -142,19 +142,23 @@ def copied_mask(found: Parse, n: int):
     return np.repeat(kinds, spans)
 
 
-def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None):
+def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None, need=0.0):
     """``(gain, literals, table)`` of the parse of ``row`` with ``min_length`` (the first of
     MIN_LENGTHS if None): the estimated bytes the channel spends on the samples the matches
     supply (``current`` bytes in proportion to ``estimate`` of their residuals) less the
-    table's; no gain when the matches cover under _COVERAGE of the samples."""
+    table's; no gain when the matches cover under _COVERAGE of the samples. A parse whose
+    spent bytes are no more than ``need`` cannot gain more than ``need`` whatever its table
+    costs: its table is not coded (the gain returned is then an upper bound, no table)."""
     n = len(row)
     lits, found = parse(row, MIN_LENGTHS[0] if min_length is None else min_length)
     if found.copied < _COVERAGE * n:
         return 0.0, lits, b""
     if whole is None:
         whole = max(1, estimate(residuals))
-    table = encode_table(found, coder)
     spent = current * estimate(residuals[copied_mask(found, n)]) / whole
+    if spent <= need:
+        return spent, lits, b""
+    table = encode_table(found, coder)
     return spent - len(table), lits, table
 
 
@@ -181,8 +185,9 @@ def choose(
     # The screen: the first parse over the first eighth of a long channel (repeats that pay
     # show there too; this is most of what the stage costs where nothing repeats).
     head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
-    screen = _gain(row[:head], residuals[:head], current * head / n, estimate, coder)
-    if screen[0] < _SCREEN * current * head / n:
+    need = _SCREEN * current * head / n
+    screen = _gain(row[:head], residuals[:head], current * head / n, estimate, coder, need=need)
+    if screen[0] < need or not screen[2]:
         return None
     whole = max(1, estimate(residuals))
     best = None
@@ -190,8 +195,9 @@ def choose(
         if head == n and min_length == MIN_LENGTHS[0]:
             found = screen  # the screen was this parse of the whole channel
         else:
-            found = _gain(row, residuals, current, estimate, coder, min_length, whole)
-        if found[0] > 0 and (best is None or found[0] > best[0]):
+            bar = 0.0 if best is None else max(0.0, best[0])
+            found = _gain(row, residuals, current, estimate, coder, min_length, whole, bar)
+        if found[0] > 0 and found[2] and (best is None or found[0] > best[0]):
             best = found
     if best is None or best[0] <= 0:
         return None
