@@ -90,7 +90,8 @@ def choose(
         refs = [r for r in range(max(0, c - MAX_BACK), c) if ok[r] and energy[r] > 0]
         if not refs:
             continue
-        dots = [int(v) for v in scaled[refs] @ scaled[c]]
+        # einsum: numpy's integer matmul has no vector loop (twice as slow); exact either way.
+        dots = [int(v) for v in np.einsum("ij,j->i", scaled[refs], scaled[c])]
         # The reference explaining most of the channel: the largest dot**2 / energy, compared
         # as exact fractions (the nearest reference on a tie).
         pick = 0
