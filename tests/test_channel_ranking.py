@@ -166,3 +166,122 @@ def test_a_sparse_channel_a_polynomial_clearly_wins_never_runs_the_block_predict
     unscreened = api.compress_bytes(raw, spec, "server")
     assert [shape for shape in calls if shape[-1] == len(block)] == [(2, len(block))]
     assert unscreened == packed
+
+
+@given(st.integers(1, 3), st.integers(0, 3), st.integers(1, 8192), st.integers(0, 2**32 - 1))
+def test_short_block_screen_sees_the_whole_blocks_residuals(channels, order, frames, seed):
+    """A block too short to sample is screened on a quarter of it, a sixteenth at the start of
+    each quarter (none under 1024 frames); the screen's residuals are the block's there."""
+    rng = np.random.default_rng(seed)
+    ints = np.cumsum(rng.integers(-1000, 1000, (channels, frames)), axis=1).astype(np.int64)
+    spans = pipeline._short_spans(frames)
+    if frames < pipeline._MIN_SPAN:
+        assert spans == []
+        return
+    assert len(spans) == 4 and all(0 <= a < b <= frames for a, b in spans)
+    assert [a for a, _ in spans] == sorted({a for a, _ in spans})
+    assert sum(b - a for a, b in spans) == 4 * (frames // 16)
+    poly = plugins.create(
+        "predictor", {"use": "polynomial", "order": order}, Location("<test>", "predictor")
+    )
+    whole = poly.encode(ints, bounds=(-(2**40), 2**40))
+    want = np.concatenate([whole[:, a:b] for a, b in spans], axis=1)
+    got = pipeline._span_residuals(poly, ints, spans, (-(2**40), 2**40))
+    assert np.array_equal(got, want)
+
+
+def _coded_samples(monkeypatch) -> list[int]:
+    """Records how many samples each call of the arith coder codes."""
+    from qres.builtin_plugins.coders.arith import ArithCoder
+
+    sizes: list[int] = []
+    original = ArithCoder.encode
+
+    def spy(self, residuals, *args, **kwargs):
+        sizes.append(len(residuals))
+        return original(self, residuals, *args, **kwargs)
+
+    monkeypatch.setattr(ArithCoder, "encode", spy)
+    return sizes
+
+
+def test_a_short_block_the_block_predictor_clearly_wins_codes_no_polynomial_whole(monkeypatch):
+    """On a short block of smooth, noisy channels the NLMS cascade clearly beats every
+    polynomial on the screen, so no polynomial is coded whole: each channel is coded whole
+    once (its cascade residuals), plus the screen; without the screen the bytes are the same
+    and each polynomial was coded whole."""
+    from qres.codec import files as api
+    from qres.codec.samples import StreamSpec
+
+    frames, count = 4000, 3
+    rng = np.random.default_rng(5)
+    t = np.arange(frames)
+    rows = [
+        np.round(
+            3000 * np.sin(t / (17.0 + 9 * c)) + 900 * np.sin(t / 5.3) + rng.normal(0, 9, frames)
+        )
+        for c in range(count)
+    ]
+    raw = np.stack(rows, axis=1).astype("<i2").tobytes()
+    spec = StreamSpec("int16", count)
+    sizes = _coded_samples(monkeypatch)
+    packed = api.compress_bytes(raw, spec, "server")
+    assert api.decompress_bytes(packed) == raw
+    whole = [n for n in sizes if n == frames]
+    assert len(whole) == count  # the cascade's residuals of each channel, nothing else
+    assert sum(sizes) <= count * frames * 1.5 + 3 * frames  # the screens, the stages' tables
+    sizes.clear()
+    monkeypatch.setattr(pipeline, "_short_spans", lambda frames: [])
+    assert api.compress_bytes(raw, spec, "server") == packed
+    assert len([n for n in sizes if n == frames]) >= 2 * count
+
+
+def test_a_short_sparse_block_codes_one_polynomial_whole_when_the_screen_decides(monkeypatch):
+    """A short block of rain-like channels: the block predictor is ruled out on the screen,
+    and where the screen tells the best two polynomials apart by the margin only the best is
+    coded whole; the choice is the same as measuring both whole (the same bytes)."""
+    from qres.codec import files as api
+    from qres.codec.samples import StreamSpec
+
+    frames = 6000
+    rng = np.random.default_rng(3)
+    rain = [np.where(rng.random(frames) < 0.1, rng.integers(1, 300, frames), 0) for _ in range(3)]
+    raw = np.stack(rain, axis=1).astype("<i2").tobytes()
+    spec = StreamSpec("int16", 3)
+    sizes = _coded_samples(monkeypatch)
+    packed = api.compress_bytes(raw, spec, "server")
+    assert api.decompress_bytes(packed) == raw
+    assert len([n for n in sizes if n == frames]) == 3
+    sizes.clear()
+    monkeypatch.setattr(pipeline, "_decisive", lambda screened, orders: None)
+    assert api.compress_bytes(raw, spec, "server") == packed
+    assert len([n for n in sizes if n == frames]) == 6
+
+
+def test_decisive_needs_every_order_screened_and_the_margin():
+    one, two = b"x" * 100, b"x" * 111
+    assert pipeline._decisive({0: one, 1: two}, [0, 1]) == 0
+    assert pipeline._decisive({0: two, 1: one}, [0, 1]) == 1
+    assert pipeline._decisive({0: one, 1: b"x" * 109}, [0, 1]) is None  # within 10%
+    assert pipeline._decisive({0: one}, [0, 1]) is None  # order 1 was never screened
+
+
+def test_far_behind_rules_out_only_on_residuals_that_are_not_sparse():
+    """A candidate whose estimate is far above the first's is ruled out against an incumbent
+    the first is close to, unless either is sparse (the estimate misses runs there)."""
+    rng = np.random.default_rng(2)
+    small = rng.integers(-40, 41, 4000).astype(np.int64)
+    large = rng.integers(-400, 401, 4000).astype(np.int64)
+    rows = {0: small, 1: large}
+    assert pipeline._far_behind(rows, 0, 1, 1000, 1000, {})
+    assert not pipeline._far_behind({0: small, 1: small + 1}, 0, 1, 1000, 1000, {})
+    sparse = np.where(rng.random(4000) < 0.5, 0, large)
+    assert not pipeline._far_behind({0: small, 1: sparse}, 0, 1, 1000, 1000, {})
+    assert not pipeline._far_behind({0: sparse, 1: large}, 0, 1, 1000, 1000, {})
+
+
+def test_far_behind_needs_a_sample_of_a_span():
+    rng = np.random.default_rng(2)
+    small = rng.integers(-40, 41, pipeline._MIN_SPAN - 1).astype(np.int64)
+    large = rng.integers(-400, 401, pipeline._MIN_SPAN - 1).astype(np.int64)
+    assert not pipeline._far_behind({0: small, 1: large}, 0, 1, 1000, 1000, {})

@@ -334,3 +334,18 @@ def test_damaged_staged_containers_fail_cleanly(staged_stream, data):
     except QresError:
         return
     assert out == raw
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows.filter(lambda r: len(r) >= 8), st.integers(0, 64))
+def test_a_match_table_stops_once_too_large_and_is_else_the_same(row, most):
+    """Coding a table with a size test gives None once the bytes coded so far pass it, else
+    the same bytes as without the test."""
+    coder = _coder()
+    _, found = repeats.parse(row, 4)
+    whole = repeats.encode_table(found, coder)
+    bounded = repeats.encode_table(found, coder, lambda size: size > most)
+    if len(whole) <= most:
+        assert bounded == whole
+    elif bounded is not None:
+        pytest.fail("a table larger than the bound was coded to its end")

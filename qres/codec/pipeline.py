@@ -528,15 +528,19 @@ class BlockCoder:
         factor _RANK_SPREAD of the incumbent: the estimate misses what context modelling gains
         on runs and bursts, so it misorders polynomials by a few percent (more on sparse
         channels, where the polynomials win), and one ranked behind a first that is far
-        behind cannot win. No candidates: no size (-1). ``ranked``: the orders ranked, when
-        known."""
+        behind cannot win. Nor can, on a channel that is not sparse, one whose estimate puts
+        it far behind (:func:`_far_behind`). No candidates: no size (-1). ``ranked``: the
+        orders ranked, when known."""
         if not rows:
             return -1, -1, {}
-        ranked = _ranked(rows) if ranked is None else ranked
+        estimates: dict[int, int] = {}
+        ranked = _ranked(rows, estimates) if ranked is None else ranked
         coded = {ranked[0]: self.coder.encode(rows[ranked[0]])}
-        if _RANK_SPREAD[1] * len(coded[ranked[0]]) < _RANK_SPREAD[0] * incumbent:
+        lead = len(coded[ranked[0]])
+        if _RANK_SPREAD[1] * lead < _RANK_SPREAD[0] * incumbent:
             for k in ranked[1:_CODED_ORDERS]:
-                coded[k] = self.coder.encode(rows[k])
+                if not _far_behind(rows, ranked[0], k, lead, incumbent, estimates):
+                    coded[k] = self.coder.encode(rows[k])
         best = min(len(data) for data in coded.values())
         first = next(k for k in ranked if k in coded and len(coded[k]) == best)
         return best, first, coded
@@ -855,10 +859,36 @@ class _Layout:
     pos: int
 
 
-def _ranked(rows: dict[int, Any]) -> list[int]:
+def _ranked(rows: dict[int, Any], estimates: dict[int, int] | None = None) -> list[int]:
     """The keys of candidate residual ``rows`` by their estimated size, smallest first (the
-    smaller key on a tie)."""
-    return sorted(rows, key=lambda k: (_estimated_bits(rows[k]), k))
+    smaller key on a tie); ``estimates`` receives the estimates by key."""
+    found = {k: _estimated_bits(row) for k, row in rows.items()}
+    if estimates is not None:
+        estimates.update(found)
+    return sorted(rows, key=lambda k: (found[k], k))
+
+
+def _far_behind(rows, first: int, k: int, coded: int, incumbent: int, estimates) -> bool:
+    """Whether candidate ``k`` cannot win though the first-ranked one (coded to ``coded``
+    bytes) is within _RANK_SPREAD of the ``incumbent``: the first's coded size scaled by
+    the ratio of their estimates is beyond that spread too. On residuals that are not
+    sparse the estimate is off by a few percent at most, the same for candidates of one
+    channel; on sparse ones (a fraction _SPARSE of zeros or more, in either candidate) it
+    misses what the coder gains on runs, so those are never ruled out this way; nor on
+    samples under _MIN_SPAN frames, where the coder's learning costs more than the estimate
+    can tell."""
+    import numpy as np
+
+    if len(rows[first]) < _MIN_SPAN:
+        return False
+    for key in (first, k):
+        row = rows[key]
+        if _SPARSE[1] * int(np.count_nonzero(row == 0)) >= _SPARSE[0] * len(row):
+            return False
+        if key not in estimates:
+            estimates[key] = _estimated_bits(row)
+    predicted = coded * estimates[k]
+    return _RANK_SPREAD[1] * predicted >= _RANK_SPREAD[0] * incumbent * max(1, estimates[first])
 
 
 def _decisive(screened: dict[int, bytes], orders: list[int]) -> int | None:

@@ -83,19 +83,37 @@ def rebuild(literals, found: Parse, frames: int):
     )
 
 
-def encode_table(found: Parse, coder) -> bytes:
+def encode_table(
+    found: Parse, coder, too_large: Callable[[int], bool] | None = None
+) -> bytes | None:
     """The match table's bytes: the count, then the runs, lengths - 4 and distances - 1, each
-    coded by ``coder`` (the block's entropy coder) behind its byte length."""
+    coded by ``coder`` (the block's entropy coder) behind its byte length. None as soon as
+    ``too_large`` says yes to a size the table is known to reach (the arrays are coded
+    distances first: they most often cost the most)."""
     import numpy as np
 
-    out = bytearray()
-    put_varint(out, len(found.runs))
-    if len(found.runs):
-        for values in (found.runs, found.lengths - SHORTEST, found.distances - 1):
-            data = coder.encode(np.ascontiguousarray(values, dtype=np.int64))
-            put_varint(out, len(data))
-            out += data
+    head = bytearray()
+    put_varint(head, len(found.runs))
+    if not len(found.runs):
+        return None if too_large is not None and too_large(len(head)) else bytes(head)
+    arrays = (found.runs, found.lengths - SHORTEST, found.distances - 1)
+    coded: list[bytes] = [b""] * len(arrays)
+    size = len(head)
+    for i in reversed(range(len(arrays))):
+        coded[i] = data = coder.encode(np.ascontiguousarray(arrays[i], dtype=np.int64))
+        size += len(data) + _varint_size(len(data))
+        if too_large is not None and too_large(size):
+            return None
+    out = head
+    for data in coded:
+        put_varint(out, len(data))
+        out += data
     return bytes(out)
+
+
+def _varint_size(value: int) -> int:
+    """Bytes of ``value`` as a varint (7 bits a byte)."""
+    return max(1, -(-value.bit_length() // 7))
 
 
 def read_table(view, pos: int, frames: int, coder) -> tuple[Parse | None, int]:
@@ -148,7 +166,8 @@ def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None,
     supply (``current`` bytes in proportion to ``estimate`` of their residuals) less the
     table's; no gain when the matches cover under _COVERAGE of the samples. A parse whose
     spent bytes are no more than ``need`` cannot gain more than ``need`` whatever its table
-    costs: its table is not coded (the gain returned is then an upper bound, no table)."""
+    costs: its table is not coded; nor is a table once so large that the gain falls below
+    ``need`` (no table either way: such a parse is never kept)."""
     n = len(row)
     lits, found = parse(row, MIN_LENGTHS[0] if min_length is None else min_length)
     if found.copied < _COVERAGE * n:
@@ -158,7 +177,10 @@ def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None,
     spent = current * estimate(residuals[copied_mask(found, n)]) / whole
     if spent <= need:
         return spent, lits, b""
-    table = encode_table(found, coder)
+    # A table so large that the gain falls below need is not coded to its end.
+    table = encode_table(found, coder, lambda size: spent - size < need)
+    if table is None:
+        return 0.0, lits, b""
     return spent - len(table), lits, table
 
 
