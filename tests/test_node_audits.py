@@ -49,8 +49,9 @@ def _flip(update):
 
 def test_request_and_answer_layouts_are_the_documented_ones():
     request = audits.AuditRequest(7, b"n" * 16).encode()
-    assert request[:4] == b"QRAQ" and request[4] == 1 and request[5:8] == b"\0\0\0"
-    assert struct.unpack_from("<q", request, 8) == (7,) and request[16:] == b"n" * 16
+    assert request[:4] == b"QRAQ" and request[4] == 2 and request[5:8] == b"\0\0\0"
+    assert struct.unpack_from("<q", request, 8) == (7,) and request[16:32] == b"n" * 16
+    assert request[32:] == b"\0\0\0\0"  # no packets held: an empty list
     assert audits.decode_request(request) == audits.AuditRequest(7, b"n" * 16)
     _, answer = _signed(ALICE, storm=True)
     data = answer.encode()

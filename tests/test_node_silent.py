@@ -1,7 +1,8 @@
 """Peers that say nothing: a connection that delivers nothing is closed (it may come back; no
 ban), and a peer that keeps sending updates but never answers its audits loses its influence
 (reputation, and its updates leave the aggregate) without being banned: nothing it signed
-shows that it ever received a request."""
+shows that it ever received a request. With checks on, such a peer's packets are never used at
+all, and it is not banned either."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def test_a_connection_that_stays_silent_is_closed_not_banned(tmp_path):
 def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(tmp_path):
     from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
 
-    (a,) = make_nodes(tmp_path, 1, extra="audit_rate = 1.0\n", segment_samples=4000)
+    # checks off: every packet is used unchecked and audited after its round
+    (a,) = make_nodes(tmp_path, 1, extra="audit_rate = 1.0\n", segment_samples=4000, check_rate=0)
     http = free_port()
     data = signal_file(tmp_path / "s.bin")
     procs = [start_node(a, "--source", str(data), *ARGS, "--http", f"127.0.0.1:{http}")]
@@ -123,3 +125,55 @@ def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(
     assert any(r["received"] and r["accepted"] for r in rounds if r["round"] < first_expiry)
     later = [r for r in rounds if r["round"] > first_expiry and r["received"]]
     assert later and all(r["accepted"] == 0 for r in later)
+
+
+def test_a_peer_that_never_answers_checks_is_never_used_and_not_banned(tmp_path):
+    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+
+    (a,) = make_nodes(tmp_path, 1, segment_samples=4000)  # check_rate 1: the default
+    http = free_port()
+    data = signal_file(tmp_path / "s.bin")
+    procs = [start_node(a, "--source", str(data), *ARGS, "--http", f"127.0.0.1:{http}")]
+    mallory = Identity.generate()
+    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
+    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=mallory)
+    base, commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
+    sent_for: set[int] = set()
+
+    def send_and_check():
+        """A sound, tiny update for the node's open round (once per round); the check
+        requests are read and never answered."""
+        st = live_status(http)
+        if st is None or st["round"] is None:
+            return None
+        r = st["round"] + 1
+        if r not in sent_for:
+            sent_for.add(r)
+            packet = make_packet(
+                mallory, r, os.urandom(16), [1] * ORDER, base=base, commitment=commitment
+            )
+            evil.send(mallory.did, a["id"].did, packet.encode())
+        evil.receive(mallory.did)
+        return st if st["checks"]["unanswered"] >= 4 else None
+
+    try:
+        evil.open()
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=30)
+        st = wait_for(send_and_check, timeout=120, step=0.05)
+        stop_nodes(procs)
+    finally:
+        evil.close()
+        _kill(procs)
+    from qres.node.state import State
+
+    state = State(a["home"] / "data" / "state.sqlite")
+    try:
+        (row,) = [p for p in state.peers() if p["did"] == mallory.did]
+        rounds = state.rounds(1000)
+    finally:
+        state.close()
+    assert row["banned_at"] == -1 and not st["banned"]  # no answer is no evidence
+    assert st["checks"]["failed"] == 0 and st["checks"]["asked"] >= 4
+    # not one of its packets was ever aggregated: each waited for a check that never came
+    assert any(r["received"] for r in rounds)
+    assert all(r["accepted"] == 0 for r in rounds)

@@ -36,13 +36,22 @@ from qres.trust.roundstep import MAX_EVIDENCE_BYTES
 
 REQUEST_MAGIC = b"QRAQ"
 ANSWER_MAGIC = b"QRAA"
-VERSION = 1
+#: Requests list the packets the requester holds since version 2; a version-1 request (32
+#: bytes, no list) is still answered, in full.
+VERSION = 2
+#: Bytes of a packet hash a request lists (the first bytes of ``packet_hash``).
+HELD_PREFIX_BYTES = 8
+#: Most packets one request may list.
+MAX_HELD = 4096
 #: Answers carry the round-step evidence since version 2; version 1 is refused.
 ANSWER_VERSION = 2
 #: Answer flag: the node trained with the swarm's storm learning rate (it was in Storm).
 FLAG_STORM = 0x01
 _REQUEST = struct.Struct("<4sBBHq16s")
 REQUEST_BYTES = _REQUEST.size
+_HELD_COUNT = struct.Struct("<I")
+#: Largest valid request: the head, the count and the most prefixes.
+MAX_REQUEST_BYTES = REQUEST_BYTES + _HELD_COUNT.size + MAX_HELD * HELD_PREFIX_BYTES
 _ANSWER = struct.Struct("<4sBBHIII")
 ANSWER_HEADER_BYTES = _ANSWER.size
 _ANSWER_V1 = struct.Struct("<4sBBHII")
@@ -62,26 +71,46 @@ MAX_ANSWER_BYTES = (
 @attrs.frozen
 class AuditRequest:
     """ "Show me how you made your packet of round ``round`` with nonce ``nonce``." Sent over an
-    authenticated channel (a Noise session, or a signed MQTT envelope), so it is not signed."""
+    authenticated channel (a Noise session, or a signed MQTT envelope), so it is not signed.
+    ``held``: the first ``HELD_PREFIX_BYTES`` of the hashes of packets the requester holds;
+    the answer may leave those out of its round-step evidence (:mod:`qres.node.trimmed`)."""
 
     round: int
     nonce: bytes
+    held: tuple[bytes, ...] = attrs.field(default=(), converter=tuple)
 
     def encode(self) -> bytes:
-        """The request's 32 bytes."""
-        return _REQUEST.pack(REQUEST_MAGIC, VERSION, 0, 0, self.round, self.nonce)
+        """The request's bytes: 32 of head, then ``u32 count`` and the prefixes."""
+        if len(self.held) > MAX_HELD or any(len(h) != HELD_PREFIX_BYTES for h in self.held):
+            raise PacketError(Reason.MALFORMED, "audit request: too many or bad held prefixes")
+        head = _REQUEST.pack(REQUEST_MAGIC, VERSION, 0, 0, self.round, self.nonce)
+        return head + _HELD_COUNT.pack(len(self.held)) + b"".join(self.held)
 
 
 def decode_request(data: bytes) -> AuditRequest:
-    """Parse a request; PacketError on anything but the exact layout."""
-    if len(data) != REQUEST_BYTES:
-        raise PacketError(Reason.MALFORMED, f"audit request of {len(data)} bytes, not 32")
-    magic, version, flags, reserved, round_, nonce = _REQUEST.unpack(bytes(data))
+    """Parse a request (version 2, or version 1 without a list); PacketError on anything but
+    the exact layout."""
+    if not REQUEST_BYTES <= len(data) <= MAX_REQUEST_BYTES:
+        raise PacketError(Reason.MALFORMED, f"audit request of {len(data)} bytes")
+    data = bytes(data)
+    magic, version, flags, reserved, round_, nonce = _REQUEST.unpack_from(data)
     if magic != REQUEST_MAGIC or flags or reserved or round_ < 0:
         raise PacketError(Reason.MALFORMED, "audit request: bad magic, flags or round")
+    if version == 1:
+        if len(data) != REQUEST_BYTES:
+            raise PacketError(Reason.MALFORMED, "audit request: version 1 is 32 bytes")
+        return AuditRequest(round_, nonce)
     if version != VERSION:
         raise PacketError(Reason.BAD_VERSION, f"audit request: version {version}")
-    return AuditRequest(round_, nonce)
+    if len(data) < REQUEST_BYTES + _HELD_COUNT.size:
+        raise PacketError(Reason.MALFORMED, "audit request: truncated before its count")
+    (count,) = _HELD_COUNT.unpack_from(data, REQUEST_BYTES)
+    at = REQUEST_BYTES + _HELD_COUNT.size
+    if count > MAX_HELD or at + count * HELD_PREFIX_BYTES != len(data):
+        raise PacketError(Reason.MALFORMED, f"audit request: {count} held prefixes")
+    size = HELD_PREFIX_BYTES
+    held = tuple(data[at + i * size : at + (i + 1) * size] for i in range(count))
+    return AuditRequest(round_, nonce, held)
 
 
 @attrs.frozen

@@ -83,6 +83,23 @@ class NodeMetrics:
         for outcome, count in sorted(st["audits"].items()):
             audits.add_metric([outcome], count)
         yield audits
+        checks = CounterMetricFamily(
+            "qres_checks",
+            "Checks before use: asked, done, passed, failed, unanswered, late",
+            labels=["outcome"],
+        )
+        moved = CounterMetricFamily(
+            "qres_check_bytes",
+            "Bytes the checks moved (requests sent, answers received)",
+            labels=["direction"],
+        )
+        for outcome, count in sorted(st["checks"].items()):
+            if outcome.startswith("bytes_"):
+                moved.add_metric([outcome[len("bytes_") :]], count)
+            else:
+                checks.add_metric([outcome], count)
+        yield checks
+        yield moved
         yield CounterMetricFamily("qres_bans_sent", "Ban notices sent", st["bans_sent"])
         notices = CounterMetricFamily(
             "qres_ban_notices_refused", "Ban notices refused, by reason", labels=["reason"]

@@ -29,6 +29,7 @@ import attrs
 from qres.fixed.q16 import sat_add
 from qres.kernel.errors import QresError
 from qres.node import bans
+from qres.node.checks import Checks, fresh_counts
 from qres.node.lora_wire import MAGIC as LORA_MAGIC
 
 #: Q16.16 one (reputations are stored as integers of this unit).
@@ -38,6 +39,9 @@ BAN_POLL_SECONDS = 0.1
 #: Seconds between looks, within a round, for a full training window (in a round opened
 #: without one) and for peers that connected after this round's update went out.
 POLL_SECONDS = 0.25
+#: Rounds before a packet's whose packets a check's request lists as held: a node wakes every
+#: round in Calm, so its round step mostly names its previous round's packets.
+HELD_ROUNDS = 2
 #: Segments' worth of samples an asleep node holds before its full sample memory wakes it to
 #: store them (a wake it pays for).
 SLEEP_SEGMENTS = 16
@@ -148,12 +152,14 @@ class Node:
             "bans_received": 0,
             "bans_rejected": {},
             "audits": {"asked": 0, "passed": 0, "failed": 0, "unanswered": 0, "answered": 0},
+            "checks": fresh_counts(),
             "rounds": 0,
             "asleep_rounds": 0,
             "regime": "calm",
             "error": None,
         }
         self._inbox: dict[int, dict[str, Any]] = {}  # round -> sender DID -> update array
+        self.checks = Checks(self.settings.check_rate, self.stats["checks"])
         self.started = time.time()
         self.http_port: int | None = None
 
@@ -761,6 +767,7 @@ class Node:
             own=None if own is None else np.asarray(own, np.int32)[None, :],
             reputations=np.ones(1),
             audit_rate=self.swarm.audit_rate,
+            check_rate=self.settings.check_rate,  # public: every receiver's checks
         )
 
     def _rng(self, r: int, salt: int):
@@ -800,7 +807,7 @@ class Node:
         )
 
     async def _receive(self) -> None:
-        from qres.node import audits
+        from qres.node import audits, trimmed
         from qres.trust.packet import Verifier
 
         keep = self._keep_rounds
@@ -820,7 +827,10 @@ class Node:
                 await self._answer_audit(message)
                 continue
             if magic == audits.ANSWER_MAGIC:
-                self._take_answer(message.payload)
+                self._take_answer(bytes(message.payload))
+                continue
+            if magic == trimmed.MAGIC:
+                self._take_trimmed(bytes(message.payload))
                 continue
             verifier.advance(max(self.round, 0))
             for did, slot in self.ledger_slots.items():
@@ -853,6 +863,21 @@ class Node:
             return self._second_copy(packet, payload)
         self._first[(packet.did, packet.round)] = payload
         self._inbox.setdefault(packet.round, {})[packet.did] = (packet, payload)
+        self._ask_check(packet, payload)
+
+    def _ask_check(self, packet, payload: bytes) -> None:
+        """Ask the sender of a packet just taken for what its check needs (its audit
+        answer), unless the packet's round is already closed here or it is not drawn."""
+        from qres.node.audits import AuditRequest
+        from qres.node.checks import PendingCheck
+
+        slot = self._slot(packet.did)
+        if slot is None or packet.round < self.round or not self.checks.draw():
+            return
+        check = PendingCheck(slot, packet.did, packet.round, packet, payload, self._awake_rounds)
+        request = AuditRequest(packet.round, packet.nonce, self._held(packet.round)).encode()
+        self.checks.ask(check, len(request))
+        asyncio.ensure_future(self.transport.asend(packet.did, request))
 
     def _take_lora(self, message) -> None:
         """Check a ``QRLU`` packet as it arrives (:mod:`qres.node.lora_wire`) and keep it for
@@ -943,7 +968,15 @@ class Node:
         if stored is None or key in self._answered or decode(stored[0]).nonce != request.nonce:
             return self._reject("AUDIT_UNKNOWN")
         self._answered.add(key)
-        if await self.transport.asend(message.src, stored[1]):
+        reply = stored[1]
+        if request.held:  # leave out the packets the requester holds (qres.node.trimmed)
+            from qres.node.trimmed import trim
+
+            try:
+                reply = trim(stored[1], set(request.held))
+            except PacketError:  # an answer stored before round steps: sent whole
+                reply = stored[1]
+        if await self.transport.asend(message.src, reply):
             self.stats["audits"]["answered"] += 1
 
     def _ask_audits(self, r: int, picks: list) -> None:
@@ -954,12 +987,39 @@ class Node:
         for did, slot, (packet, raw) in picks:
             asked = self._awake_rounds
             self._audits[(did, r)] = PendingAudit(slot, did, r, packet, raw, asked)
-            request = AuditRequest(r, packet.nonce).encode()
+            request = AuditRequest(r, packet.nonce, self._held(r)).encode()
             asyncio.ensure_future(self.transport.asend(did, request))
             self.stats["audits"]["asked"] += 1
 
-    def _take_answer(self, payload: bytes) -> None:
-        """Judge an audit answer against the packet we asked about."""
+    def _held(self, r: int) -> list[bytes]:
+        """Hash prefixes of the packets this node holds that a round step ending at a packet
+        of round ``r`` most likely names: the peers' and its own of the ``HELD_ROUNDS``
+        rounds before ``r`` (an answer may leave those out, :mod:`qres.node.trimmed`)."""
+        from qres.node.audits import HELD_PREFIX_BYTES
+        from qres.trust.packet import packet_hash
+
+        rounds = range(r - HELD_ROUNDS, r)
+        held = [p for (_, q), p in self._first.items() if q in rounds]
+        held += [self._sent[q][0] for q in rounds if q in self._sent]
+        return sorted({packet_hash(p)[:HELD_PREFIX_BYTES] for p in held})
+
+    def _take_trimmed(self, payload: bytes) -> None:
+        """A trimmed answer: put back the packets it names (this node holds them) and take
+        the answer its sender signed; one that cannot be rebuilt proves nothing."""
+        from qres.node.trimmed import expand
+        from qres.trust.packet import PacketError, packet_hash
+
+        held = {packet_hash(p): p for p in self._first.values()}
+        held.update((packet_hash(p), p) for p, _ in self._sent.values())
+        try:
+            full = expand(payload, held.get)
+        except PacketError as exc:
+            return self._reject("AUDIT_" + exc.reason.name)
+        self._take_answer(full, wire=len(payload))
+
+    def _take_answer(self, payload: bytes, wire: int | None = None) -> None:
+        """Judge an audit answer against the packet we asked about (``wire``: the bytes it
+        took on the wire, when it came trimmed)."""
         from qres.node import audits, bans
         from qres.trust.packet import PacketError, decode_audit
 
@@ -968,6 +1028,10 @@ class Node:
             response = decode_audit(answer.response)
         except PacketError as exc:
             return self._reject("AUDIT_" + exc.reason.name)
+        size = len(payload) if wire is None else wire
+        check = self.checks.answered(answer.did, response.round, response.nonce, size)
+        if check is not None:
+            return self._judge_check(check, answer, payload)
         pending = self._audits.get((answer.did, response.round))
         if pending is None or pending.packet.nonce != response.nonce:
             return self._reject("AUDIT_UNASKED")
@@ -982,6 +1046,25 @@ class Node:
             self._fault(answer.did, (bans.EVIDENCE_AUDIT, bans.pair(pending.raw, payload)))
         else:  # an answer that proves nothing (e.g. a broken inner signature): unanswered
             self._expire_audit(pending)
+
+    def _judge_check(self, check, answer, payload: bytes) -> None:
+        """A check's verdict: a passed packet may be aggregated; a failed one is dropped and
+        its sender faulted (and banned at once, the notice carrying packet and answer); an
+        answer that proves nothing leaves the packet unused, as an unanswered check."""
+        from qres.node import audits, bans
+
+        result = audits.judge(check.packet, answer, self.swarm, self.step_rule)
+        if result.ok:
+            self.checks.verdict(check, True)
+            self.defence.passed(check.slot)
+        elif audits.is_fault(result):
+            self.checks.verdict(check, False)
+            self._reject(bans.audit_fault_name(result))
+            self._inbox.get(check.round, {}).pop(check.did, None)
+            self._fault(check.did, (bans.EVIDENCE_AUDIT, bans.pair(check.raw, payload)))
+            self._apply_bans(max(self.round, 0))
+        else:
+            self.checks.counts["unanswered"] += 1
 
     @property
     def step_rule(self):
@@ -999,6 +1082,8 @@ class Node:
 
     def _expire_audits(self) -> None:
         from qres.node.defence import AUDIT_PATIENCE
+
+        self.checks.expire(self._awake_rounds, AUDIT_PATIENCE)  # never a fault
 
         for key, pending in list(self._audits.items()):
             if pending.asked <= self._awake_rounds - AUDIT_PATIENCE:
@@ -1103,6 +1188,8 @@ class Node:
             return self._close_lora_round(r, own, error, received)
         dids = sorted(d for d in received if self._slot(d) is not None)
         dids = [d for d in dids if self.ledger.banned_at[self.ledger_slots[d]] < 0]
+        # a packet drawn for a check is used only once its check has passed
+        dids = self.checks.close(r, dids)
         slots = np.array([self.ledger_slots[d] for d in dids], np.int64)
         packets = [received[d] for d in dids]
         d = self.swarm.order
@@ -1120,7 +1207,9 @@ class Node:
             self._chain_step = self.chain.add(r, own, taken, weights)
             verdicts = self.defence.judge(own, rows, slots, gain, storm)
             self.weights = sat_add(self.weights, update)
-            self._ask_audits(r, [(dids[i], int(slots[i]), packets[i]) for i in verdicts.audit])
+            audit = [i for i in verdicts.audit if not self.checks.is_drawn(dids[i], r)]
+            self._ask_audits(r, [(dids[i], int(slots[i]), packets[i]) for i in audit])
+        self.checks.forget(r)
         self._awake_rounds += 1
         self._expire_audits()
         self._apply_bans(r, persist=False)
@@ -1225,6 +1314,14 @@ def status_of(state, stats: dict | None = None, node: Node | None = None) -> dic
             bans_received=stats["bans_received"],
             bans_rejected=dict(stats["bans_rejected"]),
             audits=dict(stats["audits"]),
+            checks=dict(stats["checks"]),
+            transport_bytes={
+                "sent": int(node.transport.stats.sent_bytes),
+                "received": int(node.transport.stats.delivered_bytes),
+                # with framing, encryption and envelopes: what the radio carries
+                "wire_sent": int(getattr(node.transport, "wire_bytes_sent", 0)),
+                "wire_received": int(getattr(node.transport, "wire_bytes_received", 0)),
+            },
             asleep=node.asleep,
             asleep_rounds=stats["asleep_rounds"],
             ratio=(samples * itemsize / stored) if stored else None,

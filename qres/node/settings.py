@@ -44,6 +44,10 @@ class NodeSettings:
       ``calibration_samples`` samples, as the simulator fits a whole recording, and kept.
     * ``domain``: with a ``[lora]`` profile, the node's domain (nodes on the same kind of
       sensor): nodes that name the same domain learn the domain layer together.
+    * ``check_rate``: the share of peers' update packets this node checks in full before it
+      uses them (1: every one; docs/node.md, "Checks"). A packet drawn for a check is
+      aggregated only once its check has passed; one not drawn goes through the robust rule
+      unchecked, audited after the round at the swarm's ``audit_rate``.
     """
 
     data_dir: str = attrs.field(default="qres-node", validator=text(4096))
@@ -57,3 +61,4 @@ class NodeSettings:
     sample_range: list = attrs.field(factory=list, validator=_range_or_empty)
     calibration_samples: int = attrs.field(default=1024, validator=integer(16, 1 << 24))
     domain: str = attrs.field(default="", validator=text(200))
+    check_rate: float = attrs.field(default=1.0, validator=number(0.0, 1.0))
