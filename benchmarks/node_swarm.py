@@ -7,7 +7,11 @@
   round has no full window yet: the simulator runs the rounds the nodes learned in): final
   honest error and the ratio to the simulator's (target <= 1.10); then 2 of 8 running
   ``--attack``: honest error against the attack-free run (target <= 1.10) and honest nodes
-  banned (target 0);
+  banned (target 0); each attack of ``--attack`` (default ``sign-flip,base-poison``) in turn;
+  and all of it twice, side by side: nodes that check every packet before use (the ``node``
+  profile, ``check_rate = 1``) and nodes that only audit (``check_rate = 0``, the anchor;
+  ``--no-anchor`` skips it), with the wire bytes per node and round, the checks' counts and
+  the rounds until each honest node banned each attacker;
 * cost: TCP handshake time, per-update latency p50/p95 over TCP and MQTT, bytes on the wire per
   update vs the packet's bytes, CPU seconds and RSS per node process;
 * HTTP: compression throughput through ``POST /v1/compress`` vs the in-process codec on the
@@ -133,6 +137,23 @@ def _proc_usage(pid: int) -> tuple[float, float]:
     return cpu, rss / 2**20
 
 
+def _summary(log: Path) -> dict:
+    """The one-line JSON status a node prints when it stops (the last in its log)."""
+    lines = [x for x in log.read_text(errors="replace").splitlines() if x.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _audits_only(folder: Path, base: str = "node") -> str:
+    """A profile like ``base`` whose nodes check nothing before use (audits only: the node
+    before checks), the anchor the checks are measured against."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "audits-only.toml"
+    path.write_text(
+        f'[profile]\nname = "audits-only"\nextends = "{base}"\n\n[node]\ncheck_rate = 0.0\n'
+    )
+    return str(path)
+
+
 def _swarm(
     folder: Path, transport: str, rounds: int, attack: str = "", profile: str = "node"
 ) -> dict:
@@ -160,13 +181,25 @@ def _swarm(
         if (folder / PIDS).exists():
             down(str(folder))
     errors, learned, banned_honest, byz_banned, bits = {}, [], 0, [], {}
+    per_round, checks, ban_after = [], {}, []
     byz = {n["did"] for n in run["nodes"] if n["byzantine"]}
     for i, node in enumerate(run["nodes"]):
         state = State(folder / f"n{i}" / "data" / "state.sqlite")
         st, log = status_of(state), state.rounds(rounds + 10)
+        ban_rows = state.bans()
         state.close()
         if node["byzantine"]:
             continue
+        summary = _summary(folder / f"n{i}" / "node.log")
+        moved = summary.get("transport_bytes", {})
+        if moved and log:
+            # bytes this node's transport carried per round (sent and received, on the wire)
+            per_round.append((moved["wire_sent"] + moved["wire_received"]) / len(log))
+        for key, count in summary.get("checks", {}).items():
+            checks[key] = checks.get(key, 0) + count
+        if log:
+            first = min(r["round"] for r in log)
+            ban_after += [b["round"] - first for b in ban_rows if b["did"] in byz]
         if "lora" in st:
             bits[i] = _lora_bits(folder / f"n{i}" / "data" / "state.sqlite")
         errs = [r["error"] for r in log if r["error"] >= 0]
@@ -181,6 +214,12 @@ def _swarm(
         "rounds_learned": min(learned),
         "honest_banned": banned_honest,
         "byzantine_banned_per_honest_node": byz_banned,
+        "wire_bytes_per_node_round": float(np.mean(per_round)) if per_round else None,
+        # summed over the honest nodes
+        "checks": checks,
+        # rounds from an honest node's first round to its ban of each attacker
+        "ban_round_max": max(ban_after) if ban_after else None,
+        "ban_round_mean": float(np.mean(ban_after)) if ban_after else None,
         "cpu_s_per_node": float(np.mean([u[0] for u in usage])) if usage else None,
         "rss_mib_per_node": float(np.mean([u[1] for u in usage])) if usage else None,
         **({"lora": _bits_summary(bits)} if bits else {}),
@@ -281,6 +320,27 @@ def _lora(tmp: Path, transports, rounds: int, attack: str) -> dict:
     return out
 
 
+def _learning(folder: Path, transport: str, rounds: int, attacks, profile: str) -> dict:
+    """One transport and one profile: attack-free against the simulator, then each attack
+    against the attack-free run."""
+    free = _swarm(folder / "free", transport, rounds, profile=profile)
+    # the simulator learns as many rounds as the nodes did, on the same data and seed
+    sim = _simulated(free["rounds_learned"])
+    out = {"attack_free": free, "simulator": sim}
+    out["error_over_simulator"] = free["final_honest_error"] / sim
+    for attack in attacks:
+        hit = _swarm(folder / attack, transport, rounds, attack, profile=profile)
+        out[attack] = {
+            "attacked": hit,
+            "simulator_attacked": _simulated(hit["rounds_learned"], attack),
+            # the same nodes in both runs: those honest under attack (the attackers' data
+            # differs from theirs, so the swarm-wide mean would compare different streams)
+            "attacked_over_attack_free": hit["final_honest_error"]
+            / _mean_over(free, hit["errors_by_node"]),
+        }
+    return out
+
+
 def _mean_over(run: dict, nodes) -> float:
     """``run``'s mean final error over ``nodes`` only."""
     return float(np.mean([run["errors_by_node"][i] for i in nodes]))
@@ -345,7 +405,15 @@ def _ok(url):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--attack", default="sign-flip")
+    parser.add_argument(
+        "--attack", default="sign-flip,base-poison", help="Attacks, comma-separated."
+    )
+    parser.add_argument(
+        "--no-anchor",
+        dest="anchor",
+        action="store_false",
+        help="Skip the audits-only runs (nodes with check_rate = 0).",
+    )
     parser.add_argument("--json", default="")
     parser.add_argument("--costs-only", action="store_true", help="Skip the learning runs.")
     parser.add_argument("--lora", action="store_true", help="Also run the LoRA section.")
@@ -356,7 +424,7 @@ def main() -> None:
         tmp = Path(tmp)
         transports = ("tcp", "mqtt") if shutil.which("mosquitto") else ("tcp",)
         if args.lora_only:
-            out["lora"] = _lora(tmp, transports, args.rounds, args.attack)
+            out["lora"] = _lora(tmp, transports, args.rounds, args.attack.split(",")[0])
             print(json.dumps(out, indent=1))
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))
@@ -371,26 +439,17 @@ def main() -> None:
             print(json.dumps(out, indent=1))
             return
         learning: dict = {}
+        attacks = [a for a in args.attack.split(",") if a]
         for transport in ("tcp", "mqtt") if broker else ("tcp",):
-            free = _swarm(tmp / f"{transport}-free", transport, args.rounds)
-            hit = _swarm(tmp / f"{transport}-attack", transport, args.rounds, args.attack)
-            # the simulator learns as many rounds as the nodes did, on the same data and seed
-            sim = _simulated(free["rounds_learned"])
-            learning[transport] = {
-                "attack_free": free,
-                "attacked": hit,
-                "simulator": sim,
-                "simulator_attacked": _simulated(hit["rounds_learned"], args.attack),
-                "error_over_simulator": free["final_honest_error"] / sim,
-                # the same nodes in both runs: those honest under attack (the attackers' data
-                # differs from theirs, so the swarm-wide mean would compare different streams)
-                "attacked_over_attack_free": hit["final_honest_error"]
-                / _mean_over(free, hit["errors_by_node"]),
-            }
+            for policy in ("checks", "audits-only") if args.anchor else ("checks",):
+                profile = "node" if policy == "checks" else _audits_only(tmp / "profiles")
+                learning[f"{transport}/{policy}"] = _learning(
+                    tmp / f"{transport}-{policy}", transport, args.rounds, attacks, profile
+                )
         out["learning"] = learning
         if args.lora:
             out["lora"] = _lora(
-                tmp, ("tcp", "mqtt") if broker else ("tcp",), args.rounds, args.attack
+                tmp, ("tcp", "mqtt") if broker else ("tcp",), args.rounds, attacks[0]
             )
     text = json.dumps(out, indent=1)
     print(text)

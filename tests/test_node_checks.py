@@ -201,12 +201,13 @@ PACKET, ANSWER, NAMED = _signed_answer()
 HELD = {pk.packet_hash(p)[: audits.HELD_PREFIX_BYTES] for p in NAMED[:3]}
 TRIMMED = trimmed.trim(ANSWER, HELD)
 LOOKUP = {pk.packet_hash(p): p for p in NAMED}.get
+REQUEST = audits.AuditRequest(7, b"n" * 16, sorted(HELD)).encode()
 
 
 def test_a_request_lists_held_packets_and_matches_its_golden_bytes():
     request = audits.AuditRequest(7, b"n" * 16, sorted(HELD))
     data = request.encode()
-    assert data == (GOLDEN / "audit-request-v2.bin").read_bytes()
+    assert data == REQUEST == (GOLDEN / "audit-request-v2.bin").read_bytes()
     assert data[:4] == b"QRAQ" and data[4] == 2 and len(data) == 36 + 8 * 3
     assert audits.decode_request(data) == request
     # version 1 (32 bytes, no list) is still answered, in full
@@ -257,7 +258,8 @@ def test_a_trimmed_answer_that_cannot_be_rebuilt_proves_nothing():
 @given(st.one_of(st.binary(max_size=600), st.data()))
 def test_trimmed_answers_and_requests_fuzz(data):
     if not isinstance(data, bytes):
-        raw = bytearray(data.draw(st.sampled_from([TRIMMED, ANSWER[:64] + TRIMMED[64:]])))
+        valid = [TRIMMED, ANSWER[:64] + TRIMMED[64:], REQUEST]
+        raw = bytearray(data.draw(st.sampled_from(valid)))
         for _ in range(data.draw(st.integers(1, 4))):
             at = data.draw(st.integers(0, len(raw) - 1))
             raw[at] = data.draw(st.integers(0, 255))

@@ -37,7 +37,9 @@ def _state(node) -> State:
 
 
 def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp_path):
-    nodes = make_nodes(tmp_path, 4, extra="audit_rate = 0.5\n", segment_samples=4000)
+    # checks off: the audits after the round must catch it on their own (test_node_checks.py
+    # catches it before use)
+    nodes = make_nodes(tmp_path, 4, extra="audit_rate = 0.5\n", segment_samples=4000, check_rate=0)
     data = [signal_file(tmp_path / f"s{i}.bin", seed=i) for i in range(4)]
     ports = [free_port() for _ in range(3)]
     args = ("--speed", "20", "--time-scale", "1200")

@@ -1,9 +1,10 @@
 """The 8-node targets as behaviour, with real node processes on loopback (``qres swarm up``):
 with 2 of 8 nodes sign-flipping, every honest node bans both attackers on attributable
-evidence (failed audits, checked again by every receiver of a ban notice), no honest node is
-ever banned, and the honest nodes' error stays within 1.10x of theirs in the same swarm without
-the attack. The audit rate comes from the profile (the rule is the simulator's); the test
-profile raises it so that the bans come within the run's few rounds."""
+evidence (a failed check of a packet before its use, or a failed audit, checked again by every
+receiver of a ban notice), no honest node is ever banned, and the honest nodes' error stays
+within 1.10x of theirs in the same swarm without the attack. The audit rate comes from the
+profile (the rule is the simulator's); the test profile raises it for the packets a node does
+not check."""
 
 from __future__ import annotations
 
