@@ -25,8 +25,11 @@ def _direction(d: int, seed: int):
 
 
 def _caught(context) -> float:
-    """The chance that a node's packet is verified (audited or checked): public rules."""
-    return 1.0 - (1.0 - context.audit_rate) * (1.0 - context.check_rate)
+    """The chance that a node's packet is verified (audited, or checked by at least one of
+    the ``receivers`` it is sent to, each with ``check_rate``): public rules. Forwards and
+    colluding receivers move it either way; the attack takes the direct receivers."""
+    unchecked = (1.0 - context.check_rate) ** max(int(context.receivers), 1)
+    return 1.0 - (1.0 - context.audit_rate) * unchecked
 
 
 def _own(honest, f, context):

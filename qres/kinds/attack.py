@@ -47,6 +47,9 @@ class AttackContext:
     #: The chance that a receiver checks a packet in full (its update and its round step,
     #: the base it publishes), besides the audits.
     check_rate: float = 0.0
+    #: How many peers each packet is sent to (the swarm's ``fanout``, public): every one of
+    #: them checks it with chance ``check_rate``; forwards add more.
+    receivers: int = 1
 
     def select(self, rows: Any) -> AttackContext:
         """The context of a subset of the forged rows (for attacks that split the nodes)."""

@@ -433,6 +433,7 @@ class Simulation:
             reputations=rd.rep_f[nodes],
             audit_rate=self.s.audit_rate,
             check_rate=self.s.check_rate,
+            receivers=self.s.fanout,
         )
         chosen = self.attack.choose_base(sw.W[nodes], rng=sw.rng["attack"], context=context)
         if chosen is not None:
@@ -457,6 +458,7 @@ class Simulation:
             reputations=rd.rep_f[nodes],
             audit_rate=self.s.audit_rate,
             check_rate=self.s.check_rate,
+            receivers=self.s.fanout,
         )
         forged = self.attack.forge(
             rd.delta[hon_a], int(byz_a.sum()), rng=sw.rng["attack"], context=context
@@ -1080,6 +1082,7 @@ class Simulation:
             nodes=np.flatnonzero(sw.byz),
             audit_rate=self.s.audit_rate,
             check_rate=self.s.check_rate,
+            receivers=self.s.fanout,
         )
 
         def choose(node, idx, origins, weights):
