@@ -285,3 +285,17 @@ def test_far_behind_needs_a_sample_of_a_span():
     small = rng.integers(-40, 41, pipeline._MIN_SPAN - 1).astype(np.int64)
     large = rng.integers(-400, 401, pipeline._MIN_SPAN - 1).astype(np.int64)
     assert not pipeline._far_behind({0: small, 1: large}, 0, 1, 1000, 1000, {})
+
+
+@pytest.mark.parametrize(("profile", "screened"), [("server", True), ("fast", False)])
+def test_a_short_block_is_screened_unless_its_predictor_is_a_polynomial(profile, screened):
+    """`fast`'s block predictor is a polynomial: its rivals are of one family, within a
+    screen's noise of it, so a short block goes straight to whole coding."""
+    from qres.codec.files import codec_settings
+    from qres.codec.samples import StreamSpec
+
+    settings, _ = codec_settings(profile)
+    coder = pipeline.BlockCoder(settings, StreamSpec("int16", 2))
+    ints = np.zeros((2, 4000), dtype=np.int64)
+    choice = pipeline._Choice(coder, coder.predictor, ints, coder.bounds)
+    assert bool(choice.screen) is screened

@@ -731,8 +731,6 @@ class _Choice:
         # not), and each candidate is coded once.
         self.whole = self.spans == [(0, frames)]
         self.width = 0 if self.whole else sum(b - a for a, b in self.spans)
-        #: Where a block too short to sample is screened before a polynomial is coded whole.
-        self.screen = _short_spans(frames) if self.whole else []
         self.exact = self.whole and coder._segments(pred, frames) is None
         # The polynomial candidates on the sample (none on a block that is its own sample:
         # their whole rows are computed per channel as needed, :meth:`full`).
@@ -741,9 +739,13 @@ class _Choice:
             for k in ([] if self.whole else _TRIED_ORDERS)
         }
         self._screened: dict[int, Any] = {}  # the candidates on the screen's spans
-        self._full: dict[tuple[int, int], Any] = {}
+        self._full: dict[Any, Any] = {}  # by order (every channel) or (order, channel)
         #: The orders whose polynomial is the block predictor (same residuals, same bytes).
         self.same = {k for k in _TRIED_ORDERS if coder._is_block_predictor(pred, k, frames)}
+        #: Where a block too short to sample is screened before a polynomial is coded whole;
+        #: not when the block predictor is a polynomial itself (`fast`): its rivals are of one
+        #: family, within a screen's noise of it on nearly every channel.
+        self.screen = _short_spans(frames) if self.whole and not self.same else []
         self.residuals: list = [None] * count  # the block predictor's
         self.ran: list[int] = []
         self.codes = [0] * count
@@ -764,6 +766,9 @@ class _Choice:
     def full(self, order: int, c: int):
         """The polynomial of ``order``'s residuals of channel ``c`` of the whole block
         (computed once; a polynomial codes each channel on its own)."""
+        rows = self._full.get(order)
+        if rows is not None:
+            return rows[c]
         row = self._full.get((order, c))
         if row is None:
             poly = self.coder.polynomial(order)
@@ -772,8 +777,15 @@ class _Choice:
 
     def whole_rows(self, c: int) -> dict[int, Any]:
         """Channel ``c``'s whole-block residuals by polynomial order, but for the orders
-        that are the block predictor itself."""
-        return {k: self.full(k, c) for k in _TRIED_ORDERS if k not in self.same}
+        that are the block predictor itself. Unscreened, every channel will need them: they
+        are computed for the whole block at once."""
+        orders = [k for k in _TRIED_ORDERS if k not in self.same]
+        if not self.screen:
+            for k in orders:
+                if k not in self._full:
+                    poly = self.coder.polynomial(k)
+                    self._full[k] = poly.encode(self.ints, bounds=self.bounds)
+        return {k: self.full(k, c) for k in orders}
 
     def own(self, c: int) -> bytes:
         """The block predictor's bytes of channel ``c`` (coded once)."""
