@@ -39,6 +39,8 @@ class ArithCoder(Coder):
     Config = ArithConfig
     #: Segments give the zero flag its own contexts per segment (docs/coders.md).
     uses_segments = True
+    #: Every binary decision adapts its context's probability.
+    models_context = True
 
     def encode(self, residuals: Any, segments: Any = None) -> bytes:
         """Code int64 residuals into bytes (fresh model every call)."""

@@ -519,7 +519,11 @@ class BlockCoder:
         return clear
 
     def _rank_polynomials(
-        self, rows: dict[int, Any], incumbent: int, ranked: list[int] | None = None
+        self,
+        rows: dict[int, Any],
+        incumbent: int,
+        ranked: list[int] | None = None,
+        estimates: dict[int, int] | None = None,
     ) -> tuple[int, int, dict]:
         """The smallest sample size of a channel's polynomial candidates (``rows``: the
         sample's residuals by order), its order and the coded samples, against the block
@@ -530,10 +534,10 @@ class BlockCoder:
         channels, where the polynomials win), and one ranked behind a first that is far
         behind cannot win. Nor can, on a channel that is not sparse, one whose estimate puts
         it far behind (:func:`_far_behind`). No candidates: no size (-1). ``ranked``: the
-        orders ranked, when known."""
+        orders ranked, when known (``estimates``: their estimates, when known)."""
         if not rows:
             return -1, -1, {}
-        estimates: dict[int, int] = {}
+        estimates = {} if estimates is None else estimates
         ranked = _ranked(rows, estimates) if ranked is None else ranked
         coded = {ranked[0]: self.coder.encode(rows[ranked[0]])}
         lead = len(coded[ranked[0]])
@@ -742,10 +746,12 @@ class _Choice:
         self._full: dict[Any, Any] = {}  # by order (every channel) or (order, channel)
         #: The orders whose polynomial is the block predictor (same residuals, same bytes).
         self.same = {k for k in _TRIED_ORDERS if coder._is_block_predictor(pred, k, frames)}
-        #: Where a block too short to sample is screened before a polynomial is coded whole;
-        #: not when the block predictor is a polynomial itself (`fast`): its rivals are of one
-        #: family, within a screen's noise of it on nearly every channel.
-        self.screen = _short_spans(frames) if self.whole and not self.same else []
+        #: Where a block too short to sample is screened before a polynomial is coded whole:
+        #: with a coder whose passes are costly (a cheap one codes it whole for less than the
+        #: screen's calls cost), and not when the block predictor is a polynomial itself
+        #: (`fast`): its rivals are of one family, within a screen's noise of it.
+        costly = coder.coder.models_context
+        self.screen = _short_spans(frames) if self.whole and costly and not self.same else []
         self.residuals: list = [None] * count  # the block predictor's
         self.ran: list[int] = []
         self.codes = [0] * count
@@ -803,7 +809,8 @@ class _Choice:
         """Whether a polynomial may beat the block predictor on channel ``c`` of a block too
         short to sample: both coded on the screen's spans (their in-block residuals, exact),
         the polynomials ranked and measured as on a long block's sample, within that
-        sample's noise."""
+        sample's noise. Where even their estimates there are within that noise, the screen
+        would rarely rule the polynomial out, so it is not coded: the block decides."""
         import numpy as np
 
         spans = self.screen
@@ -812,11 +819,16 @@ class _Choice:
                 if k not in self.same:
                     poly = self.coder.polynomial(k)
                     self._screened[k] = _span_residuals(poly, self.ints, spans, self.bounds)
-        mine = self.residuals[c]
-        theirs = len(self.coder.coder.encode(np.concatenate([mine[a:b] for a, b in spans])))
+        mine = np.concatenate([self.residuals[c][a:b] for a, b in spans])
         sampled = {k: p[c] for k, p in self._screened.items()}
-        best, _, _ = self.coder._rank_polynomials(sampled, theirs)
-        return _may_win(best, theirs, sum(b - a for a, b in spans))
+        estimates: dict[int, int] = {}
+        ranked = _ranked(sampled, estimates)
+        width = sum(b - a for a, b in spans)
+        if _may_win(estimates[ranked[0]], _estimated_bits(mine), width):
+            return True
+        theirs = len(self.coder.coder.encode(mine))
+        best, _, _ = self.coder._rank_polynomials(sampled, theirs, ranked, estimates)
+        return _may_win(best, theirs, width)
 
     def decide(self, c: int) -> None:
         """Channel ``c``'s choice between the block predictor and its best polynomial: on

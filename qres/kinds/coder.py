@@ -50,6 +50,10 @@ class Coder(Plugin):
 
     #: True if :meth:`encode` and :meth:`decode` take ``segments`` (see the module docstring).
     uses_segments: bool = False
+    #: True if every coded sample updates an adaptive context model (a pass then costs several
+    #: times a polynomial predictor's): the codec screens a short block's candidates on part
+    #: of it before it codes one whole, where a cheap coder codes them whole at once.
+    models_context: bool = False
 
     @abstractmethod
     def encode(self, residuals: Any) -> bytes:
