@@ -6,13 +6,14 @@ python tests/make_golden.py
 ``format-v3.sensors-4ch-int16.server.qres`` are not made here: they are the last files of
 versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
-version" error. Nor are ``format-v4.*`` (int16 and float64) and ``format-v5.*`` (int24): the
-last files of those versions, which this qres still reads, kept so a test checks that they
-decode to their inputs.
+version" error. Nor are ``format-v4.*`` (int16 and float64), ``format-v5.*`` (int24) and
+``format-v6.*`` (repeats and channel pairs; float64 readings): the last files of those
+versions, which this qres still reads, kept so a test checks that they decode to their inputs.
 
-Every golden made here is format 6. ``gestures-3ch-int16`` holds recurring gestures and two
+Every golden made here is format 7. ``gestures-3ch-int16`` holds recurring gestures and two
 channels that share their motion, so its lossless goldens pin the repeats and channel-pair
-fields (block flag bits 4-5).
+fields (block flag bits 4-5); ``adc-2ch-float32`` holds converter codes times scales that are
+no power of ten, so its lossless goldens pin the scaled-lattice mapping (side-record kind 7).
 """
 
 from __future__ import annotations
@@ -104,7 +105,24 @@ def _gestures_int16(frames: int = 6000) -> bytes:
     return bytes(raw)
 
 
+def _adc_float32(frames: int = 5000) -> bytes:
+    """Two channels of converter codes stored as float32 volts: a 12-bit code times 10/4095
+    centred on half a code, and a 10-bit code times 3.3/1023, from a 64-bit LCG random walk
+    (binary64 products rounded to float32: the same bytes on every machine)."""
+    lcg, codes, out = 0x853C49E6748FEA9B, [2048, 512], []
+    for _ in range(frames):
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        codes = [
+            max(0, min(4095, codes[0] + (lcg >> 60) - 7)),
+            max(0, min(1023, codes[1] + ((lcg >> 40) & 3) - 1)),
+        ]
+        out.append([(codes[0] - 2047.5) * (10 / 4095), codes[1] * (3.3 / 1023)])
+    out[1000] = [0.1234567, -0.0]  # off the lattices: the ulp stream
+    return np.array(out).astype("<f4").tobytes()
+
+
 INPUTS["audio-2ch-int24"] = (_audio_int24, StreamSpec("int24", 2))
+INPUTS["adc-2ch-float32"] = (_adc_float32, StreamSpec("float32", 2))
 INPUTS["gestures-3ch-int16"] = (_gestures_int16, StreamSpec("int16", 3))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice

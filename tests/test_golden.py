@@ -66,18 +66,19 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
 
 
-def test_goldens_are_format_6_and_older_readable_versions_are_pinned():
-    """Every golden made by tests/make_golden.py is format 6; the last files of versions 4
-    (int16, float64) and 5 (int24) are kept and still decode to their inputs."""
+def test_goldens_are_format_7_and_older_readable_versions_are_pinned():
+    """Every golden made by tests/make_golden.py is format 7; the last files of versions 4
+    (int16, float64), 5 (int24) and 6 (int16 with repeats and pairs, float64) are kept and
+    still decode to their inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
         if not path.name.startswith("format-v"):
             versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
-    assert {info["format_version"] for info in versions.values()} == {6}
+    assert {info["format_version"] for info in versions.values()} == {7}
     for name in versions:
-        assert (GOLDEN / name).read_bytes()[8] == 6
-    old = {4: set(), 5: set()}
-    for version in (4, 5):
+        assert (GOLDEN / name).read_bytes()[8] == 7
+    old = {4: set(), 5: set(), 6: set()}
+    for version in old:
         for path in GOLDEN.glob(f"format-v{version}.*.qres"):
             packed = path.read_bytes()
             assert packed[8] == version
@@ -92,7 +93,20 @@ def test_goldens_are_format_6_and_older_readable_versions_are_pinned():
                 assert err.max() <= info["header"]["codec"]["max_error"]
             else:
                 assert back == raw
-    assert old == {4: {"int16", "float64"}, 5: {"int24"}}
+    assert old == {4: {"int16", "float64"}, 5: {"int24"}, 6: {"int16", "float64"}}
+
+
+def test_float32_goldens_pin_the_scaled_lattice():
+    """Both channels of the converter-code input map through kind 7 (the golden bytes of
+    every profile are checked above), with the planted off-lattice samples as ulps."""
+    from qres.codec import mapping
+
+    make, spec = INPUTS["adc-2ch-float32"]
+    block = spec.to_array(make()).reshape(-1, spec.channels)
+    mapped = mapping.to_integers(block, spec, None)
+    side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, len(block))
+    assert [m.kind for m in side.maps] == [mapping.KIND_SCALED] * 2
+    assert [m.lattice[1] for m in side.maps] == [10 / 4095, 3.3 / 1023]
 
 
 def test_lossless_goldens_cover_repeats_and_channel_pairs():

@@ -60,7 +60,7 @@ def float_blocks(draw, special_share: bool = True):
     width = 32 if dtype == "float32" else 64
     raw = draw(hnp.arrays(f"<u{width // 8}", (frames, channels)))
     x = raw.view(f"<f{width // 8}").copy()
-    style = draw(st.sampled_from(["bits", "decimal", "noisy", "gaps", "significant"]))
+    style = draw(st.sampled_from(["bits", "decimal", "noisy", "gaps", "significant", "scaled"]))
     if style != "bits" and frames:
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
@@ -79,6 +79,14 @@ def float_blocks(draw, special_share: bool = True):
             signs = np.where(rng.random((frames, channels)) < 0.1, -1, 1)
             text = [float(f"%.{digits}g" % v) for v in (signs * 10.0**logs).ravel()]
             x = np.where(keep, x, np.array(text).reshape(frames, channels).astype(dtype))
+        if style == "scaled":
+            # Converter codes times a scale that is no power of ten, plus an offset (kind 7),
+            # with the raw bit patterns kept above and -0.0, subnormals and infinities.
+            scale = draw(st.sampled_from([10 / 4095, 5 / 16384, 0.0123456789, 3 / 7, 1e-300]))
+            offset = draw(st.sampled_from([0.0, 0.5, -0.25, 1 / 3]))
+            x = np.where(keep, x, ((k + offset) * scale).astype(dtype))
+            specials = np.array([-0.0, 1e-310, 1e-40, -np.inf, np.inf], dtype=dtype)
+            x[rng.integers(0, frames, 3)] = rng.choice(specials, (3, channels))
         if style == "gaps":
             # Runs of NaN (any payload), infinities, and runs touching either end.
             signed = np.int32 if width == 32 else np.int64
@@ -1091,3 +1099,209 @@ def test_bad_significant_heads_are_refused():
         side = bytes([mapping.KIND_SIGNIFICANT]) + mapping._SIGNIFICANT.pack(*head)
         with pytest.raises(IntegrityError, match="bad significant-digit channel head"):
             mapping.read_side(memoryview(side), 0, spec, 10)
+
+
+# -- scaled lattices (kind 7) ------------------------------------------------------------------
+
+
+def _adc_codes(n: int, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    return np.clip(np.cumsum(rng.integers(-3, 4, n)), -2000, 2000)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_converter_codes_times_a_scale_take_the_scaled_lattice(dtype):
+    """Codes ``(c + 0.5) * 10 / 4095`` stored as floats: the lattice is found exactly (step
+    and offset snapped to their fractions), the predictor sees the codes, and the samples
+    that are off the lattice cost only an ulp stream."""
+    codes = _adc_codes(6000)
+    x = ((codes + 0.5) * 10 / 4095).astype(dtype)
+    x[[100, 2000, 4000]] = np.array([0.123456, -0.0, 1e-40], dtype=dtype)
+    mapped = _round_trip(x.reshape(-1, 1))
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert entry.kind == mapping.KIND_SCALED
+    a, b = entry.lattice
+    assert b == 10 / 4095 and a in (b / 2, -b / 2)
+    assert np.array_equal(np.diff(mapped.ints[0]), np.diff(codes)) or (
+        np.count_nonzero(np.diff(mapped.ints[0]) != np.diff(codes)) <= 6
+    )
+    # float32: only the three planted samples; float64: the data's (c + 0.5) * 10 / 4095 and
+    # the decoder's b*n + a round differently on some samples, by an ulp.
+    limit = 3 if dtype == "float32" else 0.3 * len(x)
+    assert np.count_nonzero(mapped.extras[0]) <= limit
+
+
+def test_scaled_lattice_cuts_the_coded_size():
+    codes = _adc_codes(20000, seed=6)
+    x = ((codes + 0.5) * 10 / 4095).astype(np.float32)
+    spec = StreamSpec("float32", 1)
+    with_scaled = len(api.compress_bytes(x.tobytes(), spec, profile="server"))
+    original = mapping._scaled_channel
+    try:
+        mapping._scaled_channel = lambda *args: None
+        without = len(api.compress_bytes(x.tobytes(), spec, profile="server"))
+    finally:
+        mapping._scaled_channel = original
+    assert with_scaled < 0.5 * without
+
+
+def test_decimal_readings_stay_on_the_decimal_lattice():
+    """A binary64 product 0.01 * n misses decimal readings by an ulp on many samples; kind 1
+    divides by 10**d and reproduces them, so the scaled lattice must not take them."""
+    x = (np.cumsum(np.random.default_rng(3).integers(-9, 10, 5000)) / 100.0).reshape(-1, 1)
+    assert _kinds(_round_trip(x), "float64", 1) == [mapping.KIND_DECIMAL]
+
+
+def test_scaled_lattice_entries_only_in_format_7():
+    x = ((_adc_codes(3000) + 0.5) * 10 / 4095).astype(np.float32).reshape(-1, 1)
+    spec = StreamSpec("float32", 1)
+    mapped = mapping.to_integers(x, spec, None)
+    side = memoryview(mapped.side)
+    assert mapping.read_side(side, 0, spec, len(x), 7)[0].maps[0].kind == mapping.KIND_SCALED
+    with pytest.raises(IntegrityError, match="kind 7 does not fit"):
+        mapping.read_side(side, 0, spec, len(x), 6)
+    # Inside a runs entry too.
+    x[10:20] = np.nan
+    side = memoryview(mapping.to_integers(x, spec, None).side)
+    assert mapping.read_side(side, 0, spec, len(x))[0].maps[0].inner.kind == mapping.KIND_SCALED
+    with pytest.raises(IntegrityError, match="kind 7 does not fit"):
+        mapping.read_side(side, 0, spec, len(x), 6)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [(float("nan"), 1.0, 0), (0.0, float("inf"), 0), (0.0, 0.0, 0), (0.0, -1.0, 0), (0.0, 1.0, 4)],
+)
+def test_bad_scaled_lattice_heads_are_refused(head):
+    side = bytes([mapping.KIND_SCALED]) + mapping._SCALED.pack(*head)
+    with pytest.raises(IntegrityError, match="bad scaled lattice head"):
+        mapping.read_side(memoryview(side), 0, StreamSpec("float32", 1), 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.floats(min_value=1e-300, max_value=1e300),
+    st.sampled_from(["float32", "float64"]),
+)
+def test_scaled_decode_of_any_code_gives_a_sample_never_an_error(n, a, b, dtype):
+    """Damaged codes and lattices decode to garbage (the block CRC catches it), never raise."""
+    out = mapping._channel_values(
+        np.array([n, 0, -1], dtype=np.int64),
+        mapping.ChannelMap(mapping.KIND_SCALED, lattice=(a, b)),
+        [],
+        StreamSpec(dtype, 1),
+        None,
+    )
+    assert out.dtype == np.dtype(dtype) and out.shape == (3,)
+
+
+# -- scaled lattices of integer samples (kind 7) -------------------------------------------------
+
+
+def _calibrated(codes, scale: float, offset: float, dtype: str):
+    """Readings as a logger writes them: rint(code * scale + offset), in the sample type."""
+    return np.rint(codes * scale + offset).astype(dtype)
+
+
+def _int_round_trip(x) -> mapping.Mapped:
+    spec = StreamSpec(x.dtype.name, x.shape[1])
+    mapped = mapping.to_integers(x, spec, None)
+    side, pos = mapping.read_side(memoryview(mapped.side), 0, spec, x.shape[0])
+    assert pos == len(mapped.side)
+    back = mapping.from_integers(mapped.ints, side, list(mapped.extras), spec, None)
+    assert back.tobytes() == x.tobytes()
+    return mapped
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32"])
+def test_calibrated_integer_readings_take_the_scaled_lattice(dtype):
+    """Accelerometer counts in mg, rint(code * 9.2593 - 12.3): the predictor sees the codes,
+    nine times smaller steps than the readings, and the corrections stay sparse."""
+    codes = _adc_codes(8000, seed=9)
+    x = _calibrated(codes, 9.2593, -12.3, dtype).reshape(-1, 1)
+    mapped = _int_round_trip(x)
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert entry.kind == mapping.KIND_SCALED
+    assert entry.lattice[1] == pytest.approx(9.2593, rel=1e-4)
+    assert np.abs(np.diff(mapped.ints[0])).max() <= 3 + 1  # the codes' own steps (+-3)
+    assert sum(np.count_nonzero(e) for e in mapped.extras) <= 0.01 * len(x)
+
+
+def test_plain_and_common_step_integers_keep_their_kinds():
+    rng = np.random.default_rng(4)
+    walk = np.cumsum(rng.integers(-40, 41, 5000))
+    plain = walk.astype(np.int32).reshape(-1, 1)
+    assert _kinds(_int_round_trip(plain), "int32", 1) == [mapping.KIND_INTEGER]
+    even = (256 * walk + 7).astype(np.int32).reshape(-1, 1)
+    assert _kinds(_int_round_trip(even), "int32", 1) == [mapping.KIND_INTEGER_LATTICE]
+    wide = _calibrated(walk, 9.5, 0.0, "int64").reshape(-1, 1)
+    assert _kinds(_int_round_trip(wide), "int64", 1) == [mapping.KIND_INTEGER]
+
+
+@FAST
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int16", "int32", "uint16"]),
+    st.floats(2.0, 60.0),
+    st.floats(-100.0, 100.0),
+    st.integers(0, 400),
+)
+def test_any_calibrated_integer_block_round_trips(seed, dtype, scale, offset, frames):
+    """Any scale and offset, outliers at the type's limits, short and empty blocks."""
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(dtype)
+    codes = np.cumsum(rng.integers(-4, 5, (frames, 2)), axis=0) + 100
+    x = np.clip(np.rint(codes * scale + offset), info.min, info.max).astype(dtype)
+    if frames:
+        x[rng.integers(0, frames, 3)] = rng.choice([info.min, info.max, 0], (3, 2))
+    _int_round_trip(x)
+
+
+def test_scaled_integer_entries_are_checked():
+    x = _calibrated(_adc_codes(3000), 9.2593, 0.0, "int16").reshape(-1, 1)
+    spec = StreamSpec("int16", 1)
+    mapped = mapping.to_integers(x, spec, None)
+    with pytest.raises(IntegrityError, match="kind 7 does not fit"):
+        mapping.read_side(memoryview(mapped.side), 0, spec, len(x), 6)
+    with pytest.raises(IntegrityError, match="64-bit integer"):
+        mapping.read_side(memoryview(mapped.side), 0, StreamSpec("int64", 1), len(x))
+    side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, len(x))
+    huge = mapped.ints.copy()
+    huge[0, 5] = 2**40  # a damaged code decodes beyond int16: refused, never wrapped
+    with pytest.raises(IntegrityError, match="out of the type's range"):
+        mapping.from_integers(huge, side, list(mapped.extras), spec, None)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 8), st.sampled_from(["float32", "int16"]))
+def test_damaged_scaled_lattice_entries_fail_cleanly(seed, flips, dtype):
+    """Flipped bits in a kind-7 side record and garbage codes or corrections: an
+    IntegrityError or samples of the right shape, never another exception."""
+    rng = np.random.default_rng(seed)
+    codes = _adc_codes(2000, seed=seed % 7)
+    if dtype == "float32":
+        x = ((codes + 0.5) * 10 / 4095).astype(dtype)
+    else:
+        x = _calibrated(codes, 9.2593, 0.4, dtype)
+    x[rng.integers(0, len(x), 4)] = x[0] + 1  # off the lattice: a correction stream
+    spec = StreamSpec(dtype, 1)
+    mapped = mapping.to_integers(x.reshape(-1, 1), spec, None)
+    side = bytearray(mapped.side)
+    assert side[0] == mapping.KIND_SCALED
+    for _ in range(flips):
+        side[rng.integers(0, len(side))] ^= 1 << int(rng.integers(0, 8))
+    ints = mapped.ints.copy()
+    if seed % 2:
+        ints[0, rng.integers(0, len(x), 5)] = rng.integers(-(2**63), 2**63 - 1, 5)
+    try:
+        parsed, _ = mapping.read_side(memoryview(bytes(side)), 0, spec, len(x))
+    except IntegrityError:
+        return
+    extras = [rng.integers(-(2**62), 2**62, len(x)) for _ in parsed.extra_lengths]
+    try:
+        out = mapping.from_integers(ints, parsed, extras, spec, None)
+    except IntegrityError:
+        return
+    assert out.shape == (len(x), 1)

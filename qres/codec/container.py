@@ -22,9 +22,10 @@ from qres.kernel.errors import IntegrityError, QresError
 
 MAGIC = b"\x89QRS\r\n\x1a\n"
 #: The format version this qres writes, and the newest it reads. Version 6 added block
-#: stages that earlier readers refuse (channel pairs and repeats, block flag bits 4-5), so
-#: every stream is written as 6; files of versions 4 and 5 stay readable as they were.
-FORMAT_VERSION = 6
+#: stages that earlier readers refuse (channel pairs and repeats, block flag bits 4-5);
+#: version 7 the scaled-lattice float mapping (side-record kind 7). Every stream is written
+#: as 7; files of versions 4 to 6 stay readable as they were.
+FORMAT_VERSION = 7
 #: The oldest format version this qres reads.
 OLDEST_VERSION = 4
 INDEX_MAGIC = b"QIDX"

@@ -28,6 +28,7 @@ layout of the side record is specified in ``docs/mapping.md``.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -43,6 +44,7 @@ KIND_FLOAT_GRID = 3  # bounded-error floats: k = round(x / step), exceptions kep
 KIND_INTEGER_LATTICE = 4  # integers x = a + g*n with a common step g >= 2 (unused low bits)
 KIND_RUNS = 5  # floats: runs of non-finite samples kept verbatim, then the rest's entry
 KIND_SIGNIFICANT = 6  # floats as +-m * 10**q with P significant digits, an ordered index
+KIND_SCALED = 7  # floats on a scaled lattice x = dtype(a + b*n): converter codes times a scale
 KINDS = (
     KIND_INTEGER,
     KIND_DECIMAL,
@@ -51,7 +53,10 @@ KINDS = (
     KIND_INTEGER_LATTICE,
     KIND_RUNS,
     KIND_SIGNIFICANT,
+    KIND_SCALED,
 )
+#: The first container format version whose blocks may hold a kind (older ones: all others).
+KIND_SINCE = {KIND_SCALED: 7}
 
 #: Largest decimal scale tried (10**d must be exact in float64 and k must stay below 2**53).
 MAX_DECIMALS = {"float32": 10, "float64": 15}
@@ -71,6 +76,7 @@ _COUNT = struct.Struct("<I")
 _INT_LATTICE = struct.Struct("<qQ")  # offset a, step g
 _RUN = struct.Struct("<II")  # start, length
 _SIGNIFICANT = struct.Struct("<BhB")  # digits P, lowest exponent q0, flags
+_SCALED = struct.Struct("<ddB")  # offset a, step b, flags
 
 #: Lattice windows tried at a segment start, then the fallback integer-gcd window.
 _WINDOWS = (256, 1024)
@@ -122,13 +128,14 @@ class ChannelMap:
     step: int = 1
     runs: Any = None  # runs of verbatim samples: (starts, lengths) uint32 arrays
     inner: ChannelMap | None = None  # the entry of the samples outside the runs
+    lattice: Any = None  # scaled lattice: (a, b), x = dtype(a + b*n)
 
     @property
     def extra_count(self) -> int:
         """How many extra streams this channel adds after the channels."""
         if self.kind == KIND_RUNS:
             return self.inner.extra_count
-        if self.kind in (KIND_DECIMAL, KIND_SIGNIFICANT):
+        if self.kind in (KIND_DECIMAL, KIND_SIGNIFICANT, KIND_SCALED):
             return bin(self.flags).count("1")
         return 0
 
@@ -558,6 +565,8 @@ def _side_bytes(maps: list[ChannelMap]) -> bytes:
             parts.append(_INT_LATTICE.pack(cmap.offset, cmap.step))
         elif cmap.kind == KIND_SIGNIFICANT:
             parts.append(_SIGNIFICANT.pack(cmap.precision, cmap.offset, cmap.flags))
+        elif cmap.kind == KIND_SCALED:
+            parts.append(_SCALED.pack(*cmap.lattice, cmap.flags))
         elif cmap.kind == KIND_RUNS:
             starts, lengths = cmap.runs
             parts.append(_COUNT.pack(len(starts)))
@@ -589,12 +598,18 @@ def to_integers(
     if not spec.dtype.startswith("float"):
         ints = native.T.astype(np.int64)
         maps = [ChannelMap(KIND_INTEGER)] * spec.channels
+        extras: list = []
         if lattice and spec.itemsize <= 4:
             maps = [_integer_lattice(ints[c]) for c in range(spec.channels)]
             for c, cmap in enumerate(maps):
                 if cmap.kind == KIND_INTEGER_LATTICE:
                     ints[c] = (ints[c] - cmap.offset) // cmap.step
-        return Mapped(ints, _side_bytes(maps))
+                    continue
+                found = _scaled_integers(ints[c], spec.dtype)
+                if found is not None:
+                    ints[c], maps[c], streams = found
+                    extras += streams
+        return Mapped(ints, _side_bytes(maps), tuple(extras))
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
     maps = []
     extras: list = []
@@ -634,7 +649,36 @@ def _lossless_float_channel(x, dtype: str):
         found = _significant_channel(x, dtype, bits)
         if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
             best = found
+    # So must the scaled lattice: on decimal readings it is kind 1's lattice without its
+    # decimal division, an ulp off on many samples.
+    found = _scaled_channel(x, dtype, bits, best[1])
+    if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
+        best = found
     return best[:3]
+
+
+def _scaled_channel(x, dtype: str, bits, rival: ChannelMap | None = None):
+    """A float channel as codes on a scaled lattice ``x = dtype(a + b*n)`` (kind 7): (ints,
+    ChannelMap, extras, estimated bits), or None when its samples are on no lattice or on the
+    very lattice of ``rival``, a one-segment decimal entry (which divides where kind 7
+    multiplies, and so reproduces decimal readings that a product misses by an ulp).
+    ``bits``: ``x``'s monotonic bits."""
+    from qres.codec import scaled
+    from qres.codec._mapping_kernels import bit_cost
+
+    known = None
+    if rival is not None and rival.kind == KIND_DECIMAL and len(rival.starts) == 1:
+        known = float(rival.steps[0]) / 10.0**rival.decimals
+    found = scaled.find(x, dtype, known)
+    if found is None:
+        return None
+    a, b = found
+    n = scaled.codes(x, a, b)
+    ulps = bits - _monotonic_bits(scaled.decode(n, a, b, dtype), dtype)
+    flags = FLAG_ULP_CORRECTION if ulps.any() else 0
+    extras = [ulps] if flags else []
+    cost = bit_cost(n, True) + (bit_cost(ulps, False) if flags else 0) + 8 * _SCALED.size
+    return n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras, cost
 
 
 def _significant_may_win(x, dtype: str, cost: int) -> bool:
@@ -679,6 +723,28 @@ def _significant_channel(x, dtype: str, bits=None):
     cost = bit_cost(n, True) + (bit_cost(ulps, False) if flags else 0) + 32
     cmap = ChannelMap(KIND_SIGNIFICANT, precision=precision, flags=flags, offset=q0)
     return n, cmap, extras, cost
+
+
+def _scaled_integers(ints, dtype: str):
+    """An integer channel on a scaled lattice ``x = rint(a + b*n)`` with ``b >= 2`` not an
+    integer (calibrated readings: converter codes times a scale, rounded), when its size
+    estimate beats the plain integers' by the same margin as the float views: (codes,
+    ChannelMap, extras), else None."""
+    from qres.codec import scaled
+    from qres.codec._mapping_kernels import bit_cost
+
+    found = scaled.find(ints, dtype)
+    if found is None:
+        return None
+    a, b = found
+    n = scaled.codes(ints, a, b)
+    correction = ints - scaled.decode(n, a, b, dtype)
+    flags = FLAG_ULP_CORRECTION if correction.any() else 0
+    cost = bit_cost(n, True) + (bit_cost(correction, False) if flags else 0) + 8 * _SCALED.size
+    if not cost < _SIGNIFICANT_GAIN * bit_cost(ints, True):
+        return None
+    extras = [correction] if flags else []
+    return n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras
 
 
 def _integer_lattice(ints) -> ChannelMap:
@@ -762,34 +828,47 @@ def _read_decimal(view: memoryview, pos: int, spec: StreamSpec, frames: int):
     return cmap, end
 
 
-def read_side(view: memoryview, pos: int, spec: StreamSpec, frames: int) -> tuple[Side, int]:
-    """Parse the side record at ``view[pos:]``; return it and the position after it."""
+def read_side(
+    view: memoryview, pos: int, spec: StreamSpec, frames: int, version: int | None = None
+) -> tuple[Side, int]:
+    """Parse the side record at ``view[pos:]``; return it and the position after it.
+    ``version``: the container format of the block (None: the newest), which decides the
+    kinds it may hold."""
 
     maps = []
     lengths: list[int] = []
+    kinds = _FLOAT_KINDS if spec.dtype.startswith("float") else _INTEGER_KINDS
+    if version is not None:
+        kinds = tuple(k for k in kinds if KIND_SINCE.get(k, 0) <= version)
     for _ in range(spec.channels):
-        cmap, pos = _read_entry(view, pos, spec, frames, _FLOAT_KINDS)
+        cmap, pos = _read_entry(view, pos, spec, frames, kinds)
         lengths += [frames] * cmap.extra_count
         maps.append(cmap)
     return Side(tuple(maps), tuple(lengths)), pos
 
 
 #: Kinds a float channel's entry may have; inside a runs entry only the lossless views.
-_FLOAT_KINDS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_FLOAT_GRID, KIND_RUNS, KIND_SIGNIFICANT)
-_LOSSLESS_VIEWS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_SIGNIFICANT)
-_INTEGER_KINDS = (KIND_INTEGER, KIND_INTEGER_LATTICE)
+_FLOAT_KINDS = (
+    KIND_DECIMAL,
+    KIND_FLOAT_BITS,
+    KIND_FLOAT_GRID,
+    KIND_RUNS,
+    KIND_SIGNIFICANT,
+    KIND_SCALED,
+)
+_LOSSLESS_VIEWS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_SIGNIFICANT, KIND_SCALED)
+_INTEGER_KINDS = (KIND_INTEGER, KIND_INTEGER_LATTICE, KIND_SCALED)
 
 
-def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, float_kinds):
-    """Parse one channel's entry; ``float_kinds`` are the kinds allowed for float samples."""
+def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, kinds):
+    """Parse one channel's entry; ``kinds`` are the kinds allowed here."""
     import numpy as np
 
     pos = _take(view, pos, _KIND.size, "channel kind")
     (kind,) = _KIND.unpack_from(view, pos - _KIND.size)
     if kind not in KINDS:
         raise IntegrityError(f"unknown channel kind {kind}")
-    is_float = spec.dtype.startswith("float")
-    if kind not in (float_kinds if is_float else _INTEGER_KINDS):
+    if kind not in kinds:
         raise IntegrityError(f"channel kind {kind} does not fit here (sample type {spec.dtype})")
     if kind == KIND_INTEGER_LATTICE:
         end = _take(view, pos, _INT_LATTICE.size, "integer lattice")
@@ -809,19 +888,14 @@ def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, float
         if np.any(lengths < 1) or ends[-1] > frames or np.any(starts[1:] < ends[:-1]):
             raise IntegrityError("runs out of order or beyond the block")
         raw = bytes(view[pos + 8 * count : end])
-        inner, pos = _read_entry(view, end, spec, frames, _LOSSLESS_VIEWS)
+        views = tuple(k for k in _LOSSLESS_VIEWS if k in kinds)
+        inner, pos = _read_entry(view, end, spec, frames, views)
         cmap = ChannelMap(kind, runs=(starts, lengths), exception_raw=raw, inner=inner)
         return cmap, pos
     if kind == KIND_DECIMAL:
         return _read_decimal(view, pos, spec, frames)
-    if kind == KIND_SIGNIFICANT:
-        from qres.codec.significant import MAX_DIGITS
-
-        end = _take(view, pos, _SIGNIFICANT.size, "significant digits")
-        precision, q0, flags = _SIGNIFICANT.unpack_from(view, pos)
-        if not 1 <= precision <= MAX_DIGITS[spec.dtype] or flags & ~FLAG_ULP_CORRECTION:
-            raise IntegrityError("bad significant-digit channel head")
-        return ChannelMap(kind, precision=precision, flags=flags, offset=q0), end
+    if kind in (KIND_SIGNIFICANT, KIND_SCALED):
+        return _read_view_head(view, pos, spec, kind)
     if kind == KIND_FLOAT_GRID:
         pos = _take(view, pos, _COUNT.size, "exception count")
         (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
@@ -834,6 +908,25 @@ def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, float
             raise IntegrityError("exception index out of range")
         return ChannelMap(KIND_FLOAT_GRID, exception_index=index, exception_raw=raw), end
     return ChannelMap(kind), pos
+
+
+def _read_view_head(view: memoryview, pos: int, spec: StreamSpec, kind: int):
+    """The head of a significant-digit (kind 6) or scaled-lattice (kind 7) entry."""
+    if kind == KIND_SIGNIFICANT:
+        from qres.codec.significant import MAX_DIGITS
+
+        end = _take(view, pos, _SIGNIFICANT.size, "significant digits")
+        precision, q0, flags = _SIGNIFICANT.unpack_from(view, pos)
+        if not 1 <= precision <= MAX_DIGITS[spec.dtype] or flags & ~FLAG_ULP_CORRECTION:
+            raise IntegrityError("bad significant-digit channel head")
+        return ChannelMap(kind, precision=precision, flags=flags, offset=q0), end
+    end = _take(view, pos, _SCALED.size, "scaled lattice")
+    a, b, flags = _SCALED.unpack_from(view, pos)
+    if not (math.isfinite(a) and math.isfinite(b) and b > 0) or flags & ~FLAG_ULP_CORRECTION:
+        raise IntegrityError("bad scaled lattice head")
+    if not spec.dtype.startswith("float") and spec.itemsize > 4:
+        raise IntegrityError("scaled lattice of a 64-bit integer channel")
+    return ChannelMap(kind, flags=flags, lattice=(a, b)), end
 
 
 def _decimal_values(n, cmap: ChannelMap, streams: list, spec: StreamSpec):
@@ -900,17 +993,15 @@ def _channel_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_s
         return _from_monotonic_bits(k, spec.dtype)
     if cmap.kind == KIND_DECIMAL:
         return _decimal_values(k, cmap, streams, spec)
-    if cmap.kind == KIND_SIGNIFICANT:
+    if cmap.kind == KIND_SCALED and not spec.dtype.startswith("float"):
+        return _scaled_integer_values(k, cmap, streams, spec)
+    if cmap.kind in (KIND_SIGNIFICANT, KIND_SCALED):
         if grid_step is not None:
-            raise IntegrityError("significant-digit channel in a bounded-error block; corrupted")
-        from qres.codec.significant import decode
-
-        values = decode(k, cmap.precision, cmap.offset, spec.dtype)
-        if cmap.flags & FLAG_ULP_CORRECTION:
-            values = _from_monotonic_bits(
-                _monotonic_bits(values, spec.dtype) + streams.pop(0), spec.dtype
+            what = (
+                "significant-digit channel" if cmap.kind == KIND_SIGNIFICANT else "scaled lattice"
             )
-        return values
+            raise IntegrityError(f"{what} in a bounded-error block; corrupted")
+        return _view_values(k, cmap, streams, spec)
     if cmap.kind == KIND_RUNS:
         if grid_step is not None:
             raise IntegrityError("float runs in a bounded-error block; corrupted")
@@ -926,6 +1017,40 @@ def _channel_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_s
     if len(cmap.exception_index):
         little = np.dtype(spec.dtype).newbyteorder("<")
         values[cmap.exception_index] = np.frombuffer(cmap.exception_raw, dtype=little)
+    return values
+
+
+def _scaled_integer_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec):
+    """Samples of an integer channel on a scaled lattice: ``rint(a + b*n)`` plus the
+    correction stream, checked against the sample type's range."""
+    import numpy as np
+
+    from qres.codec.scaled import decode
+
+    values = decode(k, *cmap.lattice, spec.dtype)
+    if cmap.flags & FLAG_ULP_CORRECTION:
+        values = values + streams.pop(0)  # wraps on damage; the range check catches it
+    info = np.iinfo(spec.dtype)
+    if values.size and (values.min() < info.min or values.max() > info.max):
+        raise IntegrityError("decoded samples out of the type's range; corrupted")
+    return values.astype(spec.dtype)
+
+
+def _view_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec):
+    """Samples of a significant-digit (kind 6) or scaled-lattice (kind 7) channel, with its
+    ulp stream when it has one."""
+    if cmap.kind == KIND_SIGNIFICANT:
+        from qres.codec.significant import decode
+
+        values = decode(k, cmap.precision, cmap.offset, spec.dtype)
+    else:
+        from qres.codec.scaled import decode
+
+        values = decode(k, *cmap.lattice, spec.dtype)
+    if cmap.flags & FLAG_ULP_CORRECTION:
+        values = _from_monotonic_bits(
+            _monotonic_bits(values, spec.dtype) + streams.pop(0), spec.dtype
+        )
     return values
 
 

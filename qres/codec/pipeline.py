@@ -230,6 +230,7 @@ class BlockCoder:
         self.settings = settings
         # Blocks of older formats carry none of the newer flags (a reader refuses them).
         self.known_flags = KNOWN_FLAGS if version >= 6 else KNOWN_FLAGS_V5
+        self.version = version  # decides the mapping kinds a block may hold
         self._predictors: dict[Any, Any] = {0: self.predictor}
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
         self.bounds = spec.value_range()
@@ -661,7 +662,7 @@ class BlockCoder:
         for c, (back, _) in enumerate(pairs or ()):
             if back and (found[c] is not None or found[c - back] is not None):
                 raise IntegrityError(f"channel {c} pairs a channel with repeats; corrupted")
-        side, pos = mapping.read_side(view, pos, self.work, frames)
+        side, pos = mapping.read_side(view, pos, self.work, frames, self.version)
         lengths = tuple(frames - f.copied if f else frames for f in found) + side.extra_lengths
         return _Layout(pred, channel_codes, pairs, found, side, lengths, pos)
 
