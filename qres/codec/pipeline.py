@@ -1102,7 +1102,7 @@ def _import_before_the_clock() -> None:
     and counting it would report a fraction of the codec's speed on small files."""
     import numpy  # noqa: F401
 
-    from qres.codec import _estimate, _mapping_kernels, _repeats  # noqa: F401  (the kernels)
+    from qres.codec import _estimate, _mapping_kernels, _repeats, scaled  # noqa: F401
 
     _keep_freed_memory()
 

@@ -46,6 +46,20 @@ def _probe(x, size: int = PROBE):
     return x[np.linspace(0, len(x) - 1, size).astype(np.int64)]
 
 
+def _distinct(values):
+    """The sorted distinct values (``np.unique`` without its lazy import of numpy.ma, which
+    would land inside a timed coding call)."""
+    import numpy as np
+
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def _fit(values, quantum: float) -> tuple[float, float] | None:
     """Least-squares ``(a, b)`` through the sorted distinct finite ``values``, from their
     typical gap; None when most of them are not near one lattice. ``quantum``: how far a
@@ -179,12 +193,12 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
     if is_int:
         # Most integer channels step by one all over their first samples: no lattice (the
         # tenth-smallest gap, as in the fit: a few outliers make a few small gaps).
-        gaps = np.diff(np.unique(probe[:512]))
+        gaps = np.diff(_distinct(probe[:512]))
         if len(gaps) > 1 and int(np.sort(gaps)[len(gaps) // 10]) < 2:
             return None
     else:
         probe = probe[np.isfinite(probe)]
-    fitted = _fit(np.unique(probe.astype(np.float64)), 0.5 if is_int else 0.0)
+    fitted = _fit(_distinct(probe.astype(np.float64)), 0.5 if is_int else 0.0)
     if fitted is None:
         return None
     if known_step is not None and abs(fitted[1] - known_step) <= 1e-6 * known_step:
