@@ -407,3 +407,20 @@ def test_a_full_inbox_keeps_senders_in_their_received_share():
     share_received = seen["received_byz"] / seen["received"]
     share_kept = seen["kept_byz"] / seen["kept"]
     assert abs(share_kept - share_received) < 0.08, (share_kept, share_received)
+
+
+def test_the_summary_gives_the_worst_and_the_mean_over_seeds():
+    from qres.robust.defence_bench import summarise
+
+    rows = [
+        {"byzantine": 0.45, "seed": s, "attack": "friends", "error_ratio": e,
+         "honest_banned": 0, "byzantine_banned": 27, "faulted_unbanned": 0,
+         "committed_unbanned": 0, "trimmed_ratio": t}
+        for s, (e, t) in enumerate([(0.9, 1.0), (1.07, 1.05), (0.95, 1.0)])
+    ]  # fmt: skip
+    (cell,) = summarise(rows)["cells"]
+    assert cell["worst_ratio"] == 1.07 and cell["worst_trimmed_ratio"] == 1.05
+    assert cell["mean_ratio"] == pytest.approx((0.9 + 1.07 + 0.95) / 3)
+    assert cell["mean_trimmed_ratio"] == pytest.approx((1.0 + 1.05 + 1.0) / 3)
+    # the target compares the worst seeds: one unlucky seed fails it
+    assert not summarise(rows)["targets"]["not_worse_than_trimmed_at_45"]
