@@ -64,6 +64,35 @@ def test_updates_reach_peers_signed(broker):
             t.close()
 
 
+def test_a_message_for_one_peer_reaches_only_that_peers_radio(broker):
+    """A directed message goes to its destination's own topic: a third node's radio never
+    receives it; one published the old way, on the shared updates topic, is still taken, and
+    one for another node on a node's own topic is refused."""
+    a, b, c = (_node(broker) for _ in range(3))
+    raw = _raw_client(broker)
+    try:
+        before = c.wire_bytes_received
+        assert a.send(a.did, b.did, b"x" * 2000)
+        _wait(lambda: len(b._inbox) == 1)
+        assert b.receive(b.did)[0].payload == b"x" * 2000
+        assert a.publish(mqtt.KIND_UPDATE, b"for all")  # broadcasts still reach everyone
+        _wait(lambda: len(c._inbox) == 1)
+        assert c.wire_bytes_received - before < 2000  # the 2,000 bytes never reached C
+        me = Identity.generate()
+        now = int(time.time() * 1000)
+        old_way = mqtt.encode_envelope(me, "t", mqtt.KIND_UPDATE, b.identity.public_key, now, b"o")
+        raw.publish("qres/t/updates", old_way, qos=1).wait_for_publish(5)
+        _wait(lambda: len(b._inbox) == 2)
+        for_c = mqtt.encode_envelope(me, "t", mqtt.KIND_UPDATE, c.identity.public_key, now, b"m")
+        raw.publish(b.inbox_topic(b.identity.public_key), for_c, qos=1).wait_for_publish(5)
+        _wait(lambda: b.disconnects.get(Reason.MALFORMED, 0) == 1)
+        assert [m.payload for m in b.receive(b.did)] == [b"for all", b"o"]
+    finally:
+        raw.loop_stop()
+        for t in (a, b, c):
+            t.close()
+
+
 def test_forged_replayed_and_misrouted_envelopes_are_refused(broker):
     b = _node(broker)
     raw = _raw_client(broker)

@@ -1,5 +1,6 @@
 """The MQTT transport: a swarm's nodes publish signed envelopes through a broker they do not
-trust, on ``qres/<swarm>/updates``, ``qres/<swarm>/bans`` and ``qres/<swarm>/hello``.
+trust, on ``qres/<swarm>/updates``, ``qres/<swarm>/bans`` and ``qres/<swarm>/hello``, and
+receive what is meant for them alone on ``qres/<swarm>/to/<public key in hex>``.
 
 Built on paho-mqtt, the Eclipse reference client that aiomqtt itself wraps: its network thread
 serves both the synchronous :class:`~qres.kinds.transport.Transport` methods and the node's
@@ -221,6 +222,11 @@ class MqttTransport(Transport):
         """The topic of a message kind in this swarm."""
         return f"qres/{self.config.swarm}/{TOPICS[kind]}"
 
+    def inbox_topic(self, key: bytes) -> str:
+        """The topic of updates for one node only (its public key in hex): a message for one
+        peer (an audit request, an answer) reaches that peer's radio, not every node's."""
+        return f"qres/{self.config.swarm}/to/{bytes(key).hex()}"
+
     # --- connection ----------------------------------------------------------------------
 
     def _make_client(self):
@@ -261,7 +267,9 @@ class MqttTransport(Transport):
         self.connects += 1
         # Ready once the broker has acknowledged the subscriptions (_on_subscribe): a message
         # published before that would not reach us.
-        client.subscribe([(self.topic(kind), QOS[kind]) for kind in TOPICS])
+        topics = [(self.topic(kind), QOS[kind]) for kind in TOPICS]
+        topics.append((self.inbox_topic(self.identity.public_key), QOS[KIND_UPDATE]))
+        client.subscribe(topics)
 
     def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties):
         if any(code.is_failure for code in reason_codes):
@@ -333,8 +341,11 @@ class MqttTransport(Transport):
             if kind != KIND_HELLO:
                 self._drop(len(data), "dropped_loss")
             return False
-        # QoS 1 while disconnected: paho queues it and sends it on reconnection.
-        self._client.publish(self.topic(kind), envelope, qos=QOS[kind], retain=RETAIN[kind])
+        # QoS 1 while disconnected: paho queues it and sends it on reconnection. An update for
+        # one peer goes to that peer's own topic.
+        direct = kind == KIND_UPDATE and dst != BROADCAST
+        topic = self.inbox_topic(dst) if direct else self.topic(kind)
+        self._client.publish(topic, envelope, qos=QOS[kind], retain=RETAIN[kind])
         self.wire_bytes_sent += len(envelope)
         return True
 
@@ -397,7 +408,9 @@ class MqttTransport(Transport):
         envelope = decode_envelope(data, self.config.swarm, self.config.max_message)
         if envelope.sender == self.identity.public_key:
             return None
-        if topic != self.topic(envelope.kind):
+        mine = self.identity.public_key
+        direct = envelope.kind == KIND_UPDATE and envelope.dst == mine
+        if topic != self.topic(envelope.kind) and not (direct and topic == self.inbox_topic(mine)):
             raise EnvelopeError(Reason.MALFORMED, "envelope kind does not match its topic")
         if envelope.sender in self.banned:
             raise EnvelopeError(Reason.BANNED_SENDER, "banned sender")

@@ -84,7 +84,8 @@ def run(
 
     status = asyncio.run(main())
     keys = ("did", "round", "segments", "samples_stored", "asleep_rounds", "energy")
-    summary = {k: status[k] for k in keys}
+    keys += ("checks", "transport_bytes")
+    summary = {k: status[k] for k in keys if k in status}
     print(json.dumps(summary))
 
 
