@@ -114,8 +114,12 @@ def test_status_and_metrics(node):
         "qres_energy_pool_joules",
         "qres_energy_spent_joules_total",
         "qres_radio_on_seconds_total",
+        'qres_checks_total{outcome="failed"}',
+        'qres_check_bytes_total{direction="received"}',
     ):
         assert name in text
+    assert set(st["checks"]) >= {"asked", "done", "failed", "unanswered", "late", "bytes_sent"}
+    assert set(st["transport_bytes"]) == {"sent", "received", "wire_sent", "wire_received"}
     # energy through the hardware plugin, as the simulator counts it: every closed round of
     # simulated time is paid (sleep power at least), and the pool is what is left
     energy = st["energy"]
