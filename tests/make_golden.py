@@ -6,14 +6,18 @@ python tests/make_golden.py
 ``format-v3.sensors-4ch-int16.server.qres`` are not made here: they are the last files of
 versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
-version" error. Nor are ``format-v4.*`` (int16 and float64), ``format-v5.*`` (int24) and
-``format-v6.*`` (repeats and channel pairs; float64 readings): the last files of those
-versions, which this qres still reads, kept so a test checks that they decode to their inputs.
+version" error. Nor are ``format-v4.*`` (int16 and float64), ``format-v5.*`` (int24),
+``format-v6.*`` (repeats and channel pairs; float64 readings) and ``format-v7.*`` (float32 on
+scaled lattices): the last files of those versions, which this qres still reads, kept so a
+test checks that they decode to their inputs.
 
-Every golden made here is format 7. ``gestures-3ch-int16`` holds recurring gestures and two
+Every golden made here is format 8. ``gestures-3ch-int16`` holds recurring gestures and two
 channels that share their motion, so its lossless goldens pin the repeats and channel-pair
 fields (block flag bits 4-5); ``adc-2ch-float32`` holds converter codes times scales that are
-no power of ten, so its lossless goldens pin the scaled-lattice mapping (side-record kind 7).
+no power of ten, so its lossless goldens pin the scaled-lattice mapping (side-record kind 7);
+``counts-2ch-int16`` holds activity counts (few distinct values, bursts) and calibrated
+readings (steps of 9 and 10), so they pin the dictionary (kind 8) and the integer scaled
+lattice (kind 7).
 """
 
 from __future__ import annotations
@@ -123,6 +127,26 @@ def _adc_float32(frames: int = 5000) -> bytes:
 
 INPUTS["audio-2ch-int24"] = (_audio_int24, StreamSpec("int24", 2))
 INPUTS["adc-2ch-float32"] = (_adc_float32, StreamSpec("float32", 2))
+
+
+def _counts_int16(frames: int = 6000) -> bytes:
+    """Two int16 channels from a 64-bit LCG: activity counts (zeros, then bursts of values
+    from a small uneven set) and calibrated readings rint(code * 9.2593 - 0.49) of a
+    random-walk code (steps of 9 and 10, no common divisor)."""
+    levels = [0, 3, 7, 12, 20, 35, 61, 104, 180, 310, 540, 930, 1600]
+    lcg, code, burst, out = 0x2545F4914F6CDD1D, 300, 0, []
+    for _ in range(frames):
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        if burst == 0 and (lcg >> 58) == 0:
+            burst = 20 + (lcg >> 40) % 60
+        count = levels[(lcg >> 20) % len(levels)] if burst else 0
+        burst = max(0, burst - 1)
+        code = max(0, min(3000, code + (lcg >> 61) - 3))
+        out += [count, round(code * 9.2593 - 0.49)]
+    return np.array(out, dtype="<i2").tobytes()
+
+
+INPUTS["counts-2ch-int16"] = (_counts_int16, StreamSpec("int16", 2))
 INPUTS["gestures-3ch-int16"] = (_gestures_int16, StreamSpec("int16", 3))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice

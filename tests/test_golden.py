@@ -66,18 +66,18 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
 
 
-def test_goldens_are_format_7_and_older_readable_versions_are_pinned():
-    """Every golden made by tests/make_golden.py is format 7; the last files of versions 4
-    (int16, float64), 5 (int24) and 6 (int16 with repeats and pairs, float64) are kept and
-    still decode to their inputs."""
+def test_goldens_are_format_8_and_older_readable_versions_are_pinned():
+    """Every golden made by tests/make_golden.py is format 8; the last files of versions 4
+    (int16, float64), 5 (int24), 6 (int16 with repeats and pairs, float64) and 7 (float32 on
+    scaled lattices) are kept and still decode to their inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
         if not path.name.startswith("format-v"):
             versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
-    assert {info["format_version"] for info in versions.values()} == {7}
+    assert {info["format_version"] for info in versions.values()} == {8}
     for name in versions:
-        assert (GOLDEN / name).read_bytes()[8] == 7
-    old = {4: set(), 5: set(), 6: set()}
+        assert (GOLDEN / name).read_bytes()[8] == 8
+    old = {4: set(), 5: set(), 6: set(), 7: set()}
     for version in old:
         for path in GOLDEN.glob(f"format-v{version}.*.qres"):
             packed = path.read_bytes()
@@ -93,7 +93,7 @@ def test_goldens_are_format_7_and_older_readable_versions_are_pinned():
                 assert err.max() <= info["header"]["codec"]["max_error"]
             else:
                 assert back == raw
-    assert old == {4: {"int16", "float64"}, 5: {"int24"}, 6: {"int16", "float64"}}
+    assert old == {4: {"int16", "float64"}, 5: {"int24"}, 6: {"int16", "float64"}, 7: {"float32"}}
 
 
 def test_float32_goldens_pin_the_scaled_lattice():
@@ -116,3 +116,13 @@ def test_lossless_goldens_cover_repeats_and_channel_pairs():
         flags |= {b.flags for _, b in container.Reader(io.BytesIO(packed)).blocks()}
     assert any(f & codec.FLAG_REPEATS for f in flags)
     assert any(f & codec.FLAG_CHANNEL_PAIRS for f in flags)
+
+
+def test_int16_goldens_pin_the_dictionary_and_the_integer_lattice():
+    from qres.codec import mapping
+
+    make, spec = INPUTS["counts-2ch-int16"]
+    block = spec.to_array(make()).reshape(-1, spec.channels)
+    mapped = mapping.to_integers(block, spec, None)
+    side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, len(block))
+    assert [m.kind for m in side.maps] == [mapping.KIND_DICTIONARY, mapping.KIND_SCALED]

@@ -1,6 +1,6 @@
 """24-bit samples (``int24``, 3 bytes each): read from raw files and WAV, coded as int32 with the
 int24 range as bounds, written back byte for byte; containers of them were format 5 (every other
-stream format 4) until format 6 (now 7), which every stream is written in; a reader accepts each
+stream format 4) until format 6 (now 8), which every stream is written in; a reader accepts each
 older version only with the types it had."""
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_any_int24_stream_round_trips_byte_for_byte(data):
     out = io.BytesIO()
     codec.compress(SampleSource(io.BytesIO(raw), spec), out, small)
     packed = out.getvalue()
-    assert packed[8] == 7
+    assert packed[8] == 8
     assert api.decompress_bytes(packed) == raw
     bound = data.draw(st.integers(1, 5000))
     lossy = api.compress_bytes(body, spec, profile, max_error=bound)
@@ -104,7 +104,7 @@ def test_raw_int24_on_the_command_line(tmp_path):
     assert run_qres("decompress", f"{path}.qres", "-o", str(back)).returncode == 0
     assert back.read_bytes() == path.read_bytes()
     info = json.loads(run_qres("info", f"{path}.qres", "--json").stdout)
-    assert info["format_version"] == 7 and info["header"]["dtype"] == "int24"
+    assert info["format_version"] == 8 and info["header"]["dtype"] == "int24"
     assert info["raw_bytes"] == path.stat().st_size and info["tail_bytes"] == 1
     assert run_qres("verify", f"{path}.qres").returncode == 0
 
@@ -131,7 +131,7 @@ def test_python_api_opens_int24_by_block(tmp_path):
         assert opened.read().tolist() == values.tolist()
 
 
-# -- the header: versions 6-7 for every type; before them, 5 only for int24, 4 for the others --
+# -- the header: versions 6-8 for every type; before them, 5 only for int24, 4 for the others --
 
 
 def _with_version(packed: bytes, version: int) -> bytes:
@@ -159,19 +159,19 @@ def test_an_int24_stream_is_refused_as_format_4(int24_packed):
 
 def test_an_int16_stream_is_refused_as_format_5():
     packed = api.compress_bytes(bytes(200), StreamSpec("int16"))
-    assert packed[8] == 7
+    assert packed[8] == 8
     assert api.decompress_bytes(_with_version(packed, 4)) == bytes(200)  # no version-6 stage
     with pytest.raises(IntegrityError, match="format 5 for int16 samples"):
         api.decompress_bytes(_with_version(packed, 5))
-    with pytest.raises(IntegrityError, match="format version 8 is not supported.*upgrade"):
-        api.decompress_bytes(_with_version(packed, 8))
+    with pytest.raises(IntegrityError, match="format version 9 is not supported.*upgrade"):
+        api.decompress_bytes(_with_version(packed, 9))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 255), st.integers(0, 255), st.sampled_from(["int16", "int24", "float32"]))
 def test_any_version_and_type_code_is_refused_or_canonical(version, code, dtype):
     """Every (version, sample type code) pair with valid checksums either reads as version 6
-    or 7 or the one older version its type had, or fails with an IntegrityError."""
+    to 8 or the one older version its type had, or fails with an IntegrityError."""
     header = container.Header(
         dtype, 2, "interleaved", "little", 64, None,
         {"predictor": {"use": "polynomial"}, "coder": {"use": "rice"}, "max_error": 0},
@@ -186,7 +186,7 @@ def test_any_version_and_type_code_is_refused_or_canonical(version, code, dtype)
     except IntegrityError:
         return
     assert parsed.version == version
-    assert version in (6, 7) or container.format_version(parsed.dtype) == version
+    assert version in (6, 7, 8) or container.format_version(parsed.dtype) == version
     if version == container.FORMAT_VERSION:
         assert container.encode_header(parsed) == bytes(head)
 

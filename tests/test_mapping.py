@@ -60,7 +60,8 @@ def float_blocks(draw, special_share: bool = True):
     width = 32 if dtype == "float32" else 64
     raw = draw(hnp.arrays(f"<u{width // 8}", (frames, channels)))
     x = raw.view(f"<f{width // 8}").copy()
-    style = draw(st.sampled_from(["bits", "decimal", "noisy", "gaps", "significant", "scaled"]))
+    styles = ["bits", "decimal", "noisy", "gaps", "significant", "scaled", "levels"]
+    style = draw(st.sampled_from(styles))
     if style != "bits" and frames:
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
@@ -87,6 +88,10 @@ def float_blocks(draw, special_share: bool = True):
             x = np.where(keep, x, ((k + offset) * scale).astype(dtype))
             specials = np.array([-0.0, 1e-310, 1e-40, -np.inf, np.inf], dtype=dtype)
             x[rng.integers(0, frames, 3)] = rng.choice(specials, (3, channels))
+        if style == "levels":
+            # Few distinct values, unevenly spread (the dictionary, kind 8), -0.0 among them.
+            levels = np.array([0.0, -0.0, 1e-300, 0.37, 5.0, 1e4, -np.inf], dtype=dtype)
+            x = np.where(keep, x, levels[rng.integers(0, len(levels), (frames, channels))])
         if style == "gaps":
             # Runs of NaN (any payload), infinities, and runs touching either end.
             signed = np.int32 if width == 32 else np.int64
@@ -1136,12 +1141,12 @@ def test_scaled_lattice_cuts_the_coded_size():
     x = ((codes + 0.5) * 10 / 4095).astype(np.float32)
     spec = StreamSpec("float32", 1)
     with_scaled = len(api.compress_bytes(x.tobytes(), spec, profile="server"))
-    original = mapping._scaled_channel
-    try:
-        mapping._scaled_channel = lambda *args: None
+    original = mapping._scaled_channel, mapping._dictionary_channel
+    try:  # neither kind 7 nor the dictionary (4,000 codes on 20,000 samples: it holds them)
+        mapping._scaled_channel = mapping._dictionary_channel = lambda *args: None
         without = len(api.compress_bytes(x.tobytes(), spec, profile="server"))
     finally:
-        mapping._scaled_channel = original
+        mapping._scaled_channel, mapping._dictionary_channel = original
     assert with_scaled < 0.5 * without
 
 
@@ -1275,21 +1280,27 @@ def test_scaled_integer_entries_are_checked():
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 8), st.sampled_from(["float32", "int16"]))
-def test_damaged_scaled_lattice_entries_fail_cleanly(seed, flips, dtype):
-    """Flipped bits in a kind-7 side record and garbage codes or corrections: an
+@given(
+    st.integers(0, 2**32 - 1), st.integers(1, 8), st.sampled_from(["float32", "int16", "counts"])
+)
+def test_damaged_scaled_lattice_entries_fail_cleanly(seed, flips, style):
+    """Flipped bits in a kind-7 or kind-8 side record and garbage codes or corrections: an
     IntegrityError or samples of the right shape, never another exception."""
     rng = np.random.default_rng(seed)
     codes = _adc_codes(2000, seed=seed % 7)
-    if dtype == "float32":
+    dtype = "float32" if style == "float32" else "int16"
+    if style == "float32":
         x = ((codes + 0.5) * 10 / 4095).astype(dtype)
-    else:
+    elif style == "int16":
         x = _calibrated(codes, 9.2593, 0.4, dtype)
-    x[rng.integers(0, len(x), 4)] = x[0] + 1  # off the lattice: a correction stream
+    else:
+        x = _bursts(2000, seed=seed % 7).astype(dtype)
+    if style != "counts":
+        x[rng.integers(0, len(x), 4)] = x[0] + 1  # off the lattice: a correction stream
     spec = StreamSpec(dtype, 1)
     mapped = mapping.to_integers(x.reshape(-1, 1), spec, None)
     side = bytearray(mapped.side)
-    assert side[0] == mapping.KIND_SCALED
+    assert side[0] == (mapping.KIND_DICTIONARY if style == "counts" else mapping.KIND_SCALED)
     for _ in range(flips):
         side[rng.integers(0, len(side))] ^= 1 << int(rng.integers(0, 8))
     ints = mapped.ints.copy()
@@ -1305,3 +1316,95 @@ def test_damaged_scaled_lattice_entries_fail_cleanly(seed, flips, dtype):
     except IntegrityError:
         return
     assert out.shape == (len(x), 1)
+
+
+# -- dictionaries (kind 8) ---------------------------------------------------------------------
+
+
+def _bursts(n: int, seed: int = 3):
+    """Activity counts: zeros, then bursts of values from a small uneven set."""
+    rng = np.random.default_rng(seed)
+    levels = np.array([0, 3, 7, 12, 20, 35, 61, 104, 180, 310, 540, 930, 1600, 2900])
+    on = (np.cumsum(rng.random(n) < 0.02) % 2).astype(bool)
+    return np.where(on, levels[rng.integers(0, len(levels), n)], 0)
+
+
+@pytest.mark.parametrize("dtype", ["int16", "int32", "uint16", "float32", "float64"])
+def test_few_uneven_values_take_the_dictionary(dtype):
+    x = _bursts(6000).astype(dtype).reshape(-1, 1)
+    if dtype.startswith("float"):
+        x[7, 0] = -0.0  # its own entry: every bit pattern is a value
+    mapped = _int_round_trip(x) if not dtype.startswith("float") else _round_trip(x)
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert entry.kind == mapping.KIND_DICTIONARY
+    assert len(entry.table) == len(
+        set(x[:, 0].tobytes()[i : i + x.itemsize] for i in range(0, x.nbytes, x.itemsize))
+    )
+    assert mapped.ints.max() < len(entry.table)
+
+
+def test_dictionary_inside_nan_runs_and_never_for_many_values():
+    x = _bursts(5000).astype(np.float64)
+    x[100:140] = np.nan
+    mapped = _round_trip(x.reshape(-1, 1))
+    entry = _side(mapped, "float64", len(x)).maps[0]
+    assert entry.kind == mapping.KIND_RUNS and entry.inner.kind == mapping.KIND_DICTIONARY
+    walk = np.cumsum(np.random.default_rng(1).integers(-50, 51, 5000)).astype(np.int32)
+    assert _kinds(_int_round_trip(walk.reshape(-1, 1)), "int32", 1) == [mapping.KIND_INTEGER]
+
+
+def _dictionary_side(values, dtype: str) -> bytes:
+    raw = np.asarray(values, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    return bytes([mapping.KIND_DICTIONARY]) + mapping._COUNT.pack(len(values)) + raw
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "message"),
+    [
+        ([3, 3], "int16", "not strictly ascending"),
+        ([5, 1], "int32", "not strictly ascending"),
+        ([0.0, -0.0], "float64", "not strictly ascending"),  # -0.0 orders before 0.0
+        ([], "int16", "dictionary size out of range"),
+        (list(range(11)), "int16", "dictionary size out of range"),  # more than 10 frames
+        ([1, 2], "int64", "64-bit integer"),
+    ],
+)
+def test_bad_dictionaries_are_refused(values, dtype, message):
+    with pytest.raises(IntegrityError, match=message):
+        mapping.read_side(memoryview(_dictionary_side(values, dtype)), 0, StreamSpec(dtype), 10)
+
+
+def test_dictionary_ranks_and_versions_are_checked():
+    x = _bursts(3000).astype(np.int16).reshape(-1, 1)
+    spec = StreamSpec("int16", 1)
+    mapped = mapping.to_integers(x, spec, None)
+    side = memoryview(mapped.side)
+    with pytest.raises(IntegrityError, match="kind 8 does not fit"):
+        mapping.read_side(side, 0, spec, len(x), 7)
+    parsed, _ = mapping.read_side(side, 0, spec, len(x), 8)
+    for bad in (-1, len(parsed.maps[0].table)):
+        ints = mapped.ints.copy()
+        ints[0, 9] = bad
+        with pytest.raises(IntegrityError, match="rank out of range"):
+            mapping.from_integers(ints, parsed, [], spec, None)
+    with pytest.raises(IntegrityError, match="bounded-error"):
+        mapping.from_integers(mapped.ints, parsed, [], spec, 0.5)
+
+
+@FAST
+@given(
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(["int16", "int32", "uint32", "float32", "float64"]),
+    st.integers(1, 40),
+    st.integers(0, 600),
+)
+def test_any_low_cardinality_block_round_trips(seed, dtype, distinct, frames):
+    rng = np.random.default_rng(seed)
+    width = np.dtype(dtype).itemsize
+    pool = rng.integers(0, 256, (distinct, width), dtype=np.uint8).view(f"<u{width}")[:, 0]
+    x = pool.view(np.dtype(dtype).newbyteorder("<"))[rng.integers(0, distinct, (frames, 2))]
+    x = x.astype(np.dtype(dtype))
+    if dtype.startswith("float"):
+        _round_trip(x)
+    else:
+        _int_round_trip(x)

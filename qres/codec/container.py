@@ -23,9 +23,9 @@ from qres.kernel.errors import IntegrityError, QresError
 MAGIC = b"\x89QRS\r\n\x1a\n"
 #: The format version this qres writes, and the newest it reads. Version 6 added block
 #: stages that earlier readers refuse (channel pairs and repeats, block flag bits 4-5);
-#: version 7 the scaled-lattice float mapping (side-record kind 7). Every stream is written
-#: as 7; files of versions 4 to 6 stay readable as they were.
-FORMAT_VERSION = 7
+#: version 7 the scaled-lattice mapping (side-record kind 7), version 8 the dictionary
+#: mapping (kind 8). Every stream is written as 8; files of versions 4 to 7 stay readable.
+FORMAT_VERSION = 8
 #: The oldest format version this qres reads.
 OLDEST_VERSION = 4
 INDEX_MAGIC = b"QIDX"

@@ -45,6 +45,7 @@ KIND_INTEGER_LATTICE = 4  # integers x = a + g*n with a common step g >= 2 (unus
 KIND_RUNS = 5  # floats: runs of non-finite samples kept verbatim, then the rest's entry
 KIND_SIGNIFICANT = 6  # floats as +-m * 10**q with P significant digits, an ordered index
 KIND_SCALED = 7  # floats on a scaled lattice x = dtype(a + b*n): converter codes times a scale
+KIND_DICTIONARY = 8  # few distinct values: their ranks, the table in the side record
 KINDS = (
     KIND_INTEGER,
     KIND_DECIMAL,
@@ -54,9 +55,10 @@ KINDS = (
     KIND_RUNS,
     KIND_SIGNIFICANT,
     KIND_SCALED,
+    KIND_DICTIONARY,
 )
 #: The first container format version whose blocks may hold a kind (older ones: all others).
-KIND_SINCE = {KIND_SCALED: 7}
+KIND_SINCE = {KIND_SCALED: 7, KIND_DICTIONARY: 8}
 
 #: Largest decimal scale tried (10**d must be exact in float64 and k must stay below 2**53).
 MAX_DECIMALS = {"float32": 10, "float64": 15}
@@ -129,6 +131,7 @@ class ChannelMap:
     runs: Any = None  # runs of verbatim samples: (starts, lengths) uint32 arrays
     inner: ChannelMap | None = None  # the entry of the samples outside the runs
     lattice: Any = None  # scaled lattice: (a, b), x = dtype(a + b*n)
+    table: Any = None  # dictionary: the distinct values' order-preserving int64 view, ascending
 
     @property
     def extra_count(self) -> int:
@@ -567,6 +570,8 @@ def _side_bytes(maps: list[ChannelMap]) -> bytes:
             parts.append(_SIGNIFICANT.pack(cmap.precision, cmap.offset, cmap.flags))
         elif cmap.kind == KIND_SCALED:
             parts.append(_SCALED.pack(*cmap.lattice, cmap.flags))
+        elif cmap.kind == KIND_DICTIONARY:
+            parts += [_COUNT.pack(len(cmap.table)), cmap.exception_raw]
         elif cmap.kind == KIND_RUNS:
             starts, lengths = cmap.runs
             parts.append(_COUNT.pack(len(starts)))
@@ -605,9 +610,11 @@ def to_integers(
                 if cmap.kind == KIND_INTEGER_LATTICE:
                     ints[c] = (ints[c] - cmap.offset) // cmap.step
                     continue
-                found = _scaled_integers(ints[c], spec.dtype)
-                if found is not None:
-                    ints[c], maps[c], streams = found
+                found = [_scaled_integers(ints[c], spec.dtype)]
+                found.append(_dictionary_channel(ints[c], ints[c], spec.dtype))
+                found = [f for f in found if f is not None]
+                if found:
+                    ints[c], maps[c], streams, _ = min(found, key=lambda f: f[3])
                     extras += streams
         return Mapped(ints, _side_bytes(maps), tuple(extras))
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
@@ -654,7 +661,32 @@ def _lossless_float_channel(x, dtype: str):
     found = _scaled_channel(x, dtype, bits, best[1])
     if found is not None and found[3] < _SIGNIFICANT_GAIN * best[3]:
         best = found
+    found = _dictionary_channel(x, bits, dtype, best[3])
+    if found is not None:
+        best = found
     return best[:3]
+
+
+def _dictionary_channel(x, view, dtype: str, rival: int | None = None):
+    """A channel of few distinct values as their ranks (kind 8): (ranks, ChannelMap, extras,
+    estimated bits) when its estimate is below 0.97 of ``rival`` (the best other view's;
+    None: the plain integers' ``view``), else None. ``view``: the samples' order-preserving
+    int64 view (integers as themselves, floats as their monotonic bits)."""
+    from qres.codec import dictionary
+    from qres.codec._mapping_kernels import bit_cost
+
+    values = dictionary.table(view)
+    if values is None:
+        return None
+    ranks = dictionary.ranks(view, values)
+    width = 8 * StreamSpec(dtype).itemsize
+    cost = bit_cost(ranks, True) + width * len(values) + 40
+    if not cost < _SIGNIFICANT_GAIN * (bit_cost(view, True) if rival is None else rival):
+        return None
+    little = "<" + StreamSpec(dtype).numpy_dtype().str[1:]
+    samples = _from_monotonic_bits(values, dtype) if dtype.startswith("float") else values
+    raw = samples.astype(little).tobytes()
+    return ranks, ChannelMap(KIND_DICTIONARY, table=values, exception_raw=raw), [], cost
 
 
 def _scaled_channel(x, dtype: str, bits, rival: ChannelMap | None = None):
@@ -729,7 +761,7 @@ def _scaled_integers(ints, dtype: str):
     """An integer channel on a scaled lattice ``x = rint(a + b*n)`` with ``b >= 2`` not an
     integer (calibrated readings: converter codes times a scale, rounded), when its size
     estimate beats the plain integers' by the same margin as the float views: (codes,
-    ChannelMap, extras), else None."""
+    ChannelMap, extras, estimated bits), else None."""
     from qres.codec import scaled
     from qres.codec._mapping_kernels import bit_cost
 
@@ -744,7 +776,7 @@ def _scaled_integers(ints, dtype: str):
     if not cost < _SIGNIFICANT_GAIN * bit_cost(ints, True):
         return None
     extras = [correction] if flags else []
-    return n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras
+    return n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras, cost
 
 
 def _integer_lattice(ints) -> ChannelMap:
@@ -855,9 +887,10 @@ _FLOAT_KINDS = (
     KIND_RUNS,
     KIND_SIGNIFICANT,
     KIND_SCALED,
+    KIND_DICTIONARY,
 )
-_LOSSLESS_VIEWS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_SIGNIFICANT, KIND_SCALED)
-_INTEGER_KINDS = (KIND_INTEGER, KIND_INTEGER_LATTICE, KIND_SCALED)
+_LOSSLESS_VIEWS = (KIND_DECIMAL, KIND_FLOAT_BITS, KIND_SIGNIFICANT, KIND_SCALED, KIND_DICTIONARY)
+_INTEGER_KINDS = (KIND_INTEGER, KIND_INTEGER_LATTICE, KIND_SCALED, KIND_DICTIONARY)
 
 
 def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, kinds):
@@ -896,6 +929,8 @@ def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, kinds
         return _read_decimal(view, pos, spec, frames)
     if kind in (KIND_SIGNIFICANT, KIND_SCALED):
         return _read_view_head(view, pos, spec, kind)
+    if kind == KIND_DICTIONARY:
+        return _read_dictionary(view, pos, spec, frames)
     if kind == KIND_FLOAT_GRID:
         pos = _take(view, pos, _COUNT.size, "exception count")
         (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
@@ -908,6 +943,30 @@ def _read_entry(view: memoryview, pos: int, spec: StreamSpec, frames: int, kinds
             raise IntegrityError("exception index out of range")
         return ChannelMap(KIND_FLOAT_GRID, exception_index=index, exception_raw=raw), end
     return ChannelMap(kind), pos
+
+
+def _read_dictionary(view: memoryview, pos: int, spec: StreamSpec, frames: int):
+    """A dictionary entry: ``u32 D`` then the D distinct samples, strictly ascending in the
+    order-preserving view (so each table has one byte form)."""
+    import numpy as np
+
+    pos = _take(view, pos, _COUNT.size, "dictionary size")
+    (count,) = _COUNT.unpack_from(view, pos - _COUNT.size)
+    if not 1 <= count <= frames:
+        raise IntegrityError("dictionary size out of range")
+    end = _take(view, pos, count * spec.itemsize, "dictionary")
+    raw = bytes(view[pos:end])
+    samples = np.frombuffer(raw, dtype=spec.numpy_dtype().newbyteorder("<"))
+    native = samples.astype(samples.dtype.newbyteorder("="))
+    if spec.dtype.startswith("float"):
+        values = _monotonic_bits(native, spec.dtype)
+    else:
+        values = native.astype(np.int64)
+        if spec.itemsize > 4:
+            raise IntegrityError("dictionary of a 64-bit integer channel")
+    if np.any(values[1:] <= values[:-1]):
+        raise IntegrityError("dictionary not strictly ascending")
+    return ChannelMap(KIND_DICTIONARY, table=values, exception_raw=raw), end
 
 
 def _read_view_head(view: memoryview, pos: int, spec: StreamSpec, kind: int):
@@ -993,8 +1052,10 @@ def _channel_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_s
         return _from_monotonic_bits(k, spec.dtype)
     if cmap.kind == KIND_DECIMAL:
         return _decimal_values(k, cmap, streams, spec)
-    if cmap.kind == KIND_SCALED and not spec.dtype.startswith("float"):
-        return _scaled_integer_values(k, cmap, streams, spec)
+    if cmap.kind == KIND_DICTIONARY or (
+        cmap.kind == KIND_SCALED and not spec.dtype.startswith("float")
+    ):
+        return _table_or_rounded_values(k, cmap, streams, spec, grid_step)
     if cmap.kind in (KIND_SIGNIFICANT, KIND_SCALED):
         if grid_step is not None:
             what = (
@@ -1018,6 +1079,28 @@ def _channel_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_s
         little = np.dtype(spec.dtype).newbyteorder("<")
         values[cmap.exception_index] = np.frombuffer(cmap.exception_raw, dtype=little)
     return values
+
+
+def _table_or_rounded_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec, grid_step):
+    """Samples of a dictionary channel (kind 8) or of an integer scaled lattice (kind 7):
+    lossless blocks only."""
+    if grid_step is not None:
+        raise IntegrityError(f"channel kind {cmap.kind} in a bounded-error block; corrupted")
+    if cmap.kind == KIND_DICTIONARY:
+        return _dictionary_values(k, cmap, spec)
+    return _scaled_integer_values(k, cmap, streams, spec)
+
+
+def _dictionary_values(k, cmap: ChannelMap, spec: StreamSpec):
+    """Samples of a dictionary channel: its table's values at the ranks."""
+    from qres.codec.dictionary import lookup
+
+    values = lookup(k, cmap.table)
+    if values is None:
+        raise IntegrityError("dictionary rank out of range; corrupted")
+    if spec.dtype.startswith("float"):
+        return _from_monotonic_bits(values, spec.dtype)
+    return values.astype(spec.dtype)
 
 
 def _scaled_integer_values(k, cmap: ChannelMap, streams: list, spec: StreamSpec):

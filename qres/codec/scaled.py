@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from qres.codec.dictionary import distinct
+
 #: Samples looked at to find the lattice (evenly spaced over the channel).
 PROBE = 4096
 #: A lattice must place at least this share of the probe's distinct values within
@@ -44,20 +46,6 @@ def _probe(x, size: int = PROBE):
     if len(x) <= size:
         return x
     return x[np.linspace(0, len(x) - 1, size).astype(np.int64)]
-
-
-def _distinct(values):
-    """The sorted distinct values (``np.unique`` without its lazy import of numpy.ma, which
-    would land inside a timed coding call)."""
-    import numpy as np
-
-    ordered = np.sort(values)
-    if len(ordered) < 2:
-        return ordered
-    keep = np.empty(len(ordered), dtype=bool)
-    keep[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    return ordered[keep]
 
 
 def _fit(values, quantum: float) -> tuple[float, float] | None:
@@ -193,12 +181,12 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
     if is_int:
         # Most integer channels step by one all over their first samples: no lattice (the
         # tenth-smallest gap, as in the fit: a few outliers make a few small gaps).
-        gaps = np.diff(_distinct(probe[:512]))
+        gaps = np.diff(distinct(probe[:512]))
         if len(gaps) > 1 and int(np.sort(gaps)[len(gaps) // 10]) < 2:
             return None
     else:
         probe = probe[np.isfinite(probe)]
-    fitted = _fit(_distinct(probe.astype(np.float64)), 0.5 if is_int else 0.0)
+    fitted = _fit(distinct(probe.astype(np.float64)), 0.5 if is_int else 0.0)
     if fitted is None:
         return None
     if known_step is not None and abs(fitted[1] - known_step) <= 1e-6 * known_step:

@@ -1,0 +1,63 @@
+"""Dictionary mapping (side-record kind 8): a channel of few distinct values as their ranks.
+
+Activity counts (half zeros, bursts up to thousands), quantised light levels, a thermistor's
+lookup table: few distinct values, spread unevenly. A predictor and a coder spend the raw bits
+of every large magnitude; the rank of a value among the block's distinct values carries the
+same information in a few bits, and keeps the order (a smooth signal stays smooth). The side
+record holds the table (the distinct values, ascending, in the sample type), the predictor
+sees the ranks.
+
+Values are ranked in an order-preserving integer view: integers as themselves, floats as the
+order-preserving view of their bits (every bit pattern its own value: -0.0, NaN payloads).
+"""
+
+from __future__ import annotations
+
+#: A channel is a dictionary candidate when its block has at most one distinct value per
+#: DENSITY samples (screened first on an evenly spaced probe of PROBE samples).
+DENSITY = 8
+PROBE = 4096
+
+
+def distinct(values):
+    """The sorted distinct values of an int64 array (``np.unique`` without its lazy import
+    of numpy.ma, which would land inside a timed coding call)."""
+    import numpy as np
+
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
+def table(view):
+    """The ascending distinct values of ``view`` (int64, one channel of a block) when there
+    are few enough, else None."""
+    import numpy as np
+
+    n = len(view)
+    if n < 2 * DENSITY:
+        return None
+    if n > PROBE:
+        probe = view[np.linspace(0, n - 1, PROBE).astype(np.int64)]
+        if len(distinct(probe)) * DENSITY > PROBE:
+            return None
+    found = distinct(view)
+    return found if len(found) * DENSITY <= n else None
+
+
+def ranks(view, values):
+    """The rank of each sample of ``view`` in the ascending table ``values``."""
+    import numpy as np
+
+    return np.searchsorted(values, view).astype(np.int64)
+
+
+def lookup(ranks, values):
+    """The table's values at ``ranks``; None when a rank is outside the table (damage)."""
+    if len(ranks) and (int(ranks.min()) < 0 or int(ranks.max()) >= len(values)):
+        return None
+    return values[ranks]
