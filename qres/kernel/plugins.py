@@ -58,7 +58,22 @@ KIND_BASES: dict[str, tuple[str, str]] = {
 ENTRY_POINT_GROUP = "qres"
 BUILTIN_PACKAGE = "qres.builtin_plugins"
 
-pm = pluggy.PluginManager("qres")
+
+class _Manager(pluggy.PluginManager):
+    """pluggy's manager, counting registrations so the registry knows when to rebuild."""
+
+    generation = 0
+
+    def register(self, plugin, name=None):
+        self.generation += 1
+        return super().register(plugin, name)
+
+    def unregister(self, plugin=None, name=None):
+        self.generation += 1
+        return super().unregister(plugin, name)
+
+
+pm = _Manager("qres")
 pm.add_hookspecs(hookspecs)
 
 #: Set to anything but "" or "0" to trace hook calls on stderr.
@@ -211,7 +226,7 @@ def _origin(plugin_name: str) -> tuple[str, str]:
     return _origins.get(plugin_name, (plugin_name, "?"))
 
 
-_registry_cache: tuple[tuple, dict[str, dict[str, PluginInfo]]] | None = None
+_registry_cache: tuple[int, dict[str, dict[str, PluginInfo]]] | None = None
 #: Classes refused at registration, by kind and name: the one-line reason.
 _rejected: dict[str, dict[str, str]] = {}
 
@@ -242,9 +257,9 @@ def registry() -> dict[str, dict[str, PluginInfo]]:
     """Every registered plugin class, by kind and name; rebuilt when plugins change."""
     global _registry_cache
     load_plugins()
-    # One pass over the registrations (get_name per plugin would scan them all each time:
-    # this runs for every plugin a codec builds).
-    key = tuple(sorted((name, id(p)) for name, p in pm.list_name_plugin() if p is not None))
+    # Registering or unregistering bumps the generation: comparing one integer instead of
+    # the sorted registrations matters because this runs for every plugin a codec builds.
+    key = pm.generation
     if _registry_cache is not None and _registry_cache[0] == key:
         return _registry_cache[1]
     result: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}
