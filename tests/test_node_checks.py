@@ -301,3 +301,20 @@ def test_lying_lengths_in_a_trimmed_answer_do_not_allocate():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 1 << 20, peak
+
+
+def test_a_ban_drops_the_banned_peers_pending_checks():
+    """Checks still running for a peer that is banned settle nothing: its packets are never
+    used, and an answer already on its way is not counted as a second failure."""
+    from types import SimpleNamespace
+
+    from qres.node.checks import Checks, PendingCheck, fresh_counts
+
+    checks = Checks(1.0, fresh_counts())
+    for did, r in (("did:a", 3), ("did:a", 4), ("did:b", 4)):
+        packet = SimpleNamespace(nonce=bytes([r]))
+        checks.ask(PendingCheck(0, did, r, packet, b"", 0), 10)
+    assert checks.drop("did:a") == 2
+    assert checks.answered("did:a", 4, bytes([4]), 100) is None
+    assert checks.answered("did:b", 4, bytes([4]), 100) is not None
+    assert not checks.usable("did:a", 4)  # drawn and never passed: never aggregated

@@ -124,6 +124,14 @@ class Checks:
         self.drawn = {k for k in self.drawn if k[1] > round_}
         self.passed = {k for k in self.passed if k[1] > round_}
 
+    def drop(self, did: str) -> int:
+        """Forget the pending checks of ``did`` (just banned: none of its packets will be
+        used, and an answer already on its way settles nothing); how many were pending."""
+        keys = [k for k in self.pending if k[0] == did]
+        for key in keys:
+            del self.pending[key]
+        return len(keys)
+
     def expire(self, awake_rounds: int, patience: int) -> list[PendingCheck]:
         """The checks unanswered for ``patience`` awake rounds, taken off the pending list."""
         out = []

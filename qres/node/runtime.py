@@ -838,6 +838,10 @@ class Node:
                     verifier.ban(did)
             self._take_update(verifier, message)
 
+    def _is_banned(self, did: str) -> bool:
+        slot = self.ledger_slots.get(did)
+        return slot is not None and self.ledger.banned_at[slot] >= 0
+
     def _reject(self, name: str) -> None:
         self.stats["rejected"][name] = self.stats["rejected"].get(name, 0) + 1
 
@@ -1034,6 +1038,8 @@ class Node:
             return self._judge_check(check, answer, payload)
         pending = self._audits.get((answer.did, response.round))
         if pending is None or pending.packet.nonce != response.nonce:
+            if self._is_banned(answer.did):  # a check dropped at the ban: nothing to settle
+                return None
             return self._reject("AUDIT_UNASKED")
         del self._audits[(answer.did, response.round)]
         result = audits.judge(pending.packet, answer, self.swarm, self.step_rule)
@@ -1146,6 +1152,9 @@ class Node:
         for slot in banned.tolist():
             did = slots[slot]
             self.transport.ban(did)
+            # its packets still being checked are never used now; a second failed check of
+            # a peer already banned would be counted twice
+            self.checks.drop(did)
             kind, evidence = self._evidence.get(did, (0, b""))
             via = self._via.get(did, self.identity.did)
             self._new_bans.append((did, r, via, kind, evidence))
