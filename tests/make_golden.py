@@ -7,17 +7,19 @@ python tests/make_golden.py
 versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
 version" error. Nor are ``format-v4.*`` (int16 and float64), ``format-v5.*`` (int24),
-``format-v6.*`` (repeats and channel pairs; float64 readings) and ``format-v7.*`` (float32 on
-scaled lattices): the last files of those versions, which this qres still reads, kept so a
-test checks that they decode to their inputs.
+``format-v6.*`` (repeats and channel pairs; float64 readings), ``format-v7.*`` (float32 on
+scaled lattices) and ``format-v8.*`` (int16 dictionary): the last files of those versions,
+which this qres still reads, kept so a test checks that they decode to their inputs.
 
-Every golden made here is format 8. ``gestures-3ch-int16`` holds recurring gestures and two
+Every golden made here is format 9. ``gestures-3ch-int16`` holds recurring gestures and two
 channels that share their motion, so its lossless goldens pin the repeats and channel-pair
 fields (block flag bits 4-5); ``adc-2ch-float32`` holds converter codes times scales that are
 no power of ten, so its lossless goldens pin the scaled-lattice mapping (side-record kind 7);
 ``counts-2ch-int16`` holds activity counts (few distinct values, bursts) and calibrated
 readings (steps of 9 and 10), so they pin the dictionary (kind 8) and the integer scaled
-lattice (kind 7).
+lattice (kind 7); ``irradiance-3ch-int16`` holds global, direct and diffuse irradiance
+(global equals diffuse whenever the direct beam is 0), so it pins repeats that copy from an
+earlier channel (format 9).
 """
 
 from __future__ import annotations
@@ -147,6 +149,26 @@ def _counts_int16(frames: int = 6000) -> bytes:
 
 
 INPUTS["counts-2ch-int16"] = (_counts_int16, StreamSpec("int16", 2))
+
+
+def _irradiance_int16(days: int = 120) -> bytes:
+    """Hourly global, direct and diffuse irradiance (int16, from a 64-bit LCG): zero at night;
+    in four-hour spells that are cloudy half the time the direct beam is 0 and global equals
+    diffuse, else global is diffuse plus the beam times the sun's height (in 64ths)."""
+    height = [0] * 6 + [8, 20, 32, 43, 52, 58, 62, 62, 58, 52, 43, 32, 20, 8] + [0] * 4
+    lcg, out, cloudy = 0xDA942042E4DD58B5, [], False
+    for hour in range(days * 24):
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        if hour % 4 == 0:
+            cloudy = (lcg >> 63) == 1
+        sun = height[hour % 24]
+        direct = 0 if cloudy or not sun else 300 + (lcg >> 20) % 600
+        diffuse = sun * (20 + (lcg >> 40) % 280) // 64
+        out += [diffuse + direct * sun // 64, direct, diffuse]
+    return np.array(out, dtype="<i2").tobytes()
+
+
+INPUTS["irradiance-3ch-int16"] = (_irradiance_int16, StreamSpec("int16", 3))
 INPUTS["gestures-3ch-int16"] = (_gestures_int16, StreamSpec("int16", 3))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice

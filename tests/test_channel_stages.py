@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import attrs
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -44,6 +45,25 @@ def test_parse_equals_the_reference_and_rebuilds_the_row(row, min_length):
     back = repeats.rebuild(lits, found, len(row))
     assert back.tolist() == row.tolist()
     assert repeats.reference_rebuild(ref_lits, ref_matches, len(row)) == row.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(_rows, _rows, st.sampled_from([4, 8]))
+def test_parse_with_history_equals_the_reference_and_rebuilds_the_row(history, row, min_length):
+    """Copies may start in the history (earlier channels); literals and matches cover the row
+    only, and the rebuild given the same history gives the row back."""
+    lits, found = repeats.parse(row, min_length, history)
+    ref_lits, ref_matches = repeats.reference_parse(
+        row.tolist(), min_length, history=history.tolist()
+    )
+    assert lits.tolist() == ref_lits
+    got = list(
+        zip(found.runs.tolist(), found.lengths.tolist(), found.distances.tolist(), strict=True)
+    )
+    assert got == ref_matches
+    assert repeats.rebuild(lits, found, len(row), history).tolist() == row.tolist()
+    rebuilt = repeats.reference_rebuild(ref_lits, ref_matches, len(row), history.tolist())
+    assert rebuilt == row.tolist()
 
 
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=4, max_size=4))
@@ -169,6 +189,58 @@ def test_bounded_error_blocks_may_pair_channels_and_keep_the_bound():
         assert not any(f & codec.FLAG_REPEATS for f in _flags(packed))  # lossless only
 
 
+def irradiance(days: int = 365, seed: int = 3) -> np.ndarray:
+    """Hourly global, direct and diffuse irradiance (frames x 3, int16): zero at night; on
+    cloudy hours the direct beam is 0 and global equals diffuse exactly, else global is
+    diffuse plus the beam's share. Each channel alone is noisy from day to day."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(days * 24)
+    sun = np.clip(np.sin((hours % 24 - 6) / 12 * np.pi), 0, None)
+    cloudy = np.repeat(rng.random(days * 6) < 0.5, 4)  # four-hour weather spells
+    direct = np.where(cloudy, 0, np.rint(sun * rng.uniform(300, 900, len(hours))))
+    diffuse = np.rint(sun * rng.uniform(20, 300, len(hours)))
+    glob = diffuse + np.rint(direct * sun)
+    return np.stack([glob, direct, diffuse], 1).astype("<i2")
+
+
+def test_channels_equal_to_an_earlier_one_at_times_copy_from_it(monkeypatch):
+    """Diffuse irradiance equals global whenever the sun is hidden: its repeats copy from
+    the global channel (a distance past its own start), and the stream is smaller than with
+    copies inside each channel only."""
+    values = irradiance()
+    spec = StreamSpec("int16", 3)
+    raw = values.tobytes()
+    packed = api.compress_bytes(raw, spec, profile="server")
+    with monkeypatch.context() as m:
+        m.setattr(repeats, "HISTORY_CHANNELS", 0)
+        own = api.compress_bytes(raw, spec, profile="server")
+    assert api.decompress_bytes(packed) == raw
+    assert len(packed) < 0.97 * len(own), (len(packed), len(own))
+    reader = container.Reader(io.BytesIO(packed))
+    decoder = codec.open_decoder(reader.header)()
+    reached = False
+    for _, block in reader.blocks():
+        layout = decoder._read_layout(memoryview(block.payload), block.frames, block.flags)
+        table = layout.repeats[2]
+        if table is not None:
+            starts = np.cumsum(table.runs + table.lengths) - table.lengths
+            reached |= bool(np.any(table.distances > starts))
+    assert reached
+
+
+def test_copies_from_earlier_channels_are_refused_in_older_versions():
+    """A format-8 reader's blocks may not copy from other channels: the same block read as
+    version 8 fails as damage."""
+    raw = irradiance(60).tobytes()
+    packed = api.compress_bytes(raw, StreamSpec("int16", 3), profile="server")
+    reader = container.Reader(io.BytesIO(packed))
+    assert reader.header.version == container.FORMAT_VERSION
+    old = codec.open_decoder(attrs.evolve(reader.header, version=8))()
+    with pytest.raises(IntegrityError, match="outside|out of range"):
+        for number, (_, block) in enumerate(reader.blocks()):
+            old.decode(number, block)
+
+
 # -- round trips over the new paths ---------------------------------------------------------------
 
 
@@ -278,6 +350,7 @@ def test_lying_match_counts_are_refused_before_allocating():
     ],
 )
 def test_copies_outside_the_channel_are_refused(runs, lengths, distances, match):
+    """(With no history; with one, a copy may reach back as far as the history goes.)"""
     coder = _coder()
     found = repeats.Parse(
         np.array(runs, dtype=np.int64),
@@ -287,6 +360,12 @@ def test_copies_outside_the_channel_are_refused(runs, lengths, distances, match)
     table = repeats.encode_table(found, coder)
     with pytest.raises(IntegrityError, match=match):
         repeats.read_table(memoryview(table), 0, 50, coder)
+    if match == "outside" and lengths[0] <= 40:
+        reach = distances[0] - runs[0]
+        read, _ = repeats.read_table(memoryview(table), 0, 50, coder, reach)
+        assert read.distances.tolist() == distances
+        with pytest.raises(IntegrityError, match=match):
+            repeats.read_table(memoryview(table), 0, 50, coder, reach - 1)
 
 
 @pytest.mark.parametrize(

@@ -178,7 +178,7 @@ def test_empty_stream_costs_about_a_hundred_bytes():
     assert api.decompress_bytes(packed) == b""
     info = container.describe(io.BytesIO(packed))
     assert info["frames"] == 0 and info["blocks"] == []
-    assert info["format_version"] == container.FORMAT_VERSION == 8  # every stream is written as 8
+    assert info["format_version"] == container.FORMAT_VERSION == 9  # every stream is written as 9
 
 
 @pytest.mark.parametrize(

@@ -66,18 +66,18 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
 
 
-def test_goldens_are_format_8_and_older_readable_versions_are_pinned():
-    """Every golden made by tests/make_golden.py is format 8; the last files of versions 4
-    (int16, float64), 5 (int24), 6 (int16 with repeats and pairs, float64) and 7 (float32 on
-    scaled lattices) are kept and still decode to their inputs."""
+def test_goldens_are_format_9_and_older_readable_versions_are_pinned():
+    """Every golden made by tests/make_golden.py is format 9; the last files of versions 4
+    (int16, float64), 5 (int24), 6 (int16 with repeats and pairs, float64), 7 (float32 on
+    scaled lattices) and 8 (int16 dictionary) are kept and still decode to their inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
         if not path.name.startswith("format-v"):
             versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
-    assert {info["format_version"] for info in versions.values()} == {8}
+    assert {info["format_version"] for info in versions.values()} == {9}
     for name in versions:
-        assert (GOLDEN / name).read_bytes()[8] == 8
-    old = {4: set(), 5: set(), 6: set(), 7: set()}
+        assert (GOLDEN / name).read_bytes()[8] == 9
+    old = {4: set(), 5: set(), 6: set(), 7: set(), 8: set()}
     for version in old:
         for path in GOLDEN.glob(f"format-v{version}.*.qres"):
             packed = path.read_bytes()
@@ -93,7 +93,13 @@ def test_goldens_are_format_8_and_older_readable_versions_are_pinned():
                 assert err.max() <= info["header"]["codec"]["max_error"]
             else:
                 assert back == raw
-    assert old == {4: {"int16", "float64"}, 5: {"int24"}, 6: {"int16", "float64"}, 7: {"float32"}}
+    assert old == {
+        4: {"int16", "float64"},
+        5: {"int24"},
+        6: {"int16", "float64"},
+        7: {"float32"},
+        8: {"int16"},
+    }
 
 
 def test_float32_goldens_pin_the_scaled_lattice():
@@ -126,3 +132,25 @@ def test_int16_goldens_pin_the_dictionary_and_the_integer_lattice():
     mapped = mapping.to_integers(block, spec, None)
     side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, len(block))
     assert [m.kind for m in side.maps] == [mapping.KIND_DICTIONARY, mapping.KIND_SCALED]
+
+
+def test_int16_goldens_pin_repeats_that_copy_from_an_earlier_channel():
+    """In the irradiance golden (every profile), diffuse copies from global: a match reaches
+    back past the channel's own start."""
+    import numpy as np
+
+    reached = set()
+    for profile in PROFILES:
+        packed = (GOLDEN / f"irradiance-3ch-int16.{profile}.qres").read_bytes()
+        reader = container.Reader(io.BytesIO(packed))
+        decoder = codec.open_decoder(reader.header)()
+        for _, block in reader.blocks():
+            if not block.flags & codec.FLAG_REPEATS:
+                continue
+            layout = decoder._read_layout(memoryview(block.payload), block.frames, block.flags)
+            for table in layout.repeats:
+                if table is not None:
+                    starts = np.cumsum(table.runs + table.lengths) - table.lengths
+                    if np.any(table.distances > starts):
+                        reached.add(profile)
+    assert {"server", "fast"} <= reached

@@ -84,7 +84,7 @@ def test_any_int24_stream_round_trips_byte_for_byte(data):
     out = io.BytesIO()
     codec.compress(SampleSource(io.BytesIO(raw), spec), out, small)
     packed = out.getvalue()
-    assert packed[8] == 8
+    assert packed[8] == 9
     assert api.decompress_bytes(packed) == raw
     bound = data.draw(st.integers(1, 5000))
     lossy = api.compress_bytes(body, spec, profile, max_error=bound)
@@ -104,7 +104,7 @@ def test_raw_int24_on_the_command_line(tmp_path):
     assert run_qres("decompress", f"{path}.qres", "-o", str(back)).returncode == 0
     assert back.read_bytes() == path.read_bytes()
     info = json.loads(run_qres("info", f"{path}.qres", "--json").stdout)
-    assert info["format_version"] == 8 and info["header"]["dtype"] == "int24"
+    assert info["format_version"] == 9 and info["header"]["dtype"] == "int24"
     assert info["raw_bytes"] == path.stat().st_size and info["tail_bytes"] == 1
     assert run_qres("verify", f"{path}.qres").returncode == 0
 
@@ -159,12 +159,12 @@ def test_an_int24_stream_is_refused_as_format_4(int24_packed):
 
 def test_an_int16_stream_is_refused_as_format_5():
     packed = api.compress_bytes(bytes(200), StreamSpec("int16"))
-    assert packed[8] == 8
+    assert packed[8] == 9
     assert api.decompress_bytes(_with_version(packed, 4)) == bytes(200)  # no version-6 stage
     with pytest.raises(IntegrityError, match="format 5 for int16 samples"):
         api.decompress_bytes(_with_version(packed, 5))
-    with pytest.raises(IntegrityError, match="format version 9 is not supported.*upgrade"):
-        api.decompress_bytes(_with_version(packed, 9))
+    with pytest.raises(IntegrityError, match="format version 10 is not supported.*upgrade"):
+        api.decompress_bytes(_with_version(packed, 10))
 
 
 @settings(max_examples=300, deadline=None)

@@ -72,7 +72,7 @@ def test_pcm_wav_round_trips_with_its_type_and_channels(tmp_path, width, dtype, 
     _, info = _round_trip(path, tmp_path)
     head = info["header"]
     assert (head["dtype"], head["channels"], head["prefix_bytes"]) == (dtype, channels, 44)
-    assert info["format_version"] == 8
+    assert info["format_version"] == 9
     array = qres.decompress((tmp_path / "tone.wav.qres").read_bytes())
     expected = samples if channels > 1 else samples[:, 0]
     assert array.dtype == np.dtype(dtype if width != 3 else "int32")

@@ -26,13 +26,15 @@ cdef inline uint64_t mix(const int64_t* x) noexcept nogil:
     return h >> (64 - HASH_BITS)
 
 
-def parse(const int64_t[::1] x, int min_length, int depth):
-    """Greedy parse of ``x`` into literals and matches: at each position, the longest earlier
-    copy (its first sample at most ``depth`` hash-chain steps back; the nearest wins ties) is
-    taken if it is at least ``min_length`` samples long (which must be >= 4), else the sample
-    is a literal. Returns ``(literals, runs, lengths, distances)``: the literal samples in
-    order and, per match, the literals before it, its length and its distance back."""
-    cdef Py_ssize_t n = x.shape[0], i = 0, p, best_len, best_dist, length, j, nlit = 0
+def parse(const int64_t[::1] x, int min_length, int depth, Py_ssize_t start=0):
+    """Greedy parse of ``x[start:]`` into literals and matches: at each position, the longest
+    earlier copy (its first sample at most ``depth`` hash-chain steps back; the nearest wins
+    ties) is taken if it is at least ``min_length`` samples long (which must be >= 4), else
+    the sample is a literal. ``x[:start]`` is history (other channels' samples the decoder
+    already holds): it enters the hash chains first and copies may start in it. Returns
+    ``(literals, runs, lengths, distances)``: the literal samples in order and, per match, the
+    literals before it, its length and its distance back."""
+    cdef Py_ssize_t n = x.shape[0], i = start, p, best_len, best_dist, length, j, nlit = 0
     cdef Py_ssize_t nmatch = 0, run = 0
     cdef int steps
     cdef uint64_t h
@@ -40,16 +42,23 @@ def parse(const int64_t[::1] x, int min_length, int depth):
         raise ValueError("min_length must be at least 4")
     if n >= (1 << 31) - 1:
         raise ValueError("parse takes fewer than 2**31 samples")
+    if start < 0 or start > n:
+        raise ValueError("start must be within the samples")
     heads_arr = np.full(1 << HASH_BITS, -1, dtype=np.int32)
     chain_arr = np.full(max(n, 1), -1, dtype=np.int32)
-    lits_arr = np.empty(n, dtype=np.int64)
-    runs_arr = np.empty(n // min_length + 1, dtype=np.int64)
-    lens_arr = np.empty(n // min_length + 1, dtype=np.int64)
-    dists_arr = np.empty(n // min_length + 1, dtype=np.int64)
+    lits_arr = np.empty(n - start, dtype=np.int64)
+    runs_arr = np.empty((n - start) // min_length + 1, dtype=np.int64)
+    lens_arr = np.empty((n - start) // min_length + 1, dtype=np.int64)
+    dists_arr = np.empty((n - start) // min_length + 1, dtype=np.int64)
     cdef int32_t[::1] heads = heads_arr, chain = chain_arr
     cdef int64_t[::1] lits = lits_arr
     cdef int64_t[::1] runs = runs_arr, lens = lens_arr, dists = dists_arr
     with nogil:
+        for j in range(start):
+            if j + HASH_SAMPLES <= n:
+                h = mix(&x[j])
+                chain[j] = heads[h]
+                heads[h] = <int32_t>j
         while i < n:
             best_len = 0
             best_dist = 0
@@ -93,14 +102,19 @@ def parse(const int64_t[::1] x, int min_length, int depth):
 
 
 def rebuild(const int64_t[::1] literals, const int64_t[::1] runs, const int64_t[::1] lengths,
-            const int64_t[::1] distances, Py_ssize_t n):
+            const int64_t[::1] distances, Py_ssize_t n, history=None):
     """The ``n`` samples whose parse is ``(literals, runs, lengths, distances)``: each match's
     run of literals, then its copy (sample by sample, so a copy may overlap itself), then the
-    remaining literals. The caller has checked that the parse describes exactly ``n`` samples
-    and that every distance reaches back no further than the start."""
-    out_arr = np.empty(n, dtype=np.int64)
+    remaining literals; copies may start in ``history`` (the samples before them, int64). The
+    caller has checked that the parse describes exactly ``n`` samples and that every
+    distance reaches back no further than the start of the history."""
+    cdef Py_ssize_t start = 0 if history is None else len(history)
+    out_arr = np.empty(start + n, dtype=np.int64)
+    if start:
+        out_arr[:start] = history
     cdef int64_t[::1] out = out_arr
-    cdef Py_ssize_t m, k, pos = 0, lit = 0, d
+    cdef Py_ssize_t m, k, pos = start, lit = 0, d
+    n += start
     with nogil:
         for m in range(runs.shape[0]):
             for k in range(runs[m]):
@@ -115,7 +129,7 @@ def rebuild(const int64_t[::1] literals, const int64_t[::1] runs, const int64_t[
             out[pos] = literals[lit]
             pos += 1
             lit += 1
-    return out_arr
+    return out_arr[start:]
 
 
 def hash4(values):

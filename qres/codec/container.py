@@ -24,8 +24,11 @@ MAGIC = b"\x89QRS\r\n\x1a\n"
 #: The format version this qres writes, and the newest it reads. Version 6 added block
 #: stages that earlier readers refuse (channel pairs and repeats, block flag bits 4-5);
 #: version 7 the scaled-lattice mapping (side-record kind 7), version 8 the dictionary
-#: mapping (kind 8). Every stream is written as 8; files of versions 4 to 7 stay readable.
-FORMAT_VERSION = 8
+#: mapping (kind 8), version 9 repeats that copy from the block's earlier channels. Every
+#: stream is written as 9; files of versions 4 to 8 stay readable.
+FORMAT_VERSION = 9
+#: The first version whose repeats may copy from earlier channels of the block.
+CROSS_CHANNEL_REPEATS = 9
 #: The oldest format version this qres reads.
 OLDEST_VERSION = 4
 INDEX_MAGIC = b"QIDX"

@@ -356,10 +356,27 @@ class BlockCoder:
     def _channel_stages(self, pred, ints, rows, coded, channel_codes, lossless, bounds):
         """Repeats (lossless blocks) and channel pairs, each kept where the coder's bytes of a
         channel shrink: the payload fields they add and their block flags; ``coded`` is
-        updated in place."""
+        updated in place. A channel that copies from an earlier one may no longer pair, and
+        a pair can beat those copies: when any copy reaches into an earlier channel, the
+        stages are chosen again with copies inside each channel only, and the fewer bytes
+        win (the copies within channels on a tie)."""
+        args = (pred, ints, rows, channel_codes, lossless, bounds)
+        first = self._stages_with(*args, list(coded), repeats.HISTORY_CHANNELS)
+        best = first
+        if first[3]:
+            own = self._stages_with(*args, list(coded), 0)
+            if _stages_size(own) <= _stages_size(first):
+                best = own
+        coded[:] = best[2]
+        return best[0], best[1]
+
+    def _stages_with(self, pred, ints, rows, channel_codes, lossless, bounds, coded, history):
+        """One choice of both stages, copies starting up to ``history`` channels back:
+        ``(fields, flags, coded, crossed)``, ``crossed`` saying whether a copy does."""
         count = len(rows)
         codes = channel_codes or bytes(count)
         found: list[bytes | None] = [None] * count
+        crossed = False
         if lossless:
             for c in range(count):
                 if codes[c] == 0 and not pred.channels_independent:
@@ -370,10 +387,17 @@ class BlockCoder:
                     return self._code_row(own, own.encode(lits.reshape(1, -1), bounds=bounds)[0])
 
                 got = repeats.choose(
-                    ints[c], rows[c], len(coded[c]), _estimated_bits, code_literals, self.coder
+                    ints[c],
+                    rows[c],
+                    len(coded[c]),
+                    _estimated_bits,
+                    code_literals,
+                    self.coder,
+                    ints[max(0, c - history) : c],
                 )
                 if got is not None:
-                    found[c], coded[c] = got
+                    found[c], coded[c], reached = got
+                    crossed |= reached
         pairs = channels.choose(
             rows,
             coded,
@@ -389,7 +413,7 @@ class BlockCoder:
         if any(f is not None for f in found):
             parts += [b"\0" if f is None else f for f in found]
             flags |= FLAG_REPEATS
-        return b"".join(parts), flags
+        return b"".join(parts), flags, coded, crossed
 
     def _channel_predictor(self, pred, code: int):
         """The predictor of channel code ``code``: 0 the block's ``pred``, else a polynomial."""
@@ -652,8 +676,10 @@ class BlockCoder:
             pairs, pos = channels.read_table(view, pos, count)
         found: list = [None] * count
         if flags & FLAG_REPEATS:
+            cross = self.version >= container.CROSS_CHANNEL_REPEATS
             for c in range(count):
-                found[c], pos = repeats.read_table(view, pos, frames, self.coder)
+                reach = c * frames if cross else 0
+                found[c], pos = repeats.read_table(view, pos, frames, self.coder, reach)
             if all(f is None for f in found):
                 raise IntegrityError("repeats: no channel has matches; corrupted")
             for c, f in enumerate(found):
@@ -713,7 +739,8 @@ class BlockCoder:
                 own = self._channel_predictor(pred, codes[c])
                 if found[c] is not None:
                     lits = own.decode(rows[c].reshape(1, -1), max_error=bound, bounds=bounds)
-                    ints[c] = repeats.rebuild(lits[0], found[c], frames)
+                    # Copies may start in the channels before (all decoded by now).
+                    ints[c] = repeats.rebuild(lits[0], found[c], frames, ints[:c].ravel())
                 elif codes[c]:
                     ints[c] = own.decode(rows[c], max_error=bound, bounds=bounds)
         extras = streams[spec.channels :]
@@ -993,6 +1020,11 @@ def _short_spans(frames: int) -> list[tuple[int, int]]:
     span = frames // (_SCREEN_SHARE * _SHORT_SPANS)
     step = frames // _SHORT_SPANS
     return [(a, a + span) for a in range(0, step * _SHORT_SPANS, step)]
+
+
+def _stages_size(stages) -> int:
+    """Bytes of one choice of the block stages: their fields and the coded channels."""
+    return len(stages[0]) + sum(len(c) for c in stages[2])
 
 
 def _sample_spans(frames: int) -> list[tuple[int, int]]:

@@ -9,6 +9,11 @@ tries it per channel of a lossless block and keeps it only when its bytes (table
 literals) are fewer than the channel's without it, so it costs nothing where data does not
 repeat but the parse (a compiled hash-chain search, ``qres.codec._repeats``).
 
+From format 9 a copy may also start in the block's earlier channels (the block's samples in
+channel order, one flat sequence): sensors that measure overlapping quantities often hold the
+same values at the same times (global and diffuse irradiance are equal whenever the sun is
+hidden; a reference channel and its duplicate), which no predictor of one channel sees.
+
 Table layout (docs/format.md, "Repeats"): a varint count of matches, then three arrays coded by
 the block's coder, each behind its varint byte length: per match the literals before it, its
 length minus 4 and its distance minus 1.
@@ -38,6 +43,8 @@ _COVERAGE = 1 / 64
 _SCREEN = 0.02
 _SCREEN_PART = 8
 _SCREEN_MIN = 4096
+#: Earlier channels of the block the encoder offers as history (a copy may start in any).
+HISTORY_CHANNELS = 8
 #: Samples of a channel larger than this in magnitude are not parsed (a bit view of floats
 #: rarely repeats, and the estimate's arithmetic stays exact).
 _LARGEST = 1 << 48
@@ -58,18 +65,23 @@ class Parse:
         return int(self.lengths.sum())
 
 
-def parse(row, min_length: int) -> tuple[Any, Parse]:
-    """The literals of ``row`` (int64) and their matches, greedily (compiled)."""
+def parse(row, min_length: int, history=None) -> tuple[Any, Parse]:
+    """The literals of ``row`` (int64) and their matches, greedily (compiled); copies may
+    start in ``history``, the samples just before the row (None: none)."""
     import numpy as np
 
     from qres.codec._repeats import parse as compiled
 
-    lits, runs, lens, dists = compiled(np.ascontiguousarray(row, dtype=np.int64), min_length, DEPTH)
+    start = 0 if history is None else len(history)
+    flat = row if not start else np.concatenate((history, row))
+    flat = np.ascontiguousarray(flat, dtype=np.int64)
+    lits, runs, lens, dists = compiled(flat, min_length, DEPTH, start)
     return lits, Parse(runs, lens, dists)
 
 
-def rebuild(literals, found: Parse, frames: int):
-    """The channel's ``frames`` samples from its literals and checked parse (compiled)."""
+def rebuild(literals, found: Parse, frames: int, history=None):
+    """The channel's ``frames`` samples from its literals and checked parse (compiled), its
+    copies reaching into ``history`` (the samples before the channel) where they start there."""
     import numpy as np
 
     from qres.codec._repeats import rebuild as compiled
@@ -80,6 +92,7 @@ def rebuild(literals, found: Parse, frames: int):
         found.lengths,
         found.distances,
         frames,
+        None if history is None else np.ascontiguousarray(history, dtype=np.int64),
     )
 
 
@@ -116,12 +129,13 @@ def _varint_size(value: int) -> int:
     return max(1, -(-value.bit_length() // 7))
 
 
-def read_table(view, pos: int, frames: int, coder) -> tuple[Parse | None, int]:
+def read_table(view, pos: int, frames: int, coder, reach: int = 0) -> tuple[Parse | None, int]:
     """Read and check a match table at ``view[pos]`` for a channel of ``frames`` samples (None
     for a count of 0: the channel has no matches). The count is bounded by the frames, and by
     what the coded bytes can hold, before anything is decoded; then every copy must start
-    after the first sample, reach back no further than the start and end inside the channel
-    (so the rebuild never reads or writes out of bounds)."""
+    at most ``reach`` samples before the channel (its history: the earlier channels' samples,
+    0 before format 9) and end inside the channel (so the rebuild never reads or writes out of
+    bounds)."""
     import numpy as np
 
     count, pos = get_varint(view, pos, "repeats", frames // SHORTEST)
@@ -134,14 +148,14 @@ def read_table(view, pos: int, frames: int, coder) -> tuple[Parse | None, int]:
         if most is not None and count > most:
             raise IntegrityError(f"repeats: {count} matches in {length} coded bytes; corrupted")
         values = coder.decode(bytes(view[pos : pos + length]), count)
-        if int(values.min()) < 0 or int(values.max()) > frames:
+        if int(values.min()) < 0 or int(values.max()) > frames + reach:
             raise IntegrityError("repeats: a run, length or distance out of range; corrupted")
         arrays.append(values)
         pos += length
     runs, lengths, distances = arrays[0], arrays[1] + SHORTEST, arrays[2] + 1
     ends = np.cumsum(runs + lengths)
     starts = ends - lengths
-    if np.any(distances > starts) or int(ends[-1]) > frames:
+    if np.any(distances > starts + reach) or int(ends[-1]) > frames:
         raise IntegrityError(f"repeats: a copy reaches outside the {frames} samples; corrupted")
     return Parse(runs, lengths, distances), pos
 
@@ -160,28 +174,39 @@ def copied_mask(found: Parse, n: int):
     return np.repeat(kinds, spans)
 
 
-def _gain(row, residuals, current, estimate, coder, min_length=None, whole=None, need=0.0):
+def _gain(
+    row, residuals, current, estimate, coder, min_length=None, whole=None, need=0.0, history=None
+):
     """``(gain, literals, table)`` of the parse of ``row`` with ``min_length`` (the first of
     MIN_LENGTHS if None): the estimated bytes the channel spends on the samples the matches
     supply (``current`` bytes in proportion to ``estimate`` of their residuals) less the
     table's; no gain when the matches cover under _COVERAGE of the samples. A parse whose
     spent bytes are no more than ``need`` cannot gain more than ``need`` whatever its table
     costs: its table is not coded; nor is a table once so large that the gain falls below
-    ``need`` (no table either way: such a parse is never kept)."""
+    ``need`` (no table either way: such a parse is never kept). Copies may start in
+    ``history``; the last of the four values says whether one does."""
     n = len(row)
-    lits, found = parse(row, MIN_LENGTHS[0] if min_length is None else min_length)
+    lits, found = parse(row, MIN_LENGTHS[0] if min_length is None else min_length, history)
     if found.copied < _COVERAGE * n:
-        return 0.0, lits, b""
+        return 0.0, lits, b"", False
     if whole is None:
         whole = max(1, estimate(residuals))
     spent = current * estimate(residuals[copied_mask(found, n)]) / whole
     if spent <= need:
-        return spent, lits, b""
+        return spent, lits, b"", False
     # A table so large that the gain falls below need is not coded to its end.
     table = encode_table(found, coder, lambda size: spent - size < need)
     if table is None:
-        return 0.0, lits, b""
-    return spent - len(table), lits, table
+        return 0.0, lits, b"", False
+    return spent - len(table), lits, table, reaches_back(found)
+
+
+def reaches_back(found: Parse) -> bool:
+    """Whether a copy of ``found`` starts before its channel (in the history)."""
+    import numpy as np
+
+    starts = np.cumsum(found.runs + found.lengths) - found.lengths
+    return bool(np.any(found.distances > starts))
 
 
 def choose(
@@ -191,14 +216,17 @@ def choose(
     estimate: Callable[[Any], int],
     code_literals: Callable[[Any], bytes],
     coder,
-) -> tuple[bytes, bytes] | None:
+    earlier=None,
+) -> tuple[bytes, bytes, bool] | None:
     """The match table and coded literals of channel ``row`` if smaller than its ``current``
-    bytes, else None; ``residuals`` are what its predictor made of it. A parse's gain is
-    estimated as the channel's bytes spent on the samples the matches supply (``estimate``
-    of their residuals, in proportion to the whole) less the table's bytes. A parse of the
-    channel's first eighth is a screen (nothing else is tried unless it promises at least
-    _SCREEN of those bytes); then the best parse by that estimate is coded by
-    ``code_literals`` and measured."""
+    bytes, and whether a copy starts in an earlier channel; else None; ``residuals`` are what
+    its predictor made of it. A parse's gain is estimated as the channel's bytes spent on
+    the samples the matches supply (``estimate`` of their residuals, in proportion to the
+    whole) less the table's bytes. A parse of the channel's first eighth is a screen
+    (nothing else is tried unless it promises at least _SCREEN of those bytes); then the
+    best parse by that estimate is coded by ``code_literals`` and measured. ``earlier``
+    (channels x samples, int64, or None) holds the channels just before this one in the
+    block: copies may start in them (the screen offers their first eighths)."""
     n = len(row)
     if n < 2 * SHORTEST or not current:
         return None
@@ -208,7 +236,16 @@ def choose(
     # show there too; this is most of what the stage costs where nothing repeats).
     head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
     need = _SCREEN * current * head / n
-    screen = _gain(row[:head], residuals[:head], current * head / n, estimate, coder, need=need)
+    history = None if earlier is None or not len(earlier) else earlier
+    screen = _gain(
+        row[:head],
+        residuals[:head],
+        current * head / n,
+        estimate,
+        coder,
+        need=need,
+        history=None if history is None else history[:, :head].ravel(),
+    )
     if screen[0] < need or not screen[2]:
         return None
     whole = max(1, estimate(residuals))
@@ -218,30 +255,50 @@ def choose(
             found = screen  # the screen was this parse of the whole channel
         else:
             bar = 0.0 if best is None else max(0.0, best[0])
-            found = _gain(row, residuals, current, estimate, coder, min_length, whole, bar)
+            found = _gain(
+                row,
+                residuals,
+                current,
+                estimate,
+                coder,
+                min_length,
+                whole,
+                bar,
+                None if history is None else history.ravel(),
+            )
         if found[0] > 0 and found[2] and (best is None or found[0] > best[0]):
             best = found
     if best is None or best[0] <= 0:
         return None
-    _, lits, table = best
+    _, lits, table, crossed = best
     coded = code_literals(lits)
     if len(table) + len(coded) >= current:
         return None
-    return table, coded
+    return table, coded, crossed
 
 
-def reference_parse(row: list[int], min_length: int, depth: int = DEPTH) -> tuple[list, list]:
+def reference_parse(
+    row: list[int], min_length: int, depth: int = DEPTH, history: list[int] = ()
+) -> tuple[list, list]:
     """Plain-Python parse the compiled one must equal: the same greedy choice over the same
     candidates (the ``depth`` nearest earlier positions whose 4 samples hash alike; equal
     hashes of different samples only give shorter matches, so candidates are the nearest
-    ``depth`` positions with the same hash, which the compiled hash defines)."""
+    ``depth`` positions with the same hash, which the compiled hash defines), copies
+    starting in ``history`` too."""
     from qres.codec._repeats import hash4
 
+    start = len(history)
+    row = list(history) + list(row)
     n = len(row)
     heads: dict[int, int] = {}
     chain = [-1] * n
+    for j in range(start):
+        if j + 4 <= n:
+            h = hash4(row[j : j + 4])
+            chain[j] = heads.get(h, -1)
+            heads[h] = j
     lits, matches = [], []
-    i = run = 0
+    i, run = start, 0
     while i < n:
         best_len = best_dist = 0
         if i + min_length <= n:
@@ -268,9 +325,11 @@ def reference_parse(row: list[int], min_length: int, depth: int = DEPTH) -> tupl
     return lits, matches
 
 
-def reference_rebuild(literals: list[int], matches: list[tuple[int, int, int]], n: int) -> list:
-    """Plain-Python rebuild the compiled one must equal."""
-    out: list[int] = []
+def reference_rebuild(
+    literals: list[int], matches: list[tuple[int, int, int]], n: int, history: list[int] = ()
+) -> list:
+    """Plain-Python rebuild the compiled one must equal (copies may start in ``history``)."""
+    out: list[int] = list(history)
     lit = 0
     for run, length, dist in matches:
         out += literals[lit : lit + run]
@@ -278,5 +337,5 @@ def reference_rebuild(literals: list[int], matches: list[tuple[int, int, int]], 
         for _ in range(length):
             out.append(out[-dist])
     out += literals[lit:]
-    assert len(out) == n
-    return out
+    assert len(out) == n + len(history)
+    return out[len(history) :]
