@@ -384,9 +384,14 @@ def test_bad_channel_pairs_are_refused(table, match):
         channels.read_table(memoryview(table), 0, 3)
 
 
-@pytest.fixture(scope="module")
-def staged_stream():
-    raw = gestures(5000, 3).tobytes()
+@pytest.fixture(scope="module", params=["gestures", "irradiance"])
+def staged_stream(request):
+    """A stream with repeats: within channels (gestures), or copying from an earlier channel
+    (irradiance)."""
+    if request.param == "gestures":
+        raw = gestures(5000, 3).tobytes()
+    else:
+        raw = irradiance(120).tobytes()
     packed = api.compress_bytes(raw, StreamSpec("int16", 3), profile="server")
     assert any(f & codec.FLAG_REPEATS for f in _flags(packed))
     return raw, packed
