@@ -171,7 +171,7 @@ def test_an_int16_stream_is_refused_as_format_5():
 @given(st.integers(0, 255), st.integers(0, 255), st.sampled_from(["int16", "int24", "float32"]))
 def test_any_version_and_type_code_is_refused_or_canonical(version, code, dtype):
     """Every (version, sample type code) pair with valid checksums either reads as version 6
-    to 8 or the one older version its type had, or fails with an IntegrityError."""
+    to 9 or the one older version its type had, or fails with an IntegrityError."""
     header = container.Header(
         dtype, 2, "interleaved", "little", 64, None,
         {"predictor": {"use": "polynomial"}, "coder": {"use": "rice"}, "max_error": 0},
@@ -186,7 +186,7 @@ def test_any_version_and_type_code_is_refused_or_canonical(version, code, dtype)
     except IntegrityError:
         return
     assert parsed.version == version
-    assert version in (6, 7, 8) or container.format_version(parsed.dtype) == version
+    assert version in (6, 7, 8, 9) or container.format_version(parsed.dtype) == version
     if version == container.FORMAT_VERSION:
         assert container.encode_header(parsed) == bytes(head)
 
