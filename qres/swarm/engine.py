@@ -54,6 +54,7 @@ from qres.swarm.batching import with_batch_mode
 from qres.swarm.history import History, RoundRecord, RoundStats, build_report, significant
 from qres.swarm.regimes import NAMES, STORM, window_range
 from qres.swarm.settings import SwarmSettings
+from qres.swarm.trained import TrainingMemo
 
 __all__ = ["MAX_RECORD_NODES", "RoundStats", "Simulation", "settings_from_profile"]
 
@@ -240,6 +241,8 @@ class Simulation:
         from qres.robust.combine import takes_reputation
 
         self.pass_reputation = takes_reputation(self.aggregator)
+        # this round's honest training by exact inputs: a check of it is a lookup
+        self.trained = TrainingMemo()
 
     def run(self, on_round: Callable[[RoundStats], None] | None = None) -> dict:
         """Run every round, phase by phase as the module docstring numbers them; returns the
@@ -410,6 +413,8 @@ class Simulation:
                 delta[mask] = learning.local_update(W0[mask], X[mask], ts)
         rd.X, rd.W0, rd.err0, rd.delta = X, W0, err0, delta
         rd.residual, rd.gain_claim = _claims(W0, X, delta, err0, d)
+        claims = (rd.residual, rd.gain_claim, sw.calm_train, sw.storm_train)
+        self.remember_training(W0, X, in_storm, delta, *claims)
         rd.sent = delta.copy()
         rd.byz_a = sw.byz[A]
         rd.hon_a = ~rd.byz_a
@@ -417,6 +422,15 @@ class Simulation:
         sw.meter.add(A[rd.hon_a], W0[rd.hon_a], X[rd.hon_a])
         if self.attack is not None and rd.byz_a.any() and rd.hon_a.any():
             self._forge(sw, rd)
+
+    def remember_training(self, W0, X, in_storm, delta, residual, gain, calm, storm) -> None:
+        """Keep this round's training (the awake nodes' updates and honest claims) by its
+        exact inputs, dropping the last round's: a check or audit that re-runs a claimed
+        training from those same inputs looks the bytes up (:class:`TrainingMemo`)."""
+        self.trained = TrainingMemo()
+        for mask, ts in ((~in_storm, calm), (in_storm, storm)):
+            if mask.any():
+                self.trained.record(W0[mask], X[mask], ts, delta[mask], residual[mask], gain[mask])
 
     def _choose_bases(self, sw: SwarmState, rd: RoundState) -> None:
         """The attack's hook on the awake Byzantine nodes' models before they train
@@ -1118,24 +1132,35 @@ class Simulation:
         committed to, on the same window; True where update, residual and gain all match."""
         import numpy as np
 
-        from qres.learning import task as learning
-
-        d = self.s.order
         ok = np.zeros(a_pos.shape[0], bool)
         for mask, ts in ((reg_a[a_pos] != STORM, calm), (reg_a[a_pos] == STORM, storm)):
             if not mask.any():
                 continue
             p = a_pos[mask]
-            w = W0[p]
-            u = learning.local_update(w, X[p], ts)
-            e0 = learning.prediction_error(w, X[p], d)
-            new = sat_add(w, u)
-            e1 = learning.prediction_error(new, X[p], d)
-            res = np.array([to_q16(v) for v in e0.tolist()], np.int64)
-            gain = res - np.array([to_q16(v) for v in e1.tolist()], np.int64)
+            u, res, gain = self._rerun(W0[p], X[p], ts, to_q16)
             same = (u == sent[p]).all(axis=1) & (res == residual[p]) & (gain == gain_claim[p])
             ok[np.flatnonzero(mask)] = same
         return ok
+
+    def _rerun(self, w, x, ts, to_q16) -> tuple[Any, Any, Any]:
+        """The training of ``w`` on ``x`` with ``ts`` and its honest claims (update, residual,
+        gain): looked up where this round trained from exactly these inputs
+        (:attr:`trained`), re-run for real everywhere else."""
+        import numpy as np
+
+        from qres.learning import task as learning
+
+        hit, u, res, gain = self.trained.lookup(w, x, ts)
+        miss = np.flatnonzero(~hit)
+        if miss.shape[0]:
+            wm, xm, d = w[miss], x[miss], self.s.order
+            um = learning.local_update(wm, xm, ts)
+            e0 = learning.prediction_error(wm, xm, d)
+            e1 = learning.prediction_error(sat_add(wm, um), xm, d)
+            u[miss] = um
+            res[miss] = [to_q16(v) for v in e0.tolist()]
+            gain[miss] = res[miss] - np.array([to_q16(v) for v in e1.tolist()], np.int64)
+        return u, res, gain
 
 
 def _claims(W0: Any, X: Any, delta: Any, err0: Any, d: int) -> tuple[Any, Any]:

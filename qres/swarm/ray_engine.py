@@ -221,6 +221,8 @@ class NodeShard:
                 delta[mask] = learning.local_update(self.W0[mask], self.X[mask], ts)
         self.delta = delta
         residual, gain = _claims(self.W0, self.X, delta, self.err0, d)
+        claims = (residual, gain, self.calm, self.storm)
+        self.sim.remember_training(self.W0, self.X, storm, delta, *claims)
         m = self.meter
         before = (m.learned_bytes, m.plain_bytes, m.samples)
         m.add(self.ids[honest], self.W0[honest], self.X[honest])
