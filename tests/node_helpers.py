@@ -106,6 +106,20 @@ def live_status(port: int) -> dict | None:
         return None
 
 
+def wait_passed(ports, counter: str, more: int, timeout: float) -> None:
+    """Wait until every node on ``ports`` has passed ``more`` further ``counter`` (``audits``
+    or ``checks``) than now: the honest nodes go on verifying one another."""
+    start = [live_status(port)[counter]["passed"] for port in ports]
+
+    def grown():
+        return all(
+            (live_status(port) or {counter: {"passed": 0}})[counter]["passed"] >= n + more
+            for port, n in zip(ports, start, strict=True)
+        )
+
+    wait_for(grown, timeout=timeout, step=0.5)
+
+
 def stop_nodes(procs, timeout: float = 60.0) -> None:
     """SIGTERM every node still running, then check that each one exits 0 (a clean stop)."""
     for proc in procs:

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from node_helpers import free_port, live_status, make_nodes, signal_file, start_node, wait_for
+from node_helpers import (
+    free_port,
+    live_status,
+    make_nodes,
+    signal_file,
+    start_node,
+    wait_for,
+    wait_passed,
+)
 
 from qres.node import audits, bans, trimmed
 from qres.node.state import State
@@ -87,15 +95,7 @@ def test_poisoners_and_forgers_are_caught_by_the_check_of_their_first_packet(tmp
 
         wait_for(banned_everywhere, timeout=90, step=0.5)
         # honest nodes go on checking one another, and every check passes
-        done = [live_status(port)["checks"]["passed"] for port in ports]
-        wait_for(
-            lambda: all(
-                (live_status(port) or {"checks": {"passed": 0}})["checks"]["passed"] >= n + 4
-                for port, n in zip(ports, done, strict=True)
-            ),
-            timeout=90,
-            step=0.5,
-        )
+        wait_passed(ports, "checks", 4, timeout=90)
         live = [live_status(port) for port in ports]
     finally:
         for proc in procs:

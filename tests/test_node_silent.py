@@ -32,6 +32,18 @@ def _kill(procs) -> None:
             proc.kill()
 
 
+def _peer_and_rounds(node: dict, did: str) -> tuple[dict, list[dict]]:
+    """What a stopped node's state holds of peer ``did``, and its rounds."""
+    from qres.node.state import State
+
+    state = State(node["home"] / "data" / "state.sqlite")
+    try:
+        (row,) = [p for p in state.peers() if p["did"] == did]
+        return row, state.rounds(1000)
+    finally:
+        state.close()
+
+
 def test_a_connection_that_stays_silent_is_closed_not_banned(tmp_path):
     from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
 
@@ -111,14 +123,7 @@ def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(
     finally:
         evil.close()
         _kill(procs)
-    from qres.node.state import State
-
-    state = State(a["home"] / "data" / "state.sqlite")
-    try:
-        (row,) = [p for p in state.peers() if p["did"] == mallory.did]
-        rounds = state.rounds(1000)
-    finally:
-        state.close()
+    row, rounds = _peer_and_rounds(a, mallory.did)
     assert row["banned_at"] == -1  # never banned: an unanswered audit is no evidence
     assert row["reputation"] < 0.8 * (1 << 16)  # each unanswered audit cost it
     # its updates counted while it had not been caught out, and move nothing after
@@ -164,14 +169,7 @@ def test_a_peer_that_never_answers_checks_is_never_used_and_not_banned(tmp_path)
     finally:
         evil.close()
         _kill(procs)
-    from qres.node.state import State
-
-    state = State(a["home"] / "data" / "state.sqlite")
-    try:
-        (row,) = [p for p in state.peers() if p["did"] == mallory.did]
-        rounds = state.rounds(1000)
-    finally:
-        state.close()
+    row, rounds = _peer_and_rounds(a, mallory.did)
     assert row["banned_at"] == -1 and not st["banned"]  # no answer is no evidence
     assert st["checks"]["failed"] == 0 and st["checks"]["asked"] >= 4
     # not one of its packets was ever aggregated: each waited for a check that never came

@@ -19,6 +19,7 @@ from node_helpers import (
     start_node,
     stop_nodes,
     wait_for,
+    wait_passed,
 )
 
 from qres.learning import task
@@ -58,15 +59,7 @@ def test_a_base_poisoning_node_fails_its_round_step_and_is_banned_everywhere(tmp
         wait_for(banned_everywhere, timeout=240, step=0.5)
         # honest nodes keep auditing one another (their packets commit to real round steps):
         # more audits, and every one passes
-        passed = [live_status(port)["audits"]["passed"] for port in ports]
-        wait_for(
-            lambda: all(
-                (live_status(port) or {"audits": {"passed": 0}})["audits"]["passed"] >= before + 2
-                for port, before in zip(ports, passed, strict=True)
-            ),
-            timeout=240,
-            step=0.5,
-        )
+        wait_passed(ports, "audits", 2, timeout=240)
         live = [live_status(port) for port in ports]
         stop_nodes(procs)
     finally:
