@@ -107,10 +107,10 @@ def test_a_ban_is_gossiped_checked_obeyed_and_persisted(tmp_path):
     evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=MALLORY)
     try:
         evil.open()
-        wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=60)
         # a signed update of the wrong dimension, to A only (B never sees it), for a round
         # A has closed: inside its window, never "from the future" (not evidence for others)
-        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=20)
+        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=60)
         packet = _packet(MALLORY, ORDER + 1, round_=closed)
         assert evil.send(MALLORY.did, a["id"].did, packet)
 
@@ -118,13 +118,13 @@ def test_a_ban_is_gossiped_checked_obeyed_and_persisted(tmp_path):
             st = [status(n, check=False) for n in (a, b)]
             return None not in st and all(MALLORY.did in s["banned"] for s in st)
 
-        wait_for(banned_everywhere, timeout=30, step=0.3)
+        wait_for(banned_everywhere, timeout=90, step=0.3)
         # B drops the banned node: its connection is refused from now on
-        wait_for(lambda: not evil.connected(), timeout=20)
+        wait_for(lambda: not evil.connected(), timeout=60)
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
-            _, err = proc.communicate(timeout=20)
+            _, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err
     finally:
         evil.close()
@@ -177,13 +177,13 @@ def test_an_equivocating_node_is_banned_on_its_two_signed_packets(tmp_path):
     evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=MALLORY)
     try:
         evil.open()
-        wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
-        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=20)
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=60)
+        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=60)
         # two sound, well-signed, different updates for one round, both to A only
         first, second = _packet(MALLORY, ORDER, closed), _packet(MALLORY, ORDER, closed)
         assert evil.send(MALLORY.did, a["id"].did, first)
         assert evil.send(MALLORY.did, a["id"].did, second)
-        wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=30, step=0.3)
+        wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=90, step=0.3)
         stop_nodes(procs)
     finally:
         evil.close()
@@ -217,8 +217,8 @@ def test_a_second_copy_is_a_duplicate_and_a_reused_nonce_an_equivocation(tmp_pat
 
     try:
         evil.open()
-        wait_for(lambda: a["id"].did in evil.connected(), timeout=20)
-        r = wait_for(lambda: (live() or {}).get("round"), timeout=30)
+        wait_for(lambda: a["id"].did in evil.connected(), timeout=60)
+        r = wait_for(lambda: (live() or {}).get("round"), timeout=90)
         nonce = os.urandom(16)
         base, commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
         first = make_packet(
@@ -227,7 +227,7 @@ def test_a_second_copy_is_a_duplicate_and_a_reused_nonce_an_equivocation(tmp_pat
         # the same bytes twice: a duplicate (at-least-once delivery, a late resend), no fault
         assert evil.send(MALLORY.did, a["id"].did, first)
         assert evil.send(MALLORY.did, a["id"].did, first)
-        seen = wait_for(lambda: (live() or {}).get("duplicates", 0) >= 1 and live(), timeout=30)
+        seen = wait_for(lambda: (live() or {}).get("duplicates", 0) >= 1 and live(), timeout=90)
         assert "REPLAY" not in seen["rejected"] and "EQUIVOCATION" not in seen["rejected"]
         assert MALLORY.did not in seen["banned"]
         # another update under the same nonce for the same round: two different signed
@@ -236,7 +236,7 @@ def test_a_second_copy_is_a_duplicate_and_a_reused_nonce_an_equivocation(tmp_pat
             MALLORY, r, nonce, [2] * ORDER, base=base, commitment=commitment
         ).encode()
         assert evil.send(MALLORY.did, a["id"].did, second)
-        wait_for(lambda: _banned_everywhere(nodes, MALLORY.did), timeout=30, step=0.3)
+        wait_for(lambda: _banned_everywhere(nodes, MALLORY.did), timeout=90, step=0.3)
         stop_nodes(procs)
     finally:
         evil.close()
@@ -271,12 +271,12 @@ def test_a_node_restarted_within_a_round_resends_its_packet_and_is_not_banned(tm
         return live_status(port)
 
     try:
-        before = wait_for(lambda: db.exists() and signed(), timeout=30, step=0.2)
+        before = wait_for(lambda: db.exists() and signed(), timeout=90, step=0.2)
         procs[0].kill()
         procs[0].wait(10)
         procs[0] = start_node(a, "--source", str(data[0]), *args, "--http", f"127.0.0.1:{port}")
         # the restarted node opens the same round and sends the stored bytes again
-        wait_for(lambda: (live() or {}).get("updates_sent"), timeout=30, step=0.2)
+        wait_for(lambda: (live() or {}).get("updates_sent"), timeout=90, step=0.2)
         stop_nodes(procs)
     finally:
         for proc in procs:
@@ -299,10 +299,10 @@ def test_a_ban_notice_travels_over_mqtt_between_real_nodes(tmp_path):
     try:
         (a, b), procs = _two_nodes_and_mallory(tmp_path, table)
         evil.connect()
-        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=30)
+        closed = wait_for(lambda: (status(a, check=False) or {}).get("round"), timeout=90)
         packet = _packet(MALLORY, ORDER + 1, round_=closed)
         assert evil.send(MALLORY.did, a["id"].did, packet)  # addressed to A: B drops it
-        wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=30, step=0.3)
+        wait_for(lambda: _banned_everywhere((a, b), MALLORY.did), timeout=90, step=0.3)
         stop_nodes(procs)
     finally:
         evil.close()

@@ -100,15 +100,15 @@ def test_a_node_killed_in_a_swarm_restarts_with_its_state_and_learns_on(tmp_path
     nodes = make_nodes(tmp_path, 3, segment_samples=4000)
     procs = _start(tmp_path, nodes)
     try:
-        wait_for(lambda: all(len(_rounds_with(n, 2)) >= 2 for n in nodes), timeout=40, step=0.3)
-        wait_for(lambda: (status(nodes[2], check=False) or {}).get("samples_stored"), timeout=40)
+        wait_for(lambda: all(len(_rounds_with(n, 2)) >= 2 for n in nodes), timeout=90, step=0.3)
+        wait_for(lambda: (status(nodes[2], check=False) or {}).get("samples_stored"), timeout=90)
         procs[2].kill()
         procs[2].wait(10)
         before = status(nodes[2])
         assert before["round"] is not None and before["samples_stored"] > 0
         procs[2] = _start(tmp_path, nodes[2:])[0]
         # it rejoins: updates from both peers again, in rounds after the kill
-        wait_for(lambda: len(_rounds_with(nodes[2], 2, before["round"])) >= 2, timeout=40)
+        wait_for(lambda: len(_rounds_with(nodes[2], 2, before["round"])) >= 2, timeout=90)
         after = status(nodes[2])
         assert after["round"] > before["round"]
         assert after["samples_stored"] >= before["samples_stored"]
@@ -138,7 +138,7 @@ def test_a_partition_into_halves_heals_without_bans(tmp_path):
     halves = ({0, 1}, {2, 3})
     across = [link for (i, j), link in links.items() if (i in halves[0]) != (j in halves[0])]
     try:
-        wait_for(lambda: all(_rounds_with(n, 3) for n in nodes), timeout=40, step=0.3)
+        wait_for(lambda: all(_rounds_with(n, 3) for n in nodes), timeout=90, step=0.3)
         for link in across:
             link.cut()
         # each half learns on alone: rounds with its one partner's update only
@@ -148,13 +148,13 @@ def test_a_partition_into_halves_heals_without_bans(tmp_path):
                 [r["accepted"] for r in _rounds_with(n, 0, cut_at + 1)][-2:] == [1, 1]
                 for n in nodes
             ),
-            timeout=40,
+            timeout=90,
             step=0.3,
         )
         for link in across:
             link.blocked = False
         healed_at = _last_round(nodes)
-        wait_for(lambda: all(_rounds_with(n, 3, healed_at) for n in nodes), timeout=40, step=0.3)
+        wait_for(lambda: all(_rounds_with(n, 3, healed_at) for n in nodes), timeout=90, step=0.3)
         stop_nodes(procs)
     finally:
         for proc in procs:
@@ -219,7 +219,7 @@ def test_a_peer_killed_mid_handshake_leaves_the_node_serving(tmp_path):
     nodes = make_nodes(tmp_path, 2, segment_samples=4000)
     procs = _start(tmp_path, nodes)
     try:
-        wait_for(lambda: all(_rounds_with(n, 1) for n in nodes), timeout=40, step=0.3)
+        wait_for(lambda: all(_rounds_with(n, 1) for n in nodes), timeout=90, step=0.3)
         for _ in range(3):
             peer = subprocess.Popen(
                 [sys.executable, "-c", HALF_HANDSHAKE, str(nodes[0]["port"])],
@@ -230,7 +230,7 @@ def test_a_peer_killed_mid_handshake_leaves_the_node_serving(tmp_path):
             peer.kill()
             peer.wait(10)
         killed_at = _last_round(nodes)
-        wait_for(lambda: len(_rounds_with(nodes[0], 1, killed_at)) >= 2, timeout=40, step=0.3)
+        wait_for(lambda: len(_rounds_with(nodes[0], 1, killed_at)) >= 2, timeout=90, step=0.3)
         assert procs[0].poll() is None
         stop_nodes(procs)
     finally:

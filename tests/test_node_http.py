@@ -55,7 +55,7 @@ def node(tmp_path_factory):
             return False
 
     try:
-        wait_for(up, timeout=30)
+        wait_for(up, timeout=90)
         yield {"base": base, "spec": spec, "data": data, "folder": folder}
     finally:
         proc.terminate()
@@ -98,7 +98,7 @@ def test_status_and_metrics(node):
         st = json.loads(_get(node["base"] + "/v1/status")[1])
         return st if st["round"] is not None and st["segments"] >= 1 else None
 
-    st = wait_for(rounds_done, timeout=30, step=0.2)
+    st = wait_for(rounds_done, timeout=90, step=0.2)
     assert st["running"] and st["did"] == node["spec"]["id"].did and st["ratio"] > 1
     status, text, headers = _get(node["base"] + "/metrics")
     text = text.decode()
@@ -151,7 +151,7 @@ def test_off_loopback_needs_a_token(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _try(url + "/v1/status"), timeout=30)
+        wait_for(lambda: _try(url + "/v1/status"), timeout=90)
         raw = np.arange(512, dtype="<i2").tobytes()
         assert _get(url + "/v1/compress?dtype=int16", raw)[0] == 401
         auth = {"Authorization": "Bearer t0ken-for-tests"}
@@ -187,17 +187,17 @@ def test_status_page_in_headless_chromium(node):
         )
         try:
             page = browser.new_page()
-            page.goto(node["base"] + "/")
+            page.goto(node["base"] + "/", timeout=90000)
             page.wait_for_function(
-                "document.getElementById('did').textContent.startsWith('did:qres:')", timeout=60000
+                "document.getElementById('did').textContent.startsWith('did:qres:')", timeout=120000
             )
             # live: the round advances and the error chart gains points while we watch
             first = int(page.text_content("#round"))
             page.wait_for_function(
-                f"Number(document.getElementById('round').textContent) > {first}", timeout=60000
+                f"Number(document.getElementById('round').textContent) > {first}", timeout=120000
             )
             page.wait_for_function(
-                "Number(document.getElementById('line').dataset.count || 0) >= 2", timeout=60000
+                "Number(document.getElementById('line').dataset.count || 0) >= 2", timeout=120000
             )
             assert page.text_content("#did") == node["spec"]["id"].did
             assert float(page.text_content("#ratio")) > 1
