@@ -3,25 +3,10 @@ code, and a changed digest or a missing entry fails the check."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load():
-    sys.path.insert(0, str(BENCH))  # it imports compare_codecs from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location("codec_digests", BENCH / "codec_digests.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
+from bench_scripts import load
 
 
 def test_digests_written_then_checked(tmp_path):
@@ -31,7 +16,7 @@ def test_digests_written_then_checked(tmp_path):
         "name\tfile\tdtype\tchannels\tlayout\na\ta.bin\tint16\t1\tmono\n"
     )
     pins = tmp_path / "pins.json"
-    digests = _load()
+    digests = load("codec_digests")
     argv = [str(tmp_path), "--profiles", "fast,esp32", "--max-error", "3"]
     assert digests.main([*argv, "--write", str(pins)]) == 0
     recorded = json.loads(pins.read_text())

@@ -3,30 +3,17 @@ coder built from changed sources is caught by ``--require-same``."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
+from bench_scripts import load
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "benchmarks"
-
-
-def _load():
-    sys.path.insert(0, str(BENCH))  # it imports compare_codecs from its own folder
-    try:
-        spec = importlib.util.spec_from_file_location("coder_ab", BENCH / "coder_ab.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCH))
-    return module
 
 
 def test_same_build_compares_equal():
-    ab = _load()
+    ab = load("coder_ab")
     rice = ab.after_modules(["rice"])["rice"]
     r = np.random.default_rng(3).integers(-300, 300, 5000).astype(np.int64)
     row = ab.compare("rice", rice, rice, "noise", r, repeats=1)
@@ -49,7 +36,7 @@ def test_a_changed_before_build_is_caught(tmp_path, capsys):
     changed = rice.replace("return mean_acc - (mean_acc >> shift) + u", "return u << shift")
     assert changed != rice
     (sources / "_rice.pyx").write_text(changed)
-    ab = _load()
+    ab = load("coder_ab")
     argv = [str(tmp_path), "--from", str(sources), "--coders", "rice", "--repeats", "1"]
     assert ab.main([*argv, "--require-same"]) == 1
     out = capsys.readouterr().out

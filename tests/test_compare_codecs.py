@@ -4,22 +4,11 @@ its JSON and PNG outputs are written."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_codecs.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("compare_codecs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from bench_scripts import load
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -39,7 +28,7 @@ def test_every_rival_runs_and_every_round_trip_is_checked(tmp_path):
     data = _folder(tmp_path)
     out, png = tmp_path / "out.json", tmp_path / "out.png"
     argv = [str(data), "--repeats", "1", "--profiles", "fast", "--max-error", "4"]
-    assert _load().main([*argv, "--json", str(out), "--png", str(png)]) == 0
+    assert load("compare_codecs").main([*argv, "--json", str(out), "--png", str(png)]) == 0
     rows = json.loads(out.read_text())["rows"]
     codecs = {r["codec"] for r in rows}
     assert {"qres-fast", "flac-8", "pcodec-8", "xz-9", "zstd-19", "sz3", "zfp"} <= codecs

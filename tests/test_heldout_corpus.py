@@ -5,26 +5,19 @@ project's readers take like the shared corpus's: checked on matplotlib's install
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bench_scripts import load
 
 from qres.learning.corpus import read_entry
 from qres.learning.corpus import read_manifest as qres_manifest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_corpus.py"
-
 
 @pytest.fixture(scope="module")
 def hc():
-    spec = importlib.util.spec_from_file_location("heldout_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load("heldout_corpus")
 
 
 def _matplotlib(hc):
