@@ -82,48 +82,73 @@ def test_a_connection_that_stays_silent_is_closed_not_banned(tmp_path):
         _kill(procs)
 
 
-def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(tmp_path):
-    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+class _Unanswering:
+    """Node A (a real process with its HTTP API) and Mallory, a peer connected to it that
+    sends a sound, tiny update for A's open round once per round and reads A's requests
+    (audits or checks) without ever answering them."""
 
-    # checks off: every packet is used unchecked and audited after its round
-    (a,) = make_nodes(tmp_path, 1, extra="audit_rate = 1.0\n", segment_samples=4000, check_rate=0)
-    http = free_port()
-    data = signal_file(tmp_path / "s.bin")
-    procs = [start_node(a, "--source", str(data), *ARGS, "--http", f"127.0.0.1:{http}")]
-    mallory = Identity.generate()
-    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
-    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=mallory)
-    base, commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
-    sent_for: set[int] = set()
+    def __init__(self, tmp_path, **node):
+        from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
 
-    def send_and_check():
-        """Send a sound, tiny update for the node's current round (once per round; audit
-        requests are received and never answered); the status once an audit expired."""
-        st = live_status(http)
+        (self.node,) = make_nodes(tmp_path, 1, segment_samples=4000, **node)
+        self.http = free_port()
+        data = signal_file(tmp_path / "s.bin")
+        http = ("--http", f"127.0.0.1:{self.http}")
+        self.procs = [start_node(self.node, "--source", str(data), *ARGS, *http)]
+        self.mallory = Identity.generate()
+        peer = {"address": f"127.0.0.1:{self.node['port']}", "did": self.node["id"].did}
+        self.evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=self.mallory)
+        self._base, self._commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
+        self._sent_for: set[int] = set()
+
+    def connect(self) -> None:
+        self.evil.open()
+        wait_for(lambda: self.node["id"].did in self.evil.connected(), timeout=30)
+
+    def step(self) -> dict | None:
+        """Send for the open round (once), read the requests; A's status (None while it has
+        closed no round)."""
+        st = live_status(self.http)
         if st is None or st["round"] is None:
             return None
         r = st["round"] + 1  # the round open now (the status names the last one closed)
-        if r not in sent_for:
-            sent_for.add(r)
+        if r not in self._sent_for:
+            self._sent_for.add(r)
             packet = make_packet(
-                mallory, r, os.urandom(16), [1] * ORDER, base=base, commitment=commitment
+                self.mallory,
+                r,
+                os.urandom(16),
+                [1] * ORDER,
+                base=self._base,
+                commitment=self._commitment,
             )
-            evil.send(mallory.did, a["id"].did, packet.encode())
-        evil.receive(mallory.did)  # the audit requests: read, never answered
-        return st if st["audits"]["unanswered"] >= 3 else None
+            self.evil.send(self.mallory.did, self.node["id"].did, packet.encode())
+        self.evil.receive(self.mallory.did)  # the requests: read, never answered
+        return st
+
+    def close(self) -> None:
+        self.evil.close()
+        _kill(self.procs)
+
+
+def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(tmp_path):
+    # checks off: every packet is used unchecked and audited after its round
+    peer = _Unanswering(tmp_path, extra="audit_rate = 1.0\n", check_rate=0)
+
+    def audits_expired():
+        st = peer.step()
+        return st if st and st["audits"]["unanswered"] >= 3 else None
 
     try:
-        evil.open()
-        wait_for(lambda: a["id"].did in evil.connected(), timeout=30)
-        st = wait_for(send_and_check, timeout=120, step=0.05)
+        peer.connect()
+        st = wait_for(audits_expired, timeout=120, step=0.05)
         first_expiry = st["round"]
         # a few more rounds of updates from the unanswering peer
-        wait_for(lambda: (send_and_check() or {}).get("round", 0) >= first_expiry + 4, 60, 0.05)
-        stop_nodes(procs)
+        wait_for(lambda: (peer.step() or {}).get("round", 0) >= first_expiry + 4, 60, 0.05)
+        stop_nodes(peer.procs)
     finally:
-        evil.close()
-        _kill(procs)
-    row, rounds = _peer_and_rounds(a, mallory.did)
+        peer.close()
+    row, rounds = _peer_and_rounds(peer.node, peer.mallory.did)
     assert row["banned_at"] == -1  # never banned: an unanswered audit is no evidence
     assert row["reputation"] < 0.8 * (1 << 16)  # each unanswered audit cost it
     # its updates counted while it had not been caught out, and move nothing after
@@ -133,43 +158,19 @@ def test_a_peer_that_never_answers_audits_loses_its_influence_and_is_not_banned(
 
 
 def test_a_peer_that_never_answers_checks_is_never_used_and_not_banned(tmp_path):
-    from qres.builtin_plugins.transports.tcp import TcpConfig, TcpTransport
+    peer = _Unanswering(tmp_path)  # check_rate 1: the default
 
-    (a,) = make_nodes(tmp_path, 1, segment_samples=4000)  # check_rate 1: the default
-    http = free_port()
-    data = signal_file(tmp_path / "s.bin")
-    procs = [start_node(a, "--source", str(data), *ARGS, "--http", f"127.0.0.1:{http}")]
-    mallory = Identity.generate()
-    peer = {"address": f"127.0.0.1:{a['port']}", "did": a["id"].did}
-    evil = TcpTransport(TcpConfig(peers=[peer], swarm="test"), identity=mallory)
-    base, commitment = cm.commit([2] * ORDER, 0), cm.commit([3] * ORDER, 0)
-    sent_for: set[int] = set()
-
-    def send_and_check():
-        """A sound, tiny update for the node's open round (once per round); the check
-        requests are read and never answered."""
-        st = live_status(http)
-        if st is None or st["round"] is None:
-            return None
-        r = st["round"] + 1
-        if r not in sent_for:
-            sent_for.add(r)
-            packet = make_packet(
-                mallory, r, os.urandom(16), [1] * ORDER, base=base, commitment=commitment
-            )
-            evil.send(mallory.did, a["id"].did, packet.encode())
-        evil.receive(mallory.did)
-        return st if st["checks"]["unanswered"] >= 4 else None
+    def checks_expired():
+        st = peer.step()
+        return st if st and st["checks"]["unanswered"] >= 4 else None
 
     try:
-        evil.open()
-        wait_for(lambda: a["id"].did in evil.connected(), timeout=30)
-        st = wait_for(send_and_check, timeout=120, step=0.05)
-        stop_nodes(procs)
+        peer.connect()
+        st = wait_for(checks_expired, timeout=120, step=0.05)
+        stop_nodes(peer.procs)
     finally:
-        evil.close()
-        _kill(procs)
-    row, rounds = _peer_and_rounds(a, mallory.did)
+        peer.close()
+    row, rounds = _peer_and_rounds(peer.node, peer.mallory.did)
     assert row["banned_at"] == -1 and not st["banned"]  # no answer is no evidence
     assert st["checks"]["failed"] == 0 and st["checks"]["asked"] >= 4
     # not one of its packets was ever aggregated: each waited for a check that never came
