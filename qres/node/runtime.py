@@ -1133,7 +1133,7 @@ class Node:
             return self._refuse_notice("SELF")
         if self._slot(notice.banned_did) is None:
             return self._refuse_notice("NO_ROOM")
-        if self.ledger.banned_at[self.ledger_slots[notice.banned_did]] >= 0:
+        if self._is_banned(notice.banned_did):
             return  # already banned here: nothing to check
         sizes = None if self.lora is None else self.lora.sizes()
         fault = check_evidence(notice, self.swarm, self.step_rule, sizes)
@@ -1196,7 +1196,7 @@ class Node:
         if self.lora is not None:
             return self._close_lora_round(r, own, error, received)
         dids = sorted(d for d in received if self._slot(d) is not None)
-        dids = [d for d in dids if self.ledger.banned_at[self.ledger_slots[d]] < 0]
+        dids = [d for d in dids if not self._is_banned(d)]
         # a packet drawn for a check is used only once its check has passed
         dids = self.checks.close(r, dids)
         slots = np.array([self.ledger_slots[d] for d in dids], np.int64)
