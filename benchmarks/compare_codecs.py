@@ -886,6 +886,7 @@ def speed_targets(rows: list[Row]) -> list[dict]:
                     "met": v is not None and v >= 20,
                 }
             )
+        out.extend(_slowest_file_targets(server))
     flac_files = [f for (c, f) in ok if c == "flac-8"]
     fast = [ok[("qres-fast", f)] for f in flac_files if ("qres-fast", f) in ok]
     if fast and len(fast) == len(flac_files):
@@ -910,6 +911,27 @@ def speed_targets(rows: list[Row]) -> list[dict]:
                 "value": v,
                 "against": ref,
                 "met": v is not None and ref is not None and v >= ref,
+            }
+        )
+    return out
+
+
+def _slowest_file_targets(server: list[Row]) -> list[dict]:
+    """The per-file form of the server speed target: its slowest file each way, named."""
+    out = []
+    for what, attr in (("compress", "comp_MBps"), ("decompress", "decomp_MBps")):
+        timed = [r for r in server if getattr(r, attr)]
+        if not timed:
+            continue
+        slowest = min(timed, key=lambda r: getattr(r, attr))
+        v = getattr(slowest, attr)
+        out.append(
+            {
+                "target": f"qres-server {what} MB/s >= 20 on every file (slowest: {slowest.file})",
+                "value": v,
+                "against": 20.0,
+                "met": v >= 20,
+                "file": slowest.file,
             }
         )
     return out

@@ -44,3 +44,20 @@ def test_every_rival_runs_and_every_round_trip_is_checked(tmp_path):
         else:
             assert row["max_abs_error"] <= row["bound"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_speed_targets_name_the_slowest_file_each_way():
+    bench = load("compare_codecs")
+
+    def row(file, comp, decomp):
+        r = bench.Row(file, "int16", 1, 100, 200, "qres-server", "lossless", None)
+        r.status, r.comp_MBps, r.decomp_MBps = "ok", comp, decomp
+        return r
+
+    rows = [row("a", 30.0, 19.0), row("b", 18.0, 40.0), row("c", 50.0, 50.0)]
+    per_file = [t for t in bench.speed_targets(rows) if "file" in t]
+    assert [(t["file"], t["value"], t["met"]) for t in per_file] == [
+        ("b", 18.0, False),
+        ("a", 19.0, False),
+    ]
+    assert "slowest: b" in per_file[0]["target"]
