@@ -66,6 +66,38 @@ def test_parse_with_history_equals_the_reference_and_rebuilds_the_row(history, r
     assert rebuilt == row.tolist()
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(1, 5).flatmap(
+        lambda count: st.lists(_rows, min_size=count, max_size=count).map(
+            lambda rows: np.stack(
+                [np.resize(r, 40) if len(r) else np.zeros(40, np.int64) for r in rows]
+            )
+        )
+    ),
+    st.sampled_from([4, 8]),
+    st.integers(0, 4),
+    st.sampled_from([None, 5, 17]),
+)
+def test_a_block_hashed_once_parses_every_channel_as_the_reference(block, min_length, back, head):
+    """The parse of channel c of a block whose samples were hashed once (every channel, every
+    window of history, the channels' first ``head`` samples) equals the reference parse of the
+    channel after its ``back`` earlier channels."""
+    samples = repeats.Samples(block.T.copy().T)  # channels x frames, not contiguous
+    cut = block.shape[1] if head is None else head
+    for c in range(block.shape[0]):
+        lits, found = samples.parse(c, min_length, back, head)
+        history = block[max(0, c - back) : c, :cut].ravel().tolist()
+        ref_lits, ref_matches = repeats.reference_parse(
+            block[c, :cut].tolist(), min_length, history=history
+        )
+        assert lits.tolist() == ref_lits
+        got = zip(
+            found.runs.tolist(), found.lengths.tolist(), found.distances.tolist(), strict=True
+        )
+        assert list(got) == ref_matches
+
+
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=4, max_size=4))
 def test_hash_takes_any_samples(values):
     assert 0 <= _repeats.hash4(values) < 1 << 16

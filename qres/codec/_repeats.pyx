@@ -4,7 +4,7 @@
 channel's integer samples and the rebuild of a channel from its literals and matches.
 
 The plain-Python references they must match exactly are ``repeats.reference_parse`` and
-``repeats.reference_rebuild`` (checked by hypothesis in tests/test_repeats.py).
+``repeats.reference_rebuild`` (checked by hypothesis in tests/test_channel_stages.py).
 """
 
 import numpy as np
@@ -26,54 +26,74 @@ cdef inline uint64_t mix(const int64_t* x) noexcept nogil:
     return h >> (64 - HASH_BITS)
 
 
-def parse(const int64_t[::1] x, int min_length, int depth, Py_ssize_t start=0):
-    """Greedy parse of ``x[start:]`` into literals and matches: at each position, the longest
-    earlier copy (its first sample at most ``depth`` hash-chain steps back; the nearest wins
-    ties) is taken if it is at least ``min_length`` samples long (which must be >= 4), else
-    the sample is a literal. ``x[:start]`` is history (other channels' samples the decoder
-    already holds): it enters the hash chains first and copies may start in it. Returns
-    ``(literals, runs, lengths, distances)``: the literal samples in order and, per match, the
-    literals before it, its length and its distance back."""
-    cdef Py_ssize_t n = x.shape[0], i = start, p, best_len, best_dist, length, j, nlit = 0
-    cdef Py_ssize_t nmatch = 0, run = 0
-    cdef int steps
+def links(const int64_t[::1] x):
+    """The hash chains of every parse of a stretch of ``x``, built once: per position ``j``
+    the nearest earlier position whose 4 samples hash alike (-1 for none; -1 for the last 3
+    positions, which have no 4 samples). A parse that entered every position before ``i``
+    into its chains, in order (the greedy parse enters every position it passes, matched or
+    not), has ``links[i]`` at the head of ``i``'s chain and ``links[p]`` after each ``p``; a
+    parse whose history starts at ``lo`` stops where the chain passes below ``lo``. So the
+    samples are hashed once per block, however many channels, windows of history and
+    shortest matches are parsed."""
+    cdef Py_ssize_t n = x.shape[0], j
     cdef uint64_t h
+    if n >= (1 << 31) - 1:
+        raise ValueError("links take fewer than 2**31 samples")
+    heads_arr = np.full(1 << HASH_BITS, -1, dtype=np.int32)
+    prev_arr = np.full(n, -1, dtype=np.int32)
+    cdef int32_t[::1] heads = heads_arr, prev = prev_arr
+    with nogil:
+        for j in range(n - HASH_SAMPLES + 1):
+            h = mix(&x[j])
+            prev[j] = heads[h]
+            heads[h] = <int32_t>j
+    return prev_arr
+
+
+def parse(const int64_t[::1] x, const int32_t[::1] prev, Py_ssize_t lo, Py_ssize_t start,
+          Py_ssize_t end, int min_length, int depth):
+    """Greedy parse of ``x[start:end]`` into literals and matches: at each position, the
+    longest earlier copy (its first sample at most ``depth`` hash-chain steps back and at or
+    after ``lo``; the nearest wins ties) is taken if it is at least ``min_length`` samples
+    long (which must be >= 4), else the sample is a literal. ``x[lo:start]`` is history (other
+    channels' samples the decoder already holds): copies may start in it. ``prev`` is
+    :func:`links` of ``x`` (the chains of every position; a copy never reads past ``end``).
+    Returns ``(literals, runs, lengths, distances)``: the literal samples in order and, per
+    match, the literals before it, its length and its distance back."""
+    cdef Py_ssize_t n = x.shape[0], i = start, p, best_len, best_dist, length, nlit = 0
+    cdef Py_ssize_t nmatch = 0, run = 0, size = end - start
+    cdef int steps
     if min_length < HASH_SAMPLES:
         raise ValueError("min_length must be at least 4")
-    if n >= (1 << 31) - 1:
-        raise ValueError("parse takes fewer than 2**31 samples")
-    if start < 0 or start > n:
-        raise ValueError("start must be within the samples")
-    heads_arr = np.full(1 << HASH_BITS, -1, dtype=np.int32)
-    chain_arr = np.full(max(n, 1), -1, dtype=np.int32)
-    lits_arr = np.empty(n - start, dtype=np.int64)
-    runs_arr = np.empty((n - start) // min_length + 1, dtype=np.int64)
-    lens_arr = np.empty((n - start) // min_length + 1, dtype=np.int64)
-    dists_arr = np.empty((n - start) // min_length + 1, dtype=np.int64)
-    cdef int32_t[::1] heads = heads_arr, chain = chain_arr
+    if prev.shape[0] != n:
+        raise ValueError("prev must be the links of x")
+    if not 0 <= lo <= start <= end <= n:
+        raise ValueError("lo <= start <= end must lie within the samples")
+    lits_arr = np.empty(size, dtype=np.int64)
+    runs_arr = np.empty(size // min_length + 1, dtype=np.int64)
+    lens_arr = np.empty(size // min_length + 1, dtype=np.int64)
+    dists_arr = np.empty(size // min_length + 1, dtype=np.int64)
     cdef int64_t[::1] lits = lits_arr
     cdef int64_t[::1] runs = runs_arr, lens = lens_arr, dists = dists_arr
     with nogil:
-        for j in range(start):
-            if j + HASH_SAMPLES <= n:
-                h = mix(&x[j])
-                chain[j] = heads[h]
-                heads[h] = <int32_t>j
-        while i < n:
+        while i < end:
             best_len = 0
             best_dist = 0
-            if i + min_length <= n:
-                h = mix(&x[i])
-                p = heads[h]
+            if i + min_length <= end:
+                p = prev[i]
                 steps = 0
-                while p >= 0 and steps < depth:
-                    length = 0
-                    while i + length < n and x[p + length] == x[i + length]:
-                        length += 1
-                    if length > best_len:
-                        best_len = length
-                        best_dist = i - p
-                    p = chain[p]
+                # A chain only goes back (p < i; links(x) builds it so, and a bad one stops).
+                # No candidate is longer than the samples left; one that differs from the
+                # position at best_len cannot be longer than the best (the nearest keeps ties).
+                while lo <= p < i and steps < depth and best_len < end - i:
+                    if x[p + best_len] == x[i + best_len]:
+                        length = 0
+                        while i + length < end and x[p + length] == x[i + length]:
+                            length += 1
+                        if length > best_len:
+                            best_len = length
+                            best_dist = i - p
+                    p = prev[p]
                     steps += 1
             if best_len >= min_length:
                 runs[nmatch] = run
@@ -81,22 +101,12 @@ def parse(const int64_t[::1] x, int min_length, int depth, Py_ssize_t start=0):
                 dists[nmatch] = best_dist
                 nmatch += 1
                 run = 0
-                j = i
                 i += best_len
             else:
                 lits[nlit] = x[i]
                 nlit += 1
                 run += 1
-                j = i
                 i += 1
-            # Every position passed over enters the hash chains (matched ones too: a later
-            # repeat of a repeat finds the nearest copy).
-            while j < i:
-                if j + HASH_SAMPLES <= n:
-                    h = mix(&x[j])
-                    chain[j] = heads[h]
-                    heads[h] = <int32_t>j
-                j += 1
     return lits_arr[:nlit].copy(), runs_arr[:nmatch].copy(), lens_arr[:nmatch].copy(), \
         dists_arr[:nmatch].copy()
 

@@ -360,7 +360,15 @@ class BlockCoder:
         a pair can beat those copies: when any copy reaches into an earlier channel, the
         stages are chosen again with copies inside each channel only, and the fewer bytes
         win (the copies within channels on a tie)."""
-        args = (pred, ints, rows, channel_codes, lossless, bounds)
+        # One hashing of the block's samples serves every parse of both choices.
+        args = (
+            pred,
+            repeats.Samples(ints) if lossless else None,
+            rows,
+            channel_codes,
+            lossless,
+            bounds,
+        )
         first = self._stages_with(*args, list(coded), repeats.HISTORY_CHANNELS)
         best = first
         if first[3]:
@@ -370,7 +378,7 @@ class BlockCoder:
         coded[:] = best[2]
         return best[0], best[1]
 
-    def _stages_with(self, pred, ints, rows, channel_codes, lossless, bounds, coded, history):
+    def _stages_with(self, pred, samples, rows, channel_codes, lossless, bounds, coded, history):
         """One choice of both stages, copies starting up to ``history`` channels back:
         ``(fields, flags, coded, crossed)``, ``crossed`` saying whether a copy does."""
         count = len(rows)
@@ -387,13 +395,14 @@ class BlockCoder:
                     return self._code_row(own, own.encode(lits.reshape(1, -1), bounds=bounds)[0])
 
                 got = repeats.choose(
-                    ints[c],
+                    samples,
+                    c,
                     rows[c],
                     len(coded[c]),
                     _estimated_bits,
                     code_literals,
                     self.coder,
-                    ints[max(0, c - history) : c],
+                    history,
                 )
                 if got is not None:
                     found[c], coded[c], reached = got
@@ -402,7 +411,7 @@ class BlockCoder:
             rows,
             coded,
             [f is None for f in found],
-            _sample_spans(ints.shape[1]),
+            _sample_spans(len(rows[0])),
             _estimated_bits,
             lambda c, row: self._code_row(self._channel_predictor(pred, codes[c]), row),
         )

@@ -70,13 +70,62 @@ def parse(row, min_length: int, history=None) -> tuple[Any, Parse]:
     start in ``history``, the samples just before the row (None: none)."""
     import numpy as np
 
-    from qres.codec._repeats import parse as compiled
-
     start = 0 if history is None else len(history)
     flat = row if not start else np.concatenate((history, row))
     flat = np.ascontiguousarray(flat, dtype=np.int64)
-    lits, runs, lens, dists = compiled(flat, min_length, DEPTH, start)
+    return _parse(flat, _links(flat), 0, start, len(flat), min_length)
+
+
+def _links(flat):
+    from qres.codec._repeats import links
+
+    return links(flat)
+
+
+def _parse(flat, links, lo: int, start: int, end: int, min_length: int) -> tuple[Any, Parse]:
+    from qres.codec._repeats import parse as compiled
+
+    lits, runs, lens, dists = compiled(flat, links, lo, start, end, min_length, DEPTH)
     return lits, Parse(runs, lens, dists)
+
+
+class Samples:
+    """A block's samples (int64, channels x frames) as the parse sees them: one flat sequence
+    in channel order, hashed once for every parse of every channel (whatever its history and
+    shortest match), and the same for the channels' first ``head`` samples (the screens).
+    A parse of channel ``c`` with ``back`` channels of history is exactly :func:`parse` of
+    the channel after those channels' samples."""
+
+    def __init__(self, ints) -> None:
+        self.ints = ints
+        self.frames = ints.shape[1]
+        self._flat: dict[int, tuple[Any, Any]] = {}  # by head: the samples and their links
+        self._small = None
+
+    def small(self, c: int) -> bool:
+        """Whether channel ``c``'s samples are all within ±_LARGEST (one pass for all)."""
+        if self._small is None:
+            ints = self.ints
+            self._small = (ints.min(axis=1) > -_LARGEST) & (ints.max(axis=1) < _LARGEST)
+        return bool(self._small[c])
+
+    def row(self, c: int):
+        """Channel ``c``'s samples."""
+        return self.ints[c]
+
+    def parse(self, c: int, min_length: int, back: int, head: int | None = None):
+        """``(literals, Parse)`` of channel ``c`` (its first ``head`` samples if given, the
+        earlier channels' first ``head`` as history), copies starting up to ``back`` channels
+        before it."""
+        size = self.frames if head is None else head
+        if size not in self._flat:
+            import numpy as np
+
+            flat = np.ascontiguousarray(self.ints[:, :size], dtype=np.int64).reshape(-1)
+            self._flat[size] = (flat, _links(flat))
+        flat, links = self._flat[size]
+        lo = max(0, c - back) * size
+        return _parse(flat, links, lo, c * size, (c + 1) * size, min_length)
 
 
 def rebuild(literals, found: Parse, frames: int, history=None):
@@ -174,19 +223,17 @@ def copied_mask(found: Parse, n: int):
     return np.repeat(kinds, spans)
 
 
-def _gain(
-    row, residuals, current, estimate, coder, min_length=None, whole=None, need=0.0, history=None
-):
-    """``(gain, literals, table)`` of the parse of ``row`` with ``min_length`` (the first of
-    MIN_LENGTHS if None): the estimated bytes the channel spends on the samples the matches
-    supply (``current`` bytes in proportion to ``estimate`` of their residuals) less the
-    table's; no gain when the matches cover under _COVERAGE of the samples. A parse whose
-    spent bytes are no more than ``need`` cannot gain more than ``need`` whatever its table
-    costs: its table is not coded; nor is a table once so large that the gain falls below
-    ``need`` (no table either way: such a parse is never kept). Copies may start in
-    ``history``; the last of the four values says whether one does."""
-    n = len(row)
-    lits, found = parse(row, MIN_LENGTHS[0] if min_length is None else min_length, history)
+def _gain(parsed, residuals, current, estimate, coder, whole=None, need=0.0):
+    """``(gain, literals, table, crossed)`` of ``parsed`` (a channel's literals and Parse):
+    the estimated bytes the channel spends on the samples the matches supply (``current``
+    bytes in proportion to ``estimate`` of their ``residuals``) less the table's; no gain when
+    the matches cover under _COVERAGE of the samples. A parse whose spent bytes are no more
+    than ``need`` cannot gain more than ``need`` whatever its table costs: its table is not
+    coded; nor is a table once so large that the gain falls below ``need`` (no table either
+    way: such a parse is never kept). ``crossed`` says whether a copy starts before the
+    channel (in an earlier one)."""
+    lits, found = parsed
+    n = len(residuals)
     if found.copied < _COVERAGE * n:
         return 0.0, lits, b"", False
     if whole is None:
@@ -210,41 +257,41 @@ def reaches_back(found: Parse) -> bool:
 
 
 def choose(
-    row,
+    samples: Samples,
+    c: int,
     residuals,
     current: int,
     estimate: Callable[[Any], int],
     code_literals: Callable[[Any], bytes],
     coder,
-    earlier=None,
+    back: int = 0,
 ) -> tuple[bytes, bytes, bool] | None:
-    """The match table and coded literals of channel ``row`` if smaller than its ``current``
-    bytes, and whether a copy starts in an earlier channel; else None; ``residuals`` are what
-    its predictor made of it. A parse's gain is estimated as the channel's bytes spent on
-    the samples the matches supply (``estimate`` of their residuals, in proportion to the
-    whole) less the table's bytes. A parse of the channel's first eighth is a screen
-    (nothing else is tried unless it promises at least _SCREEN of those bytes); then the
-    best parse by that estimate is coded by ``code_literals`` and measured. ``earlier``
-    (channels x samples, int64, or None) holds the channels just before this one in the
-    block: copies may start in them (the screen offers their first eighths)."""
+    """The match table and coded literals of channel ``c`` of ``samples`` if smaller than its
+    ``current`` bytes, and whether a copy starts in an earlier channel; else None;
+    ``residuals`` are what its predictor made of it. A parse's gain is estimated as the
+    channel's bytes spent on the samples the matches supply (``estimate`` of their residuals,
+    in proportion to the whole) less the table's bytes. A parse of the channel's first eighth
+    is a screen (nothing else is tried unless it promises at least _SCREEN of those bytes);
+    then the best parse by that estimate is coded by ``code_literals`` and measured. Copies
+    may start in the ``back`` channels just before this one in the block (the screen offers
+    their first eighths)."""
+    row = samples.row(c)
     n = len(row)
     if n < 2 * SHORTEST or not current:
         return None
-    if int(row.min()) <= -_LARGEST or int(row.max()) >= _LARGEST:
+    if not samples.small(c):
         return None
     # The screen: the first parse over the first eighth of a long channel (repeats that pay
     # show there too; this is most of what the stage costs where nothing repeats).
     head = n // _SCREEN_PART if n >= _SCREEN_PART * _SCREEN_MIN else n
     need = _SCREEN * current * head / n
-    history = None if earlier is None or not len(earlier) else earlier
     screen = _gain(
-        row[:head],
+        samples.parse(c, MIN_LENGTHS[0], back, head if head < n else None),
         residuals[:head],
         current * head / n,
         estimate,
         coder,
         need=need,
-        history=None if history is None else history[:, :head].ravel(),
     )
     if screen[0] < need or not screen[2]:
         return None
@@ -255,17 +302,8 @@ def choose(
             found = screen  # the screen was this parse of the whole channel
         else:
             bar = 0.0 if best is None else max(0.0, best[0])
-            found = _gain(
-                row,
-                residuals,
-                current,
-                estimate,
-                coder,
-                min_length,
-                whole,
-                bar,
-                None if history is None else history.ravel(),
-            )
+            parsed = samples.parse(c, min_length, back)
+            found = _gain(parsed, residuals, current, estimate, coder, whole, bar)
         if found[0] > 0 and found[2] and (best is None or found[0] > best[0]):
             best = found
     if best is None or best[0] <= 0:
