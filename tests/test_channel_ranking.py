@@ -55,7 +55,9 @@ def test_compiled_log2_q16_equals_the_reference(v):
         st.one_of(
             st.integers(-(2**63), 2**63 - 1),
             st.integers(-300, 300),
-            st.sampled_from([0, -1, 1, 2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63)]),
+            st.sampled_from(
+                [0, -1, 1, 2**53 - 1, 2**53, 2**53 + 1, -(2**53), -(2**53) - 1, 2**63 - 1, -(2**63)]
+            ),
         ),
         max_size=400,
     )
@@ -300,3 +302,19 @@ def test_a_short_block_is_screened_only_where_it_pays(profile, screened):
     ints = np.zeros((2, 4000), dtype=np.int64)
     choice = pipeline._Choice(coder, coder.predictor, ints, coder.bounds)
     assert bool(choice.screen) is screened
+
+
+def test_format_predictors_are_built_once_per_process():
+    """The predictors the format fixes hold only their settings: every BlockCoder shares them,
+    and they code as freshly built ones do."""
+    from qres.codec.files import codec_settings
+    from qres.codec.samples import StreamSpec
+
+    settings, _ = codec_settings("server")
+    spec = StreamSpec("int16", 2, "interleaved", "little")
+    one, two = pipeline.BlockCoder(settings, spec), pipeline.BlockCoder(settings, spec)
+    assert one.polynomial(2) is two.polynomial(2) and one.polynomial(1) is not one.polynomial(2)
+    assert one.block_predictor(1) is two.block_predictor(1)
+    ints = np.cumsum(np.arange(-40, 40).reshape(2, 40) ** 3, axis=1)
+    fresh = plugins.create("predictor", {"use": "polynomial", "order": 2}, Location("t"))
+    assert np.array_equal(one.polynomial(2).encode(ints), fresh.encode(ints))

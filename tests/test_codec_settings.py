@@ -78,3 +78,35 @@ def test_a_relative_profile_path_is_read_from_the_working_directory(tmp_path, mo
     assert files.codec_settings("here.toml")[0].predictor["order"] == 1
     monkeypatch.chdir(tmp_path / "two")
     assert files.codec_settings("here.toml")[0].predictor["order"] == 3
+
+
+def test_settled_files_are_checked_by_their_status_alone(tmp_path, monkeypatch):
+    """Files last changed long enough ago are not read again while their status (inode,
+    size, times) stays the same; a change of status is still seen."""
+    import time
+
+    monkeypatch.setenv("QRES_PROFILE_PATH", str(tmp_path))
+    write(tmp_path, "settled", order=1)
+    later = time.time_ns() + 2 * files._SETTLE_NS
+    monkeypatch.setattr(files.time, "time_ns", lambda: later)  # the files look settled
+    assert files.codec_settings("settled")[0].predictor["order"] == 1
+    reads = []
+    real = files._sources
+    monkeypatch.setattr(files, "_sources", lambda chain: reads.append(chain) or real(chain))
+    assert files.codec_settings("settled")[0].predictor["order"] == 1
+    assert reads == []  # the status alone said unchanged
+    # A new file put in its place (as editors and atomic writers do) has another inode.
+    write(tmp_path, "new", order=3).replace(tmp_path / "settled.toml")
+    assert files.codec_settings("settled")[0].predictor["order"] == 3
+
+
+def test_unsettled_files_are_compared_by_content(tmp_path, monkeypatch):
+    """A file changed within the timestamp step of the last read may keep its status; it is
+    compared by content until it has settled."""
+    monkeypatch.setenv("QRES_PROFILE_PATH", str(tmp_path))
+    path = write(tmp_path, "racy", block=4096, order=2)
+    assert files.codec_settings("racy")[0].predictor["order"] == 2
+    stat = path.stat()
+    write(tmp_path, "racy", block=8192, order=3)  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same modification time
+    assert files.codec_settings("racy")[0].predictor["order"] == 3

@@ -13,6 +13,8 @@ from libc.math cimport fabs
 from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
+include "../../plugins/coders/_bits.pxi"
+
 cdef enum:
     CLASSES = 131  # 65 + bit length for r >= 0, 65 - bit length for r < 0 (bit lengths 0..64)
 
@@ -65,26 +67,56 @@ def log2_q16(uint64_t v):
     return log2_q16_c(v)
 
 
+cdef inline int exact_class(int64_t r) noexcept nogil:
+    """:func:`float_class` of ``r``: the bit length of ``|r|`` below 2**53 (where the
+    conversion to binary64 is exact), else read from the converted float."""
+    cdef uint64_t m = <uint64_t>0 - <uint64_t>r if r < 0 else <uint64_t>r
+    if m < (<uint64_t>1 << 53):
+        return qres_bitlen64(m)
+    return float_class(r)
+
+
 def estimated_bits(const int64_t[::1] residuals):
     """A cheap size estimate in bits of coded residuals, enough to rank candidates: the order-0
     entropy (Q16, truncated) of the signed bit-length classes plus the bits below each leading
     one. A class is the binary exponent of ``|float64(r)|``, as numpy's ``frexp`` gives it."""
-    cdef Py_ssize_t n = residuals.shape[0], i
-    cdef int64_t counts[CLASSES]
-    cdef int64_t mantissa = 0, entropy
-    cdef int cls, c
+    cdef Py_ssize_t n = residuals.shape[0], i, lanes
+    # Four histograms, filled in turn: runs of one class (zeros above all) would otherwise
+    # make every increment wait for the one before it.
+    cdef int64_t counts[4][CLASSES]
+    cdef int64_t total[CLASSES]
+    cdef int64_t mantissa = 0, entropy, r
+    cdef int cls, c, k
+    cdef int64_t s
     if n == 0:
         return 0
     with nogil:
+        for k in range(4):
+            for c in range(CLASSES):
+                counts[k][c] = 0
+        lanes = n - n % 4
+        i = 0
+        while i < lanes:
+            for k in range(4):
+                r = residuals[i + k]
+                cls = exact_class(r)
+                mantissa += cls
+                s = r >> 63  # -1 for a negative residual, else 0
+                counts[k][65 + ((cls ^ s) - s)] += 1
+            i += 4
+        while i < n:
+            r = residuals[i]
+            cls = exact_class(r)
+            mantissa += cls
+            s = r >> 63
+            counts[0][65 + ((cls ^ s) - s)] += 1
+            i += 1
         for c in range(CLASSES):
-            counts[c] = 0
-        for i in range(n):
-            cls = float_class(residuals[i])
-            if cls:
-                mantissa += cls - 1
-            counts[65 - cls if residuals[i] < 0 else 65 + cls] += 1
+            total[c] = counts[0][c] + counts[1][c] + counts[2][c] + counts[3][c]
+        # Each nonzero residual sends its class minus the leading one.
+        mantissa -= n - total[65]
         entropy = n * log2_q16_c(<uint64_t>n)
         for c in range(CLASSES):
-            if counts[c]:
-                entropy -= counts[c] * log2_q16_c(<uint64_t>counts[c])
+            if total[c]:
+                entropy -= total[c] * log2_q16_c(<uint64_t>total[c])
     return (entropy >> 16) + mantissa

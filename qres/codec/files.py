@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -51,6 +52,8 @@ class _Resolved:
     chain: tuple[str, ...]  # the profile's files, itself first, then what it extends
     sources: tuple  # what :func:`_sources` gave for them when the profile was read
     registry: object  # the plugin registry that validated the tables
+    stamps: tuple = ()  # :func:`_stamps` of the same files and folders, when they were read
+    settled: bool = False  # whether ``stamps`` alone tell a later change (:func:`_stamps`)
 
 
 #: Codec settings by profile name (and what decides which file a name means). Reading and
@@ -63,9 +66,8 @@ def _sources(chain: tuple) -> tuple:
     """What a resolved profile depends on: the profile names in each folder searched (a new
     file may shadow one) and the folders of its files (a parent named in ``extends`` is
     looked for beside its child first), and the bytes of each file of its chain."""
-    folders = [*profiles.search_dirs(), *(Path(p).parent for p in chain)]
     names = []
-    for folder in dict.fromkeys(folders):
+    for folder in _folders(chain):
         try:
             names.append((str(folder), tuple(sorted(os.listdir(folder)))))
         except OSError:
@@ -79,6 +81,47 @@ def _sources(chain: tuple) -> tuple:
     return tuple(names), tuple(contents)
 
 
+#: How long after its last change a file's status is trusted to show any further change (see
+#: :func:`_stamps`): far above the coarsest timestamp step of common file systems.
+_SETTLE_NS = 3_000_000_000
+
+
+def _folders(chain: tuple) -> list[Path]:
+    """The folders a resolved profile's files are looked up in: the search path (a new file
+    may shadow one) and the folders of its files (a parent named in ``extends`` is looked
+    for beside its child first)."""
+    return list(dict.fromkeys([*profiles.search_dirs(), *(Path(p).parent for p in chain)]))
+
+
+def _stamps(chain: tuple) -> tuple[tuple, bool]:
+    """The status of a resolved profile's folders and files (device, inode, size, modified
+    and changed times; None for a missing one), and whether it is settled: every change time
+    at least _SETTLE_NS old. The kernel sets a change time on every write, rename, link or
+    unlink (a folder's when its entries change) and no call sets it back, so a later change
+    shows in the status, unless it landed in the same timestamp step as the last one, which
+    only an unsettled status allows: then the files are read and compared (as Git treats a
+    "racily clean" index entry)."""
+    now = time.time_ns()
+    stamps, settled = [], True
+    for path in [*map(str, _folders(chain)), *chain]:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        settled = settled and max(st.st_mtime_ns, st.st_ctime_ns) <= now - _SETTLE_NS
+    return tuple(stamps), settled
+
+
+def _unchanged(known: _Resolved) -> bool:
+    """Whether a resolved profile's files and folders are as they were when it was read:
+    their status says so when settled (a few microseconds), else their contents do."""
+    if known.settled and _stamps(known.chain)[0] == known.stamps:
+        return True
+    return known.sources == _sources(known.chain)
+
+
 def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettings, str]:
     """The codec settings of a profile and its default sample type (read once per process
     and again only when its files change)."""
@@ -86,12 +129,12 @@ def codec_settings(profile_name: str, max_error: float = 0) -> tuple[CodecSettin
 
     key = (profile_name, os.environ.get("QRES_PROFILE_PATH", ""), _relative_to(profile_name))
     known = _RESOLVED.get(key)
-    if (
-        known is None
-        or known.registry is not plugins.registry()
-        or known.sources != _sources(known.chain)
-    ):
+    if known is None or known.registry is not plugins.registry() or not _unchanged(known):
         known = _RESOLVED[key] = _resolve(profile_name)
+    elif not known.settled:
+        # Unchanged by content: its status may have settled since.
+        stamps, settled = _stamps(known.chain)
+        known = _RESOLVED[key] = attrs.evolve(known, stamps=stamps, settled=settled)
     settings = CodecSettings(
         predictor=copy.deepcopy(known.predictor),
         coder=copy.deepcopy(known.coder),
@@ -127,6 +170,9 @@ def _resolve(profile_name: str) -> _Resolved:
             f"{profile.path}: codec: profile {profile.name!r} names no predictor and coder; "
             "use a profile with a [codec] table (see `qres profiles list`)"
         )
+    # Stamped after the files were read: a change since then is too recent to be settled.
+    chain = tuple(str(p) for p in profile.chain)
+    stamps, settled = _stamps(chain)
     profile.build("codec", "predictor")  # validates the tables before any work starts
     profile.build("codec", "coder")
     plain = profile.settings("codec")
@@ -135,9 +181,11 @@ def _resolve(profile_name: str) -> _Resolved:
         coder=copy.deepcopy(dict(table["coder"])),
         block_frames=plain.block_frames,
         dtype=plain.dtype,
-        chain=tuple(str(p) for p in profile.chain),
+        chain=chain,
         sources=_sources(profile.chain),
         registry=registry,
+        stamps=stamps,
+        settled=settled,
     )
 
 

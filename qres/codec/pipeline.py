@@ -205,6 +205,28 @@ def _read_predicted_head(
     return levels, channel_codes, pos
 
 
+#: The predictors whose tables the format fixes (block and channel predictor codes), built
+#: once per process and shared by every BlockCoder: they hold nothing but their settings
+#: (initial weights are only ever given to the header's predictor). They are built again
+#: from a new plugin registry (one that changed).
+_FORMAT_PREDICTORS: list[Any] = [None, {}]
+
+
+def _format_predictor(table: dict[str, Any], where: str):
+    """The shared predictor of a table the format fixes (see _FORMAT_PREDICTORS)."""
+    from qres.kernel import plugins
+
+    registry = plugins.registry()
+    if _FORMAT_PREDICTORS[0] is not registry:
+        _FORMAT_PREDICTORS[:] = [registry, {}]
+    built = _FORMAT_PREDICTORS[1]
+    key = tuple(sorted(table.items()))
+    pred = built.get(key)
+    if pred is None:
+        pred = built[key] = plugins.create("predictor", table, Location(where, "predictor"))
+    return pred
+
+
 class BlockCoder:
     """Codes blocks with one predictor and one coder; one instance per worker thread."""
 
@@ -298,13 +320,10 @@ class BlockCoder:
         key = code if levels is None else (code, levels)
         pred = self._predictors.get(key)
         if pred is None:
-            from qres.kernel import plugins
-
             table = dict(BLOCK_PREDICTORS[code])
             if levels is not None:
                 table["cubic_levels"] = levels
-            pred = plugins.create("predictor", table, Location("<block flags>", "predictor"))
-            self._predictors[key] = pred
+            pred = self._predictors[key] = _format_predictor(table, "<block flags>")
         return pred
 
     def _predicted(self, block, grid_step, bound, codes) -> tuple[bytes, int] | None:
@@ -598,11 +617,8 @@ class BlockCoder:
         key = ("polynomial", order)
         pred = self._predictors.get(key)
         if pred is None:
-            from qres.kernel import plugins
-
             table = {"use": "polynomial", "order": order}
-            pred = plugins.create("predictor", table, Location("<channel codes>", "predictor"))
-            self._predictors[key] = pred
+            pred = self._predictors[key] = _format_predictor(table, "<channel codes>")
         return pred
 
     def _segments(self, pred, n: int) -> tuple[int, ...] | None:
@@ -775,9 +791,10 @@ class _Choice:
         self.exact = self.whole and coder._segments(pred, frames) is None
         # The polynomial candidates on the sample (none on a block that is its own sample:
         # their whole rows are computed per channel as needed, :meth:`full`).
+        rows = None if self.whole or not _TRIED_ORDERS else _SpanRows(ints, self.spans)
         self.polys = {
-            k: _span_residuals(coder.polynomial(k), ints, self.spans, bounds)
-            for k in ([] if self.whole else _TRIED_ORDERS)
+            k: rows.residuals(coder.polynomial(k), bounds)
+            for k in ([] if rows is None else _TRIED_ORDERS)
         }
         self._screened: dict[int, Any] = {}  # the candidates on the screen's spans
         self._full: dict[Any, Any] = {}  # by order (every channel) or (order, channel)
@@ -852,10 +869,10 @@ class _Choice:
 
         spans = self.screen
         if not self._screened:
+            rows = _SpanRows(self.ints, spans)
             for k in _TRIED_ORDERS:
                 if k not in self.same:
-                    poly = self.coder.polynomial(k)
-                    self._screened[k] = _span_residuals(poly, self.ints, spans, self.bounds)
+                    self._screened[k] = rows.residuals(self.coder.polynomial(k), self.bounds)
         mine = np.concatenate([self.residuals[c][a:b] for a, b in spans])
         sampled = {k: p[c] for k, p in self._screened.items()}
         estimates: dict[int, int] = {}
@@ -998,26 +1015,48 @@ def _span_residuals(poly, ints, spans: list[tuple[int, int]], bounds, context=No
     restart costs whole raw samples, which biased the ranking towards the block predictor).
     Spans of equal extent go through the predictor in one call, as rows of their own: a
     polynomial codes every row apart, so this is the same as one call per span."""
-    import numpy as np
+    return _SpanRows(ints, spans, context).residuals(poly, bounds)
 
-    channels = ints.shape[0]
-    groups: dict[int, list[tuple[int, int, int]]] = {}
-    frames = ints.shape[1]
-    context = _SPAN_CONTEXT if context is None else context
-    for a, b in spans:
-        # The first span reaches past its end instead, so that it has the others' extent.
-        size = min(frames, b - a + context)
-        lo = max(0, min(a - context, frames - size))
-        groups.setdefault(size, []).append((lo, a, b))
-    pieces: dict[tuple[int, int], Any] = {}
-    for size, members in groups.items():
-        rows = np.stack([ints[:, lo : lo + size] for lo, _, _ in members])
-        coded = poly.encode(rows.reshape(len(members) * channels, size), bounds=bounds)
-        coded = coded.reshape(len(members), channels, size)
-        for (lo, a, b), piece in zip(members, coded, strict=True):
-            pieces[a, b] = piece[:, a - lo : b - lo]
-    parts = [pieces[a, b] for a, b in spans]
-    return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+class _SpanRows:
+    """The spans of a block cut out once (:func:`_span_residuals`) for every predictor that
+    runs on them: spans of equal extent stacked as rows of one array per extent."""
+
+    def __init__(self, ints, spans: list[tuple[int, int]], context=None):
+        import numpy as np
+
+        self.spans = spans
+        self.channels = ints.shape[0]
+        groups: dict[int, list[tuple[int, int, int]]] = {}
+        frames = ints.shape[1]
+        context = _SPAN_CONTEXT if context is None else context
+        for a, b in spans:
+            # The first span reaches past its end instead, so that it has the others' extent.
+            size = min(frames, b - a + context)
+            lo = max(0, min(a - context, frames - size))
+            groups.setdefault(size, []).append((lo, a, b))
+        self.groups = [
+            (
+                size,
+                members,
+                np.stack([ints[:, lo : lo + size] for lo, _, _ in members]).reshape(
+                    len(members) * self.channels, size
+                ),
+            )
+            for size, members in groups.items()
+        ]
+
+    def residuals(self, poly, bounds) -> Any:
+        """``poly``'s residuals over the spans, concatenated per channel."""
+        import numpy as np
+
+        pieces: dict[tuple[int, int], Any] = {}
+        for size, members, rows in self.groups:
+            coded = poly.encode(rows, bounds=bounds).reshape(len(members), self.channels, size)
+            for (lo, a, b), piece in zip(members, coded, strict=True):
+                pieces[a, b] = piece[:, a - lo : b - lo]
+        parts = [pieces[a, b] for a, b in self.spans]
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
 
 def _short_spans(frames: int) -> list[tuple[int, int]]:
