@@ -230,15 +230,17 @@ def test_polynomial_matches_reference(seed, order, n, wide):
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(0, 1300),
     update=st.sampled_from(["sign", "nlms"]),
-    taps=st.sampled_from([[1], [3], [8, 2], [16, 9], [32, 16, 8]]),
+    taps=st.sampled_from([[1], [3], [8, 2], [16, 9], [32, 16, 8], [24, 8, 13]]),
     fixed=st.integers(0, 2),
     bias_shift=st.sampled_from([0, 4]),
     amp=st.sampled_from([3, 3000, 2**29, 2**40]),
     simd=st.booleans(),
+    wmax=st.sampled_from([70000, 2**26]),
 )
-def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp, simd):
+def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp, simd, wmax):
     """The native cascade gives the reference's residuals, with its AVX2 tap loops (where the
-    CPU has them) and with the portable ones."""
+    CPU has them) and with the portable ones, from initial weights inside and beyond the
+    update's clamp (2**23)."""
     rng = np.random.default_rng(seed)
     t = np.arange(n)
     x = (amp * np.sin(t / 7.0)).astype(np.int64) + rng.integers(-amp // 3 - 1, amp // 3 + 1, n)
@@ -250,7 +252,7 @@ def test_cascade_matches_reference(seed, n, update, taps, fixed, bias_shift, amp
         "bias_shift": bias_shift,
     }
     pred = make(table)
-    weights = rng.integers(-70000, 70000, pred.weight_count()).astype(np.int32)
+    weights = rng.integers(-wmax, wmax, pred.weight_count()).astype(np.int32)
     pred.set_initial_weights(weights)
     cfg = pred.config
     want = cascade_ref(

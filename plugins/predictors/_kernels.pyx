@@ -11,17 +11,26 @@ the full specification; the plain-Python reference in tests/test_predictors.py f
 
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy, memmove
+from libc.string cimport memcpy
 
 
 cdef extern from "_lms_simd.h" nogil:
+    # One adaptive stage: see the struct's comments in the header.
+    ctypedef struct Stage "qres_stage":
+        int32_t n
+        int32_t shift
+        int32_t pos
+        int32_t cap
+        int32_t nlms
+        int32_t* w
+        int32_t* hist
+        int32_t* dirs
+        int64_t level
+        int64_t pred
+        int64_t count
     int qres_lms_use_avx2
     void qres_lms_init()
-    int64_t qres_dot(const int32_t* w, int32_t* h, int n, int32_t last)
-    int64_t qres_nlms_step_dot(int32_t* w, const int32_t* d, int32_t* h, int n, int32_t g,
-                               int32_t lim, int32_t last)
-    int64_t qres_sign_step_dot(int32_t* w, const int32_t* d, int32_t* h, int n, int32_t sgn,
-                               int32_t lim, int32_t last)
+    int64_t qres_stages_update(Stage* s, int nst, int64_t e)
 
 qres_lms_init()
 
@@ -49,10 +58,6 @@ cdef enum:
     LEVEL_SHIFT = 4            # running mean |input| forgets with weight 2**-4
     TLIM = 1048575             # 2**20 - 1: clamp of innovations fed to the TAAF trackers
     SCORE_MAX = 4096           # attention scores saturate at variance ratio 16 (Q8)
-    GLIM = 4096                # normalised error clamp in the NLMS update: 16.0 in Q8
-    WARM1 = 64                 # warm-up schedule of the step size, see warm_shift
-    WARM2 = 256
-    WARM3 = 1024
     MIN_SLIDE = 16             # history buffers slide (memmove) at most every 16 samples
 
 
@@ -307,80 +312,11 @@ def interpolate(const int64_t[:, ::1] src, int64_t[:, ::1] dst, int64_t cubic_le
 
 # ----------------------------------------------------------------------------- LMS stages
 
-cdef struct Stage:
-    int32_t n           # taps
-    int32_t shift       # step shift: an input at the running level moves a weight 2**-shift
-    int32_t pos         # next write index; the window is [pos - n, pos)
-    int32_t cap         # buffer length
-    int32_t nlms        # 1: step scales with the normalised error; 0: with its sign only
-    int32_t* w          # n weights, Q16.16
-    int32_t* hist       # cap clamped past inputs
-    int32_t* dirs       # cap normalised update directions, Q16.16
-    int64_t level       # running mean of |input|, Q16
-    int64_t pred        # prediction of the next sample from the current window (integer)
-    int64_t count       # samples seen in this block
-
-
 cdef inline int32_t direction(int64_t v, int64_t level, int shift) noexcept nogil:
     """Normalised step of one input: v / (level + 1) * 2**(16 - shift), clamped to 4x."""
     cdef int64_t lim = (<int64_t>4) << (16 - shift)
     cdef int64_t d = (v * ((<int64_t>1) << (32 - shift))) // (level + 65536)
     return <int32_t>clamp64(d, -lim, lim)
-
-
-cdef inline int warm_shift(int shift, int64_t count) noexcept nogil:
-    """Step shift during warm-up: 8x larger steps for 64 samples, 4x to 256, 2x to 1024."""
-    cdef int boost = 0
-    if count < WARM1:
-        boost = 3
-    elif count < WARM2:
-        boost = 2
-    elif count < WARM3:
-        boost = 1
-    return shift - boost if shift - boost >= 1 else 1
-
-
-cdef inline int64_t stage_predict(Stage* s) noexcept nogil:
-    # The prediction from the current window was computed by the previous stage_update (or
-    # is 0 on a fresh stage, whose history is all zeros).
-    return s.pred
-
-
-cdef inline void stage_update(Stage* s, int64_t e_in, int64_t e_out) noexcept nogil:
-    """LMS step on the window just used for prediction, push e_in into the history, and
-    predict the next sample from the new weights and window (one fused pass over the taps)."""
-    cdef int n = s.n
-    cdef int64_t vc, g, acc
-    cdef const int32_t* d
-    cdef int32_t* h
-    if s.pos == s.cap:
-        # Slide both buffers; the window [pos - n, pos) keeps its values.
-        memmove(s.hist, s.hist + s.cap - n, n * sizeof(int32_t))
-        memmove(s.dirs, s.dirs + s.cap - n, n * sizeof(int32_t))
-        s.pos = n
-    d = s.dirs + s.pos - n      # the directions of the window just predicted from
-    h = s.hist + s.pos - n + 1  # the next window, once e_in is pushed
-    vc = clamp64(e_in, -VLIM, VLIM)
-    # Each call below stores vc as the newest history value, hist[pos], then predicts.
-    if s.nlms:
-        # normalised error: e / (mean |input| + 1), Q8, clamped to +-16
-        g = clamp64(clamp64(e_out, -VLIM, VLIM) * 16777216 // (s.level + 65536), -GLIM, GLIM)
-        if g != 0:
-            acc = qres_nlms_step_dot(s.w, d, h, n, <int32_t>g, WLIM, <int32_t>vc)
-        else:
-            acc = qres_dot(s.w, h, n, <int32_t>vc)
-    elif e_out > 0:
-        acc = qres_sign_step_dot(s.w, d, h, n, 1, WLIM, <int32_t>vc)
-    elif e_out < 0:
-        acc = qres_sign_step_dot(s.w, d, h, n, -1, WLIM, <int32_t>vc)
-    else:
-        acc = qres_dot(s.w, h, n, <int32_t>vc)
-    # Written after the step: the step reads dirs[pos - n, pos), not dirs[pos].
-    s.dirs[s.pos] = direction(vc, s.level, warm_shift(s.shift, s.count))
-    s.pos += 1
-    s.count += 1
-    s.level += rsr(iabs64(vc) * 65536 - s.level, LEVEL_SHIFT)
-    s.pred = rsr(acc, 16)
 
 
 cdef inline int32_t stage_cap(int32_t n) noexcept nogil:
@@ -591,7 +527,8 @@ def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode,
                 fp = fixed_pred(ch.xh, fixed_order if t >= fixed_order else <int>t)
                 pred = fp
                 for k in range(nst):
-                    pred = wadd(pred, stage_predict(&s[k]))
+                    # each stage's prediction from its current window, made by its last update
+                    pred = wadd(pred, s[k].pred)
                 m = c if c < cross else cross
                 nin = 0
                 if taaf:
@@ -613,11 +550,7 @@ def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode,
                 # 2. the residual map; xr is the value every stage learns from
                 xr = code_sample(src[c, t], pc, decode, max_error, lo, hi, &dst[c, t])
                 # 3. updates, in stage order, each on its own input and output
-                e = wsub(xr, fp)
-                for k in range(nst):
-                    e_out = wsub(e, s[k].pred)
-                    stage_update(&s[k], e, e_out)
-                    e = e_out
+                e = qres_stages_update(s, nst, wsub(xr, fp))
                 if taaf:
                     inno = clamp64(e, -VLIM, VLIM)
                     e_out = wsub(e, ch.tpred)
