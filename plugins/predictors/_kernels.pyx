@@ -31,6 +31,9 @@ cdef extern from "_lms_simd.h" nogil:
     int qres_lms_use_avx2
     void qres_lms_init()
     int64_t qres_stages_update(Stage* s, int nst, int64_t e)
+    void qres_cascade_lossless(Stage* s, int nst, const int64_t* src, int64_t* dst, int64_t n,
+                               int fixed_order, int bias_shift, int decode, int64_t lo,
+                               int64_t hi)
 
 qres_lms_init()
 
@@ -518,6 +521,14 @@ def cascade(const int64_t[:, ::1] src, int64_t[:, ::1] dst, bint decode,
             memcpy(ch.tw, &weights[wtotal], (cross + 1) * sizeof(int32_t))
 
     cdef int64_t fp, pred, pc, e, e_out, xr, acc, inno
+    if not taaf and max_error == 0:
+        # Channels independent and the residual map a subtraction: one native loop per channel.
+        with nogil:
+            for c in range(channels):
+                qres_cascade_lossless(&stages[c * nst], nst, &src[c, 0], &dst[c, 0], n,
+                                      fixed_order, bias_shift, decode, lo, hi)
+        free(stages); free(chans); free(tr); free(att); free(pool); free(upool)
+        return
     with nogil:
         for t in range(n):
             for c in range(channels):

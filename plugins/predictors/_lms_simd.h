@@ -200,12 +200,32 @@ QRES_INLINE int qres_warm_shift(int shift, int64_t count)
     return shift - boost >= 1 ? shift - boost : 1;
 }
 
-/* NAME(s, nst, e): the LMS step of each of the nst stages at s on the window just used for
+/* FLAC's fixed predictor of the given order (0..4) from x1 = x[t-1], ..., x4 = x[t-4], in
+ * arithmetic modulo 2**64 */
+QRES_INLINE int64_t qres_fixed_pred(uint64_t x1, uint64_t x2, uint64_t x3, uint64_t x4, int order)
+{
+    switch (order) {
+    case 0: return 0;
+    case 1: return (int64_t)x1;
+    case 2: return (int64_t)(2 * x1 - x2);
+    case 3: return (int64_t)(3 * x1 - 3 * x2 + x3);
+    default: return (int64_t)(4 * x1 - 6 * x2 + 4 * x3 - x4);
+    }
+}
+
+/* Three functions per version:
+ *
+ * NAME(s, nst, e): the LMS step of each of the nst stages at s on the window just used for
  * prediction (stage k learns from its input e_k and output e_k - pred_k, and e_{k+1} is that
  * output), each input pushed into its history, and each stage's prediction of the next sample
  * from the new weights and window (one fused pass over the taps); returns the last output.
- * NAME##_one is one stage with n taps, a constant where it is inlined with one. */
-#define QRES_DEFINE_STAGES(NAME, ATTR, INL, NLMS_STEP, SIGN_STEP)                          \
+ * NAME##_one is one stage with n taps, a constant where it is inlined with one.
+ *
+ * NAME##_lossless(...): one channel of a lossless block through the whole cascade without the
+ * TAAF stage (its channels are independent): the fixed stage, the adaptive stages, the bias
+ * stage and the residual map, sample after sample, with the stage updates inlined. It is the
+ * loop of _kernels.cascade for that case, and gives the same integers. */
+#define QRES_DEFINE_STAGES(NAME, ATTR, INL, NLMS_STEP, SIGN_STEP)                               \
     INL void NAME##_one(qres_stage *s, int64_t e_in, int64_t e_out, const int n)                \
     {                                                                                           \
         int64_t vc, g, acc;                                                                     \
@@ -226,13 +246,11 @@ QRES_INLINE int qres_warm_shift(int shift, int64_t count)
             g = qres_clamp64(qres_clamp64(e_out, -QRES_VLIM, QRES_VLIM) * 16777216 /            \
                                  (s->level + 65536),                                            \
                              -QRES_GLIM, QRES_GLIM);                                            \
+            acc = NLMS_STEP(s->w, d, h, n, (int32_t)g, QRES_WLIM, (int32_t)vc);                 \
         } else {                                                                                \
             g = (e_out > 0) - (e_out < 0);                                                      \
+            acc = SIGN_STEP(s->w, d, h, n, (int32_t)g, QRES_WLIM, (int32_t)vc);                 \
         }                                                                                       \
-        if (s->nlms)                                                                            \
-            acc = NLMS_STEP(s->w, d, h, n, (int32_t)g, QRES_WLIM, (int32_t)vc);                    \
-        else                                                                                    \
-            acc = SIGN_STEP(s->w, d, h, n, (int32_t)g, QRES_WLIM, (int32_t)vc);                    \
         /* written after the step: the step reads dirs[pos - n, pos), not dirs[pos] */          \
         s->dirs[s->pos] = qres_direction(vc, s->level, qres_warm_shift(s->shift, s->count));   \
         s->pos += 1;                                                                            \
@@ -241,7 +259,7 @@ QRES_INLINE int qres_warm_shift(int shift, int64_t count)
         s->pred = qres_rsr(acc, 16);                                                            \
     }                                                                                           \
                                                                                                 \
-    ATTR int64_t NAME(qres_stage *s, int nst, int64_t e)                                        \
+    INL int64_t NAME(qres_stage *s, int nst, int64_t e)                                         \
     {                                                                                           \
         for (int k = 0; k < nst; k++) {                                                         \
             int64_t e_out = (int64_t)((uint64_t)e - (uint64_t)s[k].pred);                       \
@@ -254,6 +272,43 @@ QRES_INLINE int qres_warm_shift(int shift, int64_t count)
             e = e_out;                                                                          \
         }                                                                                       \
         return e;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    ATTR int64_t NAME##_call(qres_stage *s, int nst, int64_t e) { return NAME(s, nst, e); }     \
+                                                                                                \
+    ATTR void NAME##_lossless(qres_stage *s, int nst, const int64_t *src, int64_t *dst,         \
+                              int64_t n, int fixed_order, int bias_shift, int decode,           \
+                              int64_t lo, int64_t hi)                                           \
+    {                                                                                           \
+        uint64_t x1 = 0, x2 = 0, x3 = 0, x4 = 0; /* the samples before t, newest first */       \
+        int64_t bias = 0;                        /* Q16 running mean of the bias stage input */ \
+        for (int64_t t = 0; t < n; t++) {                                                       \
+            int64_t fp = qres_fixed_pred(x1, x2, x3, x4,                                        \
+                                         t >= fixed_order ? fixed_order : (int)t);              \
+            uint64_t pred = (uint64_t)fp;                                                       \
+            int64_t pc, xr;                                                                     \
+            for (int k = 0; k < nst; k++)                                                       \
+                pred += (uint64_t)s[k].pred;                                                    \
+            if (bias_shift)                                                                     \
+                pred += (uint64_t)qres_rsr(bias, 16);                                           \
+            pc = qres_clamp64((int64_t)pred, lo, hi);                                           \
+            /* the residual map, modulo 2**64: r = x - pc, x = r + pc */                        \
+            if (decode) {                                                                       \
+                xr = (int64_t)((uint64_t)src[t] + (uint64_t)pc);                                \
+                dst[t] = xr;                                                                    \
+            } else {                                                                            \
+                xr = src[t];                                                                    \
+                dst[t] = (int64_t)((uint64_t)xr - (uint64_t)pc);                                \
+            }                                                                                   \
+            int64_t e = NAME(s, nst, (int64_t)((uint64_t)xr - (uint64_t)fp));                   \
+            if (bias_shift)                                                                     \
+                bias += qres_rsr(qres_clamp64(e, -QRES_VLIM, QRES_VLIM) * 65536 - bias,         \
+                                 bias_shift);                                                   \
+            x4 = x3;                                                                            \
+            x3 = x2;                                                                            \
+            x2 = x1;                                                                            \
+            x1 = (uint64_t)xr;                                                                  \
+        }                                                                                       \
     }
 
 QRES_DEFINE_STAGES(qres_stages_c, static, QRES_INLINE, qres_nlms_step_dot_last_c,
@@ -280,8 +335,22 @@ static inline int64_t qres_stages_update(qres_stage *s, int nst, int64_t e)
 {
 #if QRES_LMS_AVX2
     if (qres_lms_use_avx2)
-        return qres_stages_avx2(s, nst, e);
+        return qres_stages_avx2_call(s, nst, e);
 #endif
-    return qres_stages_c(s, nst, e);
+    return qres_stages_c_call(s, nst, e);
+}
+
+/* A lossless channel through the cascade without the TAAF stage (see QRES_DEFINE_STAGES). */
+static inline void qres_cascade_lossless(qres_stage *s, int nst, const int64_t *src, int64_t *dst,
+                                         int64_t n, int fixed_order, int bias_shift, int decode,
+                                         int64_t lo, int64_t hi)
+{
+#if QRES_LMS_AVX2
+    if (qres_lms_use_avx2) {
+        qres_stages_avx2_lossless(s, nst, src, dst, n, fixed_order, bias_shift, decode, lo, hi);
+        return;
+    }
+#endif
+    qres_stages_c_lossless(s, nst, src, dst, n, fixed_order, bias_shift, decode, lo, hi);
 }
 #endif
