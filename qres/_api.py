@@ -242,7 +242,7 @@ def summarize(stream: Any) -> dict[str, Any]:
             block["method"], block["flags"], summary["header"]["codec"]
         )
         # Some channels of the block were coded with a fixed polynomial instead.
-        predicted = block["method"] == "predicted"
+        predicted = block["method"] in ("predicted", "quantised")
         block["polynomial_channels"] = predicted and bool(block["flags"] & FLAG_CHANNEL_PREDICTORS)
         # Some channels' residuals were paired with an earlier channel's; some channels were
         # coded as literals plus copies of their earlier samples (format 6).

@@ -8,7 +8,14 @@ import struct
 import zlib
 
 from qres.codec import container
-from qres.codec.container import METHOD_DEFLATE, METHOD_PREDICTED, METHOD_STORED, Block, Header
+from qres.codec.container import (
+    METHOD_DEFLATE,
+    METHOD_PREDICTED,
+    METHOD_QUANTISED,
+    METHOD_STORED,
+    Block,
+    Header,
+)
 
 ARITH = {"use": "arith", "checksum": False}
 RICE = {"use": "rice", "checksum": False}
@@ -27,7 +34,8 @@ def bomb(
 ) -> bytes:
     """A container of ``blocks`` blocks of ``frames`` frames of ``channels`` integer channels
     whose predicted payload is one byte of side record and ``stream`` per channel (an empty
-    arith stream is a run of zeros of any length). Every CRC and the index are valid."""
+    arith stream is a run of zeros of any length); a quantised block (bounded error 1) holds
+    the same payload after its type byte. Every CRC and the index are valid."""
     header = Header(
         dtype=dtype,
         channels=channels,
@@ -35,10 +43,15 @@ def bomb(
         byte_order="little",
         block_frames=frames,
         frames=frames * blocks if declare_frames else None,
-        codec={"predictor": {"use": "polynomial", "order": 2}, "coder": dict(coder)},
+        codec={
+            "predictor": {"use": "polynomial", "order": 2},
+            "coder": dict(coder),
+            "max_error": 1 if method == METHOD_QUANTISED else 0,
+        },
     )
-    if method == METHOD_PREDICTED:
+    if method in (METHOD_PREDICTED, METHOD_QUANTISED):
         payload = bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
+        payload = (b"\0" if method == METHOD_QUANTISED else b"") + payload
     elif method == METHOD_DEFLATE:
         payload = zlib.compress(bytes(1 << 16), 9)
     else:
@@ -60,6 +73,7 @@ SHAPES = {
     "rice": lambda: bomb(RICE, stream=b"\x80"),
     "deflate": lambda: bomb(method=METHOD_DEFLATE),
     "stored": lambda: bomb(method=METHOD_STORED),
+    "quantised rice": lambda: bomb(RICE, stream=b"\x80", method=METHOD_QUANTISED),
 }
 
 
@@ -119,16 +133,20 @@ def extreme_containers():
             codec={
                 "predictor": {"use": "polynomial", "order": draw(st.integers(0, 3))},
                 "coder": {**draw(st.sampled_from([ARITH, RICE])), "checksum": draw(st.booleans())},
+                "max_error": draw(st.sampled_from([0, 1, 0.5])),
             },
         )
-        method = draw(st.sampled_from([METHOD_PREDICTED, METHOD_DEFLATE, METHOD_STORED]))
+        methods = [METHOD_PREDICTED, METHOD_DEFLATE, METHOD_STORED, METHOD_QUANTISED]
+        method = draw(st.sampled_from(methods))
         stream = draw(st.binary(max_size=6))
         out = io.BytesIO()
         writer = container.Writer(out, header)
         for frames in counts:
             flags = draw(st.integers(0, 63))  # bits 4-5: channel pairs and match tables
-            if method == METHOD_PREDICTED:
+            if method in (METHOD_PREDICTED, METHOD_QUANTISED):
                 payload = _stage_fields(draw, flags, channels, frames)
+                if method == METHOD_QUANTISED:  # the type of its quantised samples first
+                    payload = bytes([draw(st.integers(0, 4))]) + payload
                 payload += bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
             else:
                 payload = draw(st.binary(max_size=64))

@@ -8,10 +8,16 @@ versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
 version" error. Nor are ``format-v4.*`` (int16 and float64), ``format-v5.*`` (int24),
 ``format-v6.*`` (repeats and channel pairs; float64 readings), ``format-v7.*`` (float32 on
-scaled lattices) and ``format-v8.*`` (int16 dictionary): the last files of those versions,
-which this qres still reads, kept so a test checks that they decode to their inputs.
+scaled lattices), ``format-v8.*`` (int16 dictionary) and ``format-v9.*`` (bounded error, int16
+and float64): the last files of those versions, which this qres still reads, kept so a test
+checks that they decode to their inputs.
 
-Every golden made here is format 9. ``gestures-3ch-int16`` holds recurring gestures and two
+Every lossless golden made here is format 9, every bounded-error one format 10.
+``hourly-3ch-float64`` (rain mostly 0.0, a flat water level with a NaN gap, a walk with -0.0
+and an infinity) and ``gestures-3ch-int16`` pin quantised blocks (method 3) in their
+bounded-error goldens; ``counts-2ch-int16`` at bound 2 pins a bounded block coded lossless.
+
+``gestures-3ch-int16`` holds recurring gestures and two
 channels that share their motion, so its lossless goldens pin the repeats and channel-pair
 fields (block flag bits 4-5); ``adc-2ch-float32`` holds converter codes times scales that are
 no power of ten, so its lossless goldens pin the scaled-lattice mapping (side-record kind 7);
@@ -24,6 +30,7 @@ earlier channel (format 9).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +176,26 @@ def _irradiance_int16(days: int = 120) -> bytes:
 
 
 INPUTS["irradiance-3ch-int16"] = (_irradiance_int16, StreamSpec("int16", 3))
+
+
+def _hourly_float64(hours: int = 3000) -> bytes:
+    """Three hourly float64 channels from a 64-bit LCG, read from decimal text: rain (0.0 most
+    hours, showers of 0.1 mm steps), a water level with long flat stretches and a gap of
+    NaNs, and a temperature-like random walk of 0.01 steps with a -0.0 and an infinity."""
+    lcg, rain, level, temp, out = 0x5851F42D4C957F2D, 0, 812, 1500, []
+    for hour in range(hours):
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        rain = max(0, rain + (lcg >> 61) - 4) if rain or (lcg >> 56) == 0 else 0
+        rain = rain or (7 if (lcg >> 56) == 0 else 0)
+        level += 1 if (lcg >> 50) % 97 == 0 else (-1 if (lcg >> 44) % 89 == 0 else 0)
+        temp += (lcg >> 30) % 7 - 3
+        gap = 1200 <= hour < 1260
+        out.append([float(f"{rain / 10:.1f}"), math.nan if gap else level / 100, temp / 100])
+    out[700][2], out[701][2] = -0.0, math.inf
+    return np.array(out, dtype="<f8").tobytes()
+
+
+INPUTS["hourly-3ch-float64"] = (_hourly_float64, StreamSpec("float64", 3))
 INPUTS["gestures-3ch-int16"] = (_gestures_int16, StreamSpec("int16", 3))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice
@@ -179,6 +206,9 @@ BOUNDED = (
     ("readings-2ch-float64", "server", 0.05),
     ("readings-2ch-float64", "esp32", 0.05),
     ("audio-2ch-int24", "server", 64),
+    ("hourly-3ch-float64", "server", 0.02),
+    ("gestures-3ch-int16", "server", 4),
+    ("counts-2ch-int16", "server", 2),
 )
 
 

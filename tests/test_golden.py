@@ -38,7 +38,9 @@ def test_bounded_golden_bytes_are_reproduced(name, profile, bound):
     golden = (GOLDEN / bounded_name(name, profile, bound)).read_bytes()
     spec = INPUTS[name][1]
     back = spec.to_array(api.decompress_bytes(golden)).astype(np.float64)
-    assert np.abs(back - spec.to_array(raw)).max() <= bound
+    x = spec.to_array(raw).astype(np.float64)
+    same = (back == x) | (np.isnan(back) & np.isnan(x))  # NaN and infinities kept as they are
+    assert np.abs(np.where(same, 0, back - x)).max() <= bound
     assert api.compress_bytes(raw, spec, profile=profile, max_error=bound) == golden, (
         "the bounded-error format changed: if on purpose, bump it and run tests/make_golden.py"
     )
@@ -56,6 +58,31 @@ def test_bounded_goldens_cover_the_block_predictors():
     assert {0, codec.LEVELS} <= codes
 
 
+def test_bounded_goldens_cover_quantised_and_lossless_blocks():
+    """Bounded-error goldens pin quantised blocks (method 3, format 10) of float samples with
+    NaN, -0.0 and an infinity and of int16 samples with repeats, and a block coded lossless
+    because that was smallest (flag bit 0)."""
+    seen = set()
+    for name, profile, bound in BOUNDED:
+        reader = container.Reader(
+            io.BytesIO((GOLDEN / bounded_name(name, profile, bound)).read_bytes())
+        )
+        for _, block in reader.blocks():
+            seen.add((name, block.method, block.flags & (codec.FLAG_LOSSLESS | codec.FLAG_REPEATS)))
+    assert ("hourly-3ch-float64", container.METHOD_QUANTISED, 0) in seen
+    assert ("gestures-3ch-int16", container.METHOD_QUANTISED, codec.FLAG_REPEATS) in seen
+    assert ("counts-2ch-int16", container.METHOD_PREDICTED, codec.FLAG_LOSSLESS) in seen
+    raw = (GOLDEN / "hourly-3ch-float64.bin").read_bytes()
+    back = np.frombuffer(
+        api.decompress_bytes(
+            (GOLDEN / bounded_name("hourly-3ch-float64", "server", 0.02)).read_bytes()
+        ),
+        "<f8",
+    )
+    x = np.frombuffer(raw, "<f8")
+    assert np.array_equal(np.isnan(back), np.isnan(x)) and np.isinf(back).sum() == 1
+
+
 def test_lossless_goldens_cover_the_channel_predictor_codes():
     """Some lossless goldens code channels with a polynomial (flag bit 3), some do not."""
     flags = set()
@@ -66,18 +93,20 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
 
 
-def test_goldens_are_format_9_and_older_readable_versions_are_pinned():
-    """Every golden made by tests/make_golden.py is format 9; the last files of versions 4
-    (int16, float64), 5 (int24), 6 (int16 with repeats and pairs, float64), 7 (float32 on
-    scaled lattices) and 8 (int16 dictionary) are kept and still decode to their inputs."""
+def test_goldens_are_format_9_and_10_and_older_readable_versions_are_pinned():
+    """Every lossless golden made by tests/make_golden.py is format 9, every bounded-error one
+    format 10; the last files of versions 4 (int16, float64), 5 (int24), 6 (int16 with
+    repeats and pairs, float64), 7 (float32 on scaled lattices), 8 (int16 dictionary) and 9
+    (bounded error: int16, float64) are kept and still decode to their inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
         if not path.name.startswith("format-v"):
             versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
-    assert {info["format_version"] for info in versions.values()} == {9}
-    for name in versions:
-        assert (GOLDEN / name).read_bytes()[8] == 9
-    old = {4: set(), 5: set(), 6: set(), 7: set(), 8: set()}
+    for name, info in versions.items():
+        bounded = bool(info["header"]["codec"]["max_error"])
+        assert info["format_version"] == (10 if bounded else 9)
+        assert (GOLDEN / name).read_bytes()[8] == info["format_version"]
+    old = {4: set(), 5: set(), 6: set(), 7: set(), 8: set(), 9: set()}
     for version in old:
         for path in GOLDEN.glob(f"format-v{version}.*.qres"):
             packed = path.read_bytes()
@@ -99,6 +128,7 @@ def test_goldens_are_format_9_and_older_readable_versions_are_pinned():
         6: {"int16", "float64"},
         7: {"float32"},
         8: {"int16"},
+        9: {"int16", "float64"},
     }
 
 

@@ -24,9 +24,13 @@ MAGIC = b"\x89QRS\r\n\x1a\n"
 #: The format version this qres writes, and the newest it reads. Version 6 added block
 #: stages that earlier readers refuse (channel pairs and repeats, block flag bits 4-5);
 #: version 7 the scaled-lattice mapping (side-record kind 7), version 8 the dictionary
-#: mapping (kind 8), version 9 repeats that copy from the block's earlier channels. Every
-#: stream is written as 9; files of versions 4 to 8 stay readable.
-FORMAT_VERSION = 9
+#: mapping (kind 8), version 9 repeats that copy from the block's earlier channels, version 10
+#: quantised blocks (method 3, bounded-error streams only). Bounded-error streams are written
+#: as 10; lossless streams, which hold nothing newer than 9, as 9 (so that a qres reading 9
+#: still reads them). Files of versions 4 to 9 stay readable.
+FORMAT_VERSION = 10
+#: The version lossless streams are written in.
+LOSSLESS_VERSION = 9
 #: The first version whose repeats may copy from earlier channels of the block.
 CROSS_CHANNEL_REPEATS = 9
 #: The oldest format version this qres reads.
@@ -51,7 +55,15 @@ MAX_SETTINGS_DEPTH = 16
 METHOD_PREDICTED = 0  # predictor residuals, entropy coded
 METHOD_DEFLATE = 1  # general-purpose fallback (zlib) of the block's raw bytes
 METHOD_STORED = 2  # the block's raw bytes, verbatim
-METHOD_NAMES = {METHOD_PREDICTED: "predicted", METHOD_DEFLATE: "deflate", METHOD_STORED: "stored"}
+METHOD_QUANTISED = 3  # bounded error: samples quantised, then coded as a predicted block
+METHOD_NAMES = {
+    METHOD_PREDICTED: "predicted",
+    METHOD_DEFLATE: "deflate",
+    METHOD_STORED: "stored",
+    METHOD_QUANTISED: "quantised",
+}
+#: The first format version whose blocks may be quantised (method 3).
+QUANTISED_BLOCKS = 10
 #: Block flags share a byte with the method (bits 0-1), so they may use 6 bits.
 MAX_BLOCK_FLAGS = (1 << 6) - 1
 
@@ -408,7 +420,7 @@ def format_version(dtype: str) -> int:
 def encode_header(header: Header) -> bytes:
     """The preamble and header bytes, ending with the header's CRC-32."""
     body = encode_header_body(header)
-    head = bytearray(_PREAMBLE.pack(MAGIC, FORMAT_VERSION))
+    head = bytearray(_PREAMBLE.pack(MAGIC, header.version))
     put_varint(head, len(body))
     head += body
     return bytes(head) + struct.pack("<I", zlib.crc32(head))
@@ -557,6 +569,8 @@ def _read_block_head(stream: BinaryIO, header: Header, number: int) -> tuple[byt
     frames, raw_frames = _read_varint(stream, where, MAX_BLOCK_FRAMES)
     if not 1 <= frames <= header.block_frames:
         raise IntegrityError(f"{where}: bad frame count {frames}; the block is corrupted")
+    if kind[0] & 3 == METHOD_QUANTISED and header.version < QUANTISED_BLOCKS:
+        raise IntegrityError(f"{where}: method 3 in a format {header.version} file; corrupted")
     if kind[0] & 3 not in METHOD_NAMES:
         raise IntegrityError(f"{where}: unknown method {kind[0] & 3}; the block is corrupted")
     limit = frames * header.channels * header.itemsize

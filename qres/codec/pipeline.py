@@ -27,11 +27,12 @@ from typing import Any, BinaryIO
 
 import attrs
 
-from qres.codec import channels, container, limits, mapping, repeats
+from qres.codec import channels, container, limits, mapping, quantised, repeats
 from qres.codec.container import (
     DEFAULT_BLOCK_FRAMES,
     METHOD_DEFLATE,
     METHOD_PREDICTED,
+    METHOD_QUANTISED,
     METHOD_STORED,
     Block,
     Header,
@@ -111,11 +112,14 @@ _BLOCK_PREDICTOR_NAMES = {1: "interp linear", 2: "interp cubic", 3: "interp per 
 
 def block_predictor(method: str, flags: int, codec: dict[str, Any]) -> str:
     """What coded a block, from its method and flags (for ``qres info``): the header's
-    predictor by name, one of the format's interpolation predictors, or the method itself."""
-    if method != "predicted":
+    predictor by name, one of the format's interpolation predictors, or the method itself
+    (quantised blocks: the predictor of their quantised samples, marked so)."""
+    if method not in ("predicted", "quantised"):
         return method
     code = (flags & PREDICTOR_MASK) >> PREDICTOR_SHIFT
     name = _BLOCK_PREDICTOR_NAMES.get(code) or codec.get("predictor", {}).get("use", "?")
+    if method == "quantised":
+        return name + " (quantised)"
     return name + (" (lossless)" if flags & FLAG_LOSSLESS and codec.get("max_error") else "")
 
 
@@ -252,6 +256,10 @@ class BlockCoder:
         self.settings = settings
         # Blocks of older formats carry none of the newer flags (a reader refuses them).
         self.known_flags = KNOWN_FLAGS if version >= 6 else KNOWN_FLAGS_V5
+        # Quantised blocks: bounded-error streams of format 10 on (qres.codec.quantised).
+        self.quantised = version >= container.QUANTISED_BLOCKS and bool(settings.max_error)
+        self.weights = weights
+        self._inner: dict[str, BlockCoder] = {}  # quantised blocks' lossless coders
         self.version = version  # decides the mapping kinds a block may hold
         self._predictors: dict[Any, Any] = {0: self.predictor}
         # Integer samples keep predictions and bounded-error reconstructions inside their type.
@@ -280,23 +288,9 @@ class BlockCoder:
         flags = 0
         restored = raw
         payload = None
+        method = METHOD_PREDICTED
         if self.int_bound:
-            # Bounded error: the header's predictor and the interpolation predictors each code
-            # the block, and the smallest wins (a choice the data makes, recorded in the flags).
-            chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
-            if chosen is not None:
-                payload, chosen_flags = chosen
-                # The decoder's view of a bounded-error block is its reconstruction: compute
-                # it, check the bound (float rounding could in principle break it), and fall
-                # back to lossless coding of the block if it does not hold.
-                decoded = self._decode_predicted(payload, frames, False, chosen_flags)
-                if _within(block, decoded, float(self.settings.max_error)):
-                    restored = spec.to_bytes(decoded)
-                    flags |= chosen_flags
-                else:
-                    payload = None
-            if payload is None:
-                flags |= FLAG_LOSSLESS
+            payload, flags, method, restored = self._bounded(block, raw)
         if payload is None:
             chosen = self._predicted(block, None, 0, (0,))
             payload = None if chosen is None else chosen[0]
@@ -304,15 +298,83 @@ class BlockCoder:
                 flags |= chosen[1]
         raw_crc = zlib.crc32(restored)
         if payload is not None and len(payload) < 0.9 * len(raw):
-            return Block(frames, METHOD_PREDICTED, flags, raw_crc, payload), restored
+            return Block(frames, method, flags, raw_crc, payload), restored
         # Prediction did not help: the raw bytes, deflated if that is smaller, are exact.
         best = Block(frames, METHOD_STORED, 0, zlib.crc32(raw), bytes(raw))
         if payload is not None and len(payload) < len(raw):
-            best = Block(frames, METHOD_PREDICTED, flags, raw_crc, payload)
+            best = Block(frames, method, flags, raw_crc, payload)
         deflated = zlib.compress(raw, 6)
         if len(deflated) < len(best.payload):
             best = Block(frames, METHOD_DEFLATE, 0, zlib.crc32(raw), deflated)
-        return best, (restored if best.method == METHOD_PREDICTED else raw)
+        return best, (restored if best.method == method else raw)
+
+    def _bounded(self, block, raw: bytes) -> tuple[bytes | None, int, int, bytes]:
+        """A bounded-error block's smallest candidate: its payload (None: code it lossless
+        below), flags, method and the bytes the decoder restores."""
+        spec = self.spec
+        max_error = float(self.settings.max_error)
+        payload, flags, method, restored = None, FLAG_LOSSLESS, METHOD_PREDICTED, raw
+        # The header's predictor and the interpolation predictors each code the block in a
+        # closed loop, and the smallest wins (a choice the data makes, recorded in the flags).
+        chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
+        if chosen is not None:
+            # The decoder's view of a bounded-error block is its reconstruction: compute it
+            # and check the bound (float rounding could in principle break it).
+            decoded = self._decode_predicted(chosen[0], len(block), False, chosen[1])
+            if _within(block, decoded, max_error):
+                payload, flags, restored = chosen[0], chosen[1], spec.to_bytes(decoded)
+        if not self.quantised:
+            return payload, flags, method, restored
+        # Quantise first, code losslessly: smaller than the closed loop on data with long
+        # constant stretches, copies or few values on the bound's grid.
+        shortcut = self._quantised(block, None if payload is None else len(payload))
+        if shortcut is not None:
+            payload, flags, decoded = shortcut
+            method, restored = METHOD_QUANTISED, spec.to_bytes(decoded)
+        # Lossless coding holds any bound, and wins where the bound is fine next to the
+        # data's own structure (its lattice, dictionary or copies).
+        exact = self._predicted(block, None, 0, (0,))
+        if exact is not None and (payload is None or len(exact[0]) < len(payload)):
+            return exact[0], exact[1] | FLAG_LOSSLESS, METHOD_PREDICTED, raw
+        return payload, flags, method, restored
+
+    def _quantised(self, block, incumbent: int | None) -> tuple[bytes, int, Any] | None:
+        """The quantised candidate (qres.codec.quantised): its payload, flags and
+        reconstruction, or None when it has no grid, is not smaller than ``incumbent`` bytes
+        or its reconstruction breaks the bound."""
+        max_error = float(self.settings.max_error)
+        found = quantised.quantise(block, self.work.dtype, max_error)
+        if found is None:
+            return None
+        code, q = found
+        chosen = self._inner_coder(code)._predicted(q, None, 0, (0,))
+        if chosen is None or (incumbent is not None and 1 + len(chosen[0]) >= incumbent):
+            return None
+        decoded = quantised.reconstruct(q, self.work.dtype, max_error, self.bounds)
+        if not _within(block, decoded, max_error):
+            return None
+        return bytes([code]) + chosen[0], chosen[1], decoded
+
+    def _inner_coder(self, code: int) -> BlockCoder:
+        """The lossless coder of quantised samples of type ``code``, built once."""
+        dtype = quantised.inner_type(code, self.work.dtype)
+        inner = self._inner.get(dtype)
+        if inner is None:
+            settings = attrs.evolve(self.settings, max_error=0)
+            spec = StreamSpec(dtype, self.spec.channels)
+            inner = self._inner[dtype] = BlockCoder(settings, spec, self.weights, self.version)
+        return inner
+
+    def _quantised_parts(self, block: Block) -> tuple[BlockCoder, Block]:
+        """A quantised block's lossless coder and inner predicted block (the payload after
+        its type byte), checked."""
+        if not self.quantised:
+            raise IntegrityError("quantised block in a lossless stream; corrupted")
+        if block.flags & FLAG_LOSSLESS or not block.payload:
+            raise IntegrityError("quantised block: lossless flag or no payload; corrupted")
+        inner = self._inner_coder(block.payload[0])
+        rest = Block(block.frames, METHOD_PREDICTED, block.flags, block.raw_crc, block.payload[1:])
+        return inner, rest
 
     def block_predictor(self, code: int, levels: int | None = None):
         """The predictor of block predictor ``code`` (0: the header's; for code 3 with the
@@ -631,13 +693,21 @@ class BlockCoder:
         """Whether reading the block's fields allocates in proportion to the frames it
         declares (its match tables are coded by the coder, whose streams may hold any number of
         values): :func:`_guarded` then bounds the frames before :meth:`check_producible`."""
-        return block.method == METHOD_PREDICTED and bool(block.flags & FLAG_REPEATS)
+        predicted = block.method in (METHOD_PREDICTED, METHOD_QUANTISED)
+        return predicted and bool(block.flags & FLAG_REPEATS)
 
     def check_producible(self, number: int, block: Block) -> None:
         """Refuse, before decoding or allocating anything, a block whose payload cannot
         produce the frames it declares (damage, or a bomb): see :func:`_check_raw_size`; the
         channel streams of a predicted block may hold no more samples than the coder's
         ``max_samples`` says their bytes can."""
+        if block.method == METHOD_QUANTISED:
+            try:
+                inner, block = self._quantised_parts(block)
+            except IntegrityError as exc:
+                raise IntegrityError(f"block {number}: {exc}") from exc
+            inner.check_producible(number, block)
+            return
         try:
             if block.method != METHOD_PREDICTED:
                 _check_raw_size(block, self.spec.frame_bytes)
@@ -677,6 +747,12 @@ class BlockCoder:
                 raw = block.payload
             elif block.method == METHOD_DEFLATE:
                 raw = _inflate(block.payload, block.frames * self.spec.frame_bytes)
+            elif block.method == METHOD_QUANTISED:
+                inner, rest = self._quantised_parts(block)
+                q = inner._decode_predicted(rest.payload, rest.frames, True, rest.flags)
+                max_error = float(self.settings.max_error)
+                decoded = quantised.reconstruct(q, self.work.dtype, max_error, self.bounds)
+                raw = self.spec.to_bytes(decoded)
             else:
                 lossless = bool(block.flags & FLAG_LOSSLESS) or not self.int_bound
                 decoded = self._decode_predicted(block.payload, block.frames, lossless, block.flags)
@@ -1249,6 +1325,7 @@ def compress(
         int(a) == int(b) for a, b in zip(initial, default, strict=True)
     )
     weights = () if same else tuple(int(w) for w in initial)
+    version = container.FORMAT_VERSION if settings.max_error else container.LOSSLESS_VERSION
     header = Header(
         dtype=spec.dtype,
         channels=spec.channels,
@@ -1259,6 +1336,7 @@ def compress(
         codec=settings.to_header(),
         prefix=source.prefix,
         weights=weights,
+        version=version,
     )
     writer = container.Writer(out, header)
     coders = _per_thread(lambda: BlockCoder(settings, spec, weights), first)

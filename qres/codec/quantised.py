@@ -1,0 +1,103 @@
+"""Quantise-first blocks of bounded-error streams (block flag bit 6, format 10 on).
+
+The closed-loop candidates of a bounded-error block quantise each residual inside the
+predictor's loop. A quantise-first block does it the other way round: every sample is put on
+the coarsest grid the bound allows, ``q = round(x / step)``, and the integers ``q`` are coded
+by the whole *lossless* pipeline (repeats, channel pairs, polynomial channels, runs, mappings),
+which sees their constant stretches, copies and few distinct values exactly. The decoder
+decodes ``q`` and multiplies back. ``step`` follows from the header's bound ``E`` alone:
+
+- integer samples: ``2E + 1``, ``q = floor((x + E) / (2E + 1))``; ``q * step`` is clipped to
+  the sample type's range (which only brings it closer to ``x``);
+- float samples: ``2E * (1 - 2**-16)``, ``q = rint(x / step)`` (slightly under ``2E``, so that
+  float rounding in ``x / step`` and ``q * step`` stays inside the bound); non-finite samples
+  are kept as themselves (``q`` is then coded as float64 samples, whose mapping keeps them).
+
+The payload is one byte, the type ``q`` is coded as (:data:`INNER_TYPES`), then a lossless
+predicted block of those samples under the block's other flags (docs/format.md). The encoder
+checks the reconstruction against the bound and offers the candidate only when it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qres.kernel.errors import IntegrityError
+
+#: Bit 6 of a block's flags: the block is quantise-first (this module; format 10 on).
+FLAG_QUANTISED = 1 << 6
+#: The first format version whose blocks may be quantise-first.
+SINCE_VERSION = 10
+#: The sample types the quantised integers of a block are coded as, by the payload's first
+#: byte: 0, the stream's own (integer streams); for float streams int32 or int64 when every
+#: sample is finite and its ``q`` fits, else float64 (which keeps NaN and infinities).
+INNER_TYPES = {0: None, 1: "int32", 2: "int64", 3: "float64"}
+_CODES = {name: code for code, name in INNER_TYPES.items() if name}
+#: The float step is this fraction of ``2E`` (docs above).
+_FLOAT_SHRINK = 1.0 - 2.0**-16
+#: Quantised floats of at most this magnitude are coded as int64 (beyond, as float64).
+_INT64_MOST = 2.0**62
+_INT64_MAX = (1 << 63) - 1
+
+
+def step(dtype: str, max_error: float) -> float | int:
+    """The grid step of quantise-first blocks of ``dtype`` samples under bound ``max_error``."""
+    if dtype.startswith("float"):
+        return 2.0 * float(max_error) * _FLOAT_SHRINK
+    return 2 * int(max_error) + 1
+
+
+def quantise(block, dtype: str, max_error: float) -> tuple[int, Any] | None:
+    """``(type code, q)`` for a (frames, channels) block, or None when no grid fits (a
+    float step that underflows to 0, or quantised values too large for any coded type)."""
+    import numpy as np
+
+    s = step(dtype, max_error)
+    if not dtype.startswith("float"):
+        x = block.astype(np.int64)
+        e = int(max_error)
+        if s > _INT64_MAX or int(x.max(initial=0)) + e > _INT64_MAX:  # x + E and the step
+            return None  # must fit int64 (only int64 samples and bounds near 2**62 miss)
+        return 0, ((x + e) // s).astype(block.dtype)
+    if not (s > 0 and np.isfinite(s)):
+        return None
+    with np.errstate(all="ignore"):
+        q = np.rint(block.astype(np.float64) / s)
+    finite = np.isfinite(q)
+    if not finite.all():
+        return _CODES["float64"], q
+    most = float(np.abs(q).max(initial=0.0))
+    if most < 2.0**31:
+        return _CODES["int32"], q.astype(np.int32)
+    if most < _INT64_MOST:
+        return _CODES["int64"], q.astype(np.int64)
+    return _CODES["float64"], q
+
+
+def reconstruct(q, dtype: str, max_error: float, bounds) -> Any:
+    """The samples a quantise-first block decodes to: ``q * step`` in ``dtype`` (the stream's
+    working type), integers clipped to ``bounds``."""
+    import numpy as np
+
+    s = step(dtype, max_error)
+    with np.errstate(all="ignore"):  # damaged data may overflow; its checksum then fails
+        if dtype.startswith("float"):
+            return (q.astype(np.float64) * s).astype(dtype)
+        if s > _INT64_MAX:
+            raise IntegrityError("quantised block: the bound's step exceeds int64; corrupted")
+        # clip(q * step, lo, hi) without leaving int64: q outside [qlo, qhi] gives lo or hi.
+        lo, hi = bounds
+        qlo, qhi = -(-lo // s), hi // s
+        q = q.astype(np.int64)
+        wide = np.clip(q, qlo, qhi) * np.int64(s)
+        wide = np.where(q < qlo, lo, np.where(q > qhi, hi, wide))
+        return wide.astype(dtype)
+
+
+def inner_type(code: int, work_dtype: str) -> str:
+    """The sample type of a quantise-first payload's type code (checked)."""
+    name = INNER_TYPES.get(code, "?")
+    floats = work_dtype.startswith("float")
+    if name == "?" or (name is None) == floats:
+        raise IntegrityError(f"quantised block: bad sample type code {code}; corrupted")
+    return work_dtype if name is None else name
