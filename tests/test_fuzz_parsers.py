@@ -366,6 +366,45 @@ def test_container_info_and_verify(packed, tmp_path, data):
     assert sorted(os.listdir(tmp_path)) == before
 
 
+@pytest.fixture(scope="module")
+def quantised_packed():
+    """A bounded-error stream of quantised blocks (format 10): hourly-like steps, NaNs."""
+    import numpy as np
+
+    from qres.codec.samples import StreamSpec
+
+    rng = np.random.default_rng(8)
+    x = np.repeat(rng.integers(0, 40, 200), rng.integers(1, 60, 200))[:4000] * 0.9
+    x[100:130] = np.nan
+    raw = np.stack([x, x[::-1]], 1).astype("<f8").tobytes()
+    packed = api.compress_bytes(raw, StreamSpec("float64", 2), "server", max_error=2)
+    reader = container.Reader(io.BytesIO(packed))
+    assert {b.method for _, b in reader.blocks()} == {container.METHOD_QUANTISED}
+    return packed
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.data())
+def test_quantised_containers_fail_cleanly(quantised_packed, data):
+    """Damaged files, and damaged quantised payloads under valid checksums (so that the
+    payload's parser, not a CRC, meets the damage)."""
+    import attrs
+
+    damaged = data.draw(mutated(quantised_packed))
+    _only_own_errors(api.decompress_bytes, damaged)
+    reader = container.Reader(io.BytesIO(quantised_packed))
+    ((_, block),) = list(reader.blocks())
+    forged = io.BytesIO()
+    writer = container.Writer(forged, reader.header)
+    writer.add(attrs.evolve(block, payload=data.draw(mutated(block.payload))), b"")
+    writer.finish()
+    _only_own_errors(api.decompress_bytes, forged.getvalue())
+
+
 def test_lying_lengths_do_not_allocate(packed):
     """Length and count fields claiming gigabytes are refused before anything is allocated."""
     cases = []
