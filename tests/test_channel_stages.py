@@ -266,7 +266,7 @@ def test_copies_from_earlier_channels_are_refused_in_older_versions():
     raw = irradiance(60).tobytes()
     packed = api.compress_bytes(raw, StreamSpec("int16", 3), profile="server")
     reader = container.Reader(io.BytesIO(packed))
-    assert reader.header.version == container.FORMAT_VERSION
+    assert reader.header.version == container.LOSSLESS_VERSION == 9
     old = codec.open_decoder(attrs.evolve(reader.header, version=8))()
     with pytest.raises(IntegrityError, match="outside|out of range"):
         for number, (_, block) in enumerate(reader.blocks()):

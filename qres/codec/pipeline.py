@@ -268,8 +268,8 @@ class BlockCoder:
         self.int_bound = 0
         if settings.max_error:
             if spec.dtype.startswith("float"):
-                self.grid_step = float(settings.max_error) / mapping.GRID_DIVISIONS
                 self.int_bound = mapping.GRID_DIVISIONS - 1
+                self.grid_step = quantised.grid_step(settings.max_error, version)
             else:
                 self.int_bound = int(settings.max_error)
 

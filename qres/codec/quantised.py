@@ -1,11 +1,11 @@
-"""Quantise-first blocks of bounded-error streams (block flag bit 6, format 10 on).
+"""Quantised blocks of bounded-error streams (block method 3, format 10 on).
 
 The closed-loop candidates of a bounded-error block quantise each residual inside the
-predictor's loop. A quantise-first block does it the other way round: every sample is put on
-the coarsest grid the bound allows, ``q = round(x / step)``, and the integers ``q`` are coded
-by the whole *lossless* pipeline (repeats, channel pairs, polynomial channels, runs, mappings),
-which sees their constant stretches, copies and few distinct values exactly. The decoder
-decodes ``q`` and multiplies back. ``step`` follows from the header's bound ``E`` alone:
+predictor's loop. A quantised block does it the other way round: every sample is put on the
+coarsest grid the bound allows, ``q = round(x / step)``, and the integers ``q`` are coded by
+the whole *lossless* pipeline (mappings, polynomial channels, repeats, channel pairs), which
+sees their constant stretches, copies and few distinct values exactly. The decoder decodes
+``q`` and multiplies back. ``step`` follows from the header's bound ``E`` alone:
 
 - integer samples: ``2E + 1``, ``q = floor((x + E) / (2E + 1))``; ``q * step`` is clipped to
   the sample type's range (which only brings it closer to ``x``);
@@ -14,8 +14,9 @@ decodes ``q`` and multiplies back. ``step`` follows from the header's bound ``E`
   are kept as themselves (``q`` is then coded as float64 samples, whose mapping keeps them).
 
 The payload is one byte, the type ``q`` is coded as (:data:`INNER_TYPES`), then a lossless
-predicted block of those samples under the block's other flags (docs/format.md). The encoder
-checks the reconstruction against the bound and offers the candidate only when it holds.
+predicted payload of those samples under the block's flags (docs/format.md). The encoder
+checks the reconstruction against the bound and offers the block only where it holds.
+Format 10 also widens the closed loop's float grid to the whole bound (:func:`grid_step`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from typing import Any
 
 from qres.kernel.errors import IntegrityError
 
-#: Bit 6 of a block's flags: the block is quantise-first (this module; format 10 on).
-FLAG_QUANTISED = 1 << 6
-#: The first format version whose blocks may be quantise-first.
+#: The first format version whose blocks may be quantised (and whose float grid is wider).
 SINCE_VERSION = 10
 #: The sample types the quantised integers of a block are coded as, by the payload's first
 #: byte: 0, the stream's own (integer streams); for float streams int32 or int64 when every
@@ -35,6 +34,8 @@ INNER_TYPES = {0: None, 1: "int32", 2: "int64", 3: "float64"}
 _CODES = {name: code for code, name in INNER_TYPES.items() if name}
 #: The float step is this fraction of ``2E`` (docs above).
 _FLOAT_SHRINK = 1.0 - 2.0**-16
+#: The closed loop's float64 grid is this fraction of the whole bound (:func:`grid_step`).
+_GRID_SHRINK = 1.0 - 2.0**-8
 #: Quantised floats of at most this magnitude are coded as int64 (beyond, as float64).
 _INT64_MOST = 2.0**62
 _INT64_MAX = (1 << 63) - 1
@@ -45,6 +46,21 @@ def step(dtype: str, max_error: float) -> float | int:
     if dtype.startswith("float"):
         return 2.0 * float(max_error) * _FLOAT_SHRINK
     return 2 * int(max_error) + 1
+
+
+def grid_step(max_error: float, version: int) -> float:
+    """The grid step of closed-loop float blocks (bounded error ``max_error``; the predictor
+    quantises with integer bound ``GRID_DIVISIONS - 1 = 7``). ``E / 8`` before format 10: the
+    reconstructions stay within ``15E/16``. From format 10 nearly the whole bound,
+    ``2E / 15 * (1 - 2**-8)``: 7 steps plus the grid's half step come to ``E (1 - 2**-8)``, a
+    slack that covers the sample type's rounding of values up to about ``2**44 E`` (float64)
+    or ``2**15 E`` (float32); a block whose rounding breaks the bound anyway fails the
+    encoder's check and is coded quantised or lossless instead."""
+    from qres.codec.mapping import GRID_DIVISIONS
+
+    if version < SINCE_VERSION:
+        return float(max_error) / GRID_DIVISIONS
+    return 2.0 * float(max_error) / (2 * GRID_DIVISIONS - 1) * _GRID_SHRINK
 
 
 def quantise(block, dtype: str, max_error: float) -> tuple[int, Any] | None:
@@ -61,8 +77,9 @@ def quantise(block, dtype: str, max_error: float) -> tuple[int, Any] | None:
         return 0, ((x + e) // s).astype(block.dtype)
     if not (s > 0 and np.isfinite(s)):
         return None
+    x = block.astype(np.float64)
     with np.errstate(all="ignore"):
-        q = np.rint(block.astype(np.float64) / s)
+        q = _nudged(x, np.rint(x / s), s, float(max_error), dtype)
     finite = np.isfinite(q)
     if not finite.all():
         return _CODES["float64"], q
@@ -72,6 +89,22 @@ def quantise(block, dtype: str, max_error: float) -> tuple[int, Any] | None:
     if most < _INT64_MOST:
         return _CODES["int64"], q.astype(np.int64)
     return _CODES["float64"], q
+
+
+def _nudged(x, q, s: float, max_error: float, dtype: str):
+    """``q`` with each sample whose reconstruction rounding puts it just past the bound (its
+    value ``x`` near the middle of two grid cells, or a float32 product rounded away) moved to
+    the neighbouring cell on ``x``'s side, where that one holds."""
+    import numpy as np
+
+    back = (q * s).astype(dtype).astype(np.float64)
+    off = np.flatnonzero(np.abs(x - back) > max_error)  # NaN never compares greater
+    if off.size:
+        moved = q.flat[off] + np.sign(x.flat[off] - back.flat[off])
+        again = (moved * s).astype(dtype).astype(np.float64)
+        fits = np.abs(x.flat[off] - again) <= max_error
+        q.flat[off[fits]] = moved[fits]
+    return q
 
 
 def reconstruct(q, dtype: str, max_error: float, bounds) -> Any:
