@@ -80,6 +80,11 @@ def test_special_float_values_are_kept_and_the_grid_is_the_bound_s():
     assert back[3] == 0 and back[4] == 0 and abs(back[5] - 1e20) <= 0.05
     assert back[6] == back[7]  # one grid cell: the step uses (almost) the whole 2E
     assert quantised.step("float64", 0.05) == pytest.approx(0.1, rel=1e-4)
+    # the closed loop's grid: 7 steps and a half under the bound from format 10, E/8 before
+    widest = 7.5 * quantised.grid_step(0.05, 10)
+    assert widest < 0.05 and widest == pytest.approx(0.05, rel=2**-7)
+    assert quantised.grid_step(0.05, 9) == 0.05 / 8
+    assert quantised.SINCE_VERSION == container.QUANTISED_BLOCKS == container.FORMAT_VERSION
     # A quantised value beyond float64's range cannot come back: the candidate declines.
     assert _forced_round_trip(coder, np.array([[1.7e308], [0.0]])) is None
 
