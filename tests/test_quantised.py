@@ -85,6 +85,11 @@ def test_special_float_values_are_kept_and_the_grid_is_the_bound_s():
     assert widest < 0.05 and widest == pytest.approx(0.05, rel=2**-7)
     assert quantised.grid_step(0.05, 9) == 0.05 / 8
     assert quantised.SINCE_VERSION == container.QUANTISED_BLOCKS == container.FORMAT_VERSION
+    # NaNs come back with their own bits, not with whatever arithmetic on them gives
+    nans = np.array([0x7FF8000000000123, 0xFFF4000000000001], dtype="<u8").view("<f8")
+    block = np.concatenate([nans, [1.0, 2.0]]).reshape(-1, 1)
+    back = np.frombuffer(_forced_round_trip(coder, block), "<u8")
+    assert back[:2].tolist() == nans.view("<u8").tolist()
     # A quantised value beyond float64's range cannot come back: the candidate declines.
     assert _forced_round_trip(coder, np.array([[1.7e308], [0.0]])) is None
 

@@ -11,7 +11,8 @@ sees their constant stretches, copies and few distinct values exactly. The decod
   the sample type's range (which only brings it closer to ``x``);
 - float samples: ``2E * (1 - 2**-16)``, ``q = rint(x / step)`` (slightly under ``2E``, so that
   float rounding in ``x / step`` and ``q * step`` stays inside the bound); non-finite samples
-  are kept as themselves (``q`` is then coded as float64 samples, whose mapping keeps them).
+  are kept as themselves, a NaN with its bits (``q`` is then coded as float64 samples, whose
+  mapping keeps them).
 
 The payload is one byte, the type ``q`` is coded as (:data:`INNER_TYPES`), then a lossless
 predicted payload of those samples under the block's flags (docs/format.md). The encoder
@@ -79,7 +80,8 @@ def quantise(block, dtype: str, max_error: float) -> tuple[int, Any] | None:
         return None
     x = block.astype(np.float64)
     with np.errstate(all="ignore"):
-        q = _nudged(x, np.rint(x / s), s, float(max_error), dtype)
+        # A NaN keeps its own bits (arithmetic on NaN may give other bits on other machines).
+        q = _nudged(x, np.where(np.isnan(x), x, np.rint(x / s)), s, float(max_error), dtype)
     finite = np.isfinite(q)
     if not finite.all():
         return _CODES["float64"], q
@@ -115,7 +117,8 @@ def reconstruct(q, dtype: str, max_error: float, bounds) -> Any:
     s = step(dtype, max_error)
     with np.errstate(all="ignore"):  # damaged data may overflow; its checksum then fails
         if dtype.startswith("float"):
-            return (q.astype(np.float64) * s).astype(dtype)
+            wide = q.astype(np.float64)
+            return np.where(np.isnan(wide), wide, wide * s).astype(dtype)  # NaN bits as coded
         if s > _INT64_MAX:
             raise IntegrityError("quantised block: the bound's step exceeds int64; corrupted")
         # clip(q * step, lo, hi) without leaving int64: q outside [qlo, qhi] gives lo or hi.
