@@ -194,3 +194,13 @@ def test_damaged_quantised_blocks_are_refused(quantised_file):
     for says, damaged in cases.items():
         with pytest.raises(IntegrityError, match=f"block 0: .*{says}"):
             api.decompress_bytes(damaged)
+
+
+def test_info_names_quantised_blocks(quantised_file):
+    from qres._api import summarize
+
+    summary = summarize(io.BytesIO(quantised_file))
+    assert summary["format_version"] == 10
+    (block,) = summary["blocks"]
+    assert block["method"] == "quantised"
+    assert block["predictor"].endswith("(quantised)")
