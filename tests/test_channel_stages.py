@@ -98,6 +98,21 @@ def test_a_block_hashed_once_parses_every_channel_as_the_reference(block, min_le
         assert list(got) == ref_matches
 
 
+@settings(max_examples=100, deadline=None)
+@given(_rows, st.sampled_from([4, 8]))
+def test_the_copied_samples_are_those_the_mask_selects(row, min_length):
+    _, found = repeats.parse(row, min_length)
+    values = row * 3 - 1
+    expected = values[repeats.copied_mask(found, len(row))]
+    assert repeats.copied(values, found).tolist() == expected.tolist()
+
+
+def test_copied_refuses_matches_past_the_values():
+    found = repeats.Parse(*(np.array([v], dtype=np.int64) for v in (2, 5, 1)))
+    with pytest.raises(ValueError):
+        repeats.copied(np.zeros(6, dtype=np.int64), found)
+
+
 @given(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=4, max_size=4))
 def test_hash_takes_any_samples(values):
     assert 0 <= _repeats.hash4(values) < 1 << 16

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False
-"""Compiled loops of the repetition stage (``qres.codec.repeats``): the greedy match parse of a
-channel's integer samples and the rebuild of a channel from its literals and matches.
+"""Compiled loops of the repetition stage (``qres.codec.repeats``): the hash chains of a block's
+samples, the greedy match parse of a channel's integer samples on them, the gather of the
+samples its matches supply, and the rebuild of a channel from its literals and matches.
 
 The plain-Python references they must match exactly are ``repeats.reference_parse`` and
 ``repeats.reference_rebuild`` (checked by hypothesis in tests/test_channel_stages.py).
@@ -109,6 +110,31 @@ def parse(const int64_t[::1] x, const int32_t[::1] prev, Py_ssize_t lo, Py_ssize
                 i += 1
     return lits_arr[:nlit].copy(), runs_arr[:nmatch].copy(), lens_arr[:nmatch].copy(), \
         dists_arr[:nmatch].copy()
+
+
+def copied(const int64_t[::1] values, const int64_t[::1] runs, const int64_t[::1] lengths):
+    """The entries of ``values`` (one per sample of a channel) at the samples a parse's matches
+    supply, in order: per match, its ``runs`` literals are passed over and its ``lengths``
+    samples taken. The plain-Python reference is ``repeats.copied_mask``."""
+    cdef Py_ssize_t m, pos = 0, at = 0, k, n = values.shape[0], total = 0
+    if runs.shape[0] != lengths.shape[0]:
+        raise ValueError("runs and lengths must have one entry per match")
+    for m in range(runs.shape[0]):
+        if not (0 <= runs[m] <= n - pos and 0 <= lengths[m] <= n - pos - runs[m]):
+            raise ValueError("the matches reach past the values")
+        pos += runs[m] + lengths[m]
+        total += lengths[m]
+    out_arr = np.empty(total, dtype=np.int64)
+    cdef int64_t[::1] out = out_arr
+    pos = 0
+    with nogil:
+        for m in range(runs.shape[0]):
+            pos += runs[m]
+            for k in range(lengths[m]):
+                out[at] = values[pos]
+                at += 1
+                pos += 1
+    return out_arr
 
 
 def rebuild(const int64_t[::1] literals, const int64_t[::1] runs, const int64_t[::1] lengths,

@@ -70,19 +70,19 @@ def choose(
     ok = [bool(e) and _small(r) for e, r in zip(eligible, rows, strict=True)]
     if sum(ok) < 2:
         return None
-    width = sum(b - a for a, b in spans)
-    sample = np.stack(
-        [
-            np.concatenate([r[a:b] for a, b in spans]) if ok[c] else np.zeros(width, np.int64)
-            for c, r in enumerate(rows)
-        ]
-    )
+    sample = _sample(rows, ok, spans)
     # The ranking decides bytes, so it is exact integer arithmetic (no BLAS sums, whose order
     # and rounding vary by machine): the sample scaled to under 2**20 in magnitude, so a
     # dot product of up to 2**21 terms stays below 2**61.
     shift = max(0, int(np.abs(sample).max()).bit_length() - _SCALE_BITS)
     scaled = sample >> shift
     energy = [int(v) for v in np.einsum("ij,ij->i", scaled, scaled)]
+    # Every channel's dot products with the channels up to MAX_BACK before it, one vector
+    # pass per distance back (einsum: numpy's integer matmul has no vector loop).
+    lagged = [None] + [
+        np.einsum("ij,ij->i", scaled[back:], scaled[:-back]).tolist()
+        for back in range(1, min(MAX_BACK, count - 1) + 1)
+    ]
     table = [(0, 0)] * count
     for c in range(1, count):
         if not ok[c]:
@@ -90,8 +90,7 @@ def choose(
         refs = [r for r in range(max(0, c - MAX_BACK), c) if ok[r] and energy[r] > 0]
         if not refs:
             continue
-        # einsum: numpy's integer matmul has no vector loop (twice as slow); exact either way.
-        dots = [int(v) for v in np.einsum("ij,j->i", scaled[refs], scaled[c])]
+        dots = [lagged[c - r][r] for r in refs]
         # The reference explaining most of the channel: the largest dot**2 / energy, compared
         # as exact fractions (the nearest reference on a tie).
         pick = 0
@@ -112,6 +111,22 @@ def choose(
             coded[c] = mine
             table[c] = (c - ref, weight)
     return table if any(back for back, _ in table) else None
+
+
+def _sample(rows: Sequence[Any], ok: Sequence[bool], spans: Sequence[tuple[int, int]]):
+    """The ranking's sample (channels x sampled frames, int64): each channel's ``spans``
+    concatenated, zeros for a channel that takes no part."""
+    import numpy as np
+
+    width = sum(b - a for a, b in spans)
+    out = np.zeros((len(rows), width), dtype=np.int64)
+    for c, r in enumerate(rows):
+        if ok[c]:
+            at = 0
+            for a, b in spans:
+                out[c, at : at + b - a] = r[a:b]
+                at += b - a
+    return out
 
 
 def encode_table(table: Sequence[tuple[int, int]]) -> bytes:

@@ -209,9 +209,19 @@ def read_table(view, pos: int, frames: int, coder, reach: int = 0) -> tuple[Pars
     return Parse(runs, lengths, distances), pos
 
 
+def copied(values, found: Parse):
+    """The entries of ``values`` (one per sample of the channel) at the samples the matches
+    of ``found`` supply, in order (compiled)."""
+    import numpy as np
+
+    from qres.codec._repeats import copied as compiled
+
+    return compiled(np.ascontiguousarray(values, dtype=np.int64), found.runs, found.lengths)
+
+
 def copied_mask(found: Parse, n: int):
     """Which of the ``n`` samples the matches supply (bool array): the runs of literals and
-    the matches alternate, then the last literals."""
+    the matches alternate, then the last literals (the plain reference of :func:`copied`)."""
     import numpy as np
 
     spans = np.empty(2 * len(found.runs) + 1, dtype=np.int64)
@@ -238,7 +248,7 @@ def _gain(parsed, residuals, current, estimate, coder, whole=None, need=0.0):
         return 0.0, lits, b"", False
     if whole is None:
         whole = max(1, estimate(residuals))
-    spent = current * estimate(residuals[copied_mask(found, n)]) / whole
+    spent = current * estimate(copied(residuals, found)) / whole
     if spent <= need:
         return spent, lits, b"", False
     # A table so large that the gain falls below need is not coded to its end.
