@@ -59,11 +59,14 @@ def choose(
     spans: Sequence[tuple[int, int]],
     estimate: Callable[[Any], int],
     code_row: Callable[[int, Any], bytes],
+    memo: dict[tuple[int, int, int], bytes] | None = None,
 ) -> list[tuple[int, int]] | None:
     """Per channel ``(back, weight)`` (``(0, 0)``: its own residuals), or None when no channel
     gains; ``coded`` is updated in place with the chosen channels' bytes. ``rows`` are the
     channels' residuals, ``eligible`` which may take part, ``spans`` where the block is
-    sampled for the ranking, ``code_row(c, row)`` the coder's bytes of a row of channel c."""
+    sampled for the ranking, ``code_row(c, row)`` the coder's bytes of a row of channel c.
+    ``memo`` keeps the bytes of each pair coded, by channel, reference and weight, for
+    another choice over the same rows (the block's stages may be chosen twice)."""
     import numpy as np
 
     count = len(rows)
@@ -106,7 +109,11 @@ def choose(
         own = estimate(sample[c])
         if estimate(apply(sample[c], sample[ref], weight)) >= _PROMISE * own:
             continue
-        mine = code_row(c, apply(rows[c], rows[ref], weight))
+        mine = None if memo is None else memo.get((c, ref, weight))
+        if mine is None:
+            mine = code_row(c, apply(rows[c], rows[ref], weight))
+            if memo is not None:
+                memo[c, ref, weight] = mine
         if len(mine) + 1 < len(coded[c]):
             coded[c] = mine
             table[c] = (c - ref, weight)

@@ -441,7 +441,8 @@ class BlockCoder:
         a pair can beat those copies: when any copy reaches into an earlier channel, the
         stages are chosen again with copies inside each channel only, and the fewer bytes
         win (the copies within channels on a tie)."""
-        # One hashing of the block's samples serves every parse of both choices.
+        # One hashing of the block's samples serves every parse of both choices, and a pair
+        # coded in the first is not coded again in the second.
         args = (
             pred,
             repeats.Samples(ints) if lossless else None,
@@ -449,6 +450,7 @@ class BlockCoder:
             channel_codes,
             lossless,
             bounds,
+            {},
         )
         first = self._stages_with(*args, list(coded), repeats.HISTORY_CHANNELS)
         best = first
@@ -459,7 +461,9 @@ class BlockCoder:
         coded[:] = best[2]
         return best[0], best[1]
 
-    def _stages_with(self, pred, samples, rows, channel_codes, lossless, bounds, coded, history):
+    def _stages_with(
+        self, pred, samples, rows, channel_codes, lossless, bounds, memo, coded, history
+    ):
         """One choice of both stages, copies starting up to ``history`` channels back:
         ``(fields, flags, coded, crossed)``, ``crossed`` saying whether a copy does."""
         count = len(rows)
@@ -495,6 +499,7 @@ class BlockCoder:
             _sample_spans(len(rows[0])),
             _estimated_bits,
             lambda c, row: self._code_row(self._channel_predictor(pred, codes[c]), row),
+            memo,
         )
         parts, flags = [], 0
         if pairs is not None:
