@@ -100,14 +100,12 @@ class Samples:
         self.ints = ints
         self.frames = ints.shape[1]
         self._flat: dict[int, tuple[Any, Any]] = {}  # by head: the samples and their links
-        self._small = None
 
     def small(self, c: int) -> bool:
-        """Whether channel ``c``'s samples are all within ±_LARGEST (one pass for all)."""
-        if self._small is None:
-            ints = self.ints
-            self._small = (ints.min(axis=1) > -_LARGEST) & (ints.max(axis=1) < _LARGEST)
-        return bool(self._small[c])
+        """Whether channel ``c``'s samples are all within ±_LARGEST (row by row: a reduction
+        along the frames of a frames-major block is many times slower)."""
+        row = self.ints[c]
+        return int(row.min()) > -_LARGEST and int(row.max()) < _LARGEST
 
     def row(self, c: int):
         """Channel ``c``'s samples."""
