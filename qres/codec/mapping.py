@@ -16,7 +16,7 @@ Integer samples are widened. Floats become integers losslessly through a *decima
 
 A channel whose decimal view would cost more than its raw bits (random floats) is mapped through
 an order-preserving integer view of its IEEE-754 bits instead. In bounded-error mode floats go
-on a grid of step ``E / GRID_DIVISIONS`` (non-finite samples are kept verbatim).
+on a grid (``qres.codec.quantised.grid_step``; non-finite samples are kept verbatim).
 
 The encoder's choices (decimals, precision, segments) are all made with exact or IEEE-754
 elementwise arithmetic and sequential sums, so the same block gives the same bytes on every
@@ -64,7 +64,8 @@ KIND_SINCE = {KIND_SCALED: 7, KIND_DICTIONARY: 8}
 MAX_DECIMALS = {"float32": 10, "float64": 15}
 #: ``P`` meaning "no rounding to significant digits" (k never has more than 16 digits).
 NO_ROUNDING = 16
-#: In bounded-error mode floats go on a grid of step E / GRID_DIVISIONS; the predictor then
+#: In bounded-error mode floats go on a grid (step E / GRID_DIVISIONS before format 10, about
+#: 2E / (2 GRID_DIVISIONS - 1) from 10: qres.codec.quantised.grid_step); the predictor then
 #: quantises with integer bound GRID_DIVISIONS - 1, so the total error is below E.
 GRID_DIVISIONS = 8
 
