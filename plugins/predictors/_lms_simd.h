@@ -166,6 +166,10 @@ typedef struct {
     int64_t level;   /* running mean of |input|, Q16 */
     int64_t pred;    /* prediction of the next sample from the current window (integer) */
     int64_t count;   /* samples seen in this block */
+    /* the step during warm-up (qres_warm), kept from one change of the schedule to the next */
+    int64_t warm_end;  /* count at which the next change is due (0 on a fresh stage) */
+    int64_t dir_mul;   /* 2**(32 - step shift): scales an input into a direction */
+    int64_t dir_lim;   /* 4 * 2**(16 - step shift): clamp of a direction */
 } qres_stage;
 
 enum {
@@ -186,18 +190,23 @@ QRES_INLINE int64_t qres_rsr(int64_t a, int k)
     return (a + ((int64_t)1 << (k - 1))) >> k;
 }
 
-/* normalised step of one input: v / (level + 1) * 2**(16 - shift), clamped to 4x */
-QRES_INLINE int32_t qres_direction(int64_t v, int64_t level, int shift)
+/* The step shift during warm-up: 8x larger steps for 64 samples, 4x to 256, 2x to 1024. It
+ * changes at those four counts only, so the stage keeps what it derives from it and this runs
+ * when count reaches warm_end. */
+static void qres_warm(qres_stage *s)
 {
-    int64_t lim = (int64_t)4 << (16 - shift);
-    return (int32_t)qres_clamp64((v * ((int64_t)1 << (32 - shift))) / (level + 65536), -lim, lim);
+    int64_t c = s->count;
+    int boost = c < 64 ? 3 : c < 256 ? 2 : c < 1024 ? 1 : 0;
+    int shift = s->shift - boost >= 1 ? s->shift - boost : 1;
+    s->warm_end = c < 64 ? 64 : c < 256 ? 256 : c < 1024 ? 1024 : INT64_MAX;
+    s->dir_mul = (int64_t)1 << (32 - shift);
+    s->dir_lim = (int64_t)4 << (16 - shift);
 }
 
-/* step shift during warm-up: 8x larger steps for 64 samples, 4x to 256, 2x to 1024 */
-QRES_INLINE int qres_warm_shift(int shift, int64_t count)
+/* normalised step of one input: v / (level + 1) * 2**(16 - shift), clamped to 4x */
+QRES_INLINE int32_t qres_direction(const qres_stage *s, int64_t v)
 {
-    int boost = count < 64 ? 3 : count < 256 ? 2 : count < 1024 ? 1 : 0;
-    return shift - boost >= 1 ? shift - boost : 1;
+    return (int32_t)qres_clamp64(v * s->dir_mul / (s->level + 65536), -s->dir_lim, s->dir_lim);
 }
 
 /* FLAC's fixed predictor of the given order (0..4) from x1 = x[t-1], ..., x4 = x[t-4], in
@@ -224,7 +233,9 @@ QRES_INLINE int64_t qres_fixed_pred(uint64_t x1, uint64_t x2, uint64_t x3, uint6
  * NAME##_lossless(...): one channel of a lossless block through the whole cascade without the
  * TAAF stage (its channels are independent): the fixed stage, the adaptive stages, the bias
  * stage and the residual map, sample after sample, with the stage updates inlined. It is the
- * loop of _kernels.cascade for that case, and gives the same integers. */
+ * loop of _kernels.cascade for that case, and gives the same integers. Every stage's output
+ * depends on the predictions made at the previous sample only, so the default 32/16/8 cascade
+ * takes all three outputs first and then updates its stages one after the other. */
 #define QRES_DEFINE_STAGES(NAME, ATTR, INL, NLMS_STEP, SIGN_STEP)                               \
     INL void NAME##_one(qres_stage *s, int64_t e_in, int64_t e_out, const int n)                \
     {                                                                                           \
@@ -252,7 +263,9 @@ QRES_INLINE int64_t qres_fixed_pred(uint64_t x1, uint64_t x2, uint64_t x3, uint6
             acc = SIGN_STEP(s->w, d, h, n, (int32_t)g, QRES_WLIM, (int32_t)vc);                 \
         }                                                                                       \
         /* written after the step: the step reads dirs[pos - n, pos), not dirs[pos] */          \
-        s->dirs[s->pos] = qres_direction(vc, s->level, qres_warm_shift(s->shift, s->count));   \
+        if (s->count == s->warm_end)                                                            \
+            qres_warm(s);                                                                       \
+        s->dirs[s->pos] = qres_direction(s, vc);                                                \
         s->pos += 1;                                                                            \
         s->count += 1;                                                                          \
         s->level += qres_rsr((vc < 0 ? -vc : vc) * 65536 - s->level, QRES_LEVEL_SHIFT);         \
@@ -282,6 +295,8 @@ QRES_INLINE int64_t qres_fixed_pred(uint64_t x1, uint64_t x2, uint64_t x3, uint6
     {                                                                                           \
         uint64_t x1 = 0, x2 = 0, x3 = 0, x4 = 0; /* the samples before t, newest first */       \
         int64_t bias = 0;                        /* Q16 running mean of the bias stage input */ \
+        /* the default stages (nlms.py's DEFAULT_STAGES) run unrolled, each with constant taps */ \
+        const int dflt = nst == 3 && s[0].n == 32 && s[1].n == 16 && s[2].n == 8;               \
         for (int64_t t = 0; t < n; t++) {                                                       \
             int64_t fp = qres_fixed_pred(x1, x2, x3, x4,                                        \
                                          t >= fixed_order ? fixed_order : (int)t);              \
@@ -300,7 +315,18 @@ QRES_INLINE int64_t qres_fixed_pred(uint64_t x1, uint64_t x2, uint64_t x3, uint6
                 xr = src[t];                                                                    \
                 dst[t] = (int64_t)((uint64_t)xr - (uint64_t)pc);                                \
             }                                                                                   \
-            int64_t e = NAME(s, nst, (int64_t)((uint64_t)xr - (uint64_t)fp));                   \
+            int64_t e = (int64_t)((uint64_t)xr - (uint64_t)fp);                                 \
+            if (dflt) {                                                                         \
+                int64_t e1 = (int64_t)((uint64_t)e - (uint64_t)s[0].pred);                      \
+                int64_t e2 = (int64_t)((uint64_t)e1 - (uint64_t)s[1].pred);                     \
+                int64_t e3 = (int64_t)((uint64_t)e2 - (uint64_t)s[2].pred);                     \
+                NAME##_one(&s[0], e, e1, 32);                                                   \
+                NAME##_one(&s[1], e1, e2, 16);                                                  \
+                NAME##_one(&s[2], e2, e3, 8);                                                   \
+                e = e3;                                                                         \
+            } else {                                                                            \
+                e = NAME(s, nst, e);                                                            \
+            }                                                                                   \
             if (bias_shift)                                                                     \
                 bias += qres_rsr(qres_clamp64(e, -QRES_VLIM, QRES_VLIM) * 65536 - bias,         \
                                  bias_shift);                                                   \
