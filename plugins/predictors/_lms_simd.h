@@ -15,7 +15,14 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Inlined into each version's loop (the tap loops then get their constant lengths there). */
+#if defined(__GNUC__) || defined(__clang__)
 #define QRES_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define QRES_INLINE static __forceinline
+#else
+#define QRES_INLINE static inline
+#endif
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define QRES_LMS_AVX2 1
