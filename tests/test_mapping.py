@@ -1408,3 +1408,57 @@ def test_any_low_cardinality_block_round_trips(seed, dtype, distinct, frames):
         _round_trip(x)
     else:
         _int_round_trip(x)
+
+
+def _int64_samples(draw_values, style: int):
+    """Int64 channels of the probes' shapes: few levels, walks, multiples of a step, any."""
+    values = np.asarray(draw_values, dtype=np.int64)
+    if style == 0:
+        return values % 7 - 3
+    if style == 1:
+        return np.cumsum(values % 5 - 2)
+    if style == 2:
+        return (values % 40) * 9 - 2**40
+    return values
+
+
+@FAST
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), max_size=300),
+    st.integers(0, 3),
+    st.integers(0, 80),
+)
+def test_compiled_distinct_count_equals_the_sorted_reference(values, style, limit):
+    from qres.codec._mapping_kernels import distinct_at_most
+
+    from qres.codec import dictionary
+
+    x = _int64_samples(values, style)
+    want = dictionary.distinct(x)
+    got = distinct_at_most(x, limit)
+    if len(want) > limit:
+        assert got is None
+    else:
+        assert got is not None and got.dtype == np.int64 and np.array_equal(got, want)
+
+
+@FAST
+@given(st.lists(st.integers(-(2**40), 2**40), max_size=600), st.integers(0, 2))
+def test_compiled_tenth_gap_equals_the_numpy_reference(values, style):
+    from qres.codec._mapping_kernels import tenth_gap
+
+    from qres.codec import dictionary
+
+    x = _int64_samples(values, style)
+    gaps = np.diff(dictionary.distinct(x))
+    want = int(np.sort(gaps)[len(gaps) // 10]) if len(gaps) > 1 else -1
+    assert tenth_gap(x) == want
+
+
+def test_probe_positions_are_numpy_linspace_and_read_only():
+    from qres.codec import dictionary
+
+    for n in (4097, 5394, 26304, 100003):
+        got = dictionary.probe_index(n, 4096)
+        assert np.array_equal(got, np.linspace(0, n - 1, 4096).astype(np.int64))
+        assert dictionary.probe_index(n, 4096) is got and not got.flags.writeable

@@ -17,7 +17,7 @@ from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
-from libcpp.algorithm cimport sort
+from libcpp.algorithm cimport nth_element, sort
 
 cdef enum:
     NO_ROUNDING = 16  # precision meaning "no rounding to significant digits"
@@ -1368,3 +1368,104 @@ def significant_mismatches(const floating[:] x, int max_digits, const double[::1
         free(n)
         free(ms)
     return counts
+
+
+# -- dictionary and scaled-lattice probes (qres/codec/dictionary.py, scaled.py) ---------------------
+#
+# Both run on every integer channel and decide "no" on most: a dictionary needs at most one
+# distinct value per 8 samples, and a scaled lattice of integers needs gaps of two or more
+# between the distinct values. Counting distinct values in a hash set stops as soon as the
+# count passes its limit (most channels pass it within a few hundred samples), where a sort
+# of the whole channel would order every sample first.
+
+cdef inline uint64_t slot_of(int64_t v, int shift) noexcept nogil:
+    """Fibonacci hashing of an int64 into ``64 - shift`` bits."""
+    return (<uint64_t>v * <uint64_t>0x9E3779B97F4A7C15) >> shift
+
+
+def distinct_at_most(const int64_t[:] values, Py_ssize_t limit):
+    """The ascending distinct values of ``values`` (int64) when there are at most ``limit`` of
+    them, else None, decided as soon as the count passes ``limit``. Exactly
+    ``dictionary.distinct(values)`` when it has at most ``limit`` entries."""
+    import numpy as np
+
+    cdef Py_ssize_t n = values.shape[0], i, count = 0, cap = 1, room
+    cdef int shift = 64
+    cdef uint64_t mask, at
+    cdef int64_t v
+    cdef int64_t* keys
+    cdef unsigned char* used
+    cdef bint over = False
+    if limit < 0:
+        return None
+    room = limit + 1 if limit < n else n + 1
+    while cap < 2 * room:
+        cap *= 2
+        shift -= 1
+    mask = <uint64_t>(cap - 1)
+    keys = <int64_t*>malloc(cap * sizeof(int64_t))
+    used = <unsigned char*>malloc(cap)
+    if keys == NULL or used == NULL:
+        free(keys)
+        free(used)
+        raise MemoryError("distinct values: out of memory")
+    with nogil:
+        for i in range(cap):
+            used[i] = 0
+        for i in range(n):
+            v = values[i]
+            at = slot_of(v, shift) if shift < 64 else 0
+            while used[at] and keys[at] != v:
+                at = (at + 1) & mask
+            if used[at]:
+                continue
+            used[at] = 1
+            keys[at] = v
+            count += 1
+            if count > limit:
+                over = True
+                break
+        if not over:
+            count = 0
+            for i in range(cap):
+                if used[i]:
+                    keys[count] = keys[i]
+                    count += 1
+            sort(keys, keys + count)
+    try:
+        if over:
+            return None
+        out = np.empty(count, dtype=np.int64)
+        for i in range(count):
+            out[i] = keys[i]
+        return out
+    finally:
+        free(keys)
+        free(used)
+
+
+def tenth_gap(const int64_t[:] values):
+    """The tenth-smallest gap between the ascending distinct ``values`` (the gap at index
+    ``gaps // 10`` of their sorted gaps, as ``np.sort(np.diff(distinct(values)))`` orders
+    them), or -1 when there are fewer than two gaps. The gaps must fit int64."""
+    cdef Py_ssize_t n = values.shape[0], i, count
+    cdef int64_t* buf = <int64_t*>malloc((n + 1) * sizeof(int64_t))
+    cdef int64_t found = -1
+    if buf == NULL:
+        raise MemoryError("distinct gaps: out of memory")
+    with nogil:
+        for i in range(n):
+            buf[i] = values[i]
+        sort(buf, buf + n)
+        count = 0
+        for i in range(n):
+            if count == 0 or buf[i] != buf[count - 1]:
+                buf[count] = buf[i]
+                count += 1
+        if count > 2:  # more than one gap
+            for i in range(count - 1):
+                buf[i] = buf[i + 1] - buf[i]
+            nth_element(buf, buf + (count - 1) // 10, buf + count - 1)
+            found = buf[(count - 1) // 10]
+    free(buf)
+    return found

@@ -33,20 +33,38 @@ def distinct(values):
     return ordered[keep]
 
 
+def probe_index(n: int, size: int):
+    """The positions of ``size`` samples evenly spaced over ``n`` (numpy's ``linspace`` from the
+    first to the last, truncated), read-only; the last few lengths are kept (every channel of
+    a block asks for the same ones)."""
+    import numpy as np
+
+    key = (n, size)
+    found = _PROBE_INDEX.get(key)
+    if found is None:
+        found = np.linspace(0, n - 1, size).astype(np.int64)
+        found.flags.writeable = False
+        if len(_PROBE_INDEX) >= 8:
+            _PROBE_INDEX.pop(next(iter(_PROBE_INDEX)))
+        _PROBE_INDEX[key] = found
+    return found
+
+
+_PROBE_INDEX: dict = {}
+
+
 def table(view):
     """The ascending distinct values of ``view`` (int64, one channel of a block) when there
-    are few enough, else None."""
-    import numpy as np
+    are few enough, else None. The count stops as soon as it passes the limit (compiled):
+    most channels have too many distinct values, and show it within their first samples."""
+    from qres.codec._mapping_kernels import distinct_at_most
 
     n = len(view)
     if n < 2 * DENSITY:
         return None
-    if n > PROBE:
-        probe = view[np.linspace(0, n - 1, PROBE).astype(np.int64)]
-        if len(distinct(probe)) * DENSITY > PROBE:
-            return None
-    found = distinct(view)
-    return found if len(found) * DENSITY <= n else None
+    if n > PROBE and distinct_at_most(view[probe_index(n, PROBE)], PROBE // DENSITY) is None:
+        return None
+    return distinct_at_most(view, n // DENSITY)
 
 
 def ranks(view, values):

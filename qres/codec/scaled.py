@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from qres.codec.dictionary import distinct
+from qres.codec.dictionary import distinct, probe_index
 
 #: Samples looked at to find the lattice (evenly spaced over the channel).
 PROBE = 4096
@@ -38,14 +38,14 @@ INDEX_LIMIT = 2.0**52
 #: Denominators tried when snapping the fitted step (and the offset, in steps) to a fraction.
 DENOMINATORS = (16, 256, 4096, 65536, 1 << 20)
 OFFSET_DENOMINATORS = (2, 4, 8, 64)
+#: Samples at the head of an integer channel's probe that must show gaps of two or more.
+_HEAD = 512
 
 
 def _probe(x, size: int = PROBE):
-    import numpy as np
-
     if len(x) <= size:
         return x
-    return x[np.linspace(0, len(x) - 1, size).astype(np.int64)]
+    return x[probe_index(len(x), size)]
 
 
 def _fit(values, quantum: float) -> tuple[float, float] | None:
@@ -177,14 +177,18 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
     import numpy as np
 
     is_int = np.dtype(dtype).kind != "f"
-    probe = _probe(x)
     if is_int:
         # Most integer channels step by one all over their first samples: no lattice (the
-        # tenth-smallest gap, as in the fit: a few outliers make a few small gaps).
-        gaps = np.diff(distinct(probe[:512]))
-        if len(gaps) > 1 and int(np.sort(gaps)[len(gaps) // 10]) < 2:
+        # tenth-smallest gap, as in the fit: a few outliers make a few small gaps). Judged
+        # on the probe's first samples before the rest of the probe is gathered.
+        from qres.codec._mapping_kernels import tenth_gap
+
+        head = x[:_HEAD] if len(x) <= PROBE else x[probe_index(len(x), PROBE)[:_HEAD]]
+        if 0 <= tenth_gap(np.ascontiguousarray(head, dtype=np.int64)) < 2:
             return None
+        probe = _probe(x)
     else:
+        probe = _probe(x)
         probe = probe[np.isfinite(probe)]
     fitted = _fit(distinct(probe.astype(np.float64)), 0.5 if is_int else 0.0)
     if fitted is None:
