@@ -16,8 +16,8 @@ from libc.math cimport copysign, fabs, fmod, frexp, isfinite, rint, sqrt, trunc
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
-from libcpp.algorithm cimport nth_element, sort
+from libc.string cimport memcpy, memmove
+from libcpp.algorithm cimport merge, nth_element, sort
 
 cdef enum:
     NO_ROUNDING = 16  # precision meaning "no rounding to significant digits"
@@ -125,6 +125,24 @@ cdef Py_ssize_t unique_run(double* buf, Py_ssize_t n) noexcept nogil:
     return count
 
 
+cdef inline Py_ssize_t keep_smallest(double* kept, Py_ssize_t count, Py_ssize_t most,
+                                     double v) noexcept nogil:
+    """Insert ``v`` into the ascending distinct ``kept`` (``count`` of at most ``most``) when
+    it is new and among the ``most`` smallest: the new count."""
+    cdef Py_ssize_t i = count
+    while i > 0 and kept[i - 1] > v:
+        i -= 1
+    if i > 0 and kept[i - 1] == v:
+        return count
+    if i >= most:
+        return count
+    if count == most:
+        count -= 1  # the largest drops out
+    memmove(kept + i + 1, kept + i, (count - i) * sizeof(double))
+    kept[i] = v
+    return count + 1
+
+
 cdef double approx_gcd(double x, double y, double tol) noexcept nogil:
     """Euclid's algorithm on reals: the largest step both are (nearly) multiples of."""
     cdef double hi = py_max(x, y)
@@ -229,16 +247,16 @@ cdef int lattice_step_core(const double* values, Py_ssize_t n, int precision, do
             close += 1
         if i == 0 or tol[i] < tol_min:
             tol_min = tol[i]
-    seed_count = 0
-    for i in range(gap_count):
-        if gaps[i] >= MIN_STEP_QUANTA * tol[i]:
-            seeds[seed_count] = gaps[i]
-            seed_count += 1
-    seed_count = sorted_unique(seeds, seed_count)
     if close > MAX_CONFLICTS * gap_count:
         free(u)
         free(conflicts)
         return 0
+    # The seeds: the three smallest distinct gaps of at least four quanta (one pass, where
+    # sorting all the gaps would order them only to read the first three).
+    seed_count = 0
+    for i in range(gap_count):
+        if gaps[i] >= MIN_STEP_QUANTA * tol[i]:
+            seed_count = keep_smallest(seeds, seed_count, 3, gaps[i])
     for s in range(seed_count if seed_count < 3 else 3):
         step = seeds[s]
         for it in range(8):
@@ -574,13 +592,26 @@ cdef struct Candidate:
     bint fallback
 
 
+cdef struct Window:
+    # The usable decimals of k[pos:pos + size] in ascending order (kept from one candidate to
+    # the next: the windows of one position share their samples, and the next position after
+    # a failure lies 64 samples on).
+    double* values  # size doubles
+    Py_ssize_t size
+    Py_ssize_t pos  # -1: none held
+    Py_ssize_t count
+
+
 cdef struct Search:
     const double* k
     const unsigned char* usable
     const Py_ssize_t* usable_before  # frames + 1 counts: usable samples before each index
     Py_ssize_t frames
     int precision
-    double* window  # LARGE_WINDOW doubles, then the frames of a refit
+    Window small    # SMALL_WINDOW
+    Window large    # LARGE_WINDOW
+    double* moved   # 2 * LARGE_WINDOW doubles: samples leaving and entering a window
+    double* window  # the frames of a refit
     char* bad       # frames flags for segment_end_core
 
 
@@ -596,38 +627,102 @@ cdef int integer_step(const double* values, Py_ssize_t n, double* step) noexcept
         if i == 0 or values[i] == values[i - 1]:
             continue
         g = gcd_abs(g, to_int64(values[i] - values[i - 1]))
+        if g == 1:
+            break  # gcd(1, d) is 1 for every d, and two values are distinct already
     if count < 2 or g < 1:
         return 0
     step[0] = <double>g
     return 1
 
 
+cdef Py_ssize_t gather(const Search* s, Py_ssize_t start, Py_ssize_t stop,
+                       double* out) noexcept nogil:
+    """The usable decimals of ``k[start:stop]`` into ``out``, in ascending order: their count."""
+    cdef Py_ssize_t count = 0, i
+    for i in range(start, stop):
+        if s.usable[i]:
+            out[count] = s.k[i]
+            count += 1
+    sort(out, out + count)
+    return count
+
+
+cdef Py_ssize_t drop_sorted(double* values, Py_ssize_t count, const double* gone,
+                            Py_ssize_t gone_count) noexcept nogil:
+    """Remove from the ascending ``values`` one occurrence of each of the ascending ``gone``
+    (all of which it holds): the remaining count."""
+    cdef Py_ssize_t i, j = 0, kept = 0
+    for i in range(count):
+        if j < gone_count and values[i] == gone[j]:
+            j += 1
+        else:
+            values[kept] = values[i]
+            kept += 1
+    return kept
+
+
+cdef void slide(const Search* s, Window* w, Py_ssize_t pos, double* moved) noexcept nogil:
+    """Make ``w`` hold the window at ``pos`` (``w.pos < pos < w.pos + w.size``): the samples
+    that left and entered it are sorted and merged out and in, the overlap stays sorted (the
+    decimals are finite and without -0.0: equal values have one bit pattern, so the result is
+    the window sorted afresh)."""
+    cdef Py_ssize_t old_stop = w.pos + w.size if w.pos + w.size < s.frames else s.frames
+    cdef Py_ssize_t stop = pos + w.size if pos + w.size < s.frames else s.frames
+    cdef Py_ssize_t gone, came
+    gone = gather(s, w.pos, pos, moved)
+    w.count = drop_sorted(w.values, w.count, moved, gone)
+    came = gather(s, old_stop, stop, moved)
+    if came:
+        memcpy(moved + came, w.values, w.count * sizeof(double))
+        merge(moved + came, moved + came + w.count, moved, moved + came, w.values)
+        w.count += came
+    w.pos = pos
+
+
+cdef double* window_at(Search* s, Py_ssize_t pos, Py_ssize_t size, Py_ssize_t* count) noexcept nogil:
+    """The usable decimals of the window of ``size`` at ``pos``, ascending (built once per
+    window: from the previous window of that size when it overlaps, the large one from the
+    small one at the same position)."""
+    cdef Window* w = &s.small if size == SMALL_WINDOW else &s.large
+    cdef Py_ssize_t stop = pos + size if pos + size < s.frames else s.frames, head, tail
+    if w.pos != pos:
+        if w.pos >= 0 and w.pos < pos and pos - w.pos <= size // 2:
+            slide(s, w, pos, s.moved)
+        elif w == &s.large and s.small.pos == pos:
+            head = pos + SMALL_WINDOW if pos + SMALL_WINDOW < s.frames else s.frames
+            tail = gather(s, head, stop, s.moved)
+            merge(s.small.values, s.small.values + s.small.count, s.moved, s.moved + tail,
+                  w.values)
+            w.count = s.small.count + tail
+            w.pos = pos
+        else:
+            w.count = gather(s, pos, stop, w.values)
+            w.pos = pos
+    count[0] = w.count
+    return w.values
+
+
 cdef int candidate(Search* s, Py_ssize_t pos, Py_ssize_t size, bint lattice,
                    Candidate* out) noexcept nogil:
     """The lattice of the usable samples of the window at ``pos`` and where it stops holding
     (mapping._candidate): 1 when found, 0 when none, -1 when out of memory."""
-    cdef Py_ssize_t stop = pos + size if pos + size < s.frames else s.frames, count = 0, i
+    cdef Py_ssize_t stop = pos + size if pos + size < s.frames else s.frames, count
     cdef Py_ssize_t end, failures, shortest
     cdef double step, err = 0.0
     cdef double found[3]
+    cdef double* values
     cdef int r
     if s.usable_before[stop] - s.usable_before[pos] < MIN_WINDOW:
         return 0  # counted, not gathered: channels whose decimals are mostly inexact
-    for i in range(pos, stop):
-        if s.usable[i]:
-            s.window[count] = s.k[i]
-            count += 1
-    if count < MIN_WINDOW:
-        return 0
     # Sorted once for the step and the fit (both depend only on the window's values).
-    sort(s.window, s.window + count)
+    values = window_at(s, pos, size, &count)
     if lattice:
-        r = lattice_step_core(s.window, count, s.precision, &step, &err, True)
+        r = lattice_step_core(values, count, s.precision, &step, &err, True)
     else:
-        r = integer_step(s.window, count, &step)
+        r = integer_step(values, count, &step)
     if r <= 0:
         return r
-    r = fit_core(s.window, count, step, err, s.precision, found, True)
+    r = fit_core(values, count, step, err, s.precision, found, True)
     if r <= 0:
         return r
     end = segment_end_core(s.k, s.frames, pos, found[0], found[1], s.precision, &failures,
@@ -681,7 +776,7 @@ cdef int refit(Search* s, Py_ssize_t pos, Candidate* c) noexcept nogil:
     as many: 0, or -1 when out of memory."""
     cdef Py_ssize_t count = 0, i, stride, kept = 0, got_new = 0, got_old = 0
     cdef double found[3]
-    cdef double* inside = s.window + LARGE_WINDOW
+    cdef double* inside = s.window
     cdef int r
     if not c.failures > REFIT_FAILURES * (c.end - pos):
         return 0
@@ -802,7 +897,14 @@ def segments(const double[::1] k, usable, int precision):
     s.usable = &ok[0] if ok.shape[0] else NULL
     s.frames = k.shape[0]
     s.precision = precision
-    s.window = <double*>malloc((LARGE_WINDOW + s.frames + 1) * sizeof(double))
+    s.small.values = <double*>malloc(SMALL_WINDOW * sizeof(double))
+    s.small.size = SMALL_WINDOW
+    s.small.pos = -1
+    s.large.values = <double*>malloc(LARGE_WINDOW * sizeof(double))
+    s.large.size = LARGE_WINDOW
+    s.large.pos = -1
+    s.moved = <double*>malloc(2 * LARGE_WINDOW * sizeof(double))
+    s.window = <double*>malloc((s.frames + 1) * sizeof(double))
     s.bad = <char*>malloc(s.frames + 1)
     before = <Py_ssize_t*>malloc((s.frames + 1) * sizeof(Py_ssize_t))
     s.usable_before = before
@@ -816,7 +918,8 @@ def segments(const double[::1] k, usable, int precision):
     g.count = 0
     g.cap = 0
     try:
-        if s.window == NULL or s.bad == NULL or before == NULL:
+        if (s.window == NULL or s.bad == NULL or before == NULL or s.small.values == NULL
+                or s.large.values == NULL or s.moved == NULL):
             raise MemoryError("lattice search: out of memory")
         with nogil:
             r = search(&s, &g)
@@ -831,6 +934,9 @@ def segments(const double[::1] k, usable, int precision):
             steps[i] = g.steps[i]
         return starts, offsets, steps
     finally:
+        free(s.small.values)
+        free(s.large.values)
+        free(s.moved)
         free(s.window)
         free(s.bad)
         free(before)
