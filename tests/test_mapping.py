@@ -1462,3 +1462,87 @@ def test_probe_positions_are_numpy_linspace_and_read_only():
         got = dictionary.probe_index(n, 4096)
         assert np.array_equal(got, np.linspace(0, n - 1, 4096).astype(np.int64))
         assert dictionary.probe_index(n, 4096) is got and not got.flags.writeable
+
+
+# -- compiled probes of the decimal view and the scaled lattice ---------------------------------
+
+
+@FAST
+@given(
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=64)
+        | st.sampled_from([1e308, -1e308, 0.1, 1e-300, 2.0**53, 1.0]),
+        max_size=200,
+    )
+)
+def test_compiled_exact_sum_equals_math_fsum(values):
+    import math
+
+    from qres.codec._mapping_kernels import fsum_array
+
+    x = np.array(values, dtype=np.float64)
+    try:
+        want = math.fsum(values)
+    except OverflowError:
+        with pytest.raises(OverflowError):
+            fsum_array(x)
+        return
+    got = fsum_array(x)
+    assert got == want and math.copysign(1.0, got) == math.copysign(1.0, want)
+
+
+@st.composite
+def precision_channels(draw):
+    """Decimal integers k (as mapping.decimal_view gives them) of readings printed with P
+    significant digits or with fixed decimals, some not exact."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    frames = draw(st.sampled_from([0, 5, 300, 5000, 9000]))
+    decades = draw(st.integers(0, 12))
+    values = 10.0 ** rng.uniform(0, decades, frames) * rng.choice([-1.0, 1.0], frames)
+    digits = draw(st.integers(1, 16))
+    if draw(st.booleans()):  # P significant digits
+        k = ref_round_significant(values, digits)
+    else:  # fixed decimals
+        k = np.rint(values * 10.0 ** (digits % 4))
+    k = np.clip(k, -(2.0**51), 2.0**51) + 0.0
+    exact = rng.random(frames) >= draw(st.sampled_from([0.0, 0.2, 0.9]))
+    return k, exact
+
+
+@FAST
+@given(precision_channels())
+def test_compiled_decimal_precision_equals_the_numpy_reference(channel):
+    k, exact = channel
+    assert mapping._choose_precision(k, exact) == mapping._choose_precision_numpy(k, exact)
+
+
+@st.composite
+def scaled_values(draw):
+    """Sorted distinct values of a channel on a scaled lattice (codes times a step, plus an
+    offset), rounded to integers or not, with values off the lattice."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    size = draw(st.integers(0, 600))
+    step = float(10.0 ** rng.uniform(-4, 4)) * draw(st.sampled_from([1.0, 10 / 4095, 9.81]))
+    codes = np.cumsum(rng.integers(1, draw(st.integers(2, 6)), size))
+    values = float(rng.uniform(-1e4, 1e4)) + step * codes
+    rounded = draw(st.booleans())
+    if rounded:
+        values = np.rint(values)
+    off = rng.random(size) < draw(st.sampled_from([0.0, 0.05, 0.6]))
+    values[off] += rng.uniform(-step, step, int(off.sum()))
+    return np.unique(values), 0.5 if rounded else 0.0
+
+
+@FAST
+@given(scaled_values())
+def test_compiled_scaled_fit_equals_the_numpy_reference(case):
+    from qres.codec import scaled
+
+    values, quantum = case
+    got = scaled._fit(values, quantum)
+    want = scaled.fit_numpy(values, quantum)
+    assert (got is None) == (want is None)
+    if got is not None:
+        assert np.array(got).tobytes() == np.array(want).tobytes()

@@ -12,7 +12,7 @@ multiply-add contraction (``-ffp-contract=off``) and without ``-ffast-math``: ei
 change float results. The numpy reference in tests/test_mapping.py checks them bit for bit.
 """
 
-from libc.math cimport copysign, fabs, fmod, frexp, isfinite, rint, sqrt, trunc
+from libc.math cimport copysign, fabs, fmod, frexp, isfinite, isinf, rint, sqrt, trunc
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -1421,58 +1421,76 @@ def significant_decode(const int64_t[:] n, int precision, int64_t q0, const doub
     return out
 
 
+cdef int64_t round_trip_misses(const floating[:] x, const Powers* p, int precision,
+                               const int64_t* decades) noexcept nogil:
+    """How many samples do not come back bit for bit through encode_significant and
+    decode_significant at ``precision`` (all of them when the indexes do not fit), in one
+    pass: where the indexes fit, decoding one gives back the very ``m`` and ``q`` encoding
+    found (``0 <= m - 10**(P-1) < width``), so the sample comes back as ``m * 10**q`` (or
+    ``m / 10**-q``) with the sign of its index, and a zero as +0.0."""
+    cdef Py_ssize_t frames = x.shape[0], i
+    cdef int64_t q = 0, q0 = 0, qmax = 0, width = 9, misses = 0, span
+    cdef double magnitude, m, back, power
+    cdef bint any_nonzero = False
+    cdef int j
+    for j in range(precision - 1):
+        width *= 10
+    for i in range(frames):
+        magnitude = fabs(<double>x[i])
+        if magnitude > 0:
+            m = digits(p, magnitude, decades[i], precision, &q)
+            if not any_nonzero or q < q0:
+                q0 = q
+            if not any_nonzero or q > qmax:
+                qmax = q
+            any_nonzero = True
+            power = power_of_ten(p, q if q >= 0 else -q)
+            back = m / power if q < 0 else m * power
+            if copysign(1.0, <double>x[i]) < 0:
+                back = -back
+        else:
+            back = 0.0
+        if floating is float:
+            misses += single_bits(<float>back) != single_bits(x[i])
+        else:
+            misses += float_bits(back) != float_bits(x[i])
+    if any_nonzero:
+        span = qmax - q0 + 1
+        if span >= (<int64_t>1 << 61) // width + ((<int64_t>1 << 61) % width != 0) \
+                or q0 < -32768 or q0 > 32767:
+            return frames
+    return misses
+
+
 def significant_mismatches(const floating[:] x, int max_digits, const double[::1] table,
                            Py_ssize_t low):
     """For each precision 1 .. max_digits, how many finite samples ``x`` do not come back
     bit for bit through encode and decode (``len(x)`` where the indexes do not fit); stops
     after the first precision with none (as ``significant.choose_precision``'s loop)."""
-    import numpy as np
-
     cdef Powers p = powers_of(table, low)
     cdef Py_ssize_t frames = x.shape[0], i
-    cdef int precision, j
-    cdef int64_t q0, width, first, count
-    cdef double back
+    cdef int precision
+    cdef int64_t count
+    cdef double magnitude
     if not 1 <= max_digits <= MAX_DIGITS or not all_finite(x):
         raise ValueError("significant digits: max_digits in [1, 17] and finite samples only")
-    cdef int64_t* n = <int64_t*>malloc(3 * (frames + 1) * sizeof(int64_t))
-    cdef int64_t* decades = n + frames + 1
-    cdef int64_t* qs = decades + frames + 1
-    cdef double* ms = <double*>malloc((frames + 1) * sizeof(double))
-    cdef double magnitude
-    if n == NULL or ms == NULL:
-        free(n)
-        free(ms)
+    cdef int64_t* decades = <int64_t*>malloc((frames + 1) * sizeof(int64_t))
+    if decades == NULL:
         raise MemoryError()
     with nogil:
         for i in range(frames):  # the decades do not depend on the precision
             magnitude = fabs(<double>x[i])
-            if magnitude > 0:
-                decades[i] = decade(&p, magnitude)
+            decades[i] = decade(&p, magnitude) if magnitude > 0 else 0
     counts = []
     try:
         for precision in range(1, max_digits + 1):
             with nogil:
-                count = frames
-                if encode_significant(x, &p, precision, n, &q0, decades, qs, ms):
-                    width = 9
-                    first = 1
-                    for j in range(precision - 1):
-                        width *= 10
-                        first *= 10
-                    count = 0
-                    for i in range(frames):
-                        back = decode_significant(n[i], &p, width, first, q0)
-                        if floating is float:
-                            count += single_bits(<float>back) != single_bits(x[i])
-                        else:
-                            count += float_bits(back) != float_bits(x[i])
+                count = round_trip_misses(x, &p, precision, decades)
             counts.append(count)
             if count == 0:
                 break
     finally:
-        free(n)
-        free(ms)
+        free(decades)
     return counts
 
 
@@ -1575,3 +1593,333 @@ def tenth_gap(const int64_t[:] values):
             found = buf[(count - 1) // 10]
     free(buf)
     return found
+
+
+# -- the precision of decimal readings (mapping._choose_precision) ---------------------------------
+
+
+def decimal_precision(const double[::1] k, exact, Py_ssize_t probe_size):
+    """Significant digits ``P`` of the decimal integers ``k`` where ``exact``, or 16 (no
+    rounding): ``mapping._choose_precision`` in one pass over the probe (every
+    ``count // probe_size``-th exact sample), with histograms where numpy sorted and masked.
+    The class means are the same divisions of exact integer sums."""
+    import numpy as np
+
+    cdef const unsigned char[::1] ok = np.ascontiguousarray(exact, dtype=np.bool_).view(np.uint8)
+    cdef Py_ssize_t n = k.shape[0], i, seen = 0, stride = 1, total = 0, exact_count = 0
+    cdef Py_ssize_t c, big, small, at, want, count
+    cdef int64_t classes[MAX_DIGITS + 1]
+    cdef int64_t zero_sums[MAX_DIGITS + 1]
+    cdef int64_t significant[MAX_DIGITS + 1]
+    cdef int64_t p, tens
+    cdef double v, mean_small, mean_big
+    cdef int digits, zeros
+    if ok.shape[0] != n:
+        raise ValueError("decimal precision: exact must have one flag per decimal")
+    for c in range(MAX_DIGITS + 1):
+        classes[c] = 0
+        zero_sums[c] = 0
+        significant[c] = 0
+    with nogil:
+        for i in range(n):
+            exact_count += ok[i] != 0
+        if exact_count > probe_size:
+            stride = exact_count // probe_size
+        for i in range(n):
+            if not ok[i]:
+                continue
+            seen += 1
+            if (seen - 1) % stride:
+                continue
+            v = fabs(k[i])
+            if not v >= 1:
+                continue
+            # digits: the powers 10**0 .. 10**16 not above v; zeros: how many of
+            # 10**1 .. 10**15 divide it, at most digits - 1.
+            digits = 0
+            while digits < MAX_DIGITS and POW10[digits] <= v:
+                digits += 1
+            p = <int64_t>v
+            zeros = 0
+            tens = 10
+            while zeros < 15 and p % tens == 0:
+                zeros += 1
+                tens *= 10
+            if zeros > digits - 1:
+                zeros = digits - 1
+            classes[digits] += 1
+            zero_sums[digits] += zeros
+            significant[digits - zeros] += 1
+            total += 1
+    if total == 0:
+        return NO_ROUNDING
+    # The two most common digit counts (ties: the fewer digits first, as a stable argsort).
+    big = 0
+    for c in range(1, MAX_DIGITS):
+        if classes[c] > classes[big]:
+            big = c
+    small = 0 if big else 1
+    for c in range(MAX_DIGITS):
+        if c != big and classes[c] > classes[small]:
+            small = c
+    if classes[small] < (8 if total // 50 < 8 else total // 50):
+        return NO_ROUNDING
+    if small > big:
+        big, small = small, big
+    mean_small = <double>zero_sums[small] / <double>classes[small]
+    mean_big = <double>zero_sums[big] / <double>classes[big]
+    if (mean_big - mean_small) / <double>(big - small) < 0.5:
+        return NO_ROUNDING
+    # The 99.5th percentile of the significant digits (the sorted array at total*995//1000).
+    want = (total * 995) // 1000
+    count = 0
+    for at in range(MAX_DIGITS + 1):
+        count += significant[at]
+        if count > want:
+            break
+    return NO_ROUNDING if at > NO_ROUNDING else at
+
+
+# -- scaled lattices (scaled._fit) -----------------------------------------------------------------
+
+
+cdef struct Partials:
+    double* p
+    Py_ssize_t n
+    double special   # the sum of the non-finite terms
+    double infinite  # the sum of the infinite terms
+    bint overflow    # a finite sum overflowed
+
+
+cdef void partials_add(Partials* s, double x) noexcept nogil:
+    """Add ``x`` to the exact sum kept as non-overlapping partials (Shewchuk)."""
+    cdef double keep = x, y, hi, lo, t
+    cdef Py_ssize_t i = 0, j
+    for j in range(s.n):
+        y = s.p[j]
+        if fabs(x) < fabs(y):
+            t = x
+            x = y
+            y = t
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            s.p[i] = lo
+            i += 1
+        x = hi
+    s.n = i
+    if x != 0.0:
+        if not isfinite(x):
+            # A term that is not finite (its own sum), or a finite sum that overflowed.
+            if isfinite(keep):
+                s.overflow = True
+            else:
+                if isinf(keep):
+                    s.infinite += keep
+                s.special += keep
+            s.n = 0
+        else:
+            s.p[s.n] = x
+            s.n += 1
+
+
+cdef double partials_round(Partials* s) noexcept nogil:
+    """The exact sum of the partials rounded to nearest, ties to even."""
+    cdef Py_ssize_t n = s.n
+    cdef double hi = 0.0, lo = 0.0, x, y, yr
+    if n == 0:
+        return 0.0
+    n -= 1
+    hi = s.p[n]
+    while n > 0:
+        x = hi
+        n -= 1
+        y = s.p[n]
+        hi = x + y
+        yr = hi - x
+        lo = y - yr
+        if lo != 0.0:
+            break
+    # A half-way case: the next partial has the rounding error's sign, so round away.
+    if n > 0 and ((lo < 0.0 and s.p[n - 1] < 0.0) or (lo > 0.0 and s.p[n - 1] > 0.0)):
+        y = lo * 2.0
+        x = hi + y
+        yr = x - hi
+        if y == yr:
+            hi = x
+    return hi
+
+
+cdef double exact_sum(const double* values, Py_ssize_t count, double* scratch) except? -1.0:
+    """``math.fsum`` of ``values``: the correctly rounded sum (``scratch``: ``count`` doubles
+    for the partials; at most ~40 are ever live). Raises as fsum does on an intermediate
+    overflow or on -inf + inf."""
+    cdef Partials s
+    cdef Py_ssize_t i
+    s.p = scratch
+    s.n = 0
+    s.special = 0.0
+    s.infinite = 0.0
+    s.overflow = False
+    for i in range(count):
+        partials_add(&s, values[i])
+        if s.overflow:
+            raise OverflowError("intermediate overflow in fsum")
+    if s.special != 0.0:
+        if s.infinite != s.infinite:
+            raise ValueError("-inf + inf in fsum")
+        return s.special
+    return partials_round(&s)
+
+
+def fsum_array(const double[::1] values):
+    """``math.fsum`` of a float64 array (the tests check it against math.fsum)."""
+    cdef double* scratch = <double*>malloc((values.shape[0] + 1) * sizeof(double))
+    if scratch == NULL:
+        raise MemoryError("fsum: out of memory")
+    try:
+        return exact_sum(&values[0] if values.shape[0] else NULL, values.shape[0], scratch)
+    finally:
+        free(scratch)
+
+
+cdef int line_fit(const double* k, const double* r, Py_ssize_t n, double* scratch,
+                  double* c_out, double* b_out) except -1:
+    """scaled._line: least squares ``r = c + b*k`` with every sum exact (fsum); 1 when found,
+    0 when degenerate. ``scratch``: 2 * n doubles."""
+    cdef double* products = scratch + n
+    cdef double sk, sr, skk, skr, det, b
+    cdef Py_ssize_t i
+    sk = exact_sum(k, n, scratch)
+    sr = exact_sum(r, n, scratch)
+    for i in range(n):
+        products[i] = k[i] * k[i]
+    skk = exact_sum(products, n, scratch)
+    for i in range(n):
+        products[i] = k[i] * r[i]
+    skr = exact_sum(products, n, scratch)
+    det = <double>n * skk - sk * sk
+    if not det > 0:
+        return 0
+    b = (<double>n * skr - sk * sr) / det
+    c_out[0] = (sr - b * sk) / <double>n
+    b_out[0] = b
+    return 1
+
+
+cdef double near_zero(double a, double b) except? -1.0:
+    """scaled._near_zero: ``a - b*round(a/b)`` when that product is finite, else ``a``
+    (raising as Python's round does on an infinite or NaN quotient)."""
+    cdef double q = a / b, shift
+    if isinf(q):
+        raise OverflowError("cannot convert float infinity to integer")
+    if q != q:
+        raise ValueError("cannot convert float NaN to integer")
+    shift = rint(q)  # round() rounds half to even; the integer converts back exactly
+    return a - b * shift if isfinite(b * shift) else a
+
+
+cdef struct ScaledRules:
+    double quantum    # how far a sample may sit from its lattice point by rounding
+    double tolerance  # and how far more, in steps (scaled.TOLERANCE)
+    double inliers    # the share of values the lattice must place (scaled.INLIERS)
+
+
+cdef int fit_from(const double* values, Py_ssize_t n, double origin, double b0,
+                  const ScaledRules* rules, double* work, double* a_out,
+                  double* b_out) except -1:
+    """scaled._fit_from over ``work`` (6 * n doubles): 1 with the lattice, 0 when none."""
+    cdef double* rel = work
+    cdef double* used_k = work + 2 * n
+    cdef double* used_r = work + 3 * n
+    cdef double* scratch = work + 4 * n
+    cdef double c = 0.0, b = b0, reach = 16.0, limit, top, m, kv, d
+    cdef int final = 0
+    cdef Py_ssize_t i, used, inliers = 0
+    cdef bint top_nan
+    for i in range(n):
+        rel[i] = values[i] - origin
+    while final < 3:
+        limit = rules.quantum + rules.tolerance * b
+        used = 0
+        inliers = 0
+        top = 0.0
+        top_nan = False
+        for i in range(n):
+            kv = rint((rel[i] - c) / b)
+            m = fabs(kv)
+            if m != m:
+                top_nan = True
+            elif m > top:
+                top = m
+            d = fabs(rel[i] - c - kv * b)
+            if d <= limit:
+                inliers += 1
+                if m <= reach:
+                    used_k[used] = kv
+                    used_r[used] = rel[i]
+                    used += 1
+        if not line_fit(used_k, used_r, used, scratch, &c, &b) or not b > 0:
+            return 0
+        if not top_nan and n and reach >= top:
+            final += 1
+        reach *= 4
+    if inliers < rules.inliers * n:
+        return 0
+    a_out[0] = near_zero(origin + c, b)
+    b_out[0] = b
+    return 1
+
+
+def scaled_fit(const double[::1] values, double quantum, double tolerance, double inliers,
+               double index_limit):
+    """scaled._fit compiled: least-squares ``(a, b)`` through the ascending distinct finite
+    ``values``, or None (the same elementwise binary64 operations, sums exact as fsum's).
+    The rules are scaled.py's: ``quantum`` (rounding), ``tolerance``, ``inliers`` and
+    ``index_limit``."""
+    cdef Py_ssize_t n = values.shape[0], i, count = 0, origin, tried
+    cdef double* work
+    cdef double b0, span, total_gaps, total_steps, step, a, b
+    cdef Py_ssize_t origins[3]
+    cdef ScaledRules rules
+    cdef int r
+    rules.quantum = quantum
+    rules.tolerance = tolerance
+    rules.inliers = inliers
+    if n < 3:
+        return None
+    work = <double*>malloc(6 * n * sizeof(double))
+    if work == NULL:
+        raise MemoryError("scaled lattice fit: out of memory")
+    try:
+        # The tenth-smallest gap (a few off-lattice values make a few small gaps).
+        for i in range(n - 1):
+            work[i] = values[i + 1] - values[i]
+        nth_element(work, work + (n - 1) // 10, work + n - 1)
+        b0 = work[(n - 1) // 10]
+        span = values[n - 1] - values[0]
+        if not (b0 > 4 * quantum and isfinite(span)) or span / b0 >= index_limit:
+            return None
+        # The mean step over the gaps of one to three steps (sums exact, in any order).
+        for i in range(n - 1):
+            step = rint((values[i + 1] - values[i]) / b0)
+            if step >= 1 and step <= 3:
+                work[n + count] = values[i + 1] - values[i]
+                work[2 * n + count] = step
+                count += 1
+        total_gaps = exact_sum(work + n, count, work + 3 * n)
+        total_steps = exact_sum(work + 2 * n, count, work + 3 * n)
+        if total_steps == 0:
+            raise ZeroDivisionError("float division by zero")
+        b0 = total_gaps / total_steps
+        origins[0] = n // 2
+        origins[1] = 0
+        origins[2] = n - 1
+        for tried in range(3):
+            origin = origins[tried]
+            r = fit_from(&values[0], n, values[origin], b0, &rules, work, &a, &b)
+            if r:
+                return a, b
+        return None
+    finally:
+        free(work)

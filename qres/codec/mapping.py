@@ -294,7 +294,17 @@ def _choose_precision(k, exact) -> int:
     Readings printed to ``P`` significant digits have more trailing zeros the larger they
     are (one more per digit of magnitude); readings with fixed decimals do not. The two most
     common magnitudes decide; ``P`` is then the 99.5th percentile of the significant digits.
+    Compiled (one pass over the probe); :func:`_choose_precision_numpy` is the reference.
     """
+    import numpy as np
+
+    from qres.codec._mapping_kernels import decimal_precision
+
+    return decimal_precision(np.ascontiguousarray(k, dtype=np.float64), exact, _PROBE)
+
+
+def _choose_precision_numpy(k, exact) -> int:
+    """:func:`_choose_precision` in numpy (the reference of the compiled pass)."""
     import numpy as np
 
     probe = np.abs(k[exact])

@@ -51,7 +51,19 @@ def _probe(x, size: int = PROBE):
 def _fit(values, quantum: float) -> tuple[float, float] | None:
     """Least-squares ``(a, b)`` through the sorted distinct finite ``values``, from their
     typical gap; None when most of them are not near one lattice. ``quantum``: how far a
-    sample may sit from its lattice point by rounding (0.5 for integer samples)."""
+    sample may sit from its lattice point by rounding (0.5 for integer samples). Compiled
+    (``qres.codec._mapping_kernels.scaled_fit``: the same binary64 operations, its sums
+    exact as fsum's); :func:`fit_numpy` is the reference."""
+    import numpy as np
+
+    from qres.codec._mapping_kernels import scaled_fit
+
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    return scaled_fit(values, quantum, TOLERANCE, INLIERS, INDEX_LIMIT)
+
+
+def fit_numpy(values, quantum: float) -> tuple[float, float] | None:
+    """:func:`_fit` in numpy and ``math.fsum`` (the reference of the compiled fit)."""
     import numpy as np
 
     if len(values) < 3:
