@@ -898,7 +898,9 @@ def test_integer_samples_on_a_common_step_map_to_its_multiples(case):
         assert entry.kind == mapping.KIND_INTEGER_LATTICE and entry.step == true_step
         assert true_step % step == 0
     else:
-        assert entry.kind == mapping.KIND_INTEGER
+        # No common step: no integer lattice (a block of few distinct values may still take
+        # the dictionary, 3 values in 24 samples do).
+        assert entry.kind in (mapping.KIND_INTEGER, mapping.KIND_DICTIONARY)
     # through the codec, lossless and with a bound (where the lattice is not used)
     spec = StreamSpec(block.dtype.name)
     packed = api.compress_bytes(block.tobytes(), spec, profile="server")

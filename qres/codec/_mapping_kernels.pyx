@@ -163,7 +163,8 @@ cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, dou
     """Improve ``step`` from the gaps it explains; see qres.codec.mapping._refine_step. Writes the
     step's uncertainty to ``err_out`` and marks the gaps that contradict it in ``conflicts``."""
     cdef double err = tol[0], trusted_m, total_m, total_gaps, total_tol, new, m, m_max
-    cdef bint fits, use, prev_use, m_nan, done
+    cdef double entered_err
+    cdef bint fits, use, prev_use, m_nan, done, fixed
     cdef Py_ssize_t i
     cdef int it
     for i in range(1, n):
@@ -196,10 +197,14 @@ cdef double refine_step(const double* gaps, const double* tol, Py_ssize_t n, dou
             err_out[0] = err
             return step
         new = total_gaps / total_m
+        entered_err = err
         err = py_max(total_tol / total_m, fabs(new) * 1e-15)
         done = fabs(new - step) <= 1e-13 * step and not m_nan and trusted_m >= m_max
+        # A fixed point (the same step and uncertainty as this round started with): every
+        # remaining round would repeat this one exactly, so the result is already here.
+        fixed = new == step and err == entered_err
         step = new
-        if done:
+        if done or fixed:
             break
     for i in range(n):
         m = rint(gaps[i] / step)
@@ -219,7 +224,7 @@ cdef int lattice_step_core(const double* values, Py_ssize_t n, int precision, do
     cdef double* tol = gaps + n
     cdef double* seeds = tol + n
     cdef char* conflicts = <char*>malloc(n + 1)
-    cdef double step = 0.0, err = 0.0, tol_min, g, floor_, q_prev, q
+    cdef double step = 0.0, err = 0.0, tol_min, g, floor_, q_prev, q, entered
     cdef Py_ssize_t close, s
     cdef int it
     cdef bint found = False
@@ -260,24 +265,26 @@ cdef int lattice_step_core(const double* values, Py_ssize_t n, int precision, do
     for s in range(seed_count if seed_count < 3 else 3):
         step = seeds[s]
         for it in range(8):
+            entered = step
             step = refine_step(gaps, tol, gap_count, step, &err, conflicts)
             bad_count = 0
-            first_bad = -1
             for i in range(gap_count):
-                if conflicts[i]:
-                    if first_bad < 0:
-                        first_bad = i
-                    bad_count += 1
+                bad_count += conflicts[i]
             if step < MIN_STEP_QUANTA * tol_min:
                 break
             if bad_count <= MAX_CONFLICTS * gap_count:
                 found = True
                 break
+            first_bad = 0
+            while not conflicts[first_bad]:
+                first_bad += 1
             g = gaps[first_bad]
             floor_ = MIN_STEP_QUANTA * tol[first_bad]
             step = approx_gcd(step, fabs(g - step * rint(g / step)), floor_ / 2)
             if step < floor_:
                 break
+            if step == entered:
+                break  # a fixed point: the remaining rounds would repeat this one exactly
         if found:
             break
     free(u)
@@ -522,12 +529,31 @@ def count_reproduced(const double[:] k, double a, double b, int precision):
     return got
 
 
+cdef inline bint is_integer(double v) noexcept nogil:
+    """Whether ``v`` is an integer below 2**52 in magnitude (so ``v - a``, ``rint`` and
+    ``a + 1*m`` are exact for any such integer ``a``)."""
+    return fabs(v) < 4503599627370496.0 and <double><int64_t>v == v
+
+
+cdef bint all_integers(const double* k, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not is_integer(k[i]):
+            return False
+    return True
+
+
 cdef Py_ssize_t segment_end_core(const double* k, Py_ssize_t n, Py_ssize_t start, double a,
                                   double b, int precision, Py_ssize_t* failures_out,
-                                  char* bad) noexcept nogil:
+                                  char* bad, bint integers) noexcept nogil:
     """Where the lattice stops holding from ``start`` (see :func:`segment_end`); ``bad`` holds
-    ``n - start`` flags of scratch. Writes the failures before the end."""
+    ``n - start`` flags of scratch. Writes the failures before the end. ``integers``: every
+    ``k`` is an integer below 2**52 (as decimal_view gives them): then the plain integer
+    lattice (``b = 1``, an integer ``a``, no rounding) reproduces every one, with no pass."""
     cdef Py_ssize_t i, j, done = start, failures = 0, end = n, run
+    if integers and b == 1.0 and precision >= NO_ROUNDING and is_integer(a):
+        failures_out[0] = 0
+        return n
     # Failures are evaluated only as far as the scan has looked (segments are short
     # compared with the block).
     for i in range(start, n):
@@ -562,7 +588,8 @@ def segment_end(const double[:] k, Py_ssize_t start, double a, double b, int pre
     if bad == NULL:
         raise MemoryError("lattice segment end: out of memory")
     with nogil:
-        end = segment_end_core(&v[0], n, start, a, b, precision, &failures, bad)
+        end = segment_end_core(&v[0], n, start, a, b, precision, &failures, bad,
+                               all_integers(&v[start], n - start))
     free(bad)
     return end, failures
 
@@ -608,6 +635,7 @@ cdef struct Search:
     const Py_ssize_t* usable_before  # frames + 1 counts: usable samples before each index
     Py_ssize_t frames
     int precision
+    bint integers   # every k is an integer below 2**52 (segment_end_core's shortcut)
     Window small    # SMALL_WINDOW
     Window large    # LARGE_WINDOW
     double* moved   # 2 * LARGE_WINDOW doubles: samples leaving and entering a window
@@ -726,7 +754,7 @@ cdef int candidate(Search* s, Py_ssize_t pos, Py_ssize_t size, bint lattice,
     if r <= 0:
         return r
     end = segment_end_core(s.k, s.frames, pos, found[0], found[1], s.precision, &failures,
-                           s.bad)
+                           s.bad, s.integers)
     shortest = s.frames - pos if s.frames - pos < MIN_SEGMENT else MIN_SEGMENT
     if end - pos < shortest:
         return 0
@@ -897,6 +925,7 @@ def segments(const double[::1] k, usable, int precision):
     s.usable = &ok[0] if ok.shape[0] else NULL
     s.frames = k.shape[0]
     s.precision = precision
+    s.integers = all_integers(s.k, s.frames)
     s.small.values = <double*>malloc(SMALL_WINDOW * sizeof(double))
     s.small.size = SMALL_WINDOW
     s.small.pos = -1
