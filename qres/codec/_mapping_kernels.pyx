@@ -1640,7 +1640,7 @@ def decimal_precision(const double[::1] k, exact, Py_ssize_t probe_size):
     cdef int64_t classes[MAX_DIGITS + 1]
     cdef int64_t zero_sums[MAX_DIGITS + 1]
     cdef int64_t significant[MAX_DIGITS + 1]
-    cdef int64_t p, tens
+    cdef int64_t p
     cdef double v, mean_small, mean_big
     cdef int digits, zeros
     if ok.shape[0] != n:
@@ -1670,10 +1670,9 @@ def decimal_precision(const double[::1] k, exact, Py_ssize_t probe_size):
                 digits += 1
             p = <int64_t>v
             zeros = 0
-            tens = 10
-            while zeros < 15 and p % tens == 0:
+            while zeros < 15 and p % 10 == 0:  # 10**j divides p for j = 1 .. zeros
                 zeros += 1
-                tens *= 10
+                p //= 10
             if zeros > digits - 1:
                 zeros = digits - 1
             classes[digits] += 1
