@@ -192,18 +192,37 @@ def test_short_block_screen_sees_the_whole_blocks_residuals(channels, order, fra
     assert np.array_equal(got, want)
 
 
-def _coded_samples(monkeypatch) -> list[int]:
+class _Coded(list):
+    """How many samples each call of the arith coder codes; ``resumed``: the whole length of
+    each row coded on from its kept prefix (its call codes only the rest)."""
+
+    resumed: list[int]
+
+
+def _coded_samples(monkeypatch) -> _Coded:
     """Records how many samples each call of the arith coder codes."""
     from qres.builtin_plugins.coders.arith import ArithCoder
 
-    sizes: list[int] = []
-    original = ArithCoder.encode
+    sizes = _Coded()
+    sizes.resumed = []
+    encode, encode_open, resume = ArithCoder.encode, ArithCoder.encode_open, ArithCoder.resume
 
     def spy(self, residuals, *args, **kwargs):
         sizes.append(len(residuals))
-        return original(self, residuals, *args, **kwargs)
+        return encode(self, residuals, *args, **kwargs)
+
+    def spy_open(self, residuals):
+        sizes.append(len(residuals))
+        return encode_open(self, residuals)
+
+    def spy_resume(self, stream, more):
+        sizes.append(len(more))
+        sizes.resumed.append(stream.count + len(more))
+        return resume(self, stream, more)
 
     monkeypatch.setattr(ArithCoder, "encode", spy)
+    monkeypatch.setattr(ArithCoder, "encode_open", spy_open)
+    monkeypatch.setattr(ArithCoder, "resume", spy_resume)
     return sizes
 
 
@@ -251,11 +270,14 @@ def test_a_short_sparse_block_codes_one_polynomial_whole_when_the_screen_decides
     sizes = _coded_samples(monkeypatch)
     packed = api.compress_bytes(raw, spec, "server")
     assert api.decompress_bytes(packed) == raw
-    assert len([n for n in sizes if n == frames]) == 3
+    # Each whole row goes on from its coded screen, the block's first quarter.
+    assert sizes.resumed == [frames] * 3 and frames not in sizes
+    assert sizes.count(frames - frames // pipeline._SCREEN_SHARE) == 3
     sizes.clear()
+    sizes.resumed.clear()
     monkeypatch.setattr(pipeline, "_decisive", lambda screened, orders: None)
     assert api.compress_bytes(raw, spec, "server") == packed
-    assert len([n for n in sizes if n == frames]) == 6
+    assert len([n for n in sizes if n == frames]) + len(sizes.resumed) == 6
 
 
 def test_decisive_needs_every_order_screened_and_the_margin():
@@ -318,3 +340,23 @@ def test_format_predictors_are_built_once_per_process():
     ints = np.cumsum(np.arange(-40, 40).reshape(2, 40) ** 3, axis=1)
     fresh = plugins.create("predictor", {"use": "polynomial", "order": 2}, Location("t"))
     assert np.array_equal(one.polynomial(2).encode(ints), fresh.encode(ints))
+
+
+def test_a_row_is_coded_on_from_its_kept_prefix_only_when_it_starts_with_it():
+    coder = plugins.create("coder", {"use": "arith"}, Location("<test>"))
+    rng = np.random.default_rng(5)
+    row = rng.laplace(0, 40, 3000).astype(np.int64)
+    row[rng.random(3000) < 0.4] = 0
+    prefixes = pipeline._Prefixes(coder)
+    code = prefixes.for_channel(2, keep=True)
+    assert code(1, row[:700]) == coder.encode(row[:700])
+    assert code(3, row[:700] + 1) == coder.encode(row[:700] + 1)
+    calls = []
+    resume = coder.resume
+    coder.resume = lambda stream, more: calls.append(len(more)) or resume(stream, more)
+    whole = prefixes.for_channel(2)
+    assert whole(1, row) == coder.encode(row)  # continued from its screen
+    assert calls == [2300]
+    assert whole(3, row) == coder.encode(row)  # another prefix: coded from the start
+    assert whole(1, row) == coder.encode(row)  # a stream is continued once
+    assert calls == [2300] and not prefixes.open

@@ -540,3 +540,35 @@ def test_arith_segments_cost_less_on_interpolation_levels_and_none_changes_nothi
     with pytest.raises(QresError, match="adding up to"):
         coder.decode(split, values.size, segments=[-1, values.size + 1])
     assert make("arith").uses_segments and not make("rice").uses_segments
+
+
+# --------------------------------------------------------------------------------------------
+# Open streams (arith): a row coded on from its coded prefix gives the bytes of the whole.
+
+
+@FUZZ
+@given(
+    values=residual_arrays,
+    cuts=st.lists(st.integers(0, 10**6), max_size=4),
+    shift=st.integers(1, 16),
+    checksum=st.booleans(),
+)
+def test_arith_resumed_stream_equals_one_encode(values, cuts, shift, checksum):
+    coder = make("arith", adapt_shift=shift, checksum=checksum)
+    edges = sorted({0, values.size, *(c % (values.size + 1) for c in cuts)})
+    data, stream = coder.encode_open(values[: edges[1]] if len(edges) > 1 else values)
+    assert data == coder.encode(values[: edges[1]] if len(edges) > 1 else values)
+    for a, b in zip(edges[1:], edges[2:], strict=False):
+        data = coder.resume(stream, values[a:b])
+        assert data == coder.encode(values[:b])
+    assert stream.finished() == stream.finished()  # finishing leaves the stream open
+    np.testing.assert_array_equal(coder.decode(data, values.size), values)
+
+
+def test_a_coder_without_open_streams_codes_plainly():
+    rice = make("rice")
+    values = np.arange(-50, 50, dtype=np.int64)
+    data, stream = rice.encode_open(values)
+    assert stream is None and data == rice.encode(values)
+    with pytest.raises(NotImplementedError, match="cannot continue"):
+        rice.resume(stream, values)

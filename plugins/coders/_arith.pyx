@@ -352,20 +352,25 @@ cdef inline void seg_enter(Segments* g, Model* m, Py_ssize_t i) noexcept nogil:
     g.next += 1
 
 
-cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift,
-                     const int64_t[::1] seg) noexcept nogil:
+cdef int encode_loop(const int64_t[::1] res, Encoder* coder, Model* m, int shift,
+                     const int64_t[::1] seg, State* state) noexcept nogil:
+    # Code ``res`` on from the coder and model state given, and leave them as the next sample
+    # finds them (the stream open: :func:`encode` finishes it, :class:`Resumable` may go on).
+    # The registers are copied in and out, so that they stay in machine registers here.
+    cdef Encoder coder_ = coder[0]
+    cdef Encoder* e = &coder_
+    cdef State s = state[0]
     cdef Py_ssize_t n = res.shape[0], i
-    cdef State s
     cdef Segments g
     cdef int64_t r
     cdef uint64_t mag, low
     cdef int c, j, lb, sign, nb
     cdef Bit* node
     cdef const uint16_t* rate = m.rate
-    state_init(&s, shift)
     seg_init(&g, seg, m)
     for i in range(n):
         if reserve(e, SAMPLE_SLACK):
+            coder[0] = coder_  # the buffer may have moved: the caller frees it
             return E_MEMORY
         r = res[i]
         if i == g.start:
@@ -411,7 +416,9 @@ cdef int encode_loop(const int64_t[::1] res, Encoder* e, Model* m, int shift,
             if nb:
                 enc_direct(e, low & ((<uint64_t>1 << nb) - 1), nb)
         state_update(&s, mag, c, sign, shift)
-    return enc_finish(e)
+    coder[0] = coder_
+    state[0] = s
+    return OK
 
 
 def encode(const int64_t[::1] res, int shift, int rate_shift, const int64_t[::1] seg):
@@ -423,6 +430,7 @@ def encode(const int64_t[::1] res, int shift, int rate_shift, const int64_t[::1]
     cdef Encoder e
     cdef Model* m = <Model*>malloc(sizeof(Model))
     cdef int err = OK
+    cdef State fresh
     e.cap = n // 2 + 4096
     e.buf = <uint8_t*>malloc(e.cap)
     if m == NULL or e.buf == NULL:
@@ -437,7 +445,10 @@ def encode(const int64_t[::1] res, int shift, int rate_shift, const int64_t[::1]
     try:
         with nogil:
             model_init(m, rate_shift)
-            err = encode_loop(res, &e, m, shift, seg)
+            state_init(&fresh, shift)
+            err = encode_loop(res, &e, m, shift, seg, &fresh)
+            if not err:
+                err = enc_finish(&e)
         if err:
             raise MemoryError("arith coder: cannot grow the output buffer")
         # The first byte is the integer part of the code value, always 0: not stored.
@@ -449,6 +460,67 @@ def encode(const int64_t[::1] res, int shift, int rate_shift, const int64_t[::1]
     finally:
         free(m)
         free(e.buf)
+
+
+cdef int64_t[::1] NO_SEGMENTS = np.zeros(0, dtype=np.int64)
+
+
+cdef class Resumable:
+    """A stream coded without segments, kept open after its last sample: :meth:`finished` gives
+    the bytes :func:`encode` makes of the samples coded so far, and :meth:`extend` codes more
+    after them, so a row whose prefix was coded alone is coded whole without coding that
+    prefix again (the same bytes as one :func:`encode` of the whole row)."""
+
+    cdef Encoder e
+    cdef Model* m
+    cdef State s
+    cdef int shift
+    cdef readonly Py_ssize_t count
+
+    def __cinit__(self, int shift, int rate_shift):
+        self.m = <Model*>malloc(sizeof(Model))
+        self.e.cap = 4096
+        self.e.buf = <uint8_t*>malloc(self.e.cap)
+        if self.m == NULL or self.e.buf == NULL:
+            raise MemoryError("arith coder: cannot allocate the model and output buffer")
+        self.e.pos = 0
+        self.e.low = 0
+        self.e.range_ = 0xFFFFFFFF
+        self.e.cache = 0
+        self.e.pending = 1
+        self.shift = shift
+        self.count = 0
+        model_init(self.m, rate_shift)
+        state_init(&self.s, shift)
+
+    def __dealloc__(self):
+        free(self.m)
+        free(self.e.buf)
+
+    def extend(self, const int64_t[::1] res):
+        """Code ``res`` after the samples coded so far."""
+        cdef int err
+        with nogil:
+            err = encode_loop(res, &self.e, self.m, self.shift, NO_SEGMENTS, &self.s)
+        if err:
+            raise MemoryError("arith coder: cannot grow the output buffer")
+        self.count += res.shape[0]
+
+    def finished(self):
+        """The bytes of the samples coded so far, as :func:`encode` gives them (the stream
+        stays open: its end is written by a copy of the coder's registers)."""
+        cdef Encoder end
+        # Room for the end first, so that finishing the copy never moves the shared buffer.
+        if reserve(&self.e, 16):
+            raise MemoryError("arith coder: cannot grow the output buffer")
+        end = self.e
+        if enc_finish(&end):
+            raise MemoryError("arith coder: cannot grow the output buffer")
+        if end.pos == 0:
+            return b""
+        if end.buf[0] != 0:
+            raise AssertionError("arith coder: carry into the leading byte")
+        return (<char*>end.buf)[1:end.pos]
 
 
 cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift,

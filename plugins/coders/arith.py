@@ -52,6 +52,25 @@ class ArithCoder(Coder):
         payload = _arith.encode(res, cfg.adapt_shift, cfg.rate_shift, seg)
         return seal(payload, res.size) if cfg.checksum else payload
 
+    def encode_open(self, residuals: Any) -> tuple[bytes, Any]:
+        """:meth:`encode`'s bytes of ``residuals`` (no segments) and the stream kept open."""
+        from qres.builtin_plugins.coders import _arith
+
+        res = as_residuals(residuals, self.name)
+        cfg = self.config
+        stream = _arith.Resumable(cfg.adapt_shift, cfg.rate_shift)
+        stream.extend(res)
+        return self._sealed(stream), stream
+
+    def resume(self, stream: Any, more: Any) -> bytes:
+        """The bytes of the open ``stream``'s residuals followed by ``more`` (coded once)."""
+        stream.extend(as_residuals(more, self.name))
+        return self._sealed(stream)
+
+    def _sealed(self, stream: Any) -> bytes:
+        payload = stream.finished()
+        return seal(payload, stream.count) if self.config.checksum else payload
+
     def decode(self, data: bytes, n: int, segments: Any = None) -> Any:
         """Decode ``n`` int64 residuals; IntegrityError if ``data`` is not a valid stream."""
         import numpy as np

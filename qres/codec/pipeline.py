@@ -553,10 +553,12 @@ class BlockCoder:
                 # the screen already told its best two apart by the margin _CLEAR.
                 lead = _decisive(screened, ranked[:_CODED_ORDERS])
                 if lead is not None:
-                    choice.take(c, lead, self.coder.encode(choice.full(lead, c)))
+                    choice.take(c, lead, choice.prefixes.code((lead, c), choice.full(lead, c)))
                     continue
                 rows = choice.whole_rows(c)
-                _, order, data = self._rank_polynomials(rows, _NO_INCUMBENT)
+                _, order, data = self._rank_polynomials(
+                    rows, _NO_INCUMBENT, code=choice.prefixes.for_channel(c)
+                )
                 choice.take(c, order, data[order])
             else:
                 choice.take(c, order, self.coder.encode(choice.full(order, c)))
@@ -633,7 +635,10 @@ class BlockCoder:
         clear = {}
         for i, (c, (rows, ranked)) in enumerate(sparse.items()):
             theirs = len(self.coder.encode(warm[i]))
-            best, order, screened = self._rank_polynomials(rows, theirs, ranked)
+            # The screen of a block too short to sample is its start: the polynomials' coded
+            # screens stay open, so a whole row coded later goes on from there.
+            code = choice.prefixes.for_channel(c, keep=True) if choice.whole else None
+            best, order, screened = self._rank_polynomials(rows, theirs, ranked, code=code)
             if _CLEAR[1] * best < _CLEAR[0] * theirs:
                 clear[c] = order, screened, ranked
         return clear
@@ -644,6 +649,7 @@ class BlockCoder:
         incumbent: int,
         ranked: list[int] | None = None,
         estimates: dict[int, int] | None = None,
+        code: Callable[[int, Any], bytes] | None = None,
     ) -> tuple[int, int, dict]:
         """The smallest sample size of a channel's polynomial candidates (``rows``: the
         sample's residuals by order), its order and the coded samples, against the block
@@ -654,20 +660,27 @@ class BlockCoder:
         channels, where the polynomials win), and one ranked behind a first that is far
         behind cannot win. Nor can, on a channel that is not sparse, one whose estimate puts
         it far behind (:func:`_far_behind`). No candidates: no size (-1). ``ranked``: the
-        orders ranked, when known (``estimates``: their estimates, when known)."""
+        orders ranked, when known (``estimates``: their estimates, when known); ``code``
+        codes the row of an order (by default the coder, from its fresh state)."""
         if not rows:
             return -1, -1, {}
+        if code is None:
+            code = self._code_plain
         estimates = {} if estimates is None else estimates
         ranked = _ranked(rows, estimates) if ranked is None else ranked
-        coded = {ranked[0]: self.coder.encode(rows[ranked[0]])}
+        coded = {ranked[0]: code(ranked[0], rows[ranked[0]])}
         lead = len(coded[ranked[0]])
         if _RANK_SPREAD[1] * lead < _RANK_SPREAD[0] * incumbent:
             for k in ranked[1:_CODED_ORDERS]:
                 if not _far_behind(rows, ranked[0], k, lead, incumbent, estimates):
-                    coded[k] = self.coder.encode(rows[k])
+                    coded[k] = code(k, rows[k])
         best = min(len(data) for data in coded.values())
         first = next(k for k in ranked if k in coded and len(coded[k]) == best)
         return best, first, coded
+
+    def _code_plain(self, order: int, row) -> bytes:
+        """The coder's bytes of a polynomial's row (no segments)."""
+        return self.coder.encode(row)
 
     def _is_block_predictor(self, pred, order: int, frames: int) -> bool:
         """Whether the polynomial of ``order`` is the block predictor itself (the `fast`
@@ -888,6 +901,8 @@ class _Choice:
         costly = coder.coder.models_context
         self.screen = _short_spans(frames) if self.whole and costly and not self.same else []
         self.residuals: list = [None] * count  # the block predictor's
+        #: The polynomials' coded screens of a block too short to sample, kept open.
+        self.prefixes = _Prefixes(coder.coder)
         self.ran: list[int] = []
         self.codes = [0] * count
         self.coded: list = [None] * count
@@ -985,7 +1000,8 @@ class _Choice:
             rows = self.whole_rows(c)
         else:
             rows = {k: p[c] for k, p in self.polys.items() if k not in self.same}
-        best, order, sample_bytes = self.coder._rank_polynomials(rows, mine_sample)
+        code = self.prefixes.for_channel(c) if self.whole else None
+        best, order, sample_bytes = self.coder._rank_polynomials(rows, mine_sample, code=code)
         if not sample_bytes or not _may_win(best, mine_sample, self.width):
             return  # the block predictor's
         data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order, c))
@@ -1001,6 +1017,39 @@ class _Choice:
         if measure and len(self.own(c)) <= len(data):
             return  # measured whole: the block predictor's is no larger
         self.take(c, order, data)
+
+
+class _Prefixes:
+    """Coder streams kept open after a row's prefix (by key: order and channel), so that the
+    whole row is coded on from there rather than from the start again: the same bytes, the
+    prefix coded once. A row is continued only from a stream of exactly its first samples
+    (checked), and once."""
+
+    def __init__(self, coder):
+        self.coder = coder
+        self.open: dict[Any, tuple[Any, Any]] = {}
+
+    def code(self, key, row, keep: bool = False) -> bytes:
+        """The coder's bytes of ``row``, continued from an open stream of its prefix under
+        ``key`` if there is one; ``keep``: leave the stream of ``row`` open under ``key``."""
+        import numpy as np
+
+        found = self.open.pop(key, None)
+        if found is not None:
+            stream, prefix = found
+            n = len(prefix)
+            if n < len(row) and np.array_equal(row[:n], prefix):
+                return self.coder.resume(stream, row[n:])
+        if not keep:
+            return self.coder.encode(row)
+        data, stream = self.coder.encode_open(row)
+        if stream is not None:
+            self.open[key] = stream, row
+        return data
+
+    def for_channel(self, c: int, keep: bool = False) -> Callable[[int, Any], bytes]:
+        """A ``code(order, row)`` for channel ``c``'s polynomial rows (:meth:`code`)."""
+        return lambda order, row: self.code((order, c), row, keep)
 
 
 @attrs.frozen

@@ -65,6 +65,17 @@ class Coder(Plugin):
         """Decode ``n`` residuals from ``data``; raise IntegrityError on any inconsistency."""
         raise NotImplementedError(f"coder {self.name!r} does not implement decode")
 
+    def encode_open(self, residuals: Any) -> tuple[bytes, Any]:
+        """:meth:`encode`'s bytes of ``residuals`` (no segments) and the stream kept open after
+        them, for :meth:`resume`: None (the default) when the coder cannot continue a stream."""
+        return self.encode(residuals), None
+
+    def resume(self, stream: Any, more: Any) -> bytes:
+        """Continue an open ``stream`` (:meth:`encode_open`) with the residuals ``more``: the
+        bytes :meth:`encode` gives the coded residuals followed by ``more``, without coding
+        the first ones again. ``stream`` then holds them all."""
+        raise NotImplementedError(f"coder {self.name!r} cannot continue a stream")
+
     def max_samples(self, nbytes: int) -> int | None:
         """The most residuals ``nbytes`` of this coder's output can decode to, or ``None`` if
         the coder has no such bound (a count beyond it is damage, refused before decoding).
