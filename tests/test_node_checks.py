@@ -96,6 +96,14 @@ def test_poisoners_and_forgers_are_caught_by_the_check_of_their_first_packet(tmp
         wait_for(banned_everywhere, timeout=90, step=0.5)
         # honest nodes go on checking one another, and every check passes
         wait_passed(ports, "checks", 4, timeout=90)
+
+        def aggregated_everywhere():
+            # a check that finishes after its round closed leaves its packet out (late):
+            # under load, wait until each honest node has taken a packet in some round
+            seen = [live_status(port) for port in ports]
+            return None not in seen and all(any(r["accepted"] for r in s["rounds"]) for s in seen)
+
+        wait_for(aggregated_everywhere, timeout=120, step=0.5)
         live = [live_status(port) for port in ports]
     finally:
         for proc in procs:
