@@ -246,8 +246,9 @@ def test_a_short_block_the_block_predictor_clearly_wins_codes_no_polynomial_whol
     sizes = _coded_samples(monkeypatch)
     packed = api.compress_bytes(raw, spec, "server")
     assert api.decompress_bytes(packed) == raw
-    whole = [n for n in sizes if n == frames]
-    assert len(whole) == count  # the cascade's residuals of each channel, nothing else
+    # The cascade's residuals of each channel, nothing else (on from its screen's first span).
+    whole = [n for n in sizes if n == frames] + [n for n in sizes.resumed if n == frames]
+    assert len(whole) == count
     assert sum(sizes) <= count * frames * 1.5 + 3 * frames  # the screens, the stages' tables
     sizes.clear()
     monkeypatch.setattr(pipeline, "_short_spans", lambda frames: [])
@@ -271,13 +272,13 @@ def test_a_short_sparse_block_codes_one_polynomial_whole_when_the_screen_decides
     packed = api.compress_bytes(raw, spec, "server")
     assert api.decompress_bytes(packed) == raw
     # Each whole row goes on from its coded screen, the block's first quarter.
-    assert sizes.resumed == [frames] * 3 and frames not in sizes
+    assert sizes.resumed.count(frames) == 3 and frames not in sizes
     assert sizes.count(frames - frames // pipeline._SCREEN_SHARE) == 3
     sizes.clear()
     sizes.resumed.clear()
     monkeypatch.setattr(pipeline, "_decisive", lambda screened, orders: None)
     assert api.compress_bytes(raw, spec, "server") == packed
-    assert len([n for n in sizes if n == frames]) + len(sizes.resumed) == 6
+    assert len([n for n in sizes if n == frames]) + sizes.resumed.count(frames) == 6
 
 
 def test_decisive_needs_every_order_screened_and_the_margin():
@@ -360,3 +361,19 @@ def test_a_row_is_coded_on_from_its_kept_prefix_only_when_it_starts_with_it():
     assert whole(3, row) == coder.encode(row)  # another prefix: coded from the start
     assert whole(1, row) == coder.encode(row)  # a stream is continued once
     assert calls == [2300] and not prefixes.open
+
+
+def test_a_sample_leaves_its_first_span_open_for_the_whole_row():
+    coder = plugins.create("coder", {"use": "arith"}, Location("<test>"))
+    rng = np.random.default_rng(6)
+    row = rng.laplace(0, 40, 4000).astype(np.int64)
+    sample = np.concatenate([row[:500], row[2000:2500]])
+    prefixes = pipeline._Prefixes(coder)
+    assert prefixes.code(("sample", 0), sample, mark=(500, "row")) == coder.encode(sample)
+    assert len(prefixes.open["row"][1]) == 500
+    assert prefixes.code("row", row) == coder.encode(row)
+    # A mark shorter than a stream already open there does not replace it.
+    prefixes.code("head", row[:1000], keep=True)
+    prefixes.code(("sample", 1), sample, mark=(500, "head"))
+    assert len(prefixes.open["head"][1]) == 1000
+    assert prefixes.code("head", row) == coder.encode(row)

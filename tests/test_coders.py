@@ -565,6 +565,19 @@ def test_arith_resumed_stream_equals_one_encode(values, cuts, shift, checksum):
     np.testing.assert_array_equal(coder.decode(data, values.size), values)
 
 
+@FUZZ
+@given(values=residual_arrays, cut=st.integers(0, 10**6))
+def test_arith_forked_stream_goes_on_apart(values, cut):
+    coder = make("arith")
+    at = cut % (values.size + 1)
+    _, stream = coder.encode_open(values[:at])
+    twin = coder.fork(stream)
+    assert coder.resume(stream, values[at:]) == coder.encode(values)
+    assert coder.resume(twin, values[at:][::-1].copy()) == coder.encode(
+        np.concatenate([values[:at], values[at:][::-1]])
+    )
+
+
 def test_a_coder_without_open_streams_codes_plainly():
     rice = make("rice")
     values = np.arange(-50, 50, dtype=np.int64)
@@ -572,3 +585,5 @@ def test_a_coder_without_open_streams_codes_plainly():
     assert stream is None and data == rice.encode(values)
     with pytest.raises(NotImplementedError, match="cannot continue"):
         rice.resume(stream, values)
+    with pytest.raises(NotImplementedError, match="cannot continue"):
+        rice.fork(stream)

@@ -8,6 +8,7 @@ The bitstream and the model are specified in docs/coders.md. Only :func:`encode`
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -505,6 +506,20 @@ cdef class Resumable:
         if err:
             raise MemoryError("arith coder: cannot grow the output buffer")
         self.count += res.shape[0]
+
+    def copy(self):
+        """Another open stream, coded as far as this one, that goes on apart from it."""
+        cdef Resumable twin = Resumable(self.shift, 8)
+        cdef uint8_t* buf = <uint8_t*>realloc(twin.e.buf, self.e.cap)
+        if buf == NULL:
+            raise MemoryError("arith coder: cannot allocate the output buffer")
+        memcpy(twin.m, self.m, sizeof(Model))
+        memcpy(buf, self.e.buf, self.e.pos)
+        twin.e = self.e
+        twin.e.buf = buf
+        twin.s = self.s
+        twin.count = self.count
+        return twin
 
     def finished(self):
         """The bytes of the samples coded so far, as :func:`encode` gives them (the stream

@@ -67,6 +67,10 @@ class ArithCoder(Coder):
         stream.extend(as_residuals(more, self.name))
         return self._sealed(stream)
 
+    def fork(self, stream: Any) -> Any:
+        """A copy of the open ``stream`` that goes on apart from it."""
+        return stream.copy()
+
     def _sealed(self, stream: Any) -> bytes:
         payload = stream.finished()
         return seal(payload, stream.count) if self.config.checksum else payload

@@ -634,7 +634,13 @@ class BlockCoder:
         warm = _span_residuals(pred, ints[list(sparse)], spans, choice.bounds, warm_up)
         clear = {}
         for i, (c, (rows, ranked)) in enumerate(sparse.items()):
-            theirs = len(self.coder.encode(warm[i]))
+            if choice.whole and self._segments(pred, frames) is None:
+                # The start of the block predictor's row: kept open for its whole row (and
+                # the first span of its screen, :meth:`_Choice._may_win_screen`).
+                mark = (choice.screen[0][1], ("mine", c)) if choice.screen else None
+                theirs = len(choice.prefixes.code(("own", c), warm[i], keep=True, mark=mark))
+            else:
+                theirs = len(self.coder.encode(warm[i]))
             # The screen of a block too short to sample is its start: the polynomials' coded
             # screens stay open, so a whole row coded later goes on from there.
             code = choice.prefixes.for_channel(c, keep=True) if choice.whole else None
@@ -944,9 +950,16 @@ class _Choice:
         return {k: self.full(k, c) for k in orders}
 
     def own(self, c: int) -> bytes:
-        """The block predictor's bytes of channel ``c`` (coded once)."""
+        """The block predictor's bytes of channel ``c`` (coded once; on from its screen or its
+        sample's first span when they were coded first, and their start kept open for them
+        when they come after)."""
         if self.coded[c] is None:
-            self.coded[c] = self.coder._code_row(self.pred, self.residuals[c])
+            row = self.residuals[c]
+            if self.coder._segments(self.pred, len(row)) is None:
+                mark = (self.screen[0][1], ("mine", c)) if self.screen else None
+                self.coded[c] = self.prefixes.code(("own", c), row, mark=mark)
+            else:
+                self.coded[c] = self.coder._code_row(self.pred, row)
         return self.coded[c]
 
     def take(self, c: int, order: int, data: bytes) -> None:
@@ -976,7 +989,7 @@ class _Choice:
         width = sum(b - a for a, b in spans)
         if _may_win(estimates[ranked[0]], _estimated_bits(mine), width):
             return True
-        theirs = len(self.coder.coder.encode(mine))
+        theirs = len(self.prefixes.code(("mine", c), mine))
         best, _, _ = self.coder._rank_polynomials(sampled, theirs, ranked, estimates)
         return _may_win(best, theirs, width)
 
@@ -988,9 +1001,14 @@ class _Choice:
         mine = self.residuals[c]
         if self.exact:
             mine_sample = len(self.own(c))
+        elif self.whole:
+            mine_sample = len(self.coder.coder.encode(mine))
         else:
-            sample = mine if self.whole else np.concatenate([mine[a:b] for a, b in self.spans])
-            mine_sample = len(self.coder.coder.encode(sample))
+            # The sample's first span starts the row: the row may go on from there.
+            sample = np.concatenate([mine[a:b] for a, b in self.spans])
+            plain = self.coder._segments(self.pred, len(mine)) is None
+            mark = (self.spans[0][1], ("own", c)) if plain else None
+            mine_sample = len(self.prefixes.code(("sample", c), sample, mark=mark))
         if len(self.same) == len(_TRIED_ORDERS):
             return  # every polynomial is the block predictor itself
         if self.screen and not self._may_win_screen(c):
@@ -1000,18 +1018,23 @@ class _Choice:
             rows = self.whole_rows(c)
         else:
             rows = {k: p[c] for k, p in self.polys.items() if k not in self.same}
-        code = self.prefixes.for_channel(c) if self.whole else None
+        # The whole rows go on from their coded screens or from their samples' first spans.
+        code = self.prefixes.for_channel(c, mark=None if self.whole else self.spans[0][1])
         best, order, sample_bytes = self.coder._rank_polynomials(rows, mine_sample, code=code)
         if not sample_bytes or not _may_win(best, mine_sample, self.width):
             return  # the block predictor's
-        data = sample_bytes[order] if self.whole else self.coder.coder.encode(self.full(order, c))
+        data = (
+            sample_bytes[order]
+            if self.whole
+            else self.prefixes.code((order, c), self.full(order, c))
+        )
         measure = self.whole or _may_win(mine_sample, best, self.width)
         if not measure:
             # The block predictor is ruled out: a runner-up the sample cannot tell from the
             # best polynomial is measured whole instead (two whole passes at most).
             for k, other in sample_bytes.items():
                 if k != order and _may_win(len(other), best, self.width):
-                    alt = self.coder.coder.encode(self.full(k, c))
+                    alt = self.prefixes.code((k, c), self.full(k, c))
                     if len(alt) < len(data):
                         order, data = k, alt
         if measure and len(self.own(c)) <= len(data):
@@ -1029,27 +1052,47 @@ class _Prefixes:
         self.coder = coder
         self.open: dict[Any, tuple[Any, Any]] = {}
 
-    def code(self, key, row, keep: bool = False) -> bytes:
+    def code(self, key, row, keep: bool = False, mark: tuple[int, Any] | None = None) -> bytes:
         """The coder's bytes of ``row``, continued from an open stream of its prefix under
-        ``key`` if there is one; ``keep``: leave the stream of ``row`` open under ``key``."""
+        ``key`` if there is one; ``keep``: leave the stream of ``row`` open under ``key``;
+        ``mark``: ``(at, other)``, also leave the stream of its first ``at`` samples open
+        under ``other`` (a sample whose first span starts a row the block may code whole)."""
         import numpy as np
 
+        stream, done = None, 0
         found = self.open.pop(key, None)
         if found is not None:
-            stream, prefix = found
-            n = len(prefix)
-            if n < len(row) and np.array_equal(row[:n], prefix):
-                return self.coder.resume(stream, row[n:])
-        if not keep:
-            return self.coder.encode(row)
-        data, stream = self.coder.encode_open(row)
+            n = len(found[1])
+            if n < len(row) and np.array_equal(row[:n], found[1]):
+                stream, done = found[0], n
+        if mark is not None and done < mark[0] < len(row):
+            at, other = mark
+            if other not in self.open or len(self.open[other][1]) < at:
+                if stream is None:
+                    stream = self.coder.encode_open(row[:at])[1]
+                else:
+                    self.coder.resume(stream, row[done:at])
+                if stream is not None:
+                    done = at
+                    self.open[other] = self.coder.fork(stream), row[:at]
         if stream is not None:
+            data = self.coder.resume(stream, row[done:])
+        elif keep:
+            data, stream = self.coder.encode_open(row)
+        else:
+            return self.coder.encode(row)
+        if keep and stream is not None:
             self.open[key] = stream, row
         return data
 
-    def for_channel(self, c: int, keep: bool = False) -> Callable[[int, Any], bytes]:
-        """A ``code(order, row)`` for channel ``c``'s polynomial rows (:meth:`code`)."""
-        return lambda order, row: self.code((order, c), row, keep)
+    def for_channel(
+        self, c: int, keep: bool = False, mark: int | None = None
+    ) -> Callable[[int, Any], bytes]:
+        """A ``code(order, row)`` for channel ``c``'s polynomial rows (:meth:`code`); ``mark``:
+        the rows are samples whose first ``mark`` samples start the whole rows."""
+        if mark is None:
+            return lambda order, row: self.code((order, c), row, keep)
+        return lambda order, row: self.code(("sample", order, c), row, keep, (mark, (order, c)))
 
 
 @attrs.frozen

@@ -76,6 +76,10 @@ class Coder(Plugin):
         the first ones again. ``stream`` then holds them all."""
         raise NotImplementedError(f"coder {self.name!r} cannot continue a stream")
 
+    def fork(self, stream: Any) -> Any:
+        """A copy of the open ``stream`` (:meth:`encode_open`) that goes on apart from it."""
+        raise NotImplementedError(f"coder {self.name!r} cannot continue a stream")
+
     def max_samples(self, nbytes: int) -> int | None:
         """The most residuals ``nbytes`` of this coder's output can decode to, or ``None`` if
         the coder has no such bound (a count beyond it is damage, refused before decoding).
