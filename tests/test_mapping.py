@@ -1548,3 +1548,72 @@ def test_compiled_scaled_fit_equals_the_numpy_reference(case):
     assert (got is None) == (want is None)
     if got is not None:
         assert np.array(got).tobytes() == np.array(want).tobytes()
+
+
+finite_doubles = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@FAST
+@given(
+    st.one_of(finite_doubles, st.floats(-1.0, 1.0), st.floats(1e-12, 1e4)),
+    st.one_of(st.integers(1, 1 << 21), st.sampled_from([2, 4, 8, 64, 16, 256, 4096, 65536])),
+)
+def test_compiled_limit_denominator_equals_fractions(x, most):
+    from qres.codec._mapping_kernels import limit_denominator
+
+    want = Fraction(x).limit_denominator(most)
+    assert limit_denominator(*x.as_integer_ratio(), most) == (want.numerator, want.denominator)
+
+
+@st.composite
+def fitted_lattices(draw):
+    """A fitted ``(a, b)``: near a simple fraction of a step or not, any offset."""
+    step = draw(st.one_of(st.floats(1e-9, 1e9), st.sampled_from([10 / 4095, 5 / 16384, 9.81])))
+    step *= draw(st.sampled_from([1.0, 1 + 1e-9, 1 - 3e-8, 1 + 1e-5]))
+    a = draw(st.one_of(finite_doubles, st.floats(-2 * step, 2 * step), st.just(0.0)))
+    return a, step
+
+
+@FAST
+@given(fitted_lattices())
+def test_scaled_candidates_equal_the_fraction_reference(lattice):
+    from qres.codec import scaled
+
+    def outcome(candidates):
+        try:
+            return np.array(candidates(*lattice)).tobytes()
+        except OverflowError as error:  # offsets beyond binary64, in both alike
+            return str(error)
+
+    assert outcome(scaled._candidates) == outcome(scaled.candidates_fraction)
+
+
+@FAST
+@given(
+    st.sampled_from(["float64", "float32", "int16", "int32", "uint16"]),
+    st.integers(0, 2**32 - 1),
+    fitted_lattices(),
+    st.integers(-1, 300),
+)
+def test_compiled_scaled_hits_equal_the_numpy_reference(dtype, seed, lattice, beat):
+    """The compiled probe of a lattice counts the samples numpy's decode(codes) reproduces,
+    and once it stops early its count still cannot pass ``beat``."""
+    from qres.codec import scaled
+
+    rng = np.random.default_rng(seed)
+    a, b = lattice
+    size = int(rng.integers(0, 300))
+    codes = rng.integers(-(2**20), 2**20, size).astype(np.float64)
+    x = a + b * codes
+    noisy = rng.random(size) < 0.3
+    x[noisy] += rng.normal(0.0, b, int(noisy.sum()))
+    if dtype.startswith("float"):
+        probe = x.astype(dtype)
+        probe = probe[np.isfinite(probe)]
+    else:
+        info = np.iinfo(dtype)
+        probe = np.clip(np.nan_to_num(np.rint(x)), info.min, info.max).astype(np.int64)
+    want = scaled.hits_numpy(probe, a, b, dtype)
+    assert scaled.hits_of(probe, a, b, dtype) == want
+    got = scaled.hits_of(probe, a, b, dtype, beat)
+    assert got == want if want > beat else got <= beat

@@ -1951,3 +1951,107 @@ def scaled_fit(const double[::1] values, double quantum, double tolerance, doubl
         return None
     finally:
         free(work)
+
+
+# -- the scaled lattice's candidates and their probe -------------------------------------------
+
+
+def limit_denominator(numerator, denominator, int64_t most):
+    """``Fraction(n, d).limit_denominator(most)`` of a reduced ``n/d`` (``d > 0``) as ``(p, q)``
+    in exact integer arithmetic (continued fractions; on a tie the convergent, as fractions
+    does). In 64-bit integers when ``|n|, d <= 2**62``, ``|n/d| < 2**40`` and ``most <= 2**20``,
+    in Python integers otherwise."""
+    cdef int64_t limit = (<int64_t>1) << 62
+    if most < 1:
+        raise ValueError("max_denominator should be at least 1")
+    if not (0 < denominator <= limit and -limit <= numerator <= limit and most <= (1 << 20)):
+        return _limit_denominator_int(numerator, denominator, most)
+    cdef int64_t n = numerator, d = denominator
+    cdef int64_t p0 = 0, q0 = 1, p1 = 1, q1 = 0, a, r, k, far, d0 = d
+    # |p| <= |n/d|*q + 1 < 2**61 for every convergent: no product below overflows.
+    if (n if n >= 0 else -n) // d >= ((<int64_t>1) << 40):
+        return _limit_denominator_int(numerator, denominator, most)
+    if d <= most:
+        return n, d
+    while True:
+        # floor(n / d): C division truncates, and only the first n may be negative.
+        a = n // d
+        r = n % d
+        if r < 0:
+            a -= 1
+            r += d
+        if q1 > 0 and a > (most - q0) // q1:
+            break  # q0 + a*q1 > most
+        p0, q0, p1, q1 = p1, q1, p0 + a * p1, q0 + a * q1
+        n, d = d, r
+    k = (most - q0) // q1
+    far = q0 + k * q1
+    # p1/q1 is within d/(q1*d0) of n/d, and the two bounds are 1/(q1*far) apart: the
+    # convergent wins when 2*d*far <= d0 (integers, so d <= (d0 // 2) // far).
+    if d <= (d0 // 2) // far:
+        return p1, q1
+    return p0 + k * p1, far
+
+
+cdef _limit_denominator_int(n, d, most):
+    """:func:`limit_denominator` in Python integers (any size)."""
+    if d <= most:
+        return n, d
+    p0, q0, p1, q1, d0 = 0, 1, 1, 0, d
+    while True:
+        a = n // d
+        q2 = q0 + a * q1
+        if q2 > most:
+            break
+        p0, q0, p1, q1 = p1, q1, p0 + a * p1, q2
+        n, d = d, n - a * d
+    k = (most - q0) // q1
+    if 2 * d * (q0 + k * q1) <= d0:
+        return p1, q1
+    return p0 + k * p1, q0 + k * q1
+
+
+ctypedef fused probe_t:
+    double
+    float
+    int64_t
+
+
+def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat):
+    """How many samples ``x`` the lattice ``(a, b)`` reproduces: ``decode(codes(x, a, b), a, b)
+    == x`` of qres.codec.scaled in one pass (the same binary64 operations: codes ``rint((x -
+    a) / b)`` clipped to +-2**52, samples ``b*n + a`` rounded to the type; integer samples
+    ``rint``, clipped to +-2**62, NaN as 0). Stops once the count cannot pass ``beat`` and then
+    returns a count of at most ``beat``."""
+    cdef Py_ssize_t i, n = x.shape[0], misses = 0, most = n - beat
+    cdef double t, y, index_limit = 4503599627370496.0, int_limit = 4611686018427387904.0
+    cdef bint same
+    with nogil:
+        for i in range(n):
+            t = rint((<double>x[i] - a) / b)
+            if t > index_limit:
+                t = index_limit
+            elif t < -index_limit:
+                t = -index_limit
+            elif t != t:
+                t = -9223372036854775808.0  # numpy's int64 of NaN on this platform
+            y = t * b
+            y = y + a
+            if probe_t is int64_t:
+                y = rint(y)
+                if y > int_limit:
+                    y = int_limit
+                elif y < -int_limit:
+                    y = -int_limit
+                elif y != y:
+                    y = 0.0
+                same = <int64_t>y == x[i]
+            elif probe_t is float:
+                same = <float>y == x[i]
+            else:
+                same = y == x[i]
+            if not same:
+                misses += 1
+                if misses >= most:
+                    break
+    return n - misses

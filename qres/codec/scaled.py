@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+from qres.codec._mapping_kernels import limit_denominator, scaled_hits
 from qres.codec.dictionary import distinct, probe_index
 
 #: Samples looked at to find the lattice (evenly spaced over the channel).
@@ -134,7 +135,31 @@ def _near_zero(a: float, b: float) -> float:
 def _candidates(a: float, b: float) -> list[tuple[float, float]]:
     """The lattice's snaps to simple fractions (steps, and offsets in steps), simplest
     first, then the fitted lattice itself: on a tie the simplest wins (the probe cannot tell
-    them apart, the rest of the channel may)."""
+    them apart, the rest of the channel may). Exact integer arithmetic (compiled continued
+    fractions, Python integers, correctly rounded int divisions): the same floats as
+    :func:`candidates_fraction`, its reference."""
+    bn, bd = b.as_integer_ratio()
+    steps = []
+    for d in DENOMINATORS:
+        p, q = limit_denominator(bn, bd, d)
+        # |p/q - bn/bd| <= (bn/bd) / 2**22, cleared of its (positive) denominators.
+        if p > 0 and abs(p * bd - bn * q) << 22 <= bn * q:
+            steps.append(p / q)
+    out = []
+    for step in dict.fromkeys([*steps, b]):
+        base = _near_zero(a, step)
+        offsets = [0.0]
+        rn, rd = (base / step).as_integer_ratio() if math.isfinite(base / step) else (0, 1)
+        sn, sd = step.as_integer_ratio()
+        for d in OFFSET_DENOMINATORS:
+            p, q = limit_denominator(rn, rd, d)
+            offsets.append((p * sn) / (q * sd))
+        out += [(off, step) for off in dict.fromkeys([*offsets, base])]
+    return out
+
+
+def candidates_fraction(a: float, b: float) -> list[tuple[float, float]]:
+    """:func:`_candidates` in ``fractions.Fraction`` arithmetic (its reference)."""
     steps = []
     exact = Fraction(b)
     for d in DENOMINATORS:
@@ -181,6 +206,28 @@ def codes(x, a: float, b: float):
     return t.astype(np.int64)
 
 
+def hits_of(probe, a: float, b: float, dtype: str, beat: int = -1) -> int:
+    """How many samples of ``probe`` the lattice ``(a, b)`` reproduces (``decode(codes(probe))
+    == probe``); a count of at most ``beat`` when it cannot pass ``beat``. Compiled for
+    binary64, binary32 and integer samples up to 32 bits (``scaled_hits``), numpy otherwise
+    (:func:`hits_numpy`, its reference)."""
+    import numpy as np
+
+    kind = np.dtype(dtype)
+    if kind in (np.float32, np.float64) and probe.dtype == kind:
+        return scaled_hits(probe, a, b, beat)
+    if kind.kind in "iu" and kind.itemsize <= 4 and probe.dtype == np.int64:
+        return scaled_hits(probe, a, b, beat)
+    return hits_numpy(probe, a, b, dtype)
+
+
+def hits_numpy(probe, a: float, b: float, dtype: str) -> int:
+    """:func:`hits_of` in numpy: the samples of ``probe`` that decode to themselves."""
+    import numpy as np
+
+    return int(np.count_nonzero(decode(codes(probe, a, b), a, b, dtype) == probe))
+
+
 def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] | None:
     """The lattice ``(a, b)`` that reproduces the most of an evenly spaced probe of ``x``
     (finite samples), or None when there is none (fewer than half reproduced) or when its
@@ -211,7 +258,7 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
     for a, b in _candidates(*fitted):
         if not (math.isfinite(a) and math.isfinite(b) and b > 0):
             continue
-        same = int(np.count_nonzero(decode(codes(probe, a, b), a, b, dtype) == probe))
+        same = hits_of(probe, a, b, dtype, hits)
         if same > hits:
             best, hits = (a, b), same
             if same == len(probe):
