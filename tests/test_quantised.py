@@ -44,7 +44,9 @@ def _within(x, y, bound: float) -> bool:
 def _forced_round_trip(coder: codec.BlockCoder, block) -> bytes | None:
     """Code ``block`` as a quantised block whatever its size, decode it through the block
     decoder and return the decoded bytes (None when the candidate declines the block)."""
-    found = coder._quantised(block, None)
+    found = coder._quantised(
+        block, quantised.quantise(block, coder.work.dtype, float(coder.settings.max_error)), None
+    )
     if found is None:
         return None
     payload, flags, decoded = found
@@ -153,7 +155,9 @@ def test_the_choice_is_never_larger_than_a_candidate():
         x = steps.astype("<i2").reshape(-1, 1)
         lossless = coder._predicted(x, None, 0, (0,))[0]
         assert len(block.payload) <= len(lossless)
-        shortcut = coder._quantised(x, None)
+        shortcut = coder._quantised(
+            x, quantised.quantise(x, coder.work.dtype, float(coder.settings.max_error)), None
+        )
         assert shortcut is None or len(block.payload) <= len(shortcut[0])
     assert methods[1] == (container.METHOD_PREDICTED, codec.FLAG_LOSSLESS)
     assert methods[20] == (METHOD_QUANTISED, 0)
@@ -204,3 +208,76 @@ def test_info_names_quantised_blocks(quantised_file):
     (block,) = summary["blocks"]
     assert block["method"] == "quantised"
     assert block["predictor"].endswith("(quantised)")
+
+
+@pytest.mark.parametrize("frames", [0, 1, 4095, 4096, 5394, 9694, 29856, 108000, 262144, 10**7])
+def test_screen_spans_are_a_spread_sample_of_a_long_block(frames):
+    """The screen samples a block of 4096 frames or more in 2 to 8 spans of 512 frames or
+    more, spread over the whole block, together at most a quarter of it (16384 frames)."""
+    spans = quantised.screen_spans(frames)
+    if frames < 4096:
+        assert spans == []
+        return
+    assert 2 <= len(spans) <= 8
+    assert all(b - a >= 512 for a, b in spans)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:], strict=False))
+    assert spans[0][0] == 0 and spans[-1][1] <= frames
+    assert spans[-1][0] >= frames // 2  # spread over the block, not bunched at its start
+    total = sum(b - a for a, b in spans)
+    assert total <= min(frames // 4, 16384)
+
+
+def test_may_win_keeps_the_band_and_what_the_sample_did_not_measure():
+    closed, quant, lossless = quantised.CLOSED, quantised.QUANTISED, quantised.LOSSLESS
+    assert quantised.may_win({}) == quantised.CANDIDATES
+    kept = quantised.may_win({closed: 1000, quant: 1300, lossless: 5000})
+    assert kept == {closed, quant}
+    assert quantised.may_win({closed: 1000, quant: 1400, lossless: 5000}) == {closed}
+    # Small samples are noisy in bytes: an absolute slack keeps close small ones.
+    assert quantised.may_win({closed: 10, quant: 40, lossless: 500}) == {closed, quant}
+    # A candidate the sample could not code (no mapping) is kept: the block may have one.
+    assert quantised.may_win({closed: 1000, lossless: 5000}) == {closed, quant}
+
+
+def _long_block():
+    rng = np.random.default_rng(11)
+    t = np.arange(40000)
+    wave = 3000 * np.sin(t / 50.0) + rng.normal(0, 30, t.size)
+    return np.round(wave).astype("<i2").reshape(-1, 1)
+
+
+def test_the_screen_skips_a_candidate_that_cannot_win(monkeypatch):
+    """On a long noisy block at a coarse bound, lossless coding is screened out: no whole
+    lossless coding of the samples runs, and the block is what the full choice gives."""
+    block = _long_block()
+    coder = _coder("int16", 1, 64)
+    whole = []
+    original = codec.BlockCoder._predicted
+
+    def spy(self, x, grid_step, bound, codes):
+        if len(x) == len(block) and not bound and self is coder:
+            whole.append(codes)
+        return original(self, x, grid_step, bound, codes)
+
+    monkeypatch.setattr(codec.BlockCoder, "_predicted", spy)
+    screened = coder.encode(block.tobytes())
+    assert whole == []
+    monkeypatch.setattr(quantised, "may_win", lambda sizes: quantised.CANDIDATES)
+    assert coder.encode(block.tobytes()) == screened
+    assert whole  # the unscreened choice codes lossless whole
+
+
+def test_the_screen_falls_back_when_its_candidates_break_the_bound(monkeypatch):
+    """When every candidate the screen kept fails (here the quantised one, forced), the
+    others are coded: the block is the one the full choice makes without that candidate."""
+    block = _long_block()
+    coder = _coder("int16", 1, 16)
+    monkeypatch.setattr(codec.BlockCoder, "_quantised", lambda self, *args: None)
+    monkeypatch.setattr(quantised, "may_win", lambda sizes: frozenset({quantised.QUANTISED}))
+    fallen = coder.encode(block.tobytes())
+    monkeypatch.setattr(quantised, "may_win", lambda sizes: quantised.CANDIDATES)
+    assert coder.encode(block.tobytes()) == fallen
+    record, restored = fallen
+    assert record.method == container.METHOD_PREDICTED and not record.flags & codec.FLAG_LOSSLESS
+    back = np.frombuffer(restored, "<i2").astype(int)
+    assert np.abs(back - block[:, 0].astype(int)).max() <= 16

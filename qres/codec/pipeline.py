@@ -310,40 +310,85 @@ class BlockCoder:
 
     def _bounded(self, block, raw: bytes) -> tuple[bytes | None, int, int, bytes]:
         """A bounded-error block's smallest candidate: its payload (None: code it lossless
-        below), flags, method and the bytes the decoder restores."""
+        below), flags, method and the bytes the decoder restores. Format 10 on, a long block
+        codes whole only the candidates its screen keeps (:meth:`_bounded_screen`), and the
+        others too when none of those holds the bound."""
+        found = None
+        keep = quantised.CANDIDATES
+        if self.quantised:
+            found = quantised.quantise(block, self.work.dtype, float(self.settings.max_error))
+            keep = self._bounded_screen(block, found)
+        best = (None, FLAG_LOSSLESS, METHOD_PREDICTED, raw)
+        best = self._bounded_among(block, raw, found, keep, best)
+        if best[0] is None and keep != quantised.CANDIDATES:
+            best = self._bounded_among(block, raw, found, quantised.CANDIDATES - keep, best)
+        return best
+
+    def _bounded_among(self, block, raw: bytes, found, keep, best):
+        """The smallest of ``best`` and the candidates in ``keep``, in the order closed loop,
+        quantised, lossless (the first wins ties)."""
         spec = self.spec
         max_error = float(self.settings.max_error)
-        payload, flags, method, restored = None, FLAG_LOSSLESS, METHOD_PREDICTED, raw
+        payload, flags, method, restored = best
         # The header's predictor and the interpolation predictors each code the block in a
         # closed loop, and the smallest wins (a choice the data makes, recorded in the flags).
-        chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
-        if chosen is not None:
-            # The decoder's view of a bounded-error block is its reconstruction: compute it
-            # and check the bound (float rounding could in principle break it).
-            decoded = self._decode_predicted(chosen[0], len(block), False, chosen[1])
-            if _within(block, decoded, max_error):
-                payload, flags, restored = chosen[0], chosen[1], spec.to_bytes(decoded)
+        if quantised.CLOSED in keep:
+            chosen = self._predicted(block, self.grid_step, self.int_bound, (0, *BLOCK_PREDICTORS))
+            if chosen is not None and (payload is None or len(chosen[0]) < len(payload)):
+                # The decoder's view of a bounded-error block is its reconstruction: compute
+                # it and check the bound (float rounding could in principle break it).
+                decoded = self._decode_predicted(chosen[0], len(block), False, chosen[1])
+                if _within(block, decoded, max_error):
+                    payload, flags, restored = chosen[0], chosen[1], spec.to_bytes(decoded)
+                    method = METHOD_PREDICTED
         if not self.quantised:
             return payload, flags, method, restored
         # Quantise first, code losslessly: smaller than the closed loop on data with long
         # constant stretches, copies or few values on the bound's grid.
-        shortcut = self._quantised(block, None if payload is None else len(payload))
-        if shortcut is not None:
-            payload, flags, decoded = shortcut
-            method, restored = METHOD_QUANTISED, spec.to_bytes(decoded)
+        if quantised.QUANTISED in keep:
+            shortcut = self._quantised(block, found, None if payload is None else len(payload))
+            if shortcut is not None:
+                payload, flags, decoded = shortcut
+                method, restored = METHOD_QUANTISED, spec.to_bytes(decoded)
         # Lossless coding holds any bound, and wins where the bound is fine next to the
         # data's own structure (its lattice, dictionary or copies).
-        exact = self._predicted(block, None, 0, (0,))
-        if exact is not None and (payload is None or len(exact[0]) < len(payload)):
-            return exact[0], exact[1] | FLAG_LOSSLESS, METHOD_PREDICTED, raw
+        if quantised.LOSSLESS in keep:
+            exact = self._predicted(block, None, 0, (0,))
+            if exact is not None and (payload is None or len(exact[0]) < len(payload)):
+                return exact[0], exact[1] | FLAG_LOSSLESS, METHOD_PREDICTED, raw
         return payload, flags, method, restored
 
-    def _quantised(self, block, incumbent: int | None) -> tuple[bytes, int, Any] | None:
-        """The quantised candidate (qres.codec.quantised): its payload, flags and
-        reconstruction, or None when it has no grid, is not smaller than ``incumbent`` bytes
-        or its reconstruction breaks the bound."""
+    def _bounded_screen(self, block, found) -> frozenset[str]:
+        """The bounded-error candidates worth coding whole: on a long block, those whose
+        bytes on a sample of it (:func:`quantised.screen_spans`) come within the noise band
+        of the best one's (:func:`quantised.may_win`); every candidate on a short block."""
+        import numpy as np
+
+        spans = quantised.screen_spans(len(block))
+        if not spans:
+            return quantised.CANDIDATES
+        sample = np.concatenate([block[a:b] for a, b in spans])
+        sizes: dict[str, int] = {}
+        codes = (0, *BLOCK_PREDICTORS)
+        closed = self._predicted(sample, self.grid_step, self.int_bound, codes)
+        if closed is not None:
+            sizes[quantised.CLOSED] = len(closed[0])
+        if found is not None:
+            q = np.concatenate([found[1][a:b] for a, b in spans])
+            inner = self._inner_coder(found[0])._predicted(q, None, 0, (0,))
+            if inner is not None:
+                sizes[quantised.QUANTISED] = 1 + len(inner[0])
+        exact = self._predicted(sample, None, 0, (0,))
+        if exact is not None:
+            sizes[quantised.LOSSLESS] = len(exact[0])
+        return quantised.may_win(sizes)
+
+    def _quantised(self, block, found, incumbent: int | None) -> tuple[bytes, int, Any] | None:
+        """The quantised candidate (qres.codec.quantised) of the block's grid indices
+        ``found`` (:func:`quantised.quantise`): its payload, flags and reconstruction, or None
+        when it has no grid, is not smaller than ``incumbent`` bytes or its reconstruction
+        breaks the bound."""
         max_error = float(self.settings.max_error)
-        found = quantised.quantise(block, self.work.dtype, max_error)
         if found is None:
             return None
         code, q = found

@@ -40,6 +40,25 @@ _GRID_SHRINK = 1.0 - 2.0**-8
 #: Quantised floats of at most this magnitude are coded as int64 (beyond, as float64).
 _INT64_MOST = 2.0**62
 _INT64_MAX = (1 << 63) - 1
+#: The candidates of a bounded-error block (qres.codec.pipeline): the closed loop, the
+#: quantised block and lossless coding.
+CLOSED, QUANTISED, LOSSLESS = "closed", "quantised", "lossless"
+CANDIDATES = frozenset((CLOSED, QUANTISED, LOSSLESS))
+#: A bounded-error block is screened (:func:`screen_spans`) in up to _SCREEN_SPANS spans of
+#: at least _SCREEN_SPAN_LEAST frames (shorter spans misjudge the adaptive closed loop, which
+#: restarts its warm-up at every seam), together 1/_SCREEN_SHARE of its frames, but at least
+#: _SCREEN_SPANS_LEAST spans, up to 1/_SCREEN_SHARE_SHORT of a short block, and at most
+#: _SCREEN_MOST frames; a block shorter than that is not screened.
+_SCREEN_SHARE = 8
+_SCREEN_SHARE_SHORT = 4
+_SCREEN_SPANS = 8
+_SCREEN_SPANS_LEAST = 2
+_SCREEN_SPAN_LEAST = 512
+_SCREEN_MOST = 16384
+#: The noise band of the screen (:func:`may_win`): a candidate is coded whole when its bytes
+#: on the sample are at most _BAND (numerator, denominator) of the best one's plus _SLACK.
+_BAND = (4, 3)
+_SLACK = 32
 
 
 def step(dtype: str, max_error: float) -> float | int:
@@ -137,3 +156,28 @@ def inner_type(code: int, work_dtype: str) -> str:
     if name == "?" or (name is None) == floats:
         raise IntegrityError(f"quantised block: bad sample type code {code}; corrupted")
     return work_dtype if name is None else name
+
+
+def screen_spans(frames: int) -> list[tuple[int, int]]:
+    """Where a bounded-error block of ``frames`` frames screens its candidates: spans spread
+    evenly over it (none for a block too short to sample, whose candidates are all coded)."""
+    least = _SCREEN_SPANS_LEAST * _SCREEN_SPAN_LEAST
+    total = min(max(frames // _SCREEN_SHARE, least), frames // _SCREEN_SHARE_SHORT, _SCREEN_MOST)
+    count = min(_SCREEN_SPANS, total // _SCREEN_SPAN_LEAST)
+    if count < _SCREEN_SPANS_LEAST:
+        return []
+    span = total // count
+    step = frames // count
+    return [(a, a + span) for a in range(0, step * count, step)]
+
+
+def may_win(sizes: dict[str, int]) -> frozenset[str]:
+    """The candidates to code whole given their bytes on the screen's sample: those within
+    the noise band of the smallest, and any the sample could not measure (a mapping that
+    failed on the sample may hold on the block; such a candidate costs little to try)."""
+    if not sizes:
+        return CANDIDATES
+    best = min(sizes.values())
+    num, den = _BAND
+    near = {name for name, size in sizes.items() if size * den <= best * num + _SLACK * den}
+    return frozenset(near | (CANDIDATES - sizes.keys()))
