@@ -210,12 +210,12 @@ def test_info_names_quantised_blocks(quantised_file):
     assert block["predictor"].endswith("(quantised)")
 
 
-@pytest.mark.parametrize("frames", [0, 1, 4095, 4096, 5394, 9694, 29856, 108000, 262144, 10**7])
+@pytest.mark.parametrize("frames", [0, 1, 8191, 8192, 9694, 29856, 108000, 262144, 10**7])
 def test_screen_spans_are_a_spread_sample_of_a_long_block(frames):
-    """The screen samples a block of 4096 frames or more in 2 to 8 spans of 512 frames or
-    more, spread over the whole block, together at most a quarter of it (16384 frames)."""
+    """The screen samples a block of 8192 frames or more in 2 to 8 spans of 512 frames or
+    more, spread over the whole block, together at most an eighth of it (and of 16384 frames)."""
     spans = quantised.screen_spans(frames)
-    if frames < 4096:
+    if frames < 8192:
         assert spans == []
         return
     assert 2 <= len(spans) <= 8
@@ -224,7 +224,7 @@ def test_screen_spans_are_a_spread_sample_of_a_long_block(frames):
     assert spans[0][0] == 0 and spans[-1][1] <= frames
     assert spans[-1][0] >= frames // 2  # spread over the block, not bunched at its start
     total = sum(b - a for a, b in spans)
-    assert total <= min(frames // 4, 16384)
+    assert total <= min(frames // 8, 16384)
 
 
 def test_may_win_keeps_the_band_and_what_the_sample_did_not_measure():

@@ -46,11 +46,11 @@ CLOSED, QUANTISED, LOSSLESS = "closed", "quantised", "lossless"
 CANDIDATES = frozenset((CLOSED, QUANTISED, LOSSLESS))
 #: A bounded-error block is screened (:func:`screen_spans`) in up to _SCREEN_SPANS spans of
 #: at least _SCREEN_SPAN_LEAST frames (shorter spans misjudge the adaptive closed loop, which
-#: restarts its warm-up at every seam), together 1/_SCREEN_SHARE of its frames, but at least
-#: _SCREEN_SPANS_LEAST spans, up to 1/_SCREEN_SHARE_SHORT of a short block, and at most
-#: _SCREEN_MOST frames; a block shorter than that is not screened.
+#: restarts its warm-up at every seam), together 1/_SCREEN_SHARE of its frames but at most
+#: _SCREEN_MOST; a block with room for fewer than _SCREEN_SPANS_LEAST spans is not screened
+#: (on a sample that short the lossless pipeline codes every candidate whole, and the screen
+#: costs about what it saves).
 _SCREEN_SHARE = 8
-_SCREEN_SHARE_SHORT = 4
 _SCREEN_SPANS = 8
 _SCREEN_SPANS_LEAST = 2
 _SCREEN_SPAN_LEAST = 512
@@ -161,8 +161,7 @@ def inner_type(code: int, work_dtype: str) -> str:
 def screen_spans(frames: int) -> list[tuple[int, int]]:
     """Where a bounded-error block of ``frames`` frames screens its candidates: spans spread
     evenly over it (none for a block too short to sample, whose candidates are all coded)."""
-    least = _SCREEN_SPANS_LEAST * _SCREEN_SPAN_LEAST
-    total = min(max(frames // _SCREEN_SHARE, least), frames // _SCREEN_SHARE_SHORT, _SCREEN_MOST)
+    total = min(frames // _SCREEN_SHARE, _SCREEN_MOST)
     count = min(_SCREEN_SPANS, total // _SCREEN_SPAN_LEAST)
     if count < _SCREEN_SPANS_LEAST:
         return []
