@@ -1598,7 +1598,7 @@ def test_scaled_candidates_equal_the_fraction_reference(lattice):
 def test_compiled_scaled_hits_equal_the_numpy_reference(dtype, seed, lattice, beat):
     """The compiled probe of a lattice counts the samples numpy's decode(codes) reproduces,
     and once it stops early its count still cannot pass ``beat``."""
-    from qres.codec import scaled
+    from qres.codec import dictionary, scaled
 
     rng = np.random.default_rng(seed)
     a, b = lattice
@@ -1617,3 +1617,26 @@ def test_compiled_scaled_hits_equal_the_numpy_reference(dtype, seed, lattice, be
     assert scaled.hits_of(probe, a, b, dtype) == want
     got = scaled.hits_of(probe, a, b, dtype, beat)
     assert got == want if want > beat else got <= beat
+    # Distinct values weighted by their counts, as the lattice search tries them.
+    values, counts = dictionary.distinct_counts(probe.astype(np.float64))
+    values = values.astype(probe.dtype)
+    assert np.array_equal(np.repeat(values, counts), np.sort(probe))
+    got = scaled.hits_of(values, a, b, dtype, beat, counts)
+    assert got == want if want > beat else got <= beat
+
+
+@FAST
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 3000),
+    st.sampled_from([3, 40, 1000, 2**40, 2**62]),
+)
+def test_compiled_ranks_equal_searchsorted(seed, size, spread):
+    from qres.codec import dictionary
+
+    rng = np.random.default_rng(seed)
+    view = rng.integers(-spread, spread, size)
+    values = dictionary.distinct(view)
+    assert np.array_equal(dictionary.ranks(view, values), np.searchsorted(values, view))
+    others = dictionary.distinct(rng.integers(-spread, spread, size // 7 + 1))
+    assert np.array_equal(dictionary.ranks(view, others), np.searchsorted(others, view))

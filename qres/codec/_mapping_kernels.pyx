@@ -2017,13 +2017,23 @@ ctypedef fused probe_t:
     int64_t
 
 
-def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat):
+def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat,
+                const int64_t[:] weights=None):
     """How many samples ``x`` the lattice ``(a, b)`` reproduces: ``decode(codes(x, a, b), a, b)
     == x`` of qres.codec.scaled in one pass (the same binary64 operations: codes ``rint((x -
     a) / b)`` clipped to +-2**52, samples ``b*n + a`` rounded to the type; integer samples
-    ``rint``, clipped to +-2**62, NaN as 0). Stops once the count cannot pass ``beat`` and then
-    returns a count of at most ``beat``."""
-    cdef Py_ssize_t i, n = x.shape[0], misses = 0, most = n - beat
+    ``rint``, clipped to +-2**62, NaN as 0). ``weights``: how many samples each ``x`` stands
+    for (distinct values of a probe and their counts; None: one each). Stops once the count
+    cannot pass ``beat`` and then returns a count of at most ``beat``."""
+    cdef Py_ssize_t i, n = x.shape[0], total = n, misses = 0, most
+    cdef bint weighted = weights is not None
+    if weighted:
+        if weights.shape[0] != n:
+            raise ValueError("one weight per sample")
+        total = 0
+        for i in range(n):
+            total += weights[i]
+    most = total - beat
     cdef double t, y, index_limit = 4503599627370496.0, int_limit = 4611686018427387904.0
     cdef bint same
     with nogil:
@@ -2051,7 +2061,57 @@ def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat):
             else:
                 same = y == x[i]
             if not same:
-                misses += 1
+                misses += weights[i] if weighted else 1
                 if misses >= most:
                     break
-    return n - misses
+    return total - misses
+
+
+def sorted_ranks(const int64_t[:] view, const int64_t[::1] values):
+    """``np.searchsorted(values, view)`` (side left) as int64, for ascending distinct
+    ``values``: through a table of every rank from the least value to the greatest when that
+    span is at most a few times the samples, else by binary search."""
+    import numpy as np
+
+    cdef Py_ssize_t n = view.shape[0], m = values.shape[0], i, j, lo_i, hi_i, mid
+    cdef uint64_t span, s
+    cdef int64_t v, low
+    cdef int64_t* dense = NULL
+    out = np.zeros(n, dtype=np.int64)
+    cdef int64_t[::1] r = out
+    if m == 0 or n == 0:
+        return out
+    low = values[0]
+    span = <uint64_t>values[m - 1] - <uint64_t>low
+    if span < <uint64_t>(4 * n + 4096):
+        dense = <int64_t*>malloc((span + 1) * sizeof(int64_t))
+        if dense == NULL:
+            raise MemoryError("ranks: out of memory")
+    with nogil:
+        if dense != NULL:
+            j = 0
+            for s in range(span + 1):
+                while values[j] < <int64_t>(<uint64_t>low + s):
+                    j += 1
+                dense[s] = j
+            for i in range(n):
+                v = view[i]
+                if v < low:
+                    r[i] = 0
+                elif v > values[m - 1]:
+                    r[i] = m
+                else:
+                    r[i] = dense[<uint64_t>v - <uint64_t>low]
+        else:
+            for i in range(n):
+                v = view[i]
+                lo_i, hi_i = 0, m
+                while lo_i < hi_i:
+                    mid = (lo_i + hi_i) // 2
+                    if values[mid] < v:
+                        lo_i = mid + 1
+                    else:
+                        hi_i = mid
+                r[i] = lo_i
+    free(dense)
+    return out

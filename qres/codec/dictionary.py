@@ -68,10 +68,29 @@ def table(view):
 
 
 def ranks(view, values):
-    """The rank of each sample of ``view`` in the ascending table ``values``."""
+    """The rank of each sample of ``view`` in the ascending table ``values`` (compiled:
+    ``np.searchsorted(values, view)``, through a table of ranks when the values span little)."""
     import numpy as np
 
-    return np.searchsorted(values, view).astype(np.int64)
+    from qres.codec._mapping_kernels import sorted_ranks
+
+    return sorted_ranks(
+        np.ascontiguousarray(view, dtype=np.int64), np.ascontiguousarray(values, dtype=np.int64)
+    )
+
+
+def distinct_counts(values):
+    """:func:`distinct` and how many times each value occurs."""
+    import numpy as np
+
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered, np.ones(len(ordered), dtype=np.int64)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    starts = np.flatnonzero(keep)
+    return ordered[keep], np.diff(starts, append=len(ordered))
 
 
 def lookup(ranks, values):

@@ -26,7 +26,7 @@ import math
 from fractions import Fraction
 
 from qres.codec._mapping_kernels import limit_denominator, scaled_hits
-from qres.codec.dictionary import distinct, probe_index
+from qres.codec.dictionary import distinct_counts, probe_index
 
 #: Samples looked at to find the lattice (evenly spaced over the channel).
 PROBE = 4096
@@ -206,19 +206,19 @@ def codes(x, a: float, b: float):
     return t.astype(np.int64)
 
 
-def hits_of(probe, a: float, b: float, dtype: str, beat: int = -1) -> int:
+def hits_of(probe, a: float, b: float, dtype: str, beat: int = -1, counts=None) -> int:
     """How many samples of ``probe`` the lattice ``(a, b)`` reproduces (``decode(codes(probe))
-    == probe``); a count of at most ``beat`` when it cannot pass ``beat``. Compiled for
-    binary64, binary32 and integer samples up to 32 bits (``scaled_hits``), numpy otherwise
-    (:func:`hits_numpy`, its reference)."""
+    == probe``), each counted ``counts`` times (None: once); a count of at most ``beat`` when
+    it cannot pass ``beat``. Compiled for binary64, binary32 and integer samples up to 32 bits
+    (``scaled_hits``), numpy otherwise (:func:`hits_numpy`, its reference)."""
     import numpy as np
 
     kind = np.dtype(dtype)
-    if kind in (np.float32, np.float64) and probe.dtype == kind:
-        return scaled_hits(probe, a, b, beat)
-    if kind.kind in "iu" and kind.itemsize <= 4 and probe.dtype == np.int64:
-        return scaled_hits(probe, a, b, beat)
-    return hits_numpy(probe, a, b, dtype)
+    if (kind in (np.float32, np.float64) and probe.dtype == kind) or (
+        kind.kind in "iu" and kind.itemsize <= 4 and probe.dtype == np.int64
+    ):
+        return scaled_hits(probe, a, b, beat, counts)
+    return hits_numpy(probe if counts is None else np.repeat(probe, counts), a, b, dtype)
 
 
 def hits_numpy(probe, a: float, b: float, dtype: str) -> int:
@@ -249,16 +249,20 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
     else:
         probe = _probe(x)
         probe = probe[np.isfinite(probe)]
-    fitted = _fit(distinct(probe.astype(np.float64)), 0.5 if is_int else 0.0)
+    values, counts = distinct_counts(probe.astype(np.float64))
+    fitted = _fit(values, 0.5 if is_int else 0.0)
     if fitted is None:
         return None
     if known_step is not None and abs(fitted[1] - known_step) <= 1e-6 * known_step:
         return None
+    # A sample's hit depends on its value alone (equal floats code and decode alike, -0.0
+    # as 0.0): each distinct value is tried once and counts for all its samples.
+    values = values.astype(np.int64 if is_int else probe.dtype)
     best, hits = None, len(probe) // 2
     for a, b in _candidates(*fitted):
         if not (math.isfinite(a) and math.isfinite(b) and b > 0):
             continue
-        same = hits_of(probe, a, b, dtype, hits)
+        same = hits_of(values, a, b, dtype, hits, counts)
         if same > hits:
             best, hits = (a, b), same
             if same == len(probe):
