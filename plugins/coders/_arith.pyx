@@ -177,6 +177,16 @@ cdef inline int reserve(Encoder* e, Py_ssize_t need) noexcept nogil:
     return OK
 
 
+cdef bytes finished_bytes(Encoder* e):
+    """A finished stream's bytes. The first byte is the integer part of the code value, always
+    0: not stored."""
+    if e.pos == 0:
+        return b""
+    if e.buf[0] != 0:
+        raise AssertionError("arith coder: carry into the leading byte")
+    return (<char*>e.buf)[1:e.pos]
+
+
 cdef int enc_finish(Encoder* e) noexcept nogil:
     # Pick the value in [low, low + range) with the most trailing zero bits, flush it, and
     # drop trailing zero bytes: the decoder reads zeros past the end.
@@ -452,12 +462,7 @@ def encode(const int64_t[::1] res, int shift, int rate_shift, const int64_t[::1]
                 err = enc_finish(&e)
         if err:
             raise MemoryError("arith coder: cannot grow the output buffer")
-        # The first byte is the integer part of the code value, always 0: not stored.
-        if e.pos == 0:
-            return b""
-        if e.buf[0] != 0:
-            raise AssertionError("arith coder: carry into the leading byte")
-        return (<char*>e.buf)[1:e.pos]
+        return finished_bytes(&e)
     finally:
         free(m)
         free(e.buf)
@@ -531,11 +536,7 @@ cdef class Resumable:
         end = self.e
         if enc_finish(&end):
             raise MemoryError("arith coder: cannot grow the output buffer")
-        if end.pos == 0:
-            return b""
-        if end.buf[0] != 0:
-            raise AssertionError("arith coder: carry into the leading byte")
-        return (<char*>end.buf)[1:end.pos]
+        return finished_bytes(&end)
 
 
 cdef int decode_loop(Decoder* d, int64_t[::1] out, Model* m, int shift,
