@@ -31,11 +31,14 @@ def bomb(
     method: int = METHOD_PREDICTED,
     stream: bytes = b"",
     declare_frames: bool = False,
+    grids: bool = False,
 ) -> bytes:
     """A container of ``blocks`` blocks of ``frames`` frames of ``channels`` integer channels
     whose predicted payload is one byte of side record and ``stream`` per channel (an empty
     arith stream is a run of zeros of any length); a quantised block (bounded error 1) holds
-    the same payload after its type byte. Every CRC and the index are valid."""
+    the same payload after its type byte (with ``grids``, of a float stream: int64 samples on
+    recorded grids, format 11, a step and offset per channel after it). Every CRC and the index
+    are valid."""
     header = Header(
         dtype=dtype,
         channels=channels,
@@ -51,7 +54,10 @@ def bomb(
     )
     if method in (METHOD_PREDICTED, METHOD_QUANTISED):
         payload = bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
-        payload = (b"\0" if method == METHOD_QUANTISED else b"") + payload
+        if grids:
+            payload = bytes([2 | 0x80]) + struct.pack("<dd", 1.0, 0.0) * channels + payload
+        else:
+            payload = (b"\0" if method == METHOD_QUANTISED else b"") + payload
     elif method == METHOD_DEFLATE:
         payload = zlib.compress(bytes(1 << 16), 9)
     else:
@@ -74,6 +80,9 @@ SHAPES = {
     "deflate": lambda: bomb(method=METHOD_DEFLATE),
     "stored": lambda: bomb(method=METHOD_STORED),
     "quantised rice": lambda: bomb(RICE, stream=b"\x80", method=METHOD_QUANTISED),
+    "lattice rice": lambda: bomb(
+        RICE, stream=b"\x80", method=METHOD_QUANTISED, dtype="float64", channels=1024, grids=True
+    ),
 }
 
 
@@ -146,7 +155,11 @@ def extreme_containers():
             if method in (METHOD_PREDICTED, METHOD_QUANTISED):
                 payload = _stage_fields(draw, flags, channels, frames)
                 if method == METHOD_QUANTISED:  # the type of its quantised samples first
-                    payload = bytes([draw(st.integers(0, 4))]) + payload
+                    first = draw(st.integers(0, 4)) | draw(st.sampled_from([0, 0x80]))
+                    if first & 0x80:  # then recorded grids (format 11), maybe cut short
+                        size = draw(st.sampled_from([16 * channels, 16 * channels - 8]))
+                        payload = draw(st.binary(min_size=size, max_size=size)) + payload
+                    payload = bytes([first]) + payload
                 payload += bytes(channels) + (struct.pack("<I", len(stream)) + stream) * channels
             else:
                 payload = draw(st.binary(max_size=64))

@@ -8,11 +8,14 @@ versions 1 (JSON header settings), 2 (no per-channel predictor codes) and 3 (no
 significant-digit mapping), kept so a test checks that old files get the "unsupported format
 version" error. Nor are ``format-v4.*`` (int16 and float64), ``format-v5.*`` (int24),
 ``format-v6.*`` (repeats and channel pairs; float64 readings), ``format-v7.*`` (float32 on
-scaled lattices), ``format-v8.*`` (int16 dictionary) and ``format-v9.*`` (bounded error, int16
-and float64): the last files of those versions, which this qres still reads, kept so a test
-checks that they decode to their inputs.
+scaled lattices), ``format-v8.*`` (int16 dictionary), ``format-v9.*`` (bounded error, int16
+and float64) and ``format-v10.*`` (bounded-error float64 with quantised blocks): the last files
+of those versions, which this qres still reads, kept so a test checks that they decode to their
+inputs.
 
-Every lossless golden made here is format 9, every bounded-error one format 10.
+Every lossless golden made here is format 9, every bounded-error integer one format 10 and
+every bounded-error float one format 11. ``adc-2ch-float32`` at bound 0.01 pins a quantised
+block on the channels' own lattices (format 11: its converter codes' scaled lattices).
 ``hourly-3ch-float64`` (rain mostly 0.0, a flat water level with a NaN gap, a walk with -0.0
 and an infinity) and ``gestures-3ch-int16`` pin quantised blocks (method 3) in their
 bounded-error goldens; ``counts-2ch-int16`` at bound 2 pins a bounded block coded lossless.
@@ -209,6 +212,7 @@ BOUNDED = (
     ("hourly-3ch-float64", "server", 0.02),
     ("gestures-3ch-int16", "server", 4),
     ("counts-2ch-int16", "server", 2),
+    ("adc-2ch-float32", "server", 0.01),
 )
 
 

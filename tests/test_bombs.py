@@ -50,6 +50,7 @@ def _verify_under_limit(path: Path) -> subprocess.CompletedProcess:
         ("deflate", 5, "block 0: declares 549755813888 bytes but 84 deflate bytes"),
         ("stored", 5, "block 0: declares 549755813888 bytes but stores 64"),
         ("quantised rice", 5, "block 0: stream 0 declares 16777216 samples"),
+        ("lattice rice", 5, "block 0: stream 0 declares 16777216 samples"),
     ],
 )
 def test_verify_of_a_bomb_under_a_memory_limit_is_one_line(tmp_path, shape, code, says):

@@ -366,20 +366,33 @@ def test_container_info_and_verify(packed, tmp_path, data):
     assert sorted(os.listdir(tmp_path)) == before
 
 
-@pytest.fixture(scope="module")
-def quantised_packed():
-    """A bounded-error stream of quantised blocks (format 10): hourly-like steps, NaNs."""
+@pytest.fixture(scope="module", params=["bound's grid", "lattice grids"])
+def quantised_packed(request):
+    """A bounded-error stream of quantised blocks with NaNs: hourly-like steps of 0.9 on the
+    bound's grid (format 10's payload), or readings of 3 decimals (some an ulp off) on grids
+    recorded from the channels' own lattices (format 11: the flag and a step and offset per
+    channel before the coded samples)."""
     import numpy as np
 
+    from qres.codec import quantised
     from qres.codec.samples import StreamSpec
 
     rng = np.random.default_rng(8)
-    x = np.repeat(rng.integers(0, 40, 200), rng.integers(1, 60, 200))[:4000] * 0.9
+    lattice = request.param == "lattice grids"
+    if lattice:
+        codes = 250 + np.cumsum(rng.integers(-1, 2, 4000) * (rng.random(4000) < 0.3))
+        x = np.where(codes % 5 == 1, np.nextafter(codes / 1000, 1.0), codes / 1000)
+        bound = 3e-4
+    else:
+        x = np.repeat(rng.integers(0, 40, 200), rng.integers(1, 60, 200))[:4000] * 0.9
+        bound = 2
     x[100:130] = np.nan
     raw = np.stack([x, x[::-1]], 1).astype("<f8").tobytes()
-    packed = api.compress_bytes(raw, StreamSpec("float64", 2), "server", max_error=2)
+    packed = api.compress_bytes(raw, StreamSpec("float64", 2), "server", max_error=bound)
     reader = container.Reader(io.BytesIO(packed))
-    assert {b.method for _, b in reader.blocks()} == {container.METHOD_QUANTISED}
+    blocks = [b for _, b in reader.blocks()]
+    assert {b.method for b in blocks} == {container.METHOD_QUANTISED}
+    assert {bool(b.payload[0] & quantised.LATTICE_FLAG) for b in blocks} == {lattice}
     return packed
 
 

@@ -93,20 +93,23 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
     assert flags == {0, codec.FLAG_CHANNEL_PREDICTORS}
 
 
-def test_goldens_are_format_9_and_10_and_older_readable_versions_are_pinned():
-    """Every lossless golden made by tests/make_golden.py is format 9, every bounded-error one
-    format 10; the last files of versions 4 (int16, float64), 5 (int24), 6 (int16 with
-    repeats and pairs, float64), 7 (float32 on scaled lattices), 8 (int16 dictionary) and 9
-    (bounded error: int16, float64) are kept and still decode to their inputs."""
+def test_goldens_are_format_9_10_and_11_and_older_readable_versions_are_pinned():
+    """Every lossless golden made by tests/make_golden.py is format 9, every bounded-error
+    integer one format 10 and every bounded-error float one format 11; the last files of
+    versions 4 (int16, float64), 5 (int24), 6 (int16 with repeats and pairs, float64), 7
+    (float32 on scaled lattices), 8 (int16 dictionary), 9 (bounded error: int16, float64) and
+    10 (bounded-error float64 with quantised blocks) are kept and still decode to their
+    inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
         if not path.name.startswith("format-v"):
             versions[path.name] = container.describe(io.BytesIO(path.read_bytes()))
     for name, info in versions.items():
         bounded = bool(info["header"]["codec"]["max_error"])
-        assert info["format_version"] == (10 if bounded else 9)
+        floats = info["header"]["dtype"].startswith("float")
+        assert info["format_version"] == ((11 if floats else 10) if bounded else 9)
         assert (GOLDEN / name).read_bytes()[8] == info["format_version"]
-    old = {4: set(), 5: set(), 6: set(), 7: set(), 8: set(), 9: set()}
+    old = {4: set(), 5: set(), 6: set(), 7: set(), 8: set(), 9: set(), 10: set()}
     for version in old:
         for path in GOLDEN.glob(f"format-v{version}.*.qres"):
             packed = path.read_bytes()
@@ -118,7 +121,11 @@ def test_goldens_are_format_9_and_10_and_older_readable_versions_are_pinned():
             back = api.decompress_bytes(packed)
             if ".e" in path.name:  # bounded error: within the bound recorded in the header
                 spec = INPUTS[name][1]
-                err = np.abs(spec.to_array(back).astype(float) - spec.to_array(raw).astype(float))
+                y = spec.to_array(back).astype(float)
+                x = spec.to_array(raw).astype(float)
+                same = (y == x) | (np.isnan(y) & np.isnan(x))  # NaN and infinities kept
+                with np.errstate(invalid="ignore"):  # inf - inf: such samples are ``same``
+                    err = np.abs(np.where(same, 0, y - x))
                 assert err.max() <= info["header"]["codec"]["max_error"]
             else:
                 assert back == raw
@@ -129,7 +136,30 @@ def test_goldens_are_format_9_and_10_and_older_readable_versions_are_pinned():
         7: {"float32"},
         8: {"int16"},
         9: {"int16", "float64"},
+        10: {"float64"},
     }
+
+
+def test_bounded_goldens_pin_grids_on_the_channels_lattices():
+    """The float32 converter-code golden at bound 0.01 is a quantised block that records its
+    own grids (format 11): each channel's step an odd multiple of its scaled lattice's step
+    (10/4095 V and 3.3/1023 V), the largest whose half-width holds the bound, on the lattice's
+    offset (whole or half codes)."""
+    from qres.codec import quantised
+
+    name, bound = "adc-2ch-float32", 0.01
+    packed = (GOLDEN / bounded_name(name, "server", bound)).read_bytes()
+    reader = container.Reader(io.BytesIO(packed))
+    assert reader.header.version == container.LATTICE_GRIDS == 11
+    ((_, block),) = list(reader.blocks())
+    assert block.method == container.METHOD_QUANTISED
+    assert block.payload[0] & quantised.LATTICE_FLAG
+    grids, _ = quantised.read_grids(block.payload, 2)
+    for (step, offset), lattice in zip(grids, (10 / 4095, 3.3 / 1023), strict=True):
+        k = step / lattice
+        assert abs(k - round(k)) < 1e-9 and round(k) % 2 == 1
+        assert (round(k) - 1) / 2 * lattice <= bound < (round(k) + 1) / 2 * lattice
+        assert abs(2 * offset / lattice - round(2 * offset / lattice)) < 1e-6  # codes or halves
 
 
 def test_float32_goldens_pin_the_scaled_lattice():

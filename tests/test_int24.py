@@ -163,16 +163,16 @@ def test_an_int16_stream_is_refused_as_format_5():
     assert api.decompress_bytes(_with_version(packed, 4)) == bytes(200)  # no version-6 stage
     with pytest.raises(IntegrityError, match="format 5 for int16 samples"):
         api.decompress_bytes(_with_version(packed, 5))
-    assert api.decompress_bytes(_with_version(packed, 10)) == bytes(200)  # 10 reads it too
-    with pytest.raises(IntegrityError, match="format version 11 is not supported.*upgrade"):
-        api.decompress_bytes(_with_version(packed, 11))
+    assert api.decompress_bytes(_with_version(packed, 11)) == bytes(200)  # 11 reads it too
+    with pytest.raises(IntegrityError, match="format version 12 is not supported.*upgrade"):
+        api.decompress_bytes(_with_version(packed, 12))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, 255), st.integers(0, 255), st.sampled_from(["int16", "int24", "float32"]))
 def test_any_version_and_type_code_is_refused_or_canonical(version, code, dtype):
     """Every (version, sample type code) pair with valid checksums either reads as version 6
-    to 10 or the one older version its type had, or fails with an IntegrityError."""
+    to 11 or the one older version its type had, or fails with an IntegrityError."""
     header = container.Header(
         dtype, 2, "interleaved", "little", 64, None,
         {"predictor": {"use": "polynomial"}, "coder": {"use": "rice"}, "max_error": 0},
@@ -187,7 +187,7 @@ def test_any_version_and_type_code_is_refused_or_canonical(version, code, dtype)
     except IntegrityError:
         return
     assert parsed.version == version
-    assert version in (6, 7, 8, 9, 10) or container.format_version(parsed.dtype) == version
+    assert version in (6, 7, 8, 9, 10, 11) or container.format_version(parsed.dtype) == version
     assert container.encode_header(parsed) == bytes(head)  # the version it was read as
 
 

@@ -1,17 +1,19 @@
-"""Quantised blocks of bounded-error streams (method 3, format 10): the bound holds on any
-samples (NaN, infinities, -0.0, subnormals, the type's limits), the integer grid matches a
-pure-Python reference, the choice never codes larger than its candidates, and damage is
-refused naming the block."""
+"""Quantised blocks of bounded-error streams (method 3, format 10; grids on the channels' own
+lattices, format 11): the bound holds on any samples (NaN, infinities, -0.0, subnormals, the
+type's limits), the integer grid matches a pure-Python reference, a lattice grid's indices are
+the lattice codes' floor division, sizes on a decimal lattice fall as the bound grows, the
+choice never codes larger than its candidates, and damage is refused naming the block."""
 
 from __future__ import annotations
 
 import io
+import math
 import zlib
 
 import attrs
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -41,12 +43,15 @@ def _within(x, y, bound: float) -> bool:
         return bool(np.all(same | (np.abs(x - y) <= bound)))
 
 
-def _forced_round_trip(coder: codec.BlockCoder, block) -> bytes | None:
-    """Code ``block`` as a quantised block whatever its size, decode it through the block
-    decoder and return the decoded bytes (None when the candidate declines the block)."""
-    found = coder._quantised(
-        block, quantised.quantise(block, coder.work.dtype, float(coder.settings.max_error)), None
-    )
+def _forced_round_trip(coder: codec.BlockCoder, block, lattice: bool = False) -> bytes | None:
+    """Code ``block`` as a quantised block whatever its size (on the channels' own lattices
+    when ``lattice``), decode it through the block decoder and return the decoded bytes (None
+    when the candidate declines the block)."""
+    if lattice:
+        grids = coder._on_lattices(block)
+    else:
+        grids = quantised.quantise(block, coder.work.dtype, float(coder.settings.max_error))
+    found = coder._quantised(block, grids, None)
     if found is None:
         return None
     payload, flags, decoded = found
@@ -86,7 +91,8 @@ def test_special_float_values_are_kept_and_the_grid_is_the_bound_s():
     widest = 7.5 * quantised.grid_step(0.05, 10)
     assert widest < 0.05 and widest == pytest.approx(0.05, rel=2**-7)
     assert quantised.grid_step(0.05, 9) == 0.05 / 8
-    assert quantised.SINCE_VERSION == container.QUANTISED_BLOCKS == container.FORMAT_VERSION
+    assert quantised.SINCE_VERSION == container.QUANTISED_BLOCKS == 10
+    assert quantised.LATTICE_SINCE == container.LATTICE_GRIDS == container.FORMAT_VERSION == 11
     # NaNs come back with their own bits, not with whatever arithmetic on them gives
     nans = np.array([0x7FF8000000000123, 0xFFF4000000000001], dtype="<u8").view("<f8")
     block = np.concatenate([nans, [1.0, 2.0]]).reshape(-1, 1)
@@ -204,7 +210,7 @@ def test_info_names_quantised_blocks(quantised_file):
     from qres._api import summarize
 
     summary = summarize(io.BytesIO(quantised_file))
-    assert summary["format_version"] == 10
+    assert summary["format_version"] == 11
     (block,) = summary["blocks"]
     assert block["method"] == "quantised"
     assert block["predictor"].endswith("(quantised)")
@@ -229,14 +235,24 @@ def test_screen_spans_are_a_spread_sample_of_a_long_block(frames):
 
 def test_may_win_keeps_the_band_and_what_the_sample_did_not_measure():
     closed, quant, lossless = quantised.CLOSED, quantised.QUANTISED, quantised.LOSSLESS
+    lattice = quantised.LATTICE
     assert quantised.may_win({}) == quantised.CANDIDATES
-    kept = quantised.may_win({closed: 1000, quant: 1300, lossless: 5000})
+    kept = quantised.may_win({closed: 1000, quant: 1300, lattice: 1400, lossless: 5000})
     assert kept == {closed, quant}
-    assert quantised.may_win({closed: 1000, quant: 1400, lossless: 5000}) == {closed}
+    sizes = {closed: 1000, quant: 1400, lattice: 1330, lossless: 5000}
+    assert quantised.may_win(sizes) == {closed, lattice}
+    # Of the two grids only one is coded whole: the lattices' where it is smaller on the
+    # sample by more than 1/64 (plus 8 bytes), else the bound's.
+    sizes = {closed: 1000, quant: 1100, lattice: 1050, lossless: 5000}
+    assert quantised.may_win(sizes) == {closed, lattice}
+    assert quantised.may_win({**sizes, lattice: 1150}) == {closed, quant}
+    assert quantised.may_win({**sizes, lattice: 1090}) == {closed, quant}
+    assert quantised.may_win({**sizes, lattice: 1100}) == {closed, quant}
     # Small samples are noisy in bytes: an absolute slack keeps close small ones.
-    assert quantised.may_win({closed: 10, quant: 40, lossless: 500}) == {closed, quant}
-    # A candidate the sample could not code (no mapping) is kept: the block may have one.
-    assert quantised.may_win({closed: 1000, lossless: 5000}) == {closed, quant}
+    assert quantised.may_win({closed: 10, quant: 40, lattice: 90, lossless: 500}) == {closed, quant}
+    # A candidate the sample could not code (no mapping, no lattice) is kept: the block may
+    # have one.
+    assert quantised.may_win({closed: 1000, lossless: 5000}) == {closed, quant, lattice}
 
 
 def _long_block():
@@ -281,3 +297,177 @@ def test_the_screen_falls_back_when_its_candidates_break_the_bound(monkeypatch):
     assert record.method == container.METHOD_PREDICTED and not record.flags & codec.FLAG_LOSSLESS
     back = np.frombuffer(restored, "<i2").astype(int)
     assert np.abs(back - block[:, 0].astype(int)).max() <= 16
+
+
+# -- grids on the channels' own lattices (format 11) -------------------------------------------
+
+
+def _readings(frames: int = 6000, channels: int = 3, seed: int = 3):
+    """Soil-moisture-like float64 readings: random walks of 0.001 steps, plateaus between the
+    moves, converted by a formula that leaves some values (a fifth of the codes) an ulp above
+    their decimal, as the corpus's soil moisture has them; and the lattice codes."""
+    rng = np.random.default_rng(seed)
+    moves = rng.integers(-1, 2, (frames, channels)) * (rng.random((frames, channels)) < 0.3)
+    codes = 250 + np.cumsum(moves, axis=0) + 40 * np.arange(channels)
+    x = codes / 1000
+    return np.where(codes % 5 == 1, np.nextafter(x, np.inf), x), codes
+
+
+def test_lattice_grid_indices_are_the_lattice_codes_floor_division():
+    """On readings of 3 decimals at bound 0.0025 the grid is k = 5 lattice steps (2 steps
+    either side), ``q = floor((n + 2) / 5)`` of the codes ``n``, recorded with offset 0."""
+    x, codes = _readings(500, 2)
+    coder = _coder("float64", 2, 0.0025)
+    found = coder._on_lattices(x)
+    assert found is not None
+    code, q, recorded = found
+    assert code == 1 and np.array_equal(q, (codes + 2) // 5)
+    assert [offset for _, offset in recorded] == [0.0, 0.0]
+    assert all(step == pytest.approx(0.005, rel=1e-12) for step, _ in recorded)
+    back = np.frombuffer(_forced_round_trip(coder, x, lattice=True), "<f8").reshape(x.shape)
+    assert np.abs(back - x).max() <= 0.0025
+    assert np.array_equal(np.rint(back * 1000).astype(int), 5 * ((codes + 2) // 5))
+    # a bound finer than half a lattice step keeps the codes themselves (k = 1)
+    found = _coder("float64", 2, 0.0004)._on_lattices(x)
+    assert np.array_equal(found[1], codes)
+
+
+def test_sizes_on_a_decimal_lattice_fall_as_the_bound_grows():
+    """The defect format 11 fixes: on readings of 3 decimals a grid of step 2E that is no
+    multiple of 0.001 broke the lattice (soil moisture cost more at 1e-3 of its range than at
+    1e-5). Now every larger bound costs at most what a smaller one does, and no bound costs
+    more than lossless coding."""
+    x, _ = _readings()
+    raw = x.astype("<f8").tobytes()
+    spec = StreamSpec("float64", 3)
+    lossless = len(api.compress_bytes(raw, spec, "server"))
+    sizes = []
+    for bound in (1e-6, 1e-5, 1e-4, 3e-4, 4.9e-4, 7e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 1e-2):
+        packed = api.compress_bytes(raw, spec, "server", max_error=bound)
+        back = np.frombuffer(api.decompress_bytes(packed), "<f8").reshape(x.shape)
+        assert np.abs(back - x).max() <= bound
+        sizes.append(len(packed))
+    assert sizes == sorted(sizes, reverse=True), sizes
+    # a bounded stream's header also carries the bound: a few bytes more than a lossless one
+    assert sizes[0] <= lossless + 16 and sizes[-1] < sizes[0] // 2, (sizes, lossless)
+
+
+def _lattice_floats(dtype: str, frames: int):
+    """Float samples on a lattice ``a + n*d`` (decimal or a converter's scale), with some of
+    the special values mixed in."""
+    specials = st.sampled_from(
+        [math.nan, -math.nan, math.inf, -math.inf, -0.0, 0.0, 5e-324, 1e-310, -2.2e-308]
+    )
+
+    @st.composite
+    def build(draw):
+        d = draw(st.sampled_from([1.0, 0.1, 0.01, 0.001, 0.05, 10 / 4095, 3.3 / 1023, 1e-6]))
+        a = draw(st.sampled_from([0.0, d / 2, -3 * d]))
+        codes = draw(hnp.arrays(np.int64, frames, elements=st.integers(-5000, 5000)))
+        x = (codes * d + a).astype(dtype)
+        if draw(st.booleans()):
+            x = np.array([float(f"{v:.6g}") for v in x]).astype(dtype)
+        for i in draw(st.lists(st.integers(0, frames - 1), max_size=4)):
+            x[i] = draw(specials)
+        return x
+
+    return build()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["float32", "float64"]), st.integers(1, 3), st.data(), FLOAT_BOUNDS)
+def test_lattice_grids_hold_the_bound_and_keep_special_values(dtype, channels, data, bound):
+    """Forced onto the channels' lattice grids, a block decodes within the bound, NaNs with
+    their own bits and infinities as themselves; the stream the codec chooses holds it too."""
+    frames = data.draw(st.integers(2, 120))
+    block = np.stack([data.draw(_lattice_floats(dtype, frames)) for _ in range(channels)], 1)
+    nan_payload = np.array([0x7FF8000000000123], dtype="<u8").view("<f8")[0]
+    if dtype == "float64" and data.draw(st.booleans()):
+        block[0, 0] = nan_payload
+    coder = _coder(dtype, channels, bound)
+    restored = _forced_round_trip(coder, block, lattice=True)
+    event("lattice grid" if restored is not None else "no lattice grid")
+    if restored is not None:
+        back = np.frombuffer(restored, dtype).reshape(block.shape)
+        assert _within(block, back, bound)
+        isnan = np.isnan(block)
+        assert np.array_equal(np.isnan(back), isnan)
+        bits = "<u8" if dtype == "float64" else "<u4"
+        assert np.array_equal(back[isnan].view(bits), block[isnan].astype(dtype).view(bits))
+        assert np.array_equal(back[np.isinf(block)], block[np.isinf(block)])
+    raw = block.astype("<" + np.dtype(dtype).str[1:]).tobytes()
+    packed = api.compress_bytes(raw, StreamSpec(dtype, channels), "server", max_error=bound)
+    back = np.frombuffer(api.decompress_bytes(packed), block.dtype.newbyteorder("<"))
+    assert _within(block.ravel(), back, bound)
+
+
+@pytest.fixture(scope="module")
+def lattice_file() -> bytes:
+    x, _ = _readings(3000, 2)
+    packed = api.compress_bytes(x.astype("<f8").tobytes(), StreamSpec("float64", 2), max_error=3e-4)
+    reader = container.Reader(io.BytesIO(packed))
+    ((_, block),) = list(reader.blocks())
+    assert block.method == METHOD_QUANTISED and block.payload[0] & quantised.LATTICE_FLAG
+    return packed
+
+
+def test_damaged_lattice_blocks_are_refused(lattice_file):
+    header = container.Reader(io.BytesIO(lattice_file)).header
+    block = list(container.Reader(io.BytesIO(lattice_file)).blocks())[0][1]
+    payload = block.payload
+    step = quantised.GRID.size
+    cases = {
+        "recorded grids in a format 10 float64 stream": _rewritten(
+            lattice_file, attrs.evolve(header, version=10)
+        ),
+        "bad sample type code 0": _rewritten(lattice_file, payload=b"\x80" + payload[1:]),
+        "grids are cut short": _rewritten(lattice_file, payload=payload[: 1 + step]),
+        "bad grid .step 0.0": _rewritten(
+            lattice_file, payload=payload[:1] + quantised.GRID.pack(0.0, 0.0) + payload[1 + step :]
+        ),
+        "bad grid .step nan": _rewritten(
+            lattice_file,
+            payload=payload[:1] + quantised.GRID.pack(math.nan, 0.0) + payload[1 + step :],
+        ),
+        "bad grid .step -0.005": _rewritten(
+            lattice_file,
+            payload=payload[:1] + quantised.GRID.pack(-0.005, 0.0) + payload[1 + step :],
+        ),
+        "offset inf": _rewritten(
+            lattice_file,
+            payload=payload[:1] + quantised.GRID.pack(0.005, math.inf) + payload[1 + step :],
+        ),
+        "fails its checksum": _rewritten(
+            lattice_file,
+            payload=payload[:1] + quantised.GRID.pack(0.006, 0.0) + payload[1 + step :],
+        ),
+    }
+    for says, damaged in cases.items():
+        with pytest.raises(IntegrityError, match=f"block 0: .*{says}"):
+            api.decompress_bytes(damaged)
+    # An integer stream never records grids: the flag there is damage too, in any version.
+    rng = np.random.default_rng(5)
+    steps = np.repeat(rng.integers(0, 40, 300), rng.integers(1, 60, 300))[:6000] * 9
+    ints = api.compress_bytes(steps.astype("<i2").tobytes(), StreamSpec("int16"), max_error=20)
+    assert ints[8] == 10
+    (_, block), *_ = list(container.Reader(io.BytesIO(ints)).blocks())
+    assert block.method == METHOD_QUANTISED
+    flagged = bytes([block.payload[0] | quantised.LATTICE_FLAG]) + block.payload[1:]
+    header = container.Reader(io.BytesIO(ints)).header
+    for version in (10, 11):
+        damaged = _rewritten(ints, attrs.evolve(header, version=version), payload=flagged)
+        says = f"block 0: .*recorded grids in a format {version} int16 stream"
+        with pytest.raises(IntegrityError, match=says):
+            api.decompress_bytes(damaged)
+
+
+def test_format_10_float_streams_never_record_grids():
+    """A coder of format 10 (what older files were written with) offers no lattice grid."""
+    x, _ = _readings(3000, 2)
+    settings_, _ = api.codec_settings("server", 3e-4)
+    old = codec.BlockCoder(settings_, StreamSpec("float64", 2), version=10)
+    record, _ = old.encode(x.astype("<f8").tobytes())
+    assert not (record.method == METHOD_QUANTISED and record.payload[0] & quantised.LATTICE_FLAG)
+    new = _coder("float64", 2, 3e-4)
+    record, _ = new.encode(x.astype("<f8").tobytes())
+    assert record.method == METHOD_QUANTISED and record.payload[0] & quantised.LATTICE_FLAG

@@ -258,6 +258,10 @@ class BlockCoder:
         self.known_flags = KNOWN_FLAGS if version >= 6 else KNOWN_FLAGS_V5
         # Quantised blocks: bounded-error streams of format 10 on (qres.codec.quantised).
         self.quantised = version >= container.QUANTISED_BLOCKS and bool(settings.max_error)
+        # ... and on the channels' own lattices: float streams of format 11 on.
+        self.lattice = (
+            self.quantised and version >= container.LATTICE_GRIDS and spec.dtype.startswith("float")
+        )
         self.weights = weights
         self._inner: dict[str, BlockCoder] = {}  # quantised blocks' lossless coders
         self.version = version  # decides the mapping kinds a block may hold
@@ -313,10 +317,13 @@ class BlockCoder:
         below), flags, method and the bytes the decoder restores. Format 10 on, a long block
         codes whole only the candidates its screen keeps (:meth:`_bounded_screen`), and the
         others too when none of those holds the bound."""
-        found = None
+        found: dict[str, Any] = {}
         keep = quantised.CANDIDATES
         if self.quantised:
-            found = quantised.quantise(block, self.work.dtype, float(self.settings.max_error))
+            max_error = float(self.settings.max_error)
+            found[quantised.QUANTISED] = quantised.quantise(block, self.work.dtype, max_error)
+            if self.lattice:
+                found[quantised.LATTICE] = self._on_lattices(block)
             keep = self._bounded_screen(block, found)
         best = (None, FLAG_LOSSLESS, METHOD_PREDICTED, raw)
         best = self._bounded_among(block, raw, found, keep, best)
@@ -326,7 +333,8 @@ class BlockCoder:
 
     def _bounded_among(self, block, raw: bytes, found, keep, best):
         """The smallest of ``best`` and the candidates in ``keep``, in the order closed loop,
-        quantised, lossless (the first wins ties)."""
+        quantised on the bound's grid, quantised on the channels' lattices, lossless (the first
+        wins ties). ``found``: the grid indices of the quantised candidates, by name."""
         spec = self.spec
         max_error = float(self.settings.max_error)
         payload, flags, method, restored = best
@@ -345,8 +353,11 @@ class BlockCoder:
             return payload, flags, method, restored
         # Quantise first, code losslessly: smaller than the closed loop on data with long
         # constant stretches, copies or few values on the bound's grid.
-        if quantised.QUANTISED in keep:
-            shortcut = self._quantised(block, found, None if payload is None else len(payload))
+        for name in (quantised.QUANTISED, quantised.LATTICE):
+            if name not in keep:
+                continue
+            incumbent = None if payload is None else len(payload)
+            shortcut = self._quantised(block, found.get(name), incumbent)
             if shortcut is not None:
                 payload, flags, decoded = shortcut
                 method, restored = METHOD_QUANTISED, spec.to_bytes(decoded)
@@ -373,32 +384,52 @@ class BlockCoder:
         closed = self._predicted(sample, self.grid_step, self.int_bound, codes)
         if closed is not None:
             sizes[quantised.CLOSED] = len(closed[0])
-        if found is not None:
-            q = np.concatenate([found[1][a:b] for a, b in spans])
-            inner = self._inner_coder(found[0])._predicted(q, None, 0, (0,))
+        for name, candidate in found.items():
+            if candidate is None:
+                continue
+            q = np.concatenate([candidate[1][a:b] for a, b in spans])
+            inner = self._inner_coder(candidate[0])._predicted(q, None, 0, (0,))
             if inner is not None:
-                sizes[quantised.QUANTISED] = 1 + len(inner[0])
+                # The type byte; not the recorded grids, a fixed cost that would weigh on the
+                # sample eight times or more what it weighs on the block (the choice counts it).
+                sizes[name] = 1 + len(inner[0])
         exact = self._predicted(sample, None, 0, (0,))
         if exact is not None:
             sizes[quantised.LOSSLESS] = len(exact[0])
         return quantised.may_win(sizes)
 
+    def _on_lattices(self, block):
+        """The block's grid indices on its channels' own lattices
+        (:func:`quantised.quantise_lattice`), or None when no channel has one."""
+        import numpy as np
+
+        max_error = float(self.settings.max_error)
+        dtype = self.work.dtype
+        native = block.astype(block.dtype.newbyteorder("="), copy=False)
+        grids = [
+            quantised.lattice_grid(np.ascontiguousarray(native[:, c]), dtype, max_error)
+            for c in range(native.shape[1])
+        ]
+        return quantised.quantise_lattice(native, dtype, max_error, grids)
+
     def _quantised(self, block, found, incumbent: int | None) -> tuple[bytes, int, Any] | None:
         """The quantised candidate (qres.codec.quantised) of the block's grid indices
-        ``found`` (:func:`quantised.quantise`): its payload, flags and reconstruction, or None
-        when it has no grid, is not smaller than ``incumbent`` bytes or its reconstruction
-        breaks the bound."""
+        ``found`` (:func:`quantised.quantise`, or :func:`quantised.quantise_lattice` with the
+        grids it records): its payload, flags and reconstruction, or None when it has no grid,
+        is not smaller than ``incumbent`` bytes or its reconstruction breaks the bound."""
         max_error = float(self.settings.max_error)
         if found is None:
             return None
-        code, q = found
+        code, q = found[:2]
+        head = _quantised_head(found)
         chosen = self._inner_coder(code)._predicted(q, None, 0, (0,))
-        if chosen is None or (incumbent is not None and 1 + len(chosen[0]) >= incumbent):
+        if chosen is None or (incumbent is not None and len(head) + len(chosen[0]) >= incumbent):
             return None
-        decoded = quantised.reconstruct(q, self.work.dtype, max_error, self.bounds)
+        grids = found[2] if len(found) > 2 else None
+        decoded = quantised.reconstruct(q, self.work.dtype, max_error, self.bounds, grids)
         if not _within(block, decoded, max_error):
             return None
-        return bytes([code]) + chosen[0], chosen[1], decoded
+        return head + chosen[0], chosen[1], decoded
 
     def _inner_coder(self, code: int) -> BlockCoder:
         """The lossless coder of quantised samples of type ``code``, built once."""
@@ -410,16 +441,26 @@ class BlockCoder:
             inner = self._inner[dtype] = BlockCoder(settings, spec, self.weights, self.version)
         return inner
 
-    def _quantised_parts(self, block: Block) -> tuple[BlockCoder, Block]:
-        """A quantised block's lossless coder and inner predicted block (the payload after
-        its type byte), checked."""
+    def _quantised_parts(self, block: Block) -> tuple[BlockCoder, Block, Any]:
+        """A quantised block's lossless coder, inner predicted block (the payload after its
+        type byte and recorded grids) and recorded grids (None: the bound's grid), checked."""
         if not self.quantised:
             raise IntegrityError("quantised block in a lossless stream; corrupted")
         if block.flags & FLAG_LOSSLESS or not block.payload:
             raise IntegrityError("quantised block: lossless flag or no payload; corrupted")
-        inner = self._inner_coder(block.payload[0])
-        rest = Block(block.frames, METHOD_PREDICTED, block.flags, block.raw_crc, block.payload[1:])
-        return inner, rest
+        first = block.payload[0]
+        grids, start = None, 1
+        if first & quantised.LATTICE_FLAG:
+            if not self.lattice:
+                raise IntegrityError(
+                    f"quantised block: recorded grids in a format {self.version} "
+                    f"{self.spec.dtype} stream; corrupted"
+                )
+            grids, start = quantised.read_grids(block.payload, self.spec.channels)
+        inner = self._inner_coder(first & ~quantised.LATTICE_FLAG)
+        payload = block.payload[start:]
+        rest = Block(block.frames, METHOD_PREDICTED, block.flags, block.raw_crc, payload)
+        return inner, rest, grids
 
     def block_predictor(self, code: int, levels: int | None = None):
         """The predictor of block predictor ``code`` (0: the header's; for code 3 with the
@@ -772,7 +813,7 @@ class BlockCoder:
         ``max_samples`` says their bytes can."""
         if block.method == METHOD_QUANTISED:
             try:
-                inner, block = self._quantised_parts(block)
+                inner, block, _ = self._quantised_parts(block)
             except IntegrityError as exc:
                 raise IntegrityError(f"block {number}: {exc}") from exc
             inner.check_producible(number, block)
@@ -817,10 +858,10 @@ class BlockCoder:
             elif block.method == METHOD_DEFLATE:
                 raw = _inflate(block.payload, block.frames * self.spec.frame_bytes)
             elif block.method == METHOD_QUANTISED:
-                inner, rest = self._quantised_parts(block)
+                inner, rest, grids = self._quantised_parts(block)
                 q = inner._decode_predicted(rest.payload, rest.frames, True, rest.flags)
                 max_error = float(self.settings.max_error)
-                decoded = quantised.reconstruct(q, self.work.dtype, max_error, self.bounds)
+                decoded = quantised.reconstruct(q, self.work.dtype, max_error, self.bounds, grids)
                 raw = self.spec.to_bytes(decoded)
             else:
                 lossless = bool(block.flags & FLAG_LOSSLESS) or not self.int_bound
@@ -1333,6 +1374,14 @@ def _check_raw_size(block: Block, frame_bytes: int) -> None:
             )
 
 
+def _quantised_head(found) -> bytes:
+    """The first bytes of a quantised payload of grid indices ``found``: the type code, and
+    for grids on the channels' lattices (a third item) the flag and the recorded grids."""
+    if len(found) > 2:
+        return bytes([found[0] | quantised.LATTICE_FLAG]) + quantised.grids_bytes(found[2])
+    return bytes([found[0]])
+
+
 def _within(block, decoded, bound: float) -> bool:
     import numpy as np
 
@@ -1462,7 +1511,9 @@ def compress(
     """Compress ``source`` into a container on ``out``; return what was done."""
     _import_before_the_clock()
     spec = source.spec
-    first = BlockCoder(settings, spec)  # builds the plugins and loads their native kernels
+    version = container.written_version(spec.dtype, bool(settings.max_error))
+    # builds the plugins and loads their native kernels
+    first = BlockCoder(settings, spec, version=version)
     started = time.perf_counter()
     # Weights equal to the predictor's defaults are implied by its settings: store none.
     initial = first.predictor.initial_weights()
@@ -1471,7 +1522,6 @@ def compress(
         int(a) == int(b) for a, b in zip(initial, default, strict=True)
     )
     weights = () if same else tuple(int(w) for w in initial)
-    version = container.FORMAT_VERSION if settings.max_error else container.LOSSLESS_VERSION
     header = Header(
         dtype=spec.dtype,
         channels=spec.channels,
@@ -1485,7 +1535,7 @@ def compress(
         version=version,
     )
     writer = container.Writer(out, header)
-    coders = _per_thread(lambda: BlockCoder(settings, spec, weights), first)
+    coders = _per_thread(lambda: BlockCoder(settings, spec, weights, version), first)
     methods = {name: 0 for name in container.METHOD_NAMES.values()}
     raws: deque = deque()
 
