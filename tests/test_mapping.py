@@ -1640,3 +1640,228 @@ def test_compiled_ranks_equal_searchsorted(seed, size, spread):
     assert np.array_equal(dictionary.ranks(view, values), np.searchsorted(values, view))
     others = dictionary.distinct(rng.integers(-spread, spread, size // 7 + 1))
     assert np.array_equal(dictionary.ranks(view, others), np.searchsorted(others, view))
+
+
+# -- integer channels: the compiled views against their numpy formulation ---------------------
+
+
+def _numpy_bits(stream) -> int:
+    """mapping._bit_cost: the size estimate of a stream in numpy (frexp exponents)."""
+    return mapping._bit_cost(np.asarray(stream, dtype=np.int64))
+
+
+@st.composite
+def integer_channels(draw):
+    """Int64 channels shaped like sensor readings: calibrated codes rint(a + b*n) with a few
+    outliers, few levels, walks, any; short, about the probe's length, longer."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    size = draw(st.sampled_from([0, 1, 15, 16, 17, 200, 4095, 4096, 4097, 5394, 9000]))
+    style = draw(st.integers(0, 4))
+    if style == 0:
+        b = draw(st.sampled_from([9.81, 10.0 / 4095 * 4000, 2.5, 9.7, 31.25]))
+        a = draw(st.sampled_from([0.0, 0.5, -0.25, 3.3]))
+        codes = np.cumsum(rng.integers(-3, 4, size))
+        x = np.rint(a + b * codes)
+        odd = rng.random(size) < draw(st.sampled_from([0.0, 0.01, 0.3]))
+        x[odd] += rng.integers(-2, 3, int(odd.sum()))
+    elif style == 1:
+        levels = rng.integers(-(2**31), 2**31, draw(st.integers(1, 600)))
+        x = levels[rng.integers(0, len(levels), size)]
+    elif style == 2:
+        x = np.cumsum(rng.integers(-40, 41, size))
+    elif style == 3:
+        x = rng.integers(0, draw(st.sampled_from([2, 12, 400])), size) * 7 - 1000
+    else:
+        x = rng.integers(-(2**31), 2**31, size)
+    return np.clip(x, -(2**31), 2**31 - 1).astype(np.int64)
+
+
+def _integer_views_numpy(x, dtype: str):
+    """mapping._integer_views in numpy: the scaled lattice and the dictionary each computed
+    whole (codes, decode, ranks by searchsorted, the table by sorting), the cheaper kept."""
+    from qres.codec import dictionary, scaled
+
+    plain = _numpy_bits(np.diff(x))
+    found = []
+    lattice = scaled.find(x, dtype)
+    if lattice is not None:
+        n = scaled.codes(x, *lattice)
+        correction = x - scaled.decode(n, *lattice, dtype)
+        flags = mapping.FLAG_ULP_CORRECTION if correction.any() else 0
+        cost = _numpy_bits(np.diff(n)) + (_numpy_bits(correction) if flags else 0) + 136
+        if cost < mapping._SIGNIFICANT_GAIN * plain:
+            cmap = mapping.ChannelMap(mapping.KIND_SCALED, flags=flags, lattice=lattice)
+            found.append((n, cmap, [correction] if flags else [], cost))
+    values = None
+    if len(x) >= 2 * dictionary.DENSITY:
+        values = dictionary.distinct(x)
+        if len(x) > dictionary.PROBE:
+            screen = dictionary.distinct(x[dictionary.probe_index(len(x), dictionary.PROBE)])
+            if len(screen) > dictionary.PROBE // dictionary.DENSITY:
+                values = None
+        if values is not None and len(values) > len(x) // dictionary.DENSITY:
+            values = None
+    if values is not None:
+        ranks = np.searchsorted(values, x)
+        cost = _numpy_bits(np.diff(ranks)) + 8 * np.dtype(dtype).itemsize * len(values) + 40
+        if cost < mapping._SIGNIFICANT_GAIN * plain:
+            cmap = mapping.ChannelMap(mapping.KIND_DICTIONARY, table=values)
+            found.append((ranks, cmap, [], cost))
+    return min(found, key=lambda f: f[3]) if found else None
+
+
+@settings(max_examples=150, deadline=None)
+@given(integer_channels(), st.sampled_from(["int16", "int32", "uint16"]))
+def test_integer_views_equal_their_numpy_formulation(x, dtype):
+    """The scaled lattice or dictionary an integer channel takes (every decision, integer and
+    stream) is the one the whole numpy computation takes."""
+    want = _integer_views_numpy(x, dtype)
+    got = mapping._integer_views(x, dtype)
+    if want is None:
+        assert got is None
+        return
+    assert got is not None
+    assert got[1].kind == want[1].kind and got[3] == want[3]
+    assert got[1].flags == want[1].flags and got[1].lattice == want[1].lattice
+    if want[1].kind == mapping.KIND_DICTIONARY:
+        assert np.array_equal(got[1].table, want[1].table)
+    assert got[0].dtype == np.int64 and np.array_equal(got[0], want[0])
+    assert len(got[2]) == len(want[2])
+    assert all(np.array_equal(g, w) for g, w in zip(got[2], want[2], strict=True))
+
+
+@FAST
+@given(integer_channels())
+def test_compiled_integer_costs_equal_numpy(x):
+    from qres.codec._mapping_kernels import bit_cost, integer_costs
+
+    plain, changes = integer_costs(x)
+    assert plain == _numpy_bits(np.diff(x)) == bit_cost(x, True)
+    assert changes == np.count_nonzero(np.diff(x))
+
+
+@FAST
+@given(integer_channels(), st.integers(0, 3))
+def test_compiled_distinct_counts_equal_the_sorted_reference(x, shift):
+    from qres.codec._mapping_kernels import distinct_counts_int
+
+    from qres.codec import dictionary
+
+    x = x << shift if shift < 3 else x * (2**31)  # spans from a few values to 2**63
+    values, counts = distinct_counts_int(x)
+    want_values, want_counts = dictionary.distinct_counts_numpy(x)
+    assert values.dtype == counts.dtype == np.int64
+    assert np.array_equal(values, want_values) and np.array_equal(counts, want_counts)
+
+
+@FAST
+@given(
+    st.lists(st.one_of(st.floats(allow_nan=True), st.sampled_from([0.0, -0.0, 1.5])), max_size=300)
+)
+def test_compiled_float_runs_equal_the_numpy_reference(values):
+    from qres.codec import dictionary
+
+    x = np.array(values, dtype=np.float64)
+    got = dictionary.distinct_counts(x)
+    want = dictionary.distinct_counts_numpy(x)
+    assert got[0].tobytes() == want[0].tobytes()  # -0.0 and NaN payloads alike
+    assert np.array_equal(got[1], want[1]) and got[1].dtype == want[1].dtype
+
+
+@FAST
+@given(integer_channels(), st.integers(0, 2**32 - 1))
+def test_compiled_rank_cost_equals_searchsorted(x, seed):
+    from qres.codec._mapping_kernels import rank_bit_cost
+
+    from qres.codec import dictionary
+
+    values = dictionary.distinct(x)
+    assert rank_bit_cost(x, values) == _numpy_bits(np.diff(np.searchsorted(values, x)))
+    rng = np.random.default_rng(seed)
+    others = dictionary.distinct(rng.choice(x, len(x) // 5 + 1)) if len(x) else values
+    assert rank_bit_cost(x, others) == _numpy_bits(np.diff(np.searchsorted(others, x)))
+
+
+@FAST
+@given(integer_channels(), fitted_lattices(), st.sampled_from(["int16", "int32"]))
+def test_compiled_scaled_integer_pass_equals_numpy(x, lattice, dtype):
+    """Codes, corrections and both bit costs of the one-pass kernel are numpy's, on spans
+    small enough for its table of values and on wide ones."""
+    from qres.codec._mapping_kernels import scaled_integer_encode
+
+    from qres.codec import scaled
+
+    # (0.5, 2.5): every other code decodes to a tie (x.5), which rint rounds to even.
+    for a, b in (lattice, (0.5, 2.5), (-0.25, 9.81)):
+        n, correction, code_bits, correction_bits = scaled_integer_encode(x, a, b)
+        want_n = scaled.codes(x, a, b)
+        want_c = x - scaled.decode(want_n, a, b, dtype)
+        assert np.array_equal(n, want_n)
+        if want_c.any():
+            assert np.array_equal(correction, want_c)
+            assert correction_bits == _numpy_bits(want_c)
+        else:
+            assert correction is None
+        assert code_bits == _numpy_bits(np.diff(want_n))
+
+
+@FAST
+@given(
+    st.sampled_from(["float64", "float32", "int16", "int32"]),
+    st.integers(0, 2**32 - 1),
+    st.lists(fitted_lattices(), min_size=1, max_size=8),
+)
+def test_compiled_lattice_search_equals_the_numpy_loop(dtype, seed, lattices):
+    """scaled_best picks the candidate the numpy loop over hits_numpy picks (the first that
+    reproduces the most, over half of the probe)."""
+    from qres.codec._mapping_kernels import scaled_best
+
+    from qres.codec import dictionary, scaled
+
+    rng = np.random.default_rng(seed)
+    a, b = lattices[0]
+    size = int(rng.integers(1, 300))
+    x = a + b * rng.integers(-(2**10), 2**10, size).astype(np.float64)
+    noisy = rng.random(size) < rng.random()
+    x[noisy] += rng.normal(0.0, b, int(noisy.sum()))
+    if dtype.startswith("float"):
+        probe = x.astype(dtype)
+        probe = probe[np.isfinite(probe)]
+    else:
+        info = np.iinfo(dtype)
+        probe = np.clip(np.nan_to_num(np.rint(x)), info.min, info.max).astype(np.int64)
+    values, counts = dictionary.distinct_counts_numpy(probe)
+    candidates = [*lattices, (float("nan"), 1.0), (0.0, -1.0)]
+    want, hits = -1, len(probe) // 2
+    for j, (ca, cb) in enumerate(candidates):
+        if np.isfinite(ca) and np.isfinite(cb) and cb > 0:
+            same = scaled.hits_numpy(probe, ca, cb, dtype)
+            if same > hits:
+                want, hits = j, same
+                if same == len(probe):
+                    break
+    pairs = np.array(candidates, dtype=np.float64)
+    assert scaled_best(values, counts, pairs[:, 0], pairs[:, 1]) == want
+
+
+@FAST
+@given(integer_channels(), st.integers(0, 2**20), st.sampled_from(["int16", "float64"]))
+def test_dictionary_bound_never_changes_the_choice(x, rival, dtype):
+    """The dictionary's table-size bound only skips tables that could not win: against any
+    rival the compiled view gives what the whole numpy computation gives."""
+    from qres.codec import dictionary
+
+    view = x if dtype == "int16" else mapping._monotonic_bits(x.astype(np.float64), dtype)
+    got = mapping._dictionary_channel(x, view, dtype, rival)
+    values = dictionary.table(view)
+    want = None
+    if values is not None:
+        ranks = np.searchsorted(values, view)
+        width = 8 * np.dtype(dtype).itemsize
+        cost = _numpy_bits(np.diff(ranks)) + width * len(values) + 40
+        if cost < mapping._SIGNIFICANT_GAIN * rival:
+            want = ranks, cost
+    if want is None:
+        assert got is None
+    else:
+        assert got is not None and got[3] == want[1] and np.array_equal(got[0], want[0])

@@ -15,7 +15,7 @@ change float results. The numpy reference in tests/test_mapping.py checks them b
 from libc.math cimport copysign, fabs, fmod, frexp, isfinite, isinf, rint, sqrt, trunc
 from cython cimport floating
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove
 from libcpp.algorithm cimport merge, nth_element, sort
 
@@ -1146,10 +1146,10 @@ def ulp_stream(const floating[:] x, const double[:] k, int decimals):
 cdef inline int64_t bit_length(int64_t v) noexcept nogil:
     """The binary exponent frexp gives |binary64(v)| (0 for 0): its bit length, after the
     conversion's rounding to 53 bits."""
-    cdef double m = fabs(<double>v)
-    if m == 0:
-        return 0
-    return <int64_t>((float_bits(m) >> 52) & 0x7FF) - 1022
+    # Branch-free (streams mix zeros and others unpredictably): a nonzero integer's biased
+    # exponent is at least 1023, zero's is 0.
+    cdef int64_t e = <int64_t>((float_bits(fabs(<double>v)) >> 52) & 0x7FF) - 1022
+    return e if e > 0 else 0
 
 
 def bit_cost(const int64_t[:] stream, bint differences):
@@ -1589,12 +1589,16 @@ def distinct_at_most(const int64_t[:] values, Py_ssize_t limit):
         if over:
             return None
         out = np.empty(count, dtype=np.int64)
-        for i in range(count):
-            out[i] = keys[i]
+        if count:
+            memcpy(&typed(out)[0], keys, count * sizeof(int64_t))
         return out
     finally:
         free(keys)
         free(used)
+
+
+cdef inline int64_t[::1] typed(out):
+    return out
 
 
 def tenth_gap(const int64_t[:] values):
@@ -2017,6 +2021,55 @@ ctypedef fused probe_t:
     int64_t
 
 
+cdef inline double round_even(double t) noexcept nogil:
+    """``rint(t)`` in the default rounding mode, inline (without SSE4.1 ``rint`` is a library
+    call, most of a lattice pass's time): below 2**52 adding and removing 2**52 rounds half to
+    even (on the magnitude, which is symmetric, so the sign is put back, a zero's too);
+    larger doubles, infinities and NaN are their own."""
+    cdef double m = fabs(t)
+    if m < 4503599627370496.0:
+        return copysign((m + 4503599627370496.0) - 4503599627370496.0, t)
+    return t
+
+
+cdef Py_ssize_t hits_core(const probe_t[:] x, double a, double b, Py_ssize_t beat,
+                          const int64_t[:] weights, bint weighted, Py_ssize_t total) noexcept nogil:
+    """:func:`scaled_hits` once its weights are checked and summed to ``total``."""
+    cdef Py_ssize_t i, n = x.shape[0], misses = 0, most = total - beat
+    cdef double t, y, index_limit = 4503599627370496.0, int_limit = 4611686018427387904.0
+    cdef bint same
+    for i in range(n):
+        t = round_even((<double>x[i] - a) / b)
+        if t > index_limit:
+            t = index_limit
+        elif t < -index_limit:
+            t = -index_limit
+        elif t != t:
+            t = -9223372036854775808.0  # numpy's int64 of NaN on this platform
+        y = t * b
+        y = y + a
+        if probe_t is int64_t:
+            y = round_even(y)
+            if y > int_limit:
+                y = int_limit
+            elif y < -int_limit:
+                y = -int_limit
+            elif y != y:
+                y = 0.0
+            same = <int64_t>y == x[i]
+        elif probe_t is float:
+            same = <float>y == x[i]
+        else:
+            same = y == x[i]
+        if weighted:
+            misses += (not same) * weights[i]  # branch-free: hits and misses mix
+        else:
+            misses += not same
+        if misses >= most:
+            break
+    return total - misses
+
+
 def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat,
                 const int64_t[:] weights=None):
     """How many samples ``x`` the lattice ``(a, b)`` reproduces: ``decode(codes(x, a, b), a, b)
@@ -2025,7 +2078,7 @@ def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat,
     ``rint``, clipped to +-2**62, NaN as 0). ``weights``: how many samples each ``x`` stands
     for (distinct values of a probe and their counts; None: one each). Stops once the count
     cannot pass ``beat`` and then returns a count of at most ``beat``."""
-    cdef Py_ssize_t i, n = x.shape[0], total = n, misses = 0, most
+    cdef Py_ssize_t i, n = x.shape[0], total = n
     cdef bint weighted = weights is not None
     if weighted:
         if weights.shape[0] != n:
@@ -2033,38 +2086,9 @@ def scaled_hits(const probe_t[:] x, double a, double b, Py_ssize_t beat,
         total = 0
         for i in range(n):
             total += weights[i]
-    most = total - beat
-    cdef double t, y, index_limit = 4503599627370496.0, int_limit = 4611686018427387904.0
-    cdef bint same
     with nogil:
-        for i in range(n):
-            t = rint((<double>x[i] - a) / b)
-            if t > index_limit:
-                t = index_limit
-            elif t < -index_limit:
-                t = -index_limit
-            elif t != t:
-                t = -9223372036854775808.0  # numpy's int64 of NaN on this platform
-            y = t * b
-            y = y + a
-            if probe_t is int64_t:
-                y = rint(y)
-                if y > int_limit:
-                    y = int_limit
-                elif y < -int_limit:
-                    y = -int_limit
-                elif y != y:
-                    y = 0.0
-                same = <int64_t>y == x[i]
-            elif probe_t is float:
-                same = <float>y == x[i]
-            else:
-                same = y == x[i]
-            if not same:
-                misses += weights[i] if weighted else 1
-                if misses >= most:
-                    break
-    return total - misses
+        total = hits_core(x, a, b, beat, weights, weighted, total)
+    return total
 
 
 def sorted_ranks(const int64_t[:] view, const int64_t[::1] values):
@@ -2115,3 +2139,308 @@ def sorted_ranks(const int64_t[:] view, const int64_t[::1] values):
                 r[i] = lo_i
     free(dense)
     return out
+
+
+# -- integer channels: the views' probes and costs in single passes (mapping._integer_views) -------
+#
+# An integer channel tries a scaled lattice (kind 7) and a dictionary (kind 8) against its plain
+# integers. In numpy each step of the two was a pass of its own over the channel (codes, decode,
+# correction, three bit costs; a sort of the probe, two hash passes, the ranks); these kernels
+# give the same integers in one pass each. Their numpy references: scaled.codes / scaled.decode
+# and bit_cost, dictionary.distinct_counts, np.searchsorted (tests/test_mapping.py).
+
+cdef uint64_t DEBRUIJN = 0x03F79D71B4CB0A89
+cdef int DEBRUIJN_INDEX[64]
+
+
+cdef void debruijn_table() noexcept:
+    cdef int j
+    cdef uint64_t one = 1
+    for j in range(64):
+        DEBRUIJN_INDEX[((one << j) * DEBRUIJN) >> 58] = j
+
+
+debruijn_table()
+
+
+cdef inline int lowest_bit(uint64_t w) noexcept nogil:
+    """The index of the lowest set bit of a nonzero word (de Bruijn multiplication)."""
+    return DEBRUIJN_INDEX[((w & (~w + 1)) * DEBRUIJN) >> 58]
+
+
+def integer_costs(const int64_t[:] x):
+    """``(bit_cost(x, True), changes)``: the plain integers' size estimate and how many samples
+    differ from the one before (each such difference costs a dictionary's ranks a bit or more)."""
+    cdef Py_ssize_t n = x.shape[0], i
+    cdef int64_t total = 0, changes = 0, d
+    with nogil:
+        for i in range(1, n):
+            d = <int64_t>(<uint64_t>x[i] - <uint64_t>x[i - 1])
+            if d != 0:
+                total += bit_length(d)
+                changes += 1
+    return total + (n - 1 if n > 0 else 0) // 8, changes
+
+
+def distinct_counts_int(const int64_t[:] x):
+    """``dictionary.distinct_counts(x)`` for int64 samples: the ascending distinct values and how
+    many times each occurs (int64 both). Samples that span little are counted on a bitmap of
+    their span, others sorted."""
+    import numpy as np
+
+    cdef Py_ssize_t n = x.shape[0], i, count = 0, words, w
+    cdef int64_t low, high, v
+    cdef uint64_t span, off, bits
+    cdef uint64_t* seen = NULL
+    cdef int64_t* tally = NULL
+    cdef int64_t* buf = NULL
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    low = high = x[0]
+    for i in range(1, n):
+        v = x[i]
+        low = v if v < low else low
+        high = v if v > high else high
+    span = <uint64_t>high - <uint64_t>low
+    values = np.empty(n, dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] vo = values, co = counts
+    if span < <uint64_t>(4 * n + 4096):
+        words = <Py_ssize_t>(span // 64) + 1
+        seen = <uint64_t*>malloc(words * sizeof(uint64_t))
+        tally = <int64_t*>malloc((span + 1) * sizeof(int64_t))
+        if seen == NULL or tally == NULL:
+            free(seen)
+            free(tally)
+            raise MemoryError("distinct counts: out of memory")
+        with nogil:
+            for w in range(words):
+                seen[w] = 0
+            for i in range(n):
+                off = <uint64_t>x[i] - <uint64_t>low
+                bits = <uint64_t>1 << (off & 63)
+                if seen[off >> 6] & bits:
+                    tally[off] += 1
+                else:
+                    seen[off >> 6] |= bits
+                    tally[off] = 1
+            for w in range(words):
+                bits = seen[w]
+                while bits:
+                    off = (<uint64_t>w << 6) + <uint64_t>lowest_bit(bits)
+                    bits &= bits - 1
+                    vo[count] = <int64_t>(<uint64_t>low + off)
+                    co[count] = tally[off]
+                    count += 1
+        free(seen)
+        free(tally)
+    else:
+        buf = <int64_t*>malloc(n * sizeof(int64_t))
+        if buf == NULL:
+            raise MemoryError("distinct counts: out of memory")
+        with nogil:
+            for i in range(n):
+                buf[i] = x[i]
+            sort(buf, buf + n)
+            for i in range(n):
+                if count and buf[i] == vo[count - 1]:
+                    co[count - 1] += 1
+                else:
+                    vo[count] = buf[i]
+                    co[count] = 1
+                    count += 1
+        free(buf)
+    return values[:count].copy(), counts[:count].copy()
+
+
+cdef int64_t ranks_core(const int64_t[:] view, const int64_t[::1] values, int64_t* out) except? -2:
+    """The ranks ``np.searchsorted(values, view)`` of ascending distinct ``values`` written to
+    ``out`` (when not NULL) and the sum of the bit lengths of their first differences: through a
+    table of every rank from the least value to the greatest when that span is at most a few
+    times the samples, else by binary search."""
+    cdef Py_ssize_t n = view.shape[0], m = values.shape[0], i, j, lo_i, hi_i, mid
+    cdef uint64_t span, s
+    cdef int64_t v, low, r, prev = 0, total = 0
+    cdef int64_t* dense = NULL
+    if m == 0 or n == 0:
+        if out != NULL:
+            for i in range(n):
+                out[i] = 0
+        return 0
+    low = values[0]
+    span = <uint64_t>values[m - 1] - <uint64_t>low
+    if span < <uint64_t>(4 * n + 4096):
+        dense = <int64_t*>malloc((span + 1) * sizeof(int64_t))
+        if dense == NULL:
+            raise MemoryError("ranks: out of memory")
+    with nogil:
+        if dense != NULL:
+            j = 0
+            for s in range(span + 1):
+                while values[j] < <int64_t>(<uint64_t>low + s):
+                    j += 1
+                dense[s] = j
+        for i in range(n):
+            v = view[i]
+            if v < low:
+                r = 0
+            elif v > values[m - 1]:
+                r = m
+            elif dense != NULL:
+                r = dense[<uint64_t>v - <uint64_t>low]
+            else:
+                lo_i, hi_i = 0, m
+                while lo_i < hi_i:
+                    mid = (lo_i + hi_i) // 2
+                    if values[mid] < v:
+                        lo_i = mid + 1
+                    else:
+                        hi_i = mid
+                r = lo_i
+            if out != NULL:
+                out[i] = r
+            if i:
+                total += bit_length(r - prev)
+            prev = r
+    free(dense)
+    return total
+
+
+def rank_bit_cost(const int64_t[:] view, const int64_t[::1] values):
+    """``bit_cost(np.searchsorted(values, view), True)`` for ascending distinct ``values``,
+    without the ranks themselves (a dictionary's size estimate before it is known to win)."""
+    cdef Py_ssize_t n = view.shape[0]
+    return ranks_core(view, values, NULL) + (n - 1 if n > 0 else 0) // 8
+
+
+cdef inline int64_t scaled_code(int64_t v, double a, double b, int64_t* correction) noexcept nogil:
+    """One sample's code ``rint((v - a) / b)`` clipped to +-2**52 (numpy's int64 of NaN for
+    NaN) and its correction ``v - rint(b*code + a)`` (clipped to +-2**62, NaN as 0)."""
+    cdef double t, y, index_limit = 4503599627370496.0, int_limit = 4611686018427387904.0
+    cdef int64_t k
+    t = round_even((<double>v - a) / b)
+    if t > index_limit:
+        t = index_limit
+    elif t < -index_limit:
+        t = -index_limit
+    if t != t:
+        k = <int64_t>0x8000000000000000  # numpy's int64 of NaN on this platform
+    else:
+        k = <int64_t>t
+    y = <double>k * b
+    y = y + a
+    y = round_even(y)
+    if y > int_limit:
+        y = int_limit
+    elif y < -int_limit:
+        y = -int_limit
+    elif y != y:
+        y = 0.0
+    correction[0] = <int64_t>(<uint64_t>v - <uint64_t><int64_t>y)
+    return k
+
+
+def scaled_integer_encode(const int64_t[:] x, double a, double b):
+    """An integer channel on the scaled lattice ``(a, b)`` in one pass: ``(codes, correction,
+    bit_cost(codes, True), bit_cost(correction, False))``, where the codes are
+    ``scaled.codes(x, a, b)`` and the correction ``x - scaled.decode(codes, a, b, dtype)`` (the
+    same binary64 operations; int64 differences wrap as numpy's), None when it is all zero.
+    A sample's code and correction depend on its value alone: when the samples span little,
+    each value is computed once, in a table over the span."""
+    import numpy as np
+
+    cdef Py_ssize_t n = x.shape[0], i
+    cdef int64_t k, c, v, low = 0, high = 0, prev = 0, code_bits = 0, correction_bits = 0
+    cdef uint64_t span = 0, off
+    cdef bint any_correction = False
+    cdef int64_t* table = NULL  # per value of the span: code, correction, its bit length
+    cdef unsigned char* known = NULL
+    codes = np.empty(n, dtype=np.int64)
+    correction = np.empty(n, dtype=np.int64)
+    cdef int64_t[::1] no = codes, co = correction
+    if n:
+        low = high = x[0]
+        for i in range(1, n):
+            v = x[i]
+            low = v if v < low else low
+            high = v if v > high else high
+        span = <uint64_t>high - <uint64_t>low
+        if span < <uint64_t>n:
+            table = <int64_t*>malloc(3 * (span + 1) * sizeof(int64_t))
+            known = <unsigned char*>calloc(span + 1, 1)
+            if table == NULL or known == NULL:
+                free(table)
+                free(known)
+                raise MemoryError("scaled codes: out of memory")
+    with nogil:
+        for i in range(n):
+            if table != NULL:
+                off = <uint64_t>x[i] - <uint64_t>low
+                if not known[off]:
+                    known[off] = 1
+                    table[3 * off] = scaled_code(x[i], a, b, &table[3 * off + 1])
+                    table[3 * off + 2] = bit_length(table[3 * off + 1])
+                k = table[3 * off]
+                c = table[3 * off + 1]
+                correction_bits += table[3 * off + 2]
+            else:
+                k = scaled_code(x[i], a, b, &c)
+                correction_bits += bit_length(c)
+            no[i] = k
+            co[i] = c
+            any_correction |= c != 0
+            if i:
+                code_bits += bit_length(<int64_t>(<uint64_t>k - <uint64_t>prev))
+            prev = k
+    free(table)
+    free(known)
+    code_bits += (n - 1 if n > 0 else 0) // 8
+    correction_bits += n // 8
+    return codes, (correction if any_correction else None), code_bits, correction_bits
+
+
+def scaled_best(const probe_t[:] values, const int64_t[:] counts, const double[:] offsets,
+                const double[:] steps):
+    """The lattice search of ``scaled.find`` over its candidates ``(offsets[j], steps[j])``: the
+    index of the first candidate that reproduces the most of the probe (its distinct
+    ``values``, each weighing its ``counts``), more than half of it; -1 when none does. Each
+    candidate is tried as ``scaled_hits`` tries it, against the best count so far; a finite
+    candidate with a positive step only; the search stops at one that reproduces all."""
+    cdef Py_ssize_t j, best = -1, total = 0, hits, same
+    if counts.shape[0] != values.shape[0] or steps.shape[0] != offsets.shape[0]:
+        raise ValueError("one count per value and one step per offset")
+    for j in range(counts.shape[0]):
+        total += counts[j]
+    hits = total // 2
+    for j in range(offsets.shape[0]):
+        if not (isfinite(offsets[j]) and isfinite(steps[j]) and steps[j] > 0):
+            continue
+        with nogil:
+            same = hits_core(values, offsets[j], steps[j], hits, counts, True, total)
+        if same > hits:
+            best, hits = j, same
+            if same == total:
+                break
+    return best
+
+
+def sorted_runs(const double[::1] ordered):
+    """The runs of equal values of an ascending float64 array: the first value of each run and
+    its length (int64), as ``dictionary.distinct_counts`` takes them from the sorted probe
+    (runs break where ``!=`` holds: -0.0 joins 0.0, each NaN is a run of its own)."""
+    import numpy as np
+
+    cdef Py_ssize_t n = ordered.shape[0], i, count = 0
+    values = np.empty(n, dtype=np.float64)
+    counts = np.empty(n, dtype=np.int64)
+    cdef double[::1] vo = values
+    cdef int64_t[::1] co = counts
+    with nogil:
+        for i in range(n):
+            if count and not (ordered[i] != ordered[i - 1]):
+                co[count - 1] += 1
+            else:
+                vo[count] = ordered[i]
+                co[count] = 1
+                count += 1
+    return values[:count].copy(), counts[:count].copy()

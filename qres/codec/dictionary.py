@@ -80,10 +80,29 @@ def ranks(view, values):
 
 
 def distinct_counts(values):
-    """:func:`distinct` and how many times each value occurs."""
+    """:func:`distinct` and how many times each value occurs (float64 runs counted compiled:
+    ``_mapping_kernels.sorted_runs``; :func:`distinct_counts_numpy` is the reference)."""
     import numpy as np
 
     ordered = np.sort(values)
+    if ordered.dtype == np.float64 and ordered.ndim == 1 and len(ordered) >= 2:
+        from qres.codec._mapping_kernels import sorted_runs
+
+        return sorted_runs(ordered)
+    return _counted(ordered)
+
+
+def distinct_counts_numpy(values):
+    """:func:`distinct_counts` in numpy alone."""
+    import numpy as np
+
+    return _counted(np.sort(values))
+
+
+def _counted(ordered):
+    """The distinct values of sorted ``ordered`` (the first of each run) and their counts."""
+    import numpy as np
+
     if len(ordered) < 2:
         return ordered, np.ones(len(ordered), dtype=np.int64)
     keep = np.empty(len(ordered), dtype=bool)

@@ -621,11 +621,9 @@ def to_integers(
                 if cmap.kind == KIND_INTEGER_LATTICE:
                     ints[c] = (ints[c] - cmap.offset) // cmap.step
                     continue
-                found = [_scaled_integers(ints[c], spec.dtype)]
-                found.append(_dictionary_channel(ints[c], ints[c], spec.dtype))
-                found = [f for f in found if f is not None]
-                if found:
-                    ints[c], maps[c], streams, _ = min(found, key=lambda f: f[3])
+                found = _integer_views(np.ascontiguousarray(ints[c]), spec.dtype)
+                if found is not None:
+                    ints[c], maps[c], streams, _ = found
                     extras += streams
         return Mapped(ints, _side_bytes(maps), tuple(extras))
     out = np.empty((spec.channels, native.shape[0]), dtype=np.int64)
@@ -683,21 +681,79 @@ def _dictionary_channel(x, view, dtype: str, rival: int | None = None):
     estimated bits) when its estimate is below 0.97 of ``rival`` (the best other view's;
     None: the plain integers' ``view``), else None. ``view``: the samples' order-preserving
     int64 view (integers as themselves, floats as their monotonic bits)."""
-    from qres.codec import dictionary
-    from qres.codec._mapping_kernels import bit_cost
+    import numpy as np
 
-    values = dictionary.table(view)
+    from qres.codec._mapping_kernels import integer_costs
+
+    view = np.ascontiguousarray(view, dtype=np.int64)
+    plain, changes = integer_costs(view)
+    return _dictionary_view(view, dtype, plain if rival is None else rival, changes)
+
+
+def _dictionary_view(view, dtype: str, rival: int, changes: int, beat=None, probe=None):
+    """:func:`_dictionary_channel` of a contiguous int64 ``view`` with ``changes`` samples
+    unlike the one before, against ``rival``; None also when its estimate is not below
+    ``beat`` (a view found before it, which wins ties). ``probe``: the ascending distinct
+    values of the dictionary's probe, when known (scaled.search gathers them).
+
+    The estimate is the ranks' bit cost plus the table's: every change of value changes the
+    rank (a bit or more), so a table too large to pay for itself is known before the ranks
+    are computed, and the distinct values stop being collected once there are that many."""
+    from qres.codec import dictionary
+    from qres.codec._mapping_kernels import rank_bit_cost
+
+    n = len(view)
+    width = 8 * StreamSpec(dtype).itemsize
+    limit = _SIGNIFICANT_GAIN * rival
+    floor = changes + max(n - 1, 0) // 8 + 40  # the estimate without the table's values
+    most = _most_entries(floor, width, limit, beat)
+    values = _dictionary_table(view, most, probe)
     if values is None:
         return None
-    ranks = dictionary.ranks(view, values)
-    width = 8 * StreamSpec(dtype).itemsize
-    cost = bit_cost(ranks, True) + width * len(values) + 40
-    if not cost < _SIGNIFICANT_GAIN * (bit_cost(view, True) if rival is None else rival):
+    cost = rank_bit_cost(view, values) + width * len(values) + 40
+    if not cost < limit or (beat is not None and not cost < beat):
         return None
+    ranks = dictionary.ranks(view, values)
     little = "<" + StreamSpec(dtype).numpy_dtype().str[1:]
     samples = _from_monotonic_bits(values, dtype) if dtype.startswith("float") else values
     raw = samples.astype(little).tobytes()
     return ranks, ChannelMap(KIND_DICTIONARY, table=values, exception_raw=raw), [], cost
+
+
+def _most_entries(floor: int, width: int, limit: float, beat) -> int:
+    """The largest table (entries of ``width`` bits) whose dictionary estimate, at least
+    ``floor`` plus the table, can still be below ``limit`` (and below ``beat``); -1: none."""
+    most = int((limit - floor) // width) if limit > floor else -1
+    while most >= 0 and not floor + width * most < limit:
+        most -= 1
+    while floor + width * (most + 1) < limit:
+        most += 1
+    if beat is not None:
+        most = min(most, (beat - floor - 1) // width)
+    return max(most, -1)
+
+
+def _dictionary_table(view, most: int, probe=None):
+    """``dictionary.table(view)`` when it has at most ``most`` values, else None (a larger
+    table cannot win). ``probe``: the distinct values of the table's probe (of ``view`` itself
+    when it is no longer than the probe), when known."""
+    from qres.codec import dictionary
+    from qres.codec._mapping_kernels import distinct_at_most
+
+    n = len(view)
+    if n < 2 * dictionary.DENSITY or most < 1:
+        return None
+    limit = min(n // dictionary.DENSITY, most)
+    if n > dictionary.PROBE:
+        screen = min(dictionary.PROBE // dictionary.DENSITY, most)
+        if probe is not None:
+            if len(probe) > screen:
+                return None
+        elif distinct_at_most(view[dictionary.probe_index(n, dictionary.PROBE)], screen) is None:
+            return None
+    elif probe is not None:
+        return probe if len(probe) <= limit else None
+    return distinct_at_most(view, limit)
 
 
 def _scaled_channel(x, dtype: str, bits, rival: ChannelMap | None = None):
@@ -788,6 +844,36 @@ def _scaled_integers(ints, dtype: str):
         return None
     extras = [correction] if flags else []
     return n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras, cost
+
+
+def _integer_views(x, dtype: str):
+    """The cheaper of an integer channel's scaled lattice (:func:`_scaled_integers`) and its
+    dictionary (:func:`_dictionary_channel`), the lattice on a tie: (ints, ChannelMap,
+    extras, estimated bits), or None when neither beats the plain integers. ``x``: the
+    channel, contiguous int64. The plain integers' cost is counted once for both, the
+    lattice's codes, corrections and costs come from one compiled pass, and the dictionary
+    reuses the lattice probe's distinct values and stops once it cannot win."""
+    from qres.codec import scaled
+    from qres.codec._mapping_kernels import integer_costs, scaled_integer_encode
+
+    plain, changes = integer_costs(x)
+    best = None
+    found, probe = scaled.search(x, dtype)
+    if found is not None:
+        a, b = found
+        n, correction, code_bits, correction_bits = scaled_integer_encode(x, a, b)
+        cost = code_bits + (0 if correction is None else correction_bits) + 8 * _SCALED.size
+        if cost < _SIGNIFICANT_GAIN * plain:
+            flags = 0 if correction is None else FLAG_ULP_CORRECTION
+            extras = [] if correction is None else [correction]
+            best = n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras, cost
+    beat = None if best is None else best[3]
+    from qres.codec import dictionary
+
+    if scaled.PROBE != dictionary.PROBE:
+        probe = None  # not the dictionary's probe
+    found = _dictionary_view(x, dtype, plain, changes, beat, probe)
+    return best if found is None else found
 
 
 def _integer_lattice(ints) -> ChannelMap:

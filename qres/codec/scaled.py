@@ -233,9 +233,16 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
     (finite samples), or None when there is none (fewer than half reproduced) or when its
     fitted step is ``known_step`` (within 1e-6: a lattice another view holds already).
     Integer samples need a step of at least 2 (finer lattices are the integers' own)."""
+    return search(x, dtype, known_step)[0]
+
+
+def search(x, dtype: str, known_step: float | None = None):
+    """:func:`find`, and the ascending distinct values of an int64 probe when the search
+    gathered them (None otherwise): the dictionary view asks for the same probe's values."""
     import numpy as np
 
     is_int = np.dtype(dtype).kind != "f"
+    gathered = None
     if is_int:
         # Most integer channels step by one all over their first samples: no lattice (the
         # tenth-smallest gap, as in the fit: a few outliers make a few small gaps). Judged
@@ -244,27 +251,57 @@ def find(x, dtype: str, known_step: float | None = None) -> tuple[float, float] 
 
         head = x[:_HEAD] if len(x) <= PROBE else x[probe_index(len(x), PROBE)[:_HEAD]]
         if 0 <= tenth_gap(np.ascontiguousarray(head, dtype=np.int64)) < 2:
-            return None
+            return None, None
         probe = _probe(x)
     else:
         probe = _probe(x)
         probe = probe[np.isfinite(probe)]
-    values, counts = distinct_counts(probe.astype(np.float64))
+    if is_int and probe.dtype == np.int64:
+        from qres.codec._mapping_kernels import distinct_counts_int
+
+        ints, counts = distinct_counts_int(probe)
+        gathered = ints
+        values = ints.astype(np.float64)
+        if len(ints) and max(-int(ints[0]), int(ints[-1])) > 2**53:
+            # Beyond 2**53 the float64 view merges neighbours: count the floats' distinct.
+            values, counts = distinct_counts(values)
+            gathered = None
+    else:
+        values, counts = distinct_counts(probe.astype(np.float64))
     fitted = _fit(values, 0.5 if is_int else 0.0)
     if fitted is None:
-        return None
+        return None, gathered
     if known_step is not None and abs(fitted[1] - known_step) <= 1e-6 * known_step:
-        return None
+        return None, gathered
     # A sample's hit depends on its value alone (equal floats code and decode alike, -0.0
     # as 0.0): each distinct value is tried once and counts for all its samples.
     values = values.astype(np.int64 if is_int else probe.dtype)
-    best, hits = None, len(probe) // 2
-    for a, b in _candidates(*fitted):
+    candidates = _candidates(*fitted)
+    kind = np.dtype(dtype)
+    if candidates and (
+        (kind in (np.float32, np.float64) and values.dtype == kind)
+        or (kind.kind in "iu" and kind.itemsize <= 4 and values.dtype == np.int64)
+    ):
+        # The compiled search (the loop below, with scaled_hits' samples).
+        from qres.codec._mapping_kernels import scaled_best
+
+        pairs = np.array(candidates, dtype=np.float64)
+        best = scaled_best(values, counts, pairs[:, 0], pairs[:, 1])
+        return (candidates[best] if best >= 0 else None), gathered
+    return best_of(candidates, values, counts, dtype, len(probe)), gathered
+
+
+def best_of(candidates, values, counts, dtype: str, total: int) -> tuple[float, float] | None:
+    """The first of ``candidates`` that reproduces the most of a probe (its distinct
+    ``values`` and their ``counts``, ``total`` samples), more than half of it, else None
+    (``_mapping_kernels.scaled_best`` compiles this loop)."""
+    best, hits = None, total // 2
+    for a, b in candidates:
         if not (math.isfinite(a) and math.isfinite(b) and b > 0):
             continue
         same = hits_of(values, a, b, dtype, hits, counts)
         if same > hits:
             best, hits = (a, b), same
-            if same == len(probe):
+            if same == total:
                 break  # none can do better, and this one is the simplest that does it
     return best
