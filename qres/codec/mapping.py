@@ -621,7 +621,7 @@ def to_integers(
                 if cmap.kind == KIND_INTEGER_LATTICE:
                     ints[c] = (ints[c] - cmap.offset) // cmap.step
                     continue
-                found = _integer_views(np.ascontiguousarray(ints[c]), spec.dtype)
+                found = _integer_views(ints[c], spec.dtype)
                 if found is not None:
                     ints[c], maps[c], streams, _ = found
                     extras += streams
@@ -686,15 +686,21 @@ def _dictionary_channel(x, view, dtype: str, rival: int | None = None):
     from qres.codec._mapping_kernels import integer_costs
 
     view = np.ascontiguousarray(view, dtype=np.int64)
+    if not _dictionary_screen(view):
+        return None
     plain, changes = integer_costs(view)
-    return _dictionary_view(view, dtype, plain if rival is None else rival, changes)
+    rival = plain if rival is None else rival
+    return _dictionary_view(view, dtype, rival, changes, screened=True)
 
 
-def _dictionary_view(view, dtype: str, rival: int, changes: int, beat=None, probe=None):
-    """:func:`_dictionary_channel` of a contiguous int64 ``view`` with ``changes`` samples
-    unlike the one before, against ``rival``; None also when its estimate is not below
-    ``beat`` (a view found before it, which wins ties). ``probe``: the ascending distinct
-    values of the dictionary's probe, when known (scaled.search gathers them).
+def _dictionary_view(
+    view, dtype: str, rival: int, changes: int, beat=None, probe=None, screened: bool = False
+):
+    """:func:`_dictionary_channel` of an int64 ``view`` with ``changes`` samples unlike the
+    one before, against ``rival``; None also when its estimate is not below ``beat`` (a view
+    found before it, which wins ties). ``probe``: the ascending distinct values of the
+    dictionary's probe, when known (scaled.search gathers them); ``screened``: the probe
+    passed :func:`_dictionary_screen` already.
 
     The estimate is the ranks' bit cost plus the table's: every change of value changes the
     rank (a bit or more), so a table too large to pay for itself is known before the ranks
@@ -707,7 +713,7 @@ def _dictionary_view(view, dtype: str, rival: int, changes: int, beat=None, prob
     limit = _SIGNIFICANT_GAIN * rival
     floor = changes + max(n - 1, 0) // 8 + 40  # the estimate without the table's values
     most = _most_entries(floor, width, limit, beat)
-    values = _dictionary_table(view, most, probe)
+    values = _dictionary_table(view, most, probe, screened)
     if values is None:
         return None
     cost = rank_bit_cost(view, values) + width * len(values) + 40
@@ -733,10 +739,31 @@ def _most_entries(floor: int, width: int, limit: float, beat) -> int:
     return max(most, -1)
 
 
-def _dictionary_table(view, most: int, probe=None):
+def _dictionary_screen(view, probe=None) -> bool:
+    """Whether ``dictionary.table(view)`` may exist: a channel of 16 samples or more whose
+    probe (when it is longer than one) has at most one distinct value per DENSITY samples
+    of it. Most channels fail on their probe's first few hundred samples, before any pass
+    over the whole channel. ``probe``: the probe's distinct values, when known."""
+    from qres.codec import dictionary
+    from qres.codec._mapping_kernels import distinct_at_most
+
+    n = len(view)
+    if n < 2 * dictionary.DENSITY:
+        return False
+    if n <= dictionary.PROBE:
+        return True
+    screen = dictionary.PROBE // dictionary.DENSITY
+    if probe is not None:
+        return len(probe) <= screen
+    return distinct_at_most(view[dictionary.probe_index(n, dictionary.PROBE)], screen) is not None
+
+
+def _dictionary_table(view, most: int, probe=None, screened: bool = False):
     """``dictionary.table(view)`` when it has at most ``most`` values, else None (a larger
     table cannot win). ``probe``: the distinct values of the table's probe (of ``view`` itself
-    when it is no longer than the probe), when known."""
+    when it is no longer than the probe), when known; ``screened``: the probe passed
+    :func:`_dictionary_screen` already (a probe with more than ``most`` values means a table
+    with more, which the whole count finds too)."""
     from qres.codec import dictionary
     from qres.codec._mapping_kernels import distinct_at_most
 
@@ -749,7 +776,9 @@ def _dictionary_table(view, most: int, probe=None):
         if probe is not None:
             if len(probe) > screen:
                 return None
-        elif distinct_at_most(view[dictionary.probe_index(n, dictionary.PROBE)], screen) is None:
+        elif not screened and (
+            distinct_at_most(view[dictionary.probe_index(n, dictionary.PROBE)], screen) is None
+        ):
             return None
     elif probe is not None:
         return probe if len(probe) <= limit else None
@@ -850,29 +879,33 @@ def _integer_views(x, dtype: str):
     """The cheaper of an integer channel's scaled lattice (:func:`_scaled_integers`) and its
     dictionary (:func:`_dictionary_channel`), the lattice on a tie: (ints, ChannelMap,
     extras, estimated bits), or None when neither beats the plain integers. ``x``: the
-    channel, contiguous int64. The plain integers' cost is counted once for both, the
-    lattice's codes, corrections and costs come from one compiled pass, and the dictionary
-    reuses the lattice probe's distinct values and stops once it cannot win."""
-    from qres.codec import scaled
+    channel, int64. Most channels have neither and show it on their probe; for the others
+    the plain integers' cost is counted once for both, the lattice's codes, corrections and
+    costs come from one compiled pass, and the dictionary reuses the lattice probe's
+    distinct values and stops once it cannot win."""
+    from qres.codec import dictionary, scaled
     from qres.codec._mapping_kernels import integer_costs, scaled_integer_encode
 
-    plain, changes = integer_costs(x)
+    costs = None
     best = None
     found, probe = scaled.search(x, dtype)
+    if scaled.PROBE != dictionary.PROBE:
+        probe = None  # not the dictionary's probe
     if found is not None:
+        costs = integer_costs(x)
         a, b = found
         n, correction, code_bits, correction_bits = scaled_integer_encode(x, a, b)
         cost = code_bits + (0 if correction is None else correction_bits) + 8 * _SCALED.size
-        if cost < _SIGNIFICANT_GAIN * plain:
+        if cost < _SIGNIFICANT_GAIN * costs[0]:
             flags = 0 if correction is None else FLAG_ULP_CORRECTION
             extras = [] if correction is None else [correction]
             best = n, ChannelMap(KIND_SCALED, flags=flags, lattice=(a, b)), extras, cost
+    if not _dictionary_screen(x, probe):
+        return best
+    if costs is None:
+        costs = integer_costs(x)
     beat = None if best is None else best[3]
-    from qres.codec import dictionary
-
-    if scaled.PROBE != dictionary.PROBE:
-        probe = None  # not the dictionary's probe
-    found = _dictionary_view(x, dtype, plain, changes, beat, probe)
+    found = _dictionary_view(x, dtype, *costs, beat, probe, screened=True)
     return best if found is None else found
 
 
