@@ -13,9 +13,12 @@ and float64) and ``format-v10.*`` (bounded-error float64 with quantised blocks):
 of those versions, which this qres still reads, kept so a test checks that they decode to their
 inputs.
 
-Every lossless golden made here is format 9, every bounded-error integer one format 10 and
-every bounded-error float one format 11. ``adc-2ch-float32`` at bound 0.01 pins a quantised
-block on the channels' own lattices (format 11: its converter codes' scaled lattices).
+Every integer golden made here is format 9 (lossless) or 10 (bounded error), every float one
+format 11. ``adc-2ch-float32`` at bound 0.01 pins a quantised block on the channels' own
+lattices (format 11: its converter codes' scaled lattices).
+``format-v9.hourly-3ch-float64.server.qres`` and
+``format-v10.hourly-3ch-float64.server.e0.02.qres`` are the last float files of those versions
+(runs of non-finite samples verbatim, kind 5), kept the same way.
 ``hourly-3ch-float64`` (rain mostly 0.0, a flat water level with a NaN gap, a walk with -0.0
 and an infinity) and ``gestures-3ch-int16`` pin quantised blocks (method 3) in their
 bounded-error goldens; ``counts-2ch-int16`` at bound 2 pins a bounded block coded lossless.
@@ -24,7 +27,11 @@ bounded-error goldens; ``counts-2ch-int16`` at bound 2 pins a bounded block code
 channels that share their motion, so its lossless goldens pin the repeats and channel-pair
 fields (block flag bits 4-5); ``adc-2ch-float32`` holds converter codes times scales that are
 no power of ten, so its lossless goldens pin the scaled-lattice mapping (side-record kind 7);
-``counts-2ch-int16`` holds activity counts (few distinct values, bursts) and calibrated
+``dropouts-2ch-float32`` holds decimal readings with scattered NaN and -inf dropouts, so
+its lossless goldens pin run tables (side-record kind 9, format 11); ``wide-2ch-float64``
+holds float32 and float16 values stored as float64, so they pin the shifted bit view (kind
+10, format 11); ``counts-2ch-int16``
+holds activity counts (few distinct values, bursts) and calibrated
 readings (steps of 9 and 10), so they pin the dictionary (kind 8) and the integer scaled
 lattice (kind 7); ``irradiance-3ch-int16`` holds global, direct and diffuse irradiance
 (global equals diffuse whenever the direct beam is 0), so it pins repeats that copy from an
@@ -199,6 +206,44 @@ def _hourly_float64(hours: int = 3000) -> bytes:
 
 
 INPUTS["hourly-3ch-float64"] = (_hourly_float64, StreamSpec("float64", 3))
+
+
+def _dropouts_float32(frames: int = 3000) -> bytes:
+    """Two float32 channels of decimal readings (a 0.1-step walk and a 0.05-step walk, from a
+    64-bit LCG) with scattered dropouts: single NaNs in about 1 sample of 40, a NaN with
+    another payload now and then, and short runs of -inf on the second channel."""
+    lcg, a, b, out = 0x14057B7EF767814F, 200, 400, []
+    quiet, other = np.float32(np.nan), np.array(0x7FC00123, "<u4").view("<f4")[()]
+    for _ in range(frames):
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        a += (lcg >> 61) % 3 - 1
+        b += (lcg >> 50) % 5 - 2
+        row = [np.float32(float(f"{a / 10:.1f}")), np.float32(float(f"{b / 20:.2f}"))]
+        if (lcg >> 20) % 40 == 0:
+            row[0] = other if (lcg >> 30) % 5 == 0 else quiet
+        if (lcg >> 10) % 97 == 0:
+            row[1] = np.float32(-np.inf)
+        out.append(row)
+    return np.array(out, dtype="<f4").tobytes()
+
+
+INPUTS["dropouts-2ch-float32"] = (_dropouts_float32, StreamSpec("float32", 2))
+
+
+def _wide_float64(frames: int = 3000) -> bytes:
+    """Two float64 channels holding narrower floats (from a 64-bit LCG random walk): float32
+    readings (a code divided by 37, rounded to float32) and float16 values of a walk that
+    crosses zero (negative values, zeros), each widened exactly to float64."""
+    lcg, a, b, out = 0x6C8E9CF570932BD5, 5000, 0, []
+    for _ in range(frames):
+        lcg = (lcg * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        a += (lcg >> 60) % 7 - 3
+        b = max(-900, min(900, b + (lcg >> 40) % 41 - 20))
+        out.append([float(np.float32(a / 37.0)), float(np.float16(b / 37.0))])
+    return np.array(out, dtype="<f8").tobytes()
+
+
+INPUTS["wide-2ch-float64"] = (_wide_float64, StreamSpec("float64", 2))
 INPUTS["gestures-3ch-int16"] = (_gestures_int16, StreamSpec("int16", 3))
 PROFILES = ("server", "fast", "esp32", "arduino-mega")
 #: Bounded-error goldens: (input, profile, max_error). They pin the block predictor choice

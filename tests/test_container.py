@@ -178,14 +178,15 @@ def test_empty_stream_costs_about_a_hundred_bytes():
     assert api.decompress_bytes(packed) == b""
     info = container.describe(io.BytesIO(packed))
     assert info["frames"] == 0 and info["blocks"] == []
-    # Lossless streams hold nothing of version 10 (quantised blocks) and are written as 9;
-    # bounded integer streams nothing of version 11 (recorded grids), written as 10.
+    # Lossless integer streams hold nothing of version 10 (quantised blocks) or 11 (run tables
+    # of non-finite floats) and are written as 9; bounded ones as 10; float streams as 11.
     assert info["format_version"] == container.LOSSLESS_VERSION == 9
     assert container.FORMAT_VERSION == 11
     bounded = api.compress_bytes(b"", SPEC, profile="server", max_error=2)
     assert container.describe(io.BytesIO(bounded))["format_version"] == 10
-    floats = api.compress_bytes(b"", StreamSpec("float32"), profile="server", max_error=2)
-    assert container.describe(io.BytesIO(floats))["format_version"] == 11
+    for bound in (0, 0.5):
+        floats = api.compress_bytes(b"", StreamSpec("float32", 1), "server", max_error=bound)
+        assert container.describe(io.BytesIO(floats))["format_version"] == 11
 
 
 def test_a_version_10_reader_refuses_version_11_as_newer(monkeypatch):

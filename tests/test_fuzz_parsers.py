@@ -418,6 +418,55 @@ def test_quantised_containers_fail_cleanly(quantised_packed, data):
     _only_own_errors(api.decompress_bytes, forged.getvalue())
 
 
+@pytest.fixture(scope="module")
+def run_table_packed():
+    """A lossless float stream whose channels keep scattered NaN and -inf dropouts (two bit
+    patterns) in run tables (side-record kind 9, format 11), around a decimal lattice, a
+    shifted bit view (kind 10: mantissas cut to 30 bits) and a narrow entry (kind 11: float32
+    readings stored as float64)."""
+    import numpy as np
+
+    from qres.codec.samples import StreamSpec
+
+    rng = np.random.default_rng(9)
+    x = np.round(np.cumsum(rng.normal(0, 0.1, (3000, 3)), axis=0), 1)
+    walk = np.cumsum(rng.normal(0, 0.1, 3000))
+    x[:, 1] = (walk.view(np.uint64) & ~np.uint64((1 << 22) - 1)).view(np.float64)
+    x[:, 2] = walk.astype(np.float32)
+    x[rng.random(x.shape) < 0.03] = np.nan
+    x[rng.random(x.shape) < 0.01] = -np.inf
+    return api.compress_bytes(x.astype("<f8").tobytes(), StreamSpec("float64", 3), "server")
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(st.data())
+def test_run_table_payloads_fail_cleanly(run_table_packed, data):
+    """Damaged run tables under valid checksums (the side record's counts and patterns, the
+    gap, length and pattern streams) are refused with the project's own errors."""
+    import attrs
+
+    from qres.codec import mapping
+    from qres.codec import pipeline as codec
+
+    reader = container.Reader(io.BytesIO(run_table_packed))
+    assert reader.header.version == 11
+    ((_, block),) = list(reader.blocks())
+    decoder = codec.open_decoder(reader.header)()
+    layout = decoder._read_layout(memoryview(block.payload), block.frames, block.flags)
+    kinds = [(m.kind, m.inner.kind) for m in layout.side.maps]
+    inner = [mapping.KIND_DECIMAL, mapping.KIND_FLOAT_SHIFTED, mapping.KIND_NARROW]
+    assert kinds == [(mapping.KIND_RUN_TABLE, k) for k in inner]
+    forged = io.BytesIO()
+    writer = container.Writer(forged, reader.header)
+    writer.add(attrs.evolve(block, payload=data.draw(mutated(block.payload))), b"")
+    writer.finish()
+    _only_own_errors(api.decompress_bytes, forged.getvalue())
+
+
 def test_lying_lengths_do_not_allocate(packed):
     """Length and count fields claiming gigabytes are refused before anything is allocated."""
     cases = []

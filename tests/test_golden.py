@@ -94,11 +94,11 @@ def test_lossless_goldens_cover_the_channel_predictor_codes():
 
 
 def test_goldens_are_format_9_10_and_11_and_older_readable_versions_are_pinned():
-    """Every lossless golden made by tests/make_golden.py is format 9, every bounded-error
-    integer one format 10 and every bounded-error float one format 11; the last files of
-    versions 4 (int16, float64), 5 (int24), 6 (int16 with repeats and pairs, float64), 7
-    (float32 on scaled lattices), 8 (int16 dictionary), 9 (bounded error: int16, float64) and
-    10 (bounded-error float64 with quantised blocks) are kept and still decode to their
+    """Every integer golden made by tests/make_golden.py is format 9 (lossless) or 10 (bounded
+    error), every float one format 11; the last files of versions 4 (int16, float64), 5
+    (int24), 6 (int16 with repeats and pairs, float64), 7 (float32 on scaled lattices), 8
+    (int16 dictionary), 9 (bounded error: int16, float64; lossless float64 with runs) and 10
+    (bounded-error float64 with quantised blocks and runs) are kept and still decode to their
     inputs."""
     versions = {}
     for path in GOLDEN.glob("*.qres"):
@@ -107,7 +107,7 @@ def test_goldens_are_format_9_10_and_11_and_older_readable_versions_are_pinned()
     for name, info in versions.items():
         bounded = bool(info["header"]["codec"]["max_error"])
         floats = info["header"]["dtype"].startswith("float")
-        assert info["format_version"] == ((11 if floats else 10) if bounded else 9)
+        assert info["format_version"] == (11 if floats else 10 if bounded else 9)
         assert (GOLDEN / name).read_bytes()[8] == info["format_version"]
     old = {4: set(), 5: set(), 6: set(), 7: set(), 8: set(), 9: set(), 10: set()}
     for version in old:
@@ -173,6 +173,46 @@ def test_float32_goldens_pin_the_scaled_lattice():
     side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, len(block))
     assert [m.kind for m in side.maps] == [mapping.KIND_SCALED] * 2
     assert [m.lattice[1] for m in side.maps] == [10 / 4095, 3.3 / 1023]
+
+
+def test_float_goldens_pin_run_tables():
+    """The dropouts golden (every profile) keeps its scattered NaN and -inf samples in run
+    tables (kind 9) on both channels, with two bit patterns (a pattern stream) on the first;
+    the hourly golden's single gap and infinity stay verbatim (kind 5: fewer bytes)."""
+    from qres.codec import mapping
+
+    for name in ("dropouts-2ch-float32", "hourly-3ch-float64"):
+        for profile in PROFILES:
+            packed = (GOLDEN / f"{name}.{profile}.qres").read_bytes()
+            reader = container.Reader(io.BytesIO(packed))
+            decoder = codec.open_decoder(reader.header)()
+            seen = set()
+            for _, block in reader.blocks():
+                if block.method != container.METHOD_PREDICTED:
+                    continue
+                layout = decoder._read_layout(memoryview(block.payload), block.frames, block.flags)
+                seen |= {(c, m.kind, m.patterns) for c, m in enumerate(layout.side.maps)}
+            tables = {(c, n) for c, kind, n in seen if kind == mapping.KIND_RUN_TABLE}
+            if name.startswith("dropouts"):
+                assert {c for c, _ in tables} == {0, 1} and (0, 2) in tables, profile
+            else:
+                assert not tables and {kind for _, kind, _ in seen} >= {mapping.KIND_RUNS}
+
+
+def test_float_goldens_pin_the_narrow_and_shifted_views():
+    """The wide golden's float32 and float16 values stored as float64 map as float32 (kind
+    11): the float32 readings on their scaled lattice (a code over 37), the float16 values
+    through the float32 bit view without the 13 zero bits they all end in (kind 10)."""
+    from qres.codec import mapping
+
+    make, spec = INPUTS["wide-2ch-float64"]
+    block = spec.to_array(make()).reshape(-1, spec.channels)
+    mapped = mapping.to_integers(block, spec, None)
+    side, _ = mapping.read_side(memoryview(mapped.side), 0, spec, len(block))
+    assert [m.kind for m in side.maps] == [mapping.KIND_NARROW] * 2
+    first, second = (m.inner for m in side.maps)
+    assert first.kind == mapping.KIND_SCALED and first.lattice[1] == 1 / 37
+    assert (second.kind, second.shift) == (mapping.KIND_FLOAT_SHIFTED, 13)
 
 
 def test_lossless_goldens_cover_repeats_and_channel_pairs():

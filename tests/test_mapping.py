@@ -20,10 +20,14 @@ from qres.kernel.errors import IntegrityError
 FAST = settings(max_examples=60, deadline=None)
 
 
-def _round_trip(block: np.ndarray, grid_step: float | None = None) -> mapping.Mapped:
-    """Map ``block`` (frames, channels), parse its side record, map back; return the mapping."""
+def _round_trip(
+    block: np.ndarray, grid_step: float | None = None, run_tables: bool = True
+) -> mapping.Mapped:
+    """Map ``block`` (frames, channels), parse its side record, map back; return the mapping.
+    ``run_tables``: as a block of the newest format (runs of non-finite samples in run
+    tables, shifted bit views), else as one of format 10 (runs verbatim)."""
     spec = StreamSpec(block.dtype.name, block.shape[1])
-    mapped = mapping.to_integers(block, spec, grid_step)
+    mapped = mapping.to_integers(block, spec, grid_step, version=None if run_tables else 10)
     assert mapped is not None
     assert mapped.ints.dtype == np.int64 and mapped.ints.shape == block.shape[::-1]
     side, pos = mapping.read_side(memoryview(mapped.side), 0, spec, block.shape[0])
@@ -107,9 +111,9 @@ def float_blocks(draw, special_share: bool = True):
 
 
 @FAST
-@given(float_blocks())
-def test_any_float_block_round_trips_bit_for_bit(block):
-    _round_trip(block)
+@given(float_blocks(), st.booleans())
+def test_any_float_block_round_trips_bit_for_bit(block, run_tables):
+    _round_trip(block, run_tables=run_tables)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -124,16 +128,19 @@ def test_special_values_round_trip(dtype):
     block = np.tile(bits.view(dtype), 20).reshape(-1, 1)
     _round_trip(block)
     # The same values inside decimal data keep the channel decimal: the non-finite ones are
-    # kept as runs (kind 5), the others (-0.0, subnormals, huge values) become corrections.
+    # kept as runs (a run table, kind 9; verbatim runs, kind 5, before format 11), the others
+    # (-0.0, subnormals, huge values) become corrections.
     rng = np.random.default_rng(1)
     x = (np.cumsum(rng.integers(-9, 10, 2000)) / 100.0).astype(dtype)
     x[::97] = np.resize(bits.view(dtype), len(x[::97]))
-    mapped = _round_trip(x.reshape(-1, 1))
-    assert _kinds(mapped, dtype, 1) == [mapping.KIND_RUNS]
-    entry = _side(mapped, dtype, len(x)).maps[0]
-    assert entry.inner.kind == mapping.KIND_DECIMAL
-    assert entry.inner.flags & mapping.FLAG_ULP_CORRECTION
-    assert len(entry.runs[0]) == np.count_nonzero(~np.isfinite(x))
+    for run_tables, kind in ((True, mapping.KIND_RUN_TABLE), (False, mapping.KIND_RUNS)):
+        mapped = _round_trip(x.reshape(-1, 1), run_tables=run_tables)
+        assert _kinds(mapped, dtype, 1) == [kind]
+        entry = _side(mapped, dtype, len(x)).maps[0]
+        assert entry.inner.kind == mapping.KIND_DECIMAL
+        assert entry.inner.flags & mapping.FLAG_ULP_CORRECTION
+        runs = entry.run_count if run_tables else len(entry.runs[0])
+        assert runs == np.count_nonzero(~np.isfinite(x))
 
 
 def test_empty_and_single_frame_blocks():
@@ -825,9 +832,65 @@ def test_bit_cost_at_the_int64_extremes():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_gaps_are_a_run_table(dtype):
+    """Format 11: NaN gaps and dropouts (several payloads, one touching the start, two runs
+    touching) are a run table: one copy of each bit pattern in the side record, and per run
+    its gap, length minus 1 and pattern as three streams after the channel's own."""
+    rng = np.random.default_rng(4)
+    x = (np.cumsum(rng.integers(-9, 10, 5000)) / 100.0).astype(dtype)
+    signed = np.int32 if dtype == "float32" else np.int64
+    nan = np.array(np.nan, dtype).view(signed)
+    x[:30] = np.nan
+    x[1000:1400] = np.array(nan | 7, signed).view(dtype)  # another payload right after
+    x[1400:1500] = np.nan
+    x[2000:3000:50] = np.nan  # single dropouts
+    x[4990:] = -np.inf
+    mapped = _round_trip(x.reshape(-1, 1))
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert entry.kind == mapping.KIND_RUN_TABLE and entry.inner.kind == mapping.KIND_DECIMAL
+    assert (entry.run_count, entry.patterns, entry.inner.flags) == (24, 3, 0)
+    patterns = np.frombuffer(entry.exception_raw, dtype=np.dtype(signed).newbyteorder("<"))
+    assert list(patterns) == [nan, nan | 7, np.array(-np.inf, dtype).view(signed)]
+    gaps, lengths, index = mapped.extras
+    starts = np.cumsum(gaps + lengths + 1) - lengths - 1
+    assert list(starts) == [0, 1000, 1400, *range(2000, 3000, 50), 4990]
+    assert list(lengths + 1) == [30, 400, 100] + [1] * 20 + [10]
+    assert list(index) == [0, 1, 0] + [0] * 20 + [2]
+    # One pattern: no pattern stream.
+    x[1000:1400] = np.nan
+    x[4990:] = np.nan
+    mapped = _round_trip(x.reshape(-1, 1))
+    entry = _side(mapped, dtype, len(x)).maps[0]
+    assert (entry.run_count, entry.patterns, len(mapped.extras)) == (23, 1, 2)
+    # A run or two cost fewer bytes verbatim (kind 5) than in streams.
+    x[30:] = x[30:][np.isfinite(x[30:])][0]
+    assert _kinds(_round_trip(x.reshape(-1, 1)), dtype, 1) == [mapping.KIND_RUNS]
+
+
+def test_isolated_dropouts_cost_a_few_bits_each():
+    """Scattered single NaNs (sensor dropouts) in a run table cost a fraction of the 16
+    verbatim bytes each that a kind-5 entry spends on a float64 run."""
+    rng = np.random.default_rng(5)
+    x = np.round(20 + np.cumsum(rng.normal(0, 0.05, 20000)), 2)
+    x[rng.random(len(x)) < 0.02] = np.nan
+    spec = StreamSpec("float64", 1)
+    table = mapping.to_integers(x.reshape(-1, 1), spec, None)
+    verbatim = mapping.to_integers(x.reshape(-1, 1), spec, None, version=10)
+    starts = np.flatnonzero(np.diff(np.isnan(x).astype(int), prepend=0) == 1)
+    assert len(verbatim.side) >= 16 * len(starts) > 16 * 400
+    assert len(table.side) < 100 and len(table.extras) == 2
+    # the streams hold what the verbatim table held: gaps from the end of the run before,
+    # and lengths minus 1
+    gaps, lengths = table.extras[0], table.extras[1] + 1
+    assert list(np.cumsum(gaps + lengths) - lengths) == list(starts)
+    assert int(lengths.sum()) == np.count_nonzero(np.isnan(x))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_nan_gaps_are_runs_and_cost_no_corrections(dtype):
-    """NaN gaps (several payloads, one touching the start) are kept as runs: the decimal
-    channel around them needs no ulp correction, and a channel of NaN only still maps."""
+    """Before format 11, NaN gaps (several payloads, one touching the start) are kept as runs:
+    the decimal channel around them needs no ulp correction, and a channel of NaN only still
+    maps."""
     rng = np.random.default_rng(4)
     x = (np.cumsum(rng.integers(-9, 10, 5000)) / 100.0).astype(dtype)
     signed = np.int32 if dtype == "float32" else np.int64
@@ -836,7 +899,7 @@ def test_nan_gaps_are_runs_and_cost_no_corrections(dtype):
     x[1000:1400] = np.array(nan | 7, signed).view(dtype)  # another payload right after
     x[1400:1500] = np.nan
     x[4990:] = -np.inf
-    mapped = _round_trip(x.reshape(-1, 1))
+    mapped = _round_trip(x.reshape(-1, 1), run_tables=False)
     entry = _side(mapped, dtype, len(x)).maps[0]
     assert entry.kind == mapping.KIND_RUNS and entry.inner.kind == mapping.KIND_DECIMAL
     assert list(entry.runs[0]) == [0, 1000, 1400, 4990]
@@ -845,7 +908,8 @@ def test_nan_gaps_are_runs_and_cost_no_corrections(dtype):
     # the gaps are flat for the predictor: the value before each gap is repeated
     assert mapped.ints[0][1000:1500].min() == mapped.ints[0][1000:1500].max()
     only = np.full((50, 1), np.nan, dtype=dtype)
-    assert _kinds(_round_trip(only), dtype, 1) == [mapping.KIND_RUNS]
+    assert _kinds(_round_trip(only, run_tables=False), dtype, 1) == [mapping.KIND_RUNS]
+    assert _kinds(_round_trip(only), dtype, 1) == [mapping.KIND_RUNS]  # one run: verbatim
 
 
 @st.composite
@@ -1169,10 +1233,209 @@ def test_scaled_lattice_entries_only_in_format_7():
         mapping.read_side(side, 0, spec, len(x), 6)
     # Inside a runs entry too.
     x[10:20] = np.nan
-    side = memoryview(mapping.to_integers(x, spec, None).side)
+    side = memoryview(mapping.to_integers(x, spec, None, version=10).side)
     assert mapping.read_side(side, 0, spec, len(x))[0].maps[0].inner.kind == mapping.KIND_SCALED
     with pytest.raises(IntegrityError, match="kind 7 does not fit"):
         mapping.read_side(side, 0, spec, len(x), 6)
+
+
+@st.composite
+def narrow_floats(draw):
+    """Float blocks whose samples are of a narrower type (float16, bfloat16-like or float32
+    values stored wide, or a mantissa cut to a few bits): every bit pattern ends in zeros.
+    Negative samples, zeros of both signs, subnormals of the narrow type, huge values."""
+    dtype = draw(st.sampled_from(["float32", "float64"]))
+    width = 32 if dtype == "float32" else 64
+    frames = draw(st.integers(1, 300))
+    keep = draw(st.integers(1, width - 2))  # bits of the pattern kept, from the top
+    raw = draw(st.lists(st.integers(0, (1 << width) - 1), min_size=frames, max_size=frames))
+    mask = ((1 << keep) - 1) << (width - keep)
+    bits = np.array([v & mask for v in raw], dtype=f"u{width // 8}")
+    x = bits.view(dtype).copy()
+    if draw(st.booleans()):  # a smooth narrow signal instead: float16 values stored wide
+        x = (np.sin(np.arange(frames) / 9) * draw(st.floats(1e-6, 1e4))).astype(np.float16)
+        x = x.astype(dtype)
+    bad = ~np.isfinite(x)
+    x[bad] = 0.0
+    return x.reshape(-1, 1)
+
+
+@FAST
+@given(narrow_floats())
+def test_narrow_floats_round_trip_through_the_shifted_bit_view(block):
+    mapped = _round_trip(block)
+    dtype = block.dtype.name
+    entry = _side(mapped, dtype, len(block)).maps[0]
+    column = block[:, 0]
+    if entry.kind == mapping.KIND_NARROW:  # float32 values stored as float64
+        assert dtype == "float64"
+        assert np.array_equal(column.astype(np.float32).astype(np.float64), column)
+        entry, column = entry.inner, column.astype(np.float32)
+    every = int(np.bitwise_or.reduce(column.view(f"u{column.itemsize}")))
+    if entry.kind == mapping.KIND_FLOAT_SHIFTED:
+        assert every and entry.shift == min(
+            8 * column.itemsize - 1, (every & -every).bit_length() - 1
+        )
+    elif entry.kind == mapping.KIND_FLOAT_BITS:
+        assert every & 1 or not every  # the shifted view is taken whenever it can be
+    # As a format-10 block, never kind 10 or 11.
+    old = _kinds(mapping.to_integers(block, StreamSpec(dtype, 1), None, version=10), dtype, 1)
+    assert not {mapping.KIND_FLOAT_SHIFTED, mapping.KIND_NARROW} & set(old)
+
+
+def test_cut_mantissas_lose_the_dead_bits():
+    """float64 samples whose mantissas keep 30 bits (not float32 values): the bit view
+    shifted by the 22 zero bits they all end in."""
+    rng = np.random.default_rng(6)
+    x = np.sin(np.arange(5000) / 50) * 3 + rng.normal(0, 0.01, 5000)
+    x = (x.view(np.uint64) & ~np.uint64((1 << 22) - 1)).view(np.float64).reshape(-1, 1)
+    mapped = _round_trip(x)
+    entry = _side(mapped, "float64", len(x)).maps[0]
+    assert entry.kind == mapping.KIND_FLOAT_SHIFTED and entry.shift == 22
+    plain = mapping._monotonic_bits(x[:, 0], "float64")
+    assert np.array_equal(mapped.ints[0], plain >> 22)
+
+
+def test_float32_readings_stored_as_float64_map_as_float32():
+    """float32 readings of two decimals saved as float64 are a float32 decimal lattice (kind
+    11 around kind 1): as float64 they are ulps of noise, coded as bits."""
+    rng = np.random.default_rng(6)
+    readings = np.round(200 + np.cumsum(rng.normal(0, 0.3, 5000)), 2).astype(np.float32)
+    wide = readings.astype(np.float64).reshape(-1, 1)
+    mapped = _round_trip(wide)
+    entry = _side(mapped, "float64", len(wide)).maps[0]
+    assert entry.kind == mapping.KIND_NARROW and entry.inner.kind == mapping.KIND_DECIMAL
+    assert entry.inner.decimals == 2
+    native = mapping.to_integers(readings.reshape(-1, 1), StreamSpec("float32", 1), None)
+    assert np.array_equal(mapped.ints, native.ints) and mapped.side[1:] == native.side
+    # Before format 11: the float64 decimal lattice, an ulp correction on most samples.
+    old = mapping.to_integers(wide, StreamSpec("float64", 1), None, version=10)
+    assert _kinds(old, "float64", 1) == [mapping.KIND_DECIMAL]
+    assert np.count_nonzero(old.extras[-1]) > len(wide) // 2
+
+
+@pytest.mark.parametrize(
+    "side, spec, message",
+    [
+        (bytes([11, 2]), StreamSpec("float32", 1), "kind 11 does not fit"),
+        (bytes([11, 11, 2]), StreamSpec("float64", 1), "kind 11 does not fit"),
+        (bytes([11, 5]), StreamSpec("float64", 1), "kind 5 does not fit"),
+        (bytes([11, 3]), StreamSpec("float64", 1), "kind 3 does not fit"),
+        (bytes([11]), StreamSpec("float64", 1), "truncated"),
+    ],
+)
+def test_bad_narrow_entries_are_refused(side, spec, message):
+    with pytest.raises(IntegrityError, match=message):
+        mapping.read_side(memoryview(side), 0, spec, 10)
+
+
+def test_narrow_entries_only_in_lossless_blocks_of_format_11():
+    side = memoryview(bytes([mapping.KIND_NARROW, mapping.KIND_FLOAT_BITS]))
+    spec = StreamSpec("float64", 1)
+    with pytest.raises(IntegrityError, match="kind 11 does not fit"):
+        mapping.read_side(side, 0, spec, 4, 10)
+    parsed, _ = mapping.read_side(side, 0, spec, 4, 11)
+    ints = np.zeros((1, 4), dtype=np.int64)
+    assert not mapping.from_integers(ints, parsed, [], spec, None).any()
+    with pytest.raises(IntegrityError, match="bounded-error block"):
+        mapping.from_integers(ints, parsed, [], spec, 0.5)
+
+
+@pytest.mark.parametrize(
+    "shift, dtype, message",
+    [(0, "float32", "bad float bit shift 0"), (32, "float32", "bad float bit shift 32"),
+     (64, "float64", "bad float bit shift 64")],
+)  # fmt: skip
+def test_bad_float_bit_shifts_are_refused(shift, dtype, message):
+    side = bytes([mapping.KIND_FLOAT_SHIFTED, shift])
+    with pytest.raises(IntegrityError, match=message):
+        mapping.read_side(memoryview(side), 0, StreamSpec(dtype, 1), 10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shifted_bit_views_out_of_range_are_refused(dtype):
+    """A damaged view whose value would not fit the sample width once shifted back."""
+    spec = StreamSpec(dtype, 1)
+    width = 8 * spec.itemsize
+    side, _ = mapping.read_side(memoryview(bytes([mapping.KIND_FLOAT_SHIFTED, 20])), 0, spec, 2)
+    top = 1 << (width - 1 - 20)
+    for k in ([top - 1, -top], [top, 0], [0, -top - 1]):
+        ints = np.array([k], dtype=np.int64)
+        if k[0] == top - 1:
+            out = mapping.from_integers(ints, side, [], spec, None)[:, 0]
+            assert not np.any(out.view(f"u{spec.itemsize}") & ((1 << 20) - 1))
+            continue
+        with pytest.raises(IntegrityError, match="out of the type's range"):
+            mapping.from_integers(ints, side, [], spec, None)
+
+
+def test_run_tables_only_in_format_11():
+    x = np.round(np.linspace(0, 30, 3000), 1).reshape(-1, 1)
+    x[10:3000:100] = np.nan
+    spec = StreamSpec("float64", 1)
+    side = memoryview(mapping.to_integers(x, spec, None).side)
+    assert mapping.read_side(side, 0, spec, len(x), 11)[0].maps[0].kind == mapping.KIND_RUN_TABLE
+    with pytest.raises(IntegrityError, match="kind 9 does not fit"):
+        mapping.read_side(side, 0, spec, len(x), 10)
+    with pytest.raises(IntegrityError, match="kind 9 does not fit"):
+        mapping.read_side(side, 0, StreamSpec("int64", 1), len(x))
+
+
+def _run_table_side(count: int, patterns: list[float], inner: int = mapping.KIND_FLOAT_BITS):
+    raw = np.array(patterns, dtype="<f8").tobytes()
+    head = mapping._COUNT.pack(count) + mapping._COUNT.pack(len(patterns))
+    return bytes([mapping.KIND_RUN_TABLE]) + head + raw + bytes([inner])
+
+
+@pytest.mark.parametrize(
+    "side, message",
+    [
+        (_run_table_side(0, [np.nan]), "run count out of range"),
+        (_run_table_side(11, [np.nan]), "run count out of range"),
+        (_run_table_side(2, []), "pattern count out of range"),
+        (_run_table_side(1, [np.nan, np.inf]), "pattern count out of range"),
+        (_run_table_side(2, [np.nan, np.nan]), "a bit pattern twice"),
+        (_run_table_side(2, [np.nan])[:-5], "truncated in the run patterns"),
+        (_run_table_side(2, [np.nan], mapping.KIND_RUN_TABLE), "kind 9 does not fit"),
+        (_run_table_side(2, [np.nan], mapping.KIND_FLOAT_GRID), "kind 3 does not fit"),
+    ],
+)
+def test_bad_run_table_entries_are_refused(side, message):
+    with pytest.raises(IntegrityError, match=message):
+        mapping.read_side(memoryview(side), 0, StreamSpec("float64", 1), 10)
+
+
+@pytest.mark.parametrize(
+    "gaps, lengths, index, message",
+    [
+        ([0, 1], [0, 0], [0, 1], None),  # runs at 0 and 2: valid
+        ([0, 1], [0, 0], [0, 0], "out of table order"),  # a pattern never used
+        ([0, 0], [0, 0], [0, 0], "two touching runs of one pattern"),
+        ([0, 0], [0, 0], [0, 1], None),  # touching, two patterns: valid
+        ([0, 1], [0, 0], [1, 0], "out of table order"),
+        ([0, 1], [0, 0], [0, 2], "out of range"),
+        ([0, 1], [0, 0], [0, 0, 0], "out of range"),
+        ([-1, 1], [0, 0], [0, 0], "out of range"),
+        ([0, 1], [-1, 0], [0, 0], "out of range"),
+        ([5, 4], [0, 0], [0, 0], "reaches past the block"),
+        ([0, 2**62], [0, 0], [0, 0], "out of range"),
+        ([0, 1], [0, 2**62], [0, 0], "out of range"),
+    ],
+)
+def test_damaged_run_table_streams_are_refused(gaps, lengths, index, message):
+    """The run table's streams are checked before they place a sample: in range (before any
+    sum), in order, inside the block, every pattern used in table order."""
+    side = memoryview(_run_table_side(2, [np.nan, -np.inf]))
+    spec = StreamSpec("float64", 1)
+    parsed, _ = mapping.read_side(side, 0, spec, 10)
+    streams = [np.array(v, dtype=np.int64) for v in (gaps, lengths, index)]
+    ints = np.arange(10, dtype=np.int64).reshape(1, -1)
+    if message is None:
+        out = mapping.from_integers(ints, parsed, streams, spec, None)[:, 0]
+        assert np.count_nonzero(~np.isfinite(out)) == 2
+        return
+    with pytest.raises(IntegrityError, match=message):
+        mapping.from_integers(ints, parsed, streams, spec, None)
 
 
 @pytest.mark.parametrize(
@@ -1351,6 +1614,9 @@ def test_dictionary_inside_nan_runs_and_never_for_many_values():
     mapped = _round_trip(x.reshape(-1, 1))
     entry = _side(mapped, "float64", len(x)).maps[0]
     assert entry.kind == mapping.KIND_RUNS and entry.inner.kind == mapping.KIND_DICTIONARY
+    x[200:4000:100] = np.nan
+    entry = _side(_round_trip(x.reshape(-1, 1)), "float64", len(x)).maps[0]
+    assert entry.kind == mapping.KIND_RUN_TABLE and entry.inner.kind == mapping.KIND_DICTIONARY
     walk = np.cumsum(np.random.default_rng(1).integers(-50, 51, 5000)).astype(np.int32)
     assert _kinds(_int_round_trip(walk.reshape(-1, 1)), "int32", 1) == [mapping.KIND_INTEGER]
 

@@ -26,15 +26,20 @@ MAGIC = b"\x89QRS\r\n\x1a\n"
 #: version 7 the scaled-lattice mapping (side-record kind 7), version 8 the dictionary
 #: mapping (kind 8), version 9 repeats that copy from the block's earlier channels, version 10
 #: quantised blocks (method 3, bounded-error streams only), version 11 quantised float blocks
-#: that record their own grids (the channels' lattices). Bounded-error float streams are
-#: written as 11; bounded-error integer streams, which never record a grid, as 10; lossless
-#: streams, which hold nothing newer than 9, as 9 (so that a qres reading 9 or 10 still reads
-#: them). Files of versions 4 to 10 stay readable.
+#: that record their own grids (the channels' lattices) and three float mappings (side-record
+#: kinds 9-11: run tables of non-finite samples, shifted bit views, narrow entries). Each
+#: stream is written in the lowest version that holds it (:func:`written_version`): float
+#: streams as 11; bounded-error integer streams, which never record a grid, as 10; lossless
+#: integer streams, which hold nothing newer than 9, as 9 (so that a qres reading 9 or 10 still
+#: reads them). Files of versions 4 to 10 stay readable.
 FORMAT_VERSION = 11
-#: The version lossless streams are written in.
+#: The version lossless integer streams are written in.
 LOSSLESS_VERSION = 9
 #: The version bounded-error integer streams are written in.
 BOUNDED_INTEGER_VERSION = 10
+#: The first version whose float channels may hold run tables, shifted bit views and narrow
+#: entries (mapping kinds 9-11).
+RUN_TABLES = 11
 #: The first version whose repeats may copy from earlier channels of the block.
 CROSS_CHANNEL_REPEATS = 9
 #: The oldest format version this qres reads.
@@ -70,6 +75,18 @@ METHOD_NAMES = {
 QUANTISED_BLOCKS = 10
 #: The first format version whose quantised float blocks may record their own grids.
 LATTICE_GRIDS = 11
+
+
+def written_version(dtype: str, bounded: bool) -> int:
+    """The format version a stream of ``dtype`` samples is written in: the lowest that holds
+    every block it may code. Float streams may hold run tables and recorded grids (11); other
+    bounded-error streams quantised blocks (10); other lossless streams nothing newer than 9.
+    (Decided before the first block: the header comes first in a stream.)"""
+    if dtype.startswith("float"):
+        return RUN_TABLES
+    return BOUNDED_INTEGER_VERSION if bounded else LOSSLESS_VERSION
+
+
 #: Block flags share a byte with the method (bits 0-1), so they may use 6 bits.
 MAX_BLOCK_FLAGS = (1 << 6) - 1
 
@@ -414,15 +431,6 @@ def encode_header_body(header: Header) -> bytes:
     out += header.prefix
     out += struct.pack(f"<{len(header.weights)}i", *header.weights)
     return bytes(out)
-
-
-def written_version(dtype: str, bounded: bool) -> int:
-    """The format version a stream of ``dtype`` samples is written in now: the lowest that
-    holds what its blocks may hold (lossless streams 9, bounded-error integer streams 10,
-    bounded-error float streams 11: their quantised blocks may record grids)."""
-    if not bounded:
-        return LOSSLESS_VERSION
-    return FORMAT_VERSION if dtype.startswith("float") else BOUNDED_INTEGER_VERSION
 
 
 def format_version(dtype: str) -> int:

@@ -484,7 +484,13 @@ class BlockCoder:
         # Bounds near the float range overflow in intermediate steps; the mapping checks its
         # results, so numpy's warnings are noise on the user's terminal.
         with np.errstate(all="ignore"):
-            mapped = mapping.to_integers(block, self.work, grid_step, lattice=not bound)
+            mapped = mapping.to_integers(
+                block,
+                self.work,
+                grid_step,
+                lattice=not bound,
+                version=self.version,
+            )
         if mapped is None:
             return None
         bounds = self.bounds if grid_step is None else None
@@ -1512,7 +1518,7 @@ def compress(
     _import_before_the_clock()
     spec = source.spec
     version = container.written_version(spec.dtype, bool(settings.max_error))
-    # builds the plugins and loads their native kernels
+    # Builds the plugins and loads their native kernels before the clock starts.
     first = BlockCoder(settings, spec, version=version)
     started = time.perf_counter()
     # Weights equal to the predictor's defaults are implied by its settings: store none.
