@@ -17,16 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from qres.codec.files import compress_bytes, decompress_bytes  # noqa: E402
-from qres.codec.samples import StreamSpec  # noqa: E402
+from qres.codec.files import compress_bytes, decompress_bytes
+from qres.codec.samples import StreamSpec
 
 PROFILES = ("server", "fast")
 
