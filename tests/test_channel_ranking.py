@@ -276,9 +276,40 @@ def test_a_short_sparse_block_codes_one_polynomial_whole_when_the_screen_decides
     assert sizes.count(frames - frames // pipeline._SCREEN_SHARE) == 3
     sizes.clear()
     sizes.resumed.clear()
+    # Without the margin, the screen's best is coded whole first, and the runner-up only where
+    # its screen, scaled by the first's growth to the whole row, may still win: nowhere here.
     monkeypatch.setattr(pipeline, "_decisive", lambda screened, orders: None)
     assert api.compress_bytes(raw, spec, "server") == packed
+    assert len([n for n in sizes if n == frames]) + sizes.resumed.count(frames) == 3
+    # Measuring both whole on every channel gives the same bytes.
+    sizes.clear()
+    sizes.resumed.clear()
+    monkeypatch.setattr(pipeline, "_may_win", lambda candidate, incumbent, width: True)
+    assert api.compress_bytes(raw, spec, "server") == packed
     assert len([n for n in sizes if n == frames]) + sizes.resumed.count(frames) == 6
+
+
+def test_an_obvious_polynomial_skips_the_block_predictors_coded_screen(monkeypatch):
+    """Rain-like channels whose best polynomial's estimate is under 4/5 of the cascade's on
+    the screen are cleared on the estimates: the cascade's screen is never coded, and the
+    bytes are those of the coded comparison."""
+    from qres.codec import files as api
+    from qres.codec.samples import StreamSpec
+
+    frames = 6000
+    rng = np.random.default_rng(3)
+    rain = [np.where(rng.random(frames) < 0.1, rng.integers(1, 300, frames), 0) for _ in range(3)]
+    raw = np.stack(rain, axis=1).astype("<i2").tobytes()
+    spec = StreamSpec("int16", 3)
+    screen = frames // pipeline._SCREEN_SHARE
+    sizes = _coded_samples(monkeypatch)
+    packed = api.compress_bytes(raw, spec, "server")
+    obvious = sum(sizes)
+    sizes.clear()
+    sizes.resumed.clear()
+    monkeypatch.setattr(pipeline, "_OBVIOUS", (0, 1))  # never obvious: the screen is coded
+    assert api.compress_bytes(raw, spec, "server") == packed
+    assert sum(sizes) == obvious + 3 * screen
 
 
 def test_decisive_needs_every_order_screened_and_the_margin():

@@ -92,6 +92,10 @@ _RANK_SPREAD = (21, 20)
 #: 1/_SCREEN_SHARE of their frames are not screened.
 _SPARSE = (1, 4)
 _CLEAR = (10, 11)
+#: A sparse channel whose best polynomial's estimated bits on the screen are below this
+#: fraction (numerator, denominator) of the block predictor's is cleared on the estimates
+#: alone (the coder's sizes of the two differ from the estimates' ratio by a few percent).
+_OBVIOUS = (4, 5)
 _SCREEN_SHARE = 4
 #: A block too short to sample is screened on 1/_SCREEN_SHARE of its frames in this many
 #: spans before a polynomial is coded whole (:func:`_short_spans`).
@@ -647,11 +651,8 @@ class BlockCoder:
                 if lead is not None:
                     choice.take(c, lead, choice.prefixes.code((lead, c), choice.full(lead, c)))
                     continue
-                rows = choice.whole_rows(c)
-                _, order, data = self._rank_polynomials(
-                    rows, _NO_INCUMBENT, code=choice.prefixes.for_channel(c)
-                )
-                choice.take(c, order, data[order])
+                order, data = self._measure_screened(choice, c, screened, ranked)
+                choice.take(c, order, data)
             else:
                 choice.take(c, order, self.coder.encode(choice.full(order, c)))
         for c in choice.ran:
@@ -717,15 +718,26 @@ class BlockCoder:
             if all(_SPARSE[1] * int(z[c]) < _SPARSE[0] * width for z in zeros.values()):
                 continue
             rows = {k: p[c] for k, p in polys.items()}
-            ranked = _ranked(rows)
+            estimates: dict[int, int] = {}
+            ranked = _ranked(rows, estimates)
             row = rows[ranked[0]]
             if _SPARSE[1] * int(np.count_nonzero(row == 0)) >= _SPARSE[0] * len(row):
-                sparse[c] = rows, ranked
+                sparse[c] = rows, ranked, estimates[ranked[0]]
         if not sparse:
             return {}
         warm = _span_residuals(pred, ints[list(sparse)], spans, choice.bounds, warm_up)
         clear = {}
-        for i, (c, (rows, ranked)) in enumerate(sparse.items()):
+        for i, (c, (rows, ranked, lead)) in enumerate(sparse.items()):
+            code = choice.prefixes.for_channel(c, keep=True) if choice.whole else None
+            mine = _estimated_bits(warm[i])
+            if _OBVIOUS[1] * lead < _OBVIOUS[0] * mine:
+                # The estimates alone put the polynomial that far ahead: the block predictor's
+                # screen is not coded (the estimate misses what the coder gains on runs, which
+                # favours the sparser polynomial all the more). Its estimate, in bytes, stands
+                # in for its size in the ranking.
+                _, order, screened = self._rank_polynomials(rows, mine // 8, ranked, code=code)
+                clear[c] = order, screened, ranked
+                continue
             if choice.whole and self._segments(pred, frames) is None:
                 # The start of the block predictor's row: kept open for its whole row (and
                 # the first span of its screen, :meth:`_Choice._may_win_screen`).
@@ -735,11 +747,37 @@ class BlockCoder:
                 theirs = len(self.coder.encode(warm[i]))
             # The screen of a block too short to sample is its start: the polynomials' coded
             # screens stay open, so a whole row coded later goes on from there.
-            code = choice.prefixes.for_channel(c, keep=True) if choice.whole else None
             best, order, screened = self._rank_polynomials(rows, theirs, ranked, code=code)
             if _CLEAR[1] * best < _CLEAR[0] * theirs:
                 clear[c] = order, screened, ranked
         return clear
+
+    def _measure_screened(self, choice: _Choice, c: int, screened: dict, ranked: list[int]):
+        """The best polynomial of a sparse channel of a block too short to sample whose screen
+        could not tell its best two apart: ``(order, coded bytes)``. The screen's best is
+        coded whole first; a runner-up only if its screen size, scaled by the first's growth
+        from its screen to the whole row, may still beat it within the screen's noise
+        (:func:`_may_win`). Without both on the screen, the whole rows are ranked afresh."""
+        orders = [k for k in ranked[:_CODED_ORDERS] if k in screened]
+        if len(orders) < 2:
+            rows = choice.whole_rows(c)
+            _, order, data = self._rank_polynomials(
+                rows, _NO_INCUMBENT, code=choice.prefixes.for_channel(c)
+            )
+            return order, data[order]
+        orders.sort(key=lambda k: (len(screened[k]), ranked.index(k)))
+        code = choice.prefixes.for_channel(c)
+        first = orders[0]
+        best = (code(first, choice.full(first, c)), first)
+        width = choice.screen_width
+        for k in orders[1:]:
+            # Integer arithmetic: the runner-up's screen times the first's whole over its screen.
+            scaled = len(screened[k]) * len(best[0]) // max(1, len(screened[first]))
+            if _may_win(scaled, len(best[0]), width):
+                data = code(k, choice.full(k, c))
+                if len(data) < len(best[0]):
+                    best = (data, k)
+        return best[1], best[0]
 
     def _rank_polynomials(
         self,
@@ -980,6 +1018,8 @@ class _Choice:
         # not), and each candidate is coded once.
         self.whole = self.spans == [(0, frames)]
         self.width = 0 if self.whole else sum(b - a for a, b in self.spans)
+        #: The frames of a short block's screen of its sparse channels (its start).
+        self.screen_width = frames // _SCREEN_SHARE
         self.exact = self.whole and coder._segments(pred, frames) is None
         # The polynomial candidates on the sample (none on a block that is its own sample:
         # their whole rows are computed per channel as needed, :meth:`full`).
