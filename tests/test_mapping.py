@@ -831,18 +831,26 @@ def test_bit_cost_at_the_int64_extremes():
 # -- non-finite runs and integer lattices ------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_nan_gaps_are_a_run_table(dtype):
-    """Format 11: NaN gaps and dropouts (several payloads, one touching the start, two runs
-    touching) are a run table: one copy of each bit pattern in the side record, and per run
-    its gap, length minus 1 and pattern as three streams after the channel's own."""
+def _gapped_walk(dtype: str):
+    """A decimal walk of 5000 samples with NaN gaps: one touching the start, one of another
+    payload right before one of the plain NaN (two touching runs); the walk, its signed
+    integer type and the plain NaN's bits."""
     rng = np.random.default_rng(4)
     x = (np.cumsum(rng.integers(-9, 10, 5000)) / 100.0).astype(dtype)
     signed = np.int32 if dtype == "float32" else np.int64
     nan = np.array(np.nan, dtype).view(signed)
     x[:30] = np.nan
-    x[1000:1400] = np.array(nan | 7, signed).view(dtype)  # another payload right after
+    x[1000:1400] = np.array(nan | 7, signed).view(dtype)
     x[1400:1500] = np.nan
+    return x, signed, nan
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_gaps_are_a_run_table(dtype):
+    """Format 11: NaN gaps and dropouts (several payloads, one touching the start, two runs
+    touching) are a run table: one copy of each bit pattern in the side record, and per run
+    its gap, length minus 1 and pattern as three streams after the channel's own."""
+    x, signed, nan = _gapped_walk(dtype)
     x[2000:3000:50] = np.nan  # single dropouts
     x[4990:] = -np.inf
     mapped = _round_trip(x.reshape(-1, 1))
@@ -891,13 +899,7 @@ def test_nan_gaps_are_runs_and_cost_no_corrections(dtype):
     """Before format 11, NaN gaps (several payloads, one touching the start) are kept as runs:
     the decimal channel around them needs no ulp correction, and a channel of NaN only still
     maps."""
-    rng = np.random.default_rng(4)
-    x = (np.cumsum(rng.integers(-9, 10, 5000)) / 100.0).astype(dtype)
-    signed = np.int32 if dtype == "float32" else np.int64
-    nan = np.array(np.nan, dtype).view(signed)
-    x[:30] = np.nan
-    x[1000:1400] = np.array(nan | 7, signed).view(dtype)  # another payload right after
-    x[1400:1500] = np.nan
+    x, signed, nan = _gapped_walk(dtype)
     x[4990:] = -np.inf
     mapped = _round_trip(x.reshape(-1, 1), run_tables=False)
     entry = _side(mapped, dtype, len(x)).maps[0]

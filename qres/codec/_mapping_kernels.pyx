@@ -2097,47 +2097,10 @@ def sorted_ranks(const int64_t[:] view, const int64_t[::1] values):
     span is at most a few times the samples, else by binary search."""
     import numpy as np
 
-    cdef Py_ssize_t n = view.shape[0], m = values.shape[0], i, j, lo_i, hi_i, mid
-    cdef uint64_t span, s
-    cdef int64_t v, low
-    cdef int64_t* dense = NULL
-    out = np.zeros(n, dtype=np.int64)
+    out = np.zeros(view.shape[0], dtype=np.int64)
     cdef int64_t[::1] r = out
-    if m == 0 or n == 0:
-        return out
-    low = values[0]
-    span = <uint64_t>values[m - 1] - <uint64_t>low
-    if span < <uint64_t>(4 * n + 4096):
-        dense = <int64_t*>malloc((span + 1) * sizeof(int64_t))
-        if dense == NULL:
-            raise MemoryError("ranks: out of memory")
-    with nogil:
-        if dense != NULL:
-            j = 0
-            for s in range(span + 1):
-                while values[j] < <int64_t>(<uint64_t>low + s):
-                    j += 1
-                dense[s] = j
-            for i in range(n):
-                v = view[i]
-                if v < low:
-                    r[i] = 0
-                elif v > values[m - 1]:
-                    r[i] = m
-                else:
-                    r[i] = dense[<uint64_t>v - <uint64_t>low]
-        else:
-            for i in range(n):
-                v = view[i]
-                lo_i, hi_i = 0, m
-                while lo_i < hi_i:
-                    mid = (lo_i + hi_i) // 2
-                    if values[mid] < v:
-                        lo_i = mid + 1
-                    else:
-                        hi_i = mid
-                r[i] = lo_i
-    free(dense)
+    if view.shape[0]:
+        ranks_core(view, values, &r[0])  # the same table or search as the costs' pass
     return out
 
 
