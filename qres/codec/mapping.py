@@ -767,9 +767,9 @@ def _float_views(x, dtype: str, version: int | None):
     # The bit view without the zero bits every sample ends in replaces the plain one, a view
     # that corrects more than one sample in _MOSTLY_EXACT if it beats it by the structured
     # views' margin, and any other view only by the margin _SHIFTED_GAIN: the estimate, of
-    # first differences, misses how much better a predictor does on a linear view (integer-
-    # valued floats through kind 1 or 6: a fifth fewer bytes at a fifth more estimated bits)
-    # than on one whose scale doubles at every power of two.
+    # first differences, misses how much better a predictor does on a linear view than on one
+    # whose scale doubles at every power of two (integer-valued floats through kind 6: their
+    # estimate a quarter above the shifted view's, their block 6% smaller).
     found = _shifted_bits(x, dtype, bits, version)
     if found is not None:
         inexact = any(_MOSTLY_EXACT * np.count_nonzero(e) > len(e) for e in best[2])
