@@ -366,6 +366,20 @@ def test_container_info_and_verify(packed, tmp_path, data):
     assert sorted(os.listdir(tmp_path)) == before
 
 
+def _payload_damaged(packed: bytes, data) -> bytes:
+    """``packed`` (one block) with its block's payload damaged under valid checksums: the
+    container is written again around it, so the payload's parser, not a CRC, meets it."""
+    import attrs
+
+    reader = container.Reader(io.BytesIO(packed))
+    ((_, block),) = list(reader.blocks())
+    forged = io.BytesIO()
+    writer = container.Writer(forged, reader.header)
+    writer.add(attrs.evolve(block, payload=data.draw(mutated(block.payload))), b"")
+    writer.finish()
+    return forged.getvalue()
+
+
 @pytest.fixture(scope="module", params=["bound's grid", "lattice grids"])
 def quantised_packed(request):
     """A bounded-error stream of quantised blocks with NaNs: hourly-like steps of 0.9 on the
@@ -405,17 +419,9 @@ def quantised_packed(request):
 def test_quantised_containers_fail_cleanly(quantised_packed, data):
     """Damaged files, and damaged quantised payloads under valid checksums (so that the
     payload's parser, not a CRC, meets the damage)."""
-    import attrs
-
     damaged = data.draw(mutated(quantised_packed))
     _only_own_errors(api.decompress_bytes, damaged)
-    reader = container.Reader(io.BytesIO(quantised_packed))
-    ((_, block),) = list(reader.blocks())
-    forged = io.BytesIO()
-    writer = container.Writer(forged, reader.header)
-    writer.add(attrs.evolve(block, payload=data.draw(mutated(block.payload))), b"")
-    writer.finish()
-    _only_own_errors(api.decompress_bytes, forged.getvalue())
+    _only_own_errors(api.decompress_bytes, _payload_damaged(quantised_packed, data))
 
 
 @pytest.fixture(scope="module")
@@ -447,8 +453,6 @@ def run_table_packed():
 def test_run_table_payloads_fail_cleanly(run_table_packed, data):
     """Damaged run tables under valid checksums (the side record's counts and patterns, the
     gap, length and pattern streams) are refused with the project's own errors."""
-    import attrs
-
     from qres.codec import mapping
     from qres.codec import pipeline as codec
 
@@ -460,11 +464,7 @@ def test_run_table_payloads_fail_cleanly(run_table_packed, data):
     kinds = [(m.kind, m.inner.kind) for m in layout.side.maps]
     inner = [mapping.KIND_DECIMAL, mapping.KIND_FLOAT_SHIFTED, mapping.KIND_NARROW]
     assert kinds == [(mapping.KIND_RUN_TABLE, k) for k in inner]
-    forged = io.BytesIO()
-    writer = container.Writer(forged, reader.header)
-    writer.add(attrs.evolve(block, payload=data.draw(mutated(block.payload))), b"")
-    writer.finish()
-    _only_own_errors(api.decompress_bytes, forged.getvalue())
+    _only_own_errors(api.decompress_bytes, _payload_damaged(run_table_packed, data))
 
 
 def test_lying_lengths_do_not_allocate(packed):

@@ -1856,6 +1856,16 @@ def test_scaled_candidates_equal_the_fraction_reference(lattice):
     assert outcome(scaled._candidates) == outcome(scaled.candidates_fraction)
 
 
+def _as_probe(x, dtype: str):
+    """Lattice samples ``x`` (float64) as a probe of ``dtype`` samples: the finite ones of a
+    float type, or rounded and clipped to an integer type (as int64)."""
+    if dtype.startswith("float"):
+        probe = x.astype(dtype)
+        return probe[np.isfinite(probe)]
+    info = np.iinfo(dtype)
+    return np.clip(np.nan_to_num(np.rint(x)), info.min, info.max).astype(np.int64)
+
+
 @FAST
 @given(
     st.sampled_from(["float64", "float32", "int16", "int32", "uint16"]),
@@ -1875,12 +1885,7 @@ def test_compiled_scaled_hits_equal_the_numpy_reference(dtype, seed, lattice, be
     x = a + b * codes
     noisy = rng.random(size) < 0.3
     x[noisy] += rng.normal(0.0, b, int(noisy.sum()))
-    if dtype.startswith("float"):
-        probe = x.astype(dtype)
-        probe = probe[np.isfinite(probe)]
-    else:
-        info = np.iinfo(dtype)
-        probe = np.clip(np.nan_to_num(np.rint(x)), info.min, info.max).astype(np.int64)
+    probe = _as_probe(x, dtype)
     want = scaled.hits_numpy(probe, a, b, dtype)
     assert scaled.hits_of(probe, a, b, dtype) == want
     got = scaled.hits_of(probe, a, b, dtype, beat)
@@ -2097,12 +2102,7 @@ def test_compiled_lattice_search_equals_the_numpy_loop(dtype, seed, lattices):
     x = a + b * rng.integers(-(2**10), 2**10, size).astype(np.float64)
     noisy = rng.random(size) < rng.random()
     x[noisy] += rng.normal(0.0, b, int(noisy.sum()))
-    if dtype.startswith("float"):
-        probe = x.astype(dtype)
-        probe = probe[np.isfinite(probe)]
-    else:
-        info = np.iinfo(dtype)
-        probe = np.clip(np.nan_to_num(np.rint(x)), info.min, info.max).astype(np.int64)
+    probe = _as_probe(x, dtype)
     values, counts = dictionary.distinct_counts_numpy(probe)
     candidates = [*lattices, (float("nan"), 1.0), (0.0, -1.0)]
     want, hits = -1, len(probe) // 2
