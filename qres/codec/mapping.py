@@ -726,7 +726,7 @@ def _narrow_view(x, dtype: str, version: int | None, best):
     if dtype != "float64" or not allowed(KIND_NARROW, version) or not len(x):
         return None
     linear = best[1].kind not in (KIND_FLOAT_BITS, KIND_FLOAT_SHIFTED)
-    if linear and not any(_MOSTLY_EXACT * np.count_nonzero(e) > len(e) for e in best[2]):
+    if linear and not _corrects_many(best):
         return None
     with np.errstate(over="ignore"):
         narrow = x.astype(np.float32)
@@ -738,10 +738,18 @@ def _narrow_view(x, dtype: str, version: int | None, best):
     return found[0], ChannelMap(KIND_NARROW, inner=found[1]), found[2], found[3]
 
 
+def _corrects_many(view) -> bool:
+    """Whether a view ``(ints, ChannelMap, extras, estimated bits)`` corrects more than one
+    sample in _MOSTLY_EXACT through its extra streams (an exact view corrects none, or a
+    stray -0.0)."""
+    import numpy as np
+
+    return any(_MOSTLY_EXACT * np.count_nonzero(e) > len(e) for e in view[2])
+
+
 def _float_views(x, dtype: str, version: int | None):
     """The views of :func:`_lossless_float_channel` for ``x`` as ``dtype`` samples: the best
     ``(ints, ChannelMap, extras, estimated bits)``."""
-    import numpy as np
 
     from qres.codec._mapping_kernels import bit_cost
 
@@ -772,7 +780,7 @@ def _float_views(x, dtype: str, version: int | None):
     # estimate a quarter above the shifted view's, their block 6% smaller).
     found = _shifted_bits(x, dtype, bits, version)
     if found is not None:
-        inexact = any(_MOSTLY_EXACT * np.count_nonzero(e) > len(e) for e in best[2])
+        inexact = _corrects_many(best)
         gain = 1.0 if best is plain else _SIGNIFICANT_GAIN if inexact else _SHIFTED_GAIN
         if found[3] < gain * best[3] or best is plain:
             best = found

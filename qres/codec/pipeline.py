@@ -692,7 +692,7 @@ class BlockCoder:
 
         frames = ints.shape[1]
         if choice.whole:
-            spans, warm_up = [(0, frames // _SCREEN_SHARE)], 0
+            spans, warm_up = [(0, choice.screen_width)], 0
             cost = spans[0][1] if spans[0][1] >= _MIN_SPAN else frames
         else:
             spans = choice.spans
